@@ -1,0 +1,121 @@
+/* CPU feature detection and the single place that chooses which kernels run. */
+#include <cpuid.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define HF_VERSION_STRING "0.1.0"
+
+static int g_supported[HF_ISA_COUNT];
+static int g_active = -1;
+static int g_detected = 0;
+
+static unsigned long long xgetbv0(void) {
+    unsigned int eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((unsigned long long)edx << 32) | eax;
+}
+
+static void detect(void) {
+    unsigned int a, b, c, d;
+    int osxsave = 0, avx2 = 0, fma = 0, avx512 = 0;
+    g_supported[HF_ISA_REF] = 1;
+    if (__get_cpuid(1, &a, &b, &c, &d)) {
+        osxsave = (c >> 27) & 1;
+        fma = (c >> 12) & 1;
+    }
+    if (osxsave && __get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        unsigned long long xcr0 = xgetbv0();
+        int ymm_os = (xcr0 & 0x6) == 0x6;
+        int zmm_os = (xcr0 & 0xe6) == 0xe6;
+        avx2 = ymm_os && ((b >> 5) & 1) && fma;
+        /* AVX512F (b16), AVX512BW (b30), AVX512VL (b31), AVX512_VNNI (c11) */
+        avx512 = zmm_os && ((b >> 16) & 1) && ((b >> 30) & 1) && ((b >> 31) & 1) && ((c >> 11) & 1);
+    }
+    g_supported[HF_ISA_AVX2] = avx2;
+    g_supported[HF_ISA_AVX512VNNI] = avx512;
+    g_detected = 1;
+}
+
+static int best_isa(void) {
+    if (g_supported[HF_ISA_AVX512VNNI]) return HF_ISA_AVX512VNNI;
+    if (g_supported[HF_ISA_AVX2]) return HF_ISA_AVX2;
+    return HF_ISA_REF;
+}
+
+static const char *const isa_names[HF_ISA_COUNT] = {"ref", "avx2", "avx512vnni"};
+
+const char *hf_isa_name(int isa) {
+    if (isa == HF_ISA_AUTO) return "auto";
+    if (isa < 0 || isa >= HF_ISA_COUNT) return "unknown";
+    return isa_names[isa];
+}
+
+int hf_isa_from_name(const char *name) {
+    if (!name || !*name || strcmp(name, "auto") == 0) return HF_ISA_AUTO;
+    for (int i = 0; i < HF_ISA_COUNT; i++)
+        if (strcmp(name, isa_names[i]) == 0) return i;
+    return -2;
+}
+
+int hf_isa_supported(int isa) {
+    if (!g_detected) detect();
+    if (isa < 0 || isa >= HF_ISA_COUNT) return 0;
+    return g_supported[isa];
+}
+
+int hf_set_isa(int isa) {
+    if (!g_detected) detect();
+    if (isa == HF_ISA_AUTO) {
+        g_active = best_isa();
+        return HF_OK;
+    }
+    if (isa < 0 || isa >= HF_ISA_COUNT) return hf_fail(HF_EINVAL, "unknown ISA id %d", isa);
+    if (!g_supported[isa])
+        return hf_fail(HF_EUNSUPPORTED, "ISA '%s' is not supported by this CPU", isa_names[isa]);
+    g_active = isa;
+    return HF_OK;
+}
+
+int hf_init(void) {
+    const char *env = getenv("HF_FAST_ISA");
+    int isa;
+    if (!g_detected) detect();
+    isa = hf_isa_from_name(env);
+    if (isa == -2) {
+        g_active = best_isa();
+        return hf_fail(HF_EINVAL, "HF_FAST_ISA='%s' is not one of ref, avx2, avx512vnni, auto", env);
+    }
+    if (isa != HF_ISA_AUTO && !g_supported[isa]) {
+        g_active = best_isa();
+        return hf_fail(HF_EUNSUPPORTED, "HF_FAST_ISA='%s' but this CPU does not support it", env);
+    }
+    return hf_set_isa(isa);
+}
+
+int hf_isa_active(void) {
+    if (g_active < 0) hf_set_isa(HF_ISA_AUTO);
+    return g_active;
+}
+
+int hf_resolve_isa(int isa, int *out) {
+    if (isa == HF_ISA_AUTO) isa = hf_isa_active();
+    if (isa < 0 || isa >= HF_ISA_COUNT) return hf_fail(HF_EINVAL, "unknown ISA id %d", isa);
+    if (!hf_isa_supported(isa))
+        return hf_fail(HF_EUNSUPPORTED, "ISA '%s' is not supported by this CPU", isa_names[isa]);
+    *out = isa;
+    return HF_OK;
+}
+
+const hf_dense_kernel *hf_dense_kernel_for(int isa) {
+    if (!hf_isa_supported(isa)) return NULL;
+    switch (isa) {
+    case HF_ISA_REF: return &hf_dense_ref;
+    case HF_ISA_AVX2: return &hf_dense_avx2;
+    case HF_ISA_AVX512VNNI: return &hf_dense_avx512vnni;
+    default: return NULL;
+    }
+}
+
+const char *hf_version(void) { return HF_VERSION_STRING; }
