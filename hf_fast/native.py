@@ -146,3 +146,55 @@ class DenseWeight:
 def gemm_u8s8s32(a: np.ndarray, w: np.ndarray, isa: str = "auto") -> np.ndarray:
     """Exact ``a @ w.T`` for uint8 ``a`` [M, K] and int8 ``w`` [N, K], on the chosen ISA's kernel."""
     return DenseWeight(w, isa=isa).matmul(a)
+
+
+# ---------------------------------------------------------------- fp32 transformer ops
+def _f32(x, name: str, ndim: int) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise TypeError(f"{name} must be a float32 numpy array")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def _fptr(x):
+    return ffi.cast("float *", x.ctypes.data) if x is not None else ffi.NULL
+
+
+def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-12,
+              residual: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
+    """LayerNorm(x + residual) * gamma + beta over the last axis of a [T, H] float32 array."""
+    x = _f32(x, "x", 2)
+    t, h = x.shape
+    gamma, beta = _f32(gamma, "gamma", 1), _f32(beta, "beta", 1)
+    if gamma.shape != (h,) or beta.shape != (h,):
+        raise ValueError(f"gamma/beta must have shape ({h},)")
+    if residual is not None:
+        residual = _f32(residual, "residual", 2)
+        if residual.shape != x.shape:
+            raise ValueError(f"residual shape {residual.shape} != x shape {x.shape}")
+    y = np.empty_like(x)
+    _check(lib.hf_layernorm(isa_id(isa), t, h, _fptr(x), _fptr(residual), _fptr(gamma), _fptr(beta),
+                            float(eps), _fptr(y)), "layernorm")
+    return y
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.ndarray | None = None,
+              scale: float | None = None, isa: str = "auto") -> np.ndarray:
+    """softmax(q k^T * scale + mask) v per head for one sequence; q/k/v are [S, heads*d] float32."""
+    q, k, v = (_f32(a, n, 2) for a, n in ((q, "q"), (k, "k"), (v, "v")))
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError(f"q/k/v shapes differ: {q.shape}, {k.shape}, {v.shape}")
+    s, hd = q.shape
+    if heads <= 0 or hd % heads:
+        raise ValueError(f"hidden size {hd} is not divisible by heads={heads}")
+    d = hd // heads
+    if mask is not None:
+        mask = np.ascontiguousarray(mask, dtype=np.int64)
+        if mask.shape != (s,):
+            raise ValueError(f"mask must have shape ({s},), got {mask.shape}")
+    out = np.empty_like(q)
+    _check(lib.hf_attention(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
+                            ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
+                            float(1.0 / np.sqrt(d) if scale is None else scale), _fptr(out), hd), "attention")
+    return out

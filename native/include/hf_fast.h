@@ -65,6 +65,17 @@ int hf_dense_gemm(const hf_dense_w *w, int64_t M, const uint8_t *A, int64_t lda,
 int hf_gemm_u8s8s32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t lda,
                     const int8_t *W, int64_t ldw, int32_t *C, int64_t ldc);
 
+/* ---- fp32 transformer ops ---- */
+/* y[t] = LayerNorm(x[t] + r[t]) * gamma + beta over T rows of width H; r may be NULL, y may alias x. */
+int hf_layernorm(int isa, int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
+                 const float *beta, float eps, float *y);
+/* Floats of scratch hf_attention needs for a sequence of S tokens and head size d. */
+int64_t hf_attention_scratch_floats(int64_t S, int64_t d);
+/* Multi-head self-attention of one sequence. q/k/v rows have stride ld with head h at columns
+ * [h*d, (h+1)*d); key_mask[S] (nonzero = attend; NULL = all); ctx[S][heads*d] with stride ldo. */
+int hf_attention(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
+                 int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo);
+
 #ifdef __cplusplus
 }
 #endif

@@ -118,4 +118,12 @@ const hf_dense_kernel *hf_dense_kernel_for(int isa) {
     }
 }
 
+static const hf_f32_ops f32_ref = {hf_layernorm_ref, hf_attention_head_ref};
+static const hf_f32_ops f32_avx2 = {hf_layernorm_avx2, hf_attention_head_avx2};
+
+const hf_f32_ops *hf_f32_ops_for(int isa) {
+    if (!hf_isa_supported(isa)) return NULL;
+    return isa == HF_ISA_REF ? &f32_ref : &f32_avx2;
+}
+
 const char *hf_version(void) { return HF_VERSION_STRING; }

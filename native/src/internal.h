@@ -43,4 +43,26 @@ const hf_dense_kernel *hf_dense_kernel_for(int isa);
 /* Resolve HF_ISA_AUTO to the active ISA and check support. */
 int hf_resolve_isa(int isa, int *out);
 
+/* ---- fp32 transformer ops (kernels/layernorm_*.c, kernels/attention_*.c) ---- */
+typedef void (*hf_layernorm_fn)(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
+                                const float *beta, float eps, float *y);
+typedef void (*hf_attention_head_fn)(int64_t S, int64_t d, const float *q, const float *k, const float *v,
+                                     int64_t ld, const float *key_bias, float scale, float *ctx, int64_t ldo,
+                                     float *scratch);
+typedef struct {
+    hf_layernorm_fn layernorm;
+    hf_attention_head_fn attention_head; /* requires d % 8 == 0 unless it is the reference */
+} hf_f32_ops;
+
+void hf_layernorm_ref(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
+                      const float *beta, float eps, float *y);
+void hf_layernorm_avx2(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
+                       const float *beta, float eps, float *y);
+void hf_attention_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                           const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
+void hf_attention_head_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                            const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
+/* dispatch.c: fp32 ops for an ISA (AVX-512 machines use the AVX2 fp32 ops). */
+const hf_f32_ops *hf_f32_ops_for(int isa);
+
 #endif

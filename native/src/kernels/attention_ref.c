@@ -1,0 +1,43 @@
+/* Scalar reference attention for one (sequence, head): softmax(q k^T * scale + key_bias) v.
+ * key_bias[j] is 0 for a kept key and -INFINITY for a masked one; a row whose keys are all masked
+ * gets uniform weights, as PyTorch does with its finfo.min mask. */
+#include <math.h>
+
+#include "../internal.h"
+
+int64_t hf_attention_scratch_floats(int64_t S, int64_t d) {
+    /* transposed K (d x S rounded up to 8) + 4 rows of scores */
+    int64_t sp = (S + 7) & ~(int64_t)7;
+    return d * sp + 4 * sp + 64;
+}
+
+void hf_attention_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                           const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch) {
+    float *p = scratch;
+    for (int64_t i = 0; i < S; i++) {
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < S; j++) {
+            float s = 0.f;
+            for (int64_t c = 0; c < d; c++) s += q[i * ld + c] * k[j * ld + c];
+            s = s * scale + (key_bias ? key_bias[j] : 0.f);
+            p[j] = s;
+            if (s > mx) mx = s;
+        }
+        double sum = 0.0;
+        if (mx == -INFINITY) {
+            for (int64_t j = 0; j < S; j++) p[j] = 1.f;
+            sum = (double)S;
+        } else {
+            for (int64_t j = 0; j < S; j++) {
+                p[j] = expf(p[j] - mx);
+                sum += p[j];
+            }
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int64_t c = 0; c < d; c++) {
+            float acc = 0.f;
+            for (int64_t j = 0; j < S; j++) acc += p[j] * v[j * ld + c];
+            ctx[i * ldo + c] = acc * inv;
+        }
+    }
+}
