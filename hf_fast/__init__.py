@@ -7,4 +7,23 @@ Heavy modules (torch, transformers) load lazily, so ``import hf_fast`` stays che
 from hf_fast.native import NativeError, UnsupportedISAError, native_info
 
 __version__ = "0.1.0"
-__all__ = ["native_info", "NativeError", "UnsupportedISAError", "__version__"]
+__all__ = ["native_info", "NativeError", "UnsupportedISAError", "__version__",
+           "FastTrainer", "FastConfig", "DistillConfig", "PruningCallback", "DistillationLoss"]
+
+# Lazy exports: name -> module (imported on first attribute access, keeping `import hf_fast` cheap).
+_LAZY = {
+    "FastTrainer": "hf_fast.training.trainer",
+    "FastConfig": "hf_fast.training.config",
+    "DistillConfig": "hf_fast.training.config",
+    "PruningCallback": "hf_fast.training.pruning",
+    "DistillationLoss": "hf_fast.training.distillation",
+}
+
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'hf_fast' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(mod), name)

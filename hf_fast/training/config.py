@@ -1,0 +1,245 @@
+"""FastConfig / DistillConfig: what FastTrainer does, as plain dataclasses that round-trip to JSON and YAML.
+
+Every field has a default, so ``FastConfig()`` is the paper's recipe: 80% sparsity in the block the native
+kernels of this CPU run fastest (``block="auto"``), a gradual cubic schedule, magnitude scores per layer,
+distillation at T=2, alpha=0.9 when a teacher is given. Validation happens in ``__post_init__``, so a bad
+value fails when the config is built, long before any training step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from hf_fast.blocks import parse_block
+
+StepLike = Union[int, float]
+
+SCHEDULES = ("cubic", "oneshot")
+SCORES = ("magnitude", "movement")
+SCORE_ALIASES = {"first_order": "movement", "first-order": "movement", "l2": "magnitude"}
+SCOPES = ("layer", "global")
+QUANTIZATION = (None, "qat")
+
+
+def _check_step(name: str, v: Optional[StepLike], allow_none: bool = False) -> None:
+    if v is None:
+        if allow_none:
+            return
+        raise ValueError(f"{name} must be set")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{name} must be an int (optimizer step) or a float in [0, 1] (fraction of "
+                         f"max_steps), got {v!r}")
+    if isinstance(v, float) and not (0.0 <= v <= 1.0):
+        raise ValueError(f"{name}={v!r}: a float step is a fraction of max_steps and must lie in [0, 1]; "
+                         "pass an int for an absolute step")
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v!r}")
+
+
+def resolve_step(v: StepLike, max_steps: int) -> int:
+    """An int is an optimizer step; a float in [0, 1] is a fraction of ``max_steps``."""
+    if isinstance(v, float):
+        return int(round(v * max_steps))
+    return int(v)
+
+
+def _from_dict(cls, d: Dict[str, Any]):
+    if not isinstance(d, dict):
+        raise ValueError(f"{cls.__name__} expects a mapping, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; known options: {sorted(names)}")
+    return cls(**d)
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation settings (used only when FastTrainer gets a ``teacher``).
+
+    Args:
+        temperature: softening temperature T of both logit sets; the KL term is scaled by T**2.
+        alpha: weight of the distillation (KL) term; the hard-label loss gets ``1 - alpha``.
+        hidden_weight: weight of the MSE between mapped hidden states (0 disables it). Needs equal
+            hidden sizes of teacher and student.
+        attention_weight: weight of the MSE between mapped attention probabilities (0 disables it). Needs
+            equal head counts and eager attention (``attn_implementation="eager"``) on both models.
+        layer_map: ``{student_layer: teacher_layer}`` (0-based encoder layers) for the two MSE terms;
+            ``None`` maps student layer i to teacher layer ``(i + 1) * Lt // Ls - 1`` (uniform).
+    """
+
+    temperature: float = 2.0
+    alpha: float = 0.9
+    hidden_weight: float = 0.0
+    attention_weight: float = 0.0
+    layer_map: Optional[Dict[int, int]] = None
+
+    def __post_init__(self):
+        if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
+            raise ValueError(f"distill.temperature must be > 0, got {self.temperature!r}")
+        if not isinstance(self.alpha, (int, float)) or not (0.0 <= self.alpha <= 1.0):
+            raise ValueError(f"distill.alpha must lie in [0, 1], got {self.alpha!r}")
+        for n in ("hidden_weight", "attention_weight"):
+            v = getattr(self, n)
+            if not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"distill.{n} must be >= 0, got {v!r}")
+        if self.layer_map is not None:
+            if not isinstance(self.layer_map, dict):
+                raise ValueError(f"distill.layer_map must be a mapping student_layer -> teacher_layer, "
+                                 f"got {self.layer_map!r}")
+            try:  # JSON keys are strings
+                self.layer_map = {int(k): int(v) for k, v in self.layer_map.items()}
+            except (TypeError, ValueError):
+                raise ValueError(f"distill.layer_map must map ints to ints, got {self.layer_map!r}") from None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "DistillConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class FastConfig:
+    """Block pruning (+ distillation, + optional QAT) settings of FastTrainer.
+
+    Args:
+        sparsity: final fraction of pruned (all-zero) blocks in the encoder Linear layers, in [0, 1).
+        block: block shape ``"RxC"`` of the weight as stored, [out, in] (``"4x1"``, ``"1x4"``, ``"4x16"``,
+            ``"32x32"``), a ``(rows, cols)`` pair, or ``"auto"``: the shape the native kernels of this CPU
+            run fastest (``hf_fast.native.preferred_block()``); the resolved shape is recorded.
+        schedule: ``"cubic"`` (gradual, Zhu & Gupta 2017) or ``"oneshot"`` (final sparsity at start_step).
+        score: ``"magnitude"`` (block L2 norm) or ``"movement"`` (first-order |w * grad| summed over the
+            block, accumulated between pruning steps; alias ``"first_order"``).
+        scope: ``"layer"`` (every layer reaches ``sparsity``) or ``"global"`` (one threshold over all).
+        initial_sparsity: sparsity of the cubic schedule at ``start_step``.
+        start_step, end_step: the pruning window; an int is an optimizer step, a float in [0, 1] a
+            fraction of ``max_steps``. After ``end_step`` the masks are fixed (fine-tuning).
+        frequency: optimizer steps between mask updates; ``None`` = about 20 updates over the window.
+        include: extra module-name regexes to prune too (e.g. ``"classifier"``); dense by default.
+        exclude: module-name regexes to keep dense among the encoder Linear layers.
+        distill: a DistillConfig (or dict); used when FastTrainer gets a teacher.
+        quantization: ``None`` or ``"qat"`` (fake-quant fine-tuning matching the int8 exporter).
+        qat_start_step: when QAT starts (int step / float fraction); ``None`` = at ``end_step``.
+    """
+
+    sparsity: float = 0.8
+    block: Union[str, Tuple[int, int]] = "auto"
+    schedule: str = "cubic"
+    score: str = "magnitude"
+    scope: str = "layer"
+    initial_sparsity: float = 0.0
+    start_step: StepLike = 0
+    end_step: StepLike = 0.7
+    frequency: Optional[int] = None
+    include: List[str] = field(default_factory=list)
+    exclude: List[str] = field(default_factory=list)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    quantization: Optional[str] = None
+    qat_start_step: Optional[StepLike] = None
+
+    def __post_init__(self):
+        for n in ("sparsity", "initial_sparsity"):
+            v = getattr(self, n)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v < 1.0):
+                raise ValueError(f"{n} must lie in [0, 1) (the fraction of pruned blocks), got {v!r}")
+        if self.initial_sparsity > self.sparsity:
+            raise ValueError(f"initial_sparsity={self.initial_sparsity} exceeds sparsity={self.sparsity}")
+        if isinstance(self.block, list):
+            self.block = tuple(self.block)
+        if self.block != "auto":
+            parse_block(self.block)  # raises ValueError on unknown names
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        self.score = SCORE_ALIASES.get(self.score, self.score)
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES} (or {sorted(SCORE_ALIASES)}), got {self.score!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        _check_step("start_step", self.start_step)
+        _check_step("end_step", self.end_step)
+        _check_step("qat_start_step", self.qat_start_step, allow_none=True)
+        if type(self.start_step) is type(self.end_step) and self.start_step > self.end_step:
+            raise ValueError(f"start_step={self.start_step} is after end_step={self.end_step}")
+        if self.frequency is not None and (isinstance(self.frequency, bool) or not isinstance(self.frequency, int)
+                                           or self.frequency < 1):
+            raise ValueError(f"frequency must be a positive int or None, got {self.frequency!r}")
+        for n in ("include", "exclude"):
+            v = getattr(self, n)
+            if isinstance(v, str):
+                setattr(self, n, [v])
+            elif not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
+                raise ValueError(f"{n} must be a list of module-name regexes, got {v!r}")
+            else:
+                setattr(self, n, list(v))
+        if isinstance(self.distill, dict):
+            self.distill = DistillConfig.from_dict(self.distill)
+        elif self.distill is None:
+            self.distill = DistillConfig()
+        elif not isinstance(self.distill, DistillConfig):
+            raise ValueError(f"distill must be a DistillConfig or a dict, got {type(self.distill).__name__}")
+        if self.quantization not in QUANTIZATION:
+            raise ValueError(f"quantization must be one of {QUANTIZATION}, got {self.quantization!r}")
+
+    # -- serialisation -------------------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if isinstance(d["block"], tuple):
+            d["block"] = list(d["block"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "FastConfig":
+        return _from_dict(cls, dict(d))
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def to_json(self, path: Union[str, Path]) -> None:
+        Path(path).write_text(self.to_json_string() + "\n")
+
+    @classmethod
+    def from_json(cls, path: Union[str, Path]) -> "FastConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_yaml(self, path: Union[str, Path]) -> None:
+        import yaml
+
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "FastConfig":
+        import yaml
+
+        d = yaml.safe_load(Path(path).read_text()) or {}
+        if "fast_config" in d and isinstance(d["fast_config"], dict):  # a whole recipe file
+            d = d["fast_config"]
+        return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "FastConfig":
+        """Read a ``.json`` or ``.yaml``/``.yml`` file."""
+        p = str(path)
+        return cls.from_yaml(p) if p.endswith((".yaml", ".yml")) else cls.from_json(p)
+
+    def save(self, path: Union[str, Path]) -> None:
+        p = str(path)
+        self.to_yaml(p) if p.endswith((".yaml", ".yml")) else self.to_json(p)
+
+
+def resolve_block(block: Union[str, Tuple[int, int]]) -> str:
+    """``"auto"`` -> the native runtime's preferred block on this CPU; anything else -> canonical ``"RxC"``."""
+    if block == "auto":
+        from hf_fast import native
+
+        pref = getattr(native, "preferred_block", None)
+        if pref is None:
+            raise RuntimeError('block="auto" needs hf_fast.native.preferred_block(), which this build of hf-fast '
+                               'does not provide yet; pass an explicit block such as "4x1" or "1x4"')
+        block = pref()
+    r, c = parse_block(block)
+    return f"{r}x{c}"

@@ -1,0 +1,68 @@
+"""Datasets named by a recipe's ``data`` section, read from local files (no Hub):
+
+  rt-polarity  ``<path>/rt-polarity.pos|neg`` (latin-1), fixed split: the last ``eval_per_class`` lines of each
+               file evaluate, the rest train; label 1 = positive
+  sst2-tsv     ``<path>/train.tsv`` and ``<path>/dev.tsv`` (``sentence<TAB>label`` with a header)
+  hub          ``datasets.load_dataset(name, config)`` (needs the Hub or its cache)
+
+``classification_datasets(spec, tokenizer)`` returns tokenized ``datasets.Dataset`` train/eval splits.
+(SQuAD feature preparation lives with the QA benchmark; ``squad-json`` is accepted by recipes.)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+
+def read_rt_polarity(path, eval_per_class: int = 1000) -> Tuple[Dict[str, List], Dict[str, List]]:
+    p = Path(path)
+    train = {"text": [], "label": []}
+    ev = {"text": [], "label": []}
+    for fname, label in (("rt-polarity.neg", 0), ("rt-polarity.pos", 1)):
+        lines = [l.strip() for l in (p / fname).read_bytes().decode("latin-1").splitlines() if l.strip()]
+        cut = len(lines) - eval_per_class
+        train["text"] += lines[:cut]
+        train["label"] += [label] * cut
+        ev["text"] += lines[cut:]
+        ev["label"] += [label] * (len(lines) - cut)
+    return train, ev
+
+
+def read_sst2_tsv(path) -> Tuple[Dict[str, List], Dict[str, List]]:
+    out = []
+    for f in ("train.tsv", "dev.tsv"):
+        rows = [l.rsplit("\t", 1) for l in (Path(path) / f).read_text().splitlines()[1:] if l.strip()]
+        out.append({"text": [r[0] for r in rows], "label": [int(r[1]) for r in rows]})
+    return out[0], out[1]
+
+
+def classification_datasets(spec: Dict[str, Any], tokenizer, max_length: int = None):
+    from datasets import Dataset
+
+    fmt = spec["format"]
+    if fmt == "rt-polarity":
+        tr, ev = read_rt_polarity(spec["path"], spec.get("eval_per_class", 1000))
+    elif fmt == "sst2-tsv":
+        tr, ev = read_sst2_tsv(spec["path"])
+    elif fmt == "hub":
+        from datasets import load_dataset
+
+        d = load_dataset(spec["name"], spec.get("config"))
+        col = spec.get("text_column", "text")
+        tr = {"text": d[spec.get("train_split", "train")][col], "label": d[spec.get("train_split", "train")]["label"]}
+        es = d[spec.get("eval_split", "validation")]
+        ev = {"text": es[col], "label": es["label"]}
+    else:
+        raise ValueError(f"data format {fmt!r} is not a classification format")
+    ml = max_length or spec.get("max_length", 128)
+
+    def tok(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=ml, padding="max_length")
+
+    out = []
+    for d, lim in ((tr, spec.get("train_limit")), (ev, spec.get("eval_limit"))):
+        ds = Dataset.from_dict(d).shuffle(seed=0) if lim else Dataset.from_dict(d)
+        if lim:
+            ds = ds.select(range(min(lim, len(ds))))
+        out.append(ds.map(tok, batched=True, remove_columns=["text"]).rename_column("label", "labels"))
+    return out[0], out[1]

@@ -1,0 +1,128 @@
+"""Which Linear layers are pruned, block scores, and score -> block mask thresholding.
+
+A block mask of a weight W[out, in] with block (r, c) is a bool tensor [out/r, in/c] (True = kept);
+``hf_fast.blocks.expand_block_mask`` turns it into the element mask.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from hf_fast.blocks import check_divides, expand_block_mask, parse_block
+
+# Encoder Linear layers per architecture family: (family, regex over the full module path).
+ENCODER_LINEAR_PATTERNS: Tuple[Tuple[str, str], ...] = (
+    ("bert/roberta/minilm",
+     r"(?:^|\.)encoder\.layer\.(\d+)\.(attention\.self\.(?:query|key|value)|attention\.output\.dense"
+     r"|intermediate\.dense|output\.dense)$"),
+    ("distilbert",
+     r"(?:^|\.)transformer\.layer\.(\d+)\.(attention\.(?:q_lin|k_lin|v_lin|out_lin)|ffn\.(?:lin1|lin2))$"),
+)
+
+
+def find_prunable_linears(model: nn.Module, include: Sequence[str] = (), exclude: Sequence[str] = ()
+                          ) -> Dict[str, nn.Linear]:
+    """Module path -> nn.Linear for the encoder's Q, K, V, attention output, FFN in/out (+ ``include``).
+
+    Raises ValueError naming the searched patterns when the model has none of them.
+    """
+    found: Dict[str, nn.Linear] = {}
+    pats = [re.compile(p) for _, p in ENCODER_LINEAR_PATTERNS]
+    inc = [re.compile(p) for p in include]
+    exc = [re.compile(p) for p in exclude]
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear):
+            continue
+        if any(p.search(name) for p in pats) or any(p.search(name) for p in inc):
+            if not any(p.search(name) for p in exc):
+                found[name] = mod
+    if not any(any(p.search(n) for p in pats) for n in found):
+        searched = "; ".join(f"{fam}: {p}" for fam, p in ENCODER_LINEAR_PATTERNS)
+        raise ValueError(f"no encoder Linear layers found in {type(model).__name__} (searched module paths: "
+                         f"{searched}). Supported: BERT, RoBERTa, MiniLM, DistilBERT; pass include=[regex] "
+                         "for another architecture")
+    return found
+
+
+def check_blocks_divide(layers: Dict[str, nn.Linear], block) -> None:
+    for name, mod in layers.items():
+        check_divides(tuple(mod.weight.shape), block, name=f"{name}.weight")
+
+
+def block_l2(w: torch.Tensor, block) -> torch.Tensor:
+    """[out/r, in/c] L2 norm of each block."""
+    r, c = parse_block(block)
+    b = w.detach().float().reshape(w.shape[0] // r, r, w.shape[1] // c, c)
+    return b.pow(2).sum(dim=(1, 3)).sqrt()
+
+
+def block_sum(x: torch.Tensor, block) -> torch.Tensor:
+    r, c = parse_block(block)
+    return x.detach().float().reshape(x.shape[0] // r, r, x.shape[1] // c, c).sum(dim=(1, 3))
+
+
+def _prune_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool keep-mask (flat) that drops the k lowest scores; ties broken by position (deterministic)."""
+    keep = torch.ones(scores.numel(), dtype=torch.bool)
+    if k > 0:
+        order = torch.sort(scores.flatten().double(), stable=True).indices
+        keep[order[:k]] = False
+    return keep
+
+
+def threshold_masks(scores: Dict[str, torch.Tensor], sparsity: float, scope: str = "layer",
+                    previous: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+    """Block scores -> block masks pruning ``round(sparsity * n_blocks)`` blocks (per layer or globally).
+
+    Blocks pruned in ``previous`` stay pruned (their score is treated as -inf), so masks only shrink.
+    """
+    if not (0.0 <= sparsity < 1.0):
+        raise ValueError(f"sparsity must lie in [0, 1), got {sparsity}")
+    sc = {}
+    for n, s in scores.items():
+        s = s.detach().double().cpu().clone()
+        if previous is not None and n in previous:
+            s[~previous[n].cpu()] = float("-inf")
+        sc[n] = s
+    if scope == "layer":
+        out = {}
+        for n, s in sc.items():
+            k = int(round(sparsity * s.numel()))
+            out[n] = _prune_lowest(s, k).reshape(s.shape)
+        return out
+    if scope != "global":
+        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    names = list(sc)
+    flat = torch.cat([sc[n].flatten() for n in names])
+    keep = _prune_lowest(flat, int(round(sparsity * flat.numel())))
+    out, i = {}, 0
+    for n in names:
+        m = sc[n].numel()
+        out[n] = keep[i:i + m].reshape(sc[n].shape)
+        i += m
+    return out
+
+
+def element_mask(block_mask: torch.Tensor, block, like: torch.Tensor) -> torch.Tensor:
+    return expand_block_mask(block_mask, block).to(device=like.device, dtype=like.dtype)
+
+
+def mask_sparsity(masks: Dict[str, torch.Tensor]) -> float:
+    total = sum(m.numel() for m in masks.values())
+    pruned = sum(int((~m).sum()) for m in masks.values())
+    return pruned / total if total else 0.0
+
+
+def layer_label(name: str) -> str:
+    """Short per-layer label for logs: 'bert.encoder.layer.3.attention.self.query' -> 'layer.3.attention.self.query'."""
+    m = re.search(r"layer\.\d+\..*$", name)
+    return m.group(0) if m else name
+
+
+def iter_masked(layers: Dict[str, nn.Linear], masks: Dict[str, torch.Tensor]) -> Iterable[Tuple[str, nn.Linear, torch.Tensor]]:
+    for n, mod in layers.items():
+        if n in masks:
+            yield n, mod, masks[n]

@@ -1,0 +1,322 @@
+"""PruningCallback: gradual block-wise pruning of the encoder's Linear layers, as a ``TrainerCallback``.
+
+Works with any ``transformers.Trainer`` (``FastTrainer`` adds it for you)::
+
+    trainer = Trainer(..., callbacks=[PruningCallback(FastConfig(sparsity=0.8, block="4x1"))])
+
+Events used:
+  on_train_begin         bind to the model's encoder Linear layers, check the block divides them, resolve
+                         the schedule against ``max_steps``, restore masks when resuming
+  on_pre_optimizer_step  accumulate first-order scores |w * grad| (score="movement"), zero the gradients of
+                         pruned weights
+  on_optimizer_step      at update steps recompute the block masks from the scores (cubic target); after every
+                         step re-apply the masks to the weights and to the optimizer state (Adam moments)
+  on_save                write masks and score accumulators to ``<checkpoint>/hf_fast_masks.safetensors``
+  on_log                 add sparsity per layer and overall to the Trainer's logs; progress line on rank 0
+
+Checkpointing: the callback is an ``ExportableState``; its small JSON state (config, resolved block,
+schedule, last update step) lives in ``trainer_state.json`` (``stateful_callbacks``) and the tensors in the
+safetensors file beside it (no pickle). ``resume_from_checkpoint`` rebuilds the callback from that JSON and
+``on_train_begin`` reloads the tensors, so a resumed run reaches the same masks as an uninterrupted one.
+Under DDP the masks computed on rank 0 are broadcast, so every rank holds the same masks.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Optional, Union
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from hf_fast.training.config import FastConfig, resolve_block, resolve_step
+from hf_fast.training.masks import (block_l2, block_sum, check_blocks_divide, element_mask, find_prunable_linears,
+                                    layer_label, mask_sparsity, threshold_masks)
+from hf_fast.training.schedule import SparsitySchedule
+
+logger = logging.getLogger(__name__)
+
+MASKS_FILE = "hf_fast_masks.safetensors"
+
+
+def _unwrap_optimizer(opt):
+    """accelerate's AcceleratedOptimizer (and similar wrappers) -> the torch optimizer holding the state."""
+    for _ in range(5):
+        inner = getattr(opt, "optimizer", None)
+        if inner is None or inner is opt:
+            break
+        opt = inner
+    return opt
+
+
+def _dist_world():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist, dist.get_world_size(), dist.get_rank()
+    return None, 1, 0
+
+
+class PruningCallback(TrainerCallback, ExportableState):
+    """Block pruning with a sparsity schedule; masks re-applied after every optimizer step.
+
+    Args:
+        config: a ``FastConfig`` (or its dict form). Validated here, before training.
+        block: the resolved block shape; ``None`` resolves ``config.block`` now (``"auto"`` asks the native
+            runtime). Passed explicitly when the Trainer rebuilds the callback from a checkpoint.
+        verbose: print a progress line at each logging step (main process only).
+    """
+
+    def __init__(self, config: Union[FastConfig, Dict[str, Any], None] = None, block: Optional[str] = None,
+                 verbose: bool = True):
+        if config is None:
+            config = FastConfig()
+        elif isinstance(config, dict):
+            config = FastConfig.from_dict(config)
+        elif not isinstance(config, FastConfig):
+            raise ValueError(f"config must be a FastConfig or a dict, got {type(config).__name__}")
+        self.config = config
+        self.block = resolve_block(block if block is not None else config.block)
+        self.verbose = verbose
+        # JSON-able state (restored by Trainer._load_callback_state through setattr)
+        self.schedule_steps: Optional[Dict[str, int]] = None
+        self.last_update_step: int = -1
+        self.target_sparsity: float = 0.0
+        self.checkpoint_dir: Optional[str] = None
+        self.has_masks: bool = False
+        # runtime only
+        self.resume_dir: Optional[str] = None  # set by FastTrainer on resume_from_checkpoint
+        self.masks: Optional[Dict[str, torch.Tensor]] = None
+        self.scores: Dict[str, torch.Tensor] = {}
+        self._layers = None
+        self._emasks: Dict[str, torch.Tensor] = {}
+        self._output_dir: Optional[str] = None
+        self._global_step = 0
+
+    # -- ExportableState ----------------------------------------------------------------------------
+    def state(self) -> dict:
+        ckpt = None
+        if self._output_dir is not None:
+            ckpt = os.path.abspath(os.path.join(self._output_dir, f"checkpoint-{self._global_step}"))
+        return {
+            "args": {"config": self.config.to_dict(), "block": self.block, "verbose": self.verbose},
+            "attributes": {
+                "schedule_steps": self.schedule_steps,
+                "last_update_step": self.last_update_step,
+                "target_sparsity": self.target_sparsity,
+                "checkpoint_dir": ckpt,
+                "has_masks": self.masks is not None,
+            },
+        }
+
+    def restore_state(self, state) -> None:
+        """Take the JSON state stored in a resumed ``TrainerState.stateful_callbacks`` (the Trainer only restores
+        callbacks itself with ``restore_callback_states_from_checkpoint=True``)."""
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if isinstance(saved, list):
+            saved = saved[0] if saved else None
+        if not saved:
+            return
+        blk = saved.get("args", {}).get("block")
+        if blk is not None and blk != self.block:
+            raise ValueError(f"the checkpoint was pruned with {blk} blocks but this run uses {self.block}")
+        for k, v in saved.get("attributes", {}).items():
+            if k in ("schedule_steps", "last_update_step", "target_sparsity", "checkpoint_dir", "has_masks"):
+                setattr(self, k, v)
+
+    # -- binding ------------------------------------------------------------------------------------
+    def bind(self, model) -> Dict[str, torch.nn.Linear]:
+        """Find the layers to prune in ``model`` and check the block divides each (ValueError if not)."""
+        layers = find_prunable_linears(model, self.config.include, self.config.exclude)
+        check_blocks_divide(layers, self.block)
+        self._layers = layers
+        return layers
+
+    def resolve_schedule(self, max_steps: int) -> SparsitySchedule:
+        c = self.config
+        if self.schedule_steps is None:
+            start = resolve_step(c.start_step, max_steps)
+            end = max(start, resolve_step(c.end_step, max_steps))
+            freq = c.frequency or SparsitySchedule.default_frequency(start, end)
+            self.schedule_steps = {"start": start, "end": end, "frequency": freq}
+        s = self.schedule_steps
+        return SparsitySchedule(final=c.sparsity, start=s["start"], end=s["end"], frequency=s["frequency"],
+                                initial=c.initial_sparsity, kind=c.schedule)
+
+    @property
+    def schedule(self) -> Optional[SparsitySchedule]:
+        return None if self.schedule_steps is None else self.resolve_schedule(0)
+
+    # -- mask maths ---------------------------------------------------------------------------------
+    def _compute_scores(self) -> Dict[str, torch.Tensor]:
+        out = {}
+        for n, mod in self._layers.items():
+            if self.config.score == "movement" and n in self.scores:
+                out[n] = self.scores[n]
+            else:
+                out[n] = block_l2(mod.weight, self.block)
+        return out
+
+    def update_masks(self, sparsity: float) -> None:
+        """Recompute masks reaching ``sparsity`` (never un-pruning a block), share them across ranks, apply."""
+        masks = threshold_masks(self._compute_scores(), sparsity, self.config.scope, previous=self.masks)
+        dist, world, _ = _dist_world()
+        if world > 1:
+            dev = next(iter(self._layers.values())).weight.device
+            for n in sorted(masks):
+                t = masks[n].to(device=dev, dtype=torch.uint8)
+                dist.broadcast(t, src=0)
+                masks[n] = t.cpu().bool()
+        self.masks = masks
+        self._emasks = {}
+        self.scores = {}
+
+    def _element_masks(self) -> Dict[str, torch.Tensor]:
+        if not self._emasks and self.masks is not None:
+            self._emasks = {n: element_mask(m, self.block, self._layers[n].weight)
+                            for n, m in self.masks.items()}
+        return self._emasks
+
+    @torch.no_grad()
+    def apply_masks(self, optimizer=None) -> None:
+        """Zero pruned weights, and the optimizer state (e.g. Adam moments) that could resurrect them."""
+        if self.masks is None:
+            return
+        opt = _unwrap_optimizer(optimizer) if optimizer is not None else None
+        for n, em in self._element_masks().items():
+            p = self._layers[n].weight
+            p.mul_(em)
+            if opt is not None:
+                st = opt.state.get(p, None)
+                if st:
+                    for v in st.values():
+                        if torch.is_tensor(v) and v.shape == p.shape:
+                            v.mul_(em.to(v.dtype))
+
+    def sparsity_report(self) -> Dict[str, float]:
+        if self.masks is None:
+            return {"sparsity/overall": 0.0, "sparsity/target": float(self.target_sparsity)}
+        rep = {"sparsity/overall": mask_sparsity(self.masks), "sparsity/target": float(self.target_sparsity)}
+        for n, m in self.masks.items():
+            rep[f"sparsity/{layer_label(n)}"] = 1.0 - float(m.float().mean())
+        return rep
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save_masks(self, directory: str) -> str:
+        from safetensors.torch import save_file
+
+        tensors = {f"mask::{n}": m.to(torch.uint8).contiguous() for n, m in (self.masks or {}).items()}
+        tensors.update({f"score::{n}": s.contiguous() for n, s in self.scores.items()})
+        path = os.path.join(directory, MASKS_FILE)
+        os.makedirs(directory, exist_ok=True)
+        save_file(tensors, path, metadata={"block": self.block, "format": "hf_fast.masks/1"})
+        return path
+
+    def load_masks(self, directory: str) -> None:
+        from safetensors import safe_open
+
+        path = os.path.join(directory, MASKS_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"resuming a pruned run needs {path} (written by PruningCallback.on_save)")
+        masks, scores = {}, {}
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("block", self.block) != self.block:
+                raise ValueError(f"{path} holds {meta['block']} block masks but this run uses {self.block}")
+            for k in f.keys():
+                kind, name = k.split("::", 1)
+                (masks if kind == "mask" else scores)[name] = f.get_tensor(k)
+        self.masks = {n: m.bool() for n, m in masks.items()} or None
+        self.scores = scores
+        self._emasks = {}
+
+    # -- Trainer events -----------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if model is None:
+            raise ValueError("PruningCallback needs the model (it is passed by transformers.Trainer)")
+        self.bind(model)
+        self._output_dir = args.output_dir
+        self._global_step = state.global_step
+        if state.global_step > 0:  # resuming: restore our JSON state even if the Trainer did not
+            self.restore_state(state)
+        self.resolve_schedule(state.max_steps)
+        src = self.resume_dir or (self.checkpoint_dir if self.has_masks else None)
+        if src is not None and state.global_step > 0:
+            if self.has_masks or os.path.isfile(os.path.join(src, MASKS_FILE)):
+                self.load_masks(src)
+            self.apply_masks(optimizer)
+        record_on_model(model, self)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self._layers is None:
+            return
+        sched = self.schedule
+        t = state.global_step + 1
+        if self.config.score == "movement" and sched is not None and t <= sched.end:
+            for n, mod in self._layers.items():
+                g = mod.weight.grad
+                if g is None:
+                    continue
+                s = block_sum((mod.weight.detach() * g).abs(), self.block).cpu()
+                self.scores[n] = self.scores[n] + s if n in self.scores else s
+        if self.masks is not None:
+            for n, em in self._element_masks().items():
+                g = self._layers[n].weight.grad
+                if g is not None:
+                    g.mul_(em)
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if self._layers is None:
+            return
+        t = state.global_step + 1
+        sched = self.schedule
+        if sched.is_update_step(t):
+            self.target_sparsity = sched.sparsity(t)
+            self.update_masks(self.target_sparsity)
+            self.last_update_step = t
+        self.apply_masks(optimizer)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._global_step = state.global_step
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save and self.masks is not None:
+            self.save_masks(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or any(k.startswith(("eval_", "test_")) for k in logs) or self._layers is None:
+            return
+        if "sparsity/overall" not in logs:
+            rep = self.sparsity_report()
+            logs.update(rep)
+            if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                state.log_history[-1].update(rep)
+        if self.verbose and state.is_local_process_zero:
+            print(f"[hf-fast] step {state.global_step}/{state.max_steps} block {self.block} sparsity "
+                  f"{logs['sparsity/overall']:.3f} (target {self.target_sparsity:.3f}, final "
+                  f"{self.config.sparsity:.3f})", flush=True)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if model is not None and self._layers is not None:
+            record_on_model(model, self)
+
+
+def record_on_model(model, cb: PruningCallback, **extra) -> Dict[str, Any]:
+    """Store the fast config, the resolved block and the reached sparsity on ``model.config.hf_fast``
+    (saved in config.json by ``save_pretrained``; the exporter reads it) and alias it as
+    ``model.hf_fast_config``."""
+    rec = dict(getattr(getattr(model, "config", None), "hf_fast", None) or {})
+    rec.update({
+        "fast_config": cb.config.to_dict(),
+        "block": cb.block,
+        "block_requested": cb.config.block if isinstance(cb.config.block, str) else list(cb.config.block),
+        "sparsity_target": cb.config.sparsity,
+        "sparsity_reached": mask_sparsity(cb.masks) if cb.masks is not None else 0.0,
+        "pruned_layers": sorted(cb._layers) if cb._layers is not None else [],
+    })
+    rec.update(extra)
+    if getattr(model, "config", None) is not None:
+        model.config.hf_fast = rec
+    model.hf_fast_config = rec
+    return rec

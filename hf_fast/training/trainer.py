@@ -1,0 +1,138 @@
+"""FastTrainer: ``transformers.Trainer`` + block pruning + distillation (+ optional QAT).
+
+    trainer = FastTrainer(model=student, teacher=teacher, args=TrainingArguments(...),
+                          fast_config=FastConfig(sparsity=0.8, block="auto"), train_dataset=..., ...)
+    trainer.train()
+
+Everything else is the Trainer's: arguments, logging, checkpoints, ``resume_from_checkpoint``, accelerate.
+The configuration is validated in the constructor (bad sparsity/block/teacher -> ValueError before training).
+The resolved configuration is recorded on ``model.config.hf_fast`` (also ``model.hf_fast_config``) so the
+exporter can write it into the fast artifact.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Dict, Optional, Union
+
+import torch
+from transformers import Trainer
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_fast.training.config import FastConfig
+from hf_fast.training.distillation import DistillationLoss, check_teacher_compatible
+from hf_fast.training.pruning import PruningCallback, record_on_model
+from hf_fast.training.quantization import QATCallback
+
+
+class FastTrainer(Trainer):
+    """A Trainer that prunes block-wise and distils from a teacher.
+
+    Args:
+        teacher: optional frozen teacher (any architecture/size with the same tokenizer and head). Without one
+            the loss is the model's own (pruning only).
+        fast_config: ``FastConfig`` (or dict, or path to a JSON/YAML file); defaults to ``FastConfig()``.
+        *args, **kwargs: exactly those of ``transformers.Trainer``.
+    """
+
+    def __init__(self, model=None, args=None, *pos, teacher=None,
+                 fast_config: Union[FastConfig, Dict[str, Any], str, os.PathLike, None] = None, **kwargs):
+        if fast_config is None:
+            fast_config = FastConfig()
+        elif isinstance(fast_config, dict):
+            fast_config = FastConfig.from_dict(fast_config)
+        elif isinstance(fast_config, (str, os.PathLike)):
+            fast_config = FastConfig.load(fast_config)
+        elif not isinstance(fast_config, FastConfig):
+            raise ValueError(f"fast_config must be a FastConfig, a dict or a path, got {type(fast_config).__name__}")
+        if model is None:
+            raise ValueError("FastTrainer needs a model (model_init is not supported)")
+        self.fast_config = fast_config
+        # Validate everything that can be validated before the (expensive) Trainer set-up.
+        pruning = PruningCallback(fast_config)
+        pruning.bind(model)
+        self.teacher = teacher
+        self.distill_loss = None
+        if teacher is not None:
+            layer_map = check_teacher_compatible(model, teacher, fast_config.distill)
+            self.distill_loss = DistillationLoss(fast_config.distill, layer_map)
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        callbacks.append(pruning)
+        if fast_config.quantization == "qat":
+            start = fast_config.qat_start_step if fast_config.qat_start_step is not None else fast_config.end_step
+            callbacks.append(QATCallback(start, fast_config.include, fast_config.exclude))
+        super().__init__(model, args, *pos, callbacks=callbacks, **kwargs)
+        record_on_model(model, pruning)
+        self._hf_fast_resume_dir: Optional[str] = None
+        if teacher is not None:
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+            teacher.to(self.args.device)
+            self._teacher_params = set(inspect.signature(teacher.forward).parameters)
+            self._teacher_takes_kwargs = any(p.kind == inspect.Parameter.VAR_KEYWORD
+                                             for p in inspect.signature(teacher.forward).parameters.values())
+            # Our loss is a per-batch mean: let the Trainer scale it for gradient accumulation.
+            self.loss_is_scaled_for_ga = False
+
+    # -- access ---------------------------------------------------------------------------------------
+    @property
+    def pruning_callback(self) -> PruningCallback:
+        """The live PruningCallback (the Trainer rebuilds it when resuming from a checkpoint)."""
+        for cb in self.callback_handler.callbacks:
+            if isinstance(cb, PruningCallback):
+                return cb
+        raise RuntimeError("the PruningCallback was removed from this trainer")
+
+    @property
+    def masks(self):
+        return self.pruning_callback.masks
+
+    # -- resume -----------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+        self._hf_fast_resume_dir = os.fspath(resume_from_checkpoint) if resume_from_checkpoint else None
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _load_callback_state(self) -> None:
+        super()._load_callback_state()
+        for cb in self.callback_handler.callbacks:
+            if isinstance(cb, PruningCallback):
+                cb.resume_dir = self._hf_fast_resume_dir
+
+    # -- logging ------------------------------------------------------------------------------------------
+    def log(self, logs: Dict[str, float], start_time: Optional[float] = None) -> None:
+        if not any(k.startswith(("eval_", "test_")) for k in logs):
+            cb = self.pruning_callback
+            if cb._layers is not None:
+                logs.update(cb.sparsity_report())
+            parts = getattr(self, "_last_distill_parts", None)
+            if parts:
+                logs.update({f"distill/{k}": round(float(v), 6) for k, v in parts.items()})
+        super().log(logs, start_time)
+
+    # -- loss ---------------------------------------------------------------------------------------------
+    def _teacher_inputs(self, inputs: Dict[str, Any]) -> Dict[str, Any]:
+        drop = {"labels", "start_positions", "end_positions", "num_items_in_batch"}
+        return {k: v for k, v in inputs.items()
+                if k not in drop and (self._teacher_takes_kwargs or k in self._teacher_params)
+                and (k != "token_type_ids" or "token_type_ids" in self._teacher_params)}
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        if self.teacher is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        dl = self.distill_loss
+        extra = {}
+        if dl.needs_hidden_states:
+            extra["output_hidden_states"] = True
+        if dl.needs_attentions:
+            extra["output_attentions"] = True
+        outputs = model(**inputs, **extra)
+        with torch.no_grad():
+            t_out = self.teacher(**self._teacher_inputs(inputs), **extra)
+        loss, parts = dl(outputs, t_out, inputs)
+        self._last_distill_parts = parts
+        return (loss, outputs) if return_outputs else loss

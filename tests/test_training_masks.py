@@ -1,0 +1,64 @@
+"""Block scores and thresholding: exact block structure, per-layer and global targets, monotone masks."""
+import pytest
+import torch
+
+from hf_fast.blocks import block_nonzero_mask, block_sparsity, expand_block_mask
+from hf_fast.training.masks import block_l2, find_prunable_linears, threshold_masks
+from test_training_helpers import tiny_bert, tiny_distilbert
+
+
+def test_block_l2_matches_hand_computation():
+    w = torch.arange(32, dtype=torch.float32).reshape(8, 4)
+    s = block_l2(w, "4x1")
+    assert s.shape == (2, 4)
+    assert s[1, 2] == pytest.approx(torch.tensor([18., 22., 26., 30.]).norm().item())
+    s = block_l2(w, "1x4")
+    assert s.shape == (8, 1)
+    assert s[3, 0] == pytest.approx(torch.tensor([12., 13., 14., 15.]).norm().item())
+
+
+@pytest.mark.parametrize("block", ["4x1", "1x4", "4x16", "2x2"])
+def test_masks_have_exact_block_structure(block):
+    torch.manual_seed(0)
+    w = torch.randn(32, 64)
+    m = threshold_masks({"w": block_l2(w, block)}, 0.75)["w"]
+    pruned = w * expand_block_mask(m, block)
+    # every block is either untouched or entirely zero, and exactly 75% of blocks are zero
+    assert torch.equal(torch.from_numpy(block_nonzero_mask(pruned, block)), m)
+    assert block_sparsity(pruned, block) == pytest.approx(0.75)
+    kept = expand_block_mask(m, block)
+    assert torch.equal(pruned[kept], w[kept])
+    # the kept blocks are the largest ones
+    s = block_l2(w, block)
+    assert s[m].min() >= s[~m].max()
+
+
+def test_layer_vs_global_scope():
+    a = torch.ones(4, 4)          # low-norm layer
+    b = torch.full((4, 4), 10.0)  # high-norm layer
+    sc = {"a": block_l2(a, "1x1"), "b": block_l2(b, "1x1")}
+    per = threshold_masks(sc, 0.5, "layer")
+    assert (~per["a"]).sum() == 8 and (~per["b"]).sum() == 8
+    glob = threshold_masks(sc, 0.5, "global")
+    assert (~glob["a"]).sum() == 16 and (~glob["b"]).sum() == 0
+
+
+def test_pruned_blocks_stay_pruned():
+    s = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    m1 = threshold_masks({"w": s}, 0.25)["w"]
+    assert m1.tolist() == [[False, True, True, True]]
+    s2 = torch.tensor([[100.0, 0.5, 3.0, 4.0]])  # the pruned block's score grew: still pruned
+    m2 = threshold_masks({"w": s2}, 0.5, previous={"w": m1})["w"]
+    assert m2.tolist() == [[False, False, True, True]]
+
+
+def test_find_encoder_linears_bert_and_distilbert():
+    names = set(find_prunable_linears(tiny_bert()))
+    assert len(names) == 12
+    assert "bert.encoder.layer.1.attention.self.value" in names
+    assert not any("classifier" in n or "pooler" in n or "embeddings" in n for n in names)
+    names = set(find_prunable_linears(tiny_distilbert()))
+    assert len(names) == 12 and "distilbert.transformer.layer.0.ffn.lin2" in names
+    assert not any("classifier" in n for n in names)
+    names = set(find_prunable_linears(tiny_distilbert(), include=["pre_classifier"], exclude=[r"\.q_lin$"]))
+    assert "pre_classifier" in names and not any(n.endswith("q_lin") for n in names)

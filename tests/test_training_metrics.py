@@ -1,0 +1,34 @@
+"""Offline SQuAD EM/F1 (official v1.1 rules) and accuracy against hand-computed values."""
+import pytest
+
+from hf_fast.training.metrics import accuracy, f1_score, normalize_answer, squad_metric
+
+
+def test_normalize():
+    assert normalize_answer("The  Cat, sat!") == "cat sat"
+    assert normalize_answer("An apple a day") == "apple day"
+
+
+def test_f1_by_hand():
+    # pred tokens [denver, broncos, team], gold [denver, broncos]: P=2/3, R=1 -> F1=0.8
+    assert f1_score("the Denver Broncos team", "Denver Broncos") == pytest.approx(0.8)
+    assert f1_score("nothing", "Denver") == 0.0
+
+
+def test_squad_metric_matches_official_example():
+    preds = [{"id": "1", "prediction_text": "Denver Broncos"},
+             {"id": "2", "prediction_text": "in 1990"},
+             {"id": "3", "prediction_text": "blue"}]
+    refs = [{"id": "1", "answers": {"text": ["Denver Broncos", "The Denver Broncos"], "answer_start": [0, 0]}},
+            {"id": "2", "answers": {"text": ["1990", "the year 1990"], "answer_start": [0, 0]}},
+            {"id": "3", "answers": {"text": ["red"], "answer_start": [0]}}]
+    r = squad_metric(preds, refs)
+    # EM: 1 + 0 + 0; F1: 1 + max(2*0.5*1/1.5, 2*(1/2)*(1/2)/1) = 2/3 + 0
+    assert r["exact_match"] == pytest.approx(100 / 3)
+    assert r["f1"] == pytest.approx(100 * (1 + 2 / 3) / 3)
+
+
+def test_accuracy():
+    assert accuracy([1, 0, 1, 1], [1, 1, 1, 0]) == {"accuracy": 0.5}
+    with pytest.raises(ValueError):
+        accuracy([1], [1, 0])

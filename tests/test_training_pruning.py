@@ -1,0 +1,105 @@
+"""PruningCallback through FastTrainer on tiny random models: sparsity reached, exact zeros that survive
+the optimizer (Adam moments and weight decay), dense embeddings/heads, logs."""
+import pytest
+import torch
+
+from hf_fast.blocks import block_nonzero_mask, block_sparsity
+from hf_fast.training import FastConfig, FastTrainer, PruningCallback
+from hf_fast.training.pruning import _unwrap_optimizer
+from test_training_helpers import ToyDataset, tiny_bert, tiny_distilbert, train_args
+
+
+def _run(tmp_path, model, steps=24, **fc):
+    fc.setdefault("block", "4x1")
+    fc.setdefault("end_step", 12)
+    fc.setdefault("frequency", 3)
+    tr = FastTrainer(model=model, args=train_args(tmp_path, max_steps=steps, weight_decay=0.1),
+                     fast_config=FastConfig(**fc), train_dataset=ToyDataset(64))
+    tr.train()
+    return tr
+
+
+@pytest.mark.parametrize("block", ["4x1", "1x4", "4x16"])
+def test_bert_reaches_target_with_exact_blocks(tmp_path, block):
+    model = tiny_bert()
+    emb = model.bert.embeddings.word_embeddings.weight.detach().clone()
+    tr = _run(tmp_path, model, sparsity=0.75, block=block)
+    cb = tr.pruning_callback
+    assert cb.block == block
+    for name, mod in cb._layers.items():
+        w = mod.weight.detach()
+        assert block_sparsity(w, block) == pytest.approx(0.75), name
+        assert torch.equal(torch.from_numpy(block_nonzero_mask(w, block)), cb.masks[name])
+    # embeddings, classifier, LayerNorms stay dense (and embeddings still train)
+    assert (model.classifier.weight != 0).all()
+    assert (model.bert.embeddings.word_embeddings.weight != 0).float().mean() > 0.99
+    assert not torch.equal(emb, model.bert.embeddings.word_embeddings.weight.detach())
+    assert model.config.hf_fast["block"] == block and model.config.hf_fast["sparsity_reached"] == pytest.approx(0.75)
+    assert model.hf_fast_config is model.config.hf_fast
+
+
+def test_pruned_weights_and_adam_state_stay_zero(tmp_path):
+    tr = _run(tmp_path, tiny_distilbert(), steps=40, sparsity=0.5, end_step=6, frequency=2)
+    cb = tr.pruning_callback
+    opt = _unwrap_optimizer(tr.optimizer)
+    for name, mod in cb._layers.items():
+        em = ~torch.repeat_interleave(cb.masks[name], 4, dim=0)
+        assert (mod.weight.detach()[em] == 0).all(), name           # exactly zero after 34 more steps
+        st = opt.state[mod.weight]
+        assert (st["exp_avg"][em] == 0).all() and (st["exp_avg_sq"][em] == 0).all()
+        assert (mod.weight.detach()[~em] != 0).all()                 # kept weights are trained, not zeroed
+
+
+def test_masks_fixed_after_end_step(tmp_path):
+    seen = {}
+
+    class Spy(PruningCallback.__mro__[1]):  # a plain TrainerCallback recording masks per step
+        def on_step_end(self, args, state, control, **kw):
+            cb = [c for c in trainer.callback_handler.callbacks if isinstance(c, PruningCallback)][0]
+            if cb.masks is not None:
+                seen[state.global_step] = {k: v.clone() for k, v in cb.masks.items()}
+
+    trainer = FastTrainer(model=tiny_bert(), args=train_args(tmp_path, max_steps=20),
+                          fast_config=FastConfig(sparsity=0.6, block="1x4", end_step=0.5, frequency=2),
+                          train_dataset=ToyDataset(64), callbacks=[Spy()])
+    trainer.train()
+    sched = trainer.pruning_callback.schedule
+    assert (sched.start, sched.end, sched.frequency) == (0, 10, 2)
+    steps = sorted(seen)
+    sp = {t: 1 - torch.cat([m.flatten().float() for m in seen[t].values()]).mean().item() for t in steps}
+    assert sp[2] < sp[6] < sp[10] == pytest.approx(0.6, abs=2e-3)  # round(0.6 * blocks) per layer
+    for t in steps[steps.index(10):]:
+        assert all(torch.equal(seen[t][k], seen[10][k]) for k in seen[10])
+    for a, b in zip(steps, steps[1:]):  # monotone: once pruned, pruned
+        assert all(((~seen[a][k]) <= (~seen[b][k])).all() for k in seen[a])
+
+
+def test_movement_score_and_global_scope(tmp_path):
+    tr = _run(tmp_path, tiny_bert(), sparsity=0.8, score="movement", scope="global")
+    cb = tr.pruning_callback
+    total = sum(m.numel() for m in cb.masks.values())
+    pruned = sum(int((~m).sum()) for m in cb.masks.values())
+    assert pruned == round(0.8 * total)
+    per_layer = [1 - m.float().mean().item() for m in cb.masks.values()]
+    assert max(per_layer) - min(per_layer) > 0  # a global threshold gives uneven layers
+
+
+def test_sparsity_logged(tmp_path, capsys):
+    tr = _run(tmp_path, tiny_bert(), steps=10, end_step=5, sparsity=0.5)
+    logs = [h for h in tr.state.log_history if "loss" in h]
+    assert logs and logs[-1]["sparsity/overall"] == pytest.approx(0.5)
+    assert "sparsity/layer.0.attention.self.query" in logs[-1]
+    assert "[hf-fast] step 10/10 block 4x1 sparsity 0.500" in capsys.readouterr().out
+
+
+def test_callback_with_plain_trainer(tmp_path):
+    from transformers import Trainer
+
+    model = tiny_bert()
+    tr = Trainer(model=model, args=train_args(tmp_path, max_steps=8), train_dataset=ToyDataset(32),
+                 callbacks=[PruningCallback(FastConfig(sparsity=0.5, block="4x1", end_step=4, frequency=1),
+                                            verbose=False)])
+    tr.train()
+    w = model.bert.encoder.layer[0].intermediate.dense.weight
+    assert block_sparsity(w, "4x1") == pytest.approx(0.5)
+    assert tr.state.log_history[-2]["sparsity/overall"] == pytest.approx(0.5)
