@@ -76,6 +76,88 @@ int64_t hf_attention_scratch_floats(int64_t S, int64_t d);
 int hf_attention(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                  int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo);
 
+/* ---- threads ----
+ * A persistent pool; default = HF_FAST_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this
+ * process may run on. Results never depend on the thread count. */
+int hf_set_num_threads(int n);
+int hf_get_num_threads(void);
+
+/* ---- block-sparse u8 x s8 -> s32 GEMM ----
+ * Blocks of W[N][K]: block_rows x block_cols = 4x1 (4 output channels x 1 input) or 1x4 (1 output
+ * channel x 4 inputs). Blocks that are all zero in W are skipped (detected at pack time); N and K
+ * need not be multiples of the block (edges are zero padded). The packed weight is tied to its ISA. */
+typedef struct hf_sparse_w hf_sparse_w;
+int hf_sparse_pack(int isa, int block_rows, int block_cols, int64_t N, int64_t K, const int8_t *W, int64_t ldw,
+                   hf_sparse_w **out);
+void hf_sparse_free(hf_sparse_w *w);
+int hf_sparse_isa(const hf_sparse_w *w);
+/* Bytes held by the packed weight (values + indices). */
+int64_t hf_sparse_nbytes(const hf_sparse_w *w);
+/* Kept (non-zero) blocks, all blocks, and the block shape; any out pointer may be NULL. */
+int hf_sparse_info(const hf_sparse_w *w, int64_t *kept_blocks, int64_t *total_blocks, int *block_rows,
+                   int *block_cols);
+/* C[M][N] (row stride ldc) = A[M][K] (row stride lda) x W^T, exact int32. */
+int hf_sparse_gemm(const hf_sparse_w *w, int64_t M, const uint8_t *A, int64_t lda, int32_t *C, int64_t ldc);
+
+/* ---- packed int8 Linear with fused epilogue ----
+ * Y[m][n] = (sum_k A[m][k] W[n][k] - a_zp * colsum_w[n]) * a_scale * w_scale[n] + bias[n]
+ *           [then GELU (erf form) if HF_LINEAR_GELU] [then + residual[m][n] if residual != NULL]
+ * block_rows = block_cols = 0 packs a dense weight (dense kernels); 4x1 / 1x4 pack block-sparse. */
+#define HF_LINEAR_GELU 1
+typedef struct hf_linear hf_linear;
+int hf_linear_pack(int isa, int block_rows, int block_cols, int64_t N, int64_t K, const int8_t *W, int64_t ldw,
+                   const float *w_scale, const float *bias, hf_linear **out);
+void hf_linear_free(hf_linear *lin);
+int64_t hf_linear_nbytes(const hf_linear *lin);
+/* isa, N, K, block shape (0x0 = dense), kept and total blocks; out pointers may be NULL. */
+int hf_linear_info(const hf_linear *lin, int *isa, int64_t *N, int64_t *K, int *block_rows, int *block_cols,
+                   int64_t *kept_blocks, int64_t *total_blocks);
+/* A[M][K] u8 (stride lda); Y[M][N] fp32 (stride ldy); residual (stride ldr) may be NULL. */
+int hf_linear_forward(const hf_linear *lin, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
+                      float *Y, int64_t ldy, int flags, const float *residual, int64_t ldr);
+
+/* ---- activation quantizer and GELU ----
+ * y = saturate_u8(round_half_even(x / scale) + zp), exactly ONNX QuantizeLinear (true division, not
+ * a reciprocal multiply); NaN -> 0; scale finite > 0, 0 <= zp <= 255. */
+int hf_quantize_u8(int isa, int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
+/* y = 0.5 x (1 + erf(x / sqrt 2)); y may alias x. */
+int hf_gelu(int isa, int64_t n, const float *x, float *y);
+
+/* ---- fused encoder engine (engine.c) ----
+ * Built once from a plan (hf_fast/runtime/engine.py); hf_engine_run is safe to call from many
+ * threads (calls on one engine take turns on its workspace). Linear layers are borrowed: the caller
+ * keeps them alive as long as the engine. */
+typedef struct hf_engine hf_engine;
+#define HF_ENGINE_MAX_HEAD_OPS 16
+#define HF_HEAD_CLS 0
+#define HF_HEAD_LINEAR 1
+#define HF_HEAD_TANH 2
+#define HF_HEAD_RELU 3
+typedef struct {
+    hf_linear *qkv;      /* [3H x H]: Q, K, V projections stacked along the output axis */
+    hf_linear *attn_out; /* [H x H] */
+    hf_linear *ffn_in;   /* [F x H], GELU fused */
+    hf_linear *ffn_out;  /* [H x F] */
+    float qkv_scale, o_scale, i_scale, f_scale; /* uint8 activation scales of each Linear's input */
+    int qkv_zp, o_zp, i_zp, f_zp;
+    float att_scale;     /* score scale, 1/sqrt(head size) for BERT */
+    const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
+    float ln1_eps, ln2_eps;
+} hf_engine_layer_desc;
+int hf_engine_create(int isa, int64_t hidden, int64_t heads, int64_t ffn, int64_t layers, int64_t vocab,
+                     int64_t max_pos, int64_t type_vocab, hf_engine **out);
+void hf_engine_free(hf_engine *e);
+int hf_engine_set_embeddings(hf_engine *e, const float *word, const float *pos, const float *type,
+                             const float *ln_g, const float *ln_b, float eps);
+int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *desc);
+/* Head program: HF_HEAD_CLS keeps token 0 of each sequence; LINEAR is fp32 W[N][K] + b. */
+int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b);
+int64_t hf_engine_output_width(const hf_engine *e);
+int hf_engine_token_level(const hf_engine *e);
+/* ids/mask/types: [B][S] int64 (mask, types may be NULL); out: [B][S][width] or [B][width]. */
+int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask,
+                  const int64_t *types, float *out, int64_t out_len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -126,4 +126,22 @@ const hf_f32_ops *hf_f32_ops_for(int isa) {
     return isa == HF_ISA_REF ? &f32_ref : &f32_avx2;
 }
 
+const hf_sparse_kernel *hf_sparse_kernel_for(int isa) {
+    if (!hf_isa_supported(isa)) return NULL;
+    switch (isa) {
+    case HF_ISA_REF: return &hf_sparse_ref;
+    case HF_ISA_AVX2: return &hf_sparse_avx2;
+    case HF_ISA_AVX512VNNI: return &hf_sparse_avx512vnni;
+    default: return NULL;
+    }
+}
+
+static const hf_linear_ops linear_ref = {hf_epilogue_rows_ref, hf_gelu_ref, hf_quantize_ref};
+static const hf_linear_ops linear_avx2 = {hf_epilogue_rows_avx2, hf_gelu_avx2, hf_quantize_avx2};
+
+const hf_linear_ops *hf_linear_ops_for(int isa) {
+    if (!hf_isa_supported(isa)) return NULL;
+    return isa == HF_ISA_REF ? &linear_ref : &linear_avx2;
+}
+
 const char *hf_version(void) { return HF_VERSION_STRING; }

@@ -65,4 +65,89 @@ void hf_attention_head_avx2(int64_t S, int64_t d, const float *q, const float *k
 /* dispatch.c: fp32 ops for an ISA (AVX-512 machines use the AVX2 fp32 ops). */
 const hf_f32_ops *hf_f32_ops_for(int isa);
 
+/* ---- thread pool (threadpool.c) ----
+ * A persistent pthread pool; the calling thread is worker 0. No thread creation or allocation in
+ * hf_parallel once the pool exists. Nested or concurrent calls run serially on the caller. */
+typedef void (*hf_task_fn)(void *ctx, int tid, int nthreads);
+/* Run fn(ctx, tid, n) on the caller (tid 0) and on up to n-1 pool workers, n = min(want,
+ * hf_get_num_threads()); returns n. Workers may join late or not at all: fn must claim work
+ * dynamically (atomic counter in ctx) until none is left, never split statically by tid. */
+int hf_parallel(hf_task_fn fn, void *ctx, int want);
+/* Grow-only 64-byte aligned scratch owned by the calling thread (slot 0..HF_SCRATCH_SLOTS-1);
+ * NULL on failure. Freed when the thread exits. */
+#define HF_SCRATCH_SLOTS 4
+void *hf_scratch(int slot, size_t bytes);
+
+/* ---- fused epilogue (kernels/linear_*.c) ----
+ * f32 == 0: C is int32 [M][ldc], the raw accumulators.
+ * f32 == 1: C is float [M][ldc], y = (acc - a_zp*colsum[n]) * (a_scale*w_scale[n]) + bias[n]
+ *           (one fmaf), then GELU (erf form) if gelu, then + residual[m*ldr+n] if residual.
+ * acc - a_zp*colsum is computed in wrapping 32-bit arithmetic: the true value sum (a-zp)*w fits. */
+typedef struct {
+    int f32, gelu;
+    int32_t a_zp;
+    float a_scale;
+    const int32_t *colsum;
+    const float *w_scale, *bias; /* bias may be NULL */
+    const float *residual;       /* may be NULL */
+    int64_t ldr;
+} hf_epilogue;
+
+float hf_gelu_ref1(float x);
+float hf_epi_ref1(const hf_epilogue *ep, int32_t acc, int64_t m, int64_t n);
+/* Apply the epilogue to rows of int32 accumulators acc[M][lda] into C (int32 or float) [M][ldc]. */
+void hf_epilogue_rows_ref(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
+                          int64_t lda, void *C, int64_t ldc);
+void hf_epilogue_rows_avx2(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
+                           int64_t lda, void *C, int64_t ldc);
+/* AVX2 tile store: tile[8][16] int32 is 8 output channels (n0..n0+7, nr valid) x 16 tokens
+ * (m0..m0+15, nt valid); transposes and writes C[m][n] through the epilogue. */
+void hf_tile_store_avx2(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
+                        void *C, int64_t ldc);
+void hf_gelu_ref(int64_t n, const float *x, float *y);
+void hf_gelu_avx2(int64_t n, const float *x, float *y);
+void hf_quantize_ref(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
+void hf_quantize_avx2(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
+
+/* ---- block-sparse GEMM kernel families (kernels/sparse_s8_gemm_*.c) ----
+ * Blocks are br x bc of W[N][K] (4x1 or 1x4). `data` is owned by the kernel family of `isa`.
+ * work[ntiles+1] is a prefix sum of the cost of each 8-output-channel tile (threads split on it). */
+struct hf_sparse_w {
+    int isa, br, bc;
+    int64_t N, K;
+    int64_t kept, total; /* kept / all blocks */
+    int64_t nbytes;      /* data + index bytes */
+    int64_t ntiles;      /* ceil(N / 8) */
+    int64_t *work;
+    void *data;
+};
+typedef int (*hf_sparse_pack_fn)(struct hf_sparse_w *w, const int8_t *W, int64_t ldw,
+                                 const int64_t *rowptr, const int32_t *cols);
+typedef int (*hf_sparse_gemm_fn)(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, int64_t lda,
+                                 void *C, int64_t ldc, const hf_epilogue *ep);
+typedef struct {
+    hf_sparse_pack_fn pack; /* fills data, nbytes (data part) and work */
+    hf_sparse_gemm_fn gemm;
+} hf_sparse_kernel;
+
+extern const hf_sparse_kernel hf_sparse_ref;
+extern const hf_sparse_kernel hf_sparse_avx2;
+extern const hf_sparse_kernel hf_sparse_avx512vnni;
+/* dispatch.c */
+const hf_sparse_kernel *hf_sparse_kernel_for(int isa);
+typedef struct {
+    void (*epilogue_rows)(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc, int64_t lda,
+                          void *C, int64_t ldc);
+    void (*gelu)(int64_t n, const float *x, float *y);
+    void (*quantize)(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
+} hf_linear_ops;
+/* dispatch.c: epilogue / GELU / quantizer kernels for an ISA (AVX-512 machines use the AVX2 ones). */
+const hf_linear_ops *hf_linear_ops_for(int isa);
+/* sparse.c: element of W or 0 outside [N) x [K) */
+static inline int8_t hf_w_at(const int8_t *W, int64_t ldw, int64_t N, int64_t K, int64_t n, int64_t k) {
+    return (n < N && k < K) ? W[n * ldw + k] : 0;
+}
+/* sparse.c: [lo, hi) of 8-channel tiles for thread tid of nth, balanced on the work prefix. */
+void hf_split_tiles(const int64_t *work, int64_t ntiles, int tid, int nth, int64_t *lo, int64_t *hi);
+
 #endif

@@ -1,0 +1,134 @@
+"""The native backend: build the C engine from an artifact's ONNX graph and run it.
+
+`NativeEngine.from_onnx(model, num_heads)` matches the encoder (plan.py), packs every encoder
+Linear as block-sparse or dense int8 for this CPU's kernels, and hands the plan to the C engine.
+`run(input_ids, attention_mask, token_type_ids)` returns {output name: float32 array}, the same
+contract as the ONNX Runtime backend.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import onnx
+
+from hf_fast import native
+from hf_fast.native import ffi, lib
+from hf_fast.runtime.plan import EncoderPlan, GraphMatchError, LinearPlan, build_plan
+
+_HEAD_KIND = {"cls": lib.HF_HEAD_CLS, "linear": lib.HF_HEAD_LINEAR, "tanh": lib.HF_HEAD_TANH, "relu": lib.HF_HEAD_RELU}
+
+
+def _stack_qkv(q: LinearPlan, k: LinearPlan, v: LinearPlan) -> LinearPlan:
+    """Q, K and V read the same quantized tensor, so they run as one GEMM with N = 3H."""
+    if not (q.in_quant == k.in_quant == v.in_quant):
+        raise GraphMatchError(f"{q.name}: Q, K and V inputs are quantized differently; the engine fuses them")
+    return LinearPlan(q.name.replace("query", "qkv"), np.concatenate([q.weight, k.weight, v.weight]),
+                      np.concatenate([q.w_scale, k.w_scale, v.w_scale]), np.concatenate([q.bias, k.bias, v.bias]),
+                      q.in_quant)
+
+
+# Below this fraction of zero blocks the dense kernel is faster than skipping blocks (see
+# benchmarks/RESULTS.md, "Kernels"); above it the block-sparse kernel wins.
+SPARSE_MIN_FRACTION = 0.3
+
+
+def _layer_block(weight: np.ndarray, block: Optional[str]) -> str:
+    """The artifact's block shape if this layer is sparse enough for the sparse kernel, else dense."""
+    if block in (None, "dense"):
+        return "dense"
+    from hf_fast.blocks import block_sparsity, parse_block
+
+    r, c = parse_block(block)
+    if weight.shape[0] % r or weight.shape[1] % c:
+        return "dense"
+    return block if block_sparsity(weight, (r, c)) >= SPARSE_MIN_FRACTION else "dense"
+
+
+class NativeEngine:
+    def __init__(self, plan: EncoderPlan, block: Optional[str] = None, isa: str = "auto"):
+        self.plan = plan
+        emb = plan.embeddings
+        H = plan.hidden
+        vocab, max_pos = emb.word.shape[0], emb.position.shape[0]
+        type_vocab = 0 if emb.token_type is None else emb.token_type.shape[0]
+        out = ffi.new("hf_engine **")
+        native._check(lib.hf_engine_create(native.isa_id(isa), H, plan.heads, plan.ffn, len(plan.layers), vocab,
+                                           max_pos, type_vocab, out), "engine_create")
+        self._e = ffi.gc(out[0], lib.hf_engine_free)
+        self.vocab, self.max_positions, self.type_vocab = vocab, max_pos, type_vocab
+        self._keep = []  # packed linears and arrays the engine borrows
+        f = lambda a: ffi.cast("float *", a.ctypes.data)  # noqa: E731
+        arrs = [np.ascontiguousarray(a, np.float32) for a in (emb.word, emb.position)]
+        tt = None if emb.token_type is None else np.ascontiguousarray(emb.token_type, np.float32)
+        native._check(lib.hf_engine_set_embeddings(self._e, f(arrs[0]), f(arrs[1]), f(tt) if tt is not None else ffi.NULL,
+                                                   f(emb.ln.gamma), f(emb.ln.beta), emb.ln.eps), "engine_set_embeddings")
+        self.packed_bytes = 0
+        self.dense_int8_bytes = 0
+        for i, layer in enumerate(plan.layers):
+            lins = {}
+            for name, lp in (("qkv", _stack_qkv(layer.q, layer.k, layer.v)), ("attn_out", layer.attn_out),
+                             ("ffn_in", layer.ffn_in), ("ffn_out", layer.ffn_out)):
+                packed = native.PackedLinear(lp.weight, lp.w_scale, lp.bias, block=_layer_block(lp.weight, block),
+                                             isa=isa)
+                self._keep.append(packed)
+                self.packed_bytes += packed.nbytes
+                self.dense_int8_bytes += lp.weight.size
+                lins[name] = (packed, lp.in_quant)
+            d = ffi.new("hf_engine_layer_desc *")
+            d.qkv, d.attn_out = lins["qkv"][0]._l, lins["attn_out"][0]._l
+            d.ffn_in, d.ffn_out = lins["ffn_in"][0]._l, lins["ffn_out"][0]._l
+            d.qkv_scale, d.qkv_zp = lins["qkv"][1].scale, lins["qkv"][1].zero_point
+            d.o_scale, d.o_zp = lins["attn_out"][1].scale, lins["attn_out"][1].zero_point
+            d.i_scale, d.i_zp = lins["ffn_in"][1].scale, lins["ffn_in"][1].zero_point
+            d.f_scale, d.f_zp = lins["ffn_out"][1].scale, lins["ffn_out"][1].zero_point
+            d.att_scale = layer.scale
+            d.ln1_g, d.ln1_b, d.ln1_eps = f(layer.ln1.gamma), f(layer.ln1.beta), layer.ln1.eps
+            d.ln2_g, d.ln2_b, d.ln2_eps = f(layer.ln2.gamma), f(layer.ln2.beta), layer.ln2.eps
+            native._check(lib.hf_engine_set_layer(self._e, i, d), "engine_set_layer")
+        for op in plan.head:
+            if op.kind == "linear":
+                w = np.ascontiguousarray(op.weight, np.float32)
+                b = np.ascontiguousarray(op.bias, np.float32)
+                native._check(lib.hf_engine_add_head_op(self._e, _HEAD_KIND["linear"], w.shape[0], w.shape[1], f(w), f(b)),
+                              "engine_add_head_op")
+            else:
+                native._check(lib.hf_engine_add_head_op(self._e, _HEAD_KIND[op.kind], 0, 0, ffi.NULL, ffi.NULL),
+                              "engine_add_head_op")
+        self.width = int(lib.hf_engine_output_width(self._e))
+        self.token_level = bool(lib.hf_engine_token_level(self._e))
+
+    @classmethod
+    def from_onnx(cls, model: onnx.ModelProto, num_heads: int, block: Optional[str] = None,
+                  isa: str = "auto") -> "NativeEngine":
+        return cls(build_plan(model, num_heads), block=block, isa=isa)
+
+    @staticmethod
+    def _ids(x, name: str, shape=None) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array (or torch tensor), got {type(x).__name__}")
+        if x.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be 2-D [batch, sequence], got shape {x.shape}")
+        if shape is not None and x.shape != shape:
+            raise ValueError(f"{name} has shape {x.shape}, expected {shape} like input_ids")
+        return np.ascontiguousarray(x, dtype=np.int64)
+
+    def run(self, input_ids, attention_mask=None, token_type_ids=None) -> Dict[str, np.ndarray]:
+        ids = self._ids(input_ids, "input_ids")
+        b, s = ids.shape
+        if b == 0 or s == 0:
+            raise ValueError(f"input_ids is empty (shape {ids.shape})")
+        if s > self.max_positions:
+            raise ValueError(f"sequence length {s} exceeds the model's maximum of {self.max_positions} positions")
+        mask = None if attention_mask is None else self._ids(attention_mask, "attention_mask", ids.shape)
+        types = None if token_type_ids is None else self._ids(token_type_ids, "token_type_ids", ids.shape)
+        rows = b * s if self.token_level else b
+        out = np.empty((rows, self.width), np.float32)
+        p = lambda a: ffi.cast("int64_t *", a.ctypes.data) if a is not None else ffi.NULL  # noqa: E731
+        rc = lib.hf_engine_run(self._e, b, s, p(ids), p(mask), p(types), ffi.cast("float *", out.ctypes.data), out.size)
+        native._check(rc, "engine_run")
+        out = out.reshape((b, s, self.width) if self.token_level else (b, self.width))
+        return {name: (out[..., lo:hi] if hi - lo > 1 or len(self.plan.outputs) == 1 else out[..., lo])
+                for name, (lo, hi) in self.plan.outputs.items()}

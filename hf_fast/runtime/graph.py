@@ -1,0 +1,173 @@
+"""A read-only view of a QDQ ONNX graph with the quantization folded away.
+
+The engine does not execute ONNX nodes; it recognises the encoder in the graph (plan.py) and runs
+its own fused kernels. Matching is easier on the fp32 *logical* graph: a QuantizeLinear ->
+DequantizeLinear pair on an activation becomes a "fake-quant point" (scale, zero point) of the
+tensor it wraps, and a DequantizeLinear of an int8 initializer becomes a quantized constant.
+Only ONNX protobuf data is read (no pickle, no custom ops, nothing executed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+class GraphMatchError(ValueError):
+    """The ONNX graph does not have the structure the native engine knows how to run."""
+
+
+@dataclass
+class FakeQuant:
+    """Per-tensor uint8 activation quantization: q = clamp(round(x / scale) + zero_point, 0, 255)."""
+    scale: float
+    zero_point: int
+
+
+@dataclass
+class QuantWeight:
+    """A constant held as int8 with per-channel (or per-tensor) scales, as DequantizeLinear gives it."""
+    q: np.ndarray            # int8, the initializer's own layout
+    scale: np.ndarray        # float32, per-axis or scalar
+    zero_point: np.ndarray   # int8, same shape as scale
+    axis: int
+
+    def dequantize(self) -> np.ndarray:
+        s, z = self.scale, self.zero_point.astype(np.float32)
+        if s.ndim == 1 and s.size > 1:
+            shape = [1] * self.q.ndim
+            shape[self.axis] = s.size
+            s, z = s.reshape(shape), z.reshape(shape)
+        return ((self.q.astype(np.float32) - z) * s).astype(np.float32)
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+class LogicalGraph:
+    def __init__(self, model: onnx.ModelProto):
+        g = model.graph
+        self.model = model
+        self.nodes: List[onnx.NodeProto] = list(g.node)
+        self.inputs = [i.name for i in g.input]
+        self.outputs = [o.name for o in g.output]
+        self.consts: Dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        for n in self.nodes:
+            if n.op_type == "Constant" and n.output:
+                t = _attr(n, "value")
+                if t is not None:
+                    self.consts[n.output[0]] = numpy_helper.to_array(t)
+        self.producer: Dict[str, onnx.NodeProto] = {}
+        self.consumers: Dict[str, List[onnx.NodeProto]] = {}
+        for n in self.nodes:
+            for o in n.output:
+                self.producer[o] = n
+            for i in n.input:
+                if i:
+                    self.consumers.setdefault(i, []).append(n)
+
+    # ------------------------------------------------------------ quantization folding
+    def _scalar_const(self, name: str) -> Optional[np.ndarray]:
+        return self.consts.get(name)
+
+    def fake_quant_of(self, dq_out: str):
+        """If `dq_out` is DQ(Q(x)) with constant per-tensor params, return (x, FakeQuant)."""
+        dq = self.producer.get(dq_out)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return None
+        q = self.producer.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            return None
+        scale = self.consts.get(q.input[1])
+        zp = self.consts.get(q.input[2]) if len(q.input) > 2 and q.input[2] else np.array(0, np.uint8)
+        if scale is None or zp is None or scale.size != 1 or zp.size != 1:
+            raise GraphMatchError(f"activation quantization at {q.name!r} must be per-tensor with constant "
+                                  "scale and zero point")
+        if zp.dtype != np.uint8:
+            raise GraphMatchError(f"activation quantization at {q.name!r} uses {zp.dtype}; the engine "
+                                  "expects uint8 activations")
+        s = float(scale.reshape(()))
+        if not np.isfinite(s) or s <= 0:
+            raise GraphMatchError(f"activation scale {s} at {q.name!r} is not a positive finite number")
+        return q.input[0], FakeQuant(s, int(zp.reshape(())))
+
+    def resolve(self, name: str):
+        """Follow DQ(Q(x)) chains back to the fp32 tensor: returns (x, FakeQuant or None)."""
+        fq = None
+        while True:
+            r = self.fake_quant_of(name)
+            if r is None:
+                return name, fq
+            name, fq = r
+
+    def weight(self, name: str):
+        """A constant input: QuantWeight for DQ(int8 initializer), float ndarray, or None."""
+        if name in self.consts:
+            return self.consts[name]
+        dq = self.producer.get(name)
+        if dq is not None and dq.op_type == "Identity":  # torch shares equal initializers via Identity
+            return self.weight(dq.input[0])
+        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in self.consts:
+            q = self.consts[dq.input[0]]
+            scale = self.consts.get(dq.input[1])
+            zp = self.consts.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros_like(scale, np.int8)
+            if scale is None:
+                raise GraphMatchError(f"DequantizeLinear {dq.name!r} has a non-constant scale")
+            if q.dtype != np.int8:
+                raise GraphMatchError(f"weight {dq.input[0]!r} is {q.dtype}; the engine expects int8 weights")
+            return QuantWeight(q, scale.astype(np.float32), zp.astype(np.int8), int(_attr(dq, "axis", 1)))
+        return None
+
+    def float_weight(self, name: str) -> Optional[np.ndarray]:
+        w = self.weight(name)
+        if isinstance(w, QuantWeight):
+            return w.dequantize()
+        return None if w is None else np.asarray(w, dtype=np.float32)
+
+    def users(self, name: str) -> List[onnx.NodeProto]:
+        """Consumers of a tensor, looking through fake-quant (Q -> DQ) pairs and Identity/Dropout."""
+        out = []
+        for n in self.consumers.get(name, []):
+            if n.op_type == "QuantizeLinear":
+                for dq in self.consumers.get(n.output[0], []):
+                    if dq.op_type == "DequantizeLinear":
+                        out.extend(self.users(dq.output[0]))
+            elif n.op_type in ("Identity", "Dropout"):
+                out.extend(self.users(n.output[0]))
+            else:
+                out.append(n)
+        return out
+
+    def src(self, node: onnx.NodeProto, i: int) -> str:
+        """Input i of a node as its fp32 logical tensor (fake quant folded)."""
+        name, _ = self.resolve(node.input[i])
+        p = self.producer.get(name)
+        while p is not None and p.op_type in ("Identity", "Dropout"):
+            name, _ = self.resolve(p.input[0])
+            p = self.producer.get(name)
+        return name
+
+    def prod(self, name: str) -> Optional[onnx.NodeProto]:
+        return self.producer.get(name)
+
+    def depends_on_input(self, name: str, graph_input: str, _seen=None) -> bool:
+        """True if the values (not just the shape) of tensor `name` are computed from `graph_input`."""
+        seen = _seen if _seen is not None else set()
+        if name == graph_input:
+            return True
+        if name in seen or name in self.consts:
+            return False
+        seen.add(name)
+        p = self.producer.get(name)
+        if p is None or p.op_type == "Shape":
+            return False
+        return any(self.depends_on_input(i, graph_input, seen) for i in p.input if i)
+
+    attr = staticmethod(_attr)

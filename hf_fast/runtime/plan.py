@@ -1,0 +1,466 @@
+"""Recognise a BERT-family encoder in a (QDQ int8) ONNX graph and turn it into an engine plan.
+
+The plan is plain numpy: int8 weights in PyTorch layout [out, in] with per-channel scales, the
+activation quantization (scale, zero point) in front of every encoder Linear, LayerNorm and
+embedding tables, and a small fp32 head program. Anything the engine cannot run exactly raises
+GraphMatchError naming the node or pattern: the engine never guesses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import onnx
+
+from hf_fast.runtime.graph import FakeQuant, GraphMatchError, LogicalGraph, QuantWeight
+
+# ops that only move data around between two pattern anchors
+_PASS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Contiguous", "Cast"}
+
+
+@dataclass
+class LinearPlan:
+    name: str
+    weight: np.ndarray             # int8 [N, K] (PyTorch layout)
+    w_scale: np.ndarray            # float32 [N]
+    bias: np.ndarray               # float32 [N]
+    in_quant: FakeQuant            # quantization of the input activations
+    out_quant: Optional[FakeQuant] = None  # fake-quant point on the MatMul output (before bias), if any
+
+
+@dataclass
+class LayerNormPlan:
+    gamma: np.ndarray
+    beta: np.ndarray
+    eps: float
+
+
+@dataclass
+class LayerPlan:
+    q: LinearPlan
+    k: LinearPlan
+    v: LinearPlan
+    attn_out: LinearPlan
+    ln1: LayerNormPlan
+    ffn_in: LinearPlan
+    ffn_out: LinearPlan
+    ln2: LayerNormPlan
+    scale: float                   # attention score scale (1/sqrt(d) in BERT)
+    activation: str = "gelu"
+
+
+@dataclass
+class EmbeddingPlan:
+    word: np.ndarray               # [vocab, H]
+    position: np.ndarray           # [max_pos, H]
+    token_type: Optional[np.ndarray]  # [type_vocab, H] or None
+    ln: LayerNormPlan
+
+
+@dataclass
+class HeadOp:
+    kind: str                      # "cls" | "linear" | "tanh" | "relu"
+    weight: Optional[np.ndarray] = None  # fp32 [N, K]
+    bias: Optional[np.ndarray] = None
+
+
+@dataclass
+class EncoderPlan:
+    hidden: int
+    heads: int
+    embeddings: EmbeddingPlan
+    layers: List[LayerPlan]
+    head: List[HeadOp]
+    outputs: Dict[str, Tuple[int, int]]  # graph output -> column range of the head's last output
+    token_level: bool                    # head output per token ([B, S, n]) or per sequence ([B, n])
+    inputs: List[str] = field(default_factory=list)
+
+    @property
+    def ffn(self) -> int:
+        return self.layers[0].ffn_in.weight.shape[0] if self.layers else 0
+
+
+# ------------------------------------------------------------------ helpers
+def _linear_from_matmul(g: LogicalGraph, mm: onnx.NodeProto) -> Tuple[LinearPlan, str]:
+    """A weight MatMul (+ bias Add) -> LinearPlan and the fp32 tensor after the bias."""
+    w = g.weight(mm.input[1])
+    if not isinstance(w, QuantWeight):
+        raise GraphMatchError(f"MatMul {mm.name!r} has a float weight: the engine runs int8 (QDQ) artifacts; "
+                              "export with hf_fast.export to quantize the encoder Linear layers")
+    if w.q.ndim != 2:
+        raise GraphMatchError(f"MatMul {mm.name!r}: weight must be 2-D, got {w.q.shape}")
+    if np.any(w.zero_point != 0):
+        raise GraphMatchError(f"MatMul {mm.name!r}: weight zero point must be 0 (symmetric int8)")
+    k_in, n_out = w.q.shape
+    scale = w.scale.reshape(-1)
+    if scale.size == 1:
+        scale = np.full(n_out, float(scale[0]), np.float32)
+    elif w.axis not in (1, -1) or scale.size != n_out:
+        raise GraphMatchError(f"MatMul {mm.name!r}: per-channel scales must run along the output axis")
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise GraphMatchError(f"MatMul {mm.name!r}: weight scales must be positive and finite")
+    _, in_q = g.resolve(mm.input[0])
+    if in_q is None:
+        raise GraphMatchError(f"MatMul {mm.name!r}: its input is not quantized (no QuantizeLinear/DequantizeLinear)")
+    out = mm.output[0]
+    out_q = None
+    # the quantizer may put a fake-quant point right on the MatMul output
+    for u in g.consumers.get(out, []):
+        if u.op_type == "QuantizeLinear":
+            for dq in g.consumers.get(u.output[0], []):
+                r = g.fake_quant_of(dq.output[0]) if dq.op_type == "DequantizeLinear" else None
+                if r is not None:
+                    out_q = r[1]
+    bias = np.zeros(n_out, np.float32)
+    nxt = g.users(out)
+    if len(nxt) == 1 and nxt[0].op_type == "Add":
+        add = nxt[0]
+        other = [i for i in add.input if g.resolve(i)[0] != out]
+        c = g.float_weight(other[0]) if other else None
+        if c is not None and c.size == n_out:
+            bias = c.reshape(-1).astype(np.float32)
+            out = add.output[0]
+    plan = LinearPlan(mm.name, np.ascontiguousarray(w.q.T), scale.astype(np.float32), bias, in_q, out_q)
+    return plan, out
+
+
+def _weight_matmuls(g: LogicalGraph, x: str) -> List[onnx.NodeProto]:
+    return [n for n in g.users(x) if n.op_type == "MatMul" and g.src(n, 0) == x and g.weight(n.input[1]) is not None]
+
+
+def _layernorm_after(g: LogicalGraph, t: str, residual: str, where: str) -> Tuple[LayerNormPlan, str]:
+    """Expect Add(t, residual) -> LayerNormalization; return its plan and output."""
+    us = g.users(t)
+    add = next((u for u in us if u.op_type == "Add" and {g.src(u, 0), g.src(u, 1)} == {t, residual}), None)
+    if add is None:
+        raise GraphMatchError(f"{where}: expected a residual Add of the block output and its input")
+    ln = next((u for u in g.users(add.output[0]) if u.op_type == "LayerNormalization"), None)
+    if ln is None:
+        ops = sorted({u.op_type for u in g.users(add.output[0])})
+        raise GraphMatchError(f"{where}: expected LayerNormalization after the residual Add, found {ops} "
+                              "(export with opset >= 17 so LayerNorm stays one op)")
+    return _ln_plan(g, ln), ln.output[0]
+
+
+def _ln_plan(g: LogicalGraph, ln: onnx.NodeProto) -> LayerNormPlan:
+    axis = g.attr(ln, "axis", -1)
+    if axis != -1 and axis != 2:
+        raise GraphMatchError(f"LayerNormalization {ln.name!r} normalises axis {axis}, expected the last axis")
+    gamma = g.float_weight(ln.input[1])
+    beta = g.float_weight(ln.input[2]) if len(ln.input) > 2 and ln.input[2] else None
+    if gamma is None:
+        raise GraphMatchError(f"LayerNormalization {ln.name!r}: scale is not a constant")
+    if beta is None:
+        beta = np.zeros_like(gamma)
+    return LayerNormPlan(gamma.reshape(-1).copy(), beta.reshape(-1).copy(), float(g.attr(ln, "epsilon", 1e-5)))
+
+
+def _walk_back(g: LogicalGraph, t: str, stop: Dict[str, str], scale: List[float]) -> Optional[str]:
+    """Walk producers through data-movement and scalar Mul/Div until a tensor in `stop` is met."""
+    for _ in range(32):
+        if t in stop:
+            return stop[t]
+        p = g.prod(t)
+        if p is None:
+            return None
+        if p.op_type in _PASS:
+            t = g.src(p, 0)
+        elif p.op_type in ("Mul", "Div"):
+            consts = [g.float_weight(i) for i in p.input]
+            ci = [i for i, c in enumerate(consts) if c is not None and c.size == 1]
+            if len(ci) != 1:
+                return None
+            c = float(consts[ci[0]].reshape(()))
+            scale.append(c if p.op_type == "Mul" else 1.0 / c)
+            t = g.src(p, 1 - ci[0])
+        else:
+            return None
+    return None
+
+
+def _find_downstream(g: LogicalGraph, starts: List[str], op: str, limit: int = 40) -> List[onnx.NodeProto]:
+    seen, frontier, found = set(), list(starts), []
+    for _ in range(limit):
+        nxt = []
+        for t in frontier:
+            for u in g.users(t):
+                if u.name in seen:
+                    continue
+                seen.add(u.name)
+                if u.op_type == op:
+                    found.append(u)
+                else:
+                    nxt.extend(u.output)
+        frontier = nxt
+        if found or not frontier:
+            break
+    return found
+
+
+# ------------------------------------------------------------------ embeddings
+def _match_embeddings(g: LogicalGraph, input_ids: str) -> Tuple[EmbeddingPlan, str]:
+    gathers = [n for n in g.nodes if n.op_type == "Gather" and n.input[0] in g.consts and g.consts[n.input[0]].ndim == 2
+               and np.issubdtype(g.consts[n.input[0]].dtype, np.floating)]
+    word = next((n for n in gathers if g.src(n, 1) == input_ids or g.depends_on_input(n.input[1], input_ids)), None)
+    if word is None:
+        raise GraphMatchError("no embedding Gather reads input_ids: not a BERT-family encoder")
+    lns = _find_downstream(g, [word.output[0]], "LayerNormalization")
+    if not lns:
+        raise GraphMatchError("embeddings: expected LayerNormalization after the embedding sum")
+    ln = lns[0]
+    # every Gather feeding the LayerNorm's Add tree
+    tables = {}
+    stack, seen = [g.src(ln, 0)], set()
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        p = g.prod(t)
+        if p is None:
+            continue
+        if p.op_type == "Add":
+            stack.extend(g.src(p, i) for i in range(2))
+        elif p.op_type in _PASS:
+            stack.append(g.src(p, 0))
+        elif p in gathers:
+            tables[p.name] = p
+        else:
+            raise GraphMatchError(f"embeddings: unexpected {p.op_type} node {p.name!r} in the embedding sum")
+    position = token_type = None
+    tt_input = "token_type_ids" if "token_type_ids" in g.inputs else None
+    for n in tables.values():
+        if n is word:
+            continue
+        table = g.consts[n.input[0]]
+        if tt_input and g.depends_on_input(n.input[1], tt_input):
+            token_type = table
+        elif g.depends_on_input(n.input[1], input_ids) and "position" in n.input[0]:
+            raise GraphMatchError("position ids computed from input_ids (RoBERTa-style padding offsets) are not "
+                                  "supported by the engine yet")
+        elif "token_type" in n.input[0]:
+            token_type = table  # buffered all-zero token types: the engine uses type 0
+        else:
+            position = table
+    if position is None:
+        raise GraphMatchError("embeddings: no position embedding table found")
+    wt = g.consts[word.input[0]].astype(np.float32)
+    return EmbeddingPlan(wt, position.astype(np.float32),
+                         None if token_type is None else token_type.astype(np.float32), _ln_plan(g, ln)), ln.output[0]
+
+
+# ------------------------------------------------------------------ encoder layers
+def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPlan, str]:
+    where = f"encoder layer {idx}"
+    mms = _weight_matmuls(g, x)
+    if len(mms) != 3:
+        raise GraphMatchError(f"{where}: expected 3 projections (Q, K, V) of the hidden states, found {len(mms)}")
+    lin, outs = {}, {}
+    for mm in mms:
+        plan, out = _linear_from_matmul(g, mm)
+        lin[out] = plan
+        outs[out] = out
+    softmaxes = _find_downstream(g, list(outs), "Softmax")
+    if len(softmaxes) != 1:
+        raise GraphMatchError(f"{where}: expected one Softmax in self-attention, found {len(softmaxes)}")
+    sm = softmaxes[0]
+    # Softmax <- [Add/Where mask] <- [Mul/Div scale] <- MatMul(q, k^T)
+    scale: List[float] = []
+    t = g.src(sm, 0)
+    score = None
+    for _ in range(8):
+        p = g.prod(t)
+        if p is None:
+            break
+        if p.op_type == "MatMul":
+            score = p
+            break
+        if p.op_type in ("Add", "Where"):
+            # the scores depend on the token values; the additive mask only on attention_mask
+            data = [i for i in range(len(p.input)) if g.depends_on_input(p.input[i], "input_ids")]
+            if p.op_type == "Where":
+                data = [i for i in data if i > 0]
+            if len(data) != 1:
+                raise GraphMatchError(f"{where}: attention mask node {p.name!r} is not the standard additive mask")
+            t = g.src(p, data[0])
+        elif p.op_type in ("Mul", "Div"):
+            consts = [g.float_weight(i) for i in p.input]
+            ci = [i for i, c in enumerate(consts) if c is not None and c.size == 1]
+            if len(ci) != 1:
+                raise GraphMatchError(f"{where}: unexpected {p.op_type} {p.name!r} before Softmax")
+            c = float(consts[ci[0]].reshape(()))
+            scale.append(c if p.op_type == "Mul" else 1.0 / c)
+            t = g.src(p, 1 - ci[0])
+        elif p.op_type in _PASS:
+            t = g.src(p, 0)
+        else:
+            raise GraphMatchError(f"{where}: unexpected {p.op_type} {p.name!r} between scores and Softmax")
+    if score is None:
+        raise GraphMatchError(f"{where}: attention scores MatMul not found")
+    q_out = _walk_back(g, g.src(score, 0), outs, scale)
+    k_out = _walk_back(g, g.src(score, 1), outs, scale)
+    ctx = next((u for u in g.users(sm.output[0]) if u.op_type == "MatMul"), None)
+    if ctx is None:
+        raise GraphMatchError(f"{where}: no MatMul consumes the attention probabilities")
+    v_out = _walk_back(g, g.src(ctx, 1), outs, [])
+    if None in (q_out, k_out, v_out) or len({q_out, k_out, v_out}) != 3:
+        raise GraphMatchError(f"{where}: could not tell the Q, K and V projections apart")
+    att_scale = float(np.prod(scale)) if scale else 1.0
+    d = lin[q_out].weight.shape[0] // heads
+    if lin[q_out].weight.shape[0] % heads or abs(att_scale * np.sqrt(d) - 1.0) > 1e-3:
+        raise GraphMatchError(f"{where}: attention scale {att_scale:.6g} does not match heads={heads} "
+                              f"(head size {d}): the config does not match the graph")
+    # attention output projection: ctx -> (Transpose/Reshape) -> MatMul(W_o)
+    o_mms = []
+    t = ctx.output[0]
+    for _ in range(8):
+        us = g.users(t)
+        o_mms = [u for u in us if u.op_type == "MatMul" and g.weight(u.input[1]) is not None]
+        if o_mms:
+            break
+        passes = [u for u in us if u.op_type in _PASS]
+        if len(passes) != 1:
+            break
+        t = passes[0].output[0]
+    if len(o_mms) != 1:
+        raise GraphMatchError(f"{where}: attention output projection not found")
+    attn_out, o = _linear_from_matmul(g, o_mms[0])
+    ln1, x1 = _layernorm_after(g, o, x, f"{where} attention output")
+    # feed-forward: MatMul -> GELU -> MatMul
+    f_mms = _weight_matmuls(g, x1)
+    if len(f_mms) != 1:
+        raise GraphMatchError(f"{where}: expected one FFN input projection, found {len(f_mms)}")
+    ffn_in, h = _linear_from_matmul(g, f_mms[0])
+    act_ops, t2, ffn_out_mm = set(), [h], None
+    seen = set()
+    while t2 and ffn_out_mm is None:
+        nxt = []
+        for t in t2:
+            for u in g.users(t):
+                if u.name in seen:
+                    continue
+                seen.add(u.name)
+                if u.op_type == "MatMul" and g.weight(u.input[1]) is not None:
+                    ffn_out_mm = u
+                    break
+                if u.op_type not in ("Div", "Mul", "Add", "Erf", "Gelu"):
+                    raise GraphMatchError(f"{where}: unsupported FFN activation op {u.op_type} ({u.name!r}); "
+                                          "the engine runs the exact (erf) GELU")
+                act_ops.add(u.op_type)
+                nxt.extend(u.output)
+        t2 = nxt
+    if ffn_out_mm is None or not ({"Erf"} <= act_ops or "Gelu" in act_ops):
+        raise GraphMatchError(f"{where}: expected GELU (erf form) between the FFN projections, found {sorted(act_ops)}")
+    ffn_out, o2 = _linear_from_matmul(g, ffn_out_mm)
+    ln2, x2 = _layernorm_after(g, o2, x1, f"{where} FFN output")
+    return LayerPlan(lin[q_out], lin[k_out], lin[v_out], attn_out, ln1, ffn_in, ffn_out, ln2, att_scale), x2
+
+
+# ------------------------------------------------------------------ task head
+def _match_head(g: LogicalGraph, x: str) -> Tuple[List[HeadOp], Dict[str, Tuple[int, int]], bool]:
+    ops: List[HeadOp] = []
+    token_level = True
+    t = x
+    width = None
+    for _ in range(32):
+        if t in g.outputs:
+            return ops, {t: (0, width)}, token_level
+        us = [u for u in g.users(t) if u.op_type != "Shape"]
+        if len(us) != 1:
+            raise GraphMatchError(f"task head: tensor {t!r} has {len(us)} consumers; expected a single chain")
+        u = us[0]
+        if u.op_type == "Gather":
+            idx = g.float_weight(u.input[1])
+            if g.attr(u, "axis", 0) != 1 or idx is None or idx.size != 1 or int(idx.reshape(())) != 0:
+                raise GraphMatchError(f"task head: Gather {u.name!r} is not the [CLS] token selection")
+            ops.append(HeadOp("cls"))
+            token_level = False
+            t = u.output[0]
+        elif u.op_type == "Slice":
+            starts, ends = g.float_weight(u.input[1]), g.float_weight(u.input[2])
+            axes = g.float_weight(u.input[3]) if len(u.input) > 3 and u.input[3] else None
+            if axes is None or list(axes.astype(int).reshape(-1)) != [1] or int(starts.reshape(-1)[0]) != 0 \
+                    or int(ends.reshape(-1)[0]) != 1:
+                raise GraphMatchError(f"task head: Slice {u.name!r} is not the [CLS] token selection")
+            ops.append(HeadOp("cls"))
+            token_level = False
+            t = u.output[0]
+        elif u.op_type in _PASS:
+            t = u.output[0]
+        elif u.op_type in ("MatMul", "Gemm"):
+            w = g.float_weight(u.input[1])
+            if w is None:
+                raise GraphMatchError(f"task head: {u.op_type} {u.name!r} has a non-constant weight")
+            if u.op_type == "Gemm":
+                if g.attr(u, "alpha", 1.0) != 1.0 or g.attr(u, "beta", 1.0) != 1.0 or g.attr(u, "transA", 0):
+                    raise GraphMatchError(f"task head: Gemm {u.name!r} with alpha/beta/transA is not supported")
+                w = w if g.attr(u, "transB", 0) else w.T
+                b = g.float_weight(u.input[2]) if len(u.input) > 2 and u.input[2] else None
+                t = u.output[0]
+            else:
+                w = w.T
+                b, t = None, u.output[0]
+                nxt = [v for v in g.users(t) if v.op_type != "Shape"]
+                if len(nxt) == 1 and nxt[0].op_type == "Add":
+                    other = [i for i in nxt[0].input if g.resolve(i)[0] != t]
+                    c = g.float_weight(other[0]) if other else None
+                    if c is not None and c.size == w.shape[0]:
+                        b, t = c, nxt[0].output[0]
+            b = np.zeros(w.shape[0], np.float32) if b is None else b.reshape(-1).astype(np.float32)
+            ops.append(HeadOp("linear", np.ascontiguousarray(w, dtype=np.float32), b))
+            width = w.shape[0]
+        elif u.op_type in ("Tanh", "Relu"):
+            ops.append(HeadOp(u.op_type.lower()))
+            t = u.output[0]
+        elif u.op_type == "Split":
+            outs = {}
+            axis = g.attr(u, "axis", 0)
+            if axis not in (-1, 2) or width is None:
+                raise GraphMatchError(f"task head: Split {u.name!r} must split the last axis of a linear output")
+            sizes = g.float_weight(u.input[1]) if len(u.input) > 1 and u.input[1] else None
+            n = len(u.output)
+            sizes = [width // n] * n if sizes is None else [int(s) for s in sizes.reshape(-1)]
+            start = 0
+            for o, s in zip(u.output, sizes):
+                end_t = o
+                for _ in range(4):
+                    if end_t in g.outputs:
+                        break
+                    vs = [v for v in g.users(end_t) if v.op_type in _PASS]
+                    if len(vs) != 1:
+                        break
+                    end_t = vs[0].output[0]
+                if end_t not in g.outputs:
+                    raise GraphMatchError(f"task head: Split output {o!r} does not reach a graph output")
+                outs[end_t] = (start, start + s)
+                start += s
+            return ops, outs, token_level
+        else:
+            raise GraphMatchError(f"task head: unsupported op {u.op_type} ({u.name!r})")
+    raise GraphMatchError("task head: graph output not reached")
+
+
+def build_plan(model: onnx.ModelProto, num_heads: int) -> EncoderPlan:
+    """Match the whole graph; raises GraphMatchError naming the first thing that does not fit."""
+    g = LogicalGraph(model)
+    if "input_ids" not in g.inputs:
+        raise GraphMatchError(f"graph inputs {g.inputs} lack 'input_ids'")
+    unknown = [i for i in g.inputs if i not in ("input_ids", "attention_mask", "token_type_ids")]
+    if unknown:
+        raise GraphMatchError(f"unsupported graph inputs {unknown}")
+    emb, x = _match_embeddings(g, "input_ids")
+    hidden = emb.word.shape[1]
+    if hidden % num_heads:
+        raise GraphMatchError(f"hidden size {hidden} is not divisible by num_heads={num_heads}")
+    layers = []
+    while _weight_matmuls(g, x) and len(_weight_matmuls(g, x)) == 3:
+        layer, x = _match_layer(g, x, len(layers), num_heads)
+        layers.append(layer)
+    if not layers:
+        raise GraphMatchError("no encoder layer found after the embeddings")
+    head, outputs, token_level = _match_head(g, x)
+    missing = [o for o in g.outputs if o not in outputs]
+    if missing:
+        raise GraphMatchError(f"graph outputs {missing} are not produced by a recognised task head")
+    return EncoderPlan(hidden, num_heads, emb, layers, head, outputs, token_level, list(g.inputs))

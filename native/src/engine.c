@@ -1,0 +1,380 @@
+/* The fused BERT-family encoder engine.
+ *
+ * Python (hf_fast/runtime/engine.py) builds an engine from a plan matched in the artifact's ONNX
+ * graph: embeddings, N post-LayerNorm encoder layers whose Linear layers are packed int8 weights
+ * (hf_linear, block-sparse or dense), and a small fp32 head program. One call runs a whole batch:
+ *
+ *   x = LN(word[ids] + pos[t] + type[tt])
+ *   per layer:  qkv = Linear_qkv(Q(x))            (one GEMM for the three projections)
+ *               ctx = softmax(q k^T * scale + mask) v   per (sequence, head), in parallel
+ *               x   = LN(Linear_o(Q(ctx)) + x)        (residual fused in the GEMM epilogue)
+ *               x   = LN(Linear_2(Q(gelu(Linear_1(Q(x))))) + x)   (GELU fused in the epilogue)
+ *   head:       [CLS] select, fp32 linears with tanh/relu
+ *
+ * Q(.) quantizes to uint8 with the activation scale/zero point the artifact's QDQ nodes give.
+ * Workspace: one arena per engine, reused by every call that finds it free (a concurrent call
+ * gets a private one), so steady-state inference allocates nothing.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct {
+    hf_linear *qkv, *attn_out, *ffn_in, *ffn_out;
+    float qkv_s, o_s, i_s, f_s;
+    int qkv_zp, o_zp, i_zp, f_zp;
+    float att_scale;
+    float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
+    float ln1_eps, ln2_eps;
+} hf_layer;
+
+typedef struct {
+    int kind; /* HF_HEAD_* */
+    int64_t N, K;
+    float *W, *b;
+} hf_head_op;
+
+struct hf_engine {
+    int isa;
+    int64_t H, heads, F, L, vocab, max_pos, type_vocab;
+    float *word, *pos, *type, *eln_g, *eln_b;
+    float eln_eps;
+    hf_layer *layers;
+    int64_t n_layers_set;
+    hf_head_op head[HF_ENGINE_MAX_HEAD_OPS];
+    int n_head;
+    pthread_mutex_t lock; /* guards the cached arena */
+    void *arena;
+    size_t arena_bytes;
+};
+
+static float *dup_f32(const float *src, int64_t n) {
+    float *p = (float *)hf_alloc((size_t)n * sizeof(float));
+    if (p && src) memcpy(p, src, (size_t)n * sizeof(float));
+    return p;
+}
+
+int hf_engine_create(int isa, int64_t hidden, int64_t heads, int64_t ffn, int64_t layers, int64_t vocab,
+                     int64_t max_pos, int64_t type_vocab, hf_engine **out) {
+    int rc;
+    hf_engine *e;
+    if (!out) return hf_fail(HF_EINVAL, "engine_create: out is NULL");
+    *out = NULL;
+    if (hidden <= 0 || heads <= 0 || ffn <= 0 || layers <= 0 || vocab <= 0 || max_pos <= 0 || type_vocab < 0)
+        return hf_fail(HF_EINVAL, "engine_create: dimensions must be positive (hidden=%lld heads=%lld ffn=%lld "
+                       "layers=%lld vocab=%lld max_pos=%lld)", (long long)hidden, (long long)heads,
+                       (long long)ffn, (long long)layers, (long long)vocab, (long long)max_pos);
+    if (hidden % heads) return hf_fail(HF_EINVAL, "engine_create: hidden=%lld not divisible by heads=%lld",
+                                       (long long)hidden, (long long)heads);
+    if (hidden > HF_MAX_K || ffn > HF_MAX_K || layers > 4096 || vocab > (1LL << 31) || max_pos > (1 << 20))
+        return hf_fail(HF_EINVAL, "engine_create: dimensions too large");
+    if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
+    e = (hf_engine *)hf_alloc(sizeof *e);
+    if (!e) return hf_fail(HF_ENOMEM, "engine_create: out of memory");
+    memset(e, 0, sizeof *e);
+    e->isa = isa;
+    e->H = hidden, e->heads = heads, e->F = ffn, e->L = layers, e->vocab = vocab, e->max_pos = max_pos;
+    e->type_vocab = type_vocab;
+    e->layers = (hf_layer *)hf_alloc((size_t)layers * sizeof(hf_layer));
+    if (!e->layers) {
+        hf_free(e);
+        return hf_fail(HF_ENOMEM, "engine_create: out of memory");
+    }
+    memset(e->layers, 0, (size_t)layers * sizeof(hf_layer));
+    pthread_mutex_init(&e->lock, NULL);
+    *out = e;
+    return HF_OK;
+}
+
+void hf_engine_free(hf_engine *e) {
+    if (!e) return;
+    hf_free(e->word), hf_free(e->pos), hf_free(e->type), hf_free(e->eln_g), hf_free(e->eln_b);
+    for (int64_t i = 0; i < e->L; i++) {
+        hf_layer *l = &e->layers[i];
+        hf_free(l->ln1_g), hf_free(l->ln1_b), hf_free(l->ln2_g), hf_free(l->ln2_b);
+    }
+    for (int i = 0; i < e->n_head; i++) hf_free(e->head[i].W), hf_free(e->head[i].b);
+    hf_free(e->layers);
+    hf_free(e->arena);
+    pthread_mutex_destroy(&e->lock);
+    hf_free(e);
+}
+
+int hf_engine_set_embeddings(hf_engine *e, const float *word, const float *pos, const float *type,
+                             const float *ln_g, const float *ln_b, float eps) {
+    if (!e || !word || !pos || !ln_g || !ln_b) return hf_fail(HF_EINVAL, "engine_set_embeddings: NULL argument");
+    if (e->type_vocab > 0 && !type) return hf_fail(HF_EINVAL, "engine_set_embeddings: token type table missing");
+    if (!(eps > 0.f)) return hf_fail(HF_EINVAL, "engine_set_embeddings: eps must be > 0");
+    e->word = dup_f32(word, e->vocab * e->H);
+    e->pos = dup_f32(pos, e->max_pos * e->H);
+    e->type = e->type_vocab > 0 ? dup_f32(type, e->type_vocab * e->H) : NULL;
+    e->eln_g = dup_f32(ln_g, e->H);
+    e->eln_b = dup_f32(ln_b, e->H);
+    e->eln_eps = eps;
+    if (!e->word || !e->pos || (e->type_vocab > 0 && !e->type) || !e->eln_g || !e->eln_b)
+        return hf_fail(HF_ENOMEM, "engine_set_embeddings: out of memory");
+    return HF_OK;
+}
+
+static int check_lin(const hf_linear *l, int64_t N, int64_t K, const char *what, int64_t i) {
+    int64_t n = 0, k = 0;
+    if (!l) return hf_fail(HF_EINVAL, "layer %lld: %s is NULL", (long long)i, what);
+    hf_linear_info(l, NULL, &n, &k, NULL, NULL, NULL, NULL);
+    if (n != N || k != K)
+        return hf_fail(HF_EINVAL, "layer %lld: %s is %lldx%lld, expected %lldx%lld", (long long)i, what,
+                       (long long)n, (long long)k, (long long)N, (long long)K);
+    return HF_OK;
+}
+
+static int check_q(float s, int zp, const char *what, int64_t i) {
+    if (!(s > 0.f) || !isfinite(s) || zp < 0 || zp > 255)
+        return hf_fail(HF_EINVAL, "layer %lld: %s activation scale %g / zero point %d invalid", (long long)i, what,
+                       (double)s, zp);
+    return HF_OK;
+}
+
+int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) {
+    int rc;
+    if (!e || !d) return hf_fail(HF_EINVAL, "engine_set_layer: NULL argument");
+    if (i < 0 || i >= e->L) return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld out of range", (long long)i);
+    if ((rc = check_lin(d->qkv, 3 * e->H, e->H, "qkv", i)) || (rc = check_lin(d->attn_out, e->H, e->H, "attn_out", i)) ||
+        (rc = check_lin(d->ffn_in, e->F, e->H, "ffn_in", i)) || (rc = check_lin(d->ffn_out, e->H, e->F, "ffn_out", i)))
+        return rc;
+    if ((rc = check_q(d->qkv_scale, d->qkv_zp, "qkv", i)) || (rc = check_q(d->o_scale, d->o_zp, "attn_out", i)) ||
+        (rc = check_q(d->i_scale, d->i_zp, "ffn_in", i)) || (rc = check_q(d->f_scale, d->f_zp, "ffn_out", i)))
+        return rc;
+    if (!d->ln1_g || !d->ln1_b || !d->ln2_g || !d->ln2_b || !(d->ln1_eps > 0.f) || !(d->ln2_eps > 0.f))
+        return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld LayerNorm parameters missing", (long long)i);
+    if (!isfinite(d->att_scale) || d->att_scale <= 0.f)
+        return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld attention scale invalid", (long long)i);
+    hf_layer *l = &e->layers[i];
+    hf_free(l->ln1_g), hf_free(l->ln1_b), hf_free(l->ln2_g), hf_free(l->ln2_b);
+    l->qkv = d->qkv, l->attn_out = d->attn_out, l->ffn_in = d->ffn_in, l->ffn_out = d->ffn_out;
+    l->qkv_s = d->qkv_scale, l->qkv_zp = d->qkv_zp, l->o_s = d->o_scale, l->o_zp = d->o_zp;
+    l->i_s = d->i_scale, l->i_zp = d->i_zp, l->f_s = d->f_scale, l->f_zp = d->f_zp;
+    l->att_scale = d->att_scale;
+    l->ln1_g = dup_f32(d->ln1_g, e->H), l->ln1_b = dup_f32(d->ln1_b, e->H), l->ln1_eps = d->ln1_eps;
+    l->ln2_g = dup_f32(d->ln2_g, e->H), l->ln2_b = dup_f32(d->ln2_b, e->H), l->ln2_eps = d->ln2_eps;
+    if (!l->ln1_g || !l->ln1_b || !l->ln2_g || !l->ln2_b) return hf_fail(HF_ENOMEM, "engine_set_layer: out of memory");
+    e->n_layers_set++;
+    return HF_OK;
+}
+
+int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b) {
+    if (!e) return hf_fail(HF_EINVAL, "engine_add_head_op: NULL engine");
+    if (e->n_head >= HF_ENGINE_MAX_HEAD_OPS) return hf_fail(HF_EINVAL, "engine_add_head_op: too many head ops");
+    if (kind < HF_HEAD_CLS || kind > HF_HEAD_RELU) return hf_fail(HF_EINVAL, "engine_add_head_op: unknown kind %d", kind);
+    int64_t width = e->H;
+    for (int i = 0; i < e->n_head; i++)
+        if (e->head[i].kind == HF_HEAD_LINEAR) width = e->head[i].N;
+    hf_head_op *op = &e->head[e->n_head];
+    memset(op, 0, sizeof *op);
+    op->kind = kind;
+    if (kind == HF_HEAD_LINEAR) {
+        if (!W || N <= 0 || K != width)
+            return hf_fail(HF_EINVAL, "engine_add_head_op: linear %lldx%lld does not follow width %lld", (long long)N,
+                           (long long)K, (long long)width);
+        op->N = N, op->K = K;
+        op->W = dup_f32(W, N * K);
+        op->b = dup_f32(b, N);
+        if (!b && op->b) memset(op->b, 0, (size_t)N * sizeof(float));
+        if (!op->W || !op->b) return hf_fail(HF_ENOMEM, "engine_add_head_op: out of memory");
+    }
+    e->n_head++;
+    return HF_OK;
+}
+
+int64_t hf_engine_output_width(const hf_engine *e) {
+    int64_t width = e ? e->H : 0;
+    for (int i = 0; e && i < e->n_head; i++)
+        if (e->head[i].kind == HF_HEAD_LINEAR) width = e->head[i].N;
+    return width;
+}
+
+int hf_engine_token_level(const hf_engine *e) {
+    for (int i = 0; e && i < e->n_head; i++)
+        if (e->head[i].kind == HF_HEAD_CLS) return 0;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ run */
+typedef struct {
+    float *x;      /* [T][H] hidden states */
+    float *big;    /* [T][max(3H, F)] qkv / ffn intermediate */
+    float *ctx;    /* [T][H] attention context */
+    uint8_t *xq;   /* [T][max(H, F)] quantized activations */
+    float *bias;   /* [B][S] additive key mask */
+    float *head_a, *head_b; /* head ping-pong [rows][max width] */
+} arena_t;
+
+static size_t arena_size(const hf_engine *e, int64_t B, int64_t S, int64_t hw) {
+    int64_t T = B * S, wide = e->F > 3 * e->H ? e->F : 3 * e->H;
+    size_t f = (size_t)(T * e->H * 2 + T * wide + B * S + 2 * T * hw + 64 * 8);
+    return f * sizeof(float) + (size_t)(T * wide) + 64 * 8;
+}
+
+static void arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, int64_t hw, arena_t *a) {
+    int64_t T = B * S, wide = e->F > 3 * e->H ? e->F : 3 * e->H;
+    char *p = (char *)mem;
+#define TAKE(ptr, type, n)                                   \
+    do {                                                     \
+        ptr = (type *)p;                                     \
+        p += (((size_t)(n) * sizeof(type)) + 63) & ~(size_t)63; \
+    } while (0)
+    TAKE(a->x, float, T * e->H);
+    TAKE(a->big, float, T * wide);
+    TAKE(a->ctx, float, T * e->H);
+    TAKE(a->bias, float, B * S);
+    TAKE(a->head_a, float, T * hw);
+    TAKE(a->head_b, float, T * hw);
+    TAKE(a->xq, uint8_t, T * wide);
+#undef TAKE
+}
+
+
+typedef struct {
+    const hf_engine *e;
+    const hf_f32_ops *ops;
+    const arena_t *a;
+    int64_t B, S, d;
+    float scale;
+    atomic_long next; /* next (sequence, head) pair to claim */
+    atomic_int failed;
+} attn_job;
+
+/* (sequence, head) pairs claimed from an atomic counter by whichever pool threads join; scratch is
+ * per thread (slot 3). */
+static void attn_task(void *arg, int tid, int nth) {
+    attn_job *j = (attn_job *)arg;
+    const hf_engine *e = j->e;
+    const int64_t H3 = 3 * e->H, n = j->B * e->heads;
+    (void)tid, (void)nth;
+    float *scr = (float *)hf_scratch(3, (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float));
+    if (!scr) {
+        atomic_store(&j->failed, 1);
+        return;
+    }
+    for (int64_t idx; (idx = atomic_fetch_add(&j->next, 1)) < n;) {
+        const int64_t b = idx / e->heads, h = idx % e->heads;
+        const float *base = j->a->big + b * j->S * H3 + h * j->d;
+        j->ops->attention_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
+                               j->a->ctx + b * j->S * e->H + h * j->d, e->H, scr);
+    }
+}
+
+static void head_linear(const hf_head_op *op, int64_t rows, const float *in, float *out) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t n = 0; n < op->N; n++) {
+            const float *w = op->W + n * op->K, *x = in + r * op->K;
+            float acc = 0.f;
+            for (int64_t k = 0; k < op->K; k++) acc += w[k] * x[k];
+            out[r * op->N + n] = acc + op->b[n];
+        }
+}
+
+int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask, const int64_t *types,
+                  float *out, int64_t out_len) {
+    int rc = HF_OK;
+    void *mem;
+    arena_t a;
+    if (!e || !ids || !out) return hf_fail(HF_EINVAL, "engine_run: NULL argument");
+    if (!e->word || e->n_layers_set < e->L) return hf_fail(HF_EFORMAT, "engine_run: engine is not fully built");
+    if (B <= 0 || S <= 0) return hf_fail(HF_EINVAL, "engine_run: batch=%lld and sequence=%lld must be > 0",
+                                         (long long)B, (long long)S);
+    if (S > e->max_pos) return hf_fail(HF_EINVAL, "engine_run: sequence length %lld exceeds max positions %lld",
+                                       (long long)S, (long long)e->max_pos);
+    if (B > (1LL << 20) || B * S > (1LL << 24)) return hf_fail(HF_EINVAL, "engine_run: batch too large");
+    const int64_t T = B * S, H = e->H, d = H / e->heads, hw = hf_engine_output_width(e) > H ? hf_engine_output_width(e) : H;
+    const int token_level = hf_engine_token_level(e);
+    const int64_t want = (token_level ? T : B) * hf_engine_output_width(e);
+    if (out_len != want)
+        return hf_fail(HF_EINVAL, "engine_run: output buffer holds %lld floats, expected %lld", (long long)out_len,
+                       (long long)want);
+    for (int64_t i = 0; i < T; i++) {
+        if (ids[i] < 0 || ids[i] >= e->vocab)
+            return hf_fail(HF_EINVAL, "engine_run: token id %lld at position %lld is outside the vocabulary [0, %lld)",
+                           (long long)ids[i], (long long)i, (long long)e->vocab);
+        if (types && (types[i] < 0 || types[i] >= (e->type_vocab > 0 ? e->type_vocab : 1)))
+            return hf_fail(HF_EINVAL, "engine_run: token type id %lld at position %lld out of range", (long long)types[i],
+                           (long long)i);
+    }
+    const size_t need = arena_size(e, B, S, hw);
+    pthread_mutex_lock(&e->lock);
+    if (e->arena_bytes < need) {
+        hf_free(e->arena);
+        e->arena = hf_alloc(need);
+        e->arena_bytes = e->arena ? need : 0;
+    }
+    mem = e->arena;
+    if (!mem) {
+        pthread_mutex_unlock(&e->lock);
+        return hf_fail(HF_ENOMEM, "engine_run: out of memory for %zu bytes", need);
+    }
+    /* the cached arena stays locked during the run; concurrent callers wait (results stay identical) */
+    arena_carve(e, mem, B, S, hw, &a);
+    const hf_f32_ops *ops = hf_f32_ops_for(e->isa);
+    void (*quantize)(int64_t, const float *, float, int32_t, uint8_t *) = hf_linear_ops_for(e->isa)->quantize;
+    const hf_f32_ops *attn_ops = (d % 8 == 0) ? ops : hf_f32_ops_for(HF_ISA_REF);
+
+    /* embeddings + LayerNorm */
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t s = t % S;
+        const float *w = e->word + ids[t] * H, *p = e->pos + s * H;
+        const float *ty = e->type ? e->type + (types ? types[t] : 0) * H : NULL;
+        float *x = a.x + t * H;
+        for (int64_t i = 0; i < H; i++) x[i] = w[i] + p[i] + (ty ? ty[i] : 0.f);
+    }
+    ops->layernorm(T, H, a.x, NULL, e->eln_g, e->eln_b, e->eln_eps, a.x);
+    for (int64_t t = 0; t < T; t++) a.bias[t] = (!mask || mask[t]) ? 0.f : -INFINITY;
+
+    for (int64_t li = 0; li < e->L && rc == HF_OK; li++) {
+        const hf_layer *l = &e->layers[li];
+        const int64_t H3 = 3 * H, F = e->F;
+        quantize(T * H, a.x, l->qkv_s, l->qkv_zp, a.xq);
+        if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) != HF_OK) break;
+        attn_job job = {e, attn_ops, &a, B, S, d, l->att_scale, 0, 0};
+        hf_parallel(attn_task, &job, (int)(B * e->heads));
+        if (atomic_load(&job.failed)) {
+            rc = hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");
+            break;
+        }
+        quantize(T * H, a.ctx, l->o_s, l->o_zp, a.xq);
+        if ((rc = hf_linear_forward(l->attn_out, T, a.xq, H, l->o_s, l->o_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
+        ops->layernorm(T, H, a.ctx, NULL, l->ln1_g, l->ln1_b, l->ln1_eps, a.x);
+        quantize(T * H, a.x, l->i_s, l->i_zp, a.xq);
+        if ((rc = hf_linear_forward(l->ffn_in, T, a.xq, H, l->i_s, l->i_zp, a.big, F, HF_LINEAR_GELU, NULL, 0)) != HF_OK)
+            break;
+        quantize(T * F, a.big, l->f_s, l->f_zp, a.xq);
+        if ((rc = hf_linear_forward(l->ffn_out, T, a.xq, F, l->f_s, l->f_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
+        ops->layernorm(T, H, a.ctx, NULL, l->ln2_g, l->ln2_b, l->ln2_eps, a.x);
+    }
+    if (rc == HF_OK) {
+        /* head program */
+        const float *cur = a.x;
+        int64_t rows = T, width = H;
+        float *bufs[2] = {a.head_a, a.head_b};
+        int which = 0;
+        for (int i = 0; i < e->n_head; i++) {
+            const hf_head_op *op = &e->head[i];
+            float *dst = bufs[which];
+            if (op->kind == HF_HEAD_CLS) {
+                for (int64_t b = 0; b < B; b++) memcpy(dst + b * width, cur + b * S * width, (size_t)width * sizeof(float));
+                rows = B;
+            } else if (op->kind == HF_HEAD_LINEAR) {
+                head_linear(op, rows, cur, dst);
+                width = op->N;
+            } else {
+                for (int64_t k = 0; k < rows * width; k++)
+                    dst[k] = op->kind == HF_HEAD_TANH ? tanhf(cur[k]) : (cur[k] > 0.f ? cur[k] : 0.f);
+            }
+            cur = dst;
+            which ^= 1;
+        }
+        memcpy(out, cur, (size_t)(rows * width) * sizeof(float));
+    }
+    pthread_mutex_unlock(&e->lock);
+    return rc;
+}

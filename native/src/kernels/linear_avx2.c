@@ -1,0 +1,157 @@
+/* AVX2 fused Linear epilogue (int32 accumulators -> fp32 with scale, bias, GELU, residual), the
+ * transposing tile store used by the sparse kernels, GELU and the u8 activation quantizer.
+ * Same expressions as linear_ref.c (fma where the reference uses fmaf); exp is hf_exp256. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "../internal.h"
+#include "vecmath_avx2.h"
+
+#define TGT __attribute__((target("avx2,fma")))
+#define INL static inline __attribute__((target("avx2,fma"), always_inline))
+
+INL __m256 gelu8(__m256 x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 z = _mm256_mul_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps(0.70710678118654752f));
+    const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
+    const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(half, z, one));
+    __m256 p = _mm256_set1_ps(0.17087277f);
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.82215223f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.48851587f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.13520398f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.27886807f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.18628806f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.09678418f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.37409196f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.00002368f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.26551223f));
+    const __m256 erfc = _mm256_mul_ps(t, hf_exp256(_mm256_fnmadd_ps(z, z, p)));
+    const __m256 pos = _mm256_mul_ps(x, _mm256_fnmadd_ps(half, erfc, one));
+    const __m256 neg = _mm256_mul_ps(_mm256_mul_ps(half, x), erfc);
+    return _mm256_blendv_ps(pos, neg, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+}
+
+/* Per-channel constants of 8 channels (masked past N). */
+typedef struct {
+    __m256i colsum;
+    __m256 wscale, bias;
+} chan8;
+
+INL chan8 load_chan(const hf_epilogue *ep, int64_t n0, __m256i mask) {
+    chan8 c;
+    c.colsum = _mm256_maskload_epi32((const int *)(ep->colsum + n0), mask);
+    c.wscale = _mm256_maskload_ps(ep->w_scale + n0, mask);
+    c.bias = ep->bias ? _mm256_maskload_ps(ep->bias + n0, mask) : _mm256_setzero_ps();
+    return c;
+}
+
+/* Epilogue of one token's 8 channels, stored at dst (masked). */
+INL void epi8_store(const hf_epilogue *ep, __m256i acc, const chan8 *c, __m256 ascale, __m256i zp, int64_t m,
+                    int64_t n0, __m256i mask, int full, void *C, int64_t ldc) {
+    if (!ep->f32) {
+        int32_t *d = (int32_t *)C + m * ldc + n0;
+        if (full) _mm256_storeu_si256((__m256i *)d, acc);
+        else _mm256_maskstore_epi32((int *)d, mask, acc);
+        return;
+    }
+    const __m256i v = _mm256_sub_epi32(acc, _mm256_mullo_epi32(zp, c->colsum));
+    const __m256 s = _mm256_mul_ps(ascale, c->wscale);
+    __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), s, c->bias);
+    if (ep->gelu) y = gelu8(y);
+    float *d = (float *)C + m * ldc + n0;
+    if (ep->residual) {
+        const float *r = ep->residual + m * ep->ldr + n0;
+        y = _mm256_add_ps(y, full ? _mm256_loadu_ps(r) : _mm256_maskload_ps(r, mask));
+    }
+    if (full) _mm256_storeu_ps(d, y);
+    else _mm256_maskstore_ps(d, mask, y);
+}
+
+INL void transpose8(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+TGT void hf_tile_store_avx2(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
+                            void *C, int64_t ldc) {
+    const __m256i mask = hf_tailmask256(nr);
+    const int full = nr == 8;
+    chan8 c;
+    const __m256 ascale = _mm256_set1_ps(ep->a_scale);
+    const __m256i zp = _mm256_set1_epi32(ep->a_zp);
+    if (ep->f32) c = load_chan(ep, n0, mask);
+    else memset(&c, 0, sizeof c);
+    for (int h = 0; h < 2 && h * 8 < nt; h++) {
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps((const float *)(tile + i * 16 + h * 8));
+        transpose8(r);
+        const int cnt = nt - h * 8 < 8 ? nt - h * 8 : 8;
+        for (int j = 0; j < cnt; j++)
+            epi8_store(ep, _mm256_castps_si256(r[j]), &c, ascale, zp, m0 + h * 8 + j, n0, mask, full, C, ldc);
+    }
+}
+
+TGT void hf_epilogue_rows_avx2(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
+                               int64_t lda, void *C, int64_t ldc) {
+    const __m256 ascale = _mm256_set1_ps(ep->a_scale);
+    const __m256i zp = _mm256_set1_epi32(ep->a_zp);
+    /* the residual is indexed with the global row m0 + m; C with the local one */
+    hf_epilogue e2 = *ep;
+    if (ep->residual) e2.residual = ep->residual + m0 * ep->ldr;
+    for (int64_t n0 = 0; n0 < N; n0 += 8) {
+        const int nr = N - n0 < 8 ? (int)(N - n0) : 8;
+        const __m256i mask = hf_tailmask256(nr);
+        chan8 c;
+        if (ep->f32) c = load_chan(ep, n0, mask);
+        else memset(&c, 0, sizeof c);
+        for (int64_t m = 0; m < M; m++) {
+            const int32_t *a = acc + m * lda + n0;
+            const __m256i v = nr == 8 ? _mm256_loadu_si256((const __m256i *)a) : _mm256_maskload_epi32((const int *)a, mask);
+            epi8_store(&e2, v, &c, ascale, zp, m, n0, mask, nr == 8, C, ldc);
+        }
+    }
+}
+
+TGT void hf_gelu_avx2(int64_t n, const float *x, float *y) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, gelu8(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        const __m256i mask = hf_tailmask256((int)(n - i));
+        _mm256_maskstore_ps(y + i, mask, gelu8(_mm256_maskload_ps(x + i, mask)));
+    }
+}
+
+INL __m256i quant8(__m256 x, __m256 scale, __m256 zp) {
+    __m256 r = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
+    r = _mm256_max_ps(r, _mm256_setzero_ps()); /* NaN -> 0 (maxps returns the second operand) */
+    r = _mm256_min_ps(r, _mm256_set1_ps(255.f));
+    return _mm256_cvtps_epi32(r);
+}
+
+TGT void hf_quantize_avx2(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y) {
+    const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps((float)zp);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i a = quant8(_mm256_loadu_ps(x + i), vs, vz), b = quant8(_mm256_loadu_ps(x + i + 8), vs, vz);
+        __m256i c = quant8(_mm256_loadu_ps(x + i + 16), vs, vz), d = quant8(_mm256_loadu_ps(x + i + 24), vs, vz);
+        __m256i ab = _mm256_packus_epi32(a, b), cd = _mm256_packus_epi32(c, d); /* in-lane interleave */
+        __m256i p = _mm256_packus_epi16(ab, cd);
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(y + i), p);
+    }
+    if (i < n) hf_quantize_ref(n - i, x + i, scale, zp, y + i);
+}

@@ -1,0 +1,250 @@
+/* Block-sparse u8 x s8 -> s32 GEMM with AVX-512 VNNI (vpdpbusd: exact, no saturation).
+ *
+ * Activations are packed once per call into token tiles of 16 rows (sparse_act_pack.h, u8):
+ *   4x1: X[k][16 tokens] u8             (16 bytes per k)
+ *   1x4: X[k/4][16 tokens][4] u8        (64 bytes per block column: one zmm)
+ * Packed weight = int64 ptr[R+1] followed by records:
+ *   4x1 (Intel's kernel): R = ceil(N/4) groups; the kept input channels of a group are taken four
+ *        at a time (ka..kd, padded with zero-weight copies): record {int32 byte offsets of ka..kd,
+ *        int32 w[4] = (W[n][ka], W[n][kb], W[n][kc], W[n][kd]) bytes of each row} = 32 bytes per 16
+ *        weights. The 4 activation rows are gathered and interleaved into one zmm (16 tokens x 4 k)
+ *        that feeds 4 vpdpbusd (one per output row, broadcast weight word).
+ *   1x4: R = N rows; record {int32 byte offset, int32 the 4 weights} = 8 bytes per 4 weights; one
+ *        vpdpbusd per block, 4 independent accumulators.
+ * Threading and the tile store (AVX2 epilogue) are as in the AVX2 kernel.
+ */
+#include <immintrin.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "../internal.h"
+#include "sparse_act_pack.h"
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma"), always_inline))
+#define CHUNK_BYTES (192 * 1024)
+
+typedef struct {
+    int32_t o[4];
+    int32_t w[4];
+} quad4x1;
+typedef struct {
+    int32_t off, w;
+} blk1x4;
+
+static inline int32_t pack8x4(int8_t a, int8_t b, int8_t c, int8_t d) {
+    return (int32_t)((uint32_t)(uint8_t)a | ((uint32_t)(uint8_t)b << 8) | ((uint32_t)(uint8_t)c << 16) |
+                     ((uint32_t)(uint8_t)d << 24));
+}
+
+static int64_t nrec_rows(const struct hf_sparse_w *w) { return w->br == 4 ? (w->N + 3) / 4 : w->N; }
+
+static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const int64_t *rowptr, const int32_t *cols) {
+    const int64_t R = nrec_rows(w), N = w->N, K = w->K;
+    int64_t nrec = 0, recsz, bytes;
+    int64_t *ptr;
+    if (w->br == 4)
+        for (int64_t g = 0; g < R; g++) nrec += (rowptr[g + 1] - rowptr[g] + 3) / 4;
+    else
+        nrec = w->kept;
+    recsz = w->br == 4 ? (int64_t)sizeof(quad4x1) : (int64_t)sizeof(blk1x4);
+    bytes = (R + 1) * 8 + nrec * recsz;
+    w->data = hf_alloc((size_t)bytes);
+    if (!w->data) return hf_fail(HF_ENOMEM, "sparse_pack(avx512vnni): out of memory for %lld bytes", (long long)bytes);
+    w->nbytes = bytes;
+    ptr = (int64_t *)w->data;
+    if (w->br == 4) {
+        quad4x1 *q = (quad4x1 *)(ptr + R + 1);
+        int64_t i = 0;
+        for (int64_t g = 0; g < R; g++) {
+            const int64_t b0 = rowptr[g], cnt = rowptr[g + 1] - b0;
+            ptr[g] = i;
+            for (int64_t j = 0; j < cnt; j += 4, i++) {
+                int64_t k[4];
+                int valid[4];
+                for (int e = 0; e < 4; e++) {
+                    valid[e] = j + e < cnt;
+                    k[e] = valid[e] ? cols[b0 + j + e] : cols[b0 + j];
+                    q[i].o[e] = (int32_t)(k[e] * 16);
+                }
+                for (int r = 0; r < 4; r++) {
+                    int8_t v[4];
+                    for (int e = 0; e < 4; e++) v[e] = valid[e] ? hf_w_at(W, ldw, N, K, g * 4 + r, k[e]) : 0;
+                    q[i].w[r] = pack8x4(v[0], v[1], v[2], v[3]);
+                }
+            }
+        }
+        ptr[R] = i;
+        w->work[0] = 0;
+        for (int64_t t = 0; t < w->ntiles; t++) {
+            const int64_t g0 = 2 * t, g1 = 2 * t + 2 < R ? 2 * t + 2 : R;
+            w->work[t + 1] = w->work[t] + (ptr[g1] - ptr[g0]) + 2;
+        }
+    } else {
+        blk1x4 *b = (blk1x4 *)(ptr + R + 1);
+        int64_t i = 0;
+        for (int64_t n = 0; n < N; n++) {
+            ptr[n] = i;
+            for (int64_t j = rowptr[n]; j < rowptr[n + 1]; j++, i++) {
+                const int64_t kb = cols[j], k0 = kb * 4;
+                b[i].off = (int32_t)(kb * 64);
+                b[i].w = pack8x4(hf_w_at(W, ldw, N, K, n, k0), hf_w_at(W, ldw, N, K, n, k0 + 1),
+                                 hf_w_at(W, ldw, N, K, n, k0 + 2), hf_w_at(W, ldw, N, K, n, k0 + 3));
+            }
+        }
+        ptr[N] = i;
+        w->work[0] = 0;
+        for (int64_t t = 0; t < w->ntiles; t++) {
+            const int64_t n1 = (t + 1) * 8 < N ? (t + 1) * 8 : N;
+            w->work[t + 1] = w->work[t] + (ptr[n1] - ptr[t * 8]) / 4 + 2;
+        }
+    }
+    return HF_OK;
+}
+
+/* 4 output channels x 16 tokens of one group into tile rows [4][16]. */
+INL void group4x1(const quad4x1 *q, int64_t nq, const char *X, int32_t *tile) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = 0; i < nq; i++) {
+        const __m128i ka = _mm_load_si128((const __m128i *)(X + q[i].o[0]));
+        const __m128i kb = _mm_load_si128((const __m128i *)(X + q[i].o[1]));
+        const __m128i kc = _mm_load_si128((const __m128i *)(X + q[i].o[2]));
+        const __m128i kd = _mm_load_si128((const __m128i *)(X + q[i].o[3]));
+        const __m128i ab0 = _mm_unpacklo_epi8(ka, kb), ab1 = _mm_unpackhi_epi8(ka, kb); /* tokens 0-7, 8-15 */
+        const __m128i cd0 = _mm_unpacklo_epi8(kc, kd), cd1 = _mm_unpackhi_epi8(kc, kd);
+        __m512i x = _mm512_castsi128_si512(_mm_unpacklo_epi16(ab0, cd0));      /* tokens 0-3 */
+        x = _mm512_inserti32x4(x, _mm_unpackhi_epi16(ab0, cd0), 1);            /* 4-7 */
+        x = _mm512_inserti32x4(x, _mm_unpacklo_epi16(ab1, cd1), 2);            /* 8-11 */
+        x = _mm512_inserti32x4(x, _mm_unpackhi_epi16(ab1, cd1), 3);            /* 12-15 */
+        a0 = _mm512_dpbusd_epi32(a0, x, _mm512_set1_epi32(q[i].w[0]));
+        a1 = _mm512_dpbusd_epi32(a1, x, _mm512_set1_epi32(q[i].w[1]));
+        a2 = _mm512_dpbusd_epi32(a2, x, _mm512_set1_epi32(q[i].w[2]));
+        a3 = _mm512_dpbusd_epi32(a3, x, _mm512_set1_epi32(q[i].w[3]));
+    }
+    _mm512_store_si512((void *)tile, a0);
+    _mm512_store_si512((void *)(tile + 16), a1);
+    _mm512_store_si512((void *)(tile + 32), a2);
+    _mm512_store_si512((void *)(tile + 48), a3);
+}
+
+/* One output channel x 16 tokens: 4 accumulators hide vpdpbusd's latency. */
+INL void row1x4(const blk1x4 *b, int64_t nb, const char *X, int32_t *tile) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_load_si512((const void *)(X + b[i].off)), _mm512_set1_epi32(b[i].w));
+        a1 = _mm512_dpbusd_epi32(a1, _mm512_load_si512((const void *)(X + b[i + 1].off)), _mm512_set1_epi32(b[i + 1].w));
+        a2 = _mm512_dpbusd_epi32(a2, _mm512_load_si512((const void *)(X + b[i + 2].off)), _mm512_set1_epi32(b[i + 2].w));
+        a3 = _mm512_dpbusd_epi32(a3, _mm512_load_si512((const void *)(X + b[i + 3].off)), _mm512_set1_epi32(b[i + 3].w));
+    }
+    for (; i < nb; i++)
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_load_si512((const void *)(X + b[i].off)), _mm512_set1_epi32(b[i].w));
+    _mm512_store_si512((void *)tile, _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)));
+}
+
+typedef struct {
+    const struct hf_sparse_w *w;
+    int64_t M, lda, ldc;
+    const uint8_t *A;
+    void *C;
+    const hf_epilogue *ep;
+    char *X;
+    int64_t tstride, ntt;
+    int64_t chunk, tg, ngt, nunits; /* token tiles per chunk, channel tiles per unit */
+    atomic_llong next, next_pack;
+    atomic_int failed;
+} job_t;
+
+static TGT void pack_task(void *ctx, int tid, int nth) {
+    job_t *j = (job_t *)ctx;
+    const int64_t K = j->w->K;
+    uint8_t *rows;
+    (void)tid;
+    (void)nth;
+    rows = (uint8_t *)hf_scratch(1, (size_t)(16 * hf_round16(K)));
+    if (!rows) {
+        atomic_store(&j->failed, 1);
+        return;
+    }
+    for (;;) {
+        const int64_t t = atomic_fetch_add_explicit(&j->next_pack, 1, memory_order_relaxed);
+        if (t >= j->ntt) break;
+        const int64_t m0 = t * 16;
+        const int mt = j->M - m0 < 16 ? (int)(j->M - m0) : 16;
+        if (j->w->br == 4) hf_pack_kt(mt, K, j->A + m0 * j->lda, j->lda, rows, j->X + t * j->tstride, 0);
+        else hf_pack_dw(mt, K, j->A + m0 * j->lda, j->lda, rows, j->X + t * j->tstride, 0);
+    }
+}
+
+static TGT void compute_task(void *ctx, int tid, int nth) {
+    job_t *j = (job_t *)ctx;
+    const struct hf_sparse_w *w = j->w;
+    const int64_t R = nrec_rows(w), N = w->N;
+    const int64_t *ptr = (const int64_t *)w->data;
+    int32_t tile[8 * 16] __attribute__((aligned(64)));
+    (void)tid;
+    (void)nth;
+    /* dynamic schedule: units of (token chunk, TG channel tiles) taken from a shared counter, so a
+     * descheduled thread does not hold the others back; each tile's result is independent of who
+     * computes it */
+    for (;;) {
+        const int64_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (u >= j->nunits) break;
+        const int64_t c0 = (u / j->ngt) * j->chunk, c1 = c0 + j->chunk < j->ntt ? c0 + j->chunk : j->ntt;
+        const int64_t t0 = (u % j->ngt) * j->tg, t1 = t0 + j->tg < w->ntiles ? t0 + j->tg : w->ntiles;
+        for (int64_t t = t0; t < t1; t++) {
+            const int64_t n0 = t * 8;
+            const int nr = N - n0 < 8 ? (int)(N - n0) : 8;
+            for (int64_t mt = c0; mt < c1; mt++) {
+                const char *X = j->X + mt * j->tstride;
+                const int64_t m0 = mt * 16;
+                const int nt = j->M - m0 < 16 ? (int)(j->M - m0) : 16;
+                if (w->br == 4) {
+                    const quad4x1 *q = (const quad4x1 *)(ptr + R + 1);
+                    const int64_t g = 2 * t;
+                    group4x1(q + ptr[g], ptr[g + 1] - ptr[g], X, tile);
+                    if (g + 1 < R) group4x1(q + ptr[g + 1], ptr[g + 2] - ptr[g + 1], X, tile + 64);
+                } else {
+                    const blk1x4 *b = (const blk1x4 *)(ptr + R + 1);
+                    for (int r = 0; r < nr; r++) row1x4(b + ptr[n0 + r], ptr[n0 + r + 1] - ptr[n0 + r], X, tile + r * 16);
+                }
+                hf_tile_store_avx2(j->ep, tile, nr, nt, m0, n0, j->C, j->ldc);
+            }
+        }
+    }
+}
+
+static int vnni_gemm(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, int64_t lda, void *C, int64_t ldc,
+                     const hf_epilogue *ep) {
+    job_t j;
+    int nth = hf_get_num_threads();
+    memset(&j, 0, sizeof j);
+    j.w = w;
+    j.M = M;
+    j.A = A;
+    j.lda = lda;
+    j.C = C;
+    j.ldc = ldc;
+    j.ep = ep;
+    j.ntt = (M + 15) / 16;
+    j.tstride = hf_round16(w->K) * 16;
+    j.X = (char *)hf_scratch(0, (size_t)(j.ntt * j.tstride));
+    if (!j.X) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
+    atomic_init(&j.failed, 0);
+    atomic_init(&j.next_pack, 0);
+    hf_parallel(pack_task, &j, (int)(j.ntt < nth ? j.ntt : nth));
+    if (atomic_load(&j.failed)) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for scratch");
+    j.chunk = CHUNK_BYTES / j.tstride;
+    if (j.chunk < 1) j.chunk = 1;
+    if (j.chunk > j.ntt) j.chunk = j.ntt;
+    j.tg = 4;
+    if (w->ntiles < j.tg * 8 * (int64_t)nth) j.tg = 1;
+    j.ngt = (w->ntiles + j.tg - 1) / j.tg;
+    while (j.chunk > 1 && ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt < 8 * (int64_t)nth) j.chunk = (j.chunk + 1) / 2;
+    j.nunits = ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt;
+    atomic_init(&j.next, 0);
+    hf_parallel(compute_task, &j, nth);
+    return HF_OK;
+}
+
+const hf_sparse_kernel hf_sparse_avx512vnni = {vnni_pack, vnni_gemm};

@@ -1,0 +1,197 @@
+/* Packed int8 Linear (block-sparse or dense) with the fused epilogue, plus the activation
+ * quantizer and GELU front ends. */
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct hf_linear {
+    int isa, br, bc;
+    int64_t N, K, nbytes;
+    hf_sparse_w *sp; /* exactly one of sp / dn */
+    hf_dense_w *dn;
+    int32_t *colsum; /* sum_k W[n][k]: the zero-point correction */
+    float *w_scale;
+    float *bias; /* NULL when packed without bias */
+};
+
+void hf_linear_free(hf_linear *l) {
+    if (!l) return;
+    hf_sparse_free(l->sp);
+    hf_dense_free(l->dn);
+    hf_free(l->colsum);
+    hf_free(l->w_scale);
+    hf_free(l->bias);
+    hf_free(l);
+}
+
+int hf_linear_pack(int isa, int block_rows, int block_cols, int64_t N, int64_t K, const int8_t *W, int64_t ldw,
+                   const float *w_scale, const float *bias, hf_linear **out) {
+    hf_linear *l;
+    int rc;
+    if (!out) return hf_fail(HF_EINVAL, "linear_pack: out is NULL");
+    *out = NULL;
+    if (!W || !w_scale) return hf_fail(HF_EINVAL, "linear_pack: W or w_scale is NULL");
+    if (N <= 0 || K <= 0)
+        return hf_fail(HF_EINVAL, "linear_pack: N=%lld and K=%lld must be > 0", (long long)N, (long long)K);
+    if (ldw < K) return hf_fail(HF_EINVAL, "linear_pack: ldw=%lld < K=%lld", (long long)ldw, (long long)K);
+    for (int64_t n = 0; n < N; n++)
+        if (!isfinite(w_scale[n]) || (bias && !isfinite(bias[n])))
+            return hf_fail(HF_EINVAL, "linear_pack: w_scale[%lld] or bias[%lld] is not finite", (long long)n,
+                           (long long)n);
+    if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
+    l = (hf_linear *)hf_alloc(sizeof *l);
+    if (!l) return hf_fail(HF_ENOMEM, "linear_pack: out of memory");
+    memset(l, 0, sizeof *l);
+    l->isa = isa;
+    l->br = block_rows;
+    l->bc = block_cols;
+    l->N = N;
+    l->K = K;
+    if (block_rows == 0 && block_cols == 0) rc = hf_dense_pack(isa, N, K, W, ldw, &l->dn);
+    else rc = hf_sparse_pack(isa, block_rows, block_cols, N, K, W, ldw, &l->sp);
+    if (rc != HF_OK) {
+        hf_linear_free(l);
+        return rc;
+    }
+    l->colsum = (int32_t *)hf_alloc((size_t)N * sizeof(int32_t));
+    l->w_scale = (float *)hf_alloc((size_t)N * sizeof(float));
+    l->bias = bias ? (float *)hf_alloc((size_t)N * sizeof(float)) : NULL;
+    if (!l->colsum || !l->w_scale || (bias && !l->bias)) {
+        hf_linear_free(l);
+        return hf_fail(HF_ENOMEM, "linear_pack: out of memory");
+    }
+    for (int64_t n = 0; n < N; n++) {
+        int32_t s = 0;
+        for (int64_t k = 0; k < K; k++) s += W[n * ldw + k];
+        l->colsum[n] = s;
+    }
+    memcpy(l->w_scale, w_scale, (size_t)N * sizeof(float));
+    if (bias) memcpy(l->bias, bias, (size_t)N * sizeof(float));
+    l->nbytes = (l->sp ? hf_sparse_nbytes(l->sp) : hf_dense_nbytes(l->dn)) + (int64_t)sizeof *l +
+                N * (int64_t)(sizeof(int32_t) + sizeof(float) + (bias ? sizeof(float) : 0));
+    *out = l;
+    return HF_OK;
+}
+
+int64_t hf_linear_nbytes(const hf_linear *l) { return l ? l->nbytes : 0; }
+
+int hf_linear_info(const hf_linear *l, int *isa, int64_t *N, int64_t *K, int *block_rows, int *block_cols,
+                   int64_t *kept_blocks, int64_t *total_blocks) {
+    if (!l) return hf_fail(HF_EINVAL, "linear_info: linear is NULL");
+    if (isa) *isa = l->isa;
+    if (N) *N = l->N;
+    if (K) *K = l->K;
+    if (block_rows) *block_rows = l->br;
+    if (block_cols) *block_cols = l->bc;
+    if (l->sp) return hf_sparse_info(l->sp, kept_blocks, total_blocks, NULL, NULL);
+    if (kept_blocks) *kept_blocks = l->N * l->K;
+    if (total_blocks) *total_blocks = l->N * l->K;
+    return HF_OK;
+}
+
+/* dense path: rows split over threads; each computes int32 then the epilogue */
+typedef struct {
+    const hf_linear *l;
+    const hf_dense_kernel *dk;
+    const hf_linear_ops *ops;
+    const hf_epilogue *ep;
+    int64_t M, lda, ldy;
+    const uint8_t *A;
+    float *Y;
+    int32_t *acc;
+    int64_t rows_per_unit;
+    atomic_llong next;
+    atomic_int rc;
+} dense_job;
+
+static void dense_task(void *ctx, int tid, int nth) {
+    dense_job *j = (dense_job *)ctx;
+    (void)tid;
+    (void)nth;
+    for (;;) {
+        const int64_t lo = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * j->rows_per_unit;
+        if (lo >= j->M) break;
+        const int64_t hi = lo + j->rows_per_unit < j->M ? lo + j->rows_per_unit : j->M;
+        int32_t *acc = j->acc + lo * j->l->N;
+        int rc = j->dk->gemm(j->l->dn, hi - lo, j->A + lo * j->lda, j->lda, acc, j->l->N);
+        if (rc != HF_OK) {
+            atomic_store(&j->rc, rc);
+            break;
+        }
+        j->ops->epilogue_rows(j->ep, lo, hi - lo, j->l->N, acc, j->l->N, j->Y + lo * j->ldy, j->ldy);
+    }
+}
+
+int hf_linear_forward(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
+                      float *Y, int64_t ldy, int flags, const float *residual, int64_t ldr) {
+    hf_epilogue ep;
+    if (!l) return hf_fail(HF_EINVAL, "linear_forward: linear is NULL");
+    if (M < 0) return hf_fail(HF_EINVAL, "linear_forward: M=%lld < 0", (long long)M);
+    if (M == 0) return HF_OK;
+    if (!A || !Y) return hf_fail(HF_EINVAL, "linear_forward: A or Y is NULL");
+    if (lda < l->K) return hf_fail(HF_EINVAL, "linear_forward: lda=%lld < K=%lld", (long long)lda, (long long)l->K);
+    if (ldy < l->N) return hf_fail(HF_EINVAL, "linear_forward: ldy=%lld < N=%lld", (long long)ldy, (long long)l->N);
+    if (residual && ldr < l->N)
+        return hf_fail(HF_EINVAL, "linear_forward: ldr=%lld < N=%lld", (long long)ldr, (long long)l->N);
+    if (flags & ~HF_LINEAR_GELU) return hf_fail(HF_EINVAL, "linear_forward: unknown flags 0x%x", flags);
+    if (!(a_scale > 0.f) || !isfinite(a_scale))
+        return hf_fail(HF_EINVAL, "linear_forward: a_scale=%g must be finite and > 0", (double)a_scale);
+    if (a_zp < 0 || a_zp > 255) return hf_fail(HF_EINVAL, "linear_forward: a_zp=%d is not in [0, 255]", (int)a_zp);
+    if (!hf_isa_supported(l->isa))
+        return hf_fail(HF_EUNSUPPORTED, "linear_forward: packed for '%s', which this CPU cannot run", hf_isa_name(l->isa));
+    memset(&ep, 0, sizeof ep);
+    ep.f32 = 1;
+    ep.gelu = flags & HF_LINEAR_GELU;
+    ep.a_zp = a_zp;
+    ep.a_scale = a_scale;
+    ep.colsum = l->colsum;
+    ep.w_scale = l->w_scale;
+    ep.bias = l->bias;
+    ep.residual = residual;
+    ep.ldr = ldr;
+    if (l->sp) return hf_sparse_kernel_for(l->isa)->gemm(l->sp, M, A, lda, Y, ldy, &ep);
+    {
+        dense_job j;
+        int nth = hf_get_num_threads();
+        memset(&j, 0, sizeof j);
+        j.l = l;
+        j.dk = hf_dense_kernel_for(l->isa);
+        j.ops = hf_linear_ops_for(l->isa);
+        j.ep = &ep;
+        j.M = M;
+        j.lda = lda;
+        j.ldy = ldy;
+        j.A = A;
+        j.Y = Y;
+        j.acc = (int32_t *)hf_scratch(2, (size_t)(M * l->N) * sizeof(int32_t));
+        if (!j.acc) return hf_fail(HF_ENOMEM, "linear_forward: out of memory for accumulators");
+        j.rows_per_unit = 16;
+        atomic_init(&j.next, 0);
+        atomic_init(&j.rc, HF_OK);
+        hf_parallel(dense_task, &j, (int)((M + 15) / 16 < nth ? (M + 15) / 16 : nth));
+        return atomic_load(&j.rc);
+    }
+}
+
+int hf_quantize_u8(int isa, int64_t n, const float *x, float scale, int32_t zp, uint8_t *y) {
+    int rc;
+    if (n < 0) return hf_fail(HF_EINVAL, "quantize_u8: n=%lld < 0", (long long)n);
+    if (n > 0 && (!x || !y)) return hf_fail(HF_EINVAL, "quantize_u8: x or y is NULL");
+    if (!(scale > 0.f) || !isfinite(scale))
+        return hf_fail(HF_EINVAL, "quantize_u8: scale=%g must be finite and > 0", (double)scale);
+    if (zp < 0 || zp > 255) return hf_fail(HF_EINVAL, "quantize_u8: zero point %d is not in [0, 255]", (int)zp);
+    if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
+    hf_linear_ops_for(isa)->quantize(n, x, scale, zp, y);
+    return HF_OK;
+}
+
+int hf_gelu(int isa, int64_t n, const float *x, float *y) {
+    int rc;
+    if (n < 0) return hf_fail(HF_EINVAL, "gelu: n=%lld < 0", (long long)n);
+    if (n > 0 && (!x || !y)) return hf_fail(HF_EINVAL, "gelu: x or y is NULL");
+    if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
+    hf_linear_ops_for(isa)->gelu(n, x, y);
+    return HF_OK;
+}

@@ -1,0 +1,165 @@
+"""Packed int8 Linear with the fused epilogue, GELU and the u8 activation quantizer."""
+import numpy as np
+import pytest
+
+from hf_fast import native
+
+ISAS = native.supported_isas()
+KINDS = ["4x1", "1x4", "dense"]
+
+
+def _weight(rng, n, k, block, sparsity=0.7):
+    w = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+    if block == "dense":
+        return w
+    r, c = (4, 1) if block == "4x1" else (1, 4)
+    keep = rng.random(((n + r - 1) // r, (k + c - 1) // c)) >= sparsity
+    return w * np.repeat(np.repeat(keep, r, 0), c, 1)[:n, :k].astype(np.int8)
+
+
+def _gelu64(x):
+    import math
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
+def _expected(a, w, a_scale, a_zp, w_scale, bias, gelu=False, residual=None):
+    acc = (a.astype(np.int64) - a_zp) @ w.astype(np.int64).T
+    y = acc * (np.float64(np.float32(a_scale)) * w_scale.astype(np.float64)) + (0 if bias is None else bias)
+    if gelu:
+        y = _gelu64(y)
+    if residual is not None:
+        y = y + residual
+    return y
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", KINDS)
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 13, 30), (33, 45, 301), (128, 96, 768)])
+@pytest.mark.parametrize("gelu,res,use_bias", [(False, False, True), (True, False, True), (False, True, False),
+                                               (True, True, True)])
+def test_forward_matches_float64(isa, block, m, n, k, gelu, res, use_bias):
+    rng = np.random.default_rng(m * 7919 + n * 31 + k + 2 * gelu + res)
+    w = _weight(rng, n, k, block)
+    w_scale = rng.uniform(1e-3, 2e-2, n).astype(np.float32)
+    bias = rng.normal(0, 1, n).astype(np.float32) if use_bias else None
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    a_scale, a_zp = 0.0123, int(rng.integers(0, 256))
+    # keep y around O(1) so GELU is exercised on both sides
+    w_scale = (w_scale * 3.0 / np.sqrt(k * 1e4 * a_scale ** 2 + 1)).astype(np.float32)
+    residual = rng.normal(0, 1, (m, n)).astype(np.float32) if res else None
+    lin = native.PackedLinear(w, w_scale, bias, block=block, isa=isa)
+    assert lin.isa == isa and lin.block == block
+    y = lin.forward(a, a_scale, a_zp, gelu=gelu, residual=residual)
+    exp = _expected(a, w, a_scale, a_zp, w_scale, bias, gelu, residual)
+    assert y.dtype == np.float32 and y.shape == (m, n)
+    scale = np.abs(exp).max() + 1.0
+    np.testing.assert_allclose(y, exp, rtol=2e-6, atol=2e-6 * scale)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_extreme_zero_point_correction_is_exact(isa):
+    # acc and a_zp * colsum both near the int32 limit (255 * 128 * 65536 ~ 2^31); the difference is exact
+    n, k = 5, 65536
+    w = np.full((n, k), -128, np.int8)
+    a = np.zeros((3, k), np.uint8)
+    a[1] = 255
+    for block in KINDS:
+        lin = native.PackedLinear(w, np.ones(n, np.float32), block=block, isa=isa)
+        y = lin.forward(a, 1.0, 255)
+        exp = _expected(a, w, 1.0, 255, np.ones(n, np.float32), None)
+        np.testing.assert_allclose(y, exp, rtol=1e-7)
+
+
+@pytest.mark.parametrize("block", KINDS)
+def test_one_and_two_threads_identical(block):
+    rng = np.random.default_rng(3)
+    w = _weight(rng, 100, 64, block)
+    lin = native.PackedLinear(w, np.full(100, 0.01, np.float32), np.zeros(100, np.float32), block=block)
+    a = rng.integers(0, 256, size=(50, 64), dtype=np.uint8)
+    r = rng.normal(size=(50, 100)).astype(np.float32)
+    with native.num_threads(1):
+        y1 = lin.forward(a, 0.05, 128, gelu=True, residual=r)
+    with native.num_threads(2):
+        y2 = lin.forward(a, 0.05, 128, gelu=True, residual=r)
+    np.testing.assert_array_equal(y1, y2)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gelu_matches_torch_erf_gelu(isa):
+    torch = pytest.importorskip("torch")
+    x = np.concatenate([np.linspace(-12, 12, 20001), [0.0, -0.0, 1e-30, -1e-30, 1e-8, 40, -40, 100, -100]])
+    x = x.astype(np.float32)
+    y = native.gelu(x, isa=isa)
+    exp64 = torch.nn.functional.gelu(torch.from_numpy(x.astype(np.float64))).numpy()
+    exp32 = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
+    # relative to the float64 truth, with an absolute floor of ~1 float32 ulp at |x| (where
+    # torch's own float32 gelu sits: 1 + erf(x) loses the negative tail)
+    err = np.abs(y.astype(np.float64) - exp64)
+    assert np.all(err <= 1e-6 * np.abs(exp64) + 1e-7 * np.maximum(np.abs(x), 1e-6)), err.max()
+    assert np.abs(y - exp32).max() <= 1e-6 * 12
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_quantize_matches_numpy_rint_exactly(isa):
+    rng = np.random.default_rng(0)
+    scale = np.float32(0.037)
+    x = np.concatenate([rng.normal(0, 3, 10007).astype(np.float32),
+                        (np.arange(-300, 300, dtype=np.float32) + 0.5) * scale,  # exact .5 ties
+                        np.array([0, -0.0, 1e30, -1e30, np.inf, -np.inf], np.float32)])
+    for zp in (0, 3, 128, 255):
+        q = native.quantize_u8(x, float(scale), zp, isa=isa)
+        exp = np.clip(np.rint(x / scale) + zp, 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(q, exp)
+    assert native.quantize_u8(np.array([np.nan], np.float32), 0.1, 7, isa=isa)[0] == 0
+    assert native.quantize_u8(np.zeros((0,), np.float32), 0.1, 7, isa=isa).shape == (0,)
+
+
+def test_quantize_matches_onnxruntime_quantizelinear():
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    scale, zp = np.float32(0.0213), np.uint8(117)
+    x = np.concatenate([rng.normal(0, 2, 4099), (np.arange(-200, 200) + 0.5) * 0.0213]).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])], "q",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [x.size])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [x.size])],
+        [numpy_helper.from_array(np.array(scale), "s"), numpy_helper.from_array(np.array(zp), "z")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    exp = sess.run(None, {"x": x})[0]
+    for isa in ISAS:
+        np.testing.assert_array_equal(native.quantize_u8(x, float(scale), int(zp), isa=isa), exp)
+
+
+def test_bad_inputs_raise_clear_errors():
+    w = np.ones((4, 8), np.int8)
+    s = np.ones(4, np.float32)
+    lin = native.PackedLinear(w, s)
+    a = np.ones((2, 8), np.uint8)
+    with pytest.raises(ValueError, match="a_zp"):
+        lin.forward(a, 0.1, 300)
+    with pytest.raises(ValueError, match="a_scale"):
+        lin.forward(a, 0.0, 0)
+    with pytest.raises(ValueError, match="a_scale"):
+        lin.forward(a, float("nan"), 0)
+    with pytest.raises(ValueError, match="residual"):
+        lin.forward(a, 0.1, 0, residual=np.ones((3, 4), np.float32))
+    with pytest.raises(ValueError, match="K=8"):
+        lin.forward(np.ones((2, 9), np.uint8), 0.1, 0)
+    with pytest.raises(ValueError, match="bias"):
+        native.PackedLinear(w, s, bias=np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="not finite"):
+        native.PackedLinear(w, np.array([1, np.inf, 1, 1], np.float32))
+    with pytest.raises(ValueError, match="not supported"):
+        native.PackedLinear(w, s, block="2x2")
+    with pytest.raises(ValueError, match="scale"):
+        native.quantize_u8(np.ones(3, np.float32), -1.0, 0)
+    with pytest.raises(ValueError, match="zero point"):
+        native.quantize_u8(np.ones(3, np.float32), 1.0, 256)
+    with pytest.raises(TypeError, match="float32"):
+        native.quantize_u8(np.ones(3), 1.0, 0)
+    with pytest.raises(TypeError, match="float32"):
+        native.gelu(np.ones(3))

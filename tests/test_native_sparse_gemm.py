@@ -1,0 +1,172 @@
+"""Block-sparse u8 x s8 -> s32 GEMM: every ISA path and block shape bit-exact against numpy and the
+scalar reference. The AVX-512 VNNI path is only exercised on CPUs that have it (skipped on AVX2-only
+machines such as the AMD EPYC CI runners)."""
+import numpy as np
+import pytest
+
+from hf_fast import native
+
+ISAS = native.supported_isas()
+BLOCKS = ["4x1", "1x4"]
+SHAPES = [(1, 1, 1), (1, 4, 4), (3, 5, 7), (16, 8, 16), (17, 9, 33), (33, 31, 65), (1, 1, 1000), (13, 100, 3),
+          (64, 768, 768), (5, 17, 130), (2, 3072, 20), (40, 12, 2)]
+
+
+def _ref(a, w):
+    return a.astype(np.int64) @ w.astype(np.int64).T
+
+
+def _sparse_weight(rng, n, k, block, sparsity, lo=-128, hi=128):
+    r, c = (4, 1) if block == "4x1" else (1, 4)
+    keep = rng.random(((n + r - 1) // r, (k + c - 1) // c)) >= sparsity
+    w = rng.integers(lo, hi, size=(n, k), dtype=np.int8)
+    return w * np.repeat(np.repeat(keep, r, 0), c, 1)[:n, :k].astype(np.int8)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_random_matches_numpy(isa, block, m, n, k):
+    rng = np.random.default_rng(m * 1000003 + n * 1009 + k)
+    for sparsity in (0.0, 0.5, 0.8):
+        w = _sparse_weight(rng, n, k, block, sparsity)
+        a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+        c = native.sparse_gemm_u8s8s32(a, w, block=block, isa=isa)
+        assert c.dtype == np.int32 and c.shape == (m, n)
+        np.testing.assert_array_equal(c.astype(np.int64), _ref(a, w))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("wval", [-128, 127])
+def test_saturating_extremes_are_exact(isa, block, wval):
+    # 255 * -128 pairs would saturate vpmaddubsw's int16 sums; every path must stay exact
+    m, n, k = 19, 21, 4099
+    a = np.full((m, k), 255, dtype=np.uint8)
+    w = np.full((n, k), wval, dtype=np.int8)
+    c = native.sparse_gemm_u8s8s32(a, w, block=block, isa=isa)
+    np.testing.assert_array_equal(c, np.full((m, n), 255 * wval * k, dtype=np.int64))
+    # the same with most blocks pruned
+    w2 = _sparse_weight(np.random.default_rng(1), n, k, block, 0.9, wval, wval + 1)
+    np.testing.assert_array_equal(native.sparse_gemm_u8s8s32(a, w2, block=block, isa=isa), _ref(a, w2))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", BLOCKS)
+def test_fully_sparse_and_zero_rows(isa, block):
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, size=(23, 37), dtype=np.uint8)
+    zero = np.zeros((13, 37), np.int8)
+    sw = native.SparseWeight(zero, block, isa)
+    assert sw.kept_blocks == 0 and sw.sparsity == 1.0
+    np.testing.assert_array_equal(sw.matmul(a), np.zeros((23, 13), np.int32))
+    w = rng.integers(-128, 128, size=(13, 37), dtype=np.int8)
+    w[[0, 3, 4, 5, 6, 12]] = 0  # whole output rows pruned (and a whole 4-row group)
+    w[:, [1, 2, 3, 36]] = 0     # whole input columns pruned
+    np.testing.assert_array_equal(native.sparse_gemm_u8s8s32(a, w, block=block, isa=isa), _ref(a, w))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", BLOCKS)
+def test_fast_paths_match_reference_bit_exactly(isa, block):
+    rng = np.random.default_rng(7)
+    w = _sparse_weight(rng, 45, 301, block, 0.7)
+    a = rng.integers(0, 256, size=(37, 301), dtype=np.uint8)
+    np.testing.assert_array_equal(native.sparse_gemm_u8s8s32(a, w, block, isa),
+                                  native.sparse_gemm_u8s8s32(a, w, block, "ref"))
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_kept_blocks_and_packed_size(block):
+    rng = np.random.default_rng(11)
+    n, k = 768, 768
+    w = _sparse_weight(rng, n, k, block, 0.8)
+    r, c = (4, 1) if block == "4x1" else (1, 4)
+    nz = (w.reshape(n // r, r, k // c, c) != 0).any(axis=(1, 3))
+    for isa in ISAS:
+        sw = native.SparseWeight(w, block, isa)
+        assert sw.kept_blocks == int(nz.sum()) and sw.total_blocks == nz.size
+        assert abs(sw.sparsity - (1 - nz.mean())) < 1e-12
+        # values (int8 for ref/VNNI, int16 pairs for exact AVX2) + indices: well under dense int8
+        assert sw.nbytes < 0.8 * n * k, (isa, sw.nbytes)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", BLOCKS)
+def test_one_and_two_threads_identical(isa, block):
+    rng = np.random.default_rng(13)
+    w = _sparse_weight(rng, 200, 96, block, 0.6)
+    a = rng.integers(0, 256, size=(70, 96), dtype=np.uint8)
+    sw = native.SparseWeight(w, block, isa)
+    with native.num_threads(1):
+        c1 = sw.matmul(a)
+    with native.num_threads(2):
+        c2 = sw.matmul(a)
+        c2b = sw.matmul(a[:3])
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_array_equal(c2b, c1[:3])
+    np.testing.assert_array_equal(c1.astype(np.int64), _ref(a, w))
+
+
+def test_packed_weight_reused_and_strided_input():
+    rng = np.random.default_rng(3)
+    w = _sparse_weight(rng, 24, 50, "1x4", 0.5)
+    sw = native.SparseWeight(w, "1x4")
+    big = rng.integers(0, 256, size=(6, 100), dtype=np.uint8)
+    a = big[:, ::2]
+    for _ in range(2):
+        np.testing.assert_array_equal(sw.matmul(a).astype(np.int64), _ref(a, w))
+    assert sw.matmul(np.zeros((0, 50), np.uint8)).shape == (0, 24)
+
+
+def test_thread_setting():
+    prev = native.get_num_threads()
+    assert prev >= 1 and native.native_info()["threads"] == prev
+    with native.num_threads(1):
+        assert native.get_num_threads() == 1
+    assert native.get_num_threads() == prev
+    with pytest.raises(ValueError, match="set_num_threads"):
+        native.set_num_threads(0)
+    with pytest.raises(TypeError):
+        native.set_num_threads(1.5)
+
+
+def test_bad_inputs_raise_clear_errors():
+    w = np.ones((4, 8), np.int8)
+    with pytest.raises(ValueError, match="not supported"):
+        native.SparseWeight(w, block="4x16")
+    with pytest.raises(ValueError, match="needs a block shape"):
+        native.SparseWeight(w, block="dense")
+    with pytest.raises(TypeError, match="dtype int8"):
+        native.SparseWeight(w.astype(np.int16))
+    with pytest.raises(TypeError, match="dtype uint8"):
+        native.SparseWeight(w).matmul(np.ones((2, 8), np.int8))
+    with pytest.raises(ValueError, match="K=8"):
+        native.SparseWeight(w).matmul(np.ones((2, 9), np.uint8))
+    with pytest.raises(ValueError, match="non-empty"):
+        native.SparseWeight(np.ones((0, 8), np.int8))
+    with pytest.raises(ValueError, match="exceeds"):
+        native.SparseWeight(np.ones((1, 70000), np.int8))
+    with pytest.raises(ValueError, match="unknown ISA"):
+        native.SparseWeight(w, isa="sse9")
+    missing = [i for i in native.ISA_NAMES if i not in ISAS]
+    if missing:
+        with pytest.raises(native.UnsupportedISAError, match="not supported"):
+            native.SparseWeight(w, isa=missing[0])
+
+
+def test_preferred_block(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_FAST_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("HF_FAST_BLOCK", raising=False)
+    native._pref_memo.clear()
+    b = native.preferred_block()
+    assert b in ("4x1", "1x4")
+    cache = (tmp_path / "preferred_block.json").read_text()
+    assert b in cache and native.active_isa() in cache
+    native._pref_memo.clear()
+    assert native.preferred_block() == b  # from the file
+    monkeypatch.setenv("HF_FAST_BLOCK", "1x4")
+    assert native.preferred_block() == "1x4"
+    monkeypatch.setenv("HF_FAST_BLOCK", "2x2")
+    with pytest.raises(ValueError, match="HF_FAST_BLOCK"):
+        native.preferred_block()
