@@ -3,6 +3,12 @@ DistilBERT layer shapes, same weights, A/B runs interleaved in one process; medi
 
     .venv/bin/python benchmarks/bench_gemm.py            # full grid, appends to benchmarks/RESULTS.md
     .venv/bin/python benchmarks/bench_gemm.py --quick    # M=128, 0/80% sparsity
+    .venv/bin/python benchmarks/bench_gemm.py --bits 7 --threads 1 --blocks 4x1 1x4 dense
+
+--bits 7 draws weights in [-64, 63] (ONNX Runtime's reduce_range, recommended for non-VNNI CPUs):
+hf-fast then runs its exact vpmaddubsw kernel ("avx2-s7") and ORT's own vpmaddubsw path is exact
+too. --bits 8 (full int8) uses hf-fast's exact int16 kernel ("avx2-s16"), while ORT saturates.
+Block "dense" times hf-fast's dense kernel (DenseWeight) at sparsity 0 only.
 """
 from __future__ import annotations
 
@@ -42,12 +48,13 @@ def ort_session(w: np.ndarray, threads: int):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def sparse_weight(rng, n, k, block, sparsity):
-    r, c = (4, 1) if block == "4x1" else (1, 4)
+def sparse_weight(rng, n, k, block, sparsity, bits=8):
+    r, c = (4, 1) if block in ("4x1", "dense") else (1, 4)
     nb = (n // r) * (k // c)
     keep = np.ones(nb, bool)
     keep[rng.permutation(nb)[: int(round(sparsity * nb))]] = False  # exact block sparsity
-    w = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
+    lo, hi = (-127, 128) if bits == 8 else (-64, 64)
+    w = rng.integers(lo, hi, size=(n, k), dtype=np.int8)
     w[w == 0] = 1
     return w * np.repeat(np.repeat(keep.reshape(n // r, k // c), r, 0), c, 1).astype(np.int8)
 
@@ -73,7 +80,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="M=128, sparsity 0 and 0.8 only")
     ap.add_argument("--tokens", type=int, nargs="+", default=None)
     ap.add_argument("--sparsity", type=float, nargs="+", default=None)
-    ap.add_argument("--blocks", nargs="+", default=["4x1", "1x4"])
+    ap.add_argument("--blocks", nargs="+", default=["4x1", "1x4"], help="4x1, 1x4 and/or dense")
+    ap.add_argument("--bits", type=int, nargs="+", choices=[7, 8], default=[8],
+                    help="weight range: 8 = [-127, 127], 7 = [-64, 63] (reduce_range)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--reps", type=int, default=11)
     ap.add_argument("--min-time", type=float, default=0.05, help="seconds per A/B pair at least")
@@ -87,9 +96,9 @@ def main(argv=None):
     import onnxruntime as ort
 
     rows = []
-    hdr = ("| M | N x K | block | sparsity | thr | hf-fast ms | ORT ms | speed-up vs ORT | hf-fast GOP/s (dense-eq) "
-           "| ORT GOP/s | ORT outputs != exact |")
-    sep = "|---|---|---|---|---|---|---|---|---|---|---|"
+    hdr = ("| M | N x K | bits | block | kernel | sparsity | thr | hf-fast ms | ORT ms | speed-up vs ORT "
+           "| hf-fast GOP/s (dense-eq) | ORT GOP/s | ORT outputs != exact |")
+    sep = "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     print(f"# ISA {info['isa']}, CPU {info['cpu']}, onnxruntime {ort.__version__}, hf-fast {info['version']}")
     print(hdr)
     print(sep)
@@ -97,10 +106,10 @@ def main(argv=None):
         for m in tokens:
             for n, k in shapes:
                 a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
-                for block in args.blocks:
-                    for sp in sparsities:
-                        w = sparse_weight(rng, n, k, block, sp)
-                        sw = native.SparseWeight(w, block)
+                for bits, block in [(b, bl) for b in args.bits for bl in args.blocks]:
+                    for sp in ([0.0] if block == "dense" else sparsities):
+                        w = sparse_weight(rng, n, k, block, sp, bits)
+                        sw = native.DenseWeight(w) if block == "dense" else native.SparseWeight(w, block)
                         sess = ort_session(w, th)
                         feed = {"A": a}
                         exact = a.astype(np.int64) @ w.astype(np.int64).T
@@ -111,17 +120,20 @@ def main(argv=None):
                             t_ours, t_ort = interleaved(lambda: sw.matmul(a), lambda: sess.run(None, feed),
                                                         args.reps, args.min_time)
                         ops = 2.0 * m * n * k
-                        row = (f"| {m} | {n}x{k} | {block} | {sp:.0%} | {th} | {t_ours * 1e3:.3f} | {t_ort * 1e3:.3f} | "
+                        row = (f"| {m} | {n}x{k} | {bits} | {block} | {sw.kernel} | {sp:.0%} | {th} | {t_ours * 1e3:.3f} | {t_ort * 1e3:.3f} | "
                                f"{t_ort / t_ours:.2f}x | {ops / t_ours / 1e9:.0f} | {ops / t_ort / 1e9:.0f} | {ort_bad:.1%} |")
                         rows.append(row)
                         print(row, flush=True)
     # packed sizes at 80%
     size_lines = []
-    for block in args.blocks:
-        w = sparse_weight(rng, 768, 3072, block, 0.8)
-        sizes = {isa: native.SparseWeight(w, block, isa).nbytes for isa in native.supported_isas()}
-        size_lines.append(f"- packed 768x3072 {block} at 80%: " + ", ".join(
-            f"{isa} {b / 1e6:.2f} MB ({b / w.size:.2f} x dense int8)" for isa, b in sizes.items()))
+    for bits, block in [(b, bl) for b in args.bits for bl in args.blocks if bl != "dense"]:
+        w = sparse_weight(rng, 768, 3072, block, 0.8, bits)
+        sizes = {}
+        for isa in native.supported_isas():
+            sw = native.SparseWeight(w, block, isa)
+            sizes[sw.kernel] = sw.nbytes
+        size_lines.append(f"- packed 768x3072 {block} at 80%, {bits}-bit weights: " + ", ".join(
+            f"{kn} {b / 1e6:.2f} MB ({b / w.size:.2f} x dense int8)" for kn, b in sizes.items()))
     for s in size_lines:
         print(s)
     if not args.no_write:
@@ -136,7 +148,9 @@ def main(argv=None):
             f"{load[0]:.2f}/{load[1]:.2f}. Medians of interleaved A/B runs; GOP/s count the dense-equivalent "
             "2*M*N*K for both. Speed-up = ORT time / hf-fast time. hf-fast output is checked equal to the exact "
             "int64 product; the last column is the share of ORT outputs that differ from it (ORT's AVX2 u8s8 "
-            "kernel uses vpmaddubsw, whose int16 pair sums saturate on full-range int8 weights).",
+            "kernel uses vpmaddubsw, whose int16 pair sums saturate on full-range int8 weights; 7-bit weights "
+            "cannot saturate). kernel: hf-fast's variant (avx2-s7 = vpmaddubsw on 7-bit weights, avx2-s16 = "
+            "int16 vpmaddwd).",
             "", hdr, sep, *rows, "", *size_lines, ""])
         path = HERE / "RESULTS.md"
         text = path.read_text() if path.exists() else "# Benchmark results\n"

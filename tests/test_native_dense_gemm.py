@@ -80,3 +80,46 @@ def test_unsupported_isa_is_refused_not_crashed():
         pytest.skip("this CPU supports every ISA")
     with pytest.raises(native.UnsupportedISAError, match="not supported"):
         native.DenseWeight(np.ones((4, 8), np.int8), isa=missing[0])
+
+
+# ---- 7-bit weights (reduce_range): on AVX2 they take the exact vpmaddubsw kernel "avx2-s7" ----
+def _expected_kernel(isa, w):
+    if isa != "avx2":
+        return isa
+    return "avx2-s7" if w.min() >= -64 and w.max() <= 63 else "avx2-s16"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_7bit_random_matches_numpy_and_reference(isa, m, n, k):
+    rng = np.random.default_rng(m * 7 + n * 1009 + k)
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    w = rng.integers(-64, 64, size=(n, k), dtype=np.int8)
+    d = native.DenseWeight(w, isa=isa)
+    assert d.kernel == _expected_kernel(isa, w)
+    c = d.matmul(a)
+    np.testing.assert_array_equal(c.astype(np.int64), _ref(a, w))
+    np.testing.assert_array_equal(c, native.gemm_u8s8s32(a, w, isa="ref"))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("wval", [-64, 63])
+def test_7bit_extremes_are_exact(isa, wval):
+    m, n, k = 7, 19, 4099
+    a = np.full((m, k), 255, dtype=np.uint8)
+    w = np.full((n, k), wval, dtype=np.int8)
+    d = native.DenseWeight(w, isa=isa)
+    assert d.kernel == _expected_kernel(isa, w)
+    np.testing.assert_array_equal(d.matmul(a), np.full((m, n), 255 * wval * k, dtype=np.int64))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("outlier", [-65, 64])
+def test_one_8bit_weight_forces_the_int16_kernel(isa, outlier):
+    m, n, k = 5, 11, 4099
+    a = np.full((m, k), 255, dtype=np.uint8)
+    w = np.full((n, k), -64 if outlier < 0 else 63, dtype=np.int8)
+    w[10, 4098] = outlier
+    d = native.DenseWeight(w, isa=isa)
+    assert d.kernel == ("avx2-s16" if isa == "avx2" else isa)
+    np.testing.assert_array_equal(d.matmul(a).astype(np.int64), _ref(a, w))

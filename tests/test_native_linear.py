@@ -163,3 +163,51 @@ def test_bad_inputs_raise_clear_errors():
         native.quantize_u8(np.ones(3), 1.0, 0)
     with pytest.raises(TypeError, match="float32"):
         native.gelu(np.ones(3))
+
+
+# ---- 7-bit weights (reduce_range): on AVX2 they take the exact vpmaddubsw kernel "avx2-s7" ----
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", KINDS)
+def test_7bit_forward_matches_float64_and_reference(isa, block):
+    rng = np.random.default_rng(23)
+    m, n, k = 37, 45, 301
+    w = (_weight(rng, n, k, block) // 2).astype(np.int8)  # [-64, 63]
+    w_scale = rng.uniform(1e-4, 1e-3, n).astype(np.float32)
+    bias = rng.normal(0, 1, n).astype(np.float32)
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    lin = native.PackedLinear(w, w_scale, bias, block=block, isa=isa)
+    assert lin.kernel == ("avx2-s7" if isa == "avx2" else isa)
+    y = lin.forward(a, 0.02, 77, gelu=True)
+    exp = _expected(a, w, 0.02, 77, w_scale, bias, gelu=True)
+    np.testing.assert_allclose(y, exp, rtol=2e-6, atol=2e-6 * (np.abs(exp).max() + 1.0))
+    ref = native.PackedLinear(w, w_scale, bias, block=block, isa="ref").forward(a, 0.02, 77, gelu=True)
+    if isa != "ref":
+        np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6 * (np.abs(exp).max() + 1.0))
+    w[3, 5] = 64  # one 8-bit weight: the exact int16 kernel
+    lin16 = native.PackedLinear(w, w_scale, bias, block=block, isa=isa)
+    assert lin16.kernel == ("avx2-s16" if isa == "avx2" else isa)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_7bit_extreme_zero_point_correction_is_exact(isa):
+    n, k = 5, 65536
+    w = np.full((n, k), -64, np.int8)
+    a = np.zeros((3, k), np.uint8)
+    a[1] = 255
+    for block in KINDS:
+        lin = native.PackedLinear(w, np.ones(n, np.float32), block=block, isa=isa)
+        y = lin.forward(a, 1.0, 255)
+        np.testing.assert_allclose(y, _expected(a, w, 1.0, 255, np.ones(n, np.float32), None), rtol=1e-7)
+
+
+@pytest.mark.parametrize("block", KINDS)
+def test_7bit_one_and_two_threads_identical(block):
+    rng = np.random.default_rng(29)
+    w = (_weight(rng, 100, 64, block) // 2).astype(np.int8)
+    lin = native.PackedLinear(w, np.full(100, 0.01, np.float32), np.zeros(100, np.float32), block=block)
+    a = rng.integers(0, 256, size=(50, 64), dtype=np.uint8)
+    with native.num_threads(1):
+        y1 = lin.forward(a, 0.05, 128, gelu=True)
+    with native.num_threads(2):
+        y2 = lin.forward(a, 0.05, 128, gelu=True)
+    np.testing.assert_array_equal(y1, y2)

@@ -170,3 +170,80 @@ def test_preferred_block(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_FAST_BLOCK", "2x2")
     with pytest.raises(ValueError, match="HF_FAST_BLOCK"):
         native.preferred_block()
+
+
+# ---- 7-bit weights (reduce_range): on AVX2 they take the exact vpmaddubsw kernel "avx2-s7" ----
+def _expected_kernel(isa, w):
+    if isa != "avx2":
+        return isa
+    return "avx2-s7" if w.min() >= -64 and w.max() <= 63 else "avx2-s16"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (3, 5, 7), (17, 9, 33), (33, 31, 65), (13, 100, 3), (64, 768, 768),
+                                   (5, 17, 130), (2, 3072, 20)])
+def test_7bit_random_matches_numpy_and_reference(isa, block, m, n, k):
+    rng = np.random.default_rng(m * 7 + n * 1009 + k)
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    for sparsity in (0.0, 0.5, 0.8):
+        w = _sparse_weight(rng, n, k, block, sparsity, -64, 64)
+        sw = native.SparseWeight(w, block, isa)
+        assert sw.kernel == _expected_kernel(isa, w)
+        c = sw.matmul(a)
+        np.testing.assert_array_equal(c.astype(np.int64), _ref(a, w))
+        np.testing.assert_array_equal(c, native.sparse_gemm_u8s8s32(a, w, block, "ref"))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("wval", [-64, 63])
+def test_7bit_extremes_are_exact(isa, block, wval):
+    # 255 * -64 * 2 = -32640: the largest vpmaddubsw pair sum 7-bit weights allow, still exact
+    m, n, k = 19, 21, 4099
+    a = np.full((m, k), 255, dtype=np.uint8)
+    w = np.full((n, k), wval, dtype=np.int8)
+    sw = native.SparseWeight(w, block, isa)
+    assert sw.kernel == _expected_kernel(isa, w)
+    np.testing.assert_array_equal(sw.matmul(a), np.full((m, n), 255 * wval * k, dtype=np.int64))
+    w2 = _sparse_weight(np.random.default_rng(2), n, k, block, 0.9, wval, wval + 1)
+    np.testing.assert_array_equal(native.sparse_gemm_u8s8s32(a, w2, block=block, isa=isa), _ref(a, w2))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("outlier", [-65, 64])
+def test_one_8bit_weight_forces_the_int16_kernel(isa, block, outlier):
+    m, n, k = 9, 13, 4099
+    a = np.full((m, k), 255, dtype=np.uint8)
+    w = np.full((n, k), -64 if outlier < 0 else 63, dtype=np.int8)
+    w[7, 2049] = outlier
+    sw = native.SparseWeight(w, block, isa)
+    assert sw.kernel == ("avx2-s16" if isa == "avx2" else isa)
+    np.testing.assert_array_equal(sw.matmul(a).astype(np.int64), _ref(a, w))
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_7bit_packed_size_near_kept_fraction(block):
+    rng = np.random.default_rng(17)
+    n, k = 768, 768
+    w = _sparse_weight(rng, n, k, block, 0.8, -64, 64)
+    sw = native.SparseWeight(w, block)
+    if sw.kernel == "avx2-s7":
+        # 1.5 bytes per kept weight (int8 values + uint16 indices) + padding + row pointers
+        assert sw.nbytes < 0.36 * n * k, sw.nbytes
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", BLOCKS)
+def test_7bit_one_and_two_threads_identical(isa, block):
+    rng = np.random.default_rng(19)
+    w = _sparse_weight(rng, 200, 96, block, 0.6, -64, 64)
+    a = rng.integers(0, 256, size=(70, 96), dtype=np.uint8)
+    sw = native.SparseWeight(w, block, isa)
+    with native.num_threads(1):
+        c1 = sw.matmul(a)
+    with native.num_threads(2):
+        c2 = sw.matmul(a)
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_array_equal(c1.astype(np.int64), _ref(a, w))

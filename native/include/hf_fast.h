@@ -58,6 +58,10 @@ void hf_dense_free(hf_dense_w *w);
 int hf_dense_isa(const hf_dense_w *w);
 /* Bytes held by the packed weight. */
 int64_t hf_dense_nbytes(const hf_dense_w *w);
+/* The kernel variant that runs a packed weight (dense, sparse or Linear): "ref", "avx2-s16" (exact
+ * int16 vpmaddwd), "avx2-s7" (exact u8 x s8 vpmaddubsw, chosen on AVX2 when every weight lies in
+ * [-64, 63], i.e. 7-bit / reduce_range weights) or "avx512vnni". Static strings; "" for NULL. */
+const char *hf_dense_kernel_name(const hf_dense_w *w);
 /* C[M][N] (row stride ldc) = A[M][K] (row stride lda) x W^T */
 int hf_dense_gemm(const hf_dense_w *w, int64_t M, const uint8_t *A, int64_t lda, int32_t *C,
                   int64_t ldc);
@@ -93,6 +97,7 @@ void hf_sparse_free(hf_sparse_w *w);
 int hf_sparse_isa(const hf_sparse_w *w);
 /* Bytes held by the packed weight (values + indices). */
 int64_t hf_sparse_nbytes(const hf_sparse_w *w);
+const char *hf_sparse_kernel_name(const hf_sparse_w *w); /* see hf_dense_kernel_name */
 /* Kept (non-zero) blocks, all blocks, and the block shape; any out pointer may be NULL. */
 int hf_sparse_info(const hf_sparse_w *w, int64_t *kept_blocks, int64_t *total_blocks, int *block_rows,
                    int *block_cols);
@@ -109,6 +114,7 @@ int hf_linear_pack(int isa, int block_rows, int block_cols, int64_t N, int64_t K
                    const float *w_scale, const float *bias, hf_linear **out);
 void hf_linear_free(hf_linear *lin);
 int64_t hf_linear_nbytes(const hf_linear *lin);
+const char *hf_linear_kernel_name(const hf_linear *lin); /* see hf_dense_kernel_name */
 /* isa, N, K, block shape (0x0 = dense), kept and total blocks; out pointers may be NULL. */
 int hf_linear_info(const hf_linear *lin, int *isa, int64_t *N, int64_t *K, int *block_rows, int *block_cols,
                    int64_t *kept_blocks, int64_t *total_blocks);

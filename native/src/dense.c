@@ -14,10 +14,12 @@ int hf_dense_pack(int isa, int64_t N, int64_t K, const int8_t *W, int64_t ldw, h
     if (K > HF_MAX_K) return hf_fail(HF_EINVAL, "dense_pack: K=%lld exceeds %d (int32 accumulators would overflow)", (long long)K, HF_MAX_K);
     if (ldw < K) return hf_fail(HF_EINVAL, "dense_pack: ldw=%lld < K=%lld", (long long)ldw, (long long)K);
     if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
-    k = hf_dense_kernel_for(isa);
     w = (hf_dense_w *)hf_alloc(sizeof *w);
     if (!w) return hf_fail(HF_ENOMEM, "dense_pack: out of memory");
     w->isa = isa;
+    /* AVX2: 7-bit weights take the exact vpmaddubsw kernel, others the int16 vpmaddwd one */
+    w->variant = isa == HF_ISA_AVX2 && hf_weights_fit_s7(N, K, W, ldw) ? HF_VARIANT_S7 : HF_VARIANT_DEFAULT;
+    k = hf_dense_kernel_for_variant(isa, w->variant);
     w->N = N;
     w->K = K;
     w->nbytes = k->packed_size(N, K);
@@ -38,6 +40,7 @@ void hf_dense_free(hf_dense_w *w) {
 }
 
 int hf_dense_isa(const hf_dense_w *w) { return w ? w->isa : -1; }
+const char *hf_dense_kernel_name(const hf_dense_w *w) { return w ? hf_kernel_variant_name(w->isa, w->variant) : ""; }
 int64_t hf_dense_nbytes(const hf_dense_w *w) { return w ? w->nbytes : 0; }
 
 int hf_dense_gemm(const hf_dense_w *w, int64_t M, const uint8_t *A, int64_t lda, int32_t *C, int64_t ldc) {
@@ -48,7 +51,7 @@ int hf_dense_gemm(const hf_dense_w *w, int64_t M, const uint8_t *A, int64_t lda,
     if (!A || !C) return hf_fail(HF_EINVAL, "dense_gemm: A or C is NULL");
     if (lda < w->K) return hf_fail(HF_EINVAL, "dense_gemm: lda=%lld < K=%lld", (long long)lda, (long long)w->K);
     if (ldc < w->N) return hf_fail(HF_EINVAL, "dense_gemm: ldc=%lld < N=%lld", (long long)ldc, (long long)w->N);
-    k = hf_dense_kernel_for(w->isa);
+    k = hf_dense_kernel_for_variant(w->isa, w->variant);
     if (!k) return hf_fail(HF_EUNSUPPORTED, "dense_gemm: weight packed for '%s', which this CPU cannot run", hf_isa_name(w->isa));
     return k->gemm(w, M, A, lda, C, ldc);
 }

@@ -118,6 +118,30 @@ const hf_dense_kernel *hf_dense_kernel_for(int isa) {
     }
 }
 
+const hf_dense_kernel *hf_dense_kernel_for_variant(int isa, int variant) {
+    if (isa == HF_ISA_AVX2 && variant == HF_VARIANT_S7) return hf_isa_supported(isa) ? &hf_dense_avx2_s7 : NULL;
+    return hf_dense_kernel_for(isa);
+}
+
+int hf_weights_fit_s7(int64_t N, int64_t K, const int8_t *W, int64_t ldw) {
+    for (int64_t n = 0; n < N; n++) {
+        const int8_t *w = W + n * ldw;
+        int bad = 0;
+        for (int64_t k = 0; k < K; k++) bad |= (w[k] < -64) | (w[k] > 63); /* vectorizes */
+        if (bad) return 0;
+    }
+    return 1;
+}
+
+const char *hf_kernel_variant_name(int isa, int variant) {
+    switch (isa) {
+    case HF_ISA_REF: return "ref";
+    case HF_ISA_AVX2: return variant == HF_VARIANT_S7 ? "avx2-s7" : "avx2-s16";
+    case HF_ISA_AVX512VNNI: return "avx512vnni";
+    default: return "unknown";
+    }
+}
+
 static const hf_f32_ops f32_ref = {hf_layernorm_ref, hf_attention_head_ref};
 static const hf_f32_ops f32_avx2 = {hf_layernorm_avx2, hf_attention_head_avx2};
 

@@ -18,6 +18,7 @@ void hf_free(void *p);
  * Each ISA has its own packed layout; `data` is opaque to everyone but that kernel. */
 struct hf_dense_w {
     int isa;
+    int variant; /* HF_VARIANT_*: which kernel of the ISA family packed `data` */
     int64_t N, K;
     int64_t nbytes;
     void *data;
@@ -36,10 +37,23 @@ typedef struct {
 
 extern const hf_dense_kernel hf_dense_ref;
 extern const hf_dense_kernel hf_dense_avx2;
+extern const hf_dense_kernel hf_dense_avx2_s7;
 extern const hf_dense_kernel hf_dense_avx512vnni;
+
+/* Kernel variants inside an ISA family (packed layouts differ). On AVX2, weights that all lie in
+ * [-64, 63] (7-bit, ONNX Runtime's reduce_range) use u8 x s8 vpmaddubsw, whose int16 pair sums
+ * cannot saturate then (255*64*2 <= 32767): exact. Other weights use the int16 vpmaddwd path. */
+#define HF_VARIANT_DEFAULT 0 /* ref, avx512vnni, and AVX2's exact int16 (vpmaddwd) path */
+#define HF_VARIANT_S7 1      /* AVX2 vpmaddubsw path for 7-bit weights */
+/* 1 when every W[n][k] (n < N, k < K) lies in [-64, 63]. */
+int hf_weights_fit_s7(int64_t N, int64_t K, const int8_t *W, int64_t ldw);
+/* "ref", "avx2-s16", "avx2-s7", "avx512vnni" */
+const char *hf_kernel_variant_name(int isa, int variant);
 
 /* dispatch.c: the kernel table for an ISA (NULL if the CPU cannot run it). */
 const hf_dense_kernel *hf_dense_kernel_for(int isa);
+/* The table that packed / runs `w` (its ISA and variant). */
+const hf_dense_kernel *hf_dense_kernel_for_variant(int isa, int variant);
 /* Resolve HF_ISA_AUTO to the active ISA and check support. */
 int hf_resolve_isa(int isa, int *out);
 
@@ -75,7 +89,12 @@ typedef void (*hf_task_fn)(void *ctx, int tid, int nthreads);
 int hf_parallel(hf_task_fn fn, void *ctx, int want);
 /* Grow-only 64-byte aligned scratch owned by the calling thread (slot 0..HF_SCRATCH_SLOTS-1);
  * NULL on failure. Freed when the thread exits. */
-#define HF_SCRATCH_SLOTS 4
+#define HF_SCRATCH_SLOTS 5
+#define HF_SCRATCH_SPARSE_X 0    /* sparse kernels: packed activation tiles (calling thread) */
+#define HF_SCRATCH_SPARSE_ROWS 1 /* sparse kernels: activation packing rows (each worker) */
+#define HF_SCRATCH_LINEAR_ACC 2  /* linear.c dense path: int32 accumulators (calling thread) */
+#define HF_SCRATCH_ATTENTION 3   /* engine.c: attention scratch (each worker) */
+#define HF_SCRATCH_DENSE_A 4     /* dense AVX2 int16 kernel: widened rows of A (each worker) */
 void *hf_scratch(int slot, size_t bytes);
 
 /* ---- fused epilogue (kernels/linear_*.c) ----
@@ -114,6 +133,7 @@ void hf_quantize_avx2(int64_t n, const float *x, float scale, int32_t zp, uint8_
  * work[ntiles+1] is a prefix sum of the cost of each 8-output-channel tile (threads split on it). */
 struct hf_sparse_w {
     int isa, br, bc;
+    int variant; /* HF_VARIANT_*, set by the kernel family's pack */
     int64_t N, K;
     int64_t kept, total; /* kept / all blocks */
     int64_t nbytes;      /* data + index bytes */

@@ -76,6 +76,10 @@ int hf_linear_pack(int isa, int block_rows, int block_cols, int64_t N, int64_t K
 }
 
 int64_t hf_linear_nbytes(const hf_linear *l) { return l ? l->nbytes : 0; }
+const char *hf_linear_kernel_name(const hf_linear *l) {
+    if (!l) return "";
+    return l->sp ? hf_sparse_kernel_name(l->sp) : hf_dense_kernel_name(l->dn);
+}
 
 int hf_linear_info(const hf_linear *l, int *isa, int64_t *N, int64_t *K, int *block_rows, int *block_cols,
                    int64_t *kept_blocks, int64_t *total_blocks) {
@@ -157,7 +161,7 @@ int hf_linear_forward(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
         int nth = hf_get_num_threads();
         memset(&j, 0, sizeof j);
         j.l = l;
-        j.dk = hf_dense_kernel_for(l->isa);
+        j.dk = hf_dense_kernel_for_variant(l->isa, l->dn->variant);
         j.ops = hf_linear_ops_for(l->isa);
         j.ep = &ep;
         j.M = M;
@@ -165,7 +169,7 @@ int hf_linear_forward(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
         j.ldy = ldy;
         j.A = A;
         j.Y = Y;
-        j.acc = (int32_t *)hf_scratch(2, (size_t)(M * l->N) * sizeof(int32_t));
+        j.acc = (int32_t *)hf_scratch(HF_SCRATCH_LINEAR_ACC, (size_t)(M * l->N) * sizeof(int32_t));
         if (!j.acc) return hf_fail(HF_ENOMEM, "linear_forward: out of memory for accumulators");
         j.rows_per_unit = 16;
         atomic_init(&j.next, 0);
