@@ -1,0 +1,154 @@
+"""Native engine vs ONNX Runtime on the same exported artifact (tiny random models, every task)."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from hf_fast import native
+from hf_fast.runtime.engine import NativeEngine
+from hf_fast.runtime.graph import GraphMatchError
+
+from _export_helpers import calibration_for, tiny_model, tokenizer
+
+TASKS = ["text-classification", "question-answering", "token-classification"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tokenizer()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, tok):
+    from hf_fast.export import export
+
+    out = {}
+    for arch in ("bert", "distilbert"):
+        for task in TASKS:
+            m = tiny_model(arch, task, tok.vocab_size, seed=1, layers=2, hidden=32, heads=4, ffn=64, max_pos=64)
+            d = tmp_path_factory.mktemp(f"{arch}-{task}")
+            export(m, tok, d, calibration_dataset=calibration_for(task), task=task, progress=False)
+            out[(arch, task)] = d
+    return out
+
+
+def _feeds(names, rng, b=3, s=12, vocab=30522):
+    ids = rng.integers(1000, vocab, size=(b, s)).astype(np.int64)
+    mask = np.ones((b, s), np.int64)
+    mask[1, s - 4:] = 0  # right padding
+    mask[2, :2] = 0      # left padding
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in names:
+        tt = np.zeros((b, s), np.int64)
+        tt[:, s // 2:] = 1
+        feeds["token_type_ids"] = tt
+    return feeds
+
+
+def _load(d):
+    fc = json.loads((d / "fast_config.json").read_text())
+    return onnx.load(str(d / "model.onnx")), fc
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("isa", native.supported_isas())
+def test_engine_matches_onnxruntime_on_same_file(artifacts, arch, task, isa):
+    d = artifacts[(arch, task)]
+    model, fc = _load(d)
+    eng = NativeEngine.from_onnx(model, fc["num_heads"], block="4x1", isa=isa)
+    sess = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    feeds = _feeds(names, np.random.default_rng(5))
+    ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    got = eng.run(**feeds)
+    assert set(got) == set(ref)
+    for name, r in ref.items():
+        g = got[name]
+        assert g.shape == r.shape, name
+        valid = feeds["attention_mask"].astype(bool) if g.ndim >= 2 and g.shape[:2] == feeds["input_ids"].shape else None
+        diff = np.abs(g - r) if valid is None else np.abs(g - r)[valid]
+        scale = np.abs(r).max() + 1e-6
+        # same int8 weights and activation scales; ORT additionally requantizes some MatMul outputs
+        assert diff.max() <= 0.05 * scale + 1e-3, f"{name}: max |diff| {diff.max()} vs scale {scale}"
+
+
+def test_engine_is_deterministic_across_threads_and_block_shapes(artifacts):
+    model, fc = _load(artifacts[("bert", "text-classification")])
+    feeds = _feeds(["token_type_ids"], np.random.default_rng(2), b=4, s=16)
+    outs = []
+    for th in (1, 2):
+        with native.num_threads(th):
+            for block in ("4x1", "1x4", None):
+                outs.append(NativeEngine.from_onnx(model, fc["num_heads"], block=block).run(**feeds)["logits"])
+    for o in outs[1:]:
+        np.testing.assert_allclose(o, outs[0], rtol=0, atol=1e-6)
+
+
+def test_padding_does_not_change_valid_outputs(artifacts):
+    model, fc = _load(artifacts[("bert", "text-classification")])
+    eng = NativeEngine.from_onnx(model, fc["num_heads"])
+    rng = np.random.default_rng(9)
+    ids = rng.integers(1000, 30000, size=(1, 10)).astype(np.int64)
+    short = eng.run(ids, np.ones_like(ids), np.zeros_like(ids))["logits"]
+    padded_ids = np.concatenate([ids, np.zeros((1, 6), np.int64)], 1)
+    mask = np.concatenate([np.ones((1, 10), np.int64), np.zeros((1, 6), np.int64)], 1)
+    padded = eng.run(padded_ids, mask, np.zeros_like(padded_ids))["logits"]
+    np.testing.assert_allclose(padded, short, rtol=1e-5, atol=1e-6)
+
+
+def test_engine_rejects_bad_inputs(artifacts):
+    model, fc = _load(artifacts[("distilbert", "question-answering")])
+    eng = NativeEngine.from_onnx(model, fc["num_heads"])
+    ids = np.ones((2, 8), np.int64)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        eng.run(np.full((2, 8), 10**6, np.int64), np.ones((2, 8), np.int64))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        eng.run(-ids, np.ones((2, 8), np.int64))
+    with pytest.raises(ValueError, match="exceeds"):
+        eng.run(np.ones((1, 65), np.int64))
+    with pytest.raises(ValueError, match="empty"):
+        eng.run(np.ones((0, 8), np.int64))
+    with pytest.raises(ValueError, match="shape"):
+        eng.run(ids, np.ones((2, 7), np.int64))
+    with pytest.raises(TypeError, match="integers"):
+        eng.run(ids.astype(np.float32))
+    with pytest.raises(ValueError, match="2-D"):
+        eng.run(ids[0])
+    # non-contiguous input is copied, not misread
+    wide = np.ones((2, 16), np.int64) * 1234
+    a = eng.run(wide[:, ::2])
+    b = eng.run(np.ascontiguousarray(wide[:, ::2]))
+    np.testing.assert_array_equal(a["start_logits"], b["start_logits"])
+
+
+def test_config_that_does_not_match_graph_is_refused(artifacts):
+    model, fc = _load(artifacts[("bert", "text-classification")])
+    with pytest.raises(GraphMatchError, match="does not match"):
+        NativeEngine.from_onnx(model, fc["num_heads"] * 2)
+
+
+def test_float_graph_is_refused_with_a_clear_error(tmp_path, tok):
+    from hf_fast.export import export
+
+    m = tiny_model("bert", "text-classification", tok.vocab_size)
+    d = export(m, tok, tmp_path / "a", calibration_dataset=calibration_for("text-classification"),
+               keep_fp32=True, progress=False)
+    with pytest.raises(GraphMatchError, match="float weight"):
+        NativeEngine.from_onnx(onnx.load(str(d / "model_fp32.onnx")), 4)
+
+
+def test_unsupported_op_in_head_is_named(artifacts):
+    model, fc = _load(artifacts[("bert", "token-classification")])
+    g = model.graph
+    out = g.output[0].name
+    # route the logits through an op the engine does not know
+    for n in g.node:
+        for i, o in enumerate(n.output):
+            if o == out:
+                n.output[i] = out + "_pre"
+    g.node.append(onnx.helper.make_node("Sigmoid", [out + "_pre"], [out], name="my_sigmoid"))
+    with pytest.raises(GraphMatchError, match="Sigmoid"):
+        NativeEngine.from_onnx(model, fc["num_heads"])
