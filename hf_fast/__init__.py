@@ -8,7 +8,9 @@ from hf_fast.native import NativeError, UnsupportedISAError, native_info
 
 __version__ = "0.1.0"
 __all__ = ["native_info", "NativeError", "UnsupportedISAError", "__version__",
-           "FastTrainer", "FastConfig", "DistillConfig", "PruningCallback", "DistillationLoss"]
+           "FastTrainer", "FastConfig", "DistillConfig", "PruningCallback", "DistillationLoss",
+           "export", "FastModelForSequenceClassification", "FastModelForQuestionAnswering",
+           "FastModelForTokenClassification"]
 
 # Lazy exports: name -> module (imported on first attribute access, keeping `import hf_fast` cheap).
 _LAZY = {
@@ -17,6 +19,10 @@ _LAZY = {
     "DistillConfig": "hf_fast.training.config",
     "PruningCallback": "hf_fast.training.pruning",
     "DistillationLoss": "hf_fast.training.distillation",
+    "export": "hf_fast.export",
+    "FastModelForSequenceClassification": "hf_fast.runtime.modeling",
+    "FastModelForQuestionAnswering": "hf_fast.runtime.modeling",
+    "FastModelForTokenClassification": "hf_fast.runtime.modeling",
 }
 
 

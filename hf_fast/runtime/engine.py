@@ -115,6 +115,17 @@ class NativeEngine:
             raise ValueError(f"{name} has shape {x.shape}, expected {shape} like input_ids")
         return np.ascontiguousarray(x, dtype=np.int64)
 
+    def _check_right_padded(self, ids: np.ndarray, mask: Optional[np.ndarray]) -> None:
+        """RoBERTa positions count real tokens; the engine's table offset is exact when every row is
+        its real tokens followed by pad tokens that the attention mask hides (what tokenizers emit)."""
+        real = ids != self.plan.embeddings.padding_idx
+        n = real.sum(axis=1, keepdims=True)
+        prefix = np.arange(ids.shape[1])[None, :] < n
+        if not np.array_equal(real, prefix) or (mask is not None and np.any(mask[~real] != 0)):
+            raise ValueError("this RoBERTa-style model runs in the native engine only on right-padded batches whose "
+                             f"pad tokens (id {self.plan.embeddings.padding_idx}) are masked out; use "
+                             "backend='onnxruntime' for other layouts")
+
     def run(self, input_ids, attention_mask=None, token_type_ids=None) -> Dict[str, np.ndarray]:
         ids = self._ids(input_ids, "input_ids")
         b, s = ids.shape
@@ -123,6 +134,8 @@ class NativeEngine:
         if s > self.max_positions:
             raise ValueError(f"sequence length {s} exceeds the model's maximum of {self.max_positions} positions")
         mask = None if attention_mask is None else self._ids(attention_mask, "attention_mask", ids.shape)
+        if self.plan.embeddings.padding_idx is not None:
+            self._check_right_padded(ids, mask)
         types = None if token_type_ids is None else self._ids(token_type_ids, "token_type_ids", ids.shape)
         rows = b * s if self.token_level else b
         out = np.empty((rows, self.width), np.float32)
@@ -132,3 +145,41 @@ class NativeEngine:
         out = out.reshape((b, s, self.width) if self.token_level else (b, self.width))
         return {name: (out[..., lo:hi] if hi - lo > 1 or len(self.plan.outputs) == 1 else out[..., lo])
                 for name, (lo, hi) in self.plan.outputs.items()}
+
+
+class NativeBackend:
+    """The hf-fast engine behind the FastModelFor* classes (backend="native", the default).
+
+    The block shape comes from the artifact (fast_config.json "block"), never guessed; layers whose
+    zero-block fraction is too low for the sparse kernel run on the dense int8 kernel.
+    """
+
+    name = "native"
+
+    def __init__(self, model_path, fast_config, num_threads: Optional[int] = None, isa: str = "auto"):
+        from pathlib import Path
+
+        if num_threads is not None:
+            if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
+                raise ValueError(f"num_threads must be a non-negative int (0 = all cores), got {num_threads!r}")
+            if num_threads > 0:
+                native.set_num_threads(int(num_threads))
+        try:
+            model = onnx.load(str(Path(model_path)))
+        except Exception as exc:  # protobuf DecodeError and friends
+            raise ValueError(f"cannot parse {model_path} as ONNX: {exc}") from exc
+        heads = fast_config.get("num_heads")
+        if not isinstance(heads, int) or heads <= 0:
+            raise ValueError(f"fast_config.json: num_heads must be a positive int, got {heads!r}")
+        block = fast_config.get("block")
+        self.engine = NativeEngine.from_onnx(model, heads, block=block, isa=isa)
+        self.input_names = [i for i in self.engine.plan.inputs]
+        self.output_names = list(self.engine.plan.outputs)
+        if fast_config.get("outputs") and list(fast_config["outputs"]) != self.output_names:
+            raise GraphMatchError(f"fast_config.json lists outputs {fast_config['outputs']} but the graph produces "
+                                  f"{self.output_names}")
+
+    def run(self, input_ids, attention_mask, token_type_ids=None):
+        if "token_type_ids" not in self.input_names:
+            token_type_ids = None
+        return self.engine.run(input_ids, attention_mask, token_type_ids)

@@ -56,6 +56,9 @@ class EmbeddingPlan:
     position: np.ndarray           # [max_pos, H]
     token_type: Optional[np.ndarray]  # [type_vocab, H] or None
     ln: LayerNormPlan
+    # RoBERTa: position ids = padding_idx + 1 + t for the (right-padded) real tokens; `position`
+    # then holds the table from row padding_idx + 1 on, and pad tokens must be masked out.
+    padding_idx: Optional[int] = None
 
 
 @dataclass
@@ -228,7 +231,7 @@ def _match_embeddings(g: LogicalGraph, input_ids: str) -> Tuple[EmbeddingPlan, s
             tables[p.name] = p
         else:
             raise GraphMatchError(f"embeddings: unexpected {p.op_type} node {p.name!r} in the embedding sum")
-    position = token_type = None
+    position = token_type = padding_idx = None
     tt_input = "token_type_ids" if "token_type_ids" in g.inputs else None
     for n in tables.values():
         if n is word:
@@ -237,8 +240,8 @@ def _match_embeddings(g: LogicalGraph, input_ids: str) -> Tuple[EmbeddingPlan, s
         if tt_input and g.depends_on_input(n.input[1], tt_input):
             token_type = table
         elif g.depends_on_input(n.input[1], input_ids) and "position" in n.input[0]:
-            raise GraphMatchError("position ids computed from input_ids (RoBERTa-style padding offsets) are not "
-                                  "supported by the engine yet")
+            padding_idx = _roberta_padding_idx(g, input_ids)
+            position = table[padding_idx + 1:]
         elif "token_type" in n.input[0]:
             token_type = table  # buffered all-zero token types: the engine uses type 0
         else:
@@ -247,7 +250,21 @@ def _match_embeddings(g: LogicalGraph, input_ids: str) -> Tuple[EmbeddingPlan, s
         raise GraphMatchError("embeddings: no position embedding table found")
     wt = g.consts[word.input[0]].astype(np.float32)
     return EmbeddingPlan(wt, position.astype(np.float32),
-                         None if token_type is None else token_type.astype(np.float32), _ln_plan(g, ln)), ln.output[0]
+                         None if token_type is None else token_type.astype(np.float32), _ln_plan(g, ln),
+                         padding_idx), ln.output[0]
+
+
+def _roberta_padding_idx(g: LogicalGraph, input_ids: str) -> int:
+    """padding_idx of RoBERTa's position ids (input_ids != pad).cumsum() * mask + pad, read from the
+    Equal/NotEqual that compares input_ids with a constant; refuse any other position computation."""
+    for n in g.nodes:
+        if n.op_type in ("Equal", "NotEqual") and input_ids in n.input:
+            other = n.input[1] if n.input[0] == input_ids else n.input[0]
+            c = g.consts.get(other)
+            if c is not None and c.size == 1:
+                return int(c.reshape(()))
+    raise GraphMatchError("embeddings: position ids are computed from input_ids but not by the RoBERTa "
+                          "padding-offset pattern (input_ids != padding_idx) the engine knows")
 
 
 # ------------------------------------------------------------------ encoder layers

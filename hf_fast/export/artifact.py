@@ -1,0 +1,252 @@
+"""The fast artifact folder: fast_config.json schema, sparsity report, model card, atomic save, verify.
+
+Layout::
+
+    model.onnx          int8 QDQ graph (the one file ONNX Runtime and the hf-fast engine both run)
+    model_fp32.onnx     optional fp32 graph before quantization
+    fast_config.json    format_version, task, architecture, shapes, sparsity, quantization, files+sha256
+    config.json         the transformers config (id2label, ...)
+    tokenizer files     whatever tokenizer.save_pretrained writes
+    README.md           model card with the measured sparsity, size, accuracy and speed when known
+
+Only JSON, ONNX and tokenizer text files: no pickle. Saves are atomic: everything is written into a
+temporary folder next to ``out_dir`` and swapped in with renames, so an existing artifact is either
+the old one or the new one, never a mix.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, Mapping, Optional
+
+import numpy as np
+
+FORMAT_VERSION = 1
+LIBRARY = "hf-fast"
+FAST_CONFIG_NAME = "fast_config.json"
+MODEL_NAME = "model.onnx"
+MODEL_FP32_NAME = "model_fp32.onnx"
+AUTO_BLOCKS = ("4x1", "1x4")
+# below this fraction of zero weights (int8 rounding alone zeroes ~1-3%) the encoder is reported dense
+DENSE_BELOW = 0.05
+
+
+class ArtifactError(ValueError):
+    """A fast artifact folder is missing files, has an unknown format or fails its checksum."""
+
+
+# ------------------------------------------------------------------ sparsity
+def sparsity_report(weights: Mapping[str, np.ndarray], block: Optional[str] = None) -> Dict[str, Any]:
+    """Zero-block fractions of the encoder Linear weights ([out, in] layout, e.g. the artifact's int8).
+
+    ``block`` given ("4x1", "1x4", ...): fraction of all-zero blocks of that shape per layer and
+    ``overall`` (zero blocks / blocks over all layers). ``block=None`` detects it: below 5% zero
+    elements the encoder is dense (block null, element sparsity reported); otherwise the one of
+    4x1 / 1x4 with the larger overall zero-block fraction, or "1x1" (unstructured) when neither
+    block shape explains at least half of the zero elements.
+    Returns {"block": str|None, "sparsity": {layer: frac, ..., "overall": frac}, "element_sparsity": frac}.
+    """
+    from hf_fast.blocks import block_name, block_nonzero_mask, parse_block
+
+    if not weights:
+        raise ValueError("no encoder Linear weights to measure")
+    total = sum(w.size for w in weights.values())
+    zeros = sum(int(np.count_nonzero(w == 0)) for w in weights.values())
+    element = zeros / total
+
+    def measure(b):
+        per, zb, nb = {}, 0, 0
+        for name, w in weights.items():
+            nz = block_nonzero_mask(w, b)
+            per[name] = round(1.0 - float(nz.mean()), 6)
+            zb += int(nz.size - np.count_nonzero(nz))
+            nb += int(nz.size)
+        per["overall"] = round(zb / nb, 6)
+        return per
+
+    if block is not None:
+        b = block_name(block)
+        parse_block(b)
+        return {"block": b, "sparsity": measure(b), "element_sparsity": round(element, 6)}
+    if element < DENSE_BELOW:
+        return {"block": None, "sparsity": measure("1x1"), "element_sparsity": round(element, 6)}
+    cands = {}
+    for b in AUTO_BLOCKS:
+        try:
+            cands[b] = measure(b)
+        except ValueError:  # a block shape that does not divide some weight
+            continue
+    best = max(cands, key=lambda b: cands[b]["overall"]) if cands else None
+    if best is None or cands[best]["overall"] < 0.5 * element:
+        return {"block": "1x1", "sparsity": measure("1x1"), "element_sparsity": round(element, 6)}
+    return {"block": best, "sparsity": cands[best], "element_sparsity": round(element, 6)}
+
+
+# ------------------------------------------------------------------ files
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(chunk), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def file_entry(path: Path) -> Dict[str, Any]:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def check_out_dir(out_dir: Path, overwrite: bool = True) -> Path:
+    """Validate an output folder before any work: raise the error a user can act on."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output path {str(out_dir)!r} exists and is a file, not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"output directory {str(out_dir)!r} is not empty (pass overwrite=True / "
+                                  "--overwrite to replace an existing artifact)")
+        if not (out_dir / FAST_CONFIG_NAME).is_file():
+            raise FileExistsError(f"output directory {str(out_dir)!r} is not empty and holds no hf-fast artifact "
+                                  f"({FAST_CONFIG_NAME} missing): refusing to replace unrelated files")
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    probe = parent
+    while not probe.exists():  # the nearest existing ancestor must be writable
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"{str(probe)!r} is a file: cannot create {str(out_dir)!r} under it")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"no write permission in {str(probe)!r}: cannot create the artifact {str(out_dir)!r}")
+    return out_dir
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: Path, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a fresh temporary folder next to `out_dir`; on success swap it in, on error delete it.
+
+    The swap is two renames on the same filesystem (old -> backup, new -> out_dir), with the backup
+    renamed back if the second fails; the backup is deleted only after the new folder is in place.
+    """
+    out_dir = check_out_dir(Path(out_dir), overwrite)
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+    except PermissionError as exc:
+        raise PermissionError(f"no write permission to create {str(out_dir)!r}: {exc}") from exc
+    try:
+        yield tmp
+        backup = None
+        if out_dir.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=parent))
+            backup.rmdir()
+            os.rename(out_dir, backup)
+        try:
+            os.rename(tmp, out_dir)
+        except BaseException:
+            if backup is not None:
+                os.rename(backup, out_dir)
+            raise
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ model card
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def model_card(fc: Mapping[str, Any]) -> str:
+    sp = fc["sparsity"]
+    layers = [(k, v) for k, v in sp.items() if k != "overall"]
+    lines = [
+        f"# hf-fast artifact: {fc['architecture']} for {fc['task']}",
+        "",
+        "Sparse int8 ONNX model written by [hf-fast](https://github.com/) (`hf_fast.export`). The same `model.onnx`",
+        "runs in ONNX Runtime and in hf-fast's native engine.",
+        "",
+        "| property | value |",
+        "|---|---|",
+        f"| task | {fc['task']} |",
+        f"| architecture | {fc['architecture']} (model_type `{fc['model_type']}`) |",
+        f"| layers / hidden / heads / FFN | {fc['num_layers']} / {fc['hidden_size']} / {fc['num_heads']} / "
+        f"{fc['intermediate_size']} |",
+        f"| block shape | {fc['block'] or 'dense'} |",
+        f"| zero blocks, encoder Linears (overall) | {100 * sp['overall']:.2f}% |",
+        f"| zero weights, encoder Linears | {100 * fc['element_sparsity']:.2f}% |",
+        f"| quantization | {fc['quantization']['format']}: weights {fc['quantization']['weights']}, activations "
+        f"{fc['quantization']['activations']}; {fc['quantization']['calibration_method']} calibration on "
+        f"{fc['quantization']['calibration_size']} samples |",
+        f"| model.onnx size | {_mb(fc['files'][MODEL_NAME]['bytes'])} |",
+    ]
+    if MODEL_FP32_NAME in fc["files"]:
+        lines.append(f"| model_fp32.onnx size | {_mb(fc['files'][MODEL_FP32_NAME]['bytes'])} |")
+    lines.append(f"| ISA tuned for | {fc['isa_tuned_for']} |")
+    metrics = fc.get("metrics") or {}
+    if metrics:
+        lines += ["", "## Measured", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in metrics.items()]
+    else:
+        lines += ["", "Accuracy and speed: not measured at export time."]
+    lines += ["", "## Sparsity per layer (fraction of zero blocks)", "", "| layer | zero blocks |", "|---|---|"]
+    lines += [f"| `{k}` | {100 * v:.2f}% |" for k, v in layers]
+    cls = {"text-classification": "FastModelForSequenceClassification",
+           "question-answering": "FastModelForQuestionAnswering",
+           "token-classification": "FastModelForTokenClassification"}[fc["task"]]
+    lines += ["", "## Use", "", "```python",
+              f"from hf_fast.runtime import {cls}",
+              "from transformers import AutoTokenizer",
+              f"model = {cls}.from_pretrained(path)  # backend=\"onnxruntime\"",
+              "tok = AutoTokenizer.from_pretrained(path)",
+              "```", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ load / verify
+def load_fast_config(artifact_dir, verify: bool = True) -> Dict[str, Any]:
+    """Read and check fast_config.json; with verify=True also the sha256 of model.onnx."""
+    d = Path(artifact_dir)
+    if not d.exists():
+        raise FileNotFoundError(f"artifact directory {str(d)!r} does not exist")
+    if not d.is_dir():
+        raise NotADirectoryError(f"{str(d)!r} is not a directory (expected an hf-fast artifact folder)")
+    p = d / FAST_CONFIG_NAME
+    if not p.is_file():
+        raise ArtifactError(f"{str(d)!r} is not an hf-fast artifact: {FAST_CONFIG_NAME} is missing "
+                            "(create one with hf_fast.export or `hf-fast export`)")
+    try:
+        fc = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{p} is not valid JSON: {exc}") from exc
+    if not isinstance(fc, dict) or fc.get("library") != LIBRARY:
+        raise ArtifactError(f"{p} was not written by {LIBRARY}")
+    ver = fc.get("format_version")
+    if ver != FORMAT_VERSION:
+        raise ArtifactError(f"{p} has format_version {ver!r}; this hf-fast reads format_version {FORMAT_VERSION}")
+    for key in ("task", "architecture", "model_type", "files", "inputs", "outputs"):
+        if key not in fc:
+            raise ArtifactError(f"{p} lacks the required key {key!r}")
+    m = d / MODEL_NAME
+    if not m.is_file():
+        raise ArtifactError(f"{str(d)!r}: {MODEL_NAME} is missing")
+    if verify:
+        want = (fc["files"].get(MODEL_NAME) or {}).get("sha256")
+        if not want:
+            raise ArtifactError(f"{p} records no sha256 for {MODEL_NAME}")
+        got = sha256_file(m)
+        if got != want:
+            raise ArtifactError(f"{m} is corrupted or truncated: sha256 {got[:16]}... does not match "
+                                f"{want[:16]}... recorded in {FAST_CONFIG_NAME} (re-export the artifact)")
+    return fc

@@ -1,0 +1,146 @@
+"""Static int8 post-training quantization of the encoder Linear layers, in QDQ form.
+
+Only the MatMuls of the encoder layers whose second input is a weight initializer are quantized
+(Q, K, V, attention output, FFN in, FFN out of every layer). Activation x activation MatMuls
+(attention scores and context), embeddings, LayerNorms and the task head stay fp32.
+
+* weights: int8, symmetric, per output channel (zero point exactly 0, so a zero weight stays 0);
+* activations: uint8, asymmetric, per tensor, calibrated on the caller's samples
+  (MinMax by default; Percentile or Entropy on request);
+* no QuantizeLinear/DequantizeLinear on the MatMul outputs: bias Add and everything after stay fp32.
+
+Done with `onnxruntime.quantization.quantize_static`, so the file is standard ONNX that ONNX Runtime
+fuses into int8 kernels, and the same file feeds the hf-fast engine.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+_LAYER_RE = re.compile(r"/(encoder/layer|transformer/layer)\.\d+/")
+
+
+def encoder_linear_matmuls(model_proto) -> List[str]:
+    """Names of the MatMul nodes of encoder-layer Linears (weight = 2-D float initializer)."""
+    inits = {i.name: i for i in model_proto.graph.initializer}
+    out = []
+    for n in model_proto.graph.node:
+        if n.op_type != "MatMul" or len(n.input) < 2 or not _LAYER_RE.search(n.name):
+            continue
+        w = inits.get(n.input[1])
+        if w is not None and len(w.dims) == 2 and w.data_type == 1:  # FLOAT
+            out.append(n.name)
+    return out
+
+
+class FeedReader(CalibrationDataReader):
+    """onnxruntime CalibrationDataReader over a list of feeds (dicts of int64 arrays), with a tqdm bar."""
+
+    def __init__(self, feeds: List[Dict[str, np.ndarray]], progress: bool = True, desc: str = "calibration"):
+        if not feeds:
+            raise ValueError("the calibration set is empty: static int8 quantization needs at least one sample")
+        self._feeds = feeds
+        self._progress = progress
+        self._desc = desc
+        self._it = None
+        self._bar = None
+
+    def __len__(self):
+        return len(self._feeds)
+
+    def get_next(self):
+        if self._it is None:
+            self._it = iter(self._feeds)
+            if self._progress:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=len(self._feeds), desc=self._desc, unit="batch", leave=False)
+        item = next(self._it, None)
+        if self._bar is not None:
+            if item is None:
+                self._bar.close()
+                self._bar = None
+            else:
+                self._bar.update(1)
+        return item
+
+    def rewind(self):
+        self._it = None
+
+    def __iter__(self):
+        return iter(self._feeds)
+
+
+def _method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    m = str(name).lower()
+    if m not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration method {name!r}: use one of {', '.join(CALIBRATION_METHODS)}")
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy}[m]
+
+
+def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarray]], method: str = "minmax",
+                 percentile: float = 99.999, progress: bool = True, nodes: Optional[Iterable[str]] = None,
+                 reduce_range: bool = False) -> List[str]:
+    """Quantize `fp32_path` into `out_path`. Returns the names of the quantized MatMul nodes."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    cal = _method(method)
+    reader = FeedReader(feeds, progress=progress)
+    proto = onnx.load(str(fp32_path))
+    nodes = list(nodes) if nodes is not None else encoder_linear_matmuls(proto)
+    if not nodes:
+        raise ValueError("no encoder Linear MatMul found in the exported graph: nothing to quantize "
+                         "(is this a BERT-family encoder exported by hf_fast?)")
+    extra = {
+        "WeightSymmetric": True,                       # int8 weights, zero point 0
+        "ActivationSymmetric": False,                  # uint8 activations with a zero point
+        "MatMulConstBOnly": True,
+        "OpTypesToExcludeOutputQuantization": ["MatMul"],
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # [in, out] weight: channel = output axis
+        "DedicatedQDQPair": False,                     # Q, K, V share one quantized input
+    }
+    if cal.name == "Percentile":
+        extra["CalibPercentile"] = float(percentile)
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(logging.ERROR)  # quantize_static warns about pre-processing on every call
+    try:
+        quantize_static(str(fp32_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=bool(reduce_range),
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_quantize=nodes, calibrate_method=cal, extra_options=extra)
+    finally:
+        root.setLevel(old)
+    return nodes
+
+
+def int8_linear_weights(model_proto) -> Dict[str, np.ndarray]:
+    """{module path: int8 weight in PyTorch layout [out, in]} for every DequantizeLinear'd MatMul weight."""
+    from onnx import numpy_helper
+
+    from hf_fast.export.onnx_export import module_path
+
+    g = model_proto.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    out = {}
+    for n in g.node:
+        if n.op_type != "MatMul":
+            continue
+        dq = producer.get(n.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+            continue
+        q = numpy_helper.to_array(inits[dq.input[0]])
+        if q.dtype == np.int8 and q.ndim == 2:
+            out[module_path(n.name)] = np.ascontiguousarray(q.T)
+    return out

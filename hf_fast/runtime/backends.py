@@ -1,0 +1,79 @@
+"""Backends that execute a fast artifact. The whole interface is::
+
+    backend.input_names   # graph inputs, e.g. ["input_ids", "attention_mask", "token_type_ids"]
+    backend.output_names  # ["logits"] or ["start_logits", "end_logits"]
+    backend.run(input_ids, attention_mask, token_type_ids) -> {output name: float32 numpy array}
+
+Inputs arrive validated: int64 numpy arrays of shape [batch, sequence]; token_type_ids is None when
+the graph has no such input. `create_backend(name, artifact_dir, fast_config, **options)` builds one
+by name; "native" (the hf-fast engine, engine.py) is the default, "onnxruntime" the baseline.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+import numpy as np
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime CPU session over the artifact's model.onnx (the baseline of every speed figure)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model_path, num_threads: Optional[int] = None, session_options=None,
+                 providers: Optional[List[str]] = None, graph_optimization_level: Optional[str] = None):
+        import onnxruntime as ort
+
+        so = session_options or ort.SessionOptions()
+        if num_threads is not None:
+            if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
+                raise ValueError(f"num_threads must be a non-negative int (0 = ONNX Runtime default), got {num_threads!r}")
+            so.intra_op_num_threads = int(num_threads)
+        if graph_optimization_level is not None:
+            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, graph_optimization_level)
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(model_path), so, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ValueError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+            token_type_ids: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        feeds = {}
+        for n in self.input_names:
+            v = given.get(n)
+            if v is None:
+                if n == "token_type_ids":
+                    v = np.zeros_like(input_ids)
+                else:
+                    raise ValueError(f"the model needs input {n!r}")
+            feeds[n] = v
+        outs = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, outs))
+
+
+def _native_backend(model_path, fast_config: Mapping[str, Any], **options):
+    from .engine import NativeBackend  # imported late: it loads the cffi library
+
+    return NativeBackend(model_path, fast_config, **options)
+
+
+BACKENDS: Dict[str, Callable[..., Any]] = {
+    "onnxruntime": lambda model_path, fast_config, **kw: OnnxRuntimeBackend(model_path, **kw),
+    "native": _native_backend,
+}
+DEFAULT_BACKEND = os.environ.get("HF_FAST_BACKEND", "native")
+
+
+def create_backend(name: Optional[str], artifact_dir, fast_config: Mapping[str, Any], **options):
+    name = name or DEFAULT_BACKEND
+    if name in ("ort", "onnx"):
+        name = "onnxruntime"
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[name](Path(artifact_dir) / "model.onnx", fast_config, **options)

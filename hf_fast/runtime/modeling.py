@@ -1,0 +1,234 @@
+"""transformers-style model classes over a fast artifact.
+
+    from hf_fast.runtime import FastModelForSequenceClassification
+    model = FastModelForSequenceClassification.from_pretrained("out/fast")      # backend="native"
+    logits = model(**tokenizer(["a fine film"], return_tensors="pt")).logits
+    pipe = transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)
+
+Inputs may be torch tensors, numpy arrays or nested lists of ints ([batch, sequence]; a 1-D sequence is
+treated as a batch of one). They are validated (integer dtype, equal shapes, sequence length within
+the position table, ids inside the vocabulary, 0/1 mask) before any backend sees them. Outputs are
+transformers ``ModelOutput`` objects holding float32 torch tensors, like optimum's ORTModel.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+
+from hf_fast.export.artifact import load_fast_config
+from hf_fast.runtime.backends import create_backend
+
+
+def _to_numpy(x: Any, name: str) -> Optional[np.ndarray]:
+    if x is None:
+        return None
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor
+        x = x.detach().cpu().numpy()
+    try:
+        a = np.asarray(x)
+    except Exception as exc:
+        raise ValueError(f"{name} must be a tensor, array or nested list of ints (ragged lists: pad the batch "
+                         f"with tokenizer(..., padding=True)): {exc}") from exc
+    if a.dtype == object:
+        raise ValueError(f"{name} is ragged or holds non-numbers: pad the batch (tokenizer(..., padding=True))")
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        if a.size == 0 and a.dtype == np.float64:  # np.asarray([]) is float
+            a = a.astype(np.int64)
+        else:
+            raise ValueError(f"{name} must hold integers, got dtype {a.dtype}")
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [batch, sequence], got shape {tuple(a.shape)}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+class FastModel:
+    """Base class: an artifact (fast_config + transformers config) and a backend that runs its model.onnx."""
+
+    task: str = ""
+    main_input_name = "input_ids"
+    input_modalities = ("text",)
+    output_modalities = ("text",)
+    _is_hf_fast = True
+
+    def __init__(self, backend, config, fast_config: Dict[str, Any], path: Optional[Path] = None):
+        self.backend = backend
+        self.config = config
+        self.fast_config = fast_config
+        self.path = path
+        self.name_or_path = str(path) if path is not None else ""
+        self.input_names = list(fast_config["inputs"])
+        self.output_names = list(fast_config["outputs"])
+        self.vocab_size = int(fast_config["vocab_size"])
+        self.max_length = int(fast_config.get("max_sequence_length") or fast_config["max_position_embeddings"])
+        self.type_vocab_size = int(fast_config.get("type_vocab_size") or 0)
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, path: Union[str, Path], backend: Optional[str] = None, verify: bool = True,
+                        **backend_options):
+        """Load an artifact folder written by `hf_fast.export`.
+
+        backend: "native" (the hf-fast engine, default; env HF_FAST_BACKEND) or "onnxruntime" (the baseline).
+        verify: check model.onnx against the sha256 in fast_config.json (a corrupted or truncated
+            file raises ValueError). backend_options go to the backend (e.g. num_threads=2).
+        """
+        from transformers import AutoConfig
+
+        path = Path(path)
+        fc = load_fast_config(path, verify=verify)
+        if cls.task and fc["task"] != cls.task:
+            want = {"text-classification": "FastModelForSequenceClassification",
+                    "question-answering": "FastModelForQuestionAnswering",
+                    "token-classification": "FastModelForTokenClassification"}.get(fc["task"], "?")
+            raise ValueError(f"{str(path)!r} holds a {fc['task']!r} model; load it with {want}, not {cls.__name__}")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{str(path)!r}: config.json is missing")
+        config = AutoConfig.from_pretrained(str(path))
+        be = create_backend(backend, path, fc, **backend_options)
+        missing = [n for n in fc["outputs"] if n not in be.output_names]
+        if missing:
+            raise ValueError(f"{path / 'model.onnx'} lacks the outputs {missing} that fast_config.json promises")
+        return cls(be, config, fc, path)
+
+    # ---------------------------------------------------------------- torch-like surface for pipelines
+    @property
+    def device(self):
+        import torch
+
+        return torch.device("cpu")
+
+    @property
+    def dtype(self):
+        import torch
+
+        return torch.float32
+
+    def to(self, *args, **kwargs):
+        import torch
+
+        for a in list(args) + list(kwargs.values()):
+            if isinstance(a, (str, torch.device)) and torch.device(a).type != "cpu":
+                raise ValueError(f"hf-fast models run on the CPU; cannot move to {a}")
+        return self
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise ValueError("hf-fast artifacts are inference-only")
+        return self
+
+    def can_generate(self) -> bool:
+        return False
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(path={self.name_or_path!r}, task={self.fast_config['task']!r}, "
+                f"backend={getattr(self.backend, 'name', type(self.backend).__name__)!r}, "
+                f"block={self.fast_config.get('block')!r}, sparsity={self.fast_config['sparsity'].get('overall')})")
+
+    # ---------------------------------------------------------------- inputs
+    def prepare_inputs(self, input_ids=None, attention_mask=None, token_type_ids=None):
+        """Validate and convert inputs to int64 numpy [batch, sequence]; fills a missing mask / token types."""
+        if input_ids is None:
+            raise ValueError("input_ids is required")
+        ids = _to_numpy(input_ids, "input_ids")
+        b, s = ids.shape
+        if b == 0 or s == 0:
+            raise ValueError(f"input_ids is empty (shape {ids.shape})")
+        if s > self.max_length:
+            raise ValueError(f"sequence length {s} exceeds the model's {self.max_length} positions: truncate the "
+                             f"input (tokenizer(..., truncation=True, max_length={self.max_length}))")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.vocab_size:
+            raise ValueError(f"input_ids must lie in [0, {self.vocab_size}), got values in [{lo}, {hi}]: "
+                             "is the tokenizer the model's own?")
+        mask = _to_numpy(attention_mask, "attention_mask")
+        if mask is None:
+            mask = np.ones_like(ids)
+        elif mask.shape != ids.shape:
+            raise ValueError(f"attention_mask shape {mask.shape} != input_ids shape {ids.shape}")
+        elif not np.isin(mask, (0, 1)).all():
+            raise ValueError("attention_mask must hold only 0 and 1")
+        tt = _to_numpy(token_type_ids, "token_type_ids")
+        if tt is not None:
+            if tt.shape != ids.shape:
+                raise ValueError(f"token_type_ids shape {tt.shape} != input_ids shape {ids.shape}")
+            if "token_type_ids" not in self.input_names:
+                if tt.any():
+                    raise ValueError(f"this {self.fast_config['model_type']} model takes no token_type_ids "
+                                     "(segment ids must be all zero)")
+                tt = None
+            elif tt.min() < 0 or tt.max() >= max(self.type_vocab_size, 1):
+                raise ValueError(f"token_type_ids must lie in [0, {self.type_vocab_size}), got values in "
+                                 f"[{int(tt.min())}, {int(tt.max())}]")
+        if tt is None and "token_type_ids" in self.input_names:
+            tt = np.zeros_like(ids)
+        return ids, mask, tt
+
+    def run(self, input_ids=None, attention_mask=None, token_type_ids=None) -> Dict[str, np.ndarray]:
+        """Validated inputs -> {output name: float32 numpy array} from the backend."""
+        ids, mask, tt = self.prepare_inputs(input_ids, attention_mask, token_type_ids)
+        return self.backend.run(ids, mask, tt)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, return_dict: bool = True,
+                **kwargs):
+        ignored = {k for k, v in kwargs.items() if v is not None and k not in ("output_attentions",
+                   "output_hidden_states", "use_cache", "position_ids", "head_mask", "inputs_embeds", "labels")}
+        if ignored:
+            raise TypeError(f"{type(self).__name__}.forward() got unexpected arguments {sorted(ignored)}")
+        for k in ("position_ids", "head_mask", "inputs_embeds", "labels"):
+            if kwargs.get(k) is not None:
+                raise ValueError(f"{k} is not supported by hf-fast models (inference from input_ids only)")
+        out = self.run(input_ids, attention_mask, token_type_ids)
+        import torch
+
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}
+        result = self._wrap(tensors)
+        return result if return_dict else result.to_tuple()
+
+    __call__ = forward
+
+    def _wrap(self, tensors):  # pragma: no cover - subclasses
+        raise NotImplementedError
+
+
+class FastModelForSequenceClassification(FastModel):
+    task = "text-classification"
+
+    def _wrap(self, t):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        return SequenceClassifierOutput(logits=t["logits"])
+
+
+class FastModelForQuestionAnswering(FastModel):
+    task = "question-answering"
+
+    def _wrap(self, t):
+        from transformers.modeling_outputs import QuestionAnsweringModelOutput
+
+        return QuestionAnsweringModelOutput(start_logits=t["start_logits"], end_logits=t["end_logits"])
+
+
+class FastModelForTokenClassification(FastModel):
+    task = "token-classification"
+
+    def _wrap(self, t):
+        from transformers.modeling_outputs import TokenClassifierOutput
+
+        return TokenClassifierOutput(logits=t["logits"])
+
+
+TASK_TO_CLASS = {c.task: c for c in (FastModelForSequenceClassification, FastModelForQuestionAnswering,
+                                     FastModelForTokenClassification)}
+
+
+def load_fast_model(path, backend: Optional[str] = None, **kw) -> FastModel:
+    """Load an artifact with the class of its own task."""
+    fc = load_fast_config(path, verify=False)
+    return TASK_TO_CLASS[fc["task"]].from_pretrained(path, backend=backend, **kw)

