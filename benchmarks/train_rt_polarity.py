@@ -33,6 +33,7 @@ def main(argv=None):
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--block", default=None, help="override fast_config.block (e.g. 4x1 when 'auto' is unavailable)")
     ap.add_argument("--skip-no-distill", action="store_true")
+    ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
     a = ap.parse_args(argv)
 
     import numpy as np
@@ -102,6 +103,7 @@ def main(argv=None):
         cb = ft.pruning_callback
         sp = {n: block_sparsity(m.weight, cb.block) for n, m in cb._layers.items()}
         ft.save_model(str(Path(args.output_dir) / "final"))
+        tok.save_pretrained(str(Path(args.output_dir) / "final"))
         results["runs"][name] = {"accuracy": ev["eval_accuracy"], "block": cb.block,
                                  "sparsity_overall": float(np.mean(list(sp.values()))),
                                  "sparsity_min_layer": min(sp.values()), "time_s": time.time() - t1,
@@ -109,11 +111,38 @@ def main(argv=None):
         print(f"[{name}] accuracy {ev['eval_accuracy']:.4f} sparsity {results['runs'][name]['sparsity_overall']:.3f} "
               f"block {cb.block}", flush=True)
 
+    # 4. int8 export of each model, run in the native engine and in ONNX Runtime (same file)
+    if not a.skip_export:
+        from hf_fast.export import export
+        from hf_fast.runtime import load_fast_model
+
+        # the exact token ids the fp32 evaluation saw (the text column is gone after tokenization)
+        cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in eval_ds.column_names]
+        calib = [{c: train_ds[i][c] for c in cols} for i in range(256)]
+        ev_np = {c: np.asarray(eval_ds[c], dtype=np.int64) for c in cols}
+        labels = list(eval_ds["labels"])
+        for name, run in list(results["runs"].items()):
+            mdir = run["dir"] if name == "teacher_dense" else str(Path(r.training_args.output_dir).parent / name / "final")
+            model = AutoModelForSequenceClassification.from_pretrained(mdir).eval()
+            art = Path(r.training_args.output_dir).parent / f"{name}_int8"
+            export(model, tok, art, calibration_dataset=calib, block=run.get("block"), progress=False,
+                   max_length=r.data.get("max_length", 128))
+            for backend in ("native", "onnxruntime"):
+                fm = load_fast_model(art, backend=backend)
+                preds = []
+                for i in range(0, len(labels), 64):
+                    preds += fm(**{c: v[i:i + 64] for c, v in ev_np.items()}).logits.argmax(-1).tolist()
+                acc = accuracy(preds, labels)["accuracy"]
+                run[f"int8_{backend}_accuracy"] = acc
+                print(f"[{name}] int8 {backend} accuracy {acc:.4f}", flush=True)
+
     out = Path(r.training_args.output_dir).parent / "results.json"
     out.write_text(json.dumps(results, indent=2, default=str))
-    print("\n| run | accuracy | sparsity | block |\n|---|---|---|---|")
+    print("\n| run | fp32 accuracy | int8 native | int8 onnxruntime | sparsity | block |\n|---|---|---|---|---|---|")
     for k, v in results["runs"].items():
-        print(f"| {k} | {v['accuracy']:.4f} | {v.get('sparsity_overall', 0.0):.3f} | {v.get('block', 'dense')} |")
+        print(f"| {k} | {v['accuracy']:.4f} | {v.get('int8_native_accuracy', float('nan')):.4f} | "
+              f"{v.get('int8_onnxruntime_accuracy', float('nan')):.4f} | {v.get('sparsity_overall', 0.0):.3f} | "
+              f"{v.get('block', 'dense')} |")
     print(f"results: {out}")
     return results
 
