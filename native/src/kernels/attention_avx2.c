@@ -1,78 +1,153 @@
-/* AVX2 attention for one (sequence, head). K is transposed once into scratch so both products are
- * broadcast-FMA (axpy) loops with no horizontal sums: scores for 4 query rows share each load of
- * K^T, and the context row accumulates p[j] * v[j] in registers. Requires d % 8 == 0 (callers fall
- * back to the reference otherwise). */
+/* AVX2 attention for one (sequence, head): softmax(q k^T * scale + key_bias) v.
+ *
+ * Both products run through one register-blocked micro-kernel, C[MR rows][16 cols] += A[MR][K] B[K][16]
+ * (A broadcast, B two 8-float loads per k, 12 independent accumulator chains: FMA-throughput bound,
+ * not latency bound):
+ *   scores = q k^T : A = q rows (stride ld), B = K^T packed once per head into scratch [d][sp] with
+ *                    8x8 register transposes (zero padded to sp = round_up(S, 16));
+ *   ctx    = p v   : A = the MR rows of unnormalized probabilities, B = v rows read in place.
+ * The MR x S score block stays in L1 between the two products and the softmax (vector max, exp, sum).
+ * Keys past the last unmasked one contribute exactly 0 (exp(-inf) = 0), so both products stop there
+ * (right-padded batches skip their pad keys); a row whose keys are all masked gets uniform weights
+ * over all S keys, as the reference does. Requires d % 8 == 0 (callers fall back to the reference
+ * otherwise). */
 #include <math.h>
 #include <string.h>
 
 #include "../internal.h"
 #include "vecmath_avx2.h"
 
-#define QR 4
+#define MR 6
+#define TGT __attribute__((target("avx2,fma")))
+#define INL static inline __attribute__((target("avx2,fma"), always_inline))
 
-__attribute__((target("avx2,fma"))) void hf_attention_head_avx2(int64_t S, int64_t d, const float *q,
-                                                                const float *k, const float *v, int64_t ld,
-                                                                const float *key_bias, float scale,
-                                                                float *ctx, int64_t ldo, float *scratch) {
-    const int64_t sp = (S + 7) & ~(int64_t)7;
-    float *kt = scratch;         /* [d][sp] */
-    float *sc = scratch + d * sp; /* [QR][sp] */
-    for (int64_t j = 0; j < S; j++)
-        for (int64_t c = 0; c < d; c++) kt[c * sp + j] = k[j * ld + c];
-    for (int64_t c = 0; c < d; c++)
-        for (int64_t j = S; j < sp; j++) kt[c * sp + j] = 0.f;
-    const __m256 vscale = _mm256_set1_ps(scale);
-    for (int64_t i0 = 0; i0 < S; i0 += QR) {
-        const int qr = (S - i0) >= QR ? QR : (int)(S - i0);
-        /* scores = q k^T for qr rows, 8 keys at a time */
-        for (int64_t j = 0; j < sp; j += 8) {
-            __m256 acc[QR];
-            for (int r = 0; r < QR; r++) acc[r] = _mm256_setzero_ps();
-            for (int64_t c = 0; c < d; c++) {
-                __m256 kv = _mm256_loadu_ps(kt + c * sp + j);
-                for (int r = 0; r < qr; r++)
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(q[(i0 + r) * ld + c]), kv, acc[r]);
-            }
-            for (int r = 0; r < qr; r++) _mm256_storeu_ps(sc + r * sp + j, _mm256_mul_ps(acc[r], vscale));
+/* acc[r][0..nb) = sum_k A[r][k] * B[k][8*b .. 8*b+8), r < mr, for nb (1 or 2) 8-float column blocks. */
+INL void mk(const int mr, const int nb, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+            __m256 acc[MR][2]) {
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        const __m256 b0 = _mm256_loadu_ps(B + k * ldb);
+        const __m256 b1 = nb > 1 ? _mm256_loadu_ps(B + k * ldb + 8) : b0;
+        for (int r = 0; r < mr; r++) {
+            const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+            if (nb > 1) acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
         }
-        for (int r = 0; r < qr; r++) {
-            float *p = sc + r * sp;
-            float mx = -INFINITY;
-            if (key_bias)
-                for (int64_t j = 0; j < S; j++) p[j] += key_bias[j];
-            for (int64_t j = 0; j < S; j++) mx = p[j] > mx ? p[j] : mx;
-            float sum = 0.f;
-            if (mx == -INFINITY) {
-                for (int64_t j = 0; j < S; j++) p[j] = 1.f;
-                sum = (float)S;
-            } else {
-                const __m256 vmx = _mm256_set1_ps(mx);
-                __m256 vs = _mm256_setzero_ps();
-                int64_t j = 0;
-                for (; j + 8 <= S; j += 8) {
-                    __m256 e = hf_exp256(_mm256_sub_ps(_mm256_loadu_ps(p + j), vmx));
-                    _mm256_storeu_ps(p + j, e);
-                    vs = _mm256_add_ps(vs, e);
-                }
-                sum = hf_hsum256(vs);
-                for (; j < S; j++) {
-                    p[j] = expf(p[j] - mx);
-                    sum += p[j];
-                }
-            }
-            const float inv = 1.0f / sum;
-            float *o = ctx + (i0 + r) * ldo;
-            for (int64_t c0 = 0; c0 < d; c0 += 32) {
-                const int nv = (d - c0) >= 32 ? 4 : (int)((d - c0) / 8);
-                __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-                for (int64_t j = 0; j < S; j++) {
-                    const __m256 pj = _mm256_set1_ps(p[j]);
-                    const float *vj = v + j * ld + c0;
-                    for (int u = 0; u < nv; u++) acc[u] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * u), acc[u]);
-                }
-                const __m256 vinv = _mm256_set1_ps(inv);
-                for (int u = 0; u < nv; u++) _mm256_storeu_ps(o + c0 + 8 * u, _mm256_mul_ps(acc[u], vinv));
-            }
+    }
+}
+
+/* scores sc[r][j] = (q_r . k_j) * scale + bias[j] for j < round_up(ne, 16) (entries past ne are junk). */
+INL void scores_rows(const int mr, int64_t d, const float *q, int64_t ld, const float *kt, int64_t sp, int64_t ne,
+                     const float *key_bias, float scale, float *sc) {
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (int64_t j = 0; j < ne; j += 16) {
+        __m256 acc[MR][2];
+        mk(mr, 2, d, q, ld, kt + j, sp, acc);
+        __m256 b0 = _mm256_setzero_ps(), b1 = b0;
+        if (key_bias) { /* bias has ne valid entries: masked loads past them */
+            const int64_t left = ne - j;
+            b0 = left >= 8 ? _mm256_loadu_ps(key_bias + j) : _mm256_maskload_ps(key_bias + j, hf_tailmask256((int)left));
+            b1 = left >= 16 ? _mm256_loadu_ps(key_bias + j + 8)
+                            : _mm256_maskload_ps(key_bias + j + 8, hf_tailmask256(left > 8 ? (int)(left - 8) : 0));
         }
+        for (int r = 0; r < mr; r++) {
+            _mm256_storeu_ps(sc + r * sp + j, _mm256_add_ps(_mm256_mul_ps(acc[r][0], vs), b0));
+            _mm256_storeu_ps(sc + r * sp + j + 8, _mm256_add_ps(_mm256_mul_ps(acc[r][1], vs), b1));
+        }
+    }
+}
+
+/* ctx rows = (p v) * inv for mr rows of p (stride sp), keys [0, ne). */
+INL void pv_rows(const int mr, int64_t d, const float *p, int64_t sp, int64_t ne, const float *v, int64_t ld,
+                 const float *inv, float *ctx, int64_t ldo) {
+    int64_t c = 0;
+    for (; c + 16 <= d; c += 16) {
+        __m256 acc[MR][2];
+        mk(mr, 2, ne, p, sp, v + c, ld, acc);
+        for (int r = 0; r < mr; r++) {
+            const __m256 s = _mm256_set1_ps(inv[r]);
+            _mm256_storeu_ps(ctx + r * ldo + c, _mm256_mul_ps(acc[r][0], s));
+            _mm256_storeu_ps(ctx + r * ldo + c + 8, _mm256_mul_ps(acc[r][1], s));
+        }
+    }
+    if (c < d) { /* d % 16 == 8 */
+        __m256 acc[MR][2];
+        mk(mr, 1, ne, p, sp, v + c, ld, acc);
+        for (int r = 0; r < mr; r++) _mm256_storeu_ps(ctx + r * ldo + c, _mm256_mul_ps(acc[r][0], _mm256_set1_ps(inv[r])));
+    }
+}
+
+/* K^T into kt[d][sp]: 8x8 register transposes, zero columns past S. */
+static TGT void pack_kt(int64_t S, int64_t d, const float *k, int64_t ld, float *kt, int64_t sp) {
+    int64_t j = 0;
+    for (; j + 8 <= S; j += 8)
+        for (int64_t c = 0; c < d; c += 8) {
+            __m256 t[8];
+            for (int i = 0; i < 8; i++) t[i] = _mm256_loadu_ps(k + (j + i) * ld + c);
+            hf_transpose8_ps(t);
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(kt + (c + i) * sp + j, t[i]);
+        }
+    for (int64_t c = 0; c < d; c++) {
+        for (int64_t jj = j; jj < S; jj++) kt[c * sp + jj] = k[jj * ld + c];
+        for (int64_t jj = S; jj < sp; jj++) kt[c * sp + jj] = 0.f;
+    }
+}
+
+/* Softmax numerators of one score row over keys [0, ne) in place; returns 1/sum. A row with no
+ * finite score (every key masked) becomes uniform over [0, ne). */
+static TGT float softmax_row(float *p, int64_t ne) {
+    int64_t j = 0;
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (; j + 8 <= ne; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(p + j));
+    float mx = hf_hmax256(vm);
+    for (; j < ne; j++) mx = p[j] > mx ? p[j] : mx;
+    if (mx == -INFINITY) {
+        for (j = 0; j < ne; j++) p[j] = 1.f;
+        return 1.0f / (float)ne;
+    }
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 vs = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= ne; j += 8) {
+        const __m256 e = hf_exp256(_mm256_sub_ps(_mm256_loadu_ps(p + j), vmx));
+        _mm256_storeu_ps(p + j, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    float sum = hf_hsum256(vs);
+    for (; j < ne; j++) {
+        p[j] = expf(p[j] - mx);
+        sum += p[j];
+    }
+    return 1.0f / sum;
+}
+
+#define ROWS(MRV)                                                                                      \
+    do {                                                                                               \
+        scores_rows(MRV, d, q + i0 * ld, ld, kt, sp, ne, key_bias, scale, sc);                        \
+        for (int r = 0; r < MRV; r++) inv[r] = softmax_row(sc + r * sp, ne);                           \
+        pv_rows(MRV, d, sc, sp, ne, v, ld, inv, ctx + i0 * ldo, ldo);                                  \
+    } while (0)
+
+TGT void hf_attention_head_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch) {
+    const int64_t sp = (S + 15) & ~(int64_t)15;
+    float *kt = scratch;          /* [d][sp] */
+    float *sc = scratch + d * sp; /* [MR][sp] */
+    float inv[MR];
+    /* keys past the last unmasked one get probability exactly 0: stop both products there */
+    int64_t ne = S;
+    if (key_bias) {
+        while (ne > 0 && key_bias[ne - 1] == -INFINITY) ne--;
+        if (ne == 0) ne = S; /* all masked: uniform over every key */
+    }
+    pack_kt(ne, d, k, ld, kt, sp);
+    int64_t i0 = 0;
+    for (; i0 + MR <= S; i0 += MR) ROWS(MR);
+    switch (S - i0) {
+    case 5: ROWS(5); break;
+    case 4: ROWS(4); break;
+    case 3: ROWS(3); break;
+    case 2: ROWS(2); break;
+    case 1: ROWS(1); break;
+    default: break;
     }
 }

@@ -6,9 +6,9 @@
 #include "../internal.h"
 
 int64_t hf_attention_scratch_floats(int64_t S, int64_t d) {
-    /* transposed K (d x S rounded up to 8) + 4 rows of scores */
-    int64_t sp = (S + 7) & ~(int64_t)7;
-    return d * sp + 4 * sp + 64;
+    /* AVX2 kernel: transposed K (d x S rounded up to 16) + 6 rows of scores (8 reserved) */
+    int64_t sp = (S + 15) & ~(int64_t)15;
+    return d * sp + 8 * sp + 64;
 }
 
 void hf_attention_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
