@@ -1,0 +1,302 @@
+"""Real-data QA experiment (offline): MiniLM-L6 on the stored part of SQuAD v1.1 (recipes/minilm_squad_part.yaml).
+
+  1. dense teacher: MiniLM fine-tuned on the 11 train articles (or --teacher DIR to reuse one)
+  2. student = a copy of the teacher pruned to 80% in 4x1 blocks while distilling from it (FastTrainer)
+  3. the same student without distillation (FastTrainer, teacher=None; --skip-no-distill drops it)
+  4. each model exported to a sparse int8 fast artifact and run in the native engine and in ONNX Runtime
+     (the same model.onnx), on the same features as the PyTorch fp32 evaluation
+and reports SQuAD EM/F1 (hf_fast.training.metrics.squad_metric = the official v1.1 script) on a stated prefix
+of the dev set, the engine-vs-ONNX Runtime answer agreement (% of questions whose predicted answer text is
+identical) and the largest start/end logit difference between them (over real, unpadded tokens).
+Writes <out>/results.json and prints a markdown table.
+
+Features follow HF run_qa.py (hf_fast.training.qa_data): max_length/doc_stride windows (truncation
+only_second), n_best 20, max_answer_length 30. Training pads per batch and groups features of similar length.
+
+Smoke test (minutes): python benchmarks/train_squad.py --max-steps 3 --train-limit 64 --eval-questions 24 \
+                          --out benchmarks/out/squad_smoke
+Bounded run:          nice -n 5 python benchmarks/train_squad.py --teacher-max-steps 240 --max-steps 160 \
+                          --eval-articles 2 --out benchmarks/out/squad_run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def predict_logits(run_batch, arrays, batch_size: int = 32):
+    """Run every feature through ``run_batch(dict of int64 [b, s]) -> (start, end)`` in batches of similar
+    length, each trimmed to its longest real sequence (right padding). Returns full [n, max_length] arrays
+    (-1e4 where a batch was trimmed: padding, never a candidate) and the wall time."""
+    import numpy as np
+
+    mask = arrays["attention_mask"]
+    n, L = mask.shape
+    lengths = mask.sum(1)
+    order = np.argsort(-lengths, kind="stable")
+    start = np.full((n, L), -1e4, np.float32)
+    end = np.full((n, L), -1e4, np.float32)
+    t = time.perf_counter()
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        s = int(lengths[idx].max())
+        feed = {k: np.ascontiguousarray(v[idx, :s]) for k, v in arrays.items()}
+        a, b = run_batch(feed)
+        start[idx, :s] = a
+        end[idx, :s] = b
+    return start, end, time.perf_counter() - t
+
+
+def max_logit_diff(a, b, mask) -> float:
+    import numpy as np
+
+    m = mask.astype(bool)
+    return float(max(np.abs(a[0] - b[0])[m].max(), np.abs(a[1] - b[1])[m].max())) if m.any() else 0.0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default=str(REPO / "recipes" / "minilm_squad_part.yaml"))
+    ap.add_argument("--out", default=None, help="output root (default: the recipe's output dirs)")
+    ap.add_argument("--teacher", default=None, help="reuse a fine-tuned teacher directory")
+    ap.add_argument("--max-steps", type=int, default=None, help="cap the student runs (and the teacher, unless "
+                                                                 "--teacher-max-steps)")
+    ap.add_argument("--teacher-max-steps", type=int, default=None)
+    ap.add_argument("--epochs", type=float, default=None, help="student epochs (recipe: training_args)")
+    ap.add_argument("--teacher-epochs", type=float, default=None)
+    ap.add_argument("--train-limit", type=int, default=None, help="first N train questions")
+    ap.add_argument("--eval-articles", type=int, default=None, help="first N dev articles (file order)")
+    ap.add_argument("--eval-questions", type=int, default=None, help="first N dev questions (after --eval-articles)")
+    ap.add_argument("--quick", action="store_true", help="evaluate on the train file's quick_eval_articles "
+                                                          "(held out of training) instead of the dev set")
+    ap.add_argument("--max-length", type=int, default=None)
+    ap.add_argument("--doc-stride", type=int, default=None)
+    ap.add_argument("--block", default=None, help="override fast_config.block")
+    ap.add_argument("--skip-no-distill", action="store_true")
+    ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
+    ap.add_argument("--reduce-range", action="store_true", help="export 7-bit weights (see hf_fast.export.export)")
+    ap.add_argument("--calibration-size", type=int, default=128)
+    ap.add_argument("--eval-batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=None, help="torch / engine / ORT threads (default: all cores)")
+    a = ap.parse_args(argv)
+
+    import numpy as np
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, DataCollatorWithPadding, Trainer
+
+    from hf_fast.blocks import block_sparsity
+    from hf_fast.training import FastTrainer
+    from hf_fast.training.metrics import squad_metric
+    from hf_fast.training.qa_data import (answer_agreement, feature_arrays, postprocess_qa_predictions,
+                                          squad_datasets, squad_predictions_and_references)
+    from hf_fast.training.recipe import load_recipe
+
+    t_start = time.time()
+    ov = {"data": {}, "training_args": {}, "teacher_training_args": {}, "fast_config": {}}
+    if a.max_steps:
+        ov["training_args"]["max_steps"] = a.max_steps
+        ov["teacher_training_args"]["max_steps"] = a.max_steps
+    if a.teacher_max_steps:
+        ov["teacher_training_args"]["max_steps"] = a.teacher_max_steps
+    if a.max_steps or a.teacher_max_steps:
+        for k in ("training_args", "teacher_training_args"):
+            ov[k].update(save_strategy="no", eval_strategy="no")
+            ov[k]["logging_steps"] = max(1, min(25, (a.max_steps or a.teacher_max_steps) // 4))
+    if a.epochs is not None:
+        ov["training_args"]["num_train_epochs"] = a.epochs
+    if a.teacher_epochs is not None:
+        ov["teacher_training_args"]["num_train_epochs"] = a.teacher_epochs
+    if a.out:
+        ov["training_args"]["output_dir"] = str(Path(a.out) / "student")
+        ov["teacher_training_args"]["output_dir"] = str(Path(a.out) / "teacher")
+    if a.train_limit:
+        ov["data"]["train_limit"] = a.train_limit
+    if a.max_length:
+        ov["data"]["max_length"] = a.max_length
+    if a.doc_stride:
+        ov["data"]["doc_stride"] = a.doc_stride
+    if a.block:
+        ov["fast_config"]["block"] = a.block
+    r = load_recipe(a.recipe, overrides=ov, base_dir=REPO)
+    if r.task != "question-answering":
+        raise SystemExit(f"{a.recipe}: task is {r.task!r}, this script runs question-answering recipes")
+    threads = a.threads or max(1, os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    root = Path(r.training_args.output_dir).parent
+    root.mkdir(parents=True, exist_ok=True)
+
+    tok = AutoTokenizer.from_pretrained(r.student)
+    ml, stride = int(r.data.get("max_length", 384)), int(r.data.get("doc_stride", 128))
+    tr_ex, train_ds, ev_ex, eval_ds = squad_datasets(r.data, tok, eval_articles=a.eval_articles,
+                                                     eval_questions=a.eval_questions, quick=a.quick,
+                                                     pad_train=False)
+    ev_arr = feature_arrays(eval_ds)
+    ev_mask = ev_arr["attention_mask"]
+    eval_set = (f"squad_v1.1_train_part.json held-out articles {r.data.get('quick_eval_articles')}" if a.quick else
+                f"squad_v1.1_dev.json " + (f"first {a.eval_articles} articles" if a.eval_articles else "all articles")
+                + (f", first {a.eval_questions} questions" if a.eval_questions else ""))
+    titles = sorted({e["title"] for e in ev_ex})
+    log(f"[data] train {len(tr_ex)} questions -> {len(train_ds)} features; eval {len(ev_ex)} questions -> "
+        f"{len(eval_ds)} features ({eval_set}: {titles}); max_length {ml} doc_stride {stride}")
+    collator = DataCollatorWithPadding(tok)
+
+    def score(start, end):
+        preds = postprocess_qa_predictions(ev_ex, eval_ds, start, end, n_best=20, max_answer_length=30)
+        return preds, squad_metric(*squad_predictions_and_references(ev_ex, preds))
+
+    def torch_runner(model):
+        model.eval()
+
+        def run(feed):
+            with torch.no_grad():
+                o = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
+            return o.start_logits.float().numpy(), o.end_logits.float().numpy()
+        return run
+
+    results = {"recipe": r.name, "command": " ".join([Path(sys.executable).name] + sys.argv),
+               "data": {**{k: v for k, v in r.data.items()}, "max_length": ml, "doc_stride": stride},
+               "eval_set": eval_set, "eval_articles": titles, "eval_questions": len(ev_ex),
+               "eval_features": len(eval_ds), "train_questions": len(tr_ex), "train_features": len(train_ds),
+               "postprocess": {"n_best": 20, "max_answer_length": 30},
+               "machine": {"cpus": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+                           "loadavg_start": os.getloadavg()},
+               "runs": {}}
+    out_json = root / "results.json"
+
+    def save():
+        results["wall_s"] = time.time() - t_start
+        results["machine"]["loadavg_end"] = os.getloadavg()
+        out_json.write_text(json.dumps(results, indent=2, default=str))
+
+    # 1. teacher
+    preds_fp32 = {}
+    t0 = time.time()
+    targs = r.teacher_training_args or r.training_args
+    if a.teacher or r.teacher:
+        tdir = a.teacher or r.teacher
+        teacher = AutoModelForQuestionAnswering.from_pretrained(tdir)
+        tsteps = None
+    else:
+        teacher = AutoModelForQuestionAnswering.from_pretrained(r.student)
+        tr = Trainer(model=teacher, args=targs, train_dataset=train_ds, data_collator=collator)
+        tr.train()
+        tsteps = tr.state.global_step
+        tdir = str(Path(targs.output_dir) / "final")
+        tr.save_model(tdir)
+        tok.save_pretrained(tdir)
+    t_train = time.time() - t0
+    st, en, t_eval = predict_logits(torch_runner(teacher), ev_arr, a.eval_batch)
+    preds_fp32["teacher_dense"], m = score(st, en)
+    results["runs"]["teacher_dense"] = {"exact_match": m["exact_match"], "f1": m["f1"], "dir": tdir,
+                                        "steps": tsteps, "epochs": targs.num_train_epochs,
+                                        "max_steps": targs.max_steps, "lr": targs.learning_rate,
+                                        "batch": targs.per_device_train_batch_size, "train_s": t_train,
+                                        "fp32_eval_s": t_eval, "block": None, "sparsity_overall": 0.0}
+    log(f"[teacher_dense] fp32 EM {m['exact_match']:.2f} F1 {m['f1']:.2f} (steps {tsteps}, train {t_train:.0f}s, "
+        f"eval {t_eval:.0f}s)")
+    save()
+
+    # 2./3. pruned students (initialised from the teacher), with and without distillation
+    variants = [("student_distilled", True)] + ([] if a.skip_no_distill else [("student_no_distill", False)])
+    for name, distil in variants:
+        t1 = time.time()
+        student = AutoModelForQuestionAnswering.from_pretrained(tdir)
+        args = r.training_args
+        args.output_dir = str(root / name)
+        ft = FastTrainer(model=student, teacher=teacher if distil else None, args=args, fast_config=r.fast_config,
+                         train_dataset=train_ds, data_collator=collator)
+        ft.train()
+        t_train = time.time() - t1
+        cb = ft.pruning_callback
+        sp = {n_: block_sparsity(mod.weight, cb.block) for n_, mod in cb._layers.items()}
+        fdir = str(root / name / "final")
+        ft.save_model(fdir)
+        tok.save_pretrained(fdir)
+        st, en, t_eval = predict_logits(torch_runner(student), ev_arr, a.eval_batch)
+        preds_fp32[name], m = score(st, en)
+        results["runs"][name] = {"exact_match": m["exact_match"], "f1": m["f1"], "dir": fdir, "block": cb.block,
+                                 "distillation": distil, "sparsity_overall": float(np.mean(list(sp.values()))),
+                                 "sparsity_min_layer": min(sp.values()), "steps": ft.state.global_step,
+                                 "epochs": args.num_train_epochs, "max_steps": args.max_steps,
+                                 "lr": args.learning_rate, "batch": args.per_device_train_batch_size,
+                                 "train_s": t_train, "fp32_eval_s": t_eval}
+        log(f"[{name}] fp32 EM {m['exact_match']:.2f} F1 {m['f1']:.2f} sparsity "
+            f"{results['runs'][name]['sparsity_overall']:.3f} block {cb.block} (steps {ft.state.global_step}, "
+            f"train {t_train:.0f}s, eval {t_eval:.0f}s)")
+        del ft
+        save()
+
+    # 4. int8 export of each model, run in the native engine and in ONNX Runtime (same file, same features)
+    if not a.skip_export:
+        from hf_fast.export import export
+        from hf_fast.runtime import FastModelForQuestionAnswering
+
+        cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in train_ds.column_names]
+        rng = np.random.default_rng(0)
+        calib_idx = rng.choice(len(train_ds), size=min(a.calibration_size, len(train_ds)), replace=False)
+        calib = [{c: train_ds[int(i)][c] for c in cols} for i in calib_idx]
+        for name, run in list(results["runs"].items()):
+            t2 = time.time()
+            model = AutoModelForQuestionAnswering.from_pretrained(run["dir"]).eval()
+            art = root / f"{name}_int8"
+            export(model, tok, art, calibration_dataset=calib, task="question-answering", block=run.get("block"),
+                   progress=False, max_length=ml, reduce_range=a.reduce_range)
+            run["artifact"] = str(art)
+            run["export_s"] = time.time() - t2
+            run["artifact_mb"] = (art / "model.onnx").stat().st_size / 2 ** 20
+            logits, preds = {}, {}
+            for backend in ("native", "onnxruntime"):
+                fm = FastModelForQuestionAnswering.from_pretrained(art, backend=backend, num_threads=threads)
+
+                def run_fast(feed, fm=fm):
+                    o = fm(**feed)
+                    return o.start_logits.numpy(), o.end_logits.numpy()
+                st, en, t_eval = predict_logits(run_fast, ev_arr, a.eval_batch)
+                logits[backend] = (st, en)
+                preds[backend], m = score(st, en)
+                run[f"int8_{backend}_exact_match"] = m["exact_match"]
+                run[f"int8_{backend}_f1"] = m["f1"]
+                run[f"int8_{backend}_eval_s"] = t_eval
+                run[f"int8_{backend}_agreement_with_fp32"] = 100 * answer_agreement(preds[backend], preds_fp32[name])
+                log(f"[{name}] int8 {backend} EM {m['exact_match']:.2f} F1 {m['f1']:.2f} (eval {t_eval:.0f}s)")
+                del fm
+            run["engine_vs_ort_answer_agreement"] = 100 * answer_agreement(preds["native"], preds["onnxruntime"])
+            run["engine_vs_ort_max_logit_diff"] = max_logit_diff(logits["native"], logits["onnxruntime"], ev_mask)
+            run["engine_vs_ort_disagreeing_ids"] = sorted(k for k in preds["native"]
+                                                          if preds["native"][k] != preds["onnxruntime"][k])[:50]
+            log(f"[{name}] engine vs ORT: answer agreement {run['engine_vs_ort_answer_agreement']:.2f}% "
+                f"max |logit diff| {run['engine_vs_ort_max_logit_diff']:.4g}")
+            save()
+
+    save()
+    nan = float("nan")
+    print("\n| model | sparsity (block) | steps | fp32 EM / F1 | int8 native EM / F1 | int8 ORT EM / F1 | "
+          "engine vs ORT answers | max logit diff |\n|---|---|---|---|---|---|---|---|")
+    for k, v in results["runs"].items():
+        print(f"| {k} | {v.get('sparsity_overall', 0.0):.3f} ({v.get('block') or 'dense'}) | {v.get('steps')} | "
+              f"{v['exact_match']:.2f} / {v['f1']:.2f} | "
+              f"{v.get('int8_native_exact_match', nan):.2f} / {v.get('int8_native_f1', nan):.2f} | "
+              f"{v.get('int8_onnxruntime_exact_match', nan):.2f} / {v.get('int8_onnxruntime_f1', nan):.2f} | "
+              f"{v.get('engine_vs_ort_answer_agreement', nan):.2f}% | {v.get('engine_vs_ort_max_logit_diff', nan):.3g} |")
+    print(f"\n{len(ev_ex)} questions ({len(eval_ds)} features) of {eval_set}; train {len(tr_ex)} questions "
+          f"({len(train_ds)} features); max_length {ml}, doc_stride {stride}; wall {results['wall_s'] / 60:.1f} min")
+    print(f"results: {out_json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
