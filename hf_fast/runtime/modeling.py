@@ -69,16 +69,22 @@ class FastModel:
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], backend: Optional[str] = None, verify: bool = True,
-                        **backend_options):
-        """Load an artifact folder written by `hf_fast.export`.
+                        *, revision: Optional[str] = None, cache_dir=None, token=None,
+                        local_files_only: Optional[bool] = None, force_download: bool = False, **backend_options):
+        """Load an artifact folder written by `hf_fast.export`, or a Hub repo id ("user/repo").
 
         backend: "native" (the hf-fast engine, default; env HF_FAST_BACKEND) or "onnxruntime" (the baseline).
         verify: check model.onnx against the sha256 in fast_config.json (a corrupted or truncated
             file raises ValueError). backend_options go to the backend (e.g. num_threads=2).
+        revision, cache_dir, token, local_files_only, force_download: for a Hub repo id, downloaded with
+            huggingface_hub.snapshot_download into the Hub cache (HF_ENDPOINT, HF_HUB_OFFLINE honoured; see hf_fast.hub).
         """
         from transformers import AutoConfig
 
-        path = Path(path)
+        from hf_fast.hub import resolve_artifact
+
+        path = resolve_artifact(path, revision=revision, cache_dir=cache_dir, token=token,
+                                local_files_only=local_files_only, force_download=force_download)
         fc = load_fast_config(path, verify=verify)
         if cls.task and fc["task"] != cls.task:
             want = {"text-classification": "FastModelForSequenceClassification",
@@ -230,5 +236,9 @@ TASK_TO_CLASS = {c.task: c for c in (FastModelForSequenceClassification, FastMod
 
 def load_fast_model(path, backend: Optional[str] = None, **kw) -> FastModel:
     """Load an artifact with the class of its own task."""
+    from hf_fast.hub import resolve_artifact
+
+    hub_kw = {k: kw.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only", "force_download") if k in kw}
+    path = resolve_artifact(path, **hub_kw)
     fc = load_fast_config(path, verify=False)
     return TASK_TO_CLASS[fc["task"]].from_pretrained(path, backend=backend, **kw)

@@ -63,6 +63,9 @@ class FastTrainer(Trainer):
             callbacks.append(QATCallback(start, fast_config.include, fast_config.exclude))
         super().__init__(model, args, *pos, callbacks=callbacks, **kwargs)
         record_on_model(model, pruning)
+        from hf_fast.save import attach_to_model
+
+        attach_to_model(model, self)  # model.save_fast(dir), model.push_to_hub(repo) with the fast artifact
         self._hf_fast_resume_dir: Optional[str] = None
         if teacher is not None:
             teacher.eval()
@@ -113,6 +116,30 @@ class FastTrainer(Trainer):
             if parts:
                 logs.update({f"distill/{k}": round(float(v), 6) for k, v in parts.items()})
         super().log(logs, start_time)
+
+    # -- save / Hub ---------------------------------------------------------------------------------------
+    def save_fast(self, save_directory: Optional[str] = None, calibration_dataset=None, **kwargs):
+        """Fast artifact + ``save_pretrained`` files + tokenizer + card in one folder (default
+        ``<output_dir>/fast``); calibration from the train dataset, block and metrics from this run."""
+        record_on_model(self.model, self.pruning_callback)
+        return self.model.save_fast(save_directory or os.path.join(self.args.output_dir, "fast"),
+                                    calibration_dataset, **kwargs)
+
+    def push_to_hub(self, commit_message: Optional[str] = "End of training", blocking: bool = True,
+                    token: Optional[str] = None, revision: Optional[str] = None, private: Optional[bool] = None,
+                    repo_id: Optional[str] = None, calibration_dataset=None, measure_speed: bool = True, **kwargs):
+        """Upload the fast folder (weights + int8 ONNX artifact + tokenizer + card with sparsity, accuracy and
+        speed) to ``repo_id`` (default ``args.hub_model_id``, else the name of ``output_dir``). Returns the
+        CommitInfo. ``blocking`` is accepted for signature compatibility; the upload is always synchronous."""
+        from hf_fast.save import _bound_push_to_hub
+
+        record_on_model(self.model, self.pruning_callback)
+        repo_id = repo_id or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+        if self.args.hub_private_repo is not None and private is None:
+            private = self.args.hub_private_repo
+        return _bound_push_to_hub(self.model, repo_id, commit_message=commit_message, private=private,
+                                  token=token or self.args.hub_token, revision=revision or self.args.hub_revision,
+                                  calibration_dataset=calibration_dataset, measure_speed=measure_speed, **kwargs)
 
     # -- loss ---------------------------------------------------------------------------------------------
     def _teacher_inputs(self, inputs: Dict[str, Any]) -> Dict[str, Any]:

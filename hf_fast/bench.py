@@ -1,0 +1,170 @@
+"""Latency of one fast folder in the hf-fast engine, ONNX Runtime and (when the folder holds the weights, or
+``--pytorch DIR`` names a checkpoint) PyTorch, over a grid of batch sizes and sequence lengths.
+
+    rows = bench_folder("out/fast", batch_sizes=[1, 8], seq_lengths=[32, 128])
+    print(format_table(rows)); plot(rows, "bench.png")
+
+Inputs are random in-vocabulary token ids with full attention masks (latency does not depend on the values).
+Runners are timed interleaved, round by round, so a busy machine slows them alike; the median is reported.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+RUNTIMES = ("native", "onnxruntime", "pytorch")
+
+
+def make_inputs(fc: Mapping[str, Any], batch: int, seq: int, seed: int = 0) -> Dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000 if fc["vocab_size"] > 2000 else 1, fc["vocab_size"], size=(batch, seq), dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    if "token_type_ids" in fc["inputs"]:
+        feeds["token_type_ids"] = np.zeros_like(ids)
+    return feeds
+
+
+def _runners(folder: Path, fc, runtimes: Sequence[str], threads: Optional[int], pytorch: Union[str, Path, None]):
+    from hf_fast.runtime.modeling import load_fast_model
+
+    out: Dict[str, Callable[[Dict[str, np.ndarray]], Any]] = {}
+    opts = {} if threads is None else {"num_threads": int(threads)}
+    for rt in runtimes:
+        if rt in ("native", "onnxruntime"):
+            m = load_fast_model(folder, backend=rt, **opts)
+            out[rt] = lambda f, m=m: m.run(**f)
+        elif rt == "pytorch":
+            src = Path(pytorch) if pytorch else folder
+            if not ((src / "model.safetensors").is_file() or (src / "model.safetensors.index.json").is_file()):
+                continue  # an artifact without weights: nothing to run in PyTorch
+            import torch
+            import transformers
+
+            from hf_fast.export.tasks import TASKS
+
+            auto = getattr(transformers, str(TASKS[fc["task"]]["auto_class"]))
+            tm = auto.from_pretrained(str(src)).eval()
+            if threads:
+                torch.set_num_threads(int(threads))
+
+            def run_pt(f, tm=tm):
+                with torch.inference_mode():
+                    return tm(**{k: torch.from_numpy(v) for k, v in f.items() if k != "token_type_ids"
+                                 or fc["model_type"] == "bert"})
+            out[rt] = run_pt
+        else:
+            raise ValueError(f"unknown runtime {rt!r}: choose from {', '.join(RUNTIMES)}")
+    return out
+
+
+def bench_folder(folder: Union[str, Path], batch_sizes: Iterable[int] = (1,), seq_lengths: Iterable[int] = (128,),
+                 runtimes: Sequence[str] = RUNTIMES, iterations: int = 20, warmup: int = 2,
+                 threads: Optional[int] = None, pytorch: Union[str, Path, None] = None,
+                 progress: bool = True) -> List[Dict[str, Any]]:
+    """-> [{"runtime", "batch_size", "sequence_length", "latency_ms" (median), "p90_ms", "throughput"}, ...]"""
+    from hf_fast.export.artifact import load_fast_config
+
+    folder = Path(folder)
+    fc = load_fast_config(folder, verify=True)
+    if iterations < 1 or warmup < 0:
+        raise ValueError("iterations must be >= 1 and warmup >= 0")
+    grid = [(int(b), int(s)) for b in batch_sizes for s in seq_lengths]
+    for b, s in grid:
+        if b < 1 or s < 1:
+            raise ValueError(f"batch size and sequence length must be >= 1, got {b}x{s}")
+        if s > int(fc.get("max_sequence_length") or fc["max_position_embeddings"]):
+            raise ValueError(f"sequence length {s} exceeds the model's {fc['max_sequence_length']} positions")
+    runners = _runners(folder, fc, runtimes, threads, pytorch)
+    rows = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(grid) * (warmup + iterations), desc="bench", unit="round", disable=not progress)
+    for b, s in grid:
+        feeds = make_inputs(fc, b, s)
+        times: Dict[str, List[float]] = {k: [] for k in runners}
+        for i in range(warmup + iterations):
+            for name, run in runners.items():
+                t0 = time.perf_counter()
+                run(feeds)
+                dt = time.perf_counter() - t0
+                if i >= warmup:
+                    times[name].append(dt * 1e3)
+            bar.update(1)
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            rows.append({"runtime": name, "batch_size": b, "sequence_length": s, "latency_ms": round(med, 4),
+                         "p90_ms": round(float(np.percentile(ts, 90)), 4),
+                         "throughput": round(b * 1e3 / med, 2)})
+    bar.close()
+    return rows
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: one line per (batch, sequence), a latency column per runtime, speed-up vs ONNX Runtime."""
+    names = list(dict.fromkeys(r["runtime"] for r in rows))
+    keys = list(dict.fromkeys((r["batch_size"], r["sequence_length"]) for r in rows))
+    lat = {(r["runtime"], r["batch_size"], r["sequence_length"]): r["latency_ms"] for r in rows}
+    head = "| batch | seq | " + " | ".join(f"{n} (ms)" for n in names)
+    extra = "native vs onnxruntime" if {"native", "onnxruntime"} <= set(names) else None
+    head += f" | {extra} |" if extra else " |"
+    lines = [head, "|" + "---|" * (2 + len(names) + (1 if extra else 0))]
+    for b, s in keys:
+        cells = [f"{lat[(n, b, s)]:.2f}" if (n, b, s) in lat else "-" for n in names]
+        line = f"| {b} | {s} | " + " | ".join(cells)
+        if extra:
+            line += f" | {lat[('onnxruntime', b, s)] / lat[('native', b, s)]:.2f}x |"
+        else:
+            line += " |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[Mapping[str, Any]], path: Union[str, Path], title: str = "") -> Path:
+    """PNG: latency vs batch size (one panel) and vs sequence length (another), a line per runtime."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["runtime"] for r in rows))
+    bs = sorted({r["batch_size"] for r in rows})
+    ss = sorted({r["sequence_length"] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    s_fix, b_fix = max(ss), min(bs)
+    for n in names:
+        pts = sorted((r["batch_size"], r["latency_ms"]) for r in rows if r["runtime"] == n and r["sequence_length"] == s_fix)
+        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=n)
+        pts = sorted((r["sequence_length"], r["latency_ms"]) for r in rows if r["runtime"] == n and r["batch_size"] == b_fix)
+        axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=n)
+    axes[0].set(xlabel="batch size", ylabel="latency (ms, median)", title=f"sequence length {s_fix}")
+    axes[1].set(xlabel="sequence length", ylabel="latency (ms, median)", title=f"batch size {b_fix}")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def quick_speed(folder: Union[str, Path], batch_size: int = 1, sequence_length: int = 128, iterations: int = 10,
+                threads: Optional[int] = None) -> Dict[str, Any]:
+    """A small latency measurement for the model card: {"latency_ms": {runtime: ms}, shapes, threads, isa}."""
+    import hf_fast
+    from hf_fast.export.artifact import load_fast_config
+
+    fc = load_fast_config(folder, verify=False)
+    seq = min(int(sequence_length), int(fc.get("max_sequence_length") or fc["max_position_embeddings"]))
+    rows = bench_folder(folder, [batch_size], [seq], iterations=iterations, warmup=1, threads=threads, progress=False)
+    info = hf_fast.native_info()
+    return {"latency_ms": {r["runtime"]: r["latency_ms"] for r in rows}, "batch_size": batch_size,
+            "sequence_length": seq, "iterations": iterations, "threads": threads or info.get("threads"),
+            "isa": info.get("isa")}

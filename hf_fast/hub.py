@@ -1,0 +1,219 @@
+"""Hugging Face Hub: push a fast folder, resolve ``"user/repo"`` to a local snapshot, write the model card.
+
+    from hf_fast.hub import push_fast_folder, resolve_artifact
+    push_fast_folder("out/fast", "user/minilm-sst2-fast", token=...)            # create_repo + upload_folder
+    local = resolve_artifact("user/minilm-sst2-fast", revision="main")        # snapshot_download (Hub cache)
+
+Configuration is read when a call is made, not when a module is imported: ``HF_ENDPOINT`` (the Hub or a
+mirror), ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` (no network: only the local cache), and the usual
+``token``, ``revision``, ``cache_dir`` arguments. Downloads skip PyTorch weights and pickles
+(``*.safetensors``, ``*.bin``, ...): the runtime needs only model.onnx, the JSON configs and the tokenizer.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+
+# files a hf-fast runtime never needs (weights for PyTorch, pickles, the optional fp32 graph)
+ARTIFACT_IGNORE_PATTERNS = ["*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.pkl",
+                            "*.pickle", "model_fp32.onnx", "training_args*", "optimizer*", "scheduler*", "rng_state*"]
+# never uploaded: pickles (torch.save'd training state) and hidden temp files
+UPLOAD_IGNORE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", ".*", "**/.*"]
+HUB_TAG = "hf-fast"
+
+_REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w\-.]{0,95}/)?[A-Za-z0-9][\w\-.]{0,95}$")
+_TRUE = {"1", "on", "yes", "true"}
+
+
+class HubArtifactNotFoundError(FileNotFoundError):
+    """Neither a local artifact folder nor a Hub repo (or revision) that could be reached or found in the cache."""
+
+
+def hub_endpoint() -> str:
+    """``HF_ENDPOINT`` as it is now (huggingface_hub itself reads it once, at import)."""
+    env = os.environ.get("HF_ENDPOINT")
+    if env:
+        return env.rstrip("/")
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def is_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set now, or was at import."""
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        v = os.environ.get(k)
+        if v is not None and v.strip().lower() in _TRUE:
+            return True
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)  # the client refuses requests if it was offline at import
+
+
+def looks_like_repo_id(ref: Any) -> bool:
+    if not isinstance(ref, str) or ref.startswith((".", "/", "~")) or "\\" in ref or ".." in ref:
+        return False
+    return bool(_REPO_ID.match(ref))
+
+
+def resolve_artifact(path_or_repo: Union[str, os.PathLike], *, revision: Optional[str] = None,
+                     cache_dir: Union[str, os.PathLike, None] = None, token: Union[str, bool, None] = None,
+                     local_files_only: Optional[bool] = None, force_download: bool = False,
+                     artifact_only: bool = True) -> Path:
+    """A local folder as it is; a Hub repo id -> the path of its snapshot in the Hub cache.
+
+    ``local_files_only`` defaults to ``HF_HUB_OFFLINE``: then only the cache is looked at.
+    ``artifact_only`` skips PyTorch weights and pickles (the runtime does not use them).
+    Raises HubArtifactNotFoundError (a FileNotFoundError) when neither exists.
+    """
+    p = Path(path_or_repo).expanduser()
+    if p.exists() or not looks_like_repo_id(os.fspath(path_or_repo)):
+        if revision is not None and p.exists():
+            raise ValueError(f"revision={revision!r} is for Hub repos; {str(p)!r} is a local folder")
+        return p
+    repo_id = os.fspath(path_or_repo)
+    offline = is_offline() if local_files_only is None else bool(local_files_only)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    try:
+        local = snapshot_download(repo_id, revision=revision, cache_dir=os.fspath(cache_dir) if cache_dir else None,
+                                  token=token, local_files_only=offline, force_download=force_download,
+                                  endpoint=hub_endpoint(),
+                                  ignore_patterns=ARTIFACT_IGNORE_PATTERNS if artifact_only else None)
+    except RevisionNotFoundError as exc:
+        raise HubArtifactNotFoundError(f"Hub repo {repo_id!r} has no revision {revision!r}") from exc
+    except RepositoryNotFoundError as exc:
+        raise HubArtifactNotFoundError(f"{repo_id!r} is not a local folder, and the Hub ({hub_endpoint()}) has no "
+                                       "such repo (or it is private: pass token=...)") from exc
+    except LocalEntryNotFoundError as exc:
+        why = ("offline mode (HF_HUB_OFFLINE) is on and it is not in the Hub cache" if offline else
+               f"the Hub ({hub_endpoint()}) cannot be reached and it is not in the Hub cache")
+        raise HubArtifactNotFoundError(f"{repo_id!r} is not a local folder; as a Hub repo id: {why}"
+                                       f"{' (cache_dir=' + os.fspath(cache_dir) + ')' if cache_dir else ''}") from exc
+    except (EntryNotFoundError, HfHubHTTPError) as exc:
+        raise HubArtifactNotFoundError(f"cannot download Hub repo {repo_id!r}: {exc}") from exc
+    return Path(local)
+
+
+# ------------------------------------------------------------------ model card
+def _yaml_list(key: str, items: Iterable[str]) -> List[str]:
+    items = [i for i in items if i]
+    return [f"{key}:"] + [f"- {i}" for i in items] if items else []
+
+
+def front_matter(fc: Mapping[str, Any], *, transformers_weights: bool, base_model: Optional[str] = None,
+                 datasets: Iterable[str] = (), license: Optional[str] = None) -> str:
+    """Hub metadata: the ``hf-fast`` tag, the pipeline tag and, for a folder that also holds
+    ``model.safetensors``, ``library_name: transformers`` (the folder loads there too)."""
+    tags = [HUB_TAG, "onnx", "int8", "sparse"]
+    if fc.get("block") and fc["block"] != "1x1":
+        tags.append(f"block-sparse-{fc['block']}")
+    tags += [fc.get("model_type", ""), fc.get("task", "")]
+    lines = ["---", f"library_name: {'transformers' if transformers_weights else HUB_TAG}",
+             f"pipeline_tag: {fc['task']}"]
+    lines += _yaml_list("tags", dict.fromkeys(t for t in tags if t))
+    if base_model and looks_like_repo_id(base_model):
+        lines.append(f"base_model: {base_model}")
+    lines += _yaml_list("datasets", datasets)
+    if license:
+        lines.append(f"license: {license}")
+    lines.append("---")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+    return str(v)
+
+
+def results_table(fc: Mapping[str, Any], metrics: Optional[Mapping[str, Any]] = None,
+                  speed: Optional[Mapping[str, Any]] = None) -> str:
+    """The sparsity / accuracy / speed summary at the top of the card."""
+    sp = fc.get("sparsity") or {}
+    rows = [("block shape", fc.get("block") or "dense"),
+            ("zero blocks, encoder Linears", f"{100 * float(sp.get('overall', 0.0)):.2f}%"),
+            ("zero weights, encoder Linears", f"{100 * float(fc.get('element_sparsity', 0.0)):.2f}%"),
+            ("weights / activations", "int8 / uint8 (static, QDQ)")]
+    for k, v in (metrics or {}).items():
+        rows.append((k, _fmt(v)))
+    lines = ["## Results", "", "| | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    if speed and speed.get("latency_ms"):
+        lat = speed["latency_ms"]
+        base = lat.get("onnxruntime")
+        lines += ["", f"Latency, batch {speed.get('batch_size', 1)} x sequence {speed.get('sequence_length')}, "
+                      f"{speed.get('threads', '?')} thread(s), {speed.get('isa', '?')} (median of "
+                      f"{speed.get('iterations', '?')} runs, measured when the folder was saved):", "",
+                  "| runtime | latency (ms) | speed-up vs ONNX Runtime |", "|---|---|---|"]
+        for name, ms in lat.items():
+            up = f"{base / ms:.2f}x" if base and ms else "-"
+            lines.append(f"| {name} | {ms:.2f} | {up} |")
+    else:
+        lines += ["", "Speed: not measured (run `hf-fast bench` on this folder)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(folder: Union[str, Path], metrics: Optional[Mapping[str, Any]] = None,
+                     speed: Optional[Mapping[str, Any]] = None, base_model: Optional[str] = None,
+                     datasets: Iterable[str] = (), license: Optional[str] = None) -> Path:
+    """(Re)write ``README.md`` of a fast folder: front matter, results table, then the exporter's card."""
+    from hf_fast.export.artifact import model_card
+
+    folder = Path(folder)
+    fc = _read_fc(folder)
+    body = model_card(fc)
+    weights = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+    use = ""
+    if weights:
+        use = ("\nThe same folder is a transformers checkpoint (`model.safetensors`, `config.json`): "
+               f"`transformers.{_auto_class(fc['task'])}.from_pretrained(path)` loads the pruned fp32 model, "
+               "`onnxruntime.InferenceSession(path + '/model.onnx')` runs the int8 graph.\n")
+    text = (front_matter(fc, transformers_weights=weights, base_model=base_model, datasets=datasets, license=license)
+            + "\n" + body.split("\n", 1)[0] + "\n\n" + results_table(fc, metrics, speed) + use + "\n"
+            + body.split("\n", 1)[1].lstrip("\n"))
+    p = folder / "README.md"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def _auto_class(task: str) -> str:
+    from hf_fast.export.tasks import TASKS
+
+    return str(TASKS[task]["auto_class"])
+
+
+def _read_fc(folder: Path) -> Dict[str, Any]:
+    from hf_fast.export.artifact import load_fast_config
+
+    return load_fast_config(folder, verify=False)
+
+
+# ------------------------------------------------------------------ upload
+def push_fast_folder(folder: Union[str, Path], repo_id: str, *, token: Union[str, bool, None] = None,
+                     private: Optional[bool] = None, revision: Optional[str] = None,
+                     commit_message: Optional[str] = None, commit_description: Optional[str] = None,
+                     create_pr: bool = False):
+    """Create ``repo_id`` if needed (and the branch ``revision``), then upload the folder in one call of
+    ``HfApi.upload_folder``. The artifact is verified first (sha256 of model.onnx); pickles are never sent.
+    Returns huggingface_hub's CommitInfo."""
+    from huggingface_hub import HfApi
+
+    from hf_fast.export.artifact import load_fast_config
+
+    folder = Path(folder)
+    load_fast_config(folder, verify=True)
+    if not isinstance(repo_id, str) or not looks_like_repo_id(repo_id):
+        raise ValueError(f"invalid Hub repo id {repo_id!r} (expected 'namespace/name')")
+    if is_offline():
+        raise RuntimeError("cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)")
+    api = HfApi(endpoint=hub_endpoint(), token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id or repo_id
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision, create_pr=create_pr,
+                             commit_message=commit_message or "Upload hf-fast model (sparse int8 ONNX + weights)",
+                             commit_description=commit_description, ignore_patterns=list(UPLOAD_IGNORE_PATTERNS))

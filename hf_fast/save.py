@@ -1,0 +1,185 @@
+"""One folder for every runtime: the fast artifact (model.onnx int8 + fast_config.json) *and* the transformers
+checkpoint (model.safetensors + config.json) + tokenizer + model card.
+
+    hf_fast.save_fast(model, tokenizer, "out/fast", calibration_dataset=texts)
+    trainer = FastTrainer(...); trainer.train()
+    trainer.model.save_fast("out/fast")          # tokenizer, calibration (train set) and block from the trainer
+    trainer.model.push_to_hub("user/repo")       # the same folder, uploaded
+    trainer.push_to_hub()                        # repo from args.hub_model_id (or output_dir's name)
+
+    transformers.AutoModelForSequenceClassification.from_pretrained("out/fast")   # fp32, pruned weights
+    onnxruntime.InferenceSession("out/fast/model.onnx")                             # int8 graph
+    hf_fast.FastModelForSequenceClassification.from_pretrained("out/fast")          # native engine
+
+The folder is written atomically (temporary folder next to it, then renames): it is the old folder or the
+new one, never a mix. No pickle: safetensors, ONNX, JSON and tokenizer text files only.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import types
+import weakref
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def _default_block(model) -> Optional[str]:
+    rec = getattr(model, "hf_fast_config", None) or getattr(getattr(model, "config", None), "hf_fast", None) or {}
+    b = rec.get("block") if isinstance(rec, Mapping) else None
+    return b if isinstance(b, str) and b not in ("auto",) else None
+
+
+def _sparsity_metrics(model) -> Dict[str, Any]:
+    rec = getattr(model, "hf_fast_config", None) or getattr(getattr(model, "config", None), "hf_fast", None) or {}
+    out = {}
+    if isinstance(rec, Mapping):
+        if rec.get("sparsity_target") is not None:
+            out["sparsity_target"] = rec["sparsity_target"]
+    return out
+
+
+def save_fast(model, tokenizer, save_directory: Union[str, os.PathLike], calibration_dataset: Any = None, *,
+              task: Optional[str] = None, block: Optional[str] = None, metrics: Optional[Mapping[str, Any]] = None,
+              measure_speed: bool = False, overwrite: bool = True, progress: bool = True,
+              base_model: Optional[str] = None, datasets=(), **export_kwargs) -> Path:
+    """Write ``save_directory`` = fast artifact (``hf_fast.export``) + ``model.save_pretrained`` files + tokenizer
+    + a Hub model card (front matter with the ``hf-fast`` tag, sparsity/accuracy/speed table).
+
+    Args are those of ``hf_fast.export`` (calibration_dataset is required: static int8 calibrates on real
+    samples), plus ``metrics`` (accuracy figures for the card), ``measure_speed`` (time the engine and ONNX
+    Runtime on the saved folder for the card), ``base_model``/``datasets`` (card metadata).
+    ``block`` defaults to the one FastTrainer recorded on the model. Returns the folder's path.
+    """
+    from hf_fast.export import artifact, export
+
+    if block is None:
+        block = _default_block(model)
+    out = artifact.check_out_dir(Path(save_directory), overwrite)
+    metrics = {**_sparsity_metrics(model), **dict(metrics or {})}
+    with artifact.atomic_dir(out, overwrite) as tmp:
+        art = export(model, tokenizer, tmp / "artifact", calibration_dataset, task=task, block=block, metrics=metrics,
+                     progress=progress, **export_kwargs)
+        for entry in list(art.iterdir()):
+            os.replace(entry, tmp / entry.name)
+        art.rmdir()
+        model.save_pretrained(str(tmp))  # model.safetensors + config.json (+ generation config if any)
+        bad = [p.name for p in tmp.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        if bad:
+            raise RuntimeError(f"save_pretrained wrote pickle files {bad}: hf-fast folders hold no pickle")
+        speed = None
+        if measure_speed:
+            from hf_fast.bench import quick_speed
+
+            speed = quick_speed(tmp)
+        from hf_fast.hub import write_model_card
+
+        if base_model is None:
+            nop = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
+            base_model = nop if nop and not os.path.exists(nop) else None
+        write_model_card(tmp, metrics=metrics, speed=speed, base_model=base_model, datasets=datasets)
+    return out
+
+
+# ------------------------------------------------------------------ FastTrainer binding
+class _TrainerBinding:
+    """What ``model.save_fast`` / ``model.push_to_hub`` take from the FastTrainer that trains the model. The
+    trainer is held weakly; tokenizer and train dataset strongly (the trainer holds them too)."""
+
+    def __init__(self, trainer):
+        self._trainer = weakref.ref(trainer)
+        self.tokenizer = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
+        self.train_dataset = getattr(trainer, "train_dataset", None)
+
+    @property
+    def trainer(self):
+        return self._trainer()
+
+    def block(self, model) -> Optional[str]:
+        t = self.trainer
+        if t is not None:
+            try:
+                return t.pruning_callback.block
+            except Exception:
+                pass
+        return _default_block(model)
+
+    def calibration(self, n: int):
+        ds = self.train_dataset
+        if ds is None:
+            raise ValueError("this FastTrainer has no train_dataset to calibrate from: pass calibration_dataset=")
+        n = min(int(n), len(ds))
+        rows = ds.select(range(n)) if hasattr(ds, "select") else [ds[i] for i in range(n)]
+        keep = ("input_ids", "attention_mask", "token_type_ids", "text", "sentence", "text_pair", "question",
+                "context", "tokens")
+        return [{k: v for k, v in dict(r).items() if k in keep} for r in rows]
+
+    def metrics(self) -> Dict[str, Any]:
+        t = self.trainer
+        out: Dict[str, Any] = {}
+        if t is None:
+            return out
+        try:
+            cb = t.pruning_callback
+            if cb.masks is not None:
+                from hf_fast.training.masks import mask_sparsity
+
+                out["sparsity_reached"] = round(float(mask_sparsity(cb.masks)), 4)
+            out["sparsity_target"] = cb.config.sparsity
+        except Exception:
+            pass
+        for entry in getattr(getattr(t, "state", None), "log_history", None) or []:
+            for k, v in entry.items():
+                if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(
+                        ("_runtime", "_per_second", "_steps_per_second")):
+                    out[k] = v  # the latest evaluation wins
+        return out
+
+
+def _bound_save_fast(model, save_directory, calibration_dataset=None, *, num_calibration: int = 256, **kwargs):
+    """``model.save_fast(dir)`` attached by FastTrainer: ``hf_fast.save_fast`` with the trainer's tokenizer,
+    calibration samples from its train dataset, its block shape and its last evaluation metrics."""
+    b: _TrainerBinding = model.__dict__["_hf_fast_binding"]
+    tokenizer = kwargs.pop("tokenizer", None) or b.tokenizer
+    if calibration_dataset is None:
+        calibration_dataset = b.calibration(num_calibration)
+    kwargs.setdefault("block", b.block(model))
+    kwargs["metrics"] = {**b.metrics(), **dict(kwargs.get("metrics") or {})}
+    return save_fast(model, tokenizer, save_directory, calibration_dataset, **kwargs)
+
+
+def _bound_push_to_hub(model, repo_id: str, *, commit_message: Optional[str] = None, private: Optional[bool] = None,
+                       token: Union[str, bool, None] = None, revision: Optional[str] = None, create_pr: bool = False,
+                       calibration_dataset=None, measure_speed: bool = True, **save_kwargs):
+    """``model.push_to_hub(repo_id)`` attached by FastTrainer: save_fast into a temporary folder, then upload it
+    (weights, fast artifact, tokenizer, card). Returns huggingface_hub's CommitInfo."""
+    from hf_fast.hub import push_fast_folder
+
+    with tempfile.TemporaryDirectory(prefix="hf-fast-push-") as d:
+        folder = _bound_save_fast(model, Path(d) / "fast", calibration_dataset, measure_speed=measure_speed,
+                                  **save_kwargs)
+        return push_fast_folder(folder, repo_id, token=token, private=private, revision=revision,
+                                commit_message=commit_message, create_pr=create_pr)
+
+
+def attach_to_model(model, trainer) -> None:
+    """Give ``model`` the methods ``save_fast(dir)`` and ``push_to_hub(repo_id)`` (which then uploads the fast
+    folder), bound to ``trainer``. Stored on the instance: the model's class is untouched."""
+    object.__setattr__(model, "_hf_fast_binding", _TrainerBinding(trainer))
+    object.__setattr__(model, "save_fast", types.MethodType(_bound_save_fast, model))
+    object.__setattr__(model, "push_to_hub", types.MethodType(_bound_push_to_hub, model))
+
+
+def push_to_hub(model, tokenizer, repo_id: str, calibration_dataset: Any = None, *, token=None,
+                private: Optional[bool] = None, revision: Optional[str] = None, commit_message: Optional[str] = None,
+                create_pr: bool = False, measure_speed: bool = True, **save_kwargs):
+    """``hf_fast.push_to_hub(model, tok, "user/repo", calibration_dataset=...)``: save_fast + upload."""
+    from hf_fast.hub import push_fast_folder
+
+    with tempfile.TemporaryDirectory(prefix="hf-fast-push-") as d:
+        folder = save_fast(model, tokenizer, Path(d) / "fast", calibration_dataset, measure_speed=measure_speed,
+                           **save_kwargs)
+        return push_fast_folder(folder, repo_id, token=token, private=private, revision=revision,
+                                commit_message=commit_message, create_pr=create_pr)
