@@ -13,8 +13,28 @@ from typing import Iterator
 
 import numpy as np
 
+def _load_native_from(directory: str):
+    """HF_FAST_NATIVE_DIR=dir: import the cffi module from dir/_native*.so instead of the installed one
+    (`make sanitize` points it at the ASan/UBSan build in build/sanitize/ without touching hf_fast/_native*.so)."""
+    import glob
+    import importlib.util
+    import sys
+
+    found = sorted(glob.glob(os.path.join(directory, "**", "_native*.so"), recursive=True))
+    if not found:
+        raise ImportError(f"HF_FAST_NATIVE_DIR={directory!r} holds no _native*.so")
+    spec = importlib.util.spec_from_file_location("hf_fast._native", found[0])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sys.modules["hf_fast._native"] = mod
+    return mod.ffi, mod.lib
+
+
 try:
-    from hf_fast._native import ffi, lib
+    if os.environ.get("HF_FAST_NATIVE_DIR"):
+        ffi, lib = _load_native_from(os.environ["HF_FAST_NATIVE_DIR"])
+    else:
+        from hf_fast._native import ffi, lib
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "hf_fast._native is not built: install the package with `pip install -e .` "
