@@ -238,6 +238,7 @@ def load_fast_config(artifact_dir, verify: bool = True) -> Dict[str, Any]:
     for key in ("task", "architecture", "model_type", "files", "inputs", "outputs"):
         if key not in fc:
             raise ArtifactError(f"{p} lacks the required key {key!r}")
+    _check_schema(fc, p)
     m = d / MODEL_NAME
     if not m.is_file():
         raise ArtifactError(f"{str(d)!r}: {MODEL_NAME} is missing")
@@ -250,3 +251,61 @@ def load_fast_config(artifact_dir, verify: bool = True) -> Dict[str, Any]:
             raise ArtifactError(f"{m} is corrupted or truncated: sha256 {got[:16]}... does not match "
                                 f"{want[:16]}... recorded in {FAST_CONFIG_NAME} (re-export the artifact)")
     return fc
+
+
+def _check_schema(fc: Dict[str, Any], p: Path) -> None:
+    """Types and ranges of every field the loaders read, so a hand-edited or hostile fast_config.json fails
+    here with one clear ArtifactError instead of a KeyError/TypeError deep inside a backend."""
+    from hf_fast.export.tasks import TASKS
+
+    def bad(key, want):
+        raise ArtifactError(f"{p}: {key!r} must be {want}, got {fc.get(key)!r}")
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if fc["task"] not in TASKS:
+        bad("task", f"one of {', '.join(TASKS)}")
+    for key in ("architecture", "model_type"):
+        if not isinstance(fc[key], str) or not fc[key]:
+            bad(key, "a non-empty string")
+    for key in ("inputs", "outputs"):
+        v = fc[key]
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v) or len(set(v)) != len(v):
+            bad(key, "a non-empty list of distinct names")
+    if "input_ids" not in fc["inputs"]:
+        bad("inputs", "a list holding 'input_ids'")
+    files = fc["files"]
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        bad("files", "a mapping {file name: {sha256, bytes}}")
+    sha = (files.get(MODEL_NAME) or {}).get("sha256")
+    if sha is not None and not isinstance(sha, str):
+        bad("files", f"a mapping whose {MODEL_NAME} sha256 is a hex string")
+    for key in ("vocab_size", "max_position_embeddings"):
+        if not is_int(fc.get(key)) or not 0 < fc[key] <= 2**31:
+            bad(key, "a positive int")
+    for key, lo in (("max_sequence_length", 1), ("type_vocab_size", 0), ("num_heads", 1), ("num_layers", 1),
+                    ("hidden_size", 1), ("intermediate_size", 1), ("num_labels", 1)):
+        if fc.get(key) is not None and (not is_int(fc[key]) or not lo <= fc[key] <= 2**31):
+            bad(key, f"an int >= {lo}")
+    block = fc.get("block")
+    if block is not None and (not isinstance(block, str) or block.strip().lower() not in ("dense",) + AUTO_BLOCKS
+                              and not _is_block_name(block)):
+        bad("block", "null, 'dense' or a block shape like '4x1'")
+    sp = fc.get("sparsity", {})
+    if not isinstance(sp, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                           and 0.0 <= v <= 1.0 for v in sp.values()):
+        bad("sparsity", "a mapping {layer: zero-block fraction in [0, 1]}")
+    for key in ("quantization", "metrics"):
+        if fc.get(key) is not None and not isinstance(fc[key], dict):
+            bad(key, "a mapping")
+
+
+def _is_block_name(block: str) -> bool:
+    try:
+        from hf_fast.blocks import parse_block
+
+        parse_block(block)
+        return True
+    except (ValueError, TypeError):
+        return False

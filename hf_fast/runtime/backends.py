@@ -53,7 +53,12 @@ class OnnxRuntimeBackend:
                 else:
                     raise ValueError(f"the model needs input {n!r}")
             feeds[n] = v
-        outs = self.session.run(self.output_names, feeds)
+        try:
+            outs = self.session.run(self.output_names, feeds)
+        except Exception as exc:  # onnxruntime's own Fail / InvalidArgument / RuntimeException types
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            raise ValueError(f"ONNX Runtime cannot run this model on these inputs: {exc}") from exc
         return dict(zip(self.output_names, outs))
 
 

@@ -39,10 +39,17 @@ def _layer_block(weight: np.ndarray, block: Optional[str]) -> str:
         return "dense"
     from hf_fast.blocks import block_sparsity, parse_block
 
-    r, c = parse_block(block)
-    if weight.shape[0] % r or weight.shape[1] % c:
-        return "dense"
-    return block if block_sparsity(weight, (r, c)) >= SPARSE_MIN_FRACTION else "dense"
+    # the kernels run 4x1 and 1x4; any other shape the artifact names (1x1 unstructured, 32x32, ...) uses the
+    # kernel block that finds the most zero blocks (exact either way: only all-zero blocks are skipped)
+    best, best_frac = "dense", SPARSE_MIN_FRACTION
+    for cand in ([block] if block in native.BLOCK_SHAPES else list(native.BLOCK_SHAPES)):
+        r, c = parse_block(cand)
+        if weight.shape[0] % r or weight.shape[1] % c:
+            continue
+        frac = block_sparsity(weight, (r, c))
+        if frac >= best_frac:
+            best, best_frac = cand, frac
+    return best
 
 
 class NativeEngine:

@@ -51,6 +51,20 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
+def _to_array(t: onnx.TensorProto) -> np.ndarray:
+    """An initializer as numpy; a tensor whose dims, data type or data disagree is a GraphMatchError."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        raise GraphMatchError(f"initializer {t.name!r} keeps its data in an external file; fast artifacts are one "
+                              "self-contained model.onnx")
+    if any(d < 0 for d in t.dims) or int(np.prod([max(d, 0) for d in t.dims], dtype=object)) > 2**34:
+        raise GraphMatchError(f"initializer {t.name!r} has invalid dims {list(t.dims)}")
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as exc:  # KeyError (unknown data type), ValueError (data does not fill dims), ...
+        raise GraphMatchError(f"initializer {t.name!r} (dims {list(t.dims)}, data_type {t.data_type}) is "
+                              f"malformed: {type(exc).__name__}: {exc}") from exc
+
+
 class LogicalGraph:
     def __init__(self, model: onnx.ModelProto):
         g = model.graph
@@ -58,12 +72,12 @@ class LogicalGraph:
         self.nodes: List[onnx.NodeProto] = list(g.node)
         self.inputs = [i.name for i in g.input]
         self.outputs = [o.name for o in g.output]
-        self.consts: Dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        self.consts: Dict[str, np.ndarray] = {i.name: _to_array(i) for i in g.initializer}
         for n in self.nodes:
             if n.op_type == "Constant" and n.output:
                 t = _attr(n, "value")
                 if t is not None:
-                    self.consts[n.output[0]] = numpy_helper.to_array(t)
+                    self.consts[n.output[0]] = _to_array(t)
         self.producer: Dict[str, onnx.NodeProto] = {}
         self.consumers: Dict[str, List[onnx.NodeProto]] = {}
         for n in self.nodes:
@@ -117,9 +131,9 @@ class LogicalGraph:
         if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in self.consts:
             q = self.consts[dq.input[0]]
             scale = self.consts.get(dq.input[1])
-            zp = self.consts.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros_like(scale, np.int8)
-            if scale is None:
-                raise GraphMatchError(f"DequantizeLinear {dq.name!r} has a non-constant scale")
+            zp = self.consts.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros(np.shape(scale), np.int8)
+            if scale is None or zp is None:
+                raise GraphMatchError(f"DequantizeLinear {dq.name!r} has a non-constant scale or zero point")
             if q.dtype != np.int8:
                 raise GraphMatchError(f"weight {dq.input[0]!r} is {q.dtype}; the engine expects int8 weights")
             return QuantWeight(q, scale.astype(np.float32), zp.astype(np.int8), int(_attr(dq, "axis", 1)))

@@ -177,6 +177,8 @@ int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const fl
         if (!W || N <= 0 || K != width)
             return hf_fail(HF_EINVAL, "engine_add_head_op: linear %lldx%lld does not follow width %lld", (long long)N,
                            (long long)K, (long long)width);
+        if (N > ((int64_t)1 << 32) / K) return hf_fail(HF_EINVAL, "engine_add_head_op: linear %lldx%lld too large",
+                                                       (long long)N, (long long)K);
         op->N = N, op->K = K;
         op->W = dup_f32(W, N * K);
         op->b = dup_f32(b, N);
@@ -287,7 +289,11 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
     if (S > e->max_pos) return hf_fail(HF_EINVAL, "engine_run: sequence length %lld exceeds max positions %lld",
                                        (long long)S, (long long)e->max_pos);
     if (B > (1LL << 20) || B * S > (1LL << 24)) return hf_fail(HF_EINVAL, "engine_run: batch too large");
-    const int64_t T = B * S, H = e->H, d = H / e->heads, hw = hf_engine_output_width(e) > H ? hf_engine_output_width(e) : H;
+    /* head buffers hold the widest head activation: an intermediate linear may be wider than both H and the output */
+    int64_t hw = e->H;
+    for (int i = 0; i < e->n_head; i++)
+        if (e->head[i].kind == HF_HEAD_LINEAR && e->head[i].N > hw) hw = e->head[i].N;
+    const int64_t T = B * S, H = e->H, d = H / e->heads;
     const int token_level = hf_engine_token_level(e);
     const int64_t want = (token_level ? T : B) * hf_engine_output_width(e);
     if (out_len != want)
