@@ -113,9 +113,9 @@ class HubServer:
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, code: Optional[str] = None):
+    def __init__(self, status: int, message: str, code: Optional[str] = None, **extra):
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.extra = status, message, code, extra
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -207,7 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"X-Error-Message": e.message}
             if e.code:
                 headers["X-Error-Code"] = e.code
-            self._json(e.status, {"error": e.message}, headers, head=(method == "HEAD"))
+            self._json(e.status, {"error": e.message, **e.extra}, headers, head=(method == "HEAD"))
 
     def do_GET(self):
         self._dispatch("GET")
@@ -227,7 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(400, "this test server only hosts model repos")
         repo_id = f"{body.get('organization') or self.hub.user}/{body['name']}"
         if repo_id in self.hub.repos:
-            raise _HTTPError(409, "You already created this model repo")
+            raise _HTTPError(409, "You already created this model repo", url=f"{self.hub.url}/{repo_id}")
         private = bool(body.get("private")) or body.get("visibility") == "private"
         self.hub.repos[repo_id] = _Repo(repo_id, private)
         self._json(200, {"url": f"{self.hub.url}/{repo_id}", "name": repo_id, "id": repo_id})
@@ -360,3 +360,36 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
             return self._send(206, data[start:], headers, "application/octet-stream")
         self._send(200, data, headers, "application/octet-stream", head=(method == "HEAD"))
+
+
+# ------------------------------------------------------------------ pytest fixtures (import them into a test module)
+TOKEN = "hf_test_token"
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None
+
+if pytest is not None:
+    @pytest.fixture(scope="module")
+    def hub_server():
+        with HubServer(tokens={TOKEN, "hf_other_token"}) as hub:
+            yield hub
+
+    @pytest.fixture
+    def hub(hub_server, monkeypatch, tmp_path):
+        """The server, with this process pointed at it: HF_ENDPOINT (read at call time by hf_fast.hub), offline mode
+        off in the environment *and* in huggingface_hub.constants (read once at import), no ambient token, and
+        the Hub cache in a temporary folder."""
+        from huggingface_hub import constants
+
+        monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-stored-tokens"))
+        hub_server.requests.clear()
+        return hub_server

@@ -1,0 +1,159 @@
+"""Hub round trip against a local HTTP server speaking the Hub API (tests/hub_server.py, 127.0.0.1):
+push (create_repo + upload_folder), download (snapshot_download into the Hub cache) with revision, cache_dir,
+token, HF_HUB_OFFLINE, HF_ENDPOINT, and pipelines from a repo id. Nothing leaves the machine."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from _export_helpers import SENTENCES, encode, tiny_model, tokenizer  # noqa: E402
+from hub_server import TOKEN, hub, hub_server  # noqa: E402,F401  (fixtures)
+
+import hf_fast  # noqa: E402
+from hf_fast.hub import HubArtifactNotFoundError, push_fast_folder, resolve_artifact  # noqa: E402
+from hf_fast.runtime import FastModelForSequenceClassification  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tokenizer()
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, tok):
+    """Two save_fast folders of the same shape with different weights (v1, v2)."""
+    root = tmp_path_factory.mktemp("hub-src")
+    out = {}
+    for seed in (0, 1):
+        m = tiny_model("bert", "text-classification", tok.vocab_size, seed=seed, num_labels=2)
+        m.config.id2label, m.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
+        out[f"v{seed + 1}"] = (hf_fast.save_fast(m, tok, root / f"v{seed + 1}", SENTENCES, progress=False,
+                                                 metrics={"eval_accuracy": 0.5 + seed / 10}), m)
+    return out
+
+
+def _logits(fm, tok):
+    return fm(**encode(tok, "text-classification", "bert")).logits
+
+
+def test_push_and_download_roundtrip(hub, folders, tok, tmp_path):
+    v1, model = folders["v1"]
+    info = push_fast_folder(v1, "tester/tiny-fast", token=TOKEN)
+    assert info.oid == hub.repos["tester/tiny-fast"].branches["main"]
+    files = hub.files("tester/tiny-fast")
+    assert {"model.onnx", "fast_config.json", "config.json", "model.safetensors", "README.md", "tokenizer.json"} <= set(files)
+    assert files["model.onnx"] == (v1 / "model.onnx").read_bytes()
+    assert not any(n.endswith((".bin", ".pkl", ".pt")) for n in files)
+    routes = {(m, p.split("/tester/")[0]) for m, p in hub.requests}
+    assert ("POST", "/api/repos/create") in routes and ("POST", "/api/models") in routes  # create, preupload/commit
+    # the card: hf-fast tag, pipeline tag, sparsity / accuracy table (read back through the Hub API)
+    from huggingface_hub import HfApi
+
+    mi = HfApi(endpoint=hub.url).model_info("tester/tiny-fast", token=TOKEN)
+    assert "hf-fast" in mi.tags and mi.pipeline_tag == "text-classification"
+    card = files["README.md"].decode()
+    assert "## Results" in card and "eval_accuracy" in card and "zero blocks" in card
+
+    cache = tmp_path / "cache"
+    fm = FastModelForSequenceClassification.from_pretrained("tester/tiny-fast", cache_dir=cache, backend="onnxruntime")
+    assert Path(fm.path).is_relative_to(cache / "models--tester--tiny-fast" / "snapshots")
+    assert not (Path(fm.path) / "model.safetensors").exists()  # the runtime downloads no PyTorch weights
+    local = FastModelForSequenceClassification.from_pretrained(v1, backend="onnxruntime")
+    assert torch.equal(_logits(fm, tok), _logits(local, tok))
+    # the same snapshot also loads in transformers when the weights are wanted (artifact_only=False)
+    full = resolve_artifact("tester/tiny-fast", cache_dir=cache, artifact_only=False)
+    import transformers
+
+    tm = transformers.AutoModelForSequenceClassification.from_pretrained(full)
+    with torch.no_grad():
+        ref = model(**encode(tok, "text-classification", "bert")).logits
+        assert torch.allclose(tm(**encode(tok, "text-classification", "bert")).logits, ref)
+
+
+def test_revision_and_offline(hub, folders, tok, tmp_path, monkeypatch):
+    (v1, _), (v2, _) = folders["v1"], folders["v2"]
+    first = push_fast_folder(v1, "tester/rev", token=TOKEN).oid
+    push_fast_folder(v2, "tester/rev", token=TOKEN, revision="v2")
+    third = push_fast_folder(v2, "tester/rev", token=TOKEN, commit_message="v2 on main").oid
+    assert first != third
+    cache = tmp_path / "c"
+    want1 = _logits(FastModelForSequenceClassification.from_pretrained(v1, backend="onnxruntime"), tok)
+    want2 = _logits(FastModelForSequenceClassification.from_pretrained(v2, backend="onnxruntime"), tok)
+    assert not torch.equal(want1, want2)
+    load = lambda **kw: _logits(FastModelForSequenceClassification.from_pretrained(
+        "tester/rev", cache_dir=cache, backend="onnxruntime", **kw), tok)
+    assert torch.equal(load(revision="v2"), want2)
+    assert torch.equal(load(revision=first), want1)  # a commit sha
+    assert torch.equal(load(), want2)
+    with pytest.raises(HubArtifactNotFoundError, match="no revision"):
+        load(revision="nope")
+    # offline: served from the cache, no request reaches the server; an empty cache fails clearly
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub.requests.clear()
+    assert torch.equal(load(revision="v2"), want2)
+    assert torch.equal(load(), want2)
+    assert hub.requests == []
+    with pytest.raises(HubArtifactNotFoundError, match="offline"):
+        FastModelForSequenceClassification.from_pretrained("tester/rev", cache_dir=tmp_path / "empty")
+    with pytest.raises(RuntimeError, match="offline"):
+        push_fast_folder(v1, "tester/rev", token=TOKEN)
+
+
+def test_private_repo_needs_token(hub, folders, tmp_path):
+    v1, _ = folders["v1"]
+    push_fast_folder(v1, "tester/private", token=TOKEN, private=True)
+    assert hub.repos["tester/private"].private
+    with pytest.raises(HubArtifactNotFoundError, match="private"):
+        resolve_artifact("tester/private", cache_dir=tmp_path / "a")
+    p = resolve_artifact("tester/private", cache_dir=tmp_path / "b", token=TOKEN)
+    assert (p / "model.onnx").is_file()
+    with pytest.raises(Exception):  # a token the server does not know cannot write
+        push_fast_folder(v1, "tester/private", token="hf_wrong")
+    with pytest.raises(HubArtifactNotFoundError, match="no such repo"):
+        resolve_artifact("tester/missing", cache_dir=tmp_path / "c", token=TOKEN)
+    with pytest.raises(ValueError, match="invalid Hub repo id"):
+        push_fast_folder(v1, "a/b/c", token=TOKEN)
+
+
+def test_pipeline_from_repo_id(hub, folders, tok, tmp_path):
+    v1, _ = folders["v1"]
+    push_fast_folder(v1, "tester/pipe", token=TOKEN)
+    clf = hf_fast.pipeline("text-classification", model="tester/pipe", cache_dir=tmp_path / "c",
+                           backend="onnxruntime")
+    out = clf(SENTENCES[:3])
+    assert len(out) == 3 and all(o["label"] in ("neg", "pos") for o in out)
+    local = hf_fast.pipeline(model=str(v1), backend="onnxruntime")(SENTENCES[:3])  # task from the artifact
+    assert [o["label"] for o in out] == [o["label"] for o in local]
+
+
+def test_hf_endpoint_env_in_a_fresh_process(hub, folders, tmp_path):
+    """No patching at all: a new interpreter configured only through the environment (HF_ENDPOINT read at
+    import by huggingface_hub, and at call time by hf-fast)."""
+    v1, _ = folders["v1"]
+    push_fast_folder(v1, "tester/env", token=TOKEN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "home"), HF_HUB_DISABLE_TELEMETRY="1",
+               PYTHONPATH=str(REPO))
+    code = ("from hf_fast.runtime import load_fast_model; import json;"
+            "m = load_fast_model('tester/env', backend='onnxruntime');"
+            "print(json.dumps({'path': str(m.path), 'logits': m(input_ids=[[101, 2023, 102]]).logits.tolist()}))")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["path"].startswith(str(tmp_path / "home" / "hub" / "models--tester--env"))
+    want = FastModelForSequenceClassification.from_pretrained(v1, backend="onnxruntime")(input_ids=[[101, 2023, 102]])
+    assert np.allclose(got["logits"], want.logits.numpy())
