@@ -1,0 +1,139 @@
+"""save_fast: one folder that loads in transformers, ONNX Runtime and hf-fast; atomic; no pickle; FastTrainer's
+model.save_fast / model.push_to_hub / trainer.push_to_hub (uploads go to the local Hub server of hub_server.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from _export_helpers import SENTENCES, encode, tiny_model, tokenizer  # noqa: E402
+from hub_server import TOKEN, hub, hub_server  # noqa: E402,F401  (fixtures)
+
+import hf_fast  # noqa: E402
+from hf_fast.export.artifact import sha256_file  # noqa: E402
+from hf_fast.runtime import FastModelForSequenceClassification, FastModelForTokenClassification  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tokenizer()
+
+
+def _no_pickle(folder: Path):
+    for p in folder.rglob("*"):
+        assert p.suffix not in (".bin", ".pt", ".pth", ".pkl", ".pickle"), p
+        if p.is_file() and p.suffix in (".json", ".safetensors", ".onnx", ".txt", ".md"):
+            assert not p.read_bytes().startswith(b"\x80"), f"{p} looks like a pickle"
+
+
+def test_save_fast_loads_everywhere(tmp_path, tok):
+    import onnxruntime as ort
+
+    model = tiny_model("distilbert", "token-classification", tok.vocab_size)
+    out = hf_fast.save_fast(model, tok, tmp_path / "fast", SENTENCES, progress=False, metrics={"eval_f1": 0.5})
+    names = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "fast_config.json", "config.json", "model.safetensors", "README.md",
+            "tokenizer.json", "tokenizer_config.json"} <= names
+    assert not any(n.startswith(".") for n in names) and not list(tmp_path.glob(".fast.*"))  # temp dirs cleaned
+    _no_pickle(out)
+    enc = encode(tok, "token-classification", "distilbert")
+    with torch.no_grad():
+        ref = model(**enc).logits
+    # transformers (fp32 weights), ONNX Runtime (the int8 file as it is), hf-fast (native engine)
+    tm = transformers.AutoModelForTokenClassification.from_pretrained(out)
+    with torch.no_grad():
+        assert torch.allclose(tm(**enc).logits, ref)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    ort_logits = sess.run(["logits"], {k: v.numpy() for k, v in enc.items()})[0]
+    assert np.abs(ort_logits - ref.numpy()).max() < 0.05
+    fm = FastModelForTokenClassification.from_pretrained(out)
+    assert (fm(**enc).logits - ref).abs().max().item() < 0.05
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: token-classification\ntags:\n- hf-fast")
+    assert "| eval_f1 | 0.5000 |" in card and "AutoModelForTokenClassification" in card
+
+
+def test_save_fast_is_atomic(tmp_path, tok):
+    model = tiny_model("bert", "text-classification", tok.vocab_size)
+    out = hf_fast.save_fast(model, tok, tmp_path / "fast", SENTENCES[:4], progress=False)
+    before = {p.name: sha256_file(p) for p in out.iterdir()}
+    with pytest.raises(ValueError, match="calibration set is empty"):
+        hf_fast.save_fast(model, tok, out, [], progress=False)
+    assert {p.name: sha256_file(p) for p in out.iterdir()} == before  # the old folder, untouched
+    with pytest.raises(FileExistsError):
+        hf_fast.save_fast(model, tok, out, SENTENCES[:4], progress=False, overwrite=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="refusing to replace unrelated files"):
+        hf_fast.save_fast(model, tok, other, SENTENCES[:4], progress=False)
+    assert (other / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fast", "other"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tok):
+    """A tiny BERT pruned to 50% 4x1 blocks by FastTrainer with distillation, on tokenized sentences."""
+    from datasets import Dataset
+    from transformers import TrainingArguments
+
+    from hf_fast.training import FastConfig, FastTrainer
+
+    root = tmp_path_factory.mktemp("trained")
+    texts = SENTENCES * 2
+    ds = Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(len(texts))]})
+    ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=24, padding="max_length"), batched=True,
+                remove_columns=["text"]).rename_column("label", "labels")
+    student = tiny_model("bert", "text-classification", tok.vocab_size, num_labels=2)
+    teacher = tiny_model("bert", "text-classification", tok.vocab_size, seed=1, num_labels=2)
+    args = TrainingArguments(output_dir=str(root / "run"), max_steps=4, per_device_train_batch_size=8,
+                             report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True,
+                             dataloader_num_workers=0, learning_rate=1e-3, hub_model_id="tester/trained-fast")
+    trainer = FastTrainer(model=student, teacher=teacher, args=args, train_dataset=ds, eval_dataset=ds,
+                          processing_class=tok, compute_metrics=lambda p: {"accuracy": float(
+                              (p.predictions.argmax(-1) == p.label_ids).mean())},
+                          fast_config=FastConfig(sparsity=0.5, block="4x1", end_step=0.5, frequency=1))
+    trainer.train()
+    trainer.evaluate()
+    return trainer
+
+
+def test_trained_model_save_fast(trained, tmp_path, tok):
+    model = trained.model
+    out = model.save_fast(tmp_path / "fast", progress=False)  # tokenizer, calibration, block from the trainer
+    fc = json.loads((out / "fast_config.json").read_text())
+    assert fc["block"] == "4x1" and fc["sparsity"]["overall"] >= 0.45
+    assert fc["quantization"]["calibration_size"] == len(trained.train_dataset)
+    assert "eval_accuracy" in fc["metrics"] and fc["metrics"]["sparsity_target"] == 0.5
+    _no_pickle(out)
+    # the pruned fp32 weights round-trip through model.safetensors (zero blocks included)
+    tm = transformers.AutoModelForSequenceClassification.from_pretrained(out)
+    w0 = model.bert.encoder.layer[0].intermediate.dense.weight
+    assert torch.equal(tm.bert.encoder.layer[0].intermediate.dense.weight, w0.detach().cpu())
+    assert tm.config.hf_fast["block"] == "4x1"
+    enc = encode(tok, "text-classification", "bert")
+    fm = FastModelForSequenceClassification.from_pretrained(out)
+    with torch.no_grad():
+        assert (fm(**enc).logits - tm(**enc).logits).abs().max().item() < 0.05
+    assert "sparsity_reached" in (out / "README.md").read_text()
+    out2 = trained.save_fast(str(tmp_path / "fast2"), progress=False)  # the trainer-level spelling
+    assert (Path(out2) / "model.safetensors").is_file()
+
+
+def test_trained_model_push_to_hub(hub, trained, tmp_path, tok):
+    info = trained.model.push_to_hub("tester/model-push", token=TOKEN, progress=False)
+    files = hub.files("tester/model-push")
+    assert info.oid == hub.repos["tester/model-push"].branches["main"]
+    assert {"model.onnx", "model.safetensors", "fast_config.json", "README.md", "tokenizer.json"} <= set(files)
+    card = files["README.md"].decode()
+    assert "- hf-fast" in card and "speed-up vs ONNX Runtime" in card and "| native |" in card
+    # trainer.push_to_hub: repo from args.hub_model_id, token from the call
+    trained.push_to_hub(token=TOKEN, progress=False, measure_speed=False)
+    assert "fast_config.json" in hub.files("tester/trained-fast")
+    fm = hf_fast.pipeline("text-classification", model="tester/trained-fast", cache_dir=tmp_path / "c")
+    assert len(fm(SENTENCES[:2])) == 2
