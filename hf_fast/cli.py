@@ -3,6 +3,9 @@ so `bench`, `train`, ... can be added without touching the others.
 
     hf-fast info [--json]
     hf-fast export --model PATH --task TASK --out DIR [--calibration FILE] [--block 4x1] ...
+    hf-fast bench DIR_OR_REPO [--batch-sizes 1 8] [--seq-lengths 32 128] [--plot bench.png] [--json out.json]
+    hf-fast train RECIPE.yaml [--max-steps N] [--out DIR] [--train-limit N] [--eval-limit N] [--push-to-hub REPO]
+    hf-fast push DIR REPO_ID [--private] [--revision BRANCH]
 """
 from __future__ import annotations
 
@@ -117,6 +120,98 @@ def _export(a: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ bench
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="fast folder (hf_fast.save_fast / hf-fast export) or Hub repo id")
+    p.add_argument("--batch-sizes", "-b", type=int, nargs="+", default=[1, 8], help="default: 1 8")
+    p.add_argument("--seq-lengths", "-s", type=int, nargs="+", default=[32, 128], help="default: 32 128")
+    p.add_argument("--runtimes", nargs="+", default=["native", "onnxruntime", "pytorch"],
+                   choices=["native", "onnxruntime", "pytorch"],
+                   help="default: all three (pytorch needs model.safetensors in the folder, or --pytorch DIR)")
+    p.add_argument("--pytorch", default=None, help="transformers checkpoint for the PyTorch column")
+    p.add_argument("--iterations", "-n", type=int, default=20, help="timed rounds per shape (median reported)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: the runtime's)")
+    p.add_argument("--plot", default=None, help="write a PNG of latency vs batch size and sequence length")
+    p.add_argument("--json", default=None, help="write the measurements as JSON")
+    p.add_argument("--revision", default=None, help="Hub revision (repo ids)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+@subcommand("bench", "latency of a fast folder: hf-fast engine vs ONNX Runtime vs PyTorch (table + PNG plot)")(
+    _bench_args)
+def _bench(a: argparse.Namespace) -> int:
+    import hf_fast
+    from hf_fast.bench import bench_folder, format_table, plot
+    from hf_fast.hub import resolve_artifact
+
+    folder = resolve_artifact(a.model, revision=a.revision, artifact_only="pytorch" not in a.runtimes)
+    rows = bench_folder(folder, a.batch_sizes, a.seq_lengths, runtimes=a.runtimes, iterations=a.iterations,
+                        warmup=a.warmup, threads=a.threads, pytorch=a.pytorch, progress=not a.quiet)
+    info = hf_fast.native_info()
+    print(f"{a.model}: isa={info['isa']} threads={a.threads or info['threads']} cpu={info.get('cpu')}")
+    print(format_table(rows))
+    if a.json:
+        Path(a.json).write_text(json.dumps({"model": str(a.model), "native": info, "rows": rows}, indent=2))
+    if a.plot:
+        isa = info["isa"]
+        print(f"plot: {plot(rows, a.plot, title=f'{Path(str(a.model)).name} ({isa})')}")
+    return 0
+
+
+# ------------------------------------------------------------------ train
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="recipe YAML (see recipes/)")
+    p.add_argument("--out", "-o", default=None, help="output root (default: the recipe's output dirs)")
+    p.add_argument("--base-dir", default=None, help="resolve relative recipe paths here (default: current dir)")
+    p.add_argument("--teacher", default=None, help="use this fine-tuned teacher instead of training one")
+    p.add_argument("--max-steps", type=int, default=None, help="cap every training run (smoke tests)")
+    p.add_argument("--train-limit", type=int, default=None, help="use the first N training examples")
+    p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N examples")
+    p.add_argument("--block", default=None, help="override fast_config.block")
+    p.add_argument("--sparsity", type=float, default=None, help="override fast_config.sparsity")
+    p.add_argument("--no-distill-baseline", action="store_true", help="also prune a student without distillation")
+    p.add_argument("--skip-export", action="store_true", help="stop after training (no int8 folder, no int8 eval)")
+    p.add_argument("--no-speed", action="store_true", help="do not time the engine / ONNX Runtime for the card")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the distilled student's folder")
+    p.add_argument("--token", default=None, help="Hub token for --push-to-hub (default: the stored one)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+@subcommand("train", "run a recipe end to end: teacher, prune + distil, export, evaluate, report")(_train_args)
+def _train(a: argparse.Namespace) -> int:
+    if not Path(a.recipe).is_file():
+        raise FileNotFoundError(f"recipe {a.recipe!r} does not exist")
+    from hf_fast.training.run_recipe import run_recipe
+
+    res = run_recipe(a.recipe, base_dir=a.base_dir, teacher=a.teacher, max_steps=a.max_steps, out=a.out,
+                     train_limit=a.train_limit, eval_limit=a.eval_limit, block=a.block, sparsity=a.sparsity,
+                     no_distill_baseline=a.no_distill_baseline, skip_export=a.skip_export,
+                     measure_speed=not a.no_speed, push_to_hub=a.push_to_hub, token=a.token, progress=not a.quiet)
+    print(f"results: {Path(res['root']) / 'results.json'}  report: {Path(res['root']) / 'report.md'}")
+    return 0
+
+
+# ------------------------------------------------------------------ push
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="fast folder to upload (hf_fast.save_fast / hf-fast export)")
+    p.add_argument("repo_id", help="namespace/name on the Hub (HF_ENDPOINT selects the Hub)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
+    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored one)")
+    p.add_argument("--message", "-m", default=None, help="commit message")
+
+
+@subcommand("push", "upload a fast folder to the Hub (create_repo + upload_folder)")(_push_args)
+def _push(a: argparse.Namespace) -> int:
+    from hf_fast.hub import push_fast_folder
+
+    info = push_fast_folder(a.folder, a.repo_id, token=a.token, private=a.private or None, revision=a.revision,
+                            commit_message=a.message)
+    print(f"pushed {a.folder} -> {a.repo_id}: {getattr(info, 'commit_url', info)}")
+    return 0
+
+
 # ------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hf-fast", description="Block-sparse int8 BERT-family models on CPUs")
@@ -137,7 +232,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(a._run(a) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
-            NotImplementedError) as exc:
+            NotImplementedError, RuntimeError) as exc:
         print(f"hf-fast {a.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -176,7 +176,9 @@ def write_model_card(folder: Union[str, Path], metrics: Optional[Mapping[str, An
             + "\n" + body.split("\n", 1)[0] + "\n\n" + results_table(fc, metrics, speed) + use + "\n"
             + body.split("\n", 1)[1].lstrip("\n"))
     p = folder / "README.md"
-    p.write_text(text, encoding="utf-8")
+    tmp = folder / ".README.md.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, p)  # atomic: the card is the old one or the new one
     return p
 
 

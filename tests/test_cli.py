@@ -59,3 +59,90 @@ def test_export_cli(tmp_path, capsys):
     assert main(["export", "--model", str(qa), "--task", "qa", "--out", str(tmp_path / "qa-art"),
                  "--calibration", str(squad), "-q"]) == 0
     assert json.loads((tmp_path / "qa-art" / "fast_config.json").read_text())["quantization"]["calibration_size"] == 5
+
+
+# ------------------------------------------------------------------ bench / train / push / --help
+def test_every_subcommand_has_help(capsys):
+    for cmd in ("info", "export", "bench", "train", "push"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: hf-fast " + cmd in capsys.readouterr().out
+
+
+def test_console_script_is_declared():
+    import configparser
+    from pathlib import Path
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert "hf-fast = hf_fast.cli:main" in cfg["options.entry_points"]["console_scripts"]
+
+
+def test_bench_cli(tmp_path, capsys):
+    import hf_fast
+
+    tok = tokenizer()
+    folder = hf_fast.save_fast(tiny_model("bert", "text-classification", tok.vocab_size), tok, tmp_path / "fast",
+                               SENTENCES[:4], progress=False)
+    png, js = tmp_path / "b.png", tmp_path / "b.json"
+    rc = main(["bench", str(folder), "-b", "1", "2", "-s", "8", "16", "-n", "2", "--warmup", "0", "--threads", "1",
+               "--plot", str(png), "--json", str(js), "-q"])
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "| batch | seq | native (ms) | onnxruntime (ms) | pytorch (ms) | native vs onnxruntime |" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = json.loads(js.read_text())["rows"]
+    assert {(r["runtime"], r["batch_size"], r["sequence_length"]) for r in rows} == {
+        (rt, b, s) for rt in ("native", "onnxruntime", "pytorch") for b in (1, 2) for s in (8, 16)}
+    assert main(["bench", str(folder), "-s", "999", "-q"]) == 1
+    assert "exceeds" in capsys.readouterr().err
+
+
+def _tiny_recipe(tmp_path, task):
+    import yaml
+
+    tok = tokenizer()
+    ck = tmp_path / "ck"
+    tiny_model("bert", task, tok.vocab_size, num_labels=2, max_pos=128).save_pretrained(ck)
+    tok.save_pretrained(ck)
+    if task == "question-answering":
+        ctx = " ".join(SENTENCES)
+        qas = [{"id": str(i), "question": f"which review says {s.split()[-1]}?",
+                "answers": [{"text": s, "answer_start": ctx.index(s)}]} for i, s in enumerate(SENTENCES)]
+        sq = tmp_path / "squad.json"
+        sq.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": ctx, "qas": qas}]}]}))
+        data = {"format": "squad-json", "train_path": str(sq), "eval_path": str(sq), "max_length": 64,
+                "doc_stride": 16}
+    else:
+        d = tmp_path / "sst2"
+        d.mkdir()
+        for name, rows in (("train.tsv", SENTENCES * 2), ("dev.tsv", SENTENCES)):
+            (d / name).write_text("sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(rows)))
+        data = {"format": "sst2-tsv", "path": str(d), "max_length": 32}
+    recipe = {"name": "tiny", "task": "question-answering" if task == "question-answering" else "sequence-classification",
+              "model": {"student": str(ck), "teacher": None, "num_labels": 2}, "data": data,
+              "training_args": {"output_dir": "out/student", "per_device_train_batch_size": 8,
+                                "learning_rate": 1e-3, "use_cpu": True, "disable_tqdm": True},
+              "fast_config": {"sparsity": 0.5, "block": "4x1", "end_step": 0.5, "frequency": 1}}
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    return p
+
+
+@pytest.mark.parametrize("task", ["text-classification", "question-answering"])
+def test_train_cli_runs_a_recipe(tmp_path, capsys, task):
+    recipe = _tiny_recipe(tmp_path, task)
+    rc = main(["train", str(recipe), "--base-dir", str(tmp_path), "--max-steps", "2", "--no-speed", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    metric = "f1" if task == "question-answering" else "accuracy"
+    run = res["runs"]["student_distilled"]
+    assert {"teacher_dense", "student_distilled"} == set(res["runs"])
+    assert 0 <= run[metric] <= 100 and f"int8_native_{metric}" in run and f"int8_onnxruntime_{metric}" in run
+    assert run["block"] == "4x1"
+    folder = tmp_path / "out" / "student_distilled_fast"
+    assert (folder / "model.onnx").is_file() and (folder / "model.safetensors").is_file()
+    assert f"int8_native_{metric}" in (folder / "README.md").read_text()
+    assert "| student_distilled |" in (tmp_path / "out" / "report.md").read_text()
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 1
