@@ -301,7 +301,9 @@ class PackedLinear:
         self.nbytes = int(lib.hf_linear_nbytes(self._l))
 
     def forward(self, a: np.ndarray, a_scale: float, a_zp: int, gelu: bool = False,
-                residual: np.ndarray | None = None) -> np.ndarray:
+                residual: np.ndarray | None = None, out_quant: tuple | None = None) -> np.ndarray:
+        """float32 [M, N]; with ``out_quant=(scale, zero_point)`` the result is quantized to uint8 in the
+        epilogue, bit for bit ``quantize_u8(forward(...), scale, zero_point)``."""
         a = _as_2d(a, np.uint8, "activations")
         n, k = self.shape
         if a.shape[1] != k:
@@ -313,10 +315,19 @@ class PackedLinear:
                 raise ValueError(f"residual must have shape ({m}, {n}), got {residual.shape}")
         if not isinstance(a_zp, (int, np.integer)) or isinstance(a_zp, bool):
             raise TypeError(f"a_zp must be an int, got {type(a_zp).__name__}")
+        flags = lib.HF_LINEAR_GELU if gelu else 0
+        if out_quant is not None:
+            y_scale, y_zp = out_quant
+            if not isinstance(y_zp, (int, np.integer)) or isinstance(y_zp, bool):
+                raise TypeError(f"out_quant zero point must be an int, got {type(y_zp).__name__}")
+            y = np.empty((m, n), dtype=np.uint8)
+            _check(lib.hf_linear_forward_u8(self._l, m, ffi.cast("const uint8_t *", a.ctypes.data), k, float(a_scale),
+                                            int(a_zp), ffi.cast("uint8_t *", y.ctypes.data), n, flags, _fptr(residual),
+                                            n, float(y_scale), int(y_zp)), "linear_forward_u8")
+            return y
         y = np.empty((m, n), dtype=np.float32)
         _check(lib.hf_linear_forward(self._l, m, ffi.cast("const uint8_t *", a.ctypes.data), k, float(a_scale),
-                                     int(a_zp), _fptr(y), n, lib.HF_LINEAR_GELU if gelu else 0, _fptr(residual),
-                                     n), "linear_forward")
+                                     int(a_zp), _fptr(y), n, flags, _fptr(residual), n), "linear_forward")
         return y
 
     __call__ = forward

@@ -211,3 +211,34 @@ def test_7bit_one_and_two_threads_identical(block):
     with native.num_threads(2):
         y2 = lin.forward(a, 0.05, 128, gelu=True)
     np.testing.assert_array_equal(y1, y2)
+
+
+# ---- u8 output: the epilogue quantizes the result for the next Linear (no float round trip) ----
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", KINDS)
+@pytest.mark.parametrize("m,n,k", [(1, 3, 5), (17, 45, 301), (128, 96, 768)])
+@pytest.mark.parametrize("gelu,res", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("bits", [8, 7])
+def test_u8_output_is_bit_exact_quantize_of_float_output(isa, block, m, n, k, gelu, res, bits):
+    rng = np.random.default_rng(m + n + k + 2 * gelu + res + bits)
+    w = _weight(rng, n, k, block)
+    if bits == 7:
+        w = (w // 2).astype(np.int8)
+    w_scale = (rng.uniform(1e-3, 2e-2, n) * 3.0 / np.sqrt(k * 1e4 * 0.0123 ** 2 + 1)).astype(np.float32)
+    bias = rng.normal(0, 1, n).astype(np.float32)
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    residual = rng.normal(0, 1, (m, n)).astype(np.float32) if res else None
+    lin = native.PackedLinear(w, w_scale, bias, block=block, isa=isa)
+    y = lin.forward(a, 0.0123, 101, gelu=gelu, residual=residual)
+    for scale, zp in ((0.011, 0), (0.02, 128), (0.003, 255)):  # saturation on both ends too
+        q = lin.forward(a, 0.0123, 101, gelu=gelu, residual=residual, out_quant=(scale, zp))
+        assert q.dtype == np.uint8 and q.shape == (m, n)
+        np.testing.assert_array_equal(q, native.quantize_u8(y, scale, zp, isa=isa))
+
+
+def test_u8_output_bad_quantization_raises():
+    lin = native.PackedLinear(np.ones((4, 4), np.int8), np.ones(4, np.float32), block="dense")
+    a = np.zeros((2, 4), np.uint8)
+    for bad in ((0.0, 0), (float("nan"), 0), (1.0, 256), (1.0, -1)):
+        with pytest.raises((ValueError, native.NativeError), match="output scale"):
+            lin.forward(a, 1.0, 0, out_quant=bad)

@@ -121,6 +121,11 @@ int hf_linear_info(const hf_linear *lin, int *isa, int64_t *N, int64_t *K, int *
 /* A[M][K] u8 (stride lda); Y[M][N] fp32 (stride ldy); residual (stride ldr) may be NULL. */
 int hf_linear_forward(const hf_linear *lin, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                       float *Y, int64_t ldy, int flags, const float *residual, int64_t ldr);
+/* The same, with Y quantized in the epilogue: Y[M][N] u8 = hf_quantize_u8(float result, y_scale, y_zp), bit
+ * for bit (the next Linear's input without a float round trip). */
+int hf_linear_forward_u8(const hf_linear *lin, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
+                         uint8_t *Y, int64_t ldy, int flags, const float *residual, int64_t ldr, float y_scale,
+                         int32_t y_zp);
 
 /* ---- activation quantizer and GELU ----
  * y = saturate_u8(round_half_even(x / scale) + zp), exactly ONNX QuantizeLinear (true division, not

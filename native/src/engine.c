@@ -11,7 +11,10 @@
  *               x   = LN(Linear_2(Q(gelu(Linear_1(Q(x))))) + x)   (GELU fused in the epilogue)
  *   head:       [CLS] select, fp32 linears with tanh/relu
  *
- * Q(.) quantizes to uint8 with the activation scale/zero point the artifact's QDQ nodes give.
+ * Q(.) quantizes to uint8 with the activation scale/zero point the artifact's QDQ nodes give. No
+ * quantization is a separate pass: Q(LN(.)) runs in the LayerNorm row blocks, Q(ctx) per (sequence,
+ * head) right after its attention, and Q(gelu(.)) in ffn_in's GEMM epilogue (u8 output). Every phase
+ * (embeddings/LN row blocks, attention heads, GEMM tiles) is split over the thread pool.
  * Workspace: one arena per engine, reused by every call that finds it free (a concurrent call
  * gets a private one), so steady-state inference allocates nothing.
  */
@@ -207,7 +210,8 @@ typedef struct {
     float *x;      /* [T][H] hidden states */
     float *big;    /* [T][max(3H, F)] qkv / ffn intermediate */
     float *ctx;    /* [T][H] attention context */
-    uint8_t *xq;   /* [T][max(H, F)] quantized activations */
+    uint8_t *xq;   /* [T][H] quantized activations (input of qkv, attn_out, ffn_in) */
+    uint8_t *hq;   /* [T][F] quantized GELU output (input of ffn_out), written by ffn_in's epilogue */
     float *bias;   /* [B][S] additive key mask */
     float *head_a, *head_b; /* head ping-pong [rows][max width] */
 } arena_t;
@@ -215,7 +219,7 @@ typedef struct {
 static size_t arena_size(const hf_engine *e, int64_t B, int64_t S, int64_t hw) {
     int64_t T = B * S, wide = e->F > 3 * e->H ? e->F : 3 * e->H;
     size_t f = (size_t)(T * e->H * 2 + T * wide + B * S + 2 * T * hw + 64 * 8);
-    return f * sizeof(float) + (size_t)(T * wide) + 64 * 8;
+    return f * sizeof(float) + (size_t)(T * e->H + T * e->F) + 64 * 8;
 }
 
 static void arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, int64_t hw, arena_t *a) {
@@ -232,7 +236,8 @@ static void arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, int
     TAKE(a->bias, float, B * S);
     TAKE(a->head_a, float, T * hw);
     TAKE(a->head_b, float, T * hw);
-    TAKE(a->xq, uint8_t, T * wide);
+    TAKE(a->xq, uint8_t, T * e->H);
+    TAKE(a->hq, uint8_t, T * e->F);
 #undef TAKE
 }
 
@@ -243,6 +248,9 @@ typedef struct {
     const arena_t *a;
     int64_t B, S, d;
     float scale;
+    float q_scale; /* the context is quantized per head for attn_out (while it is in L1) */
+    int32_t q_zp;
+    void (*quantize)(int64_t, const float *, float, int32_t, uint8_t *);
     atomic_long next; /* next (sequence, head) pair to claim */
     atomic_int failed;
 } attn_job;
@@ -262,9 +270,58 @@ static void attn_task(void *arg, int tid, int nth) {
     for (int64_t idx; (idx = atomic_fetch_add(&j->next, 1)) < n;) {
         const int64_t b = idx / e->heads, h = idx % e->heads;
         const float *base = j->a->big + b * j->S * H3 + h * j->d;
+        float *ctx = j->a->ctx + b * j->S * e->H + h * j->d;
+        uint8_t *xq = j->a->xq + b * j->S * e->H + h * j->d;
         j->ops->attention_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
-                               j->a->ctx + b * j->S * e->H + h * j->d, e->H, scr);
+                               ctx, e->H, scr);
+        for (int64_t s = 0; s < j->S; s++) j->quantize(j->d, ctx + s * e->H, j->q_scale, j->q_zp, xq + s * e->H);
     }
+}
+
+/* Row blocks of: [embeddings ->] LayerNorm [-> quantize], claimed by whichever pool threads join. */
+#define ROWS_PER_UNIT 8
+typedef struct {
+    const hf_engine *e;
+    const hf_f32_ops *ops;
+    void (*quantize)(int64_t, const float *, float, int32_t, uint8_t *);
+    int64_t T, S;
+    const int64_t *ids, *types; /* embed: ids != NULL */
+    const float *x;             /* LayerNorm input [T][H] (ignored when embedding) */
+    float *y;                   /* LayerNorm output [T][H] */
+    const float *g, *b;
+    float eps;
+    uint8_t *q; /* quantized copy of y (NULL: none) */
+    float q_scale;
+    int32_t q_zp;
+    atomic_long next;
+} rows_job;
+
+static void rows_task(void *arg, int tid, int nth) {
+    rows_job *j = (rows_job *)arg;
+    const hf_engine *e = j->e;
+    const int64_t H = e->H;
+    (void)tid, (void)nth;
+    for (;;) {
+        const int64_t t0 = atomic_fetch_add(&j->next, 1) * ROWS_PER_UNIT;
+        if (t0 >= j->T) break;
+        const int64_t n = j->T - t0 < ROWS_PER_UNIT ? j->T - t0 : ROWS_PER_UNIT;
+        const float *x = j->x ? j->x + t0 * H : j->y + t0 * H;
+        if (j->ids)
+            for (int64_t t = t0; t < t0 + n; t++) {
+                const float *w = e->word + j->ids[t] * H, *p = e->pos + (t % j->S) * H;
+                const float *ty = e->type ? e->type + (j->types ? j->types[t] : 0) * H : NULL;
+                float *xt = j->y + t * H;
+                for (int64_t i = 0; i < H; i++) xt[i] = w[i] + p[i] + (ty ? ty[i] : 0.f);
+            }
+        j->ops->layernorm(n, H, x, NULL, j->g, j->b, j->eps, j->y + t0 * H);
+        if (j->q) j->quantize(n * H, j->y + t0 * H, j->q_scale, j->q_zp, j->q + t0 * H);
+    }
+}
+
+static void rows_run(rows_job *j) {
+    const int64_t units = (j->T + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+    atomic_init(&j->next, 0);
+    hf_parallel(rows_task, j, (int)(units < 256 ? units : 256));
 }
 
 static void head_linear(const hf_head_op *op, int64_t rows, const float *in, float *out) {
@@ -325,37 +382,42 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
     void (*quantize)(int64_t, const float *, float, int32_t, uint8_t *) = hf_linear_ops_for(e->isa)->quantize;
     const hf_f32_ops *attn_ops = (d % 8 == 0) ? ops : hf_f32_ops_for(HF_ISA_REF);
 
-    /* embeddings + LayerNorm */
-    for (int64_t t = 0; t < T; t++) {
-        const int64_t s = t % S;
-        const float *w = e->word + ids[t] * H, *p = e->pos + s * H;
-        const float *ty = e->type ? e->type + (types ? types[t] : 0) * H : NULL;
-        float *x = a.x + t * H;
-        for (int64_t i = 0; i < H; i++) x[i] = w[i] + p[i] + (ty ? ty[i] : 0.f);
-    }
-    ops->layernorm(T, H, a.x, NULL, e->eln_g, e->eln_b, e->eln_eps, a.x);
+    /* embeddings + LayerNorm + quantize for the first qkv, in parallel row blocks */
     for (int64_t t = 0; t < T; t++) a.bias[t] = (!mask || mask[t]) ? 0.f : -INFINITY;
+    {
+        rows_job rj = {e, ops, quantize, T, S, ids, types, NULL, a.x, e->eln_g, e->eln_b, e->eln_eps, a.xq,
+                       e->layers[0].qkv_s, e->layers[0].qkv_zp};
+        rows_run(&rj);
+    }
 
     for (int64_t li = 0; li < e->L && rc == HF_OK; li++) {
-        const hf_layer *l = &e->layers[li];
+        const hf_layer *l = &e->layers[li], *next = li + 1 < e->L ? &e->layers[li + 1] : NULL;
         const int64_t H3 = 3 * H, F = e->F;
-        quantize(T * H, a.x, l->qkv_s, l->qkv_zp, a.xq);
+        /* a.xq holds Q(x) for qkv */
         if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) != HF_OK) break;
-        attn_job job = {e, attn_ops, &a, B, S, d, l->att_scale, 0, 0};
+        attn_job job = {e, attn_ops, &a, B, S, d, l->att_scale, l->o_s, l->o_zp, quantize, 0, 0};
         hf_parallel(attn_task, &job, (int)(B * e->heads));
         if (atomic_load(&job.failed)) {
             rc = hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");
             break;
         }
-        quantize(T * H, a.ctx, l->o_s, l->o_zp, a.xq);
+        /* a.xq = Q(ctx), written per head by the attention task */
         if ((rc = hf_linear_forward(l->attn_out, T, a.xq, H, l->o_s, l->o_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
-        ops->layernorm(T, H, a.ctx, NULL, l->ln1_g, l->ln1_b, l->ln1_eps, a.x);
-        quantize(T * H, a.x, l->i_s, l->i_zp, a.xq);
-        if ((rc = hf_linear_forward(l->ffn_in, T, a.xq, H, l->i_s, l->i_zp, a.big, F, HF_LINEAR_GELU, NULL, 0)) != HF_OK)
+        {
+            rows_job rj = {e, ops, quantize, T, S, NULL, NULL, a.ctx, a.x, l->ln1_g, l->ln1_b, l->ln1_eps, a.xq,
+                           l->i_s, l->i_zp};
+            rows_run(&rj);
+        }
+        /* GELU and the quantization for ffn_out run in ffn_in's epilogue: u8 straight into a.hq */
+        if ((rc = hf_linear_forward_u8(l->ffn_in, T, a.xq, H, l->i_s, l->i_zp, a.hq, F, HF_LINEAR_GELU, NULL, 0,
+                                       l->f_s, l->f_zp)) != HF_OK)
             break;
-        quantize(T * F, a.big, l->f_s, l->f_zp, a.xq);
-        if ((rc = hf_linear_forward(l->ffn_out, T, a.xq, F, l->f_s, l->f_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
-        ops->layernorm(T, H, a.ctx, NULL, l->ln2_g, l->ln2_b, l->ln2_eps, a.x);
+        if ((rc = hf_linear_forward(l->ffn_out, T, a.hq, F, l->f_s, l->f_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
+        {
+            rows_job rj = {e, ops, quantize, T, S, NULL, NULL, a.ctx, a.x, l->ln2_g, l->ln2_b, l->ln2_eps,
+                           next ? a.xq : NULL, next ? next->qkv_s : 1.f, next ? next->qkv_zp : 0};
+            rows_run(&rj);
+        }
     }
     if (rc == HF_OK) {
         /* head program */

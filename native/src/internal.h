@@ -98,10 +98,15 @@ int hf_parallel(hf_task_fn fn, void *ctx, int want);
 void *hf_scratch(int slot, size_t bytes);
 
 /* ---- fused epilogue (kernels/linear_*.c) ----
- * f32 == 0: C is int32 [M][ldc], the raw accumulators.
- * f32 == 1: C is float [M][ldc], y = (acc - a_zp*colsum[n]) * (a_scale*w_scale[n]) + bias[n]
+ * f32 == 0 (HF_EPI_S32): C is int32 [M][ldc], the raw accumulators.
+ * f32 == 1 (HF_EPI_F32): C is float [M][ldc], y = (acc - a_zp*colsum[n]) * (a_scale*w_scale[n]) + bias[n]
  *           (one fmaf), then GELU (erf form) if gelu, then + residual[m*ldr+n] if residual.
+ * f32 == 2 (HF_EPI_U8):  C is uint8 [M][ldc], the float y above quantized exactly like
+ *           hf_quantize_u8(y, q_scale, q_zp): the next Linear's input, with no float round trip.
  * acc - a_zp*colsum is computed in wrapping 32-bit arithmetic: the true value sum (a-zp)*w fits. */
+#define HF_EPI_S32 0
+#define HF_EPI_F32 1
+#define HF_EPI_U8 2
 typedef struct {
     int f32, gelu;
     int32_t a_zp;
@@ -110,11 +115,27 @@ typedef struct {
     const float *w_scale, *bias; /* bias may be NULL */
     const float *residual;       /* may be NULL */
     int64_t ldr;
+    float q_scale; /* HF_EPI_U8 output quantization */
+    int32_t q_zp;
 } hf_epilogue;
 
 float hf_gelu_ref1(float x);
 float hf_epi_ref1(const hf_epilogue *ep, int32_t acc, int64_t m, int64_t n);
-/* Apply the epilogue to rows of int32 accumulators acc[M][lda] into C (int32 or float) [M][ldc]. */
+/* ONNX QuantizeLinear of one value (the reference every quantizer matches bit for bit). */
+static inline uint8_t hf_quantize_ref1(float x, float scale, int32_t zp) {
+    float r = __builtin_nearbyintf(x / scale) + (float)zp;
+    if (!(r >= 0.f)) r = 0.f; /* also NaN */
+    if (r > 255.f) r = 255.f;
+    return (uint8_t)r;
+}
+/* Reference store of one accumulator through the epilogue into C (int32, float or u8). */
+static inline void hf_epi_store_ref1(const hf_epilogue *ep, int32_t acc, int64_t m, int64_t n, void *C, int64_t ldc) {
+    if (ep->f32 == HF_EPI_S32) ((int32_t *)C)[m * ldc + n] = acc;
+    else if (ep->f32 == HF_EPI_F32) ((float *)C)[m * ldc + n] = hf_epi_ref1(ep, acc, m, n);
+    else ((uint8_t *)C)[m * ldc + n] = hf_quantize_ref1(hf_epi_ref1(ep, acc, m, n), ep->q_scale, ep->q_zp);
+}
+/* Apply the epilogue to rows of int32 accumulators acc[M][lda] into C (int32, float or u8) [M][ldc];
+ * m0 is the global row of acc's first row (for the residual), C points at that row. */
 void hf_epilogue_rows_ref(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
                           int64_t lda, void *C, int64_t ldc);
 void hf_epilogue_rows_avx2(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,

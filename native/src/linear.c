@@ -103,7 +103,8 @@ typedef struct {
     const hf_epilogue *ep;
     int64_t M, lda, ldy;
     const uint8_t *A;
-    float *Y;
+    char *Y;
+    size_t ysz; /* bytes per output element */
     int32_t *acc;
     int64_t rows_per_unit;
     atomic_llong next;
@@ -124,12 +125,14 @@ static void dense_task(void *ctx, int tid, int nth) {
             atomic_store(&j->rc, rc);
             break;
         }
-        j->ops->epilogue_rows(j->ep, lo, hi - lo, j->l->N, acc, j->l->N, j->Y + lo * j->ldy, j->ldy);
+        j->ops->epilogue_rows(j->ep, lo, hi - lo, j->l->N, acc, j->l->N, j->Y + (size_t)(lo * j->ldy) * j->ysz, j->ldy);
     }
 }
 
-int hf_linear_forward(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
-                      float *Y, int64_t ldy, int flags, const float *residual, int64_t ldr) {
+/* Shared by the float and u8 front ends: mode is HF_EPI_F32 or HF_EPI_U8 (Y is float or uint8). */
+static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
+                      int mode, void *Y, int64_t ldy, int flags, const float *residual, int64_t ldr, float y_scale,
+                      int32_t y_zp) {
     hf_epilogue ep;
     if (!l) return hf_fail(HF_EINVAL, "linear_forward: linear is NULL");
     if (M < 0) return hf_fail(HF_EINVAL, "linear_forward: M=%lld < 0", (long long)M);
@@ -145,8 +148,12 @@ int hf_linear_forward(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
     if (a_zp < 0 || a_zp > 255) return hf_fail(HF_EINVAL, "linear_forward: a_zp=%d is not in [0, 255]", (int)a_zp);
     if (!hf_isa_supported(l->isa))
         return hf_fail(HF_EUNSUPPORTED, "linear_forward: packed for '%s', which this CPU cannot run", hf_isa_name(l->isa));
+    if (mode == HF_EPI_U8 && (!(y_scale > 0.f) || !isfinite(y_scale) || y_zp < 0 || y_zp > 255))
+        return hf_fail(HF_EINVAL, "linear_forward_u8: output scale %g / zero point %d invalid", (double)y_scale, (int)y_zp);
     memset(&ep, 0, sizeof ep);
-    ep.f32 = 1;
+    ep.f32 = mode;
+    ep.q_scale = y_scale;
+    ep.q_zp = y_zp;
     ep.gelu = flags & HF_LINEAR_GELU;
     ep.a_zp = a_zp;
     ep.a_scale = a_scale;
@@ -168,7 +175,8 @@ int hf_linear_forward(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
         j.lda = lda;
         j.ldy = ldy;
         j.A = A;
-        j.Y = Y;
+        j.Y = (char *)Y;
+        j.ysz = mode == HF_EPI_U8 ? 1 : sizeof(float);
         j.acc = (int32_t *)hf_scratch(HF_SCRATCH_LINEAR_ACC, (size_t)(M * l->N) * sizeof(int32_t));
         if (!j.acc) return hf_fail(HF_ENOMEM, "linear_forward: out of memory for accumulators");
         j.rows_per_unit = 16;
@@ -177,6 +185,17 @@ int hf_linear_forward(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
         hf_parallel(dense_task, &j, (int)((M + 15) / 16 < nth ? (M + 15) / 16 : nth));
         return atomic_load(&j.rc);
     }
+}
+
+int hf_linear_forward(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
+                      float *Y, int64_t ldy, int flags, const float *residual, int64_t ldr) {
+    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_F32, Y, ldy, flags, residual, ldr, 1.f, 0);
+}
+
+int hf_linear_forward_u8(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
+                         uint8_t *Y, int64_t ldy, int flags, const float *residual, int64_t ldr, float y_scale,
+                         int32_t y_zp) {
+    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_U8, Y, ldy, flags, residual, ldr, y_scale, y_zp);
 }
 
 int hf_quantize_u8(int isa, int64_t n, const float *x, float scale, int32_t zp, uint8_t *y) {

@@ -1,6 +1,7 @@
 /* AVX2 fused Linear epilogue (int32 accumulators -> fp32 with scale, bias, GELU, residual), the
  * transposing tile store used by the sparse kernels, GELU and the u8 activation quantizer.
- * Same expressions as linear_ref.c (fma where the reference uses fmaf); exp is hf_exp256. */
+ * Same expressions as linear_ref.c (fma where the reference uses fmaf), except GELU's reciprocal and
+ * clamp (see gelu8); the u8 output matches hf_quantize_avx2 bit for bit. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -10,11 +11,35 @@
 #define TGT __attribute__((target("avx2,fma")))
 #define INL static inline __attribute__((target("avx2,fma"), always_inline))
 
+/* exp(a) for a in [-87, 0] (no range clamps: gelu8 bounds its argument), as hf_exp256. */
+INL __m256 exp_bounded(__m256 x) {
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* GELU(x) = 0.5 x (1 + erf(x/sqrt2)), written with h = erfc(|x|/sqrt2)/2 as x (1 - h) for x >= 0 and x h
+ * for x < 0, so the negative tail keeps its relative accuracy. erfc is the reference's Chebyshev fit
+ * (hf_gelu_ref1) with two cheaper steps: 1/(1 + z/2) by vrcpps + one Newton step (~1 ulp) instead of
+ * a division, and z clamped to 9 (erfc(9) < 1e-36 is below the resolution of either branch), which keeps
+ * exp's argument in [-83, 0] so it needs no range checks. Matches erf-GELU to ~1e-6 relative (tests). */
 INL __m256 gelu8(__m256 x) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256 z = _mm256_mul_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps(0.70710678118654752f));
     const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
-    const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(half, z, one));
+    __m256 z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(0.70710678118654752f));
+    z = _mm256_min_ps(z, _mm256_set1_ps(9.0f)); /* NaN -> 9: x NaN still yields NaN below */
+    const __m256 d = _mm256_fmadd_ps(half, z, one);
+    __m256 t = _mm256_rcp_ps(d);
+    t = _mm256_mul_ps(t, _mm256_fnmadd_ps(d, t, _mm256_set1_ps(2.0f)));
     __m256 p = _mm256_set1_ps(0.17087277f);
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.82215223f));
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.48851587f));
@@ -25,44 +50,64 @@ INL __m256 gelu8(__m256 x) {
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.37409196f));
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.00002368f));
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.26551223f));
-    const __m256 erfc = _mm256_mul_ps(t, hf_exp256(_mm256_fnmadd_ps(z, z, p)));
-    const __m256 pos = _mm256_mul_ps(x, _mm256_fnmadd_ps(half, erfc, one));
-    const __m256 neg = _mm256_mul_ps(_mm256_mul_ps(half, x), erfc);
-    return _mm256_blendv_ps(pos, neg, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+    const __m256 h = _mm256_mul_ps(_mm256_mul_ps(half, t), exp_bounded(_mm256_fnmadd_ps(z, z, p)));
+    /* sign bit of x selects h (x < 0, also -0) over 1 - h */
+    return _mm256_mul_ps(x, _mm256_blendv_ps(_mm256_sub_ps(one, h), h, x));
 }
 
-/* Per-channel constants of 8 channels (masked past N). */
+INL __m256i quant8(__m256 x, __m256 scale, __m256 zp) {
+    __m256 r = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
+    r = _mm256_max_ps(r, _mm256_setzero_ps()); /* NaN -> 0 (maxps returns the second operand) */
+    r = _mm256_min_ps(r, _mm256_set1_ps(255.f));
+    return _mm256_cvtps_epi32(r);
+}
+
+/* Per-channel constants of 8 channels (masked past N): zp * colsum and a_scale * w_scale folded. */
 typedef struct {
-    __m256i colsum;
-    __m256 wscale, bias;
+    __m256i zc;
+    __m256 s, bias;
 } chan8;
 
 INL chan8 load_chan(const hf_epilogue *ep, int64_t n0, __m256i mask) {
     chan8 c;
-    c.colsum = _mm256_maskload_epi32((const int *)(ep->colsum + n0), mask);
-    c.wscale = _mm256_maskload_ps(ep->w_scale + n0, mask);
+    const __m256i colsum = _mm256_maskload_epi32((const int *)(ep->colsum + n0), mask);
+    c.zc = _mm256_mullo_epi32(_mm256_set1_epi32(ep->a_zp), colsum);
+    c.s = _mm256_mul_ps(_mm256_set1_ps(ep->a_scale), _mm256_maskload_ps(ep->w_scale + n0, mask));
     c.bias = ep->bias ? _mm256_maskload_ps(ep->bias + n0, mask) : _mm256_setzero_ps();
     return c;
 }
 
-/* Epilogue of one token's 8 channels, stored at dst (masked). */
-INL void epi8_store(const hf_epilogue *ep, __m256i acc, const chan8 *c, __m256 ascale, __m256i zp, int64_t m,
-                    int64_t n0, __m256i mask, int full, void *C, int64_t ldc) {
-    if (!ep->f32) {
+/* Epilogue of one token's 8 channels (nr valid), stored at row m of C (int32, float or u8). */
+INL void epi8_store(const hf_epilogue *ep, __m256i acc, const chan8 *c, int64_t m, int64_t n0, __m256i mask, int nr,
+                    void *C, int64_t ldc) {
+    const int full = nr == 8;
+    if (ep->f32 == HF_EPI_S32) {
         int32_t *d = (int32_t *)C + m * ldc + n0;
         if (full) _mm256_storeu_si256((__m256i *)d, acc);
         else _mm256_maskstore_epi32((int *)d, mask, acc);
         return;
     }
-    const __m256i v = _mm256_sub_epi32(acc, _mm256_mullo_epi32(zp, c->colsum));
-    const __m256 s = _mm256_mul_ps(ascale, c->wscale);
-    __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), s, c->bias);
+    __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc, c->zc)), c->s, c->bias);
     if (ep->gelu) y = gelu8(y);
-    float *d = (float *)C + m * ldc + n0;
     if (ep->residual) {
         const float *r = ep->residual + m * ep->ldr + n0;
         y = _mm256_add_ps(y, full ? _mm256_loadu_ps(r) : _mm256_maskload_ps(r, mask));
     }
+    if (ep->f32 == HF_EPI_U8) {
+        const __m256i q = quant8(y, _mm256_set1_ps(ep->q_scale), _mm256_set1_ps((float)ep->q_zp));
+        const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        const __m128i b = _mm_packus_epi16(w, w); /* bytes 0-7 = the 8 channels */
+        uint8_t *d = (uint8_t *)C + m * ldc + n0;
+        if (full) {
+            _mm_storel_epi64((__m128i *)d, b);
+        } else {
+            uint8_t tmp[16];
+            _mm_storeu_si128((__m128i *)tmp, b);
+            memcpy(d, tmp, (size_t)nr);
+        }
+        return;
+    }
+    float *d = (float *)C + m * ldc + n0;
     if (full) _mm256_storeu_ps(d, y);
     else _mm256_maskstore_ps(d, mask, y);
 }
@@ -89,10 +134,7 @@ INL void transpose8(__m256 r[8]) {
 TGT void hf_tile_store_avx2(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
                             void *C, int64_t ldc) {
     const __m256i mask = hf_tailmask256(nr);
-    const int full = nr == 8;
     chan8 c;
-    const __m256 ascale = _mm256_set1_ps(ep->a_scale);
-    const __m256i zp = _mm256_set1_epi32(ep->a_zp);
     if (ep->f32) c = load_chan(ep, n0, mask);
     else memset(&c, 0, sizeof c);
     for (int h = 0; h < 2 && h * 8 < nt; h++) {
@@ -101,14 +143,12 @@ TGT void hf_tile_store_avx2(const hf_epilogue *ep, const int32_t *tile, int nr, 
         transpose8(r);
         const int cnt = nt - h * 8 < 8 ? nt - h * 8 : 8;
         for (int j = 0; j < cnt; j++)
-            epi8_store(ep, _mm256_castps_si256(r[j]), &c, ascale, zp, m0 + h * 8 + j, n0, mask, full, C, ldc);
+            epi8_store(ep, _mm256_castps_si256(r[j]), &c, m0 + h * 8 + j, n0, mask, nr, C, ldc);
     }
 }
 
 TGT void hf_epilogue_rows_avx2(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
                                int64_t lda, void *C, int64_t ldc) {
-    const __m256 ascale = _mm256_set1_ps(ep->a_scale);
-    const __m256i zp = _mm256_set1_epi32(ep->a_zp);
     /* the residual is indexed with the global row m0 + m; C with the local one */
     hf_epilogue e2 = *ep;
     if (ep->residual) e2.residual = ep->residual + m0 * ep->ldr;
@@ -121,25 +161,23 @@ TGT void hf_epilogue_rows_avx2(const hf_epilogue *ep, int64_t m0, int64_t M, int
         for (int64_t m = 0; m < M; m++) {
             const int32_t *a = acc + m * lda + n0;
             const __m256i v = nr == 8 ? _mm256_loadu_si256((const __m256i *)a) : _mm256_maskload_epi32((const int *)a, mask);
-            epi8_store(&e2, v, &c, ascale, zp, m, n0, mask, nr == 8, C, ldc);
+            epi8_store(&e2, v, &c, m, n0, mask, nr, C, ldc);
         }
     }
 }
 
 TGT void hf_gelu_avx2(int64_t n, const float *x, float *y) {
     int64_t i = 0;
+    for (; i + 32 <= n; i += 32) { /* four independent chains in flight */
+        const __m256 a = gelu8(_mm256_loadu_ps(x + i)), b = gelu8(_mm256_loadu_ps(x + i + 8));
+        const __m256 c = gelu8(_mm256_loadu_ps(x + i + 16)), d = gelu8(_mm256_loadu_ps(x + i + 24));
+        _mm256_storeu_ps(y + i, a), _mm256_storeu_ps(y + i + 8, b), _mm256_storeu_ps(y + i + 16, c), _mm256_storeu_ps(y + i + 24, d);
+    }
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, gelu8(_mm256_loadu_ps(x + i)));
     if (i < n) {
         const __m256i mask = hf_tailmask256((int)(n - i));
         _mm256_maskstore_ps(y + i, mask, gelu8(_mm256_maskload_ps(x + i, mask)));
     }
-}
-
-INL __m256i quant8(__m256 x, __m256 scale, __m256 zp) {
-    __m256 r = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
-    r = _mm256_max_ps(r, _mm256_setzero_ps()); /* NaN -> 0 (maxps returns the second operand) */
-    r = _mm256_min_ps(r, _mm256_set1_ps(255.f));
-    return _mm256_cvtps_epi32(r);
 }
 
 TGT void hf_quantize_avx2(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y) {

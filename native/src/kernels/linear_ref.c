@@ -35,13 +35,10 @@ float hf_epi_ref1(const hf_epilogue *ep, int32_t acc, int64_t m, int64_t n) {
 
 void hf_epilogue_rows_ref(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc, int64_t lda,
                           void *C, int64_t ldc) {
+    hf_epilogue e2 = *ep; /* residual rows are global (m0 + m), C rows local */
+    if (ep->residual) e2.residual = ep->residual + m0 * ep->ldr;
     for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            if (ep->f32)
-                ((float *)C)[m * ldc + n] = hf_epi_ref1(ep, acc[m * lda + n], m0 + m, n);
-            else
-                ((int32_t *)C)[m * ldc + n] = acc[m * lda + n];
-        }
+        for (int64_t n = 0; n < N; n++) hf_epi_store_ref1(&e2, acc[m * lda + n], m, n, C, ldc);
 }
 
 void hf_gelu_ref(int64_t n, const float *x, float *y) {
@@ -50,10 +47,5 @@ void hf_gelu_ref(int64_t n, const float *x, float *y) {
 
 /* ONNX QuantizeLinear: saturate(round_half_even(x / scale) + zp); NaN -> 0. */
 void hf_quantize_ref(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y) {
-    for (int64_t i = 0; i < n; i++) {
-        float r = nearbyintf(x[i] / scale) + (float)zp;
-        if (!(r >= 0.f)) r = 0.f; /* also NaN */
-        if (r > 255.f) r = 255.f;
-        y[i] = (uint8_t)r;
-    }
+    for (int64_t i = 0; i < n; i++) y[i] = hf_quantize_ref1(x[i], scale, zp);
 }

@@ -66,10 +66,7 @@ static int ref_gemm(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
             for (int r = 0; r < br; r++) {
                 const int64_t n = b * br + r;
                 if (n >= w->N) break;
-                if (ep->f32)
-                    ((float *)C)[m * ldc + n] = hf_epi_ref1(ep, acc[r], m, n);
-                else
-                    ((int32_t *)C)[m * ldc + n] = acc[r];
+                hf_epi_store_ref1(ep, acc[r], m, n, C, ldc);
             }
         }
     }
