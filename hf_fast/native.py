@@ -178,7 +178,7 @@ class DenseWeight:
         self._w = ffi.gc(out[0], lib.hf_dense_free)
         self.shape = (n, k)
         self.isa = ISA_NAMES[lib.hf_dense_isa(self._w)]
-        # kernel variant: "ref", "avx2-s16", "avx2-s7" (7-bit weights in [-64, 63]) or "avx512vnni"
+        # kernel variant: "ref", "avx2-s16", "avx2-s7" (7-bit weights in [-64, 64]) or "avx512vnni"
         self.kernel = ffi.string(lib.hf_dense_kernel_name(self._w)).decode()
         self.nbytes = int(lib.hf_dense_nbytes(self._w))
 
@@ -236,7 +236,7 @@ class SparseWeight:
         self.shape = (n, k)
         self.block = f"{br}x{bc}"
         self.isa = ISA_NAMES[lib.hf_sparse_isa(self._w)]
-        # kernel variant: "ref", "avx2-s16", "avx2-s7" (7-bit weights in [-64, 63]) or "avx512vnni"
+        # kernel variant: "ref", "avx2-s16", "avx2-s7" (7-bit weights in [-64, 64]) or "avx512vnni"
         self.kernel = ffi.string(lib.hf_sparse_kernel_name(self._w)).decode()
         self.nbytes = int(lib.hf_sparse_nbytes(self._w))
         kept, total = ffi.new("int64_t *"), ffi.new("int64_t *")
@@ -295,7 +295,7 @@ class PackedLinear:
         kept, total = ffi.new("int64_t *"), ffi.new("int64_t *")
         _check(lib.hf_linear_info(self._l, isa_out, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, kept, total), "linear_info")
         self.isa = ISA_NAMES[isa_out[0]]
-        # kernel variant: "ref", "avx2-s16", "avx2-s7" (7-bit weights in [-64, 63]) or "avx512vnni"
+        # kernel variant: "ref", "avx2-s16", "avx2-s7" (7-bit weights in [-64, 64]) or "avx512vnni"
         self.kernel = ffi.string(lib.hf_linear_kernel_name(self._l)).decode()
         self.kept_blocks, self.total_blocks = int(kept[0]), int(total[0])
         self.nbytes = int(lib.hf_linear_nbytes(self._l))

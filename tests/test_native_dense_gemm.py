@@ -86,7 +86,7 @@ def test_unsupported_isa_is_refused_not_crashed():
 def _expected_kernel(isa, w):
     if isa != "avx2":
         return isa
-    return "avx2-s7" if w.min() >= -64 and w.max() <= 63 else "avx2-s16"
+    return "avx2-s7" if w.min() >= -64 and w.max() <= 64 else "avx2-s16"
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -103,7 +103,7 @@ def test_7bit_random_matches_numpy_and_reference(isa, m, n, k):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("wval", [-64, 63])
+@pytest.mark.parametrize("wval", [-64, 63, 64])
 def test_7bit_extremes_are_exact(isa, wval):
     m, n, k = 7, 19, 4099
     a = np.full((m, k), 255, dtype=np.uint8)
@@ -114,7 +114,7 @@ def test_7bit_extremes_are_exact(isa, wval):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("outlier", [-65, 64])
+@pytest.mark.parametrize("outlier", [-65, 65])
 def test_one_8bit_weight_forces_the_int16_kernel(isa, outlier):
     m, n, k = 5, 11, 4099
     a = np.full((m, k), 255, dtype=np.uint8)

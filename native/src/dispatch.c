@@ -127,7 +127,7 @@ int hf_weights_fit_s7(int64_t N, int64_t K, const int8_t *W, int64_t ldw) {
     for (int64_t n = 0; n < N; n++) {
         const int8_t *w = W + n * ldw;
         int bad = 0;
-        for (int64_t k = 0; k < K; k++) bad |= (w[k] < -64) | (w[k] > 63); /* vectorizes */
+        for (int64_t k = 0; k < K; k++) bad |= (w[k] < -64) | (w[k] > 64); /* vectorizes */
         if (bad) return 0;
     }
     return 1;

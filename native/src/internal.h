@@ -41,11 +41,12 @@ extern const hf_dense_kernel hf_dense_avx2_s7;
 extern const hf_dense_kernel hf_dense_avx512vnni;
 
 /* Kernel variants inside an ISA family (packed layouts differ). On AVX2, weights that all lie in
- * [-64, 63] (7-bit, ONNX Runtime's reduce_range) use u8 x s8 vpmaddubsw, whose int16 pair sums
+ * [-64, 64] (7-bit, ONNX Runtime's reduce_range) use u8 x s8 vpmaddubsw, whose int16 pair sums
  * cannot saturate then (255*64*2 <= 32767): exact. Other weights use the int16 vpmaddwd path. */
 #define HF_VARIANT_DEFAULT 0 /* ref, avx512vnni, and AVX2's exact int16 (vpmaddwd) path */
 #define HF_VARIANT_S7 1      /* AVX2 vpmaddubsw path for 7-bit weights */
-/* 1 when every W[n][k] (n < N, k < K) lies in [-64, 63]. */
+/* 1 when every W[n][k] (n < N, k < K) lies in [-64, 64] (ONNX Runtime's symmetric reduce_range weights;
+ * 255 * 64 * 2 = 32640 still fits int16). */
 int hf_weights_fit_s7(int64_t N, int64_t K, const int8_t *W, int64_t ldw);
 /* "ref", "avx2-s16", "avx2-s7", "avx512vnni" */
 const char *hf_kernel_variant_name(int isa, int variant);

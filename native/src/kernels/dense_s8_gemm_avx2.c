@@ -102,7 +102,7 @@ static TGT int avx2_gemm(const struct hf_dense_w *w, int64_t M, const uint8_t *A
 
 const hf_dense_kernel hf_dense_avx2 = {avx2_packed_size, avx2_pack, avx2_gemm};
 
-/* ---- hf_dense_avx2_s7 ("avx2-s7"): every weight in [-64, 63] ----
+/* ---- hf_dense_avx2_s7 ("avx2-s7"): every weight in [-64, 64] ----
  * |a0*w0 + a1*w1| <= 255*64*2 = 32640, so vpmaddubsw (u8 x s8, int16 pair sums) cannot saturate;
  * vpmaddwd with ones then adds the two pair sums of a 4-byte group into int32: exact.
  * Packed weight: panels of 8 output channels, [ceil(N/8)][ceil(K/4)][8][4] int8, zero padded; one

@@ -14,7 +14,7 @@
  *        (ka, kb)) feeding 8 vpmaddwd (4 rows x 16 tokens).
  *   1x4: R = N rows; record {int32 byte offset of the block's k pairs, int32 (w0,w1), int32 (w2,w3)}
  *        = 12 bytes per 4 weights. One block = 4 vpmaddwd on 16 tokens with broadcast weight pairs.
- * 7-bit weights ("avx2-s7", chosen at pack time when every weight lies in [-64, 63]): vpmaddubsw
+ * 7-bit weights ("avx2-s7", chosen at pack time when every weight lies in [-64, 64]): vpmaddubsw
  * (u8 x s8 -> int16 pair sums) cannot saturate then (255*64*2 = 32640 <= 32767), so activations stay
  * u8 and vpmaddwd with ones adds the two pair sums of a 4-byte group into int32: exact.
  *   4x1: X[k][16 tokens] u8 (16 bytes per k). Record {uint16 k[4], int32 w[4]} = 24 bytes per 16
