@@ -315,6 +315,8 @@ class PackedLinear:
                 raise ValueError(f"residual must have shape ({m}, {n}), got {residual.shape}")
         if not isinstance(a_zp, (int, np.integer)) or isinstance(a_zp, bool):
             raise TypeError(f"a_zp must be an int, got {type(a_zp).__name__}")
+        if not 0 <= a_zp <= 255:
+            raise ValueError(f"a_zp must lie in [0, 255] (uint8 activations), got {a_zp}")
         flags = lib.HF_LINEAR_GELU if gelu else 0
         if out_quant is not None:
             y_scale, y_zp = out_quant
@@ -339,6 +341,8 @@ def quantize_u8(x: np.ndarray, scale: float, zero_point: int, isa: str = "auto")
         raise TypeError("x must be a float32 numpy array")
     if not isinstance(zero_point, (int, np.integer)) or isinstance(zero_point, bool):
         raise TypeError(f"zero_point must be an int, got {type(zero_point).__name__}")
+    if not 0 <= zero_point <= 255:
+        raise ValueError(f"zero_point must lie in [0, 255], got {zero_point}")
     xc = np.ascontiguousarray(x)
     y = np.empty(x.shape, dtype=np.uint8)
     _check(lib.hf_quantize_u8(isa_id(isa), xc.size, _fptr(xc), float(scale), int(zero_point),
@@ -353,7 +357,7 @@ def gelu(x: np.ndarray, isa: str = "auto") -> np.ndarray:
     xc = np.ascontiguousarray(x)
     y = np.empty_like(xc)
     _check(lib.hf_gelu(isa_id(isa), xc.size, _fptr(xc), _fptr(y)), "gelu")
-    return y
+    return y.reshape(x.shape)  # ascontiguousarray turns a 0-d array into 1-d
 
 
 # ---------------------------------------------------------------- fp32 transformer ops

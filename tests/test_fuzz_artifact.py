@@ -239,8 +239,13 @@ def apply_graph(model: onnx.ModelProto, muts) -> onnx.ModelProto:
     for kind, ii, ni, fval, dims, r, op in muts:
         init = g.initializer[ii % len(g.initializer)]
         node = g.node[ni % len(g.node)] if len(g.node) else None
+        try:
+            a = numpy_helper.to_array(init).copy()  # an earlier mutation may have broken it already
+        except Exception:
+            a = None
+        if kind in ("init_value", "init_resize") and a is None:
+            continue
         if kind == "init_value":  # scales (and weights, tables, eps) of 0 / NaN / inf / huge
-            a = numpy_helper.to_array(init).copy()
             if a.size == 0:
                 continue
             if np.issubdtype(a.dtype, np.floating):
@@ -256,7 +261,6 @@ def apply_graph(model: onnx.ModelProto, muts) -> onnx.ModelProto:
             del init.dims[:]
             init.dims.extend(dims)
         elif kind == "init_resize":  # consistent data, wrong shape (one more / one fewer row or column)
-            a = numpy_helper.to_array(init)
             if a.ndim == 0:
                 continue
             ax = r % a.ndim

@@ -14,7 +14,7 @@ import onnx
 
 from hf_fast import native
 from hf_fast.native import ffi, lib
-from hf_fast.runtime.plan import EncoderPlan, GraphMatchError, LinearPlan, build_plan
+from hf_fast.runtime.plan import EncoderPlan, GraphMatchError, LinearPlan, build_plan, check_plan
 
 _HEAD_KIND = {"cls": lib.HF_HEAD_CLS, "linear": lib.HF_HEAD_LINEAR, "tanh": lib.HF_HEAD_TANH, "relu": lib.HF_HEAD_RELU}
 
@@ -54,6 +54,7 @@ def _layer_block(weight: np.ndarray, block: Optional[str]) -> str:
 
 class NativeEngine:
     def __init__(self, plan: EncoderPlan, block: Optional[str] = None, isa: str = "auto"):
+        check_plan(plan)  # the C side trusts these shapes
         self.plan = plan
         emb = plan.embeddings
         H = plan.hidden

@@ -480,4 +480,72 @@ def build_plan(model: onnx.ModelProto, num_heads: int) -> EncoderPlan:
     missing = [o for o in g.outputs if o not in outputs]
     if missing:
         raise GraphMatchError(f"graph outputs {missing} are not produced by a recognised task head")
-    return EncoderPlan(hidden, num_heads, emb, layers, head, outputs, token_level, list(g.inputs))
+    plan = EncoderPlan(hidden, num_heads, emb, layers, head, outputs, token_level, list(g.inputs))
+    check_plan(plan)
+    return plan
+
+
+def check_plan(plan: EncoderPlan) -> None:
+    """Every array the C engine will read has exactly the shape it assumes (the C side sees only pointers and
+    the dimensions of the plan, so a table or LayerNorm vector of another length would be read out of bounds)."""
+    H, emb = plan.hidden, plan.embeddings
+
+    def shape(a, want, what):
+        if not isinstance(a, np.ndarray) or a.shape != tuple(want):
+            got = getattr(a, "shape", type(a).__name__)
+            raise GraphMatchError(f"{what} has shape {got}, expected {tuple(want)} (hidden size {H})")
+
+    def eps(v, what):
+        if not (np.isfinite(v) and v > 0):
+            raise GraphMatchError(f"{what}: LayerNorm epsilon {v} must be a positive finite number")
+
+    if H <= 0 or plan.heads <= 0 or H % plan.heads:
+        raise GraphMatchError(f"hidden size {H} is not divisible by num_heads={plan.heads}")
+    if emb.word.ndim != 2 or emb.word.shape[0] < 1:
+        raise GraphMatchError(f"word embedding table has shape {emb.word.shape}")
+    shape(emb.word, (emb.word.shape[0], H), "word embedding table")
+    if emb.position.ndim != 2 or emb.position.shape[0] < 1:
+        raise GraphMatchError(f"position embedding table has shape {emb.position.shape} (padding_idx {emb.padding_idx})")
+    shape(emb.position, (emb.position.shape[0], H), "position embedding table")
+    if emb.token_type is not None:
+        if emb.token_type.ndim != 2 or emb.token_type.shape[0] < 1:
+            raise GraphMatchError(f"token type embedding table has shape {emb.token_type.shape}")
+        shape(emb.token_type, (emb.token_type.shape[0], H), "token type embedding table")
+    for a, what in ((emb.ln.gamma, "embedding LayerNorm scale"), (emb.ln.beta, "embedding LayerNorm bias")):
+        shape(a, (H,), what)
+    eps(emb.ln.eps, "embedding LayerNorm")
+    F = plan.ffn
+    for i, layer in enumerate(plan.layers):
+        for lp, (n, k) in ((layer.q, (H, H)), (layer.k, (H, H)), (layer.v, (H, H)), (layer.attn_out, (H, H)),
+                           (layer.ffn_in, (F, H)), (layer.ffn_out, (H, F))):
+            shape(lp.weight, (n, k), f"layer {i} {lp.name!r} weight")
+            shape(lp.w_scale, (n,), f"layer {i} {lp.name!r} weight scales")
+            shape(lp.bias, (n,), f"layer {i} {lp.name!r} bias")
+            q = lp.in_quant
+            if not (np.isfinite(q.scale) and q.scale > 0) or not 0 <= q.zero_point <= 255:
+                raise GraphMatchError(f"layer {i} {lp.name!r}: activation scale {q.scale} / zero point "
+                                      f"{q.zero_point} invalid")
+        for ln, what in ((layer.ln1, "attention LayerNorm"), (layer.ln2, "FFN LayerNorm")):
+            shape(ln.gamma, (H,), f"layer {i} {what} scale")
+            shape(ln.beta, (H,), f"layer {i} {what} bias")
+            eps(ln.eps, f"layer {i} {what}")
+        if not (np.isfinite(layer.scale) and layer.scale > 0):
+            raise GraphMatchError(f"layer {i}: attention scale {layer.scale} must be a positive finite number")
+    width = H
+    for op in plan.head:
+        if op.kind == "linear":
+            if op.weight is None or op.weight.ndim != 2:
+                raise GraphMatchError(f"task head: linear weight has shape {getattr(op.weight, 'shape', None)}")
+            shape(op.weight, (op.weight.shape[0], width), "task head linear weight")
+            if op.weight.shape[0] < 1:
+                raise GraphMatchError("task head: linear layer with no outputs")
+            shape(op.bias, (op.weight.shape[0],), "task head linear bias")
+            width = op.weight.shape[0]
+        elif op.kind not in ("cls", "tanh", "relu"):
+            raise GraphMatchError(f"task head: unknown op {op.kind!r}")
+    for name, (lo, hi) in list(plan.outputs.items()):
+        if hi is None:  # a head without a linear layer outputs the hidden states themselves
+            hi = width
+            plan.outputs[name] = (lo, hi)
+        if not (isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer)) and 0 <= lo < hi <= width):
+            raise GraphMatchError(f"graph output {name!r} takes columns [{lo}, {hi}) of a head {width} wide")
