@@ -225,7 +225,7 @@ def graph_mutation(draw, n_init, n_nodes):
     muts = []
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["init_value", "init_value", "init_dims", "init_resize", "init_dtype",
-                                     "node_op", "node_input", "node_attr", "drop_node", "io"]))
+                                     "node_op", "node_input", "node_attr", "attr_type", "drop_node", "io"]))
         muts.append((kind, draw(st.integers(0, n_init - 1)), draw(st.integers(0, n_nodes - 1)),
                      draw(st.sampled_from(SPECIAL_F)), draw(st.lists(st.sampled_from(HUGE_DIMS), max_size=3)),
                      draw(st.integers(0, 10**6)), draw(st.sampled_from(OPS))))
@@ -283,6 +283,16 @@ def apply_graph(model: onnx.ModelProto, muts) -> onnx.ModelProto:
             elif a.type == onnx.AttributeProto.INTS:
                 del a.ints[:]
                 a.ints.extend(dims)
+        elif kind == "attr_type" and node is not None and len(node.attribute):
+            node.attribute[r % len(node.attribute)].type = [5, 11, 1, 2, 3, 4, 7, 13][r % 8]
+        elif kind == "op_input":  # corpus cases: the first node of type `op`, input r -> a missing tensor
+            tgt = next((n for n in g.node if n.op_type == op), None)
+            if tgt is not None and len(tgt.input) > r:
+                tgt.input[r] = "no_such_tensor"
+        elif kind == "op_attr_type":  # corpus cases: the first node of type `op`, attribute 0 -> type r
+            tgt = next((n for n in g.node if n.op_type == op and len(n.attribute)), None)
+            if tgt is not None:
+                tgt.attribute[0].type = r
         elif kind == "drop_node" and node is not None:
             g.node.remove(node)
         elif kind == "io":

@@ -173,7 +173,7 @@ class NativeBackend:
             if num_threads > 0:
                 native.set_num_threads(int(num_threads))
         try:
-            model = onnx.load(str(Path(model_path)))
+            model = onnx.load(str(Path(model_path)), load_external_data=False)  # one self-contained file
         except Exception as exc:  # protobuf DecodeError and friends
             raise ValueError(f"cannot parse {model_path} as ONNX: {exc}") from exc
         heads = fast_config.get("num_heads")

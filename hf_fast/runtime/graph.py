@@ -53,6 +53,8 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
 
 def _to_array(t: onnx.TensorProto) -> np.ndarray:
     """An initializer as numpy; a tensor whose dims, data type or data disagree is a GraphMatchError."""
+    if not isinstance(t, onnx.TensorProto):  # e.g. a Constant whose 'value' attribute is a graph or a sparse tensor
+        raise GraphMatchError(f"expected a dense tensor constant, got {type(t).__name__}")
     if t.data_location == onnx.TensorProto.EXTERNAL:
         raise GraphMatchError(f"initializer {t.name!r} keeps its data in an external file; fast artifacts are one "
                               "self-contained model.onnx")
