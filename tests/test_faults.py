@@ -1,0 +1,151 @@
+"""Faults (issue 7): a FastTrainer run SIGKILLed mid-way and resumed from its last checkpoint ends with the
+same masks, sparsity and metrics as an uninterrupted run; an export SIGKILLed mid-way into an existing
+artifact folder leaves the old artifact (or, between the two renames of the swap, none), never a mix."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+WORKER = textwrap.dedent('''
+    import json, os, signal, sys
+    sys.path.insert(0, {tests!r})
+    mode, out = sys.argv[1], sys.argv[2]
+
+    def die():
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if mode == "train":
+        kill_at, resume = int(sys.argv[3]), sys.argv[4] == "resume"
+        import torch
+        from transformers import TrainerCallback
+        from transformers.trainer_utils import get_last_checkpoint
+        from hf_fast.training import FastConfig, FastTrainer
+        from test_training_helpers import ToyDataset, tiny_bert, train_args
+
+        class Killer(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == kill_at:
+                    die()
+
+        model = tiny_bert(seed=0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        teacher = tiny_bert(seed=7)
+        args = train_args(out, max_steps=20, save_strategy="steps", save_steps=5, logging_steps=5)
+        t = FastTrainer(model=model, teacher=teacher, args=args,
+                        fast_config=FastConfig(sparsity=0.7, block="4x1", score="movement", start_step=2,
+                                               end_step=16, frequency=4),
+                        train_dataset=ToyDataset(48), eval_dataset=ToyDataset(32, seed=1),
+                        callbacks=[Killer()] if kill_at else None)
+        t.train(resume_from_checkpoint=get_last_checkpoint(out) if resume else None)
+        cb = t.pruning_callback
+        metrics = t.evaluate()
+        cb.save_masks(os.path.join(out, "final"))
+        json.dump({"metrics": {k: v for k, v in metrics.items() if k.endswith("loss") or k.endswith("accuracy")},
+                   "sparsity": cb.sparsity_report(), "step": t.state.global_step},
+                  open(os.path.join(out, "result.json"), "w"))
+    elif mode == "export":
+        where = sys.argv[3]
+        import numpy as np
+        from _fuzz_helpers import micro_artifact
+        import hf_fast.export.artifact as artifact
+        import hf_fast.export.quantize as quantize
+        if where == "quantize":
+            real = quantize.quantize_qdq
+            def q(*a, **k):
+                n = real(*a, **k)
+                die()  # model.onnx written into the temporary folder, nothing else yet
+            quantize.quantize_qdq = q
+        elif where == "fast_config":
+            real_w = artifact.write_json
+            def w(path, obj):
+                with open(path, "w") as f:
+                    f.write(json.dumps(obj)[:40])  # half a fast_config.json
+                die()
+            artifact.write_json = w
+        elif where in ("swap1", "swap2"):
+            real_r = os.rename
+            calls = []
+            def r(a, b):
+                calls.append(1)
+                if where == "swap1" or len(calls) == 2:
+                    die()  # swap1: before any rename; swap2: old moved aside, new not yet in place
+                real_r(a, b)
+            artifact.os.rename = r
+        micro_artifact(out, "bert", "text-classification", seed=int(sys.argv[4]))
+        print("finished")
+''')
+
+
+def _worker(tmp_path, *args, timeout=600):
+    script = tmp_path / "fault_worker.py"
+    script.write_text(WORKER.replace("{tests!r}", repr(str(TESTS))))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               HF_FAST_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+    return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=str(REPO), env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path):
+    from safetensors.torch import load_file
+
+    from hf_fast.training.pruning import MASKS_FILE
+
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    r = _worker(tmp_path, "train", full, 0, "fresh")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _worker(tmp_path, "train", broken, 13, "fresh")  # killed after checkpoint-10, before checkpoint-15
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr[-3000:])
+    assert not (broken / "result.json").exists()
+    assert sorted(p.name for p in broken.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+    r = _worker(tmp_path, "train", broken, 0, "resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (json.loads((d / "result.json").read_text()) for d in (full, broken))
+    assert a["step"] == b["step"] == 20
+    assert a["sparsity"] == b["sparsity"]
+    assert a["sparsity"]["sparsity/overall"] > 0.6
+    for k, v in a["metrics"].items():
+        assert b["metrics"][k] == pytest.approx(v, rel=0, abs=1e-6), k
+    ma, mb = load_file(str(full / "final" / MASKS_FILE)), load_file(str(broken / "final" / MASKS_FILE))
+    assert ma.keys() == mb.keys() and all((ma[k] == mb[k]).all() for k in ma)
+
+
+@pytest.fixture(scope="module")
+def old_artifact(tmp_path_factory):
+    from _fuzz_helpers import micro_artifact
+
+    d = micro_artifact(tmp_path_factory.mktemp("faults") / "art", "bert", "text-classification", seed=0)
+    return d, {p.name: p.read_bytes() for p in d.iterdir()}
+
+
+@pytest.mark.parametrize("where", ["quantize", "fast_config", "swap1", "swap2"])
+def test_sigkill_mid_export_leaves_old_artifact_or_none(tmp_path, old_artifact, where):
+    import shutil
+
+    from hf_fast.export import load_fast_config
+    from hf_fast.runtime.modeling import load_fast_model
+
+    src, files = old_artifact
+    d = tmp_path / "art"
+    shutil.copytree(src, d)
+    r = _worker(tmp_path, "export", d, where, 1)  # a different seed: the new artifact differs from the old
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stdout[-500:], r.stderr[-3000:])
+    if where == "swap2":
+        # killed between "old -> backup" and "new -> out_dir": no artifact at out_dir (never a mix); both
+        # complete folders are left beside it for recovery
+        assert not d.exists()
+        leftovers = sorted(p.name.split("-")[0] for p in tmp_path.glob(".art.*"))
+        assert leftovers == [".art.old", ".art.tmp"], leftovers
+        return
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == files, "the old artifact was modified"
+    load_fast_config(d, verify=True)
+    load_fast_model(d).run(input_ids=[[5, 6, 7]])
