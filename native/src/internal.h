@@ -145,6 +145,17 @@ void hf_epilogue_rows_avx2(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t
  * (m0..m0+15, nt valid); transposes and writes C[m][n] through the epilogue. */
 void hf_tile_store_avx2(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
                         void *C, int64_t ldc);
+/* The second half of hf_tile_store_avx2: ytile[8][16] holds y (scale, bias and GELU applied) channel-major;
+ * transposes, adds the residual and stores float or u8. */
+void hf_tile_store_f32_avx2(const hf_epilogue *ep, const float *ytile, int nr, int nt, int64_t m0, int64_t n0,
+                            void *C, int64_t ldc);
+/* AVX-512 (VNNI machines): the same results as the AVX2 epilogue except GELU (16 lanes, vrcp14ps), within
+ * the GELU tolerance; everything else bit for bit. */
+void hf_tile_store_avx512(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
+                          void *C, int64_t ldc);
+void hf_epilogue_rows_avx512(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
+                             int64_t lda, void *C, int64_t ldc);
+void hf_gelu_avx512(int64_t n, const float *x, float *y);
 void hf_gelu_ref(int64_t n, const float *x, float *y);
 void hf_gelu_avx2(int64_t n, const float *x, float *y);
 void hf_quantize_ref(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);

@@ -77,6 +77,8 @@ INL chan8 load_chan(const hf_epilogue *ep, int64_t n0, __m256i mask) {
     return c;
 }
 
+INL void epi8_post(const hf_epilogue *ep, __m256 y, int64_t m, int64_t n0, __m256i mask, int nr, void *C, int64_t ldc);
+
 /* Epilogue of one token's 8 channels (nr valid), stored at row m of C (int32, float or u8). */
 INL void epi8_store(const hf_epilogue *ep, __m256i acc, const chan8 *c, int64_t m, int64_t n0, __m256i mask, int nr,
                     void *C, int64_t ldc) {
@@ -89,6 +91,12 @@ INL void epi8_store(const hf_epilogue *ep, __m256i acc, const chan8 *c, int64_t 
     }
     __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc, c->zc)), c->s, c->bias);
     if (ep->gelu) y = gelu8(y);
+    epi8_post(ep, y, m, n0, mask, nr, C, ldc);
+}
+
+/* Residual add and the float / u8 store of one token's 8 channels. */
+INL void epi8_post(const hf_epilogue *ep, __m256 y, int64_t m, int64_t n0, __m256i mask, int nr, void *C, int64_t ldc) {
+    const int full = nr == 8;
     if (ep->residual) {
         const float *r = ep->residual + m * ep->ldr + n0;
         y = _mm256_add_ps(y, full ? _mm256_loadu_ps(r) : _mm256_maskload_ps(r, mask));
@@ -144,6 +152,18 @@ TGT void hf_tile_store_avx2(const hf_epilogue *ep, const int32_t *tile, int nr, 
         const int cnt = nt - h * 8 < 8 ? nt - h * 8 : 8;
         for (int j = 0; j < cnt; j++)
             epi8_store(ep, _mm256_castps_si256(r[j]), &c, m0 + h * 8 + j, n0, mask, nr, C, ldc);
+    }
+}
+
+TGT void hf_tile_store_f32_avx2(const hf_epilogue *ep, const float *ytile, int nr, int nt, int64_t m0, int64_t n0,
+                                void *C, int64_t ldc) {
+    const __m256i mask = hf_tailmask256(nr);
+    for (int h = 0; h < 2 && h * 8 < nt; h++) {
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(ytile + i * 16 + h * 8);
+        transpose8(r);
+        const int cnt = nt - h * 8 < 8 ? nt - h * 8 : 8;
+        for (int j = 0; j < cnt; j++) epi8_post(ep, r[j], m0 + h * 8 + j, n0, mask, nr, C, ldc);
     }
 }
 

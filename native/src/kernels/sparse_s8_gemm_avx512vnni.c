@@ -11,7 +11,7 @@
  *        that feeds 4 vpdpbusd (one per output row, broadcast weight word).
  *   1x4: R = N rows; record {int32 byte offset, int32 the 4 weights} = 8 bytes per 4 weights; one
  *        vpdpbusd per block, 4 independent accumulators.
- * Threading and the tile store (AVX2 epilogue) are as in the AVX2 kernel.
+ * Threading is as in the AVX2 kernel; tiles are written by hf_tile_store_avx512 (GELU on 16 lanes).
  */
 #include <immintrin.h>
 #include <stdatomic.h>
@@ -208,7 +208,7 @@ static TGT void compute_task(void *ctx, int tid, int nth) {
                     const blk1x4 *b = (const blk1x4 *)(ptr + R + 1);
                     for (int r = 0; r < nr; r++) row1x4(b + ptr[n0 + r], ptr[n0 + r + 1] - ptr[n0 + r], X, tile + r * 16);
                 }
-                hf_tile_store_avx2(j->ep, tile, nr, nt, m0, n0, j->C, j->ldc);
+                hf_tile_store_avx512(j->ep, tile, nr, nt, m0, n0, j->C, j->ldc);
             }
         }
     }
