@@ -33,7 +33,12 @@ def main(argv=None):
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--block", default=None, help="override fast_config.block (e.g. 4x1 when 'auto' is unavailable)")
     ap.add_argument("--skip-no-distill", action="store_true")
+    ap.add_argument("--variants", default="distilled,no_distill",
+                    help="students to train: distilled,no_distill (run them as two processes with --teacher to "
+                         "train both at once)")
+    ap.add_argument("--student-epochs", type=float, default=None, help="override the recipe's student epochs")
     ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores; 1 on a busy machine)")
     a = ap.parse_args(argv)
 
     import numpy as np
@@ -61,8 +66,10 @@ def main(argv=None):
         ov["data"]["eval_limit"] = a.eval_limit
     if a.block:
         ov["fast_config"]["block"] = a.block
+    if a.student_epochs:
+        ov["training_args"]["num_train_epochs"] = a.student_epochs
     r = load_recipe(a.recipe, overrides=ov, base_dir=REPO)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(a.threads or max(1, os.cpu_count() or 1))
     tok = AutoTokenizer.from_pretrained(r.student)
     train_ds, eval_ds = classification_datasets(r.data, tok)
     print(f"[data] train {len(train_ds)} eval {len(eval_ds)} max_length {r.data.get('max_length')}", flush=True)
@@ -90,7 +97,8 @@ def main(argv=None):
     print(f"[teacher] dense accuracy {ev['eval_accuracy']:.4f}", flush=True)
 
     # 2./3. pruned students (initialised from the teacher), with and without distillation
-    variants = [("student_distilled", True)] + ([] if a.skip_no_distill else [("student_no_distill", False)])
+    wanted = {v.strip() for v in a.variants.split(",") if v.strip()} - ({"no_distill"} if a.skip_no_distill else set())
+    variants = [(f"student_{v}", v == "distilled") for v in ("distilled", "no_distill") if v in wanted]
     for name, distil in variants:
         t1 = time.time()
         student = AutoModelForSequenceClassification.from_pretrained(tdir)
