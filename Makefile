@@ -35,6 +35,35 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_gemm.py
 
+# ASan + UBSan build of the same C sources into build/sanitize/ (hf_fast/_native*.so is left alone);
+# hf_fast/native.py imports it when HF_FAST_NATIVE_DIR is set. libasan (and libstdc++, so its __cxa_throw
+# interceptor resolves for torch/onnx C++ exceptions) is preloaded into python.
+SAN_DIR := build/sanitize
+SAN_ENV := HF_FAST_NATIVE_DIR=$(SAN_DIR)/lib LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+$(SAN_DIR)/.stamp: $(VENV)/.deps-stamp $(NATIVE_SRC)
+	HF_FAST_SANITIZE=1 $(PY) setup.py -q build_ext --force --build-lib $(SAN_DIR)/lib --build-temp $(SAN_DIR)/tmp >/dev/null
+	touch $@
+
+sanitize: install $(SAN_DIR)/.stamp
+	$(SAN_ENV) $(PY) -c "import sys, hf_fast.native; assert '$(SAN_DIR)' in sys.modules['hf_fast._native'].__file__"
+	$(SAN_ENV) $(PY) -m pytest -q -p no:cacheprovider --capture=sys tests/test_native_*.py tests/test_runtime_engine.py \
+		tests/test_fuzz_inputs.py tests/test_concurrency.py
+
+# libFuzzer harness of the C ABI (native/fuzz/): clang -fsanitize=fuzzer when present, else gcc + a standalone
+# driver; then the Python fuzzers with thousands of cases per property (HF_FAST_FUZZ=long)
+FUZZ_SECONDS ?= 120
+FUZZ_SRC := native/fuzz/fuzz_engine.c $(shell find native/src -name '*.c')
+FUZZ_CFLAGS := -O1 -g -std=c11 -pthread -fno-omit-frame-pointer -fno-sanitize-recover=undefined -Inative/include -Inative/src
+build/fuzz/fuzz_engine: $(NATIVE_SRC) native/fuzz/fuzz_engine.c native/fuzz/standalone_main.c
+	mkdir -p build/fuzz
+	if command -v clang >/dev/null; then clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined $(FUZZ_SRC) -lm -o $@; \
+	else gcc $(FUZZ_CFLAGS) -fsanitize=address,undefined $(FUZZ_SRC) native/fuzz/standalone_main.c -lm -o $@; fi
+
+fuzz: install build/fuzz/fuzz_engine
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build/fuzz/fuzz_engine -max_total_time=$(FUZZ_SECONDS) native/fuzz/corpus
+	HF_FAST_FUZZ=long $(PY) -m pytest -q -p no:cacheprovider -s tests/test_fuzz_artifact.py tests/test_fuzz_inputs.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info hf_fast/_native*.so hf_fast/_native.c .pytest_cache demo_out benchmarks/out
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

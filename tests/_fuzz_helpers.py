@@ -95,7 +95,7 @@ def rss_bytes() -> int:
 @contextlib.contextmanager
 def watchdog(seconds: float = CASE_TIMEOUT_S):
     """A hang (C loop, deadlock) dumps every thread's stack and kills the process instead of stalling CI."""
-    faulthandler.dump_traceback_later(seconds, exit=True, file=sys.stderr)
+    faulthandler.dump_traceback_later(seconds, exit=True, file=sys.__stderr__)  # the real fd 2, even under capture
     try:
         yield
     finally:
