@@ -29,11 +29,19 @@ def _stack_qkv(q: LinearPlan, k: LinearPlan, v: LinearPlan) -> LinearPlan:
 
 
 # Below this fraction of zero blocks the dense kernel is faster than skipping blocks (see
-# benchmarks/RESULTS.md, "Kernels"); above it the block-sparse kernel wins.
+# benchmarks/RESULTS.md, "Kernels" and "Engine end to end"); above it the block-sparse kernel wins.
+# The VNNI dense kernel runs near the vpdpbusd peak while the 4x1 kernel pays a gather per 4 kept
+# columns, so on AVX-512 VNNI the crossover sits higher (50% sparse ran slower than dense there).
 SPARSE_MIN_FRACTION = 0.3
+SPARSE_MIN_FRACTION_BY_ISA = {"avx512vnni": 0.6}
 
 
-def _layer_block(weight: np.ndarray, block: Optional[str]) -> str:
+def _sparse_min_fraction(isa: Optional[str]) -> float:
+    name = native.active_isa() if isa in (None, "auto") else isa
+    return SPARSE_MIN_FRACTION_BY_ISA.get(name, SPARSE_MIN_FRACTION)
+
+
+def _layer_block(weight: np.ndarray, block: Optional[str], isa: Optional[str] = "auto") -> str:
     """The artifact's block shape if this layer is sparse enough for the sparse kernel, else dense."""
     if block in (None, "dense"):
         return "dense"
@@ -41,7 +49,7 @@ def _layer_block(weight: np.ndarray, block: Optional[str]) -> str:
 
     # the kernels run 4x1 and 1x4; any other shape the artifact names (1x1 unstructured, 32x32, ...) uses the
     # kernel block that finds the most zero blocks (exact either way: only all-zero blocks are skipped)
-    best, best_frac = "dense", SPARSE_MIN_FRACTION
+    best, best_frac = "dense", _sparse_min_fraction(isa)
     for cand in ([block] if block in native.BLOCK_SHAPES else list(native.BLOCK_SHAPES)):
         r, c = parse_block(cand)
         if weight.shape[0] % r or weight.shape[1] % c:
@@ -77,7 +85,7 @@ class NativeEngine:
             lins = {}
             for name, lp in (("qkv", _stack_qkv(layer.q, layer.k, layer.v)), ("attn_out", layer.attn_out),
                              ("ffn_in", layer.ffn_in), ("ffn_out", layer.ffn_out)):
-                packed = native.PackedLinear(lp.weight, lp.w_scale, lp.bias, block=_layer_block(lp.weight, block),
+                packed = native.PackedLinear(lp.weight, lp.w_scale, lp.bias, block=_layer_block(lp.weight, block, isa),
                                              isa=isa)
                 self._keep.append(packed)
                 self.packed_bytes += packed.nbytes
