@@ -32,8 +32,11 @@ demo: install
 test: install
 	$(PY) -m pytest -q tests
 
+# kernels, then the engine end to end vs ONNX Runtime (fp32, int8 dynamic/static) and PyTorch on the same files
+BENCH_ARGS ?= --sparsity 0 0.5 0.7 0.8 0.9 --shapes 1x128 8x128 1x384 --threads 1 2
 bench: install
 	$(PY) benchmarks/bench_gemm.py
+	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
 
 # ASan + UBSan build of the same C sources into build/sanitize/ (hf_fast/_native*.so is left alone);
 # hf_fast/native.py imports it when HF_FAST_NATIVE_DIR is set. libasan (and libstdc++, so its __cxa_throw

@@ -61,18 +61,24 @@ def fine_tune(model, tok, train, seconds, seq, bs, lr, seed):
     return {"steps": steps, "samples": seen, "seconds": round(time.time() - t0, 1), "last_loss": round(loss.item(), 4)}
 
 
+_REFS = {}  # PyTorch reference logits, computed once per (model, sentences, max_length)
+
+
 def compare_cls(model, fast, tok, sents, max_length, bs=64):
     import numpy as np
     import torch
 
+    key = (id(model), id(sents), max_length, bs)
     refs, gots = [], []
     for chunk in batched(sents, bs):
         enc = tok(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        with torch.no_grad():
-            refs.append(model(**enc).logits.numpy())
+        if key not in _REFS:
+            with torch.no_grad():
+                refs.append(model(**enc).logits.numpy())
         gots.append(fast(**enc).logits.numpy())
-    r, g = np.concatenate(refs), np.concatenate(gots)
-    return r, g
+    if key not in _REFS:
+        _REFS[key] = np.concatenate(refs)
+    return _REFS[key], np.concatenate(gots)
 
 
 def compare_tokens(model, fast, tok, task, sents, max_length, bs=32):
@@ -141,12 +147,16 @@ def main(argv=None):
     rng = np.random.default_rng(a.seed)
     calib = [train[i][0] for i in rng.permutation(len(train))[: a.calibration]]
     eval_s, eval_y = [s for s, _ in evals], np.array([y for _, y in evals])
-    results = {"argv": sys.argv[1:], "torch": torch.__version__, "transformers": transformers.__version__}
+    import hf_fast
+
+    results = {"argv": sys.argv[1:], "torch": torch.__version__, "transformers": transformers.__version__,
+               "isa": hf_fast.native_info()["isa"]}
 
     # ---- 1. MiniLM fine-tuned classifier
     if a.finetuned:
         model = AutoModelForSequenceClassification.from_pretrained(a.finetuned).eval()
-        ft = json.loads((Path(a.finetuned) / "fine_tune.json").read_text())
+        ftj = Path(a.finetuned) / "fine_tune.json"
+        ft = json.loads(ftj.read_text()) if ftj.exists() else {"source": a.finetuned}
     else:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
         ft = fine_tune(model, tok, train, a.train_seconds, a.seq, a.batch, a.lr, a.seed)
@@ -158,17 +168,22 @@ def main(argv=None):
     art = export(model, tok, out_root / "minilm-rt", calibration_dataset=calib, task="text-classification",
                  max_length=a.seq, progress=False)
     t_export = time.time() - t0
-    fast = load_fast_model(art, num_threads=a.threads)
+    fast = load_fast_model(art, backend="onnxruntime", num_threads=a.threads)
     r, g = compare_cls(model, fast, tok, eval_s, max_length=128)
+    _, gn = compare_cls(model, load_fast_model(art, backend="native", num_threads=a.threads), tok, eval_s, max_length=128)
     # the same file with ONNX Runtime's graph optimisations off: DequantizeLinear -> fp32 MatMul, i.e. the
     # exact arithmetic of the QDQ graph (what the engine computes), without ORT's int8 kernels
-    exact = load_fast_model(art, num_threads=a.threads, graph_optimization_level="ORT_DISABLE_ALL")
+    exact = load_fast_model(art, backend="onnxruntime", num_threads=a.threads, graph_optimization_level="ORT_DISABLE_ALL")
     _, ge = compare_cls(model, exact, tok, eval_s, max_length=128)
     art_rr = export(model, tok, out_root / "minilm-rt-reduce-range", calibration_dataset=calib,
                     task="text-classification", max_length=a.seq, progress=False, reduce_range=True)
-    _, grr = compare_cls(model, load_fast_model(art_rr, num_threads=a.threads), tok, eval_s, max_length=128)
+    _, grr = compare_cls(model, load_fast_model(art_rr, backend="onnxruntime", num_threads=a.threads), tok, eval_s,
+                         max_length=128)
+    _, grn = compare_cls(model, load_fast_model(art_rr, backend="native", num_threads=a.threads), tok, eval_s,
+                         max_length=128)
     variants = {}
-    for key, gg in (("ort_int8_kernels", g), ("exact_qdq", ge), ("reduce_range_ort", grr)):
+    for key, gg in (("ort_int8_kernels", g), ("exact_qdq", ge), ("native_engine", gn), ("reduce_range_ort", grr),
+                    ("reduce_range_native", grn)):
         variants[key] = {"agreement": float((r.argmax(1) == gg.argmax(1)).mean()),
                          "max_abs_logit_diff": float(np.abs(r - gg).max()),
                          "mean_abs_logit_diff": float(np.abs(r - gg).mean()),
@@ -181,6 +196,10 @@ def main(argv=None):
         "max_abs_logit_diff": float(np.abs(r - g).max()),
         "mean_abs_logit_diff": float(np.abs(r - g).mean()),
         "acc_fp32": float((r.argmax(1) == eval_y).mean()), "acc_int8": float((g.argmax(1) == eval_y).mean()),
+        "engine_vs_ort": {"agreement": float((gn.argmax(1) == g.argmax(1)).mean()),
+                          "max_abs_logit_diff": float(np.abs(gn - g).max()),
+                          "agreement_reduce_range": float((grn.argmax(1) == grr.argmax(1)).mean()),
+                          "max_abs_logit_diff_reduce_range": float(np.abs(grn - grr).max())},
         "model_onnx_mib": fc["files"]["model.onnx"]["bytes"] / 2**20, "element_sparsity": fc["element_sparsity"],
     }
     results["minilm"] = minilm
@@ -203,15 +222,18 @@ def main(argv=None):
             mdl = auto.from_config(cfg).eval()
             cal = calib if task != "question-answering" else list(zip(calib, calib[::-1]))
             art = export(mdl, tok, out_root / f"{arch}-{task}", calibration_dataset=cal[:128], progress=False)
-            fm = load_fast_model(art, num_threads=a.threads)
-            if task == "text-classification":
-                r, g = compare_cls(mdl, fm, tok, sub, max_length=128)
-                agree, diff, n = float((r.argmax(1) == g.argmax(1)).mean()), float(np.abs(r - g).max()), len(sub)
-                unit = "sentences"
-            else:
-                agree, diff, n = compare_tokens(mdl, fm, tok, task, sub, max_length=128)
-                unit = "sequences x {start,end}" if task == "question-answering" else "tokens"
-            row = {"arch": arch, "task": task, "agreement": agree, "max_abs_logit_diff": diff, "n": n, "unit": unit}
+            row = {"arch": arch, "task": task}
+            for backend in ("onnxruntime", "native"):
+                fm = load_fast_model(art, backend=backend, num_threads=a.threads)
+                if task == "text-classification":
+                    r, g = compare_cls(mdl, fm, tok, sub, max_length=128)
+                    agree, diff, n = float((r.argmax(1) == g.argmax(1)).mean()), float(np.abs(r - g).max()), len(sub)
+                    unit = "sentences"
+                else:
+                    agree, diff, n = compare_tokens(mdl, fm, tok, task, sub, max_length=128)
+                    unit = "sequences x {start,end}" if task == "question-answering" else "tokens"
+                sfx = "" if backend == "onnxruntime" else "_native"
+                row.update({f"agreement{sfx}": agree, f"max_abs_logit_diff{sfx}": diff, "n": n, "unit": unit})
             rand.append(row)
             print("random:", json.dumps(row), flush=True)
     results["random"] = rand
@@ -228,14 +250,16 @@ def write_results(res, a):
         f" {x}" for x in res["argv"] if x != "--write-results")
     lines = [
         SECTION, "",
-        f"Command: `{cmd}` (2 threads, shared 2-core AMD EPYC, AVX2; torch {res['torch']}, transformers "
-        f"{res['transformers']}). Artifact: int8 QDQ `model.onnx` run by ONNX Runtime (`FastModelFor*`, "
-        "backend=\"onnxruntime\"); reference: the same model in PyTorch fp32.", "",
-        f"**MiniLM-L6 (real weights), classifier fine-tuned on rt-polarity train** for {ft['seconds']} s "
-        f"({ft['steps']} steps x {a.batch}, seq {a.seq}, AdamW lr {a.lr}; a short budget, not the teacher of the "
-        f"training issue). Calibration: {a.calibration} training sentences, MinMax. Eval: the "
+        f"Command: `{cmd}` ({a.threads} threads, shared 2-core AMD EPYC, native ISA {res['isa']}; torch "
+        f"{res['torch']}, transformers {res['transformers']}). Artifact: int8 QDQ `model.onnx` run by ONNX Runtime "
+        "and by the hf-fast engine (`FastModelFor*`, backend=\"onnxruntime\" / \"native\"); reference: the same "
+        "model in PyTorch fp32.", "",
+        (f"**MiniLM-L6 (real weights), classifier fine-tuned on rt-polarity train** for {ft['seconds']} s "
+         f"({ft['steps']} steps x {a.batch}, seq {a.seq}, AdamW lr {a.lr}; a short budget, not the teacher of the "
+         "training issue)." if "seconds" in ft else
+         f"**MiniLM-L6 (real weights), the rt-polarity teacher of the training issue** (`{ft.get('source')}`).")
+        + f" Calibration: {a.calibration} training sentences, MinMax. Eval: the "
         f"{mm['eval_sentences']} rt-polarity eval sentences (last 1,000 lines of each file).", "",
-        "| metric | value |", "|---|---|",
         "| int8 artifact run as | argmax agreement vs fp32 | max abs logit diff | mean abs logit diff | accuracy |",
         "|---|---|---|---|---|",
         f"| PyTorch fp32 (reference) | - | - | - | {100 * mm['acc_fp32']:.2f}% |",
@@ -243,19 +267,27 @@ def write_results(res, a):
           f"{v['mean_abs_logit_diff']:.4f} | {100 * v['acc']:.2f}% |"
           for label, v in (("ONNX Runtime, int8 kernels (default session)", mm["variants"]["ort_int8_kernels"]),
                            ("same file, exact QDQ arithmetic (ORT optimisations off)", mm["variants"]["exact_qdq"]),
+                           ("same file, hf-fast native engine", mm["variants"]["native_engine"]),
                            ("`reduce_range=True` export (7-bit weights), ORT int8 kernels",
-                            mm["variants"]["reduce_range_ort"]))],
+                            mm["variants"]["reduce_range_ort"]),
+                           ("`reduce_range=True` export, hf-fast native engine", mm["variants"]["reduce_range_native"]))],
         "",
+        f"Engine vs ONNX Runtime on the same file: argmax agreement **{100 * mm['engine_vs_ort']['agreement']:.2f}%**, "
+        f"max abs logit diff {mm['engine_vs_ort']['max_abs_logit_diff']:.4f} (reduce_range file: "
+        f"{100 * mm['engine_vs_ort']['agreement_reduce_range']:.2f}%, "
+        f"{mm['engine_vs_ort']['max_abs_logit_diff_reduce_range']:.4f}).", "",
         f"model.onnx: {mm['model_onnx_mib']:.1f} MiB (fp32 word embeddings are most of it); export (trace + "
         f"calibrate + quantize) {mm['export_seconds']} s.", "",
         f"**Random weights** (untrained, seed {a.seed}; base width: hidden 768, 12 heads, FFN 3072, "
         f"{a.random_layers} layers; calibration 128 train sentences; eval on the first {a.random_eval} eval "
         "sentences, QA on (sentence, reversed-list sentence) pairs; token-level tasks counted over non-pad "
         "tokens). Random heads give small, close logits, so agreement here is a stress test, not an accuracy.", "",
-        "| architecture | task | argmax agreement | max abs logit diff | compared |", "|---|---|---|---|---|",
+        "| architecture | task | ORT int8 vs fp32: agreement | max abs diff | engine int8 vs fp32: agreement | "
+        "max abs diff | compared |", "|---|---|---|---|---|---|---|",
     ]
     for r in res["random"]:
         lines.append(f"| {r['arch']} | {r['task']} | {100 * r['agreement']:.2f}% | {r['max_abs_logit_diff']:.4f} | "
+                     f"{100 * r['agreement_native']:.2f}% | {r['max_abs_logit_diff_native']:.4f} | "
                      f"{r['n']} {r['unit']} |")
     lines.append("")
     text = "\n".join(lines)
