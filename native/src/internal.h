@@ -153,6 +153,10 @@ void hf_tile_store_f32_avx2(const hf_epilogue *ep, const float *ytile, int nr, i
  * the GELU tolerance; everything else bit for bit. */
 void hf_tile_store_avx512(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
                           void *C, int64_t ldc);
+/* tile[16][ldt] int32 is 16 channels (n0.., nr valid) x nt tokens (m0.., nt <= ldt, rows past nr readable):
+ * transposes 16x16 in registers and writes C[m][n] through the 16-lane epilogue. */
+void hf_strip_store_avx512(const hf_epilogue *ep, const int32_t *tile, int64_t ldt, int nr, int nt, int64_t m0,
+                           int64_t n0, void *C, int64_t ldc);
 void hf_epilogue_rows_avx512(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
                              int64_t lda, void *C, int64_t ldc);
 void hf_gelu_avx512(int64_t n, const float *x, float *y);

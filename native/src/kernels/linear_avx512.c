@@ -1,7 +1,9 @@
 /* AVX-512 fused Linear epilogue for AVX-512 VNNI machines: GELU on 16 lanes. The expressions are those
  * of linear_avx2.c (same scale/bias fma, same erfc fit, bounded exp and quantizer), so only GELU's
  * reciprocal (vrcp14ps + one Newton step instead of vrcpps + one step) differs from the AVX2 epilogue:
- * results agree with it to GELU's ~1e-6 tolerance, and the int32 / no-GELU paths are bit for bit. */
+ * results agree with it to GELU's ~1e-6 tolerance, and the int32 / no-GELU paths are bit for bit.
+ * hf_strip_store_avx512 is the 4x1 VNNI kernel's store: a channel-major [16][64] int32 tile, transposed
+ * 16x16 in registers, then the 16-lane row epilogue per token. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -80,27 +82,92 @@ INL __m128i quant16(__m512 y, float scale, int32_t zp) {
     return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r));
 }
 
+/* Per-channel constants of 16 channels n0.. (k = valid lanes): zp * colsum, a_scale * w_scale, bias. */
+typedef struct {
+    __m512i zc;
+    __m512 s, b;
+} chan16;
+
+INL chan16 load_chan16(const hf_epilogue *ep, int64_t n0, __mmask16 k) {
+    chan16 c;
+    c.zc = _mm512_mullo_epi32(_mm512_set1_epi32(ep->a_zp), _mm512_maskz_loadu_epi32(k, ep->colsum + n0));
+    c.s = _mm512_mul_ps(_mm512_set1_ps(ep->a_scale), _mm512_maskz_loadu_ps(k, ep->w_scale + n0));
+    c.b = ep->bias ? _mm512_maskz_loadu_ps(k, ep->bias + n0) : _mm512_setzero_ps();
+    return c;
+}
+
+/* The epilogue of one output row's 16 channels (token-major): the same per-element expressions as the
+ * reference (fma, GELU, + residual, quantizer), so everything but GELU is bit for bit. m indexes the
+ * residual (global row), mc the row of C. */
+INL void row16(const hf_epilogue *ep, __m512i v, const chan16 *c, int64_t m, int64_t mc, int64_t n0, __mmask16 k,
+               void *C, int64_t ldc) {
+    if (ep->f32 == HF_EPI_S32) {
+        _mm512_mask_storeu_epi32((int32_t *)C + mc * ldc + n0, k, v);
+        return;
+    }
+    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, c->zc)), c->s, c->b);
+    if (ep->gelu) y = gelu16(y);
+    if (ep->residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, ep->residual + m * ep->ldr + n0));
+    if (ep->f32 == HF_EPI_U8) _mm_mask_storeu_epi8((uint8_t *)C + mc * ldc + n0, k, quant16(y, ep->q_scale, ep->q_zp));
+    else _mm512_mask_storeu_ps((float *)C + mc * ldc + n0, k, y);
+}
+
+/* 16x16 int32 transpose: r[i] lane j -> r[j] lane i. */
+INL void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    /* r[4i + c] lane L = rows 4i..4i+3 of column 4L + c */
+    for (int c = 0; c < 4; c++) {
+        const __m512i u0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88), u1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
+        const __m512i u2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88),
+                      u3 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
+        t[c] = _mm512_shuffle_i32x4(u0, u2, 0x88);
+        t[8 + c] = _mm512_shuffle_i32x4(u0, u2, 0xdd);
+        t[4 + c] = _mm512_shuffle_i32x4(u1, u3, 0x88);
+        t[12 + c] = _mm512_shuffle_i32x4(u1, u3, 0xdd);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+TGT void hf_strip_store_avx512(const hf_epilogue *ep, const int32_t *tile, int64_t ldt, int nr, int nt, int64_t m0,
+                               int64_t n0, void *C, int64_t ldc) {
+    const __mmask16 k = (__mmask16)(nr >= 16 ? 0xFFFFu : (1u << nr) - 1u);
+    chan16 c;
+    if (ep->f32) c = load_chan16(ep, n0, k);
+    else memset(&c, 0, sizeof c);
+    for (int j = 0; j * 16 < nt; j++) {
+        __m512i r[16];
+        for (int i = 0; i < 16; i++) r[i] = _mm512_load_si512((const void *)(tile + i * ldt + j * 16));
+        transpose16(r);
+        const int cnt = nt - j * 16 < 16 ? nt - j * 16 : 16;
+        for (int t = 0; t < cnt; t++) {
+            const int64_t m = m0 + j * 16 + t;
+            row16(ep, r[t], &c, m, m, n0, k, C, ldc);
+        }
+    }
+}
+
 TGT void hf_epilogue_rows_avx512(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
                                  int64_t lda, void *C, int64_t ldc) {
-    if (ep->f32 == HF_EPI_S32 || !ep->gelu) {
+    if (ep->f32 == HF_EPI_S32) {
         hf_epilogue_rows_avx2(ep, m0, M, N, acc, lda, C, ldc);
         return;
     }
-    const float *res = ep->residual ? ep->residual + m0 * ep->ldr : NULL;
     for (int64_t n0 = 0; n0 < N; n0 += 16) {
         const int nr = N - n0 < 16 ? (int)(N - n0) : 16;
         const __mmask16 k = (__mmask16)(nr == 16 ? 0xFFFFu : (1u << nr) - 1u);
-        const __m512i colsum = _mm512_maskz_loadu_epi32(k, ep->colsum + n0);
-        const __m512i zc = _mm512_mullo_epi32(_mm512_set1_epi32(ep->a_zp), colsum);
-        const __m512 s = _mm512_mul_ps(_mm512_set1_ps(ep->a_scale), _mm512_maskz_loadu_ps(k, ep->w_scale + n0));
-        const __m512 b = ep->bias ? _mm512_maskz_loadu_ps(k, ep->bias + n0) : _mm512_setzero_ps();
-        for (int64_t m = 0; m < M; m++) {
-            const __m512i v = _mm512_maskz_loadu_epi32(k, acc + m * lda + n0);
-            __m512 y = gelu16(_mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, zc)), s, b));
-            if (res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, res + m * ep->ldr + n0));
-            if (ep->f32 == HF_EPI_U8) _mm_mask_storeu_epi8((uint8_t *)C + m * ldc + n0, k, quant16(y, ep->q_scale, ep->q_zp));
-            else _mm512_mask_storeu_ps((float *)C + m * ldc + n0, k, y);
-        }
+        const chan16 c = load_chan16(ep, n0, k);
+        for (int64_t m = 0; m < M; m++)
+            row16(ep, _mm512_maskz_loadu_epi32(k, acc + m * lda + n0), &c, m0 + m, m, n0, k, C, ldc);
     }
 }
 

@@ -23,6 +23,7 @@
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
 #define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma"), always_inline))
 #define CHUNK_BYTES (192 * 1024)
+#define TILE_T 64 /* tokens per 4x1 activation tile */
 
 typedef struct {
     int32_t o[4];
@@ -65,7 +66,7 @@ static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const 
                 for (int e = 0; e < 4; e++) {
                     valid[e] = j + e < cnt;
                     k[e] = valid[e] ? cols[b0 + j + e] : cols[b0 + j];
-                    q[i].o[e] = (int32_t)(k[e] * 16);
+                    q[i].o[e] = (int32_t)(k[e] * TILE_T);
                 }
                 for (int r = 0; r < 4; r++) {
                     int8_t v[4];
@@ -102,29 +103,91 @@ static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const 
     return HF_OK;
 }
 
-/* 4 output channels x 16 tokens of one group into tile rows [4][16]. */
-INL void group4x1(const quad4x1 *q, int64_t nq, const char *X, int32_t *tile) {
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t i = 0; i < nq; i++) {
-        const __m128i ka = _mm_load_si128((const __m128i *)(X + q[i].o[0]));
-        const __m128i kb = _mm_load_si128((const __m128i *)(X + q[i].o[1]));
-        const __m128i kc = _mm_load_si128((const __m128i *)(X + q[i].o[2]));
-        const __m128i kd = _mm_load_si128((const __m128i *)(X + q[i].o[3]));
-        const __m128i ab0 = _mm_unpacklo_epi8(ka, kb), ab1 = _mm_unpackhi_epi8(ka, kb); /* tokens 0-7, 8-15 */
-        const __m128i cd0 = _mm_unpacklo_epi8(kc, kd), cd1 = _mm_unpackhi_epi8(kc, kd);
-        __m512i x = _mm512_castsi128_si512(_mm_unpacklo_epi16(ab0, cd0));      /* tokens 0-3 */
-        x = _mm512_inserti32x4(x, _mm_unpackhi_epi16(ab0, cd0), 1);            /* 4-7 */
-        x = _mm512_inserti32x4(x, _mm_unpacklo_epi16(ab1, cd1), 2);            /* 8-11 */
-        x = _mm512_inserti32x4(x, _mm_unpackhi_epi16(ab1, cd1), 3);            /* 12-15 */
-        a0 = _mm512_dpbusd_epi32(a0, x, _mm512_set1_epi32(q[i].w[0]));
-        a1 = _mm512_dpbusd_epi32(a1, x, _mm512_set1_epi32(q[i].w[1]));
-        a2 = _mm512_dpbusd_epi32(a2, x, _mm512_set1_epi32(q[i].w[2]));
-        a3 = _mm512_dpbusd_epi32(a3, x, _mm512_set1_epi32(q[i].w[3]));
+/* ---- 4x1, 64-token tiles ----
+ * Activations: X[k][64] u8 per 64-token tile, tokens permuted inside each 64-byte row so that the
+ * in-lane byte/word unpacks of 4 rows (ka..kd) give 4 zmm whose 16 dwords are tokens 16j..16j+15 in
+ * order (position 16a + 4b + i holds token 16b + 4a + i). One quad = 4 loads + 6 unpacks feeding 16
+ * vpdpbusd (4 channels x 64 tokens, weights as embedded broadcasts). */
+
+/* acc += x (u8) . broadcast(*wp) (s8); inline asm keeps the accumulator in one register */
+#define DPB(acc, x, wp) __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*(const int32_t *)(wp)))
+
+static TGT void pack64(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t *rows, uint8_t *dst) {
+    const int64_t K16 = hf_round16(K);
+    uint8_t stage[16 * 64] __attribute__((aligned(64)));
+    const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const int nj = (mt + 15) / 16; /* chunks of 16 tokens holding data */
+    for (int t = 0; t < nj * 16; t++) {
+        uint8_t *d = rows + t * K16;
+        if (t < mt) {
+            memcpy(d, A + t * lda, (size_t)K);
+            memset(d + K, 0, (size_t)(K16 - K));
+        } else {
+            memset(d, 0, (size_t)K16);
+        }
     }
-    _mm512_store_si512((void *)tile, a0);
-    _mm512_store_si512((void *)(tile + 16), a1);
-    _mm512_store_si512((void *)(tile + 32), a2);
-    _mm512_store_si512((void *)(tile + 48), a3);
+    memset(stage, 0, sizeof stage);
+    for (int64_t k = 0; k < K16; k += 16) {
+        for (int j = 0; j < nj; j++) {
+            __m128i r[16], o[16];
+            for (int t = 0; t < 16; t++) r[t] = _mm_loadu_si128((const __m128i *)(rows + (16 * j + t) * K16 + k));
+            for (int s = 0; s < 4; s++) {
+                for (int i = 0; i < 8; i++) {
+                    o[2 * i] = _mm_unpacklo_epi8(r[i], r[i + 8]);
+                    o[2 * i + 1] = _mm_unpackhi_epi8(r[i], r[i + 8]);
+                }
+                memcpy(r, o, sizeof r);
+            }
+            for (int c = 0; c < 16; c++) _mm_store_si128((__m128i *)(stage + c * 64 + 16 * j), r[c]);
+        }
+        for (int c = 0; c < 16; c++)
+            _mm512_store_si512((void *)(dst + (k + c) * TILE_T),
+                               _mm512_permutexvar_epi32(perm, _mm512_load_si512((const void *)(stage + c * 64))));
+    }
+}
+
+/* 4 channels x (16 J) tokens of one group into out[4][64] (channel-major). */
+INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, int32_t *out) {
+    __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
+            a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+    for (int64_t i = 0; i < nq; i++) {
+        const quad4x1 *r = q + i;
+        const __m512i ka = _mm512_load_si512((const void *)(X + r->o[0]));
+        const __m512i kb = _mm512_load_si512((const void *)(X + r->o[1]));
+        const __m512i kc = _mm512_load_si512((const void *)(X + r->o[2]));
+        const __m512i kd = _mm512_load_si512((const void *)(X + r->o[3]));
+        const __m512i ab0 = _mm512_unpacklo_epi8(ka, kb), cd0 = _mm512_unpacklo_epi8(kc, kd);
+        const __m512i x0 = _mm512_unpacklo_epi16(ab0, cd0);
+        DPB(a00, x0, &r->w[0]); DPB(a10, x0, &r->w[1]); DPB(a20, x0, &r->w[2]); DPB(a30, x0, &r->w[3]);
+        if (J > 1) {
+            const __m512i x1 = _mm512_unpackhi_epi16(ab0, cd0);
+            DPB(a01, x1, &r->w[0]); DPB(a11, x1, &r->w[1]); DPB(a21, x1, &r->w[2]); DPB(a31, x1, &r->w[3]);
+        }
+        if (J > 2) {
+            const __m512i ab1 = _mm512_unpackhi_epi8(ka, kb), cd1 = _mm512_unpackhi_epi8(kc, kd);
+            const __m512i x2 = _mm512_unpacklo_epi16(ab1, cd1);
+            DPB(a02, x2, &r->w[0]); DPB(a12, x2, &r->w[1]); DPB(a22, x2, &r->w[2]); DPB(a32, x2, &r->w[3]);
+            if (J > 3) {
+                const __m512i x3 = _mm512_unpackhi_epi16(ab1, cd1);
+                DPB(a03, x3, &r->w[0]); DPB(a13, x3, &r->w[1]); DPB(a23, x3, &r->w[2]); DPB(a33, x3, &r->w[3]);
+            }
+        }
+    }
+#define ST(rr, j, v) if (j < J) _mm512_store_si512((void *)(out + (rr) * 64 + (j) * 16), v)
+    ST(0, 0, a00); ST(0, 1, a01); ST(0, 2, a02); ST(0, 3, a03);
+    ST(1, 0, a10); ST(1, 1, a11); ST(1, 2, a12); ST(1, 3, a13);
+    ST(2, 0, a20); ST(2, 1, a21); ST(2, 2, a22); ST(2, 3, a23);
+    ST(3, 0, a30); ST(3, 1, a31); ST(3, 2, a32); ST(3, 3, a33);
+#undef ST
+}
+
+static TGT void group64_j(const quad4x1 *q, int64_t nq, const char *X, int J, int32_t *out) {
+    switch (J) {
+    case 1: group64(q, nq, X, 1, out); break;
+    case 2: group64(q, nq, X, 2, out); break;
+    case 3: group64(q, nq, X, 3, out); break;
+    default: group64(q, nq, X, 4, out); break;
+    }
 }
 
 /* One output channel x 16 tokens: 4 accumulators hide vpdpbusd's latency. */
@@ -161,7 +224,7 @@ static TGT void pack_task(void *ctx, int tid, int nth) {
     uint8_t *rows;
     (void)tid;
     (void)nth;
-    rows = (uint8_t *)hf_scratch(1, (size_t)(16 * hf_round16(K)));
+    rows = (uint8_t *)hf_scratch(1, (size_t)((j->w->br == 4 ? TILE_T : 16) * hf_round16(K)));
     if (!rows) {
         atomic_store(&j->failed, 1);
         return;
@@ -169,18 +232,54 @@ static TGT void pack_task(void *ctx, int tid, int nth) {
     for (;;) {
         const int64_t t = atomic_fetch_add_explicit(&j->next_pack, 1, memory_order_relaxed);
         if (t >= j->ntt) break;
-        const int64_t m0 = t * 16;
-        const int mt = j->M - m0 < 16 ? (int)(j->M - m0) : 16;
-        if (j->w->br == 4) hf_pack_kt(mt, K, j->A + m0 * j->lda, j->lda, rows, j->X + t * j->tstride, 0);
+        const int64_t tt = j->w->br == 4 ? TILE_T : 16, m0 = t * tt;
+        const int mt = j->M - m0 < tt ? (int)(j->M - m0) : (int)tt;
+        if (j->w->br == 4) pack64(mt, K, j->A + m0 * j->lda, j->lda, rows, (uint8_t *)j->X + t * j->tstride);
         else hf_pack_dw(mt, K, j->A + m0 * j->lda, j->lda, rows, j->X + t * j->tstride, 0);
     }
 }
 
-static TGT void compute_task(void *ctx, int tid, int nth) {
+/* 4x1: units of (token chunk, TG strips of 16 channels); a strip is 4 groups computed into a
+ * channel-major int32 tile [16][64], then transposed and stored through the 16-lane epilogue. */
+static TGT void compute4x1_task(void *ctx, int tid, int nth) {
+    job_t *j = (job_t *)ctx;
+    const struct hf_sparse_w *w = j->w;
+    const int64_t R = nrec_rows(w), N = w->N, nstrips = (N + 15) / 16;
+    const int64_t *ptr = (const int64_t *)w->data;
+    const quad4x1 *q = (const quad4x1 *)(ptr + R + 1);
+    int32_t tile[16 * TILE_T] __attribute__((aligned(64)));
+    (void)tid;
+    (void)nth;
+    memset(tile, 0, sizeof tile); /* rows of groups past N stay zero (masked out by the store) */
+    for (;;) {
+        const int64_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (u >= j->nunits) break;
+        const int64_t c0 = (u / j->ngt) * j->chunk, c1 = c0 + j->chunk < j->ntt ? c0 + j->chunk : j->ntt;
+        const int64_t s0 = (u % j->ngt) * j->tg, s1 = s0 + j->tg < nstrips ? s0 + j->tg : nstrips;
+        for (int64_t st = s0; st < s1; st++) {
+            const int64_t n0 = st * 16;
+            const int nr = N - n0 < 16 ? (int)(N - n0) : 16;
+            for (int64_t mt = c0; mt < c1; mt++) {
+                const char *X = j->X + mt * j->tstride;
+                const int64_t m0 = mt * TILE_T;
+                const int nt = j->M - m0 < TILE_T ? (int)(j->M - m0) : TILE_T;
+                const int J = (nt + 15) / 16;
+                for (int g = 0; g < 4; g++) {
+                    const int64_t G = 4 * st + g;
+                    if (G < R) group64_j(q + ptr[G], ptr[G + 1] - ptr[G], X, J, tile + g * 4 * TILE_T);
+                }
+                hf_strip_store_avx512(j->ep, tile, TILE_T, nr, nt, m0, n0, j->C, j->ldc);
+            }
+        }
+    }
+}
+
+static TGT void compute1x4_task(void *ctx, int tid, int nth) {
     job_t *j = (job_t *)ctx;
     const struct hf_sparse_w *w = j->w;
     const int64_t R = nrec_rows(w), N = w->N;
     const int64_t *ptr = (const int64_t *)w->data;
+    const blk1x4 *b = (const blk1x4 *)(ptr + R + 1);
     int32_t tile[8 * 16] __attribute__((aligned(64)));
     (void)tid;
     (void)nth;
@@ -199,15 +298,7 @@ static TGT void compute_task(void *ctx, int tid, int nth) {
                 const char *X = j->X + mt * j->tstride;
                 const int64_t m0 = mt * 16;
                 const int nt = j->M - m0 < 16 ? (int)(j->M - m0) : 16;
-                if (w->br == 4) {
-                    const quad4x1 *q = (const quad4x1 *)(ptr + R + 1);
-                    const int64_t g = 2 * t;
-                    group4x1(q + ptr[g], ptr[g + 1] - ptr[g], X, tile);
-                    if (g + 1 < R) group4x1(q + ptr[g + 1], ptr[g + 2] - ptr[g + 1], X, tile + 64);
-                } else {
-                    const blk1x4 *b = (const blk1x4 *)(ptr + R + 1);
-                    for (int r = 0; r < nr; r++) row1x4(b + ptr[n0 + r], ptr[n0 + r + 1] - ptr[n0 + r], X, tile + r * 16);
-                }
+                for (int r = 0; r < nr; r++) row1x4(b + ptr[n0 + r], ptr[n0 + r + 1] - ptr[n0 + r], X, tile + r * 16);
                 hf_tile_store_avx512(j->ep, tile, nr, nt, m0, n0, j->C, j->ldc);
             }
         }
@@ -226,8 +317,9 @@ static int vnni_gemm(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, i
     j.C = C;
     j.ldc = ldc;
     j.ep = ep;
-    j.ntt = (M + 15) / 16;
-    j.tstride = hf_round16(w->K) * 16;
+    const int64_t tt = w->br == 4 ? TILE_T : 16;
+    j.ntt = (M + tt - 1) / tt;
+    j.tstride = hf_round16(w->K) * tt;
     j.X = (char *)hf_scratch(0, (size_t)(j.ntt * j.tstride));
     if (!j.X) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
     atomic_init(&j.failed, 0);
@@ -237,13 +329,14 @@ static int vnni_gemm(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, i
     j.chunk = CHUNK_BYTES / j.tstride;
     if (j.chunk < 1) j.chunk = 1;
     if (j.chunk > j.ntt) j.chunk = j.ntt;
-    j.tg = 4;
-    if (w->ntiles < j.tg * 8 * (int64_t)nth) j.tg = 1;
-    j.ngt = (w->ntiles + j.tg - 1) / j.tg;
+    const int64_t ncol = w->br == 4 ? (w->N + 15) / 16 : w->ntiles; /* 16-channel strips / 8-channel tiles */
+    j.tg = w->br == 4 ? 2 : 4;
+    if (ncol < j.tg * 8 * (int64_t)nth) j.tg = 1;
+    j.ngt = (ncol + j.tg - 1) / j.tg;
     while (j.chunk > 1 && ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt < 8 * (int64_t)nth) j.chunk = (j.chunk + 1) / 2;
     j.nunits = ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt;
     atomic_init(&j.next, 0);
-    hf_parallel(compute_task, &j, nth);
+    hf_parallel(w->br == 4 ? compute4x1_task : compute1x4_task, &j, nth);
     return HF_OK;
 }
 
