@@ -144,10 +144,11 @@ const char *hf_kernel_variant_name(int isa, int variant) {
 
 static const hf_f32_ops f32_ref = {hf_layernorm_ref, hf_attention_head_ref};
 static const hf_f32_ops f32_avx2 = {hf_layernorm_avx2, hf_attention_head_avx2};
+static const hf_f32_ops f32_avx512 = {hf_layernorm_avx512, hf_attention_head_avx512};
 
 const hf_f32_ops *hf_f32_ops_for(int isa) {
     if (!hf_isa_supported(isa)) return NULL;
-    return isa == HF_ISA_REF ? &f32_ref : &f32_avx2;
+    return isa == HF_ISA_REF ? &f32_ref : isa == HF_ISA_AVX2 ? &f32_avx2 : &f32_avx512;
 }
 
 const hf_sparse_kernel *hf_sparse_kernel_for(int isa) {

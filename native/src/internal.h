@@ -77,7 +77,12 @@ void hf_attention_head_ref(int64_t S, int64_t d, const float *q, const float *k,
                            const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
 void hf_attention_head_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
                             const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
-/* dispatch.c: fp32 ops for an ISA (AVX-512 machines use the AVX2 fp32 ops). */
+/* AVX-512 (VNNI machines): d % 16 == 0 on 16 lanes, other multiples of 8 via the AVX2 kernel. */
+void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                              const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
+void hf_layernorm_avx512(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
+                         const float *beta, float eps, float *y);
+/* dispatch.c: fp32 ops for an ISA (AVX-512 machines: 16-lane attention and LayerNorm). */
 const hf_f32_ops *hf_f32_ops_for(int isa);
 
 /* ---- thread pool (threadpool.c) ----

@@ -138,6 +138,62 @@ INL void transpose16(__m512i r[16]) {
     for (int i = 0; i < 16; i++) r[i] = t[i];
 }
 
+/* nt rows of r[] (token-major int32, 16 channels each) through the epilogue, with the mode as
+ * compile-time constants (hoisted out of the token loop; ep's fields are read once, not after every
+ * store through C, which the compiler must assume may alias them). */
+INL void rows16_mode(const hf_epilogue *ep, const __m512i *r, int cnt, const chan16 *c, int64_t m0, int64_t n0,
+                     __mmask16 k, void *C, int64_t ldc, const int mode, const int gelu, const int res) {
+    const int full = k == 0xFFFF;
+    const float *resid = ep->residual;
+    const int64_t ldr = ep->ldr;
+    const float qs = ep->q_scale;
+    const int32_t qz = ep->q_zp;
+    const __m512i zc = c->zc;
+    const __m512 sc = c->s, bi = c->b;
+    for (int t = 0; t < cnt; t++) {
+        const int64_t m = m0 + t;
+        if (mode == HF_EPI_S32) {
+            int32_t *d = (int32_t *)C + m * ldc + n0;
+            if (full) _mm512_storeu_si512((void *)d, r[t]);
+            else _mm512_mask_storeu_epi32(d, k, r[t]);
+            continue;
+        }
+        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(r[t], zc)), sc, bi);
+        if (gelu) y = gelu16(y);
+        if (res) y = _mm512_add_ps(y, full ? _mm512_loadu_ps(resid + m * ldr + n0)
+                                           : _mm512_maskz_loadu_ps(k, resid + m * ldr + n0));
+        if (mode == HF_EPI_U8) {
+            uint8_t *d = (uint8_t *)C + m * ldc + n0;
+            const __m128i q = quant16(y, qs, qz);
+            if (full) _mm_storeu_si128((__m128i *)d, q);
+            else _mm_mask_storeu_epi8(d, k, q);
+        } else {
+            float *d = (float *)C + m * ldc + n0;
+            if (full) _mm512_storeu_ps(d, y);
+            else _mm512_mask_storeu_ps(d, k, y);
+        }
+    }
+}
+
+INL void rows16(const hf_epilogue *ep, const __m512i *r, int cnt, const chan16 *c, int64_t m0, int64_t n0,
+                __mmask16 k, void *C, int64_t ldc) {
+    const int res = ep->residual != NULL;
+    switch (ep->f32) {
+    case HF_EPI_S32: rows16_mode(ep, r, cnt, c, m0, n0, k, C, ldc, HF_EPI_S32, 0, 0); break;
+    case HF_EPI_U8:
+        if (ep->gelu) res ? rows16_mode(ep, r, cnt, c, m0, n0, k, C, ldc, HF_EPI_U8, 1, 1)
+                          : rows16_mode(ep, r, cnt, c, m0, n0, k, C, ldc, HF_EPI_U8, 1, 0);
+        else res ? rows16_mode(ep, r, cnt, c, m0, n0, k, C, ldc, HF_EPI_U8, 0, 1)
+                 : rows16_mode(ep, r, cnt, c, m0, n0, k, C, ldc, HF_EPI_U8, 0, 0);
+        break;
+    default:
+        if (ep->gelu) res ? rows16_mode(ep, r, cnt, c, m0, n0, k, C, ldc, HF_EPI_F32, 1, 1)
+                          : rows16_mode(ep, r, cnt, c, m0, n0, k, C, ldc, HF_EPI_F32, 1, 0);
+        else res ? rows16_mode(ep, r, cnt, c, m0, n0, k, C, ldc, HF_EPI_F32, 0, 1)
+                 : rows16_mode(ep, r, cnt, c, m0, n0, k, C, ldc, HF_EPI_F32, 0, 0);
+    }
+}
+
 TGT void hf_strip_store_avx512(const hf_epilogue *ep, const int32_t *tile, int64_t ldt, int nr, int nt, int64_t m0,
                                int64_t n0, void *C, int64_t ldc) {
     const __mmask16 k = (__mmask16)(nr >= 16 ? 0xFFFFu : (1u << nr) - 1u);
@@ -148,11 +204,7 @@ TGT void hf_strip_store_avx512(const hf_epilogue *ep, const int32_t *tile, int64
         __m512i r[16];
         for (int i = 0; i < 16; i++) r[i] = _mm512_load_si512((const void *)(tile + i * ldt + j * 16));
         transpose16(r);
-        const int cnt = nt - j * 16 < 16 ? nt - j * 16 : 16;
-        for (int t = 0; t < cnt; t++) {
-            const int64_t m = m0 + j * 16 + t;
-            row16(ep, r[t], &c, m, m, n0, k, C, ldc);
-        }
+        rows16(ep, r, nt - j * 16 < 16 ? nt - j * 16 : 16, &c, m0 + j * 16, n0, k, C, ldc);
     }
 }
 

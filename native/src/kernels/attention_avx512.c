@@ -1,0 +1,169 @@
+/* AVX-512 attention for one (sequence, head) on AVX-512 machines: the AVX2 kernel's algorithm
+ * (attention_avx2.c) on 16 lanes. One register-blocked micro-kernel C[MR rows][32 cols] += A B
+ * (A broadcast, B two 16-float loads per k, 16 independent accumulator chains) runs both products:
+ *   scores = q k^T : B = K^T packed once per head into scratch [d][sp] (sp = round_up(S, 16));
+ *   ctx    = p v   : B = v rows read in place.
+ * Softmax (max, exp, sum) on 16 lanes with masked tails. Keys past the last unmasked one are skipped
+ * (probability exactly 0); a row whose keys are all masked gets uniform weights, as the reference.
+ * Requires d % 16 == 0; other multiples of 8 go to the AVX2 kernel. */
+#include <math.h>
+#include <string.h>
+
+#include "../internal.h"
+#include "vecmath_avx2.h"
+
+#define MR 8
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"), always_inline))
+
+/* exp(x) as hf_exp256 (same reduction and polynomial), 16 lanes; below -87.3 returns 0. */
+INL __m512 exp512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.3365478515625f), hi = _mm512_set1_ps(88.7228317260742f);
+    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(e));
+}
+
+static inline __mmask16 tail16(int64_t left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u); }
+
+/* acc[r][0..nb) = sum_k A[r][k] * B[k][16*b .. 16*b+16), r < mr, nb (1 or 2) 16-float column blocks. */
+INL void mk(const int mr, const int nb, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+            __m512 acc[MR][2]) {
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        const __m512 b0 = _mm512_loadu_ps(B + k * ldb);
+        const __m512 b1 = nb > 1 ? _mm512_loadu_ps(B + k * ldb + 16) : b0;
+        for (int r = 0; r < mr; r++) {
+            const __m512 a = _mm512_set1_ps(A[r * lda + k]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            if (nb > 1) acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
+    }
+}
+
+/* scores sc[r][j] = (q_r . k_j) * scale + bias[j] for j < round_up(ne, 16) (entries past ne are junk). */
+INL void scores_rows(const int mr, int64_t d, const float *q, int64_t ld, const float *kt, int64_t sp, int64_t ne,
+                     const float *key_bias, float scale, float *sc) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (int64_t j = 0; j < ne; j += 32) {
+        __m512 acc[MR][2];
+        const int two = ne - j > 16;
+        if (two) mk(mr, 2, d, q, ld, kt + j, sp, acc);
+        else mk(mr, 1, d, q, ld, kt + j, sp, acc);
+        __m512 b0 = _mm512_setzero_ps(), b1 = b0;
+        if (key_bias) { /* bias has ne valid entries */
+            b0 = _mm512_maskz_loadu_ps(tail16(ne - j), key_bias + j);
+            if (two) b1 = _mm512_maskz_loadu_ps(tail16(ne - j - 16), key_bias + j + 16);
+        }
+        for (int r = 0; r < mr; r++) {
+            _mm512_storeu_ps(sc + r * sp + j, _mm512_add_ps(_mm512_mul_ps(acc[r][0], vs), b0));
+            if (two) _mm512_storeu_ps(sc + r * sp + j + 16, _mm512_add_ps(_mm512_mul_ps(acc[r][1], vs), b1));
+        }
+    }
+}
+
+/* ctx rows = (p v) * inv for mr rows of p (stride sp), keys [0, ne). */
+INL void pv_rows(const int mr, int64_t d, const float *p, int64_t sp, int64_t ne, const float *v, int64_t ld,
+                 const float *inv, float *ctx, int64_t ldo) {
+    int64_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+        __m512 acc[MR][2];
+        mk(mr, 2, ne, p, sp, v + c, ld, acc);
+        for (int r = 0; r < mr; r++) {
+            const __m512 s = _mm512_set1_ps(inv[r]);
+            _mm512_storeu_ps(ctx + r * ldo + c, _mm512_mul_ps(acc[r][0], s));
+            _mm512_storeu_ps(ctx + r * ldo + c + 16, _mm512_mul_ps(acc[r][1], s));
+        }
+    }
+    if (c < d) { /* d % 32 == 16 */
+        __m512 acc[MR][2];
+        mk(mr, 1, ne, p, sp, v + c, ld, acc);
+        for (int r = 0; r < mr; r++) _mm512_storeu_ps(ctx + r * ldo + c, _mm512_mul_ps(acc[r][0], _mm512_set1_ps(inv[r])));
+    }
+}
+
+/* K^T into kt[d][sp]: 8x8 register transposes, zero columns past S. */
+static TGT void pack_kt(int64_t S, int64_t d, const float *k, int64_t ld, float *kt, int64_t sp) {
+    int64_t j = 0;
+    for (; j + 8 <= S; j += 8)
+        for (int64_t c = 0; c < d; c += 8) {
+            __m256 t[8];
+            for (int i = 0; i < 8; i++) t[i] = _mm256_loadu_ps(k + (j + i) * ld + c);
+            hf_transpose8_ps(t);
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(kt + (c + i) * sp + j, t[i]);
+        }
+    for (int64_t c = 0; c < d; c++) {
+        for (int64_t jj = j; jj < S; jj++) kt[c * sp + jj] = k[jj * ld + c];
+        for (int64_t jj = S; jj < sp; jj++) kt[c * sp + jj] = 0.f;
+    }
+}
+
+/* Softmax numerators of one score row over keys [0, ne) in place; returns 1/sum. */
+static TGT float softmax_row16(float *p, int64_t ne) {
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < ne; j += 16)
+        vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail16(ne - j), p + j));
+    const float mx = _mm512_reduce_max_ps(vm);
+    if (mx == -INFINITY) {
+        for (int64_t j = 0; j < ne; j++) p[j] = 1.f;
+        return 1.0f / (float)ne;
+    }
+    const __m512 vmx = _mm512_set1_ps(mx);
+    __m512 vs = _mm512_setzero_ps();
+    for (int64_t j = 0; j < ne; j += 16) {
+        const __mmask16 k = tail16(ne - j);
+        const __m512 e = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vmx)));
+        _mm512_mask_storeu_ps(p + j, k, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    return 1.0f / _mm512_reduce_add_ps(vs);
+}
+
+#define ROWS(MRV)                                                                                      \
+    do {                                                                                               \
+        scores_rows(MRV, d, q + i0 * ld, ld, kt, sp, ne, key_bias, scale, sc);                        \
+        for (int r = 0; r < MRV; r++) inv[r] = softmax_row16(sc + r * sp, ne);                         \
+        pv_rows(MRV, d, sc, sp, ne, v, ld, inv, ctx + i0 * ldo, ldo);                                  \
+    } while (0)
+
+TGT void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                  const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch) {
+    if (d % 16) {
+        hf_attention_head_avx2(S, d, q, k, v, ld, key_bias, scale, ctx, ldo, scratch);
+        return;
+    }
+    const int64_t sp = (S + 15) & ~(int64_t)15;
+    float *kt = scratch;          /* [d][sp] */
+    float *sc = scratch + d * sp; /* [MR][sp] */
+    float inv[MR];
+    int64_t ne = S;
+    if (key_bias) {
+        while (ne > 0 && key_bias[ne - 1] == -INFINITY) ne--;
+        if (ne == 0) ne = S; /* all masked: uniform over every key */
+    }
+    pack_kt(ne, d, k, ld, kt, sp);
+    int64_t i0 = 0;
+    for (; i0 + MR <= S; i0 += MR) ROWS(MR);
+    switch (S - i0) {
+    case 7: ROWS(7); break;
+    case 6: ROWS(6); break;
+    case 5: ROWS(5); break;
+    case 4: ROWS(4); break;
+    case 3: ROWS(3); break;
+    case 2: ROWS(2); break;
+    case 1: ROWS(1); break;
+    default: break;
+    }
+}
