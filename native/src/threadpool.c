@@ -20,6 +20,7 @@
 
 #define HF_MAX_THREADS 256
 #define SPIN_ITERS 20000
+#define CALLER_SPIN_ITERS 4000
 
 static pthread_mutex_t g_cfg_lock = PTHREAD_MUTEX_INITIALIZER; /* configuration / thread creation */
 static pthread_mutex_t g_run_lock = PTHREAD_MUTEX_INITIALIZER; /* one hf_parallel at a time */
@@ -204,7 +205,9 @@ int hf_parallel(hf_task_fn fn, void *ctx, int want) {
         const int joined = (int)(atomic_fetch_or_explicit(&g_state, CLOSED, memory_order_acq_rel) & 0x7fffffffull);
         int spins = 0;
         while (atomic_load_explicit(&g_done, memory_order_acquire) < joined) {
-            if (++spins < (1 << 22))
+            /* a joined worker that is still running finishes within microseconds; one that was
+             * preempted mid-task needs a CPU: after a short spin, yield ours instead of burning it */
+            if (++spins < CALLER_SPIN_ITERS)
                 _mm_pause();
             else
                 sched_yield();
