@@ -247,3 +247,15 @@ def test_7bit_one_and_two_threads_identical(isa, block):
         c2 = sw.matmul(a)
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_array_equal(c1.astype(np.int64), _ref(a, w))
+
+
+def test_matmul_into_preallocated_out():
+    rng = np.random.default_rng(5)
+    w = _sparse_weight(rng, 33, 70, "4x1", 0.8)
+    a = rng.integers(0, 256, size=(100, 70), dtype=np.uint8)
+    sw = native.SparseWeight(w, "4x1")
+    out = np.full((100, 33), -1, dtype=np.int32)
+    assert sw.matmul(a, out=out) is out
+    np.testing.assert_array_equal(out.astype(np.int64), _ref(a, w))
+    with pytest.raises(ValueError):
+        sw.matmul(a, out=np.empty((100, 33), dtype=np.int64))
