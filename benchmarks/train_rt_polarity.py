@@ -34,7 +34,7 @@ def main(argv=None):
     ap.add_argument("--block", default=None, help="override fast_config.block (e.g. 4x1 when 'auto' is unavailable)")
     ap.add_argument("--skip-no-distill", action="store_true")
     ap.add_argument("--variants", default="distilled,no_distill",
-                    help="students to train: distilled,no_distill (run them as two processes with --teacher to "
+                    help="students to train: distilled,no_distill,distilled_qat (run them as two processes with --teacher to "
                          "train both at once)")
     ap.add_argument("--student-epochs", type=float, default=None, help="override the recipe's student epochs")
     ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
@@ -98,13 +98,19 @@ def main(argv=None):
 
     # 2./3. pruned students (initialised from the teacher), with and without distillation
     wanted = {v.strip() for v in a.variants.split(",") if v.strip()} - ({"no_distill"} if a.skip_no_distill else set())
-    variants = [(f"student_{v}", v == "distilled") for v in ("distilled", "no_distill") if v in wanted]
+    # distilled_qat: the distilled student with fake-quant fine-tuning after pruning ends (FastConfig.quantization)
+    variants = [(f"student_{v}", v != "no_distill") for v in ("distilled", "no_distill", "distilled_qat") if v in wanted]
     for name, distil in variants:
         t1 = time.time()
         student = AutoModelForSequenceClassification.from_pretrained(tdir)
         args = r.training_args
         args.output_dir = str(Path(r.training_args.output_dir).parent / name)
-        ft = FastTrainer(model=student, teacher=teacher if distil else None, args=args, fast_config=r.fast_config,
+        fcfg = r.fast_config
+        if name.endswith("_qat"):
+            import dataclasses
+
+            fcfg = dataclasses.replace(fcfg, quantization="qat")
+        ft = FastTrainer(model=student, teacher=teacher if distil else None, args=args, fast_config=fcfg,
                          train_dataset=train_ds, eval_dataset=eval_ds, compute_metrics=compute_metrics)
         ft.train()
         ev = ft.evaluate()
