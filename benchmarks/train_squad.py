@@ -15,8 +15,10 @@ only_second), n_best 20, max_answer_length 30. Training pads per batch and group
 
 Smoke test (minutes): python benchmarks/train_squad.py --max-steps 3 --train-limit 64 --eval-questions 24 \
                           --out benchmarks/out/squad_smoke
-Bounded run:          nice -n 5 python benchmarks/train_squad.py --teacher-max-steps 240 --max-steps 160 \
-                          --eval-articles 2 --out benchmarks/out/squad_run
+Bounded run (49 min on 2 shared cores, benchmarks/RESULTS.md "SQuAD part"):
+    nice -n 5 python benchmarks/train_squad.py --teacher-max-steps 100 --max-steps 60 --eval-articles 3 \
+        --out benchmarks/out/squad_run
+--ort-exact adds ONNX Runtime with graph optimisations off (the file's exact QDQ arithmetic) as a third backend.
 """
 from __future__ import annotations
 
@@ -89,6 +91,8 @@ def main(argv=None):
     ap.add_argument("--skip-no-distill", action="store_true")
     ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
     ap.add_argument("--reduce-range", action="store_true", help="export 7-bit weights (see hf_fast.export.export)")
+    ap.add_argument("--ort-exact", action="store_true", help="also run ONNX Runtime with graph optimisations off "
+                    "(ORT_DISABLE_ALL: the exact QDQ arithmetic of the file) and report the engine against it")
     ap.add_argument("--calibration-size", type=int, default=128)
     ap.add_argument("--eval-batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None, help="torch / engine / ORT threads (default: all cores)")
@@ -190,8 +194,10 @@ def main(argv=None):
         tdir = a.teacher or r.teacher
         teacher = AutoModelForQuestionAnswering.from_pretrained(tdir)
         tsteps = None
+        t_lr = None
     else:
         teacher = AutoModelForQuestionAnswering.from_pretrained(r.student)
+        t_lr = targs.learning_rate  # read before training (the Trainer may change the arguments object)
         tr = Trainer(model=teacher, args=targs, train_dataset=train_ds, data_collator=collator)
         tr.train()
         tsteps = tr.state.global_step
@@ -203,7 +209,7 @@ def main(argv=None):
     preds_fp32["teacher_dense"], m = score(st, en)
     results["runs"]["teacher_dense"] = {"exact_match": m["exact_match"], "f1": m["f1"], "dir": tdir,
                                         "steps": tsteps, "epochs": targs.num_train_epochs,
-                                        "max_steps": targs.max_steps, "lr": targs.learning_rate,
+                                        "max_steps": targs.max_steps, "lr": t_lr,
                                         "batch": targs.per_device_train_batch_size, "train_s": t_train,
                                         "fp32_eval_s": t_eval, "block": None, "sparsity_overall": 0.0}
     log(f"[teacher_dense] fp32 EM {m['exact_match']:.2f} F1 {m['f1']:.2f} (steps {tsteps}, train {t_train:.0f}s, "
@@ -217,6 +223,7 @@ def main(argv=None):
         student = AutoModelForQuestionAnswering.from_pretrained(tdir)
         args = r.training_args
         args.output_dir = str(root / name)
+        s_lr = args.learning_rate
         ft = FastTrainer(model=student, teacher=teacher if distil else None, args=args, fast_config=r.fast_config,
                          train_dataset=train_ds, data_collator=collator)
         ft.train()
@@ -232,7 +239,7 @@ def main(argv=None):
                                  "distillation": distil, "sparsity_overall": float(np.mean(list(sp.values()))),
                                  "sparsity_min_layer": min(sp.values()), "steps": ft.state.global_step,
                                  "epochs": args.num_train_epochs, "max_steps": args.max_steps,
-                                 "lr": args.learning_rate, "batch": args.per_device_train_batch_size,
+                                 "lr": s_lr, "batch": args.per_device_train_batch_size,
                                  "train_s": t_train, "fp32_eval_s": t_eval}
         log(f"[{name}] fp32 EM {m['exact_match']:.2f} F1 {m['f1']:.2f} sparsity "
             f"{results['runs'][name]['sparsity_overall']:.3f} block {cb.block} (steps {ft.state.global_step}, "
@@ -259,8 +266,11 @@ def main(argv=None):
             run["export_s"] = time.time() - t2
             run["artifact_mb"] = (art / "model.onnx").stat().st_size / 2 ** 20
             logits, preds = {}, {}
-            for backend in ("native", "onnxruntime"):
-                fm = FastModelForQuestionAnswering.from_pretrained(art, backend=backend, num_threads=threads)
+            backends = [("native", "native", {}), ("onnxruntime", "onnxruntime", {})]
+            if a.ort_exact:
+                backends.append(("onnxruntime_exact", "onnxruntime", {"graph_optimization_level": "ORT_DISABLE_ALL"}))
+            for backend, kind, opts in backends:
+                fm = FastModelForQuestionAnswering.from_pretrained(art, backend=kind, num_threads=threads, **opts)
 
                 def run_fast(feed, fm=fm):
                     o = fm(**feed)
@@ -276,6 +286,16 @@ def main(argv=None):
                 del fm
             run["engine_vs_ort_answer_agreement"] = 100 * answer_agreement(preds["native"], preds["onnxruntime"])
             run["engine_vs_ort_max_logit_diff"] = max_logit_diff(logits["native"], logits["onnxruntime"], ev_mask)
+            if a.ort_exact:
+                run["engine_vs_ort_exact_answer_agreement"] = 100 * answer_agreement(preds["native"],
+                                                                                     preds["onnxruntime_exact"])
+                run["engine_vs_ort_exact_max_logit_diff"] = max_logit_diff(logits["native"],
+                                                                           logits["onnxruntime_exact"], ev_mask)
+                run["ort_vs_ort_exact_answer_agreement"] = 100 * answer_agreement(preds["onnxruntime"],
+                                                                                  preds["onnxruntime_exact"])
+                log(f"[{name}] engine vs ORT exact QDQ: {run['engine_vs_ort_exact_answer_agreement']:.2f}% "
+                    f"(max diff {run['engine_vs_ort_exact_max_logit_diff']:.4g}); ORT vs ORT exact "
+                    f"{run['ort_vs_ort_exact_answer_agreement']:.2f}%")
             run["engine_vs_ort_disagreeing_ids"] = sorted(k for k in preds["native"]
                                                           if preds["native"][k] != preds["onnxruntime"][k])[:50]
             log(f"[{name}] engine vs ORT: answer agreement {run['engine_vs_ort_answer_agreement']:.2f}% "
