@@ -6,7 +6,7 @@
   hub          ``datasets.load_dataset(name, config)`` (needs the Hub or its cache)
 
 ``classification_datasets(spec, tokenizer)`` returns tokenized ``datasets.Dataset`` train/eval splits.
-(SQuAD feature preparation lives with the QA benchmark; ``squad-json`` is accepted by recipes.)
+(SQuAD ``squad-json``: features, eval offsets and answer postprocessing are in ``hf_fast.training.qa_data``.)
 """
 from __future__ import annotations
 
