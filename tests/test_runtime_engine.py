@@ -71,8 +71,12 @@ def test_engine_matches_onnxruntime_on_same_file(artifacts, arch, task, isa):
         valid = feeds["attention_mask"].astype(bool) if g.ndim >= 2 and g.shape[:2] == feeds["input_ids"].shape else None
         diff = np.abs(g - r) if valid is None else np.abs(g - r)[valid]
         scale = np.abs(r).max() + 1e-6
-        # same int8 weights and activation scales; ORT additionally requantizes some MatMul outputs
-        assert diff.max() <= 0.05 * scale + 1e-3, f"{name}: max |diff| {diff.max()} vs scale {scale}"
+        # same int8 weights, activation scales and fake-quantized residuals: only fp32 rounding (GELU, LN,
+        # softmax order) and the rare u8 rounding flip it causes separate the two
+        assert diff.max() <= 0.01 * scale + 1e-4, f"{name}: max |diff| {diff.max()} vs scale {scale}"
+        assert diff.mean() <= 0.001 * scale + 1e-5, f"{name}: mean |diff| {diff.mean()} vs scale {scale}"
+    # ONNX Runtime's QDQ quantizer shares each Q/DQ pair between the MatMul and the residual Add
+    assert all(lp.in_fq and lp.mid_fq for lp in eng.plan.layers)
 
 
 def test_engine_is_deterministic_across_threads_and_block_shapes(artifacts):

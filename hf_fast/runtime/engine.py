@@ -99,6 +99,7 @@ class NativeEngine:
             d.i_scale, d.i_zp = lins["ffn_in"][1].scale, lins["ffn_in"][1].zero_point
             d.f_scale, d.f_zp = lins["ffn_out"][1].scale, lins["ffn_out"][1].zero_point
             d.att_scale = layer.scale
+            d.in_fq, d.mid_fq = int(layer.in_fq), int(layer.mid_fq)
             d.ln1_g, d.ln1_b, d.ln1_eps = f(layer.ln1.gamma), f(layer.ln1.beta), layer.ln1.eps
             d.ln2_g, d.ln2_b, d.ln2_eps = f(layer.ln2.gamma), f(layer.ln2.beta), layer.ln2.eps
             native._check(lib.hf_engine_set_layer(self._e, i, d), "engine_set_layer")

@@ -48,6 +48,10 @@ class LayerPlan:
     ln2: LayerNormPlan
     scale: float                   # attention score scale (1/sqrt(d) in BERT)
     activation: str = "gelu"
+    # the residual Adds read the fake-quantized tensor (a Q/DQ pair shared with the MatMul, as ONNX
+    # Runtime's QDQ quantizer writes it): in_fq for the layer input, mid_fq for the attention LN output
+    in_fq: bool = False
+    mid_fq: bool = False
 
 
 @dataclass
@@ -132,18 +136,27 @@ def _weight_matmuls(g: LogicalGraph, x: str) -> List[onnx.NodeProto]:
     return [n for n in g.users(x) if n.op_type == "MatMul" and g.src(n, 0) == x and g.weight(n.input[1]) is not None]
 
 
-def _layernorm_after(g: LogicalGraph, t: str, residual: str, where: str) -> Tuple[LayerNormPlan, str]:
-    """Expect Add(t, residual) -> LayerNormalization; return its plan and output."""
+def _layernorm_after(g: LogicalGraph, t: str, residual: str, where: str,
+                     residual_quant: Optional[FakeQuant] = None) -> Tuple[LayerNormPlan, str, bool]:
+    """Expect Add(t, residual) -> LayerNormalization; return its plan, its output and whether the Add reads
+    the residual through a Q/DQ pair (which must then be `residual_quant`, the one the engine applies)."""
     us = g.users(t)
     add = next((u for u in us if u.op_type == "Add" and {g.src(u, 0), g.src(u, 1)} == {t, residual}), None)
     if add is None:
         raise GraphMatchError(f"{where}: expected a residual Add of the block output and its input")
+    j = 0 if g.src(add, 0) == residual else 1
+    _, fq = g.resolve(add.input[j])
+    if fq is not None and (residual_quant is None or fq.scale != residual_quant.scale
+                           or fq.zero_point != residual_quant.zero_point):
+        raise GraphMatchError(f"{where}: the residual is fake-quantized with (scale {fq.scale}, zero point "
+                              f"{fq.zero_point}), not like the input of the next Linear; the engine cannot "
+                              "reproduce that graph")
     ln = next((u for u in g.users(add.output[0]) if u.op_type == "LayerNormalization"), None)
     if ln is None:
         ops = sorted({u.op_type for u in g.users(add.output[0])})
         raise GraphMatchError(f"{where}: expected LayerNormalization after the residual Add, found {ops} "
                               "(export with opset >= 17 so LayerNorm stays one op)")
-    return _ln_plan(g, ln), ln.output[0]
+    return _ln_plan(g, ln), ln.output[0], fq is not None
 
 
 def _ln_plan(g: LogicalGraph, ln: onnx.NodeProto) -> LayerNormPlan:
@@ -343,7 +356,7 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
     if len(o_mms) != 1:
         raise GraphMatchError(f"{where}: attention output projection not found")
     attn_out, o = _linear_from_matmul(g, o_mms[0])
-    ln1, x1 = _layernorm_after(g, o, x, f"{where} attention output")
+    ln1, x1, in_fq = _layernorm_after(g, o, x, f"{where} attention output", lin[q_out].in_quant)
     # feed-forward: MatMul -> GELU -> MatMul
     f_mms = _weight_matmuls(g, x1)
     if len(f_mms) != 1:
@@ -370,8 +383,9 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
     if ffn_out_mm is None or not ({"Erf"} <= act_ops or "Gelu" in act_ops):
         raise GraphMatchError(f"{where}: expected GELU (erf form) between the FFN projections, found {sorted(act_ops)}")
     ffn_out, o2 = _linear_from_matmul(g, ffn_out_mm)
-    ln2, x2 = _layernorm_after(g, o2, x1, f"{where} FFN output")
-    return LayerPlan(lin[q_out], lin[k_out], lin[v_out], attn_out, ln1, ffn_in, ffn_out, ln2, att_scale), x2
+    ln2, x2, mid_fq = _layernorm_after(g, o2, x1, f"{where} FFN output", ffn_in.in_quant)
+    return LayerPlan(lin[q_out], lin[k_out], lin[v_out], attn_out, ln1, ffn_in, ffn_out, ln2, att_scale,
+                     in_fq=in_fq, mid_fq=mid_fq), x2
 
 
 # ------------------------------------------------------------------ task head

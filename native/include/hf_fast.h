@@ -154,6 +154,10 @@ typedef struct {
     float att_scale;     /* score scale, 1/sqrt(head size) for BERT */
     const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
     float ln1_eps, ln2_eps;
+    /* 1: the residual Add reads the fake-quantized tensor, dequant(quant(.)), as an ONNX QDQ graph whose
+     * Q/DQ pair is shared by the MatMul and the Add does; in_fq: the layer input (residual of attn_out,
+     * quantized like qkv's input); mid_fq: the attention LayerNorm output (residual of ffn_out, like ffn_in's) */
+    int in_fq, mid_fq;
 } hf_engine_layer_desc;
 int hf_engine_create(int isa, int64_t hidden, int64_t heads, int64_t ffn, int64_t layers, int64_t vocab,
                      int64_t max_pos, int64_t type_vocab, hf_engine **out);

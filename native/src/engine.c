@@ -32,6 +32,7 @@ typedef struct {
     float att_scale;
     float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
     float ln1_eps, ln2_eps;
+    int in_fq, mid_fq; /* residuals read dequant(quant(x)) (hf_engine_layer_desc) */
 } hf_layer;
 
 typedef struct {
@@ -159,6 +160,7 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) 
     l->qkv_s = d->qkv_scale, l->qkv_zp = d->qkv_zp, l->o_s = d->o_scale, l->o_zp = d->o_zp;
     l->i_s = d->i_scale, l->i_zp = d->i_zp, l->f_s = d->f_scale, l->f_zp = d->f_zp;
     l->att_scale = d->att_scale;
+    l->in_fq = d->in_fq != 0, l->mid_fq = d->mid_fq != 0;
     l->ln1_g = dup_f32(d->ln1_g, e->H), l->ln1_b = dup_f32(d->ln1_b, e->H), l->ln1_eps = d->ln1_eps;
     l->ln2_g = dup_f32(d->ln2_g, e->H), l->ln2_b = dup_f32(d->ln2_b, e->H), l->ln2_eps = d->ln2_eps;
     if (!l->ln1_g || !l->ln1_b || !l->ln2_g || !l->ln2_b) return hf_fail(HF_ENOMEM, "engine_set_layer: out of memory");
@@ -293,6 +295,7 @@ typedef struct {
     uint8_t *q; /* quantized copy of y (NULL: none) */
     float q_scale;
     int32_t q_zp;
+    int fq;     /* y := dequant(q): downstream (the residual) reads the fake-quantized tensor */
     atomic_long next;
 } rows_job;
 
@@ -314,7 +317,14 @@ static void rows_task(void *arg, int tid, int nth) {
                 for (int64_t i = 0; i < H; i++) xt[i] = w[i] + p[i] + (ty ? ty[i] : 0.f);
             }
         j->ops->layernorm(n, H, x, NULL, j->g, j->b, j->eps, j->y + t0 * H);
-        if (j->q) j->quantize(n * H, j->y + t0 * H, j->q_scale, j->q_zp, j->q + t0 * H);
+        if (j->q) {
+            j->quantize(n * H, j->y + t0 * H, j->q_scale, j->q_zp, j->q + t0 * H);
+            if (j->fq) { /* DequantizeLinear: (q - zp) * scale in fp32 */
+                float *y = j->y + t0 * H;
+                const uint8_t *q = j->q + t0 * H;
+                for (int64_t i = 0; i < n * H; i++) y[i] = (float)((int32_t)q[i] - j->q_zp) * j->q_scale;
+            }
+        }
     }
 }
 
@@ -386,7 +396,7 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
     for (int64_t t = 0; t < T; t++) a.bias[t] = (!mask || mask[t]) ? 0.f : -INFINITY;
     {
         rows_job rj = {e, ops, quantize, T, S, ids, types, NULL, a.x, e->eln_g, e->eln_b, e->eln_eps, a.xq,
-                       e->layers[0].qkv_s, e->layers[0].qkv_zp};
+                       e->layers[0].qkv_s, e->layers[0].qkv_zp, e->layers[0].in_fq};
         rows_run(&rj);
     }
 
@@ -405,7 +415,7 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
         if ((rc = hf_linear_forward(l->attn_out, T, a.xq, H, l->o_s, l->o_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
         {
             rows_job rj = {e, ops, quantize, T, S, NULL, NULL, a.ctx, a.x, l->ln1_g, l->ln1_b, l->ln1_eps, a.xq,
-                           l->i_s, l->i_zp};
+                           l->i_s, l->i_zp, l->mid_fq};
             rows_run(&rj);
         }
         /* GELU and the quantization for ffn_out run in ffn_in's epilogue: u8 straight into a.hq */
@@ -415,7 +425,8 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
         if ((rc = hf_linear_forward(l->ffn_out, T, a.hq, F, l->f_s, l->f_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
         {
             rows_job rj = {e, ops, quantize, T, S, NULL, NULL, a.ctx, a.x, l->ln2_g, l->ln2_b, l->ln2_eps,
-                           next ? a.xq : NULL, next ? next->qkv_s : 1.f, next ? next->qkv_zp : 0};
+                           next ? a.xq : NULL, next ? next->qkv_s : 1.f, next ? next->qkv_zp : 0,
+                           next ? next->in_fq : 0};
             rows_run(&rj);
         }
     }
