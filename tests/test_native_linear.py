@@ -115,6 +115,31 @@ def test_quantize_matches_numpy_rint_exactly(isa):
     assert native.quantize_u8(np.zeros((0,), np.float32), 0.1, 7, isa=isa).shape == (0,)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_quantize_near_rounding_boundaries_is_exact(isa):
+    """Ties and their float neighbours (k + 0.5 +- a few ulps), the saturation edge and scales whose
+    reciprocal is not a normal float: any shortcut around the division (x * (1/scale)) fails here."""
+    rng = np.random.default_rng(7)
+    k = np.arange(-600, 600, dtype=np.float32) + np.float32(0.5)
+    for scale in np.float32([0.037, 0.0213, 1.0, 3.0, 0.1, 1e-3, 7.3e-5, 1.7e-38, 3e-39, 1e-44, 2e37, 3e38]):
+        base = (k * scale).astype(np.float32)
+        near = [np.nextafter(base, np.float32(np.inf)), np.nextafter(base, np.float32(-np.inf)), base]
+        for _ in range(4):
+            near.append(np.nextafter(near[-3], np.float32(np.inf)))
+            near.append(np.nextafter(near[-3], np.float32(-np.inf)))
+        x = np.concatenate(near + [rng.normal(0, 300, 4001).astype(np.float32) * scale,
+                                   (np.float32([1023.5, 1024.5, -1023.5, -1024.5, 4e6 + 0.5]) * np.float64(scale)).astype(np.float32),
+                                   np.float32([0, -0.0, 1e30, -1e30, np.inf, -np.inf, 1e-40, -1e-40])])
+        x = x[np.isfinite(x) | np.isinf(x)].astype(np.float32)
+        rng.shuffle(x)
+        with np.errstate(all="ignore"):
+            q = x / scale
+        for zp in (0, 1, 128, 255):
+            exp = np.clip(np.nan_to_num(np.rint(q), nan=-1.0) + zp, 0, 255).astype(np.uint8)
+            np.testing.assert_array_equal(native.quantize_u8(x, float(scale), zp, isa=isa), exp,
+                                          err_msg=f"scale={scale} zp={zp}")
+
+
 def test_quantize_matches_onnxruntime_quantizelinear():
     ort = pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper, numpy_helper

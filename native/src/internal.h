@@ -169,6 +169,7 @@ void hf_gelu_ref(int64_t n, const float *x, float *y);
 void hf_gelu_avx2(int64_t n, const float *x, float *y);
 void hf_quantize_ref(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
 void hf_quantize_avx2(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
+void hf_quantize_avx512(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
 
 /* ---- block-sparse GEMM kernel families (kernels/sparse_s8_gemm_*.c) ----
  * Blocks are br x bc of W[N][K] (4x1 or 1x4). `data` is owned by the kernel family of `isa`.
