@@ -111,6 +111,7 @@ static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const 
 
 /* acc += x (u8) . broadcast(*wp) (s8); inline asm keeps the accumulator in one register */
 #define DPB(acc, x, wp) __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*(const int32_t *)(wp)))
+#define DPR(acc, x, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w))
 
 static TGT void pack64(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t *rows, uint8_t *dst) {
     const int64_t K16 = hf_round16(K);
@@ -148,28 +149,38 @@ static TGT void pack64(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t
 
 /* 4 channels x (16 J) tokens of one group into out[4][64] (channel-major). */
 INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, int32_t *out) {
-    __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
-            a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+    /* accumulators pinned to zmm16-31 (local register variables, used only as asm operands): GCC
+     * otherwise shuffles some of them through temporaries every record */
+#define ACC(name, reg) register __m512i name __asm__(reg) = _mm512_setzero_si512()
+    ACC(a00, "zmm16"); ACC(a01, "zmm17"); ACC(a02, "zmm18"); ACC(a03, "zmm19");
+    ACC(a10, "zmm20"); ACC(a11, "zmm21"); ACC(a12, "zmm22"); ACC(a13, "zmm23");
+    ACC(a20, "zmm24"); ACC(a21, "zmm25"); ACC(a22, "zmm26"); ACC(a23, "zmm27");
+    ACC(a30, "zmm28"); ACC(a31, "zmm29"); ACC(a32, "zmm30"); ACC(a33, "zmm31");
+#undef ACC
     for (int64_t i = 0; i < nq; i++) {
         const quad4x1 *r = q + i;
+        /* the 4 weight words broadcast once (4 loads) instead of as 16 embedded-broadcast operands:
+         * 512-bit loads, not vpdpbusd, were the limit (4 + 16 per record) */
+        const __m512i w0 = _mm512_set1_epi32(r->w[0]), w1 = _mm512_set1_epi32(r->w[1]);
+        const __m512i w2 = _mm512_set1_epi32(r->w[2]), w3 = _mm512_set1_epi32(r->w[3]);
         const __m512i ka = _mm512_load_si512((const void *)(X + r->o[0]));
         const __m512i kb = _mm512_load_si512((const void *)(X + r->o[1]));
         const __m512i kc = _mm512_load_si512((const void *)(X + r->o[2]));
         const __m512i kd = _mm512_load_si512((const void *)(X + r->o[3]));
         const __m512i ab0 = _mm512_unpacklo_epi8(ka, kb), cd0 = _mm512_unpacklo_epi8(kc, kd);
         const __m512i x0 = _mm512_unpacklo_epi16(ab0, cd0);
-        DPB(a00, x0, &r->w[0]); DPB(a10, x0, &r->w[1]); DPB(a20, x0, &r->w[2]); DPB(a30, x0, &r->w[3]);
+        DPR(a00, x0, w0); DPR(a10, x0, w1); DPR(a20, x0, w2); DPR(a30, x0, w3);
         if (J > 1) {
             const __m512i x1 = _mm512_unpackhi_epi16(ab0, cd0);
-            DPB(a01, x1, &r->w[0]); DPB(a11, x1, &r->w[1]); DPB(a21, x1, &r->w[2]); DPB(a31, x1, &r->w[3]);
+            DPR(a01, x1, w0); DPR(a11, x1, w1); DPR(a21, x1, w2); DPR(a31, x1, w3);
         }
         if (J > 2) {
             const __m512i ab1 = _mm512_unpackhi_epi8(ka, kb), cd1 = _mm512_unpackhi_epi8(kc, kd);
             const __m512i x2 = _mm512_unpacklo_epi16(ab1, cd1);
-            DPB(a02, x2, &r->w[0]); DPB(a12, x2, &r->w[1]); DPB(a22, x2, &r->w[2]); DPB(a32, x2, &r->w[3]);
+            DPR(a02, x2, w0); DPR(a12, x2, w1); DPR(a22, x2, w2); DPR(a32, x2, w3);
             if (J > 3) {
                 const __m512i x3 = _mm512_unpackhi_epi16(ab1, cd1);
-                DPB(a03, x3, &r->w[0]); DPB(a13, x3, &r->w[1]); DPB(a23, x3, &r->w[2]); DPB(a33, x3, &r->w[3]);
+                DPR(a03, x3, w0); DPR(a13, x3, w1); DPR(a23, x3, w2); DPR(a33, x3, w3);
             }
         }
     }
