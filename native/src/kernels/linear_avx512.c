@@ -1,7 +1,8 @@
 /* AVX-512 fused Linear epilogue for AVX-512 VNNI machines: GELU on 16 lanes. The expressions are those
- * of linear_avx2.c (same scale/bias fma, same erfc fit, bounded exp and quantizer), so only GELU's
- * reciprocal (vrcp14ps + one Newton step instead of vrcpps + one step) differs from the AVX2 epilogue:
- * results agree with it to GELU's ~1e-6 tolerance, and the int32 / no-GELU paths are bit for bit.
+ * of linear_avx2.c (same scale/bias fma, same erfc fit, bounded exp and quantizer); GELU differs from the
+ * AVX2 epilogue only in rounding (vrcp14ps + one Newton step instead of vrcpps + one step, its polynomials
+ * evaluated in two chains to shorten the dependency path): results agree with it to GELU's ~1e-6
+ * tolerance, and the int32 / no-GELU paths are bit for bit (the u8 quantizer too: see quant16).
  * hf_strip_store_avx512 is the 4x1 VNNI kernel's store: a channel-major [16][64] int32 tile, transposed
  * 16x16 in registers, then the 16-lane row epilogue per token. */
 #include <immintrin.h>
@@ -12,7 +13,8 @@
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 #define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"), always_inline))
 
-INL __m512 exp_bounded16(__m512 x) {
+/* 0.5 * exp(x) (GELU's 0.5 folded into the exponent: exact, the result stays a normal float) */
+INL __m512 half_exp_bounded16(__m512 x) {
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -24,7 +26,7 @@ INL __m512 exp_bounded16(__m512 x) {
     const __m512 p45 = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r, _mm512_set1_ps(1.3981999507e-3f));
     __m512 p = _mm512_fmadd_ps(_mm512_fmadd_ps(p45, r2, p23), r2, p01);
     p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(126)), 23);
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
@@ -35,16 +37,19 @@ INL __m512 gelu16(__m512 x) {
     const __m512 d = _mm512_fmadd_ps(half, z, one);
     __m512 t = _mm512_rcp14_ps(d);
     t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0f)));
-    /* degree-9 polynomial in t by Estrin: c0 + c1 t + ... + c9 t^9 */
-    const __m512 t2 = _mm512_mul_ps(t, t), t4 = _mm512_mul_ps(t2, t2), t8 = _mm512_mul_ps(t4, t4);
-    const __m512 q01 = _mm512_fmadd_ps(_mm512_set1_ps(1.00002368f), t, _mm512_set1_ps(-1.26551223f));
-    const __m512 q23 = _mm512_fmadd_ps(_mm512_set1_ps(0.09678418f), t, _mm512_set1_ps(0.37409196f));
-    const __m512 q45 = _mm512_fmadd_ps(_mm512_set1_ps(0.27886807f), t, _mm512_set1_ps(-0.18628806f));
-    const __m512 q67 = _mm512_fmadd_ps(_mm512_set1_ps(1.48851587f), t, _mm512_set1_ps(-1.13520398f));
-    const __m512 q89 = _mm512_fmadd_ps(_mm512_set1_ps(0.17087277f), t, _mm512_set1_ps(-0.82215223f));
-    const __m512 q03 = _mm512_fmadd_ps(q23, t2, q01), q47 = _mm512_fmadd_ps(q67, t2, q45);
-    const __m512 p = _mm512_fmadd_ps(q89, t8, _mm512_fmadd_ps(q47, t4, q03));
-    const __m512 h = _mm512_mul_ps(_mm512_mul_ps(half, t), exp_bounded16(_mm512_fnmadd_ps(z, z, p)));
+    /* degree-9 polynomial in t as two Horner chains in t^2 (odd and even coefficients) */
+    const __m512 t2 = _mm512_mul_ps(t, t);
+    __m512 od = _mm512_set1_ps(0.17087277f), ev = _mm512_set1_ps(-0.82215223f); /* c9, c8 */
+    od = _mm512_fmadd_ps(od, t2, _mm512_set1_ps(1.48851587f));  /* c7 */
+    ev = _mm512_fmadd_ps(ev, t2, _mm512_set1_ps(-1.13520398f)); /* c6 */
+    od = _mm512_fmadd_ps(od, t2, _mm512_set1_ps(0.27886807f));  /* c5 */
+    ev = _mm512_fmadd_ps(ev, t2, _mm512_set1_ps(-0.18628806f)); /* c4 */
+    od = _mm512_fmadd_ps(od, t2, _mm512_set1_ps(0.09678418f));  /* c3 */
+    ev = _mm512_fmadd_ps(ev, t2, _mm512_set1_ps(0.37409196f));  /* c2 */
+    od = _mm512_fmadd_ps(od, t2, _mm512_set1_ps(1.00002368f));  /* c1 */
+    ev = _mm512_fmadd_ps(ev, t2, _mm512_set1_ps(-1.26551223f)); /* c0 */
+    const __m512 p = _mm512_fmadd_ps(od, t, ev);
+    const __m512 h = _mm512_mul_ps(t, half_exp_bounded16(_mm512_fnmadd_ps(z, z, p)));
     const __mmask16 neg = _mm512_cmplt_epi32_mask(_mm512_castps_si512(x), _mm512_setzero_si512()); /* sign bit, as blendv */
     return _mm512_mul_ps(x, _mm512_mask_blend_ps(neg, _mm512_sub_ps(one, h), h));
 }
@@ -72,13 +77,15 @@ TGT void hf_tile_store_avx512(const hf_epilogue *ep, const int32_t *tile, int nr
     hf_tile_store_f32_avx2(ep, ytile, nr, nt, m0, n0, C, ldc);
 }
 
+/* rint(y / scale) + zp saturated to [0, 255], NaN -> 0 (the reference's per-element expression): the
+ * quotient is converted with round-to-nearest-even (embedded rounding, = rint for |q| < 2^31, clamped
+ * at 2^30 first; NaN and -inf convert to INT_MIN), then zp and the clamp in int32. Bit for bit the float
+ * rint/add/max/min sequence, with a shorter dependency chain. */
 INL __m128i quant16(__m512 y, float scale, int32_t zp) {
-    __m512 r = _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(y, _mm512_set1_ps(scale)),
-                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                             _mm512_set1_ps((float)zp));
-    r = _mm512_max_ps(r, _mm512_setzero_ps()); /* NaN -> 0, as the AVX2 quantizer */
-    r = _mm512_min_ps(r, _mm512_set1_ps(255.f));
-    return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r));
+    const __m512 q = _mm512_min_ps(_mm512_set1_ps(0x1p30f), _mm512_div_ps(y, _mm512_set1_ps(scale))); /* NaN stays NaN */
+    const __m512i r = _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                       _mm512_set1_epi32(zp));
+    return _mm512_cvtusepi32_epi8(_mm512_max_epi32(r, _mm512_setzero_si512()));
 }
 
 /* Per-channel constants of 16 channels n0.. (k = valid lanes): zp * colsum, a_scale * w_scale, bias. */
