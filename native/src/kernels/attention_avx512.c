@@ -12,7 +12,7 @@
 #include "../internal.h"
 #include "vecmath_avx2.h"
 
-#define MR 8
+#define MR 12 /* 12 x 32 block: 24 accumulators + 2 B vectors + the broadcast fit the 32 zmm (8 rows: 15-20% slower) */
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"), always_inline))
 
@@ -157,6 +157,10 @@ TGT void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const fl
     int64_t i0 = 0;
     for (; i0 + MR <= S; i0 += MR) ROWS(MR);
     switch (S - i0) {
+    case 11: ROWS(11); break;
+    case 10: ROWS(10); break;
+    case 9: ROWS(9); break;
+    case 8: ROWS(8); break;
     case 7: ROWS(7); break;
     case 6: ROWS(6); break;
     case 5: ROWS(5); break;

@@ -6,9 +6,9 @@
 #include "../internal.h"
 
 int64_t hf_attention_scratch_floats(int64_t S, int64_t d) {
-    /* AVX2 kernel: transposed K (d x S rounded up to 16) + 6 rows of scores (8 reserved) */
+    /* SIMD kernels: transposed K (d x S rounded up to 16) + up to 16 rows of scores (AVX2: 6, AVX-512: 12) */
     int64_t sp = (S + 15) & ~(int64_t)15;
-    return d * sp + 8 * sp + 64;
+    return d * sp + 16 * sp + 64;
 }
 
 void hf_attention_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
