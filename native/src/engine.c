@@ -334,12 +334,18 @@ static void rows_run(rows_job *j) {
     hf_parallel(rows_task, j, (int)(units < 256 ? units : 256));
 }
 
+/* fp32 head linear. 16 partial sums per dot product so the compiler vectorizes it (a single running
+ * sum cannot be reordered): the scalar loop was ~2% of a 1x128 call at 80% sparsity. */
 static void head_linear(const hf_head_op *op, int64_t rows, const float *in, float *out) {
     for (int64_t r = 0; r < rows; r++)
         for (int64_t n = 0; n < op->N; n++) {
             const float *w = op->W + n * op->K, *x = in + r * op->K;
-            float acc = 0.f;
-            for (int64_t k = 0; k < op->K; k++) acc += w[k] * x[k];
+            float part[16] = {0.f}, acc = 0.f;
+            int64_t k = 0;
+            for (; k + 16 <= op->K; k += 16)
+                for (int j = 0; j < 16; j++) part[j] += w[k + j] * x[k + j];
+            for (; k < op->K; k++) acc += w[k] * x[k];
+            for (int j = 0; j < 16; j++) acc += part[j];
             out[r * op->N + n] = acc + op->b[n];
         }
 }
