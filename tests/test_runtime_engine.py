@@ -22,6 +22,8 @@ def tok():
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, tok):
+    """Default exports (dedicated Q/DQ per MatMul: fp32 residuals), and for text classification also the
+    shared-Q/DQ layout ("bert-shared", ...) in which the residual Adds read the uint8-rounded tensor."""
     from hf_fast.export import export
 
     out = {}
@@ -31,6 +33,11 @@ def artifacts(tmp_path_factory, tok):
             d = tmp_path_factory.mktemp(f"{arch}-{task}")
             export(m, tok, d, calibration_dataset=calibration_for(task), task=task, progress=False)
             out[(arch, task)] = d
+            if task == "text-classification":
+                d = tmp_path_factory.mktemp(f"{arch}-shared-{task}")
+                export(m, tok, d, calibration_dataset=calibration_for(task), task=task, progress=False,
+                       quantize_residuals=True)
+                out[(f"{arch}-shared", task)] = d
     return out
 
 
@@ -52,8 +59,8 @@ def _load(d):
     return onnx.load(str(d / "model.onnx")), fc
 
 
-@pytest.mark.parametrize("arch", ["bert", "distilbert"])
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("arch, task", [(a, t) for a in ("bert", "distilbert") for t in TASKS]
+                         + [("bert-shared", "text-classification"), ("distilbert-shared", "text-classification")])
 @pytest.mark.parametrize("isa", native.supported_isas())
 def test_engine_matches_onnxruntime_on_same_file(artifacts, arch, task, isa):
     d = artifacts[(arch, task)]
@@ -75,8 +82,9 @@ def test_engine_matches_onnxruntime_on_same_file(artifacts, arch, task, isa):
         # softmax order) and the rare u8 rounding flip it causes separate the two
         assert diff.max() <= 0.01 * scale + 1e-4, f"{name}: max |diff| {diff.max()} vs scale {scale}"
         assert diff.mean() <= 0.001 * scale + 1e-5, f"{name}: mean |diff| {diff.mean()} vs scale {scale}"
-    # ONNX Runtime's QDQ quantizer shares each Q/DQ pair between the MatMul and the residual Add
-    assert all(lp.in_fq and lp.mid_fq for lp in eng.plan.layers)
+    # shared Q/DQ pairs: the residual Adds read the fake-quantized tensor, and the engine must do the same
+    shared = arch.endswith("-shared")
+    assert all(lp.in_fq == shared and lp.mid_fq == shared for lp in eng.plan.layers)
 
 
 def test_engine_is_deterministic_across_threads_and_block_shapes(artifacts):

@@ -68,7 +68,8 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
            task: Optional[str] = None, *, block: Optional[str] = None, calibration_method: str = "minmax",
            calibration_size: Optional[int] = None, calibration_batch_size: int = 1, max_length: int = 128,
            keep_fp32: bool = False, overwrite: bool = True, metrics: Optional[Mapping[str, Any]] = None,
-           opset: int = 17, progress: bool = True, reduce_range: bool = False) -> Path:
+           opset: int = 17, progress: bool = True, reduce_range: bool = False,
+           quantize_residuals: bool = False) -> Path:
     """Export `model` (a transformers BERT/DistilBERT/MiniLM/RoBERTa model with a task head, or the path
     of a local checkpoint) to a fast artifact folder `out_dir` and return its path.
 
@@ -85,6 +86,9 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
         overwrite: replace an existing artifact in out_dir (atomically); False raises FileExistsError.
         reduce_range: 7-bit weights ([-64, 64]) for CPUs without VNNI, where ONNX Runtime's AVX2 u8 x s8
             kernel (vpmaddubsw) can saturate; costs weight precision, so off by default.
+        quantize_residuals: share each activation's Q/DQ pair with the residual Add (ONNX Runtime's
+            default layout), rounding the residual stream to uint8 as well; off by default (more accurate).
+            The native engine reproduces either layout exactly (it reads it from the graph).
     Raises ValueError (unsupported architecture/task, empty calibration set, bad block),
     NotADirectoryError (out_dir is a file), FileExistsError, PermissionError.
     """
@@ -125,7 +129,7 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
         info = onnx_export.export_fp32(model, fp32, input_names, output_names, opset=opset)
         qpath = tmp / MODEL_NAME
         nodes = quantize.quantize_qdq(fp32, qpath, feeds, method=calibration_method, progress=progress,
-                                      reduce_range=reduce_range)
+                                      reduce_range=reduce_range, quantize_residuals=quantize_residuals)
         qproto = onnx.load(str(qpath))
         weights = quantize.int8_linear_weights(qproto)
         if len(weights) != len(nodes):
@@ -143,7 +147,8 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         fc = _fast_config(model, task, model_type, input_names, output_names, sp, calibration_method, n_samples,
-                          max_length, opset, info, metrics, tmp, keep_fp32, len(nodes), reduce_range)
+                          max_length, opset, info, metrics, tmp, keep_fp32, len(nodes), reduce_range,
+                          quantize_residuals)
         artifact.write_json(tmp / FAST_CONFIG_NAME, fc)
         (tmp / "README.md").write_text(artifact.model_card(fc), encoding="utf-8")
     return out_dir
@@ -156,7 +161,8 @@ def _max_sequence_length(cfg, model_type: str) -> int:
 
 
 def _fast_config(model, task, model_type, input_names, output_names, sp, method, n_samples, max_length, opset, info,
-                 metrics, tmp: Path, keep_fp32: bool, n_quant: int, reduce_range: bool = False):
+                 metrics, tmp: Path, keep_fp32: bool, n_quant: int, reduce_range: bool = False,
+                 quantize_residuals: bool = False):
     import onnxruntime
     import torch
     import transformers
@@ -207,6 +213,7 @@ def _fast_config(model, task, model_type, input_names, output_names, sp, method,
             "calibration_size": n_samples,
             "calibration_max_length": max_length,
             "reduce_range": bool(reduce_range),
+            "residuals": "fake-quantized (shared Q/DQ)" if quantize_residuals else "fp32 (dedicated Q/DQ per MatMul)",
         },
         "isa_tuned_for": isa,
         "export_check_max_abs_diff_fp32": info.max_abs_diff,

