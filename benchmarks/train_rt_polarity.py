@@ -51,21 +51,10 @@ def main(argv=None):
     from hf_fast.training.metrics import accuracy
     from hf_fast.training.recipe import load_recipe
 
-    ov = {"data": {}, "training_args": {}, "teacher_training_args": {}, "fast_config": {}}
-    if a.max_steps:
-        ov["training_args"]["max_steps"] = a.max_steps
-        ov["teacher_training_args"]["max_steps"] = a.max_steps
-        ov["training_args"].update(eval_strategy="no", save_strategy="no", logging_steps=max(1, a.max_steps // 4))
-        ov["teacher_training_args"].update(eval_strategy="no", save_strategy="no")
-    if a.out:
-        ov["training_args"]["output_dir"] = str(Path(a.out) / "student")
-        ov["teacher_training_args"]["output_dir"] = str(Path(a.out) / "teacher")
-    if a.train_limit:
-        ov["data"]["train_limit"] = a.train_limit
-    if a.eval_limit:
-        ov["data"]["eval_limit"] = a.eval_limit
-    if a.block:
-        ov["fast_config"]["block"] = a.block
+    from hf_fast.training.run_recipe import recipe_overrides
+
+    ov = recipe_overrides(max_steps=a.max_steps, out=a.out, train_limit=a.train_limit, eval_limit=a.eval_limit,
+                          block=a.block)
     if a.student_epochs:
         ov["training_args"]["num_train_epochs"] = a.student_epochs
     r = load_recipe(a.recipe, overrides=ov, base_dir=REPO)
