@@ -11,23 +11,6 @@
 #define TGT __attribute__((target("avx2,fma")))
 #define INL static inline __attribute__((target("avx2,fma"), always_inline))
 
-/* exp(a) for a in [-87, 0] (no range clamps: gelu8 bounds its argument), as hf_exp256. */
-INL __m256 exp_bounded(__m256 x) {
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 /* GELU(x) = 0.5 x (1 + erf(x/sqrt2)), written with h = erfc(|x|/sqrt2)/2 as x (1 - h) for x >= 0 and x h
  * for x < 0, so the negative tail keeps its relative accuracy. erfc is the reference's Chebyshev fit
  * (hf_gelu_ref1) with two cheaper steps: 1/(1 + z/2) by vrcpps + one Newton step (~1 ulp) instead of
@@ -50,7 +33,8 @@ INL __m256 gelu8(__m256 x) {
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.37409196f));
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.00002368f));
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.26551223f));
-    const __m256 h = _mm256_mul_ps(_mm256_mul_ps(half, t), exp_bounded(_mm256_fnmadd_ps(z, z, p)));
+    /* gelu8 bounds the argument of exp, so the unclamped form is exact here */
+    const __m256 h = _mm256_mul_ps(_mm256_mul_ps(half, t), hf_exp256_unclamped(_mm256_fnmadd_ps(z, z, p)));
     /* sign bit of x selects h (x < 0, also -0) over 1 - h */
     return _mm256_mul_ps(x, _mm256_blendv_ps(_mm256_sub_ps(one, h), h, x));
 }
@@ -120,24 +104,6 @@ INL void epi8_post(const hf_epilogue *ep, __m256 y, int64_t m, int64_t n0, __m25
     else _mm256_maskstore_ps(d, mask, y);
 }
 
-INL void transpose8(__m256 r[8]) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
 
 TGT void hf_tile_store_avx2(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
                             void *C, int64_t ldc) {
@@ -148,7 +114,7 @@ TGT void hf_tile_store_avx2(const hf_epilogue *ep, const int32_t *tile, int nr, 
     for (int h = 0; h < 2 && h * 8 < nt; h++) {
         __m256 r[8];
         for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps((const float *)(tile + i * 16 + h * 8));
-        transpose8(r);
+        hf_transpose8_ps(r);
         const int cnt = nt - h * 8 < 8 ? nt - h * 8 : 8;
         for (int j = 0; j < cnt; j++)
             epi8_store(ep, _mm256_castps_si256(r[j]), &c, m0 + h * 8 + j, n0, mask, nr, C, ldc);
@@ -161,7 +127,7 @@ TGT void hf_tile_store_f32_avx2(const hf_epilogue *ep, const float *ytile, int n
     for (int h = 0; h < 2 && h * 8 < nt; h++) {
         __m256 r[8];
         for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(ytile + i * 16 + h * 8);
-        transpose8(r);
+        hf_transpose8_ps(r);
         const int cnt = nt - h * 8 < 8 ? nt - h * 8 : 8;
         for (int j = 0; j < cnt; j++) epi8_post(ep, r[j], m0 + h * 8 + j, n0, mask, nr, C, ldc);
     }
