@@ -36,6 +36,8 @@ def main(argv=None):
     ap.add_argument("--variants", default="distilled,no_distill",
                     help="students to train: distilled,no_distill,distilled_qat (run them as two processes with --teacher to "
                          "train both at once)")
+    ap.add_argument("--reuse-students", action="store_true",
+                    help="students whose <out>/<variant>/final exists are scored again instead of retrained")
     ap.add_argument("--student-epochs", type=float, default=None, help="override the recipe's student epochs")
     ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores; 1 on a busy machine)")
@@ -91,9 +93,25 @@ def main(argv=None):
     variants = [(f"student_{v}", v != "no_distill") for v in ("distilled", "no_distill", "distilled_qat") if v in wanted]
     for name, distil in variants:
         t1 = time.time()
-        student = AutoModelForSequenceClassification.from_pretrained(tdir)
         args = r.training_args
         args.output_dir = str(Path(r.training_args.output_dir).parent / name)
+        final = Path(args.output_dir) / "final"
+        if a.reuse_students and (final / "config.json").is_file():
+            # a finished student of an earlier run: score it again and go on to export/int8 evaluation
+            student = AutoModelForSequenceClassification.from_pretrained(str(final))
+            ev = Trainer(model=student, args=args, eval_dataset=eval_ds, compute_metrics=compute_metrics).evaluate()
+            block = a.block or r.fast_config.block
+            sp = {n: block_sparsity(m.weight, block) for n, m in student.named_modules()
+                  if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}."}
+            prev = Path(args.output_dir).parent / "results.json"
+            old = json.loads(prev.read_text())["runs"].get(name, {}) if prev.is_file() else {}
+            results["runs"][name] = {**old, "accuracy": ev["eval_accuracy"], "block": block,
+                                     "sparsity_overall": float(np.mean(list(sp.values()))),
+                                     "sparsity_min_layer": min(sp.values()), "reused": str(final)}
+            print(f"[{name}] (reused {final}) accuracy {ev['eval_accuracy']:.4f} sparsity "
+                  f"{results['runs'][name]['sparsity_overall']:.3f}", flush=True)
+            continue
+        student = AutoModelForSequenceClassification.from_pretrained(tdir)
         fcfg = r.fast_config
         if name.endswith("_qat"):
             import dataclasses
