@@ -114,6 +114,14 @@ class NativeEngine:
                               "engine_add_head_op")
         self.width = int(lib.hf_engine_output_width(self._e))
         self.token_level = bool(lib.hf_engine_token_level(self._e))
+        # the C engine now holds its own copies (tables, LayerNorms, head) and the packed weights: drop the
+        # plan's large arrays so the model is not resident twice (the plan keeps its shapes and flags)
+        emb.word = emb.position = emb.token_type = None
+        for layer in plan.layers:
+            for lp in (layer.q, layer.k, layer.v, layer.attn_out, layer.ffn_in, layer.ffn_out):
+                lp.weight = None
+        for op in plan.head:
+            op.weight = op.bias = None
 
     @classmethod
     def from_onnx(cls, model: onnx.ModelProto, num_heads: int, block: Optional[str] = None,
