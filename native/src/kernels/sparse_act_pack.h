@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../internal.h"
+#include "vecmath_avx2.h"
 
 #define HF_PK static inline __attribute__((target("avx2,fma"), always_inline))
 
@@ -57,22 +58,8 @@ HF_PK void hf_pack_kt(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t 
 HF_PK void hf_transpose8x8_epi32(__m256i v[8]) {
     __m256 r[8];
     for (int i = 0; i < 8; i++) r[i] = _mm256_castsi256_ps(v[i]);
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    v[0] = _mm256_castps_si256(_mm256_permute2f128_ps(s0, s4, 0x20));
-    v[1] = _mm256_castps_si256(_mm256_permute2f128_ps(s1, s5, 0x20));
-    v[2] = _mm256_castps_si256(_mm256_permute2f128_ps(s2, s6, 0x20));
-    v[3] = _mm256_castps_si256(_mm256_permute2f128_ps(s3, s7, 0x20));
-    v[4] = _mm256_castps_si256(_mm256_permute2f128_ps(s0, s4, 0x31));
-    v[5] = _mm256_castps_si256(_mm256_permute2f128_ps(s1, s5, 0x31));
-    v[6] = _mm256_castps_si256(_mm256_permute2f128_ps(s2, s6, 0x31));
-    v[7] = _mm256_castps_si256(_mm256_permute2f128_ps(s3, s7, 0x31));
+    hf_transpose8_ps(r);
+    for (int i = 0; i < 8; i++) v[i] = _mm256_castps_si256(r[i]);
 }
 
 HF_PK void hf_pack_dw(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t *rows, void *dst, int widen) {
