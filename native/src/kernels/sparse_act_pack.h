@@ -17,10 +17,10 @@
 
 static inline int64_t hf_round16(int64_t k) { return (k + 15) & ~(int64_t)15; }
 
-/* Copy the tile's rows into `rows` [16][K16] u8, zero padded (columns past K, rows past mt). */
-HF_PK void hf_pack_rows(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t *rows) {
+/* Copy n rows of A into `rows` [n][K16] u8, zero padded (columns past K, rows past mt). */
+HF_PK void hf_copy_rows(int n, int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t *rows) {
     const int64_t K16 = hf_round16(K);
-    for (int t = 0; t < 16; t++) {
+    for (int t = 0; t < n; t++) {
         uint8_t *d = rows + t * K16;
         if (t < mt) {
             memcpy(d, A + t * lda, (size_t)K);
@@ -29,6 +29,11 @@ HF_PK void hf_pack_rows(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_
             memset(d, 0, (size_t)K16);
         }
     }
+}
+
+/* The tile's 16 rows. */
+HF_PK void hf_pack_rows(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t *rows) {
+    hf_copy_rows(16, mt, K, A, lda, rows);
 }
 
 HF_PK void hf_pack_kt(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t *rows, void *dst, int widen) {

@@ -118,15 +118,7 @@ static TGT void pack64(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t
     uint8_t stage[16 * 64] __attribute__((aligned(64)));
     const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     const int nj = (mt + 15) / 16; /* chunks of 16 tokens holding data */
-    for (int t = 0; t < nj * 16; t++) {
-        uint8_t *d = rows + t * K16;
-        if (t < mt) {
-            memcpy(d, A + t * lda, (size_t)K);
-            memset(d + K, 0, (size_t)(K16 - K));
-        } else {
-            memset(d, 0, (size_t)K16);
-        }
-    }
+    hf_copy_rows(nj * 16, mt, K, A, lda, rows);
     memset(stage, 0, sizeof stage);
     for (int64_t k = 0; k < K16; k += 16) {
         for (int j = 0; j < nj; j++) {
