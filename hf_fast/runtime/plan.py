@@ -216,7 +216,8 @@ def _find_downstream(g: LogicalGraph, starts: List[str], op: str, limit: int = 4
 
 # ------------------------------------------------------------------ embeddings
 def _match_embeddings(g: LogicalGraph, input_ids: str) -> Tuple[EmbeddingPlan, str]:
-    gathers = [n for n in g.nodes if n.op_type == "Gather" and n.input[0] in g.consts and g.consts[n.input[0]].ndim == 2
+    gathers = [n for n in g.nodes if n.op_type == "Gather" and len(n.input) == 2 and n.input[0] in g.consts
+               and g.consts[n.input[0]].ndim == 2
                and np.issubdtype(g.consts[n.input[0]].dtype, np.floating)]
     word = next((n for n in gathers if g.src(n, 1) == input_ids or g.depends_on_input(n.input[1], input_ids)), None)
     if word is None:
