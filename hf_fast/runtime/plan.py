@@ -85,7 +85,10 @@ class EncoderPlan:
 
     @property
     def ffn(self) -> int:
-        return self.layers[0].ffn_in.weight.shape[0] if self.layers else 0
+        if not self.layers:
+            return 0
+        w = self.layers[0].ffn_in.weight  # None once a NativeEngine holds the packed copy; bias is [F] too
+        return (w if w is not None else self.layers[0].ffn_in.bias).shape[0]
 
 
 # ------------------------------------------------------------------ helpers
