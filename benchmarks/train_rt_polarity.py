@@ -34,11 +34,14 @@ def main(argv=None):
     ap.add_argument("--block", default=None, help="override fast_config.block (e.g. 4x1 when 'auto' is unavailable)")
     ap.add_argument("--skip-no-distill", action="store_true")
     ap.add_argument("--variants", default="distilled,no_distill",
-                    help="students to train: distilled,no_distill,distilled_qat (run them as two processes with --teacher to "
+                    help="students to train: distilled,no_distill,distilled_qat,dense_qat (the last: the teacher itself "
+                         "fine-tuned with fake-quant from step 0, distilled from its fp32 self; run them as processes with --teacher to "
                          "train both at once)")
     ap.add_argument("--reuse-students", action="store_true",
                     help="students whose <out>/<variant>/final exists are scored again instead of retrained")
     ap.add_argument("--student-epochs", type=float, default=None, help="override the recipe's student epochs")
+    ap.add_argument("--hidden-weight", type=float, default=None,
+                    help="override fast_config.distill.hidden_weight (hidden-state MSE of the distilled students)")
     ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores; 1 on a busy machine)")
     a = ap.parse_args(argv)
@@ -59,11 +62,16 @@ def main(argv=None):
                           block=a.block)
     if a.student_epochs:
         ov["training_args"]["num_train_epochs"] = a.student_epochs
+    if a.hidden_weight is not None:
+        ov.setdefault("fast_config", {}).setdefault("distill", {})["hidden_weight"] = a.hidden_weight
     r = load_recipe(a.recipe, overrides=ov, base_dir=REPO)
     torch.set_num_threads(a.threads or max(1, os.cpu_count() or 1))
     tok = AutoTokenizer.from_pretrained(r.student)
     train_ds, eval_ds = classification_datasets(r.data, tok)
     print(f"[data] train {len(train_ds)} eval {len(eval_ds)} max_length {r.data.get('max_length')}", flush=True)
+    from transformers import DataCollatorWithPadding
+
+    collator = DataCollatorWithPadding(tok)  # pads each batch to its longest row (recipe data.train_padding)
 
     def compute_metrics(p):
         return accuracy(np.argmax(p.predictions, -1).tolist(), p.label_ids.tolist())
@@ -78,7 +86,7 @@ def main(argv=None):
         targs = r.teacher_training_args or r.training_args
         teacher = AutoModelForSequenceClassification.from_pretrained(r.student, num_labels=r.model.get("num_labels", 2))
         tr = Trainer(model=teacher, args=targs, train_dataset=train_ds, eval_dataset=eval_ds,
-                     compute_metrics=compute_metrics)
+                     compute_metrics=compute_metrics, data_collator=collator)
         tr.train()
         tdir = str(Path(targs.output_dir) / "final")
         tr.save_model(tdir)
@@ -90,7 +98,8 @@ def main(argv=None):
     # 2./3. pruned students (initialised from the teacher), with and without distillation
     wanted = {v.strip() for v in a.variants.split(",") if v.strip()} - ({"no_distill"} if a.skip_no_distill else set())
     # distilled_qat: the distilled student with fake-quant fine-tuning after pruning ends (FastConfig.quantization)
-    variants = [(f"student_{v}", v != "no_distill") for v in ("distilled", "no_distill", "distilled_qat") if v in wanted]
+    variants = [(f"student_{v}", v != "no_distill") for v in ("distilled", "no_distill", "distilled_qat", "dense_qat")
+                if v in wanted]
     for name, distil in variants:
         t1 = time.time()
         args = r.training_args
@@ -117,8 +126,11 @@ def main(argv=None):
             import dataclasses
 
             fcfg = dataclasses.replace(fcfg, quantization="qat")
+            if name == "student_dense_qat":  # no pruning: quantization-aware fine-tuning of the dense teacher
+                fcfg = dataclasses.replace(fcfg, sparsity=0.0, qat_start_step=0)
         ft = FastTrainer(model=student, teacher=teacher if distil else None, args=args, fast_config=fcfg,
-                         train_dataset=train_ds, eval_dataset=eval_ds, compute_metrics=compute_metrics)
+                         train_dataset=train_ds, eval_dataset=eval_ds, compute_metrics=compute_metrics,
+                         data_collator=collator)
         ft.train()
         ev = ft.evaluate()
         cb = ft.pruning_callback
@@ -148,14 +160,19 @@ def main(argv=None):
             art = Path(r.training_args.output_dir).parent / f"{name}_int8"
             export(model, tok, art, calibration_dataset=calib, block=run.get("block"), progress=False,
                    max_length=r.data.get("max_length", 128))
+            with torch.no_grad():  # the fp32 model's own predictions: int8 vs fp32 argmax agreement
+                ref = np.concatenate([model(**{c: torch.from_numpy(v[i:i + 64]) for c, v in ev_np.items()}).logits
+                                      .numpy() for i in range(0, len(labels), 64)])
             for backend in ("native", "onnxruntime"):
                 fm = load_fast_model(art, backend=backend)
-                preds = []
-                for i in range(0, len(labels), 64):
-                    preds += fm(**{c: v[i:i + 64] for c, v in ev_np.items()}).logits.argmax(-1).tolist()
-                acc = accuracy(preds, labels)["accuracy"]
+                lg = np.concatenate([np.asarray(fm(**{c: v[i:i + 64] for c, v in ev_np.items()}).logits)
+                                     for i in range(0, len(labels), 64)])
+                acc = accuracy(lg.argmax(-1).tolist(), labels)["accuracy"]
                 run[f"int8_{backend}_accuracy"] = acc
-                print(f"[{name}] int8 {backend} accuracy {acc:.4f}", flush=True)
+                run[f"int8_{backend}_agreement_vs_fp32"] = float((lg.argmax(-1) == ref.argmax(-1)).mean())
+                run[f"int8_{backend}_max_logit_diff_vs_fp32"] = float(np.abs(lg - ref).max())
+                print(f"[{name}] int8 {backend} accuracy {acc:.4f} agreement with fp32 "
+                      f"{run[f'int8_{backend}_agreement_vs_fp32']:.4f}", flush=True)
 
     out = Path(r.training_args.output_dir).parent / "results.json"
     out.write_text(json.dumps(results, indent=2, default=str))

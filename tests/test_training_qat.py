@@ -52,3 +52,48 @@ def test_qat_run(tmp_path):
     assert lo < 0 < hi
     from hf_fast.blocks import block_sparsity
     assert block_sparsity(lin.weight, "4x1") == pytest.approx(0.5)
+
+
+def test_export_uses_the_learned_qat_ranges(tmp_path):
+    """The exporter quantizes each Linear input with the range QAT trained, not a fresh calibration."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from hf_fast.export import export
+    from hf_fast.export.quantize import module_name
+
+    model = tiny_bert()
+    tr = FastTrainer(model=model, args=train_args(tmp_path / "run", max_steps=6),
+                     fast_config=FastConfig(sparsity=0.0, quantization="qat", qat_start_step=0),
+                     train_dataset=ToyDataset(32))
+    tr.train()
+    ranges = model.config.hf_fast["qat"]["activation_ranges"]
+    calib = [{"input_ids": [1, 5, 7, 9, 2], "attention_mask": [1] * 5}] * 4
+    art = export(model, None, tmp_path / "qat", calibration_dataset=calib, task="text-classification",
+                 progress=False)
+    m = onnx.load(str(art / "model.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    checked = 0
+    for n in m.graph.node:
+        if n.op_type != "MatMul" or n.input[0] not in producer or producer[n.input[0]].op_type != "DequantizeLinear":
+            continue
+        lo, hi = ranges[module_name(n.name)]
+        scale = float(inits[producer[n.input[0]].input[1]])
+        if "query" in n.name or "key" in n.name or "value" in n.name:  # Q, K, V share an input: union of ranges
+            qkv = [ranges[module_name(n.name).rsplit(".", 1)[0] + "." + k] for k in ("query", "key", "value")]
+            lo, hi = min(r[0] for r in qkv), max(r[1] for r in qkv)
+        assert scale == pytest.approx((max(hi, 0) - min(lo, 0)) / 255.0, rel=1e-5)
+        checked += 1
+    assert checked == 12  # 2 layers x 6 Linears
+    import json
+    assert json.loads((art / "fast_config.json").read_text())["quantization"]["calibration_method"] == "qat"
+    # a partial set of ranges is refused rather than mixed with a calibration
+    model.config.hf_fast["qat"]["activation_ranges"].pop("bert.encoder.layer.1.output.dense")
+    with pytest.raises(ValueError, match="miss 1 quantized layers"):
+        export(model, None, tmp_path / "qat2", calibration_dataset=calib, task="text-classification", progress=False)
+    # ... unless asked to calibrate
+    export(model, None, tmp_path / "qat3", calibration_dataset=calib, task="text-classification", progress=False,
+           use_qat_ranges=False)
+    assert np.isfinite(scale)

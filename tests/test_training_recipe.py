@@ -44,3 +44,28 @@ def test_bad_recipes(tmp_path, patch, match):
     p.write_text(yaml.safe_dump(base))
     with pytest.raises(ValueError, match=match):
         load_recipe(p, base_dir=tmp_path, resolve_models=False)
+
+
+def test_rt_polarity_split_and_dynamic_padding(tmp_path):
+    """The data README's fixed split; train_padding='dynamic' leaves training rows unpadded, eval padded."""
+    from hf_fast.training.data import classification_datasets, read_rt_polarity
+    from _export_helpers import tokenizer
+
+    d = tmp_path / "rt"
+    d.mkdir()
+    (d / "rt-polarity.pos").write_bytes("\n".join(f"good film number {i}" for i in range(6)).encode("latin-1"))
+    (d / "rt-polarity.neg").write_bytes("\n".join(f"bad {'very ' * i}film" for i in range(6)).encode("latin-1"))
+    tr, ev = read_rt_polarity(d, eval_per_class=2)
+    assert ev["text"] == ["bad very very very very film", "bad very very very very very film",
+                          "good film number 4", "good film number 5"] and ev["label"] == [0, 0, 1, 1]
+    assert len(tr["text"]) == 8
+    tok = tokenizer()
+    spec = {"format": "rt-polarity", "path": str(d), "eval_per_class": 2, "max_length": 16}
+    tr_ds, ev_ds = classification_datasets({**spec, "train_padding": "dynamic"}, tok)
+    lens = {len(x) for x in tr_ds["input_ids"]}
+    assert len(lens) > 1 and max(lens) < 16
+    assert {len(x) for x in ev_ds["input_ids"]} == {16}
+    tr_ds, _ = classification_datasets(spec, tok)
+    assert {len(x) for x in tr_ds["input_ids"]} == {16}
+    with pytest.raises(ValueError, match="train_padding"):
+        classification_datasets({**spec, "train_padding": "longest"}, tok)

@@ -69,7 +69,7 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
            calibration_size: Optional[int] = None, calibration_batch_size: int = 1, max_length: int = 128,
            keep_fp32: bool = False, overwrite: bool = True, metrics: Optional[Mapping[str, Any]] = None,
            opset: int = 17, progress: bool = True, reduce_range: bool = False,
-           quantize_residuals: bool = False) -> Path:
+           quantize_residuals: bool = False, use_qat_ranges: bool = True) -> Path:
     """Export `model` (a transformers BERT/DistilBERT/MiniLM/RoBERTa model with a task head, or the path
     of a local checkpoint) to a fast artifact folder `out_dir` and return its path.
 
@@ -89,6 +89,9 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
         quantize_residuals: share each activation's Q/DQ pair with the residual Add (ONNX Runtime's
             default layout), rounding the residual stream to uint8 as well; off by default (more accurate).
             The native engine reproduces either layout exactly (it reads it from the graph).
+        use_qat_ranges: a model fine-tuned with ``FastConfig(quantization="qat")`` carries the activation ranges
+            its fake-quant learned (``config.hf_fast["qat"]``); they replace the calibrated ranges, so the file
+            computes what the model was trained to compute (the calibration set is still run, as a check).
     Raises ValueError (unsupported architecture/task, empty calibration set, bad block),
     NotADirectoryError (out_dir is a file), FileExistsError, PermissionError.
     """
@@ -123,13 +126,18 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
     if str(calibration_method).lower() != "minmax":
         feeds = calibration.pad_to_common_length(feeds, int(getattr(tokenizer, "pad_token_id", 0) or 0))
     n_samples = sum(int(f["input_ids"].shape[0]) for f in feeds)
+    qat = (getattr(cfg, "hf_fast", None) or {}).get("qat") if use_qat_ranges else None
+    module_ranges = (qat or {}).get("activation_ranges") or None
+    if module_ranges is not None:
+        calibration_method = "qat"
 
     with artifact.atomic_dir(out_dir, overwrite) as tmp:
         fp32 = tmp / MODEL_FP32_NAME
         info = onnx_export.export_fp32(model, fp32, input_names, output_names, opset=opset)
         qpath = tmp / MODEL_NAME
-        nodes = quantize.quantize_qdq(fp32, qpath, feeds, method=calibration_method, progress=progress,
-                                      reduce_range=reduce_range, quantize_residuals=quantize_residuals)
+        nodes = quantize.quantize_qdq(fp32, qpath, feeds, method="minmax" if module_ranges else calibration_method,
+                                      progress=progress, reduce_range=reduce_range,
+                                      quantize_residuals=quantize_residuals, module_ranges=module_ranges)
         qproto = onnx.load(str(qpath))
         weights = quantize.int8_linear_weights(qproto)
         if len(weights) != len(nodes):

@@ -89,13 +89,18 @@ def _method(name: str):
 
 def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarray]], method: str = "minmax",
                  percentile: float = 99.999, progress: bool = True, nodes: Optional[Iterable[str]] = None,
-                 reduce_range: bool = False, quantize_residuals: bool = False) -> List[str]:
+                 reduce_range: bool = False, quantize_residuals: bool = False,
+                 module_ranges: Optional[Dict[str, Iterable[float]]] = None) -> List[str]:
     """Quantize `fp32_path` into `out_path`. Returns the names of the quantized MatMul nodes.
 
     quantize_residuals=False gives each quantized MatMul its own Q/DQ pair, so the residual Adds that
     read the same LayerNorm output keep it in fp32; True shares one pair between every consumer (ONNX
     Runtime's default), so the residual stream is rounded to the uint8 grid too (measured on the fine-tuned
-    MiniLM-L6 rt-polarity teacher: 97.85% argmax agreement with fp32 shared vs 98.15% dedicated)."""
+    MiniLM-L6 rt-polarity teacher: 97.85% argmax agreement with fp32 shared vs 98.15% dedicated).
+
+    module_ranges: ``{linear module name: (lo, hi)}`` activation ranges learned by quantization-aware
+    fine-tuning (``model.config.hf_fast["qat"]["activation_ranges"]``); they replace the calibrated ranges of
+    those layers' inputs, so the file quantizes exactly as the fake-quant the model was trained with."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -114,6 +119,10 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # [in, out] weight: channel = output axis
         "DedicatedQDQPair": not quantize_residuals,    # one pair per MatMul: the residual Add reads fp32
     }
+    ranges = activation_ranges(proto, nodes, module_ranges) if module_ranges else {}
+    if ranges:
+        extra["TensorQuantOverrides"] = {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+                                         for t, (lo, hi) in ranges.items()}
     if cal.name == "Percentile":
         extra["CalibPercentile"] = float(percentile)
     root = logging.getLogger()
@@ -129,6 +138,36 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
     if not quantize_residuals:
         _unquantize_residuals(out_path)
     return nodes
+
+
+def module_name(matmul_node_name: str) -> str:
+    """'/bert/encoder/layer.0/attention/self/query/MatMul' -> 'bert.encoder.layer.0.attention.self.query'."""
+    return matmul_node_name.strip("/").rsplit("/", 1)[0].replace("/", ".")
+
+
+def activation_ranges(proto, nodes: Iterable[str], module_ranges: Dict[str, Iterable[float]]) -> Dict[str, tuple]:
+    """``{MatMul input tensor: (lo, hi)}`` from per-module ranges; a tensor read by several layers (Q, K, V)
+    gets the union of their ranges, always containing 0 (uint8 with a zero point). Every quantized node
+    must have a range: a partial set would mix two calibrations silently."""
+    wanted = set(nodes)
+    out: Dict[str, tuple] = {}
+    missing = []
+    for n in proto.graph.node:
+        if n.name not in wanted:
+            continue
+        r = module_ranges.get(module_name(n.name))
+        if r is None:
+            missing.append(module_name(n.name))
+            continue
+        lo, hi = (float(v) for v in r)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
+            raise ValueError(f"activation range of {module_name(n.name)} is not a valid interval: {r!r}")
+        old = out.get(n.input[0], (0.0, 0.0))
+        out[n.input[0]] = (min(old[0], lo), max(old[1], hi))
+    if missing:
+        raise ValueError(f"the model's QAT activation ranges miss {len(missing)} quantized layers "
+                         f"(e.g. {missing[0]}); export with use_qat_ranges=False to calibrate instead")
+    return out
 
 
 def _unquantize_residuals(path: Path) -> None:

@@ -55,14 +55,20 @@ def classification_datasets(spec: Dict[str, Any], tokenizer, max_length: int = N
     else:
         raise ValueError(f"data format {fmt!r} is not a classification format")
     ml = max_length or spec.get("max_length", 128)
+    train_padding = spec.get("train_padding", "max_length")
+    if train_padding not in ("max_length", "dynamic"):
+        raise ValueError(f"data.train_padding must be 'max_length' or 'dynamic', not {train_padding!r}")
 
-    def tok(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=ml, padding="max_length")
+    def tok(padding):
+        return lambda batch: tokenizer(batch["text"], truncation=True, max_length=ml, padding=padding)
 
     out = []
-    for d, lim in ((tr, spec.get("train_limit")), (ev, spec.get("eval_limit"))):
+    # "dynamic" leaves training rows unpadded (a DataCollatorWithPadding pads each batch to its longest row:
+    # rt-polarity averages ~30 tokens of 64); eval rows stay padded so they stack into one array
+    for d, lim, pad in ((tr, spec.get("train_limit"), "max_length" if train_padding == "max_length" else False),
+                        (ev, spec.get("eval_limit"), "max_length")):
         ds = Dataset.from_dict(d).shuffle(seed=0) if lim else Dataset.from_dict(d)
         if lim:
             ds = ds.select(range(min(lim, len(ds))))
-        out.append(ds.map(tok, batched=True, remove_columns=["text"]).rename_column("label", "labels"))
+        out.append(ds.map(tok(pad), batched=True, remove_columns=["text"]).rename_column("label", "labels"))
     return out[0], out[1]

@@ -92,6 +92,10 @@ class _Data:
             if eval_limit:
                 spec = {**spec, "eval_limit": int(eval_limit)}
             self.train_ds, self.eval_ds = classification_datasets(spec, tok)
+            if spec.get("train_padding") == "dynamic":
+                from transformers import DataCollatorWithPadding
+
+                self.collator = DataCollatorWithPadding(tok)
             cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in self.eval_ds.column_names]
             self.eval_arrays = {c: np.asarray(self.eval_ds[c], dtype=np.int64) for c in cols}
             self.labels = np.asarray(self.eval_ds["labels"])
