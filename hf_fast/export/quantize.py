@@ -90,7 +90,8 @@ def _method(name: str):
 def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarray]], method: str = "minmax",
                  percentile: float = 99.999, progress: bool = True, nodes: Optional[Iterable[str]] = None,
                  reduce_range: bool = False, quantize_residuals: bool = False,
-                 module_ranges: Optional[Dict[str, Iterable[float]]] = None) -> List[str]:
+                 module_ranges: Optional[Dict[str, Iterable[float]]] = None,
+                 tensor_ranges: Optional[Dict[str, tuple]] = None) -> List[str]:
     """Quantize `fp32_path` into `out_path`. Returns the names of the quantized MatMul nodes.
 
     quantize_residuals=False gives each quantized MatMul its own Q/DQ pair, so the residual Adds that
@@ -100,7 +101,8 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
 
     module_ranges: ``{linear module name: (lo, hi)}`` activation ranges learned by quantization-aware
     fine-tuning (``model.config.hf_fast["qat"]["activation_ranges"]``); they replace the calibrated ranges of
-    those layers' inputs, so the file quantizes exactly as the fake-quant the model was trained with."""
+    those layers' inputs, so the file quantizes exactly as the fake-quant the model was trained with.
+    tensor_ranges: ``{activation tensor name: (lo, hi)}`` set directly (benchmarks/quant_ablation.py)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -120,6 +122,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
         "DedicatedQDQPair": not quantize_residuals,    # one pair per MatMul: the residual Add reads fp32
     }
     ranges = activation_ranges(proto, nodes, module_ranges) if module_ranges else {}
+    ranges.update(tensor_ranges or {})
     if ranges:
         extra["TensorQuantOverrides"] = {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
                                          for t, (lo, hi) in ranges.items()}
