@@ -32,3 +32,16 @@ def test_accuracy():
     assert accuracy([1, 0, 1, 1], [1, 1, 1, 0]) == {"accuracy": 0.5}
     with pytest.raises(ValueError):
         accuracy([1], [1, 0])
+
+
+def test_paired_statistics():
+    from hf_fast.training.metrics import mcnemar_exact, wilson_interval
+
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(10, 0) == pytest.approx(2 / 1024)        # all 10 discordant pairs favour A
+    assert mcnemar_exact(3, 7) == mcnemar_exact(7, 3) == pytest.approx(2 * 176 / 1024)  # C(10,0..3) = 176
+    assert mcnemar_exact(50, 50) == 1.0
+    lo, hi = wilson_interval(1600, 2000)
+    assert lo < 0.8 < hi and hi - lo == pytest.approx(0.035, abs=0.001)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)

@@ -5,6 +5,7 @@ gold answers; averaged x100) and accuracy. Same input format as evaluate's ``squ
 from __future__ import annotations
 
 import collections
+import math
 import re
 import string
 from typing import Dict, Iterable, List, Mapping, Sequence
@@ -53,3 +54,26 @@ def accuracy(predictions: Iterable[int], references: Iterable[int]) -> Dict[str,
     if len(p) != len(r):
         raise ValueError(f"{len(p)} predictions for {len(r)} references")
     return {"accuracy": sum(int(a == b) for a, b in zip(p, r)) / len(p) if p else 0.0}
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96):
+    """Wilson score interval of a proportion k/n (95% for z=1.96)."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n > 0, got k={k}, n={n}")
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return c - h, c + h
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value for two classifiers scored on the same examples: only_a / only_b are the
+    examples only A / only B gets right (a binomial test of the discordant pairs at p = 1/2)."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError("discordant counts must be >= 0")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
