@@ -350,3 +350,38 @@ def test_load_fast_config_detects_corruption(tmp_path, tok):
     (out / "fast_config.json").unlink()
     with pytest.raises(ArtifactError, match="fast_config.json is missing"):
         load_fast_config(out)
+
+
+def test_smooth_quant_graph_and_errors(tmp_path, tok):
+    """smooth_quant: a Mul(1/s) in front of every int8 Linear input, s * W rows (zeros stay zero), same function."""
+    import onnxruntime as ort
+
+    from hf_fast.export.smooth import SUFFIX
+
+    model = tiny_model("bert", "text-classification", tok.vocab_size, hidden=80, ffn=160)
+    masks = _prune_4x1(model, 0.8, np.random.default_rng(2))
+    out = export(model, tok, tmp_path / "sm", calibration_dataset=SENTENCES, block="4x1", progress=False,
+                 smooth_quant=0.8, keep_fp32=True)
+    m = onnx.load(str(out / "model.onnx"))
+    muls = [n for n in m.graph.node if n.op_type == "Mul" and n.output[0].endswith(SUFFIX)]
+    assert len(muls) == 2 * 4  # per layer: LN -> QKV, context -> attn out, LN -> FFN in, GELU -> FFN out
+    consumers = {i for n in m.graph.node for i in n.input}
+    assert all(n.output[0] in consumers for n in muls)
+    q = _int8(out)
+    for name, bm in masks.items():  # the row scaling keeps the pruned blocks exactly zero
+        assert np.array_equal((q[name].reshape(-1, 4, q[name].shape[1]) != 0).any(axis=1), bm)
+    fc = load_fast_config(out)
+    assert fc["quantization"]["smooth_quant"] == 0.8
+    # the smoothed int8 file computes what the fp32 model does (same tolerance as the unsmoothed round trip)
+    enc = encode(tok, "text-classification", "bert", SENTENCES[:4])
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {k: v.numpy() for k, v in enc.items()})[0]
+    with torch.no_grad():
+        ref = model(**enc).logits.numpy()
+    assert np.abs(got - ref).max() < 0.05 * max(1.0, np.abs(ref).max())
+    for bad in (1.5, -0.1, True, "0.8"):
+        with pytest.raises(ValueError, match="smooth_quant"):
+            export(model, tok, tmp_path / "bad", calibration_dataset=SENTENCES, progress=False, smooth_quant=bad)
+    with pytest.raises(ValueError, match="quantize_residuals"):
+        export(model, tok, tmp_path / "bad", calibration_dataset=SENTENCES, progress=False, smooth_quant=0.5,
+               quantize_residuals=True)

@@ -61,7 +61,7 @@ def test_export_uses_the_learned_qat_ranges(tmp_path):
     from onnx import numpy_helper
 
     from hf_fast.export import export
-    from hf_fast.export.quantize import module_name
+    from hf_fast.export.onnx_export import module_path
 
     model = tiny_bert()
     tr = FastTrainer(model=model, args=train_args(tmp_path / "run", max_steps=6),
@@ -79,10 +79,10 @@ def test_export_uses_the_learned_qat_ranges(tmp_path):
     for n in m.graph.node:
         if n.op_type != "MatMul" or n.input[0] not in producer or producer[n.input[0]].op_type != "DequantizeLinear":
             continue
-        lo, hi = ranges[module_name(n.name)]
+        lo, hi = ranges[module_path(n.name)]
         scale = float(inits[producer[n.input[0]].input[1]])
         if "query" in n.name or "key" in n.name or "value" in n.name:  # Q, K, V share an input: union of ranges
-            qkv = [ranges[module_name(n.name).rsplit(".", 1)[0] + "." + k] for k in ("query", "key", "value")]
+            qkv = [ranges[module_path(n.name).rsplit(".", 1)[0] + "." + k] for k in ("query", "key", "value")]
             lo, hi = min(r[0] for r in qkv), max(r[1] for r in qkv)
         assert scale == pytest.approx((max(hi, 0) - min(lo, 0)) / 255.0, rel=1e-5)
         checked += 1

@@ -69,7 +69,8 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
            calibration_size: Optional[int] = None, calibration_batch_size: int = 1, max_length: int = 128,
            keep_fp32: bool = False, overwrite: bool = True, metrics: Optional[Mapping[str, Any]] = None,
            opset: int = 17, progress: bool = True, reduce_range: bool = False,
-           quantize_residuals: bool = False, use_qat_ranges: bool = True) -> Path:
+           quantize_residuals: bool = False, use_qat_ranges: bool = True,
+           smooth_quant: Optional[float] = None) -> Path:
     """Export `model` (a transformers BERT/DistilBERT/MiniLM/RoBERTa model with a task head, or the path
     of a local checkpoint) to a fast artifact folder `out_dir` and return its path.
 
@@ -92,6 +93,11 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
         use_qat_ranges: a model fine-tuned with ``FastConfig(quantization="qat")`` carries the activation ranges
             its fake-quant learned (``config.hf_fast["qat"]``); they replace the calibrated ranges, so the file
             computes what the model was trained to compute (the calibration set is still run, as a check).
+        smooth_quant: SmoothQuant migration strength alpha in [0, 1] (0.8 is a good value), or None: divides each
+            int8 Linear input by calibrated per-channel scales (a Mul in the graph) and multiplies the weight
+            rows by them, taming the outlier channels that per-tensor uint8 rounds badly (hf_fast.export.smooth).
+            Not combined with QAT ranges (a QAT model was trained on the unsmoothed scheme: they win) nor
+            with quantize_residuals.
     Raises ValueError (unsupported architecture/task, empty calibration set, bad block),
     NotADirectoryError (out_dir is a file), FileExistsError, PermissionError.
     """
@@ -118,6 +124,12 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
 
         block = block_name(block)
     quantize._method(calibration_method)
+    if smooth_quant is not None:
+        if isinstance(smooth_quant, bool) or not isinstance(smooth_quant, (int, float)) or not 0 <= smooth_quant <= 1:
+            raise ValueError(f"smooth_quant must be None or an alpha in [0, 1], got {smooth_quant!r}")
+        if quantize_residuals:
+            raise ValueError("smooth_quant and quantize_residuals=True do not combine: the residual Adds read the "
+                             "unsmoothed tensor, which is then not quantized at all")
     out_dir = artifact.check_out_dir(Path(out_dir), overwrite)
     input_names, output_names = io_names(model_type, task)
     max_length = min(int(max_length), _max_sequence_length(cfg, model_type))
@@ -130,12 +142,20 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
     module_ranges = (qat or {}).get("activation_ranges") or None
     if module_ranges is not None:
         calibration_method = "qat"
+        smooth_quant = None  # the QAT scheme is what the model was trained with
 
     with artifact.atomic_dir(out_dir, overwrite) as tmp:
         fp32 = tmp / MODEL_FP32_NAME
         info = onnx_export.export_fp32(model, fp32, input_names, output_names, opset=opset)
         qpath = tmp / MODEL_NAME
-        nodes = quantize.quantize_qdq(fp32, qpath, feeds, method="minmax" if module_ranges else calibration_method,
+        src = fp32
+        if smooth_quant is not None:
+            from hf_fast.export import smooth
+
+            src = tmp / "model_fp32_smoothed.onnx"
+            smooth.smooth_graph(fp32, src, quantize.encoder_linear_matmuls(onnx.load(str(fp32))), feeds,
+                                float(smooth_quant))
+        nodes = quantize.quantize_qdq(src, qpath, feeds, method="minmax" if module_ranges else calibration_method,
                                       progress=progress, reduce_range=reduce_range,
                                       quantize_residuals=quantize_residuals, module_ranges=module_ranges)
         qproto = onnx.load(str(qpath))
@@ -148,6 +168,8 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
         if not all(np.all(np.isfinite(v)) for v in out.values()):
             raise RuntimeError("the int8 model produced non-finite outputs on a calibration sample")
         del qproto
+        if src != fp32:
+            src.unlink()
         if not keep_fp32:
             fp32.unlink()
         sp = artifact.sparsity_report(weights, block)
@@ -156,7 +178,7 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
             tokenizer.save_pretrained(str(tmp))
         fc = _fast_config(model, task, model_type, input_names, output_names, sp, calibration_method, n_samples,
                           max_length, opset, info, metrics, tmp, keep_fp32, len(nodes), reduce_range,
-                          quantize_residuals)
+                          quantize_residuals, smooth_quant)
         artifact.write_json(tmp / FAST_CONFIG_NAME, fc)
         (tmp / "README.md").write_text(artifact.model_card(fc), encoding="utf-8")
     return out_dir
@@ -170,7 +192,7 @@ def _max_sequence_length(cfg, model_type: str) -> int:
 
 def _fast_config(model, task, model_type, input_names, output_names, sp, method, n_samples, max_length, opset, info,
                  metrics, tmp: Path, keep_fp32: bool, n_quant: int, reduce_range: bool = False,
-                 quantize_residuals: bool = False):
+                 quantize_residuals: bool = False, smooth_quant: Optional[float] = None):
     import onnxruntime
     import torch
     import transformers
@@ -221,6 +243,7 @@ def _fast_config(model, task, model_type, input_names, output_names, sp, method,
             "calibration_size": n_samples,
             "calibration_max_length": max_length,
             "reduce_range": bool(reduce_range),
+            "smooth_quant": smooth_quant,
             "residuals": "fake-quantized (shared Q/DQ)" if quantize_residuals else "fp32 (dedicated Q/DQ per MatMul)",
         },
         "isa_tuned_for": isa,

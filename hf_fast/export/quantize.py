@@ -22,6 +22,8 @@ from typing import Dict, Iterable, List, Optional
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from hf_fast.export.onnx_export import module_path
+
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 _LAYER_RE = re.compile(r"/(encoder/layer|transformer/layer)\.\d+/")
 
@@ -143,11 +145,6 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
     return nodes
 
 
-def module_name(matmul_node_name: str) -> str:
-    """'/bert/encoder/layer.0/attention/self/query/MatMul' -> 'bert.encoder.layer.0.attention.self.query'."""
-    return matmul_node_name.strip("/").rsplit("/", 1)[0].replace("/", ".")
-
-
 def activation_ranges(proto, nodes: Iterable[str], module_ranges: Dict[str, Iterable[float]]) -> Dict[str, tuple]:
     """``{MatMul input tensor: (lo, hi)}`` from per-module ranges; a tensor read by several layers (Q, K, V)
     gets the union of their ranges, always containing 0 (uint8 with a zero point). Every quantized node
@@ -158,13 +155,13 @@ def activation_ranges(proto, nodes: Iterable[str], module_ranges: Dict[str, Iter
     for n in proto.graph.node:
         if n.name not in wanted:
             continue
-        r = module_ranges.get(module_name(n.name))
+        r = module_ranges.get(module_path(n.name))
         if r is None:
-            missing.append(module_name(n.name))
+            missing.append(module_path(n.name))
             continue
         lo, hi = (float(v) for v in r)
         if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
-            raise ValueError(f"activation range of {module_name(n.name)} is not a valid interval: {r!r}")
+            raise ValueError(f"activation range of {module_path(n.name)} is not a valid interval: {r!r}")
         old = out.get(n.input[0], (0.0, 0.0))
         out[n.input[0]] = (min(old[0], lo), max(old[1], hi))
     if missing:
