@@ -77,6 +77,20 @@ def read_calibration_file(path: str, task: str, limit: Optional[int] = None) -> 
     return items
 
 
+def _alpha(v: str):
+    if v in ("none", "off"):
+        return None
+    if v == "default":
+        return v
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'none', got {v!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"smooth-quant alpha must lie in [0, 1], got {x}")
+    return x
+
+
 def _export_args(p: argparse.ArgumentParser) -> None:
     from hf_fast.export.tasks import TASKS
 
@@ -92,6 +106,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: --model)")
     p.add_argument("--reduce-range", action="store_true",
                    help="7-bit weights (avoids ONNX Runtime u8s8 saturation on CPUs without VNNI)")
+    p.add_argument("--smooth-quant", type=_alpha, default="default", metavar="ALPHA|none",
+                   help="SmoothQuant migration strength in [0, 1] for the int8 Linear inputs, or 'none' "
+                        "(default: the exporter's, hf_fast.export.DEFAULT_SMOOTH_QUANT)")
     p.add_argument("--keep-fp32", action="store_true", help="also write model_fp32.onnx")
     p.add_argument("--no-overwrite", action="store_true", help="fail if --out already holds an artifact")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -112,7 +129,8 @@ def _export(a: argparse.Namespace) -> int:
     samples = read_calibration_file(a.calibration, task, limit=a.num_calibration)
     out = export(model, tok, a.out, calibration_dataset=samples, task=task, block=a.block,
                  calibration_method=a.calibration_method, max_length=a.max_length, keep_fp32=a.keep_fp32,
-                 overwrite=not a.no_overwrite, progress=not a.quiet, reduce_range=a.reduce_range)
+                 overwrite=not a.no_overwrite, progress=not a.quiet, reduce_range=a.reduce_range,
+                 **({} if a.smooth_quant == "default" else {"smooth_quant": a.smooth_quant}))
     fc = json.loads((Path(out) / "fast_config.json").read_text())
     print(f"wrote {out}: task={fc['task']} arch={fc['architecture']} block={fc['block']} "
           f"sparsity={fc['sparsity']['overall']:.4f} model.onnx={fc['files']['model.onnx']['bytes'] / 2**20:.2f} MiB "

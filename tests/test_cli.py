@@ -146,3 +146,14 @@ def test_train_cli_runs_a_recipe(tmp_path, capsys, task):
     assert f"int8_native_{metric}" in (folder / "README.md").read_text()
     assert "| student_distilled |" in (tmp_path / "out" / "report.md").read_text()
     assert main(["train", str(tmp_path / "missing.yaml")]) == 1
+
+
+def test_export_smooth_quant_flag():
+    p = build_parser()
+    base = ["export", "--model", "m", "--out", "o"]
+    assert p.parse_args(base).smooth_quant == "default"
+    assert p.parse_args(base + ["--smooth-quant", "0.8"]).smooth_quant == 0.8
+    assert p.parse_args(base + ["--smooth-quant", "none"]).smooth_quant is None
+    for bad in ("1.5", "abc"):
+        with pytest.raises(SystemExit):
+            p.parse_args(base + ["--smooth-quant", bad])

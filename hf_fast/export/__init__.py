@@ -64,13 +64,18 @@ def _resolve_task(model, task: Optional[str]) -> str:
     return t
 
 
+# SmoothQuant alpha of every export unless the caller says otherwise (None: off). Kept off until the native engine
+# reads the Mul it adds (ONNX Runtime already does); see hf_fast/export/smooth.py for the measured effect.
+DEFAULT_SMOOTH_QUANT: Optional[float] = None
+
+
 def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_dataset: Any = None,
            task: Optional[str] = None, *, block: Optional[str] = None, calibration_method: str = "minmax",
            calibration_size: Optional[int] = None, calibration_batch_size: int = 1, max_length: int = 128,
            keep_fp32: bool = False, overwrite: bool = True, metrics: Optional[Mapping[str, Any]] = None,
            opset: int = 17, progress: bool = True, reduce_range: bool = False,
            quantize_residuals: bool = False, use_qat_ranges: bool = True,
-           smooth_quant: Optional[float] = None) -> Path:
+           smooth_quant: Optional[float] = DEFAULT_SMOOTH_QUANT) -> Path:
     """Export `model` (a transformers BERT/DistilBERT/MiniLM/RoBERTa model with a task head, or the path
     of a local checkpoint) to a fast artifact folder `out_dir` and return its path.
 
