@@ -42,6 +42,8 @@ def main(argv=None):
     ap.add_argument("--student-epochs", type=float, default=None, help="override the recipe's student epochs")
     ap.add_argument("--hidden-weight", type=float, default=None,
                     help="override fast_config.distill.hidden_weight (hidden-state MSE of the distilled students)")
+    ap.add_argument("--augment-copies", type=int, default=None,
+                    help="data.augment.copies: perturbed copies of each training sentence (hf_fast.training.augment)")
     ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores; 1 on a busy machine)")
     a = ap.parse_args(argv)
@@ -62,6 +64,8 @@ def main(argv=None):
                           block=a.block)
     if a.student_epochs:
         ov["training_args"]["num_train_epochs"] = a.student_epochs
+    if a.augment_copies:
+        ov["data"]["augment"] = {"copies": a.augment_copies}
     if a.hidden_weight is not None:
         ov.setdefault("fast_config", {}).setdefault("distill", {})["hidden_weight"] = a.hidden_weight
     r = load_recipe(a.recipe, overrides=ov, base_dir=REPO)
@@ -151,7 +155,8 @@ def main(argv=None):
 
         # the exact token ids the fp32 evaluation saw (the text column is gone after tokenization)
         cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in eval_ds.column_names]
-        calib = [{c: train_ds[i][c] for c in cols} for i in range(256)]
+        step = max(1, len(train_ds) // 256)  # spread over both classes (the split lists negatives first)
+        calib = [{c: train_ds[i][c] for c in cols} for i in range(0, len(train_ds), step)][:256]
         ev_np = {c: np.asarray(eval_ds[c], dtype=np.int64) for c in cols}
         labels = list(eval_ds["labels"])
         for name, run in list(results["runs"].items()):

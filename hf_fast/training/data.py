@@ -54,6 +54,10 @@ def classification_datasets(spec: Dict[str, Any], tokenizer, max_length: int = N
         ev = {"text": es[col], "label": es["label"]}
     else:
         raise ValueError(f"data format {fmt!r} is not a classification format")
+    if spec.get("augment"):
+        from hf_fast.training.augment import augment_split
+
+        tr = augment_split(tr, spec["augment"])
     ml = max_length or spec.get("max_length", 128)
     train_padding = spec.get("train_padding", "max_length")
     if train_padding not in ("max_length", "dynamic"):
