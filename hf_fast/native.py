@@ -309,7 +309,9 @@ class PackedLinear:
     def forward(self, a: np.ndarray, a_scale: float, a_zp: int, gelu: bool = False,
                 residual: np.ndarray | None = None, out_quant: tuple | None = None) -> np.ndarray:
         """float32 [M, N]; with ``out_quant=(scale, zero_point)`` the result is quantized to uint8 in the
-        epilogue, bit for bit ``quantize_u8(forward(...), scale, zero_point)``."""
+        epilogue, bit for bit ``quantize_u8(forward(...), scale, zero_point)``; with ``out_quant=(scale,
+        zero_point, mul)`` (mul float32 [N], SmoothQuant's 1/s) bit for bit ``quantize_u8(forward(...), scale,
+        zero_point, mul=mul)``."""
         a = _as_2d(a, np.uint8, "activations")
         n, k = self.shape
         if a.shape[1] != k:
@@ -325,13 +327,14 @@ class PackedLinear:
             raise ValueError(f"a_zp must lie in [0, 255] (uint8 activations), got {a_zp}")
         flags = lib.HF_LINEAR_GELU if gelu else 0
         if out_quant is not None:
-            y_scale, y_zp = out_quant
+            y_scale, y_zp, y_mul = (tuple(out_quant) + (None,))[:3]
             if not isinstance(y_zp, (int, np.integer)) or isinstance(y_zp, bool):
                 raise TypeError(f"out_quant zero point must be an int, got {type(y_zp).__name__}")
+            y_mul = None if y_mul is None else _mul_vector(y_mul, n)
             y = np.empty((m, n), dtype=np.uint8)
             _check(lib.hf_linear_forward_u8(self._l, m, ffi.cast("const uint8_t *", a.ctypes.data), k, float(a_scale),
                                             int(a_zp), ffi.cast("uint8_t *", y.ctypes.data), n, flags, _fptr(residual),
-                                            n, float(y_scale), int(y_zp)), "linear_forward_u8")
+                                            n, float(y_scale), int(y_zp), _fptr(y_mul)), "linear_forward_u8")
             return y
         y = np.empty((m, n), dtype=np.float32)
         _check(lib.hf_linear_forward(self._l, m, ffi.cast("const uint8_t *", a.ctypes.data), k, float(a_scale),
@@ -341,8 +344,17 @@ class PackedLinear:
     __call__ = forward
 
 
-def quantize_u8(x: np.ndarray, scale: float, zero_point: int, isa: str = "auto") -> np.ndarray:
-    """ONNX QuantizeLinear to uint8: saturate(round_half_even(x / scale) + zero_point)."""
+def _mul_vector(mul, n: int) -> np.ndarray:
+    mul = np.asarray(mul)
+    if mul.dtype != np.float32 or mul.shape != (n,):
+        raise ValueError(f"mul must be a float32 vector of shape ({n},), got {mul.dtype} {mul.shape}")
+    return np.ascontiguousarray(mul)
+
+
+def quantize_u8(x: np.ndarray, scale: float, zero_point: int, isa: str = "auto", mul=None) -> np.ndarray:
+    """ONNX QuantizeLinear to uint8: saturate(round_half_even(x / scale) + zero_point). With ``mul`` (float32
+    [x.shape[-1]], SmoothQuant's 1/s) the input is first ``x * mul`` in float32, as an ONNX Mul before the
+    QuantizeLinear."""
     if not isinstance(x, np.ndarray) or x.dtype != np.float32:
         raise TypeError("x must be a float32 numpy array")
     if not isinstance(zero_point, (int, np.integer)) or isinstance(zero_point, bool):
@@ -351,6 +363,14 @@ def quantize_u8(x: np.ndarray, scale: float, zero_point: int, isa: str = "auto")
         raise ValueError(f"zero_point must lie in [0, 255], got {zero_point}")
     xc = np.ascontiguousarray(x)
     y = np.empty(x.shape, dtype=np.uint8)
+    if mul is not None:
+        if xc.ndim == 0:
+            raise ValueError("mul needs x with a last (channel) axis")
+        n = xc.shape[-1]
+        mul = _mul_vector(mul, n)
+        _check(lib.hf_quantize_u8_mul(isa_id(isa), xc.size // n if n else 0, n, _fptr(xc), _fptr(mul), float(scale),
+                                      int(zero_point), ffi.cast("uint8_t *", y.ctypes.data)), "quantize_u8_mul")
+        return y
     _check(lib.hf_quantize_u8(isa_id(isa), xc.size, _fptr(xc), float(scale), int(zero_point),
                               ffi.cast("uint8_t *", y.ctypes.data)), "quantize_u8")
     return y

@@ -21,11 +21,14 @@ _HEAD_KIND = {"cls": lib.HF_HEAD_CLS, "linear": lib.HF_HEAD_LINEAR, "tanh": lib.
 
 def _stack_qkv(q: LinearPlan, k: LinearPlan, v: LinearPlan) -> LinearPlan:
     """Q, K and V read the same quantized tensor, so they run as one GEMM with N = 3H."""
-    if not (q.in_quant == k.in_quant == v.in_quant):
-        raise GraphMatchError(f"{q.name}: Q, K and V inputs are quantized differently; the engine fuses them")
+    same_mul = all((a.in_mul is None) == (q.in_mul is None) and (a.in_mul is None or np.array_equal(a.in_mul, q.in_mul))
+                   for a in (k, v))
+    if not (q.in_quant == k.in_quant == v.in_quant) or not same_mul:
+        raise GraphMatchError(f"{q.name}: Q, K and V inputs are quantized (or smoothed) differently; the engine "
+                              "fuses them")
     return LinearPlan(q.name.replace("query", "qkv"), np.concatenate([q.weight, k.weight, v.weight]),
                       np.concatenate([q.w_scale, k.w_scale, v.w_scale]), np.concatenate([q.bias, k.bias, v.bias]),
-                      q.in_quant)
+                      q.in_quant, in_mul=q.in_mul)
 
 
 # Below this fraction of zero blocks the dense kernel is faster than skipping blocks (see
@@ -90,7 +93,7 @@ class NativeEngine:
                 self._keep.append(packed)
                 self.packed_bytes += packed.nbytes
                 self.dense_int8_bytes += lp.weight.size
-                lins[name] = (packed, lp.in_quant)
+                lins[name] = (packed, lp.in_quant, lp.in_mul)
             d = ffi.new("hf_engine_layer_desc *")
             d.qkv, d.attn_out = lins["qkv"][0]._l, lins["attn_out"][0]._l
             d.ffn_in, d.ffn_out = lins["ffn_in"][0]._l, lins["ffn_out"][0]._l
@@ -100,6 +103,9 @@ class NativeEngine:
             d.f_scale, d.f_zp = lins["ffn_out"][1].scale, lins["ffn_out"][1].zero_point
             d.att_scale = layer.scale
             d.in_fq, d.mid_fq = int(layer.in_fq), int(layer.mid_fq)
+            # SmoothQuant multipliers (copied by the C side, like the LayerNorm vectors)
+            d.qkv_mul, d.o_mul, d.i_mul, d.f_mul = (f(lins[n][2]) if lins[n][2] is not None else ffi.NULL
+                                                    for n in ("qkv", "attn_out", "ffn_in", "ffn_out"))
             d.ln1_g, d.ln1_b, d.ln1_eps = f(layer.ln1.gamma), f(layer.ln1.beta), layer.ln1.eps
             d.ln2_g, d.ln2_b, d.ln2_eps = f(layer.ln2.gamma), f(layer.ln2.beta), layer.ln2.eps
             native._check(lib.hf_engine_set_layer(self._e, i, d), "engine_set_layer")

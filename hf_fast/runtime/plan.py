@@ -27,6 +27,9 @@ class LinearPlan:
     bias: np.ndarray               # float32 [N]
     in_quant: FakeQuant            # quantization of the input activations
     out_quant: Optional[FakeQuant] = None  # fake-quant point on the MatMul output (before bias), if any
+    # SmoothQuant (hf_fast.export.smooth): float32 [K] 1/s the input is multiplied by, in fp32, right before
+    # in_quant (a Mul by a constant vector in front of the QuantizeLinear); None when the graph has none
+    in_mul: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -92,6 +95,51 @@ class EncoderPlan:
 
 
 # ------------------------------------------------------------------ helpers
+def _smooth_mul(g: LogicalGraph, node: Optional[onnx.NodeProto]) -> Optional[Tuple[str, np.ndarray]]:
+    """Mul(x, c) in either input order with c a constant per-channel vector (shape [K] or [1, .., K], K > 1):
+    SmoothQuant's 1/s in front of a QuantizeLinear. Returns (x, c as float32 [K]) or None. A scalar Mul is not
+    one (the exported GELU ends in Mul(., 0.5)); its length is checked against the Linear in check_plan."""
+    if node is None or node.op_type != "Mul" or len(node.input) != 2:
+        return None
+    consts = [g.float_weight(i) for i in node.input]
+    ci = [i for i, c in enumerate(consts) if c is not None]
+    if len(ci) != 1:
+        return None
+    c = consts[ci[0]]
+    if c.ndim < 1 or c.size < 2 or any(d != 1 for d in c.shape[:-1]):
+        return None
+    if g.resolve(node.input[1 - ci[0]])[1] is not None:
+        return None  # Mul of a fake-quantized tensor: not the engine's Q(x * 1/s)
+    return g.src(node, 1 - ci[0]), np.ascontiguousarray(c.reshape(-1), dtype=np.float32)
+
+
+def _is_weight_matmul(g: LogicalGraph, n: onnx.NodeProto) -> bool:
+    return n.op_type == "MatMul" and g.weight(n.input[1]) is not None
+
+
+def _feeds_quantized_matmul(g: LogicalGraph, t: str) -> bool:
+    """t -> QuantizeLinear -> DequantizeLinear -> weight MatMul."""
+    for q in g.consumers.get(t, []):
+        if q.op_type != "QuantizeLinear":
+            continue
+        for dq in g.consumers.get(q.output[0], []):
+            if dq.op_type == "DequantizeLinear" and any(_is_weight_matmul(g, m) for m in g.users(dq.output[0])):
+                return True
+    return False
+
+
+def _check_quant_inputs(g: LogicalGraph, t: str, where: str) -> None:
+    """The engine quantizes t itself, optionally times a smoothing vector: any other op between t and the
+    QuantizeLinear of an encoder Linear would be silently skipped, so it is refused by name."""
+    for u in g.users(t):
+        if u.op_type == "MatMul" or _smooth_mul(g, u) is not None:
+            continue
+        if any(_feeds_quantized_matmul(g, o) for o in u.output):
+            raise GraphMatchError(f"{where}: unsupported {u.op_type} {u.name!r} between {t!r} and the QuantizeLinear "
+                                  "of an encoder Linear; the engine runs only a Mul by a constant per-channel vector "
+                                  "(SmoothQuant) there")
+
+
 def _linear_from_matmul(g: LogicalGraph, mm: onnx.NodeProto) -> Tuple[LinearPlan, str]:
     """A weight MatMul (+ bias Add) -> LinearPlan and the fp32 tensor after the bias."""
     w = g.weight(mm.input[1])
@@ -110,9 +158,15 @@ def _linear_from_matmul(g: LogicalGraph, mm: onnx.NodeProto) -> Tuple[LinearPlan
         raise GraphMatchError(f"MatMul {mm.name!r}: per-channel scales must run along the output axis")
     if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
         raise GraphMatchError(f"MatMul {mm.name!r}: weight scales must be positive and finite")
-    _, in_q = g.resolve(mm.input[0])
+    x_in, in_q = g.resolve(mm.input[0])
     if in_q is None:
         raise GraphMatchError(f"MatMul {mm.name!r}: its input is not quantized (no QuantizeLinear/DequantizeLinear)")
+    p = g.prod(x_in)
+    smooth = _smooth_mul(g, p)
+    if smooth is None and p is not None and p.op_type == "Mul" and any(
+            c is not None and c.size > 1 for c in (g.float_weight(i) for i in p.input)):
+        raise GraphMatchError(f"MatMul {mm.name!r}: its input comes from Mul {p.name!r} by a constant that is not a "
+                              "per-channel vector over the last axis")
     out = mm.output[0]
     out_q = None
     # the quantizer may put a fake-quant point right on the MatMul output
@@ -131,12 +185,20 @@ def _linear_from_matmul(g: LogicalGraph, mm: onnx.NodeProto) -> Tuple[LinearPlan
         if c is not None and c.size == n_out:
             bias = c.reshape(-1).astype(np.float32)
             out = add.output[0]
-    plan = LinearPlan(mm.name, np.ascontiguousarray(w.q.T), scale.astype(np.float32), bias, in_q, out_q)
+    plan = LinearPlan(mm.name, np.ascontiguousarray(w.q.T), scale.astype(np.float32), bias, in_q, out_q,
+                      None if smooth is None else smooth[1])
     return plan, out
 
 
 def _weight_matmuls(g: LogicalGraph, x: str) -> List[onnx.NodeProto]:
-    return [n for n in g.users(x) if n.op_type == "MatMul" and g.src(n, 0) == x and g.weight(n.input[1]) is not None]
+    """Weight MatMuls reading x through their Q/DQ pair, directly or behind a smoothing Mul of x."""
+    out = []
+    for n in g.users(x):
+        if _is_weight_matmul(g, n) and g.src(n, 0) == x:
+            out.append(n)
+        elif (sm := _smooth_mul(g, n)) is not None and sm[0] == x:
+            out.extend(m for m in g.users(n.output[0]) if _is_weight_matmul(g, m) and g.src(m, 0) == n.output[0])
+    return out
 
 
 def _layernorm_after(g: LogicalGraph, t: str, residual: str, where: str,
@@ -350,11 +412,15 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
     t = ctx.output[0]
     for _ in range(8):
         us = g.users(t)
-        o_mms = [u for u in us if u.op_type == "MatMul" and g.weight(u.input[1]) is not None]
+        o_mms = [u for u in us if _is_weight_matmul(g, u)]
         if o_mms:
+            break
+        if len(us) == 1 and _smooth_mul(g, us[0]) is not None:  # SmoothQuant's Mul before the Q/DQ pair
+            o_mms = [u for u in g.users(us[0].output[0]) if _is_weight_matmul(g, u)]
             break
         passes = [u for u in us if u.op_type in _PASS]
         if len(passes) != 1:
+            _check_quant_inputs(g, t, f"{where} attention context")
             break
         t = passes[0].output[0]
     if len(o_mms) != 1:
@@ -362,6 +428,7 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
     attn_out, o = _linear_from_matmul(g, o_mms[0])
     ln1, x1, in_fq = _layernorm_after(g, o, x, f"{where} attention output", lin[q_out].in_quant)
     # feed-forward: MatMul -> GELU -> MatMul
+    _check_quant_inputs(g, x1, f"{where} FFN input")
     f_mms = _weight_matmuls(g, x1)
     if len(f_mms) != 1:
         raise GraphMatchError(f"{where}: expected one FFN input projection, found {len(f_mms)}")
@@ -489,7 +556,10 @@ def build_plan(model: onnx.ModelProto, num_heads: int) -> EncoderPlan:
     if hidden % num_heads:
         raise GraphMatchError(f"hidden size {hidden} is not divisible by num_heads={num_heads}")
     layers = []
-    while _weight_matmuls(g, x) and len(_weight_matmuls(g, x)) == 3:
+    while True:
+        _check_quant_inputs(g, x, f"layer {len(layers)} input")
+        if len(_weight_matmuls(g, x)) != 3:
+            break
         layer, x = _match_layer(g, x, len(layers), num_heads)
         layers.append(layer)
     if not layers:
@@ -543,6 +613,13 @@ def check_plan(plan: EncoderPlan) -> None:
             if not (np.isfinite(q.scale) and q.scale > 0) or not 0 <= q.zero_point <= 255:
                 raise GraphMatchError(f"layer {i} {lp.name!r}: activation scale {q.scale} / zero point "
                                       f"{q.zero_point} invalid")
+            if lp.in_mul is not None:
+                shape(lp.in_mul, (k,), f"layer {i} {lp.name!r} input smoothing vector")
+                if lp.in_mul.dtype != np.float32 or not np.all(np.isfinite(lp.in_mul)):
+                    raise GraphMatchError(f"layer {i} {lp.name!r}: input smoothing vector must be finite float32")
+        if (layer.in_fq and layer.q.in_mul is not None) or (layer.mid_fq and layer.ffn_in.in_mul is not None):
+            raise GraphMatchError(f"layer {i}: a residual read through Q/DQ and a smoothed Linear input do not "
+                                  "combine (the residual Add reads the unsmoothed tensor)")
         for ln, what in ((layer.ln1, "attention LayerNorm"), (layer.ln2, "FFN LayerNorm")):
             shape(ln.gamma, (H,), f"layer {i} {what} scale")
             shape(ln.beta, (H,), f"layer {i} {what} bias")

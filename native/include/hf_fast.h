@@ -122,15 +122,20 @@ int hf_linear_info(const hf_linear *lin, int *isa, int64_t *N, int64_t *K, int *
 int hf_linear_forward(const hf_linear *lin, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                       float *Y, int64_t ldy, int flags, const float *residual, int64_t ldr);
 /* The same, with Y quantized in the epilogue: Y[M][N] u8 = hf_quantize_u8(float result, y_scale, y_zp), bit
- * for bit (the next Linear's input without a float round trip). */
+ * for bit (the next Linear's input without a float round trip). y_mul[N] (may be NULL): the float result is
+ * first multiplied by y_mul[n] (a SmoothQuant Mul in front of the QuantizeLinear), i.e. hf_quantize_u8_mul. */
 int hf_linear_forward_u8(const hf_linear *lin, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                          uint8_t *Y, int64_t ldy, int flags, const float *residual, int64_t ldr, float y_scale,
-                         int32_t y_zp);
+                         int32_t y_zp, const float *y_mul);
 
 /* ---- activation quantizer and GELU ----
  * y = saturate_u8(round_half_even(x / scale) + zp), exactly ONNX QuantizeLinear (true division, not
  * a reciprocal multiply); NaN -> 0; scale finite > 0, 0 <= zp <= 255. */
 int hf_quantize_u8(int isa, int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
+/* ONNX Mul(x, mul) then QuantizeLinear on x[rows][n] with a per-column mul[n] (SmoothQuant's 1/s):
+ * y[r][i] = hf_quantize_u8(fp32(x[r][i] * mul[i]), scale, zp), the two roundings ONNX Runtime does. */
+int hf_quantize_u8_mul(int isa, int64_t rows, int64_t n, const float *x, const float *mul, float scale, int32_t zp,
+                       uint8_t *y);
 /* y = 0.5 x (1 + erf(x / sqrt 2)); y may alias x. */
 int hf_gelu(int isa, int64_t n, const float *x, float *y);
 
@@ -158,6 +163,11 @@ typedef struct {
      * Q/DQ pair is shared by the MatMul and the Add does; in_fq: the layer input (residual of attn_out,
      * quantized like qkv's input); mid_fq: the attention LayerNorm output (residual of ffn_out, like ffn_in's) */
     int in_fq, mid_fq;
+    /* SmoothQuant: per-channel multipliers (1/s) of each Linear's input, applied in fp32 right before its
+     * quantizer (qkv_mul[H] on the LayerNorm output, o_mul[H] on the context, i_mul[H], f_mul[F] on the GELU
+     * output); NULL = none. Finite values only; qkv_mul excludes in_fq and i_mul mid_fq (the residual reads
+     * the unsmoothed tensor). Copied by hf_engine_set_layer. */
+    const float *qkv_mul, *o_mul, *i_mul, *f_mul;
 } hf_engine_layer_desc;
 int hf_engine_create(int isa, int64_t hidden, int64_t heads, int64_t ffn, int64_t layers, int64_t vocab,
                      int64_t max_pos, int64_t type_vocab, hf_engine **out);

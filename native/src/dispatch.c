@@ -161,9 +161,11 @@ const hf_sparse_kernel *hf_sparse_kernel_for(int isa) {
     }
 }
 
-static const hf_linear_ops linear_ref = {hf_epilogue_rows_ref, hf_gelu_ref, hf_quantize_ref};
-static const hf_linear_ops linear_avx2 = {hf_epilogue_rows_avx2, hf_gelu_avx2, hf_quantize_avx2};
-static const hf_linear_ops linear_avx512 = {hf_epilogue_rows_avx512, hf_gelu_avx512, hf_quantize_avx512};
+static const hf_linear_ops linear_ref = {hf_epilogue_rows_ref, hf_gelu_ref, hf_quantize_ref, hf_quantize_mul_ref};
+static const hf_linear_ops linear_avx2 = {hf_epilogue_rows_avx2, hf_gelu_avx2, hf_quantize_avx2,
+                                        hf_quantize_mul_avx2};
+static const hf_linear_ops linear_avx512 = {hf_epilogue_rows_avx512, hf_gelu_avx512, hf_quantize_avx512,
+                                          hf_quantize_mul_avx512};
 
 const hf_linear_ops *hf_linear_ops_for(int isa) {
     if (!hf_isa_supported(isa)) return NULL;

@@ -13,7 +13,9 @@
  *
  * Q(.) quantizes to uint8 with the activation scale/zero point the artifact's QDQ nodes give. No
  * quantization is a separate pass: Q(LN(.)) runs in the LayerNorm row blocks, Q(ctx) per (sequence,
- * head) right after its attention, and Q(gelu(.)) in ffn_in's GEMM epilogue (u8 output). Every phase
+ * head) right after its attention, and Q(gelu(.)) in ffn_in's GEMM epilogue (u8 output). A SmoothQuant artifact
+ * multiplies each Linear's input by a per-channel 1/s before its quantizer: Q(x * inv_s), done by the same three
+ * quantizers (the residuals keep reading x). Every phase
  * (embeddings/LN row blocks, attention heads, GEMM tiles) is split over the thread pool.
  * Workspace: one arena per engine, reused by every call that finds it free (a concurrent call
  * gets a private one), so steady-state inference allocates nothing.
@@ -33,6 +35,7 @@ typedef struct {
     float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
     float ln1_eps, ln2_eps;
     int in_fq, mid_fq; /* residuals read dequant(quant(x)) (hf_engine_layer_desc) */
+    float *qkv_m, *o_m, *i_m, *f_m; /* SmoothQuant multipliers before each quantizer, NULL = none */
 } hf_layer;
 
 typedef struct {
@@ -99,6 +102,7 @@ void hf_engine_free(hf_engine *e) {
     for (int64_t i = 0; i < e->L; i++) {
         hf_layer *l = &e->layers[i];
         hf_free(l->ln1_g), hf_free(l->ln1_b), hf_free(l->ln2_g), hf_free(l->ln2_b);
+        hf_free(l->qkv_m), hf_free(l->o_m), hf_free(l->i_m), hf_free(l->f_m);
     }
     for (int i = 0; i < e->n_head; i++) hf_free(e->head[i].W), hf_free(e->head[i].b);
     hf_free(e->layers);
@@ -140,6 +144,21 @@ static int check_q(float s, int zp, const char *what, int64_t i) {
     return HF_OK;
 }
 
+/* A multiplier vector must be finite: the C side does not trust the plan's checks alone. */
+static int check_mul(const float *m, int64_t n, const char *what, int64_t i) {
+    for (int64_t k = 0; m && k < n; k++)
+        if (!isfinite(m[k]))
+            return hf_fail(HF_EINVAL, "layer %lld: %s multiplier[%lld] = %g is not finite", (long long)i, what,
+                           (long long)k, (double)m[k]);
+    return HF_OK;
+}
+
+/* dup of an optional vector: *dst = NULL for NULL, else a copy (0 on out of memory) */
+static int dup_opt(float **dst, const float *src, int64_t n) {
+    *dst = src ? dup_f32(src, n) : NULL;
+    return !src || *dst;
+}
+
 int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) {
     int rc;
     if (!e || !d) return hf_fail(HF_EINVAL, "engine_set_layer: NULL argument");
@@ -154,8 +173,16 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) 
         return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld LayerNorm parameters missing", (long long)i);
     if (!isfinite(d->att_scale) || d->att_scale <= 0.f)
         return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld attention scale invalid", (long long)i);
+    if ((rc = check_mul(d->qkv_mul, e->H, "qkv", i)) || (rc = check_mul(d->o_mul, e->H, "attn_out", i)) ||
+        (rc = check_mul(d->i_mul, e->H, "ffn_in", i)) || (rc = check_mul(d->f_mul, e->F, "ffn_out", i)))
+        return rc;
+    /* a fake-quantized residual would be dequant(quant(x * mul)): not the tensor the graph's Add reads */
+    if ((d->in_fq && d->qkv_mul) || (d->mid_fq && d->i_mul))
+        return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld combines a fake-quantized residual with a smoothing "
+                       "multiplier", (long long)i);
     hf_layer *l = &e->layers[i];
     hf_free(l->ln1_g), hf_free(l->ln1_b), hf_free(l->ln2_g), hf_free(l->ln2_b);
+    hf_free(l->qkv_m), hf_free(l->o_m), hf_free(l->i_m), hf_free(l->f_m);
     l->qkv = d->qkv, l->attn_out = d->attn_out, l->ffn_in = d->ffn_in, l->ffn_out = d->ffn_out;
     l->qkv_s = d->qkv_scale, l->qkv_zp = d->qkv_zp, l->o_s = d->o_scale, l->o_zp = d->o_zp;
     l->i_s = d->i_scale, l->i_zp = d->i_zp, l->f_s = d->f_scale, l->f_zp = d->f_zp;
@@ -163,7 +190,10 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) 
     l->in_fq = d->in_fq != 0, l->mid_fq = d->mid_fq != 0;
     l->ln1_g = dup_f32(d->ln1_g, e->H), l->ln1_b = dup_f32(d->ln1_b, e->H), l->ln1_eps = d->ln1_eps;
     l->ln2_g = dup_f32(d->ln2_g, e->H), l->ln2_b = dup_f32(d->ln2_b, e->H), l->ln2_eps = d->ln2_eps;
-    if (!l->ln1_g || !l->ln1_b || !l->ln2_g || !l->ln2_b) return hf_fail(HF_ENOMEM, "engine_set_layer: out of memory");
+    l->qkv_m = l->o_m = l->i_m = l->f_m = NULL;
+    if (!l->ln1_g || !l->ln1_b || !l->ln2_g || !l->ln2_b || !dup_opt(&l->qkv_m, d->qkv_mul, e->H) ||
+        !dup_opt(&l->o_m, d->o_mul, e->H) || !dup_opt(&l->i_m, d->i_mul, e->H) || !dup_opt(&l->f_m, d->f_mul, e->F))
+        return hf_fail(HF_ENOMEM, "engine_set_layer: out of memory");
     e->n_layers_set++;
     return HF_OK;
 }
@@ -252,7 +282,8 @@ typedef struct {
     float scale;
     float q_scale; /* the context is quantized per head for attn_out (while it is in L1) */
     int32_t q_zp;
-    void (*quantize)(int64_t, const float *, float, int32_t, uint8_t *);
+    const float *q_mul; /* [H] smoothing multiplier of attn_out's input, or NULL */
+    const hf_linear_ops *lops;
     atomic_long next; /* next (sequence, head) pair to claim */
     atomic_int failed;
 } attn_job;
@@ -276,7 +307,13 @@ static void attn_task(void *arg, int tid, int nth) {
         uint8_t *xq = j->a->xq + b * j->S * e->H + h * j->d;
         j->ops->attention_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
                                ctx, e->H, scr);
-        for (int64_t s = 0; s < j->S; s++) j->quantize(j->d, ctx + s * e->H, j->q_scale, j->q_zp, xq + s * e->H);
+        if (j->q_mul) {
+            const float *m = j->q_mul + h * j->d;
+            for (int64_t s = 0; s < j->S; s++)
+                j->lops->quantize_mul(j->d, ctx + s * e->H, m, j->q_scale, j->q_zp, xq + s * e->H);
+        } else {
+            for (int64_t s = 0; s < j->S; s++) j->lops->quantize(j->d, ctx + s * e->H, j->q_scale, j->q_zp, xq + s * e->H);
+        }
     }
 }
 
@@ -285,7 +322,7 @@ static void attn_task(void *arg, int tid, int nth) {
 typedef struct {
     const hf_engine *e;
     const hf_f32_ops *ops;
-    void (*quantize)(int64_t, const float *, float, int32_t, uint8_t *);
+    const hf_linear_ops *lops;
     int64_t T, S;
     const int64_t *ids, *types; /* embed: ids != NULL */
     const float *x;             /* LayerNorm input [T][H] (ignored when embedding) */
@@ -296,6 +333,7 @@ typedef struct {
     float q_scale;
     int32_t q_zp;
     int fq;     /* y := dequant(q): downstream (the residual) reads the fake-quantized tensor */
+    const float *q_mul; /* [H]: q = Q(y * q_mul) (SmoothQuant), y itself unchanged; NULL = Q(y) */
     atomic_long next;
 } rows_job;
 
@@ -317,8 +355,11 @@ static void rows_task(void *arg, int tid, int nth) {
                 for (int64_t i = 0; i < H; i++) xt[i] = w[i] + p[i] + (ty ? ty[i] : 0.f);
             }
         j->ops->layernorm(n, H, x, NULL, j->g, j->b, j->eps, j->y + t0 * H);
-        if (j->q) {
-            j->quantize(n * H, j->y + t0 * H, j->q_scale, j->q_zp, j->q + t0 * H);
+        if (j->q && j->q_mul) { /* never with fq (hf_engine_set_layer) */
+            for (int64_t t = t0; t < t0 + n; t++)
+                j->lops->quantize_mul(H, j->y + t * H, j->q_mul, j->q_scale, j->q_zp, j->q + t * H);
+        } else if (j->q) {
+            j->lops->quantize(n * H, j->y + t0 * H, j->q_scale, j->q_zp, j->q + t0 * H);
             if (j->fq) { /* DequantizeLinear: (q - zp) * scale in fp32 */
                 float *y = j->y + t0 * H;
                 const uint8_t *q = j->q + t0 * H;
@@ -395,14 +436,14 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
     /* the cached arena stays locked during the run; concurrent callers wait (results stay identical) */
     arena_carve(e, mem, B, S, hw, &a);
     const hf_f32_ops *ops = hf_f32_ops_for(e->isa);
-    void (*quantize)(int64_t, const float *, float, int32_t, uint8_t *) = hf_linear_ops_for(e->isa)->quantize;
+    const hf_linear_ops *lops = hf_linear_ops_for(e->isa);
     const hf_f32_ops *attn_ops = (d % 8 == 0) ? ops : hf_f32_ops_for(HF_ISA_REF);
 
     /* embeddings + LayerNorm + quantize for the first qkv, in parallel row blocks */
     for (int64_t t = 0; t < T; t++) a.bias[t] = (!mask || mask[t]) ? 0.f : -INFINITY;
     {
-        rows_job rj = {e, ops, quantize, T, S, ids, types, NULL, a.x, e->eln_g, e->eln_b, e->eln_eps, a.xq,
-                       e->layers[0].qkv_s, e->layers[0].qkv_zp, e->layers[0].in_fq};
+        rows_job rj = {e, ops, lops, T, S, ids, types, NULL, a.x, e->eln_g, e->eln_b, e->eln_eps, a.xq,
+                       e->layers[0].qkv_s, e->layers[0].qkv_zp, e->layers[0].in_fq, e->layers[0].qkv_m};
         rows_run(&rj);
     }
 
@@ -411,7 +452,7 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
         const int64_t H3 = 3 * H, F = e->F;
         /* a.xq holds Q(x) for qkv */
         if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) != HF_OK) break;
-        attn_job job = {e, attn_ops, &a, B, S, d, l->att_scale, l->o_s, l->o_zp, quantize, 0, 0};
+        attn_job job = {e, attn_ops, &a, B, S, d, l->att_scale, l->o_s, l->o_zp, l->o_m, lops, 0, 0};
         hf_parallel(attn_task, &job, (int)(B * e->heads));
         if (atomic_load(&job.failed)) {
             rc = hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");
@@ -420,19 +461,19 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
         /* a.xq = Q(ctx), written per head by the attention task */
         if ((rc = hf_linear_forward(l->attn_out, T, a.xq, H, l->o_s, l->o_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
         {
-            rows_job rj = {e, ops, quantize, T, S, NULL, NULL, a.ctx, a.x, l->ln1_g, l->ln1_b, l->ln1_eps, a.xq,
-                           l->i_s, l->i_zp, l->mid_fq};
+            rows_job rj = {e, ops, lops, T, S, NULL, NULL, a.ctx, a.x, l->ln1_g, l->ln1_b, l->ln1_eps, a.xq,
+                           l->i_s, l->i_zp, l->mid_fq, l->i_m};
             rows_run(&rj);
         }
         /* GELU and the quantization for ffn_out run in ffn_in's epilogue: u8 straight into a.hq */
         if ((rc = hf_linear_forward_u8(l->ffn_in, T, a.xq, H, l->i_s, l->i_zp, a.hq, F, HF_LINEAR_GELU, NULL, 0,
-                                       l->f_s, l->f_zp)) != HF_OK)
+                                       l->f_s, l->f_zp, l->f_m)) != HF_OK)
             break;
         if ((rc = hf_linear_forward(l->ffn_out, T, a.hq, F, l->f_s, l->f_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
         {
-            rows_job rj = {e, ops, quantize, T, S, NULL, NULL, a.ctx, a.x, l->ln2_g, l->ln2_b, l->ln2_eps,
+            rows_job rj = {e, ops, lops, T, S, NULL, NULL, a.ctx, a.x, l->ln2_g, l->ln2_b, l->ln2_eps,
                            next ? a.xq : NULL, next ? next->qkv_s : 1.f, next ? next->qkv_zp : 0,
-                           next ? next->in_fq : 0};
+                           next ? next->in_fq : 0, next ? next->qkv_m : NULL};
             rows_run(&rj);
         }
     }

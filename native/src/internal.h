@@ -123,6 +123,7 @@ typedef struct {
     int64_t ldr;
     float q_scale; /* HF_EPI_U8 output quantization */
     int32_t q_zp;
+    const float *q_mul; /* HF_EPI_U8: y[n] * q_mul[n] is quantized (SmoothQuant's 1/s), or NULL */
 } hf_epilogue;
 
 float hf_gelu_ref1(float x);
@@ -136,9 +137,15 @@ static inline uint8_t hf_quantize_ref1(float x, float scale, int32_t zp) {
 }
 /* Reference store of one accumulator through the epilogue into C (int32, float or u8). */
 static inline void hf_epi_store_ref1(const hf_epilogue *ep, int32_t acc, int64_t m, int64_t n, void *C, int64_t ldc) {
-    if (ep->f32 == HF_EPI_S32) ((int32_t *)C)[m * ldc + n] = acc;
-    else if (ep->f32 == HF_EPI_F32) ((float *)C)[m * ldc + n] = hf_epi_ref1(ep, acc, m, n);
-    else ((uint8_t *)C)[m * ldc + n] = hf_quantize_ref1(hf_epi_ref1(ep, acc, m, n), ep->q_scale, ep->q_zp);
+    if (ep->f32 == HF_EPI_S32) {
+        ((int32_t *)C)[m * ldc + n] = acc;
+    } else if (ep->f32 == HF_EPI_F32) {
+        ((float *)C)[m * ldc + n] = hf_epi_ref1(ep, acc, m, n);
+    } else {
+        float y = hf_epi_ref1(ep, acc, m, n);
+        if (ep->q_mul) y *= ep->q_mul[n]; /* the graph's Mul, then its QuantizeLinear: two roundings, as ORT */
+        ((uint8_t *)C)[m * ldc + n] = hf_quantize_ref1(y, ep->q_scale, ep->q_zp);
+    }
 }
 /* Apply the epilogue to rows of int32 accumulators acc[M][lda] into C (int32, float or u8) [M][ldc];
  * m0 is the global row of acc's first row (for the residual), C points at that row. */
@@ -170,6 +177,11 @@ void hf_gelu_avx2(int64_t n, const float *x, float *y);
 void hf_quantize_ref(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
 void hf_quantize_avx2(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
 void hf_quantize_avx512(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
+/* y[i] = hf_quantize_ref1(x[i] * mul[i], scale, zp): a per-channel Mul (SmoothQuant's 1/s) rounded to fp32, then
+ * QuantizeLinear, exactly the two ONNX ops (no folding of mul / scale, which would round differently). */
+void hf_quantize_mul_ref(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y);
+void hf_quantize_mul_avx2(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y);
+void hf_quantize_mul_avx512(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y);
 
 /* ---- block-sparse GEMM kernel families (kernels/sparse_s8_gemm_*.c) ----
  * Blocks are br x bc of W[N][K] (4x1 or 1x4). `data` is owned by the kernel family of `isa`.
@@ -203,6 +215,7 @@ typedef struct {
                           void *C, int64_t ldc);
     void (*gelu)(int64_t n, const float *x, float *y);
     void (*quantize)(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
+    void (*quantize_mul)(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y);
 } hf_linear_ops;
 /* dispatch.c: epilogue / GELU / quantizer kernels for an ISA (AVX-512 machines use the AVX2 ones). */
 const hf_linear_ops *hf_linear_ops_for(int isa);

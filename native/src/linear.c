@@ -132,7 +132,7 @@ static void dense_task(void *ctx, int tid, int nth) {
 /* Shared by the float and u8 front ends: mode is HF_EPI_F32 or HF_EPI_U8 (Y is float or uint8). */
 static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                       int mode, void *Y, int64_t ldy, int flags, const float *residual, int64_t ldr, float y_scale,
-                      int32_t y_zp) {
+                      int32_t y_zp, const float *y_mul) {
     hf_epilogue ep;
     if (!l) return hf_fail(HF_EINVAL, "linear_forward: linear is NULL");
     if (M < 0) return hf_fail(HF_EINVAL, "linear_forward: M=%lld < 0", (long long)M);
@@ -154,6 +154,7 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
     ep.f32 = mode;
     ep.q_scale = y_scale;
     ep.q_zp = y_zp;
+    ep.q_mul = mode == HF_EPI_U8 ? y_mul : NULL;
     ep.gelu = flags & HF_LINEAR_GELU;
     ep.a_zp = a_zp;
     ep.a_scale = a_scale;
@@ -189,13 +190,13 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
 
 int hf_linear_forward(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                       float *Y, int64_t ldy, int flags, const float *residual, int64_t ldr) {
-    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_F32, Y, ldy, flags, residual, ldr, 1.f, 0);
+    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_F32, Y, ldy, flags, residual, ldr, 1.f, 0, NULL);
 }
 
 int hf_linear_forward_u8(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                          uint8_t *Y, int64_t ldy, int flags, const float *residual, int64_t ldr, float y_scale,
-                         int32_t y_zp) {
-    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_U8, Y, ldy, flags, residual, ldr, y_scale, y_zp);
+                         int32_t y_zp, const float *y_mul) {
+    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_U8, Y, ldy, flags, residual, ldr, y_scale, y_zp, y_mul);
 }
 
 int hf_quantize_u8(int isa, int64_t n, const float *x, float scale, int32_t zp, uint8_t *y) {
@@ -207,6 +208,20 @@ int hf_quantize_u8(int isa, int64_t n, const float *x, float scale, int32_t zp, 
     if (zp < 0 || zp > 255) return hf_fail(HF_EINVAL, "quantize_u8: zero point %d is not in [0, 255]", (int)zp);
     if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
     hf_linear_ops_for(isa)->quantize(n, x, scale, zp, y);
+    return HF_OK;
+}
+
+int hf_quantize_u8_mul(int isa, int64_t rows, int64_t n, const float *x, const float *mul, float scale, int32_t zp,
+                       uint8_t *y) {
+    int rc;
+    if (rows < 0 || n < 0) return hf_fail(HF_EINVAL, "quantize_u8_mul: rows=%lld n=%lld < 0", (long long)rows, (long long)n);
+    if (rows > 0 && n > 0 && (!x || !y || !mul)) return hf_fail(HF_EINVAL, "quantize_u8_mul: x, mul or y is NULL");
+    if (!(scale > 0.f) || !isfinite(scale))
+        return hf_fail(HF_EINVAL, "quantize_u8_mul: scale=%g must be finite and > 0", (double)scale);
+    if (zp < 0 || zp > 255) return hf_fail(HF_EINVAL, "quantize_u8_mul: zero point %d is not in [0, 255]", (int)zp);
+    if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
+    const hf_linear_ops *ops = hf_linear_ops_for(isa);
+    for (int64_t r = 0; r < rows && n > 0; r++) ops->quantize_mul(n, x + r * n, mul, scale, zp, y + r * n);
     return HF_OK;
 }
 

@@ -86,6 +86,7 @@ INL void epi8_post(const hf_epilogue *ep, __m256 y, int64_t m, int64_t n0, __m25
         y = _mm256_add_ps(y, full ? _mm256_loadu_ps(r) : _mm256_maskload_ps(r, mask));
     }
     if (ep->f32 == HF_EPI_U8) {
+        if (ep->q_mul) y = _mm256_mul_ps(y, full ? _mm256_loadu_ps(ep->q_mul + n0) : _mm256_maskload_ps(ep->q_mul + n0, mask));
         const __m256i q = quant8(y, _mm256_set1_ps(ep->q_scale), _mm256_set1_ps((float)ep->q_zp));
         const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
         const __m128i b = _mm_packus_epi16(w, w); /* bytes 0-7 = the 8 channels */
@@ -178,4 +179,21 @@ TGT void hf_quantize_avx2(int64_t n, const float *x, float scale, int32_t zp, ui
         _mm256_storeu_si256((__m256i *)(y + i), p);
     }
     if (i < n) hf_quantize_ref(n - i, x + i, scale, zp, y + i);
+}
+
+/* 8 quantized lanes (x * mul) packed into the low 8 bytes */
+INL __m128i quant_mul8(const float *x, const float *mul, __m256 vs, __m256 vz) {
+    const __m256i q = quant8(_mm256_mul_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(mul)), vs, vz);
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    return _mm_packus_epi16(w, w);
+}
+
+TGT void hf_quantize_mul_avx2(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y) {
+    const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps((float)zp);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m128i a = quant_mul8(x + i, mul + i, vs, vz), b = quant_mul8(x + i + 8, mul + i + 8, vs, vz);
+        _mm_storeu_si128((__m128i *)(y + i), _mm_unpacklo_epi64(a, b));
+    }
+    if (i < n) hf_quantize_mul_ref(n - i, x + i, mul + i, scale, zp, y + i);
 }

@@ -92,6 +92,7 @@ INL __m128i quant16(__m512 y, float scale, int32_t zp) {
 typedef struct {
     __m512i zc;
     __m512 s, b;
+    __m512 qm; /* HF_EPI_U8 multiplier before the quantizer (ep->q_mul; unused when NULL) */
 } chan16;
 
 INL chan16 load_chan16(const hf_epilogue *ep, int64_t n0, __mmask16 k) {
@@ -99,6 +100,7 @@ INL chan16 load_chan16(const hf_epilogue *ep, int64_t n0, __mmask16 k) {
     c.zc = _mm512_mullo_epi32(_mm512_set1_epi32(ep->a_zp), _mm512_maskz_loadu_epi32(k, ep->colsum + n0));
     c.s = _mm512_mul_ps(_mm512_set1_ps(ep->a_scale), _mm512_maskz_loadu_ps(k, ep->w_scale + n0));
     c.b = ep->bias ? _mm512_maskz_loadu_ps(k, ep->bias + n0) : _mm512_setzero_ps();
+    c.qm = ep->q_mul ? _mm512_maskz_loadu_ps(k, ep->q_mul + n0) : _mm512_set1_ps(1.0f);
     return c;
 }
 
@@ -114,6 +116,7 @@ INL void row16(const hf_epilogue *ep, __m512i v, const chan16 *c, int64_t m, int
     __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, c->zc)), c->s, c->b);
     if (ep->gelu) y = gelu16(y);
     if (ep->residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, ep->residual + m * ep->ldr + n0));
+    if (ep->f32 == HF_EPI_U8 && ep->q_mul) y = _mm512_mul_ps(y, c->qm);
     if (ep->f32 == HF_EPI_U8) _mm_mask_storeu_epi8((uint8_t *)C + mc * ldc + n0, k, quant16(y, ep->q_scale, ep->q_zp));
     else _mm512_mask_storeu_ps((float *)C + mc * ldc + n0, k, y);
 }
@@ -154,8 +157,9 @@ INL void rows16_mode(const hf_epilogue *ep, const __m512i *r, int cnt, const cha
     const int64_t ldr = ep->ldr;
     const float qs = ep->q_scale;
     const int32_t qz = ep->q_zp;
+    const int qmul = ep->q_mul != NULL; /* loop-invariant: the unsmoothed path runs as before */
     const __m512i zc = c->zc;
-    const __m512 sc = c->s, bi = c->b;
+    const __m512 sc = c->s, bi = c->b, qm = c->qm;
     for (int t = 0; t < cnt; t++) {
         const int64_t m = m0 + t;
         if (mode == HF_EPI_S32) {
@@ -170,6 +174,7 @@ INL void rows16_mode(const hf_epilogue *ep, const __m512i *r, int cnt, const cha
                                            : _mm512_maskz_loadu_ps(k, resid + m * ldr + n0));
         if (mode == HF_EPI_U8) {
             uint8_t *d = (uint8_t *)C + m * ldc + n0;
+            if (qmul) y = _mm512_mul_ps(y, qm);
             const __m128i q = quant16(y, qs, qz);
             if (full) _mm_storeu_si128((__m128i *)d, q);
             else _mm_mask_storeu_epi8(d, k, q);
@@ -245,5 +250,17 @@ TGT void hf_quantize_avx512(int64_t n, const float *x, float scale, int32_t zp, 
     if (i < n) {
         const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
         _mm_mask_storeu_epi8(y + i, k, quant16(_mm512_maskz_loadu_ps(k, x + i), scale, zp));
+    }
+}
+
+TGT void hf_quantize_mul_avx512(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm_storeu_si128((__m128i *)(y + i), quant16(_mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(mul + i)),
+                                                     scale, zp));
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, mul + i));
+        _mm_mask_storeu_epi8(y + i, k, quant16(v, scale, zp));
     }
 }

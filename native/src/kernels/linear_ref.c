@@ -49,3 +49,7 @@ void hf_gelu_ref(int64_t n, const float *x, float *y) {
 void hf_quantize_ref(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y) {
     for (int64_t i = 0; i < n; i++) y[i] = hf_quantize_ref1(x[i], scale, zp);
 }
+
+void hf_quantize_mul_ref(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = hf_quantize_ref1(x[i] * mul[i], scale, zp);
+}
