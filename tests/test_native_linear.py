@@ -279,3 +279,54 @@ def test_fast_gelu_matches_reference_kernel(isa):
         y = native.gelu(x[:n], isa=isa).astype(np.float64)
         tol = 1e-6 * np.abs(ref[:n]) + 1e-7 * np.maximum(np.abs(x[:n].astype(np.float64)), 1e-6)
         assert np.all(np.abs(y - ref[:n]) <= tol)
+
+
+# ---- SmoothQuant: a per-channel multiplier (1/s) before the quantizer, as ONNX Mul -> QuantizeLinear ----
+def _smooth_vector(rng, n):
+    mul = np.exp(rng.normal(0, 1.2, n)).astype(np.float32)
+    mul[:3] = np.float32([1.0, 0.0, -0.5])[: min(3, n)]  # identity, a dead channel, a sign flip: all finite
+    return mul
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 17, 33, 384])
+def test_quantize_with_multiplier_is_mul_then_quantize(isa, n):
+    """fp32 x * mul rounded first, then the exact QuantizeLinear: every ISA equals the reference and numpy."""
+    rng = np.random.default_rng(n)
+    mul = _smooth_vector(rng, n)
+    x = rng.normal(0, 4, (5, n)).astype(np.float32)
+    x[0, : min(n, 4)] = np.float32([np.nan, np.inf, -np.inf, 1e30])[: min(n, 4)]
+    for scale, zp in ((0.037, 0), (0.0213, 128), (0.003, 255)):
+        q = native.quantize_u8(x, scale, zp, isa=isa, mul=mul)
+        exp = native.quantize_u8((x * mul).astype(np.float32), scale, zp, isa="ref")
+        np.testing.assert_array_equal(q, exp)
+        np.testing.assert_array_equal(q, native.quantize_u8(x, scale, zp, isa="ref", mul=mul))
+    assert native.quantize_u8(np.zeros((0, n), np.float32), 0.1, 7, isa=isa, mul=mul).shape == (0, n)
+    with pytest.raises(ValueError, match="mul"):
+        native.quantize_u8(x, 0.1, 7, isa=isa, mul=mul[:-1] if n > 1 else np.ones(2, np.float32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", KINDS)
+@pytest.mark.parametrize("m,n,k", [(1, 3, 5), (17, 45, 301), (70, 96, 128)])
+@pytest.mark.parametrize("gelu,res", [(True, False), (False, True)])
+def test_u8_output_with_multiplier_equals_reference_quantizer(isa, block, m, n, k, gelu, res):
+    """Every fast epilogue (AVX2 tile / rows, AVX-512 strip / rows) multiplies the float result by mul[n] before
+    quantizing: bit for bit the reference quantizer of this ISA's own float output."""
+    rng = np.random.default_rng(3 * m + n + k + gelu)
+    w = _weight(rng, n, k, block)
+    w_scale = (rng.uniform(1e-3, 2e-2, n) / np.sqrt(k)).astype(np.float32)
+    bias = rng.normal(0, 1, n).astype(np.float32)
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    residual = rng.normal(0, 1, (m, n)).astype(np.float32) if res else None
+    mul = _smooth_vector(rng, n)
+    lin = native.PackedLinear(w, w_scale, bias, block=block, isa=isa)
+    y = lin.forward(a, 0.0123, 101, gelu=gelu, residual=residual)
+    for scale, zp in ((0.011, 0), (0.02, 128)):
+        q = lin.forward(a, 0.0123, 101, gelu=gelu, residual=residual, out_quant=(scale, zp, mul))
+        np.testing.assert_array_equal(q, native.quantize_u8(y, scale, zp, isa="ref", mul=mul))
+    # no multiplier: unchanged behaviour
+    np.testing.assert_array_equal(lin.forward(a, 0.0123, 101, gelu=gelu, residual=residual, out_quant=(0.02, 128)),
+                                  native.quantize_u8(y, 0.02, 128, isa="ref"))
+    with pytest.raises(ValueError, match="mul"):
+        lin.forward(a, 0.0123, 101, out_quant=(0.02, 128, np.ones(n + 1, np.float32)))

@@ -22,7 +22,8 @@ def tok():
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, tok):
-    """Default exports (dedicated Q/DQ per MatMul: fp32 residuals), and for text classification also the
+    """Default exports (dedicated Q/DQ per MatMul: fp32 residuals), SmoothQuant exports ("bert-smooth", ...: a Mul
+    by a per-channel 1/s in front of every encoder Linear's QuantizeLinear), and for text classification also the
     shared-Q/DQ layout ("bert-shared", ...) in which the residual Adds read the uint8-rounded tensor."""
     from hf_fast.export import export
 
@@ -33,6 +34,9 @@ def artifacts(tmp_path_factory, tok):
             d = tmp_path_factory.mktemp(f"{arch}-{task}")
             export(m, tok, d, calibration_dataset=calibration_for(task), task=task, progress=False)
             out[(arch, task)] = d
+            d = tmp_path_factory.mktemp(f"{arch}-smooth-{task}")
+            export(m, tok, d, calibration_dataset=calibration_for(task), task=task, progress=False, smooth_quant=0.8)
+            out[(f"{arch}-smooth", task)] = d
             if task == "text-classification":
                 d = tmp_path_factory.mktemp(f"{arch}-shared-{task}")
                 export(m, tok, d, calibration_dataset=calibration_for(task), task=task, progress=False,
@@ -59,7 +63,8 @@ def _load(d):
     return onnx.load(str(d / "model.onnx")), fc
 
 
-@pytest.mark.parametrize("arch, task", [(a, t) for a in ("bert", "distilbert") for t in TASKS]
+@pytest.mark.parametrize("arch, task", [(a, t) for a in ("bert", "distilbert", "bert-smooth", "distilbert-smooth")
+                                        for t in TASKS]
                          + [("bert-shared", "text-classification"), ("distilbert-shared", "text-classification")])
 @pytest.mark.parametrize("isa", native.supported_isas())
 def test_engine_matches_onnxruntime_on_same_file(artifacts, arch, task, isa):
@@ -85,6 +90,64 @@ def test_engine_matches_onnxruntime_on_same_file(artifacts, arch, task, isa):
     # shared Q/DQ pairs: the residual Adds read the fake-quantized tensor, and the engine must do the same
     shared = arch.endswith("-shared")
     assert all(lp.in_fq == shared and lp.mid_fq == shared for lp in eng.plan.layers)
+    # SmoothQuant: all four inputs of every layer carry their 1/s (Q, K and V share the LayerNorm output's)
+    smooth = arch.endswith("-smooth")
+    for lp in eng.plan.layers:
+        lins = (lp.q, lp.k, lp.v, lp.attn_out, lp.ffn_in, lp.ffn_out)
+        assert all((x.in_mul is not None) == smooth for x in lins)
+        if smooth:
+            assert np.array_equal(lp.q.in_mul, lp.v.in_mul) and lp.ffn_out.in_mul.shape == (eng.plan.ffn,)
+
+
+def _smooth_mul_nodes(model):
+    return {n.name: n for n in model.graph.node if n.name.endswith("_smooth/Mul")}
+
+
+def test_smoothing_vector_is_really_applied(artifacts):
+    """An all-ones 1/s must equal no Mul at all, and a doubled one must change the engine's output the way it
+    changes ONNX Runtime's (the multiplier is not matched and then dropped)."""
+    d = artifacts[("bert-smooth", "text-classification")]
+    model, fc = _load(d)
+    feeds = _feeds(["token_type_ids"], np.random.default_rng(4))
+    for factor in (0.0, 2.0):
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        for init in m.graph.initializer:
+            if init.name.endswith("_smooth_inv"):
+                a = onnx.numpy_helper.to_array(init)
+                init.CopyFrom(onnx.numpy_helper.from_array((a * factor + (factor == 0)).astype(np.float32), init.name))
+        ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
+        got = NativeEngine.from_onnx(m, fc["num_heads"]).run(**feeds)["logits"]
+        assert np.abs(got - ref).max() <= 0.01 * np.abs(ref).max() + 1e-4
+
+
+@pytest.mark.parametrize("where", ["embeddings/LayerNorm", "attention/self/Reshape_3", "intermediate_act_fn",
+                                   "output/LayerNorm"])
+def test_other_op_in_place_of_the_smoothing_mul_is_named(artifacts, where):
+    model, fc = _load(artifacts[("bert-smooth", "text-classification")])
+    node = next(n for name, n in _smooth_mul_nodes(model).items() if where in name)
+    node.op_type, node.name = "Add", "my_add"
+    with pytest.raises(GraphMatchError, match="Add.*my_add"):
+        NativeEngine.from_onnx(model, fc["num_heads"])
+
+
+@pytest.mark.parametrize("lie", ["short", "long", "nan", "inf", "matrix"])
+def test_lying_smoothing_vector_is_refused(artifacts, lie):
+    """A 1/s of the wrong length, non-finite or not a per-channel vector: a typed error, never a read out of bounds."""
+    model, fc = _load(artifacts[("bert-smooth", "text-classification")])
+    init = next(i for i in model.graph.initializer if i.name.endswith("_smooth_inv"))
+    a = onnx.numpy_helper.to_array(init).copy()
+    if lie == "short":
+        a = a[:-3]
+    elif lie == "long":
+        a = np.concatenate([a, a])
+    elif lie in ("nan", "inf"):
+        a[1] = np.nan if lie == "nan" else np.inf
+    else:
+        a = np.tile(a[:, None], (1, a.size))
+    init.CopyFrom(onnx.numpy_helper.from_array(a.astype(np.float32), init.name))
+    with pytest.raises(GraphMatchError, match="smoothing vector|Mul"):
+        NativeEngine.from_onnx(model, fc["num_heads"])
 
 
 def test_engine_is_deterministic_across_threads_and_block_shapes(artifacts):

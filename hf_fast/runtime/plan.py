@@ -163,10 +163,12 @@ def _linear_from_matmul(g: LogicalGraph, mm: onnx.NodeProto) -> Tuple[LinearPlan
         raise GraphMatchError(f"MatMul {mm.name!r}: its input is not quantized (no QuantizeLinear/DequantizeLinear)")
     p = g.prod(x_in)
     smooth = _smooth_mul(g, p)
-    if smooth is None and p is not None and p.op_type == "Mul" and any(
+    # no producer of a quantized Linear input applies a constant tensor, except SmoothQuant's Mul
+    if smooth is None and p is not None and p.op_type in ("Mul", "Add", "Sub", "Div") and any(
             c is not None and c.size > 1 for c in (g.float_weight(i) for i in p.input)):
-        raise GraphMatchError(f"MatMul {mm.name!r}: its input comes from Mul {p.name!r} by a constant that is not a "
-                              "per-channel vector over the last axis")
+        raise GraphMatchError(f"MatMul {mm.name!r}: unsupported {p.op_type} {p.name!r} by a constant tensor before its "
+                              "QuantizeLinear; the engine runs only a Mul by a constant per-channel vector "
+                              "(SmoothQuant) there")
     out = mm.output[0]
     out_q = None
     # the quantizer may put a fake-quant point right on the MatMul output
@@ -453,6 +455,12 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
         t2 = nxt
     if ffn_out_mm is None or not ({"Erf"} <= act_ops or "Gelu" in act_ops):
         raise GraphMatchError(f"{where}: expected GELU (erf form) between the FFN projections, found {sorted(act_ops)}")
+    tail = g.prod(g.src(ffn_out_mm, 0))
+    sm = _smooth_mul(g, tail)
+    tail = g.prod(sm[0]) if sm is not None else tail
+    if tail is None or tail.op_type not in ("Mul", "Gelu"):  # the erf GELU ends in a Mul
+        raise GraphMatchError(f"{where}: unsupported {getattr(tail, 'op_type', None)} "
+                              f"{getattr(tail, 'name', None)!r} between the GELU and the FFN output projection")
     ffn_out, o2 = _linear_from_matmul(g, ffn_out_mm)
     ln2, x2, mid_fq = _layernorm_after(g, o2, x1, f"{where} FFN output", ffn_in.in_quant)
     return LayerPlan(lin[q_out], lin[k_out], lin[v_out], attn_out, ln1, ffn_in, ffn_out, ln2, att_scale,
