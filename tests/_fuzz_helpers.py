@@ -47,14 +47,16 @@ def micro_calibration(arch: str, n: int = 4, seq: int = 10, seed: int = 0):
     return out
 
 
-def micro_artifact(out_dir, arch: str, task: str, seed: int = 0) -> Path:
-    """A ~50 KB artifact: 1 layer, hidden 16, vocab 64, 16 positions; exported without a tokenizer."""
+def micro_artifact(out_dir, arch: str, task: str, seed: int = 0, **export_kw) -> Path:
+    """A ~50 KB artifact: 1 layer, hidden 16, vocab 64, 16 positions; exported without a tokenizer
+    (export_kw: more exporter options, e.g. smooth_quant=0.8)."""
     from _export_helpers import tiny_model
 
     from hf_fast.export import export
 
     m = tiny_model(arch, task, VOCAB, seed=seed, **MICRO)
-    return export(m, None, out_dir, calibration_dataset=micro_calibration(arch), task=task, progress=False)
+    return export(m, None, out_dir, calibration_dataset=micro_calibration(arch), task=task, progress=False,
+                  **export_kw)
 
 
 MICRO_KINDS = [("bert", "text-classification"), ("distilbert", "question-answering"),

@@ -321,6 +321,60 @@ def test_fuzz_lying_graph(micro, scratch, arch):
     prop()
 
 
+# ------------------------------------------------------------------ 4. lying SmoothQuant vectors
+@pytest.fixture(scope="module")
+def micro_smooth(tmp_path_factory):
+    """The bert micro artifact exported with smooth_quant: a Mul by a [K] 1/s before every Linear's quantizer."""
+    d = micro_artifact(tmp_path_factory.mktemp("micro-smooth") / "bert", "bert", "text-classification",
+                       smooth_quant=0.8)
+    return {"bert-smooth": {"dir": d, "bytes": (d / "model.onnx").read_bytes(),
+                            "fc": (d / "fast_config.json").read_text()}}
+
+
+@st.composite
+def smooth_mutation(draw):
+    kind = draw(st.sampled_from(["value", "all", "resize", "matrix", "scalar"]))
+    return kind, draw(st.integers(0, 10**6)), draw(st.sampled_from(SPECIAL_F))
+
+
+def test_fuzz_lying_smoothing_vector(micro_smooth, scratch):
+    """A 1/s vector of the wrong length or shape, or non-finite: the native engine refuses it with a typed error
+    (never reads past it); finite values of any size run."""
+    model = onnx.load_from_string(micro_smooth["bert-smooth"]["bytes"])
+    names = [i.name for i in model.graph.initializer if i.name.endswith("_smooth_inv")]
+    assert len(names) == 4  # embeddings LN, context, attention LN, GELU (1 layer)
+
+    @FUZZ
+    @given(mut=smooth_mutation(), backend=st.sampled_from(BACKENDS))
+    def prop(mut, backend):
+        kind, r, fval = mut
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        init = next(i for i in m.graph.initializer if i.name == names[r % len(names)])
+        a = numpy_helper.to_array(init).copy()
+        if kind == "value":
+            a[r % a.size] = fval
+        elif kind == "all":
+            a[...] = fval
+        elif kind == "resize":
+            a = np.resize(a, max(2, a.size + [-1, 1, a.size][r % 3]))
+        elif kind == "matrix":
+            a = np.tile(a[:, None], (1, 2 + r % 3))
+        else:
+            a = np.float32(fval)
+        init.CopyFrom(numpy_helper.from_array(np.asarray(a, np.float32), init.name))
+        d = scratch.fresh(micro_smooth, "bert-smooth")
+        (d / "model.onnx").write_bytes(m.SerializeToString())
+        refresh_sha(d)
+        got = _try_load_and_run(d, "bert", backend)
+        # a scalar is no per-channel vector: refused by name (the GELU's own tail Mul is by 0.5 only)
+        invalid = kind in ("resize", "matrix", "scalar") or (kind in ("value", "all") and not math.isfinite(fval))
+        if backend == "native" and invalid:
+            assert got == "refused", mut
+
+    prop()
+
+
 # ------------------------------------------------------------------ corpus replay + memory
 def _replay(case: dict, micro, scratch):
     arch, backend = case["arch"], case["backend"]

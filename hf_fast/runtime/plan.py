@@ -458,7 +458,10 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
     tail = g.prod(g.src(ffn_out_mm, 0))
     sm = _smooth_mul(g, tail)
     tail = g.prod(sm[0]) if sm is not None else tail
-    if tail is None or tail.op_type not in ("Mul", "Gelu"):  # the erf GELU ends in a Mul
+    tail_c = [c for c in (g.float_weight(i) for i in tail.input) if c is not None] if tail is not None else []
+    # the erf GELU ends in a Mul, by 0.5 when by a constant (torch: x * (1 + erf(x / sqrt 2)) * 0.5)
+    if tail is None or tail.op_type not in ("Mul", "Gelu") or any(c.size != 1 or float(c.reshape(-1)[0]) != 0.5
+                                                                   for c in tail_c):
         raise GraphMatchError(f"{where}: unsupported {getattr(tail, 'op_type', None)} "
                               f"{getattr(tail, 'name', None)!r} between the GELU and the FFN output projection")
     ffn_out, o2 = _linear_from_matmul(g, ffn_out_mm)
