@@ -15,6 +15,10 @@ import onnx
 
 from hf_fast.runtime.graph import FakeQuant, GraphMatchError, LogicalGraph, QuantWeight
 
+# the inputs the matchers index without further checks, per op (at least this many, all named)
+_ARITY = {"MatMul": 2, "Mul": 2, "Add": 2, "Div": 2, "Sub": 2, "Gather": 2, "Gemm": 2, "Slice": 3, "Where": 3,
+          "QuantizeLinear": 2, "DequantizeLinear": 2, "LayerNormalization": 2}
+
 # ops that only move data around between two pattern anchors
 _PASS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Contiguous", "Cast"}
 
@@ -503,8 +507,8 @@ def _match_head(g: LogicalGraph, x: str) -> Tuple[List[HeadOp], Dict[str, Tuple[
             t = u.output[0]
         elif u.op_type in ("MatMul", "Gemm"):
             w = g.float_weight(u.input[1])
-            if w is None:
-                raise GraphMatchError(f"task head: {u.op_type} {u.name!r} has a non-constant weight")
+            if w is None or w.ndim != 2:
+                raise GraphMatchError(f"task head: {u.op_type} {u.name!r} has a non-constant or non-2-D weight")
             if u.op_type == "Gemm":
                 if g.attr(u, "alpha", 1.0) != 1.0 or g.attr(u, "beta", 1.0) != 1.0 or g.attr(u, "transA", 0):
                     raise GraphMatchError(f"task head: Gemm {u.name!r} with alpha/beta/transA is not supported")
@@ -562,6 +566,11 @@ def build_plan(model: onnx.ModelProto, num_heads: int) -> EncoderPlan:
     unknown = [i for i in g.inputs if i not in ("input_ids", "attention_mask", "token_type_ids")]
     if unknown:
         raise GraphMatchError(f"unsupported graph inputs {unknown}")
+    bad = next((n for n in g.nodes if n.op_type in _ARITY and (len(n.input) < _ARITY[n.op_type]
+                                                                 or not all(n.input[:_ARITY[n.op_type]]))), None)
+    if bad is not None:  # a rewired node: refused here rather than misread by the matchers below
+        raise GraphMatchError(f"{bad.op_type} {bad.name!r} has inputs {list(bad.input)}, expected at least "
+                              f"{_ARITY[bad.op_type]}")
     emb, x = _match_embeddings(g, "input_ids")
     hidden = emb.word.shape[1]
     if hidden % num_heads:
