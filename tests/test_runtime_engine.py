@@ -22,7 +22,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, tok):
-    """Default exports (dedicated Q/DQ per MatMul: fp32 residuals), SmoothQuant exports ("bert-smooth", ...: a Mul
+    """Plain exports (dedicated Q/DQ per MatMul: fp32 residuals, no smoothing), SmoothQuant exports ("bert-smooth", ...: a Mul
     by a per-channel 1/s in front of every encoder Linear's QuantizeLinear), and for text classification also the
     shared-Q/DQ layout ("bert-shared", ...) in which the residual Adds read the uint8-rounded tensor."""
     from hf_fast.export import export
@@ -32,7 +32,7 @@ def artifacts(tmp_path_factory, tok):
         for task in TASKS:
             m = tiny_model(arch, task, tok.vocab_size, seed=1, layers=2, hidden=32, heads=4, ffn=64, max_pos=64)
             d = tmp_path_factory.mktemp(f"{arch}-{task}")
-            export(m, tok, d, calibration_dataset=calibration_for(task), task=task, progress=False)
+            export(m, tok, d, calibration_dataset=calibration_for(task), task=task, progress=False, smooth_quant=None)
             out[(arch, task)] = d
             d = tmp_path_factory.mktemp(f"{arch}-smooth-{task}")
             export(m, tok, d, calibration_dataset=calibration_for(task), task=task, progress=False, smooth_quant=0.8)
