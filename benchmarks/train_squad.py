@@ -89,6 +89,10 @@ def main(argv=None):
     ap.add_argument("--doc-stride", type=int, default=None)
     ap.add_argument("--block", default=None, help="override fast_config.block")
     ap.add_argument("--skip-no-distill", action="store_true")
+    ap.add_argument("--reuse-students", action="store_true",
+                    help="students whose <out>/<name>/final exists are scored again instead of retrained (their "
+                         "training figures are kept from <out>/results.json); with --teacher <out>/teacher/final the "
+                         "teacher's too")
     ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
     ap.add_argument("--reduce-range", action="store_true", help="export 7-bit weights (see hf_fast.export.export)")
     ap.add_argument("--ort-exact", action="store_true", help="also run ONNX Runtime with graph optimisations off "
@@ -180,6 +184,7 @@ def main(argv=None):
                            "loadavg_start": os.getloadavg()},
                "runs": {}}
     out_json = root / "results.json"
+    prev_runs = json.loads(out_json.read_text()).get("runs", {}) if a.reuse_students and out_json.is_file() else {}
 
     def save():
         results["wall_s"] = time.time() - t_start
@@ -207,11 +212,14 @@ def main(argv=None):
     t_train = time.time() - t0
     st, en, t_eval = predict_logits(torch_runner(teacher), ev_arr, a.eval_batch)
     preds_fp32["teacher_dense"], m = score(st, en)
-    results["runs"]["teacher_dense"] = {"exact_match": m["exact_match"], "f1": m["f1"], "dir": tdir,
-                                        "steps": tsteps, "epochs": targs.num_train_epochs,
-                                        "max_steps": targs.max_steps, "lr": t_lr,
-                                        "batch": targs.per_device_train_batch_size, "train_s": t_train,
+    old = prev_runs.get("teacher_dense", {}) if tsteps is None else {}
+    old = old if old.get("dir") and Path(old["dir"]).resolve() == Path(tdir).resolve() else {}
+    results["runs"]["teacher_dense"] = {**old, "exact_match": m["exact_match"], "f1": m["f1"], "dir": tdir,
                                         "fp32_eval_s": t_eval, "block": None, "sparsity_overall": 0.0}
+    if not old:
+        results["runs"]["teacher_dense"].update(steps=tsteps, epochs=targs.num_train_epochs,
+                                                max_steps=targs.max_steps, lr=t_lr,
+                                                batch=targs.per_device_train_batch_size, train_s=t_train)
     log(f"[teacher_dense] fp32 EM {m['exact_match']:.2f} F1 {m['f1']:.2f} (steps {tsteps}, train {t_train:.0f}s, "
         f"eval {t_eval:.0f}s)")
     save()
@@ -220,6 +228,21 @@ def main(argv=None):
     variants = [("student_distilled", True)] + ([] if a.skip_no_distill else [("student_no_distill", False)])
     for name, distil in variants:
         t1 = time.time()
+        fdir = str(root / name / "final")
+        if a.reuse_students and (Path(fdir) / "config.json").is_file():
+            student = AutoModelForQuestionAnswering.from_pretrained(fdir)
+            block = a.block or r.fast_config.block
+            sp = {n_: block_sparsity(mod.weight, block) for n_, mod in student.named_modules()
+                  if isinstance(mod, torch.nn.Linear) and ".encoder." in f".{n_}."}
+            st, en, t_eval = predict_logits(torch_runner(student), ev_arr, a.eval_batch)
+            preds_fp32[name], m = score(st, en)
+            results["runs"][name] = {**prev_runs.get(name, {}), "exact_match": m["exact_match"], "f1": m["f1"],
+                                     "dir": fdir, "block": block, "distillation": distil,
+                                     "sparsity_overall": float(np.mean(list(sp.values()))),
+                                     "sparsity_min_layer": min(sp.values()), "fp32_eval_s": t_eval, "reused": True}
+            log(f"[{name}] (reused {fdir}) fp32 EM {m['exact_match']:.2f} F1 {m['f1']:.2f}")
+            save()
+            continue
         student = AutoModelForQuestionAnswering.from_pretrained(tdir)
         args = r.training_args
         args.output_dir = str(root / name)
