@@ -181,9 +181,15 @@ def main(argv=None):
                          max_length=128)
     _, grn = compare_cls(model, load_fast_model(art_rr, backend="native", num_threads=a.threads), tok, eval_s,
                          max_length=128)
+    art_ns = export(model, tok, out_root / "minilm-rt-no-smooth", calibration_dataset=calib,
+                    task="text-classification", max_length=a.seq, progress=False, smooth_quant=None)
+    _, gns = compare_cls(model, load_fast_model(art_ns, backend="onnxruntime", num_threads=a.threads), tok, eval_s,
+                         max_length=128)
+    _, gnn = compare_cls(model, load_fast_model(art_ns, backend="native", num_threads=a.threads), tok, eval_s,
+                         max_length=128)
     variants = {}
     for key, gg in (("ort_int8_kernels", g), ("exact_qdq", ge), ("native_engine", gn), ("reduce_range_ort", grr),
-                    ("reduce_range_native", grn)):
+                    ("reduce_range_native", grn), ("no_smooth_ort", gns), ("no_smooth_native", gnn)):
         variants[key] = {"agreement": float((r.argmax(1) == gg.argmax(1)).mean()),
                          "max_abs_logit_diff": float(np.abs(r - gg).max()),
                          "mean_abs_logit_diff": float(np.abs(r - gg).mean()),
