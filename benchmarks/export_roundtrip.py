@@ -175,18 +175,15 @@ def main(argv=None):
     # exact arithmetic of the QDQ graph (what the engine computes), without ORT's int8 kernels
     exact = load_fast_model(art, backend="onnxruntime", num_threads=a.threads, graph_optimization_level="ORT_DISABLE_ALL")
     _, ge = compare_cls(model, exact, tok, eval_s, max_length=128)
-    art_rr = export(model, tok, out_root / "minilm-rt-reduce-range", calibration_dataset=calib,
-                    task="text-classification", max_length=a.seq, progress=False, reduce_range=True)
-    _, grr = compare_cls(model, load_fast_model(art_rr, backend="onnxruntime", num_threads=a.threads), tok, eval_s,
-                         max_length=128)
-    _, grn = compare_cls(model, load_fast_model(art_rr, backend="native", num_threads=a.threads), tok, eval_s,
-                         max_length=128)
-    art_ns = export(model, tok, out_root / "minilm-rt-no-smooth", calibration_dataset=calib,
-                    task="text-classification", max_length=a.seq, progress=False, smooth_quant=None)
-    _, gns = compare_cls(model, load_fast_model(art_ns, backend="onnxruntime", num_threads=a.threads), tok, eval_s,
-                         max_length=128)
-    _, gnn = compare_cls(model, load_fast_model(art_ns, backend="native", num_threads=a.threads), tok, eval_s,
-                         max_length=128)
+    def both_runtimes(name, **export_kw):
+        """Export a variant of the artifact; its logits in ONNX Runtime and in the engine."""
+        d = export(model, tok, out_root / name, calibration_dataset=calib, task="text-classification",
+                   max_length=a.seq, progress=False, **export_kw)
+        return [compare_cls(model, load_fast_model(d, backend=b, num_threads=a.threads), tok, eval_s,
+                            max_length=128)[1] for b in ("onnxruntime", "native")]
+
+    grr, grn = both_runtimes("minilm-rt-reduce-range", reduce_range=True)
+    gns, gnn = both_runtimes("minilm-rt-no-smooth", smooth_quant=None)
     variants = {}
     for key, gg in (("ort_int8_kernels", g), ("exact_qdq", ge), ("native_engine", gn), ("reduce_range_ort", grr),
                     ("reduce_range_native", grn), ("no_smooth_ort", gns), ("no_smooth_native", gnn)):
