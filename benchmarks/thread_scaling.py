@@ -1,0 +1,80 @@
+"""Thread scaling of the engine and of ONNX Runtime, each measured alone in a fresh process.
+
+bench_engine.py times every runtime in one process; there ONNX Runtime's intra-op threads (which spin after each
+run by default) and torch's OpenMP threads keep the second core busy while the engine runs, so its 2-thread figures
+understate everyone's scaling. Here each (model, backend, threads, shape) cell is its own subprocess: load, 3 warm-up
+calls, then median latency over `--seconds` of back-to-back calls on random token ids.
+
+Run: python benchmarks/thread_scaling.py benchmarks/out/engine_models_v3/distilbert_s80 benchmarks/out/engine_models_v3/distilbert_s0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cell(model: str, backend: str, threads: int, batch: int, seq: int, seconds: float) -> float:
+    """Median ms of one configuration, measured in this process."""
+    import time
+
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
+    from hf_fast.runtime import load_fast_model
+
+    fm = load_fast_model(model, backend=backend, num_threads=threads)
+    rng = np.random.default_rng(0)
+    feed = {"input_ids": rng.integers(1000, 20000, (batch, seq)).astype(np.int64),
+            "attention_mask": np.ones((batch, seq), np.int64)}
+    for _ in range(3):
+        fm(**feed)
+    ts, end = [], time.time() + seconds
+    while time.time() < end:
+        t0 = time.perf_counter()
+        fm(**feed)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts) * 1e3)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="*", help="artifact directories")
+    ap.add_argument("--shapes", nargs="+", default=["1x128", "8x128"])
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--backends", nargs="+", default=["native", "onnxruntime"])
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--cell", nargs=5, help=argparse.SUPPRESS)  # internal: model backend threads batch seq
+    a = ap.parse_args(argv)
+    if a.cell:
+        m, be, th, b, s = a.cell
+        print(json.dumps(cell(m, be, int(th), int(b), int(s), a.seconds)))
+        return None
+    if not a.models:
+        ap.error("give at least one artifact directory")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # torch is imported but not timed: keep its pool small
+    rows = []
+    print("| model | backend | batch x seq | " + " | ".join(f"{t} thr ms" for t in a.threads) +
+          f" | speed-up {a.threads[-1]} vs {a.threads[0]} |\n|---|---|---|" + "---|" * (len(a.threads) + 1), flush=True)
+    for m in a.models:
+        for be in a.backends:
+            for shape in a.shapes:
+                b, s = shape.split("x")
+                ms = []
+                for th in a.threads:
+                    out = subprocess.run([sys.executable, __file__, "--seconds", str(a.seconds), "--cell", m, be,
+                                          str(th), b, s], capture_output=True, text=True, env=env, check=True)
+                    ms.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                rows.append({"model": m, "backend": be, "shape": shape, "ms": dict(zip(a.threads, ms))})
+                print(f"| {Path(m).name} | {be} | {shape} | " + " | ".join(f"{x:.2f}" for x in ms) +
+                      f" | {ms[0] / ms[-1]:.2f}x |", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
