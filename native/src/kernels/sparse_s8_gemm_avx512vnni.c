@@ -333,8 +333,11 @@ static int vnni_gemm(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, i
     if (j.chunk < 1) j.chunk = 1;
     if (j.chunk > j.ntt) j.chunk = j.ntt;
     const int64_t ncol = w->br == 4 ? (w->N + 15) / 16 : w->ntiles; /* 16-channel strips / 8-channel tiles */
-    j.tg = w->br == 4 ? 2 : 4;
-    if (ncol < j.tg * 8 * (int64_t)nth) j.tg = 1;
+    /* wide units (8 strips / tiles = 128 / 64 channels): with 2-strip units two threads kept writing the same
+     * output lines and the 2-thread GEMM ran slower than 1 thread below M ~ 1024 tokens (M=128, 3072x768, 80%:
+     * 0.33 ms -> 0.61 ms; with 8-strip units 0.32 -> 0.23 ms, measured in isolation) */
+    j.tg = 8;
+    if (ncol < j.tg * 8 * (int64_t)nth) j.tg = 4;
     j.ngt = (ncol + j.tg - 1) / j.tg;
     while (j.chunk > 1 && ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt < 8 * (int64_t)nth) j.chunk = (j.chunk + 1) / 2;
     j.nunits = ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt;
