@@ -8,9 +8,9 @@ Per-tensor uint8 activations lose most of their precision to a few outlier chann
 
 so the graph gets ``Mul(X, 1/s)`` in front of the MatMul (shared by the MatMuls that read X: Q, K and V) and the
 weight rows are scaled by s before int8 quantization. The residual Adds keep reading the unscaled X. The Mul is a
-standard ONNX op, so ONNX Runtime runs the same file; the native engine multiplies by 1/s inside its quantizers (as Mul then QuantizeLinear). Measured on
-the fine-tuned MiniLM-L6 rt-polarity classifier (benchmarks/quant_ablation.py): int8 vs fp32 argmax agreement
-98.05% -> 99.4% at alpha 0.8 on every Linear input.
+standard ONNX op, so ONNX Runtime runs the same file; the native engine multiplies by 1/s inside its quantizers
+(as Mul then QuantizeLinear). Measured on the fine-tuned MiniLM-L6 rt-polarity classifier
+(benchmarks/quant_ablation.py): int8 vs fp32 argmax agreement 98.05% -> 99.4% at alpha 0.8 on every Linear input.
 """
 from __future__ import annotations
 
