@@ -94,22 +94,6 @@ INL void pv_rows(const int mr, int64_t d, const float *p, int64_t sp, int64_t ne
     }
 }
 
-/* K^T into kt[d][sp]: 8x8 register transposes, zero columns past S. */
-static TGT void pack_kt(int64_t S, int64_t d, const float *k, int64_t ld, float *kt, int64_t sp) {
-    int64_t j = 0;
-    for (; j + 8 <= S; j += 8)
-        for (int64_t c = 0; c < d; c += 8) {
-            __m256 t[8];
-            for (int i = 0; i < 8; i++) t[i] = _mm256_loadu_ps(k + (j + i) * ld + c);
-            hf_transpose8_ps(t);
-            for (int i = 0; i < 8; i++) _mm256_storeu_ps(kt + (c + i) * sp + j, t[i]);
-        }
-    for (int64_t c = 0; c < d; c++) {
-        for (int64_t jj = j; jj < S; jj++) kt[c * sp + jj] = k[jj * ld + c];
-        for (int64_t jj = S; jj < sp; jj++) kt[c * sp + jj] = 0.f;
-    }
-}
-
 /* Softmax numerators of one score row over keys [0, ne) in place; returns 1/sum. */
 static TGT float softmax_row16(float *p, int64_t ne) {
     __m512 vm = _mm512_set1_ps(-INFINITY);
@@ -153,7 +137,7 @@ TGT void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const fl
         while (ne > 0 && key_bias[ne - 1] == -INFINITY) ne--;
         if (ne == 0) ne = S; /* all masked: uniform over every key */
     }
-    pack_kt(ne, d, k, ld, kt, sp);
+    hf_transpose_keys(ne, d, k, ld, kt, sp);
     int64_t i0 = 0;
     for (; i0 + MR <= S; i0 += MR) ROWS(MR);
     switch (S - i0) {

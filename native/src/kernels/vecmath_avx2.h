@@ -1,8 +1,9 @@
-/* Shared AVX2 fp32 helpers (exp, horizontal reductions) for the fp32 kernels. Header-only, each
+/* Shared AVX2 fp32 helpers (exp, horizontal reductions, transposes) for the fp32 kernels. Header-only, each
  * function carries its own target attribute so includers need no special flags. */
 #ifndef HF_VECMATH_AVX2_H
 #define HF_VECMATH_AVX2_H
 #include <immintrin.h>
+#include <stdint.h>
 
 #define HF_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 
@@ -69,4 +70,22 @@ HF_AVX2 void hf_transpose8_ps(__m256 r[8]) {
 HF_AVX2 __m256i hf_tailmask256(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
+
+/* K^T into kt[d][sp] for the attention kernels: 8x8 register transposes, zero columns past S. */
+__attribute__((target("avx2,fma"))) static inline void hf_transpose_keys(int64_t S, int64_t d, const float *k,
+                                                                         int64_t ld, float *kt, int64_t sp) {
+    int64_t j = 0;
+    for (; j + 8 <= S; j += 8)
+        for (int64_t c = 0; c < d; c += 8) {
+            __m256 t[8];
+            for (int i = 0; i < 8; i++) t[i] = _mm256_loadu_ps(k + (j + i) * ld + c);
+            hf_transpose8_ps(t);
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(kt + (c + i) * sp + j, t[i]);
+        }
+    for (int64_t c = 0; c < d; c++) {
+        for (int64_t jj = j; jj < S; jj++) kt[c * sp + jj] = k[jj * ld + c];
+        for (int64_t jj = S; jj < sp; jj++) kt[c * sp + jj] = 0.f;
+    }
+}
+
 #endif
