@@ -161,8 +161,7 @@ def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_da
             from hf_fast.export import smooth
 
             src = tmp / "model_fp32_smoothed.onnx"
-            smooth.smooth_graph(fp32, src, quantize.encoder_linear_matmuls(onnx.load(str(fp32))), feeds,
-                                float(smooth_quant))
+            smooth.smooth_graph(fp32, src, feeds, float(smooth_quant))
         nodes = quantize.quantize_qdq(src, qpath, feeds, method="minmax" if module_ranges else calibration_method,
                                       progress=progress, reduce_range=reduce_range,
                                       quantize_residuals=quantize_residuals, module_ranges=module_ranges)

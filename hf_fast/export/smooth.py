@@ -15,26 +15,29 @@ standard ONNX op, so ONNX Runtime runs the same file; the native engine multipli
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
 SUFFIX = "_smooth"  # Mul output = <input tensor>_smooth, its 1/s initializer = <input tensor>_smooth_inv
 
 
-def channel_absmax(fp32_path: Path, tensors: Iterable[str], feeds: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
-    """max |x| per last-axis channel of each tensor over the calibration feeds (ONNX Runtime, fp32)."""
+def channel_absmax(model, tensors: Iterable[str], feeds: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """max |x| per last-axis channel of each tensor over the calibration feeds (ONNX Runtime, fp32). `model` is
+    an onnx ModelProto; the tensors become graph outputs only for this run (the proto is left as it was)."""
     import onnx
     import onnxruntime as ort
 
-    m = onnx.load(str(fp32_path))
     names = list(dict.fromkeys(tensors))
+    n_out = len(model.graph.output)
     for t in names:
-        m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+        model.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    serialized = model.SerializeToString()
+    del model.graph.output[n_out:]
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the tensors must stay visible
     so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(serialized, so, providers=["CPUExecutionProvider"])
     out: Dict[str, np.ndarray] = {}
     for f in feeds:
         mask = f.get("attention_mask")
@@ -46,22 +49,27 @@ def channel_absmax(fp32_path: Path, tensors: Iterable[str], feeds: List[Dict[str
     return out
 
 
-def smooth_graph(fp32_path: Path, out_path: Path, nodes: Iterable[str], feeds: List[Dict[str, np.ndarray]],
-                 alpha: float) -> Dict[str, np.ndarray]:
-    """Write `out_path`: `fp32_path` with every input of `nodes` (MatMul names) smoothed. Returns {tensor: s}."""
+def smooth_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarray]], alpha: float,
+                 nodes: Optional[Iterable[str]] = None) -> Dict[str, np.ndarray]:
+    """Write `out_path`: `fp32_path` with every input of `nodes` (MatMul names; default: every encoder Linear,
+    ``quantize.encoder_linear_matmuls``) smoothed. Returns {tensor: s}."""
     import onnx
     from onnx import helper, numpy_helper
 
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"smooth_quant alpha must lie in [0, 1], got {alpha!r}")
     m = onnx.load(str(fp32_path))
+    if nodes is None:
+        from hf_fast.export.quantize import encoder_linear_matmuls
+
+        nodes = encoder_linear_matmuls(m)
     inits = {i.name: i for i in m.graph.initializer}
     wanted = set(nodes)
     consumers: Dict[str, list] = {}
     for n in m.graph.node:
         if n.name in wanted:
             consumers.setdefault(n.input[0], []).append(n)
-    amax = channel_absmax(fp32_path, consumers, feeds)
+    amax = channel_absmax(m, consumers, feeds)
     scales, muls = {}, {}
     for t, ns in consumers.items():
         ws = [numpy_helper.to_array(inits[n.input[1]]) for n in ns]
