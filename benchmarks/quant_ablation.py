@@ -150,40 +150,21 @@ class Study:
         return out
 
     def smoothed(self, name: str, alpha: float, kinds) -> str:
-        """The fp32 graph with SmoothQuant's per-channel scales: a Mul(1/s) before the chosen Linears, s * W."""
-        import onnx
-        from onnx import helper, numpy_helper
+        """The fp32 graph smoothed by the exporter's hf_fast.export.smooth, only on the Linears whose input
+        tensor name contains one of `kinds`."""
+        from hf_fast.export import smooth
 
-        m = onnx.load(self.fp32)
-        inits = {i.name: i for i in m.graph.initializer}
-        stats = self.stats()
-        added, done = {}, {}
-        for n in m.graph.node:
-            if n.name not in self.nodes or not any(k in n.input[0] for k in kinds):
-                continue
-            t = n.input[0]
-            if t not in done:
-                x, ws = stats[t]
-                amax = np.clip(np.abs(x).max(0).astype(np.float64), 1e-5, None)
-                wmax = np.clip(np.abs(np.concatenate(ws, axis=1)).max(1).astype(np.float64), 1e-5, None)
-                s = amax ** alpha / wmax ** (1 - alpha)
-                s = (s / np.exp(np.log(s).mean())).astype(np.float32)
-                m.graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), t + "_smooth_inv"))
-                added[t] = helper.make_node("Mul", [t, t + "_smooth_inv"], [t + "_smooth"], name=t + "_smooth_Mul")
-                done[t] = s
-            n.input[0] = t + "_smooth"
-            w = inits[n.input[1]]
-            w.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(w) * done[t][:, None]).astype(np.float32), w.name))
-        nodes = list(m.graph.node)
-        del m.graph.node[:]
-        for nd in nodes:  # each Mul right after its producer keeps the graph topologically sorted
-            m.graph.node.append(nd)
-            for o in nd.output:
-                if o in added:
-                    m.graph.node.append(added.pop(o))
+        consumers = self.consumers()
         path = str(self.work / f"{name}_fp32.onnx")
-        onnx.save(m, path)
+        smooth.smooth_graph(self.fp32, path, self.feeds, alpha,
+                            nodes=[n for n in self.nodes if any(k in consumers[n] for k in kinds)])
         return path
+
+    def consumers(self):
+        """{quantized MatMul: its activation input tensor}."""
+        import onnx
+
+        return {n.name: n.input[0] for n in onnx.load(self.fp32).graph.node if n.name in self.nodes}
 
 
 def main(argv=None):
