@@ -49,7 +49,7 @@ def main():
     ap.add_argument("--alpha", type=float, default=0.8)
     ap.add_argument("--out", required=True)
     ap.add_argument("--runs", type=int, default=200)
-    ap.add_argument("--data", default="/work/shared/data/rt-polarity")
+    ap.add_argument("--data", default=str(REPO.parent / "shared/data/rt-polarity"))
     args = ap.parse_args()
 
     import torch
