@@ -23,6 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def _weighted(sparsity: dict, sizes: dict) -> float:
+    """Overall block sparsity of several layers: each layer counts by its size (the FFN Linears are 4x the attention ones)."""
+    return float(sum(sparsity[n] * sizes[n] for n in sparsity) / sum(sizes[n] for n in sparsity))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default=str(REPO / "recipes" / "minilm_rt_polarity.yaml"))
@@ -44,6 +49,11 @@ def main(argv=None):
                     help="override fast_config.distill.hidden_weight (hidden-state MSE of the distilled students)")
     ap.add_argument("--augment-copies", type=int, default=None,
                     help="data.augment.copies: perturbed copies of each training sentence (hf_fast.training.augment)")
+    ap.add_argument("--scope", choices=("layer", "global"), default=None,
+                    help="override fast_config.scope: the 80%% target per layer or over all encoder Linears together")
+    ap.add_argument("--score", choices=("magnitude", "movement"), default=None, help="override fast_config.score")
+    ap.add_argument("--end-step", type=float, default=None,
+                    help="override fast_config.end_step (fraction of the steps when the masks freeze)")
     ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores; 1 on a busy machine)")
     a = ap.parse_args(argv)
@@ -68,6 +78,9 @@ def main(argv=None):
         ov["data"]["augment"] = {"copies": a.augment_copies}
     if a.hidden_weight is not None:
         ov.setdefault("fast_config", {}).setdefault("distill", {})["hidden_weight"] = a.hidden_weight
+    for key, val in (("scope", a.scope), ("score", a.score), ("end_step", a.end_step)):
+        if val is not None:
+            ov.setdefault("fast_config", {})[key] = val
     r = load_recipe(a.recipe, overrides=ov, base_dir=REPO)
     torch.set_num_threads(a.threads or max(1, os.cpu_count() or 1))
     tok = AutoTokenizer.from_pretrained(r.student)
@@ -114,13 +127,15 @@ def main(argv=None):
             student = AutoModelForSequenceClassification.from_pretrained(str(final))
             ev = Trainer(model=student, args=args, eval_dataset=eval_ds, compute_metrics=compute_metrics).evaluate()
             block = a.block or r.fast_config.block
-            sp = {n: block_sparsity(m.weight, block) for n, m in student.named_modules()
-                  if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}."}
+            lin = {n: m for n, m in student.named_modules()
+                   if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}."}
+            sp = {n: block_sparsity(m.weight, block) for n, m in lin.items()}
+            overall = _weighted(sp, {n: m.weight.numel() for n, m in lin.items()})
             prev = Path(args.output_dir).parent / "results.json"
             old = json.loads(prev.read_text())["runs"].get(name, {}) if prev.is_file() else {}
             results["runs"][name] = {**old, "accuracy": ev["eval_accuracy"], "block": block,
-                                     "sparsity_overall": float(np.mean(list(sp.values()))),
-                                     "sparsity_min_layer": min(sp.values()), "reused": str(final)}
+                                     "sparsity_overall": overall, "sparsity_min_layer": min(sp.values()),
+                                     "sparsity_max_layer": max(sp.values()), "reused": str(final)}
             print(f"[{name}] (reused {final}) accuracy {ev['eval_accuracy']:.4f} sparsity "
                   f"{results['runs'][name]['sparsity_overall']:.3f}", flush=True)
             continue
@@ -142,8 +157,9 @@ def main(argv=None):
         ft.save_model(str(Path(args.output_dir) / "final"))
         tok.save_pretrained(str(Path(args.output_dir) / "final"))
         results["runs"][name] = {"accuracy": ev["eval_accuracy"], "block": cb.block,
-                                 "sparsity_overall": float(np.mean(list(sp.values()))),
-                                 "sparsity_min_layer": min(sp.values()), "time_s": time.time() - t1,
+                                 "sparsity_overall": _weighted(sp, {n: m.weight.numel() for n, m in cb._layers.items()}),
+                                 "sparsity_per_layer": sp, "sparsity_min_layer": min(sp.values()),
+                                 "sparsity_max_layer": max(sp.values()), "time_s": time.time() - t1,
                                  "steps": ft.state.global_step}
         print(f"[{name}] accuracy {ev['eval_accuracy']:.4f} sparsity {results['runs'][name]['sparsity_overall']:.3f} "
               f"block {cb.block}", flush=True)
