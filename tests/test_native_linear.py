@@ -281,6 +281,21 @@ def test_fast_gelu_matches_reference_kernel(isa):
         assert np.all(np.abs(y - ref[:n]) <= tol)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_gelu_at_table_interval_edges(isa):
+    """The AVX-512 GELU switches polynomial every 0.75 on [-6, 6] (gelu_table.h): both sides of every
+    switch, one float apart, stay within tolerance of the float64 erf GELU; NaN stays NaN."""
+    torch = pytest.importorskip("torch")
+    edges = np.arange(-6.0, 6.01, 0.75, dtype=np.float32)
+    x = np.concatenate([edges, np.nextafter(edges, np.float32(-np.inf)), np.nextafter(edges, np.float32(np.inf)),
+                        edges + np.float32(1e-3), edges - np.float32(1e-3)]).astype(np.float32)
+    y = native.gelu(x, isa=isa).astype(np.float64)
+    exp64 = torch.nn.functional.gelu(torch.from_numpy(x.astype(np.float64))).numpy()
+    tol = 1e-6 * np.abs(exp64) + 1e-7 * np.maximum(np.abs(x.astype(np.float64)), 1e-6)
+    assert np.all(np.abs(y - exp64) <= tol), np.max(np.abs(y - exp64) / tol)
+    assert np.isnan(native.gelu(np.array([np.nan, 1.0], np.float32), isa=isa)[0])
+
+
 # ---- SmoothQuant: a per-channel multiplier (1/s) before the quantizer, as ONNX Mul -> QuantizeLinear ----
 def _smooth_vector(rng, n):
     mul = np.exp(rng.normal(0, 1.2, n)).astype(np.float32)
