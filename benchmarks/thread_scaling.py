@@ -3,7 +3,9 @@
 bench_engine.py times every runtime in one process; there ONNX Runtime's intra-op threads (which spin after each
 run by default) and torch's OpenMP threads keep the second core busy while the engine runs, so its 2-thread figures
 understate everyone's scaling. Here each (model, backend, threads, shape) cell is its own subprocess: load, 3 warm-up
-calls, then median latency over `--seconds` of back-to-back calls on random token ids.
+calls, then median latency over `--seconds` of back-to-back calls on random token ids. The cells of a row run
+`--rounds` times, thread counts alternating (1, 2, 1, 2, ...), and the table gives the median over rounds with the
+spread: on this shared VM the second core's speed drifts over minutes, so one pass per cell can mislead.
 
 Run: python benchmarks/thread_scaling.py benchmarks/out/engine_models_v3/distilbert_s80 benchmarks/out/engine_models_v3/distilbert_s0
 """
@@ -49,6 +51,8 @@ def main(argv=None):
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--backends", nargs="+", default=["native", "onnxruntime"])
     ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--rounds", type=int, default=3, help="passes over each row's thread counts, alternating")
+    ap.add_argument("--json", default=None, help="write the rows here")
     ap.add_argument("--cell", nargs=5, help=argparse.SUPPRESS)  # internal: model backend threads batch seq
     a = ap.parse_args(argv)
     if a.cell:
@@ -58,21 +62,44 @@ def main(argv=None):
     if not a.models:
         ap.error("give at least one artifact directory")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # torch is imported but not timed: keep its pool small
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
+    from hf_fast import native
+
+    print(f"machine: hf-fast ISA {native.native_info().get('isa')}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f} at the start; {a.rounds} rounds x {a.seconds:g} s per cell", flush=True)
     rows = []
-    print("| model | backend | batch x seq | " + " | ".join(f"{t} thr ms" for t in a.threads) +
+    print("| model | backend | batch x seq | " + " | ".join(f"{t} thr ms (min-max)" for t in a.threads) +
           f" | speed-up {a.threads[-1]} vs {a.threads[0]} |\n|---|---|---|" + "---|" * (len(a.threads) + 1), flush=True)
     for m in a.models:
         for be in a.backends:
             for shape in a.shapes:
                 b, s = shape.split("x")
-                ms = []
-                for th in a.threads:
-                    out = subprocess.run([sys.executable, __file__, "--seconds", str(a.seconds), "--cell", m, be,
-                                          str(th), b, s], capture_output=True, text=True, env=env, check=True)
-                    ms.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                rows.append({"model": m, "backend": be, "shape": shape, "ms": dict(zip(a.threads, ms))})
-                print(f"| {Path(m).name} | {be} | {shape} | " + " | ".join(f"{x:.2f}" for x in ms) +
+                runs = {th: [] for th in a.threads}
+                for _ in range(a.rounds):
+                    for th in a.threads:
+                        out = subprocess.run([sys.executable, __file__, "--seconds", str(a.seconds), "--cell", m, be,
+                                              str(th), b, s], capture_output=True, text=True, env=env, check=True)
+                        runs[th].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                ms = [float(np.median(runs[th])) for th in a.threads]
+                rows.append({"model": m, "backend": be, "shape": shape, "ms": dict(zip(a.threads, ms)),
+                             "rounds": {str(k): v for k, v in runs.items()}})
+                print(f"| {Path(m).name} | {be} | {shape} | " +
+                      " | ".join(f"{x:.2f} ({min(runs[th]):.2f}-{max(runs[th]):.2f})" for x, th in zip(ms, a.threads)) +
                       f" | {ms[0] / ms[-1]:.2f}x |", flush=True)
+    if "native" in a.backends and "onnxruntime" in a.backends:
+        print("\n| model | batch x seq | " + " | ".join(f"engine vs ORT, {t} thr" for t in a.threads) +
+              " |\n|---|---|" + "---|" * len(a.threads))
+        for r in rows:
+            if r["backend"] != "native":
+                continue
+            o = next(x for x in rows if x["backend"] == "onnxruntime" and x["model"] == r["model"] and
+                     x["shape"] == r["shape"])
+            print(f"| {Path(r['model']).name} | {r['shape']} | " +
+                  " | ".join(f"{o['ms'][t] / r['ms'][t]:.2f}x" for t in a.threads) + " |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=2))
     return rows
 
 
