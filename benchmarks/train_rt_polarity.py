@@ -45,17 +45,13 @@ def main(argv=None):
     ap.add_argument("--reuse-students", action="store_true",
                     help="students whose <out>/<variant>/final exists are scored again instead of retrained")
     ap.add_argument("--student-epochs", type=float, default=None, help="override the recipe's student epochs")
-    ap.add_argument("--hidden-weight", type=float, default=None,
-                    help="override fast_config.distill.hidden_weight (hidden-state MSE of the distilled students)")
     ap.add_argument("--augment-copies", type=int, default=None,
                     help="data.augment.copies: perturbed copies of each training sentence (hf_fast.training.augment)")
-    ap.add_argument("--scope", choices=("layer", "global"), default=None,
-                    help="override fast_config.scope: the 80%% target per layer or over all encoder Linears together")
-    ap.add_argument("--score", choices=("magnitude", "movement"), default=None, help="override fast_config.score")
-    ap.add_argument("--end-step", type=float, default=None,
-                    help="override fast_config.end_step (fraction of the steps when the masks freeze)")
     ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores; 1 on a busy machine)")
+    from hf_fast.training.run_recipe import add_pruning_arguments, pruning_overrides, recipe_overrides
+
+    add_pruning_arguments(ap)
     a = ap.parse_args(argv)
 
     import numpy as np
@@ -68,19 +64,13 @@ def main(argv=None):
     from hf_fast.training.metrics import accuracy
     from hf_fast.training.recipe import load_recipe
 
-    from hf_fast.training.run_recipe import recipe_overrides
-
     ov = recipe_overrides(max_steps=a.max_steps, out=a.out, train_limit=a.train_limit, eval_limit=a.eval_limit,
                           block=a.block)
     if a.student_epochs:
         ov["training_args"]["num_train_epochs"] = a.student_epochs
     if a.augment_copies:
         ov["data"]["augment"] = {"copies": a.augment_copies}
-    if a.hidden_weight is not None:
-        ov.setdefault("fast_config", {}).setdefault("distill", {})["hidden_weight"] = a.hidden_weight
-    for key, val in (("scope", a.scope), ("score", a.score), ("end_step", a.end_step)):
-        if val is not None:
-            ov.setdefault("fast_config", {})[key] = val
+    ov.setdefault("fast_config", {}).update(pruning_overrides(a))
     r = load_recipe(a.recipe, overrides=ov, base_dir=REPO)
     torch.set_num_threads(a.threads or max(1, os.cpu_count() or 1))
     tok = AutoTokenizer.from_pretrained(r.student)

@@ -100,6 +100,9 @@ def main(argv=None):
     ap.add_argument("--calibration-size", type=int, default=128)
     ap.add_argument("--eval-batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None, help="torch / engine / ORT threads (default: all cores)")
+    from hf_fast.training.run_recipe import add_pruning_arguments, pruning_overrides
+
+    add_pruning_arguments(ap)
     a = ap.parse_args(argv)
 
     import numpy as np
@@ -139,6 +142,7 @@ def main(argv=None):
         ov["data"]["doc_stride"] = a.doc_stride
     if a.block:
         ov["fast_config"]["block"] = a.block
+    ov["fast_config"].update(pruning_overrides(a))
     r = load_recipe(a.recipe, overrides=ov, base_dir=REPO)
     if r.task != "question-answering":
         raise SystemExit(f"{a.recipe}: task is {r.task!r}, this script runs question-answering recipes")

@@ -43,6 +43,25 @@ def recipe_overrides(max_steps: Optional[int] = None, out: Union[str, Path, None
     return ov
 
 
+def add_pruning_arguments(ap) -> None:
+    """Command-line knobs over the recipe's FastConfig shared by the training scripts in benchmarks/."""
+    ap.add_argument("--scope", choices=("layer", "global"), default=None,
+                    help="fast_config.scope: the sparsity target per layer or over all pruned Linears together")
+    ap.add_argument("--score", choices=("magnitude", "movement"), default=None, help="fast_config.score")
+    ap.add_argument("--end-step", type=float, default=None,
+                    help="fast_config.end_step (fraction of the steps, or a step, when the masks freeze)")
+    ap.add_argument("--hidden-weight", type=float, default=None,
+                    help="fast_config.distill.hidden_weight (hidden-state MSE of the distilled students)")
+
+
+def pruning_overrides(args) -> Dict[str, Any]:
+    """The fast_config overrides of add_pruning_arguments' knobs (those left unset are not overridden)."""
+    fc: Dict[str, Any] = {k: getattr(args, k) for k in ("scope", "score", "end_step") if getattr(args, k) is not None}
+    if args.hidden_weight is not None:
+        fc["distill"] = {"hidden_weight": args.hidden_weight}
+    return fc
+
+
 def _auto(task: str):
     import transformers
 
