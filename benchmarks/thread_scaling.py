@@ -44,6 +44,11 @@ def cell(model: str, backend: str, threads: int, batch: int, seq: int, seconds: 
     return float(np.median(ts) * 1e3)
 
 
+def _name(model: str) -> str:
+    """parent/name: artifact folders are often called alike (student_distilled_int8) under different runs."""
+    return f"{Path(model).parent.name}/{Path(model).name}"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", help="artifact directories")
@@ -85,7 +90,7 @@ def main(argv=None):
                 ms = [float(np.median(runs[th])) for th in a.threads]
                 rows.append({"model": m, "backend": be, "shape": shape, "ms": dict(zip(a.threads, ms)),
                              "rounds": {str(k): v for k, v in runs.items()}})
-                print(f"| {Path(m).name} | {be} | {shape} | " +
+                print(f"| {_name(m)} | {be} | {shape} | " +
                       " | ".join(f"{x:.2f} ({min(runs[th]):.2f}-{max(runs[th]):.2f})" for x, th in zip(ms, a.threads)) +
                       f" | {ms[0] / ms[-1]:.2f}x |", flush=True)
     if "native" in a.backends and "onnxruntime" in a.backends:
@@ -96,7 +101,7 @@ def main(argv=None):
                 continue
             o = next(x for x in rows if x["backend"] == "onnxruntime" and x["model"] == r["model"] and
                      x["shape"] == r["shape"])
-            print(f"| {Path(r['model']).name} | {r['shape']} | " +
+            print(f"| {_name(r['model'])} | {r['shape']} | " +
                   " | ".join(f"{o['ms'][t] / r['ms'][t]:.2f}x" for t in a.threads) + " |")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
