@@ -197,7 +197,7 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
     (OUT / "engine.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
-    md = to_markdown(rows, machine, " ".join(sys.argv))
+    md = to_markdown(rows, machine, " ".join(["benchmarks/bench_engine.py", *sys.argv[1:]]))
     (OUT / "engine.md").write_text(md)
     print(md)
     plot(rows, OUT / "engine.png")
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
 
 def to_markdown(rows, machine, cmd) -> str:
     fp32 = {(r["threads"], r["batch"], r["seq"]): r for r in rows if "ort-fp32_ms" in r}
-    lines = [f"Command: `python {cmd.split('/')[-1] if cmd else 'benchmarks/bench_engine.py'}`  ",
+    lines = [f"Command: `python {cmd or 'benchmarks/bench_engine.py'}`  ",
              f"Machine: {machine['cpu']}, ISA {machine['isa']}, {machine['cores']} cores; "
              f"onnxruntime {machine['onnxruntime']}, torch {machine['torch']}", "",
              "| threads | batch x seq | sparsity | 7-bit (reduce_range) | hf-fast kernel | hf-fast ms | ORT int8 static ms | "
