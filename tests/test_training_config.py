@@ -34,6 +34,8 @@ def test_round_trip(tmp_path, ext):
     (dict(schedule="linear"), "schedule"),
     (dict(score="random"), "score"),
     (dict(scope="row"), "scope"),
+    (dict(scope="global", min_layer_sparsity=0.9), "min_layer_sparsity"),
+    (dict(min_layer_sparsity=0.5), "scope='global'"),
     (dict(start_step=50, end_step=10), "after end_step"),
     (dict(end_step=1.5), "fraction"),
     (dict(frequency=0), "frequency"),

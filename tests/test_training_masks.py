@@ -43,6 +43,22 @@ def test_layer_vs_global_scope():
     assert (~glob["a"]).sum() == 16 and (~glob["b"]).sum() == 0
 
 
+def test_global_scope_with_a_layer_floor():
+    """min_layer_sparsity: every layer reaches the floor, the total stays the target, masks only shrink."""
+    g = torch.Generator().manual_seed(0)
+    scores = {"small": torch.rand(8, 16, generator=g) * 0.01, "big": torch.rand(8, 48, generator=g) + 1.0}
+    free = threshold_masks(scores, 0.3, "global")
+    assert (~free["big"]).float().mean() < 0.1  # unconstrained, the high-scoring layer keeps almost everything
+    m = threshold_masks(scores, 0.3, "global", min_layer_sparsity=0.25)
+    per = {n: (~v).float().mean().item() for n, v in m.items()}
+    assert per["big"] == 0.25 and per["small"] > 0.25
+    assert sum((~v).sum().item() for v in m.values()) == round(0.3 * 512)
+    m2 = threshold_masks(scores, 0.7, "global", previous=m, min_layer_sparsity=0.42)
+    assert all(bool((~m[n] <= ~m2[n]).all()) for n in m)  # pruned stays pruned
+    with pytest.raises(ValueError, match="min_layer_sparsity"):
+        threshold_masks(scores, 0.5, "global", min_layer_sparsity=0.6)
+
+
 def test_pruned_blocks_stay_pruned():
     s = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     m1 = threshold_masks({"w": s}, 0.25)["w"]

@@ -116,6 +116,10 @@ class FastConfig:
         score: ``"magnitude"`` (block L2 norm) or ``"movement"`` (first-order |w * grad| summed over the
             block, accumulated between pruning steps; alias ``"first_order"``).
         scope: ``"layer"`` (every layer reaches ``sparsity``) or ``"global"`` (one threshold over all).
+        min_layer_sparsity: with ``scope="global"``, the least sparsity every layer reaches (scaled along the
+            schedule). A global allocation can leave a layer below the native engine's sparse/dense crossover
+            (~60% on VNNI), where it runs the dense kernel; a floor there keeps every layer on the sparse
+            kernels. ``None`` = no floor.
         initial_sparsity: sparsity of the cubic schedule at ``start_step``.
         start_step, end_step: the pruning window; an int is an optimizer step, a float in [0, 1] a
             fraction of ``max_steps``. After ``end_step`` the masks are fixed (fine-tuning).
@@ -132,6 +136,7 @@ class FastConfig:
     schedule: str = "cubic"
     score: str = "magnitude"
     scope: str = "layer"
+    min_layer_sparsity: Optional[float] = None
     initial_sparsity: float = 0.0
     start_step: StepLike = 0
     end_step: StepLike = 0.7
@@ -160,6 +165,13 @@ class FastConfig:
             raise ValueError(f"score must be one of {SCORES} (or {sorted(SCORE_ALIASES)}), got {self.score!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.min_layer_sparsity is not None:
+            v = self.min_layer_sparsity
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v <= self.sparsity):
+                raise ValueError(f"min_layer_sparsity must lie in [0, sparsity={self.sparsity}], got {v!r}")
+            if self.scope != "global":
+                raise ValueError("min_layer_sparsity applies to scope='global' (with 'layer' every layer reaches "
+                                 "sparsity)")
         _check_step("start_step", self.start_step)
         _check_step("end_step", self.end_step)
         _check_step("qat_start_step", self.qat_start_step, allow_none=True)

@@ -74,10 +74,13 @@ def _prune_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def threshold_masks(scores: Dict[str, torch.Tensor], sparsity: float, scope: str = "layer",
-                    previous: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+                    previous: Optional[Dict[str, torch.Tensor]] = None,
+                    min_layer_sparsity: Optional[float] = None) -> Dict[str, torch.Tensor]:
     """Block scores -> block masks pruning ``round(sparsity * n_blocks)`` blocks (per layer or globally).
 
     Blocks pruned in ``previous`` stay pruned (their score is treated as -inf), so masks only shrink.
+    ``min_layer_sparsity`` (global scope): every layer first loses its lowest-scoring
+    ``round(min_layer_sparsity * n)`` blocks; the rest of the global budget then goes by score.
     """
     if not (0.0 <= sparsity < 1.0):
         raise ValueError(f"sparsity must lie in [0, 1), got {sparsity}")
@@ -96,6 +99,12 @@ def threshold_masks(scores: Dict[str, torch.Tensor], sparsity: float, scope: str
     if scope != "global":
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
     names = list(sc)
+    if min_layer_sparsity:
+        if not (0.0 <= min_layer_sparsity <= sparsity):
+            raise ValueError(f"min_layer_sparsity must lie in [0, sparsity={sparsity}], got {min_layer_sparsity}")
+        for n in names:  # the floor's blocks go first: -inf sorts before every real score
+            floor = _prune_lowest(sc[n], int(round(min_layer_sparsity * sc[n].numel()))).reshape(sc[n].shape)
+            sc[n][~floor] = float("-inf")
     flat = torch.cat([sc[n].flatten() for n in names])
     keep = _prune_lowest(flat, int(round(sparsity * flat.numel())))
     out, i = {}, 0

@@ -160,7 +160,11 @@ class PruningCallback(TrainerCallback, ExportableState):
 
     def update_masks(self, sparsity: float) -> None:
         """Recompute masks reaching ``sparsity`` (never un-pruning a block), share them across ranks, apply."""
-        masks = threshold_masks(self._compute_scores(), sparsity, self.config.scope, previous=self.masks)
+        floor = self.config.min_layer_sparsity
+        if floor and self.config.sparsity > 0:  # the floor follows the schedule: same share of the target
+            floor = min(sparsity, floor * sparsity / self.config.sparsity)
+        masks = threshold_masks(self._compute_scores(), sparsity, self.config.scope, previous=self.masks,
+                                min_layer_sparsity=floor)
         dist, world, _ = _dist_world()
         if world > 1:
             dev = next(iter(self._layers.values())).weight.device
