@@ -89,6 +89,7 @@ def main(argv=None):
     ap.add_argument("--doc-stride", type=int, default=None)
     ap.add_argument("--block", default=None, help="override fast_config.block")
     ap.add_argument("--skip-no-distill", action="store_true")
+    ap.add_argument("--skip-distilled", action="store_true", help="train only the student without distillation")
     ap.add_argument("--reuse-students", action="store_true",
                     help="students whose <out>/<name>/final exists are scored again instead of retrained (their "
                          "training figures are kept from <out>/results.json); with --teacher <out>/teacher/final the "
@@ -229,7 +230,8 @@ def main(argv=None):
     save()
 
     # 2./3. pruned students (initialised from the teacher), with and without distillation
-    variants = [("student_distilled", True)] + ([] if a.skip_no_distill else [("student_no_distill", False)])
+    variants = (([] if a.skip_distilled else [("student_distilled", True)]) +
+                ([] if a.skip_no_distill else [("student_no_distill", False)]))
     for name, distil in variants:
         t1 = time.time()
         fdir = str(root / name / "final")
