@@ -23,11 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _weighted(sparsity: dict, sizes: dict) -> float:
-    """Overall block sparsity of several layers: each layer counts by its size (the FFN Linears are 4x the attention ones)."""
-    return float(sum(sparsity[n] * sizes[n] for n in sparsity) / sum(sizes[n] for n in sparsity))
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default=str(REPO / "recipes" / "minilm_rt_polarity.yaml"))
@@ -58,7 +53,7 @@ def main(argv=None):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
 
-    from hf_fast.blocks import block_sparsity
+    from hf_fast.blocks import overall_sparsity
     from hf_fast.training import FastTrainer
     from hf_fast.training.data import classification_datasets
     from hf_fast.training.metrics import accuracy
@@ -119,8 +114,7 @@ def main(argv=None):
             block = a.block or r.fast_config.block
             lin = {n: m for n, m in student.named_modules()
                    if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}."}
-            sp = {n: block_sparsity(m.weight, block) for n, m in lin.items()}
-            overall = _weighted(sp, {n: m.weight.numel() for n, m in lin.items()})
+            overall, sp = overall_sparsity(lin, block)
             prev = Path(args.output_dir).parent / "results.json"
             old = json.loads(prev.read_text())["runs"].get(name, {}) if prev.is_file() else {}
             results["runs"][name] = {**old, "accuracy": ev["eval_accuracy"], "block": block,
@@ -143,11 +137,11 @@ def main(argv=None):
         ft.train()
         ev = ft.evaluate()
         cb = ft.pruning_callback
-        sp = {n: block_sparsity(m.weight, cb.block) for n, m in cb._layers.items()}
+        overall, sp = overall_sparsity(cb._layers, cb.block)
         ft.save_model(str(Path(args.output_dir) / "final"))
         tok.save_pretrained(str(Path(args.output_dir) / "final"))
         results["runs"][name] = {"accuracy": ev["eval_accuracy"], "block": cb.block,
-                                 "sparsity_overall": _weighted(sp, {n: m.weight.numel() for n, m in cb._layers.items()}),
+                                 "sparsity_overall": overall,
                                  "sparsity_per_layer": sp, "sparsity_min_layer": min(sp.values()),
                                  "sparsity_max_layer": max(sp.values()), "time_s": time.time() - t1,
                                  "steps": ft.state.global_step}

@@ -110,7 +110,7 @@ def main(argv=None):
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, DataCollatorWithPadding, Trainer
 
-    from hf_fast.blocks import block_sparsity
+    from hf_fast.blocks import overall_sparsity
     from hf_fast.training import FastTrainer
     from hf_fast.training.metrics import squad_metric
     from hf_fast.training.qa_data import (answer_agreement, feature_arrays, postprocess_qa_predictions,
@@ -238,13 +238,13 @@ def main(argv=None):
         if a.reuse_students and (Path(fdir) / "config.json").is_file():
             student = AutoModelForQuestionAnswering.from_pretrained(fdir)
             block = a.block or r.fast_config.block
-            sp = {n_: block_sparsity(mod.weight, block) for n_, mod in student.named_modules()
-                  if isinstance(mod, torch.nn.Linear) and ".encoder." in f".{n_}."}
+            overall, sp = overall_sparsity({n_: mod for n_, mod in student.named_modules()
+                                            if isinstance(mod, torch.nn.Linear) and ".encoder." in f".{n_}."}, block)
             st, en, t_eval = predict_logits(torch_runner(student), ev_arr, a.eval_batch)
             preds_fp32[name], m = score(st, en)
             results["runs"][name] = {**prev_runs.get(name, {}), "exact_match": m["exact_match"], "f1": m["f1"],
                                      "dir": fdir, "block": block, "distillation": distil,
-                                     "sparsity_overall": float(np.mean(list(sp.values()))),
+                                     "sparsity_overall": overall,
                                      "sparsity_min_layer": min(sp.values()), "fp32_eval_s": t_eval, "reused": True}
             log(f"[{name}] (reused {fdir}) fp32 EM {m['exact_match']:.2f} F1 {m['f1']:.2f}")
             save()
@@ -258,14 +258,14 @@ def main(argv=None):
         ft.train()
         t_train = time.time() - t1
         cb = ft.pruning_callback
-        sp = {n_: block_sparsity(mod.weight, cb.block) for n_, mod in cb._layers.items()}
+        overall, sp = overall_sparsity(cb._layers, cb.block)
         fdir = str(root / name / "final")
         ft.save_model(fdir)
         tok.save_pretrained(fdir)
         st, en, t_eval = predict_logits(torch_runner(student), ev_arr, a.eval_batch)
         preds_fp32[name], m = score(st, en)
         results["runs"][name] = {"exact_match": m["exact_match"], "f1": m["f1"], "dir": fdir, "block": cb.block,
-                                 "distillation": distil, "sparsity_overall": float(np.mean(list(sp.values()))),
+                                 "distillation": distil, "sparsity_overall": overall,
                                  "sparsity_min_layer": min(sp.values()), "steps": ft.state.global_step,
                                  "epochs": args.num_train_epochs, "max_steps": args.max_steps,
                                  "lr": s_lr, "batch": args.per_device_train_batch_size,

@@ -67,6 +67,15 @@ def block_sparsity(w, block: BlockLike) -> float:
     return 1.0 - float(nz.mean())
 
 
+def overall_sparsity(layers: dict, block: BlockLike) -> Tuple[float, dict]:
+    """Block sparsity of several Linears together, each counting by its size (a global allocation makes
+    them differ), and the per-layer figures: ``{name: module with .weight}`` -> (overall, {name: sparsity})."""
+    per = {n: block_sparsity(m.weight, block) for n, m in layers.items()}
+    sizes = {n: m.weight.numel() for n, m in layers.items()}
+    total = sum(sizes.values())
+    return (float(sum(per[n] * sizes[n] for n in per) / total) if total else 0.0), per
+
+
 def expand_block_mask(mask, block: BlockLike):
     """[out/r, in/c] block mask -> [out, in] element mask (numpy or torch, same type as input)."""
     r, c = parse_block(block)

@@ -33,3 +33,16 @@ def test_expand_roundtrip_numpy_and_torch():
     t = expand_block_mask(torch.from_numpy(m), "1x4")
     assert tuple(t.shape) == (6, 20)
     np.testing.assert_array_equal(block_nonzero_mask(t, "1x4"), m)
+
+
+def test_overall_sparsity_weights_layers_by_size():
+    import torch
+
+    from hf_fast.blocks import overall_sparsity
+
+    small, big = torch.nn.Linear(4, 8), torch.nn.Linear(4, 24)  # weights [8, 4] and [24, 4]
+    with torch.no_grad():
+        small.weight.zero_()  # 100% of its 4x1 blocks
+        big.weight[:12] = 0   # 50%
+    overall, per = overall_sparsity({"s": small, "b": big}, "4x1")
+    assert per == {"s": 1.0, "b": 0.5} and overall == (1.0 * 32 + 0.5 * 96) / 128
