@@ -385,3 +385,26 @@ def test_smooth_quant_graph_and_errors(tmp_path, tok):
     with pytest.raises(ValueError, match="quantize_residuals"):
         export(model, tok, tmp_path / "bad", calibration_dataset=SENTENCES, progress=False, smooth_quant=0.5,
                quantize_residuals=True)
+
+
+def test_identical_all_zero_linears_export(tmp_path):
+    """A global allocation can prune whole Linears: two all-zero weights of one shape are one constant to the
+    ONNX exporter (one Linear reads it through an Identity). The fp32 export must still give every MatMul its
+    own named weight (it once renamed a detached copy and left a MatMul reading a missing tensor)."""
+    import onnx
+    import torch
+    from test_training_helpers import tiny_bert
+
+    from hf_fast.export.onnx_export import export_fp32
+
+    m = tiny_bert().eval()
+    with torch.no_grad():
+        att = m.bert.encoder.layer[-1].attention.self
+        att.query.weight.zero_()
+        att.key.weight.zero_()
+    export_fp32(m, tmp_path / "m.onnx", ["input_ids", "attention_mask"], ["logits"])  # checks against PyTorch
+    g = onnx.load(str(tmp_path / "m.onnx")).graph
+    names = {i.name for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "MatMul" and n.name.endswith(("/query/MatMul", "/key/MatMul")):
+            assert n.input[1] in names, n.name

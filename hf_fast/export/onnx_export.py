@@ -91,7 +91,9 @@ def _normalise_graph(model_proto) -> Dict[str, str]:
             t.CopyFrom(inits[n.input[0]])
             t.name = n.output[0]
             g.initializer.append(t)
-            inits[t.name] = t
+            # append() stores a copy: keep the graph's own message, which step 2 may rename (a local
+            # reference was renamed alone and left the MatMul pointing at a missing name)
+            inits[t.name] = g.initializer[-1]
         else:
             keep.append(n)
     del g.node[:]
