@@ -56,6 +56,7 @@ def main(argv=None):
     from hf_fast.blocks import overall_sparsity
     from hf_fast.training import FastTrainer
     from hf_fast.training.data import classification_datasets
+    from hf_fast.training.masks import find_prunable_linears
     from hf_fast.training.metrics import accuracy
     from hf_fast.training.recipe import load_recipe
 
@@ -112,9 +113,7 @@ def main(argv=None):
             student = AutoModelForSequenceClassification.from_pretrained(str(final))
             ev = Trainer(model=student, args=args, eval_dataset=eval_ds, compute_metrics=compute_metrics).evaluate()
             block = a.block or r.fast_config.block
-            lin = {n: m for n, m in student.named_modules()
-                   if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}."}
-            overall, sp = overall_sparsity(lin, block)
+            overall, sp = overall_sparsity(find_prunable_linears(student), block)
             prev = Path(args.output_dir).parent / "results.json"
             old = json.loads(prev.read_text())["runs"].get(name, {}) if prev.is_file() else {}
             results["runs"][name] = {**old, "accuracy": ev["eval_accuracy"], "block": block,

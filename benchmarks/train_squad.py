@@ -112,6 +112,7 @@ def main(argv=None):
 
     from hf_fast.blocks import overall_sparsity
     from hf_fast.training import FastTrainer
+    from hf_fast.training.masks import find_prunable_linears
     from hf_fast.training.metrics import squad_metric
     from hf_fast.training.qa_data import (answer_agreement, feature_arrays, postprocess_qa_predictions,
                                           squad_datasets, squad_predictions_and_references)
@@ -238,8 +239,7 @@ def main(argv=None):
         if a.reuse_students and (Path(fdir) / "config.json").is_file():
             student = AutoModelForQuestionAnswering.from_pretrained(fdir)
             block = a.block or r.fast_config.block
-            overall, sp = overall_sparsity({n_: mod for n_, mod in student.named_modules()
-                                            if isinstance(mod, torch.nn.Linear) and ".encoder." in f".{n_}."}, block)
+            overall, sp = overall_sparsity(find_prunable_linears(student), block)
             st, en, t_eval = predict_logits(torch_runner(student), ev_arr, a.eval_batch)
             preds_fp32[name], m = score(st, en)
             results["runs"][name] = {**prev_runs.get(name, {}), "exact_match": m["exact_match"], "f1": m["f1"],
@@ -259,7 +259,6 @@ def main(argv=None):
         t_train = time.time() - t1
         cb = ft.pruning_callback
         overall, sp = overall_sparsity(cb._layers, cb.block)
-        fdir = str(root / name / "final")
         ft.save_model(fdir)
         tok.save_pretrained(fdir)
         st, en, t_eval = predict_logits(torch_runner(student), ev_arr, a.eval_batch)

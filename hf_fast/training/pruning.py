@@ -161,7 +161,7 @@ class PruningCallback(TrainerCallback, ExportableState):
     def update_masks(self, sparsity: float) -> None:
         """Recompute masks reaching ``sparsity`` (never un-pruning a block), share them across ranks, apply."""
         floor = self.config.min_layer_sparsity
-        if floor and self.config.sparsity > 0:  # the floor follows the schedule: same share of the target
+        if floor:  # the floor follows the schedule: same share of the target (FastConfig: 0 < floor <= sparsity)
             floor = min(sparsity, floor * sparsity / self.config.sparsity)
         masks = threshold_masks(self._compute_scores(), sparsity, self.config.scope, previous=self.masks,
                                 min_layer_sparsity=floor)
