@@ -438,6 +438,42 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.
     return out
 
 
+def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant, mask: np.ndarray | None = None,
+                 scale: float | None = None, isa: str = "auto") -> np.ndarray:
+    """The int8 attention of a QDQ graph (q k^T and p v on uint8 values, exact int32 sums; hf_attention_q8 in
+    native/include/hf_fast.h) per head for one sequence. `quant` maps "q", "k", "p", "v" to (scale, zero point)."""
+    q, k, v = (_f32(a, n, 2) for a, n in ((q, "q"), (k, "k"), (v, "v")))
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError(f"q/k/v shapes differ: {q.shape}, {k.shape}, {v.shape}")
+    s, hd = q.shape
+    if heads <= 0 or hd % heads:
+        raise ValueError(f"hidden size {hd} is not divisible by heads={heads}")
+    if set(quant) != {"q", "k", "p", "v"}:
+        raise ValueError(f"quant must give (scale, zero point) for q, k, p and v, got keys {sorted(quant)}")
+    if mask is not None:
+        mask = np.ascontiguousarray(mask, dtype=np.int64)
+        if mask.shape != (s,):
+            raise ValueError(f"mask must have shape ({s},), got {mask.shape}")
+    aq = attn_quant_struct(quant)
+    d = hd // heads
+    out = np.empty_like(q)
+    _check(lib.hf_attention_q8(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
+                               ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
+                               float(1.0 / np.sqrt(d) if scale is None else scale), aq, _fptr(out), hd),
+           "attention_q8")
+    return out
+
+
+def attn_quant_struct(quant):
+    """A new hf_attn_quant from {"q" | "k" | "p" | "v": (scale, zero point)} (checked by the C side)."""
+    aq = ffi.new("hf_attn_quant *")
+    for name in "qkpv":
+        sc, zp = quant[name]
+        setattr(aq, f"{name}_scale", float(sc))
+        setattr(aq, f"{name}_zp", int(zp))
+    return aq
+
+
 # ---------------------------------------------------------------- hardware-aware block choice
 BLOCK_SHAPES = ("4x1", "1x4")
 _BLOCK_CACHE_VERSION = 2  # 2: 64-token VNNI 4x1 kernel; timed into preallocated outputs

@@ -157,3 +157,23 @@ def test_export_smooth_quant_flag():
     for bad in ("1.5", "abc"):
         with pytest.raises(SystemExit):
             p.parse_args(base + ["--smooth-quant", bad])
+
+
+def test_export_quantize_attention_flag(tmp_path, capsys):
+    p = build_parser()
+    base = ["export", "--model", "m", "--out", "o"]
+    assert p.parse_args(base).quantize_attention is False
+    assert p.parse_args(base + ["--quantize-attention"]).quantize_attention is True
+    # the flag reaches hf_fast.export and lands in fast_config.json
+    tok = tokenizer()
+    ck = tmp_path / "ck"
+    tiny_model("distilbert", "text-classification", tok.vocab_size).save_pretrained(ck)
+    tok.save_pretrained(ck)
+    cal = tmp_path / "cal.txt"
+    cal.write_text("\n".join(SENTENCES) + "\n")
+    for flag, on in (([], False), (["--quantize-attention"], True)):
+        out = tmp_path / f"art-{on}"
+        assert main(["export", "--model", str(ck), "--out", str(out), "--calibration", str(cal), "-q"] + flag) == 0, \
+            capsys.readouterr().err
+        q = json.loads((out / "fast_config.json").read_text())["quantization"]
+        assert q["quantize_attention"] is on and q["num_quantized_attention_matmuls"] == (4 if on else 0)

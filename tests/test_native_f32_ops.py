@@ -87,3 +87,98 @@ def test_attention_fast_matches_reference_odd_shapes_and_masks(isa, s, heads, d,
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=2e-5)
     if mask is not None and mask.any():
         np.testing.assert_allclose(out, _attn_ref(q, k, v, heads, mask), rtol=2e-4, atol=2e-5)
+
+
+# ---------------------------------------------------------------- int8 attention (QDQ q k^T and p v)
+def _q8(x, scale, zp):
+    return np.clip(np.rint(x.astype(np.float32) / np.float32(scale)) + zp, 0, 255).astype(np.int64)
+
+
+def _attn_q8_ref(q, k, v, heads, mask, quant):
+    """The QDQ graph in numpy: exact integer products, float64 softmax, probabilities rounded to uint8."""
+    s, hd = q.shape
+    d = hd // heads
+    (sq, zq), (sk, zk), (sp, zp), (sv, zv) = (quant[n] for n in "qkpv")
+    out = np.empty((s, hd))
+    bias = np.where(mask != 0, 0.0, -np.inf) if mask is not None else np.zeros(s)
+    for h in range(heads):
+        sl = slice(h * d, (h + 1) * d)
+        q8, k8, v8 = _q8(q[:, sl], sq, zq), _q8(k[:, sl], sk, zk), _q8(v[:, sl], sv, zv)
+        acc = (q8 - zq) @ (k8 - zk).T
+        sc = acc * (np.float32(sq) * np.float32(sk)) / np.sqrt(d) + bias
+        if np.all(np.isinf(bias)):
+            p = np.full((s, s), 1.0 / s)
+        else:
+            e = np.exp(sc - sc.max(1, keepdims=True))
+            p = e / e.sum(1, keepdims=True)
+        p8 = np.clip(np.rint(p / sp) + zp, 0, 255).astype(np.int64)
+        out[:, sl] = ((p8 - zp) @ (v8 - zv)) * (np.float32(sp) * np.float32(sv))
+    return out
+
+
+def _quant_for(q, k, v, zp_p=0):
+    def rng_q(x):
+        lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        scale = (hi - lo) / 255.0
+        return np.float32(scale), int(np.clip(np.rint(-lo / scale), 0, 255))
+    return {"q": rng_q(q), "k": rng_q(k), "v": rng_q(v), "p": (np.float32(1.0 / 255), zp_p)}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("s,heads,d", [(1, 1, 16), (5, 2, 16), (13, 3, 32), (128, 12, 64), (37, 2, 48), (9, 2, 8),
+                                       (70, 1, 80), (385, 1, 64)])
+@pytest.mark.parametrize("mask_kind", ["none", "right_pad", "holes", "all"])
+def test_attention_q8_matches_qdq_graph(isa, s, heads, d, mask_kind):
+    """Every path (VNNI u8 x s8 with zero-point corrections, AVX2 int16 pairs, reference) against the QDQ graph
+    computed in numpy. The integer products are exact; only exp's last bits may move a probability across a
+    uint8 rounding boundary, which changes ctx by at most p_scale * |v8 - zv| per flipped probability."""
+    rng = np.random.default_rng(s * 11 + d + heads + len(mask_kind))
+    q, k, v = (rng.standard_normal((s, heads * d)).astype(np.float32) * 2 + 0.3 for _ in range(3))
+    mask = {"none": None, "right_pad": (np.arange(s) < max(1, (2 * s) // 3)).astype(np.int64),
+            "holes": (rng.random(s) > 0.4).astype(np.int64), "all": np.zeros(s, np.int64)}[mask_kind]
+    if mask_kind == "holes":
+        mask[0] = 1
+    quant = _quant_for(q, k, v, zp_p=3 if s % 2 else 0)  # a nonzero p zero point exercises its correction
+    out = native.attention_q8(q, k, v, heads, quant, mask=mask, isa=isa)
+    ref = _attn_q8_ref(q, k, v, heads, mask, quant)
+    step = float(quant["p"][0]) * float(quant["v"][0]) * 255
+    err = np.abs(out - ref)
+    assert err.max() <= 2 * step + 1e-5 * np.abs(ref).max(), err.max()
+    # nearly every entry exact up to float rounding of the final scale
+    assert np.mean(err <= 1e-5 * (1 + np.abs(ref))) > 0.97
+
+
+@pytest.mark.parametrize("isa", [i for i in ISAS if i != "ref"])
+@pytest.mark.parametrize("s,heads,d", [(17, 3, 16), (130, 2, 64), (64, 4, 32), (200, 1, 128)])
+def test_attention_q8_fast_matches_reference(isa, s, heads, d):
+    rng = np.random.default_rng(s + d)
+    q, k, v = (rng.standard_normal((s, heads * d)).astype(np.float32) for _ in range(3))
+    mask = (np.arange(s) < s - 5).astype(np.int64)
+    quant = _quant_for(q, k, v)
+    out = native.attention_q8(q, k, v, heads, quant, mask=mask, isa=isa)
+    ref = native.attention_q8(q, k, v, heads, quant, mask=mask, isa="ref")
+    step = float(quant["p"][0]) * float(quant["v"][0]) * 255
+    assert np.abs(out - ref).max() <= 2 * step
+    assert np.mean(np.abs(out - ref) <= 1e-6 * (1 + np.abs(ref))) > 0.97
+
+
+def test_attention_q8_close_to_fp32_attention():
+    """Sanity of the whole int8 pipeline against fp32 attention: close, not equal (it is quantized)."""
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((64, 128)).astype(np.float32) for _ in range(3))
+    quant = _quant_for(q, k, v)
+    out = native.attention_q8(q, k, v, 2, quant)
+    ref = native.attention(q, k, v, 2)
+    assert np.abs(out - ref).max() < 0.1 and np.abs(out - ref).max() > 0
+
+
+def test_attention_q8_bad_input():
+    x = np.ones((4, 16), np.float32)
+    good = {"q": (0.1, 128), "k": (0.1, 128), "p": (1 / 255, 0), "v": (0.1, 128)}
+    with pytest.raises(ValueError, match="q, k, p and v"):
+        native.attention_q8(x, x, x, 1, {"q": (0.1, 0)})
+    for name, bad in (("k", (0.0, 0)), ("v", (float("nan"), 0)), ("p", (0.1, 256)), ("q", (0.1, -1))):
+        with pytest.raises(ValueError, match=f"int8 attention {name} scale"):
+            native.attention_q8(x, x, x, 1, {**good, name: bad})
+    with pytest.raises(ValueError, match="mask"):
+        native.attention_q8(x, x, x, 1, good, mask=np.ones(3, np.int64))

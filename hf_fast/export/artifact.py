@@ -188,7 +188,8 @@ def model_card(fc: Mapping[str, Any]) -> str:
         f"| zero weights, encoder Linears | {100 * fc['element_sparsity']:.2f}% |",
         f"| quantization | {fc['quantization']['format']}: weights {fc['quantization']['weights']}, activations "
         f"{fc['quantization']['activations']}; {fc['quantization']['calibration_method']} calibration on "
-        f"{fc['quantization']['calibration_size']} samples |",
+        f"{fc['quantization']['calibration_size']} samples"
+        + ("; attention MatMuls int8 too" if fc["quantization"].get("quantize_attention") else "") + " |",
         f"| model.onnx size | {_mb(fc['files'][MODEL_NAME]['bytes'])} |",
     ]
     if MODEL_FP32_NAME in fc["files"]:

@@ -1,8 +1,11 @@
 """Static int8 post-training quantization of the encoder Linear layers, in QDQ form.
 
-Only the MatMuls of the encoder layers whose second input is a weight initializer are quantized
-(Q, K, V, attention output, FFN in, FFN out of every layer). Activation x activation MatMuls
-(attention scores and context), embeddings, LayerNorms and the task head stay fp32.
+By default only the MatMuls of the encoder layers whose second input is a weight initializer are quantized
+(Q, K, V, attention output, FFN in, FFN out of every layer). Activation x activation MatMuls (attention
+scores q.k^T and context softmax(p).v), embeddings, LayerNorms and the task head stay fp32.
+With ``quantize_attention=True`` the two attention MatMuls of every layer are quantized too: each of their
+inputs (q, k^T, the softmax probabilities, v) gets its own uint8 per-tensor Q/DQ pair, calibrated like the
+Linear inputs; the scale Mul, mask Add and Softmax between them stay fp32.
 
 * weights: int8, symmetric, per output channel (zero point exactly 0, so a zero weight stays 0);
 * activations: uint8, asymmetric, per tensor, calibrated on the caller's samples
@@ -39,6 +42,30 @@ def encoder_linear_matmuls(model_proto) -> List[str]:
         if w is not None and len(w.dims) == 2 and w.data_type == 1:  # FLOAT
             out.append(n.name)
     return out
+
+
+def attention_matmuls(model_proto) -> List[str]:
+    """Names of the activation x activation MatMul nodes of the encoder layers: the attention scores
+    q.k^T and context probs.v of every layer (e.g. ``/bert/encoder/layer.0/attention/self/MatMul`` and
+    ``.../MatMul_1``, ``/distilbert/transformer/layer.0/attention/MatMul`` and ``.../MatMul_1``).
+
+    A MatMul counts as a weight MatMul, and is left out, when its second input is an initializer, a
+    Constant, or the DequantizeLinear of an initializer, so the same names come back from the fp32 graph
+    and from its QDQ-quantized copy."""
+    g = model_proto.graph
+    inits = {i.name for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+
+    def constant(t: str) -> bool:
+        p = producer.get(t)
+        if t in inits or (p is not None and p.op_type == "Constant"):
+            return True
+        return p is not None and p.op_type == "DequantizeLinear" and (
+            p.input[0] in inits or (producer.get(p.input[0]) is not None
+                                    and producer[p.input[0]].op_type == "Constant"))
+
+    return [n.name for n in g.node
+            if n.op_type == "MatMul" and len(n.input) >= 2 and _LAYER_RE.search(n.name) and not constant(n.input[1])]
 
 
 class FeedReader(CalibrationDataReader):
@@ -93,8 +120,9 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
                  percentile: float = 99.999, progress: bool = True, nodes: Optional[Iterable[str]] = None,
                  reduce_range: bool = False, quantize_residuals: bool = False,
                  module_ranges: Optional[Dict[str, Iterable[float]]] = None,
-                 tensor_ranges: Optional[Dict[str, tuple]] = None) -> List[str]:
-    """Quantize `fp32_path` into `out_path`. Returns the names of the quantized MatMul nodes.
+                 tensor_ranges: Optional[Dict[str, tuple]] = None, quantize_attention: bool = False) -> List[str]:
+    """Quantize `fp32_path` into `out_path`. Returns the names of the quantized MatMul nodes (the Linear
+    MatMuls, then with quantize_attention the attention MatMuls).
 
     quantize_residuals=False gives each quantized MatMul its own Q/DQ pair, so the residual Adds that
     read the same LayerNorm output keep it in fp32; True shares one pair between every consumer (ONNX
@@ -104,7 +132,12 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
     module_ranges: ``{linear module name: (lo, hi)}`` activation ranges learned by quantization-aware
     fine-tuning (``model.config.hf_fast["qat"]["activation_ranges"]``); they replace the calibrated ranges of
     those layers' inputs, so the file quantizes exactly as the fake-quant the model was trained with.
-    tensor_ranges: ``{activation tensor name: (lo, hi)}`` set directly (benchmarks/quant_ablation.py)."""
+    tensor_ranges: ``{activation tensor name: (lo, hi)}`` set directly (benchmarks/quant_ablation.py).
+
+    quantize_attention: also quantize the two activation x activation MatMuls of every encoder layer
+    (``attention_matmuls``: scores = q.k^T and context = probs.v), both inputs through their own uint8
+    per-tensor Q/DQ pair, calibrated on the same samples (module_ranges only cover the Linear inputs); the
+    result is checked and a RuntimeError names any attention MatMul left without them."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -115,10 +148,15 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
     if not nodes:
         raise ValueError("no encoder Linear MatMul found in the exported graph: nothing to quantize "
                          "(is this a BERT-family encoder exported by hf_fast?)")
+    linear = set(nodes)
+    attention = [n for n in attention_matmuls(proto) if n not in linear] if quantize_attention else []
+    if quantize_attention and not attention:
+        raise ValueError("quantize_attention=True but the graph has no attention (activation x activation) "
+                         "MatMul in its encoder layers")
     extra = {
         "WeightSymmetric": True,                       # int8 weights, zero point 0
         "ActivationSymmetric": False,                  # uint8 activations with a zero point
-        "MatMulConstBOnly": True,
+        "MatMulConstBOnly": not attention,            # attention MatMuls have an activation as 2nd input
         "OpTypesToExcludeOutputQuantization": ["MatMul"],
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # [in, out] weight: channel = output axis
         "DedicatedQDQPair": not quantize_residuals,    # one pair per MatMul: the residual Add reads fp32
@@ -137,12 +175,58 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
         quantize_static(str(fp32_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=bool(reduce_range),
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_quantize=nodes, calibrate_method=cal, extra_options=extra)
+                        nodes_to_quantize=nodes + attention, calibrate_method=cal, extra_options=extra)
     finally:
         root.setLevel(old)
     if not quantize_residuals:
         _unquantize_residuals(out_path)
-    return nodes
+    if attention:
+        check_attention_qdq(onnx.load(str(out_path)), attention)
+    return nodes + attention
+
+
+def check_attention_qdq(model_proto, names: Iterable[str]) -> None:
+    """Raise RuntimeError unless every MatMul in `names` reads both inputs as DequantizeLinear(QuantizeLinear(x))
+    with one constant scalar float scale and uint8 zero point (per-tensor, asymmetric activations)."""
+    from onnx import numpy_helper
+
+    g = model_proto.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    by_name = {n.name: n for n in g.node}
+
+    def const(t: str):
+        if t in inits:
+            return numpy_helper.to_array(inits[t])
+        p = producer.get(t)
+        if p is not None and p.op_type == "Constant":
+            return numpy_helper.to_array(next(a.t for a in p.attribute if a.name == "value"))
+        return None
+
+    for name in names:
+        mm = by_name.get(name)
+        if mm is None or mm.op_type != "MatMul":
+            raise RuntimeError(f"attention MatMul {name!r} is missing from the quantized graph")
+        for i in (0, 1):
+            dq = producer.get(mm.input[i])
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear":
+                raise RuntimeError(f"attention MatMul {name!r}: input {i} ({mm.input[i]!r}) is not read through "
+                                   "a QuantizeLinear -> DequantizeLinear pair: the attention was not quantized")
+            params = []
+            for node in (q, dq):
+                if len(node.input) < 3:
+                    raise RuntimeError(f"attention MatMul {name!r}: {node.op_type} {node.name!r} has no zero point")
+                scale, zp = const(node.input[1]), const(node.input[2])
+                if (scale is None or zp is None or scale.size != 1 or zp.size != 1 or scale.dtype != np.float32
+                        or zp.dtype != np.uint8 or not np.isfinite(scale).all() or float(scale.reshape(())) <= 0):
+                    raise RuntimeError(f"attention MatMul {name!r}: {node.op_type} {node.name!r} of input {i} is "
+                                       "not a constant per-tensor uint8 quantization (scalar float32 scale > 0, "
+                                       "scalar uint8 zero point)")
+                params.append((float(scale.reshape(())), int(zp.reshape(()))))
+            if params[0] != params[1]:
+                raise RuntimeError(f"attention MatMul {name!r}: the QuantizeLinear and DequantizeLinear of input "
+                                   f"{i} disagree (scale, zero point) {params[0]} vs {params[1]}")
 
 
 def activation_ranges(proto, nodes: Iterable[str], module_ranges: Dict[str, Iterable[float]]) -> Dict[str, tuple]:

@@ -108,6 +108,10 @@ class NativeEngine:
                                                     for n in ("qkv", "attn_out", "ffn_in", "ffn_out"))
             d.ln1_g, d.ln1_b, d.ln1_eps = f(layer.ln1.gamma), f(layer.ln1.beta), layer.ln1.eps
             d.ln2_g, d.ln2_b, d.ln2_eps = f(layer.ln2.gamma), f(layer.ln2.beta), layer.ln2.eps
+            aq = layer.attn_quant
+            if aq is not None:  # int8 attention; the struct is copied by the C side (kept alive until then)
+                aqs = native.attn_quant_struct({n: (getattr(aq, n).scale, getattr(aq, n).zero_point) for n in "qkpv"})
+                d.attn_q = aqs
             native._check(lib.hf_engine_set_layer(self._e, i, d), "engine_set_layer")
         for op in plan.head:
             if op.kind == "linear":

@@ -44,6 +44,16 @@ class LayerNormPlan:
 
 
 @dataclass
+class AttentionQuant:
+    """Fake-quant points on the inputs of the attention MatMuls (an artifact exported with quantize_attention):
+    the engine then runs q k^T and p v on uint8 values with exact int32 sums (hf_attention_q8)."""
+    q: FakeQuant
+    k: FakeQuant
+    p: FakeQuant  # the softmax probabilities
+    v: FakeQuant
+
+
+@dataclass
 class LayerPlan:
     q: LinearPlan
     k: LinearPlan
@@ -59,6 +69,7 @@ class LayerPlan:
     # Runtime's QDQ quantizer writes it): in_fq for the layer input, mid_fq for the attention LN output
     in_fq: bool = False
     mid_fq: bool = False
+    attn_quant: Optional[AttentionQuant] = None  # None: fp32 attention
 
 
 @dataclass
@@ -369,6 +380,8 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
     sm = softmaxes[0]
     # Softmax <- [Add/Where mask] <- [Mul/Div scale] <- MatMul(q, k^T)
     scale: List[float] = []
+    if g.resolve(sm.input[0])[1] is not None:
+        raise GraphMatchError(f"{where}: the Softmax input is fake-quantized; the engine runs the scores in fp32")
     t = g.src(sm, 0)
     score = None
     for _ in range(8):
@@ -391,6 +404,9 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
             ci = [i for i, c in enumerate(consts) if c is not None and c.size == 1]
             if len(ci) != 1:
                 raise GraphMatchError(f"{where}: unexpected {p.op_type} {p.name!r} before Softmax")
+            if g.resolve(p.input[1 - ci[0]])[1] is not None:
+                raise GraphMatchError(f"{where}: the attention scores are fake-quantized at {p.name!r}; the engine "
+                                      "runs them in fp32")
             c = float(consts[ci[0]].reshape(()))
             scale.append(c if p.op_type == "Mul" else 1.0 / c)
             t = g.src(p, 1 - ci[0])
@@ -400,14 +416,20 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
             raise GraphMatchError(f"{where}: unexpected {p.op_type} {p.name!r} between scores and Softmax")
     if score is None:
         raise GraphMatchError(f"{where}: attention scores MatMul not found")
-    q_out = _walk_back(g, g.src(score, 0), outs, scale)
-    k_out = _walk_back(g, g.src(score, 1), outs, scale)
+    pre: List[float] = []  # scale factors applied to q or k before the scores MatMul
+    q_out = _walk_back(g, g.src(score, 0), outs, pre)
+    k_out = _walk_back(g, g.src(score, 1), outs, pre)
     ctx = next((u for u in g.users(sm.output[0]) if u.op_type == "MatMul"), None)
     if ctx is None:
         raise GraphMatchError(f"{where}: no MatMul consumes the attention probabilities")
     v_out = _walk_back(g, g.src(ctx, 1), outs, [])
     if None in (q_out, k_out, v_out) or len({q_out, k_out, v_out}) != 3:
         raise GraphMatchError(f"{where}: could not tell the Q, K and V projections apart")
+    attn_quant = _attention_quant(g, score, ctx, where)
+    if attn_quant is not None and pre:
+        raise GraphMatchError(f"{where}: q or k is scaled before its QuantizeLinear; the engine's int8 attention "
+                              "quantizes the projection outputs and scales the scores")
+    scale += pre
     att_scale = float(np.prod(scale)) if scale else 1.0
     d = lin[q_out].weight.shape[0] // heads
     if lin[q_out].weight.shape[0] % heads or abs(att_scale * np.sqrt(d) - 1.0) > 1e-3:
@@ -471,7 +493,25 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
     ffn_out, o2 = _linear_from_matmul(g, ffn_out_mm)
     ln2, x2, mid_fq = _layernorm_after(g, o2, x1, f"{where} FFN output", ffn_in.in_quant)
     return LayerPlan(lin[q_out], lin[k_out], lin[v_out], attn_out, ln1, ffn_in, ffn_out, ln2, att_scale,
-                     in_fq=in_fq, mid_fq=mid_fq), x2
+                     in_fq=in_fq, mid_fq=mid_fq, attn_quant=attn_quant), x2
+
+
+def _attention_quant(g: LogicalGraph, score: onnx.NodeProto, ctx: onnx.NodeProto, where: str) -> Optional[AttentionQuant]:
+    """The fake-quant points on the four attention MatMul inputs: all four (int8 attention) or none (fp32). Any
+    other mix is a graph the engine cannot reproduce, and so is a fake-quant point on either MatMul's output."""
+    fqs = {name: g.resolve(node.input[i])[1]
+           for name, node, i in (("q", score, 0), ("k", score, 1), ("p", ctx, 0), ("v", ctx, 1))}
+    got = [n for n, fq in fqs.items() if fq is not None]
+    for mm in (score, ctx):
+        if any(u.op_type == "QuantizeLinear" for u in g.consumers.get(mm.output[0], [])):
+            raise GraphMatchError(f"{where}: the output of attention MatMul {mm.name!r} is fake-quantized; the engine "
+                                  "keeps it in fp32")
+    if not got:
+        return None
+    if len(got) != 4:
+        raise GraphMatchError(f"{where}: the attention MatMuls quantize only {', '.join(got)} of q, k, p, v; the engine "
+                              "runs int8 attention with all four quantized or none")
+    return AttentionQuant(**fqs)
 
 
 # ------------------------------------------------------------------ task head

@@ -80,6 +80,23 @@ int64_t hf_attention_scratch_floats(int64_t S, int64_t d);
 int hf_attention(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                  int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo);
 
+/* int8 self-attention, as a QDQ graph whose two activation x activation MatMuls (q k^T and p v) read
+ * Q/DQ pairs: uint8 per-tensor scale / zero point of q, k, the softmax probabilities p and v. */
+typedef struct {
+    float q_scale, k_scale, p_scale, v_scale;
+    int32_t q_zp, k_zp, p_zp, v_zp;
+} hf_attn_quant;
+/* Bytes of scratch the int8 attention of one (sequence, head) needs. */
+int64_t hf_attention_q8_scratch_bytes(int64_t S, int64_t d);
+/* hf_attention with int8 products, per head:
+ *   q8, k8, v8 = hf_quantize_u8(q | k | v, its scale, zero point)
+ *   s[i][j]    = (float)(sum_c (q8[i][c] - q_zp) (k8[j][c] - k_zp)) * (q_scale * k_scale), then * scale + bias[j]
+ *   p[i][j]    = exp(s[i][j] - max_j) * (1 / sum_j exp(.))           (uniform 1/S when every key is masked)
+ *   ctx[i][c]  = (float)(sum_j (p8[i][j] - p_zp) (v8[j][c] - v_zp)) * (p_scale * v_scale), p8 = Q(p)
+ * The sums are exact int32 on every ISA; only exp (hence a p8 at a rounding boundary) may differ. */
+int hf_attention_q8(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
+                    int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo);
+
 /* ---- threads ----
  * A persistent pool; default = HF_FAST_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this
  * process may run on. Results never depend on the thread count. */
@@ -168,6 +185,8 @@ typedef struct {
      * output); NULL = none. Finite values only; qkv_mul excludes in_fq and i_mul mid_fq (the residual reads
      * the unsmoothed tensor). Copied by hf_engine_set_layer. */
     const float *qkv_mul, *o_mul, *i_mul, *f_mul;
+    /* int8 attention (hf_attention_q8) with these parameters; NULL = fp32 attention. Copied. */
+    const hf_attn_quant *attn_q;
 } hf_engine_layer_desc;
 int hf_engine_create(int isa, int64_t hidden, int64_t heads, int64_t ffn, int64_t layers, int64_t vocab,
                      int64_t max_pos, int64_t type_vocab, hf_engine **out);

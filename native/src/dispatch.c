@@ -142,9 +142,10 @@ const char *hf_kernel_variant_name(int isa, int variant) {
     }
 }
 
-static const hf_f32_ops f32_ref = {hf_layernorm_ref, hf_attention_head_ref};
-static const hf_f32_ops f32_avx2 = {hf_layernorm_avx2, hf_attention_head_avx2};
-static const hf_f32_ops f32_avx512 = {hf_layernorm_avx512, hf_attention_head_avx512};
+static const hf_f32_ops f32_ref = {hf_layernorm_ref, hf_attention_head_ref, hf_attention_q8_head_ref};
+static const hf_f32_ops f32_avx2 = {hf_layernorm_avx2, hf_attention_head_avx2, hf_attention_q8_head_avx2};
+static const hf_f32_ops f32_avx512 = {hf_layernorm_avx512, hf_attention_head_avx512,
+                                       hf_attention_q8_head_avx512vnni};
 
 const hf_f32_ops *hf_f32_ops_for(int isa) {
     if (!hf_isa_supported(isa)) return NULL;

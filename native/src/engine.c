@@ -36,6 +36,8 @@ typedef struct {
     float ln1_eps, ln2_eps;
     int in_fq, mid_fq; /* residuals read dequant(quant(x)) (hf_engine_layer_desc) */
     float *qkv_m, *o_m, *i_m, *f_m; /* SmoothQuant multipliers before each quantizer, NULL = none */
+    int attn_q8;                    /* int8 attention with aq (hf_attention_q8), else fp32 */
+    hf_attn_quant aq;
 } hf_layer;
 
 typedef struct {
@@ -176,6 +178,7 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) 
     if ((rc = check_mul(d->qkv_mul, e->H, "qkv", i)) || (rc = check_mul(d->o_mul, e->H, "attn_out", i)) ||
         (rc = check_mul(d->i_mul, e->H, "ffn_in", i)) || (rc = check_mul(d->f_mul, e->F, "ffn_out", i)))
         return rc;
+    if (d->attn_q && (rc = hf_check_attn_quant(d->attn_q, "engine_set_layer")) != HF_OK) return rc;
     /* a fake-quantized residual would be dequant(quant(x * mul)): not the tensor the graph's Add reads */
     if ((d->in_fq && d->qkv_mul) || (d->mid_fq && d->i_mul))
         return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld combines a fake-quantized residual with a smoothing "
@@ -188,6 +191,8 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) 
     l->i_s = d->i_scale, l->i_zp = d->i_zp, l->f_s = d->f_scale, l->f_zp = d->f_zp;
     l->att_scale = d->att_scale;
     l->in_fq = d->in_fq != 0, l->mid_fq = d->mid_fq != 0;
+    l->attn_q8 = d->attn_q != NULL;
+    if (d->attn_q) l->aq = *d->attn_q;
     l->ln1_g = dup_f32(d->ln1_g, e->H), l->ln1_b = dup_f32(d->ln1_b, e->H), l->ln1_eps = d->ln1_eps;
     l->ln2_g = dup_f32(d->ln2_g, e->H), l->ln2_b = dup_f32(d->ln2_b, e->H), l->ln2_eps = d->ln2_eps;
     l->qkv_m = l->o_m = l->i_m = l->f_m = NULL;
@@ -284,6 +289,7 @@ typedef struct {
     int32_t q_zp;
     const float *q_mul; /* [H] smoothing multiplier of attn_out's input, or NULL */
     const hf_linear_ops *lops;
+    const hf_attn_quant *aq; /* int8 attention (NULL: fp32) */
     atomic_long next; /* next (sequence, head) pair to claim */
     atomic_int failed;
 } attn_job;
@@ -295,7 +301,9 @@ static void attn_task(void *arg, int tid, int nth) {
     const hf_engine *e = j->e;
     const int64_t H3 = 3 * e->H, n = j->B * e->heads;
     (void)tid, (void)nth;
-    float *scr = (float *)hf_scratch(3, (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float));
+    const size_t need = j->aq ? (size_t)hf_attention_q8_scratch_bytes(j->S, j->d)
+                              : (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float);
+    float *scr = (float *)hf_scratch(HF_SCRATCH_ATTENTION, need);
     if (!scr) {
         atomic_store(&j->failed, 1);
         return;
@@ -305,8 +313,12 @@ static void attn_task(void *arg, int tid, int nth) {
         const float *base = j->a->big + b * j->S * H3 + h * j->d;
         float *ctx = j->a->ctx + b * j->S * e->H + h * j->d;
         uint8_t *xq = j->a->xq + b * j->S * e->H + h * j->d;
-        j->ops->attention_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
-                               ctx, e->H, scr);
+        if (j->aq)
+            j->ops->attention_q8_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S,
+                                      j->scale, j->aq, ctx, e->H, scr);
+        else
+            j->ops->attention_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S,
+                                   j->scale, ctx, e->H, scr);
         if (j->q_mul) {
             const float *m = j->q_mul + h * j->d;
             for (int64_t s = 0; s < j->S; s++)
@@ -452,7 +464,10 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
         const int64_t H3 = 3 * H, F = e->F;
         /* a.xq holds Q(x) for qkv */
         if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) != HF_OK) break;
-        attn_job job = {e, attn_ops, &a, B, S, d, l->att_scale, l->o_s, l->o_zp, l->o_m, lops, 0, 0};
+        /* attn_ops: the reference for head sizes the SIMD kernels do not take (fp32: d % 8, int8: d % 16 falls back
+         * inside the kernel) */
+        attn_job job = {e, l->attn_q8 ? ops : attn_ops, &a, B, S, d, l->att_scale, l->o_s, l->o_zp, l->o_m, lops,
+                        l->attn_q8 ? &l->aq : NULL, 0, 0};
         hf_parallel(attn_task, &job, (int)(B * e->heads));
         if (atomic_load(&job.failed)) {
             rc = hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");

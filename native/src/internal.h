@@ -64,10 +64,25 @@ typedef void (*hf_layernorm_fn)(int64_t T, int64_t H, const float *x, const floa
 typedef void (*hf_attention_head_fn)(int64_t S, int64_t d, const float *q, const float *k, const float *v,
                                      int64_t ld, const float *key_bias, float scale, float *ctx, int64_t ldo,
                                      float *scratch);
+/* int8 attention of one (sequence, head) (hf_attention_q8's per-head definition); scratch holds
+ * hf_attention_q8_scratch_bytes(S, d), 64-byte aligned. */
+typedef void (*hf_attention_q8_head_fn)(int64_t S, int64_t d, const float *q, const float *k, const float *v,
+                                        int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq,
+                                        float *ctx, int64_t ldo, void *scratch);
 typedef struct {
     hf_layernorm_fn layernorm;
-    hf_attention_head_fn attention_head; /* requires d % 8 == 0 unless it is the reference */
+    hf_attention_head_fn attention_head;       /* requires d % 8 == 0 unless it is the reference */
+    hf_attention_q8_head_fn attention_q8_head; /* requires d % 16 == 0 unless it is the reference */
 } hf_f32_ops;
+void hf_attention_q8_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                              const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
+                              void *scratch);
+void hf_attention_q8_head_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                               const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
+                               void *scratch);
+void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const float *q, const float *k, const float *v,
+                                     int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq,
+                                     float *ctx, int64_t ldo, void *scratch);
 
 void hf_layernorm_ref(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                       const float *beta, float eps, float *y);
@@ -82,6 +97,8 @@ void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const float 
                               const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
 void hf_layernorm_avx512(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                          const float *beta, float eps, float *y);
+/* ops.c: HF_EINVAL naming `where` unless every scale is positive and finite and every zero point in [0, 255]. */
+int hf_check_attn_quant(const hf_attn_quant *aq, const char *where);
 /* dispatch.c: fp32 ops for an ISA (AVX-512 machines: 16-lane attention and LayerNorm). */
 const hf_f32_ops *hf_f32_ops_for(int isa);
 

@@ -37,3 +37,43 @@ int hf_attention(int isa, int64_t S, int64_t heads, int64_t d, const float *q, c
     hf_free(scratch);
     return HF_OK;
 }
+
+/* A quantization parameter set must describe a valid uint8 QuantizeLinear. */
+int hf_check_attn_quant(const hf_attn_quant *aq, const char *where) {
+    const float s[4] = {aq->q_scale, aq->k_scale, aq->p_scale, aq->v_scale};
+    const int32_t z[4] = {aq->q_zp, aq->k_zp, aq->p_zp, aq->v_zp};
+    static const char *const names[4] = {"q", "k", "p", "v"};
+    for (int i = 0; i < 4; i++)
+        if (!(s[i] > 0.f) || !isfinite(s[i]) || z[i] < 0 || z[i] > 255)
+            return hf_fail(HF_EINVAL, "%s: int8 attention %s scale %g / zero point %d invalid", where, names[i],
+                           (double)s[i], z[i]);
+    return HF_OK;
+}
+
+int hf_attention_q8(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
+                    int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq, float *ctx,
+                    int64_t ldo) {
+    int rc;
+    void *scratch;
+    float *bias = NULL;
+    if (S <= 0 || heads <= 0 || d <= 0)
+        return hf_fail(HF_EINVAL, "attention_q8: S=%lld, heads=%lld, d=%lld must be > 0", (long long)S,
+                       (long long)heads, (long long)d);
+    if (S > (1 << 16) || d > 4096) return hf_fail(HF_EINVAL, "attention_q8: S or d too large");
+    if (ld < heads * d || ldo < heads * d) return hf_fail(HF_EINVAL, "attention_q8: row strides shorter than heads*d");
+    if (!q || !k || !v || !ctx || !aq) return hf_fail(HF_EINVAL, "attention_q8: NULL pointer");
+    if ((rc = hf_check_attn_quant(aq, "attention_q8")) != HF_OK) return rc;
+    if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
+    const int64_t bytes = hf_attention_q8_scratch_bytes(S, d);
+    scratch = hf_alloc((size_t)bytes + (size_t)S * sizeof(float));
+    if (!scratch) return hf_fail(HF_ENOMEM, "attention_q8: out of memory");
+    if (key_mask) {
+        bias = (float *)((char *)scratch + bytes);
+        for (int64_t j = 0; j < S; j++) bias[j] = key_mask[j] ? 0.f : -INFINITY;
+    }
+    const hf_attention_q8_head_fn fn = hf_f32_ops_for(isa)->attention_q8_head;
+    for (int64_t h = 0; h < heads; h++)
+        fn(S, d, q + h * d, k + h * d, v + h * d, ld, bias, scale, aq, ctx + h * d, ldo, scratch);
+    hf_free(scratch);
+    return HF_OK;
+}

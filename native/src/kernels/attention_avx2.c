@@ -77,37 +77,10 @@ INL void pv_rows(const int mr, int64_t d, const float *p, int64_t sp, int64_t ne
     }
 }
 
-/* Softmax numerators of one score row over keys [0, ne) in place; returns 1/sum. A row with no
- * finite score (every key masked) becomes uniform over [0, ne). */
-static TGT float softmax_row(float *p, int64_t ne) {
-    int64_t j = 0;
-    __m256 vm = _mm256_set1_ps(-INFINITY);
-    for (; j + 8 <= ne; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(p + j));
-    float mx = hf_hmax256(vm);
-    for (; j < ne; j++) mx = p[j] > mx ? p[j] : mx;
-    if (mx == -INFINITY) {
-        for (j = 0; j < ne; j++) p[j] = 1.f;
-        return 1.0f / (float)ne;
-    }
-    const __m256 vmx = _mm256_set1_ps(mx);
-    __m256 vs = _mm256_setzero_ps();
-    for (j = 0; j + 8 <= ne; j += 8) {
-        const __m256 e = hf_exp256(_mm256_sub_ps(_mm256_loadu_ps(p + j), vmx));
-        _mm256_storeu_ps(p + j, e);
-        vs = _mm256_add_ps(vs, e);
-    }
-    float sum = hf_hsum256(vs);
-    for (; j < ne; j++) {
-        p[j] = expf(p[j] - mx);
-        sum += p[j];
-    }
-    return 1.0f / sum;
-}
-
 #define ROWS(MRV)                                                                                      \
     do {                                                                                               \
         scores_rows(MRV, d, q + i0 * ld, ld, kt, sp, ne, key_bias, scale, sc);                        \
-        for (int r = 0; r < MRV; r++) inv[r] = softmax_row(sc + r * sp, ne);                           \
+        for (int r = 0; r < MRV; r++) inv[r] = hf_softmax_row8(sc + r * sp, ne);                           \
         pv_rows(MRV, d, sc, sp, ne, v, ld, inv, ctx + i0 * ldo, ldo);                                  \
     } while (0)
 

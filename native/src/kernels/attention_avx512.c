@@ -11,32 +11,11 @@
 
 #include "../internal.h"
 #include "vecmath_avx2.h"
+#include "vecmath_avx512.h"
 
 #define MR 12 /* 12 x 32 block: 24 accumulators + 2 B vectors + the broadcast fit the 32 zmm (8 rows: 15-20% slower) */
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"), always_inline))
-
-/* exp(x) as hf_exp256 (same reduction and polynomial), 16 lanes; below -87.3 returns 0. */
-INL __m512 exp512(__m512 x) {
-    const __m512 lo = _mm512_set1_ps(-87.3365478515625f), hi = _mm512_set1_ps(88.7228317260742f);
-    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-    x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(e));
-}
-
-static inline __mmask16 tail16(int64_t left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u); }
 
 /* acc[r][0..nb) = sum_k A[r][k] * B[k][16*b .. 16*b+16), r < mr, nb (1 or 2) 16-float column blocks. */
 INL void mk(const int mr, const int nb, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
@@ -64,8 +43,8 @@ INL void scores_rows(const int mr, int64_t d, const float *q, int64_t ld, const 
         else mk(mr, 1, d, q, ld, kt + j, sp, acc);
         __m512 b0 = _mm512_setzero_ps(), b1 = b0;
         if (key_bias) { /* bias has ne valid entries */
-            b0 = _mm512_maskz_loadu_ps(tail16(ne - j), key_bias + j);
-            if (two) b1 = _mm512_maskz_loadu_ps(tail16(ne - j - 16), key_bias + j + 16);
+            b0 = _mm512_maskz_loadu_ps(hf_tail16(ne - j), key_bias + j);
+            if (two) b1 = _mm512_maskz_loadu_ps(hf_tail16(ne - j - 16), key_bias + j + 16);
         }
         for (int r = 0; r < mr; r++) {
             _mm512_storeu_ps(sc + r * sp + j, _mm512_add_ps(_mm512_mul_ps(acc[r][0], vs), b0));
@@ -94,31 +73,10 @@ INL void pv_rows(const int mr, int64_t d, const float *p, int64_t sp, int64_t ne
     }
 }
 
-/* Softmax numerators of one score row over keys [0, ne) in place; returns 1/sum. */
-static TGT float softmax_row16(float *p, int64_t ne) {
-    __m512 vm = _mm512_set1_ps(-INFINITY);
-    for (int64_t j = 0; j < ne; j += 16)
-        vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail16(ne - j), p + j));
-    const float mx = _mm512_reduce_max_ps(vm);
-    if (mx == -INFINITY) {
-        for (int64_t j = 0; j < ne; j++) p[j] = 1.f;
-        return 1.0f / (float)ne;
-    }
-    const __m512 vmx = _mm512_set1_ps(mx);
-    __m512 vs = _mm512_setzero_ps();
-    for (int64_t j = 0; j < ne; j += 16) {
-        const __mmask16 k = tail16(ne - j);
-        const __m512 e = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vmx)));
-        _mm512_mask_storeu_ps(p + j, k, e);
-        vs = _mm512_add_ps(vs, e);
-    }
-    return 1.0f / _mm512_reduce_add_ps(vs);
-}
-
 #define ROWS(MRV)                                                                                      \
     do {                                                                                               \
         scores_rows(MRV, d, q + i0 * ld, ld, kt, sp, ne, key_bias, scale, sc);                        \
-        for (int r = 0; r < MRV; r++) inv[r] = softmax_row16(sc + r * sp, ne);                         \
+        for (int r = 0; r < MRV; r++) inv[r] = hf_softmax_row16(sc + r * sp, ne);                         \
         pv_rows(MRV, d, sc, sp, ne, v, ld, inv, ctx + i0 * ldo, ldo);                                  \
     } while (0)
 

@@ -39,13 +39,6 @@ INL __m256 gelu8(__m256 x) {
     return _mm256_mul_ps(x, _mm256_blendv_ps(_mm256_sub_ps(one, h), h, x));
 }
 
-INL __m256i quant8(__m256 x, __m256 scale, __m256 zp) {
-    __m256 r = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
-    r = _mm256_max_ps(r, _mm256_setzero_ps()); /* NaN -> 0 (maxps returns the second operand) */
-    r = _mm256_min_ps(r, _mm256_set1_ps(255.f));
-    return _mm256_cvtps_epi32(r);
-}
-
 /* Per-channel constants of 8 channels (masked past N): zp * colsum and a_scale * w_scale folded. */
 typedef struct {
     __m256i zc;
@@ -87,7 +80,7 @@ INL void epi8_post(const hf_epilogue *ep, __m256 y, int64_t m, int64_t n0, __m25
     }
     if (ep->f32 == HF_EPI_U8) {
         if (ep->q_mul) y = _mm256_mul_ps(y, full ? _mm256_loadu_ps(ep->q_mul + n0) : _mm256_maskload_ps(ep->q_mul + n0, mask));
-        const __m256i q = quant8(y, _mm256_set1_ps(ep->q_scale), _mm256_set1_ps((float)ep->q_zp));
+        const __m256i q = hf_quant8(y, _mm256_set1_ps(ep->q_scale), _mm256_set1_ps((float)ep->q_zp));
         const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
         const __m128i b = _mm_packus_epi16(w, w); /* bytes 0-7 = the 8 channels */
         uint8_t *d = (uint8_t *)C + m * ldc + n0;
@@ -171,8 +164,8 @@ TGT void hf_quantize_avx2(int64_t n, const float *x, float scale, int32_t zp, ui
     const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps((float)zp);
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        __m256i a = quant8(_mm256_loadu_ps(x + i), vs, vz), b = quant8(_mm256_loadu_ps(x + i + 8), vs, vz);
-        __m256i c = quant8(_mm256_loadu_ps(x + i + 16), vs, vz), d = quant8(_mm256_loadu_ps(x + i + 24), vs, vz);
+        __m256i a = hf_quant8(_mm256_loadu_ps(x + i), vs, vz), b = hf_quant8(_mm256_loadu_ps(x + i + 8), vs, vz);
+        __m256i c = hf_quant8(_mm256_loadu_ps(x + i + 16), vs, vz), d = hf_quant8(_mm256_loadu_ps(x + i + 24), vs, vz);
         __m256i ab = _mm256_packus_epi32(a, b), cd = _mm256_packus_epi32(c, d); /* in-lane interleave */
         __m256i p = _mm256_packus_epi16(ab, cd);
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
@@ -183,7 +176,7 @@ TGT void hf_quantize_avx2(int64_t n, const float *x, float scale, int32_t zp, ui
 
 /* 8 quantized lanes (x * mul) packed into the low 8 bytes */
 INL __m128i quant_mul8(const float *x, const float *mul, __m256 vs, __m256 vz) {
-    const __m256i q = quant8(_mm256_mul_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(mul)), vs, vz);
+    const __m256i q = hf_quant8(_mm256_mul_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(mul)), vs, vz);
     const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     return _mm_packus_epi16(w, w);
 }

@@ -1,7 +1,7 @@
 /* AVX-512 fused Linear epilogue for AVX-512 VNNI machines: GELU on 16 lanes. The expressions are those
  * of linear_avx2.c (same scale/bias fma, same quantizer) except GELU, which is a table of polynomials
  * here (gelu16) instead of the erfc fit: results agree with the reference to GELU's ~1e-6 tolerance,
- * and the int32 / no-GELU paths are bit for bit (the u8 quantizer too: see quant16).
+ * and the int32 / no-GELU paths are bit for bit (the u8 quantizer too: hf_quant16 in vecmath_avx512.h).
  * hf_strip_store_avx512 is the 4x1 VNNI kernel's store: a channel-major [16][64] int32 tile, transposed
  * 16x16 in registers, then the 16-lane row epilogue per token. */
 #include <immintrin.h>
@@ -9,6 +9,7 @@
 
 #include "../internal.h"
 #include "gelu_table.h"
+#include "vecmath_avx512.h"
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 #define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"), always_inline))
@@ -56,17 +57,6 @@ TGT void hf_tile_store_avx512(const hf_epilogue *ep, const int32_t *tile, int nr
     hf_tile_store_f32_avx2(ep, ytile, nr, nt, m0, n0, C, ldc);
 }
 
-/* rint(y / scale) + zp saturated to [0, 255], NaN -> 0 (the reference's per-element expression): the
- * quotient is converted with round-to-nearest-even (embedded rounding, = rint for |q| < 2^31, clamped
- * at 2^30 first; NaN and -inf convert to INT_MIN), then zp and the clamp in int32. Bit for bit the float
- * rint/add/max/min sequence, with a shorter dependency chain. */
-INL __m128i quant16(__m512 y, float scale, int32_t zp) {
-    const __m512 q = _mm512_min_ps(_mm512_set1_ps(0x1p30f), _mm512_div_ps(y, _mm512_set1_ps(scale))); /* NaN stays NaN */
-    const __m512i r = _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                                       _mm512_set1_epi32(zp));
-    return _mm512_cvtusepi32_epi8(_mm512_max_epi32(r, _mm512_setzero_si512()));
-}
-
 /* Per-channel constants of 16 channels n0.. (k = valid lanes): zp * colsum, a_scale * w_scale, bias. */
 typedef struct {
     __m512i zc;
@@ -96,7 +86,7 @@ INL void row16(const hf_epilogue *ep, __m512i v, const chan16 *c, int64_t m, int
     if (ep->gelu) y = gelu16(y);
     if (ep->residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, ep->residual + m * ep->ldr + n0));
     if (ep->f32 == HF_EPI_U8 && ep->q_mul) y = _mm512_mul_ps(y, c->qm);
-    if (ep->f32 == HF_EPI_U8) _mm_mask_storeu_epi8((uint8_t *)C + mc * ldc + n0, k, quant16(y, ep->q_scale, ep->q_zp));
+    if (ep->f32 == HF_EPI_U8) _mm_mask_storeu_epi8((uint8_t *)C + mc * ldc + n0, k, hf_quant16(y, ep->q_scale, ep->q_zp));
     else _mm512_mask_storeu_ps((float *)C + mc * ldc + n0, k, y);
 }
 
@@ -154,7 +144,7 @@ INL void rows16_mode(const hf_epilogue *ep, const __m512i *r, int cnt, const cha
         if (mode == HF_EPI_U8) {
             uint8_t *d = (uint8_t *)C + m * ldc + n0;
             if (qmul) y = _mm512_mul_ps(y, qm);
-            const __m128i q = quant16(y, qs, qz);
+            const __m128i q = hf_quant16(y, qs, qz);
             if (full) _mm_storeu_si128((__m128i *)d, q);
             else _mm_mask_storeu_epi8(d, k, q);
         } else {
@@ -225,21 +215,21 @@ TGT void hf_gelu_avx512(int64_t n, const float *x, float *y) {
 /* The activation quantizer on 16 lanes (the division is as cheap as a multiply-and-check on Zen 5). */
 TGT void hf_quantize_avx512(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y) {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm_storeu_si128((__m128i *)(y + i), quant16(_mm512_loadu_ps(x + i), scale, zp));
+    for (; i + 16 <= n; i += 16) _mm_storeu_si128((__m128i *)(y + i), hf_quant16(_mm512_loadu_ps(x + i), scale, zp));
     if (i < n) {
         const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
-        _mm_mask_storeu_epi8(y + i, k, quant16(_mm512_maskz_loadu_ps(k, x + i), scale, zp));
+        _mm_mask_storeu_epi8(y + i, k, hf_quant16(_mm512_maskz_loadu_ps(k, x + i), scale, zp));
     }
 }
 
 TGT void hf_quantize_mul_avx512(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
-        _mm_storeu_si128((__m128i *)(y + i), quant16(_mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(mul + i)),
+        _mm_storeu_si128((__m128i *)(y + i), hf_quant16(_mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(mul + i)),
                                                      scale, zp));
     if (i < n) {
         const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
         const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, mul + i));
-        _mm_mask_storeu_epi8(y + i, k, quant16(v, scale, zp));
+        _mm_mask_storeu_epi8(y + i, k, hf_quant16(v, scale, zp));
     }
 }

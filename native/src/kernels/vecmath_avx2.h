@@ -3,6 +3,7 @@
 #ifndef HF_VECMATH_AVX2_H
 #define HF_VECMATH_AVX2_H
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 
 #define HF_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
@@ -86,6 +87,41 @@ __attribute__((target("avx2,fma"))) static inline void hf_transpose_keys(int64_t
         for (int64_t jj = j; jj < S; jj++) kt[c * sp + jj] = k[jj * ld + c];
         for (int64_t jj = S; jj < sp; jj++) kt[c * sp + jj] = 0.f;
     }
+}
+
+/* rint(x / scale) + zp clamped to [0, 255] (NaN -> 0) as int32 lanes: hf_quantize_ref1 bit for bit. */
+HF_AVX2 __m256i hf_quant8(__m256 x, __m256 scale, __m256 zp) {
+    __m256 r = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
+    r = _mm256_max_ps(r, _mm256_setzero_ps()); /* NaN -> 0 (maxps returns the second operand) */
+    r = _mm256_min_ps(r, _mm256_set1_ps(255.f));
+    return _mm256_cvtps_epi32(r);
+}
+
+/* Softmax numerators of one score row over keys [0, ne) in place; returns 1/sum. A row with no
+ * finite score (every key masked) becomes uniform over [0, ne). */
+__attribute__((target("avx2,fma"))) static inline float hf_softmax_row8(float *p, int64_t ne) {
+    int64_t j = 0;
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (; j + 8 <= ne; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(p + j));
+    float mx = hf_hmax256(vm);
+    for (; j < ne; j++) mx = p[j] > mx ? p[j] : mx;
+    if (mx == -INFINITY) {
+        for (j = 0; j < ne; j++) p[j] = 1.f;
+        return 1.0f / (float)ne;
+    }
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 vs = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= ne; j += 8) {
+        const __m256 e = hf_exp256(_mm256_sub_ps(_mm256_loadu_ps(p + j), vmx));
+        _mm256_storeu_ps(p + j, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    float sum = hf_hsum256(vs);
+    for (; j < ne; j++) {
+        p[j] = expf(p[j] - mx);
+        sum += p[j];
+    }
+    return 1.0f / sum;
 }
 
 #endif

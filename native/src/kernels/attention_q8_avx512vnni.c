@@ -1,0 +1,277 @@
+/* int8 attention for one (sequence, head) with AVX-512 VNNI: hf_attention_q8_head_ref's QDQ graph, the two
+ * products on vpdpbusd (u8 x s8, 64 MACs an instruction against the fp32 kernel's 16 FMAs).
+ *
+ * vpdpbusd multiplies unsigned by signed bytes; k8 and v8 are uint8 with a zero point, so they are stored
+ * as s8 = u8 - 128 (a xor) and the sums corrected in exact int32 arithmetic:
+ *   sum_c (q8 - zq)(k8 - zk) = sum_c q8 (k8 - 128) + (128 - zk) sum_c q8 - zq sum_c k8 + d zq zk
+ *   sum_j (p8 - zp)(v8 - zv) = sum_j p8 (v8 - 128) + (128 - zv) sum_j p8 - zp sum_j v8 + ne zp zv
+ * Layouts (scratch): q8 rows [S][d] u8 (a query's 4 channels broadcast as one dword);
+ *   K as dwords Kp[d/4][sp] (4 channels of one key; 16 keys a zmm), V as dwords Vp[ne4/4][d] (4 keys of one
+ *   channel; 16 channels a zmm), both packed once per head.
+ * Per block of MR query rows: scores (MR x 32 keys a micro-kernel call) -> fp32 softmax (the fp32 kernel's
+ * exp) -> p quantized to u8 in L1 -> ctx (6 rows x 64 channels a call). Keys past the last unmasked one
+ * have p8 = zp exactly, i.e. contribute 0, so both products stop at ne (as the fp32 kernels).
+ * Requires d % 16 == 0 (the dispatcher sends other head sizes to the reference). */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "../internal.h"
+#include "vecmath_avx512.h"
+
+#define MR 12  /* query rows per block: the scores micro-kernel holds 12 x 2 accumulators */
+#define MRV 6  /* rows per ctx micro-kernel call: 6 x 4 accumulators */
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+#define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma"), always_inline))
+
+static inline char *align64(char *p) { return (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+/* acc += x (u8) . w (s8); inline asm keeps each accumulator in its register (with the intrinsic GCC copied
+ * and spilled accumulators every step: half the VNNI rate) */
+#define DPR(acc, x, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w))
+#define ACC(name, reg) register __m512i name __asm__(reg) = _mm512_setzero_si512()
+#define BC(A, r) _mm512_set1_epi32(*(const int32_t *)(A + (r) * lda + 4 * t)) /* 4 u8 of row r at step t */
+
+/* out[12][32] = 12 rows of A (u8, stride lda bytes) x 32 columns of B (dwords [n4][ldb]): the scores of 12
+ * queries against 32 keys (rows past the block's last are computed from padding and not read). */
+INL void qk12x32(int64_t n4, const uint8_t *A, int64_t lda, const int32_t *B, int64_t ldb, int32_t *out) {
+    ACC(c00, "zmm8"); ACC(c01, "zmm9"); ACC(c10, "zmm10"); ACC(c11, "zmm11"); ACC(c20, "zmm12"); ACC(c21, "zmm13");
+    ACC(c30, "zmm14"); ACC(c31, "zmm15"); ACC(c40, "zmm16"); ACC(c41, "zmm17"); ACC(c50, "zmm18"); ACC(c51, "zmm19");
+    ACC(c60, "zmm20"); ACC(c61, "zmm21"); ACC(c70, "zmm22"); ACC(c71, "zmm23"); ACC(c80, "zmm24"); ACC(c81, "zmm25");
+    ACC(c90, "zmm26"); ACC(c91, "zmm27"); ACC(ca0, "zmm28"); ACC(ca1, "zmm29"); ACC(cb0, "zmm30"); ACC(cb1, "zmm31");
+    for (int64_t t = 0; t < n4; t++) {
+        const __m512i b0 = _mm512_loadu_si512((const void *)(B + t * ldb));
+        const __m512i b1 = _mm512_loadu_si512((const void *)(B + t * ldb + 16));
+        __m512i a;
+        a = BC(A, 0); DPR(c00, a, b0); DPR(c01, a, b1);
+        a = BC(A, 1); DPR(c10, a, b0); DPR(c11, a, b1);
+        a = BC(A, 2); DPR(c20, a, b0); DPR(c21, a, b1);
+        a = BC(A, 3); DPR(c30, a, b0); DPR(c31, a, b1);
+        a = BC(A, 4); DPR(c40, a, b0); DPR(c41, a, b1);
+        a = BC(A, 5); DPR(c50, a, b0); DPR(c51, a, b1);
+        a = BC(A, 6); DPR(c60, a, b0); DPR(c61, a, b1);
+        a = BC(A, 7); DPR(c70, a, b0); DPR(c71, a, b1);
+        a = BC(A, 8); DPR(c80, a, b0); DPR(c81, a, b1);
+        a = BC(A, 9); DPR(c90, a, b0); DPR(c91, a, b1);
+        a = BC(A, 10); DPR(ca0, a, b0); DPR(ca1, a, b1);
+        a = BC(A, 11); DPR(cb0, a, b0); DPR(cb1, a, b1);
+    }
+#define ST(r, v0, v1) _mm512_store_si512((void *)(out + (r) * 32), v0), _mm512_store_si512((void *)(out + (r) * 32 + 16), v1)
+    ST(0, c00, c01); ST(1, c10, c11); ST(2, c20, c21); ST(3, c30, c31); ST(4, c40, c41); ST(5, c50, c51);
+    ST(6, c60, c61); ST(7, c70, c71); ST(8, c80, c81); ST(9, c90, c91); ST(10, ca0, ca1); ST(11, cb0, cb1);
+#undef ST
+}
+
+/* out[6][64] = 6 rows of A (u8 probabilities) x 64 columns of B (dwords [n4][ldb]): 6 queries' context over 64
+ * channels. */
+INL void pv6x64(int64_t n4, const uint8_t *A, int64_t lda, const int32_t *B, int64_t ldb, int32_t *out) {
+    ACC(c00, "zmm8"); ACC(c01, "zmm9"); ACC(c02, "zmm10"); ACC(c03, "zmm11"); ACC(c10, "zmm12"); ACC(c11, "zmm13");
+    ACC(c12, "zmm14"); ACC(c13, "zmm15"); ACC(c20, "zmm16"); ACC(c21, "zmm17"); ACC(c22, "zmm18"); ACC(c23, "zmm19");
+    ACC(c30, "zmm20"); ACC(c31, "zmm21"); ACC(c32, "zmm22"); ACC(c33, "zmm23"); ACC(c40, "zmm24"); ACC(c41, "zmm25");
+    ACC(c42, "zmm26"); ACC(c43, "zmm27"); ACC(c50, "zmm28"); ACC(c51, "zmm29"); ACC(c52, "zmm30"); ACC(c53, "zmm31");
+    for (int64_t t = 0; t < n4; t++) {
+        const __m512i b0 = _mm512_loadu_si512((const void *)(B + t * ldb));
+        const __m512i b1 = _mm512_loadu_si512((const void *)(B + t * ldb + 16));
+        const __m512i b2 = _mm512_loadu_si512((const void *)(B + t * ldb + 32));
+        const __m512i b3 = _mm512_loadu_si512((const void *)(B + t * ldb + 48));
+        __m512i a;
+        a = BC(A, 0); DPR(c00, a, b0); DPR(c01, a, b1); DPR(c02, a, b2); DPR(c03, a, b3);
+        a = BC(A, 1); DPR(c10, a, b0); DPR(c11, a, b1); DPR(c12, a, b2); DPR(c13, a, b3);
+        a = BC(A, 2); DPR(c20, a, b0); DPR(c21, a, b1); DPR(c22, a, b2); DPR(c23, a, b3);
+        a = BC(A, 3); DPR(c30, a, b0); DPR(c31, a, b1); DPR(c32, a, b2); DPR(c33, a, b3);
+        a = BC(A, 4); DPR(c40, a, b0); DPR(c41, a, b1); DPR(c42, a, b2); DPR(c43, a, b3);
+        a = BC(A, 5); DPR(c50, a, b0); DPR(c51, a, b1); DPR(c52, a, b2); DPR(c53, a, b3);
+    }
+#define ST(r, v0, v1, v2, v3)                                                                                    \
+    _mm512_store_si512((void *)(out + (r) * 64), v0), _mm512_store_si512((void *)(out + (r) * 64 + 16), v1),     \
+        _mm512_store_si512((void *)(out + (r) * 64 + 32), v2), _mm512_store_si512((void *)(out + (r) * 64 + 48), v3)
+    ST(0, c00, c01, c02, c03); ST(1, c10, c11, c12, c13); ST(2, c20, c21, c22, c23);
+    ST(3, c30, c31, c32, c33); ST(4, c40, c41, c42, c43); ST(5, c50, c51, c52, c53);
+#undef ST
+}
+#undef BC
+#undef ACC
+
+typedef struct {
+    const uint8_t *q8;
+    const int32_t *rq;  /* [S] (128 - zk) * sum_c q8[i][c] */
+    const int32_t *Kp;  /* [d/4][sk] */
+    const int32_t *ck;  /* [sk] d zq zk - zq * sum_c k8[j][c] */
+    const int32_t *Vp;  /* [ne4/4][dv] */
+    const int32_t *cv;  /* [dv] ne zp zv - zp * sum_j v8[j][c] */
+    float *sc;          /* [MR][sk] */
+    uint8_t *p8;        /* [MR][sk] */
+    int32_t *tile;      /* [12][64] */
+    int64_t d, sk, dv, ne;
+    const float *key_bias;
+    float scale, sqk, spv, p_scale;
+    int32_t p_zp, cp; /* cp = 128 - zv */
+} q8_ctx;
+
+/* Scores of rows i0 .. i0+mr into sc: float(exact int32) * sqk * scale + bias, keys [0, round_up(ne, 32)). */
+static TGT void scores_rows(int mr, const q8_ctx *c, int64_t i0) {
+    const __m512 vs = _mm512_set1_ps(c->scale), vqk = _mm512_set1_ps(c->sqk);
+    for (int64_t j = 0; j < c->ne; j += 32) {
+        qk12x32(c->d / 4, c->q8 + i0 * c->d, c->d, c->Kp + j, c->sk, c->tile);
+        const __m512i k0 = _mm512_loadu_si512((const void *)(c->ck + j));
+        const __m512i k1 = _mm512_loadu_si512((const void *)(c->ck + j + 16));
+        __m512 b0 = _mm512_setzero_ps(), b1 = b0;
+        if (c->key_bias) {
+            b0 = _mm512_maskz_loadu_ps(hf_tail16(c->ne - j), c->key_bias + j);
+            b1 = _mm512_maskz_loadu_ps(hf_tail16(c->ne - j - 16), c->key_bias + j + 16);
+        }
+        for (int r = 0; r < mr; r++) {
+            const __m512i ri = _mm512_set1_epi32(c->rq[i0 + r]);
+            const int32_t *t = c->tile + r * 32;
+            float *row = c->sc + r * c->sk + j;
+            __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(
+                                         _mm512_add_epi32(_mm512_load_si512((const void *)t), ri), k0)), vqk);
+            _mm512_storeu_ps(row, _mm512_add_ps(_mm512_mul_ps(s, vs), b0));
+            s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(
+                                  _mm512_add_epi32(_mm512_load_si512((const void *)(t + 16)), ri), k1)), vqk);
+            _mm512_storeu_ps(row + 16, _mm512_add_ps(_mm512_mul_ps(s, vs), b1));
+        }
+    }
+}
+
+/* ctx rows r0 .. r0+mr (mr <= 6) of the block (query i0 + r): float(exact int32) * spv. */
+static TGT void ctx_rows(int mr, const q8_ctx *c, int r0, const int32_t *psum, float *ctx, int64_t ldo) {
+    const int64_t n4 = (c->ne + 3) / 4;
+    const __m512 vpv = _mm512_set1_ps(c->spv);
+    for (int64_t c0 = 0; c0 < c->d; c0 += 64) {
+        pv6x64(n4, c->p8 + r0 * c->sk, c->sk, c->Vp + c0, c->dv, c->tile);
+        const int nb = c->d - c0 >= 64 ? 4 : (int)((c->d - c0) / 16);
+        for (int r = 0; r < mr; r++) {
+            const __m512i pr = _mm512_set1_epi32(c->cp * psum[r0 + r]);
+            for (int b = 0; b < nb; b++) {
+                const __m512i cv = _mm512_loadu_si512((const void *)(c->cv + c0 + 16 * b));
+                const __m512i v = _mm512_add_epi32(_mm512_add_epi32(
+                                      _mm512_load_si512((const void *)(c->tile + r * 64 + 16 * b)), pr), cv);
+                _mm512_storeu_ps(ctx + (r0 + r) * ldo + c0 + 16 * b, _mm512_mul_ps(_mm512_cvtepi32_ps(v), vpv));
+            }
+        }
+    }
+}
+
+/* p = e * inv quantized to u8 over keys [0, ne), zero bytes up to the next multiple of 4 (v's padding keys are
+ * zero too); returns sum_j p8. */
+INL int32_t quant_probs(const float *e, float inv, int64_t ne, float ps, int32_t pz, uint8_t *p8) {
+    const __m512 vi = _mm512_set1_ps(inv);
+    __m512i sum = _mm512_setzero_si512();
+    for (int64_t j = 0; j < ne; j += 16) {
+        const __mmask16 k = hf_tail16(ne - j);
+        const __m512i q = _mm512_maskz_mov_epi32(k, hf_quant16_i32(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, e + j), vi), ps, pz));
+        sum = _mm512_add_epi32(sum, q);
+        _mm_storeu_si128((__m128i *)(p8 + j), _mm512_cvtepi32_epi8(q)); /* lanes past ne: 0 */
+    }
+    return _mm512_reduce_add_epi32(sum);
+}
+
+/* One row of n (multiple of 16) floats -> u8 (xor `flip`: 0x80 stores u8 - 128 as s8); returns the u8 sum. */
+INL int32_t quant_row(const float *x, int64_t n, float s, int32_t zp, uint8_t flip, uint8_t *dst) {
+    __m512i sum = _mm512_setzero_si512();
+    const __m128i fx = _mm_set1_epi8((char)flip);
+    for (int64_t c = 0; c < n; c += 16) {
+        const __m512i q = hf_quant16_i32(_mm512_loadu_ps(x + c), s, zp);
+        sum = _mm512_add_epi32(sum, q);
+        _mm_storeu_si128((__m128i *)(dst + c), _mm_xor_si128(_mm512_cvtepi32_epi8(q), fx));
+    }
+    return _mm512_reduce_add_epi32(sum);
+}
+
+/* scores, softmax + quantized probabilities, then context, for the mr (<= 12) queries from i0 */
+static TGT void block(int mr, const q8_ctx *c, int64_t i0, const hf_attn_quant *aq, float *ctx, int64_t ldo) {
+    int32_t psum[MR];
+    scores_rows(mr, c, i0);
+    for (int r = 0; r < mr; r++)
+        psum[r] = quant_probs(c->sc + r * c->sk, hf_softmax_row16(c->sc + r * c->sk, c->ne), c->ne, aq->p_scale,
+                              aq->p_zp, c->p8 + r * c->sk);
+    ctx_rows(mr < MRV ? mr : MRV, c, 0, psum, ctx + i0 * ldo, ldo);
+    if (mr > MRV) ctx_rows(mr - MRV, c, MRV, psum, ctx + i0 * ldo, ldo);
+}
+
+TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const float *q, const float *k, const float *v,
+                                         int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq,
+                                         float *ctx, int64_t ldo, void *scratch) {
+    if (d % 16) {
+        hf_attention_q8_head_ref(S, d, q, k, v, ld, key_bias, scale, aq, ctx, ldo, scratch);
+        return;
+    }
+    /* keys padded to 32 and channels to 64 (zeros), so the micro-kernels always run full width; q rows padded
+     * by 12 so a tail block reads defined bytes */
+    const int64_t sk = (S + 31) & ~(int64_t)31, dv = (d + 63) & ~(int64_t)63, d4 = d / 4;
+    int64_t ne = S;
+    if (key_bias) {
+        while (ne > 0 && key_bias[ne - 1] == -INFINITY) ne--;
+        if (ne == 0) ne = S; /* all masked: uniform over every key */
+    }
+    char *p = align64((char *)scratch);
+    uint8_t *q8 = (uint8_t *)p;            p = align64(p + (S + MR) * d);
+    int32_t *rq = (int32_t *)p;            p = align64(p + 4 * S);
+    int32_t *Kp = (int32_t *)p;            p = align64(p + 4 * d4 * sk);
+    int32_t *ck = (int32_t *)p;            p = align64(p + 4 * sk);
+    int32_t *Vp = (int32_t *)p;            p = align64(p + 4 * (sk / 4) * dv);
+    int32_t *cv = (int32_t *)p;            p = align64(p + 4 * dv);
+    float *sc = (float *)p;                p = align64(p + 4 * MR * sk);
+    uint8_t *p8 = (uint8_t *)p;            p = align64(p + MR * sk);
+    int32_t *tile = (int32_t *)p;          p = align64(p + 4 * MR * 64);
+    uint8_t *tmp = (uint8_t *)p;           /* 4 rows of d bytes */
+
+    /* q rows; K as Kp[c4][j] (s8), zero keys up to sk */
+    for (int64_t i = 0; i < S; i++)
+        rq[i] = (128 - aq->k_zp) * quant_row(q + i * ld, d, aq->q_scale, aq->q_zp, 0, q8 + i * d);
+    memset(q8 + S * d, 0, (size_t)(MR * d));
+    const int32_t dzz = (int32_t)d * aq->q_zp * aq->k_zp;
+    for (int64_t j = 0; j < sk; j++) {
+        if (j < ne) {
+            ck[j] = dzz - aq->q_zp * quant_row(k + j * ld, d, aq->k_scale, aq->k_zp, 0x80, tmp);
+            for (int64_t t = 0; t < d4; t++) memcpy(Kp + t * sk + j, tmp + 4 * t, 4);
+        } else {
+            ck[j] = 0;
+            for (int64_t t = 0; t < d4; t++) Kp[t * sk + j] = 0;
+        }
+    }
+    /* V as Vp[j4][c]: 4 rows interleaved by bytes (unpacks within 128-bit lanes, then a 4x4 lane transpose
+     * puts the channels back in order); padding keys are zero bytes and stay out of the sums */
+    const int64_t n4 = (ne + 3) / 4;
+    for (int64_t c0 = 0; c0 < dv; c0 += 16) _mm512_storeu_si512((void *)(cv + c0), _mm512_setzero_si512());
+    for (int64_t j4 = 0; j4 < n4; j4++) {
+        for (int t = 0; t < 4; t++) {
+            const int64_t j = 4 * j4 + t;
+            uint8_t *row = tmp + t * d;
+            if (j >= ne) {
+                memset(row, 0, (size_t)d);
+                continue;
+            }
+            for (int64_t c0 = 0; c0 < d; c0 += 16) {
+                const __m512i qv = hf_quant16_i32(_mm512_loadu_ps(v + j * ld + c0), aq->v_scale, aq->v_zp);
+                _mm512_storeu_si512((void *)(cv + c0), _mm512_add_epi32(_mm512_loadu_si512((const void *)(cv + c0)), qv));
+                _mm_storeu_si128((__m128i *)(row + c0), _mm_xor_si128(_mm512_cvtepi32_epi8(qv), _mm_set1_epi8((char)0x80)));
+            }
+        }
+        for (int64_t c0 = 0; c0 < d; c0 += 64) {
+            const int nb = d - c0 >= 64 ? 4 : (int)((d - c0) / 16);
+            const __mmask64 m = nb == 4 ? ~(__mmask64)0 : (((__mmask64)1 << (16 * nb)) - 1);
+            const __m512i r0 = _mm512_maskz_loadu_epi8(m, tmp + c0), r1 = _mm512_maskz_loadu_epi8(m, tmp + d + c0);
+            const __m512i r2 = _mm512_maskz_loadu_epi8(m, tmp + 2 * d + c0), r3 = _mm512_maskz_loadu_epi8(m, tmp + 3 * d + c0);
+            const __m512i a0 = _mm512_unpacklo_epi8(r0, r1), a1 = _mm512_unpackhi_epi8(r0, r1);
+            const __m512i b0 = _mm512_unpacklo_epi8(r2, r3), b1 = _mm512_unpackhi_epi8(r2, r3);
+            /* x_i, lane l: the dwords of channels 16 l + 4 i .. 16 l + 4 i + 3 */
+            const __m512i x0 = _mm512_unpacklo_epi16(a0, b0), x1 = _mm512_unpackhi_epi16(a0, b0);
+            const __m512i x2 = _mm512_unpacklo_epi16(a1, b1), x3 = _mm512_unpackhi_epi16(a1, b1);
+            const __m512i t0 = _mm512_shuffle_i32x4(x0, x1, 0x44), t1 = _mm512_shuffle_i32x4(x2, x3, 0x44);
+            const __m512i t2 = _mm512_shuffle_i32x4(x0, x1, 0xEE), t3 = _mm512_shuffle_i32x4(x2, x3, 0xEE);
+            const __m512i o[4] = {_mm512_shuffle_i32x4(t0, t1, 0x88), _mm512_shuffle_i32x4(t0, t1, 0xDD),
+                                  _mm512_shuffle_i32x4(t2, t3, 0x88), _mm512_shuffle_i32x4(t2, t3, 0xDD)};
+            for (int b = 0; b < 4; b++) _mm512_storeu_si512((void *)(Vp + j4 * dv + c0 + 16 * b), o[b]); /* pad: 0 */
+        }
+    }
+    const int32_t nzz = (int32_t)ne * aq->p_zp * aq->v_zp;
+    for (int64_t c0 = 0; c0 < d; c0 += 16)
+        _mm512_storeu_si512((void *)(cv + c0), _mm512_sub_epi32(_mm512_set1_epi32(nzz),
+                            _mm512_mullo_epi32(_mm512_set1_epi32(aq->p_zp), _mm512_loadu_si512((const void *)(cv + c0)))));
+
+    const q8_ctx c = {q8, rq, Kp, ck, Vp, cv, sc, p8, tile, d, sk, dv, ne, key_bias, scale,
+                      aq->q_scale * aq->k_scale, aq->p_scale * aq->v_scale, aq->p_scale, aq->p_zp, 128 - aq->v_zp};
+    for (int64_t i0 = 0; i0 < S; i0 += MR) block(S - i0 < MR ? (int)(S - i0) : MR, &c, i0, aq, ctx, ldo);
+}

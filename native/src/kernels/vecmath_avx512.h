@@ -1,0 +1,77 @@
+/* Shared AVX-512 helpers (exp, tail masks, the u8 quantizer, the softmax of a score row) for the fp32
+ * and int8 attention kernels and the Linear epilogue. Header-only; each function carries its own
+ * target attribute, so includers need no special flags (and may add features such as VNNI). */
+#ifndef HF_VECMATH_AVX512_H
+#define HF_VECMATH_AVX512_H
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+#define HF_AVX512 static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"), always_inline))
+
+/* exp(x) as hf_exp256 (same reduction and polynomial), 16 lanes; below -87.3 returns 0. */
+HF_AVX512 __m512 hf_exp512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.3365478515625f), hi = _mm512_set1_ps(88.7228317260742f);
+    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(e));
+}
+
+/* lanes [0, left) of 16 */
+static inline __mmask16 hf_tail16(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
+}
+
+/* rint(y / scale) + zp clamped to [0, 255] as int32 lanes, NaN -> 0: hf_quantize_ref1 bit for bit. The quotient
+ * is converted with round-to-nearest-even (embedded rounding, = rint for |q| < 2^31, clamped at 2^30 first; NaN
+ * and -inf convert to INT_MIN), then zp and the clamp in int32. */
+HF_AVX512 __m512i hf_quant16_i32(__m512 y, float scale, int32_t zp) {
+    const __m512 q = _mm512_min_ps(_mm512_set1_ps(0x1p30f), _mm512_div_ps(y, _mm512_set1_ps(scale))); /* NaN stays NaN */
+    const __m512i r = _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                       _mm512_set1_epi32(zp));
+    return _mm512_min_epi32(_mm512_max_epi32(r, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+}
+
+/* The same as 16 bytes (the division is as cheap as a multiply-and-check on Zen 5). */
+HF_AVX512 __m128i hf_quant16(__m512 y, float scale, int32_t zp) {
+    const __m512 q = _mm512_min_ps(_mm512_set1_ps(0x1p30f), _mm512_div_ps(y, _mm512_set1_ps(scale)));
+    const __m512i r = _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                       _mm512_set1_epi32(zp));
+    return _mm512_cvtusepi32_epi8(_mm512_max_epi32(r, _mm512_setzero_si512()));
+}
+
+/* Softmax numerators of one score row over keys [0, ne) in place; returns 1/sum. A row whose keys are all
+ * masked (-inf) gets 1 everywhere and 1/ne, i.e. uniform weights. */
+static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) float
+hf_softmax_row16(float *p, int64_t ne) {
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < ne; j += 16)
+        vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), hf_tail16(ne - j), p + j));
+    const float mx = _mm512_reduce_max_ps(vm);
+    if (mx == -INFINITY) {
+        for (int64_t j = 0; j < ne; j++) p[j] = 1.f;
+        return 1.0f / (float)ne;
+    }
+    const __m512 vmx = _mm512_set1_ps(mx);
+    __m512 vs = _mm512_setzero_ps();
+    for (int64_t j = 0; j < ne; j += 16) {
+        const __mmask16 k = hf_tail16(ne - j);
+        const __m512 e = _mm512_maskz_mov_ps(k, hf_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vmx)));
+        _mm512_mask_storeu_ps(p + j, k, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    return 1.0f / _mm512_reduce_add_ps(vs);
+}
+#endif
