@@ -44,7 +44,7 @@ def _sentences(n: int):
     return sample_sentences()[:n]
 
 
-def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,)):
+def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), quantize_attention: bool = False):
     import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
@@ -67,10 +67,11 @@ def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,)):
             with torch.no_grad():
                 for n, l in layers.items():
                     l.weight.mul_(element_mask(masks[n], "4x1", l.weight))
-        d = workdir / f"distilbert_s{int(sp * 100)}{'_rr' if rr else ''}"
+        d = workdir / f"distilbert_s{int(sp * 100)}{'_rr' if rr else ''}{'_qa' if quantize_attention else ''}"
         t0 = time.perf_counter()
         export(model, tok, d, calibration_dataset=texts, task="text-classification", block="4x1",
-               keep_fp32=True, max_length=128, progress=False, reduce_range=rr)
+               keep_fp32=True, max_length=128, progress=False, reduce_range=rr,
+               quantize_attention=quantize_attention)
         print(f"exported sparsity {sp:.0%} reduce_range={rr} in {time.perf_counter() - t0:.0f} s -> {d}", flush=True)
         out[(sp, rr)] = (model, d)
     return out
@@ -122,6 +123,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reduce-range", choices=["off", "on", "both"], default="both",
                     help="export with ONNX Runtime's reduce_range (7-bit weights: hf-fast's exact avx2-s7 kernels on "
                          "AVX2); ORT always runs the very same file")
+    ap.add_argument("--quantize-attention", action="store_true",
+                    help="export with int8 attention (QDQ on q.k^T and p.v): ONNX Runtime static and the engine run the "
+                         "same int8 attention; ORT dynamic quantizes only the weight MatMuls, as always")
     ap.add_argument("--isa", default="auto", help="hf-fast ISA (auto|avx2|avx512vnni|ref); ORT picks its own")
     args = ap.parse_args(argv)
 
@@ -134,7 +138,7 @@ def main(argv=None) -> int:
 
     OUT.mkdir(parents=True, exist_ok=True)
     rrs = {"off": (False,), "on": (True,), "both": (False, True)}[args.reduce_range]
-    models = build_models(args.sparsity, args.workdir, args.calibration, rrs)
+    models = build_models(args.sparsity, args.workdir, args.calibration, rrs, args.quantize_attention)
     info = native.native_info()
     machine = {"cpu": info.get("cpu") or platform.processor(),
                "isa": info["isa"] if args.isa == "auto" else args.isa, "cpu_isas": info["supported_isas"],

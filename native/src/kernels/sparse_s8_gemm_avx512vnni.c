@@ -5,9 +5,10 @@
  *   1x4: X[k/4][16 tokens][4] u8        (64 bytes per block column: one zmm)
  * Packed weight = int64 ptr[R+1] followed by records:
  *   4x1 (Intel's kernel): R = ceil(N/4) groups; the kept input channels of a group are taken four
- *        at a time (ka..kd, padded with zero-weight copies): record {int32 byte offsets of ka..kd,
- *        int32 w[4] = (W[n][ka], W[n][kb], W[n][kc], W[n][kd]) bytes of each row} = 32 bytes per 16
- *        weights. The 4 activation rows are gathered and interleaved into one zmm (16 tokens x 4 k)
+ *        at a time (ka..kd, padded with zero-weight copies): record {uint16 ka..kd, int32 w[4] =
+ *        (W[n][ka], W[n][kb], W[n][kc], W[n][kd]) bytes of each row} = 24 bytes per 16 weights (int32 byte
+ *        offsets made it 32: the packed 80%-sparse DistilBERT then outgrew the share of L3 this VM gets, and
+ *        records streamed from DRAM ran the loop at half rate). The 4 activation rows are gathered and interleaved into one zmm (16 tokens x 4 k)
  *        that feeds 4 vpdpbusd (one per output row, broadcast weight word).
  *   1x4: R = N rows; record {int32 byte offset, int32 the 4 weights} = 8 bytes per 4 weights; one
  *        vpdpbusd per block, 4 independent accumulators.
@@ -26,7 +27,7 @@
 #define TILE_T 64 /* tokens per 4x1 activation tile */
 
 typedef struct {
-    int32_t o[4];
+    uint16_t k[4]; /* input channels (K <= 65536); the activation row is X + k * TILE_T */
     int32_t w[4];
 } quad4x1;
 typedef struct {
@@ -66,7 +67,7 @@ static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const 
                 for (int e = 0; e < 4; e++) {
                     valid[e] = j + e < cnt;
                     k[e] = valid[e] ? cols[b0 + j + e] : cols[b0 + j];
-                    q[i].o[e] = (int32_t)(k[e] * TILE_T);
+                    q[i].k[e] = (uint16_t)k[e];
                 }
                 for (int r = 0; r < 4; r++) {
                     int8_t v[4];
@@ -155,10 +156,10 @@ INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, int32
          * 512-bit loads, not vpdpbusd, were the limit (4 + 16 per record) */
         const __m512i w0 = _mm512_set1_epi32(r->w[0]), w1 = _mm512_set1_epi32(r->w[1]);
         const __m512i w2 = _mm512_set1_epi32(r->w[2]), w3 = _mm512_set1_epi32(r->w[3]);
-        const __m512i ka = _mm512_load_si512((const void *)(X + r->o[0]));
-        const __m512i kb = _mm512_load_si512((const void *)(X + r->o[1]));
-        const __m512i kc = _mm512_load_si512((const void *)(X + r->o[2]));
-        const __m512i kd = _mm512_load_si512((const void *)(X + r->o[3]));
+        const __m512i ka = _mm512_load_si512((const void *)(X + (size_t)r->k[0] * TILE_T));
+        const __m512i kb = _mm512_load_si512((const void *)(X + (size_t)r->k[1] * TILE_T));
+        const __m512i kc = _mm512_load_si512((const void *)(X + (size_t)r->k[2] * TILE_T));
+        const __m512i kd = _mm512_load_si512((const void *)(X + (size_t)r->k[3] * TILE_T));
         const __m512i ab0 = _mm512_unpacklo_epi8(ka, kb), cd0 = _mm512_unpacklo_epi8(kc, kd);
         const __m512i x0 = _mm512_unpacklo_epi16(ab0, cd0);
         DPR(a00, x0, w0); DPR(a10, x0, w1); DPR(a20, x0, w2); DPR(a30, x0, w3);
