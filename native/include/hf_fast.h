@@ -92,7 +92,8 @@ int64_t hf_attention_q8_scratch_bytes(int64_t S, int64_t d);
  *   q8, k8, v8 = hf_quantize_u8(q | k | v, its scale, zero point)
  *   s[i][j]    = (float)(sum_c (q8[i][c] - q_zp) (k8[j][c] - k_zp)) * (q_scale * k_scale), then * scale + bias[j]
  *   p[i][j]    = exp(s[i][j] - max_j) * (1 / sum_j exp(.))           (uniform 1/S when every key is masked)
- *   ctx[i][c]  = (float)(sum_j (p8[i][j] - p_zp) (v8[j][c] - v_zp)) * (p_scale * v_scale), p8 = Q(p)
+ *   ctx[i][c]  = (float)(sum_j (p8[i][j] - p_zp) (v8[j][c] - v_zp)) * (p_scale * v_scale),
+ *                p8 = Q(p) = min(rint(exp(.) * ((1 / sum) / p_scale)) + p_zp, 255)
  * The sums are exact int32 on every ISA; only exp (hence a p8 at a rounding boundary) may differ. */
 int hf_attention_q8(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                     int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo);

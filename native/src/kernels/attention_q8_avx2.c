@@ -48,6 +48,12 @@ INL void row_s16(const float *x, int64_t d, float s, int32_t zp, int16_t *dst) {
     for (int64_t c = 0; c < d; c += 16) _mm256_storeu_si256((__m256i *)(dst + c), quant16_s16(x + c, vs, vz, zp, NULL));
 }
 
+/* rint(e * w) + zp, at most 255 (the reference's probability quantizer: e >= 0, w = (1/sum) / p_scale) */
+INL __m256i q_prob8(__m256 e, __m256 w, __m256 zp) {
+    const __m256 r = _mm256_add_ps(_mm256_round_ps(_mm256_mul_ps(e, w), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
+    return _mm256_cvtps_epi32(_mm256_min_ps(r, _mm256_set1_ps(255.f)));
+}
+
 #define BLOCK(MRB)                                                                                             \
     do {                                                                                                       \
         for (int64_t j = 0; j < ne; j += 16) {                                                                 \
@@ -68,11 +74,11 @@ INL void row_s16(const float *x, int64_t d, float s, int32_t zp, int16_t *dst) {
         }                                                                                                      \
         for (int r = 0; r < MRB; r++) {                                                                        \
             float *e = sc + r * sp;                                                                            \
-            const __m256 vi = _mm256_set1_ps(hf_softmax_row8(e, ne));                                          \
+            const __m256 vi = _mm256_set1_ps(hf_softmax_row8(e, ne) / aq->p_scale);                           \
             for (int64_t j = ne; j < ne16; j++) e[j] = 0.f; /* quantized to zp, then 0 after - zp */          \
             for (int64_t j = 0; j < ne16; j += 16) {                                                           \
-                const __m256i a = hf_quant8(_mm256_mul_ps(_mm256_loadu_ps(e + j), vi), vps, vpz);               \
-                const __m256i b = hf_quant8(_mm256_mul_ps(_mm256_loadu_ps(e + j + 8), vi), vps, vpz);           \
+                const __m256i a = q_prob8(_mm256_loadu_ps(e + j), vi, vpz);                                     \
+                const __m256i b = q_prob8(_mm256_loadu_ps(e + j + 8), vi, vpz);                                 \
                 const __m256i z = _mm256_set1_epi32(aq->p_zp);                                                 \
                 _mm256_storeu_si256((__m256i *)(p16 + r * sp + j),                                             \
                     _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_sub_epi32(a, z), _mm256_sub_epi32(b, z)), 0xD8)); \
@@ -135,7 +141,7 @@ TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const float *q, const f
     }
     const __m256 vqk = _mm256_set1_ps(aq->q_scale * aq->k_scale), vsc = _mm256_set1_ps(scale);
     const __m256 vpv = _mm256_set1_ps(aq->p_scale * aq->v_scale);
-    const __m256 vps = _mm256_set1_ps(aq->p_scale), vpz = _mm256_set1_ps((float)aq->p_zp);
+    const __m256 vpz = _mm256_set1_ps((float)aq->p_zp);
     int64_t i0 = 0;
     for (; i0 + MR <= S; i0 += MR) BLOCK(MR);
     switch (S - i0) {

@@ -108,17 +108,21 @@ typedef struct {
     int32_t p_zp, cp; /* cp = 128 - zv */
 } q8_ctx;
 
-/* Scores of rows i0 .. i0+mr into sc: float(exact int32) * sqk * scale + bias, keys [0, round_up(ne, 32)). */
-static TGT void scores_rows(int mr, const q8_ctx *c, int64_t i0) {
+/* Scores of rows i0 .. i0+mr into sc: float(exact int32) * sqk * scale + bias, keys [0, round_up(ne, 32)); the
+ * max of each row over keys [0, ne) into rmax (the softmax's first pass, done while the scores are in registers). */
+static TGT void scores_rows(int mr, const q8_ctx *c, int64_t i0, float *rmax) {
     const __m512 vs = _mm512_set1_ps(c->scale), vqk = _mm512_set1_ps(c->sqk);
+    __m512 vm[MR];
+    for (int r = 0; r < mr; r++) vm[r] = _mm512_set1_ps(-INFINITY);
     for (int64_t j = 0; j < c->ne; j += 32) {
         qk12x32(c->d / 4, c->q8 + i0 * c->d, c->d, c->Kp + j, c->sk, c->tile);
         const __m512i k0 = _mm512_loadu_si512((const void *)(c->ck + j));
         const __m512i k1 = _mm512_loadu_si512((const void *)(c->ck + j + 16));
+        const __mmask16 m0 = hf_tail16(c->ne - j), m1 = hf_tail16(c->ne - j - 16);
         __m512 b0 = _mm512_setzero_ps(), b1 = b0;
         if (c->key_bias) {
-            b0 = _mm512_maskz_loadu_ps(hf_tail16(c->ne - j), c->key_bias + j);
-            b1 = _mm512_maskz_loadu_ps(hf_tail16(c->ne - j - 16), c->key_bias + j + 16);
+            b0 = _mm512_maskz_loadu_ps(m0, c->key_bias + j);
+            b1 = _mm512_maskz_loadu_ps(m1, c->key_bias + j + 16);
         }
         for (int r = 0; r < mr; r++) {
             const __m512i ri = _mm512_set1_epi32(c->rq[i0 + r]);
@@ -126,12 +130,40 @@ static TGT void scores_rows(int mr, const q8_ctx *c, int64_t i0) {
             float *row = c->sc + r * c->sk + j;
             __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(
                                          _mm512_add_epi32(_mm512_load_si512((const void *)t), ri), k0)), vqk);
-            _mm512_storeu_ps(row, _mm512_add_ps(_mm512_mul_ps(s, vs), b0));
+            const __m512 y0 = _mm512_add_ps(_mm512_mul_ps(s, vs), b0);
             s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(
                                   _mm512_add_epi32(_mm512_load_si512((const void *)(t + 16)), ri), k1)), vqk);
-            _mm512_storeu_ps(row + 16, _mm512_add_ps(_mm512_mul_ps(s, vs), b1));
+            const __m512 y1 = _mm512_add_ps(_mm512_mul_ps(s, vs), b1);
+            _mm512_storeu_ps(row, y0);
+            _mm512_storeu_ps(row + 16, y1);
+            vm[r] = _mm512_mask_max_ps(_mm512_mask_max_ps(vm[r], m0, vm[r], y0), m1, vm[r], y1);
         }
     }
+    for (int r = 0; r < mr; r++) rmax[r] = _mm512_reduce_max_ps(vm[r]);
+}
+
+/* Softmax numerators of one score row over keys [0, ne) in place, given the row max; returns 1/sum
+ * (hf_softmax_row16 without its max pass). Every key masked: 1 everywhere and 1/ne, uniform weights. */
+static TGT float softmax_row(float *p, int64_t ne, float mx) {
+    if (mx == -INFINITY) {
+        for (int64_t j = 0; j < ne; j++) p[j] = 1.f;
+        return 1.0f / (float)ne;
+    }
+    const __m512 vmx = _mm512_set1_ps(mx);
+    __m512 vs = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= ne; j += 16) {
+        const __m512 e = hf_exp512(_mm512_sub_ps(_mm512_loadu_ps(p + j), vmx));
+        _mm512_storeu_ps(p + j, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    if (j < ne) {
+        const __mmask16 k = hf_tail16(ne - j);
+        const __m512 e = _mm512_maskz_mov_ps(k, hf_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vmx)));
+        _mm512_mask_storeu_ps(p + j, k, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    return 1.0f / _mm512_reduce_add_ps(vs);
 }
 
 /* ctx rows r0 .. r0+mr (mr <= 6) of the block (query i0 + r): float(exact int32) * spv. */
@@ -153,14 +185,17 @@ static TGT void ctx_rows(int mr, const q8_ctx *c, int r0, const int32_t *psum, f
     }
 }
 
-/* p = e * inv quantized to u8 over keys [0, ne), zero bytes up to the next multiple of 4 (v's padding keys are
- * zero too); returns sum_j p8. */
-INL int32_t quant_probs(const float *e, float inv, int64_t ne, float ps, int32_t pz, uint8_t *p8) {
-    const __m512 vi = _mm512_set1_ps(inv);
+/* p8 = rint(e * w) + zp over keys [0, ne), w = (1/sum) / p_scale (hf_attention_q8_head_ref's rounding: one multiply,
+ * no division), zero bytes up to the next multiple of 16 (v's padding keys are zero too); returns sum_j p8. */
+INL int32_t quant_probs(const float *e, float w, int64_t ne, int32_t pz, uint8_t *p8) {
+    const __m512 vw = _mm512_set1_ps(w);
+    const __m512i z = _mm512_set1_epi32(pz), hi = _mm512_set1_epi32(255);
     __m512i sum = _mm512_setzero_si512();
     for (int64_t j = 0; j < ne; j += 16) {
         const __mmask16 k = hf_tail16(ne - j);
-        const __m512i q = _mm512_maskz_mov_epi32(k, hf_quant16_i32(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, e + j), vi), ps, pz));
+        const __m512 t = _mm512_min_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, e + j), vw), _mm512_set1_ps(0x1p30f));
+        __m512i q = _mm512_add_epi32(_mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+        q = _mm512_maskz_min_epi32(k, _mm512_max_epi32(q, _mm512_setzero_si512()), hi);
         sum = _mm512_add_epi32(sum, q);
         _mm_storeu_si128((__m128i *)(p8 + j), _mm512_cvtepi32_epi8(q)); /* lanes past ne: 0 */
     }
@@ -182,9 +217,10 @@ INL int32_t quant_row(const float *x, int64_t n, float s, int32_t zp, uint8_t fl
 /* scores, softmax + quantized probabilities, then context, for the mr (<= 12) queries from i0 */
 static TGT void block(int mr, const q8_ctx *c, int64_t i0, const hf_attn_quant *aq, float *ctx, int64_t ldo) {
     int32_t psum[MR];
-    scores_rows(mr, c, i0);
+    float rmax[MR];
+    scores_rows(mr, c, i0, rmax);
     for (int r = 0; r < mr; r++)
-        psum[r] = quant_probs(c->sc + r * c->sk, hf_softmax_row16(c->sc + r * c->sk, c->ne), c->ne, aq->p_scale,
+        psum[r] = quant_probs(c->sc + r * c->sk, softmax_row(c->sc + r * c->sk, c->ne, rmax[r]) / aq->p_scale, c->ne,
                               aq->p_zp, c->p8 + r * c->sk);
     ctx_rows(mr < MRV ? mr : MRV, c, 0, psum, ctx + i0 * ldo, ldo);
     if (mr > MRV) ctx_rows(mr - MRV, c, MRV, psum, ctx + i0 * ldo, ldo);
@@ -215,20 +251,27 @@ TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const float *q, c
     float *sc = (float *)p;                p = align64(p + 4 * MR * sk);
     uint8_t *p8 = (uint8_t *)p;            p = align64(p + MR * sk);
     int32_t *tile = (int32_t *)p;          p = align64(p + 4 * MR * 64);
-    uint8_t *tmp = (uint8_t *)p;           /* 4 rows of d bytes */
+    uint8_t *tmp = (uint8_t *)p;           /* 16 rows of dv bytes (K), then 4 rows of d bytes (V) */
 
-    /* q rows; K as Kp[c4][j] (s8), zero keys up to sk */
+    /* q rows; K as Kp[c4][j] (s8): 16 keys at a time quantized into rows of dv bytes (zero padded), then each
+     * 64-channel chunk transposed as 16 x 16 dwords; keys from ne up to sk are zero */
     for (int64_t i = 0; i < S; i++)
         rq[i] = (128 - aq->k_zp) * quant_row(q + i * ld, d, aq->q_scale, aq->q_zp, 0, q8 + i * d);
     memset(q8 + S * d, 0, (size_t)(MR * d));
     const int32_t dzz = (int32_t)d * aq->q_zp * aq->k_zp;
-    for (int64_t j = 0; j < sk; j++) {
-        if (j < ne) {
-            ck[j] = dzz - aq->q_zp * quant_row(k + j * ld, d, aq->k_scale, aq->k_zp, 0x80, tmp);
-            for (int64_t t = 0; t < d4; t++) memcpy(Kp + t * sk + j, tmp + 4 * t, 4);
-        } else {
-            ck[j] = 0;
-            for (int64_t t = 0; t < d4; t++) Kp[t * sk + j] = 0;
+    memset(tmp, 0, (size_t)(16 * dv));
+    for (int64_t j0 = 0; j0 < sk; j0 += 16) {
+        for (int jj = 0; jj < 16; jj++) {
+            const int64_t j = j0 + jj;
+            if (j < ne) ck[j] = dzz - aq->q_zp * quant_row(k + j * ld, d, aq->k_scale, aq->k_zp, 0x80, tmp + jj * dv);
+            else ck[j] = 0, memset(tmp + jj * dv, 0, (size_t)d);
+        }
+        for (int64_t c0 = 0; c0 < d; c0 += 64) {
+            __m512i r[16];
+            for (int jj = 0; jj < 16; jj++) r[jj] = _mm512_loadu_si512((const void *)(tmp + jj * dv + c0));
+            hf_transpose16_epi32(r);
+            const int64_t nt = (d - c0) / 4 < 16 ? (d - c0) / 4 : 16;
+            for (int64_t t = 0; t < nt; t++) _mm512_storeu_si512((void *)(Kp + (c0 / 4 + t) * sk + j0), r[t]);
         }
     }
     /* V as Vp[j4][c]: 4 rows interleaved by bytes (unpacks within 128-bit lanes, then a 4x4 lane transpose

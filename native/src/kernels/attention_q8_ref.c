@@ -11,7 +11,7 @@ int64_t hf_attention_q8_scratch_bytes(int64_t S, int64_t d) {
     /* a bound on every kernel's layout (keys padded to 32, channels to 64; AVX2: int16 q rows, K and V packed as
      * int16 pairs; VNNI: q rows + 12, 12 rows of scores, probabilities and a 12 x 64 int32 tile) with slack */
     const int64_t sk = (S + 31) & ~(int64_t)31, dv = (d + 63) & ~(int64_t)63;
-    return 6 * sk * dv + 96 * sk + 32 * dv + 8192;
+    return 6 * sk * dv + 96 * sk + 48 * dv + 8192;
 }
 
 void hf_attention_q8_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
@@ -46,8 +46,14 @@ void hf_attention_q8_head_ref(int64_t S, int64_t d, const float *q, const float 
                 sum += p[j];
             }
         }
-        const float inv = 1.0f / sum;
-        for (int64_t j = 0; j < S; j++) p8[j] = hf_quantize_ref1(p[j] * inv, aq->p_scale, aq->p_zp);
+        /* p8 = Q(p) with p = e / sum, computed as rint(e * ((1 / sum) / p_scale)): one rounding fewer than
+         * rint((e * (1 / sum)) / p_scale) and no division per probability; the two differ only for a quotient within
+         * an ulp of a rounding boundary, far below the gap exp's own last bits leave to ONNX Runtime's softmax */
+        const float w = (1.0f / sum) / aq->p_scale;
+        for (int64_t j = 0; j < S; j++) {
+            float r = __builtin_nearbyintf(p[j] * w) + (float)aq->p_zp;
+            p8[j] = (uint8_t)(r > 255.f ? 255.f : r); /* p >= 0: never below zp */
+        }
         for (int64_t c = 0; c < d; c++) {
             int32_t acc = 0;
             for (int64_t j = 0; j < S; j++)

@@ -90,32 +90,6 @@ INL void row16(const hf_epilogue *ep, __m512i v, const chan16 *c, int64_t m, int
     else _mm512_mask_storeu_ps((float *)C + mc * ldc + n0, k, y);
 }
 
-/* 16x16 int32 transpose: r[i] lane j -> r[j] lane i. */
-INL void transpose16(__m512i r[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    /* r[4i + c] lane L = rows 4i..4i+3 of column 4L + c */
-    for (int c = 0; c < 4; c++) {
-        const __m512i u0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88), u1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
-        const __m512i u2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88),
-                      u3 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
-        t[c] = _mm512_shuffle_i32x4(u0, u2, 0x88);
-        t[8 + c] = _mm512_shuffle_i32x4(u0, u2, 0xdd);
-        t[4 + c] = _mm512_shuffle_i32x4(u1, u3, 0x88);
-        t[12 + c] = _mm512_shuffle_i32x4(u1, u3, 0xdd);
-    }
-    for (int i = 0; i < 16; i++) r[i] = t[i];
-}
-
 /* nt rows of r[] (token-major int32, 16 channels each) through the epilogue, with the mode as
  * compile-time constants (hoisted out of the token loop; ep's fields are read once, not after every
  * store through C, which the compiler must assume may alias them). */
@@ -183,7 +157,7 @@ TGT void hf_strip_store_avx512(const hf_epilogue *ep, const int32_t *tile, int64
     for (int j = 0; j * 16 < nt; j++) {
         __m512i r[16];
         for (int i = 0; i < 16; i++) r[i] = _mm512_load_si512((const void *)(tile + i * ldt + j * 16));
-        transpose16(r);
+        hf_transpose16_epi32(r);
         rows16(ep, r, nt - j * 16 < 16 ? nt - j * 16 : 16, &c, m0 + j * 16, n0, k, C, ldc);
     }
 }

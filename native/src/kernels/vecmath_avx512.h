@@ -52,6 +52,32 @@ HF_AVX512 __m128i hf_quant16(__m512 y, float scale, int32_t zp) {
     return _mm512_cvtusepi32_epi8(_mm512_max_epi32(r, _mm512_setzero_si512()));
 }
 
+/* 16x16 int32 transpose: r[i] lane j -> r[j] lane i. */
+HF_AVX512 void hf_transpose16_epi32(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    /* r[4i + c] lane L = rows 4i..4i+3 of column 4L + c */
+    for (int c = 0; c < 4; c++) {
+        const __m512i u0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88), u1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
+        const __m512i u2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88),
+                      u3 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
+        t[c] = _mm512_shuffle_i32x4(u0, u2, 0x88);
+        t[8 + c] = _mm512_shuffle_i32x4(u0, u2, 0xdd);
+        t[4 + c] = _mm512_shuffle_i32x4(u1, u3, 0x88);
+        t[12 + c] = _mm512_shuffle_i32x4(u1, u3, 0xdd);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
 /* Softmax numerators of one score row over keys [0, ne) in place; returns 1/sum. A row whose keys are all
  * masked (-inf) gets 1 everywhere and 1/ne, i.e. uniform weights. */
 static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) float
