@@ -96,6 +96,8 @@ def main(argv=None):
                          "teacher's too")
     ap.add_argument("--skip-export", action="store_true", help="do not export/evaluate the int8 artifacts")
     ap.add_argument("--reduce-range", action="store_true", help="export 7-bit weights (see hf_fast.export.export)")
+    ap.add_argument("--quantize-attention", action="store_true",
+                    help="export with int8 attention (QDQ on q.k^T and p.v; artifacts named *_int8_qa)")
     ap.add_argument("--ort-exact", action="store_true", help="also run ONNX Runtime with graph optimisations off "
                     "(ORT_DISABLE_ALL: the exact QDQ arithmetic of the file) and report the engine against it")
     ap.add_argument("--calibration-size", type=int, default=128)
@@ -191,6 +193,8 @@ def main(argv=None):
                "runs": {}}
     out_json = root / "results.json"
     prev_runs = json.loads(out_json.read_text()).get("runs", {}) if a.reuse_students and out_json.is_file() else {}
+    if a.quantize_attention:  # the int8-attention scores go beside the default export's, not over them
+        out_json = root / "results_qa.json"
 
     def save():
         results["wall_s"] = time.time() - t_start
@@ -287,9 +291,9 @@ def main(argv=None):
         for name, run in list(results["runs"].items()):
             t2 = time.time()
             model = AutoModelForQuestionAnswering.from_pretrained(run["dir"]).eval()
-            art = root / f"{name}_int8"
+            art = root / f"{name}_int8{'_qa' if a.quantize_attention else ''}"
             export(model, tok, art, calibration_dataset=calib, task="question-answering", block=run.get("block"),
-                   progress=False, max_length=ml, reduce_range=a.reduce_range)
+                   progress=False, max_length=ml, reduce_range=a.reduce_range, quantize_attention=a.quantize_attention)
             run["artifact"] = str(art)
             run["export_s"] = time.time() - t2
             run["artifact_mb"] = (art / "model.onnx").stat().st_size / 2 ** 20

@@ -103,6 +103,9 @@ INL void rows16_mode(const hf_epilogue *ep, const __m512i *r, int cnt, const cha
     const int qmul = ep->q_mul != NULL; /* loop-invariant: the unsmoothed path runs as before */
     const __m512i zc = c->zc;
     const __m512 sc = c->s, bi = c->b, qm = c->qm;
+    /* 4 rows per iteration: independent chains (GELU is ~25 dependent operations) overlap; 16-row transposed tile,
+     * 128 x 2304 outputs in a C harness: fp32 1.63 -> 1.24, GELU + u8 5.30 -> 4.70 ns per row (8 or 16 rows: slower) */
+#pragma GCC unroll 4
     for (int t = 0; t < cnt; t++) {
         const int64_t m = m0 + t;
         if (mode == HF_EPI_S32) {
