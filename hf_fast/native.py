@@ -417,20 +417,25 @@ def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1
     return y
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.ndarray | None = None,
-              scale: float | None = None, isa: str = "auto") -> np.ndarray:
-    """softmax(q k^T * scale + mask) v per head for one sequence; q/k/v are [S, heads*d] float32."""
+def _attention_args(q, k, v, heads: int, mask):
+    """Checked float32 q/k/v [S, heads*d], (S, hidden, d) and the int64 key mask (or None)."""
     q, k, v = (_f32(a, n, 2) for a, n in ((q, "q"), (k, "k"), (v, "v")))
     if not (q.shape == k.shape == v.shape):
         raise ValueError(f"q/k/v shapes differ: {q.shape}, {k.shape}, {v.shape}")
     s, hd = q.shape
     if heads <= 0 or hd % heads:
         raise ValueError(f"hidden size {hd} is not divisible by heads={heads}")
-    d = hd // heads
     if mask is not None:
         mask = np.ascontiguousarray(mask, dtype=np.int64)
         if mask.shape != (s,):
             raise ValueError(f"mask must have shape ({s},), got {mask.shape}")
+    return q, k, v, (s, hd, hd // heads), mask
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.ndarray | None = None,
+              scale: float | None = None, isa: str = "auto") -> np.ndarray:
+    """softmax(q k^T * scale + mask) v per head for one sequence; q/k/v are [S, heads*d] float32."""
+    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
     out = np.empty_like(q)
     _check(lib.hf_attention(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
                             ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
@@ -442,20 +447,10 @@ def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant,
                  scale: float | None = None, isa: str = "auto") -> np.ndarray:
     """The int8 attention of a QDQ graph (q k^T and p v on uint8 values, exact int32 sums; hf_attention_q8 in
     native/include/hf_fast.h) per head for one sequence. `quant` maps "q", "k", "p", "v" to (scale, zero point)."""
-    q, k, v = (_f32(a, n, 2) for a, n in ((q, "q"), (k, "k"), (v, "v")))
-    if not (q.shape == k.shape == v.shape):
-        raise ValueError(f"q/k/v shapes differ: {q.shape}, {k.shape}, {v.shape}")
-    s, hd = q.shape
-    if heads <= 0 or hd % heads:
-        raise ValueError(f"hidden size {hd} is not divisible by heads={heads}")
+    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
     if set(quant) != {"q", "k", "p", "v"}:
         raise ValueError(f"quant must give (scale, zero point) for q, k, p and v, got keys {sorted(quant)}")
-    if mask is not None:
-        mask = np.ascontiguousarray(mask, dtype=np.int64)
-        if mask.shape != (s,):
-            raise ValueError(f"mask must have shape ({s},), got {mask.shape}")
     aq = attn_quant_struct(quant)
-    d = hd // heads
     out = np.empty_like(q)
     _check(lib.hf_attention_q8(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
                                ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,

@@ -23,13 +23,19 @@ def test_no_command_prints_help(capsys):
     assert {"info", "export"} <= set(build_parser()._subparsers._group_actions[0].choices)
 
 
-def test_export_cli(tmp_path, capsys):
+def _checkpoint_and_calibration(tmp_path, task):
+    """A tiny DistilBERT checkpoint folder for `task` and a calibration text file."""
     tok = tokenizer()
     ck = tmp_path / "ck"
-    tiny_model("distilbert", "token-classification", tok.vocab_size).save_pretrained(ck)
+    tiny_model("distilbert", task, tok.vocab_size).save_pretrained(ck)
     tok.save_pretrained(ck)
     cal = tmp_path / "cal.txt"
     cal.write_text("\n".join(SENTENCES) + "\n")
+    return ck, cal
+
+
+def test_export_cli(tmp_path, capsys):
+    ck, cal = _checkpoint_and_calibration(tmp_path, "token-classification")
     out = tmp_path / "art"
     rc = main(["export", "--model", str(ck), "--out", str(out), "--calibration", str(cal), "--quiet",
                "--num-calibration", "10", "--keep-fp32"])
@@ -50,6 +56,7 @@ def test_export_cli(tmp_path, capsys):
                  "--calibration", str(cal)]) == 1
     assert "not a local transformers checkpoint" in capsys.readouterr().err
     # a SQuAD-format file calibrates a QA export
+    tok = tokenizer()
     qa = tmp_path / "qa"
     tiny_model("bert", "question-answering", tok.vocab_size).save_pretrained(qa)
     tok.save_pretrained(qa)
@@ -165,12 +172,7 @@ def test_export_quantize_attention_flag(tmp_path, capsys):
     assert p.parse_args(base).quantize_attention is False
     assert p.parse_args(base + ["--quantize-attention"]).quantize_attention is True
     # the flag reaches hf_fast.export and lands in fast_config.json
-    tok = tokenizer()
-    ck = tmp_path / "ck"
-    tiny_model("distilbert", "text-classification", tok.vocab_size).save_pretrained(ck)
-    tok.save_pretrained(ck)
-    cal = tmp_path / "cal.txt"
-    cal.write_text("\n".join(SENTENCES) + "\n")
+    ck, cal = _checkpoint_and_calibration(tmp_path, "text-classification")
     for flag, on in (([], False), (["--quantize-attention"], True)):
         out = tmp_path / f"art-{on}"
         assert main(["export", "--model", str(ck), "--out", str(out), "--calibration", str(cal), "-q"] + flag) == 0, \
