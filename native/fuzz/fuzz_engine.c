@@ -119,6 +119,9 @@ static void fuzz_engine(rd_t *r) {
         d.qkv_zp = u8(r), d.o_zp = u8(r), d.i_zp = u8(r), d.f_zp = (u8(r) < 4) ? 256 : 128;
         d.att_scale = fval(r);
         d.ln1_g = d.ln2_g = g, d.ln1_b = d.ln2_b = b, d.ln1_eps = fval(r), d.ln2_eps = 1e-5f;
+        /* int8 attention on about half the layers, with fuzzed (sometimes invalid) scales and zero points */
+        hf_attn_quant aq = {fval(r), fval(r), fval(r), fval(r), u8(r), u8(r), (u8(r) < 4) ? 300 : u8(r), u8(r)};
+        if (u8(r) & 1) d.attn_q = &aq;
         hf_engine_set_layer(e, (u8(r) < 8) ? 1 : 0, &d);
         /* head program: up to 5 ops of fuzzed kinds and widths */
         int64_t width = H;
