@@ -259,3 +259,22 @@ def test_matmul_into_preallocated_out():
     np.testing.assert_array_equal(out.astype(np.int64), _ref(a, w))
     with pytest.raises(ValueError):
         sw.matmul(a, out=np.empty((100, 33), dtype=np.int64))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 70])
+def test_4x1_wide_gaps_between_kept_channels(isa, m):
+    """The VNNI 4x1 records store input channels as uint8 deltas; gaps over 255 take filler records. Gaps of
+    exactly 255 / 256 / 510 / 511, a group whose first kept channel is past 255, one entirely pruned group and one
+    that keeps only the last channel, in every position of a record."""
+    k = 3000
+    rng = np.random.default_rng(m)
+    cols_of = [[0, 255, 511, 767, 1022, 1999, 2999], [300, 301, 1800], [], [2999], [256, 510, 1021, 1276, 1277, 2532],
+               list(range(5, 3000, 256)), list(range(0, 3000, 300))]
+    w = np.zeros((4 * len(cols_of), k), np.int8)
+    for g, cols in enumerate(cols_of):
+        for c in cols:
+            w[4 * g:4 * g + 4, c] = rng.integers(-128, 128, 4, dtype=np.int8) | 1  # never all zero
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    c = native.sparse_gemm_u8s8s32(a, w, block="4x1", isa=isa)
+    np.testing.assert_array_equal(c.astype(np.int64), _ref(a, w))

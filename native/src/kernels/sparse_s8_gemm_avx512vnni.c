@@ -5,10 +5,12 @@
  *   1x4: X[k/4][16 tokens][4] u8        (64 bytes per block column: one zmm)
  * Packed weight = int64 ptr[R+1] followed by records:
  *   4x1 (Intel's kernel): R = ceil(N/4) groups; the kept input channels of a group are taken four
- *        at a time (ka..kd, padded with zero-weight copies): record {uint16 ka..kd, int32 w[4] =
- *        (W[n][ka], W[n][kb], W[n][kc], W[n][kd]) bytes of each row} = 24 bytes per 16 weights (int32 byte
- *        offsets made it 32: the packed 80%-sparse DistilBERT then outgrew the share of L3 this VM gets, and
- *        records streamed from DRAM ran the loop at half rate). The 4 activation rows are gathered and interleaved into one zmm (16 tokens x 4 k)
+ *        at a time (ka..kd, padded with zero-weight copies of the last): record {uint8 deltas ka - k_prev,
+ *        kb - ka, kc - kb, kd - kc (k_prev: kd of the group's previous record, 0 at its start), int32 w[4] =
+ *        (W[n][ka], W[n][kb], W[n][kc], W[n][kd]) bytes of each row} = 20 bytes per 16 weights. A gap over 255
+ *        closes the open record and emits filler records {255, 0, 0, 0} with zero weights. (int32 byte offsets
+ *        made a record 32 bytes: the packed 80%-sparse DistilBERT then outgrew the share of L3 this VM gets, and
+ *        records streamed from DRAM ran the loop at half rate; uint16 channels made it 24.) The 4 activation rows are gathered and interleaved into one zmm (16 tokens x 4 k)
  *        that feeds 4 vpdpbusd (one per output row, broadcast weight word).
  *   1x4: R = N rows; record {int32 byte offset, int32 the 4 weights} = 8 bytes per 4 weights; one
  *        vpdpbusd per block, 4 independent accumulators.
@@ -27,7 +29,7 @@
 #define TILE_T 64 /* tokens per 4x1 activation tile */
 
 typedef struct {
-    uint16_t k[4]; /* input channels (K <= 65536); the activation row is X + k * TILE_T */
+    uint8_t dk[4]; /* input channels as deltas; the activation row of channel k is X + k * TILE_T */
     int32_t w[4];
 } quad4x1;
 typedef struct {
@@ -39,6 +41,62 @@ static inline int32_t pack8x4(int8_t a, int8_t b, int8_t c, int8_t d) {
                      ((uint32_t)(uint8_t)d << 24));
 }
 
+/* Writes (or with q == NULL only counts) the delta-coded records of one 4x1 group. */
+typedef struct {
+    quad4x1 *q;
+    int64_t n, prev; /* records so far; channel of the last entry */
+    int fill;        /* entries in the open record */
+    uint8_t dk[4];
+    int8_t v[4][4];  /* [row][entry] */
+} rec_writer;
+
+static void rw_flush(rec_writer *rw) {
+    if (!rw->fill) return;
+    for (int e = rw->fill; e < 4; e++) { /* padding: the last channel again (delta 0), zero weights */
+        rw->dk[e] = 0;
+        for (int r = 0; r < 4; r++) rw->v[r][e] = 0;
+    }
+    if (rw->q) {
+        memcpy(rw->q[rw->n].dk, rw->dk, 4);
+        for (int r = 0; r < 4; r++) rw->q[rw->n].w[r] = pack8x4(rw->v[r][0], rw->v[r][1], rw->v[r][2], rw->v[r][3]);
+    }
+    rw->n++;
+    rw->fill = 0;
+}
+
+static void rw_add(rec_writer *rw, int64_t k, const int8_t w4[4]) {
+    if (k - rw->prev > 255) {
+        rw_flush(rw);
+        while (k - rw->prev > 255) { /* filler: every entry at prev + 255 (< k <= K - 1), zero weights */
+            if (rw->q) {
+                memset(&rw->q[rw->n], 0, sizeof(quad4x1));
+                rw->q[rw->n].dk[0] = 255;
+            }
+            rw->n++;
+            rw->prev += 255;
+        }
+    }
+    rw->dk[rw->fill] = (uint8_t)(k - rw->prev);
+    for (int r = 0; r < 4; r++) rw->v[r][rw->fill] = w4[r];
+    rw->prev = k;
+    if (++rw->fill == 4) rw_flush(rw);
+}
+
+/* The records of group g (output channels 4g .. 4g+3, kept input channels cols[0 .. cnt), ascending). */
+static int64_t group_records(const int32_t *cols, int64_t cnt, const int8_t *W, int64_t ldw, int64_t N, int64_t K,
+                             int64_t g, quad4x1 *q) {
+    rec_writer rw;
+    memset(&rw, 0, sizeof rw);
+    rw.q = q;
+    for (int64_t j = 0; j < cnt; j++) {
+        int8_t w4[4];
+        for (int r = 0; r < 4; r++) w4[r] = hf_w_at(W, ldw, N, K, g * 4 + r, cols[j]);
+        rw_add(&rw, cols[j], w4);
+    }
+    rw_flush(&rw);
+    return rw.n;
+}
+
 static int64_t nrec_rows(const struct hf_sparse_w *w) { return w->br == 4 ? (w->N + 3) / 4 : w->N; }
 
 static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const int64_t *rowptr, const int32_t *cols) {
@@ -46,7 +104,8 @@ static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const 
     int64_t nrec = 0, recsz, bytes;
     int64_t *ptr;
     if (w->br == 4)
-        for (int64_t g = 0; g < R; g++) nrec += (rowptr[g + 1] - rowptr[g] + 3) / 4;
+        for (int64_t g = 0; g < R; g++)
+            nrec += group_records(cols + rowptr[g], rowptr[g + 1] - rowptr[g], W, ldw, N, K, g, NULL);
     else
         nrec = w->kept;
     recsz = w->br == 4 ? (int64_t)sizeof(quad4x1) : (int64_t)sizeof(blk1x4);
@@ -59,22 +118,8 @@ static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const 
         quad4x1 *q = (quad4x1 *)(ptr + R + 1);
         int64_t i = 0;
         for (int64_t g = 0; g < R; g++) {
-            const int64_t b0 = rowptr[g], cnt = rowptr[g + 1] - b0;
             ptr[g] = i;
-            for (int64_t j = 0; j < cnt; j += 4, i++) {
-                int64_t k[4];
-                int valid[4];
-                for (int e = 0; e < 4; e++) {
-                    valid[e] = j + e < cnt;
-                    k[e] = valid[e] ? cols[b0 + j + e] : cols[b0 + j];
-                    q[i].k[e] = (uint16_t)k[e];
-                }
-                for (int r = 0; r < 4; r++) {
-                    int8_t v[4];
-                    for (int e = 0; e < 4; e++) v[e] = valid[e] ? hf_w_at(W, ldw, N, K, g * 4 + r, k[e]) : 0;
-                    q[i].w[r] = pack8x4(v[0], v[1], v[2], v[3]);
-                }
-            }
+            i += group_records(cols + rowptr[g], rowptr[g + 1] - rowptr[g], W, ldw, N, K, g, q + i);
         }
         ptr[R] = i;
         w->work[0] = 0;
@@ -150,16 +195,21 @@ INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, int32
     ACC(a20, "zmm24"); ACC(a21, "zmm25"); ACC(a22, "zmm26"); ACC(a23, "zmm27");
     ACC(a30, "zmm28"); ACC(a31, "zmm29"); ACC(a32, "zmm30"); ACC(a33, "zmm31");
 #undef ACC
+    size_t k = 0; /* channel of the previous entry */
     for (int64_t i = 0; i < nq; i++) {
         const quad4x1 *r = q + i;
+        uint32_t d;
+        memcpy(&d, r->dk, 4);
+        const size_t k0 = k + (d & 255u), k1 = k0 + ((d >> 8) & 255u), k2 = k1 + ((d >> 16) & 255u), k3 = k2 + (d >> 24);
+        k = k3;
         /* the 4 weight words broadcast once (4 loads) instead of as 16 embedded-broadcast operands:
          * 512-bit loads, not vpdpbusd, were the limit (4 + 16 per record) */
         const __m512i w0 = _mm512_set1_epi32(r->w[0]), w1 = _mm512_set1_epi32(r->w[1]);
         const __m512i w2 = _mm512_set1_epi32(r->w[2]), w3 = _mm512_set1_epi32(r->w[3]);
-        const __m512i ka = _mm512_load_si512((const void *)(X + (size_t)r->k[0] * TILE_T));
-        const __m512i kb = _mm512_load_si512((const void *)(X + (size_t)r->k[1] * TILE_T));
-        const __m512i kc = _mm512_load_si512((const void *)(X + (size_t)r->k[2] * TILE_T));
-        const __m512i kd = _mm512_load_si512((const void *)(X + (size_t)r->k[3] * TILE_T));
+        const __m512i ka = _mm512_load_si512((const void *)(X + k0 * TILE_T));
+        const __m512i kb = _mm512_load_si512((const void *)(X + k1 * TILE_T));
+        const __m512i kc = _mm512_load_si512((const void *)(X + k2 * TILE_T));
+        const __m512i kd = _mm512_load_si512((const void *)(X + k3 * TILE_T));
         const __m512i ab0 = _mm512_unpacklo_epi8(ka, kb), cd0 = _mm512_unpacklo_epi8(kc, kd);
         const __m512i x0 = _mm512_unpacklo_epi16(ab0, cd0);
         DPR(a00, x0, w0); DPR(a10, x0, w1); DPR(a20, x0, w2); DPR(a30, x0, w3);
