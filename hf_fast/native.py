@@ -124,6 +124,9 @@ def native_info() -> dict:
             "sparse_u8s8s32_gemm": {b: supported_isas() for b in BLOCK_SHAPES},
             "linear_epilogue": supported_isas(),
             "quantize_u8": supported_isas(),
+            "layernorm": supported_isas(),
+            "attention_f32": supported_isas(),
+            "attention_int8": supported_isas(),  # head size % 16 == 0 on AVX2 / VNNI, else the reference
         },
         "threads": get_num_threads(),
         "threads_from_env": os.environ.get("HF_FAST_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or None,

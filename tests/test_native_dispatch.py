@@ -22,6 +22,8 @@ def test_native_info_reports_isa_and_kernels():
     assert "ref" in info["supported_isas"]
     assert info["isa"] in info["supported_isas"]
     assert set(info["kernels"]["dense_u8s8s32_gemm"]) == set(info["supported_isas"])
+    for fam in ("attention_f32", "attention_int8", "layernorm"):
+        assert set(info["kernels"][fam]) == set(info["supported_isas"]), fam
 
 
 def test_auto_picks_the_best_supported_isa():

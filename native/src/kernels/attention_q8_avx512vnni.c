@@ -5,13 +5,15 @@
  * as s8 = u8 - 128 (a xor) and the sums corrected in exact int32 arithmetic:
  *   sum_c (q8 - zq)(k8 - zk) = sum_c q8 (k8 - 128) + (128 - zk) sum_c q8 - zq sum_c k8 + d zq zk
  *   sum_j (p8 - zp)(v8 - zv) = sum_j p8 (v8 - 128) + (128 - zv) sum_j p8 - zp sum_j v8 + ne zp zv
- * Layouts (scratch): q8 rows [S][d] u8 (a query's 4 channels broadcast as one dword);
- *   K as dwords Kp[d/4][sp] (4 channels of one key; 16 keys a zmm), V as dwords Vp[ne4/4][d] (4 keys of one
- *   channel; 16 channels a zmm), both packed once per head.
- * Per block of MR query rows: scores (MR x 32 keys a micro-kernel call) -> fp32 softmax (the fp32 kernel's
- * exp) -> p quantized to u8 in L1 -> ctx (6 rows x 64 channels a call). Keys past the last unmasked one
- * have p8 = zp exactly, i.e. contribute 0, so both products stop at ne (as the fp32 kernels).
- * Requires d % 16 == 0 (the dispatcher sends other head sizes to the reference). */
+ * Layouts (scratch): q8 rows [S + 12][d] u8 (a query's 4 channels broadcast as one dword; zero rows past S);
+ *   K as dwords Kp[d/4][sk] (4 channels of one key, 16 keys a zmm; sk = S rounded up to 32, zero keys past ne),
+ *   packed with 16 x 16 dword transposes; V as dwords Vp[ne4/4][dv] (4 keys of one channel, 16 channels a zmm;
+ *   dv = d rounded up to 64, zero channels and keys as padding). Both once per head.
+ * Per block of 12 query rows: scores (12 x 32 keys a micro-kernel call, accumulators pinned with inline asm;
+ * the row max taken in the same epilogue) -> fp32 exp and sum -> p = rint(e * ((1/sum)/p_scale)) + zp as u8 in
+ * L1 -> ctx (6 rows x 64 channels a call). Keys past the last unmasked one have p8 = zp exactly, i.e. contribute
+ * 0, so both products stop at ne (as the fp32 kernels).
+ * Requires d % 16 == 0 (other head sizes run the reference). */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
