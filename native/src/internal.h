@@ -97,6 +97,16 @@ void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const float 
                               const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
 void hf_layernorm_avx512(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                          const float *beta, float eps, float *y);
+/* Keys the SIMD attention kernels loop over: up to the last one not masked (-inf bias), since the ones past it get
+ * probability exactly 0 (right-padded batches skip their pad keys); all S when every key is masked (uniform). */
+static inline int64_t hf_attended_keys(int64_t S, const float *key_bias) {
+    int64_t ne = S;
+    if (key_bias) {
+        while (ne > 0 && key_bias[ne - 1] == -__builtin_inff()) ne--;
+        if (ne == 0) ne = S;
+    }
+    return ne;
+}
 /* ops.c: HF_EINVAL naming `where` unless every scale is positive and finite and every zero point in [0, 255]. */
 int hf_check_attn_quant(const hf_attn_quant *aq, const char *where);
 /* dispatch.c: fp32 ops for an ISA (AVX-512 machines: 16-lane attention and LayerNorm). */

@@ -91,11 +91,7 @@ TGT void hf_attention_head_avx2(int64_t S, int64_t d, const float *q, const floa
     float *sc = scratch + d * sp; /* [MR][sp] */
     float inv[MR];
     /* keys past the last unmasked one get probability exactly 0: stop both products there */
-    int64_t ne = S;
-    if (key_bias) {
-        while (ne > 0 && key_bias[ne - 1] == -INFINITY) ne--;
-        if (ne == 0) ne = S; /* all masked: uniform over every key */
-    }
+    const int64_t ne = hf_attended_keys(S, key_bias);
     hf_transpose_keys(ne, d, k, ld, kt, sp);
     int64_t i0 = 0;
     for (; i0 + MR <= S; i0 += MR) ROWS(MR);

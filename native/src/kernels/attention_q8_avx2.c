@@ -103,11 +103,7 @@ TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const float *q, const f
         return;
     }
     const int64_t sp = (S + 15) & ~(int64_t)15, d2 = d / 2;
-    int64_t ne = S;
-    if (key_bias) {
-        while (ne > 0 && key_bias[ne - 1] == -INFINITY) ne--;
-        if (ne == 0) ne = S; /* all masked: uniform over every key */
-    }
+    const int64_t ne = hf_attended_keys(S, key_bias);
     const int64_t ne2 = (ne + 1) & ~(int64_t)1, ne16 = (ne + 15) & ~(int64_t)15;
     char *p = align64((char *)scratch);
     int16_t *q16 = (int16_t *)p;           p = align64(p + 2 * S * d);

@@ -238,11 +238,7 @@ TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const float *q, c
     /* keys padded to 32 and channels to 64 (zeros), so the micro-kernels always run full width; q rows padded
      * by 12 so a tail block reads defined bytes */
     const int64_t sk = (S + 31) & ~(int64_t)31, dv = (d + 63) & ~(int64_t)63, d4 = d / 4;
-    int64_t ne = S;
-    if (key_bias) {
-        while (ne > 0 && key_bias[ne - 1] == -INFINITY) ne--;
-        if (ne == 0) ne = S; /* all masked: uniform over every key */
-    }
+    const int64_t ne = hf_attended_keys(S, key_bias);
     char *p = align64((char *)scratch);
     uint8_t *q8 = (uint8_t *)p;            p = align64(p + (S + MR) * d);
     int32_t *rq = (int32_t *)p;            p = align64(p + 4 * S);
