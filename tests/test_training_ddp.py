@@ -47,6 +47,12 @@ def _worker(out: str) -> None:
         h.update(m.numpy().tobytes())
     sp = 1 - torch.cat([m.flatten().float() for m in tr.pruning_callback.masks.values()]).mean().item()
     Path(out, f"rank{rank}.txt").write_text(f"{h.hexdigest()} {sp:.4f}\n")
+    # leave without tearing the gloo group down: under CPU load its teardown sometimes aborts at interpreter exit
+    # ("terminate called without an active exception", ~1 run in 7 with a busy core) and destroy_process_group()
+    # sometimes hangs instead; what this test checks is written above
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @pytest.mark.slow  # ~10 s: two torchrun processes
