@@ -26,11 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _logits(fm, ev, n, batch=64):
-    return np.concatenate([np.asarray(fm(**{c: v[i:i + batch] for c, v in ev.items()}).logits)
-                           for i in range(0, n, batch)])
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="NAME=DIR (fine-tuned checkpoints)")
@@ -48,6 +43,7 @@ def main(argv=None):
     from hf_fast.training.data import classification_datasets
     from hf_fast.training.metrics import mcnemar_exact
     from hf_fast.training.recipe import load_recipe
+    from train_rt_polarity import batched_logits, calibration_rows  # the same calibration rows and batching
 
     torch.set_num_threads(a.threads)
     r = load_recipe(a.recipe, base_dir=REPO)
@@ -60,22 +56,19 @@ def main(argv=None):
         tok = AutoTokenizer.from_pretrained(mdir)
         train_ds, eval_ds = classification_datasets(r.data, tok)
         cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in eval_ds.column_names]
-        step = max(1, len(train_ds) // 256)
-        calib = [{c: train_ds[i][c] for c in cols} for i in range(0, len(train_ds), step)][:256]
+        calib = calibration_rows(train_ds, cols)
         ev = {c: np.asarray(eval_ds[c], dtype=np.int64) for c in cols}
         labels = np.asarray(eval_ds["labels"])
-        n = len(labels)
         model = AutoModelForSequenceClassification.from_pretrained(mdir).eval()
         with torch.no_grad():
-            ref = np.concatenate([model(**{c: torch.from_numpy(v[i:i + 64]) for c, v in ev.items()}).logits.numpy()
-                                  for i in range(0, n, 64)])
+            ref = batched_logits(model, {c: torch.from_numpy(v) for c, v in ev.items()})
         entry = {"fp32_accuracy": float((ref.argmax(-1) == labels).mean())}
         correct = {}
         for qa in (False, True):
             art = a.out / f"{name}_int8{'_qa' if qa else ''}"
             export(model, tok, art, calibration_dataset=calib, progress=False, max_length=r.data.get("max_length", 128),
                    quantize_attention=qa)
-            lg = {b: _logits(load_fast_model(art, backend=b, num_threads=a.threads), ev, n)
+            lg = {b: batched_logits(load_fast_model(art, backend=b, num_threads=a.threads), ev)
                   for b in ("native", "onnxruntime")}
             tag = "int8_attention" if qa else "fp32_attention"
             correct[tag] = lg["native"].argmax(-1) == labels

@@ -23,6 +23,25 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def calibration_rows(train_ds, cols, n: int = 256):
+    """n training rows spread over the split (it lists the negatives first), as feeds of `cols`."""
+    step = max(1, len(train_ds) // n)
+    return [{c: train_ds[i][c] for c in cols} for i in range(0, len(train_ds), step)][:n]
+
+
+def batched_logits(call, feeds, batch: int = 64):
+    """Logits of `call(**rows)` (numpy arrays, or torch tensors for a torch model) over `feeds` in batches."""
+    import numpy as np
+    import torch
+
+    n = len(next(iter(feeds.values())))
+    out = []
+    for i in range(0, n, batch):
+        lg = call(**{c: v[i:i + batch] for c, v in feeds.items()}).logits
+        out.append(lg.detach().numpy() if isinstance(lg, torch.Tensor) else np.asarray(lg))
+    return np.concatenate(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default=str(REPO / "recipes" / "minilm_rt_polarity.yaml"))
@@ -154,8 +173,7 @@ def main(argv=None):
 
         # the exact token ids the fp32 evaluation saw (the text column is gone after tokenization)
         cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in eval_ds.column_names]
-        step = max(1, len(train_ds) // 256)  # spread over both classes (the split lists negatives first)
-        calib = [{c: train_ds[i][c] for c in cols} for i in range(0, len(train_ds), step)][:256]
+        calib = calibration_rows(train_ds, cols)
         ev_np = {c: np.asarray(eval_ds[c], dtype=np.int64) for c in cols}
         labels = list(eval_ds["labels"])
         for name, run in list(results["runs"].items()):
@@ -165,12 +183,10 @@ def main(argv=None):
             export(model, tok, art, calibration_dataset=calib, block=run.get("block"), progress=False,
                    max_length=r.data.get("max_length", 128))
             with torch.no_grad():  # the fp32 model's own predictions: int8 vs fp32 argmax agreement
-                ref = np.concatenate([model(**{c: torch.from_numpy(v[i:i + 64]) for c, v in ev_np.items()}).logits
-                                      .numpy() for i in range(0, len(labels), 64)])
+                ref = batched_logits(model, {c: torch.from_numpy(v) for c, v in ev_np.items()})
             for backend in ("native", "onnxruntime"):
                 fm = load_fast_model(art, backend=backend)
-                lg = np.concatenate([np.asarray(fm(**{c: v[i:i + 64] for c, v in ev_np.items()}).logits)
-                                     for i in range(0, len(labels), 64)])
+                lg = batched_logits(fm, ev_np)
                 acc = accuracy(lg.argmax(-1).tolist(), labels)["accuracy"]
                 run[f"int8_{backend}_accuracy"] = acc
                 run[f"int8_{backend}_agreement_vs_fp32"] = float((lg.argmax(-1) == ref.argmax(-1)).mean())

@@ -97,6 +97,8 @@ void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const float 
                               const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
 void hf_layernorm_avx512(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                          const float *beta, float eps, float *y);
+/* p rounded up to the next 64-byte boundary (carving aligned buffers out of a scratch block) */
+static inline char *hf_align64(char *p) { return (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 /* Keys the SIMD attention kernels loop over: up to the last one not masked (-inf bias), since the ones past it get
  * probability exactly 0 (right-padded batches skip their pad keys); all S when every key is masked (uniform). */
 static inline int64_t hf_attended_keys(int64_t S, const float *key_bias) {

@@ -15,23 +15,37 @@ int hf_layernorm(int isa, int64_t T, int64_t H, const float *x, const float *r, 
     return HF_OK;
 }
 
+/* The checks both attention entry points make (messages prefixed by `what`), then the ISA resolved. */
+static int attention_args(const char *what, int *isa, int64_t S, int64_t heads, int64_t d, const float *q,
+                          const float *k, const float *v, int64_t ld, float *ctx, int64_t ldo) {
+    if (S <= 0 || heads <= 0 || d <= 0)
+        return hf_fail(HF_EINVAL, "%s: S=%lld, heads=%lld, d=%lld must be > 0", what, (long long)S, (long long)heads,
+                       (long long)d);
+    if (ld < heads * d || ldo < heads * d) return hf_fail(HF_EINVAL, "%s: row strides shorter than heads*d", what);
+    if (!q || !k || !v || !ctx) return hf_fail(HF_EINVAL, "%s: NULL pointer", what);
+    return hf_resolve_isa(*isa, isa);
+}
+
+/* `bytes` of kernel scratch followed by the additive key bias built from key_mask (*bias = NULL without one). */
+static void *scratch_with_bias(size_t bytes, int64_t S, const int64_t *key_mask, float **bias) {
+    char *scratch = (char *)hf_alloc(bytes + (size_t)S * sizeof(float));
+    *bias = NULL;
+    if (scratch && key_mask) {
+        *bias = (float *)(scratch + bytes);
+        for (int64_t j = 0; j < S; j++) (*bias)[j] = key_mask[j] ? 0.f : -INFINITY;
+    }
+    return scratch;
+}
+
 int hf_attention(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                  int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo) {
     int rc;
-    float *scratch, *bias = NULL;
-    if (S <= 0 || heads <= 0 || d <= 0)
-        return hf_fail(HF_EINVAL, "attention: S=%lld, heads=%lld, d=%lld must be > 0", (long long)S,
-                       (long long)heads, (long long)d);
-    if (ld < heads * d || ldo < heads * d) return hf_fail(HF_EINVAL, "attention: row strides shorter than heads*d");
-    if (!q || !k || !v || !ctx) return hf_fail(HF_EINVAL, "attention: NULL pointer");
-    if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
+    float *bias;
+    if ((rc = attention_args("attention", &isa, S, heads, d, q, k, v, ld, ctx, ldo)) != HF_OK) return rc;
     const hf_f32_ops *ops = (d % 8 == 0) ? hf_f32_ops_for(isa) : hf_f32_ops_for(HF_ISA_REF);
-    scratch = (float *)hf_alloc((size_t)(hf_attention_scratch_floats(S, d) + S) * sizeof(float));
+    float *scratch = (float *)scratch_with_bias((size_t)hf_attention_scratch_floats(S, d) * sizeof(float), S,
+                                                key_mask, &bias);
     if (!scratch) return hf_fail(HF_ENOMEM, "attention: out of memory");
-    if (key_mask) {
-        bias = scratch + hf_attention_scratch_floats(S, d);
-        for (int64_t j = 0; j < S; j++) bias[j] = key_mask[j] ? 0.f : -INFINITY;
-    }
     for (int64_t h = 0; h < heads; h++)
         ops->attention_head(S, d, q + h * d, k + h * d, v + h * d, ld, bias, scale, ctx + h * d, ldo, scratch);
     hf_free(scratch);
@@ -54,23 +68,13 @@ int hf_attention_q8(int isa, int64_t S, int64_t heads, int64_t d, const float *q
                     int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq, float *ctx,
                     int64_t ldo) {
     int rc;
-    void *scratch;
-    float *bias = NULL;
-    if (S <= 0 || heads <= 0 || d <= 0)
-        return hf_fail(HF_EINVAL, "attention_q8: S=%lld, heads=%lld, d=%lld must be > 0", (long long)S,
-                       (long long)heads, (long long)d);
+    float *bias;
+    if ((rc = attention_args("attention_q8", &isa, S, heads, d, q, k, v, ld, ctx, ldo)) != HF_OK) return rc;
     if (S > (1 << 16) || d > 4096) return hf_fail(HF_EINVAL, "attention_q8: S or d too large");
-    if (ld < heads * d || ldo < heads * d) return hf_fail(HF_EINVAL, "attention_q8: row strides shorter than heads*d");
-    if (!q || !k || !v || !ctx || !aq) return hf_fail(HF_EINVAL, "attention_q8: NULL pointer");
+    if (!aq) return hf_fail(HF_EINVAL, "attention_q8: NULL pointer");
     if ((rc = hf_check_attn_quant(aq, "attention_q8")) != HF_OK) return rc;
-    if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
-    const int64_t bytes = hf_attention_q8_scratch_bytes(S, d);
-    scratch = hf_alloc((size_t)bytes + (size_t)S * sizeof(float));
+    void *scratch = scratch_with_bias((size_t)hf_attention_q8_scratch_bytes(S, d), S, key_mask, &bias);
     if (!scratch) return hf_fail(HF_ENOMEM, "attention_q8: out of memory");
-    if (key_mask) {
-        bias = (float *)((char *)scratch + bytes);
-        for (int64_t j = 0; j < S; j++) bias[j] = key_mask[j] ? 0.f : -INFINITY;
-    }
     const hf_attention_q8_head_fn fn = hf_f32_ops_for(isa)->attention_q8_head;
     for (int64_t h = 0; h < heads; h++)
         fn(S, d, q + h * d, k + h * d, v + h * d, ld, bias, scale, aq, ctx + h * d, ldo, scratch);

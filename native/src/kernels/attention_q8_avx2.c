@@ -17,8 +17,6 @@
 #define TGT __attribute__((target("avx2,fma")))
 #define INL static inline __attribute__((target("avx2,fma"), always_inline))
 
-static inline char *align64(char *p) { return (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
-
 /* acc[r][b] = sum over n2 steps of bcast(A[r] int16 pair t) . B[t][8 b ..] (vpmaddwd), r < mr, b < 2. */
 INL void mk(const int mr, int64_t n2, const int16_t *A, int64_t lda, const int32_t *B, int64_t ldb, __m256i acc[MR][2]) {
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
@@ -35,17 +33,16 @@ INL void mk(const int mr, int64_t n2, const int16_t *A, int64_t lda, const int32
     }
 }
 
-/* 16 floats -> (Q(x) - zp) as 16 int16 in order; *sum += the 16 u8 values */
-INL __m256i quant16_s16(const float *x, __m256 vs, __m256 vz, int32_t zp, __m256i *sum) {
+/* 16 floats -> (Q(x) - zp) as 16 int16 in order */
+INL __m256i quant16_s16(const float *x, __m256 vs, __m256 vz, int32_t zp) {
     const __m256i a = hf_quant8(_mm256_loadu_ps(x), vs, vz), b = hf_quant8(_mm256_loadu_ps(x + 8), vs, vz);
-    if (sum) *sum = _mm256_add_epi32(*sum, _mm256_add_epi32(a, b));
     const __m256i z = _mm256_set1_epi32(zp);
     return _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_sub_epi32(a, z), _mm256_sub_epi32(b, z)), 0xD8);
 }
 
 INL void row_s16(const float *x, int64_t d, float s, int32_t zp, int16_t *dst) {
     const __m256 vs = _mm256_set1_ps(s), vz = _mm256_set1_ps((float)zp);
-    for (int64_t c = 0; c < d; c += 16) _mm256_storeu_si256((__m256i *)(dst + c), quant16_s16(x + c, vs, vz, zp, NULL));
+    for (int64_t c = 0; c < d; c += 16) _mm256_storeu_si256((__m256i *)(dst + c), quant16_s16(x + c, vs, vz, zp));
 }
 
 /* rint(e * w) + zp, at most 255 (the reference's probability quantizer: e >= 0, w = (1/sum) / p_scale) */
@@ -105,12 +102,12 @@ TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const float *q, const f
     const int64_t sp = (S + 15) & ~(int64_t)15, d2 = d / 2;
     const int64_t ne = hf_attended_keys(S, key_bias);
     const int64_t ne2 = (ne + 1) & ~(int64_t)1, ne16 = (ne + 15) & ~(int64_t)15;
-    char *p = align64((char *)scratch);
-    int16_t *q16 = (int16_t *)p;           p = align64(p + 2 * S * d);
-    int32_t *Kp = (int32_t *)p;            p = align64(p + 4 * d2 * sp);
-    int32_t *Vp = (int32_t *)p;            p = align64(p + 4 * (sp / 2) * d);
-    float *sc = (float *)p;                p = align64(p + 4 * MR * sp);
-    int16_t *p16 = (int16_t *)p;           p = align64(p + 2 * MR * sp);
+    char *p = hf_align64((char *)scratch);
+    int16_t *q16 = (int16_t *)p;           p = hf_align64(p + 2 * S * d);
+    int32_t *Kp = (int32_t *)p;            p = hf_align64(p + 4 * d2 * sp);
+    int32_t *Vp = (int32_t *)p;            p = hf_align64(p + 4 * (sp / 2) * d);
+    float *sc = (float *)p;                p = hf_align64(p + 4 * MR * sp);
+    int16_t *p16 = (int16_t *)p;           p = hf_align64(p + 2 * MR * sp);
     int16_t *tmp = (int16_t *)p;           /* 2 rows of d int16 */
 
     for (int64_t i = 0; i < S; i++) row_s16(q + i * ld, d, aq->q_scale, aq->q_zp, q16 + i * d);

@@ -26,8 +26,6 @@
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
 #define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma"), always_inline))
 
-static inline char *align64(char *p) { return (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
-
 /* acc += x (u8) . w (s8); inline asm keeps each accumulator in its register (with the intrinsic GCC copied
  * and spilled accumulators every step: half the VNNI rate) */
 #define DPR(acc, x, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w))
@@ -144,30 +142,6 @@ static TGT void scores_rows(int mr, const q8_ctx *c, int64_t i0, float *rmax) {
     for (int r = 0; r < mr; r++) rmax[r] = _mm512_reduce_max_ps(vm[r]);
 }
 
-/* Softmax numerators of one score row over keys [0, ne) in place, given the row max; returns 1/sum
- * (hf_softmax_row16 without its max pass). Every key masked: 1 everywhere and 1/ne, uniform weights. */
-static TGT float softmax_row(float *p, int64_t ne, float mx) {
-    if (mx == -INFINITY) {
-        for (int64_t j = 0; j < ne; j++) p[j] = 1.f;
-        return 1.0f / (float)ne;
-    }
-    const __m512 vmx = _mm512_set1_ps(mx);
-    __m512 vs = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 16 <= ne; j += 16) {
-        const __m512 e = hf_exp512(_mm512_sub_ps(_mm512_loadu_ps(p + j), vmx));
-        _mm512_storeu_ps(p + j, e);
-        vs = _mm512_add_ps(vs, e);
-    }
-    if (j < ne) {
-        const __mmask16 k = hf_tail16(ne - j);
-        const __m512 e = _mm512_maskz_mov_ps(k, hf_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vmx)));
-        _mm512_mask_storeu_ps(p + j, k, e);
-        vs = _mm512_add_ps(vs, e);
-    }
-    return 1.0f / _mm512_reduce_add_ps(vs);
-}
-
 /* ctx rows r0 .. r0+mr (mr <= 6) of the block (query i0 + r): float(exact int32) * spv. */
 static TGT void ctx_rows(int mr, const q8_ctx *c, int r0, const int32_t *psum, float *ctx, int64_t ldo) {
     const int64_t n4 = (c->ne + 3) / 4;
@@ -217,13 +191,13 @@ INL int32_t quant_row(const float *x, int64_t n, float s, int32_t zp, uint8_t fl
 }
 
 /* scores, softmax + quantized probabilities, then context, for the mr (<= 12) queries from i0 */
-static TGT void block(int mr, const q8_ctx *c, int64_t i0, const hf_attn_quant *aq, float *ctx, int64_t ldo) {
+static TGT void block(int mr, const q8_ctx *c, int64_t i0, float *ctx, int64_t ldo) {
     int32_t psum[MR];
     float rmax[MR];
     scores_rows(mr, c, i0, rmax);
     for (int r = 0; r < mr; r++)
-        psum[r] = quant_probs(c->sc + r * c->sk, softmax_row(c->sc + r * c->sk, c->ne, rmax[r]) / aq->p_scale, c->ne,
-                              aq->p_zp, c->p8 + r * c->sk);
+        psum[r] = quant_probs(c->sc + r * c->sk, hf_softmax_exp16(c->sc + r * c->sk, c->ne, rmax[r]) / c->p_scale,
+                              c->ne, c->p_zp, c->p8 + r * c->sk);
     ctx_rows(mr < MRV ? mr : MRV, c, 0, psum, ctx + i0 * ldo, ldo);
     if (mr > MRV) ctx_rows(mr - MRV, c, MRV, psum, ctx + i0 * ldo, ldo);
 }
@@ -239,16 +213,16 @@ TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const float *q, c
      * by 12 so a tail block reads defined bytes */
     const int64_t sk = (S + 31) & ~(int64_t)31, dv = (d + 63) & ~(int64_t)63, d4 = d / 4;
     const int64_t ne = hf_attended_keys(S, key_bias);
-    char *p = align64((char *)scratch);
-    uint8_t *q8 = (uint8_t *)p;            p = align64(p + (S + MR) * d);
-    int32_t *rq = (int32_t *)p;            p = align64(p + 4 * S);
-    int32_t *Kp = (int32_t *)p;            p = align64(p + 4 * d4 * sk);
-    int32_t *ck = (int32_t *)p;            p = align64(p + 4 * sk);
-    int32_t *Vp = (int32_t *)p;            p = align64(p + 4 * (sk / 4) * dv);
-    int32_t *cv = (int32_t *)p;            p = align64(p + 4 * dv);
-    float *sc = (float *)p;                p = align64(p + 4 * MR * sk);
-    uint8_t *p8 = (uint8_t *)p;            p = align64(p + MR * sk);
-    int32_t *tile = (int32_t *)p;          p = align64(p + 4 * MR * 64);
+    char *p = hf_align64((char *)scratch);
+    uint8_t *q8 = (uint8_t *)p;            p = hf_align64(p + (S + MR) * d);
+    int32_t *rq = (int32_t *)p;            p = hf_align64(p + 4 * S);
+    int32_t *Kp = (int32_t *)p;            p = hf_align64(p + 4 * d4 * sk);
+    int32_t *ck = (int32_t *)p;            p = hf_align64(p + 4 * sk);
+    int32_t *Vp = (int32_t *)p;            p = hf_align64(p + 4 * (sk / 4) * dv);
+    int32_t *cv = (int32_t *)p;            p = hf_align64(p + 4 * dv);
+    float *sc = (float *)p;                p = hf_align64(p + 4 * MR * sk);
+    uint8_t *p8 = (uint8_t *)p;            p = hf_align64(p + MR * sk);
+    int32_t *tile = (int32_t *)p;          p = hf_align64(p + 4 * MR * 64);
     uint8_t *tmp = (uint8_t *)p;           /* 16 rows of dv bytes (K), then 4 rows of d bytes (V) */
 
     /* q rows; K as Kp[c4][j] (s8): 16 keys at a time quantized into rows of dv bytes (zero padded), then each
@@ -314,5 +288,5 @@ TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const float *q, c
 
     const q8_ctx c = {q8, rq, Kp, ck, Vp, cv, sc, p8, tile, d, sk, dv, ne, key_bias, scale,
                       aq->q_scale * aq->k_scale, aq->p_scale * aq->v_scale, aq->p_scale, aq->p_zp, 128 - aq->v_zp};
-    for (int64_t i0 = 0; i0 < S; i0 += MR) block(S - i0 < MR ? (int)(S - i0) : MR, &c, i0, aq, ctx, ldo);
+    for (int64_t i0 = 0; i0 < S; i0 += MR) block(S - i0 < MR ? (int)(S - i0) : MR, &c, i0, ctx, ldo);
 }

@@ -18,7 +18,7 @@ void hf_attention_q8_head_ref(int64_t S, int64_t d, const float *q, const float 
                               const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
                               void *scratch) {
     uint8_t *q8 = (uint8_t *)scratch, *k8 = q8 + S * d, *v8 = k8 + S * d, *p8 = v8 + S * d;
-    float *p = (float *)(((uintptr_t)(p8 + S) + 63) & ~(uintptr_t)63);
+    float *p = (float *)hf_align64((char *)(p8 + S));
     const float sqk = aq->q_scale * aq->k_scale, spv = aq->p_scale * aq->v_scale;
     for (int64_t t = 0; t < S; t++) {
         hf_quantize_ref(d, q + t * ld, aq->q_scale, aq->q_zp, q8 + t * d);

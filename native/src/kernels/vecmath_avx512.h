@@ -34,22 +34,24 @@ static inline __mmask16 hf_tail16(int64_t left) {
     return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
 }
 
-/* rint(y / scale) + zp clamped to [0, 255] as int32 lanes, NaN -> 0: hf_quantize_ref1 bit for bit. The quotient
- * is converted with round-to-nearest-even (embedded rounding, = rint for |q| < 2^31, clamped at 2^30 first; NaN
- * and -inf convert to INT_MIN), then zp and the clamp in int32. */
-HF_AVX512 __m512i hf_quant16_i32(__m512 y, float scale, int32_t zp) {
+/* rint(y / scale) + zp as int32 lanes, before the clamp to [0, 255]: the quotient is converted with
+ * round-to-nearest-even (embedded rounding, = rint for |q| < 2^31, clamped at 2^30 first; NaN and -inf convert to
+ * INT_MIN, which the callers' clamp sends to 0). The division is as cheap as a multiply-and-check on Zen 5. */
+HF_AVX512 __m512i hf_quant16_unclamped(__m512 y, float scale, int32_t zp) {
     const __m512 q = _mm512_min_ps(_mm512_set1_ps(0x1p30f), _mm512_div_ps(y, _mm512_set1_ps(scale))); /* NaN stays NaN */
-    const __m512i r = _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                                       _mm512_set1_epi32(zp));
+    return _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                            _mm512_set1_epi32(zp));
+}
+
+/* hf_quantize_ref1 bit for bit, as int32 lanes in [0, 255]. */
+HF_AVX512 __m512i hf_quant16_i32(__m512 y, float scale, int32_t zp) {
+    const __m512i r = hf_quant16_unclamped(y, scale, zp);
     return _mm512_min_epi32(_mm512_max_epi32(r, _mm512_setzero_si512()), _mm512_set1_epi32(255));
 }
 
-/* The same as 16 bytes (the division is as cheap as a multiply-and-check on Zen 5). */
+/* The same as 16 bytes (the upper clamp is the unsigned saturation of the narrowing). */
 HF_AVX512 __m128i hf_quant16(__m512 y, float scale, int32_t zp) {
-    const __m512 q = _mm512_min_ps(_mm512_set1_ps(0x1p30f), _mm512_div_ps(y, _mm512_set1_ps(scale)));
-    const __m512i r = _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                                       _mm512_set1_epi32(zp));
-    return _mm512_cvtusepi32_epi8(_mm512_max_epi32(r, _mm512_setzero_si512()));
+    return _mm512_cvtusepi32_epi8(_mm512_max_epi32(hf_quant16_unclamped(y, scale, zp), _mm512_setzero_si512()));
 }
 
 /* 16x16 int32 transpose: r[i] lane j -> r[j] lane i. */
@@ -78,26 +80,37 @@ HF_AVX512 void hf_transpose16_epi32(__m512i r[16]) {
     for (int i = 0; i < 16; i++) r[i] = t[i];
 }
 
-/* Softmax numerators of one score row over keys [0, ne) in place; returns 1/sum. A row whose keys are all
- * masked (-inf) gets 1 everywhere and 1/ne, i.e. uniform weights. */
+/* Softmax numerators of one score row over keys [0, ne) in place, given the row max mx; returns 1/sum. Every key
+ * masked (mx = -inf): 1 everywhere and 1/ne, i.e. uniform weights. */
 static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) float
-hf_softmax_row16(float *p, int64_t ne) {
-    __m512 vm = _mm512_set1_ps(-INFINITY);
-    for (int64_t j = 0; j < ne; j += 16)
-        vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), hf_tail16(ne - j), p + j));
-    const float mx = _mm512_reduce_max_ps(vm);
+hf_softmax_exp16(float *p, int64_t ne, float mx) {
     if (mx == -INFINITY) {
         for (int64_t j = 0; j < ne; j++) p[j] = 1.f;
         return 1.0f / (float)ne;
     }
     const __m512 vmx = _mm512_set1_ps(mx);
     __m512 vs = _mm512_setzero_ps();
-    for (int64_t j = 0; j < ne; j += 16) {
+    int64_t j = 0;
+    for (; j + 16 <= ne; j += 16) {
+        const __m512 e = hf_exp512(_mm512_sub_ps(_mm512_loadu_ps(p + j), vmx));
+        _mm512_storeu_ps(p + j, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    if (j < ne) {
         const __mmask16 k = hf_tail16(ne - j);
         const __m512 e = _mm512_maskz_mov_ps(k, hf_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vmx)));
         _mm512_mask_storeu_ps(p + j, k, e);
         vs = _mm512_add_ps(vs, e);
     }
     return 1.0f / _mm512_reduce_add_ps(vs);
+}
+
+/* The same with the max pass first (the fp32 attention; the int8 kernel takes the max in its scores epilogue). */
+static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) float
+hf_softmax_row16(float *p, int64_t ne) {
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < ne; j += 16)
+        vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), hf_tail16(ne - j), p + j));
+    return hf_softmax_exp16(p, ne, _mm512_reduce_max_ps(vm));
 }
 #endif
