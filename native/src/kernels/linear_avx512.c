@@ -19,13 +19,19 @@
  * picked per lane with vpermps. ~17 operations instead of the ~40 of an erfc + exp evaluation (the
  * epilogue of ffn_in was a tenth of a dense forward pass). Error against the float64 erf GELU: at most
  * 0.15 of the tests' tolerance (1e-6 |gelu| + 1e-7 |x|). Outside [-6, 6] only Phi's argument is clamped:
- * Phi(6) rounds to 1 and x * Phi(-6) < 1e-9 |x|; NaN propagates through x. */
+ * Phi(6) rounds to 1 and x * Phi(-6) < 1e-9 |x|; NaN propagates through x.
+ * The interval index is rint(u), u = (x - X0) / H - 1/2, read from the low mantissa bits of u + 1.5 * 2^23
+ * (vpermps uses the low 4 bits of each index): 3 operations instead of floor + min + cvt; the GELU +
+ * u8 epilogue of ffn_in went 4.60 -> 4.13 ns per 16 outputs (C harness). x is clamped just inside +-6 so
+ * that u stays in (-0.5, 15.5) despite the rounding of 1/H. Near an interval edge rint may pick the
+ * neighbour, whose polynomial is as accurate there. */
 INL __m512 gelu16(__m512 x) {
-    const __m512 xc = _mm512_min_ps(_mm512_set1_ps(-HF_GELU_X0), _mm512_max_ps(_mm512_set1_ps(HF_GELU_X0), x));
-    const __m512 u = _mm512_mul_ps(_mm512_sub_ps(xc, _mm512_set1_ps(HF_GELU_X0)), _mm512_set1_ps(1.0f / HF_GELU_H));
-    const __m512 fi = _mm512_min_ps(_mm512_roundscale_ps(u, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC),
-                                    _mm512_set1_ps(15.0f));
-    const __m512i idx = _mm512_cvtps_epi32(fi); /* NaN -> INT_MIN: any table lane, x keeps the NaN */
+    const float lim = -HF_GELU_X0 * (1.0f - 0x1p-20f);
+    const __m512 xc = _mm512_min_ps(_mm512_set1_ps(lim), _mm512_max_ps(_mm512_set1_ps(-lim), x));
+    const __m512 u = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.0f / HF_GELU_H), _mm512_set1_ps(-HF_GELU_X0 / HF_GELU_H - 0.5f));
+    const __m512 v = _mm512_add_ps(u, _mm512_set1_ps(0x1.8p23f)); /* 1.5 * 2^23 + rint(u), exactly */
+    const __m512 fi = _mm512_sub_ps(v, _mm512_set1_ps(0x1.8p23f));
+    const __m512i idx = _mm512_castps_si512(v);
     /* the interval centre fi * H + X0 + H/2 is exact (a multiple of 1/8), so is t for |x| <= 6 */
     const __m512 t = _mm512_sub_ps(xc, _mm512_fmadd_ps(fi, _mm512_set1_ps(HF_GELU_H),
                                                       _mm512_set1_ps(HF_GELU_X0 + 0.5f * HF_GELU_H)));
