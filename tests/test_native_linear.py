@@ -283,10 +283,10 @@ def test_fast_gelu_matches_reference_kernel(isa):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_gelu_at_table_interval_edges(isa):
-    """The AVX-512 GELU switches polynomial every 0.75 on [-6, 6] (gelu_table.h): both sides of every
+    """The AVX-512 GELU switches polynomial every 0.375 on [-6, 6] (gelu_table.h): both sides of every
     switch, one float apart, stay within tolerance of the float64 erf GELU; NaN stays NaN."""
     torch = pytest.importorskip("torch")
-    edges = np.arange(-6.0, 6.01, 0.75, dtype=np.float32)
+    edges = np.arange(-6.0, 6.01, 0.375, dtype=np.float32)
     x = np.concatenate([edges, np.nextafter(edges, np.float32(-np.inf)), np.nextafter(edges, np.float32(np.inf)),
                         edges + np.float32(1e-3), edges - np.float32(1e-3)]).astype(np.float32)
     y = native.gelu(x, isa=isa).astype(np.float64)
