@@ -162,6 +162,27 @@ def test_engine_is_deterministic_across_threads_and_block_shapes(artifacts):
         np.testing.assert_allclose(o, outs[0], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("task", ["text-classification", "token-classification"])
+def test_batch_of_several_passes_matches_each_sequence_alone(artifacts, task):
+    """hf_engine_run runs a batch in passes of ~512 tokens (HF_TOKENS_PER_PASS): 45 x 24 = 1080 tokens make 3 passes
+    (21 + 21 + 3 sequences); every sequence's outputs, masks and token types included, must be bit for bit its own
+    run (a wrong offset into ids / mask / types / out would mix sequences or leave rows unwritten)."""
+    model, fc = _load(artifacts[("bert", task)])
+    eng = NativeEngine.from_onnx(model, fc["num_heads"])
+    rng = np.random.default_rng(11)
+    b, s = 45, 24
+    ids = rng.integers(1000, 30000, size=(b, s)).astype(np.int64)
+    mask = (rng.random((b, s)) > 0.2).astype(np.int64)
+    mask[:, 0] = 1
+    types = (rng.random((b, s)) > 0.5).astype(np.int64)
+    key = "logits"
+    whole = eng.run(ids, mask, types)[key]
+    assert whole.shape[0] == b
+    for i in (0, 20, 21, 22, 41, 42, 44):
+        alone = eng.run(ids[i:i + 1], mask[i:i + 1], types[i:i + 1])[key]
+        np.testing.assert_array_equal(whole[i:i + 1], alone)
+
+
 def test_padding_does_not_change_valid_outputs(artifacts):
     model, fc = _load(artifacts[("bert", "text-classification")])
     eng = NativeEngine.from_onnx(model, fc["num_heads"])

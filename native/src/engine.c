@@ -410,50 +410,14 @@ static void head_linear(const hf_head_op *op, int64_t rows, const float *in, flo
         }
 }
 
-int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask, const int64_t *types,
-                  float *out, int64_t out_len) {
+#define HF_TOKENS_PER_PASS 512
+
+/* The forward pass of B sequences of S tokens whose buffers are carved in a (hf_engine_run splits the batch). */
+static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask,
+                     const int64_t *types, float *out) {
     int rc = HF_OK;
-    void *mem;
-    arena_t a;
-    if (!e || !ids || !out) return hf_fail(HF_EINVAL, "engine_run: NULL argument");
-    if (!e->word || e->n_layers_set < e->L) return hf_fail(HF_EFORMAT, "engine_run: engine is not fully built");
-    if (B <= 0 || S <= 0) return hf_fail(HF_EINVAL, "engine_run: batch=%lld and sequence=%lld must be > 0",
-                                         (long long)B, (long long)S);
-    if (S > e->max_pos) return hf_fail(HF_EINVAL, "engine_run: sequence length %lld exceeds max positions %lld",
-                                       (long long)S, (long long)e->max_pos);
-    if (B > (1LL << 20) || B * S > (1LL << 24)) return hf_fail(HF_EINVAL, "engine_run: batch too large");
-    /* head buffers hold the widest head activation: an intermediate linear may be wider than both H and the output */
-    int64_t hw = e->H;
-    for (int i = 0; i < e->n_head; i++)
-        if (e->head[i].kind == HF_HEAD_LINEAR && e->head[i].N > hw) hw = e->head[i].N;
+    arena_t a = *ap;
     const int64_t T = B * S, H = e->H, d = H / e->heads;
-    const int token_level = hf_engine_token_level(e);
-    const int64_t want = (token_level ? T : B) * hf_engine_output_width(e);
-    if (out_len != want)
-        return hf_fail(HF_EINVAL, "engine_run: output buffer holds %lld floats, expected %lld", (long long)out_len,
-                       (long long)want);
-    for (int64_t i = 0; i < T; i++) {
-        if (ids[i] < 0 || ids[i] >= e->vocab)
-            return hf_fail(HF_EINVAL, "engine_run: token id %lld at position %lld is outside the vocabulary [0, %lld)",
-                           (long long)ids[i], (long long)i, (long long)e->vocab);
-        if (types && (types[i] < 0 || types[i] >= (e->type_vocab > 0 ? e->type_vocab : 1)))
-            return hf_fail(HF_EINVAL, "engine_run: token type id %lld at position %lld out of range", (long long)types[i],
-                           (long long)i);
-    }
-    const size_t need = arena_size(e, B, S, hw);
-    pthread_mutex_lock(&e->lock);
-    if (e->arena_bytes < need) {
-        hf_free(e->arena);
-        e->arena = hf_alloc(need);
-        e->arena_bytes = e->arena ? need : 0;
-    }
-    mem = e->arena;
-    if (!mem) {
-        pthread_mutex_unlock(&e->lock);
-        return hf_fail(HF_ENOMEM, "engine_run: out of memory for %zu bytes", need);
-    }
-    /* the cached arena stays locked during the run; concurrent callers wait (results stay identical) */
-    arena_carve(e, mem, B, S, hw, &a);
     const hf_f32_ops *ops = hf_f32_ops_for(e->isa);
     const hf_linear_ops *lops = hf_linear_ops_for(e->isa);
     const hf_f32_ops *attn_ops = (d % 8 == 0) ? ops : hf_f32_ops_for(HF_ISA_REF);
@@ -522,6 +486,66 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
             which ^= 1;
         }
         memcpy(out, cur, (size_t)(rows * width) * sizeof(float));
+    }
+    return rc;
+}
+
+int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask, const int64_t *types,
+                  float *out, int64_t out_len) {
+    int rc = HF_OK;
+    void *mem;
+    arena_t a;
+    if (!e || !ids || !out) return hf_fail(HF_EINVAL, "engine_run: NULL argument");
+    if (!e->word || e->n_layers_set < e->L) return hf_fail(HF_EFORMAT, "engine_run: engine is not fully built");
+    if (B <= 0 || S <= 0) return hf_fail(HF_EINVAL, "engine_run: batch=%lld and sequence=%lld must be > 0",
+                                         (long long)B, (long long)S);
+    if (S > e->max_pos) return hf_fail(HF_EINVAL, "engine_run: sequence length %lld exceeds max positions %lld",
+                                       (long long)S, (long long)e->max_pos);
+    if (B > (1LL << 20) || B * S > (1LL << 24)) return hf_fail(HF_EINVAL, "engine_run: batch too large");
+    /* head buffers hold the widest head activation: an intermediate linear may be wider than both H and the output */
+    int64_t hw = e->H;
+    for (int i = 0; i < e->n_head; i++)
+        if (e->head[i].kind == HF_HEAD_LINEAR && e->head[i].N > hw) hw = e->head[i].N;
+    const int64_t T = B * S;
+    const int token_level = hf_engine_token_level(e);
+    const int64_t want = (token_level ? T : B) * hf_engine_output_width(e);
+    if (out_len != want)
+        return hf_fail(HF_EINVAL, "engine_run: output buffer holds %lld floats, expected %lld", (long long)out_len,
+                       (long long)want);
+    for (int64_t i = 0; i < T; i++) {
+        if (ids[i] < 0 || ids[i] >= e->vocab)
+            return hf_fail(HF_EINVAL, "engine_run: token id %lld at position %lld is outside the vocabulary [0, %lld)",
+                           (long long)ids[i], (long long)i, (long long)e->vocab);
+        if (types && (types[i] < 0 || types[i] >= (e->type_vocab > 0 ? e->type_vocab : 1)))
+            return hf_fail(HF_EINVAL, "engine_run: token type id %lld at position %lld out of range", (long long)types[i],
+                           (long long)i);
+    }
+    /* the batch runs in passes of Bg sequences, ~HF_TOKENS_PER_PASS tokens: with all 1024 tokens of 8 x 128 at once,
+     * the layer intermediates (qkv: 9.4 MB fp32) left L2 and 8 x 128 took 48-50 ms against 42-44 ms in passes of
+     * 128-512 tokens (1 thread; 2 threads: 25-27 against 23-24 ms); sequences are independent, so the
+     * results do not change */
+    int64_t Bg = HF_TOKENS_PER_PASS / S;
+    if (Bg < 1) Bg = 1;
+    if (Bg > B) Bg = B;
+    const size_t need = arena_size(e, Bg, S, hw);
+    pthread_mutex_lock(&e->lock);
+    if (e->arena_bytes < need) {
+        hf_free(e->arena);
+        e->arena = hf_alloc(need);
+        e->arena_bytes = e->arena ? need : 0;
+    }
+    mem = e->arena;
+    if (!mem) {
+        pthread_mutex_unlock(&e->lock);
+        return hf_fail(HF_ENOMEM, "engine_run: out of memory for %zu bytes", need);
+    }
+    /* the cached arena stays locked during the run; concurrent callers wait (results stay identical) */
+    arena_carve(e, mem, Bg, S, hw, &a);
+    const int64_t width = hf_engine_output_width(e);
+    for (int64_t b0 = 0; b0 < B && rc == HF_OK; b0 += Bg) {
+        const int64_t nb = B - b0 < Bg ? B - b0 : Bg;
+        rc = run_group(e, &a, nb, S, ids + b0 * S, mask ? mask + b0 * S : NULL, types ? types + b0 * S : NULL,
+                       out + (token_level ? b0 * S : b0) * width);
     }
     pthread_mutex_unlock(&e->lock);
     return rc;
