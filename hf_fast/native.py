@@ -346,6 +346,29 @@ class PackedLinear:
 
     __call__ = forward
 
+    def forward_u8_segments(self, a: np.ndarray, a_scale: float, a_zp: int, segments) -> np.ndarray:
+        """uint8 [M, N] with one output quantizer per equal segment of the N channels (``segments``: a list of
+        (scale, zero point); N / len(segments) must be a multiple of 16): bit for bit ``quantize_u8`` of each
+        segment of ``forward(a, a_scale, a_zp)``. The engine writes q, k and v from one qkv GEMM this way."""
+        a = _as_2d(a, np.uint8, "activations")
+        n, k = self.shape
+        if a.shape[1] != k:
+            raise ValueError(f"activations have {a.shape[1]} columns, weight expects K={k}")
+        if not isinstance(a_zp, (int, np.integer)) or isinstance(a_zp, bool) or not 0 <= a_zp <= 255:
+            raise ValueError(f"a_zp must be an int in [0, 255], got {a_zp!r}")
+        segments = list(segments)
+        if not segments or n % len(segments):
+            raise ValueError(f"{len(segments)} segments do not split N={n} evenly")
+        scales = np.ascontiguousarray([float(sc) for sc, _ in segments], dtype=np.float32)
+        zps = np.ascontiguousarray([int(z) for _, z in segments], dtype=np.int32)
+        m = a.shape[0]
+        y = np.empty((m, n), dtype=np.uint8)
+        _check(lib.hf_linear_forward_u8_seg(self._l, m, ffi.cast("const uint8_t *", a.ctypes.data), k, float(a_scale),
+                                            int(a_zp), ffi.cast("uint8_t *", y.ctypes.data), n, n // len(segments),
+                                            _fptr(scales), ffi.cast("const int32_t *", zps.ctypes.data)),
+               "linear_forward_u8_seg")
+        return y
+
 
 def _mul_vector(mul, n: int) -> np.ndarray:
     mul = np.asarray(mul)

@@ -261,6 +261,40 @@ def test_u8_output_is_bit_exact_quantize_of_float_output(isa, block, m, n, k, ge
         np.testing.assert_array_equal(q, native.quantize_u8(y, scale, zp, isa=isa))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", KINDS)
+@pytest.mark.parametrize("m,n,k", [(1, 48, 5), (17, 96, 301), (70, 192, 768)])
+def test_u8_segment_output_is_bit_exact_quantize_of_each_segment(isa, block, m, n, k):
+    """The qkv GEMM's epilogue: three equal segments of channels, each with its own quantizer (saturation on both
+    ends included), bit for bit the quantizer of the float output's segment."""
+    rng = np.random.default_rng(m + n + k)
+    w = _weight(rng, n, k, block)
+    w_scale = (rng.uniform(1e-3, 2e-2, n) * 3.0 / np.sqrt(k * 1e4 * 0.0123 ** 2 + 1)).astype(np.float32)
+    bias = rng.normal(0, 1, n).astype(np.float32)
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    lin = native.PackedLinear(w, w_scale, bias, block=block, isa=isa)
+    y = lin.forward(a, 0.0123, 101)
+    segs = [(0.011, 0), (0.02, 128), (0.003, 255)]
+    q = lin.forward_u8_segments(a, 0.0123, 101, segs)
+    third = n // 3
+    for i, (scale, zp) in enumerate(segs):
+        np.testing.assert_array_equal(q[:, i * third:(i + 1) * third],
+                                      native.quantize_u8(np.ascontiguousarray(y[:, i * third:(i + 1) * third]), scale, zp,
+                                                         isa=isa))
+    assert len(np.unique(q)) > 3
+
+
+def test_u8_segment_output_bad_arguments_raise():
+    lin = native.PackedLinear(np.ones((48, 4), np.int8), np.ones(48, np.float32), block="dense")
+    a = np.zeros((2, 4), np.uint8)
+    with pytest.raises((ValueError, native.NativeError), match="multiple of 16"):
+        lin.forward_u8_segments(a, 1.0, 0, [(1.0, 0)] * 2)  # 24-channel segments
+    with pytest.raises((ValueError, native.NativeError), match="segment 1"):
+        lin.forward_u8_segments(a, 1.0, 0, [(1.0, 0), (0.0, 0), (1.0, 0)])
+    with pytest.raises(ValueError, match="evenly"):
+        lin.forward_u8_segments(a, 1.0, 0, [(1.0, 0)] * 5)
+
+
 def test_u8_output_bad_quantization_raises():
     lin = native.PackedLinear(np.ones((4, 4), np.int8), np.ones(4, np.float32), block="dense")
     a = np.zeros((2, 4), np.uint8)

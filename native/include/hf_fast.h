@@ -145,6 +145,11 @@ int hf_linear_forward(const hf_linear *lin, int64_t M, const uint8_t *A, int64_t
 int hf_linear_forward_u8(const hf_linear *lin, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                          uint8_t *Y, int64_t ldy, int flags, const float *residual, int64_t ldr, float y_scale,
                          int32_t y_zp, const float *y_mul);
+/* hf_linear_forward_u8 (no GELU, residual or multiplier) with one quantizer per segment of seg output channels:
+ * channel n is quantized with seg_scale / seg_zp[n / seg] (seg a multiple of 16 dividing N). The engine's qkv
+ * GEMM writes q, k and v this way for the int8 attention. */
+int hf_linear_forward_u8_seg(const hf_linear *lin, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
+                             uint8_t *Y, int64_t ldy, int64_t seg, const float *seg_scale, const int32_t *seg_zp);
 
 /* ---- activation quantizer and GELU ----
  * y = saturate_u8(round_half_even(x / scale) + zp), exactly ONNX QuantizeLinear (true division, not

@@ -153,7 +153,19 @@ typedef struct {
     float q_scale; /* HF_EPI_U8 output quantization */
     int32_t q_zp;
     const float *q_mul; /* HF_EPI_U8: y[n] * q_mul[n] is quantized (SmoothQuant's 1/s), or NULL */
+    /* HF_EPI_U8 with q_seg > 0 (a multiple of 16): channel n is quantized with q_seg_scale / q_seg_zp[n / q_seg]
+     * instead of q_scale / q_zp (the engine's qkv GEMM writes q, k and v as uint8, each with its own parameters) */
+    int64_t q_seg;
+    const float *q_seg_scale;
+    const int32_t *q_seg_zp;
 } hf_epilogue;
+/* The output quantizer of channel n (a 16-channel strip or 8-channel tile never straddles two segments). */
+static inline float hf_epi_qscale(const hf_epilogue *ep, int64_t n) {
+    return ep->q_seg ? ep->q_seg_scale[n / ep->q_seg] : ep->q_scale;
+}
+static inline int32_t hf_epi_qzp(const hf_epilogue *ep, int64_t n) {
+    return ep->q_seg ? ep->q_seg_zp[n / ep->q_seg] : ep->q_zp;
+}
 
 float hf_gelu_ref1(float x);
 float hf_epi_ref1(const hf_epilogue *ep, int32_t acc, int64_t m, int64_t n);
@@ -173,7 +185,7 @@ static inline void hf_epi_store_ref1(const hf_epilogue *ep, int32_t acc, int64_t
     } else {
         float y = hf_epi_ref1(ep, acc, m, n);
         if (ep->q_mul) y *= ep->q_mul[n]; /* the graph's Mul, then its QuantizeLinear: two roundings, as ORT */
-        ((uint8_t *)C)[m * ldc + n] = hf_quantize_ref1(y, ep->q_scale, ep->q_zp);
+        ((uint8_t *)C)[m * ldc + n] = hf_quantize_ref1(y, hf_epi_qscale(ep, n), hf_epi_qzp(ep, n));
     }
 }
 /* Apply the epilogue to rows of int32 accumulators acc[M][lda] into C (int32, float or u8) [M][ldc];

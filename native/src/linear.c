@@ -132,7 +132,7 @@ static void dense_task(void *ctx, int tid, int nth) {
 /* Shared by the float and u8 front ends: mode is HF_EPI_F32 or HF_EPI_U8 (Y is float or uint8). */
 static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                       int mode, void *Y, int64_t ldy, int flags, const float *residual, int64_t ldr, float y_scale,
-                      int32_t y_zp, const float *y_mul) {
+                      int32_t y_zp, const float *y_mul, int64_t seg, const float *seg_scale, const int32_t *seg_zp) {
     hf_epilogue ep;
     if (!l) return hf_fail(HF_EINVAL, "linear_forward: linear is NULL");
     if (M < 0) return hf_fail(HF_EINVAL, "linear_forward: M=%lld < 0", (long long)M);
@@ -155,6 +155,9 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
     ep.q_scale = y_scale;
     ep.q_zp = y_zp;
     ep.q_mul = mode == HF_EPI_U8 ? y_mul : NULL;
+    ep.q_seg = seg;
+    ep.q_seg_scale = seg_scale;
+    ep.q_seg_zp = seg_zp;
     ep.gelu = flags & HF_LINEAR_GELU;
     ep.a_zp = a_zp;
     ep.a_scale = a_scale;
@@ -190,13 +193,27 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
 
 int hf_linear_forward(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                       float *Y, int64_t ldy, int flags, const float *residual, int64_t ldr) {
-    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_F32, Y, ldy, flags, residual, ldr, 1.f, 0, NULL);
+    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_F32, Y, ldy, flags, residual, ldr, 1.f, 0, NULL, 0, NULL, NULL);
 }
 
 int hf_linear_forward_u8(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                          uint8_t *Y, int64_t ldy, int flags, const float *residual, int64_t ldr, float y_scale,
                          int32_t y_zp, const float *y_mul) {
-    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_U8, Y, ldy, flags, residual, ldr, y_scale, y_zp, y_mul);
+    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_U8, Y, ldy, flags, residual, ldr, y_scale, y_zp, y_mul, 0, NULL,
+                      NULL);
+}
+
+int hf_linear_forward_u8_seg(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
+                             uint8_t *Y, int64_t ldy, int64_t seg, const float *seg_scale, const int32_t *seg_zp) {
+    if (!l || !seg_scale || !seg_zp) return hf_fail(HF_EINVAL, "linear_forward_u8_seg: NULL argument");
+    if (seg <= 0 || seg % 16 || l->N % seg)
+        return hf_fail(HF_EINVAL, "linear_forward_u8_seg: segment width %lld must be a positive multiple of 16 dividing N=%lld",
+                       (long long)seg, (long long)l->N);
+    for (int64_t i = 0; i < l->N / seg; i++)
+        if (!(seg_scale[i] > 0.f) || !isfinite(seg_scale[i]) || seg_zp[i] < 0 || seg_zp[i] > 255)
+            return hf_fail(HF_EINVAL, "linear_forward_u8_seg: output scale %g / zero point %d of segment %lld invalid",
+                           (double)seg_scale[i], (int)seg_zp[i], (long long)i);
+    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_U8, Y, ldy, 0, NULL, 0, 1.f, 0, NULL, seg, seg_scale, seg_zp);
 }
 
 int hf_quantize_u8(int isa, int64_t n, const float *x, float scale, int32_t zp, uint8_t *y) {

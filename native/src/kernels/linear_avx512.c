@@ -95,7 +95,7 @@ INL void row16(const hf_epilogue *ep, __m512i v, const chan16 *c, int64_t m, int
     if (ep->gelu) y = gelu16(y);
     if (ep->residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, ep->residual + m * ep->ldr + n0));
     if (ep->f32 == HF_EPI_U8 && ep->q_mul) y = _mm512_mul_ps(y, c->qm);
-    if (ep->f32 == HF_EPI_U8) _mm_mask_storeu_epi8((uint8_t *)C + mc * ldc + n0, k, hf_quant16(y, ep->q_scale, ep->q_zp));
+    if (ep->f32 == HF_EPI_U8) _mm_mask_storeu_epi8((uint8_t *)C + mc * ldc + n0, k, hf_quant16(y, hf_epi_qscale(ep, n0), hf_epi_qzp(ep, n0)));
     else _mm512_mask_storeu_ps((float *)C + mc * ldc + n0, k, y);
 }
 
@@ -107,8 +107,8 @@ INL void rows16_mode(const hf_epilogue *ep, const __m512i *r, int cnt, const cha
     const int full = k == 0xFFFF;
     const float *resid = ep->residual;
     const int64_t ldr = ep->ldr;
-    const float qs = ep->q_scale;
-    const int32_t qz = ep->q_zp;
+    const float qs = hf_epi_qscale(ep, n0);
+    const int32_t qz = hf_epi_qzp(ep, n0);
     const int qmul = ep->q_mul != NULL; /* loop-invariant: the unsmoothed path runs as before */
     const __m512i zc = c->zc;
     const __m512 sc = c->s, bi = c->b, qm = c->qm;
