@@ -472,11 +472,31 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.
 def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant, mask: np.ndarray | None = None,
                  scale: float | None = None, isa: str = "auto") -> np.ndarray:
     """The int8 attention of a QDQ graph (q k^T and p v on uint8 values, exact int32 sums; hf_attention_q8 in
-    native/include/hf_fast.h) per head for one sequence. `quant` maps "q", "k", "p", "v" to (scale, zero point)."""
-    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
+    native/include/hf_fast.h) per head for one sequence. `quant` maps "q", "k", "p", "v" to (scale, zero point).
+    q/k/v are float32 [S, heads*d], quantized here with those parameters, or uint8 arrays already quantized
+    (hf_attention_q8_u8: what the engine runs on its qkv GEMM's uint8 output)."""
     if set(quant) != {"q", "k", "p", "v"}:
         raise ValueError(f"quant must give (scale, zero point) for q, k, p and v, got keys {sorted(quant)}")
     aq = attn_quant_struct(quant)
+    dtypes = {np.asarray(a).dtype for a in (q, k, v)}
+    if dtypes == {np.dtype(np.uint8)}:
+        q, k, v = (_as_2d(a, np.uint8, n) for a, n in ((q, "q"), (k, "k"), (v, "v")))
+        if not (q.shape == k.shape == v.shape):
+            raise ValueError(f"q/k/v shapes differ: {q.shape}, {k.shape}, {v.shape}")
+        s, hd = q.shape
+        if heads <= 0 or hd % heads:
+            raise ValueError(f"hidden size {hd} is not divisible by heads={heads}")
+        mask = _attention_args(np.zeros((s, hd), np.float32), np.zeros((s, hd), np.float32),
+                               np.zeros((s, hd), np.float32), heads, mask)[4]
+        d = hd // heads
+        out = np.empty((s, hd), np.float32)
+        u8 = (ffi.cast("const uint8_t *", a.ctypes.data) for a in (q, k, v))
+        _check(lib.hf_attention_q8_u8(isa_id(isa), s, heads, d, *u8, hd,
+                                      ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
+                                      float(1.0 / np.sqrt(d) if scale is None else scale), aq, _fptr(out), hd),
+               "attention_q8_u8")
+        return out
+    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
     out = np.empty_like(q)
     _check(lib.hf_attention_q8(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
                                ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,

@@ -162,6 +162,26 @@ def test_attention_q8_fast_matches_reference(isa, s, heads, d):
     assert np.mean(np.abs(out - ref) <= 1e-6 * (1 + np.abs(ref))) > 0.97
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("s,heads,d", [(5, 2, 16), (70, 3, 64), (37, 2, 48)])
+def test_attention_q8_on_uint8_inputs_equals_float_inputs(isa, s, heads, d):
+    """hf_attention_q8_u8 (the engine's entry: q, k, v already uint8 from the qkv GEMM) gives exactly what
+    hf_attention_q8 gives on the float tensors it quantizes with the same parameters."""
+    rng = np.random.default_rng(s + heads + d)
+    q, k, v = (rng.standard_normal((s, heads * d)).astype(np.float32) * 2 for _ in range(3))
+    mask = (np.arange(s) < s - 2).astype(np.int64)
+    quant = _quant_for(q, k, v, zp_p=3)
+    q8, k8, v8 = (native.quantize_u8(x, *quant[n]) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    out8 = native.attention_q8(q8, k8, v8, heads, quant, mask=mask, isa=isa)
+    out = native.attention_q8(q, k, v, heads, quant, mask=mask, isa=isa)
+    np.testing.assert_array_equal(out8, out)
+    # the uint8 path really reads its bytes: one changed value of k moves the result
+    k8[0, 0] ^= 0x40
+    assert not np.array_equal(native.attention_q8(q8, k8, v8, heads, quant, mask=mask, isa=isa), out)
+    with pytest.raises(ValueError, match="differ"):
+        native.attention_q8(q8, k8[:-1], v8, heads, quant, isa=isa)
+
+
 def test_attention_q8_close_to_fp32_attention():
     """Sanity of the whole int8 pipeline against fp32 attention: close, not equal (it is quantized)."""
     rng = np.random.default_rng(5)

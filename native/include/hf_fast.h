@@ -97,6 +97,11 @@ int64_t hf_attention_q8_scratch_bytes(int64_t S, int64_t d);
  * The sums are exact int32 on every ISA; only exp (hence a p8 at a rounding boundary) may differ. */
 int hf_attention_q8(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                     int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo);
+/* The same on q8, k8, v8 already quantized (uint8 [S][ld], Q(q) etc. with aq's parameters): what the engine runs
+ * on the qkv GEMM's uint8 output. hf_attention_q8 quantizes its float inputs and calls the same kernels. */
+int hf_attention_q8_u8(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
+                       const uint8_t *v8, int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq,
+                       float *ctx, int64_t ldo);
 
 /* ---- threads ----
  * A persistent pool; default = HF_FAST_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this

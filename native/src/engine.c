@@ -249,17 +249,18 @@ typedef struct {
     float *ctx;    /* [T][H] attention context */
     uint8_t *xq;   /* [T][H] quantized activations (input of qkv, attn_out, ffn_in) */
     uint8_t *hq;   /* [T][F] quantized GELU output (input of ffn_out), written by ffn_in's epilogue */
+    uint8_t *qkv8; /* [T][3H] Q(q), Q(k), Q(v) of the int8 attention, written by qkv's epilogue */
     float *bias;   /* [B][S] additive key mask */
     float *head_a, *head_b; /* head ping-pong [rows][max width] */
 } arena_t;
 
 #define ARENA_SKEW 256 /* bytes between consecutive arena buffers (see arena_carve) */
-#define ARENA_BUFS 8
+#define ARENA_BUFS 9
 
 static size_t arena_size(const hf_engine *e, int64_t B, int64_t S, int64_t hw) {
     int64_t T = B * S, wide = e->F > 3 * e->H ? e->F : 3 * e->H;
     size_t f = (size_t)(T * e->H * 2 + T * wide + B * S + 2 * T * hw + 64 * 8);
-    return f * sizeof(float) + (size_t)(T * e->H + T * e->F) + 64 * 8 + ARENA_BUFS * ARENA_SKEW;
+    return f * sizeof(float) + (size_t)(T * e->H + T * e->F + T * 3 * e->H) + 64 * 9 + ARENA_BUFS * ARENA_SKEW;
 }
 
 static void arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, int64_t hw, arena_t *a) {
@@ -282,6 +283,7 @@ static void arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, int
     TAKE(a->head_b, float, T * hw);
     TAKE(a->xq, uint8_t, T * e->H);
     TAKE(a->hq, uint8_t, T * e->F);
+    TAKE(a->qkv8, uint8_t, T * 3 * e->H);
 #undef TAKE
 }
 
@@ -320,10 +322,11 @@ static void attn_task(void *arg, int tid, int nth) {
         const float *base = j->a->big + b * j->S * H3 + h * j->d;
         float *ctx = j->a->ctx + b * j->S * e->H + h * j->d;
         uint8_t *xq = j->a->xq + b * j->S * e->H + h * j->d;
-        if (j->aq)
-            j->ops->attention_q8_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S,
-                                      j->scale, j->aq, ctx, e->H, scr);
-        else
+        if (j->aq) {
+            const uint8_t *b8 = j->a->qkv8 + b * j->S * H3 + h * j->d;
+            j->ops->attention_q8_head(j->S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
+                                      j->aq, ctx, e->H, scr);
+        } else
             j->ops->attention_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S,
                                    j->scale, ctx, e->H, scr);
         if (j->q_mul) {
@@ -434,7 +437,19 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
         const hf_layer *l = &e->layers[li], *next = li + 1 < e->L ? &e->layers[li + 1] : NULL;
         const int64_t H3 = 3 * H, F = e->F;
         /* a.xq holds Q(x) for qkv */
-        if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) != HF_OK) break;
+        if (l->attn_q8) { /* q, k, v straight to uint8 in the epilogue: a quarter of the bytes, no quantizer pass */
+            const float ss[3] = {l->aq.q_scale, l->aq.k_scale, l->aq.v_scale};
+            const int32_t zz[3] = {l->aq.q_zp, l->aq.k_zp, l->aq.v_zp};
+            if (H % 16 == 0) {
+                rc = hf_linear_forward_u8_seg(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.qkv8, H3, H, ss, zz);
+            } else if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) == HF_OK) {
+                for (int64_t t = 0; t < T; t++)
+                    for (int i = 0; i < 3; i++) lops->quantize(H, a.big + t * H3 + i * H, ss[i], zz[i], a.qkv8 + t * H3 + i * H);
+            }
+            if (rc != HF_OK) break;
+        } else if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) != HF_OK) {
+            break;
+        }
         /* attn_ops: the reference for head sizes the SIMD kernels do not take (fp32: d % 8, int8: d % 16 falls back
          * inside the kernel) */
         attn_job job = {e, l->attn_q8 ? ops : attn_ops, &a, B, S, d, l->att_scale, l->o_s, l->o_zp, l->o_m, lops,

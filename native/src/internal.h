@@ -64,9 +64,10 @@ typedef void (*hf_layernorm_fn)(int64_t T, int64_t H, const float *x, const floa
 typedef void (*hf_attention_head_fn)(int64_t S, int64_t d, const float *q, const float *k, const float *v,
                                      int64_t ld, const float *key_bias, float scale, float *ctx, int64_t ldo,
                                      float *scratch);
-/* int8 attention of one (sequence, head) (hf_attention_q8's per-head definition); scratch holds
+/* int8 attention of one (sequence, head) (hf_attention_q8's per-head definition) on the quantized q8, k8, v8
+ * (uint8 rows of stride ld bytes, already Q(q), Q(k), Q(v) with aq's parameters); scratch holds
  * hf_attention_q8_scratch_bytes(S, d), 64-byte aligned. */
-typedef void (*hf_attention_q8_head_fn)(int64_t S, int64_t d, const float *q, const float *k, const float *v,
+typedef void (*hf_attention_q8_head_fn)(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
                                         int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq,
                                         float *ctx, int64_t ldo, void *scratch);
 typedef struct {
@@ -74,15 +75,12 @@ typedef struct {
     hf_attention_head_fn attention_head;       /* requires d % 8 == 0 unless it is the reference */
     hf_attention_q8_head_fn attention_q8_head; /* requires d % 16 == 0 unless it is the reference */
 } hf_f32_ops;
-void hf_attention_q8_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
-                              const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
-                              void *scratch);
-void hf_attention_q8_head_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
-                               const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
-                               void *scratch);
-void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const float *q, const float *k, const float *v,
-                                     int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq,
-                                     float *ctx, int64_t ldo, void *scratch);
+void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
+    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo, void *scratch);
+void hf_attention_q8_head_avx2(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
+    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo, void *scratch);
+void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
+    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo, void *scratch);
 
 void hf_layernorm_ref(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                       const float *beta, float eps, float *y);

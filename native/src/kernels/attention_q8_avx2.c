@@ -1,7 +1,7 @@
 /* int8 attention for one (sequence, head) with AVX2: hf_attention_q8_head_ref's QDQ graph on vpmaddwd.
  * AVX2 has no u8 x s8 dot product that cannot saturate (vpmaddubsw saturates at int16), so the quantized
  * values are widened to int16 with their zero points subtracted, (x8 - zp) in [-255, 255], and multiplied in
- * pairs into int32: exact, and no correction terms.
+ * pairs into int32: exact, and no correction terms. Inputs are the uint8 Q(q), Q(k), Q(v).
  * Layouts (scratch): q16 rows [S][d]; K as dwords Kp[d/2][sp] (2 channels of one key, 8 keys a ymm); V as
  * dwords Vp[ne2/2][d] (2 keys of one channel, 8 channels a ymm). Per block of 6 query rows: scores ->
  * fp32 softmax -> p quantized, widened to int16 in L1 -> ctx; keys stop at the last unmasked one.
@@ -33,16 +33,12 @@ INL void mk(const int mr, int64_t n2, const int16_t *A, int64_t lda, const int32
     }
 }
 
-/* 16 floats -> (Q(x) - zp) as 16 int16 in order */
-INL __m256i quant16_s16(const float *x, __m256 vs, __m256 vz, int32_t zp) {
-    const __m256i a = hf_quant8(_mm256_loadu_ps(x), vs, vz), b = hf_quant8(_mm256_loadu_ps(x + 8), vs, vz);
-    const __m256i z = _mm256_set1_epi32(zp);
-    return _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_sub_epi32(a, z), _mm256_sub_epi32(b, z)), 0xD8);
-}
-
-INL void row_s16(const float *x, int64_t d, float s, int32_t zp, int16_t *dst) {
-    const __m256 vs = _mm256_set1_ps(s), vz = _mm256_set1_ps((float)zp);
-    for (int64_t c = 0; c < d; c += 16) _mm256_storeu_si256((__m256i *)(dst + c), quant16_s16(x + c, vs, vz, zp));
+/* a row of d uint8 (d % 16 == 0) -> (x8 - zp) as int16 */
+INL void row_s16(const uint8_t *x, int64_t d, int32_t zp, int16_t *dst) {
+    const __m256i z = _mm256_set1_epi16((short)zp);
+    for (int64_t c = 0; c < d; c += 16)
+        _mm256_storeu_si256((__m256i *)(dst + c),
+                            _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x + c))), z));
 }
 
 /* rint(e * w) + zp, at most 255 (the reference's probability quantizer: e >= 0, w = (1/sum) / p_scale) */
@@ -92,8 +88,8 @@ INL __m256i q_prob8(__m256 e, __m256 w, __m256 zp) {
         }                                                                                                      \
     } while (0)
 
-TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
-                                   const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx,
+TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v,
+                                   int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx,
                                    int64_t ldo, void *scratch) {
     if (d % 16) {
         hf_attention_q8_head_ref(S, d, q, k, v, ld, key_bias, scale, aq, ctx, ldo, scratch);
@@ -110,10 +106,10 @@ TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const float *q, const f
     int16_t *p16 = (int16_t *)p;           p = hf_align64(p + 2 * MR * sp);
     int16_t *tmp = (int16_t *)p;           /* 2 rows of d int16 */
 
-    for (int64_t i = 0; i < S; i++) row_s16(q + i * ld, d, aq->q_scale, aq->q_zp, q16 + i * d);
+    for (int64_t i = 0; i < S; i++) row_s16(q + i * ld, d, aq->q_zp, q16 + i * d);
     for (int64_t j = 0; j < sp; j++) {
         if (j < ne) {
-            row_s16(k + j * ld, d, aq->k_scale, aq->k_zp, tmp);
+            row_s16(k + j * ld, d, aq->k_zp, tmp);
             for (int64_t t = 0; t < d2; t++) memcpy(Kp + t * sp + j, tmp + 2 * t, 4);
         } else {
             for (int64_t t = 0; t < d2; t++) Kp[t * sp + j] = 0;
@@ -121,7 +117,7 @@ TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const float *q, const f
     }
     for (int64_t j2 = 0; j2 < ne2 / 2; j2++) {
         for (int t = 0; t < 2; t++) {
-            if (2 * j2 + t < ne) row_s16(v + (2 * j2 + t) * ld, d, aq->v_scale, aq->v_zp, tmp + t * d);
+            if (2 * j2 + t < ne) row_s16(v + (2 * j2 + t) * ld, d, aq->v_zp, tmp + t * d);
             else memset(tmp + t * d, 0, (size_t)d * sizeof(int16_t));
         }
         for (int64_t c0 = 0; c0 < d; c0 += 16) {

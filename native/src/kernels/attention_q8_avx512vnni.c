@@ -13,7 +13,7 @@
  * the row max taken in the same epilogue) -> fp32 exp and sum -> p = rint(e * ((1/sum)/p_scale)) + zp as u8 in
  * L1 -> ctx (6 rows x 64 channels a call). Keys past the last unmasked one have p8 = zp exactly, i.e. contribute
  * 0, so both products stop at ne (as the fp32 kernels).
- * Requires d % 16 == 0 (other head sizes run the reference). */
+ * Inputs are the uint8 Q(q), Q(k), Q(v). Requires d % 16 == 0 (other head sizes run the reference). */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -178,14 +178,14 @@ INL int32_t quant_probs(const float *e, float w, int64_t ne, int32_t pz, uint8_t
     return _mm512_reduce_add_epi32(sum);
 }
 
-/* One row of n (multiple of 16) floats -> u8 (xor `flip`: 0x80 stores u8 - 128 as s8); returns the u8 sum. */
-INL int32_t quant_row(const float *x, int64_t n, float s, int32_t zp, uint8_t flip, uint8_t *dst) {
+/* One row of n (multiple of 16) uint8 copied to dst (xor `flip`: 0x80 stores u8 - 128 as s8); returns its sum. */
+INL int32_t copy_row(const uint8_t *x, int64_t n, uint8_t flip, uint8_t *dst) {
     __m512i sum = _mm512_setzero_si512();
     const __m128i fx = _mm_set1_epi8((char)flip);
     for (int64_t c = 0; c < n; c += 16) {
-        const __m512i q = hf_quant16_i32(_mm512_loadu_ps(x + c), s, zp);
-        sum = _mm512_add_epi32(sum, q);
-        _mm_storeu_si128((__m128i *)(dst + c), _mm_xor_si128(_mm512_cvtepi32_epi8(q), fx));
+        const __m128i b = _mm_loadu_si128((const __m128i *)(x + c));
+        sum = _mm512_add_epi32(sum, _mm512_cvtepu8_epi32(b));
+        _mm_storeu_si128((__m128i *)(dst + c), _mm_xor_si128(b, fx));
     }
     return _mm512_reduce_add_epi32(sum);
 }
@@ -202,7 +202,7 @@ static TGT void block(int mr, const q8_ctx *c, int64_t i0, float *ctx, int64_t l
     if (mr > MRV) ctx_rows(mr - MRV, c, MRV, psum, ctx + i0 * ldo, ldo);
 }
 
-TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const float *q, const float *k, const float *v,
+TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v,
                                          int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq,
                                          float *ctx, int64_t ldo, void *scratch) {
     if (d % 16) {
@@ -225,17 +225,17 @@ TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const float *q, c
     int32_t *tile = (int32_t *)p;          p = hf_align64(p + 4 * MR * 64);
     uint8_t *tmp = (uint8_t *)p;           /* 16 rows of dv bytes (K), then 4 rows of d bytes (V) */
 
-    /* q rows; K as Kp[c4][j] (s8): 16 keys at a time quantized into rows of dv bytes (zero padded), then each
+    /* q rows; K as Kp[c4][j] (s8): 16 keys at a time copied (xor 0x80) into rows of dv bytes (zero padded), then each
      * 64-channel chunk transposed as 16 x 16 dwords; keys from ne up to sk are zero */
     for (int64_t i = 0; i < S; i++)
-        rq[i] = (128 - aq->k_zp) * quant_row(q + i * ld, d, aq->q_scale, aq->q_zp, 0, q8 + i * d);
+        rq[i] = (128 - aq->k_zp) * copy_row(q + i * ld, d, 0, q8 + i * d);
     memset(q8 + S * d, 0, (size_t)(MR * d));
     const int32_t dzz = (int32_t)d * aq->q_zp * aq->k_zp;
     memset(tmp, 0, (size_t)(16 * dv));
     for (int64_t j0 = 0; j0 < sk; j0 += 16) {
         for (int jj = 0; jj < 16; jj++) {
             const int64_t j = j0 + jj;
-            if (j < ne) ck[j] = dzz - aq->q_zp * quant_row(k + j * ld, d, aq->k_scale, aq->k_zp, 0x80, tmp + jj * dv);
+            if (j < ne) ck[j] = dzz - aq->q_zp * copy_row(k + j * ld, d, 0x80, tmp + jj * dv);
             else ck[j] = 0, memset(tmp + jj * dv, 0, (size_t)d);
         }
         for (int64_t c0 = 0; c0 < d; c0 += 64) {
@@ -259,9 +259,10 @@ TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const float *q, c
                 continue;
             }
             for (int64_t c0 = 0; c0 < d; c0 += 16) {
-                const __m512i qv = hf_quant16_i32(_mm512_loadu_ps(v + j * ld + c0), aq->v_scale, aq->v_zp);
-                _mm512_storeu_si512((void *)(cv + c0), _mm512_add_epi32(_mm512_loadu_si512((const void *)(cv + c0)), qv));
-                _mm_storeu_si128((__m128i *)(row + c0), _mm_xor_si128(_mm512_cvtepi32_epi8(qv), _mm_set1_epi8((char)0x80)));
+                const __m128i b = _mm_loadu_si128((const __m128i *)(v + j * ld + c0));
+                _mm512_storeu_si512((void *)(cv + c0), _mm512_add_epi32(_mm512_loadu_si512((const void *)(cv + c0)),
+                                                                        _mm512_cvtepu8_epi32(b)));
+                _mm_storeu_si128((__m128i *)(row + c0), _mm_xor_si128(b, _mm_set1_epi8((char)0x80)));
             }
         }
         for (int64_t c0 = 0; c0 < d; c0 += 64) {

@@ -1,6 +1,7 @@
 /* Scalar reference int8 attention for one (sequence, head): the QDQ graph
  *   softmax(DQ(Q(q)) DQ(Q(k))^T * scale + key_bias) -> Q/DQ -> x DQ(Q(v))
- * with exact int32 dot products (hf_attention_q8 in hf_fast.h gives the formulas). The SIMD kernels
+ * with exact int32 dot products (hf_attention_q8 in hf_fast.h gives the formulas), on q, k and v already quantized
+ * (hf_attention_q8 quantizes its float inputs first; the engine's qkv GEMM writes them as uint8). The SIMD kernels
  * must reproduce it: bit for bit up to the scores, then up to exp's last bits. */
 #include <math.h>
 #include <string.h>
@@ -14,23 +15,18 @@ int64_t hf_attention_q8_scratch_bytes(int64_t S, int64_t d) {
     return 6 * sk * dv + 96 * sk + 48 * dv + 8192;
 }
 
-void hf_attention_q8_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8, int64_t ld,
                               const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
                               void *scratch) {
-    uint8_t *q8 = (uint8_t *)scratch, *k8 = q8 + S * d, *v8 = k8 + S * d, *p8 = v8 + S * d;
+    uint8_t *p8 = (uint8_t *)scratch;
     float *p = (float *)hf_align64((char *)(p8 + S));
     const float sqk = aq->q_scale * aq->k_scale, spv = aq->p_scale * aq->v_scale;
-    for (int64_t t = 0; t < S; t++) {
-        hf_quantize_ref(d, q + t * ld, aq->q_scale, aq->q_zp, q8 + t * d);
-        hf_quantize_ref(d, k + t * ld, aq->k_scale, aq->k_zp, k8 + t * d);
-        hf_quantize_ref(d, v + t * ld, aq->v_scale, aq->v_zp, v8 + t * d);
-    }
     for (int64_t i = 0; i < S; i++) {
         float mx = -INFINITY;
         for (int64_t j = 0; j < S; j++) {
             int32_t acc = 0;
             for (int64_t c = 0; c < d; c++)
-                acc += ((int32_t)q8[i * d + c] - aq->q_zp) * ((int32_t)k8[j * d + c] - aq->k_zp);
+                acc += ((int32_t)q8[i * ld + c] - aq->q_zp) * ((int32_t)k8[j * ld + c] - aq->k_zp);
             float s = (float)acc * sqk;
             s = s * scale + (key_bias ? key_bias[j] : 0.f);
             p[j] = s;
@@ -57,7 +53,7 @@ void hf_attention_q8_head_ref(int64_t S, int64_t d, const float *q, const float 
         for (int64_t c = 0; c < d; c++) {
             int32_t acc = 0;
             for (int64_t j = 0; j < S; j++)
-                acc += ((int32_t)p8[j] - aq->p_zp) * ((int32_t)v8[j * d + c] - aq->v_zp);
+                acc += ((int32_t)p8[j] - aq->p_zp) * ((int32_t)v8[j * ld + c] - aq->v_zp);
             ctx[i * ldo + c] = (float)acc * spv;
         }
     }
