@@ -451,11 +451,17 @@ def _attention_args(q, k, v, heads: int, mask):
     s, hd = q.shape
     if heads <= 0 or hd % heads:
         raise ValueError(f"hidden size {hd} is not divisible by heads={heads}")
-    if mask is not None:
-        mask = np.ascontiguousarray(mask, dtype=np.int64)
-        if mask.shape != (s,):
-            raise ValueError(f"mask must have shape ({s},), got {mask.shape}")
-    return q, k, v, (s, hd, hd // heads), mask
+    return q, k, v, (s, hd, hd // heads), _key_mask(mask, s)
+
+
+def _key_mask(mask, s: int):
+    """The int64 key mask [S] (nonzero = attend), or None."""
+    if mask is None:
+        return None
+    mask = np.ascontiguousarray(mask, dtype=np.int64)
+    if mask.shape != (s,):
+        raise ValueError(f"mask must have shape ({s},), got {mask.shape}")
+    return mask
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.ndarray | None = None,
@@ -479,6 +485,8 @@ def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant,
         raise ValueError(f"quant must give (scale, zero point) for q, k, p and v, got keys {sorted(quant)}")
     aq = attn_quant_struct(quant)
     dtypes = {np.asarray(a).dtype for a in (q, k, v)}
+    if np.dtype(np.uint8) in dtypes and len(dtypes) > 1:
+        raise TypeError(f"q, k and v must all be float32 or all uint8, got {sorted(str(d) for d in dtypes)}")
     if dtypes == {np.dtype(np.uint8)}:
         q, k, v = (_as_2d(a, np.uint8, n) for a, n in ((q, "q"), (k, "k"), (v, "v")))
         if not (q.shape == k.shape == v.shape):
@@ -486,8 +494,7 @@ def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant,
         s, hd = q.shape
         if heads <= 0 or hd % heads:
             raise ValueError(f"hidden size {hd} is not divisible by heads={heads}")
-        mask = _attention_args(np.zeros((s, hd), np.float32), np.zeros((s, hd), np.float32),
-                               np.zeros((s, hd), np.float32), heads, mask)[4]
+        mask = _key_mask(mask, s)
         d = hd // heads
         out = np.empty((s, hd), np.float32)
         u8 = (ffi.cast("const uint8_t *", a.ctypes.data) for a in (q, k, v))

@@ -180,6 +180,8 @@ def test_attention_q8_on_uint8_inputs_equals_float_inputs(isa, s, heads, d):
     assert not np.array_equal(native.attention_q8(q8, k8, v8, heads, quant, mask=mask, isa=isa), out)
     with pytest.raises(ValueError, match="differ"):
         native.attention_q8(q8, k8[:-1], v8, heads, quant, isa=isa)
+    with pytest.raises(TypeError, match="all be float32 or all uint8"):
+        native.attention_q8(q8, k, v8, heads, quant, isa=isa)
 
 
 def test_attention_q8_close_to_fp32_attention():
