@@ -443,9 +443,13 @@ def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1
     return y
 
 
-def _attention_args(q, k, v, heads: int, mask):
-    """Checked float32 q/k/v [S, heads*d], (S, hidden, d) and the int64 key mask (or None)."""
-    q, k, v = (_f32(a, n, 2) for a, n in ((q, "q"), (k, "k"), (v, "v")))
+def _attention_args(q, k, v, heads: int, mask, dtype=np.float32):
+    """Checked q/k/v [S, heads*d] (float32, or uint8 with dtype=np.uint8), (S, hidden, d) and the int64 key mask
+    (or None)."""
+    if dtype == np.float32:
+        q, k, v = (_f32(a, n, 2) for a, n in ((q, "q"), (k, "k"), (v, "v")))
+    else:
+        q, k, v = (_as_2d(a, dtype, n) for a, n in ((q, "q"), (k, "k"), (v, "v")))
     if not (q.shape == k.shape == v.shape):
         raise ValueError(f"q/k/v shapes differ: {q.shape}, {k.shape}, {v.shape}")
     s, hd = q.shape
@@ -487,28 +491,16 @@ def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant,
     dtypes = {np.asarray(a).dtype for a in (q, k, v)}
     if np.dtype(np.uint8) in dtypes and len(dtypes) > 1:
         raise TypeError(f"q, k and v must all be float32 or all uint8, got {sorted(str(d) for d in dtypes)}")
-    if dtypes == {np.dtype(np.uint8)}:
-        q, k, v = (_as_2d(a, np.uint8, n) for a, n in ((q, "q"), (k, "k"), (v, "v")))
-        if not (q.shape == k.shape == v.shape):
-            raise ValueError(f"q/k/v shapes differ: {q.shape}, {k.shape}, {v.shape}")
-        s, hd = q.shape
-        if heads <= 0 or hd % heads:
-            raise ValueError(f"hidden size {hd} is not divisible by heads={heads}")
-        mask = _key_mask(mask, s)
-        d = hd // heads
-        out = np.empty((s, hd), np.float32)
-        u8 = (ffi.cast("const uint8_t *", a.ctypes.data) for a in (q, k, v))
-        _check(lib.hf_attention_q8_u8(isa_id(isa), s, heads, d, *u8, hd,
-                                      ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
-                                      float(1.0 / np.sqrt(d) if scale is None else scale), aq, _fptr(out), hd),
-               "attention_q8_u8")
-        return out
-    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
-    out = np.empty_like(q)
-    _check(lib.hf_attention_q8(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
-                               ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
-                               float(1.0 / np.sqrt(d) if scale is None else scale), aq, _fptr(out), hd),
-           "attention_q8")
+    u8 = dtypes == {np.dtype(np.uint8)}
+    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask, np.uint8 if u8 else np.float32)
+    out = np.empty((s, hd), np.float32)
+    tail = (hd, ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
+            float(1.0 / np.sqrt(d) if scale is None else scale), aq, _fptr(out), hd)
+    if u8:
+        u8p = (ffi.cast("const uint8_t *", a.ctypes.data) for a in (q, k, v))
+        _check(lib.hf_attention_q8_u8(isa_id(isa), s, heads, d, *u8p, *tail), "attention_q8_u8")
+    else:
+        _check(lib.hf_attention_q8(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), *tail), "attention_q8")
     return out
 
 

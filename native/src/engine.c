@@ -245,7 +245,7 @@ int hf_engine_token_level(const hf_engine *e) {
 /* ------------------------------------------------------------------ run */
 typedef struct {
     float *x;      /* [T][H] hidden states */
-    float *big;    /* [T][max(3H, F)] qkv / ffn intermediate */
+    float *big;    /* [T][3H] fp32 q, k, v (fp32 attention; see arena_carve) */
     float *ctx;    /* [T][H] attention context */
     uint8_t *xq;   /* [T][H] quantized activations (input of qkv, attn_out, ffn_in) */
     uint8_t *hq;   /* [T][F] quantized GELU output (input of ffn_out), written by ffn_in's epilogue */
@@ -255,36 +255,42 @@ typedef struct {
 } arena_t;
 
 #define ARENA_SKEW 256 /* bytes between consecutive arena buffers (see arena_carve) */
-#define ARENA_BUFS 9
 
-static size_t arena_size(const hf_engine *e, int64_t B, int64_t S, int64_t hw) {
-    int64_t T = B * S, wide = e->F > 3 * e->H ? e->F : 3 * e->H;
-    size_t f = (size_t)(T * e->H * 2 + T * wide + B * S + 2 * T * hw + 64 * 8);
-    return f * sizeof(float) + (size_t)(T * e->H + T * e->F + T * 3 * e->H) + 64 * 9 + ARENA_BUFS * ARENA_SKEW;
-}
-
-static void arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, int64_t hw, arena_t *a) {
-    int64_t T = B * S, wide = e->F > 3 * e->H ? e->F : 3 * e->H;
-    char *p = (char *)mem;
-    /* each buffer starts ARENA_SKEW bytes further (mod 4096) than a plain carve would put it: with T * H * 4 a
-     * multiple of 4096, the residual (x) and the output (ctx) of attn_out / ffn_out sat at the same 4 KB offset
-     * and the epilogue's residual loads stalled behind its stores to rows 4 tokens back (4K aliasing); C harness,
-     * 128 x 768 fp32 + residual epilogue: 2.93 -> 2.13 ns per 16 outputs with the output 256 bytes off */
-#define TAKE(ptr, type, n)                                                    \
-    do {                                                                      \
-        ptr = (type *)p;                                                      \
-        p += ((((size_t)(n) * sizeof(type)) + 63) & ~(size_t)63) + ARENA_SKEW; \
+/* Carves the run's buffers out of mem and returns the bytes they take; mem == NULL only measures (arena_size). Each
+ * buffer starts ARENA_SKEW bytes further (mod 4096) than a plain carve would put it: with T * H * 4 a multiple of
+ * 4096, the residual (x) and the output (ctx) of attn_out / ffn_out sat at the same 4 KB offset and the epilogue's
+ * residual loads stalled behind its stores to rows 4 tokens back (4K aliasing); C harness, 128 x 768 fp32 + residual
+ * epilogue: 2.93 -> 2.13 ns per 16 outputs with the output 256 bytes off. big (fp32 q, k, v) exists only when a layer
+ * runs fp32 attention or has a hidden size the segmented uint8 epilogue does not take; qkv8 only with int8 attention. */
+static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, int64_t hw, arena_t *a) {
+    const int64_t T = B * S, H3 = 3 * e->H;
+    int f32_qkv = 0, u8_qkv = 0;
+    for (int64_t i = 0; i < e->L; i++) {
+        f32_qkv |= !e->layers[i].attn_q8 || e->H % 16;
+        u8_qkv |= e->layers[i].attn_q8;
+    }
+    size_t off = 0;
+#define TAKE(ptr, type, n)                                                      \
+    do {                                                                        \
+        ptr = mem ? (type *)((char *)mem + off) : NULL;                         \
+        off += ((((size_t)(n) * sizeof(type)) + 63) & ~(size_t)63) + ARENA_SKEW; \
     } while (0)
     TAKE(a->x, float, T * e->H);
-    TAKE(a->big, float, T * wide);
+    TAKE(a->big, float, f32_qkv ? T * H3 : 0);
     TAKE(a->ctx, float, T * e->H);
     TAKE(a->bias, float, B * S);
     TAKE(a->head_a, float, T * hw);
     TAKE(a->head_b, float, T * hw);
     TAKE(a->xq, uint8_t, T * e->H);
     TAKE(a->hq, uint8_t, T * e->F);
-    TAKE(a->qkv8, uint8_t, T * 3 * e->H);
+    TAKE(a->qkv8, uint8_t, u8_qkv ? T * H3 : 0);
 #undef TAKE
+    return off;
+}
+
+static size_t arena_size(const hf_engine *e, int64_t B, int64_t S, int64_t hw) {
+    arena_t a;
+    return arena_carve(e, NULL, B, S, hw, &a);
 }
 
 

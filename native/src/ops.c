@@ -16,8 +16,8 @@ int hf_layernorm(int isa, int64_t T, int64_t H, const float *x, const float *r, 
 }
 
 /* The checks both attention entry points make (messages prefixed by `what`), then the ISA resolved. */
-static int attention_args(const char *what, int *isa, int64_t S, int64_t heads, int64_t d, const float *q,
-                          const float *k, const float *v, int64_t ld, float *ctx, int64_t ldo) {
+static int attention_args(const char *what, int *isa, int64_t S, int64_t heads, int64_t d, const void *q,
+                          const void *k, const void *v, int64_t ld, float *ctx, int64_t ldo) {
     if (S <= 0 || heads <= 0 || d <= 0)
         return hf_fail(HF_EINVAL, "%s: S=%lld, heads=%lld, d=%lld must be > 0", what, (long long)S, (long long)heads,
                        (long long)d);
@@ -64,46 +64,33 @@ int hf_check_attn_quant(const hf_attn_quant *aq, const char *where) {
     return HF_OK;
 }
 
-/* The int8 entry points' parameter checks, and scratch for one head plus the key bias. */
-static void *attention_q8_setup(const char *what, int64_t S, int64_t d, const hf_attn_quant *aq, const int64_t *key_mask,
-                                float **bias, int *rc) {
-    *rc = HF_OK;
-    if (S > (1 << 16) || d > 4096) *rc = hf_fail(HF_EINVAL, "%s: S or d too large", what);
-    else if (!aq) *rc = hf_fail(HF_EINVAL, "%s: NULL pointer", what);
-    else *rc = hf_check_attn_quant(aq, what);
-    if (*rc != HF_OK) return NULL;
-    void *scratch = scratch_with_bias((size_t)hf_attention_q8_scratch_bytes(S, d), S, key_mask, bias);
-    if (!scratch) *rc = hf_fail(HF_ENOMEM, "%s: out of memory", what);
-    return scratch;
+/* The int8 entry points' checks beyond attention_args. */
+static int attention_q8_args(const char *what, int64_t S, int64_t d, const hf_attn_quant *aq) {
+    if (S > (1 << 16) || d > 4096) return hf_fail(HF_EINVAL, "%s: S or d too large", what);
+    if (!aq) return hf_fail(HF_EINVAL, "%s: NULL pointer", what);
+    return hf_check_attn_quant(aq, what);
 }
 
+/* Q(q), Q(k), Q(v) of every head ([S][3 heads d] u8, the ISA's exact quantizer), then the uint8 entry point. */
 int hf_attention_q8(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                     int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq, float *ctx,
                     int64_t ldo) {
     int rc;
-    float *bias;
-    if ((rc = attention_args("attention_q8", &isa, S, heads, d, q, k, v, ld, ctx, ldo)) != HF_OK) return rc;
-    void *scratch = attention_q8_setup("attention_q8", S, d, aq, key_mask, &bias, &rc);
-    if (!scratch) return rc;
-    /* Q(q), Q(k), Q(v) of every head ([S][3 heads d] u8, the ISA's exact quantizer), then the kernels on uint8 */
+    if ((rc = attention_args("attention_q8", &isa, S, heads, d, q, k, v, ld, ctx, ldo)) != HF_OK ||
+        (rc = attention_q8_args("attention_q8", S, d, aq)) != HF_OK)
+        return rc;
     const int64_t hd = heads * d;
     uint8_t *qkv8 = (uint8_t *)hf_alloc((size_t)(S * 3 * hd));
-    if (!qkv8) {
-        hf_free(scratch);
-        return hf_fail(HF_ENOMEM, "attention_q8: out of memory");
-    }
+    if (!qkv8) return hf_fail(HF_ENOMEM, "attention_q8: out of memory");
     const hf_linear_ops *lops = hf_linear_ops_for(isa);
     for (int64_t t = 0; t < S; t++) {
         lops->quantize(hd, q + t * ld, aq->q_scale, aq->q_zp, qkv8 + t * 3 * hd);
         lops->quantize(hd, k + t * ld, aq->k_scale, aq->k_zp, qkv8 + t * 3 * hd + hd);
         lops->quantize(hd, v + t * ld, aq->v_scale, aq->v_zp, qkv8 + t * 3 * hd + 2 * hd);
     }
-    const hf_attention_q8_head_fn fn = hf_f32_ops_for(isa)->attention_q8_head;
-    for (int64_t h = 0; h < heads; h++)
-        fn(S, d, qkv8 + h * d, qkv8 + hd + h * d, qkv8 + 2 * hd + h * d, 3 * hd, bias, scale, aq, ctx + h * d, ldo, scratch);
+    rc = hf_attention_q8_u8(isa, S, heads, d, qkv8, qkv8 + hd, qkv8 + 2 * hd, 3 * hd, key_mask, scale, aq, ctx, ldo);
     hf_free(qkv8);
-    hf_free(scratch);
-    return HF_OK;
+    return rc;
 }
 
 int hf_attention_q8_u8(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
@@ -111,11 +98,11 @@ int hf_attention_q8_u8(int isa, int64_t S, int64_t heads, int64_t d, const uint8
                        float *ctx, int64_t ldo) {
     int rc;
     float *bias;
-    if ((rc = attention_args("attention_q8_u8", &isa, S, heads, d, (const float *)q8, (const float *)k8,
-                             (const float *)v8, ld, ctx, ldo)) != HF_OK)
+    if ((rc = attention_args("attention_q8_u8", &isa, S, heads, d, q8, k8, v8, ld, ctx, ldo)) != HF_OK ||
+        (rc = attention_q8_args("attention_q8_u8", S, d, aq)) != HF_OK)
         return rc;
-    void *scratch = attention_q8_setup("attention_q8_u8", S, d, aq, key_mask, &bias, &rc);
-    if (!scratch) return rc;
+    void *scratch = scratch_with_bias((size_t)hf_attention_q8_scratch_bytes(S, d), S, key_mask, &bias);
+    if (!scratch) return hf_fail(HF_ENOMEM, "attention_q8_u8: out of memory");
     const hf_attention_q8_head_fn fn = hf_f32_ops_for(isa)->attention_q8_head;
     for (int64_t h = 0; h < heads; h++)
         fn(S, d, q8 + h * d, k8 + h * d, v8 + h * d, ld, bias, scale, aq, ctx + h * d, ldo, scratch);

@@ -163,38 +163,26 @@ static TGT void ctx_rows(int mr, const q8_ctx *c, int r0, const int32_t *psum, f
 
 /* p8 = rint(e * w) + zp over keys [0, ne), w = (1/sum) / p_scale (hf_attention_q8_head_ref's rounding: one multiply,
  * no division), zero bytes up to the next multiple of 16 (v's padding keys are zero too); returns sum_j p8.
- * 0 <= e <= 1 (exp(s - max)), so with w < 2^30 the product converts without overflow and is never negative: the
- * unsigned saturation of the narrowing is the only clamp, and the sum is taken from the stored bytes (vpsadbw):
- * 6 operations per 16 probabilities instead of 10. A p_scale under 2^-30 takes the clamped loop. */
+ * 0 <= e <= 1 (exp(s - max)), so e * w is never negative and the narrowing's unsigned saturation is the only clamp:
+ * a product past the int32 range converts to 0x80000000, which + zp is still above 255 as unsigned, as is an
+ * in-range rint + zp that wraps past 2^31 - 1; both saturate to 255, the reference's clamp. The sum is taken from the
+ * stored bytes (vpsadbw): 6 operations per 16 probabilities instead of 10. */
 INL int32_t quant_probs(const float *e, float w, int64_t ne, int32_t pz, uint8_t *p8) {
     const __m512 vw = _mm512_set1_ps(w);
     const __m512i z = _mm512_set1_epi32(pz);
-    if (w < 0x1p30f) {
-        for (int64_t j = 0; j < ne; j += 16) {
-            const __mmask16 k = hf_tail16(ne - j);
-            const __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, e + j), vw);
-            const __m512i q = _mm512_maskz_add_epi32(k, _mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
-            _mm_storeu_si128((__m128i *)(p8 + j), _mm512_cvtusepi32_epi8(q)); /* lanes past ne: 0 */
-        }
-        const int64_t n16 = (ne + 15) & ~(int64_t)15;
-        __m512i sum = _mm512_setzero_si512();
-        for (int64_t j = 0; j < n16; j += 64) {
-            const __mmask64 m = n16 - j >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (n16 - j)) - 1);
-            sum = _mm512_add_epi64(sum, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(m, p8 + j), _mm512_setzero_si512()));
-        }
-        return (int32_t)_mm512_reduce_add_epi64(sum);
-    }
-    const __m512i hi = _mm512_set1_epi32(255);
-    __m512i sum = _mm512_setzero_si512();
     for (int64_t j = 0; j < ne; j += 16) {
         const __mmask16 k = hf_tail16(ne - j);
-        const __m512 t = _mm512_min_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, e + j), vw), _mm512_set1_ps(0x1p30f));
-        __m512i q = _mm512_add_epi32(_mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
-        q = _mm512_maskz_min_epi32(k, _mm512_max_epi32(q, _mm512_setzero_si512()), hi);
-        sum = _mm512_add_epi32(sum, q);
-        _mm_storeu_si128((__m128i *)(p8 + j), _mm512_cvtepi32_epi8(q)); /* lanes past ne: 0 */
+        const __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, e + j), vw);
+        const __m512i q = _mm512_maskz_add_epi32(k, _mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+        _mm_storeu_si128((__m128i *)(p8 + j), _mm512_cvtusepi32_epi8(q)); /* lanes past ne: 0 */
     }
-    return _mm512_reduce_add_epi32(sum);
+    const int64_t n16 = (ne + 15) & ~(int64_t)15;
+    __m512i sum = _mm512_setzero_si512();
+    for (int64_t j = 0; j < n16; j += 64) {
+        const __mmask64 m = n16 - j >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (n16 - j)) - 1);
+        sum = _mm512_add_epi64(sum, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(m, p8 + j), _mm512_setzero_si512()));
+    }
+    return (int32_t)_mm512_reduce_add_epi64(sum);
 }
 
 /* One row of n (multiple of 16) uint8 copied to dst (xor `flip`: 0x80 stores u8 - 128 as s8); returns its sum. */

@@ -35,24 +35,15 @@ static inline __mmask16 hf_tail16(int64_t left) {
     return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
 }
 
-/* rint(y / scale) + zp as int32 lanes, before the clamp to [0, 255]: the quotient is converted with
- * round-to-nearest-even (embedded rounding, = rint for |q| < 2^31, clamped at 2^30 first; NaN and -inf convert to
- * INT_MIN, which the callers' clamp sends to 0). The division is as cheap as a multiply-and-check on Zen 5. */
-HF_AVX512 __m512i hf_quant16_unclamped(__m512 y, float scale, int32_t zp) {
-    const __m512 q = _mm512_min_ps(_mm512_set1_ps(0x1p30f), _mm512_div_ps(y, _mm512_set1_ps(scale))); /* NaN stays NaN */
-    return _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                            _mm512_set1_epi32(zp));
-}
-
-/* hf_quantize_ref1 bit for bit, as int32 lanes in [0, 255]. */
-HF_AVX512 __m512i hf_quant16_i32(__m512 y, float scale, int32_t zp) {
-    const __m512i r = hf_quant16_unclamped(y, scale, zp);
-    return _mm512_min_epi32(_mm512_max_epi32(r, _mm512_setzero_si512()), _mm512_set1_epi32(255));
-}
-
-/* The same as 16 bytes (the upper clamp is the unsigned saturation of the narrowing). */
+/* hf_quantize_ref1 bit for bit, as 16 bytes: rint(y / scale) + zp, the quotient converted with round-to-nearest-even
+ * (embedded rounding, = rint for |q| < 2^31, clamped at 2^30 first; NaN and -inf convert to INT_MIN, which the
+ * clamp at 0 catches), the upper clamp being the unsigned saturation of the narrowing. The division is as cheap as a
+ * multiply-and-check on Zen 5. */
 HF_AVX512 __m128i hf_quant16(__m512 y, float scale, int32_t zp) {
-    return _mm512_cvtusepi32_epi8(_mm512_max_epi32(hf_quant16_unclamped(y, scale, zp), _mm512_setzero_si512()));
+    const __m512 q = _mm512_min_ps(_mm512_set1_ps(0x1p30f), _mm512_div_ps(y, _mm512_set1_ps(scale))); /* NaN stays NaN */
+    const __m512i r = _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                       _mm512_set1_epi32(zp));
+    return _mm512_cvtusepi32_epi8(_mm512_max_epi32(r, _mm512_setzero_si512()));
 }
 
 /* 16x16 int32 transpose: r[i] lane j -> r[j] lane i. */
