@@ -480,11 +480,13 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.
 
 
 def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant, mask: np.ndarray | None = None,
-                 scale: float | None = None, isa: str = "auto") -> np.ndarray:
+                 scale: float | None = None, isa: str = "auto", out_quant: tuple | None = None) -> np.ndarray:
     """The int8 attention of a QDQ graph (q k^T and p v on uint8 values, exact int32 sums; hf_attention_q8 in
     native/include/hf_fast.h) per head for one sequence. `quant` maps "q", "k", "p", "v" to (scale, zero point).
     q/k/v are float32 [S, heads*d], quantized here with those parameters, or uint8 arrays already quantized
-    (hf_attention_q8_u8: what the engine runs on its qkv GEMM's uint8 output)."""
+    (hf_attention_q8_u8: what the engine runs on its qkv GEMM's uint8 output). With uint8 inputs,
+    ``out_quant=(scale, zero_point[, mul])`` returns the context as uint8, bit for bit ``quantize_u8(attention_q8(...),
+    scale, zero_point, mul=mul)`` (hf_attention_q8_u8_quant: how the engine feeds attn_out)."""
     if set(quant) != {"q", "k", "p", "v"}:
         raise ValueError(f"quant must give (scale, zero point) for q, k, p and v, got keys {sorted(quant)}")
     aq = attn_quant_struct(quant)
@@ -492,10 +494,24 @@ def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant,
     if np.dtype(np.uint8) in dtypes and len(dtypes) > 1:
         raise TypeError(f"q, k and v must all be float32 or all uint8, got {sorted(str(d) for d in dtypes)}")
     u8 = dtypes == {np.dtype(np.uint8)}
+    if out_quant is not None and not u8:
+        raise TypeError("out_quant needs uint8 q, k and v (the engine's path)")
     q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask, np.uint8 if u8 else np.float32)
+    head = (hd, ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
+            float(1.0 / np.sqrt(d) if scale is None else scale), aq)
+    if out_quant is not None:
+        o_scale, o_zp, o_mul = (tuple(out_quant) + (None,))[:3]
+        if not isinstance(o_zp, (int, np.integer)) or isinstance(o_zp, bool):
+            raise TypeError(f"out_quant zero point must be an int, got {type(o_zp).__name__}")
+        o_mul = None if o_mul is None else _mul_vector(o_mul, hd)
+        out8 = np.empty((s, hd), np.uint8)
+        u8p = (ffi.cast("const uint8_t *", a.ctypes.data) for a in (q, k, v))
+        _check(lib.hf_attention_q8_u8_quant(isa_id(isa), s, heads, d, *u8p, *head, float(o_scale), int(o_zp),
+                                            _fptr(o_mul), ffi.cast("uint8_t *", out8.ctypes.data), hd),
+               "attention_q8_u8_quant")
+        return out8
     out = np.empty((s, hd), np.float32)
-    tail = (hd, ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
-            float(1.0 / np.sqrt(d) if scale is None else scale), aq, _fptr(out), hd)
+    tail = head + (_fptr(out), hd)
     if u8:
         u8p = (ffi.cast("const uint8_t *", a.ctypes.data) for a in (q, k, v))
         _check(lib.hf_attention_q8_u8(isa_id(isa), s, heads, d, *u8p, *tail), "attention_q8_u8")

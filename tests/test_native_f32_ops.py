@@ -184,6 +184,37 @@ def test_attention_q8_on_uint8_inputs_equals_float_inputs(isa, s, heads, d):
         native.attention_q8(q8, k, v8, heads, quant, isa=isa)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("s,heads,d", [(5, 2, 16), (70, 3, 64), (37, 2, 48), (13, 2, 8)])
+@pytest.mark.parametrize("with_mul", [False, True])
+def test_attention_q8_uint8_context_is_quantize_of_float_context(isa, s, heads, d, with_mul):
+    """hf_attention_q8_u8_quant (the engine's attention: the context quantized for attn_out in the kernel, with
+    SmoothQuant's per-channel multiplier) equals quantize_u8 of the float context bit for bit, on every ISA and on
+    the reference fallback (d = 8); a NaN/inf-free multiplier with a dead channel and a sign flip."""
+    rng = np.random.default_rng(s * 7 + heads + d)
+    q, k, v = (rng.standard_normal((s, heads * d)).astype(np.float32) * 2 for _ in range(3))
+    mask = (np.arange(s) < s - 2).astype(np.int64)
+    quant = _quant_for(q, k, v, zp_p=3)
+    q8, k8, v8 = (native.quantize_u8(x, *quant[n]) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    ctx = native.attention_q8(q8, k8, v8, heads, quant, mask=mask, isa=isa)
+    mul = None
+    if with_mul:
+        mul = np.exp(rng.normal(0, 1, heads * d)).astype(np.float32)
+        mul[:2] = [0.0, -0.5]
+    lo, hi = float((ctx if mul is None else ctx * mul).min()), float((ctx if mul is None else ctx * mul).max())
+    o_scale = np.float32((hi - lo) / 240)  # the top 30 steps past 255: the clamp is exercised
+    o_zp = int(np.clip(np.rint(-lo / o_scale) + 30, 0, 255))
+    out = native.attention_q8(q8, k8, v8, heads, quant, mask=mask, isa=isa, out_quant=(o_scale, o_zp, mul))
+    exp = native.quantize_u8(ctx, o_scale, o_zp, isa="ref", mul=mul)
+    assert out.dtype == np.uint8 and out.shape == ctx.shape
+    np.testing.assert_array_equal(out, exp)
+    assert len(np.unique(out)) > 20 and 0 < out.min() and out.max() == 255  # a real spread, and the clamp is reached
+    with pytest.raises((ValueError, native.NativeError), match="output scale"):
+        native.attention_q8(q8, k8, v8, heads, quant, isa=isa, out_quant=(0.0, 0))
+    with pytest.raises(TypeError, match="uint8"):
+        native.attention_q8(q, k, v, heads, quant, isa=isa, out_quant=(o_scale, o_zp))
+
+
 def test_attention_q8_close_to_fp32_attention():
     """Sanity of the whole int8 pipeline against fp32 attention: close, not equal (it is quantized)."""
     rng = np.random.default_rng(5)

@@ -102,6 +102,13 @@ int hf_attention_q8(int isa, int64_t S, int64_t heads, int64_t d, const float *q
 int hf_attention_q8_u8(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
                        const uint8_t *v8, int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq,
                        float *ctx, int64_t ldo);
+/* hf_attention_q8_u8 whose context is written as uint8 out[S][ldo] = hf_quantize_u8(ctx * out_mul, out_scale,
+ * out_zp) (out_mul: [heads*d] per-channel multipliers, SmoothQuant's 1/s, or NULL), bit for bit: the engine
+ * quantizes attn_out's input this way while the context is in registers. */
+int hf_attention_q8_u8_quant(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
+                             const uint8_t *v8, int64_t ld, const int64_t *key_mask, float scale,
+                             const hf_attn_quant *aq, float out_scale, int32_t out_zp, const float *out_mul,
+                             uint8_t *out, int64_t ldo);
 
 /* ---- threads ----
  * A persistent pool; default = HF_FAST_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this

@@ -328,13 +328,15 @@ static void attn_task(void *arg, int tid, int nth) {
         const float *base = j->a->big + b * j->S * H3 + h * j->d;
         float *ctx = j->a->ctx + b * j->S * e->H + h * j->d;
         uint8_t *xq = j->a->xq + b * j->S * e->H + h * j->d;
-        if (j->aq) {
+        if (j->aq) { /* the kernel quantizes its context for attn_out itself, while it is in registers */
             const uint8_t *b8 = j->a->qkv8 + b * j->S * H3 + h * j->d;
+            const hf_ctx_quant oq = {xq, e->H, j->q_scale, j->q_zp, j->q_mul ? j->q_mul + h * j->d : NULL};
             j->ops->attention_q8_head(j->S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
-                                      j->aq, ctx, e->H, scr);
-        } else
-            j->ops->attention_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S,
-                                   j->scale, ctx, e->H, scr);
+                                      j->aq, NULL, e->H, &oq, scr);
+            continue;
+        }
+        j->ops->attention_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
+                               ctx, e->H, scr);
         if (j->q_mul) {
             const float *m = j->q_mul + h * j->d;
             for (int64_t s = 0; s < j->S; s++)

@@ -64,23 +64,36 @@ typedef void (*hf_layernorm_fn)(int64_t T, int64_t H, const float *x, const floa
 typedef void (*hf_attention_head_fn)(int64_t S, int64_t d, const float *q, const float *k, const float *v,
                                      int64_t ld, const float *key_bias, float scale, float *ctx, int64_t ldo,
                                      float *scratch);
+/* The int8 attention's optional uint8 output: out[i][c] = Q(ctx[i][c] * mul[c]) (mul: the head's d channels of
+ * SmoothQuant's 1/s, or NULL for none) with the exact quantizer, in place of the float ctx: the next Linear's input,
+ * quantized while the context is in registers. */
+typedef struct {
+    uint8_t *out;
+    int64_t ldo;
+    float scale;
+    int32_t zp;
+    const float *mul;
+} hf_ctx_quant;
 /* int8 attention of one (sequence, head) (hf_attention_q8's per-head definition) on the quantized q8, k8, v8
- * (uint8 rows of stride ld bytes, already Q(q), Q(k), Q(v) with aq's parameters); scratch holds
- * hf_attention_q8_scratch_bytes(S, d), 64-byte aligned. */
+ * (uint8 rows of stride ld bytes, already Q(q), Q(k), Q(v) with aq's parameters) into ctx, or with oq != NULL into
+ * oq's uint8 rows (ctx unused); scratch holds hf_attention_q8_scratch_bytes(S, d), 64-byte aligned. */
 typedef void (*hf_attention_q8_head_fn)(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
                                         int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq,
-                                        float *ctx, int64_t ldo, void *scratch);
+                                        float *ctx, int64_t ldo, const hf_ctx_quant *oq, void *scratch);
 typedef struct {
     hf_layernorm_fn layernorm;
     hf_attention_head_fn attention_head;       /* requires d % 8 == 0 unless it is the reference */
     hf_attention_q8_head_fn attention_q8_head; /* requires d % 16 == 0 unless it is the reference */
 } hf_f32_ops;
 void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
-    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo, void *scratch);
+    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
+    const hf_ctx_quant *oq, void *scratch);
 void hf_attention_q8_head_avx2(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
-    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo, void *scratch);
+    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
+    const hf_ctx_quant *oq, void *scratch);
 void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
-    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo, void *scratch);
+    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
+    const hf_ctx_quant *oq, void *scratch);
 
 void hf_layernorm_ref(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                       const float *beta, float eps, float *y);

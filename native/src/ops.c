@@ -17,7 +17,7 @@ int hf_layernorm(int isa, int64_t T, int64_t H, const float *x, const float *r, 
 
 /* The checks both attention entry points make (messages prefixed by `what`), then the ISA resolved. */
 static int attention_args(const char *what, int *isa, int64_t S, int64_t heads, int64_t d, const void *q,
-                          const void *k, const void *v, int64_t ld, float *ctx, int64_t ldo) {
+                          const void *k, const void *v, int64_t ld, const void *ctx, int64_t ldo) {
     if (S <= 0 || heads <= 0 || d <= 0)
         return hf_fail(HF_EINVAL, "%s: S=%lld, heads=%lld, d=%lld must be > 0", what, (long long)S, (long long)heads,
                        (long long)d);
@@ -93,19 +93,43 @@ int hf_attention_q8(int isa, int64_t S, int64_t heads, int64_t d, const float *q
     return rc;
 }
 
+/* The heads of hf_attention_q8_u8 into float ctx, or with oq (its mul spanning all heads) into oq's uint8 rows. */
+static int attention_q8_heads(const char *what, int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8,
+                              const uint8_t *k8, const uint8_t *v8, int64_t ld, const int64_t *key_mask, float scale,
+                              const hf_attn_quant *aq, float *ctx, int64_t ldo, const hf_ctx_quant *oq) {
+    int rc;
+    float *bias;
+    if ((rc = attention_args(what, &isa, S, heads, d, q8, k8, v8, ld, oq ? (const void *)oq->out : ctx,
+                             oq ? oq->ldo : ldo)) != HF_OK ||
+        (rc = attention_q8_args(what, S, d, aq)) != HF_OK)
+        return rc;
+    void *scratch = scratch_with_bias((size_t)hf_attention_q8_scratch_bytes(S, d), S, key_mask, &bias);
+    if (!scratch) return hf_fail(HF_ENOMEM, "%s: out of memory", what);
+    const hf_attention_q8_head_fn fn = hf_f32_ops_for(isa)->attention_q8_head;
+    for (int64_t h = 0; h < heads; h++) {
+        hf_ctx_quant hq;
+        if (oq) hq = (hf_ctx_quant){oq->out + h * d, oq->ldo, oq->scale, oq->zp, oq->mul ? oq->mul + h * d : NULL};
+        fn(S, d, q8 + h * d, k8 + h * d, v8 + h * d, ld, bias, scale, aq, oq ? NULL : ctx + h * d, ldo, oq ? &hq : NULL,
+           scratch);
+    }
+    hf_free(scratch);
+    return HF_OK;
+}
+
 int hf_attention_q8_u8(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
                        const uint8_t *v8, int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq,
                        float *ctx, int64_t ldo) {
-    int rc;
-    float *bias;
-    if ((rc = attention_args("attention_q8_u8", &isa, S, heads, d, q8, k8, v8, ld, ctx, ldo)) != HF_OK ||
-        (rc = attention_q8_args("attention_q8_u8", S, d, aq)) != HF_OK)
-        return rc;
-    void *scratch = scratch_with_bias((size_t)hf_attention_q8_scratch_bytes(S, d), S, key_mask, &bias);
-    if (!scratch) return hf_fail(HF_ENOMEM, "attention_q8_u8: out of memory");
-    const hf_attention_q8_head_fn fn = hf_f32_ops_for(isa)->attention_q8_head;
-    for (int64_t h = 0; h < heads; h++)
-        fn(S, d, q8 + h * d, k8 + h * d, v8 + h * d, ld, bias, scale, aq, ctx + h * d, ldo, scratch);
-    hf_free(scratch);
-    return HF_OK;
+    return attention_q8_heads("attention_q8_u8", isa, S, heads, d, q8, k8, v8, ld, key_mask, scale, aq, ctx, ldo, NULL);
+}
+
+int hf_attention_q8_u8_quant(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
+                             const uint8_t *v8, int64_t ld, const int64_t *key_mask, float scale,
+                             const hf_attn_quant *aq, float out_scale, int32_t out_zp, const float *out_mul,
+                             uint8_t *out, int64_t ldo) {
+    if (!(out_scale > 0.f) || !isfinite(out_scale) || out_zp < 0 || out_zp > 255)
+        return hf_fail(HF_EINVAL, "attention_q8_u8_quant: output scale %g / zero point %d invalid", (double)out_scale,
+                       out_zp);
+    const hf_ctx_quant oq = {out, ldo, out_scale, out_zp, out_mul};
+    return attention_q8_heads("attention_q8_u8_quant", isa, S, heads, d, q8, k8, v8, ld, key_mask, scale, aq, NULL, 0,
+                              &oq);
 }

@@ -17,6 +17,19 @@
 #define TGT __attribute__((target("avx2,fma")))
 #define INL static inline __attribute__((target("avx2,fma"), always_inline))
 
+/* 16 context values of channels c0.. as Q(y * mul) (hf_ctx_quant), the AVX2 quantizer of hf_quantize_mul_avx2 */
+INL __m128i ctx_q16(const hf_ctx_quant *oq, int64_t c0, __m256 y0, __m256 y1) {
+    const __m256 vs = _mm256_set1_ps(oq->scale), vz = _mm256_set1_ps((float)oq->zp);
+    if (oq->mul) {
+        y0 = _mm256_mul_ps(y0, _mm256_loadu_ps(oq->mul + c0));
+        y1 = _mm256_mul_ps(y1, _mm256_loadu_ps(oq->mul + c0 + 8));
+    }
+    const __m256i a = hf_quant8(y0, vs, vz), b = hf_quant8(y1, vs, vz);
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    const __m128i x = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    return _mm_packus_epi16(w, x);
+}
+
 /* acc[r][b] = sum over n2 steps of bcast(A[r] int16 pair t) . B[t][8 b ..] (vpmaddwd), r < mr, b < 2. */
 INL void mk(const int mr, int64_t n2, const int16_t *A, int64_t lda, const int32_t *B, int64_t ldb, __m256i acc[MR][2]) {
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
@@ -81,18 +94,23 @@ INL __m256i q_prob8(__m256 e, __m256 w, __m256 zp) {
             __m256i acc[MR][2];                                                                                \
             mk(MRB, ne2 / 2, p16, sp, Vp + c0, d, acc);                                                        \
             for (int r = 0; r < MRB; r++) {                                                                    \
-                float *o = ctx + (i0 + r) * ldo + c0;                                                          \
-                _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][0]), vpv));                        \
-                _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][1]), vpv));                    \
+                const __m256 y0 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][0]), vpv);                           \
+                const __m256 y1 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][1]), vpv);                           \
+                if (oq) {                                                                                      \
+                    _mm_storeu_si128((__m128i *)(oq->out + (i0 + r) * oq->ldo + c0), ctx_q16(oq, c0, y0, y1)); \
+                } else {                                                                                       \
+                    _mm256_storeu_ps(ctx + (i0 + r) * ldo + c0, y0);                                           \
+                    _mm256_storeu_ps(ctx + (i0 + r) * ldo + c0 + 8, y1);                                       \
+                }                                                                                              \
             }                                                                                                  \
         }                                                                                                      \
     } while (0)
 
 TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v,
                                    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx,
-                                   int64_t ldo, void *scratch) {
+                                   int64_t ldo, const hf_ctx_quant *oq, void *scratch) {
     if (d % 16) {
-        hf_attention_q8_head_ref(S, d, q, k, v, ld, key_bias, scale, aq, ctx, ldo, scratch);
+        hf_attention_q8_head_ref(S, d, q, k, v, ld, key_bias, scale, aq, ctx, ldo, oq, scratch);
         return;
     }
     const int64_t sp = (S + 15) & ~(int64_t)15, d2 = d / 2;

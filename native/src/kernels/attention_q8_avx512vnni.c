@@ -142,8 +142,10 @@ static TGT void scores_rows(int mr, const q8_ctx *c, int64_t i0, float *rmax) {
     for (int r = 0; r < mr; r++) rmax[r] = _mm512_reduce_max_ps(vm[r]);
 }
 
-/* ctx rows r0 .. r0+mr (mr <= 6) of the block (query i0 + r): float(exact int32) * spv. */
-static TGT void ctx_rows(int mr, const q8_ctx *c, int r0, const int32_t *psum, float *ctx, int64_t ldo) {
+/* ctx rows r0 .. r0+mr (mr <= 6) of the block (query i0 + r): float(exact int32) * spv, or with oq its uint8
+ * Q(. * mul) (ctx and oq->out point at the block's first row). */
+static TGT void ctx_rows(int mr, const q8_ctx *c, int r0, const int32_t *psum, float *ctx, int64_t ldo,
+                         const hf_ctx_quant *oq, uint8_t *out) {
     const int64_t n4 = (c->ne + 3) / 4;
     const __m512 vpv = _mm512_set1_ps(c->spv);
     for (int64_t c0 = 0; c0 < c->d; c0 += 64) {
@@ -155,7 +157,13 @@ static TGT void ctx_rows(int mr, const q8_ctx *c, int r0, const int32_t *psum, f
                 const __m512i cv = _mm512_loadu_si512((const void *)(c->cv + c0 + 16 * b));
                 const __m512i v = _mm512_add_epi32(_mm512_add_epi32(
                                       _mm512_load_si512((const void *)(c->tile + r * 64 + 16 * b)), pr), cv);
-                _mm512_storeu_ps(ctx + (r0 + r) * ldo + c0 + 16 * b, _mm512_mul_ps(_mm512_cvtepi32_ps(v), vpv));
+                const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(v), vpv);
+                if (oq)
+                    _mm_storeu_si128((__m128i *)(out + (r0 + r) * oq->ldo + c0 + 16 * b),
+                                     hf_quant16(oq->mul ? _mm512_mul_ps(y, _mm512_loadu_ps(oq->mul + c0 + 16 * b)) : y,
+                                                oq->scale, oq->zp));
+                else
+                    _mm512_storeu_ps(ctx + (r0 + r) * ldo + c0 + 16 * b, y);
             }
         }
     }
@@ -198,22 +206,24 @@ INL int32_t copy_row(const uint8_t *x, int64_t n, uint8_t flip, uint8_t *dst) {
 }
 
 /* scores, softmax + quantized probabilities, then context, for the mr (<= 12) queries from i0 */
-static TGT void block(int mr, const q8_ctx *c, int64_t i0, float *ctx, int64_t ldo) {
+static TGT void block(int mr, const q8_ctx *c, int64_t i0, float *ctx, int64_t ldo, const hf_ctx_quant *oq) {
     int32_t psum[MR];
     float rmax[MR];
     scores_rows(mr, c, i0, rmax);
     for (int r = 0; r < mr; r++)
         psum[r] = quant_probs(c->sc + r * c->sk, hf_softmax_exp16(c->sc + r * c->sk, c->ne, rmax[r]) / c->p_scale,
                               c->ne, c->p_zp, c->p8 + r * c->sk);
-    ctx_rows(mr < MRV ? mr : MRV, c, 0, psum, ctx + i0 * ldo, ldo);
-    if (mr > MRV) ctx_rows(mr - MRV, c, MRV, psum, ctx + i0 * ldo, ldo);
+    float *cb = oq ? NULL : ctx + i0 * ldo;
+    uint8_t *ob = oq ? oq->out + i0 * oq->ldo : NULL;
+    ctx_rows(mr < MRV ? mr : MRV, c, 0, psum, cb, ldo, oq, ob);
+    if (mr > MRV) ctx_rows(mr - MRV, c, MRV, psum, cb, ldo, oq, ob);
 }
 
 TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v,
                                          int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq,
-                                         float *ctx, int64_t ldo, void *scratch) {
+                                         float *ctx, int64_t ldo, const hf_ctx_quant *oq, void *scratch) {
     if (d % 16) {
-        hf_attention_q8_head_ref(S, d, q, k, v, ld, key_bias, scale, aq, ctx, ldo, scratch);
+        hf_attention_q8_head_ref(S, d, q, k, v, ld, key_bias, scale, aq, ctx, ldo, oq, scratch);
         return;
     }
     /* keys padded to 32 and channels to 64 (zeros), so the micro-kernels always run full width; q rows padded
@@ -296,5 +306,5 @@ TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const uint8_t *q,
 
     const q8_ctx c = {q8, rq, Kp, ck, Vp, cv, sc, p8, tile, d, sk, dv, ne, key_bias, scale,
                       aq->q_scale * aq->k_scale, aq->p_scale * aq->v_scale, aq->p_scale, aq->p_zp, 128 - aq->v_zp};
-    for (int64_t i0 = 0; i0 < S; i0 += MR) block(S - i0 < MR ? (int)(S - i0) : MR, &c, i0, ctx, ldo);
+    for (int64_t i0 = 0; i0 < S; i0 += MR) block(S - i0 < MR ? (int)(S - i0) : MR, &c, i0, ctx, ldo, oq);
 }

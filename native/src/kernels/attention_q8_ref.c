@@ -17,7 +17,7 @@ int64_t hf_attention_q8_scratch_bytes(int64_t S, int64_t d) {
 
 void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8, int64_t ld,
                               const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
-                              void *scratch) {
+                              const hf_ctx_quant *oq, void *scratch) {
     uint8_t *p8 = (uint8_t *)scratch;
     float *p = (float *)hf_align64((char *)(p8 + S));
     const float sqk = aq->q_scale * aq->k_scale, spv = aq->p_scale * aq->v_scale;
@@ -54,7 +54,9 @@ void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uin
             int32_t acc = 0;
             for (int64_t j = 0; j < S; j++)
                 acc += ((int32_t)p8[j] - aq->p_zp) * ((int32_t)v8[j * ld + c] - aq->v_zp);
-            ctx[i * ldo + c] = (float)acc * spv;
+            const float y = (float)acc * spv;
+            if (oq) oq->out[i * oq->ldo + c] = hf_quantize_ref1(oq->mul ? y * oq->mul[c] : y, oq->scale, oq->zp);
+            else ctx[i * ldo + c] = y;
         }
     }
 }

@@ -14,33 +14,41 @@
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 #define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"), always_inline))
 
-/* GELU(x) = x * Phi(x) with Phi from a table of polynomials (gelu_table.h, made by
- * native/tools/gen_gelu_table.py): 32 intervals of [-6, 6], degree 5 in t = x - c_i, the coefficients
- * picked per lane with vpermt2ps from two zmm each. ~16 operations instead of the ~40 of an erfc + exp
- * evaluation (the epilogue of ffn_in was a tenth of a dense forward pass). Error against the float64 erf
- * GELU: at most 0.12 of the tests' tolerance (1e-6 |gelu| + 1e-7 |x|). Outside [-6, 6] only Phi's argument
- * is clamped: Phi(6) rounds to 1 and x * Phi(-6) < 1e-9 |x|; NaN propagates through x.
- * The interval index is rint(u), u = (x - X0) / H - 1/2, read from the low mantissa bits of u + 1.5 * 2^23
- * (vpermt2ps uses the low 5 bits of each index): 3 operations instead of floor + min + cvt. x is clamped just
- * inside +-6 so that u stays in (-0.5, 31.5) despite the rounding of 1/H; near an interval edge rint may
- * pick the neighbour, whose polynomial is as accurate there. GELU + u8 epilogue of ffn_in (C harness, ns per
- * 16 outputs): 4.60 with 16 intervals of degree 6 and floor/cvt indexing, 4.2 with this indexing, ~3.7 with
- * 32 intervals of degree 5. */
-INL __m512 gelu16(__m512 x) {
-    const float lim = -HF_GELU_X0 * (1.0f - 0x1p-20f);
-    const __m512 xc = _mm512_min_ps(_mm512_set1_ps(lim), _mm512_max_ps(_mm512_set1_ps(-lim), x));
-    const __m512 u = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.0f / HF_GELU_H), _mm512_set1_ps(-HF_GELU_X0 / HF_GELU_H - 0.5f));
-    const __m512 v = _mm512_add_ps(u, _mm512_set1_ps(0x1.8p23f)); /* 1.5 * 2^23 + rint(u), exactly */
-    const __m512 fi = _mm512_sub_ps(v, _mm512_set1_ps(0x1.8p23f));
-    const __m512i idx = _mm512_castps_si512(v);
-    /* the interval centre fi * H + X0 + H/2 is exact (a multiple of 1/16), so is t for |x| <= 6 */
-    const __m512 t = _mm512_sub_ps(xc, _mm512_fmadd_ps(fi, _mm512_set1_ps(HF_GELU_H),
-                                                      _mm512_set1_ps(HF_GELU_X0 + 0.5f * HF_GELU_H)));
-#define CF(d) _mm512_permutex2var_ps(_mm512_load_ps(hf_gelu_coef[d]), idx, _mm512_load_ps(hf_gelu_coef[d] + 16))
-    __m512 p = CF(HF_GELU_DEG);
-    for (int d = HF_GELU_DEG - 1; d >= 0; d--) p = _mm512_fmadd_ps(p, t, CF(d));
+/* GELU(x) = x Phi(x) = relu(x) - a R(a), a = |x|, R(a) = Phi(-a) from a table of polynomials (gelu_table.h, made
+ * by native/tools/gen_gelu_table.py): 16 intervals of [0, 6], degree 5 in t = a - c_i, the coefficients picked per
+ * lane with vpermps from one zmm each. ~20 operations instead of the ~40 of an erfc + exp evaluation (the epilogue
+ * of ffn_in was a tenth of a dense forward pass). Error against the float64 erf GELU: at most 0.11 of the tests'
+ * tolerance (1e-6 |gelu| + 1e-7 |x|). R is small where |x| is large, so the subtraction loses nothing.
+ * The interval index is rint(u), u = a / H - 1/2, read from the low mantissa bits of u + 1.5 * 2^23 (vpermps uses
+ * the low 4 bits of each index): 3 operations instead of floor + min + cvt. a is clamped just inside 6 (in the
+ * product too, so that +-inf gives relu(x) - 6 R(6), not inf - inf): u stays in [-0.5, 15.5) despite the rounding
+ * of 1/H; near an interval edge rint may pick the neighbour, whose polynomial is as accurate there. relu is
+ * max(0, x), which returns x when x is NaN, so NaN propagates. Standalone, ns per 16 outputs (C harness): x Phi(x)
+ * on 32 intervals of [-6, 6] with vpermt2ps 2.11, this form 1.7. */
+INL void gelu16xn(__m512 *x, const int n) {
+    const float lim = HF_GELU_A1 * (1.0f - 0x1p-20f);
+    __m512 a[4], t[4], p[4];
+    __m512i idx[4];
+    for (int i = 0; i < n; i++) {
+        a[i] = _mm512_min_ps(_mm512_abs_ps(x[i]), _mm512_set1_ps(lim));
+        const __m512 u = _mm512_fmadd_ps(a[i], _mm512_set1_ps(1.0f / HF_GELU_H), _mm512_set1_ps(-0.5f));
+        const __m512 v = _mm512_add_ps(u, _mm512_set1_ps(0x1.8p23f)); /* 1.5 * 2^23 + rint(u), exactly */
+        const __m512 fi = _mm512_sub_ps(v, _mm512_set1_ps(0x1.8p23f));
+        idx[i] = _mm512_castps_si512(v);
+        /* the interval centre fi * H + H/2 is exact (a multiple of 1/16), so is t */
+        t[i] = _mm512_sub_ps(a[i], _mm512_fmadd_ps(fi, _mm512_set1_ps(HF_GELU_H), _mm512_set1_ps(0.5f * HF_GELU_H)));
+    }
+#define CF(d, i) _mm512_permutexvar_ps(idx[i], _mm512_load_ps(hf_gelu_coef[d]))
+    for (int i = 0; i < n; i++) p[i] = CF(HF_GELU_DEG, i);
+    for (int d = HF_GELU_DEG - 1; d >= 0; d--)
+        for (int i = 0; i < n; i++) p[i] = _mm512_fmadd_ps(p[i], t[i], CF(d, i));
 #undef CF
-    return _mm512_mul_ps(x, p);
+    for (int i = 0; i < n; i++) x[i] = _mm512_fnmadd_ps(a[i], p[i], _mm512_max_ps(_mm512_setzero_ps(), x[i]));
+}
+
+INL __m512 gelu16(__m512 x) {
+    gelu16xn(&x, 1);
+    return x;
 }
 
 TGT void hf_tile_store_avx512(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
@@ -99,6 +107,40 @@ INL void row16(const hf_epilogue *ep, __m512i v, const chan16 *c, int64_t m, int
     else _mm512_mask_storeu_ps((float *)C + mc * ldc + n0, k, y);
 }
 
+/* n (1 or 4) consecutive rows of r through the epilogue, each step for the n rows side by side. */
+INL void row_block(const __m512i *r, const chan16 *c, int64_t m0, int64_t n0, __mmask16 k, void *C,
+                   int64_t ldc, const int mode, const int gelu, const int res, const int n, const int full, float qs,
+                   int32_t qz, int qmul, const float *resid, int64_t ldr) {
+    if (mode == HF_EPI_S32) {
+        for (int i = 0; i < n; i++) {
+            int32_t *d = (int32_t *)C + (m0 + i) * ldc + n0;
+            if (full) _mm512_storeu_si512((void *)d, r[i]);
+            else _mm512_mask_storeu_epi32(d, k, r[i]);
+        }
+        return;
+    }
+    __m512 y[4];
+    for (int i = 0; i < n; i++) y[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(r[i], c->zc)), c->s, c->b);
+    if (gelu) gelu16xn(y, n);
+    if (res)
+        for (int i = 0; i < n; i++) {
+            const float *rp = resid + (m0 + i) * ldr + n0;
+            y[i] = _mm512_add_ps(y[i], full ? _mm512_loadu_ps(rp) : _mm512_maskz_loadu_ps(k, rp));
+        }
+    for (int i = 0; i < n; i++) {
+        if (mode == HF_EPI_U8) {
+            uint8_t *d = (uint8_t *)C + (m0 + i) * ldc + n0;
+            const __m128i q = hf_quant16(qmul ? _mm512_mul_ps(y[i], c->qm) : y[i], qs, qz);
+            if (full) _mm_storeu_si128((__m128i *)d, q);
+            else _mm_mask_storeu_epi8(d, k, q);
+        } else {
+            float *d = (float *)C + (m0 + i) * ldc + n0;
+            if (full) _mm512_storeu_ps(d, y[i]);
+            else _mm512_mask_storeu_ps(d, k, y[i]);
+        }
+    }
+}
+
 /* nt rows of r[] (token-major int32, 16 channels each) through the epilogue, with the mode as
  * compile-time constants (hoisted out of the token loop; ep's fields are read once, not after every
  * store through C, which the compiler must assume may alias them). */
@@ -110,35 +152,15 @@ INL void rows16_mode(const hf_epilogue *ep, const __m512i *r, int cnt, const cha
     const float qs = hf_epi_qscale(ep, n0);
     const int32_t qz = hf_epi_qzp(ep, n0);
     const int qmul = ep->q_mul != NULL; /* loop-invariant: the unsmoothed path runs as before */
-    const __m512i zc = c->zc;
-    const __m512 sc = c->s, bi = c->b, qm = c->qm;
-    /* 4 rows per iteration: independent chains (GELU is ~25 dependent operations) overlap; 16-row transposed tile,
-     * 128 x 2304 outputs in a C harness: fp32 1.63 -> 1.24, GELU + u8 5.30 -> 4.70 ns per row (8 or 16 rows: slower) */
+    /* GELU: rows in lockstep blocks of 4, each step for the 4 rows side by side. One row's chain (GELU + quantizer)
+     * is ~75 cycles of latency, too long for the out-of-order window to overlap rows written one after the other
+     * (GELU + u8 epilogue of ffn_in, 128 x 3072, C harness: 4.51 -> 3.91 ns per 16 outputs). Without GELU the
+     * chains are short and the plain loop is faster (fp32 + residual: 1.9 ns against 2.2 in lockstep). */
+    int t = 0;
+    if (gelu)
+        for (; t + 4 <= cnt; t += 4) row_block(r + t, c, m0 + t, n0, k, C, ldc, mode, gelu, res, 4, full, qs, qz, qmul, resid, ldr);
 #pragma GCC unroll 4
-    for (int t = 0; t < cnt; t++) {
-        const int64_t m = m0 + t;
-        if (mode == HF_EPI_S32) {
-            int32_t *d = (int32_t *)C + m * ldc + n0;
-            if (full) _mm512_storeu_si512((void *)d, r[t]);
-            else _mm512_mask_storeu_epi32(d, k, r[t]);
-            continue;
-        }
-        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(r[t], zc)), sc, bi);
-        if (gelu) y = gelu16(y);
-        if (res) y = _mm512_add_ps(y, full ? _mm512_loadu_ps(resid + m * ldr + n0)
-                                           : _mm512_maskz_loadu_ps(k, resid + m * ldr + n0));
-        if (mode == HF_EPI_U8) {
-            uint8_t *d = (uint8_t *)C + m * ldc + n0;
-            if (qmul) y = _mm512_mul_ps(y, qm);
-            const __m128i q = hf_quant16(y, qs, qz);
-            if (full) _mm_storeu_si128((__m128i *)d, q);
-            else _mm_mask_storeu_epi8(d, k, q);
-        } else {
-            float *d = (float *)C + m * ldc + n0;
-            if (full) _mm512_storeu_ps(d, y);
-            else _mm512_mask_storeu_ps(d, k, y);
-        }
-    }
+    for (; t < cnt; t++) row_block(r + t, c, m0 + t, n0, k, C, ldc, mode, gelu, res, 1, full, qs, qz, qmul, resid, ldr);
 }
 
 INL void rows16(const hf_epilogue *ep, const __m512i *r, int cnt, const chan16 *c, int64_t m0, int64_t n0,
