@@ -12,8 +12,9 @@
  *   head:       [CLS] select, fp32 linears with tanh/relu
  *
  * Q(.) quantizes to uint8 with the activation scale/zero point the artifact's QDQ nodes give. No
- * quantization is a separate pass: Q(LN(.)) runs in the LayerNorm row blocks, Q(ctx) per (sequence,
- * head) right after its attention, and Q(gelu(.)) in ffn_in's GEMM epilogue (u8 output). A SmoothQuant artifact
+ * quantization is a separate pass: Q(LN(.)) runs in the LayerNorm row blocks, Q(ctx) in the int8 attention's
+ * context epilogue (per (sequence, head) right after the fp32 attention), and Q(gelu(.)) in ffn_in's GEMM epilogue
+ * (u8 output). A SmoothQuant artifact
  * multiplies each Linear's input by a per-channel 1/s before its quantizer: Q(x * inv_s), done by the same three
  * quantizers (the residuals keep reading x). Every phase
  * (embeddings/LN row blocks, attention heads, GEMM tiles) is split over the thread pool.
