@@ -381,3 +381,33 @@ def test_u8_output_with_multiplier_equals_reference_quantizer(isa, block, m, n, 
                                   native.quantize_u8(y, 0.02, 128, isa="ref"))
     with pytest.raises(ValueError, match="mul"):
         lin.forward(a, 0.0123, 101, out_quant=(0.02, 128, np.ones(n + 1, np.float32)))
+
+
+# ---- two Linears chained through a uint8 intermediate (the engine's FFN) ----
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("block", KINDS)
+@pytest.mark.parametrize("m,k,f,n", [(1, 32, 48, 16), (17, 48, 40, 24), (64, 64, 96, 32), (130, 96, 200, 40),
+                                     (200, 32, 64, 16)])
+@pytest.mark.parametrize("with_mul", [False, True])
+def test_linear_chain_equals_two_calls(isa, block, m, k, f, n, with_mul):
+    """hf_linear_chain (on 4x1 VNNI: the first epilogue writes the second's packed activations, partial token tiles
+    and channel counts that are not multiples of 16 included) equals forward_u8 then forward, bit for bit."""
+    rng = np.random.default_rng(m * 31 + k + f + n)
+    w1, w2 = _weight(rng, f, k, block, 0.8), _weight(rng, n, f, block, 0.8)
+    l1 = native.PackedLinear(w1, rng.uniform(0.001, 0.01, f).astype(np.float32), rng.normal(0, 1, f).astype(np.float32),
+                             block=block, isa=isa)
+    l2 = native.PackedLinear(w2, rng.uniform(0.001, 0.01, n).astype(np.float32), rng.normal(0, 1, n).astype(np.float32),
+                             block=block, isa=isa)
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    res = rng.normal(0, 1, (m, n)).astype(np.float32)
+    mul = np.exp(rng.normal(0, 0.5, f)).astype(np.float32) if with_mul else None
+    h = (0.02, 7, mul) if with_mul else (0.02, 7)
+    got = native.linear_chain(l1, l2, a, 0.05, 9, h, gelu=True, residual=res)
+    hq = l1.forward(a, 0.05, 9, gelu=True, out_quant=h)
+    assert 5 < len(np.unique(hq)) and hq.max() == 255  # a real spread, clamp reached
+    np.testing.assert_array_equal(got, l2.forward(hq, 0.02, 7, residual=res))
+    np.testing.assert_array_equal(native.linear_chain(l1, l2, a, 0.05, 9, h, gelu=False),
+                                  l2.forward(l1.forward(a, 0.05, 9, out_quant=h), 0.02, 7))
+    with pytest.raises(ValueError, match="channels"):
+        native.linear_chain(l2, l2, rng.integers(0, 256, (m, f), dtype=np.uint8), 0.05, 9, (0.02, 7)) if n != f else \
+            native.linear_chain(l1, l1, a, 0.05, 9, (0.02, 7))

@@ -162,6 +162,15 @@ int hf_linear_forward_u8(const hf_linear *lin, int64_t M, const uint8_t *A, int6
  * GEMM writes q, k and v this way for the int8 attention. */
 int hf_linear_forward_u8_seg(const hf_linear *lin, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                              uint8_t *Y, int64_t ldy, int64_t seg, const float *seg_scale, const int32_t *seg_zp);
+/* Y = l2(Q(l1(A))) [+ residual]: l1 with its flags (HF_LINEAR_GELU) quantized to uint8 with h_scale / h_zp (after
+ * h_mul[n], or NULL), then l2 (l1's N == l2's K) as hf_linear_forward. The intermediate goes through hbuf, which holds
+ * hf_linear_chain_scratch_bytes(l1, l2, M) bytes, 64-byte aligned. When both are 4x1-sparse on AVX-512 VNNI, l1's epilogue writes l2's
+ * packed activations directly (no transpose, no pack pass); the result is the two-call result bit for bit. The
+ * engine's FFN (ffn_in with GELU, then ffn_out with the residual). */
+int64_t hf_linear_chain_scratch_bytes(const hf_linear *l1, const hf_linear *l2, int64_t M);
+int hf_linear_chain(const hf_linear *l1, const hf_linear *l2, int64_t M, const uint8_t *A, int64_t lda, float a_scale,
+                    int32_t a_zp, int flags1, float h_scale, int32_t h_zp, const float *h_mul, uint8_t *hbuf, float *Y,
+                    int64_t ldy, const float *residual, int64_t ldr);
 
 /* ---- activation quantizer and GELU ----
  * y = saturate_u8(round_half_even(x / scale) + zp), exactly ONNX QuantizeLinear (true division, not

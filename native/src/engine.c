@@ -249,7 +249,7 @@ typedef struct {
     float *big;    /* [T][3H] fp32 q, k, v (fp32 attention; see arena_carve) */
     float *ctx;    /* [T][H] attention context */
     uint8_t *xq;   /* [T][H] quantized activations (input of qkv, attn_out, ffn_in) */
-    uint8_t *hq;   /* [T][F] quantized GELU output (input of ffn_out), written by ffn_in's epilogue */
+    uint8_t *hq;   /* quantized GELU output (input of ffn_out), written by ffn_in's epilogue: [T][F] or packed */
     uint8_t *qkv8; /* [T][3H] Q(q), Q(k), Q(v) of the int8 attention, written by qkv's epilogue */
     float *bias;   /* [B][S] additive key mask */
     float *head_a, *head_b; /* head ping-pong [rows][max width] */
@@ -266,9 +266,12 @@ typedef struct {
 static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, int64_t hw, arena_t *a) {
     const int64_t T = B * S, H3 = 3 * e->H;
     int f32_qkv = 0, u8_qkv = 0;
+    int64_t hq_bytes = 0; /* ffn_in's output: [T][F], or ffn_out's packed activations (hf_linear_chain) */
     for (int64_t i = 0; i < e->L; i++) {
+        const int64_t hb = hf_linear_chain_scratch_bytes(e->layers[i].ffn_in, e->layers[i].ffn_out, T);
         f32_qkv |= !e->layers[i].attn_q8 || e->H % 16;
         u8_qkv |= e->layers[i].attn_q8;
+        hq_bytes = hb > hq_bytes ? hb : hq_bytes;
     }
     size_t off = 0;
 #define TAKE(ptr, type, n)                                                      \
@@ -283,7 +286,7 @@ static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, i
     TAKE(a->head_a, float, T * hw);
     TAKE(a->head_b, float, T * hw);
     TAKE(a->xq, uint8_t, T * e->H);
-    TAKE(a->hq, uint8_t, T * e->F);
+    TAKE(a->hq, uint8_t, hq_bytes);
     TAKE(a->qkv8, uint8_t, u8_qkv ? T * H3 : 0);
 #undef TAKE
     return off;
@@ -461,7 +464,7 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
 
     for (int64_t li = 0; li < e->L && rc == HF_OK; li++) {
         const hf_layer *l = &e->layers[li], *next = li + 1 < e->L ? &e->layers[li + 1] : NULL;
-        const int64_t H3 = 3 * H, F = e->F;
+        const int64_t H3 = 3 * H;
         /* a.xq holds Q(x) for qkv */
         if (l->attn_q8) { /* q, k, v straight to uint8 in the epilogue: a quarter of the bytes, no quantizer pass */
             const float ss[3] = {l->aq.q_scale, l->aq.k_scale, l->aq.v_scale};
@@ -492,11 +495,11 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
                            l->i_s, l->i_zp, l->mid_fq, l->i_m};
             rows_run(&rj);
         }
-        /* GELU and the quantization for ffn_out run in ffn_in's epilogue: u8 straight into a.hq */
-        if ((rc = hf_linear_forward_u8(l->ffn_in, T, a.xq, H, l->i_s, l->i_zp, a.hq, F, HF_LINEAR_GELU, NULL, 0,
-                                       l->f_s, l->f_zp, l->f_m)) != HF_OK)
+        /* GELU and the quantization for ffn_out run in ffn_in's epilogue: u8 into a.hq, in ffn_out's packed
+         * activation layout when both are 4x1 VNNI (hf_linear_chain) */
+        if ((rc = hf_linear_chain(l->ffn_in, l->ffn_out, T, a.xq, H, l->i_s, l->i_zp, HF_LINEAR_GELU, l->f_s, l->f_zp,
+                                  l->f_m, a.hq, a.ctx, H, a.x, H)) != HF_OK)
             break;
-        if ((rc = hf_linear_forward(l->ffn_out, T, a.hq, F, l->f_s, l->f_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
         {
             rows_job rj = {e, ops, lops, T, S, NULL, NULL, a.ctx, a.x, l->ln2_g, l->ln2_b, l->ln2_eps,
                            next ? a.xq : NULL, next ? next->qkv_s : 1.f, next ? next->qkv_zp : 0,

@@ -169,6 +169,11 @@ typedef struct {
     int64_t q_seg;
     const float *q_seg_scale;
     const int32_t *q_seg_zp;
+    /* HF_EPI_U8 with pack_ld > 0 (4x1 AVX-512 VNNI kernel only, no residual): C is the next 4x1 VNNI layer's packed
+     * activations (hf_sparse_kernel.gemm_packed), the 64-byte row of channel n in token tile t at C + t * pack_ld +
+     * n * 64, pack_ld = round16(N) * 64; written channel by channel from the kernel's channel-major tile, with no
+     * transpose (hf_strip_store_packed_avx512) and no pack pass on the consumer's side. */
+    int64_t pack_ld;
 } hf_epilogue;
 /* The output quantizer of channel n (a 16-channel strip or 8-channel tile never straddles two segments). */
 static inline float hf_epi_qscale(const hf_epilogue *ep, int64_t n) {
@@ -221,6 +226,10 @@ void hf_tile_store_avx512(const hf_epilogue *ep, const int32_t *tile, int nr, in
  * transposes 16x16 in registers and writes C[m][n] through the 16-lane epilogue. */
 void hf_strip_store_avx512(const hf_epilogue *ep, const int32_t *tile, int64_t ldt, int nr, int nt, int64_t m0,
                            int64_t n0, void *C, int64_t ldc);
+/* The same tile into the packed activation layout of ep->pack_ld (X: the tile's token tile, nt <= 64 tokens; rows
+ * of tokens past nt are written as 0). */
+void hf_strip_store_packed_avx512(const hf_epilogue *ep, const int32_t *tile, int64_t ldt, int nr, int nt, int64_t n0,
+                                  uint8_t *X);
 void hf_epilogue_rows_avx512(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
                              int64_t lda, void *C, int64_t ldc);
 void hf_gelu_avx512(int64_t n, const float *x, float *y);
@@ -255,7 +264,12 @@ typedef int (*hf_sparse_gemm_fn)(const struct hf_sparse_w *w, int64_t M, const u
 typedef struct {
     hf_sparse_pack_fn pack; /* fills data, nbytes (data part) and work */
     hf_sparse_gemm_fn gemm;
+    /* gemm on activations already in the kernel's packed layout (A: token tiles of round16(K) * 64 bytes, as an
+     * epilogue with pack_ld writes them; lda unused); NULL where the kernel has none (only 4x1 VNNI has one) */
+    hf_sparse_gemm_fn gemm_packed;
 } hf_sparse_kernel;
+/* Bytes of a 4x1 VNNI packed activation buffer for M tokens of K channels (64-token tiles). */
+static inline int64_t hf_packed_act_bytes(int64_t M, int64_t K) { return ((M + 63) / 64) * ((K + 15) / 16 * 16) * 64; }
 
 extern const hf_sparse_kernel hf_sparse_ref;
 extern const hf_sparse_kernel hf_sparse_avx2;

@@ -132,7 +132,8 @@ static void dense_task(void *ctx, int tid, int nth) {
 /* Shared by the float and u8 front ends: mode is HF_EPI_F32 or HF_EPI_U8 (Y is float or uint8). */
 static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                       int mode, void *Y, int64_t ldy, int flags, const float *residual, int64_t ldr, float y_scale,
-                      int32_t y_zp, const float *y_mul, int64_t seg, const float *seg_scale, const int32_t *seg_zp) {
+                      int32_t y_zp, const float *y_mul, int64_t seg, const float *seg_scale, const int32_t *seg_zp,
+                      int64_t pack_ld, int packed_in) {
     hf_epilogue ep;
     if (!l) return hf_fail(HF_EINVAL, "linear_forward: linear is NULL");
     if (M < 0) return hf_fail(HF_EINVAL, "linear_forward: M=%lld < 0", (long long)M);
@@ -166,7 +167,11 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
     ep.bias = l->bias;
     ep.residual = residual;
     ep.ldr = ldr;
-    if (l->sp) return hf_sparse_kernel_for(l->isa)->gemm(l->sp, M, A, lda, Y, ldy, &ep);
+    ep.pack_ld = pack_ld;
+    if (l->sp) {
+        const hf_sparse_kernel *k = hf_sparse_kernel_for(l->isa);
+        return (packed_in ? k->gemm_packed : k->gemm)(l->sp, M, A, lda, Y, ldy, &ep);
+    }
     {
         dense_job j;
         int nth = hf_get_num_threads();
@@ -193,14 +198,15 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
 
 int hf_linear_forward(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                       float *Y, int64_t ldy, int flags, const float *residual, int64_t ldr) {
-    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_F32, Y, ldy, flags, residual, ldr, 1.f, 0, NULL, 0, NULL, NULL);
+    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_F32, Y, ldy, flags, residual, ldr, 1.f, 0, NULL, 0, NULL, NULL,
+                      0, 0);
 }
 
 int hf_linear_forward_u8(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                          uint8_t *Y, int64_t ldy, int flags, const float *residual, int64_t ldr, float y_scale,
                          int32_t y_zp, const float *y_mul) {
     return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_U8, Y, ldy, flags, residual, ldr, y_scale, y_zp, y_mul, 0, NULL,
-                      NULL);
+                      NULL, 0, 0);
 }
 
 int hf_linear_forward_u8_seg(const hf_linear *l, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
@@ -213,7 +219,42 @@ int hf_linear_forward_u8_seg(const hf_linear *l, int64_t M, const uint8_t *A, in
         if (!(seg_scale[i] > 0.f) || !isfinite(seg_scale[i]) || seg_zp[i] < 0 || seg_zp[i] > 255)
             return hf_fail(HF_EINVAL, "linear_forward_u8_seg: output scale %g / zero point %d of segment %lld invalid",
                            (double)seg_scale[i], (int)seg_zp[i], (long long)i);
-    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_U8, Y, ldy, 0, NULL, 0, 1.f, 0, NULL, seg, seg_scale, seg_zp);
+    return linear_run(l, M, A, lda, a_scale, a_zp, HF_EPI_U8, Y, ldy, 0, NULL, 0, 1.f, 0, NULL, seg, seg_scale, seg_zp, 0,
+                      0);
+}
+
+/* l1's uint8 output feeds l2 without a row-major round trip when both are 4x1-sparse on the VNNI kernel: l1's
+ * epilogue writes l2's packed activations (no transpose there, no pack pass in l2). */
+static int chain_packed(const hf_linear *l1, const hf_linear *l2) {
+    return l1->sp && l2->sp && l1->isa == HF_ISA_AVX512VNNI && l2->isa == HF_ISA_AVX512VNNI && l1->br == 4 &&
+           l2->br == 4 && hf_sparse_kernel_for(l2->isa)->gemm_packed != NULL;
+}
+
+int64_t hf_linear_chain_scratch_bytes(const hf_linear *l1, const hf_linear *l2, int64_t M) {
+    if (!l1 || !l2 || M < 0) return 0;
+    return chain_packed(l1, l2) ? hf_packed_act_bytes(M, l1->N) : M * l1->N;
+}
+
+int hf_linear_chain(const hf_linear *l1, const hf_linear *l2, int64_t M, const uint8_t *A, int64_t lda, float a_scale,
+                    int32_t a_zp, int flags1, float h_scale, int32_t h_zp, const float *h_mul, uint8_t *hbuf, float *Y,
+                    int64_t ldy, const float *residual, int64_t ldr) {
+    int rc;
+    if (!l1 || !l2 || !hbuf) return hf_fail(HF_EINVAL, "linear_chain: NULL linear or scratch");
+    if (l1->N != l2->K)
+        return hf_fail(HF_EINVAL, "linear_chain: the first linear gives %lld channels, the second takes K=%lld",
+                       (long long)l1->N, (long long)l2->K);
+    if ((uintptr_t)hbuf % 64) return hf_fail(HF_EINVAL, "linear_chain: hbuf must be 64-byte aligned");
+    if (!chain_packed(l1, l2)) {
+        if ((rc = hf_linear_forward_u8(l1, M, A, lda, a_scale, a_zp, hbuf, l1->N, flags1, NULL, 0, h_scale, h_zp,
+                                       h_mul)) != HF_OK)
+            return rc;
+        return hf_linear_forward(l2, M, hbuf, l1->N, h_scale, h_zp, Y, ldy, 0, residual, ldr);
+    }
+    if ((rc = linear_run(l1, M, A, lda, a_scale, a_zp, HF_EPI_U8, hbuf, l1->N, flags1, NULL, 0, h_scale, h_zp, h_mul, 0,
+                         NULL, NULL, hf_packed_act_bytes(1, l1->N), 0)) != HF_OK) /* one token tile */
+        return rc;
+    return linear_run(l2, M, hbuf, l2->K, h_scale, h_zp, HF_EPI_F32, Y, ldy, 0, residual, ldr, 1.f, 0, NULL, 0, NULL, NULL,
+                      0, 1);
 }
 
 int hf_quantize_u8(int isa, int64_t n, const float *x, float scale, int32_t zp, uint8_t *y) {

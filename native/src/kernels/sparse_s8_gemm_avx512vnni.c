@@ -331,7 +331,10 @@ static TGT void compute4x1_task(void *ctx, int tid, int nth) {
                     const int64_t G = 4 * st + g;
                     if (G < R) group64_j(q + ptr[G], ptr[G + 1] - ptr[G], X, J, tile + g * 4 * TILE_T);
                 }
-                hf_strip_store_avx512(j->ep, tile, TILE_T, nr, nt, m0, n0, j->C, j->ldc);
+                if (j->ep->pack_ld)
+                    hf_strip_store_packed_avx512(j->ep, tile, TILE_T, nr, nt, n0, (uint8_t *)j->C + mt * j->ep->pack_ld);
+                else
+                    hf_strip_store_avx512(j->ep, tile, TILE_T, nr, nt, m0, n0, j->C, j->ldc);
             }
         }
     }
@@ -368,8 +371,9 @@ static TGT void compute1x4_task(void *ctx, int tid, int nth) {
     }
 }
 
-static int vnni_gemm(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, int64_t lda, void *C, int64_t ldc,
-                     const hf_epilogue *ep) {
+/* packed: A is already in the activation layout (vnni_gemm_packed), else it is packed here */
+static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, int64_t lda, int packed, void *C,
+                    int64_t ldc, const hf_epilogue *ep) {
     job_t j;
     int nth = hf_get_num_threads();
     memset(&j, 0, sizeof j);
@@ -383,12 +387,16 @@ static int vnni_gemm(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, i
     const int64_t tt = w->br == 4 ? TILE_T : 16;
     j.ntt = (M + tt - 1) / tt;
     j.tstride = hf_round16(w->K) * tt;
-    j.X = (char *)hf_scratch(0, (size_t)(j.ntt * j.tstride));
-    if (!j.X) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
-    atomic_init(&j.failed, 0);
-    atomic_init(&j.next_pack, 0);
-    hf_parallel(pack_task, &j, (int)(j.ntt < nth ? j.ntt : nth));
-    if (atomic_load(&j.failed)) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for scratch");
+    if (packed) {
+        j.X = (char *)A;
+    } else {
+        j.X = (char *)hf_scratch(0, (size_t)(j.ntt * j.tstride));
+        if (!j.X) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
+        atomic_init(&j.failed, 0);
+        atomic_init(&j.next_pack, 0);
+        hf_parallel(pack_task, &j, (int)(j.ntt < nth ? j.ntt : nth));
+        if (atomic_load(&j.failed)) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for scratch");
+    }
     j.chunk = CHUNK_BYTES / j.tstride;
     if (j.chunk < 1) j.chunk = 1;
     if (j.chunk > j.ntt) j.chunk = j.ntt;
@@ -406,4 +414,16 @@ static int vnni_gemm(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, i
     return HF_OK;
 }
 
-const hf_sparse_kernel hf_sparse_avx512vnni = {vnni_pack, vnni_gemm};
+static int vnni_gemm(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, int64_t lda, void *C, int64_t ldc,
+                     const hf_epilogue *ep) {
+    return vnni_run(w, M, A, lda, 0, C, ldc, ep);
+}
+
+/* 4x1 only: A holds hf_packed_act_bytes(M, K) bytes of packed activations (an epilogue with pack_ld wrote them) */
+static int vnni_gemm_packed(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, int64_t lda, void *C,
+                            int64_t ldc, const hf_epilogue *ep) {
+    if (w->br != 4) return hf_fail(HF_EINVAL, "sparse_gemm(avx512vnni): packed activations need 4x1 blocks");
+    return vnni_run(w, M, A, lda, 1, C, ldc, ep);
+}
+
+const hf_sparse_kernel hf_sparse_avx512vnni = {vnni_pack, vnni_gemm, vnni_gemm_packed};
