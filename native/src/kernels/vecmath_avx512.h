@@ -14,20 +14,29 @@
  * clamp + under-mask + cvt + add + shift + mul: 14 operations instead of 19; the softmax pass of the int8 attention
  * at S=384 ran ~30% of its kernel. Equal to the old form for x >= -87.3 (both multiply p by an exact 2^n); below
  * that, where the old form returned 0, values under 1.2e-38. NaN gives 0. Not for x > 88 (no upper clamp). */
+/* n (<= 4) vectors side by side, each step for all of them: one exp is a ~50-cycle dependency chain, and rows of
+ * them one after the other kept too few in flight (the lockstep form of the GELU epilogue's fix) */
+HF_AVX512 void hf_exp512xn(__m512 *v, const int n) {
+    __m512 x[4], nn[4], r[4], p[4];
+    for (int i = 0; i < n; i++) {
+        x[i] = _mm512_max_ps(v[i], _mm512_set1_ps(-104.0f)); /* NaN -> -104 (vmaxps returns the second operand) */
+        nn[i] = _mm512_roundscale_ps(_mm512_mul_ps(x[i], _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    for (int i = 0; i < n; i++) r[i] = _mm512_fnmadd_ps(nn[i], _mm512_set1_ps(0.693359375f), x[i]);
+    for (int i = 0; i < n; i++) r[i] = _mm512_fnmadd_ps(nn[i], _mm512_set1_ps(-2.12194440e-4f), r[i]);
+    for (int i = 0; i < n; i++) p[i] = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r[i], _mm512_set1_ps(1.3981999507e-3f));
+    for (int i = 0; i < n; i++) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(8.3334519073e-3f));
+    for (int i = 0; i < n; i++) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(4.1665795894e-2f));
+    for (int i = 0; i < n; i++) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(1.6666665459e-1f));
+    for (int i = 0; i < n; i++) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(5.0000001201e-1f));
+    for (int i = 0; i < n; i++) p[i] = _mm512_fmadd_ps(p[i], _mm512_mul_ps(r[i], r[i]), _mm512_add_ps(r[i], _mm512_set1_ps(1.0f)));
+    for (int i = 0; i < n; i++) v[i] = _mm512_scalef_ps(p[i], nn[i]);
+}
+
 HF_AVX512 __m512 hf_exp512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f)); /* NaN -> -104 (vmaxps returns the second operand) */
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
+    hf_exp512xn(&x, 1);
+    return x;
 }
 
 /* lanes [0, left) of 16 */
@@ -83,6 +92,15 @@ hf_softmax_exp16(float *p, int64_t ne, float mx) {
     const __m512 vmx = _mm512_set1_ps(mx);
     __m512 vs = _mm512_setzero_ps();
     int64_t j = 0;
+    for (; j + 64 <= ne; j += 64) { /* 4 vectors in lockstep; the sum still adds them one by one, in order */
+        __m512 e[4];
+        for (int i = 0; i < 4; i++) e[i] = _mm512_sub_ps(_mm512_loadu_ps(p + j + 16 * i), vmx);
+        hf_exp512xn(e, 4);
+        for (int i = 0; i < 4; i++) {
+            _mm512_storeu_ps(p + j + 16 * i, e[i]);
+            vs = _mm512_add_ps(vs, e[i]);
+        }
+    }
     for (; j + 16 <= ne; j += 16) {
         const __m512 e = hf_exp512(_mm512_sub_ps(_mm512_loadu_ps(p + j), vmx));
         _mm512_storeu_ps(p + j, e);
