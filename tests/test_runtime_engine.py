@@ -248,3 +248,20 @@ def test_unsupported_op_in_head_is_named(artifacts):
     g.node.append(onnx.helper.make_node("Sigmoid", [out + "_pre"], [out], name="my_sigmoid"))
     with pytest.raises(GraphMatchError, match="Sigmoid"):
         NativeEngine.from_onnx(model, fc["num_heads"])
+
+
+@pytest.mark.parametrize("how", ["no_input", "cycle"])
+def test_malformed_identity_on_a_constant_is_a_graph_error(artifacts, how):
+    """A Constant the matcher reads (e.g. the embeddings' gather index) turned into an Identity with no input, or
+    Identities that read each other (what the graph fuzzer produced): a GraphMatchError, not an IndexError or a
+    RecursionError."""
+    model, fc = _load(artifacts[("bert", "text-classification")])
+    const = [n for n in model.graph.node if n.op_type == "Constant"]
+    assert const
+    for n in const:
+        n.op_type = "Identity"
+        del n.attribute[:]
+        if how == "cycle":
+            n.input[:] = [n.output[0]]
+    with pytest.raises(GraphMatchError, match="Identity"):
+        NativeEngine.from_onnx(model, fc["num_heads"])

@@ -157,6 +157,30 @@ def test_corrupted_or_truncated_model_is_detected(arts, tmp_path):
         FastModelForSequenceClassification.from_pretrained(bad)
 
 
+def test_graph_whose_output_is_not_one_row_per_sequence_is_refused(arts, tmp_path):
+    """A graph rewired so that `logits` is no longer [batch, labels] (here transposed; the fuzzer found a MatMul fed
+    the wrong tensor) still runs in ONNX Runtime: the backend names the output instead of returning it."""
+    import onnx
+    from onnx import helper
+
+    src, _ = arts[("bert", "text-classification")]
+    bad = tmp_path / "lying"
+    shutil.copytree(src, bad)
+    model = onnx.load(str(bad / "model.onnx"))
+    for node in model.graph.node:
+        node.output[:] = ["logits_raw" if o == "logits" else o for o in node.output]
+    model.graph.node.append(helper.make_node("Transpose", ["logits_raw"], ["logits"], perm=[1, 0]))
+    del model.graph.output[0].type.tensor_type.shape.dim[:]
+    onnx.save(model, str(bad / "model.onnx"))
+    fc = json.loads((bad / "fast_config.json").read_text())
+    from hf_fast.export.artifact import file_entry
+    fc["files"]["model.onnx"] = file_entry(bad / "model.onnx")
+    (bad / "fast_config.json").write_text(json.dumps(fc))
+    fm = FastModelForSequenceClassification.from_pretrained(bad, backend="onnxruntime")
+    with pytest.raises(ValueError, match="output 'logits' .* shape \\(3, 2\\) for a batch of 2"):
+        fm(input_ids=np.array([[101, 7, 102], [101, 8, 102]]))
+
+
 def test_pipelines(arts, tok):
     fm = FastModelForSequenceClassification.from_pretrained(arts[("bert", "text-classification")][0])
     assert fm.device.type == "cpu" and fm.to("cpu") is fm and not fm.can_generate()

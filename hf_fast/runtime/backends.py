@@ -59,6 +59,12 @@ class OnnxRuntimeBackend:
             if not type(exc).__module__.startswith("onnxruntime"):
                 raise
             raise ValueError(f"ONNX Runtime cannot run this model on these inputs: {exc}") from exc
+        batch = np.shape(input_ids)[0]
+        for name, out in zip(self.output_names, outs):
+            # a graph rewired to read the wrong tensor still runs, with outputs that are not one row per sequence
+            if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.ndim < 1 or out.shape[0] != batch:
+                raise ValueError(f"the graph's output {name!r} is {getattr(out, 'dtype', type(out))} of shape "
+                                 f"{np.shape(out)} for a batch of {batch}: model.onnx does not match its inputs")
         return dict(zip(self.output_names, outs))
 
 

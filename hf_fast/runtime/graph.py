@@ -125,12 +125,18 @@ class LogicalGraph:
 
     def weight(self, name: str):
         """A constant input: QuantWeight for DQ(int8 initializer), float ndarray, or None."""
+        seen = set()
+        dq = self.producer.get(name)
+        while name not in self.consts and dq is not None and dq.op_type == "Identity":  # torch shares equal
+            if len(dq.input) != 1 or not dq.input[0] or name in seen:  # initializers via Identity
+                raise GraphMatchError(f"Identity {dq.name!r} does not read one tensor (inputs {list(dq.input)})"
+                                      if name not in seen else f"Identity nodes form a cycle at {name!r}")
+            seen.add(name)
+            name = dq.input[0]
+            dq = self.producer.get(name)
         if name in self.consts:
             return self.consts[name]
-        dq = self.producer.get(name)
-        if dq is not None and dq.op_type == "Identity":  # torch shares equal initializers via Identity
-            return self.weight(dq.input[0])
-        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in self.consts:
+        if dq is not None and dq.op_type == "DequantizeLinear" and len(dq.input) >= 2 and dq.input[0] in self.consts:
             q = self.consts[dq.input[0]]
             scale = self.consts.get(dq.input[1])
             zp = self.consts.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros(np.shape(scale), np.int8)
