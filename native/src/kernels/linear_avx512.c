@@ -154,7 +154,7 @@ INL void rows16_mode(const hf_epilogue *ep, const __m512i *r, int cnt, const cha
     const int qmul = ep->q_mul != NULL; /* loop-invariant: the unsmoothed path runs as before */
     /* GELU: rows in lockstep blocks of 4, each step for the 4 rows side by side. One row's chain (GELU + quantizer)
      * is ~75 cycles of latency, too long for the out-of-order window to overlap rows written one after the other
-     * (GELU + u8 epilogue of ffn_in, 128 x 3072, C harness: 4.51 -> 3.91 ns per 16 outputs). Without GELU the
+     * (GELU + u8 epilogue of ffn_in, 128 x 3072, C harness: 4.4-4.5 -> 3.8-3.9 ns per 16 outputs). Without GELU the
      * chains are short and the plain loop is faster (fp32 + residual: 1.9 ns against 2.2 in lockstep). */
     int t = 0;
     if (gelu)
