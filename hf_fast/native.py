@@ -324,16 +324,10 @@ class PackedLinear:
             residual = _f32(residual, "residual", 2)
             if residual.shape != (m, n):
                 raise ValueError(f"residual must have shape ({m}, {n}), got {residual.shape}")
-        if not isinstance(a_zp, (int, np.integer)) or isinstance(a_zp, bool):
-            raise TypeError(f"a_zp must be an int, got {type(a_zp).__name__}")
-        if not 0 <= a_zp <= 255:
-            raise ValueError(f"a_zp must lie in [0, 255] (uint8 activations), got {a_zp}")
+        _check_act_zp(a_zp)
         flags = lib.HF_LINEAR_GELU if gelu else 0
         if out_quant is not None:
-            y_scale, y_zp, y_mul = (tuple(out_quant) + (None,))[:3]
-            if not isinstance(y_zp, (int, np.integer)) or isinstance(y_zp, bool):
-                raise TypeError(f"out_quant zero point must be an int, got {type(y_zp).__name__}")
-            y_mul = None if y_mul is None else _mul_vector(y_mul, n)
+            y_scale, y_zp, y_mul = _out_quant(out_quant, n, "out_quant")
             y = np.empty((m, n), dtype=np.uint8)
             _check(lib.hf_linear_forward_u8(self._l, m, ffi.cast("const uint8_t *", a.ctypes.data), k, float(a_scale),
                                             int(a_zp), ffi.cast("uint8_t *", y.ctypes.data), n, flags, _fptr(residual),
@@ -381,12 +375,8 @@ def linear_chain(first: "PackedLinear", second: "PackedLinear", a: np.ndarray, a
         raise ValueError(f"the first linear gives {n1} channels, the second takes K={k2}")
     if a.shape[1] != k1:
         raise ValueError(f"activations have {a.shape[1]} columns, the first linear expects K={k1}")
-    if not isinstance(a_zp, (int, np.integer)) or isinstance(a_zp, bool):
-        raise TypeError(f"a_zp must be an int, got {type(a_zp).__name__}")
-    h_scale, h_zp, h_mul = (tuple(h_quant) + (None,))[:3]
-    if not isinstance(h_zp, (int, np.integer)) or isinstance(h_zp, bool):
-        raise TypeError(f"h_quant zero point must be an int, got {type(h_zp).__name__}")
-    h_mul = None if h_mul is None else _mul_vector(h_mul, n1)
+    _check_act_zp(a_zp)
+    h_scale, h_zp, h_mul = _out_quant(h_quant, n1, "h_quant")
     m = a.shape[0]
     if residual is not None:
         residual = _f32(residual, "residual", 2)
@@ -401,6 +391,22 @@ def linear_chain(first: "PackedLinear", second: "PackedLinear", a: np.ndarray, a
                                ffi.cast("uint8_t *", hbuf.ctypes.data), _fptr(y), n2, _fptr(residual), n2),
            "linear_chain")
     return y
+
+
+def _check_act_zp(a_zp) -> None:
+    if not isinstance(a_zp, (int, np.integer)) or isinstance(a_zp, bool):
+        raise TypeError(f"a_zp must be an int, got {type(a_zp).__name__}")
+    if not 0 <= a_zp <= 255:
+        raise ValueError(f"a_zp must lie in [0, 255] (uint8 activations), got {a_zp}")
+
+
+def _out_quant(q, n: int, what: str):
+    """(scale, zero point[, mul]) of a uint8 output quantizer -> (scale, int zero point, float32 [n] mul or None);
+    the scale and the zero point's range are checked by the C side."""
+    scale, zp, mul = (tuple(q) + (None,))[:3]
+    if not isinstance(zp, (int, np.integer)) or isinstance(zp, bool):
+        raise TypeError(f"{what} zero point must be an int, got {type(zp).__name__}")
+    return scale, zp, None if mul is None else _mul_vector(mul, n)
 
 
 def _mul_vector(mul, n: int) -> np.ndarray:
@@ -533,10 +539,7 @@ def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant,
     head = (hd, ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
             float(1.0 / np.sqrt(d) if scale is None else scale), aq)
     if out_quant is not None:
-        o_scale, o_zp, o_mul = (tuple(out_quant) + (None,))[:3]
-        if not isinstance(o_zp, (int, np.integer)) or isinstance(o_zp, bool):
-            raise TypeError(f"out_quant zero point must be an int, got {type(o_zp).__name__}")
-        o_mul = None if o_mul is None else _mul_vector(o_mul, hd)
+        o_scale, o_zp, o_mul = _out_quant(out_quant, hd, "out_quant")
         out8 = np.empty((s, hd), np.uint8)
         u8p = (ffi.cast("const uint8_t *", a.ctypes.data) for a in (q, k, v))
         _check(lib.hf_attention_q8_u8_quant(isa_id(isa), s, heads, d, *u8p, *head, float(o_scale), int(o_zp),

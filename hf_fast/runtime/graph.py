@@ -127,10 +127,12 @@ class LogicalGraph:
         """A constant input: QuantWeight for DQ(int8 initializer), float ndarray, or None."""
         seen = set()
         dq = self.producer.get(name)
-        while name not in self.consts and dq is not None and dq.op_type == "Identity":  # torch shares equal
-            if len(dq.input) != 1 or not dq.input[0] or name in seen:  # initializers via Identity
-                raise GraphMatchError(f"Identity {dq.name!r} does not read one tensor (inputs {list(dq.input)})"
-                                      if name not in seen else f"Identity nodes form a cycle at {name!r}")
+        # torch shares equal initializers via Identity; a malformed or cyclic chain is a graph error, not a crash
+        while name not in self.consts and dq is not None and dq.op_type == "Identity":
+            if name in seen:
+                raise GraphMatchError(f"Identity nodes form a cycle at {name!r}")
+            if len(dq.input) != 1 or not dq.input[0]:
+                raise GraphMatchError(f"Identity {dq.name!r} does not read one tensor (inputs {list(dq.input)})")
             seen.add(name)
             name = dq.input[0]
             dq = self.producer.get(name)

@@ -552,7 +552,7 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
         if (e->head[i].kind == HF_HEAD_LINEAR && e->head[i].N > hw) hw = e->head[i].N;
     const int64_t T = B * S;
     const int token_level = hf_engine_token_level(e);
-    const int64_t want = (token_level ? T : B) * hf_engine_output_width(e);
+    const int64_t width = hf_engine_output_width(e), want = (token_level ? T : B) * width;
     if (out_len != want)
         return hf_fail(HF_EINVAL, "engine_run: output buffer holds %lld floats, expected %lld", (long long)out_len,
                        (long long)want);
@@ -585,7 +585,6 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
     }
     /* the cached arena stays locked during the run; concurrent callers wait (results stay identical) */
     arena_carve(e, mem, Bg, S, hw, &a);
-    const int64_t width = hf_engine_output_width(e);
     for (int64_t b0 = 0; b0 < B && rc == HF_OK; b0 += Bg) {
         const int64_t nb = B - b0 < Bg ? B - b0 : Bg;
         rc = run_group(e, &a, nb, S, ids + b0 * S, mask ? mask + b0 * S : NULL, types ? types + b0 * S : NULL,

@@ -265,7 +265,8 @@ typedef struct {
     hf_sparse_pack_fn pack; /* fills data, nbytes (data part) and work */
     hf_sparse_gemm_fn gemm;
     /* gemm on activations already in the kernel's packed layout (A: token tiles of round16(K) * 64 bytes, as an
-     * epilogue with pack_ld writes them; lda unused); NULL where the kernel has none (only 4x1 VNNI has one) */
+     * epilogue with pack_ld writes them; lda unused); NULL where the kernel has none (only 4x1 VNNI has one). A
+     * kernel with gemm_packed also writes that layout from its 4x1 gemm when ep->pack_ld is set. */
     hf_sparse_gemm_fn gemm_packed;
 } hf_sparse_kernel;
 /* Bytes of a 4x1 VNNI packed activation buffer for M tokens of K channels (64-token tiles). */

@@ -223,11 +223,12 @@ int hf_linear_forward_u8_seg(const hf_linear *l, int64_t M, const uint8_t *A, in
                       0);
 }
 
-/* l1's uint8 output feeds l2 without a row-major round trip when both are 4x1-sparse on the VNNI kernel: l1's
- * epilogue writes l2's packed activations (no transpose there, no pack pass in l2). */
+/* l1's uint8 output feeds l2 without a row-major round trip when both are 4x1-sparse on a kernel with gemm_packed
+ * (which also honours ep->pack_ld): l1's epilogue writes l2's packed activations (no transpose there, no pack pass
+ * in l2). */
 static int chain_packed(const hf_linear *l1, const hf_linear *l2) {
-    return l1->sp && l2->sp && l1->isa == HF_ISA_AVX512VNNI && l2->isa == HF_ISA_AVX512VNNI && l1->br == 4 &&
-           l2->br == 4 && hf_sparse_kernel_for(l2->isa)->gemm_packed != NULL;
+    return l1->sp && l2->sp && l1->br == 4 && l2->br == 4 && l1->isa == l2->isa &&
+           hf_sparse_kernel_for(l1->isa)->gemm_packed != NULL;
 }
 
 int64_t hf_linear_chain_scratch_bytes(const hf_linear *l1, const hf_linear *l2, int64_t M) {

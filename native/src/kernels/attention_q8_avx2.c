@@ -17,17 +17,14 @@
 #define TGT __attribute__((target("avx2,fma")))
 #define INL static inline __attribute__((target("avx2,fma"), always_inline))
 
-/* 16 context values of channels c0.. as Q(y * mul) (hf_ctx_quant), the AVX2 quantizer of hf_quantize_mul_avx2 */
+/* 16 context values of channels c0.. as Q(y * mul) (hf_ctx_quant), as hf_quantize_mul_avx2 quantizes */
 INL __m128i ctx_q16(const hf_ctx_quant *oq, int64_t c0, __m256 y0, __m256 y1) {
     const __m256 vs = _mm256_set1_ps(oq->scale), vz = _mm256_set1_ps((float)oq->zp);
     if (oq->mul) {
         y0 = _mm256_mul_ps(y0, _mm256_loadu_ps(oq->mul + c0));
         y1 = _mm256_mul_ps(y1, _mm256_loadu_ps(oq->mul + c0 + 8));
     }
-    const __m256i a = hf_quant8(y0, vs, vz), b = hf_quant8(y1, vs, vz);
-    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-    const __m128i x = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-    return _mm_packus_epi16(w, x);
+    return _mm_unpacklo_epi64(hf_quant8_u8(y0, vs, vz), hf_quant8_u8(y1, vs, vz));
 }
 
 /* acc[r][b] = sum over n2 steps of bcast(A[r] int16 pair t) . B[t][8 b ..] (vpmaddwd), r < mr, b < 2. */

@@ -80,9 +80,7 @@ INL void epi8_post(const hf_epilogue *ep, __m256 y, int64_t m, int64_t n0, __m25
     }
     if (ep->f32 == HF_EPI_U8) {
         if (ep->q_mul) y = _mm256_mul_ps(y, full ? _mm256_loadu_ps(ep->q_mul + n0) : _mm256_maskload_ps(ep->q_mul + n0, mask));
-        const __m256i q = hf_quant8(y, _mm256_set1_ps(hf_epi_qscale(ep, n0)), _mm256_set1_ps((float)hf_epi_qzp(ep, n0)));
-        const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-        const __m128i b = _mm_packus_epi16(w, w); /* bytes 0-7 = the 8 channels */
+        const __m128i b = hf_quant8_u8(y, _mm256_set1_ps(hf_epi_qscale(ep, n0)), _mm256_set1_ps((float)hf_epi_qzp(ep, n0)));
         uint8_t *d = (uint8_t *)C + m * ldc + n0;
         if (full) {
             _mm_storel_epi64((__m128i *)d, b);
@@ -176,9 +174,7 @@ TGT void hf_quantize_avx2(int64_t n, const float *x, float scale, int32_t zp, ui
 
 /* 8 quantized lanes (x * mul) packed into the low 8 bytes */
 INL __m128i quant_mul8(const float *x, const float *mul, __m256 vs, __m256 vz) {
-    const __m256i q = hf_quant8(_mm256_mul_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(mul)), vs, vz);
-    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-    return _mm_packus_epi16(w, w);
+    return hf_quant8_u8(_mm256_mul_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(mul)), vs, vz);
 }
 
 TGT void hf_quantize_mul_avx2(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y) {

@@ -97,6 +97,13 @@ HF_AVX2 __m256i hf_quant8(__m256 x, __m256 scale, __m256 zp) {
     return _mm256_cvtps_epi32(r);
 }
 
+/* hf_quant8 as bytes: the 8 quantized lanes in bytes 0-7 (and again in 8-15) */
+HF_AVX2 __m128i hf_quant8_u8(__m256 x, __m256 scale, __m256 zp) {
+    const __m256i q = hf_quant8(x, scale, zp);
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    return _mm_packus_epi16(w, w);
+}
+
 /* Softmax numerators of one score row over keys [0, ne) in place; returns 1/sum. A row with no
  * finite score (every key masked) becomes uniform over [0, ne). */
 __attribute__((target("avx2,fma"))) static inline float hf_softmax_row8(float *p, int64_t ne) {

@@ -13,9 +13,9 @@
  * applied by vscalefps (which also flushes x < -103 to 0 and gives IEEE denormals in between) instead of
  * clamp + under-mask + cvt + add + shift + mul: 14 operations instead of 19; the softmax pass of the int8 attention
  * at S=384 ran ~30% of its kernel. Equal to the old form for x >= -87.3 (both multiply p by an exact 2^n); below
- * that, where the old form returned 0, values under 1.2e-38. NaN gives 0. Not for x > 88 (no upper clamp). */
-/* n (<= 4) vectors side by side, each step for all of them: one exp is a ~50-cycle dependency chain, and rows of
- * them one after the other kept too few in flight (the lockstep form of the GELU epilogue's fix) */
+ * that, where the old form returned 0, values under 1.2e-38. NaN gives 0. Not for x > 88 (no upper clamp).
+ * hf_exp512xn takes n (<= 4) vectors side by side, each step for all of them: one exp is a ~50-cycle dependency
+ * chain, and rows of them one after the other kept too few in flight (the lockstep form of the GELU epilogue's fix). */
 HF_AVX512 void hf_exp512xn(__m512 *v, const int n) {
     __m512 x[4], nn[4], r[4], p[4];
     for (int i = 0; i < n; i++) {

@@ -1,0 +1,56 @@
+"""Alternated A/B of native builds on one artifact: the "A/B" figures of benchmarks/RESULTS.md (sessions 6-7).
+
+Each build is a folder holding a `_native*.so` (copy hf_fast/_native*.so there after `make install`); every cell runs
+in a fresh process that imports that build through HF_FAST_NATIVE_DIR, loads the artifact, makes 3 warm-up calls and
+times back-to-back calls on random token ids for `--seconds`: its median. Builds alternate within each round, and
+the report is the median over rounds of those medians (the VM's speed drifts over minutes; one pass can mislead).
+
+    python benchmarks/ab_builds.py benchmarks/out/engine_models_v5/distilbert_s80_qa old=/tmp/so_old new=/tmp/so_new \\
+        --shape 1x128 --threads 1 --seconds 1.5 --rounds 5
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from thread_scaling import cell  # noqa: E402  (one timing procedure for both scripts)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="fast artifact directory")
+    ap.add_argument("builds", nargs="*", help="NAME=DIR, DIR holding a _native*.so")
+    ap.add_argument("--shape", default="1x128", help="batch x sequence")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=1.5)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--cell", action="store_true", help=argparse.SUPPRESS)  # internal: one timing in this process
+    a = ap.parse_args(argv)
+    batch, seq = (int(v) for v in a.shape.split("x"))
+    if a.cell:
+        print(cell(a.model, "native", a.threads, batch, seq, a.seconds))
+        return
+    builds = dict(b.split("=", 1) for b in a.builds)
+    if len(builds) < 2:
+        raise SystemExit("give at least two builds as NAME=DIR")
+    times = {name: [] for name in builds}
+    for r in range(a.rounds):
+        for name, d in builds.items():
+            env = dict(os.environ, HF_FAST_NATIVE_DIR=d)
+            out = subprocess.run([sys.executable, __file__, a.model, "--cell", "--shape", a.shape, "--threads",
+                                  str(a.threads), "--seconds", str(a.seconds)], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            times[name].append(float(out.strip().splitlines()[-1]))
+    print(f"{a.model} {a.shape}, {a.threads} thread(s), {a.rounds} rounds x {a.seconds} s")
+    for name, ts in times.items():
+        print(f"{name}: median {statistics.median(ts):.3f} ms  min {min(ts):.3f}  all {' '.join(f'{t:.2f}' for t in ts)}")
+
+
+if __name__ == "__main__":
+    main()
