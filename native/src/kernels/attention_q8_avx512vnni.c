@@ -104,14 +104,18 @@ typedef struct {
     int32_t *tile;      /* [12][64] */
     int64_t d, sk, dv, ne;
     const float *key_bias;
-    float scale, sqk, spv, p_scale;
+    float c2, spv, p_scale; /* c2 = q_scale * k_scale * scale * log2(e) */
     int32_t p_zp, cp; /* cp = 128 - zv */
 } q8_ctx;
 
-/* Scores of rows i0 .. i0+mr into sc: float(exact int32) * sqk * scale + bias, keys [0, round_up(ne, 32)); the
- * max of each row over keys [0, ne) into rmax (the softmax's first pass, done while the scores are in registers). */
+/* Scores of rows i0 .. i0+mr into sc, in base-2 units: y = fma(float(exact int32), sqk * scale * log2(e),
+ * max(bias * log2(e), -1e30)) for keys [0, round_up(ne, 32)), so that the softmax's exp is a bare 2^(y - max) (the
+ * reference's expf(s - max) up to a few ulp of the argument). A masked key's -inf bias becomes -1e30: every y is
+ * finite (hf_exp2_512xn needs that), such a key still gets exactly 0 (2^(-1e30 - max)), and a row with every key
+ * masked is all -1e30, so every key gets 2^0 = 1: the reference's uniform weights. The max of each row over keys
+ * [0, ne) goes to rmax (the softmax's first pass, done while the scores are in registers). */
 static TGT void scores_rows(int mr, const q8_ctx *c, int64_t i0, float *rmax) {
-    const __m512 vs = _mm512_set1_ps(c->scale), vqk = _mm512_set1_ps(c->sqk);
+    const __m512 vc = _mm512_set1_ps(c->c2), l2e = _mm512_set1_ps(1.44269504088896341f), lo = _mm512_set1_ps(-1e30f);
     __m512 vm[MR];
     for (int r = 0; r < mr; r++) vm[r] = _mm512_set1_ps(-INFINITY);
     for (int64_t j = 0; j < c->ne; j += 32) {
@@ -121,19 +125,17 @@ static TGT void scores_rows(int mr, const q8_ctx *c, int64_t i0, float *rmax) {
         const __mmask16 m0 = hf_tail16(c->ne - j), m1 = hf_tail16(c->ne - j - 16);
         __m512 b0 = _mm512_setzero_ps(), b1 = b0;
         if (c->key_bias) {
-            b0 = _mm512_maskz_loadu_ps(m0, c->key_bias + j);
-            b1 = _mm512_maskz_loadu_ps(m1, c->key_bias + j + 16);
+            b0 = _mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m0, c->key_bias + j), l2e), lo);
+            b1 = _mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m1, c->key_bias + j + 16), l2e), lo);
         }
         for (int r = 0; r < mr; r++) {
             const __m512i ri = _mm512_set1_epi32(c->rq[i0 + r]);
             const int32_t *t = c->tile + r * 32;
             float *row = c->sc + r * c->sk + j;
-            __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(
-                                         _mm512_add_epi32(_mm512_load_si512((const void *)t), ri), k0)), vqk);
-            const __m512 y0 = _mm512_add_ps(_mm512_mul_ps(s, vs), b0);
-            s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(
-                                  _mm512_add_epi32(_mm512_load_si512((const void *)(t + 16)), ri), k1)), vqk);
-            const __m512 y1 = _mm512_add_ps(_mm512_mul_ps(s, vs), b1);
+            const __m512 y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(
+                                  _mm512_add_epi32(_mm512_load_si512((const void *)t), ri), k0)), vc, b0);
+            const __m512 y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(
+                                  _mm512_add_epi32(_mm512_load_si512((const void *)(t + 16)), ri), k1)), vc, b1);
             _mm512_storeu_ps(row, y0);
             _mm512_storeu_ps(row + 16, y1);
             vm[r] = _mm512_mask_max_ps(_mm512_mask_max_ps(vm[r], m0, vm[r], y0), m1, vm[r], y1);
@@ -169,6 +171,32 @@ static TGT void ctx_rows(int mr, const q8_ctx *c, int r0, const int32_t *psum, f
     }
 }
 
+/* e = 2^(y - m) over keys [0, ne) of one score row, in place (4 vectors in lockstep: one exp is a long dependency
+ * chain); returns the sum, added vector by vector in key order. */
+INL float exp2_row(float *p, int64_t ne, float m) {
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 vs = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 64 <= ne; j += 64) {
+        __m512 e[4];
+        for (int i = 0; i < 4; i++) e[i] = _mm512_sub_ps(_mm512_loadu_ps(p + j + 16 * i), vm);
+        hf_exp2_512xn(e, 4);
+        for (int i = 0; i < 4; i++) {
+            _mm512_storeu_ps(p + j + 16 * i, e[i]);
+            vs = _mm512_add_ps(vs, e[i]);
+        }
+    }
+    for (; j < ne; j += 16) {
+        const __mmask16 k = hf_tail16(ne - j);
+        __m512 e = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vm);
+        hf_exp2_512xn(&e, 1);
+        e = _mm512_maskz_mov_ps(k, e);
+        _mm512_mask_storeu_ps(p + j, k, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    return _mm512_reduce_add_ps(vs);
+}
+
 /* p8 = rint(e * w) + zp over keys [0, ne), w = (1/sum) / p_scale (hf_attention_q8_head_ref's rounding: one multiply,
  * no division), zero bytes up to the next multiple of 16 (v's padding keys are zero too); returns sum_j p8.
  * 0 <= e <= 1 (exp(s - max)), so e * w is never negative and the narrowing's unsigned saturation is the only clamp:
@@ -178,7 +206,13 @@ static TGT void ctx_rows(int mr, const q8_ctx *c, int r0, const int32_t *psum, f
 INL int32_t quant_probs(const float *e, float w, int64_t ne, int32_t pz, uint8_t *p8) {
     const __m512 vw = _mm512_set1_ps(w);
     const __m512i z = _mm512_set1_epi32(pz);
-    for (int64_t j = 0; j < ne; j += 16) {
+    int64_t j = 0;
+    for (; j + 16 <= ne; j += 16) {
+        const __m512 t = _mm512_mul_ps(_mm512_loadu_ps(e + j), vw);
+        const __m512i q = _mm512_add_epi32(_mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+        _mm_storeu_si128((__m128i *)(p8 + j), _mm512_cvtusepi32_epi8(q));
+    }
+    if (j < ne) {
         const __mmask16 k = hf_tail16(ne - j);
         const __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, e + j), vw);
         const __m512i q = _mm512_maskz_add_epi32(k, _mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
@@ -186,7 +220,7 @@ INL int32_t quant_probs(const float *e, float w, int64_t ne, int32_t pz, uint8_t
     }
     const int64_t n16 = (ne + 15) & ~(int64_t)15;
     __m512i sum = _mm512_setzero_si512();
-    for (int64_t j = 0; j < n16; j += 64) {
+    for (j = 0; j < n16; j += 64) {
         const __mmask64 m = n16 - j >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (n16 - j)) - 1);
         sum = _mm512_add_epi64(sum, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(m, p8 + j), _mm512_setzero_si512()));
     }
@@ -209,10 +243,13 @@ INL int32_t copy_row(const uint8_t *x, int64_t n, uint8_t flip, uint8_t *dst) {
 static TGT void block(int mr, const q8_ctx *c, int64_t i0, float *ctx, int64_t ldo, const hf_ctx_quant *oq) {
     int32_t psum[MR];
     float rmax[MR];
+    float sums[16] __attribute__((aligned(64)));
     scores_rows(mr, c, i0, rmax);
-    for (int r = 0; r < mr; r++)
-        psum[r] = quant_probs(c->sc + r * c->sk, hf_softmax_exp16(c->sc + r * c->sk, c->ne, rmax[r]) / c->p_scale,
-                              c->ne, c->p_zp, c->p8 + r * c->sk);
+    for (int r = 0; r < 16; r++) sums[r] = r < mr ? exp2_row(c->sc + r * c->sk, c->ne, rmax[r]) : 1.0f;
+    /* the rows' (1 / sum) / p_scale in one pair of vector divisions (per row they were a serial chain) */
+    const __m512 vw = _mm512_div_ps(_mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_load_ps(sums)), _mm512_set1_ps(c->p_scale));
+    _mm512_store_ps(sums, vw);
+    for (int r = 0; r < mr; r++) psum[r] = quant_probs(c->sc + r * c->sk, sums[r], c->ne, c->p_zp, c->p8 + r * c->sk);
     float *cb = oq ? NULL : ctx + i0 * ldo;
     uint8_t *ob = oq ? oq->out + i0 * oq->ldo : NULL;
     ctx_rows(mr < MRV ? mr : MRV, c, 0, psum, cb, ldo, oq, ob);
@@ -304,7 +341,8 @@ TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const uint8_t *q,
         _mm512_storeu_si512((void *)(cv + c0), _mm512_sub_epi32(_mm512_set1_epi32(nzz),
                             _mm512_mullo_epi32(_mm512_set1_epi32(aq->p_zp), _mm512_loadu_si512((const void *)(cv + c0)))));
 
-    const q8_ctx c = {q8, rq, Kp, ck, Vp, cv, sc, p8, tile, d, sk, dv, ne, key_bias, scale,
-                      aq->q_scale * aq->k_scale, aq->p_scale * aq->v_scale, aq->p_scale, aq->p_zp, 128 - aq->v_zp};
+    const q8_ctx c = {q8, rq, Kp, ck, Vp, cv, sc, p8, tile, d, sk, dv, ne, key_bias,
+                      aq->q_scale * aq->k_scale * scale * 1.44269504088896341f, aq->p_scale * aq->v_scale, aq->p_scale,
+                      aq->p_zp, 128 - aq->v_zp};
     for (int64_t i0 = 0; i0 < S; i0 += MR) block(S - i0 < MR ? (int)(S - i0) : MR, &c, i0, ctx, ldo, oq);
 }
