@@ -3,9 +3,11 @@
 bench_engine.py times every runtime in one process; there ONNX Runtime's intra-op threads (which spin after each
 run by default) and torch's OpenMP threads keep the second core busy while the engine runs, so its 2-thread figures
 understate everyone's scaling. Here each (model, backend, threads, shape) cell is its own subprocess: load, 3 warm-up
-calls, then median latency over `--seconds` of back-to-back calls on random token ids. The cells of a row run
-`--rounds` times, thread counts alternating (1, 2, 1, 2, ...), and the table gives the median over rounds with the
-spread: on this shared VM the second core's speed drifts over minutes, so one pass per cell can mislead.
+calls, then median latency over `--seconds` of back-to-back calls on random token ids. For each (model, shape), every
+round runs every backend at every thread count back to back (engine 1, 2, ORT 1, 2, ...), `--rounds` rounds, and the
+tables give the median over rounds with the spread, and the engine's ratio to the best ONNX Runtime with its range
+over rounds (each round's ratio compares runs seconds apart): on this shared VM the second core's speed drifts over
+minutes, so one pass per cell, or the engine's rows and ONNX Runtime's minutes apart, can mislead.
 
 Run: python benchmarks/thread_scaling.py benchmarks/out/engine_models_v3/distilbert_s80 benchmarks/out/engine_models_v3/distilbert_s0
 """
@@ -89,32 +91,42 @@ def main(argv=None):
     rows = []
     print("| model | backend | batch x seq | " + " | ".join(f"{t} thr ms (min-max)" for t in a.threads) +
           f" | speed-up {a.threads[-1]} vs {a.threads[0]} |\n|---|---|---|" + "---|" * (len(a.threads) + 1), flush=True)
+    ort_be = [be for be in a.backends if be.startswith("onnxruntime")]
+    # every round runs every backend at every thread count, one cell after the other: the VM's speed (and the second
+    # vCPU's, which drifts for minutes at a time) is then the same for the engine and ONNX Runtime within a round, and
+    # the per-round ratios below compare runs seconds apart (session 8: with all engine rows first, a slow phase of
+    # the second vCPU hit only the engine's 2-thread cells)
+    ratios = []
     for m in a.models:
-        for be in a.backends:
-            for shape in a.shapes:
-                b, s = shape.split("x")
-                runs = {th: [] for th in a.threads}
-                for _ in range(a.rounds):
+        for shape in a.shapes:
+            b, s = shape.split("x")
+            runs = {be: {th: [] for th in a.threads} for be in a.backends}
+            for _ in range(a.rounds):
+                for be in a.backends:
                     for th in a.threads:
                         out = subprocess.run([sys.executable, __file__, "--seconds", str(a.seconds), "--cell", m, be,
                                               str(th), b, s], capture_output=True, text=True, env=env, check=True)
-                        runs[th].append(json.loads(out.stdout.strip().splitlines()[-1]))
-                ms = [float(np.median(runs[th])) for th in a.threads]
+                        runs[be][th].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            for be in a.backends:
+                ms = [float(np.median(runs[be][th])) for th in a.threads]
                 rows.append({"model": m, "backend": be, "shape": shape, "ms": dict(zip(a.threads, ms)),
-                             "rounds": {str(k): v for k, v in runs.items()}})
+                             "rounds": {str(k): v for k, v in runs[be].items()}})
                 print(f"| {_name(m)} | {be} | {shape} | " +
-                      " | ".join(f"{x:.2f} ({min(runs[th]):.2f}-{max(runs[th]):.2f})" for x, th in zip(ms, a.threads)) +
-                      f" | {ms[0] / ms[-1]:.2f}x |", flush=True)
-    ort_be = [be for be in a.backends if be.startswith("onnxruntime")]
-    if "native" in a.backends and ort_be:
-        print("\n| model | batch x seq | " + " | ".join(f"engine vs best ORT ({' / '.join(ort_be)}), {t} thr"
-                                                     for t in a.threads) + " |\n|---|---|" + "---|" * len(a.threads))
-        for r in rows:
-            if r["backend"] != "native":
-                continue
-            os_ = [x for x in rows if x["backend"] in ort_be and x["model"] == r["model"] and x["shape"] == r["shape"]]
-            print(f"| {_name(r['model'])} | {r['shape']} | " +
-                  " | ".join(f"{min(o['ms'][t] for o in os_) / r['ms'][t]:.2f}x" for t in a.threads) + " |")
+                      " | ".join(f"{x:.2f} ({min(runs[be][th]):.2f}-{max(runs[be][th]):.2f})"
+                                 for x, th in zip(ms, a.threads)) + f" | {ms[0] / ms[-1]:.2f}x |", flush=True)
+            if "native" in a.backends and ort_be:
+                per_round = {th: [min(runs[o][th][r] for o in ort_be) / runs["native"][th][r] for r in range(a.rounds)]
+                             for th in a.threads}
+                med = {th: min(float(np.median(runs[o][th])) for o in ort_be) / float(np.median(runs["native"][th]))
+                       for th in a.threads}
+                ratios.append((m, shape, med, per_round))
+    if ratios:
+        print("\n| model | batch x seq | " + " | ".join(f"engine vs best ORT ({' / '.join(ort_be)}), {t} thr "
+                                                     "(per-round min-max)" for t in a.threads) +
+              " |\n|---|---|" + "---|" * len(a.threads))
+        for m, shape, med, per_round in ratios:
+            print(f"| {_name(m)} | {shape} | " + " | ".join(
+                f"{med[t]:.2f}x ({min(per_round[t]):.2f}-{max(per_round[t]):.2f})" for t in a.threads) + " |")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
     return rows
