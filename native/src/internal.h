@@ -223,11 +223,13 @@ void hf_tile_store_f32_avx2(const hf_epilogue *ep, const float *ytile, int nr, i
 void hf_tile_store_avx512(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
                           void *C, int64_t ldc);
 /* tile[16][ldt] int32 is 16 channels (n0.., nr valid) x nt tokens (m0.., nt <= ldt, rows past nr readable):
- * transposes 16x16 in registers and writes C[m][n] through the 16-lane epilogue. */
+ * transposes 16x16 in registers and writes C[m][n] through the 16-lane epilogue. The tile holds the sums already
+ * corrected, acc - a_zp * colsum[n] (wrapping; the 4x1 kernel starts its accumulators there), except for
+ * HF_EPI_S32 output, where it holds acc. */
 void hf_strip_store_avx512(const hf_epilogue *ep, const int32_t *tile, int64_t ldt, int nr, int nt, int64_t m0,
                            int64_t n0, void *C, int64_t ldc);
-/* The same tile into the packed activation layout of ep->pack_ld (X: the tile's token tile, nt <= 64 tokens; rows
- * of tokens past nt are written as 0). */
+/* The same tile (acc - a_zp * colsum[n]) into the packed activation layout of ep->pack_ld (X: the tile's token
+ * tile, nt <= 64 tokens; rows of tokens past nt are written as 0). */
 void hf_strip_store_packed_avx512(const hf_epilogue *ep, const int32_t *tile, int64_t ldt, int nr, int nt, int64_t n0,
                                   uint8_t *X);
 void hf_epilogue_rows_avx512(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,

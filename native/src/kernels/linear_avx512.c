@@ -2,8 +2,9 @@
  * of linear_avx2.c (same scale/bias fma, same quantizer) except GELU, which is a table of polynomials
  * here (gelu16) instead of the erfc fit: results agree with the reference to GELU's ~1e-6 tolerance,
  * and the int32 / no-GELU paths are bit for bit (the u8 quantizer too: hf_quant16 in vecmath_avx512.h).
- * hf_strip_store_avx512 is the 4x1 VNNI kernel's store: a channel-major [16][64] int32 tile, transposed
- * 16x16 in registers, then the 16-lane row epilogue per token. */
+ * hf_strip_store_avx512 is the 4x1 VNNI kernel's store: a channel-major [16][64] int32 tile (the sums already less
+ * a_zp * colsum: the kernel starts its accumulators there), transposed 16x16 in registers, then the 16-lane row
+ * epilogue per token. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -120,7 +121,7 @@ INL void row_block(const __m512i *r, const chan16 *c, int64_t m0, int64_t n0, __
         return;
     }
     __m512 y[4];
-    for (int i = 0; i < n; i++) y[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(r[i], c->zc)), c->s, c->b);
+    for (int i = 0; i < n; i++) y[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(r[i]), c->s, c->b); /* r: acc - a_zp colsum */
     if (gelu) gelu16xn(y, n);
     if (res)
         for (int i = 0; i < n; i++) {
@@ -211,13 +212,11 @@ TGT void hf_strip_store_packed_avx512(const hf_epilogue *ep, const int32_t *tile
     const __mmask64 valid = nt >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << nt) - 1);
     for (int i = 0; i < nr; i++) {
         const int64_t n = n0 + i;
-        const __m512i zc = _mm512_set1_epi32((int32_t)((uint32_t)ep->a_zp * (uint32_t)ep->colsum[n]));
         const __m512 s = _mm512_mul_ps(_mm512_set1_ps(ep->a_scale), _mm512_set1_ps(ep->w_scale[n]));
         const __m512 b = _mm512_set1_ps(ep->bias ? ep->bias[n] : 0.f);
         __m512 y[4];
-        for (int j = 0; j < 4; j++)
-            y[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(
-                                       _mm512_load_si512((const void *)(tile + i * ldt + 16 * j)), zc)), s, b);
+        for (int j = 0; j < 4; j++) /* the tile holds acc - a_zp colsum */
+            y[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(tile + i * ldt + 16 * j))), s, b);
         if (ep->gelu) gelu16xn(y, 4);
         if (ep->q_mul) {
             const __m512 qm = _mm512_set1_ps(ep->q_mul[n]);

@@ -194,15 +194,16 @@ static TGT void pack64(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t
     }
 }
 
-/* 4 channels x (16 J) tokens of one group into out[4][64] (channel-major). */
-INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, int32_t *out) {
+/* 4 channels x (16 J) tokens of one group into out[4][64] (channel-major), each channel's sums started at z[r]
+ * (the epilogue's -a_zp * colsum[n], so the strip stores need no subtraction; 0 for raw int32 output). */
+INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, const int32_t *z, int32_t *out) {
     /* accumulators pinned to zmm16-31 (local register variables, used only as asm operands): GCC
      * otherwise shuffles some of them through temporaries every record */
-#define ACC(name, reg) register __m512i name __asm__(reg) = _mm512_setzero_si512()
-    ACC(a00, "zmm16"); ACC(a01, "zmm17"); ACC(a02, "zmm18"); ACC(a03, "zmm19");
-    ACC(a10, "zmm20"); ACC(a11, "zmm21"); ACC(a12, "zmm22"); ACC(a13, "zmm23");
-    ACC(a20, "zmm24"); ACC(a21, "zmm25"); ACC(a22, "zmm26"); ACC(a23, "zmm27");
-    ACC(a30, "zmm28"); ACC(a31, "zmm29"); ACC(a32, "zmm30"); ACC(a33, "zmm31");
+#define ACC(name, reg, r) register __m512i name __asm__(reg) = _mm512_set1_epi32(z[r])
+    ACC(a00, "zmm16", 0); ACC(a01, "zmm17", 0); ACC(a02, "zmm18", 0); ACC(a03, "zmm19", 0);
+    ACC(a10, "zmm20", 1); ACC(a11, "zmm21", 1); ACC(a12, "zmm22", 1); ACC(a13, "zmm23", 1);
+    ACC(a20, "zmm24", 2); ACC(a21, "zmm25", 2); ACC(a22, "zmm26", 2); ACC(a23, "zmm27", 2);
+    ACC(a30, "zmm28", 3); ACC(a31, "zmm29", 3); ACC(a32, "zmm30", 3); ACC(a33, "zmm31", 3);
 #undef ACC
     size_t k = 0; /* channel of the previous entry */
     for (int64_t i = 0; i < nq; i++) {
@@ -244,12 +245,12 @@ INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, int32
 #undef ST
 }
 
-static TGT void group64_j(const quad4x1 *q, int64_t nq, const char *X, int J, int32_t *out) {
+static TGT void group64_j(const quad4x1 *q, int64_t nq, const char *X, int J, const int32_t *z, int32_t *out) {
     switch (J) {
-    case 1: group64(q, nq, X, 1, out); break;
-    case 2: group64(q, nq, X, 2, out); break;
-    case 3: group64(q, nq, X, 3, out); break;
-    default: group64(q, nq, X, 4, out); break;
+    case 1: group64(q, nq, X, 1, z, out); break;
+    case 2: group64(q, nq, X, 2, z, out); break;
+    case 3: group64(q, nq, X, 3, z, out); break;
+    default: group64(q, nq, X, 4, z, out); break;
     }
 }
 
@@ -311,6 +312,9 @@ static TGT void compute4x1_task(void *ctx, int tid, int nth) {
     const int64_t *ptr = (const int64_t *)w->data;
     const quad4x1 *q = (const quad4x1 *)(ptr + R + 1);
     int32_t tile[16 * TILE_T] __attribute__((aligned(64)));
+    /* the sums start at -a_zp * colsum[n] (wrapping, as the epilogue's subtraction was), the strip stores' contract;
+     * raw int32 output starts at 0 */
+    const int zstart = j->ep->f32 != HF_EPI_S32;
     (void)tid;
     (void)nth;
     memset(tile, 0, sizeof tile); /* rows of groups past N stay zero (masked out by the store) */
@@ -329,7 +333,11 @@ static TGT void compute4x1_task(void *ctx, int tid, int nth) {
                 const int J = (nt + 15) / 16;
                 for (int g = 0; g < 4; g++) {
                     const int64_t G = 4 * st + g;
-                    if (G < R) group64_j(q + ptr[G], ptr[G + 1] - ptr[G], X, J, tile + g * 4 * TILE_T);
+                    if (G >= R) continue;
+                    int32_t z[4] = {0, 0, 0, 0};
+                    for (int r = 0; zstart && r < 4 && 4 * G + r < N; r++)
+                        z[r] = (int32_t)(0u - (uint32_t)j->ep->a_zp * (uint32_t)j->ep->colsum[4 * G + r]);
+                    group64_j(q + ptr[G], ptr[G + 1] - ptr[G], X, J, z, tile + g * 4 * TILE_T);
                 }
                 if (j->ep->pack_ld)
                     hf_strip_store_packed_avx512(j->ep, tile, TILE_T, nr, nt, n0, (uint8_t *)j->C + mt * j->ep->pack_ld);
