@@ -171,32 +171,6 @@ static TGT void ctx_rows(int mr, const q8_ctx *c, int r0, const int32_t *psum, f
     }
 }
 
-/* e = 2^(y - m) over keys [0, ne) of one score row, in place (4 vectors in lockstep: one exp is a long dependency
- * chain); returns the sum, added vector by vector in key order. */
-INL float exp2_row(float *p, int64_t ne, float m) {
-    const __m512 vm = _mm512_set1_ps(m);
-    __m512 vs = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 64 <= ne; j += 64) {
-        __m512 e[4];
-        for (int i = 0; i < 4; i++) e[i] = _mm512_sub_ps(_mm512_loadu_ps(p + j + 16 * i), vm);
-        hf_exp2_512xn(e, 4);
-        for (int i = 0; i < 4; i++) {
-            _mm512_storeu_ps(p + j + 16 * i, e[i]);
-            vs = _mm512_add_ps(vs, e[i]);
-        }
-    }
-    for (; j < ne; j += 16) {
-        const __mmask16 k = hf_tail16(ne - j);
-        __m512 e = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vm);
-        hf_exp2_512xn(&e, 1);
-        e = _mm512_maskz_mov_ps(k, e);
-        _mm512_mask_storeu_ps(p + j, k, e);
-        vs = _mm512_add_ps(vs, e);
-    }
-    return _mm512_reduce_add_ps(vs);
-}
-
 /* p8 = rint(e * w) + zp over keys [0, ne), w = (1/sum) / p_scale (hf_attention_q8_head_ref's rounding: one multiply,
  * no division), zero bytes up to the next multiple of 16 (v's padding keys are zero too); returns sum_j p8.
  * 0 <= e <= 1 (exp(s - max)), so e * w is never negative and the narrowing's unsigned saturation is the only clamp:
@@ -245,7 +219,7 @@ static TGT void block(int mr, const q8_ctx *c, int64_t i0, float *ctx, int64_t l
     float rmax[MR];
     float sums[16] __attribute__((aligned(64)));
     scores_rows(mr, c, i0, rmax);
-    for (int r = 0; r < 16; r++) sums[r] = r < mr ? exp2_row(c->sc + r * c->sk, c->ne, rmax[r]) : 1.0f;
+    for (int r = 0; r < 16; r++) sums[r] = r < mr ? hf_exp_row16(c->sc + r * c->sk, c->ne, rmax[r], 1) : 1.0f;
     /* the rows' (1 / sum) / p_scale in one pair of vector divisions (per row they were a serial chain) */
     const __m512 vw = _mm512_div_ps(_mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_load_ps(sums)), _mm512_set1_ps(c->p_scale));
     _mm512_store_ps(sums, vw);

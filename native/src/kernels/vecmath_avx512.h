@@ -51,11 +51,6 @@ HF_AVX512 void hf_exp2_512xn(__m512 *v, const int n) {
     for (int i = 0; i < n; i++) v[i] = _mm512_scalef_ps(p[i], nn[i]);
 }
 
-HF_AVX512 __m512 hf_exp512(__m512 x) {
-    hf_exp512xn(&x, 1);
-    return x;
-}
-
 /* lanes [0, left) of 16 */
 static inline __mmask16 hf_tail16(int64_t left) {
     return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
@@ -98,6 +93,35 @@ HF_AVX512 void hf_transpose16_epi32(__m512i r[16]) {
     for (int i = 0; i < 16; i++) r[i] = t[i];
 }
 
+/* e = exp(p - shift) (base2: 2^(p - shift), hf_exp2_512xn) over keys [0, ne) of one score row, in place, 4 vectors in
+ * lockstep (one exp is a long dependency chain); returns the sum, added vector by vector in key order. */
+static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"), always_inline)) float
+hf_exp_row16(float *p, int64_t ne, float shift, const int base2) {
+    const __m512 vs0 = _mm512_set1_ps(shift);
+    __m512 vs = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 64 <= ne; j += 64) {
+        __m512 e[4];
+        for (int i = 0; i < 4; i++) e[i] = _mm512_sub_ps(_mm512_loadu_ps(p + j + 16 * i), vs0);
+        if (base2) hf_exp2_512xn(e, 4);
+        else hf_exp512xn(e, 4);
+        for (int i = 0; i < 4; i++) {
+            _mm512_storeu_ps(p + j + 16 * i, e[i]);
+            vs = _mm512_add_ps(vs, e[i]);
+        }
+    }
+    for (; j < ne; j += 16) {
+        const __mmask16 k = hf_tail16(ne - j);
+        __m512 e = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vs0);
+        if (base2) hf_exp2_512xn(&e, 1);
+        else hf_exp512xn(&e, 1);
+        e = _mm512_maskz_mov_ps(k, e);
+        _mm512_mask_storeu_ps(p + j, k, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    return _mm512_reduce_add_ps(vs);
+}
+
 /* Softmax numerators of one score row over keys [0, ne) in place, given the row max mx; returns 1/sum. Every key
  * masked (mx = -inf): 1 everywhere and 1/ne, i.e. uniform weights. */
 static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) float
@@ -106,30 +130,7 @@ hf_softmax_exp16(float *p, int64_t ne, float mx) {
         for (int64_t j = 0; j < ne; j++) p[j] = 1.f;
         return 1.0f / (float)ne;
     }
-    const __m512 vmx = _mm512_set1_ps(mx);
-    __m512 vs = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 64 <= ne; j += 64) { /* 4 vectors in lockstep; the sum still adds them one by one, in order */
-        __m512 e[4];
-        for (int i = 0; i < 4; i++) e[i] = _mm512_sub_ps(_mm512_loadu_ps(p + j + 16 * i), vmx);
-        hf_exp512xn(e, 4);
-        for (int i = 0; i < 4; i++) {
-            _mm512_storeu_ps(p + j + 16 * i, e[i]);
-            vs = _mm512_add_ps(vs, e[i]);
-        }
-    }
-    for (; j + 16 <= ne; j += 16) {
-        const __m512 e = hf_exp512(_mm512_sub_ps(_mm512_loadu_ps(p + j), vmx));
-        _mm512_storeu_ps(p + j, e);
-        vs = _mm512_add_ps(vs, e);
-    }
-    if (j < ne) {
-        const __mmask16 k = hf_tail16(ne - j);
-        const __m512 e = _mm512_maskz_mov_ps(k, hf_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vmx)));
-        _mm512_mask_storeu_ps(p + j, k, e);
-        vs = _mm512_add_ps(vs, e);
-    }
-    return 1.0f / _mm512_reduce_add_ps(vs);
+    return 1.0f / hf_exp_row16(p, ne, mx, 0);
 }
 
 /* The same with the max pass first (the fp32 attention; the int8 kernel takes the max in its scores epilogue). */
