@@ -368,17 +368,17 @@ typedef struct {
     int32_t q_zp;
     int fq;     /* y := dequant(q): downstream (the residual) reads the fake-quantized tensor */
     const float *q_mul; /* [H]: q = Q(y * q_mul) (SmoothQuant), y itself unchanged; NULL = Q(y) */
-    atomic_long next;
+    int nr;
+    hf_range units[HF_MAX_RANGES]; /* row blocks of ROWS_PER_UNIT, split with affinity (hf_ranges_claim) */
 } rows_job;
 
 static void rows_task(void *arg, int tid, int nth) {
     rows_job *j = (rows_job *)arg;
     const hf_engine *e = j->e;
     const int64_t H = e->H;
-    (void)tid, (void)nth;
-    for (;;) {
-        const int64_t t0 = atomic_fetch_add(&j->next, 1) * ROWS_PER_UNIT;
-        if (t0 >= j->T) break;
+    (void)nth;
+    for (int64_t u; hf_ranges_claim(j->units, j->nr, tid, &u);) {
+        const int64_t t0 = u * ROWS_PER_UNIT;
         const int64_t n = j->T - t0 < ROWS_PER_UNIT ? j->T - t0 : ROWS_PER_UNIT;
         const float *x = j->x ? j->x + t0 * H : j->y + t0 * H;
         if (j->ids) {
@@ -410,7 +410,9 @@ static void rows_task(void *arg, int tid, int nth) {
 
 static void rows_run(rows_job *j) {
     const int64_t units = (j->T + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
-    atomic_init(&j->next, 0);
+    const int nth = hf_get_num_threads();
+    j->nr = nth < HF_MAX_RANGES ? nth : HF_MAX_RANGES;
+    hf_ranges_init(j->units, j->nr, units);
     hf_parallel(rows_task, j, (int)(units < 256 ? units : 256));
 }
 

@@ -269,39 +269,6 @@ INL void row1x4(const blk1x4 *b, int64_t nb, const char *X, int32_t *tile) {
     _mm512_store_si512((void *)tile, _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)));
 }
 
-/* Work split with affinity: items [0, n) are cut into one contiguous range per thread; a thread takes items from its
- * own range first, then from the others' (each range has its own counter, on its own cache line). Units and tiles are
- * in token order, so a thread packs, computes and (through the FFN chain's packed output) hands on mostly its own
- * tokens' tiles: with one shared counter the tiles one core packed were read at random rows by both, and on this VM
- * the 2-thread sparse engine ran ~1.5x slower for seconds to minutes at a time. Any thread may still take any item,
- * so a slow or absent thread delays nothing. */
-#define MAX_RANGES 8
-typedef struct {
-    atomic_llong next;
-    int64_t end;
-    char pad[48];
-} range_t;
-
-static void ranges_init(range_t *rg, int nr, int64_t n) {
-    for (int r = 0; r < nr; r++) {
-        atomic_init(&rg[r].next, n * r / nr);
-        rg[r].end = n * (r + 1) / nr;
-    }
-}
-
-static int ranges_claim(range_t *rg, int nr, int tid, int64_t *item) {
-    for (int k = 0; k < nr; k++) {
-        range_t *r = &rg[(tid + k) % nr];
-        if (atomic_load_explicit(&r->next, memory_order_relaxed) >= r->end) continue;
-        const int64_t u = atomic_fetch_add_explicit(&r->next, 1, memory_order_relaxed);
-        if (u < r->end) {
-            *item = u;
-            return 1;
-        }
-    }
-    return 0;
-}
-
 typedef struct {
     const struct hf_sparse_w *w;
     int64_t M, lda, ldc;
@@ -314,7 +281,7 @@ typedef struct {
     atomic_llong next, next_pack;
     atomic_int failed;
     int nr;                     /* ranges (4x1 units and tiles) */
-    range_t units[MAX_RANGES], tiles[MAX_RANGES];
+    hf_range units[HF_MAX_RANGES], tiles[HF_MAX_RANGES];
 } job_t;
 
 static TGT void pack_task(void *ctx, int tid, int nth) {
@@ -330,7 +297,7 @@ static TGT void pack_task(void *ctx, int tid, int nth) {
     for (;;) {
         int64_t t;
         if (j->w->br == 4) {
-            if (!ranges_claim(j->tiles, j->nr, tid, &t)) break;
+            if (!hf_ranges_claim(j->tiles, j->nr, tid, &t)) break;
         } else if ((t = atomic_fetch_add_explicit(&j->next_pack, 1, memory_order_relaxed)) >= j->ntt) {
             break;
         }
@@ -356,7 +323,7 @@ static TGT void compute4x1_task(void *ctx, int tid, int nth) {
     (void)nth;
     memset(tile, 0, sizeof tile); /* rows of groups past N stay zero (masked out by the store) */
     int64_t u;
-    while (ranges_claim(j->units, j->nr, tid, &u)) {
+    while (hf_ranges_claim(j->units, j->nr, tid, &u)) {
         const int64_t c0 = (u / j->ngt) * j->chunk, c1 = c0 + j->chunk < j->ntt ? c0 + j->chunk : j->ntt;
         const int64_t s0 = (u % j->ngt) * j->tg, s1 = s0 + j->tg < nstrips ? s0 + j->tg : nstrips;
         for (int64_t st = s0; st < s1; st++) {
@@ -438,8 +405,8 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
         if (!j.X) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
         atomic_init(&j.failed, 0);
         atomic_init(&j.next_pack, 0);
-        j.nr = nth < MAX_RANGES ? nth : MAX_RANGES;
-        ranges_init(j.tiles, j.nr, j.ntt);
+        j.nr = nth < HF_MAX_RANGES ? nth : HF_MAX_RANGES;
+        hf_ranges_init(j.tiles, j.nr, j.ntt);
         hf_parallel(pack_task, &j, (int)(j.ntt < nth ? j.ntt : nth));
         if (atomic_load(&j.failed)) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for scratch");
     }
@@ -456,8 +423,8 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
     while (j.chunk > 1 && ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt < 8 * (int64_t)nth) j.chunk = (j.chunk + 1) / 2;
     j.nunits = ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt;
     atomic_init(&j.next, 0);
-    j.nr = nth < MAX_RANGES ? nth : MAX_RANGES;
-    ranges_init(j.units, j.nr, j.nunits);
+    j.nr = nth < HF_MAX_RANGES ? nth : HF_MAX_RANGES;
+    hf_ranges_init(j.units, j.nr, j.nunits);
     hf_parallel(w->br == 4 ? compute4x1_task : compute1x4_task, &j, nth);
     return HF_OK;
 }
