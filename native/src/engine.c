@@ -410,9 +410,7 @@ static void rows_task(void *arg, int tid, int nth) {
 
 static void rows_run(rows_job *j) {
     const int64_t units = (j->T + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
-    const int nth = hf_get_num_threads();
-    j->nr = nth < HF_MAX_RANGES ? nth : HF_MAX_RANGES;
-    hf_ranges_init(j->units, j->nr, units);
+    j->nr = hf_ranges_init(j->units, hf_get_num_threads(), units);
     hf_parallel(rows_task, j, (int)(units < 256 ? units : 256));
 }
 

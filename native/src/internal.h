@@ -133,7 +133,7 @@ const hf_f32_ops *hf_f32_ops_for(int isa);
 typedef void (*hf_task_fn)(void *ctx, int tid, int nthreads);
 /* Run fn(ctx, tid, n) on the caller (tid 0) and on up to n-1 pool workers, n = min(want,
  * hf_get_num_threads()); returns n. Workers may join late or not at all: fn must claim work
- * dynamically (atomic counter in ctx) until none is left, never split statically by tid. */
+ * dynamically (an atomic counter in ctx, or hf_ranges_claim) until none is left, never split statically by tid. */
 int hf_parallel(hf_task_fn fn, void *ctx, int want);
 /* Work split with affinity: items [0, n) cut into one contiguous range per thread; a thread takes items from its own
  * range first, then from the others' (each range has its own counter, on its own cache line). The 4x1 GEMM's units and
@@ -143,16 +143,18 @@ int hf_parallel(hf_task_fn fn, void *ctx, int want);
  * absent thread delays nothing. */
 #define HF_MAX_RANGES 8
 typedef struct {
-    atomic_llong next;
+    _Alignas(64) atomic_llong next;
     int64_t end;
-    char pad[48];
 } hf_range;
 
-static inline void hf_ranges_init(hf_range *rg, int nr, int64_t n) {
+/* Cuts [0, n) into one range per thread (nth, at most HF_MAX_RANGES); returns the number of ranges. */
+static inline int hf_ranges_init(hf_range *rg, int nth, int64_t n) {
+    const int nr = nth < 1 ? 1 : nth < HF_MAX_RANGES ? nth : HF_MAX_RANGES;
     for (int r = 0; r < nr; r++) {
         atomic_init(&rg[r].next, n * r / nr);
         rg[r].end = n * (r + 1) / nr;
     }
+    return nr;
 }
 
 static inline int hf_ranges_claim(hf_range *rg, int nr, int tid, int64_t *item) {

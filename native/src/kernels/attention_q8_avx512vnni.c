@@ -115,7 +115,7 @@ typedef struct {
  * masked is all -1e30, so every key gets 2^0 = 1: the reference's uniform weights. The max of each row over keys
  * [0, ne) goes to rmax (the softmax's first pass, done while the scores are in registers). */
 static TGT void scores_rows(int mr, const q8_ctx *c, int64_t i0, float *rmax) {
-    const __m512 vc = _mm512_set1_ps(c->c2), l2e = _mm512_set1_ps(1.44269504088896341f), lo = _mm512_set1_ps(-1e30f);
+    const __m512 vc = _mm512_set1_ps(c->c2), l2e = _mm512_set1_ps(HF_LOG2E), lo = _mm512_set1_ps(-1e30f);
     __m512 vm[MR];
     for (int r = 0; r < mr; r++) vm[r] = _mm512_set1_ps(-INFINITY);
     for (int64_t j = 0; j < c->ne; j += 32) {
@@ -316,7 +316,7 @@ TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const uint8_t *q,
                             _mm512_mullo_epi32(_mm512_set1_epi32(aq->p_zp), _mm512_loadu_si512((const void *)(cv + c0)))));
 
     const q8_ctx c = {q8, rq, Kp, ck, Vp, cv, sc, p8, tile, d, sk, dv, ne, key_bias,
-                      aq->q_scale * aq->k_scale * scale * 1.44269504088896341f, aq->p_scale * aq->v_scale, aq->p_scale,
+                      aq->q_scale * aq->k_scale * scale * HF_LOG2E, aq->p_scale * aq->v_scale, aq->p_scale,
                       aq->p_zp, 128 - aq->v_zp};
     for (int64_t i0 = 0; i0 < S; i0 += MR) block(S - i0 < MR ? (int)(S - i0) : MR, &c, i0, ctx, ldo, oq);
 }

@@ -278,9 +278,8 @@ typedef struct {
     char *X;
     int64_t tstride, ntt;
     int64_t chunk, tg, ngt, nunits; /* token tiles per chunk, channel tiles per unit */
-    atomic_llong next, next_pack;
     atomic_int failed;
-    int nr;                     /* ranges (4x1 units and tiles) */
+    int nr;                     /* ranges of units and of token tiles (hf_ranges_claim) */
     hf_range units[HF_MAX_RANGES], tiles[HF_MAX_RANGES];
 } job_t;
 
@@ -294,13 +293,7 @@ static TGT void pack_task(void *ctx, int tid, int nth) {
         atomic_store(&j->failed, 1);
         return;
     }
-    for (;;) {
-        int64_t t;
-        if (j->w->br == 4) {
-            if (!hf_ranges_claim(j->tiles, j->nr, tid, &t)) break;
-        } else if ((t = atomic_fetch_add_explicit(&j->next_pack, 1, memory_order_relaxed)) >= j->ntt) {
-            break;
-        }
+    for (int64_t t; hf_ranges_claim(j->tiles, j->nr, tid, &t);) {
         const int64_t tt = j->w->br == 4 ? TILE_T : 16, m0 = t * tt;
         const int mt = j->M - m0 < tt ? (int)(j->M - m0) : (int)tt;
         if (j->w->br == 4) pack64(mt, K, j->A + m0 * j->lda, j->lda, rows, (uint8_t *)j->X + t * j->tstride);
@@ -358,14 +351,10 @@ static TGT void compute1x4_task(void *ctx, int tid, int nth) {
     const int64_t *ptr = (const int64_t *)w->data;
     const blk1x4 *b = (const blk1x4 *)(ptr + R + 1);
     int32_t tile[8 * 16] __attribute__((aligned(64)));
-    (void)tid;
     (void)nth;
-    /* dynamic schedule: units of (token chunk, TG channel tiles) taken from a shared counter, so a
-     * descheduled thread does not hold the others back; each tile's result is independent of who
-     * computes it */
-    for (;;) {
-        const int64_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (u >= j->nunits) break;
+    /* dynamic schedule: units of (token chunk, TG channel tiles) claimed with affinity (hf_ranges_claim), so a
+     * descheduled thread does not hold the others back; each tile's result is independent of who computes it */
+    for (int64_t u; hf_ranges_claim(j->units, j->nr, tid, &u);) {
         const int64_t c0 = (u / j->ngt) * j->chunk, c1 = c0 + j->chunk < j->ntt ? c0 + j->chunk : j->ntt;
         const int64_t t0 = (u % j->ngt) * j->tg, t1 = t0 + j->tg < w->ntiles ? t0 + j->tg : w->ntiles;
         for (int64_t t = t0; t < t1; t++) {
@@ -404,9 +393,7 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
         j.X = (char *)hf_scratch(0, (size_t)(j.ntt * j.tstride));
         if (!j.X) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
         atomic_init(&j.failed, 0);
-        atomic_init(&j.next_pack, 0);
-        j.nr = nth < HF_MAX_RANGES ? nth : HF_MAX_RANGES;
-        hf_ranges_init(j.tiles, j.nr, j.ntt);
+        j.nr = hf_ranges_init(j.tiles, nth, j.ntt);
         hf_parallel(pack_task, &j, (int)(j.ntt < nth ? j.ntt : nth));
         if (atomic_load(&j.failed)) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for scratch");
     }
@@ -422,9 +409,7 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
     j.ngt = (ncol + j.tg - 1) / j.tg;
     while (j.chunk > 1 && ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt < 8 * (int64_t)nth) j.chunk = (j.chunk + 1) / 2;
     j.nunits = ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt;
-    atomic_init(&j.next, 0);
-    j.nr = nth < HF_MAX_RANGES ? nth : HF_MAX_RANGES;
-    hf_ranges_init(j.units, j.nr, j.nunits);
+    j.nr = hf_ranges_init(j.units, nth, j.nunits);
     hf_parallel(w->br == 4 ? compute4x1_task : compute1x4_task, &j, nth);
     return HF_OK;
 }

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#define HF_LOG2E 1.44269504088896341f
 #define HF_AVX512 static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"), always_inline))
 
 /* exp(x) for the softmax's x = s - max <= 0, 16 lanes: hf_exp256's reduction and polynomial, with the power of 2
@@ -20,7 +21,7 @@ HF_AVX512 void hf_exp512xn(__m512 *v, const int n) {
     __m512 x[4], nn[4], r[4], p[4];
     for (int i = 0; i < n; i++) {
         x[i] = _mm512_max_ps(v[i], _mm512_set1_ps(-104.0f)); /* NaN -> -104 (vmaxps returns the second operand) */
-        nn[i] = _mm512_roundscale_ps(_mm512_mul_ps(x[i], _mm512_set1_ps(1.44269504088896341f)),
+        nn[i] = _mm512_roundscale_ps(_mm512_mul_ps(x[i], _mm512_set1_ps(HF_LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     }
     for (int i = 0; i < n; i++) r[i] = _mm512_fnmadd_ps(nn[i], _mm512_set1_ps(0.693359375f), x[i]);
