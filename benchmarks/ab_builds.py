@@ -40,7 +40,7 @@ def main(argv=None):
     if len(builds) < 2:
         raise SystemExit("give at least two builds as NAME=DIR")
     times = {name: [] for name in builds}
-    for r in range(a.rounds):
+    for _r in range(a.rounds):
         for name, d in builds.items():
             env = dict(os.environ, HF_FAST_NATIVE_DIR=d)
             out = subprocess.run([sys.executable, __file__, a.model, "--cell", "--shape", a.shape, "--threads",

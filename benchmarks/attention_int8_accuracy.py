@@ -36,6 +36,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     import torch
+    from train_rt_polarity import batched_logits, calibration_rows  # the same calibration rows and batching
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from hf_fast.export import export
@@ -43,7 +44,6 @@ def main(argv=None):
     from hf_fast.training.data import classification_datasets
     from hf_fast.training.metrics import mcnemar_exact
     from hf_fast.training.recipe import load_recipe
-    from train_rt_polarity import batched_logits, calibration_rows  # the same calibration rows and batching
 
     torch.set_num_threads(a.threads)
     r = load_recipe(a.recipe, base_dir=REPO)

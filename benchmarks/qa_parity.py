@@ -36,8 +36,13 @@ def main(argv=None):
 
     from hf_fast.runtime import FastModelForQuestionAnswering
     from hf_fast.training.metrics import squad_metric
-    from hf_fast.training.qa_data import (answer_agreement, feature_arrays, postprocess_qa_predictions,
-                                          squad_datasets, squad_predictions_and_references)
+    from hf_fast.training.qa_data import (
+        answer_agreement,
+        feature_arrays,
+        postprocess_qa_predictions,
+        squad_datasets,
+        squad_predictions_and_references,
+    )
     from hf_fast.training.recipe import load_recipe
 
     r = load_recipe(a.recipe, base_dir=REPO)

@@ -121,7 +121,7 @@ class Study:
             names = list(acts)
             data = {t: [] for t in names}
             for f in self.feeds:
-                for t, o in zip(names, s.run(names, f)):
+                for t, o in zip(names, s.run(names, f), strict=False):
                     data[t].append(o.reshape(-1, o.shape[-1]))
             self._stats = {t: (np.concatenate(v), acts[t]) for t, v in data.items()}
         return self._stats

@@ -109,11 +109,11 @@ def main(argv=None):
                         runs[be][th].append(json.loads(out.stdout.strip().splitlines()[-1]))
             for be in a.backends:
                 ms = [float(np.median(runs[be][th])) for th in a.threads]
-                rows.append({"model": m, "backend": be, "shape": shape, "ms": dict(zip(a.threads, ms)),
+                rows.append({"model": m, "backend": be, "shape": shape, "ms": dict(zip(a.threads, ms, strict=False)),
                              "rounds": {str(k): v for k, v in runs[be].items()}})
                 print(f"| {_name(m)} | {be} | {shape} | " +
                       " | ".join(f"{x:.2f} ({min(runs[be][th]):.2f}-{max(runs[be][th]):.2f})"
-                                 for x, th in zip(ms, a.threads)) + f" | {ms[0] / ms[-1]:.2f}x |", flush=True)
+                                 for x, th in zip(ms, a.threads, strict=False)) + f" | {ms[0] / ms[-1]:.2f}x |", flush=True)
             if "native" in a.backends and ort_be:
                 per_round = {th: [min(runs[o][th][r] for o in ort_be) / runs["native"][th][r] for r in range(a.rounds)]
                              for th in a.threads}

@@ -116,8 +116,13 @@ def main(argv=None):
     from hf_fast.training import FastTrainer
     from hf_fast.training.masks import find_prunable_linears
     from hf_fast.training.metrics import squad_metric
-    from hf_fast.training.qa_data import (answer_agreement, feature_arrays, postprocess_qa_predictions,
-                                          squad_datasets, squad_predictions_and_references)
+    from hf_fast.training.qa_data import (
+        answer_agreement,
+        feature_arrays,
+        postprocess_qa_predictions,
+        squad_datasets,
+        squad_predictions_and_references,
+    )
     from hf_fast.training.recipe import load_recipe
 
     t_start = time.time()
@@ -163,7 +168,7 @@ def main(argv=None):
     ev_arr = feature_arrays(eval_ds)
     ev_mask = ev_arr["attention_mask"]
     eval_set = (f"squad_v1.1_train_part.json held-out articles {r.data.get('quick_eval_articles')}" if a.quick else
-                f"squad_v1.1_dev.json " + (f"first {a.eval_articles} articles" if a.eval_articles else "all articles")
+                "squad_v1.1_dev.json " + (f"first {a.eval_articles} articles" if a.eval_articles else "all articles")
                 + (f", first {a.eval_questions} questions" if a.eval_questions else ""))
     titles = sorted({e["title"] for e in ev_ex})
     log(f"[data] train {len(tr_ex)} questions -> {len(train_ds)} features; eval {len(ev_ex)} questions -> "

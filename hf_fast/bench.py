@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 
 RUNTIMES = ("native", "onnxruntime", "pytorch")
 
 
-def make_inputs(fc: Mapping[str, Any], batch: int, seq: int, seed: int = 0) -> Dict[str, np.ndarray]:
+def make_inputs(fc: Mapping[str, Any], batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     ids = rng.integers(1000 if fc["vocab_size"] > 2000 else 1, fc["vocab_size"], size=(batch, seq), dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
@@ -28,10 +29,10 @@ def make_inputs(fc: Mapping[str, Any], batch: int, seq: int, seed: int = 0) -> D
     return feeds
 
 
-def _runners(folder: Path, fc, runtimes: Sequence[str], threads: Optional[int], pytorch: Union[str, Path, None]):
+def _runners(folder: Path, fc, runtimes: Sequence[str], threads: int | None, pytorch: str | Path | None):
     from hf_fast.runtime.modeling import load_fast_model
 
-    out: Dict[str, Callable[[Dict[str, np.ndarray]], Any]] = {}
+    out: dict[str, Callable[[dict[str, np.ndarray]], Any]] = {}
     opts = {} if threads is None else {"num_threads": int(threads)}
     for rt in runtimes:
         if rt in ("native", "onnxruntime"):
@@ -61,10 +62,10 @@ def _runners(folder: Path, fc, runtimes: Sequence[str], threads: Optional[int], 
     return out
 
 
-def bench_folder(folder: Union[str, Path], batch_sizes: Iterable[int] = (1,), seq_lengths: Iterable[int] = (128,),
+def bench_folder(folder: str | Path, batch_sizes: Iterable[int] = (1,), seq_lengths: Iterable[int] = (128,),
                  runtimes: Sequence[str] = RUNTIMES, iterations: int = 20, warmup: int = 2,
-                 threads: Optional[int] = None, pytorch: Union[str, Path, None] = None,
-                 progress: bool = True) -> List[Dict[str, Any]]:
+                 threads: int | None = None, pytorch: str | Path | None = None,
+                 progress: bool = True) -> list[dict[str, Any]]:
     """-> [{"runtime", "batch_size", "sequence_length", "latency_ms" (median), "p90_ms", "throughput"}, ...]"""
     from hf_fast.export.artifact import load_fast_config
 
@@ -85,7 +86,7 @@ def bench_folder(folder: Union[str, Path], batch_sizes: Iterable[int] = (1,), se
     bar = tqdm(total=len(grid) * (warmup + iterations), desc="bench", unit="round", disable=not progress)
     for b, s in grid:
         feeds = make_inputs(fc, b, s)
-        times: Dict[str, List[float]] = {k: [] for k in runners}
+        times: dict[str, list[float]] = {k: [] for k in runners}
         for i in range(warmup + iterations):
             for name, run in runners.items():
                 t0 = time.perf_counter()
@@ -123,7 +124,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: Sequence[Mapping[str, Any]], path: Union[str, Path], title: str = "") -> Path:
+def plot(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
     """PNG: latency vs batch size (one panel) and vs sequence length (another), a line per runtime."""
     import matplotlib
 
@@ -155,8 +156,8 @@ def plot(rows: Sequence[Mapping[str, Any]], path: Union[str, Path], title: str =
     return path
 
 
-def quick_speed(folder: Union[str, Path], batch_size: int = 1, sequence_length: int = 128, iterations: int = 10,
-                threads: Optional[int] = None) -> Dict[str, Any]:
+def quick_speed(folder: str | Path, batch_size: int = 1, sequence_length: int = 128, iterations: int = 10,
+                threads: int | None = None) -> dict[str, Any]:
     """A small latency measurement for the model card: {"latency_ms": {runtime: ms}, shapes, threads, isa}."""
     import hf_fast
     from hf_fast.export.artifact import load_fast_config

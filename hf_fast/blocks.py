@@ -7,16 +7,16 @@ output channel x 4 consecutive inputs. Works on numpy arrays and torch tensors a
 from __future__ import annotations
 
 import re
-from typing import Tuple, Union
+from typing import Union
 
 import numpy as np
 
-BlockLike = Union[str, Tuple[int, int]]
+BlockLike = Union[str, tuple[int, int]]
 NAMED_BLOCKS = ("4x1", "1x4", "4x16", "32x32", "1x1")
 _BLOCK_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 
 
-def parse_block(block: BlockLike) -> Tuple[int, int]:
+def parse_block(block: BlockLike) -> tuple[int, int]:
     """"4x1" / (4, 1) -> (4, 1). "auto" must be resolved by the caller (see hf_fast.runtime)."""
     if isinstance(block, str):
         if block == "auto":
@@ -40,7 +40,7 @@ def block_name(block: BlockLike) -> str:
     return f"{r}x{c}"
 
 
-def check_divides(shape: Tuple[int, int], block: BlockLike, name: str = "weight") -> None:
+def check_divides(shape: tuple[int, int], block: BlockLike, name: str = "weight") -> None:
     r, c = parse_block(block)
     if shape[0] % r or shape[1] % c:
         raise ValueError(f"block {r}x{c} does not divide {name} of shape [out={shape[0]}, in={shape[1]}]")
@@ -67,7 +67,7 @@ def block_sparsity(w, block: BlockLike) -> float:
     return 1.0 - float(nz.mean())
 
 
-def overall_sparsity(layers: dict, block: BlockLike) -> Tuple[float, dict]:
+def overall_sparsity(layers: dict, block: BlockLike) -> tuple[float, dict]:
     """Block sparsity of several Linears together, each counting by its size (a global allocation makes
     them differ), and the per-layer figures: ``{name: module with .weight}`` -> (overall, {name: sparsity})."""
     per = {n: block_sparsity(m.weight, block) for n, m in layers.items()}

@@ -13,10 +13,10 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
 
-SUBCOMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
 
 def subcommand(name: str, help: str):
@@ -48,7 +48,7 @@ def _info(a: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ export
-def read_calibration_file(path: str, task: str, limit: Optional[int] = None) -> List:
+def read_calibration_file(path: str, task: str, limit: int | None = None) -> list:
     """Calibration samples from a file: .txt (one text per line), .jsonl / .json (records with text,
     sentence, question+context or tokens), SQuAD-format .json (question, context pairs), .tsv (first
     column, header line skipped if it is 'sentence...')."""
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
     if not getattr(a, "_run", None):

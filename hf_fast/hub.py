@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any
 
 # files a hf-fast runtime never needs (weights for PyTorch, pickles, the optional fp32 graph)
 ARTIFACT_IGNORE_PATTERNS = ["*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.pkl",
@@ -58,9 +59,9 @@ def looks_like_repo_id(ref: Any) -> bool:
     return bool(_REPO_ID.match(ref))
 
 
-def resolve_artifact(path_or_repo: Union[str, os.PathLike], *, revision: Optional[str] = None,
-                     cache_dir: Union[str, os.PathLike, None] = None, token: Union[str, bool, None] = None,
-                     local_files_only: Optional[bool] = None, force_download: bool = False,
+def resolve_artifact(path_or_repo: str | os.PathLike, *, revision: str | None = None,
+                     cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                     local_files_only: bool | None = None, force_download: bool = False,
                      artifact_only: bool = True) -> Path:
     """A local folder as it is; a Hub repo id -> the path of its snapshot in the Hub cache.
 
@@ -76,8 +77,13 @@ def resolve_artifact(path_or_repo: Union[str, os.PathLike], *, revision: Optiona
     repo_id = os.fspath(path_or_repo)
     offline = is_offline() if local_files_only is None else bool(local_files_only)
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         local = snapshot_download(repo_id, revision=revision, cache_dir=os.fspath(cache_dir) if cache_dir else None,
@@ -100,13 +106,13 @@ def resolve_artifact(path_or_repo: Union[str, os.PathLike], *, revision: Optiona
 
 
 # ------------------------------------------------------------------ model card
-def _yaml_list(key: str, items: Iterable[str]) -> List[str]:
+def _yaml_list(key: str, items: Iterable[str]) -> list[str]:
     items = [i for i in items if i]
     return [f"{key}:"] + [f"- {i}" for i in items] if items else []
 
 
-def front_matter(fc: Mapping[str, Any], *, transformers_weights: bool, base_model: Optional[str] = None,
-                 datasets: Iterable[str] = (), license: Optional[str] = None) -> str:
+def front_matter(fc: Mapping[str, Any], *, transformers_weights: bool, base_model: str | None = None,
+                 datasets: Iterable[str] = (), license: str | None = None) -> str:
     """Hub metadata: the ``hf-fast`` tag, the pipeline tag and, for a folder that also holds
     ``model.safetensors``, ``library_name: transformers`` (the folder loads there too)."""
     tags = [HUB_TAG, "onnx", "int8", "sparse"]
@@ -131,8 +137,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def results_table(fc: Mapping[str, Any], metrics: Optional[Mapping[str, Any]] = None,
-                  speed: Optional[Mapping[str, Any]] = None) -> str:
+def results_table(fc: Mapping[str, Any], metrics: Mapping[str, Any] | None = None,
+                  speed: Mapping[str, Any] | None = None) -> str:
     """The sparsity / accuracy / speed summary at the top of the card."""
     sp = fc.get("sparsity") or {}
     rows = [("block shape", fc.get("block") or "dense"),
@@ -157,9 +163,9 @@ def results_table(fc: Mapping[str, Any], metrics: Optional[Mapping[str, Any]] = 
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(folder: Union[str, Path], metrics: Optional[Mapping[str, Any]] = None,
-                     speed: Optional[Mapping[str, Any]] = None, base_model: Optional[str] = None,
-                     datasets: Iterable[str] = (), license: Optional[str] = None) -> Path:
+def write_model_card(folder: str | Path, metrics: Mapping[str, Any] | None = None,
+                     speed: Mapping[str, Any] | None = None, base_model: str | None = None,
+                     datasets: Iterable[str] = (), license: str | None = None) -> Path:
     """(Re)write ``README.md`` of a fast folder: front matter, results table, then the exporter's card."""
     from hf_fast.export.artifact import model_card
 
@@ -188,16 +194,16 @@ def _auto_class(task: str) -> str:
     return str(TASKS[task]["auto_class"])
 
 
-def _read_fc(folder: Path) -> Dict[str, Any]:
+def _read_fc(folder: Path) -> dict[str, Any]:
     from hf_fast.export.artifact import load_fast_config
 
     return load_fast_config(folder, verify=False)
 
 
 # ------------------------------------------------------------------ upload
-def push_fast_folder(folder: Union[str, Path], repo_id: str, *, token: Union[str, bool, None] = None,
-                     private: Optional[bool] = None, revision: Optional[str] = None,
-                     commit_message: Optional[str] = None, commit_description: Optional[str] = None,
+def push_fast_folder(folder: str | Path, repo_id: str, *, token: str | bool | None = None,
+                     private: bool | None = None, revision: str | None = None,
+                     commit_message: str | None = None, commit_description: str | None = None,
                      create_pr: bool = False):
     """Create ``repo_id`` if needed (and the branch ``revision``), then upload the folder in one call of
     ``HfApi.upload_folder``. The artifact is verified first (sha256 of model.onnx); pickles are never sent.

@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import numpy as np
+
 
 def _load_native_from(directory: str):
     """HF_FAST_NATIVE_DIR=dir: import the cffi module from dir/_native*.so instead of the installed one
@@ -251,7 +252,7 @@ class SparseWeight:
         """Fraction of blocks skipped."""
         return 1.0 - self.kept_blocks / self.total_blocks
 
-    def matmul(self, a: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def matmul(self, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """C[M, N] = A[M, K] (uint8) @ W.T, exact int32 (into `out`, a C-contiguous int32 [M, N], if given:
         no allocation, which keeps page faults out of timings)."""
         a = _as_2d(a, np.uint8, "activations")
@@ -364,7 +365,7 @@ class PackedLinear:
         return y
 
 
-def linear_chain(first: "PackedLinear", second: "PackedLinear", a: np.ndarray, a_scale: float, a_zp: int,
+def linear_chain(first: PackedLinear, second: PackedLinear, a: np.ndarray, a_scale: float, a_zp: int,
                  h_quant: tuple, gelu: bool = False, residual: np.ndarray | None = None) -> np.ndarray:
     """float32 ``second(Q(first(a)))`` [+ residual], Q = ``h_quant`` = (scale, zero point[, mul]) (hf_linear_chain:
     the engine's FFN). Bit for bit ``second.forward(first.forward(a, ..., out_quant=h_quant), scale, zero point,

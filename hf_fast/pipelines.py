@@ -15,8 +15,9 @@ p(start) * p(end), character offsets from the fast tokenizer. It works with any 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class QuestionAnsweringPipeline:
                              max_answer_len=max_answer_len, top_k=top_k)
         self.input_names = list(getattr(model, "input_names", None) or ["input_ids", "attention_mask", "token_type_ids"])
 
-    def _forward(self, feeds: Dict[str, np.ndarray]):
+    def _forward(self, feeds: dict[str, np.ndarray]):
         out = self.model(**feeds) if getattr(self.model, "_is_hf_fast", False) else self._torch_forward(feeds)
         return np.asarray(out.start_logits, np.float32), np.asarray(out.end_logits, np.float32)
 
@@ -77,7 +78,7 @@ class QuestionAnsweringPipeline:
         return type("O", (), {"start_logits": out.start_logits.float().numpy(),
                               "end_logits": out.end_logits.float().numpy()})
 
-    def __call__(self, question: Union[str, Sequence[str], None] = None, context: Union[str, Sequence[str], None] = None,
+    def __call__(self, question: str | Sequence[str] | None = None, context: str | Sequence[str] | None = None,
                  **kwargs):
         """question/context (strings or equal-length lists), or a dict / list of dicts with those keys."""
         opts = {**self.defaults, **kwargs}
@@ -94,15 +95,15 @@ class QuestionAnsweringPipeline:
             cs = [context] * len(qs) if isinstance(context, str) else list(context)
             if len(qs) != len(cs):
                 raise ValueError(f"{len(qs)} questions for {len(cs)} contexts")
-        for q, c in zip(qs, cs):
+        for q, c in zip(qs, cs, strict=False):
             if not isinstance(q, str) or not isinstance(c, str) or not q.strip() or not c.strip():
                 raise ValueError("question and context must be non-empty strings")
-        results = [self._answer_one(q, c, opts) for q, c in zip(qs, cs)]
+        results = [self._answer_one(q, c, opts) for q, c in zip(qs, cs, strict=False)]
         if opts["top_k"] == 1:
             results = [r[0] for r in results]
         return results[0] if single else results
 
-    def _answer_one(self, question: str, context: str, o) -> List[Dict[str, Any]]:
+    def _answer_one(self, question: str, context: str, o) -> list[dict[str, Any]]:
         tok = self.tokenizer
         q_ids = tok(question, add_special_tokens=False)["input_ids"]
         if len(q_ids) > o["max_question_len"]:  # keep room for the context
@@ -161,9 +162,9 @@ def _load(model, tokenizer, backend, hub_kw, model_kwargs):
     return model, tokenizer
 
 
-def pipeline(task: Optional[str] = None, model: Any = None, tokenizer: Any = None, *, backend: Optional[str] = None,
-             revision: Optional[str] = None, cache_dir=None, token=None, local_files_only: Optional[bool] = None,
-             model_kwargs: Optional[Dict[str, Any]] = None, **pipeline_kwargs):
+def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, *, backend: str | None = None,
+             revision: str | None = None, cache_dir=None, token=None, local_files_only: bool | None = None,
+             model_kwargs: dict[str, Any] | None = None, **pipeline_kwargs):
     """A pipeline over a fast model. ``model``: a fast folder, a Hub repo id (downloaded with the Hub cache;
     revision/cache_dir/token/local_files_only) or a loaded FastModel. ``task`` defaults to the artifact's.
     ``tokenizer`` defaults to the one saved in the folder. ``model_kwargs`` go to from_pretrained (num_threads...).

@@ -20,19 +20,20 @@ import os
 import tempfile
 import types
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
-def _default_block(model) -> Optional[str]:
+def _default_block(model) -> str | None:
     rec = getattr(model, "hf_fast_config", None) or getattr(getattr(model, "config", None), "hf_fast", None) or {}
     b = rec.get("block") if isinstance(rec, Mapping) else None
     return b if isinstance(b, str) and b not in ("auto",) else None
 
 
-def _sparsity_metrics(model) -> Dict[str, Any]:
+def _sparsity_metrics(model) -> dict[str, Any]:
     rec = getattr(model, "hf_fast_config", None) or getattr(getattr(model, "config", None), "hf_fast", None) or {}
     out = {}
     if isinstance(rec, Mapping):
@@ -41,10 +42,10 @@ def _sparsity_metrics(model) -> Dict[str, Any]:
     return out
 
 
-def save_fast(model, tokenizer, save_directory: Union[str, os.PathLike], calibration_dataset: Any = None, *,
-              task: Optional[str] = None, block: Optional[str] = None, metrics: Optional[Mapping[str, Any]] = None,
+def save_fast(model, tokenizer, save_directory: str | os.PathLike, calibration_dataset: Any = None, *,
+              task: str | None = None, block: str | None = None, metrics: Mapping[str, Any] | None = None,
               measure_speed: bool = False, overwrite: bool = True, progress: bool = True,
-              base_model: Optional[str] = None, datasets=(), **export_kwargs) -> Path:
+              base_model: str | None = None, datasets=(), **export_kwargs) -> Path:
     """Write ``save_directory`` = fast artifact (``hf_fast.export``) + ``model.save_pretrained`` files + tokenizer
     + a Hub model card (front matter with the ``hf-fast`` tag, sparsity/accuracy/speed table).
 
@@ -97,7 +98,7 @@ class _TrainerBinding:
     def trainer(self):
         return self._trainer()
 
-    def block(self, model) -> Optional[str]:
+    def block(self, model) -> str | None:
         t = self.trainer
         if t is not None:
             try:
@@ -116,9 +117,9 @@ class _TrainerBinding:
                 "context", "tokens")
         return [{k: v for k, v in dict(r).items() if k in keep} for r in rows]
 
-    def metrics(self) -> Dict[str, Any]:
+    def metrics(self) -> dict[str, Any]:
         t = self.trainer
-        out: Dict[str, Any] = {}
+        out: dict[str, Any] = {}
         if t is None:
             return out
         try:
@@ -150,8 +151,8 @@ def _bound_save_fast(model, save_directory, calibration_dataset=None, *, num_cal
     return save_fast(model, tokenizer, save_directory, calibration_dataset, **kwargs)
 
 
-def _bound_push_to_hub(model, repo_id: str, *, commit_message: Optional[str] = None, private: Optional[bool] = None,
-                       token: Union[str, bool, None] = None, revision: Optional[str] = None, create_pr: bool = False,
+def _bound_push_to_hub(model, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                       token: str | bool | None = None, revision: str | None = None, create_pr: bool = False,
                        calibration_dataset=None, measure_speed: bool = True, **save_kwargs):
     """``model.push_to_hub(repo_id)`` attached by FastTrainer: save_fast into a temporary folder, then upload it
     (weights, fast artifact, tokenizer, card). Returns huggingface_hub's CommitInfo."""
@@ -173,7 +174,7 @@ def attach_to_model(model, trainer) -> None:
 
 
 def push_to_hub(model, tokenizer, repo_id: str, calibration_dataset: Any = None, *, token=None,
-                private: Optional[bool] = None, revision: Optional[str] = None, commit_message: Optional[str] = None,
+                private: bool | None = None, revision: str | None = None, commit_message: str | None = None,
                 create_pr: bool = False, measure_speed: bool = True, **save_kwargs):
     """``hf_fast.push_to_hub(model, tok, "user/repo", calibration_dataset=...)``: save_fast + upload."""
     from hf_fast.hub import push_fast_folder

@@ -54,7 +54,7 @@ def tiny_model(arch: str, task: str, vocab_size: int, seed: int = 0, layers: int
 
 def calibration_for(task: str, sentences=SENTENCES):
     if task == "question-answering":
-        return [(a, b) for a, b in zip(sentences, sentences[1:] + sentences[:1])]
+        return [(a, b) for a, b in zip(sentences, sentences[1:] + sentences[:1], strict=False)]
     return list(sentences)
 
 

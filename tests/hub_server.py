@@ -31,7 +31,6 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 _REPO = r"(?P<repo>[\w.\-]+/[\w.\-]+)"
@@ -45,18 +44,18 @@ class _Repo:
     def __init__(self, repo_id: str, private: bool):
         self.id = repo_id
         self.private = private
-        self.commits: Dict[str, Dict] = {}
-        self.branches: Dict[str, str] = {}
+        self.commits: dict[str, dict] = {}
+        self.branches: dict[str, str] = {}
         first = self._new_commit({".gitattributes": b"*.onnx filter=lfs diff=lfs merge=lfs -text\n"}, None,
                                  "initial commit")
         self.branches["main"] = first
 
-    def _new_commit(self, files: Dict[str, bytes], parent: Optional[str], message: str) -> str:
+    def _new_commit(self, files: dict[str, bytes], parent: str | None, message: str) -> str:
         sha = hashlib.sha1(f"{self.id}|{parent}|{message}|{time.time_ns()}|{len(self.commits)}".encode()).hexdigest()
         self.commits[sha] = {"files": dict(files), "parent": parent, "message": message}
         return sha
 
-    def resolve(self, revision: str) -> Optional[str]:
+    def resolve(self, revision: str) -> str | None:
         if revision in self.branches:
             return self.branches[revision]
         if revision in self.commits:
@@ -67,17 +66,17 @@ class _Repo:
 class HubServer:
     """Threaded HTTP server on 127.0.0.1; use as a context manager (or start()/stop())."""
 
-    def __init__(self, tokens: Set[str] = frozenset({"hf_test_token"}), user: str = "tester"):
+    def __init__(self, tokens: set[str] = frozenset({"hf_test_token"}), user: str = "tester"):
         self.tokens = set(tokens)
         self.user = user
-        self.repos: Dict[str, _Repo] = {}
-        self.requests: List[Tuple[str, str]] = []
+        self.repos: dict[str, _Repo] = {}
+        self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         server = self
 
         class Handler(_Handler):
@@ -95,7 +94,7 @@ class HubServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -107,13 +106,13 @@ class HubServer:
         return f"http://{host}:{port}"
 
     # ------------------------------------------------------------------ helpers for tests
-    def files(self, repo_id: str, revision: str = "main") -> Dict[str, bytes]:
+    def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
         r = self.repos[repo_id]
         return dict(r.commits[r.resolve(revision)]["files"])
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, code: Optional[str] = None, **extra):
+    def __init__(self, status: int, message: str, code: str | None = None, **extra):
         super().__init__(message)
         self.status, self.message, self.code, self.extra = status, message, code, extra
 
@@ -126,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # ------------------------------------------------------------------ plumbing
-    def _send(self, status: int, body: bytes = b"", headers: Optional[Dict[str, str]] = None,
+    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
               content_type: str = "application/json", head: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -155,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return b""
 
-    def _token(self) -> Optional[str]:
+    def _token(self) -> str | None:
         auth = self.headers.get("Authorization") or ""
         if not auth.lower().startswith("bearer "):
             return None

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from _fuzz_helpers import VOCAB, micro_artifact, valid_inputs, watchdog
 
 from hf_fast import native
@@ -55,7 +54,7 @@ def test_one_model_eight_threads_matches_serial(arts, backend, pool_threads):
         serial = [m.run(**x)["logits"] for x in items]
         for _ in range(3):
             par = _run_threads(lambda x: m.run(**x)["logits"], items)
-            for s, p in zip(serial, par):
+            for s, p in zip(serial, par, strict=False):
                 np.testing.assert_array_equal(p, s)
 
 
@@ -75,7 +74,7 @@ def test_two_models_in_one_process(arts):
 
     serial = [call(i) for i in items]
     par = _run_threads(call, items[::2] + items[1::2])
-    par = dict(zip(range(len(items)), par))
+    par = dict(zip(range(len(items)), par, strict=False))
     order = list(range(0, len(items), 2)) + list(range(1, len(items), 2))
     for k, idx in enumerate(order):
         np.testing.assert_array_equal(par[k], serial[idx])

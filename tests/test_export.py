@@ -12,9 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
-from onnx import numpy_helper  # noqa: E402
-
 from _export_helpers import SENTENCES, calibration_for, encode, outputs_of, tiny_model, tokenizer  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
 
 import hf_fast  # noqa: E402
 from hf_fast.blocks import block_sparsity, expand_block_mask  # noqa: E402

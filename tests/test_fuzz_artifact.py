@@ -15,12 +15,21 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from _fuzz_helpers import (
+    EXAMPLES,
+    MICRO_KINDS,
+    acceptable_errors,
+    copy_artifact,
+    corpus_cases,
+    micro_artifact,
+    refresh_sha,
+    rss_bytes,
+    valid_inputs,
+    watchdog,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
-
-from _fuzz_helpers import (EXAMPLES, MICRO_KINDS, acceptable_errors, copy_artifact, corpus_cases, micro_artifact,
-                           refresh_sha, rss_bytes, valid_inputs, watchdog)
 
 from hf_fast.export.artifact import ArtifactError
 

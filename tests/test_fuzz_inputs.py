@@ -10,10 +10,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from _fuzz_helpers import EXAMPLES, VOCAB, acceptable_errors, micro_artifact, rss_bytes, valid_inputs, watchdog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from _fuzz_helpers import EXAMPLES, VOCAB, acceptable_errors, micro_artifact, rss_bytes, valid_inputs, watchdog
 
 from hf_fast import native
 
@@ -165,7 +164,7 @@ def test_edge_inputs(models, backend):
         "3-D": dict(input_ids=ok["input_ids"][None]),
         "strings": dict(input_ids=[["a", "b"]]),
     }
-    for name, kw in cases.items():
+    for _name, kw in cases.items():
         with watchdog(), pytest.raises(errors):
             m(**kw)
     # huge batch: refused before any large allocation by the native engine, run fine or refused by ORT

@@ -91,8 +91,9 @@ def test_revision_and_offline(hub, folders, tok, tmp_path, monkeypatch):
     want1 = _logits(FastModelForSequenceClassification.from_pretrained(v1, backend="onnxruntime"), tok)
     want2 = _logits(FastModelForSequenceClassification.from_pretrained(v2, backend="onnxruntime"), tok)
     assert not torch.equal(want1, want2)
-    load = lambda **kw: _logits(FastModelForSequenceClassification.from_pretrained(
-        "tester/rev", cache_dir=cache, backend="onnxruntime", **kw), tok)
+    def load(**kw):
+        return _logits(FastModelForSequenceClassification.from_pretrained(
+            "tester/rev", cache_dir=cache, backend="onnxruntime", **kw), tok)
     assert torch.equal(load(revision="v2"), want2)
     assert torch.equal(load(revision=first), want1)  # a commit sha
     assert torch.equal(load(), want2)

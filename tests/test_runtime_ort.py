@@ -13,8 +13,11 @@ transformers = pytest.importorskip("transformers")
 from _export_helpers import SENTENCES, calibration_for, encode, tiny_model, tokenizer  # noqa: E402
 
 from hf_fast.export import ArtifactError, export  # noqa: E402
-from hf_fast.runtime import (FastModelForQuestionAnswering, FastModelForSequenceClassification,  # noqa: E402
-                             FastModelForTokenClassification)
+from hf_fast.runtime import (  # noqa: E402
+    FastModelForQuestionAnswering,
+    FastModelForSequenceClassification,
+    FastModelForTokenClassification,
+)
 from hf_fast.runtime.modeling import load_fast_model  # noqa: E402
 
 

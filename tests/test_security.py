@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from _fuzz_helpers import copy_artifact, micro_artifact, refresh_sha, valid_inputs
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ def test_copies_labels_and_determinism():
     out = augment_split(split, {"copies": 2, "seed": 3})
     assert out["text"][:3] == split["text"] and len(out["text"]) == 9
     assert out["label"] == [1, 0, 1] * 3
-    for orig, copy in zip(split["text"] * 2, out["text"][3:]):
+    for orig, copy in zip(split["text"] * 2, out["text"][3:], strict=False):
         assert copy and set(copy.split()) <= set(orig.split())  # only words of its own sentence
     assert out == augment_split(split, {"copies": 2, "seed": 3})
     assert out != augment_split(split, {"copies": 2, "seed": 4})

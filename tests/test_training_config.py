@@ -1,8 +1,8 @@
 """FastConfig/DistillConfig: defaults, JSON/YAML round trip, and bad configs rejected at construction."""
 import pytest
+from test_training_helpers import ToyDataset, tiny_bert, tiny_distilbert, train_args
 
 from hf_fast.training.config import DistillConfig, FastConfig, resolve_block
-from test_training_helpers import ToyDataset, tiny_bert, tiny_distilbert, train_args
 
 
 def test_defaults_are_the_paper_recipe():
@@ -110,7 +110,6 @@ def test_hidden_distillation_needs_equal_hidden_sizes(tmp_path):
 
 
 def test_unknown_architecture(tmp_path):
-    import torch
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     m = GPT2ForSequenceClassification(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2))

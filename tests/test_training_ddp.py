@@ -14,11 +14,10 @@ def _worker(out: str) -> None:
     sys.path.insert(0, str(HERE))
     import torch
     import torch.distributed as dist
+    from test_training_helpers import ToyDataset, tiny_bert, train_args
+    from transformers import TrainerCallback
 
     from hf_fast.training import FastConfig, FastTrainer
-    from test_training_helpers import ToyDataset, tiny_bert, train_args
-
-    from transformers import TrainerCallback
 
     rank = int(os.environ["RANK"])
     if os.environ.get("HF_FAST_TEST_NO_BROADCAST"):  # negative control: the test must then fail

@@ -4,11 +4,10 @@ import math
 
 import pytest
 import torch
-from transformers.modeling_outputs import (QuestionAnsweringModelOutput, SequenceClassifierOutput,
-                                           TokenClassifierOutput)
-
-from hf_fast.training import DistillConfig, DistillationLoss, FastConfig, FastTrainer
 from test_training_helpers import ToyDataset, tiny_bert, tiny_distilbert, train_args
+from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput
+
+from hf_fast.training import DistillationLoss, DistillConfig, FastConfig, FastTrainer
 
 
 def _softmax(xs):
@@ -19,7 +18,7 @@ def _softmax(xs):
 def _kl(t_logits, s_logits, T):
     p = _softmax([x / T for x in t_logits])
     q = _softmax([x / T for x in s_logits])
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=False))
 
 
 def test_classification_value_by_hand():

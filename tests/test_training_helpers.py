@@ -13,8 +13,12 @@ VOCAB = 128
 
 def tiny_bert(task: str = "seq", num_labels: int = 2, seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int = VOCAB,
               **kw):
-    from transformers import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
-                              BertForTokenClassification)
+    from transformers import (
+        BertConfig,
+        BertForQuestionAnswering,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+    )
 
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
@@ -26,8 +30,12 @@ def tiny_bert(task: str = "seq", num_labels: int = 2, seed: int = 0, hidden: int
 
 def tiny_distilbert(task: str = "seq", num_labels: int = 2, seed: int = 0, dim: int = 32, layers: int = 2,
                     vocab: int = VOCAB, **kw):
-    from transformers import (DistilBertConfig, DistilBertForQuestionAnswering,
-                              DistilBertForSequenceClassification, DistilBertForTokenClassification)
+    from transformers import (
+        DistilBertConfig,
+        DistilBertForQuestionAnswering,
+        DistilBertForSequenceClassification,
+        DistilBertForTokenClassification,
+    )
 
     torch.manual_seed(seed)
     cfg = DistilBertConfig(vocab_size=vocab, dim=dim, n_layers=layers, n_heads=2, hidden_dim=2 * dim,

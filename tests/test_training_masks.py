@@ -1,10 +1,10 @@
 """Block scores and thresholding: exact block structure, per-layer and global targets, monotone masks."""
 import pytest
 import torch
+from test_training_helpers import tiny_bert, tiny_distilbert
 
 from hf_fast.blocks import block_nonzero_mask, block_sparsity, expand_block_mask
 from hf_fast.training.masks import block_l2, find_prunable_linears, threshold_masks
-from test_training_helpers import tiny_bert, tiny_distilbert
 
 
 def test_block_l2_matches_hand_computation():

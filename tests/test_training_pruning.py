@@ -2,11 +2,11 @@
 the optimizer (Adam moments and weight decay), dense embeddings/heads, logs."""
 import pytest
 import torch
+from test_training_helpers import ToyDataset, tiny_bert, tiny_distilbert, train_args
 
 from hf_fast.blocks import block_nonzero_mask, block_sparsity
 from hf_fast.training import FastConfig, FastTrainer, PruningCallback
 from hf_fast.training.pruning import _unwrap_optimizer
-from test_training_helpers import ToyDataset, tiny_bert, tiny_distilbert, train_args
 
 
 def _run(tmp_path, model, steps=24, **fc):
@@ -70,7 +70,7 @@ def test_masks_fixed_after_end_step(tmp_path):
     assert sp[2] < sp[6] < sp[10] == pytest.approx(0.6, abs=2e-3)  # round(0.6 * blocks) per layer
     for t in steps[steps.index(10):]:
         assert all(torch.equal(seen[t][k], seen[10][k]) for k in seen[10])
-    for a, b in zip(steps, steps[1:]):  # monotone: once pruned, pruned
+    for a, b in zip(steps, steps[1:], strict=False):  # monotone: once pruned, pruned
         assert all(((~seen[a][k]) <= (~seen[b][k])).all() for k in seen[a])
 
 

@@ -12,10 +12,18 @@ import pytest
 import torch
 
 from hf_fast.training.metrics import normalize_answer, squad_metric
-from hf_fast.training.qa_data import (answer_agreement, feature_arrays, postprocess_qa_predictions,
-                                      prepare_eval_features, prepare_train_features, qa_eval_dataset,
-                                      qa_train_dataset, read_squad_json, squad_datasets,
-                                      squad_predictions_and_references)
+from hf_fast.training.qa_data import (
+    answer_agreement,
+    feature_arrays,
+    postprocess_qa_predictions,
+    prepare_eval_features,
+    prepare_train_features,
+    qa_eval_dataset,
+    qa_train_dataset,
+    read_squad_json,
+    squad_datasets,
+    squad_predictions_and_references,
+)
 from tests.test_training_helpers import VOCAB, tiny_bert, train_args
 
 CTX_A = ("The Broncos won Super Bowl 50 in the year 2016 . The game was played at Levi's Stadium in Santa Clara , "
@@ -120,7 +128,7 @@ def test_eval_features_offsets_only_on_context(squad_file, tok):
     ev = prepare_eval_features(ex, tok, max_length=24, doc_stride=8)
     for i in range(len(ev["input_ids"])):
         ids, offs, types = ev["input_ids"][i], ev["offset_mapping"][i], ev["token_type_ids"][i]
-        for j, (t, o) in enumerate(zip(ids, offs)):
+        for j, (t, o) in enumerate(zip(ids, offs, strict=False)):
             special = t in (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id)
             if o is not None:
                 assert not special and types[j] == 1

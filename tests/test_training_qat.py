@@ -2,10 +2,10 @@
 activations), straight-through gradients, and a QAT run through FastTrainer."""
 import pytest
 import torch
+from test_training_helpers import ToyDataset, tiny_bert, train_args
 
 from hf_fast.training import FastConfig, FastTrainer
 from hf_fast.training.quantization import activation_qparams, fake_quant_activation, fake_quant_weight
-from test_training_helpers import ToyDataset, tiny_bert, train_args
 
 
 def test_weight_fake_quant_per_channel_symmetric():

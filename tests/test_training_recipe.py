@@ -48,8 +48,9 @@ def test_bad_recipes(tmp_path, patch, match):
 
 def test_rt_polarity_split_and_dynamic_padding(tmp_path):
     """The data README's fixed split; train_padding='dynamic' leaves training rows unpadded, eval padded."""
-    from hf_fast.training.data import classification_datasets, read_rt_polarity
     from _export_helpers import tokenizer
+
+    from hf_fast.training.data import classification_datasets, read_rt_polarity
 
     d = tmp_path / "rt"
     d.mkdir()

@@ -12,7 +12,7 @@ def test_cubic_values():
     assert s.sparsity(12) == pytest.approx(0.8 * (1 - 0.8 ** 3))
     assert s.sparsity(20) == pytest.approx(0.8) and s.sparsity(1000) == pytest.approx(0.8)
     vals = [s.sparsity(t) for t in range(10, 21)]
-    assert all(a <= b for a, b in zip(vals, vals[1:]))  # monotone
+    assert all(a <= b for a, b in zip(vals, vals[1:], strict=False))  # monotone
 
 
 def test_initial_sparsity():

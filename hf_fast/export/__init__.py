@@ -10,18 +10,25 @@ Importing this package is cheap; torch/onnxruntime load when `export` runs.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
-from hf_fast.export.artifact import (FAST_CONFIG_NAME, FORMAT_VERSION, MODEL_FP32_NAME, MODEL_NAME, ArtifactError,
-                                     load_fast_config)
+from hf_fast.export.artifact import (
+    FAST_CONFIG_NAME,
+    FORMAT_VERSION,
+    MODEL_FP32_NAME,
+    MODEL_NAME,
+    ArtifactError,
+    load_fast_config,
+)
 from hf_fast.export.tasks import ARCHITECTURES, TASKS, normalize_task
 
 __all__ = ["export", "load_model_for_task", "ArtifactError", "load_fast_config", "TASKS", "ARCHITECTURES",
            "FORMAT_VERSION", "FAST_CONFIG_NAME", "MODEL_NAME", "MODEL_FP32_NAME"]
 
 
-def load_model_for_task(path: Union[str, Path], task: Optional[str] = None):
+def load_model_for_task(path: str | Path, task: str | None = None):
     """Load a local checkpoint with the transformers Auto class of `task` (inferred from config.json).
 
     A checkpoint without that head (e.g. a bare BertModel) gets a freshly initialised one, as transformers does.
@@ -46,7 +53,7 @@ def load_model_for_task(path: Union[str, Path], task: Optional[str] = None):
     return auto.from_pretrained(str(p)), task
 
 
-def _resolve_task(model, task: Optional[str]) -> str:
+def _resolve_task(model, task: str | None) -> str:
     from hf_fast.export.tasks import task_from_class_name
 
     from_class = task_from_class_name(type(model).__name__)
@@ -69,13 +76,13 @@ def _resolve_task(model, task: Optional[str]) -> str:
 DEFAULT_SMOOTH_QUANT: float = 0.8
 
 
-def export(model: Any, tokenizer: Any, out_dir: Union[str, Path], calibration_dataset: Any = None,
-           task: Optional[str] = None, *, block: Optional[str] = None, calibration_method: str = "minmax",
-           calibration_size: Optional[int] = None, calibration_batch_size: int = 1, max_length: int = 128,
-           keep_fp32: bool = False, overwrite: bool = True, metrics: Optional[Mapping[str, Any]] = None,
+def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset: Any = None,
+           task: str | None = None, *, block: str | None = None, calibration_method: str = "minmax",
+           calibration_size: int | None = None, calibration_batch_size: int = 1, max_length: int = 128,
+           keep_fp32: bool = False, overwrite: bool = True, metrics: Mapping[str, Any] | None = None,
            opset: int = 17, progress: bool = True, reduce_range: bool = False,
            quantize_residuals: bool = False, use_qat_ranges: bool = True,
-           smooth_quant: Union[float, None, str] = "auto", quantize_attention: bool = False) -> Path:
+           smooth_quant: float | None | str = "auto", quantize_attention: bool = False) -> Path:
     """Export `model` (a transformers BERT/DistilBERT/MiniLM/RoBERTa model with a task head, or the path
     of a local checkpoint) to a fast artifact folder `out_dir` and return its path.
 
@@ -211,7 +218,7 @@ def _max_sequence_length(cfg, model_type: str) -> int:
 
 def _fast_config(model, task, model_type, input_names, output_names, sp, method, n_samples, max_length, opset, info,
                  metrics, tmp: Path, keep_fp32: bool, n_quant: int, reduce_range: bool = False,
-                 quantize_residuals: bool = False, smooth_quant: Optional[float] = None, n_attention: int = 0):
+                 quantize_residuals: bool = False, smooth_quant: float | None = None, n_attention: int = 0):
     import onnxruntime
     import torch
     import transformers
@@ -220,8 +227,9 @@ def _fast_config(model, task, model_type, input_names, output_names, sp, method,
     from hf_fast.export import artifact
 
     cfg = model.config
-    g = lambda *names, default=None: next((getattr(cfg, n) for n in names if getattr(cfg, n, None) is not None),
-                                          default)
+    def g(*names, default=None):
+        return next((getattr(cfg, n) for n in names if getattr(cfg, n, None) is not None),
+                                              default)
     max_pos = int(g("max_position_embeddings"))
     max_seq = _max_sequence_length(cfg, model_type)
     try:

@@ -21,8 +21,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class ArtifactError(ValueError):
 
 
 # ------------------------------------------------------------------ sparsity
-def sparsity_report(weights: Mapping[str, np.ndarray], block: Optional[str] = None) -> Dict[str, Any]:
+def sparsity_report(weights: Mapping[str, np.ndarray], block: str | None = None) -> dict[str, Any]:
     """Zero-block fractions of the encoder Linear weights ([out, in] layout, e.g. the artifact's int8).
 
     ``block`` given ("4x1", "1x4", ...): fraction of all-zero blocks of that shape per layer and
@@ -96,7 +97,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def file_entry(path: Path) -> Dict[str, Any]:
+def file_entry(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
@@ -216,7 +217,7 @@ def model_card(fc: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ load / verify
-def load_fast_config(artifact_dir, verify: bool = True) -> Dict[str, Any]:
+def load_fast_config(artifact_dir, verify: bool = True) -> dict[str, Any]:
     """Read and check fast_config.json; with verify=True also the sha256 of model.onnx."""
     d = Path(artifact_dir)
     if not d.exists():
@@ -254,7 +255,7 @@ def load_fast_config(artifact_dir, verify: bool = True) -> Dict[str, Any]:
     return fc
 
 
-def _check_schema(fc: Dict[str, Any], p: Path) -> None:
+def _check_schema(fc: dict[str, Any], p: Path) -> None:
     """Types and ranges of every field the loaders read, so a hand-edited or hostile fast_config.json fails
     here with one clear ArtifactError instead of a KeyError/TypeError deep inside a backend."""
     from hf_fast.export.tasks import TASKS

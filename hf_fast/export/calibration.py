@@ -11,7 +11,8 @@ padded to the longest sample of each batch (batch size 1 = no padding, the defau
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ _TEXT_KEYS = ("text", "sentence", "sentence1", "content")
 _PAIR_KEYS = ("text_pair", "sentence2")
 
 
-def _as_list(ds: Any) -> List[Any]:
+def _as_list(ds: Any) -> list[Any]:
     if ds is None:
         raise ValueError("calibration_dataset is required: static int8 quantization calibrates activation "
                          "ranges on real samples (pass a list of texts, pairs or tokenized dicts)")
@@ -36,7 +37,7 @@ def _as_list(ds: Any) -> List[Any]:
     return items
 
 
-def _encode_one(sample: Any, tokenizer, task: str, max_length: int) -> Dict[str, List[int]]:
+def _encode_one(sample: Any, tokenizer, task: str, max_length: int) -> dict[str, list[int]]:
     kw = dict(truncation=True, max_length=max_length)
     if isinstance(sample, str):
         if task == "question-answering":
@@ -65,7 +66,7 @@ def _encode_one(sample: Any, tokenizer, task: str, max_length: int) -> Dict[str,
 
 
 def build_feeds(calibration_dataset: Any, tokenizer, task: str, input_names: Iterable[str], max_length: int = 128,
-                batch_size: int = 1, limit: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
+                batch_size: int = 1, limit: int | None = None) -> list[dict[str, np.ndarray]]:
     input_names = list(input_names)
     items = _as_list(calibration_dataset)
     if limit is not None:
@@ -104,7 +105,7 @@ def build_feeds(calibration_dataset: Any, tokenizer, task: str, input_names: Ite
     return feeds
 
 
-def pad_to_common_length(feeds: List[Dict[str, np.ndarray]], pad_id: int = 0) -> List[Dict[str, np.ndarray]]:
+def pad_to_common_length(feeds: list[dict[str, np.ndarray]], pad_id: int = 0) -> list[dict[str, np.ndarray]]:
     """Pad every feed to the longest sequence of the set (histogram calibrators need one shape).
 
     Padded positions are masked out of attention but still pass through the Linears, so their

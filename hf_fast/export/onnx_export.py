@@ -17,7 +17,6 @@ import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 
@@ -26,10 +25,10 @@ OPSET = 17
 
 @dataclass
 class OnnxExportInfo:
-    input_names: List[str]
-    output_names: List[str]
+    input_names: list[str]
+    output_names: list[str]
     max_abs_diff: float          # |ONNX fp32 - PyTorch| on the self-check input
-    linear_weights: Dict[str, str]  # MatMul node name -> renamed weight initializer
+    linear_weights: dict[str, str]  # MatMul node name -> renamed weight initializer
 
 
 def module_path(node_name: str) -> str:
@@ -77,7 +76,7 @@ def _dummy_inputs(config, input_names, batch: int, seq: int, seed: int):
     return {k: out[k] for k in input_names}
 
 
-def _normalise_graph(model_proto) -> Dict[str, str]:
+def _normalise_graph(model_proto) -> dict[str, str]:
     """Undo Identity-shared initializers and give Linear weights readable names. Returns node -> weight."""
     import onnx
 
@@ -99,11 +98,11 @@ def _normalise_graph(model_proto) -> Dict[str, str]:
     del g.node[:]
     g.node.extend(keep)
     # 2. rename Linear weights
-    consumers: Dict[str, int] = {}
+    consumers: dict[str, int] = {}
     for n in g.node:
         for i in n.input:
             consumers[i] = consumers.get(i, 0) + 1
-    renamed: Dict[str, str] = {}
+    renamed: dict[str, str] = {}
     taken = set(inits)
     for n in g.node:
         if n.op_type != "MatMul" or len(n.input) < 2 or n.input[1] not in inits:
@@ -134,7 +133,7 @@ def _normalise_graph(model_proto) -> Dict[str, str]:
     return renamed
 
 
-def export_fp32(model, path: Path, input_names: List[str], output_names: List[str], opset: int = OPSET,
+def export_fp32(model, path: Path, input_names: list[str], output_names: list[str], opset: int = OPSET,
                 check_tol: float = 1e-3) -> OnnxExportInfo:
     """Trace `model` to `path` (fp32 ONNX, dynamic batch and sequence axes) and self-check it."""
     import onnx
@@ -181,4 +180,4 @@ def run_onnx(path, feeds, output_names=None, threads: int = 1):
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     names = output_names or [o.name for o in sess.get_outputs()]
     feeds = {k: np.asarray(v, np.int64) for k, v in feeds.items()}
-    return dict(zip(names, sess.run(names, feeds)))
+    return dict(zip(names, sess.run(names, feeds), strict=False))

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
@@ -31,7 +31,7 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 _LAYER_RE = re.compile(r"/(encoder/layer|transformer/layer)\.\d+/")
 
 
-def encoder_linear_matmuls(model_proto) -> List[str]:
+def encoder_linear_matmuls(model_proto) -> list[str]:
     """Names of the MatMul nodes of encoder-layer Linears (weight = 2-D float initializer)."""
     inits = {i.name: i for i in model_proto.graph.initializer}
     out = []
@@ -44,7 +44,7 @@ def encoder_linear_matmuls(model_proto) -> List[str]:
     return out
 
 
-def attention_matmuls(model_proto) -> List[str]:
+def attention_matmuls(model_proto) -> list[str]:
     """Names of the activation x activation MatMul nodes of the encoder layers: the attention scores
     q.k^T and context probs.v of every layer (e.g. ``/bert/encoder/layer.0/attention/self/MatMul`` and
     ``.../MatMul_1``, ``/distilbert/transformer/layer.0/attention/MatMul`` and ``.../MatMul_1``).
@@ -71,7 +71,7 @@ def attention_matmuls(model_proto) -> List[str]:
 class FeedReader(CalibrationDataReader):
     """onnxruntime CalibrationDataReader over a list of feeds (dicts of int64 arrays), with a tqdm bar."""
 
-    def __init__(self, feeds: List[Dict[str, np.ndarray]], progress: bool = True, desc: str = "calibration"):
+    def __init__(self, feeds: list[dict[str, np.ndarray]], progress: bool = True, desc: str = "calibration"):
         if not feeds:
             raise ValueError("the calibration set is empty: static int8 quantization needs at least one sample")
         self._feeds = feeds
@@ -116,11 +116,11 @@ def _method(name: str):
             "entropy": CalibrationMethod.Entropy}[m]
 
 
-def quantize_qdq(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarray]], method: str = "minmax",
-                 percentile: float = 99.999, progress: bool = True, nodes: Optional[Iterable[str]] = None,
+def quantize_qdq(fp32_path: Path, out_path: Path, feeds: list[dict[str, np.ndarray]], method: str = "minmax",
+                 percentile: float = 99.999, progress: bool = True, nodes: Iterable[str] | None = None,
                  reduce_range: bool = False, quantize_residuals: bool = False,
-                 module_ranges: Optional[Dict[str, Iterable[float]]] = None,
-                 tensor_ranges: Optional[Dict[str, tuple]] = None, quantize_attention: bool = False) -> List[str]:
+                 module_ranges: dict[str, Iterable[float]] | None = None,
+                 tensor_ranges: dict[str, tuple] | None = None, quantize_attention: bool = False) -> list[str]:
     """Quantize `fp32_path` into `out_path`. Returns the names of the quantized MatMul nodes (the Linear
     MatMuls, then with quantize_attention the attention MatMuls).
 
@@ -229,12 +229,12 @@ def check_attention_qdq(model_proto, names: Iterable[str]) -> None:
                                    f"{i} disagree (scale, zero point) {params[0]} vs {params[1]}")
 
 
-def activation_ranges(proto, nodes: Iterable[str], module_ranges: Dict[str, Iterable[float]]) -> Dict[str, tuple]:
+def activation_ranges(proto, nodes: Iterable[str], module_ranges: dict[str, Iterable[float]]) -> dict[str, tuple]:
     """``{MatMul input tensor: (lo, hi)}`` from per-module ranges; a tensor read by several layers (Q, K, V)
     gets the union of their ranges, always containing 0 (uint8 with a zero point). Every quantized node
     must have a range: a partial set would mix two calibrations silently."""
     wanted = set(nodes)
-    out: Dict[str, tuple] = {}
+    out: dict[str, tuple] = {}
     missing = []
     for n in proto.graph.node:
         if n.name not in wanted:
@@ -282,7 +282,7 @@ def _unquantize_residuals(path: Path) -> None:
         onnx.save(proto, str(path))
 
 
-def int8_linear_weights(model_proto) -> Dict[str, np.ndarray]:
+def int8_linear_weights(model_proto) -> dict[str, np.ndarray]:
     """{module path: int8 weight in PyTorch layout [out, in]} for every DequantizeLinear'd MatMul weight."""
     from onnx import numpy_helper
 

@@ -14,15 +14,15 @@ standard ONNX op, so ONNX Runtime runs the same file; the native engine multipli
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
 SUFFIX = "_smooth"  # Mul output = <input tensor>_smooth, its 1/s initializer = <input tensor>_smooth_inv
 
 
-def channel_absmax(model, tensors: Iterable[str], feeds: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+def channel_absmax(model, tensors: Iterable[str], feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """max |x| per last-axis channel of each tensor over the calibration feeds (ONNX Runtime, fp32). `model` is
     an onnx ModelProto; the tensors become graph outputs only for this run (the proto is left as it was)."""
     import onnx
@@ -38,10 +38,10 @@ def channel_absmax(model, tensors: Iterable[str], feeds: List[Dict[str, np.ndarr
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the tensors must stay visible
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(serialized, so, providers=["CPUExecutionProvider"])
-    out: Dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {}
     for f in feeds:
         mask = f.get("attention_mask")
-        for t, v in zip(names, sess.run(names, f)):
+        for t, v in zip(names, sess.run(names, f), strict=False):
             if mask is not None and v.ndim == 3 and v.shape[:2] == mask.shape:
                 v = v[mask.astype(bool)]  # real tokens only: padding rows would set the scales too
             a = np.abs(v.reshape(-1, v.shape[-1])).max(0) if v.size else np.zeros(v.shape[-1], np.float32)
@@ -49,8 +49,8 @@ def channel_absmax(model, tensors: Iterable[str], feeds: List[Dict[str, np.ndarr
     return out
 
 
-def smooth_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarray]], alpha: float,
-                 nodes: Optional[Iterable[str]] = None) -> Dict[str, np.ndarray]:
+def smooth_graph(fp32_path: Path, out_path: Path, feeds: list[dict[str, np.ndarray]], alpha: float,
+                 nodes: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """Write `out_path`: `fp32_path` with every input of `nodes` (MatMul names; default: every encoder Linear,
     ``quantize.encoder_linear_matmuls``) smoothed. Returns {tensor: s}."""
     import onnx
@@ -65,7 +65,7 @@ def smooth_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
         nodes = encoder_linear_matmuls(m)
     inits = {i.name: i for i in m.graph.initializer}
     wanted = set(nodes)
-    consumers: Dict[str, list] = {}
+    consumers: dict[str, list] = {}
     for n in m.graph.node:
         if n.name in wanted:
             consumers.setdefault(n.input[0], []).append(n)
@@ -81,7 +81,7 @@ def smooth_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarr
         scales[t] = s
         m.graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), t + SUFFIX + "_inv"))
         muls[t] = helper.make_node("Mul", [t, t + SUFFIX + "_inv"], [t + SUFFIX], name=t + SUFFIX + "/Mul")
-        for n, w in zip(ns, ws):
+        for n, w in zip(ns, ws, strict=False):
             n.input[0] = t + SUFFIX
             inits[n.input[1]].CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(np.float32), n.input[1]))
     graph_inputs = {i.name for i in m.graph.input}

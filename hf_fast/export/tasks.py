@@ -5,10 +5,8 @@ One table, read by the exporter (what to trace), the artifact writer (what to re
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
-
 # canonical task names follow transformers' pipeline names
-TASKS: Dict[str, Dict[str, object]] = {
+TASKS: dict[str, dict[str, object]] = {
     "text-classification": {
         "auto_class": "AutoModelForSequenceClassification",
         "class_suffix": "ForSequenceClassification",
@@ -40,7 +38,7 @@ TASK_ALIASES = {
 
 # model_type -> graph inputs (in order) and the ONNX node-name prefix of the encoder layers.
 # MiniLM checkpoints are BertModel (model_type "bert").
-ARCHITECTURES: Dict[str, Dict[str, object]] = {
+ARCHITECTURES: dict[str, dict[str, object]] = {
     "bert": {"inputs": ["input_ids", "attention_mask", "token_type_ids"], "layer_prefix": "encoder/layer."},
     "distilbert": {"inputs": ["input_ids", "attention_mask"], "layer_prefix": "transformer/layer."},
     # RoBERTa: ONNX Runtime runs it; the native engine rejects its input-dependent position ids.
@@ -59,14 +57,14 @@ def normalize_task(task: str) -> str:
     return t
 
 
-def task_from_class_name(class_name: str) -> Optional[str]:
+def task_from_class_name(class_name: str) -> str | None:
     for task, spec in TASKS.items():
         if class_name.endswith(str(spec["class_suffix"])):
             return task
     return None
 
 
-def task_from_architectures(architectures: Optional[List[str]]) -> Optional[str]:
+def task_from_architectures(architectures: list[str] | None) -> str | None:
     for a in architectures or []:
         t = task_from_class_name(a)
         if t:
@@ -74,12 +72,12 @@ def task_from_architectures(architectures: Optional[List[str]]) -> Optional[str]
     return None
 
 
-def check_architecture(model_type: Optional[str]) -> str:
+def check_architecture(model_type: str | None) -> str:
     if model_type not in ARCHITECTURES:
         raise ValueError(f"unsupported architecture {model_type!r}: hf-fast exports BERT-family encoders "
                          f"({', '.join(ARCHITECTURES)}; MiniLM checkpoints are 'bert')")
     return model_type
 
 
-def io_names(model_type: str, task: str) -> Tuple[List[str], List[str]]:
+def io_names(model_type: str, task: str) -> tuple[list[str], list[str]]:
     return list(ARCHITECTURES[check_architecture(model_type)]["inputs"]), list(TASKS[normalize_task(task)]["outputs"])

@@ -11,8 +11,9 @@ by name; "native" (the hf-fast engine, engine.py) is the default, "onnxruntime" 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +23,8 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, model_path, num_threads: Optional[int] = None, session_options=None,
-                 providers: Optional[List[str]] = None, graph_optimization_level: Optional[str] = None):
+    def __init__(self, model_path, num_threads: int | None = None, session_options=None,
+                 providers: list[str] | None = None, graph_optimization_level: str | None = None):
         import onnxruntime as ort
 
         so = session_options or ort.SessionOptions()
@@ -42,7 +43,7 @@ class OnnxRuntimeBackend:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-            token_type_ids: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+            token_type_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         feeds = {}
         for n in self.input_names:
@@ -60,12 +61,12 @@ class OnnxRuntimeBackend:
                 raise
             raise ValueError(f"ONNX Runtime cannot run this model on these inputs: {exc}") from exc
         batch = np.shape(input_ids)[0]
-        for name, out in zip(self.output_names, outs):
+        for name, out in zip(self.output_names, outs, strict=False):
             # a graph rewired to read the wrong tensor still runs, with outputs that are not one row per sequence
             if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.ndim < 1 or out.shape[0] != batch:
                 raise ValueError(f"the graph's output {name!r} is {getattr(out, 'dtype', type(out))} of shape "
                                  f"{np.shape(out)} for a batch of {batch}: model.onnx does not match its inputs")
-        return dict(zip(self.output_names, outs))
+        return dict(zip(self.output_names, outs, strict=False))
 
 
 def _native_backend(model_path, fast_config: Mapping[str, Any], **options):
@@ -74,14 +75,14 @@ def _native_backend(model_path, fast_config: Mapping[str, Any], **options):
     return NativeBackend(model_path, fast_config, **options)
 
 
-BACKENDS: Dict[str, Callable[..., Any]] = {
+BACKENDS: dict[str, Callable[..., Any]] = {
     "onnxruntime": lambda model_path, fast_config, **kw: OnnxRuntimeBackend(model_path, **kw),
     "native": _native_backend,
 }
 DEFAULT_BACKEND = os.environ.get("HF_FAST_BACKEND", "native")
 
 
-def create_backend(name: Optional[str], artifact_dir, fast_config: Mapping[str, Any], **options):
+def create_backend(name: str | None, artifact_dir, fast_config: Mapping[str, Any], **options):
     name = name or DEFAULT_BACKEND
     if name in ("ort", "onnx"):
         name = "onnxruntime"

@@ -7,8 +7,6 @@ contract as the ONNX Runtime backend.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 import numpy as np
 import onnx
 
@@ -39,12 +37,12 @@ SPARSE_MIN_FRACTION = 0.3
 SPARSE_MIN_FRACTION_BY_ISA = {"avx512vnni": 0.6}
 
 
-def _sparse_min_fraction(isa: Optional[str]) -> float:
+def _sparse_min_fraction(isa: str | None) -> float:
     name = native.active_isa() if isa in (None, "auto") else isa
     return SPARSE_MIN_FRACTION_BY_ISA.get(name, SPARSE_MIN_FRACTION)
 
 
-def _layer_block(weight: np.ndarray, block: Optional[str], isa: Optional[str] = "auto") -> str:
+def _layer_block(weight: np.ndarray, block: str | None, isa: str | None = "auto") -> str:
     """The artifact's block shape if this layer is sparse enough for the sparse kernel, else dense."""
     if block in (None, "dense"):
         return "dense"
@@ -64,7 +62,7 @@ def _layer_block(weight: np.ndarray, block: Optional[str], isa: Optional[str] = 
 
 
 class NativeEngine:
-    def __init__(self, plan: EncoderPlan, block: Optional[str] = None, isa: str = "auto"):
+    def __init__(self, plan: EncoderPlan, block: str | None = None, isa: str = "auto"):
         check_plan(plan)  # the C side trusts these shapes
         self.plan = plan
         emb = plan.embeddings
@@ -134,8 +132,8 @@ class NativeEngine:
             op.weight = op.bias = None
 
     @classmethod
-    def from_onnx(cls, model: onnx.ModelProto, num_heads: int, block: Optional[str] = None,
-                  isa: str = "auto") -> "NativeEngine":
+    def from_onnx(cls, model: onnx.ModelProto, num_heads: int, block: str | None = None,
+                  isa: str = "auto") -> NativeEngine:
         return cls(build_plan(model, num_heads), block=block, isa=isa)
 
     @staticmethod
@@ -150,7 +148,7 @@ class NativeEngine:
             raise ValueError(f"{name} has shape {x.shape}, expected {shape} like input_ids")
         return np.ascontiguousarray(x, dtype=np.int64)
 
-    def _check_right_padded(self, ids: np.ndarray, mask: Optional[np.ndarray]) -> None:
+    def _check_right_padded(self, ids: np.ndarray, mask: np.ndarray | None) -> None:
         """RoBERTa positions count real tokens; the engine's table offset is exact when every row is
         its real tokens followed by pad tokens that the attention mask hides (what tokenizers emit)."""
         real = ids != self.plan.embeddings.padding_idx
@@ -161,7 +159,7 @@ class NativeEngine:
                              f"pad tokens (id {self.plan.embeddings.padding_idx}) are masked out; use "
                              "backend='onnxruntime' for other layouts")
 
-    def run(self, input_ids, attention_mask=None, token_type_ids=None) -> Dict[str, np.ndarray]:
+    def run(self, input_ids, attention_mask=None, token_type_ids=None) -> dict[str, np.ndarray]:
         ids = self._ids(input_ids, "input_ids")
         b, s = ids.shape
         if b == 0 or s == 0:
@@ -191,7 +189,7 @@ class NativeBackend:
 
     name = "native"
 
-    def __init__(self, model_path, fast_config, num_threads: Optional[int] = None, isa: str = "auto"):
+    def __init__(self, model_path, fast_config, num_threads: int | None = None, isa: str = "auto"):
         from pathlib import Path
 
         if num_threads is not None:

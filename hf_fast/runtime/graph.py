@@ -9,7 +9,6 @@ Only ONNX protobuf data is read (no pickle, no custom ops, nothing executed).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
 
 import numpy as np
 import onnx
@@ -71,17 +70,17 @@ class LogicalGraph:
     def __init__(self, model: onnx.ModelProto):
         g = model.graph
         self.model = model
-        self.nodes: List[onnx.NodeProto] = list(g.node)
+        self.nodes: list[onnx.NodeProto] = list(g.node)
         self.inputs = [i.name for i in g.input]
         self.outputs = [o.name for o in g.output]
-        self.consts: Dict[str, np.ndarray] = {i.name: _to_array(i) for i in g.initializer}
+        self.consts: dict[str, np.ndarray] = {i.name: _to_array(i) for i in g.initializer}
         for n in self.nodes:
             if n.op_type == "Constant" and n.output:
                 t = _attr(n, "value")
                 if t is not None:
                     self.consts[n.output[0]] = _to_array(t)
-        self.producer: Dict[str, onnx.NodeProto] = {}
-        self.consumers: Dict[str, List[onnx.NodeProto]] = {}
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
         for n in self.nodes:
             for o in n.output:
                 self.producer[o] = n
@@ -90,7 +89,7 @@ class LogicalGraph:
                     self.consumers.setdefault(i, []).append(n)
 
     # ------------------------------------------------------------ quantization folding
-    def _scalar_const(self, name: str) -> Optional[np.ndarray]:
+    def _scalar_const(self, name: str) -> np.ndarray | None:
         return self.consts.get(name)
 
     def fake_quant_of(self, dq_out: str):
@@ -149,13 +148,13 @@ class LogicalGraph:
             return QuantWeight(q, scale.astype(np.float32), zp.astype(np.int8), int(_attr(dq, "axis", 1)))
         return None
 
-    def float_weight(self, name: str) -> Optional[np.ndarray]:
+    def float_weight(self, name: str) -> np.ndarray | None:
         w = self.weight(name)
         if isinstance(w, QuantWeight):
             return w.dequantize()
         return None if w is None else np.asarray(w, dtype=np.float32)
 
-    def users(self, name: str) -> List[onnx.NodeProto]:
+    def users(self, name: str) -> list[onnx.NodeProto]:
         """Consumers of a tensor, looking through fake-quant (Q -> DQ) pairs and Identity/Dropout."""
         out = []
         for n in self.consumers.get(name, []):
@@ -178,7 +177,7 @@ class LogicalGraph:
             p = self.producer.get(name)
         return name
 
-    def prod(self, name: str) -> Optional[onnx.NodeProto]:
+    def prod(self, name: str) -> onnx.NodeProto | None:
         return self.producer.get(name)
 
     def depends_on_input(self, name: str, graph_input: str, _seen=None) -> bool:

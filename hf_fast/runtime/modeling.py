@@ -13,7 +13,7 @@ transformers ``ModelOutput`` objects holding float32 torch tensors, like optimum
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from hf_fast.export.artifact import load_fast_config
 from hf_fast.runtime.backends import create_backend
 
 
-def _to_numpy(x: Any, name: str) -> Optional[np.ndarray]:
+def _to_numpy(x: Any, name: str) -> np.ndarray | None:
     if x is None:
         return None
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor
@@ -54,7 +54,7 @@ class FastModel:
     output_modalities = ("text",)
     _is_hf_fast = True
 
-    def __init__(self, backend, config, fast_config: Dict[str, Any], path: Optional[Path] = None):
+    def __init__(self, backend, config, fast_config: dict[str, Any], path: Path | None = None):
         self.backend = backend
         self.config = config
         self.fast_config = fast_config
@@ -68,9 +68,9 @@ class FastModel:
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, path: Union[str, Path], backend: Optional[str] = None, verify: bool = True,
-                        *, revision: Optional[str] = None, cache_dir=None, token=None,
-                        local_files_only: Optional[bool] = None, force_download: bool = False, **backend_options):
+    def from_pretrained(cls, path: str | Path, backend: str | None = None, verify: bool = True,
+                        *, revision: str | None = None, cache_dir=None, token=None,
+                        local_files_only: bool | None = None, force_download: bool = False, **backend_options):
         """Load an artifact folder written by `hf_fast.export`, or a Hub repo id ("user/repo").
 
         backend: "native" (the hf-fast engine, default; env HF_FAST_BACKEND) or "onnxruntime" (the baseline).
@@ -176,7 +176,7 @@ class FastModel:
             tt = np.zeros_like(ids)
         return ids, mask, tt
 
-    def run(self, input_ids=None, attention_mask=None, token_type_ids=None) -> Dict[str, np.ndarray]:
+    def run(self, input_ids=None, attention_mask=None, token_type_ids=None) -> dict[str, np.ndarray]:
         """Validated inputs -> {output name: float32 numpy array} from the backend."""
         ids, mask, tt = self.prepare_inputs(input_ids, attention_mask, token_type_ids)
         return self.backend.run(ids, mask, tt)
@@ -234,7 +234,7 @@ TASK_TO_CLASS = {c.task: c for c in (FastModelForSequenceClassification, FastMod
                                      FastModelForTokenClassification)}
 
 
-def load_fast_model(path, backend: Optional[str] = None, **kw) -> FastModel:
+def load_fast_model(path, backend: str | None = None, **kw) -> FastModel:
     """Load an artifact with the class of its own task."""
     from hf_fast.hub import resolve_artifact
 

@@ -8,7 +8,6 @@ GraphMatchError naming the node or pattern: the engine never guesses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -30,10 +29,10 @@ class LinearPlan:
     w_scale: np.ndarray            # float32 [N]
     bias: np.ndarray               # float32 [N]
     in_quant: FakeQuant            # quantization of the input activations
-    out_quant: Optional[FakeQuant] = None  # fake-quant point on the MatMul output (before bias), if any
+    out_quant: FakeQuant | None = None  # fake-quant point on the MatMul output (before bias), if any
     # SmoothQuant (hf_fast.export.smooth): float32 [K] 1/s the input is multiplied by, in fp32, right before
     # in_quant (a Mul by a constant vector in front of the QuantizeLinear); None when the graph has none
-    in_mul: Optional[np.ndarray] = None
+    in_mul: np.ndarray | None = None
 
 
 @dataclass
@@ -69,25 +68,25 @@ class LayerPlan:
     # Runtime's QDQ quantizer writes it): in_fq for the layer input, mid_fq for the attention LN output
     in_fq: bool = False
     mid_fq: bool = False
-    attn_quant: Optional[AttentionQuant] = None  # None: fp32 attention
+    attn_quant: AttentionQuant | None = None  # None: fp32 attention
 
 
 @dataclass
 class EmbeddingPlan:
     word: np.ndarray               # [vocab, H]
     position: np.ndarray           # [max_pos, H]
-    token_type: Optional[np.ndarray]  # [type_vocab, H] or None
+    token_type: np.ndarray | None  # [type_vocab, H] or None
     ln: LayerNormPlan
     # RoBERTa: position ids = padding_idx + 1 + t for the (right-padded) real tokens; `position`
     # then holds the table from row padding_idx + 1 on, and pad tokens must be masked out.
-    padding_idx: Optional[int] = None
+    padding_idx: int | None = None
 
 
 @dataclass
 class HeadOp:
     kind: str                      # "cls" | "linear" | "tanh" | "relu"
-    weight: Optional[np.ndarray] = None  # fp32 [N, K]
-    bias: Optional[np.ndarray] = None
+    weight: np.ndarray | None = None  # fp32 [N, K]
+    bias: np.ndarray | None = None
 
 
 @dataclass
@@ -95,11 +94,11 @@ class EncoderPlan:
     hidden: int
     heads: int
     embeddings: EmbeddingPlan
-    layers: List[LayerPlan]
-    head: List[HeadOp]
-    outputs: Dict[str, Tuple[int, int]]  # graph output -> column range of the head's last output
+    layers: list[LayerPlan]
+    head: list[HeadOp]
+    outputs: dict[str, tuple[int, int]]  # graph output -> column range of the head's last output
     token_level: bool                    # head output per token ([B, S, n]) or per sequence ([B, n])
-    inputs: List[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
 
     @property
     def ffn(self) -> int:
@@ -110,7 +109,7 @@ class EncoderPlan:
 
 
 # ------------------------------------------------------------------ helpers
-def _smooth_mul(g: LogicalGraph, node: Optional[onnx.NodeProto]) -> Optional[Tuple[str, np.ndarray]]:
+def _smooth_mul(g: LogicalGraph, node: onnx.NodeProto | None) -> tuple[str, np.ndarray] | None:
     """Mul(x, c) in either input order with c a constant per-channel vector (shape [K] or [1, .., K], K > 1):
     SmoothQuant's 1/s in front of a QuantizeLinear. Returns (x, c as float32 [K]) or None. A scalar Mul is not
     one (the exported GELU ends in Mul(., 0.5)); its length is checked against the Linear in check_plan."""
@@ -155,7 +154,7 @@ def _check_quant_inputs(g: LogicalGraph, t: str, where: str) -> None:
                                   "(SmoothQuant) there")
 
 
-def _linear_from_matmul(g: LogicalGraph, mm: onnx.NodeProto) -> Tuple[LinearPlan, str]:
+def _linear_from_matmul(g: LogicalGraph, mm: onnx.NodeProto) -> tuple[LinearPlan, str]:
     """A weight MatMul (+ bias Add) -> LinearPlan and the fp32 tensor after the bias."""
     w = g.weight(mm.input[1])
     if not isinstance(w, QuantWeight):
@@ -207,7 +206,7 @@ def _linear_from_matmul(g: LogicalGraph, mm: onnx.NodeProto) -> Tuple[LinearPlan
     return plan, out
 
 
-def _weight_matmuls(g: LogicalGraph, x: str) -> List[onnx.NodeProto]:
+def _weight_matmuls(g: LogicalGraph, x: str) -> list[onnx.NodeProto]:
     """Weight MatMuls reading x through their Q/DQ pair, directly or behind a smoothing Mul of x."""
     out = []
     for n in g.users(x):
@@ -219,7 +218,7 @@ def _weight_matmuls(g: LogicalGraph, x: str) -> List[onnx.NodeProto]:
 
 
 def _layernorm_after(g: LogicalGraph, t: str, residual: str, where: str,
-                     residual_quant: Optional[FakeQuant] = None) -> Tuple[LayerNormPlan, str, bool]:
+                     residual_quant: FakeQuant | None = None) -> tuple[LayerNormPlan, str, bool]:
     """Expect Add(t, residual) -> LayerNormalization; return its plan, its output and whether the Add reads
     the residual through a Q/DQ pair (which must then be `residual_quant`, the one the engine applies)."""
     us = g.users(t)
@@ -254,7 +253,7 @@ def _ln_plan(g: LogicalGraph, ln: onnx.NodeProto) -> LayerNormPlan:
     return LayerNormPlan(gamma.reshape(-1).copy(), beta.reshape(-1).copy(), float(g.attr(ln, "epsilon", 1e-5)))
 
 
-def _walk_back(g: LogicalGraph, t: str, stop: Dict[str, str], scale: List[float]) -> Optional[str]:
+def _walk_back(g: LogicalGraph, t: str, stop: dict[str, str], scale: list[float]) -> str | None:
     """Walk producers through data-movement and scalar Mul/Div until a tensor in `stop` is met."""
     for _ in range(32):
         if t in stop:
@@ -277,7 +276,7 @@ def _walk_back(g: LogicalGraph, t: str, stop: Dict[str, str], scale: List[float]
     return None
 
 
-def _find_downstream(g: LogicalGraph, starts: List[str], op: str, limit: int = 40) -> List[onnx.NodeProto]:
+def _find_downstream(g: LogicalGraph, starts: list[str], op: str, limit: int = 40) -> list[onnx.NodeProto]:
     seen, frontier, found = set(), list(starts), []
     for _ in range(limit):
         nxt = []
@@ -297,7 +296,7 @@ def _find_downstream(g: LogicalGraph, starts: List[str], op: str, limit: int = 4
 
 
 # ------------------------------------------------------------------ embeddings
-def _match_embeddings(g: LogicalGraph, input_ids: str) -> Tuple[EmbeddingPlan, str]:
+def _match_embeddings(g: LogicalGraph, input_ids: str) -> tuple[EmbeddingPlan, str]:
     gathers = [n for n in g.nodes if n.op_type == "Gather" and len(n.input) == 2 and n.input[0] in g.consts
                and g.consts[n.input[0]].ndim == 2
                and np.issubdtype(g.consts[n.input[0]].dtype, np.floating)]
@@ -364,7 +363,7 @@ def _roberta_padding_idx(g: LogicalGraph, input_ids: str) -> int:
 
 
 # ------------------------------------------------------------------ encoder layers
-def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPlan, str]:
+def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> tuple[LayerPlan, str]:
     where = f"encoder layer {idx}"
     mms = _weight_matmuls(g, x)
     if len(mms) != 3:
@@ -379,7 +378,7 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
         raise GraphMatchError(f"{where}: expected one Softmax in self-attention, found {len(softmaxes)}")
     sm = softmaxes[0]
     # Softmax <- [Add/Where mask] <- [Mul/Div scale] <- MatMul(q, k^T)
-    scale: List[float] = []
+    scale: list[float] = []
     if g.resolve(sm.input[0])[1] is not None:
         raise GraphMatchError(f"{where}: the Softmax input is fake-quantized; the engine runs the scores in fp32")
     t = g.src(sm, 0)
@@ -416,7 +415,7 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
             raise GraphMatchError(f"{where}: unexpected {p.op_type} {p.name!r} between scores and Softmax")
     if score is None:
         raise GraphMatchError(f"{where}: attention scores MatMul not found")
-    pre: List[float] = []  # scale factors applied to q or k before the scores MatMul
+    pre: list[float] = []  # scale factors applied to q or k before the scores MatMul
     q_out = _walk_back(g, g.src(score, 0), outs, pre)
     k_out = _walk_back(g, g.src(score, 1), outs, pre)
     ctx = next((u for u in g.users(sm.output[0]) if u.op_type == "MatMul"), None)
@@ -496,7 +495,7 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> Tuple[LayerPl
                      in_fq=in_fq, mid_fq=mid_fq, attn_quant=attn_quant), x2
 
 
-def _attention_quant(g: LogicalGraph, score: onnx.NodeProto, ctx: onnx.NodeProto, where: str) -> Optional[AttentionQuant]:
+def _attention_quant(g: LogicalGraph, score: onnx.NodeProto, ctx: onnx.NodeProto, where: str) -> AttentionQuant | None:
     """The fake-quant points on the four attention MatMul inputs: all four (int8 attention) or none (fp32). Any
     other mix is a graph the engine cannot reproduce, and so is a fake-quant point on either MatMul's output."""
     fqs = {name: g.resolve(node.input[i])[1]
@@ -515,8 +514,8 @@ def _attention_quant(g: LogicalGraph, score: onnx.NodeProto, ctx: onnx.NodeProto
 
 
 # ------------------------------------------------------------------ task head
-def _match_head(g: LogicalGraph, x: str) -> Tuple[List[HeadOp], Dict[str, Tuple[int, int]], bool]:
-    ops: List[HeadOp] = []
+def _match_head(g: LogicalGraph, x: str) -> tuple[list[HeadOp], dict[str, tuple[int, int]], bool]:
+    ops: list[HeadOp] = []
     token_level = True
     t = x
     width = None
@@ -579,7 +578,7 @@ def _match_head(g: LogicalGraph, x: str) -> Tuple[List[HeadOp], Dict[str, Tuple[
             n = len(u.output)
             sizes = [width // n] * n if sizes is None else [int(s) for s in sizes.reshape(-1)]
             start = 0
-            for o, s in zip(u.output, sizes):
+            for o, s in zip(u.output, sizes, strict=False):
                 end_t = o
                 for _ in range(4):
                     if end_t in g.outputs:

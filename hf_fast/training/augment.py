@@ -9,12 +9,13 @@ labels carry them. Only the training split is augmented; evaluation never is.
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 DEFAULTS = {"copies": 0, "word_dropout": 0.1, "swap": 0.1, "seed": 0}
 
 
-def check_augment(spec: Mapping[str, Any]) -> Dict[str, Any]:
+def check_augment(spec: Mapping[str, Any]) -> dict[str, Any]:
     bad = set(spec) - set(DEFAULTS)
     if bad:
         raise ValueError(f"data.augment has unknown keys {sorted(bad)}: use {sorted(DEFAULTS)}")
@@ -27,7 +28,7 @@ def check_augment(spec: Mapping[str, Any]) -> Dict[str, Any]:
     return cfg
 
 
-def perturb(words: List[str], rng: random.Random, word_dropout: float, swap: float) -> List[str]:
+def perturb(words: list[str], rng: random.Random, word_dropout: float, swap: float) -> list[str]:
     kept = [w for w in words if rng.random() >= word_dropout] or [rng.choice(words)]  # never empty
     for i in range(len(kept) - 1):
         if rng.random() < swap:
@@ -35,14 +36,14 @@ def perturb(words: List[str], rng: random.Random, word_dropout: float, swap: flo
     return kept
 
 
-def augment_split(split: Mapping[str, List], spec: Mapping[str, Any]) -> Dict[str, List]:
+def augment_split(split: Mapping[str, list], spec: Mapping[str, Any]) -> dict[str, list]:
     """``{"text": [...], "label": [...]}`` -> the originals followed by ``copies`` perturbed copies of each
     (deterministic for a seed; a copy equal to its original is kept: short sentences have few variants)."""
     cfg = check_augment(spec)
     rng = random.Random(cfg["seed"])
     text, label = list(split["text"]), list(split["label"])
     for _ in range(cfg["copies"]):
-        for t, y in zip(split["text"], split["label"]):
+        for t, y in zip(split["text"], split["label"], strict=False):
             words = t.split()
             if words:
                 text.append(" ".join(perturb(words, rng, float(cfg["word_dropout"]), float(cfg["swap"]))))

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Union
 
 from hf_fast.blocks import parse_block
 
@@ -24,7 +24,7 @@ SCOPES = ("layer", "global")
 QUANTIZATION = (None, "qat")
 
 
-def _check_step(name: str, v: Optional[StepLike], allow_none: bool = False) -> None:
+def _check_step(name: str, v: StepLike | None, allow_none: bool = False) -> None:
     if v is None:
         if allow_none:
             return
@@ -46,7 +46,7 @@ def resolve_step(v: StepLike, max_steps: int) -> int:
     return int(v)
 
 
-def _from_dict(cls, d: Dict[str, Any]):
+def _from_dict(cls, d: dict[str, Any]):
     if not isinstance(d, dict):
         raise ValueError(f"{cls.__name__} expects a mapping, got {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -75,7 +75,7 @@ class DistillConfig:
     alpha: float = 0.9
     hidden_weight: float = 0.0
     attention_weight: float = 0.0
-    layer_map: Optional[Dict[int, int]] = None
+    layer_map: dict[int, int] | None = None
 
     def __post_init__(self):
         if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
@@ -95,11 +95,11 @@ class DistillConfig:
             except (TypeError, ValueError):
                 raise ValueError(f"distill.layer_map must map ints to ints, got {self.layer_map!r}") from None
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "DistillConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
         return _from_dict(cls, d)
 
 
@@ -132,20 +132,20 @@ class FastConfig:
     """
 
     sparsity: float = 0.8
-    block: Union[str, Tuple[int, int]] = "auto"
+    block: str | tuple[int, int] = "auto"
     schedule: str = "cubic"
     score: str = "magnitude"
     scope: str = "layer"
-    min_layer_sparsity: Optional[float] = None
+    min_layer_sparsity: float | None = None
     initial_sparsity: float = 0.0
     start_step: StepLike = 0
     end_step: StepLike = 0.7
-    frequency: Optional[int] = None
-    include: List[str] = field(default_factory=list)
-    exclude: List[str] = field(default_factory=list)
+    frequency: int | None = None
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    quantization: Optional[str] = None
-    qat_start_step: Optional[StepLike] = None
+    quantization: str | None = None
+    qat_start_step: StepLike | None = None
 
     def __post_init__(self):
         for n in ("sparsity", "initial_sparsity"):
@@ -198,33 +198,33 @@ class FastConfig:
             raise ValueError(f"quantization must be one of {QUANTIZATION}, got {self.quantization!r}")
 
     # -- serialisation -------------------------------------------------------------------------------
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         if isinstance(d["block"], tuple):
             d["block"] = list(d["block"])
         return d
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "FastConfig":
+    def from_dict(cls, d: dict[str, Any]) -> FastConfig:
         return _from_dict(cls, dict(d))
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-    def to_json(self, path: Union[str, Path]) -> None:
+    def to_json(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json_string() + "\n")
 
     @classmethod
-    def from_json(cls, path: Union[str, Path]) -> "FastConfig":
+    def from_json(cls, path: str | Path) -> FastConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def to_yaml(self, path: Union[str, Path]) -> None:
+    def to_yaml(self, path: str | Path) -> None:
         import yaml
 
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def from_yaml(cls, path: Union[str, Path]) -> "FastConfig":
+    def from_yaml(cls, path: str | Path) -> FastConfig:
         import yaml
 
         d = yaml.safe_load(Path(path).read_text()) or {}
@@ -233,17 +233,17 @@ class FastConfig:
         return cls.from_dict(d)
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "FastConfig":
+    def load(cls, path: str | Path) -> FastConfig:
         """Read a ``.json`` or ``.yaml``/``.yml`` file."""
         p = str(path)
         return cls.from_yaml(p) if p.endswith((".yaml", ".yml")) else cls.from_json(p)
 
-    def save(self, path: Union[str, Path]) -> None:
+    def save(self, path: str | Path) -> None:
         p = str(path)
         self.to_yaml(p) if p.endswith((".yaml", ".yml")) else self.to_json(p)
 
 
-def resolve_block(block: Union[str, Tuple[int, int]]) -> str:
+def resolve_block(block: str | tuple[int, int]) -> str:
     """``"auto"`` -> the native runtime's preferred block on this CPU; anything else -> canonical ``"RxC"``."""
     if block == "auto":
         from hf_fast import native

@@ -11,10 +11,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 
-def read_rt_polarity(path, eval_per_class: int = 1000) -> Tuple[Dict[str, List], Dict[str, List]]:
+def read_rt_polarity(path, eval_per_class: int = 1000) -> tuple[dict[str, list], dict[str, list]]:
     p = Path(path)
     train = {"text": [], "label": []}
     ev = {"text": [], "label": []}
@@ -28,7 +28,7 @@ def read_rt_polarity(path, eval_per_class: int = 1000) -> Tuple[Dict[str, List],
     return train, ev
 
 
-def read_sst2_tsv(path) -> Tuple[Dict[str, List], Dict[str, List]]:
+def read_sst2_tsv(path) -> tuple[dict[str, list], dict[str, list]]:
     out = []
     for f in ("train.tsv", "dev.tsv"):
         rows = [l.rsplit("\t", 1) for l in (Path(path) / f).read_text().splitlines()[1:] if l.strip()]
@@ -36,7 +36,7 @@ def read_sst2_tsv(path) -> Tuple[Dict[str, List], Dict[str, List]]:
     return out[0], out[1]
 
 
-def classification_datasets(spec: Dict[str, Any], tokenizer, max_length: int = None):
+def classification_datasets(spec: dict[str, Any], tokenizer, max_length: int = None):
     from datasets import Dataset
 
     fmt = spec["format"]

@@ -11,7 +11,8 @@ classification; tokens with label -100, else padding, are left out). ``hard`` is
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ def _get(o, k):
     return getattr(o, k, None)
 
 
-def head_kind(model) -> Optional[str]:
+def head_kind(model) -> str | None:
     name = type(model).__name__
     for s in HEAD_SUFFIXES:
         if name.endswith(s):
@@ -37,24 +38,24 @@ def head_kind(model) -> Optional[str]:
     return None
 
 
-def _n_layers(cfg) -> Optional[int]:
+def _n_layers(cfg) -> int | None:
     return getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layers", None)
 
 
-def _hidden(cfg) -> Optional[int]:
+def _hidden(cfg) -> int | None:
     return getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", None)
 
 
-def _heads(cfg) -> Optional[int]:
+def _heads(cfg) -> int | None:
     return getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads", None)
 
 
-def default_layer_map(n_student: int, n_teacher: int) -> Dict[int, int]:
+def default_layer_map(n_student: int, n_teacher: int) -> dict[int, int]:
     """Student layer i -> teacher layer (i + 1) * Lt // Ls - 1 (the last layers always match)."""
     return {i: (i + 1) * n_teacher // n_student - 1 for i in range(n_student)}
 
 
-def check_teacher_compatible(student, teacher, config: DistillConfig) -> Dict[int, int]:
+def check_teacher_compatible(student, teacher, config: DistillConfig) -> dict[int, int]:
     """Raise ValueError when the teacher cannot teach this student; return the resolved layer map."""
     sc, tc = student.config, teacher.config
     if getattr(sc, "vocab_size", None) != getattr(tc, "vocab_size", None):
@@ -101,7 +102,7 @@ class DistillationLoss(nn.Module):
     the detached ``kd``, ``hard``, ``hidden`` and ``attention`` terms.
     """
 
-    def __init__(self, config: Optional[DistillConfig] = None, layer_map: Optional[Dict[int, int]] = None):
+    def __init__(self, config: DistillConfig | None = None, layer_map: dict[int, int] | None = None):
         super().__init__()
         self.config = config or DistillConfig()
         self.layer_map = layer_map if layer_map is not None else (self.config.layer_map or {})
@@ -114,7 +115,7 @@ class DistillationLoss(nn.Module):
     def needs_attentions(self) -> bool:
         return self.config.attention_weight > 0
 
-    def kd_term(self, student_outputs, teacher_outputs, inputs: Optional[Mapping[str, Any]] = None) -> torch.Tensor:
+    def kd_term(self, student_outputs, teacher_outputs, inputs: Mapping[str, Any] | None = None) -> torch.Tensor:
         T = float(self.config.temperature)
         s_start, t_start = _get(student_outputs, "start_logits"), _get(teacher_outputs, "start_logits")
         if s_start is not None or t_start is not None:
@@ -161,8 +162,8 @@ class DistillationLoss(nn.Module):
             losses.append(F.mse_loss(a, b))
         return torch.stack(losses).mean()
 
-    def forward(self, student_outputs, teacher_outputs, inputs: Optional[Mapping[str, Any]] = None
-                ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def forward(self, student_outputs, teacher_outputs, inputs: Mapping[str, Any] | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
         kd = self.kd_term(student_outputs, teacher_outputs, inputs)
         hard = _get(student_outputs, "loss")

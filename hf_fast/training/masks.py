@@ -6,7 +6,7 @@ A block mask of a weight W[out, in] with block (r, c) is a bool tensor [out/r, i
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -14,7 +14,7 @@ from torch import nn
 from hf_fast.blocks import check_divides, expand_block_mask, parse_block
 
 # Encoder Linear layers per architecture family: (family, regex over the full module path).
-ENCODER_LINEAR_PATTERNS: Tuple[Tuple[str, str], ...] = (
+ENCODER_LINEAR_PATTERNS: tuple[tuple[str, str], ...] = (
     ("bert/roberta/minilm",
      r"(?:^|\.)encoder\.layer\.(\d+)\.(attention\.self\.(?:query|key|value)|attention\.output\.dense"
      r"|intermediate\.dense|output\.dense)$"),
@@ -24,12 +24,12 @@ ENCODER_LINEAR_PATTERNS: Tuple[Tuple[str, str], ...] = (
 
 
 def find_prunable_linears(model: nn.Module, include: Sequence[str] = (), exclude: Sequence[str] = ()
-                          ) -> Dict[str, nn.Linear]:
+                          ) -> dict[str, nn.Linear]:
     """Module path -> nn.Linear for the encoder's Q, K, V, attention output, FFN in/out (+ ``include``).
 
     Raises ValueError naming the searched patterns when the model has none of them.
     """
-    found: Dict[str, nn.Linear] = {}
+    found: dict[str, nn.Linear] = {}
     pats = [re.compile(p) for _, p in ENCODER_LINEAR_PATTERNS]
     inc = [re.compile(p) for p in include]
     exc = [re.compile(p) for p in exclude]
@@ -47,7 +47,7 @@ def find_prunable_linears(model: nn.Module, include: Sequence[str] = (), exclude
     return found
 
 
-def check_blocks_divide(layers: Dict[str, nn.Linear], block) -> None:
+def check_blocks_divide(layers: dict[str, nn.Linear], block) -> None:
     for name, mod in layers.items():
         check_divides(tuple(mod.weight.shape), block, name=f"{name}.weight")
 
@@ -73,9 +73,9 @@ def _prune_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
-def threshold_masks(scores: Dict[str, torch.Tensor], sparsity: float, scope: str = "layer",
-                    previous: Optional[Dict[str, torch.Tensor]] = None,
-                    min_layer_sparsity: Optional[float] = None) -> Dict[str, torch.Tensor]:
+def threshold_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "layer",
+                    previous: dict[str, torch.Tensor] | None = None,
+                    min_layer_sparsity: float | None = None) -> dict[str, torch.Tensor]:
     """Block scores -> block masks pruning ``round(sparsity * n_blocks)`` blocks (per layer or globally).
 
     Blocks pruned in ``previous`` stay pruned (their score is treated as -inf), so masks only shrink.
@@ -119,7 +119,7 @@ def element_mask(block_mask: torch.Tensor, block, like: torch.Tensor) -> torch.T
     return expand_block_mask(block_mask, block).to(device=like.device, dtype=like.dtype)
 
 
-def mask_sparsity(masks: Dict[str, torch.Tensor]) -> float:
+def mask_sparsity(masks: dict[str, torch.Tensor]) -> float:
     total = sum(m.numel() for m in masks.values())
     pruned = sum(int((~m).sum()) for m in masks.values())
     return pruned / total if total else 0.0
@@ -131,7 +131,7 @@ def layer_label(name: str) -> str:
     return m.group(0) if m else name
 
 
-def iter_masked(layers: Dict[str, nn.Linear], masks: Dict[str, torch.Tensor]) -> Iterable[Tuple[str, nn.Linear, torch.Tensor]]:
+def iter_masked(layers: dict[str, nn.Linear], masks: dict[str, torch.Tensor]) -> Iterable[tuple[str, nn.Linear, torch.Tensor]]:
     for n, mod in layers.items():
         if n in masks:
             yield n, mod, masks[n]

@@ -8,7 +8,7 @@ import collections
 import math
 import re
 import string
-from typing import Dict, Iterable, List, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 _PUNCT = set(string.punctuation)
 
@@ -34,7 +34,7 @@ def f1_score(prediction: str, ground_truth: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_metric(predictions: Sequence[Mapping], references: Sequence[Mapping]) -> Dict[str, float]:
+def squad_metric(predictions: Sequence[Mapping], references: Sequence[Mapping]) -> dict[str, float]:
     """predictions: [{"id", "prediction_text"}]; references: [{"id", "answers": {"text": [...]}}]
     -> {"exact_match": %, "f1": %} like ``evaluate.load("squad").compute``."""
     gold = {r["id"]: list(r["answers"]["text"]) for r in references}
@@ -49,11 +49,11 @@ def squad_metric(predictions: Sequence[Mapping], references: Sequence[Mapping]) 
     return {"exact_match": 100.0 * em / n if n else 0.0, "f1": 100.0 * f1 / n if n else 0.0}
 
 
-def accuracy(predictions: Iterable[int], references: Iterable[int]) -> Dict[str, float]:
+def accuracy(predictions: Iterable[int], references: Iterable[int]) -> dict[str, float]:
     p, r = list(predictions), list(references)
     if len(p) != len(r):
         raise ValueError(f"{len(p)} predictions for {len(r)} references")
-    return {"accuracy": sum(int(a == b) for a, b in zip(p, r)) / len(p) if p else 0.0}
+    return {"accuracy": sum(int(a == b) for a, b in zip(p, r, strict=False)) / len(p) if p else 0.0}
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96):

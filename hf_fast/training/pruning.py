@@ -24,15 +24,23 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from hf_fast.training.config import FastConfig, resolve_block, resolve_step
-from hf_fast.training.masks import (block_l2, block_sum, check_blocks_divide, element_mask, find_prunable_linears,
-                                    layer_label, mask_sparsity, threshold_masks)
+from hf_fast.training.masks import (
+    block_l2,
+    block_sum,
+    check_blocks_divide,
+    element_mask,
+    find_prunable_linears,
+    layer_label,
+    mask_sparsity,
+    threshold_masks,
+)
 from hf_fast.training.schedule import SparsitySchedule
 
 logger = logging.getLogger(__name__)
@@ -68,7 +76,7 @@ class PruningCallback(TrainerCallback, ExportableState):
         verbose: print a progress line at each logging step (main process only).
     """
 
-    def __init__(self, config: Union[FastConfig, Dict[str, Any], None] = None, block: Optional[str] = None,
+    def __init__(self, config: FastConfig | dict[str, Any] | None = None, block: str | None = None,
                  verbose: bool = True):
         if config is None:
             config = FastConfig()
@@ -80,18 +88,18 @@ class PruningCallback(TrainerCallback, ExportableState):
         self.block = resolve_block(block if block is not None else config.block)
         self.verbose = verbose
         # JSON-able state (restored by Trainer._load_callback_state through setattr)
-        self.schedule_steps: Optional[Dict[str, int]] = None
+        self.schedule_steps: dict[str, int] | None = None
         self.last_update_step: int = -1
         self.target_sparsity: float = 0.0
-        self.checkpoint_dir: Optional[str] = None
+        self.checkpoint_dir: str | None = None
         self.has_masks: bool = False
         # runtime only
-        self.resume_dir: Optional[str] = None  # set by FastTrainer on resume_from_checkpoint
-        self.masks: Optional[Dict[str, torch.Tensor]] = None
-        self.scores: Dict[str, torch.Tensor] = {}
+        self.resume_dir: str | None = None  # set by FastTrainer on resume_from_checkpoint
+        self.masks: dict[str, torch.Tensor] | None = None
+        self.scores: dict[str, torch.Tensor] = {}
         self._layers = None
-        self._emasks: Dict[str, torch.Tensor] = {}
-        self._output_dir: Optional[str] = None
+        self._emasks: dict[str, torch.Tensor] = {}
+        self._output_dir: str | None = None
         self._global_step = 0
 
     # -- ExportableState ----------------------------------------------------------------------------
@@ -126,7 +134,7 @@ class PruningCallback(TrainerCallback, ExportableState):
                 setattr(self, k, v)
 
     # -- binding ------------------------------------------------------------------------------------
-    def bind(self, model) -> Dict[str, torch.nn.Linear]:
+    def bind(self, model) -> dict[str, torch.nn.Linear]:
         """Find the layers to prune in ``model`` and check the block divides each (ValueError if not)."""
         layers = find_prunable_linears(model, self.config.include, self.config.exclude)
         check_blocks_divide(layers, self.block)
@@ -145,11 +153,11 @@ class PruningCallback(TrainerCallback, ExportableState):
                                 initial=c.initial_sparsity, kind=c.schedule)
 
     @property
-    def schedule(self) -> Optional[SparsitySchedule]:
+    def schedule(self) -> SparsitySchedule | None:
         return None if self.schedule_steps is None else self.resolve_schedule(0)
 
     # -- mask maths ---------------------------------------------------------------------------------
-    def _compute_scores(self) -> Dict[str, torch.Tensor]:
+    def _compute_scores(self) -> dict[str, torch.Tensor]:
         out = {}
         for n, mod in self._layers.items():
             if self.config.score == "movement" and n in self.scores:
@@ -176,7 +184,7 @@ class PruningCallback(TrainerCallback, ExportableState):
         self._emasks = {}
         self.scores = {}
 
-    def _element_masks(self) -> Dict[str, torch.Tensor]:
+    def _element_masks(self) -> dict[str, torch.Tensor]:
         if not self._emasks and self.masks is not None:
             self._emasks = {n: element_mask(m, self.block, self._layers[n].weight)
                             for n, m in self.masks.items()}
@@ -198,7 +206,7 @@ class PruningCallback(TrainerCallback, ExportableState):
                         if torch.is_tensor(v) and v.shape == p.shape:
                             v.mul_(em.to(v.dtype))
 
-    def sparsity_report(self) -> Dict[str, float]:
+    def sparsity_report(self) -> dict[str, float]:
         if self.masks is None:
             return {"sparsity/overall": 0.0, "sparsity/target": float(self.target_sparsity)}
         rep = {"sparsity/overall": mask_sparsity(self.masks), "sparsity/target": float(self.target_sparsity)}
@@ -306,7 +314,7 @@ class PruningCallback(TrainerCallback, ExportableState):
             record_on_model(model, self)
 
 
-def record_on_model(model, cb: PruningCallback, **extra) -> Dict[str, Any]:
+def record_on_model(model, cb: PruningCallback, **extra) -> dict[str, Any]:
     """Store the fast config, the resolved block and the reached sparsity on ``model.config.hf_fast``
     (saved in config.json by ``save_pretrained``; the exporter reads it) and alias it as
     ``model.hf_fast_config``."""

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,8 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def read_squad_json(path: Union[str, Path], articles: Union[int, Sequence[str], None] = None,
-                    exclude_articles: Sequence[str] = (), questions: Optional[int] = None) -> List[Dict[str, Any]]:
+def read_squad_json(path: str | Path, articles: int | Sequence[str] | None = None,
+                    exclude_articles: Sequence[str] = (), questions: int | None = None) -> list[dict[str, Any]]:
     """SQuAD JSON (``data/paragraphs/qas/answers``) -> a flat list of examples in file order:
     ``{"id", "title", "context", "question", "answers": {"text": [...], "answer_start": [...]}}``.
 
@@ -52,7 +53,7 @@ def read_squad_json(path: Union[str, Path], articles: Union[int, Sequence[str], 
             raise ValueError(f"{path}: no article(s) titled {sorted(missing)}")
         data = [a for a in data if a["title"] in wanted]
     drop = set(exclude_articles or ())
-    out: List[Dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
     for art in data:
         if art.get("title") in drop:
             continue
@@ -69,7 +70,7 @@ def read_squad_json(path: Union[str, Path], articles: Union[int, Sequence[str], 
     return out
 
 
-def _columns(examples: Union[Sequence[Mapping], Mapping[str, Sequence]]) -> Dict[str, List]:
+def _columns(examples: Sequence[Mapping] | Mapping[str, Sequence]) -> dict[str, list]:
     """A list of example dicts, a columnar dict or a datasets.Dataset -> a columnar dict."""
     if isinstance(examples, Mapping):
         return {k: list(v) for k, v in examples.items()}
@@ -80,7 +81,7 @@ def _columns(examples: Union[Sequence[Mapping], Mapping[str, Sequence]]) -> Dict
     return {k: [r[k] for r in rows] for k in keys}
 
 
-def _rows(examples) -> List[Mapping]:
+def _rows(examples) -> list[Mapping]:
     if isinstance(examples, Mapping):
         n = len(next(iter(examples.values()))) if examples else 0
         return [{k: v[i] for k, v in examples.items()} for i in range(n)]
@@ -104,7 +105,7 @@ def _tokenize(tokenizer, questions, contexts, max_length: int, doc_stride: int, 
 
 # ------------------------------------------------------------------------------------------------ features
 def prepare_train_features(examples, tokenizer, max_length: int = 384, doc_stride: int = 128,
-                           pad: bool = True) -> Dict[str, List]:
+                           pad: bool = True) -> dict[str, list]:
     """Examples (dicts with question/context/answers, or a columnar batch) -> train features with
     ``start_positions``/``end_positions`` (CLS index 0 when the window does not hold the answer).
     pad=False leaves each feature at its own length (pad per batch with ``DataCollatorWithPadding``)."""
@@ -149,7 +150,7 @@ def prepare_train_features(examples, tokenizer, max_length: int = 384, doc_strid
 
 
 def prepare_eval_features(examples, tokenizer, max_length: int = 384, doc_stride: int = 128,
-                          pad: bool = True) -> Dict[str, List]:
+                          pad: bool = True) -> dict[str, list]:
     """Examples -> eval features with ``example_id`` and an ``offset_mapping`` that is None off the context."""
     _check_tokenizer(tokenizer)
     ex = _columns(examples)
@@ -158,12 +159,12 @@ def prepare_eval_features(examples, tokenizer, max_length: int = 384, doc_stride
     offsets = enc.pop("offset_mapping")
     out = {k: enc[k] for k in MODEL_INPUTS if k in enc}
     out["example_id"] = [ex["id"][s] for s in sample_map]
-    out["offset_mapping"] = [[tuple(o) if seq_ids == 1 else None for o, seq_ids in zip(offs, enc.sequence_ids(i))]
+    out["offset_mapping"] = [[tuple(o) if seq_ids == 1 else None for o, seq_ids in zip(offs, enc.sequence_ids(i), strict=False)]
                              for i, offs in enumerate(offsets)]
     return out
 
 
-def feature_arrays(features, columns: Iterable[str] = MODEL_INPUTS) -> Dict[str, np.ndarray]:
+def feature_arrays(features, columns: Iterable[str] = MODEL_INPUTS) -> dict[str, np.ndarray]:
     """Model input columns of a feature dict / Dataset -> int64 numpy arrays [n_features, max_length]."""
     cols = features.column_names if hasattr(features, "column_names") else list(features)
     return {c: np.asarray(features[c], dtype=np.int64) for c in columns if c in cols}
@@ -187,8 +188,8 @@ def qa_eval_dataset(examples, tokenizer, max_length: int = 384, doc_stride: int 
     return Dataset.from_dict(f)
 
 
-def squad_datasets(spec: Mapping[str, Any], tokenizer, *, eval_articles: Union[int, Sequence[str], None] = None,
-                   eval_questions: Optional[int] = None, quick: bool = False, pad_train: bool = True):
+def squad_datasets(spec: Mapping[str, Any], tokenizer, *, eval_articles: int | Sequence[str] | None = None,
+                   eval_questions: int | None = None, quick: bool = False, pad_train: bool = True):
     """A recipe ``data`` section of format ``squad-json`` -> (train_examples, train_ds, eval_examples, eval_ds).
 
     spec keys: train_path, eval_path, max_length (384), doc_stride (128), train_limit (first N questions),
@@ -215,13 +216,13 @@ def squad_datasets(spec: Mapping[str, Any], tokenizer, *, eval_articles: Union[i
 
 
 # ------------------------------------------------------------------------------------------------ postprocessing
-def _offsets(features) -> List[List[Optional[Tuple[int, int]]]]:
+def _offsets(features) -> list[list[tuple[int, int] | None]]:
     offs = features["offset_mapping"]
     return [[None if o is None or o[0] < 0 else (int(o[0]), int(o[1])) for o in f] for f in offs]
 
 
 def postprocess_qa_predictions(examples, features, start_logits, end_logits, n_best: int = 20,
-                               max_answer_length: int = 30) -> Dict[str, str]:
+                               max_answer_length: int = 30) -> dict[str, str]:
     """Feature-level start/end logits ([n_features, seq]) -> ``{example id: best answer text}``.
 
     The best span over all features of a question maximises ``start_logit + end_logit`` among the
@@ -234,10 +235,10 @@ def postprocess_qa_predictions(examples, features, start_logits, end_logits, n_b
     if start_logits.shape != end_logits.shape or start_logits.shape[0] != len(ids):
         raise ValueError(f"logits {start_logits.shape}/{end_logits.shape} do not match {len(ids)} features")
     offsets = _offsets(features)
-    by_example: Dict[str, List[int]] = collections.defaultdict(list)
+    by_example: dict[str, list[int]] = collections.defaultdict(list)
     for i, eid in enumerate(ids):
         by_example[eid].append(i)
-    preds: Dict[str, str] = {}
+    preds: dict[str, str] = {}
     for ex in _rows(examples):
         eid, ctx = ex["id"], ex["context"]
         best, best_score = "", -np.inf

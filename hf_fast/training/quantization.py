@@ -15,7 +15,7 @@ is restored and the ranges are recorded in ``model.config.hf_fast["qat"]`` for t
 from __future__ import annotations
 
 import types
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ def fake_quant_activation(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor
 class _Observer:
     """EMA of batch min/max (torch's MovingAverageMinMaxObserver rule), plain floats: not in state_dict."""
 
-    def __init__(self, momentum: float = 0.01, lo: Optional[float] = None, hi: Optional[float] = None):
+    def __init__(self, momentum: float = 0.01, lo: float | None = None, hi: float | None = None):
         self.momentum, self.lo, self.hi = momentum, lo, hi
 
     def update(self, x: torch.Tensor) -> None:
@@ -75,7 +75,7 @@ def _qat_forward(self, x):
     return nn.functional.linear(xq, fake_quant_weight(self.weight), self.bias)
 
 
-def enable_qat(layers: Dict[str, nn.Linear], ranges: Optional[Dict[str, List[float]]] = None,
+def enable_qat(layers: dict[str, nn.Linear], ranges: dict[str, list[float]] | None = None,
                momentum: float = 0.01) -> None:
     for n, mod in layers.items():
         lo, hi = (ranges or {}).get(n, (None, None))
@@ -83,7 +83,7 @@ def enable_qat(layers: Dict[str, nn.Linear], ranges: Optional[Dict[str, List[flo
         mod.forward = types.MethodType(_qat_forward, mod)
 
 
-def disable_qat(layers: Dict[str, nn.Linear]) -> Dict[str, List[float]]:
+def disable_qat(layers: dict[str, nn.Linear]) -> dict[str, list[float]]:
     """Restore the float forward; return the observed activation ranges."""
     ranges = {}
     for n, mod in layers.items():
@@ -97,7 +97,7 @@ def disable_qat(layers: Dict[str, nn.Linear]) -> Dict[str, List[float]]:
     return ranges
 
 
-def current_ranges(layers: Dict[str, nn.Linear]) -> Dict[str, List[float]]:
+def current_ranges(layers: dict[str, nn.Linear]) -> dict[str, list[float]]:
     return {n: [m._hf_fast_qat.lo, m._hf_fast_qat.hi] for n, m in layers.items()
             if getattr(m, "_hf_fast_qat", None) is not None and m._hf_fast_qat.lo is not None}
 
@@ -116,7 +116,7 @@ class QATCallback(TrainerCallback, ExportableState):
         if not (0.0 < momentum <= 1.0):
             raise ValueError(f"momentum must lie in (0, 1], got {momentum}")
         self.start_step, self.include, self.exclude, self.momentum = start_step, list(include), list(exclude), momentum
-        self.ranges: Dict[str, List[float]] = {}
+        self.ranges: dict[str, list[float]] = {}
         self.active = False
         self._layers = None
         self._start = None

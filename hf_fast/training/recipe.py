@@ -14,7 +14,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 from hf_fast.training.config import FastConfig
 
@@ -30,16 +30,16 @@ class Recipe:
     name: str
     task: str
     student: str
-    teacher: Optional[str]
-    model: Dict[str, Any]
-    data: Dict[str, Any]
+    teacher: str | None
+    model: dict[str, Any]
+    data: dict[str, Any]
     training_args: Any  # transformers.TrainingArguments
     fast_config: FastConfig
-    teacher_training_args: Optional[Any] = None
-    raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+    teacher_training_args: Any | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def resolve_model_ref(ref: Optional[str]) -> Optional[str]:
+def resolve_model_ref(ref: str | None) -> str | None:
     """``pkg:<module>`` -> the path its ``get_model_path()`` returns; other references unchanged."""
     if ref is None or not isinstance(ref, str) or not ref.startswith("pkg:"):
         return ref
@@ -50,14 +50,14 @@ def resolve_model_ref(ref: Optional[str]) -> Optional[str]:
         raise ValueError(f"model reference {ref!r}: package {mod!r} is not installed") from e
 
 
-def _merge(a: Dict, b: Dict) -> Dict:
+def _merge(a: dict, b: dict) -> dict:
     out = copy.deepcopy(a)
     for k, v in (b or {}).items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
-def _training_args(d: Dict[str, Any], where: str, base: Path):
+def _training_args(d: dict[str, Any], where: str, base: Path):
     from transformers import TrainingArguments
 
     d = dict(d)
@@ -71,8 +71,8 @@ def _training_args(d: Dict[str, Any], where: str, base: Path):
         raise ValueError(f"{where}: {e}") from None
 
 
-def load_recipe(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = None,
-                base_dir: Union[str, Path, None] = None, resolve_models: bool = True) -> Recipe:
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
+                base_dir: str | Path | None = None, resolve_models: bool = True) -> Recipe:
     """Read and validate a recipe; ``overrides`` is merged into the YAML first (nested dicts merge)."""
     import yaml
 

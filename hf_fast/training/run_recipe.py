@@ -12,19 +12,19 @@ parent of ``training_args.output_dir`` (or ``out``); the deployable folder is ``
 from __future__ import annotations
 
 import json
-import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 
 
-def recipe_overrides(max_steps: Optional[int] = None, out: Union[str, Path, None] = None,
-                     train_limit: Optional[int] = None, eval_limit: Optional[int] = None,
-                     block: Optional[str] = None, sparsity: Optional[float] = None) -> Dict[str, Dict[str, Any]]:
+def recipe_overrides(max_steps: int | None = None, out: str | Path | None = None,
+                     train_limit: int | None = None, eval_limit: int | None = None,
+                     block: str | None = None, sparsity: float | None = None) -> dict[str, dict[str, Any]]:
     """The overrides the command-line knobs stand for (shared with benchmarks/train_rt_polarity.py)."""
-    ov: Dict[str, Dict[str, Any]] = {"data": {}, "training_args": {}, "teacher_training_args": {}, "fast_config": {}}
+    ov: dict[str, dict[str, Any]] = {"data": {}, "training_args": {}, "teacher_training_args": {}, "fast_config": {}}
     if max_steps:
         for k in ("training_args", "teacher_training_args"):
             ov[k].update(max_steps=int(max_steps), eval_strategy="no", save_strategy="no")
@@ -56,9 +56,9 @@ def add_pruning_arguments(ap) -> None:
                     help="fast_config.distill.hidden_weight (hidden-state MSE of the distilled students)")
 
 
-def pruning_overrides(args) -> Dict[str, Any]:
+def pruning_overrides(args) -> dict[str, Any]:
     """The fast_config overrides of add_pruning_arguments' knobs (those left unset are not overridden)."""
-    fc: Dict[str, Any] = {k: getattr(args, k) for k in ("scope", "score", "end_step", "min_layer_sparsity")
+    fc: dict[str, Any] = {k: getattr(args, k) for k in ("scope", "score", "end_step", "min_layer_sparsity")
                           if getattr(args, k) is not None}
     if args.hidden_weight is not None:
         fc["distill"] = {"hidden_weight": args.hidden_weight}
@@ -76,7 +76,7 @@ def _auto(task: str):
 class _Data:
     """Tokenized train/eval sets plus what evaluation needs (labels, or QA examples + features)."""
 
-    def __init__(self, recipe, tok, eval_limit: Optional[int]):
+    def __init__(self, recipe, tok, eval_limit: int | None):
         self.task = recipe.task
         spec = recipe.data
         self.collator = None
@@ -127,8 +127,8 @@ class _Data:
         return f"train {len(self.train_ds)} eval {len(self.eval_ds)} ({self.task})"
 
     # ---- evaluation of any runner: feed dict of int64 [b, s] -> model output with logits / start+end logits
-    def score(self, run: Callable[[Dict[str, np.ndarray]], Any], desc: str, batch_size: int = 32,
-              progress: bool = True) -> Dict[str, float]:
+    def score(self, run: Callable[[dict[str, np.ndarray]], Any], desc: str, batch_size: int = 32,
+              progress: bool = True) -> dict[str, float]:
         from tqdm.auto import tqdm
 
         arr = self.eval_arrays
@@ -174,16 +174,15 @@ def _torch_runner(model):
 
 
 # ------------------------------------------------------------------ the run
-def run_recipe(recipe: Union[str, Path], *, overrides: Optional[Dict[str, Any]] = None,
-               base_dir: Union[str, Path, None] = None, teacher: Optional[str] = None,
-               max_steps: Optional[int] = None, out: Union[str, Path, None] = None,
-               train_limit: Optional[int] = None, eval_limit: Optional[int] = None, block: Optional[str] = None,
-               sparsity: Optional[float] = None, no_distill_baseline: bool = False, skip_export: bool = False,
+def run_recipe(recipe: str | Path, *, overrides: dict[str, Any] | None = None,
+               base_dir: str | Path | None = None, teacher: str | None = None,
+               max_steps: int | None = None, out: str | Path | None = None,
+               train_limit: int | None = None, eval_limit: int | None = None, block: str | None = None,
+               sparsity: float | None = None, no_distill_baseline: bool = False, skip_export: bool = False,
                backends: Sequence[str] = ("native", "onnxruntime"), measure_speed: bool = True,
-               push_to_hub: Optional[str] = None, token: Optional[str] = None, progress: bool = True,
-               log: Callable[[str], None] = print) -> Dict[str, Any]:
+               push_to_hub: str | None = None, token: str | None = None, progress: bool = True,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``recipe`` end to end and return the results (also written to results.json / report.md)."""
-    import torch
     from transformers import AutoTokenizer, Trainer
 
     from hf_fast.training.recipe import _merge, load_recipe
@@ -208,7 +207,7 @@ def run_recipe(recipe: Union[str, Path], *, overrides: Optional[Dict[str, Any]] 
     log(f"[data] {data}")
     auto = _auto(task)
     head_kw = {} if task == "question-answering" else {"num_labels": int(r.model.get("num_labels", 2))}
-    results: Dict[str, Any] = {"recipe": r.name, "task": task, "root": str(root), "data": {k: v for k, v in r.data.items()},
+    results: dict[str, Any] = {"recipe": r.name, "task": task, "root": str(root), "data": {k: v for k, v in r.data.items()},
                                "fast_config": r.fast_config.to_dict(), "runs": {}}
     metric = "f1" if task == "question-answering" else "accuracy"
 
@@ -293,7 +292,7 @@ def run_recipe(recipe: Union[str, Path], *, overrides: Optional[Dict[str, Any]] 
     return results
 
 
-def format_report(results: Dict[str, Any], metric: str, backends: Sequence[str] = ("native", "onnxruntime")) -> str:
+def format_report(results: dict[str, Any], metric: str, backends: Sequence[str] = ("native", "onnxruntime")) -> str:
     nan = float("nan")
     head = f"| run | fp32 {metric} | " + " | ".join(f"int8 {b} {metric}" for b in backends) + \
            " | sparsity | block | latency native / onnxruntime (ms) |"

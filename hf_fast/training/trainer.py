@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 import torch
 from transformers import Trainer
@@ -36,7 +36,7 @@ class FastTrainer(Trainer):
     """
 
     def __init__(self, model=None, args=None, *pos, teacher=None,
-                 fast_config: Union[FastConfig, Dict[str, Any], str, os.PathLike, None] = None, **kwargs):
+                 fast_config: FastConfig | dict[str, Any] | str | os.PathLike | None = None, **kwargs):
         if fast_config is None:
             fast_config = FastConfig()
         elif isinstance(fast_config, dict):
@@ -66,7 +66,7 @@ class FastTrainer(Trainer):
         from hf_fast.save import attach_to_model
 
         attach_to_model(model, self)  # model.save_fast(dir), model.push_to_hub(repo) with the fast artifact
-        self._hf_fast_resume_dir: Optional[str] = None
+        self._hf_fast_resume_dir: str | None = None
         if teacher is not None:
             teacher.eval()
             for p in teacher.parameters():
@@ -107,7 +107,7 @@ class FastTrainer(Trainer):
                 cb.resume_dir = self._hf_fast_resume_dir
 
     # -- logging ------------------------------------------------------------------------------------------
-    def log(self, logs: Dict[str, float], start_time: Optional[float] = None) -> None:
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if not any(k.startswith(("eval_", "test_")) for k in logs):
             cb = self.pruning_callback
             if cb._layers is not None:
@@ -118,16 +118,16 @@ class FastTrainer(Trainer):
         super().log(logs, start_time)
 
     # -- save / Hub ---------------------------------------------------------------------------------------
-    def save_fast(self, save_directory: Optional[str] = None, calibration_dataset=None, **kwargs):
+    def save_fast(self, save_directory: str | None = None, calibration_dataset=None, **kwargs):
         """Fast artifact + ``save_pretrained`` files + tokenizer + card in one folder (default
         ``<output_dir>/fast``); calibration from the train dataset, block and metrics from this run."""
         record_on_model(self.model, self.pruning_callback)
         return self.model.save_fast(save_directory or os.path.join(self.args.output_dir, "fast"),
                                     calibration_dataset, **kwargs)
 
-    def push_to_hub(self, commit_message: Optional[str] = "End of training", blocking: bool = True,
-                    token: Optional[str] = None, revision: Optional[str] = None, private: Optional[bool] = None,
-                    repo_id: Optional[str] = None, calibration_dataset=None, measure_speed: bool = True, **kwargs):
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None,
+                    repo_id: str | None = None, calibration_dataset=None, measure_speed: bool = True, **kwargs):
         """Upload the fast folder (weights + int8 ONNX artifact + tokenizer + card with sparsity, accuracy and
         speed) to ``repo_id`` (default ``args.hub_model_id``, else the name of ``output_dir``). Returns the
         CommitInfo. ``blocking`` is accepted for signature compatibility; the upload is always synchronous."""
@@ -142,7 +142,7 @@ class FastTrainer(Trainer):
                                   calibration_dataset=calibration_dataset, measure_speed=measure_speed, **kwargs)
 
     # -- loss ---------------------------------------------------------------------------------------------
-    def _teacher_inputs(self, inputs: Dict[str, Any]) -> Dict[str, Any]:
+    def _teacher_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         drop = {"labels", "start_positions", "end_positions", "num_items_in_batch"}
         return {k: v for k, v in inputs.items()
                 if k not in drop and (self._teacher_takes_kwargs or k in self._teacher_params)
