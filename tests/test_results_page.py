@@ -117,3 +117,38 @@ def test_plot_script_draws_every_speed_entry(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(bad), encoding="utf-8")
     with pytest.raises(ValueError, match="has no 'command'"):
         mod.load(tmp_path / "bad.json")
+
+
+def _history_log():
+    spec = importlib.util.spec_from_file_location("history_log", BENCH / "history_log.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_history_log_appends_at_the_end_of_its_section_and_keeps_everything(tmp_path):
+    log = _history_log()
+    nb = tmp_path / "HISTORY.md"
+    old = "# H\n\n## Kernels (issue 4)\n\n### 2026-11-25 — a\n\nrow a\n\n## Exporter round trip (issue 3)\n\nx\n"
+    nb.write_text(old, encoding="utf-8")
+    log.append_entry("## Kernels (issue 4)", "### 2026-12-06 — b\n\nrow b\n", nb)
+    new = nb.read_text(encoding="utf-8")
+    assert new == old.replace("row a\n\n## Exporter", "row a\n\n### 2026-12-06 — b\n\nrow b\n\n## Exporter")
+    log.append_entry("## Exporter round trip (issue 3)", "### c\n", nb)  # the last section
+    assert nb.read_text(encoding="utf-8") == new + "\n### c\n"
+    log.append_entry("## New topic", "### d\n", nb)  # a section not there yet goes at the end
+    assert nb.read_text(encoding="utf-8").endswith("x\n\n### c\n\n## New topic\n\n### d\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["HISTORY.md"]  # no temporary file left
+    with pytest.raises(ValueError, match="'## ' heading"):
+        log.append_entry("Kernels", "### e\n", nb)
+
+
+def test_benchmark_scripts_write_to_the_notebook_not_the_results_page():
+    """bench_gemm.py and export_roundtrip.py --write-results append dated entries to HISTORY.md; RESULTS.md holds
+    only the current figures (before the split they rewrote RESULTS.md, export_roundtrip its whole section)."""
+    log = _history_log()
+    assert log.HISTORY == BENCH / "HISTORY.md"
+    for script in ("bench_gemm.py", "export_roundtrip.py"):
+        src = (BENCH / script).read_text(encoding="utf-8")
+        assert "from history_log import append_entry" in src and "append_entry(SECTION" in src, script
+        assert '"RESULTS.md"' not in src, script
