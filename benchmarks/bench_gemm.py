@@ -1,7 +1,7 @@
 """Block-sparse int8 GEMM of hf-fast vs ONNX Runtime's int8 GEMM (MatMulInteger, u8 x s8) on
 DistilBERT layer shapes, same weights, A/B runs interleaved in one process; medians.
 
-    .venv/bin/python benchmarks/bench_gemm.py            # full grid, appends to benchmarks/RESULTS.md
+    .venv/bin/python benchmarks/bench_gemm.py            # full grid, appends to benchmarks/HISTORY.md
     .venv/bin/python benchmarks/bench_gemm.py --quick    # M=128, 0/80% sparsity
     .venv/bin/python benchmarks/bench_gemm.py --bits 7 --threads 1 --blocks 4x1 1x4 dense
 
@@ -24,6 +24,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from history_log import append_entry  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 
 from hf_fast import native  # noqa: E402
 
@@ -86,7 +88,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--reps", type=int, default=11)
     ap.add_argument("--min-time", type=float, default=0.05, help="seconds per A/B pair at least")
-    ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/HISTORY.md")
     args = ap.parse_args(argv)
     tokens = args.tokens or ([128] if args.quick else [128, 384])
     sparsities = args.sparsity or ([0.0, 0.8] if args.quick else [0.0, 0.5, 0.7, 0.8, 0.9])
@@ -117,11 +119,13 @@ def main(argv=None):
                         with native.num_threads(th):
                             if not np.array_equal(sw.matmul(a), exact):
                                 raise SystemExit(f"hf-fast MISMATCH vs numpy at M={m} {n}x{k} {block} {sp}")
-                            t_ours, t_ort = interleaved(lambda: sw.matmul(a), lambda: sess.run(None, feed),
+                            t_ours, t_ort = interleaved(lambda sw=sw, a=a: sw.matmul(a),
+                                                        lambda sess=sess, feed=feed: sess.run(None, feed),
                                                         args.reps, args.min_time)
                         ops = 2.0 * m * n * k
-                        row = (f"| {m} | {n}x{k} | {bits} | {block} | {sw.kernel} | {sp:.0%} | {th} | {t_ours * 1e3:.3f} | {t_ort * 1e3:.3f} | "
-                               f"{t_ort / t_ours:.2f}x | {ops / t_ours / 1e9:.0f} | {ops / t_ort / 1e9:.0f} | {ort_bad:.1%} |")
+                        row = (f"| {m} | {n}x{k} | {bits} | {block} | {sw.kernel} | {sp:.0%} | {th} | "
+                               f"{t_ours * 1e3:.3f} | {t_ort * 1e3:.3f} | {t_ort / t_ours:.2f}x | "
+                               f"{ops / t_ours / 1e9:.0f} | {ops / t_ort / 1e9:.0f} | {ort_bad:.1%} |")
                         rows.append(row)
                         print(row, flush=True)
     # packed sizes at 80%
@@ -152,17 +156,7 @@ def main(argv=None):
             "cannot saturate). kernel: hf-fast's variant (avx2-s7 = vpmaddubsw on 7-bit weights, avx2-s16 = "
             "int16 vpmaddwd).",
             "", hdr, sep, *rows, "", *size_lines, ""])
-        path = HERE / "RESULTS.md"
-        text = path.read_text() if path.exists() else "# Benchmark results\n"
-        if SECTION not in text:
-            text = text.rstrip("\n") + f"\n\n{SECTION}\n\n"
-        # append at the end of our section (before the next '## ' heading)
-        i = text.index(SECTION) + len(SECTION)
-        j = text.find("\n## ", i)
-        j = len(text) if j < 0 else j
-        text = text[:j].rstrip("\n") + "\n\n" + block_text + text[j:]
-        path.write_text(text)
-        print(f"appended to {path}")
+        print(f"appended to {append_entry(SECTION, block_text)}")
 
 
 if __name__ == "__main__":
