@@ -129,7 +129,6 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-@subcommand("export", "export a checkpoint to a sparse int8 ONNX fast artifact")(_export_args)
 def _check_export_paths(a: argparse.Namespace) -> list:
     """Every path and number of `hf-fast export`, checked before the model loads (seconds) so that a typo
     fails at once. Returns the calibration samples."""
@@ -153,6 +152,7 @@ def _check_export_paths(a: argparse.Namespace) -> list:
     return read_calibration_file(a.calibration, a.task, limit=a.num_calibration)
 
 
+@subcommand("export", "export a checkpoint to a sparse int8 ONNX fast artifact")(_export_args)
 def _export(a: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     samples = _check_export_paths(a)
