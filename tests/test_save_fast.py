@@ -11,12 +11,15 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+import hub_server as _hub_server  # noqa: E402
 from _export_helpers import SENTENCES, encode, tiny_model, tokenizer  # noqa: E402
-from hub_server import TOKEN, hub, hub_server  # noqa: E402,F401  (fixtures)
+from hub_server import TOKEN  # noqa: E402
 
 import hf_fast  # noqa: E402
 from hf_fast.export.artifact import sha256_file  # noqa: E402
 from hf_fast.runtime import FastModelForSequenceClassification, FastModelForTokenClassification  # noqa: E402
+
+hub, hub_server = _hub_server.hub, _hub_server.hub_server  # pytest fixtures
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +78,9 @@ def _fixed_rounds(native, onnxruntime):
 def test_save_fast_speed_only_when_asked(tmp_path, tok, monkeypatch):
     """measure_speed=True puts the interleaved-rounds figures on the card, with threads, shape and machine;
     rounds that disagree by more than 10% leave them off with a note."""
-    import hf_fast.bench
     from huggingface_hub import ModelCard
+
+    import hf_fast.bench
 
     model = tiny_model("bert", "text-classification", tok.vocab_size)
     monkeypatch.setattr(hf_fast.bench, "interleaved_rounds", _fixed_rounds([2.0] * 5, [5.0, 5.1, 4.9, 5.0, 5.0]))
