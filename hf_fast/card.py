@@ -12,6 +12,7 @@ with the default backend (the native engine) and with ONNX Runtime.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -29,16 +30,19 @@ UNNAMED_DATASET = "unnamed evaluation set"
 
 def round_metric(v: Any) -> Any:
     """4 significant digits, never rounding the integer part (0.873456 -> 0.8735, 87.3456 -> 87.35,
-    12345.6 -> 12346.0); ints, bools, strings and non-finite floats as they are."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or isinstance(v, int):
+    12345.6 -> 12346.0); integers as int; bools, strings and non-finite floats as they are."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
         return v
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    v = float(v)  # numpy scalars too: the YAML holds plain numbers
     if not math.isfinite(v) or v == 0:
-        return float(v)
-    return round(float(v), max(0, 3 - math.floor(math.log10(abs(v)))))
+        return v
+    return round(v, max(0, 3 - math.floor(math.log10(abs(v)))))
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def split_metrics(metrics: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[str, Any]]]:

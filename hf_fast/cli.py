@@ -6,6 +6,7 @@ so `bench`, `train`, ... can be added without touching the others.
     hf-fast export --model PATH --task TASK --out DIR --calibration FILE [--overwrite] [--block 4x1] ...
     hf-fast bench DIR_OR_REPO [--batch-sizes 1 8] [--seq-lengths 32 128] [--plot bench.png] [--json out.json]
     hf-fast train RECIPE.yaml [--max-steps N] [--out DIR] [--train-limit N] [--eval-limit N] [--push-to-hub REPO]
+                              [--measure-speed]
     hf-fast push DIR REPO_ID [--private] [--revision BRANCH]
 """
 from __future__ import annotations

@@ -156,6 +156,8 @@ def test_train_cli_runs_a_recipe(tmp_path, capsys, task):
     card = ModelCard.load(folder / "README.md")
     names = {r.metric_name for r in card.data.eval_results}
     assert {f"{metric} (int8, hf-fast engine)", f"{metric} (int8, ONNX Runtime)", f"{metric} (fp32, PyTorch)"} <= names
+    assert metric not in names  # the fp32 score once, under its fp32 name
+    assert card.text.count("| sparsity_reached |") == 1 and "| sparsity |" not in card.text
     assert "Speed: not measured" in card.text  # hf-fast train times nothing unless --measure-speed
     assert "| student_distilled |" in (tmp_path / "out" / "report.md").read_text()
     assert main(["train", str(tmp_path / "missing.yaml")]) == 1

@@ -277,7 +277,10 @@ def run_recipe(recipe: str | Path, *, overrides: dict[str, Any] | None = None,
                 log(f"[{name}] speed not reported: the timing rounds varied by {100 * speed['spread']:.0f}%")
         from hf_fast.hub import write_model_card
 
-        card_metrics = {k: v for k, v in run.items() if isinstance(v, (int, float)) and k not in ("steps", "time_s")}
+        # each figure once: the fp32 scores under the fp32_ names save_fast recorded them with, and no "sparsity"
+        # (the card has it as sparsity_reached, from the same masks)
+        card_metrics = {(f"fp32_{k}" if k in ev else k): v for k, v in run.items()
+                        if isinstance(v, (int, float)) and k not in ("steps", "time_s", "sparsity")}
         write_model_card(folder, metrics=card_metrics, speed=speed)
     results["time_s"] = round(time.time() - t_all, 1)
 
