@@ -226,6 +226,7 @@ def _bench(a: argparse.Namespace) -> int:
     print(f"{a.model}: isa={info['isa']} threads={a.threads or info['threads']} cpu={info.get('cpu')}")
     print(format_table(rows))
     if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)  # as --plot does
         Path(a.json).write_text(json.dumps({"model": str(a.model), "native": info, "rows": rows}, indent=2))
     if a.plot:
         isa = info["isa"]
