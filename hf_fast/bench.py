@@ -137,9 +137,10 @@ def plot(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     s_fix, b_fix = max(ss), min(bs)
     for n in names:
-        pts = sorted((r["batch_size"], r["latency_ms"]) for r in rows if r["runtime"] == n and r["sequence_length"] == s_fix)
+        mine = [r for r in rows if r["runtime"] == n]
+        pts = sorted((r["batch_size"], r["latency_ms"]) for r in mine if r["sequence_length"] == s_fix)
         axes[0].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=n)
-        pts = sorted((r["sequence_length"], r["latency_ms"]) for r in rows if r["runtime"] == n and r["batch_size"] == b_fix)
+        pts = sorted((r["sequence_length"], r["latency_ms"]) for r in mine if r["batch_size"] == b_fix)
         axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=n)
     axes[0].set(xlabel="batch size", ylabel="latency (ms, median)", title=f"sequence length {s_fix}")
     axes[1].set(xlabel="sequence length", ylabel="latency (ms, median)", title=f"batch size {b_fix}")
@@ -156,16 +157,76 @@ def plot(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -
     return path
 
 
-def quick_speed(folder: str | Path, batch_size: int = 1, sequence_length: int = 128, iterations: int = 10,
-                threads: int | None = None) -> dict[str, Any]:
-    """A small latency measurement for the model card: {"latency_ms": {runtime: ms}, shapes, threads, isa}."""
+# ------------------------------------------------------------------ speed for the model card
+SPEED_ROUNDS = 5      # at least this many rounds: a median over fewer says little
+MAX_SPREAD = 0.10     # rounds further apart than this (relative to their median): no figure on the card
+
+
+def interleaved_rounds(runners: Mapping[str, Callable[[], Any]], rounds: int = SPEED_ROUNDS, iterations: int = 10,
+                       warmup: int = 2, clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Time the runners in ``rounds`` rounds; in each, they take turns run by run (A B A B ...), ``iterations``
+    timed runs each. Returns {runner: [median ms of round 1, round 2, ...]}. ``warmup`` untimed turns first."""
+    for _ in range(warmup):
+        for run in runners.values():
+            run()
+    out: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(rounds):
+        times: dict[str, list[float]] = {k: [] for k in runners}
+        for _ in range(iterations):
+            for name, run in runners.items():
+                t0 = clock()
+                run()
+                times[name].append((clock() - t0) * 1e3)
+        for name, ts in times.items():
+            out[name].append(statistics.median(ts))
+    return out
+
+
+def _spread(xs: Sequence[float]) -> float:
+    med = statistics.median(xs)
+    return (max(xs) - min(xs)) / med if med > 0 else float("inf")
+
+
+def summarize_rounds(per_round: Mapping[str, Sequence[float]], max_spread: float = MAX_SPREAD) -> dict[str, Any]:
+    """Median latency per runtime over the rounds, the median per-round speed-up of "native" over "onnxruntime",
+    and ``spread``: the largest (max - min) / median over the rounds of any runtime's latency or of the speed-up.
+    ``stable`` is spread <= max_spread: rounds that disagree more mean the machine was busy while measuring."""
+    if not per_round or any(len(v) < 1 for v in per_round.values()):
+        raise ValueError("no timing rounds to summarize")
+    lat = {k: round(statistics.median(v), 4) for k, v in per_round.items()}
+    series = [list(v) for v in per_round.values()]
+    speedup = None
+    if {"native", "onnxruntime"} <= set(per_round):
+        ratios = [o / n for o, n in zip(per_round["onnxruntime"], per_round["native"], strict=True)]
+        speedup = round(statistics.median(ratios), 4)
+        series.append(ratios)
+    spread = max(_spread(s) for s in series)
+    return {"latency_ms": lat, "speedup": speedup, "rounds": len(series[0]), "spread": round(spread, 4),
+            "max_spread": max_spread, "stable": bool(spread <= max_spread)}
+
+
+def quick_speed(folder: str | Path, batch_size: int = 1, sequence_length: int = 128, rounds: int = SPEED_ROUNDS,
+                iterations: int = 10, threads: int | None = None, max_spread: float = MAX_SPREAD,
+                time_rounds: Callable[..., Mapping[str, Sequence[float]]] | None = None) -> dict[str, Any]:
+    """The speed figures for a model card: the hf-fast engine and ONNX Runtime, both on ``threads`` threads
+    (default: the engine's), timed interleaved (``interleaved_rounds``, or ``time_rounds`` with its signature).
+    -> summarize_rounds(...) + {"batch_size", "sequence_length", "iterations", "threads", "cpu", "isa"}."""
     import hf_fast
     from hf_fast.export.artifact import load_fast_config
 
+    if rounds < SPEED_ROUNDS:
+        raise ValueError(f"rounds must be >= {SPEED_ROUNDS} (a median over fewer rounds says little), got {rounds}")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    folder = Path(folder)
     fc = load_fast_config(folder, verify=False)
     seq = min(int(sequence_length), int(fc.get("max_sequence_length") or fc["max_position_embeddings"]))
-    rows = bench_folder(folder, [batch_size], [seq], iterations=iterations, warmup=1, threads=threads, progress=False)
     info = hf_fast.native_info()
-    return {"latency_ms": {r["runtime"]: r["latency_ms"] for r in rows}, "batch_size": batch_size,
-            "sequence_length": seq, "iterations": iterations, "threads": threads or info.get("threads"),
-            "isa": info.get("isa")}
+    threads = int(threads or info["threads"])
+    runners = _runners(folder, fc, ("native", "onnxruntime"), threads, None)
+    feeds = make_inputs(fc, batch_size, seq)
+    timer = time_rounds or interleaved_rounds  # looked up now, so tests can substitute the module's function
+    per_round = timer({k: (lambda run=run: run(feeds)) for k, run in runners.items()}, rounds=rounds,
+                      iterations=iterations)
+    return {**summarize_rounds(per_round, max_spread), "batch_size": int(batch_size), "sequence_length": seq,
+            "iterations": iterations, "threads": threads, "cpu": info.get("cpu"), "isa": info.get("isa")}

@@ -1,10 +1,12 @@
 """`hf-fast` command line. Subcommands register themselves in SUBCOMMANDS (name -> (add_arguments, run)),
 so `bench`, `train`, ... can be added without touching the others.
 
+    hf-fast --version
     hf-fast info [--json]
-    hf-fast export --model PATH --task TASK --out DIR [--calibration FILE] [--block 4x1] ...
+    hf-fast export --model PATH --task TASK --out DIR --calibration FILE [--overwrite] [--block 4x1] ...
     hf-fast bench DIR_OR_REPO [--batch-sizes 1 8] [--seq-lengths 32 128] [--plot bench.png] [--json out.json]
     hf-fast train RECIPE.yaml [--max-steps N] [--out DIR] [--train-limit N] [--eval-limit N] [--push-to-hub REPO]
+                              [--measure-speed]
     hf-fast push DIR REPO_ID [--private] [--revision BRANCH]
 """
 from __future__ import annotations
@@ -53,27 +55,36 @@ def read_calibration_file(path: str, task: str, limit: int | None = None) -> lis
     sentence, question+context or tokens), SQuAD-format .json (question, context pairs), .tsv (first
     column, header line skipped if it is 'sentence...')."""
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"calibration file {path!r} is a directory, not a file")
     if not p.is_file():
         raise FileNotFoundError(f"calibration file {path!r} does not exist")
     suffix = p.suffix.lower()
-    if suffix == ".jsonl":
-        items = [json.loads(l) for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
-    elif suffix == ".json":
-        obj = json.loads(p.read_text(encoding="utf-8"))
-        if isinstance(obj, dict) and "data" in obj:  # SQuAD format
-            items = [{"question": qa["question"], "context": para["context"]}
-                     for art in obj["data"] for para in art["paragraphs"] for qa in para["qas"]]
-        elif isinstance(obj, list):
-            items = obj
+    try:
+        if suffix == ".jsonl":
+            items = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        elif suffix == ".json":
+            obj = json.loads(p.read_text(encoding="utf-8"))
+            if isinstance(obj, dict) and "data" in obj:  # SQuAD format
+                items = [{"question": qa["question"], "context": para["context"]}
+                         for art in obj["data"] for para in art["paragraphs"] for qa in para["qas"]]
+            elif isinstance(obj, list):
+                items = obj
+            else:
+                raise ValueError("expected a JSON list of samples or SQuAD-format data")
+        elif suffix == ".tsv":
+            lines = [line.split("\t")[0] for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+            items = lines[1:] if lines and lines[0].lower().startswith("sentence") else lines
         else:
-            raise ValueError(f"{path}: expected a JSON list of samples or SQuAD-format data")
-    elif suffix == ".tsv":
-        lines = [l.split("\t")[0] for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
-        items = lines[1:] if lines and lines[0].lower().startswith("sentence") else lines
-    else:
-        items = [l.strip() for l in p.read_text(encoding="utf-8", errors="replace").splitlines() if l.strip()]
+            items = [line.strip() for line in p.read_text(encoding="utf-8", errors="replace").splitlines()
+                     if line.strip()]
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(f"calibration file {path!r} cannot be read: {what}") from exc
     if limit is not None:
         items = items[:limit]
+    if not items:
+        raise ValueError(f"calibration file {path!r} holds no samples")
     return items
 
 
@@ -113,26 +124,48 @@ def _export_args(p: argparse.ArgumentParser) -> None:
                    help="SmoothQuant migration strength in [0, 1] for the int8 Linear inputs, or 'none' "
                         "(default: the exporter's, hf_fast.export.DEFAULT_SMOOTH_QUANT)")
     p.add_argument("--keep-fp32", action="store_true", help="also write model_fp32.onnx")
-    p.add_argument("--no-overwrite", action="store_true", help="fail if --out already holds an artifact")
+    p.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
+                   help="replace the hf-fast artifact already in --out (atomically; a folder holding other files is "
+                        "never replaced). Default: refuse to replace it")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def _check_export_paths(a: argparse.Namespace) -> list:
+    """Every path and number of `hf-fast export`, checked before the model loads (seconds) so that a typo
+    fails at once. Returns the calibration samples."""
+    from hf_fast.export.artifact import check_out_dir
+    from hf_fast.export.tasks import normalize_task
+
+    if a.calibration is None:
+        raise ValueError("static int8 quantization calibrates on real samples: pass --calibration FILE "
+                         "(.txt one text per line, .jsonl, SQuAD .json or .tsv)")
+    for flag, v in (("--num-calibration", a.num_calibration), ("--max-length", a.max_length)):
+        if v < 1:
+            raise ValueError(f"{flag} must be >= 1, got {v}")
+    model = Path(a.model)
+    if not model.is_dir() or not (model / "config.json").is_file():
+        raise FileNotFoundError(f"--model {a.model!r} is not a local transformers checkpoint (no config.json)")
+    if a.tokenizer is not None and not Path(a.tokenizer).is_dir():
+        raise FileNotFoundError(f"--tokenizer {a.tokenizer!r} is not a directory")
+    if a.task is not None:
+        normalize_task(a.task)
+    check_out_dir(Path(a.out), a.overwrite)
+    return read_calibration_file(a.calibration, a.task, limit=a.num_calibration)
 
 
 @subcommand("export", "export a checkpoint to a sparse int8 ONNX fast artifact")(_export_args)
 def _export(a: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    samples = _check_export_paths(a)
     from hf_fast.export import export, load_model_for_task
 
-    if a.calibration is None:
-        raise ValueError("static int8 quantization calibrates on real samples: pass --calibration FILE "
-                         "(.txt one text per line, .jsonl, SQuAD .json or .tsv)")
     model, task = load_model_for_task(a.model, a.task)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(a.tokenizer or a.model)
-    samples = read_calibration_file(a.calibration, task, limit=a.num_calibration)
     out = export(model, tok, a.out, calibration_dataset=samples, task=task, block=a.block,
                  calibration_method=a.calibration_method, max_length=a.max_length, keep_fp32=a.keep_fp32,
-                 overwrite=not a.no_overwrite, progress=not a.quiet, reduce_range=a.reduce_range,
+                 overwrite=a.overwrite, progress=not a.quiet, reduce_range=a.reduce_range,
                  quantize_attention=a.quantize_attention,
                  **({} if a.smooth_quant == "default" else {"smooth_quant": a.smooth_quant}))
     fc = json.loads((Path(out) / "fast_config.json").read_text())
@@ -143,6 +176,20 @@ def _export(a: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ bench
+def _check_writable_file(path: str, flag: str) -> None:
+    """Fail now, not after the work, when `path` cannot be written (a directory, or no writable ancestor)."""
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{flag} {path!r} is a directory, not a file")
+    probe = p.parent
+    while not probe.exists():  # plot() creates missing parent folders
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"{flag} {path!r}: {str(probe)!r} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {path!r}: no write permission in {str(probe)!r}")
+
+
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="fast folder (hf_fast.save_fast / hf-fast export) or Hub repo id")
     p.add_argument("--batch-sizes", "-b", type=int, nargs="+", default=[1, 8], help="default: 1 8")
@@ -167,6 +214,11 @@ def _bench(a: argparse.Namespace) -> int:
     from hf_fast.bench import bench_folder, format_table, plot
     from hf_fast.hub import resolve_artifact
 
+    for flag, path in (("--plot", a.plot), ("--json", a.json)):
+        if path is not None:
+            _check_writable_file(path, flag)
+    if a.pytorch is not None and not Path(a.pytorch).is_dir():
+        raise FileNotFoundError(f"--pytorch {a.pytorch!r} is not a directory")
     folder = resolve_artifact(a.model, revision=a.revision, artifact_only="pytorch" not in a.runtimes)
     rows = bench_folder(folder, a.batch_sizes, a.seq_lengths, runtimes=a.runtimes, iterations=a.iterations,
                         warmup=a.warmup, threads=a.threads, pytorch=a.pytorch, progress=not a.quiet)
@@ -174,6 +226,7 @@ def _bench(a: argparse.Namespace) -> int:
     print(f"{a.model}: isa={info['isa']} threads={a.threads or info['threads']} cpu={info.get('cpu')}")
     print(format_table(rows))
     if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)  # as --plot does
         Path(a.json).write_text(json.dumps({"model": str(a.model), "native": info, "rows": rows}, indent=2))
     if a.plot:
         isa = info["isa"]
@@ -194,7 +247,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparsity", type=float, default=None, help="override fast_config.sparsity")
     p.add_argument("--no-distill-baseline", action="store_true", help="also prune a student without distillation")
     p.add_argument("--skip-export", action="store_true", help="stop after training (no int8 folder, no int8 eval)")
-    p.add_argument("--no-speed", action="store_true", help="do not time the engine / ONNX Runtime for the card")
+    p.add_argument("--measure-speed", action=argparse.BooleanOptionalAction, default=False,
+                   help="time the engine and ONNX Runtime (interleaved rounds) for the report and the card "
+                        "(default: off)")
+    p.add_argument("--no-speed", dest="measure_speed", action="store_false", help=argparse.SUPPRESS)  # old spelling
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the distilled student's folder")
     p.add_argument("--token", default=None, help="Hub token for --push-to-hub (default: the stored one)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -209,7 +265,7 @@ def _train(a: argparse.Namespace) -> int:
     res = run_recipe(a.recipe, base_dir=a.base_dir, teacher=a.teacher, max_steps=a.max_steps, out=a.out,
                      train_limit=a.train_limit, eval_limit=a.eval_limit, block=a.block, sparsity=a.sparsity,
                      no_distill_baseline=a.no_distill_baseline, skip_export=a.skip_export,
-                     measure_speed=not a.no_speed, push_to_hub=a.push_to_hub, token=a.token, progress=not a.quiet)
+                     measure_speed=a.measure_speed, push_to_hub=a.push_to_hub, token=a.token, progress=not a.quiet)
     print(f"results: {Path(res['root']) / 'results.json'}  report: {Path(res['root']) / 'report.md'}")
     return 0
 
@@ -236,7 +292,10 @@ def _push(a: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
+    import hf_fast
+
     ap = argparse.ArgumentParser(prog="hf-fast", description="Block-sparse int8 BERT-family models on CPUs")
+    ap.add_argument("--version", action="version", version=f"hf-fast {hf_fast.__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_, add_args, run) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
@@ -253,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(a._run(a) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
-            NotImplementedError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+            PermissionError, NotImplementedError, RuntimeError) as exc:
         print(f"hf-fast {a.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -22,7 +22,6 @@ ARTIFACT_IGNORE_PATTERNS = ["*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt",
                             "*.pickle", "model_fp32.onnx", "training_args*", "optimizer*", "scheduler*", "rng_state*"]
 # never uploaded: pickles (torch.save'd training state) and hidden temp files
 UPLOAD_IGNORE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", ".*", "**/.*"]
-HUB_TAG = "hf-fast"
 
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w\-.]{0,95}/)?[A-Za-z0-9][\w\-.]{0,95}$")
 _TRUE = {"1", "on", "yes", "true"}
@@ -106,92 +105,24 @@ def resolve_artifact(path_or_repo: str | os.PathLike, *, revision: str | None = 
 
 
 # ------------------------------------------------------------------ model card
-def _yaml_list(key: str, items: Iterable[str]) -> list[str]:
-    items = [i for i in items if i]
-    return [f"{key}:"] + [f"- {i}" for i in items] if items else []
-
-
-def front_matter(fc: Mapping[str, Any], *, transformers_weights: bool, base_model: str | None = None,
-                 datasets: Iterable[str] = (), license: str | None = None) -> str:
-    """Hub metadata: the ``hf-fast`` tag, the pipeline tag and, for a folder that also holds
-    ``model.safetensors``, ``library_name: transformers`` (the folder loads there too)."""
-    tags = [HUB_TAG, "onnx", "int8", "sparse"]
-    if fc.get("block") and fc["block"] != "1x1":
-        tags.append(f"block-sparse-{fc['block']}")
-    tags += [fc.get("model_type", ""), fc.get("task", "")]
-    lines = ["---", f"library_name: {'transformers' if transformers_weights else HUB_TAG}",
-             f"pipeline_tag: {fc['task']}"]
-    lines += _yaml_list("tags", dict.fromkeys(t for t in tags if t))
-    if base_model and looks_like_repo_id(base_model):
-        lines.append(f"base_model: {base_model}")
-    lines += _yaml_list("datasets", datasets)
-    if license:
-        lines.append(f"license: {license}")
-    lines.append("---")
-    return "\n".join(lines) + "\n"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
-    return str(v)
-
-
-def results_table(fc: Mapping[str, Any], metrics: Mapping[str, Any] | None = None,
-                  speed: Mapping[str, Any] | None = None) -> str:
-    """The sparsity / accuracy / speed summary at the top of the card."""
-    sp = fc.get("sparsity") or {}
-    rows = [("block shape", fc.get("block") or "dense"),
-            ("zero blocks, encoder Linears", f"{100 * float(sp.get('overall', 0.0)):.2f}%"),
-            ("zero weights, encoder Linears", f"{100 * float(fc.get('element_sparsity', 0.0)):.2f}%"),
-            ("weights / activations", "int8 / uint8 (static, QDQ)")]
-    for k, v in (metrics or {}).items():
-        rows.append((k, _fmt(v)))
-    lines = ["## Results", "", "| | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    if speed and speed.get("latency_ms"):
-        lat = speed["latency_ms"]
-        base = lat.get("onnxruntime")
-        lines += ["", f"Latency, batch {speed.get('batch_size', 1)} x sequence {speed.get('sequence_length')}, "
-                      f"{speed.get('threads', '?')} thread(s), {speed.get('isa', '?')} (median of "
-                      f"{speed.get('iterations', '?')} runs, measured when the folder was saved):", "",
-                  "| runtime | latency (ms) | speed-up vs ONNX Runtime |", "|---|---|---|"]
-        for name, ms in lat.items():
-            up = f"{base / ms:.2f}x" if base and ms else "-"
-            lines.append(f"| {name} | {ms:.2f} | {up} |")
-    else:
-        lines += ["", "Speed: not measured (run `hf-fast bench` on this folder)."]
-    return "\n".join(lines) + "\n"
-
-
 def write_model_card(folder: str | Path, metrics: Mapping[str, Any] | None = None,
                      speed: Mapping[str, Any] | None = None, base_model: str | None = None,
-                     datasets: Iterable[str] = (), license: str | None = None) -> Path:
-    """(Re)write ``README.md`` of a fast folder: front matter, results table, then the exporter's card."""
-    from hf_fast.export.artifact import model_card
+                     datasets: Iterable[str] = (), license: str | None = None,
+                     eval_dataset: str | None = None) -> Path:
+    """(Re)write ``README.md`` of a fast folder (hf_fast.card.build_model_card: ModelCard metadata with the
+    metrics as model-index, then the card). ``speed`` is hf_fast.bench.quick_speed's result, or None."""
+    from hf_fast.card import build_model_card
 
     folder = Path(folder)
     fc = _read_fc(folder)
-    body = model_card(fc)
     weights = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
-    use = ""
-    if weights:
-        use = ("\nThe same folder is a transformers checkpoint (`model.safetensors`, `config.json`): "
-               f"`transformers.{_auto_class(fc['task'])}.from_pretrained(path)` loads the pruned fp32 model, "
-               "`onnxruntime.InferenceSession(path + '/model.onnx')` runs the int8 graph.\n")
-    text = (front_matter(fc, transformers_weights=weights, base_model=base_model, datasets=datasets, license=license)
-            + "\n" + body.split("\n", 1)[0] + "\n\n" + results_table(fc, metrics, speed) + use + "\n"
-            + body.split("\n", 1)[1].lstrip("\n"))
+    card = build_model_card(fc, metrics=metrics, speed=speed, transformers_weights=weights, base_model=base_model,
+                            datasets=datasets, license=license, eval_dataset=eval_dataset)
     p = folder / "README.md"
     tmp = folder / ".README.md.tmp"
-    tmp.write_text(text, encoding="utf-8")
+    card.save(tmp)
     os.replace(tmp, p)  # atomic: the card is the old one or the new one
     return p
-
-
-def _auto_class(task: str) -> str:
-    from hf_fast.export.tasks import TASKS
-
-    return str(TASKS[task]["auto_class"])
 
 
 def _read_fc(folder: Path) -> dict[str, Any]:

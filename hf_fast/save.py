@@ -45,13 +45,14 @@ def _sparsity_metrics(model) -> dict[str, Any]:
 def save_fast(model, tokenizer, save_directory: str | os.PathLike, calibration_dataset: Any = None, *,
               task: str | None = None, block: str | None = None, metrics: Mapping[str, Any] | None = None,
               measure_speed: bool = False, overwrite: bool = True, progress: bool = True,
-              base_model: str | None = None, datasets=(), **export_kwargs) -> Path:
+              base_model: str | None = None, datasets=(), eval_dataset: str | None = None, **export_kwargs) -> Path:
     """Write ``save_directory`` = fast artifact (``hf_fast.export``) + ``model.save_pretrained`` files + tokenizer
     + a Hub model card (front matter with the ``hf-fast`` tag, sparsity/accuracy/speed table).
 
     Args are those of ``hf_fast.export`` (calibration_dataset is required: static int8 calibrates on real
-    samples), plus ``metrics`` (accuracy figures for the card), ``measure_speed`` (time the engine and ONNX
-    Runtime on the saved folder for the card), ``base_model``/``datasets`` (card metadata).
+    samples), plus ``metrics`` (accuracy figures for the card, as model-index), ``measure_speed`` (time the
+    engine and ONNX Runtime on the saved folder for the card: hf_fast.bench.quick_speed, off unless asked for),
+    ``base_model``/``datasets``/``eval_dataset`` (card metadata; eval_dataset names the set the metrics come from).
     ``block`` defaults to the one FastTrainer recorded on the model. Returns the folder's path.
     """
     from hf_fast.export import artifact, export
@@ -80,7 +81,8 @@ def save_fast(model, tokenizer, save_directory: str | os.PathLike, calibration_d
         if base_model is None:
             nop = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
             base_model = nop if nop and not os.path.exists(nop) else None
-        write_model_card(tmp, metrics=metrics, speed=speed, base_model=base_model, datasets=datasets)
+        write_model_card(tmp, metrics=metrics, speed=speed, base_model=base_model, datasets=datasets,
+                         eval_dataset=eval_dataset)
     return out
 
 
@@ -153,7 +155,7 @@ def _bound_save_fast(model, save_directory, calibration_dataset=None, *, num_cal
 
 def _bound_push_to_hub(model, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
                        token: str | bool | None = None, revision: str | None = None, create_pr: bool = False,
-                       calibration_dataset=None, measure_speed: bool = True, **save_kwargs):
+                       calibration_dataset=None, measure_speed: bool = False, **save_kwargs):
     """``model.push_to_hub(repo_id)`` attached by FastTrainer: save_fast into a temporary folder, then upload it
     (weights, fast artifact, tokenizer, card). Returns huggingface_hub's CommitInfo."""
     from hf_fast.hub import push_fast_folder
@@ -175,7 +177,7 @@ def attach_to_model(model, trainer) -> None:
 
 def push_to_hub(model, tokenizer, repo_id: str, calibration_dataset: Any = None, *, token=None,
                 private: bool | None = None, revision: str | None = None, commit_message: str | None = None,
-                create_pr: bool = False, measure_speed: bool = True, **save_kwargs):
+                create_pr: bool = False, measure_speed: bool = False, **save_kwargs):
     """``hf_fast.push_to_hub(model, tok, "user/repo", calibration_dataset=...)``: save_fast + upload."""
     from hf_fast.hub import push_fast_folder
 

@@ -127,7 +127,8 @@ def _tiny_recipe(tmp_path, task):
         for name, rows in (("train.tsv", SENTENCES * 2), ("dev.tsv", SENTENCES)):
             (d / name).write_text("sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(rows)))
         data = {"format": "sst2-tsv", "path": str(d), "max_length": 32}
-    recipe = {"name": "tiny", "task": "question-answering" if task == "question-answering" else "sequence-classification",
+    recipe = {"name": "tiny",
+              "task": "question-answering" if task == "question-answering" else "sequence-classification",
               "model": {"student": str(ck), "teacher": None, "num_labels": 2}, "data": data,
               "training_args": {"output_dir": "out/student", "per_device_train_batch_size": 8,
                                 "learning_rate": 1e-3, "use_cpu": True, "disable_tqdm": True},
@@ -140,7 +141,7 @@ def _tiny_recipe(tmp_path, task):
 @pytest.mark.parametrize("task", ["text-classification", "question-answering"])
 def test_train_cli_runs_a_recipe(tmp_path, capsys, task):
     recipe = _tiny_recipe(tmp_path, task)
-    rc = main(["train", str(recipe), "--base-dir", str(tmp_path), "--max-steps", "2", "--no-speed", "-q"])
+    rc = main(["train", str(recipe), "--base-dir", str(tmp_path), "--max-steps", "2", "-q"])
     assert rc == 0, capsys.readouterr().err
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     metric = "f1" if task == "question-answering" else "accuracy"
@@ -150,7 +151,14 @@ def test_train_cli_runs_a_recipe(tmp_path, capsys, task):
     assert run["block"] == "4x1"
     folder = tmp_path / "out" / "student_distilled_fast"
     assert (folder / "model.onnx").is_file() and (folder / "model.safetensors").is_file()
-    assert f"int8_native_{metric}" in (folder / "README.md").read_text()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(folder / "README.md")
+    names = {r.metric_name for r in card.data.eval_results}
+    assert {f"{metric} (int8, hf-fast engine)", f"{metric} (int8, ONNX Runtime)", f"{metric} (fp32, PyTorch)"} <= names
+    assert metric not in names  # the fp32 score once, under its fp32 name
+    assert card.text.count("| sparsity_reached |") == 1 and "| sparsity |" not in card.text
+    assert "Speed: not measured" in card.text  # hf-fast train times nothing unless --measure-speed
     assert "| student_distilled |" in (tmp_path / "out" / "report.md").read_text()
     assert main(["train", str(tmp_path / "missing.yaml")]) == 1
 
@@ -179,3 +187,122 @@ def test_export_quantize_attention_flag(tmp_path, capsys):
             capsys.readouterr().err
         q = json.loads((out / "fast_config.json").read_text())["quantization"]
         assert q["quantize_attention"] is on and q["num_quantized_attention_matmuls"] == (4 if on else 0)
+
+
+# ------------------------------------------------------------------ --version, hints, early checks, progress
+def test_version(capsys):
+    import hf_fast
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hf-fast {hf_fast.__version__}"
+
+
+def _flags() -> set[str]:
+    import argparse
+
+    ap = build_parser()
+    parsers = [ap] + list(ap._subparsers._group_actions[0].choices.values())
+    return {o for p in parsers for a in p._actions if not isinstance(a, argparse._SubParsersAction)
+            for o in a.option_strings}
+
+
+def test_hints_name_only_flags_that_exist():
+    """Every `--flag` the package's messages, docstrings and comments mention is a real flag: of `hf-fast`, or
+    of the benchmark scripts' parsers that hf_fast.training.run_recipe.add_pruning_arguments fills."""
+    import re
+    from pathlib import Path
+
+    import hf_fast
+
+    flags = _flags()
+    assert {"--overwrite", "--no-overwrite", "--version", "--calibration", "--measure-speed"} <= flags
+    named = {}
+    for f in Path(hf_fast.__file__).parent.rglob("*.py"):
+        text = f.read_text(encoding="utf-8")
+        flags |= set(re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", text))
+        for m in re.finditer(r"(?<![\w-])--[a-z][a-z0-9-]*", text):
+            named.setdefault(m.group(0), f.name)
+    assert "--overwrite" in named and "--calibration" in named  # the pattern finds the hints
+    assert {k: v for k, v in named.items() if k not in flags} == {}
+
+
+def test_train_speed_is_opt_in():
+    p = build_parser()
+    assert p.parse_args(["train", "r.yaml"]).measure_speed is False
+    assert p.parse_args(["train", "r.yaml", "--measure-speed"]).measure_speed is True
+    assert p.parse_args(["train", "r.yaml", "--no-speed"]).measure_speed is False  # the old spelling still parses
+
+
+def test_paths_checked_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """Bad --calibration / --out / --tokenizer / numbers fail with a clear message, without loading any model."""
+    import hf_fast.bench
+    import hf_fast.export
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the paths were checked")
+
+    monkeypatch.setattr(hf_fast.export, "load_model_for_task", no_load)
+    monkeypatch.setattr(hf_fast.bench, "bench_folder", no_load)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "config.json").write_text("{}")  # enough for the early checks; never loaded
+    cal = tmp_path / "cal.txt"
+    cal.write_text("a sentence\n")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "bad.json").write_text("[1, 2")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("mine")
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "fast_config.json").write_text("{}")
+    o = str(tmp_path / "o")
+    cases = [
+        (["-o", o, "--calibration", str(tmp_path / "missing.txt")], "missing.txt' does not exist"),
+        (["-o", o, "--calibration", str(tmp_path)], "is a directory"),
+        (["-o", o, "--calibration", str(tmp_path / "empty.txt")], "holds no samples"),
+        (["-o", o, "--calibration", str(tmp_path / "bad.json")], "bad.json' cannot be read"),
+        (["-o", str(tmp_path / "afile"), "--calibration", str(cal)], "is a file"),
+        (["-o", str(tmp_path / "theirs"), "--calibration", str(cal), "--overwrite"],
+         "refusing to replace unrelated files"),
+        (["-o", str(art), "--calibration", str(cal)], "--overwrite"),
+        (["-o", o, "--calibration", str(cal), "--tokenizer", str(tmp_path / "nope")], "--tokenizer"),
+        (["-o", o, "--calibration", str(cal), "--num-calibration", "0"], "--num-calibration"),
+        (["-o", o, "--calibration", str(cal), "--task", "translation"], "unsupported task"),
+    ]
+    for args, msg in cases:
+        assert main(["export", "-m", str(ck), "-q"] + args) == 1, args
+        err = capsys.readouterr().err
+        assert err.startswith("hf-fast export: error:") and msg in err, (args, err)
+    with pytest.raises(AssertionError, match="loaded before"):  # all fine: reaches the (patched) loader
+        main(["export", "-m", str(ck), "-q", "-o", o, "--calibration", str(cal)])
+    assert (tmp_path / "theirs" / "notes.txt").read_text() == "mine" and not (tmp_path / "o").exists()
+    # bench: the output files are checked before measuring
+    assert main(["bench", str(tmp_path / "nofolder"), "--json", str(tmp_path), "-q"]) == 1
+    assert "--json" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path / "nofolder"), "--plot", str(tmp_path / "afile" / "b.png"), "-q"]) == 1
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_export_overwrite_flag_and_progress(tmp_path, capsys):
+    """An existing artifact is replaced only with --overwrite; the trace and quantize steps show progress on
+    stderr, each bar closed (own line) before anything else is printed."""
+    ck, cal = _checkpoint_and_calibration(tmp_path, "text-classification")
+    out = tmp_path / "art"
+    assert main(["export", "-m", str(ck), "-o", str(out), "--calibration", str(cal), "-q"]) == 0
+    capsys.readouterr()
+    before = (out / "fast_config.json").read_text()
+    again = ["export", "-m", str(ck), "-o", str(out), "--calibration", str(cal), "--block", "1x4"]
+    assert main(again + ["-q"]) == 1
+    assert "--overwrite" in capsys.readouterr().err and (out / "fast_config.json").read_text() == before
+    assert main(again + ["--overwrite"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads((out / "fast_config.json").read_text())["block"] == "1x4"
+    err = cap.err
+    for name in ("ONNX trace (fp32)", "int8 calibration + quantization"):
+        assert f"{name}: 00:0" in err and ", done\n" in err.split(name, 1)[1], err
+    assert err.index("ONNX trace (fp32)") < err.index("int8 calibration + quantization")
+    assert err.endswith("\n")  # the last bar is closed: what follows starts on a line of its own
+    assert cap.out.startswith("wrote ")

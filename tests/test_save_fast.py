@@ -11,12 +11,15 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+import hub_server as _hub_server  # noqa: E402
 from _export_helpers import SENTENCES, encode, tiny_model, tokenizer  # noqa: E402
-from hub_server import TOKEN, hub, hub_server  # noqa: E402,F401  (fixtures)
+from hub_server import TOKEN  # noqa: E402
 
 import hf_fast  # noqa: E402
 from hf_fast.export.artifact import sha256_file  # noqa: E402
 from hf_fast.runtime import FastModelForSequenceClassification, FastModelForTokenClassification  # noqa: E402
+
+hub, hub_server = _hub_server.hub, _hub_server.hub_server  # pytest fixtures
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +56,43 @@ def test_save_fast_loads_everywhere(tmp_path, tok):
     assert np.abs(ort_logits - ref.numpy()).max() < 0.05
     fm = FastModelForTokenClassification.from_pretrained(out)
     assert (fm(**enc).logits - ref).abs().max().item() < 0.05
-    card = (out / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: token-classification\ntags:\n- hf-fast")
-    assert "| eval_f1 | 0.5000 |" in card and "AutoModelForTokenClassification" in card
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "token-classification"
+    assert "hf-fast" in card.data.tags
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("f1", 0.5)]
+    assert "| f1 | 0.5 |" in card.text and "AutoModelForTokenClassification" in card.text
+    assert "Speed: not measured" in card.text  # measure_speed is off unless asked for
+
+
+def _fixed_rounds(native, onnxruntime):
+    """Stands in for hf_fast.bench.interleaved_rounds: fixed per-round medians (ms), after one run of each runner."""
+    def time_rounds(runners, rounds, iterations):
+        for run in runners.values():
+            run()
+        return {"native": list(native), "onnxruntime": list(onnxruntime)}
+    return time_rounds
+
+
+def test_save_fast_speed_only_when_asked(tmp_path, tok, monkeypatch):
+    """measure_speed=True puts the interleaved-rounds figures on the card, with threads, shape and machine;
+    rounds that disagree by more than 10% leave them off with a note."""
+    from huggingface_hub import ModelCard
+
+    import hf_fast.bench
+
+    model = tiny_model("bert", "text-classification", tok.vocab_size)
+    monkeypatch.setattr(hf_fast.bench, "interleaved_rounds", _fixed_rounds([2.0] * 5, [5.0, 5.1, 4.9, 5.0, 5.0]))
+    out = hf_fast.save_fast(model, tok, tmp_path / "a", SENTENCES[:4], progress=False, measure_speed=True)
+    text = ModelCard.load(out / "README.md").text
+    info = hf_fast.native_info()
+    assert f"{info['threads']} thread(s), {info['cpu']} ({info['isa']})" in text and "batch 1 x sequence 64" in text
+    assert "| hf-fast engine (default) | 2.0 | 2.50x |" in text and "Speed: not" not in text
+    monkeypatch.setattr(hf_fast.bench, "interleaved_rounds", _fixed_rounds([2.0, 2.0, 2.0, 2.0, 60.0], [5.0] * 5))
+    out = hf_fast.save_fast(model, tok, tmp_path / "b", SENTENCES[:4], progress=False, measure_speed=True)
+    text = ModelCard.load(out / "README.md").text
+    assert "Speed: not shown" in text and "varied by" in text and "0.08x" not in text and "latency (ms)" not in text
 
 
 def test_save_fast_is_atomic(tmp_path, tok):
@@ -120,7 +157,11 @@ def test_trained_model_save_fast(trained, tmp_path, tok):
     fm = FastModelForSequenceClassification.from_pretrained(out)
     with torch.no_grad():
         assert (fm(**enc).logits - tm(**enc).logits).abs().max().item() < 0.05
-    assert "sparsity_reached" in (out / "README.md").read_text()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    assert "| sparsity_reached |" in card.text and "| sparsity_target | 50.00% |" in card.text
+    assert "accuracy" in {r.metric_type for r in card.data.eval_results}  # the trainer's eval_accuracy
     out2 = trained.save_fast(str(tmp_path / "fast2"), progress=False)  # the trainer-level spelling
     assert (Path(out2) / "model.safetensors").is_file()
 
@@ -131,9 +172,14 @@ def test_trained_model_push_to_hub(hub, trained, tmp_path, tok):
     assert info.oid == hub.repos["tester/model-push"].branches["main"]
     assert {"model.onnx", "model.safetensors", "fast_config.json", "README.md", "tokenizer.json"} <= set(files)
     card = files["README.md"].decode()
-    assert "- hf-fast" in card and "speed-up vs ONNX Runtime" in card and "| native |" in card
+    assert "- hf-fast" in card and "Speed: not measured" in card  # no timing unless asked for
+    assert "speed-up vs ONNX Runtime" not in card
     # trainer.push_to_hub: repo from args.hub_model_id, token from the call
-    trained.push_to_hub(token=TOKEN, progress=False, measure_speed=False)
+    trained.push_to_hub(token=TOKEN, progress=False)
+    assert "Speed: not measured" in hub.files("tester/trained-fast")["README.md"].decode()
+    import inspect
+
+    assert inspect.signature(hf_fast.push_to_hub).parameters["measure_speed"].default is False
     assert "fast_config.json" in hub.files("tester/trained-fast")
     fm = hf_fast.pipeline("text-classification", model="tester/trained-fast", cache_dir=tmp_path / "c")
     assert len(fm(SENTENCES[:2])) == 2

@@ -10,9 +10,11 @@ Importing this package is cheap; torch/onnxruntime load when `export` runs.
 """
 from __future__ import annotations
 
+import sys as _sys
+import types as _types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from hf_fast.export.artifact import (
     FAST_CONFIG_NAME,
@@ -171,7 +173,7 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
 
     with artifact.atomic_dir(out_dir, overwrite) as tmp:
         fp32 = tmp / MODEL_FP32_NAME
-        info = onnx_export.export_fp32(model, fp32, input_names, output_names, opset=opset)
+        info = onnx_export.export_fp32(model, fp32, input_names, output_names, opset=opset, progress=progress)
         qpath = tmp / MODEL_NAME
         src = fp32
         if smooth_quant is not None:
@@ -287,8 +289,6 @@ def _fast_config(model, task, model_type, input_names, output_names, sp, method,
 
 # `hf_fast.export` names both this package and its main function: make the module itself callable so
 # `hf_fast.export(model, tok, out_dir, ...)` works however the name was first resolved.
-import sys as _sys
-import types as _types
 
 
 class _CallableModule(_types.ModuleType):

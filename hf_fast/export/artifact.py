@@ -165,55 +165,12 @@ def atomic_dir(out_dir: Path, overwrite: bool = True) -> Iterator[Path]:
 
 
 # ------------------------------------------------------------------ model card
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.2f} MiB"
+def model_card(fc: Mapping[str, Any], **card_kwargs: Any) -> str:
+    """README.md text of the artifact ``fc`` describes: hf_fast.card.build_model_card (huggingface_hub ModelCard,
+    metrics as model-index); card_kwargs are its keyword arguments (metrics, speed, datasets, ...)."""
+    from hf_fast.card import build_model_card
 
-
-def model_card(fc: Mapping[str, Any]) -> str:
-    sp = fc["sparsity"]
-    layers = [(k, v) for k, v in sp.items() if k != "overall"]
-    lines = [
-        f"# hf-fast artifact: {fc['architecture']} for {fc['task']}",
-        "",
-        "Sparse int8 ONNX model written by [hf-fast](https://github.com/) (`hf_fast.export`). The same `model.onnx`",
-        "runs in ONNX Runtime and in hf-fast's native engine.",
-        "",
-        "| property | value |",
-        "|---|---|",
-        f"| task | {fc['task']} |",
-        f"| architecture | {fc['architecture']} (model_type `{fc['model_type']}`) |",
-        f"| layers / hidden / heads / FFN | {fc['num_layers']} / {fc['hidden_size']} / {fc['num_heads']} / "
-        f"{fc['intermediate_size']} |",
-        f"| block shape | {fc['block'] or 'dense'} |",
-        f"| zero blocks, encoder Linears (overall) | {100 * sp['overall']:.2f}% |",
-        f"| zero weights, encoder Linears | {100 * fc['element_sparsity']:.2f}% |",
-        f"| quantization | {fc['quantization']['format']}: weights {fc['quantization']['weights']}, activations "
-        f"{fc['quantization']['activations']}; {fc['quantization']['calibration_method']} calibration on "
-        f"{fc['quantization']['calibration_size']} samples"
-        + ("; attention MatMuls int8 too" if fc["quantization"].get("quantize_attention") else "") + " |",
-        f"| model.onnx size | {_mb(fc['files'][MODEL_NAME]['bytes'])} |",
-    ]
-    if MODEL_FP32_NAME in fc["files"]:
-        lines.append(f"| model_fp32.onnx size | {_mb(fc['files'][MODEL_FP32_NAME]['bytes'])} |")
-    lines.append(f"| ISA tuned for | {fc['isa_tuned_for']} |")
-    metrics = fc.get("metrics") or {}
-    if metrics:
-        lines += ["", "## Measured", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in metrics.items()]
-    else:
-        lines += ["", "Accuracy and speed: not measured at export time."]
-    lines += ["", "## Sparsity per layer (fraction of zero blocks)", "", "| layer | zero blocks |", "|---|---|"]
-    lines += [f"| `{k}` | {100 * v:.2f}% |" for k, v in layers]
-    cls = {"text-classification": "FastModelForSequenceClassification",
-           "question-answering": "FastModelForQuestionAnswering",
-           "token-classification": "FastModelForTokenClassification"}[fc["task"]]
-    lines += ["", "## Use", "", "```python",
-              f"from hf_fast.runtime import {cls}",
-              "from transformers import AutoTokenizer",
-              f"model = {cls}.from_pretrained(path)  # backend=\"onnxruntime\"",
-              "tok = AutoTokenizer.from_pretrained(path)",
-              "```", ""]
-    return "\n".join(lines)
+    return str(build_model_card(fc, **card_kwargs))
 
 
 # ------------------------------------------------------------------ load / verify

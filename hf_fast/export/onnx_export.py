@@ -134,8 +134,17 @@ def _normalise_graph(model_proto) -> dict[str, str]:
 
 
 def export_fp32(model, path: Path, input_names: list[str], output_names: list[str], opset: int = OPSET,
-                check_tol: float = 1e-3) -> OnnxExportInfo:
-    """Trace `model` to `path` (fp32 ONNX, dynamic batch and sequence axes) and self-check it."""
+                check_tol: float = 1e-3, progress: bool = False) -> OnnxExportInfo:
+    """Trace `model` to `path` (fp32 ONNX, dynamic batch and sequence axes) and self-check it; ``progress``
+    shows the step and its elapsed time (it takes 15 s and more for a BERT-base)."""
+    from hf_fast.export.progress import step
+
+    with step("ONNX trace (fp32)", enabled=progress):
+        return _export_fp32(model, path, input_names, output_names, opset, check_tol)
+
+
+def _export_fp32(model, path: Path, input_names: list[str], output_names: list[str], opset: int,
+                 check_tol: float) -> OnnxExportInfo:
     import onnx
     import torch
 

@@ -171,11 +171,14 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: list[dict[str, np.ndarr
     root = logging.getLogger()
     old = root.level
     root.setLevel(logging.ERROR)  # quantize_static warns about pre-processing on every call
+    from hf_fast.export.progress import step
+
     try:
-        quantize_static(str(fp32_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=bool(reduce_range),
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_quantize=nodes + attention, calibrate_method=cal, extra_options=extra)
+        with step("int8 calibration + quantization", enabled=progress):  # the batches' own bar shows below
+            quantize_static(str(fp32_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=bool(reduce_range),
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_quantize=nodes + attention, calibrate_method=cal, extra_options=extra)
     finally:
         root.setLevel(old)
     if not quantize_residuals:

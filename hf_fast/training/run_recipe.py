@@ -179,7 +179,7 @@ def run_recipe(recipe: str | Path, *, overrides: dict[str, Any] | None = None,
                max_steps: int | None = None, out: str | Path | None = None,
                train_limit: int | None = None, eval_limit: int | None = None, block: str | None = None,
                sparsity: float | None = None, no_distill_baseline: bool = False, skip_export: bool = False,
-               backends: Sequence[str] = ("native", "onnxruntime"), measure_speed: bool = True,
+               backends: Sequence[str] = ("native", "onnxruntime"), measure_speed: bool = False,
                push_to_hub: str | None = None, token: str | None = None, progress: bool = True,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``recipe`` end to end and return the results (also written to results.json / report.md)."""
@@ -207,7 +207,7 @@ def run_recipe(recipe: str | Path, *, overrides: dict[str, Any] | None = None,
     log(f"[data] {data}")
     auto = _auto(task)
     head_kw = {} if task == "question-answering" else {"num_labels": int(r.model.get("num_labels", 2))}
-    results: dict[str, Any] = {"recipe": r.name, "task": task, "root": str(root), "data": {k: v for k, v in r.data.items()},
+    results: dict[str, Any] = {"recipe": r.name, "task": task, "root": str(root), "data": dict(r.data),
                                "fast_config": r.fast_config.to_dict(), "runs": {}}
     metric = "f1" if task == "question-answering" else "accuracy"
 
@@ -271,10 +271,16 @@ def run_recipe(recipe: str | Path, *, overrides: dict[str, Any] | None = None,
             from hf_fast.bench import quick_speed
 
             speed = quick_speed(folder, sequence_length=int(r.data.get("max_length", 128)))
-            run["latency_ms"] = speed["latency_ms"]
+            if speed["stable"]:  # rounds that disagreed (a busy machine) give no figure, here or on the card
+                run["latency_ms"] = speed["latency_ms"]
+            else:
+                log(f"[{name}] speed not reported: the timing rounds varied by {100 * speed['spread']:.0f}%")
         from hf_fast.hub import write_model_card
 
-        card_metrics = {k: v for k, v in run.items() if isinstance(v, (int, float)) and k not in ("steps", "time_s")}
+        # each figure once: the fp32 scores under the fp32_ names save_fast recorded them with, and no "sparsity"
+        # (the card has it as sparsity_reached, from the same masks)
+        card_metrics = {(f"fp32_{k}" if k in ev else k): v for k, v in run.items()
+                        if isinstance(v, (int, float)) and k not in ("steps", "time_s", "sparsity")}
         write_model_card(folder, metrics=card_metrics, speed=speed)
     results["time_s"] = round(time.time() - t_all, 1)
 

@@ -127,10 +127,11 @@ class FastTrainer(Trainer):
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
                     token: str | None = None, revision: str | None = None, private: bool | None = None,
-                    repo_id: str | None = None, calibration_dataset=None, measure_speed: bool = True, **kwargs):
-        """Upload the fast folder (weights + int8 ONNX artifact + tokenizer + card with sparsity, accuracy and
-        speed) to ``repo_id`` (default ``args.hub_model_id``, else the name of ``output_dir``). Returns the
-        CommitInfo. ``blocking`` is accepted for signature compatibility; the upload is always synchronous."""
+                    repo_id: str | None = None, calibration_dataset=None, measure_speed: bool = False, **kwargs):
+        """Upload the fast folder (weights + int8 ONNX artifact + tokenizer + card with sparsity, accuracy and,
+        with measure_speed=True, speed) to ``repo_id`` (default ``args.hub_model_id``, else the name of
+        ``output_dir``). Returns the CommitInfo. ``blocking`` is accepted for signature compatibility; the upload
+        is always synchronous."""
         from hf_fast.save import _bound_push_to_hub
 
         record_on_model(self.model, self.pruning_callback)
