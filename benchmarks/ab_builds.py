@@ -49,7 +49,8 @@ def main(argv=None):
             times[name].append(float(out.strip().splitlines()[-1]))
     print(f"{a.model} {a.shape}, {a.threads} thread(s), {a.rounds} rounds x {a.seconds} s")
     for name, ts in times.items():
-        print(f"{name}: median {statistics.median(ts):.3f} ms  min {min(ts):.3f}  all {' '.join(f'{t:.2f}' for t in ts)}")
+        print(f"{name}: median {statistics.median(ts):.3f} ms  min {min(ts):.3f}  "
+              f"all {' '.join(f'{t:.2f}' for t in ts)}")
 
 
 if __name__ == "__main__":

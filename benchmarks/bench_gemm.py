@@ -117,11 +117,13 @@ def main(argv=None):
                         with native.num_threads(th):
                             if not np.array_equal(sw.matmul(a), exact):
                                 raise SystemExit(f"hf-fast MISMATCH vs numpy at M={m} {n}x{k} {block} {sp}")
-                            t_ours, t_ort = interleaved(lambda: sw.matmul(a), lambda: sess.run(None, feed),
+                            t_ours, t_ort = interleaved(lambda sw=sw, a=a: sw.matmul(a),
+                                                        lambda sess=sess, feed=feed: sess.run(None, feed),
                                                         args.reps, args.min_time)
                         ops = 2.0 * m * n * k
-                        row = (f"| {m} | {n}x{k} | {bits} | {block} | {sw.kernel} | {sp:.0%} | {th} | {t_ours * 1e3:.3f} | {t_ort * 1e3:.3f} | "
-                               f"{t_ort / t_ours:.2f}x | {ops / t_ours / 1e9:.0f} | {ops / t_ort / 1e9:.0f} | {ort_bad:.1%} |")
+                        row = (f"| {m} | {n}x{k} | {bits} | {block} | {sw.kernel} | {sp:.0%} | {th} | "
+                               f"{t_ours * 1e3:.3f} | {t_ort * 1e3:.3f} | {t_ort / t_ours:.2f}x | "
+                               f"{ops / t_ours / 1e9:.0f} | {ops / t_ort / 1e9:.0f} | {ort_bad:.1%} |")
                         rows.append(row)
                         print(row, flush=True)
     # packed sizes at 80%

@@ -170,10 +170,12 @@ def main(argv=None):
     t_export = time.time() - t0
     fast = load_fast_model(art, backend="onnxruntime", num_threads=a.threads)
     r, g = compare_cls(model, fast, tok, eval_s, max_length=128)
-    _, gn = compare_cls(model, load_fast_model(art, backend="native", num_threads=a.threads), tok, eval_s, max_length=128)
+    native_model = load_fast_model(art, backend="native", num_threads=a.threads)
+    _, gn = compare_cls(model, native_model, tok, eval_s, max_length=128)
     # the same file with ONNX Runtime's graph optimisations off: DequantizeLinear -> fp32 MatMul, i.e. the
     # exact arithmetic of the QDQ graph (what the engine computes), without ORT's int8 kernels
-    exact = load_fast_model(art, backend="onnxruntime", num_threads=a.threads, graph_optimization_level="ORT_DISABLE_ALL")
+    exact = load_fast_model(art, backend="onnxruntime", num_threads=a.threads,
+                            graph_optimization_level="ORT_DISABLE_ALL")
     _, ge = compare_cls(model, exact, tok, eval_s, max_length=128)
     def both_runtimes(name, **export_kw):
         """Export a variant of the artifact; its logits in ONNX Runtime and in the engine."""
@@ -273,7 +275,8 @@ def write_results(res, a):
                            ("same file, hf-fast native engine", mm["variants"]["native_engine"]),
                            ("`reduce_range=True` export (7-bit weights), ORT int8 kernels",
                             mm["variants"]["reduce_range_ort"]),
-                           ("`reduce_range=True` export, hf-fast native engine", mm["variants"]["reduce_range_native"]))],
+                           ("`reduce_range=True` export, hf-fast native engine",
+                            mm["variants"]["reduce_range_native"]))],
         "",
         f"Engine vs ONNX Runtime on the same file: argmax agreement **{100 * mm['engine_vs_ort']['agreement']:.2f}%**, "
         f"max abs logit diff {mm['engine_vs_ort']['max_abs_logit_diff']:.4f} (reduce_range file: "

@@ -348,7 +348,8 @@ def main(argv=None):
               f"{v['exact_match']:.2f} / {v['f1']:.2f} | "
               f"{v.get('int8_native_exact_match', nan):.2f} / {v.get('int8_native_f1', nan):.2f} | "
               f"{v.get('int8_onnxruntime_exact_match', nan):.2f} / {v.get('int8_onnxruntime_f1', nan):.2f} | "
-              f"{v.get('engine_vs_ort_answer_agreement', nan):.2f}% | {v.get('engine_vs_ort_max_logit_diff', nan):.3g} |")
+              f"{v.get('engine_vs_ort_answer_agreement', nan):.2f}% | "
+              f"{v.get('engine_vs_ort_max_logit_diff', nan):.3g} |")
     print(f"\n{len(ev_ex)} questions ({len(eval_ds)} features) of {eval_set}; train {len(tr_ex)} questions "
           f"({len(train_ds)} features); max_length {ml}, doc_stride {stride}; wall {results['wall_s'] / 60:.1f} min")
     print(f"results: {out_json}")

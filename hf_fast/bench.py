@@ -137,9 +137,10 @@ def plot(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     s_fix, b_fix = max(ss), min(bs)
     for n in names:
-        pts = sorted((r["batch_size"], r["latency_ms"]) for r in rows if r["runtime"] == n and r["sequence_length"] == s_fix)
+        mine = [r for r in rows if r["runtime"] == n]
+        pts = sorted((r["batch_size"], r["latency_ms"]) for r in mine if r["sequence_length"] == s_fix)
         axes[0].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=n)
-        pts = sorted((r["sequence_length"], r["latency_ms"]) for r in rows if r["runtime"] == n and r["batch_size"] == b_fix)
+        pts = sorted((r["sequence_length"], r["latency_ms"]) for r in mine if r["batch_size"] == b_fix)
         axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=n)
     axes[0].set(xlabel="batch size", ylabel="latency (ms, median)", title=f"sequence length {s_fix}")
     axes[1].set(xlabel="sequence length", ylabel="latency (ms, median)", title=f"batch size {b_fix}")

@@ -57,7 +57,7 @@ def read_calibration_file(path: str, task: str, limit: int | None = None) -> lis
         raise FileNotFoundError(f"calibration file {path!r} does not exist")
     suffix = p.suffix.lower()
     if suffix == ".jsonl":
-        items = [json.loads(l) for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
+        items = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     elif suffix == ".json":
         obj = json.loads(p.read_text(encoding="utf-8"))
         if isinstance(obj, dict) and "data" in obj:  # SQuAD format
@@ -68,10 +68,10 @@ def read_calibration_file(path: str, task: str, limit: int | None = None) -> lis
         else:
             raise ValueError(f"{path}: expected a JSON list of samples or SQuAD-format data")
     elif suffix == ".tsv":
-        lines = [l.split("\t")[0] for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
+        lines = [line.split("\t")[0] for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
         items = lines[1:] if lines and lines[0].lower().startswith("sentence") else lines
     else:
-        items = [l.strip() for l in p.read_text(encoding="utf-8", errors="replace").splitlines() if l.strip()]
+        items = [line.strip() for line in p.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     if limit is not None:
         items = items[:limit]
     return items

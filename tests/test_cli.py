@@ -127,7 +127,8 @@ def _tiny_recipe(tmp_path, task):
         for name, rows in (("train.tsv", SENTENCES * 2), ("dev.tsv", SENTENCES)):
             (d / name).write_text("sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(rows)))
         data = {"format": "sst2-tsv", "path": str(d), "max_length": 32}
-    recipe = {"name": "tiny", "task": "question-answering" if task == "question-answering" else "sequence-classification",
+    recipe = {"name": "tiny",
+              "task": "question-answering" if task == "question-answering" else "sequence-classification",
               "model": {"student": str(ck), "teacher": None, "num_labels": 2}, "data": data,
               "training_args": {"output_dir": "out/student", "per_device_train_batch_size": 8,
                                 "learning_rate": 1e-3, "use_cpu": True, "disable_tqdm": True},

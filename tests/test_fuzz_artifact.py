@@ -422,7 +422,8 @@ def test_failed_loads_do_not_grow_memory(micro, scratch):
     bad = {
         "truncated": micro["bert"]["bytes"][: len(micro["bert"]["bytes"]) // 2],
         # a layer whose FFN weight lies about its width: refused after the engine has packed earlier linears
-        "graph": apply_graph(model, [("init_resize", i, 0, 0.0, [], 3, "Add") for i in range(len(model.graph.initializer))
+        "graph": apply_graph(model, [("init_resize", i, 0, 0.0, [], 3, "Add")
+                                     for i in range(len(model.graph.initializer))
                                      if numpy_helper.to_array(model.graph.initializer[i]).dtype == np.int8][-1:])
         .SerializeToString(),
     }

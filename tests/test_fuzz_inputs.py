@@ -216,7 +216,8 @@ def test_fuzz_native_kernels():
                 assert out.shape == (np.shape(a)[0], 8)
         elif which == "quantize":
             x = data.draw(f32())
-            out = _check(lambda: native.quantize_u8(x, data.draw(FLOATS), data.draw(st.sampled_from([-1, 0, 7, 255, 256]))))
+            scale, zp = data.draw(FLOATS), data.draw(st.sampled_from([-1, 0, 7, 255, 256]))
+            out = _check(lambda: native.quantize_u8(x, scale, zp))
             if out is not None:
                 assert out.shape == x.shape and out.dtype == np.uint8
         elif which == "gelu":

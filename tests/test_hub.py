@@ -16,7 +16,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from _export_helpers import SENTENCES, encode, tiny_model, tokenizer  # noqa: E402
-from hub_server import TOKEN, hub, hub_server  # noqa: E402,F401  (fixtures)
+from hub_server import TOKEN  # noqa: E402
+from huggingface_hub.errors import HfHubHTTPError  # noqa: E402
 
 import hf_fast  # noqa: E402
 from hf_fast.hub import HubArtifactNotFoundError, push_fast_folder, resolve_artifact  # noqa: E402
@@ -52,7 +53,8 @@ def test_push_and_download_roundtrip(hub, folders, tok, tmp_path):
     info = push_fast_folder(v1, "tester/tiny-fast", token=TOKEN)
     assert info.oid == hub.repos["tester/tiny-fast"].branches["main"]
     files = hub.files("tester/tiny-fast")
-    assert {"model.onnx", "fast_config.json", "config.json", "model.safetensors", "README.md", "tokenizer.json"} <= set(files)
+    assert {"model.onnx", "fast_config.json", "config.json", "model.safetensors", "README.md",
+            "tokenizer.json"} <= set(files)
     assert files["model.onnx"] == (v1 / "model.onnx").read_bytes()
     assert not any(n.endswith((".bin", ".pkl", ".pt")) for n in files)
     routes = {(m, p.split("/tester/")[0]) for m, p in hub.requests}
@@ -122,7 +124,7 @@ def test_private_repo_needs_token(hub, folders, tmp_path):
         resolve_artifact("tester/private", cache_dir=tmp_path / "a")
     p = resolve_artifact("tester/private", cache_dir=tmp_path / "b", token=TOKEN)
     assert (p / "model.onnx").is_file()
-    with pytest.raises(Exception):  # a token the server does not know cannot write
+    with pytest.raises(HfHubHTTPError):  # a token the server does not know cannot write
         push_fast_folder(v1, "tester/private", token="hf_wrong")
     with pytest.raises(HubArtifactNotFoundError, match="no such repo"):
         resolve_artifact("tester/missing", cache_dir=tmp_path / "c", token=TOKEN)

@@ -128,7 +128,8 @@ def test_quantize_near_rounding_boundaries_is_exact(isa):
             near.append(np.nextafter(near[-3], np.float32(np.inf)))
             near.append(np.nextafter(near[-3], np.float32(-np.inf)))
         x = np.concatenate(near + [rng.normal(0, 300, 4001).astype(np.float32) * scale,
-                                   (np.float32([1023.5, 1024.5, -1023.5, -1024.5, 4e6 + 0.5]) * np.float64(scale)).astype(np.float32),
+                                   (np.float32([1023.5, 1024.5, -1023.5, -1024.5, 4e6 + 0.5])
+                                    * np.float64(scale)).astype(np.float32),
                                    np.float32([0, -0.0, 1e30, -1e30, np.inf, -np.inf, 1e-40, -1e-40])])
         x = x[np.isfinite(x) | np.isinf(x)].astype(np.float32)
         rng.shuffle(x)
@@ -278,9 +279,9 @@ def test_u8_segment_output_is_bit_exact_quantize_of_each_segment(isa, block, m, 
     q = lin.forward_u8_segments(a, 0.0123, 101, segs)
     third = n // 3
     for i, (scale, zp) in enumerate(segs):
-        np.testing.assert_array_equal(q[:, i * third:(i + 1) * third],
-                                      native.quantize_u8(np.ascontiguousarray(y[:, i * third:(i + 1) * third]), scale, zp,
-                                                         isa=isa))
+        cols = slice(i * third, (i + 1) * third)
+        np.testing.assert_array_equal(q[:, cols], native.quantize_u8(np.ascontiguousarray(y[:, cols]), scale, zp,
+                                                                     isa=isa))
     assert len(np.unique(q)) > 3
 
 

@@ -39,8 +39,8 @@ def test_text_classification(arts, tok):
     p, model = arts["text-classification"]
     pipe = hf_fast.pipeline("text-classification", model=str(p))
     out = pipe(SENTENCES[:4])
-    assert [o["label"] for o in out] == [model.config.id2label[int(i)] for i in
-                                         model(**tok(SENTENCES[:4], padding=True, return_tensors="pt")).logits.argmax(-1)]
+    want = model(**tok(SENTENCES[:4], padding=True, return_tensors="pt")).logits.argmax(-1)
+    assert [o["label"] for o in out] == [model.config.id2label[int(i)] for i in want]
     plain = transformers.pipeline("text-classification", model=load_fast_model(p), tokenizer=tok)
     assert [o["label"] for o in plain(SENTENCES[:4])] == [o["label"] for o in out]
     assert len(pipe(SENTENCES[0], top_k=None)) == 3

@@ -53,7 +53,8 @@ def _engine(d, isa="auto", model=None):
 
 def _ort(d, feeds):
     sess = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()}), strict=False))
+    outs = sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})
+    return dict(zip([o.name for o in sess.get_outputs()], outs, strict=True))
 
 
 def _diff(got, ref, mask):
@@ -146,7 +147,8 @@ def test_fake_quantized_scores_are_refused(artifacts):
         _engine(d, model=model)
 
 
-@pytest.mark.parametrize("which,field,value", [("p", "zero_point", 300), ("v", "scale", 0.0), ("q", "scale", float("nan"))])
+@pytest.mark.parametrize("which,field,value", [("p", "zero_point", 300), ("v", "scale", 0.0),
+                                               ("q", "scale", float("nan"))])
 def test_bad_attention_quant_params_are_refused_by_the_c_side(artifacts, which, field, value):
     """The C side checks the parameters it is handed, not only the plan builder (engine_set_layer)."""
     from hf_fast.runtime.plan import build_plan

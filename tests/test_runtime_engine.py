@@ -21,9 +21,9 @@ def tok():
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, tok):
-    """Plain exports (dedicated Q/DQ per MatMul: fp32 residuals, no smoothing), SmoothQuant exports ("bert-smooth", ...: a Mul
-    by a per-channel 1/s in front of every encoder Linear's QuantizeLinear), and for text classification also the
-    shared-Q/DQ layout ("bert-shared", ...) in which the residual Adds read the uint8-rounded tensor."""
+    """Plain exports (dedicated Q/DQ per MatMul: fp32 residuals, no smoothing), SmoothQuant exports ("bert-smooth",
+    ...: a Mul by a per-channel 1/s in front of every encoder Linear's QuantizeLinear), and for text classification
+    also the shared-Q/DQ layout ("bert-shared", ...) in which the residual Adds read the uint8-rounded tensor."""
     from hf_fast.export import export
 
     out = {}
@@ -79,7 +79,8 @@ def test_engine_matches_onnxruntime_on_same_file(artifacts, arch, task, isa):
     for name, r in ref.items():
         g = got[name]
         assert g.shape == r.shape, name
-        valid = feeds["attention_mask"].astype(bool) if g.ndim >= 2 and g.shape[:2] == feeds["input_ids"].shape else None
+        per_token = g.ndim >= 2 and g.shape[:2] == feeds["input_ids"].shape
+        valid = feeds["attention_mask"].astype(bool) if per_token else None
         diff = np.abs(g - r) if valid is None else np.abs(g - r)[valid]
         scale = np.abs(r).max() + 1e-6
         # same int8 weights, activation scales and fake-quantized residuals: only fp32 rounding (GELU, LN,

@@ -115,7 +115,8 @@ def test_wrong_class_backend_and_task(arts):
     (dict(input_ids=np.full((1, 4), -1)), r"must lie in \[0, 30522\)"),
     (dict(input_ids=np.ones((2, 4), np.int64), attention_mask=np.ones((2, 5), np.int64)), "attention_mask shape"),
     (dict(input_ids=np.ones((1, 4), np.int64), attention_mask=np.full((1, 4), 2)), "only 0 and 1"),
-    (dict(input_ids=np.ones((1, 4), np.int64), token_type_ids=np.full((1, 4), 2)), r"token_type_ids must lie in \[0, 2\)"),
+    (dict(input_ids=np.ones((1, 4), np.int64), token_type_ids=np.full((1, 4), 2)),
+     r"token_type_ids must lie in \[0, 2\)"),
     (dict(input_ids=[[1, 2], [3]]), "ragged"),
     (dict(attention_mask=np.ones((1, 4), np.int64)), "input_ids is required"),
 ])

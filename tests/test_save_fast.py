@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from _export_helpers import SENTENCES, encode, tiny_model, tokenizer  # noqa: E402
-from hub_server import TOKEN, hub, hub_server  # noqa: E402,F401  (fixtures)
+from hub_server import TOKEN  # noqa: E402
 
 import hf_fast  # noqa: E402
 from hf_fast.export.artifact import sha256_file  # noqa: E402

@@ -10,9 +10,11 @@ Importing this package is cheap; torch/onnxruntime load when `export` runs.
 """
 from __future__ import annotations
 
+import sys as _sys
+import types as _types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from hf_fast.export.artifact import (
     FAST_CONFIG_NAME,
@@ -287,8 +289,6 @@ def _fast_config(model, task, model_type, input_names, output_names, sp, method,
 
 # `hf_fast.export` names both this package and its main function: make the module itself callable so
 # `hf_fast.export(model, tok, out_dir, ...)` works however the name was first resolved.
-import sys as _sys
-import types as _types
 
 
 class _CallableModule(_types.ModuleType):
