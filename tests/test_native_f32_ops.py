@@ -5,7 +5,7 @@ import torch
 
 from hf_fast import native
 
-ISAS = native.supported_isas()
+ISAS = native.ISA_NAMES  # every name: the ones this CPU lacks skip visibly (conftest.py)
 
 
 @pytest.mark.parametrize("isa", ISAS)
