@@ -35,3 +35,14 @@ def tok():
     from _export_helpers import tokenizer
 
     return tokenizer()
+
+
+@pytest.fixture(scope="session")
+def micro_artifacts(tmp_path_factory) -> dict[str, Path]:
+    """The ~50 KB micro artifacts of _fuzz_helpers.MICRO_KINDS ({arch: folder}: bert text-classification,
+    distilbert question-answering, roberta token-classification), exported once per session. Shared, so read-only:
+    a test that changes files works on a copy (_fuzz_helpers.copy_artifact)."""
+    from _fuzz_helpers import MICRO_KINDS, micro_artifact
+
+    root = tmp_path_factory.mktemp("micro")
+    return {arch: micro_artifact(root / arch, arch, task) for arch, task in MICRO_KINDS}

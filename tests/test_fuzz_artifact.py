@@ -43,11 +43,10 @@ SAMPLE = settings(max_examples=50, derandomize=True, database=None, phases=[Phas
 
 
 @pytest.fixture(scope="module")
-def micro(tmp_path_factory):
-    root = tmp_path_factory.mktemp("micro")
+def micro(micro_artifacts):
     out = {}
-    for arch, task in MICRO_KINDS:
-        d = micro_artifact(root / arch, arch, task)
+    for arch, _ in MICRO_KINDS:
+        d = micro_artifacts[arch]
         out[arch] = {"dir": d, "bytes": (d / "model.onnx").read_bytes(),
                      "fc": (d / "fast_config.json").read_text(), "ref": {}}
         for be in BACKENDS:

@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from _fuzz_helpers import EXAMPLES, VOCAB, acceptable_errors, micro_artifact, rss_bytes, valid_inputs, watchdog
+from _fuzz_helpers import EXAMPLES, VOCAB, acceptable_errors, rss_bytes, valid_inputs, watchdog
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -29,16 +29,11 @@ SPECIAL_INTS = [-(2**63), -(2**31), -1, 0, 1, 2, VOCAB - 1, VOCAB, VOCAB + 1, 2*
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(micro_artifacts):
     from hf_fast.runtime.modeling import load_fast_model
 
-    root = tmp_path_factory.mktemp("micro-in")
-    out = {}
-    for arch, task in (("bert", "text-classification"), ("distilbert", "question-answering"),
-                       ("roberta", "token-classification")):
-        d = micro_artifact(root / arch, arch, task)
-        out[arch] = {be: load_fast_model(d, backend=be) for be in ("native", "onnxruntime")}
-    return out
+    return {arch: {be: load_fast_model(d, backend=be) for be in ("native", "onnxruntime")}
+            for arch, d in micro_artifacts.items()}
 
 
 @st.composite

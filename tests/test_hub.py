@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from _export_helpers import SENTENCES, encode, tiny_model, tokenizer  # noqa: E402
+from _export_helpers import SENTENCES, encode, tiny_model  # noqa: E402
 from hub_server import TOKEN  # noqa: E402
 from huggingface_hub.errors import HfHubHTTPError  # noqa: E402
 
@@ -24,11 +24,6 @@ from hf_fast.hub import HubArtifactNotFoundError, push_fast_folder, resolve_arti
 from hf_fast.runtime import FastModelForSequenceClassification  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from _export_helpers import SENTENCES, calibration_for, tiny_model, tokenizer  # noqa: E402
+from _export_helpers import SENTENCES, calibration_for, tiny_model  # noqa: E402
 
 import hf_fast  # noqa: E402
 from hf_fast.pipelines import QuestionAnsweringPipeline, best_spans  # noqa: E402
 from hf_fast.runtime.modeling import load_fast_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer()
 
 
 @pytest.fixture(scope="module")

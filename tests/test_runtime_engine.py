@@ -5,18 +5,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from _export_helpers import calibration_for, tiny_model, tokenizer
+from _export_helpers import calibration_for, tiny_model
 
 from hf_fast import native
 from hf_fast.runtime.engine import NativeEngine
 from hf_fast.runtime.graph import GraphMatchError
 
 TASKS = ["text-classification", "question-answering", "token-classification"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer()
 
 
 @pytest.fixture(scope="module")

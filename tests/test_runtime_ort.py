@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from _export_helpers import SENTENCES, calibration_for, encode, tiny_model, tokenizer  # noqa: E402
+from _export_helpers import SENTENCES, calibration_for, encode, tiny_model  # noqa: E402
 
 from hf_fast.export import ArtifactError, export  # noqa: E402
 from hf_fast.runtime import (  # noqa: E402
@@ -19,11 +19,6 @@ from hf_fast.runtime import (  # noqa: E402
     FastModelForTokenClassification,
 )
 from hf_fast.runtime.modeling import load_fast_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer()
 
 
 @pytest.fixture(scope="module")
