@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench sanitize fuzz clean install
+.PHONY: demo test lint bench sanitize fuzz clean install
 
 install: $(VENV)/.native-stamp
 
@@ -29,7 +29,11 @@ $(VENV)/.native-stamp: $(VENV)/.deps-stamp $(NATIVE_SRC)
 demo: install
 	$(PY) -m hf_fast.demo
 
-test: install
+# ruff (pinned in requirements.txt; rules in pyproject.toml) before the tests: lint findings fail `make test`
+lint: $(VENV)/.deps-stamp
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	$(PY) -m pytest -q tests
 
 # kernels, then the engine end to end vs ONNX Runtime (fp32, int8 dynamic/static) and PyTorch on the same files
@@ -68,5 +72,5 @@ fuzz: install build/fuzz/fuzz_engine
 	HF_FAST_FUZZ=long $(PY) -m pytest -q -p no:cacheprovider -s tests/test_fuzz_artifact.py tests/test_fuzz_inputs.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info hf_fast/_native*.so hf_fast/_native.c .pytest_cache demo_out benchmarks/out
+	rm -rf $(VENV) build dist *.egg-info hf_fast/_native*.so hf_fast/_native.c .pytest_cache .ruff_cache demo_out benchmarks/out
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

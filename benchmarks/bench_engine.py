@@ -61,10 +61,10 @@ def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), 
         model = DistilBertForSequenceClassification(DistilBertConfig(num_labels=2)).eval()
         layers = find_prunable_linears(model)
         if sp > 0:
-            masks = threshold_masks({n: block_l2(l.weight, "4x1") for n, l in layers.items()}, sp)
+            masks = threshold_masks({n: block_l2(lin.weight, "4x1") for n, lin in layers.items()}, sp)
             with torch.no_grad():
-                for n, l in layers.items():
-                    l.weight.mul_(element_mask(masks[n], "4x1", l.weight))
+                for n, lin in layers.items():
+                    lin.weight.mul_(element_mask(masks[n], "4x1", lin.weight))
         d = workdir / f"distilbert_s{int(sp * 100)}{'_rr' if rr else ''}{'_qa' if quantize_attention else ''}"
         t0 = time.perf_counter()
         export(model, tok, d, calibration_dataset=texts, task="text-classification", block="4x1",
@@ -122,8 +122,8 @@ def main(argv=None) -> int:
                     help="export with ONNX Runtime's reduce_range (7-bit weights: hf-fast's exact avx2-s7 kernels on "
                          "AVX2); ORT always runs the very same file")
     ap.add_argument("--quantize-attention", action="store_true",
-                    help="export with int8 attention (QDQ on q.k^T and p.v): ONNX Runtime static and the engine run the "
-                         "same int8 attention; ORT dynamic quantizes only the weight MatMuls, as always")
+                    help="export with int8 attention (QDQ on q.k^T and p.v): ONNX Runtime static and the engine run "
+                         "the same int8 attention; ORT dynamic quantizes only the weight MatMuls, as always")
     ap.add_argument("--isa", default="auto", help="hf-fast ISA (auto|avx2|avx512vnni|ref); ORT picks its own")
     args = ap.parse_args(argv)
 
@@ -168,13 +168,13 @@ def main(argv=None) -> int:
                 ids = rng.integers(1000, 30000, size=(b, s)).astype(np.int64)
                 mask = np.ones((b, s), np.int64)
                 feeds = {"input_ids": ids, "attention_mask": mask}
-                fns = {"hf-fast": lambda: eng.run(ids, mask)}
+                fns = {"hf-fast": lambda eng=eng, ids=ids, mask=mask: eng.run(ids, mask)}
                 for k, se in sess.items():
-                    fns[k] = (lambda se=se: se.run(None, feeds))
+                    fns[k] = (lambda se=se, feeds=feeds: se.run(None, feeds))
                 if "ort-fp32" in sess:
                     ti, tm = torch.from_numpy(ids), torch.from_numpy(mask)
 
-                    def tfn():
+                    def tfn(tmodel=tmodel, ti=ti, tm=tm):
                         with torch.inference_mode():
                             tmodel(input_ids=ti, attention_mask=tm)
                     fns["torch-fp32"] = tfn
@@ -211,21 +211,25 @@ def to_markdown(rows, machine, cmd) -> str:
     lines = [f"Command: `python {cmd or 'benchmarks/bench_engine.py'}`  ",
              f"Machine: {machine['cpu']}, ISA {machine['isa']}, {machine['cores']} cores; "
              f"onnxruntime {machine['onnxruntime']}, torch {machine['torch']}", "",
-             "| threads | batch x seq | sparsity | 7-bit (reduce_range) | hf-fast kernel | hf-fast ms | ORT int8 static ms | "
-             "ORT int8 dyn ms | ORT fp32 ms | torch fp32 ms | hf-fast vs best ORT int8 | vs ORT static (CPU time) | "
-             "vs ORT fp32 | vs torch | hf-fast GOP/s (dense-eq) | packed MB / dense int8 MB | max abs logit diff vs ORT / torch |",
+             "| threads | batch x seq | sparsity | 7-bit (reduce_range) | hf-fast kernel | hf-fast ms | "
+             "ORT int8 static ms | ORT int8 dyn ms | ORT fp32 ms | torch fp32 ms | hf-fast vs best ORT int8 | "
+             "vs ORT static (CPU time) | vs ORT fp32 | vs torch | hf-fast GOP/s (dense-eq) | "
+             "packed MB / dense int8 MB | max abs logit diff vs ORT / torch |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = fp32.get((r["threads"], r["batch"], r["seq"]), {})
         nan = float("nan")
-        lines.append(f"| {r['threads']} | {r['batch']}x{r['seq']} | {r['sparsity']:.0%} | {'yes' if r.get('reduce_range') else 'no'} | "
+        lines.append(f"| {r['threads']} | {r['batch']}x{r['seq']} | {r['sparsity']:.0%} | "
+                     f"{'yes' if r.get('reduce_range') else 'no'} | "
                      f"{'/'.join(r.get('kernels', []))} | {r['hf-fast_ms']:.2f} | "
                      f"{r['ort-int8-static_ms']:.2f} | {r['ort-int8-dyn_ms']:.2f} | {f.get('ort-fp32_ms', nan):.1f} | "
                      f"{f.get('torch-fp32_ms', nan):.1f} | **{r['speedup_vs_best_ort_int8']:.2f}x** | "
-                     f"{r.get('speedup_vs_ort_static_cpu', nan):.2f}x | {f.get('ort-fp32_ms', nan) / r['hf-fast_ms']:.2f}x | "
+                     f"{r.get('speedup_vs_ort_static_cpu', nan):.2f}x | "
+                     f"{f.get('ort-fp32_ms', nan) / r['hf-fast_ms']:.2f}x | "
                      f"{f.get('torch-fp32_ms', nan) / r['hf-fast_ms']:.2f}x | "
                      f"{r['hf_fast_dense_eq_gops']:.0f} | {r['packed_mb']:.1f} / {r['dense_int8_mb']:.1f} | "
-                     f"{r.get('max_abs_diff_vs_ort_static', nan):.3f} / {r.get('max_abs_diff_vs_torch_fp32', nan):.3f} |")
+                     f"{r.get('max_abs_diff_vs_ort_static', nan):.3f} / "
+                     f"{r.get('max_abs_diff_vs_torch_fp32', nan):.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -64,7 +64,8 @@ def main(argv=None):
             logits[backend] = (st, en)
             preds[backend] = postprocess_qa_predictions(ev_ex, eval_ds, st, en, n_best=20, max_answer_length=30)
             metrics[backend] = squad_metric(*squad_predictions_and_references(ev_ex, preds[backend]))
-            log(f"{art} {backend}: EM {metrics[backend]['exact_match']:.2f} F1 {metrics[backend]['f1']:.2f} ({t:.0f} s)")
+            m = metrics[backend]
+            log(f"{art} {backend}: EM {m['exact_match']:.2f} F1 {m['f1']:.2f} ({t:.0f} s)")
         agree = 100 * answer_agreement(preds["native"], preds["onnxruntime"])
         diff = max_logit_diff(logits["native"], logits["onnxruntime"], arr["attention_mask"])
         rows.append((art, len(ev_ex), metrics, agree, diff))

@@ -12,7 +12,8 @@ rt-polarity eval sentences, argmax agreement with PyTorch fp32 and the max / mea
                       on the inputs whose name contains a kind (LayerNorm, act_fn, Reshape_3; default LayerNorm act_fn)
   margins             the fp32 logit margins of the sentences `all` flips
 
-Run: python benchmarks/quant_ablation.py --model benchmarks/out/rt_full/teacher/final all no_ffn2 mse smooth_0.7_LayerNorm
+Run:
+  python benchmarks/quant_ablation.py --model benchmarks/out/rt_full/teacher/final all no_ffn2 mse smooth_0.7_LayerNorm
 """
 from __future__ import annotations
 
@@ -126,8 +127,9 @@ class Study:
             self._stats = {t: (np.concatenate(v), acts[t]) for t, v in data.items()}
         return self._stats
 
-    def mse_ranges(self, rows: int = 2048, grid=np.linspace(0.3, 1.0, 15)):
+    def mse_ranges(self, rows: int = 2048, grid=None):
         """Per tensor: clip max then min by a factor of the calibrated range, keeping the lowest output MSE."""
+        grid = np.linspace(0.3, 1.0, 15) if grid is None else grid
         rng = np.random.default_rng(0)
         out = {}
         for t, (x, ws) in self.stats().items():
@@ -136,7 +138,7 @@ class Study:
             w = np.concatenate(ws, axis=1)
             ref = xs @ w
 
-            def err(lo, hi):
+            def err(lo, hi, xs=xs, w=w, ref=ref):
                 return float(((fake_quant(xs, lo, hi) @ w - ref) ** 2).mean())
 
             best = (err(lo0, hi0), 1.0, 1.0)
@@ -188,7 +190,8 @@ def main(argv=None):
             rows.append(st.report(v, st.quantized(v, [n for n in st.nodes if not in_group(n, v[3:])])))
         elif v.startswith("noffn2_"):
             layer = f"layer.{int(v.split('_')[1])}/"
-            rows.append(st.report(v, st.quantized(v, [n for n in st.nodes if not (layer in n and in_group(n, "ffn2"))])))
+            keep = [n for n in st.nodes if not (layer in n and in_group(n, "ffn2"))]
+            rows.append(st.report(v, st.quantized(v, keep)))
         elif v == "mse":
             rows.append(st.report(v, st.quantized(v, st.nodes, tensor_ranges=st.mse_ranges())))
         elif v.startswith("smooth_"):
@@ -202,7 +205,8 @@ def main(argv=None):
             d = (lg[:, 0] - lg[:, 1]) - (st.ref[:, 0] - st.ref[:, 1])
             print(f"\n{flip.sum()} flips; their fp32 margins: {[round(float(x), 2) for x in np.sort(m[flip])]}")
             print(f"margin noise (int8 - fp32): std {d.std():.3f}, |.| median {np.median(np.abs(d)):.3f}; "
-                  f"sentences with fp32 margin < 0.1 / 0.3 / 0.5: {(m < .1).sum()} / {(m < .3).sum()} / {(m < .5).sum()}")
+                  f"sentences with fp32 margin < 0.1 / 0.3 / 0.5: "
+                  f"{(m < .1).sum()} / {(m < .3).sum()} / {(m < .5).sum()}")
         else:
             raise SystemExit(f"unknown variant {v!r}")
     print(f"\n{time.time() - t0:.0f} s")

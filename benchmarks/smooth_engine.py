@@ -78,15 +78,15 @@ def main():
             export(model, tok, art, calibration_dataset=calib, progress=False, max_length=64, smooth_quant=alpha)
         eng = load_fast_model(art, backend="native", num_threads=1)
         ort = load_fast_model(art, backend="onnxruntime", num_threads=1)
-        lg_e = logits_of(lambda f: eng(**f).logits, feeds)
-        lg_o = logits_of(lambda f: ort(**f).logits, feeds)
+        lg_e = logits_of(lambda f, eng=eng: eng(**f).logits, feeds)
+        lg_o = logits_of(lambda f, ort=ort: ort(**f).logits, feeds)
         agree = lambda a, b: 100.0 * float((a.argmax(1) == b.argmax(1)).mean())  # noqa: E731
         print(f"{name:10s} engine vs ORT: agree {agree(lg_e, lg_o):.2f}% max|diff| {np.abs(lg_e - lg_o).max():.4f}; "
               f"engine vs fp32: agree {agree(lg_e, fp32):.2f}% max|diff| {np.abs(lg_e - fp32).max():.4f}; "
               f"ORT vs fp32: agree {agree(lg_o, fp32):.2f}% max|diff| {np.abs(lg_o - fp32).max():.4f}", flush=True)
         for b in (1, 8):
             f = {k: v[:b] for k, v in feeds.items()}
-            ms = median_ms(lambda: eng(**f), args.runs)
+            ms = median_ms(lambda eng=eng, f=f: eng(**f), args.runs)
             print(f"{name:10s} engine latency b{b} s64, 1 thread: {ms:.3f} ms (median of {args.runs})", flush=True)
 
 

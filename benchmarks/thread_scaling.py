@@ -9,7 +9,9 @@ tables give the median over rounds with the spread, and the engine's ratio to th
 over rounds (each round's ratio compares runs seconds apart): on this shared VM the second core's speed drifts over
 minutes, so one pass per cell, or the engine's rows and ONNX Runtime's minutes apart, can mislead.
 
-Run: python benchmarks/thread_scaling.py benchmarks/out/engine_models_v3/distilbert_s80 benchmarks/out/engine_models_v3/distilbert_s0
+Run:
+  python benchmarks/thread_scaling.py benchmarks/out/engine_models_v3/distilbert_s80 \\
+      benchmarks/out/engine_models_v3/distilbert_s0
 """
 from __future__ import annotations
 
@@ -68,7 +70,8 @@ def main(argv=None):
     ap.add_argument("--shapes", nargs="+", default=["1x128", "8x128"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--backends", nargs="+", default=["native", "onnxruntime"],
-                    help="native, onnxruntime (the artifact's model.onnx) and/or onnxruntime-dynamic (model_int8_dynamic.onnx)")
+                    help="native, onnxruntime (the artifact's model.onnx) and/or onnxruntime-dynamic "
+                         "(model_int8_dynamic.onnx)")
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--rounds", type=int, default=3, help="passes over each row's thread counts, alternating")
     ap.add_argument("--json", default=None, help="write the rows here")
@@ -113,7 +116,8 @@ def main(argv=None):
                              "rounds": {str(k): v for k, v in runs[be].items()}})
                 print(f"| {_name(m)} | {be} | {shape} | " +
                       " | ".join(f"{x:.2f} ({min(runs[be][th]):.2f}-{max(runs[be][th]):.2f})"
-                                 for x, th in zip(ms, a.threads, strict=False)) + f" | {ms[0] / ms[-1]:.2f}x |", flush=True)
+                                 for x, th in zip(ms, a.threads, strict=False))
+                      + f" | {ms[0] / ms[-1]:.2f}x |", flush=True)
             if "native" in a.backends and ort_be:
                 per_round = {th: [min(runs[o][th][r] for o in ort_be) / runs["native"][th][r] for r in range(a.rounds)]
                              for th in a.threads}

@@ -7,11 +7,10 @@ output channel x 4 consecutive inputs. Works on numpy arrays and torch tensors a
 from __future__ import annotations
 
 import re
-from typing import Union
 
 import numpy as np
 
-BlockLike = Union[str, tuple[int, int]]
+BlockLike = str | tuple[int, int]
 NAMED_BLOCKS = ("4x1", "1x4", "4x16", "32x32", "1x1")
 _BLOCK_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 

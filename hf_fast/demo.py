@@ -140,7 +140,7 @@ def run_stage(art: Path, tok, t_acc: float, s_acc: float) -> list:
         rows.append((f"student int8 in {backend}", acc, logits, sizes[backend]))
     # latency: batch 1, interleaved, medians
     times = {b: [] for b in models}
-    for b, m in models.items():
+    for m in models.values():
         m(**one)
     for _ in range(30):
         for b, m in models.items():

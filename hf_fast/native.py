@@ -113,22 +113,36 @@ def use_isa(name: str) -> Iterator[None]:
             set_isa(prev)
 
 
+# op name -> HF_OP_* id of hf_op_kernel (native/include/hf_fast.h)
+KERNEL_OPS = {
+    "dense_u8s8s32_gemm": "DENSE_GEMM", "dense_u8s8s32_gemm_7bit": "DENSE_GEMM_7BIT",
+    "sparse_u8s8s32_gemm": "SPARSE_GEMM", "sparse_u8s8s32_gemm_7bit": "SPARSE_GEMM_7BIT",
+    "linear_epilogue": "LINEAR_EPILOGUE", "quantize_u8": "QUANTIZE", "gelu": "GELU", "layernorm": "LAYERNORM",
+    "attention_f32": "ATTENTION", "attention_int8": "ATTENTION_Q8",
+}
+
+
+def op_kernel(op: str, isa: str = "auto", head_size: int = 64) -> str:
+    """The kernel the C dispatcher (native/src/dispatch.c) picks for ``op`` (a KERNEL_OPS key) on ``isa``:
+    e.g. "avx512vnni", "avx2-s16", "avx2", "ref". ``head_size`` matters for the attention ops only (head sizes
+    the SIMD kernels do not take run the reference)."""
+    if op not in KERNEL_OPS:
+        raise ValueError(f"unknown op {op!r}; expected one of {', '.join(KERNEL_OPS)}")
+    i = isa_id(isa)
+    if i != lib.HF_ISA_AUTO and not lib.hf_isa_supported(i):
+        raise UnsupportedISAError(f"ISA {isa!r} is not supported by this CPU", lib.HF_EUNSUPPORTED)
+    return ffi.string(lib.hf_op_kernel(getattr(lib, f"HF_OP_{KERNEL_OPS[op]}"), i, int(head_size))).decode()
+
+
 def native_info() -> dict:
-    """What the native runtime runs on: version, chosen ISA, supported ISAs and kernels."""
+    """What the native runtime runs on: version, chosen ISA, supported ISAs and the kernel each op runs on the
+    chosen ISA (attention: for head size 64; the GEMMs: 8-bit weights, and weights in [-64, 64] for *_7bit)."""
     return {
         "version": ffi.string(lib.hf_version()).decode(),
         "isa": active_isa(),
         "isa_forced_by_env": os.environ.get("HF_FAST_ISA") or None,
         "supported_isas": supported_isas(),
-        "kernels": {
-            "dense_u8s8s32_gemm": supported_isas(),
-            "sparse_u8s8s32_gemm": {b: supported_isas() for b in BLOCK_SHAPES},
-            "linear_epilogue": supported_isas(),
-            "quantize_u8": supported_isas(),
-            "layernorm": supported_isas(),
-            "attention_f32": supported_isas(),
-            "attention_int8": supported_isas(),  # head size % 16 == 0 on AVX2 / VNNI, else the reference
-        },
+        "kernels": {op: op_kernel(op) for op in KERNEL_OPS},
         "threads": get_num_threads(),
         "threads_from_env": os.environ.get("HF_FAST_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or None,
         "cpu": _cpu_model(),

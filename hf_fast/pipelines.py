@@ -64,7 +64,8 @@ class QuestionAnsweringPipeline:
         self.defaults = dict(batch_size=batch_size, max_seq_len=min(max_seq_len, limit) if limit else max_seq_len,
                              doc_stride=doc_stride, max_question_len=max_question_len,
                              max_answer_len=max_answer_len, top_k=top_k)
-        self.input_names = list(getattr(model, "input_names", None) or ["input_ids", "attention_mask", "token_type_ids"])
+        self.input_names = list(getattr(model, "input_names", None)
+                                or ["input_ids", "attention_mask", "token_type_ids"])
 
     def _forward(self, feeds: dict[str, np.ndarray]):
         out = self.model(**feeds) if getattr(self.model, "_is_hf_fast", False) else self._torch_forward(feeds)

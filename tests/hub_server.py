@@ -11,7 +11,8 @@ Routes (repo ids are ``namespace/name``; revisions may be URL-quoted):
     POST /api/validate-yaml                             -> {"errors": [], "warnings": []}
     POST /api/models/{repo}/branch/{branch}             {"startingPoint"?}
     POST /api/models/{repo}/preupload/{revision}        -> uploadMode "regular" for every file
-    POST /api/models/{repo}/commit/{revision}           application/x-ndjson: header, file (base64), deletedFile, deletedFolder
+    POST /api/models/{repo}/commit/{revision}           application/x-ndjson: header, file (base64), deletedFile,
+                                                        deletedFolder
     GET  /api/models/{repo}[/revision/{revision}]       model info (sha, siblings, tags from README front matter)
     GET  /api/models/{repo}/refs                        branches
     GET  /api/models/{repo}/tree/{revision}[/{path}]    ?recursive=
@@ -256,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"files": out, "commitOid": self._rev(r, rev)})
 
     def _commit(self, method, query, repo, rev):
-        lines = [json.loads(l) for l in self._body().splitlines() if l.strip()]
+        lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
         r = self._repo(repo, write=True)
         branch = unquote(rev)
         if branch not in r.branches:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from _fuzz_helpers import VOCAB, micro_artifact, valid_inputs, watchdog
+from _fuzz_helpers import VOCAB, valid_inputs, watchdog
 
 from hf_fast import native
 
@@ -16,10 +16,8 @@ THREADS = 8
 
 
 @pytest.fixture(scope="module")
-def arts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("conc")
-    return {"bert": micro_artifact(root / "bert", "bert", "text-classification"),
-            "distilbert": micro_artifact(root / "distilbert", "distilbert", "question-answering")}
+def arts(micro_artifacts):
+    return micro_artifacts  # bert text-classification, distilbert question-answering
 
 
 def _batches(arch, n=24):

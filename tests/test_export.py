@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
-from _export_helpers import SENTENCES, calibration_for, encode, outputs_of, tiny_model, tokenizer  # noqa: E402
+from _export_helpers import SENTENCES, calibration_for, encode, outputs_of, tiny_model  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
 import hf_fast  # noqa: E402
@@ -21,11 +21,6 @@ from hf_fast.export import ArtifactError, export, load_fast_config  # noqa: E402
 from hf_fast.export.quantize import int8_linear_weights  # noqa: E402
 
 TASKS = ["text-classification", "question-answering", "token-classification"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer()
 
 
 def _int8(path):

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from _export_helpers import SENTENCES, calibration_for, encode, outputs_of, tiny_model, tokenizer  # noqa: E402
+from _export_helpers import SENTENCES, calibration_for, encode, outputs_of, tiny_model  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
 from hf_fast.export import export, load_fast_config  # noqa: E402
@@ -21,11 +21,6 @@ from hf_fast.export.quantize import attention_matmuls, check_attention_qdq, int8
 ATTENTION_PATH = {"bert": "/bert/encoder/layer.{i}/attention/self/",
                   "distilbert": "/distilbert/transformer/layer.{i}/attention/",
                   "roberta": "/roberta/encoder/layer.{i}/attention/self/"}
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer()
 
 
 def _graph(out):

@@ -120,10 +120,8 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def old_artifact(tmp_path_factory):
-    from _fuzz_helpers import micro_artifact
-
-    d = micro_artifact(tmp_path_factory.mktemp("faults") / "art", "bert", "text-classification", seed=0)
+def old_artifact(micro_artifacts):
+    d = micro_artifacts["bert"]  # seed 0; copied before each export over it
     return d, {p.name: p.read_bytes() for p in d.iterdir()}
 
 

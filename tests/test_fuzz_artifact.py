@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from _fuzz_helpers import (
     valid_inputs,
     watchdog,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 
@@ -36,15 +37,16 @@ from hf_fast.export.artifact import ArtifactError
 BACKENDS = ["native", "onnxruntime"]
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False, database=None,
                 suppress_health_check=list(HealthCheck))
-STATS = {"cases": 0, "loaded": 0, "refused": 0}
+# test_fuzz_stats_are_sane: a fixed sample (seed derived from the test, no database, no replay) of the same cases
+SAMPLE = settings(max_examples=50, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
+                  suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
-def micro(tmp_path_factory):
-    root = tmp_path_factory.mktemp("micro")
+def micro(micro_artifacts):
     out = {}
-    for arch, task in MICRO_KINDS:
-        d = micro_artifact(root / arch, arch, task)
+    for arch, _ in MICRO_KINDS:
+        d = micro_artifacts[arch]
         out[arch] = {"dir": d, "bytes": (d / "model.onnx").read_bytes(),
                      "fc": (d / "fast_config.json").read_text(), "ref": {}}
         for be in BACKENDS:
@@ -60,20 +62,16 @@ def _load(d, backend, verify=True):
 
 def _try_load_and_run(d, arch, backend, verify=True, ref=None):
     """Load + run valid inputs. Returns 'refused' or 'ran'; any other exception (or a crash) fails."""
-    STATS["cases"] += 1
     with watchdog():
         try:
             m = _load(d, backend, verify=verify)
         except acceptable_errors():
-            STATS["refused"] += 1
             return "refused"
         feeds = valid_inputs(arch)
         try:
             out = m.run(**feeds)
         except acceptable_errors():
-            STATS["refused"] += 1
             return "refused"
-    STATS["loaded"] += 1
     assert set(out) == set(m.output_names)
     for k, v in out.items():
         assert isinstance(v, np.ndarray) and v.dtype == np.float32 and v.shape[0] == feeds["input_ids"].shape[0], k
@@ -148,21 +146,23 @@ def apply_bytes(data: bytes, mut) -> bytes:
     return b""
 
 
+def _bytes_case(micro, scratch, arch, mut, backend) -> str:
+    d = scratch.fresh(micro, arch)
+    data = apply_bytes(micro[arch]["bytes"], mut)
+    (d / "model.onnx").write_bytes(data)
+    if data != micro[arch]["bytes"]:  # the checksum catches every change before any parser runs
+        with pytest.raises(ArtifactError, match="corrupted or truncated"):
+            _load(d, backend)
+    # and with verify=False the parsers themselves must refuse it cleanly (or run it)
+    return _try_load_and_run(d, arch, backend, verify=False)
+
+
 @pytest.mark.parametrize("arch", ["bert", "roberta"])
 def test_fuzz_corrupted_model_bytes(micro, scratch, arch):
-    n = len(micro[arch]["bytes"])
-
     @FUZZ
-    @given(mut=byte_mutation(n), backend=st.sampled_from(BACKENDS))
+    @given(mut=byte_mutation(len(micro[arch]["bytes"])), backend=st.sampled_from(BACKENDS))
     def prop(mut, backend):
-        d = scratch.fresh(micro, arch)
-        data = apply_bytes(micro[arch]["bytes"], mut)
-        (d / "model.onnx").write_bytes(data)
-        if data != micro[arch]["bytes"]:  # the checksum catches every change before any parser runs
-            with pytest.raises(ArtifactError, match="corrupted or truncated"):
-                _load(d, backend)
-        # and with verify=False the parsers themselves must refuse it cleanly (or run it)
-        _try_load_and_run(d, arch, backend, verify=False)
+        _bytes_case(micro, scratch, arch, mut, backend)
 
     prop()
 
@@ -206,17 +206,19 @@ def apply_fc(fc: dict, muts) -> dict:
     return fc
 
 
+def _fc_case(micro, scratch, arch, muts, backend) -> str:
+    d = scratch.fresh(micro, arch)
+    (d / "fast_config.json").write_text(json.dumps(apply_fc(json.loads(micro[arch]["fc"]), muts)))
+    # the graph is untouched: a model that loads must compute exactly what the honest artifact does
+    return _try_load_and_run(d, arch, backend, ref=micro[arch]["ref"][backend])
+
+
 @pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta"])
 def test_fuzz_lying_fast_config(micro, scratch, arch):
-    base = json.loads(micro[arch]["fc"])
-
     @FUZZ
     @given(muts=fc_mutation(), backend=st.sampled_from(BACKENDS))
     def prop(muts, backend):
-        d = scratch.fresh(micro, arch)
-        (d / "fast_config.json").write_text(json.dumps(apply_fc(base, muts)))
-        # the graph is untouched: a model that loads must compute exactly what the honest artifact does
-        _try_load_and_run(d, arch, backend, ref=micro[arch]["ref"][backend])
+        _fc_case(micro, scratch, arch, muts, backend)
 
     prop()
 
@@ -314,6 +316,13 @@ def apply_graph(model: onnx.ModelProto, muts) -> onnx.ModelProto:
     return m
 
 
+def _graph_case(micro, scratch, arch, model, muts, backend) -> str:
+    d = scratch.fresh(micro, arch)
+    (d / "model.onnx").write_bytes(apply_graph(model, muts).SerializeToString())
+    refresh_sha(d)  # the file is "honest" about its checksum: only the graph lies
+    return _try_load_and_run(d, arch, backend)
+
+
 @pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta"])
 def test_fuzz_lying_graph(micro, scratch, arch):
     model = onnx.load_from_string(micro[arch]["bytes"])
@@ -322,10 +331,7 @@ def test_fuzz_lying_graph(micro, scratch, arch):
     @given(muts=graph_mutation(len(model.graph.initializer), len(model.graph.node)),
            backend=st.sampled_from(BACKENDS))
     def prop(muts, backend):
-        d = scratch.fresh(micro, arch)
-        (d / "model.onnx").write_bytes(apply_graph(model, muts).SerializeToString())
-        refresh_sha(d)  # the file is "honest" about its checksum: only the graph lies
-        _try_load_and_run(d, arch, backend)
+        _graph_case(micro, scratch, arch, model, muts, backend)
 
     prop()
 
@@ -346,40 +352,45 @@ def smooth_mutation(draw):
     return kind, draw(st.integers(0, 10**6)), draw(st.sampled_from(SPECIAL_F))
 
 
+def _smooth_case(micro_smooth, scratch, model, mut, backend) -> str:
+    names = [i.name for i in model.graph.initializer if i.name.endswith("_smooth_inv")]
+    assert len(names) == 4  # embeddings LN, context, attention LN, GELU (1 layer)
+    kind, r, fval = mut
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    init = next(i for i in m.graph.initializer if i.name == names[r % len(names)])
+    a = numpy_helper.to_array(init).copy()
+    if kind == "value":
+        a[r % a.size] = fval
+    elif kind == "all":
+        a[...] = fval
+    elif kind == "resize":
+        a = np.resize(a, max(2, a.size + [-1, 1, a.size][r % 3]))
+    elif kind == "matrix":
+        a = np.tile(a[:, None], (1, 2 + r % 3))
+    else:
+        a = np.float32(fval)
+    init.CopyFrom(numpy_helper.from_array(np.asarray(a, np.float32), init.name))
+    d = scratch.fresh(micro_smooth, "bert-smooth")
+    (d / "model.onnx").write_bytes(m.SerializeToString())
+    refresh_sha(d)
+    got = _try_load_and_run(d, "bert", backend)
+    # a scalar is no per-channel vector: refused by name (the GELU's own tail Mul is by 0.5 only)
+    invalid = kind in ("resize", "matrix", "scalar") or (kind in ("value", "all") and not math.isfinite(fval))
+    if backend == "native" and invalid:
+        assert got == "refused", mut
+    return got
+
+
 def test_fuzz_lying_smoothing_vector(micro_smooth, scratch):
     """A 1/s vector of the wrong length or shape, or non-finite: the native engine refuses it with a typed error
     (never reads past it); finite values of any size run."""
     model = onnx.load_from_string(micro_smooth["bert-smooth"]["bytes"])
-    names = [i.name for i in model.graph.initializer if i.name.endswith("_smooth_inv")]
-    assert len(names) == 4  # embeddings LN, context, attention LN, GELU (1 layer)
 
     @FUZZ
     @given(mut=smooth_mutation(), backend=st.sampled_from(BACKENDS))
     def prop(mut, backend):
-        kind, r, fval = mut
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        init = next(i for i in m.graph.initializer if i.name == names[r % len(names)])
-        a = numpy_helper.to_array(init).copy()
-        if kind == "value":
-            a[r % a.size] = fval
-        elif kind == "all":
-            a[...] = fval
-        elif kind == "resize":
-            a = np.resize(a, max(2, a.size + [-1, 1, a.size][r % 3]))
-        elif kind == "matrix":
-            a = np.tile(a[:, None], (1, 2 + r % 3))
-        else:
-            a = np.float32(fval)
-        init.CopyFrom(numpy_helper.from_array(np.asarray(a, np.float32), init.name))
-        d = scratch.fresh(micro_smooth, "bert-smooth")
-        (d / "model.onnx").write_bytes(m.SerializeToString())
-        refresh_sha(d)
-        got = _try_load_and_run(d, "bert", backend)
-        # a scalar is no per-channel vector: refused by name (the GELU's own tail Mul is by 0.5 only)
-        invalid = kind in ("resize", "matrix", "scalar") or (kind in ("value", "all") and not math.isfinite(fval))
-        if backend == "native" and invalid:
-            assert got == "refused", mut
+        _smooth_case(micro_smooth, scratch, model, mut, backend)
 
     prop()
 
@@ -422,7 +433,8 @@ def test_failed_loads_do_not_grow_memory(micro, scratch):
     bad = {
         "truncated": micro["bert"]["bytes"][: len(micro["bert"]["bytes"]) // 2],
         # a layer whose FFN weight lies about its width: refused after the engine has packed earlier linears
-        "graph": apply_graph(model, [("init_resize", i, 0, 0.0, [], 3, "Add") for i in range(len(model.graph.initializer))
+        "graph": apply_graph(model, [("init_resize", i, 0, 0.0, [], 3, "Add")
+                                     for i in range(len(model.graph.initializer))
                                      if numpy_helper.to_array(model.graph.initializer[i]).dtype == np.int8][-1:])
         .SerializeToString(),
     }
@@ -443,9 +455,30 @@ def test_failed_loads_do_not_grow_memory(micro, scratch):
     assert grown < 24 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 300 refused loads"
 
 
-def test_fuzz_stats_are_sane():
-    """Runs last in this module: the properties above really exercised both outcomes."""
-    if STATS["cases"] == 0:
-        pytest.skip("fuzz properties did not run")
-    assert STATS["refused"] > 0 and STATS["loaded"] > 0, STATS
-    print(f"\nartifact fuzz: {STATS}")
+@pytest.mark.parametrize("kind", ["bytes", "fast_config", "graph", "smoothing"])
+def test_fuzz_stats_are_sane(micro, micro_smooth, scratch, kind):
+    """The mutation strategies above really exercise both outcomes: on a fixed sample (same strategies, a seed
+    derived from this test, so the same cases on every run and in any test order), each kind of lie is refused
+    in some cases and loads and runs in others."""
+    tally = Counter()
+    model = onnx.load_from_string((micro_smooth["bert-smooth"] if kind == "smoothing" else micro["bert"])["bytes"])
+    muts = {"bytes": byte_mutation(len(micro["bert"]["bytes"])), "fast_config": fc_mutation(),
+            "graph": graph_mutation(len(model.graph.initializer), len(model.graph.node)),
+            "smoothing": smooth_mutation()}[kind]
+
+    @SAMPLE
+    @given(mut=muts, backend=st.sampled_from(BACKENDS))
+    def prop(mut, backend):
+        if kind == "bytes":
+            tally[_bytes_case(micro, scratch, "bert", mut, backend)] += 1
+        elif kind == "fast_config":
+            tally[_fc_case(micro, scratch, "bert", mut, backend)] += 1
+        elif kind == "graph":
+            tally[_graph_case(micro, scratch, "bert", model, mut, backend)] += 1
+        else:
+            tally[_smooth_case(micro_smooth, scratch, model, mut, backend)] += 1
+
+    prop()
+    print(f"\nartifact fuzz sample, {kind}: {dict(tally)}")
+    assert sum(tally.values()) >= SAMPLE.max_examples, tally
+    assert tally["ran"] > 0 and tally["refused"] > 0, tally

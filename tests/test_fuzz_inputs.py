@@ -6,18 +6,21 @@ well-formed finite result, never a crash or a hang; repeated bad calls do not gr
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from _fuzz_helpers import EXAMPLES, VOCAB, acceptable_errors, micro_artifact, rss_bytes, valid_inputs, watchdog
-from hypothesis import HealthCheck, given, settings
+from _fuzz_helpers import EXAMPLES, VOCAB, acceptable_errors, rss_bytes, valid_inputs, watchdog
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from hf_fast import native
 
 FUZZ = settings(max_examples=EXAMPLES * 2, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-STATS = {"cases": 0, "ran": 0, "refused": 0}
+# test_input_fuzz_stats: a fixed sample (seed derived from the test, no database, no replay) of the same cases
+SAMPLE = settings(max_examples=60, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
+                  suppress_health_check=list(HealthCheck))
 
 INT_DTYPES = [np.int64, np.int32, np.int16, np.int8, np.uint8, np.uint16, np.uint32, np.uint64]
 OTHER_DTYPES = [np.float32, np.float64, np.float16, np.bool_, np.complex64, object, "U3"]
@@ -26,16 +29,11 @@ SPECIAL_INTS = [-(2**63), -(2**31), -1, 0, 1, 2, VOCAB - 1, VOCAB, VOCAB + 1, 2*
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(micro_artifacts):
     from hf_fast.runtime.modeling import load_fast_model
 
-    root = tmp_path_factory.mktemp("micro-in")
-    out = {}
-    for arch, task in (("bert", "text-classification"), ("distilbert", "question-answering"),
-                       ("roberta", "token-classification")):
-        d = micro_artifact(root / arch, arch, task)
-        out[arch] = {be: load_fast_model(d, backend=be) for be in ("native", "onnxruntime")}
-    return out
+    return {arch: {be: load_fast_model(d, backend=be) for be in ("native", "onnxruntime")}
+            for arch, d in micro_artifacts.items()}
 
 
 @st.composite
@@ -89,24 +87,59 @@ def arrays(draw, base_shape=None):
     return a
 
 
-def _check(fn):
-    STATS["cases"] += 1
+VALID_DTYPES = [np.int64, np.int32, np.int16, np.int8, np.uint8, np.uint16, np.uint32, np.uint64]  # ids < 64 fit
+
+
+@st.composite
+def valid_feeds(draw, arch: str, containers=("c", "strided", "fortran", "torch", "list")):
+    """What a tokenizer emits (right-padded rows, pad id 0 under a 0 mask, token types for BERT), in any integer
+    dtype and container the models accept: these cases must run. Without them ~2% of the broken-input cases
+    above are valid, too few to test the path that runs (a CI run once drew 0 of 252)."""
+    b, s = draw(st.integers(1, 3)), draw(st.integers(1, 16))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    lens = rng.integers(1, s + 1, size=b)
+    mask = (np.arange(s)[None, :] < lens[:, None]).astype(np.int64)
+    feeds = {"input_ids": np.where(mask == 1, rng.integers(3, VOCAB, size=(b, s)), 0)}
+    if draw(st.booleans()):
+        feeds["attention_mask"] = mask
+    if arch == "bert" and draw(st.booleans()):
+        feeds["token_type_ids"] = rng.integers(0, 2, size=(b, s)) * mask
+    out = {}
+    for k, a in feeds.items():
+        a = a.astype(draw(st.sampled_from(VALID_DTYPES)))
+        layout = draw(st.sampled_from(containers))
+        if layout == "strided":
+            a = np.repeat(a, 2, axis=-1)[..., ::2]
+        elif layout == "fortran":
+            a = np.asfortranarray(a)
+        elif layout == "torch":
+            a = torch.from_numpy(a.astype(np.int64))
+        elif layout == "list":
+            a = a.tolist()
+        out[k] = a
+    return out
+
+
+def _check(fn, tally: Counter | None = None):
+    """Run one case: its result, or None when it was refused with a clear error (anything else fails).
+    tally (test_input_fuzz_stats) counts the two outcomes."""
     with watchdog():
         try:
             out = fn()
         except acceptable_errors():
-            STATS["refused"] += 1
+            if tally is not None:
+                tally["refused"] += 1
             return None
-    STATS["ran"] += 1
+    if tally is not None:
+        tally["ran"] += 1
     return out
 
 
-@pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta"])
-def test_fuzz_model_inputs(models, arch):
-    @FUZZ
-    @given(data=st.data(), backend=st.sampled_from(["native", "onnxruntime"]))
-    def prop(data, backend):
-        m = models[arch][backend]
+def _model_case(data, m, arch, tally=None):
+    """FastModel.__call__ with drawn input_ids and, maybe, attention_mask / token_type_ids: a valid batch, a
+    valid batch with one input broken, or every input drawn from the broken-input strategy."""
+    kind = data.draw(st.sampled_from(["valid", "one broken", "random"]), "kind")
+    if kind == "random":
         ids = data.draw(arrays(), "input_ids")
         shape = tuple(np.shape(ids)) if not isinstance(ids, list) or ids and not isinstance(ids[0], list) \
             or len({len(r) for r in ids}) == 1 else None
@@ -115,33 +148,55 @@ def test_fuzz_model_inputs(models, arch):
             kw["attention_mask"] = data.draw(arrays(base_shape=shape), "attention_mask")
         if data.draw(st.booleans(), "with types"):
             kw["token_type_ids"] = data.draw(arrays(base_shape=shape), "token_type_ids")
-        out = _check(lambda: m(**kw))
-        if out is None:
-            return
-        ref_ids = np.asarray(ids.numpy() if isinstance(ids, torch.Tensor) else ids)
-        b = 1 if ref_ids.ndim == 1 else ref_ids.shape[0]
+    else:
+        kw = data.draw(valid_feeds(arch), "valid inputs")
+        if kind == "one broken":
+            name = data.draw(st.sampled_from(["input_ids", "attention_mask", "token_type_ids"]), "broken input")
+            kw[name] = data.draw(arrays(base_shape=tuple(np.shape(kw["input_ids"]))), name)
+    ids = kw["input_ids"]
+    out = _check(lambda: m(**kw), tally)
+    if out is None:
+        return
+    ref_ids = np.asarray(ids.numpy() if isinstance(ids, torch.Tensor) else ids)
+    b = 1 if ref_ids.ndim == 1 else ref_ids.shape[0]
+    for v in out.values():
+        assert isinstance(v, torch.Tensor) and v.dtype == torch.float32 and v.shape[0] == b
+        assert torch.isfinite(v).all(), "validated inputs must give finite outputs"
+
+
+def _engine_case(data, eng, tally=None):
+    """NativeEngine.run is the lower-level entry point (no FastModel validation in front of it)."""
+    if data.draw(st.booleans(), "valid"):  # numpy arrays only: the engine takes no lists
+        kw = data.draw(valid_feeds("bert", containers=("c", "strided", "fortran")), "valid inputs")
+        ids, mask, types = kw["input_ids"], kw.get("attention_mask"), kw.get("token_type_ids")
+    else:
+        ids = data.draw(arrays(), "input_ids")
+        shape = np.shape(ids) if isinstance(ids, np.ndarray) else None
+        mask = data.draw(st.one_of(st.none(), arrays(base_shape=shape)), "mask")
+        types = data.draw(st.one_of(st.none(), arrays(base_shape=shape)), "types")
+    out = _check(lambda: eng.run(ids, mask, types), tally)
+    if out is not None:
         for v in out.values():
-            assert isinstance(v, torch.Tensor) and v.dtype == torch.float32 and v.shape[0] == b
-            assert torch.isfinite(v).all(), "validated inputs must give finite outputs"
+            assert v.dtype == np.float32 and np.isfinite(v).all()
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta"])
+def test_fuzz_model_inputs(models, arch):
+    @FUZZ
+    @given(data=st.data(), backend=st.sampled_from(["native", "onnxruntime"]))
+    def prop(data, backend):
+        _model_case(data, models[arch][backend], arch)
 
     prop()
 
 
 def test_fuzz_engine_run_direct(models):
-    """NativeEngine.run is the lower-level entry point (no FastModel validation in front of it)."""
     eng = models["bert"]["native"].backend.engine
 
     @FUZZ
     @given(data=st.data())
     def prop(data):
-        ids = data.draw(arrays(), "input_ids")
-        shape = np.shape(ids) if isinstance(ids, np.ndarray) else None
-        mask = data.draw(st.one_of(st.none(), arrays(base_shape=shape)), "mask")
-        types = data.draw(st.one_of(st.none(), arrays(base_shape=shape)), "types")
-        out = _check(lambda: eng.run(ids, mask, types))
-        if out is not None:
-            for v in out.values():
-                assert v.dtype == np.float32 and np.isfinite(v).all()
+        _engine_case(data, eng)
 
     prop()
 
@@ -185,6 +240,7 @@ def test_edge_inputs(models, backend):
 
 # ------------------------------------------------------------------ native kernel wrappers
 FLOATS = st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e-45, 1e38, math.nan, math.inf, -math.inf, 0.1, 255.0])
+POSITIVE = st.sampled_from([1.0, 0.1, 0.0123, 255.0])  # scales every kernel accepts
 
 
 @st.composite
@@ -197,50 +253,92 @@ def f32(draw, max_dim=9):
     return a if not (a.ndim == 2 and draw(st.booleans())) else np.asfortranarray(a)
 
 
-def test_fuzz_native_kernels():
+def _kernel_lins():
     rng = np.random.default_rng(0)
-    lin = {b: native.PackedLinear(rng.integers(-8, 8, size=(8, 12), dtype=np.int8), 0.01, np.zeros(8, np.float32),
-                                  block=b) for b in ("4x1", "1x4", "dense")}
+    return {b: native.PackedLinear(rng.integers(-8, 8, size=(8, 12), dtype=np.int8), 0.01, np.zeros(8, np.float32),
+                                   block=b) for b in ("4x1", "1x4", "dense")}
+
+
+def _kernel_case(data, lin, tally=None):
+    """One call of a native kernel wrapper: half the cases with arguments the kernel accepts (shapes that agree,
+    finite positive scales, zero points in [0, 255]), half with drawn broken arrays, scales, zero points, blocks
+    and heads."""
+    which = data.draw(st.sampled_from(["linear", "quantize", "gelu", "layernorm", "attention", "sparse", "dense"]))
+    ok = data.draw(st.booleans(), "valid arguments")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    rows, width = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 40))
+
+    def good(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    if which == "linear":
+        key, gelu = data.draw(st.sampled_from(list(lin))), data.draw(st.booleans())
+        if ok:
+            a = rng.integers(0, 256, size=(rows, 12), dtype=np.uint8)
+            scale, zp = data.draw(POSITIVE), data.draw(st.sampled_from([0, 128, 255]))
+            res = good(rows, 8) if data.draw(st.booleans()) else None
+        else:
+            a = data.draw(st.one_of(arrays(), st.just(rng.integers(0, 255, size=(3, 12), dtype=np.uint8))))
+            res = data.draw(st.one_of(st.none(), f32()))
+            scale, zp = data.draw(FLOATS), data.draw(st.sampled_from([-1, 0, 128, 255, 256, 2**40]))
+        out = _check(lambda: lin[key].forward(a, scale, zp, gelu=gelu, residual=res), tally)
+        if out is not None:
+            assert out.shape == (np.shape(a)[0], 8)
+    elif which == "quantize":
+        x = good(rows, width) if ok else data.draw(f32())
+        scale = data.draw(POSITIVE if ok else FLOATS)
+        zp = data.draw(st.sampled_from([0, 7, 255] if ok else [-1, 0, 7, 255, 256]))
+        out = _check(lambda: native.quantize_u8(x, scale, zp), tally)
+        if out is not None:
+            assert out.shape == x.shape and out.dtype == np.uint8
+    elif which == "gelu":
+        x = good(rows, width) if ok else data.draw(f32())
+        out = _check(lambda: native.gelu(x), tally)
+        if out is not None:
+            assert out.shape == x.shape
+    elif which == "layernorm":
+        if ok:
+            x, g, b, eps = good(rows, width), good(width), good(width), 1e-5
+        else:
+            x, g, b, eps = data.draw(f32()), data.draw(f32()), data.draw(f32()), data.draw(FLOATS)
+        out = _check(lambda: native.layernorm(x, g, b, eps=eps), tally)
+        if out is not None and ok:
+            assert out.shape == x.shape and np.isfinite(out).all()
+    elif which == "attention":
+        if ok:
+            heads, d = data.draw(st.sampled_from([1, 2, 4])), data.draw(st.sampled_from([8, 16]))
+            q = good(rows, heads * d)
+            mask = rng.integers(0, 2, size=rows) if data.draw(st.booleans()) else None
+        else:
+            q = data.draw(f32())
+            heads, mask = data.draw(st.sampled_from([-1, 0, 1, 2, 3])), data.draw(st.one_of(st.none(), arrays()))
+        out = _check(lambda: native.attention(q, q, q, heads=heads, mask=mask), tally)
+        if out is not None and ok:
+            assert out.shape == q.shape and np.isfinite(out).all()
+    else:
+        if ok:
+            w, blk = rng.integers(-8, 8, size=(8, 16), dtype=np.int8), data.draw(st.sampled_from(["4x1", "1x4"]))
+        else:
+            w = data.draw(arrays())
+            blk = data.draw(st.sampled_from(["4x1", "1x4", "2x2", "", None, (4, 1), (0, 0)]))
+        sw = _check(lambda: native.SparseWeight(w, block=blk) if which == "sparse" else native.DenseWeight(w))
+        if sw is None:
+            if tally is not None:  # one outcome per case: the weight itself was refused
+                tally["refused"] += 1
+        else:
+            a = rng.integers(0, 256, size=(rows, 16), dtype=np.uint8) if ok else data.draw(arrays())
+            out = _check(lambda: sw.matmul(a), tally)
+            if out is not None and ok:
+                np.testing.assert_array_equal(out, a.astype(np.int64) @ w.astype(np.int64).T)
+
+
+def test_fuzz_native_kernels():
+    lin = _kernel_lins()
 
     @FUZZ
     @given(data=st.data())
     def prop(data):
-        which = data.draw(st.sampled_from(["linear", "quantize", "gelu", "layernorm", "attention", "sparse", "dense"]))
-        if which == "linear":
-            a = data.draw(st.one_of(arrays(), st.just(rng.integers(0, 255, size=(3, 12), dtype=np.uint8))))
-            res = data.draw(st.one_of(st.none(), f32()))
-            out = _check(lambda: lin[data.draw(st.sampled_from(list(lin)))].forward(
-                a, data.draw(FLOATS), data.draw(st.sampled_from([-1, 0, 128, 255, 256, 2**40])),
-                gelu=data.draw(st.booleans()), residual=res))
-            if out is not None:
-                assert out.shape == (np.shape(a)[0], 8)
-        elif which == "quantize":
-            x = data.draw(f32())
-            out = _check(lambda: native.quantize_u8(x, data.draw(FLOATS), data.draw(st.sampled_from([-1, 0, 7, 255, 256]))))
-            if out is not None:
-                assert out.shape == x.shape and out.dtype == np.uint8
-        elif which == "gelu":
-            x = data.draw(f32())
-            out = _check(lambda: native.gelu(x))
-            if out is not None:
-                assert out.shape == x.shape
-        elif which == "layernorm":
-            x, g, b = data.draw(f32()), data.draw(f32()), data.draw(f32())
-            _check(lambda: native.layernorm(x, g, b, eps=data.draw(FLOATS)))
-        elif which == "attention":
-            q = data.draw(f32())
-            _check(lambda: native.attention(q, q, q, heads=data.draw(st.sampled_from([-1, 0, 1, 2, 3])),
-                                            mask=data.draw(st.one_of(st.none(), arrays()))))
-        else:
-            w = data.draw(arrays())
-            blk = data.draw(st.sampled_from(["4x1", "1x4", "2x2", "", None, (4, 1), (0, 0)]))
-            if which == "sparse":
-                sw = _check(lambda: native.SparseWeight(w, block=blk))
-            else:
-                sw = _check(lambda: native.DenseWeight(w))
-            if sw is not None:
-                a = data.draw(arrays())
-                _check(lambda: sw.matmul(a))
+        _kernel_case(data, lin)
 
     prop()
 
@@ -266,8 +364,26 @@ def test_bad_calls_do_not_grow_memory(models):
     assert grown < 16 * 2**20, f"RSS grew {grown / 2**20:.1f} MiB over 1800 bad + 600 good calls"
 
 
-def test_input_fuzz_stats():
-    if STATS["cases"] == 0:
-        pytest.skip("fuzz properties did not run")
-    assert STATS["refused"] > 0 and STATS["ran"] > 0, STATS
-    print(f"\ninput fuzz: {STATS}")
+@pytest.mark.parametrize("entry", ["bert", "distilbert", "roberta", "engine", "kernels"])
+def test_input_fuzz_stats(models, entry):
+    """The strategies above really exercise both outcomes: on a fixed sample (same strategies, a seed derived from
+    this test, so the same cases on every run and in any test order), each entry point both refuses and runs a
+    fair share of its cases."""
+    tally = Counter()
+    lin = _kernel_lins() if entry == "kernels" else None
+
+    @SAMPLE
+    @given(data=st.data(), backend=st.sampled_from(["native", "onnxruntime"]))
+    def prop(data, backend):
+        if entry == "kernels":
+            _kernel_case(data, lin, tally)
+        elif entry == "engine":
+            _engine_case(data, models["bert"]["native"].backend.engine, tally)
+        else:
+            _model_case(data, models[entry][backend], entry, tally)
+
+    prop()
+    n = tally["ran"] + tally["refused"]
+    print(f"\ninput fuzz sample, {entry}: {dict(tally)}")
+    assert n >= SAMPLE.max_examples, tally
+    assert tally["ran"] >= 0.1 * n and tally["refused"] >= 0.1 * n, tally

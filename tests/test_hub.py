@@ -15,22 +15,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import hub_server as _hub_server  # noqa: E402
-from _export_helpers import SENTENCES, encode, tiny_model, tokenizer  # noqa: E402
+from _export_helpers import SENTENCES, encode, tiny_model  # noqa: E402
 from hub_server import TOKEN  # noqa: E402
+from huggingface_hub.errors import HfHubHTTPError  # noqa: E402
 
 import hf_fast  # noqa: E402
 from hf_fast.hub import HubArtifactNotFoundError, push_fast_folder, resolve_artifact  # noqa: E402
 from hf_fast.runtime import FastModelForSequenceClassification  # noqa: E402
 
-hub, hub_server = _hub_server.hub, _hub_server.hub_server  # pytest fixtures
-
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +124,6 @@ def test_private_repo_needs_token(hub, folders, tmp_path):
         resolve_artifact("tester/private", cache_dir=tmp_path / "a")
     p = resolve_artifact("tester/private", cache_dir=tmp_path / "b", token=TOKEN)
     assert (p / "model.onnx").is_file()
-    from huggingface_hub.errors import HfHubHTTPError
-
     with pytest.raises(HfHubHTTPError):  # a token the server does not know cannot write
         push_fast_folder(v1, "tester/private", token="hf_wrong")
     with pytest.raises(HubArtifactNotFoundError, match="no such repo"):

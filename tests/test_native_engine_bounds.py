@@ -15,7 +15,8 @@ def _engine(H=8, heads=2, F=16, vocab=10, max_pos=8):
     f = lambda a: ffi.cast("float *", a.ctypes.data)  # noqa: E731
     keep = [np.ones((vocab, H), np.float32), np.ones((max_pos, H), np.float32), np.ones(H, np.float32),
             np.zeros(H, np.float32)]
-    native._check(lib.hf_engine_set_embeddings(e, f(keep[0]), f(keep[1]), ffi.NULL, f(keep[2]), f(keep[3]), 1e-5), "emb")
+    native._check(lib.hf_engine_set_embeddings(e, f(keep[0]), f(keep[1]), ffi.NULL, f(keep[2]), f(keep[3]), 1e-5),
+                  "emb")
     rng = np.random.default_rng(0)
     lins = [native.PackedLinear(rng.integers(-5, 5, size=s, dtype=np.int8), 0.01, None, block="dense")
             for s in [(3 * H, H), (H, H), (F, H), (H, F)]]

@@ -5,7 +5,7 @@ import torch
 
 from hf_fast import native
 
-ISAS = native.supported_isas()
+ISAS = native.ISA_NAMES  # every name: the ones this CPU lacks skip visibly (conftest.py)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -70,7 +70,8 @@ def test_f32_ops_bad_input():
 
 
 @pytest.mark.parametrize("isa", [i for i in ISAS if i != "ref"])
-@pytest.mark.parametrize("s,heads,d", [(2, 1, 8), (7, 2, 24), (16, 1, 16), (17, 3, 40), (130, 2, 64), (385, 1, 64), (23, 1, 16), (21, 2, 32)])
+@pytest.mark.parametrize("s,heads,d", [(2, 1, 8), (7, 2, 24), (16, 1, 16), (17, 3, 40), (130, 2, 64), (385, 1, 64),
+                                       (23, 1, 16), (21, 2, 32)])
 @pytest.mark.parametrize("mask_kind", ["none", "right_pad", "holes", "only_last", "all"])
 def test_attention_fast_matches_reference_odd_shapes_and_masks(isa, s, heads, d, mask_kind):
     """The blocked AVX2 kernel (6-row blocks, 16-key panels, pad keys skipped) against the scalar

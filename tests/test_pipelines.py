@@ -8,16 +8,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from _export_helpers import SENTENCES, calibration_for, tiny_model, tokenizer  # noqa: E402
+from _export_helpers import SENTENCES, calibration_for, tiny_model  # noqa: E402
 
 import hf_fast  # noqa: E402
 from hf_fast.pipelines import QuestionAnsweringPipeline, best_spans  # noqa: E402
 from hf_fast.runtime.modeling import load_fast_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +34,8 @@ def test_text_classification(arts, tok):
     p, model = arts["text-classification"]
     pipe = hf_fast.pipeline("text-classification", model=str(p))
     out = pipe(SENTENCES[:4])
-    assert [o["label"] for o in out] == [model.config.id2label[int(i)] for i in
-                                         model(**tok(SENTENCES[:4], padding=True, return_tensors="pt")).logits.argmax(-1)]
+    want = model(**tok(SENTENCES[:4], padding=True, return_tensors="pt")).logits.argmax(-1)
+    assert [o["label"] for o in out] == [model.config.id2label[int(i)] for i in want]
     plain = transformers.pipeline("text-classification", model=load_fast_model(p), tokenizer=tok)
     assert [o["label"] for o in plain(SENTENCES[:4])] == [o["label"] for o in out]
     assert len(pipe(SENTENCES[0], top_k=None)) == 3

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from _export_helpers import calibration_for, tiny_model, tokenizer
+from _export_helpers import calibration_for, tiny_model
 
 from hf_fast import native
 from hf_fast.runtime.engine import NativeEngine
@@ -15,15 +15,10 @@ TASKS = ["text-classification", "question-answering", "token-classification"]
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return tokenizer()
-
-
-@pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, tok):
-    """Plain exports (dedicated Q/DQ per MatMul: fp32 residuals, no smoothing), SmoothQuant exports ("bert-smooth", ...: a Mul
-    by a per-channel 1/s in front of every encoder Linear's QuantizeLinear), and for text classification also the
-    shared-Q/DQ layout ("bert-shared", ...) in which the residual Adds read the uint8-rounded tensor."""
+    """Plain exports (dedicated Q/DQ per MatMul: fp32 residuals, no smoothing), SmoothQuant exports ("bert-smooth",
+    ...: a Mul by a per-channel 1/s in front of every encoder Linear's QuantizeLinear), and for text classification
+    also the shared-Q/DQ layout ("bert-shared", ...) in which the residual Adds read the uint8-rounded tensor."""
     from hf_fast.export import export
 
     out = {}
@@ -65,7 +60,7 @@ def _load(d):
 @pytest.mark.parametrize("arch, task", [(a, t) for a in ("bert", "distilbert", "bert-smooth", "distilbert-smooth")
                                         for t in TASKS]
                          + [("bert-shared", "text-classification"), ("distilbert-shared", "text-classification")])
-@pytest.mark.parametrize("isa", native.supported_isas())
+@pytest.mark.parametrize("isa", native.ISA_NAMES)  # unsupported ones skip visibly (conftest.py)
 def test_engine_matches_onnxruntime_on_same_file(artifacts, arch, task, isa):
     d = artifacts[(arch, task)]
     model, fc = _load(d)
@@ -79,7 +74,8 @@ def test_engine_matches_onnxruntime_on_same_file(artifacts, arch, task, isa):
     for name, r in ref.items():
         g = got[name]
         assert g.shape == r.shape, name
-        valid = feeds["attention_mask"].astype(bool) if g.ndim >= 2 and g.shape[:2] == feeds["input_ids"].shape else None
+        per_token = g.ndim >= 2 and g.shape[:2] == feeds["input_ids"].shape
+        valid = feeds["attention_mask"].astype(bool) if per_token else None
         diff = np.abs(g - r) if valid is None else np.abs(g - r)[valid]
         scale = np.abs(r).max() + 1e-6
         # same int8 weights, activation scales and fake-quantized residuals: only fp32 rounding (GELU, LN,

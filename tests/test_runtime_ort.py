@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from _export_helpers import SENTENCES, calibration_for, encode, tiny_model, tokenizer  # noqa: E402
+from _export_helpers import SENTENCES, calibration_for, encode, tiny_model  # noqa: E402
 
 from hf_fast.export import ArtifactError, export  # noqa: E402
 from hf_fast.runtime import (  # noqa: E402
@@ -19,11 +19,6 @@ from hf_fast.runtime import (  # noqa: E402
     FastModelForTokenClassification,
 )
 from hf_fast.runtime.modeling import load_fast_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +110,8 @@ def test_wrong_class_backend_and_task(arts):
     (dict(input_ids=np.full((1, 4), -1)), r"must lie in \[0, 30522\)"),
     (dict(input_ids=np.ones((2, 4), np.int64), attention_mask=np.ones((2, 5), np.int64)), "attention_mask shape"),
     (dict(input_ids=np.ones((1, 4), np.int64), attention_mask=np.full((1, 4), 2)), "only 0 and 1"),
-    (dict(input_ids=np.ones((1, 4), np.int64), token_type_ids=np.full((1, 4), 2)), r"token_type_ids must lie in \[0, 2\)"),
+    (dict(input_ids=np.ones((1, 4), np.int64), token_type_ids=np.full((1, 4), 2)),
+     r"token_type_ids must lie in \[0, 2\)"),
     (dict(input_ids=[[1, 2], [3]]), "ragged"),
     (dict(attention_mask=np.ones((1, 4), np.int64)), "input_ids is required"),
 ])

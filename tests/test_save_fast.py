@@ -11,20 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import hub_server as _hub_server  # noqa: E402
-from _export_helpers import SENTENCES, encode, tiny_model, tokenizer  # noqa: E402
+from _export_helpers import SENTENCES, encode, tiny_model  # noqa: E402
 from hub_server import TOKEN  # noqa: E402
 
 import hf_fast  # noqa: E402
 from hf_fast.export.artifact import sha256_file  # noqa: E402
 from hf_fast.runtime import FastModelForSequenceClassification, FastModelForTokenClassification  # noqa: E402
-
-hub, hub_server = _hub_server.hub, _hub_server.hub_server  # pytest fixtures
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer()
 
 
 def _no_pickle(folder: Path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _fuzz_helpers import copy_artifact, micro_artifact, refresh_sha, valid_inputs
+from _fuzz_helpers import copy_artifact, refresh_sha, valid_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,8 +28,8 @@ class _Boom:
 
 
 @pytest.fixture(scope="module")
-def art(tmp_path_factory):
-    return micro_artifact(tmp_path_factory.mktemp("sec") / "a", "bert", "text-classification")
+def art(micro_artifacts):
+    return micro_artifacts["bert"]  # shared: the tests below plant files in copies
 
 
 def _plant(d: Path, marker: Path) -> None:

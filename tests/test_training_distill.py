@@ -103,7 +103,8 @@ def test_hidden_and_attention_mse():
     loss, parts = DistillationLoss(cfg, lmap)(so, to)
     h = (torch.mean((so.hidden_states[1] - to.hidden_states[2]) ** 2)
          + torch.mean((so.hidden_states[2] - to.hidden_states[4]) ** 2)) / 2
-    a = (torch.mean((so.attentions[0] - to.attentions[1]) ** 2) + torch.mean((so.attentions[1] - to.attentions[3]) ** 2)) / 2
+    a = (torch.mean((so.attentions[0] - to.attentions[1]) ** 2)
+         + torch.mean((so.attentions[1] - to.attentions[3]) ** 2)) / 2
     assert parts["hidden"].item() == pytest.approx(h.item(), rel=1e-5)
     assert parts["attention"].item() == pytest.approx(a.item(), rel=1e-5)
     assert loss.item() == pytest.approx(parts["kd"].item() + 2 * h.item() + 3 * a.item(), rel=1e-5)

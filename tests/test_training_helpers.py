@@ -11,8 +11,8 @@ import torch
 VOCAB = 128
 
 
-def tiny_bert(task: str = "seq", num_labels: int = 2, seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int = VOCAB,
-              **kw):
+def tiny_bert(task: str = "seq", num_labels: int = 2, seed: int = 0, hidden: int = 32, layers: int = 2,
+              vocab: int = VOCAB, **kw):
     from transformers import (
         BertConfig,
         BertForQuestionAnswering,

@@ -30,7 +30,8 @@ class OnnxRuntimeBackend:
         so = session_options or ort.SessionOptions()
         if num_threads is not None:
             if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
-                raise ValueError(f"num_threads must be a non-negative int (0 = ONNX Runtime default), got {num_threads!r}")
+                raise ValueError(f"num_threads must be a non-negative int (0 = ONNX Runtime default), "
+                                 f"got {num_threads!r}")
             so.intra_op_num_threads = int(num_threads)
         if graph_optimization_level is not None:
             so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, graph_optimization_level)

@@ -78,8 +78,10 @@ class NativeEngine:
         f = lambda a: ffi.cast("float *", a.ctypes.data)  # noqa: E731
         arrs = [np.ascontiguousarray(a, np.float32) for a in (emb.word, emb.position)]
         tt = None if emb.token_type is None else np.ascontiguousarray(emb.token_type, np.float32)
-        native._check(lib.hf_engine_set_embeddings(self._e, f(arrs[0]), f(arrs[1]), f(tt) if tt is not None else ffi.NULL,
-                                                   f(emb.ln.gamma), f(emb.ln.beta), emb.ln.eps), "engine_set_embeddings")
+        native._check(lib.hf_engine_set_embeddings(self._e, f(arrs[0]), f(arrs[1]),
+                                                   f(tt) if tt is not None else ffi.NULL,
+                                                   f(emb.ln.gamma), f(emb.ln.beta), emb.ln.eps),
+                      "engine_set_embeddings")
         self.packed_bytes = 0
         self.dense_int8_bytes = 0
         for i, layer in enumerate(plan.layers):
@@ -115,8 +117,8 @@ class NativeEngine:
             if op.kind == "linear":
                 w = np.ascontiguousarray(op.weight, np.float32)
                 b = np.ascontiguousarray(op.bias, np.float32)
-                native._check(lib.hf_engine_add_head_op(self._e, _HEAD_KIND["linear"], w.shape[0], w.shape[1], f(w), f(b)),
-                              "engine_add_head_op")
+                native._check(lib.hf_engine_add_head_op(self._e, _HEAD_KIND["linear"], w.shape[0], w.shape[1],
+                                                        f(w), f(b)), "engine_add_head_op")
             else:
                 native._check(lib.hf_engine_add_head_op(self._e, _HEAD_KIND[op.kind], 0, 0, ffi.NULL, ffi.NULL),
                               "engine_add_head_op")

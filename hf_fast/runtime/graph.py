@@ -140,7 +140,8 @@ class LogicalGraph:
         if dq is not None and dq.op_type == "DequantizeLinear" and len(dq.input) >= 2 and dq.input[0] in self.consts:
             q = self.consts[dq.input[0]]
             scale = self.consts.get(dq.input[1])
-            zp = self.consts.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros(np.shape(scale), np.int8)
+            has_zp = len(dq.input) > 2 and dq.input[2]
+            zp = self.consts.get(dq.input[2]) if has_zp else np.zeros(np.shape(scale), np.int8)
             if scale is None or zp is None:
                 raise GraphMatchError(f"DequantizeLinear {dq.name!r} has a non-constant scale or zero point")
             if q.dtype != np.int8:

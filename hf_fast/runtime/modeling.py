@@ -77,7 +77,8 @@ class FastModel:
         verify: check model.onnx against the sha256 in fast_config.json (a corrupted or truncated
             file raises ValueError). backend_options go to the backend (e.g. num_threads=2).
         revision, cache_dir, token, local_files_only, force_download: for a Hub repo id, downloaded with
-            huggingface_hub.snapshot_download into the Hub cache (HF_ENDPOINT, HF_HUB_OFFLINE honoured; see hf_fast.hub).
+            huggingface_hub.snapshot_download into the Hub cache (HF_ENDPOINT, HF_HUB_OFFLINE honoured;
+            see hf_fast.hub).
         """
         from transformers import AutoConfig
 

@@ -508,8 +508,8 @@ def _attention_quant(g: LogicalGraph, score: onnx.NodeProto, ctx: onnx.NodeProto
     if not got:
         return None
     if len(got) != 4:
-        raise GraphMatchError(f"{where}: the attention MatMuls quantize only {', '.join(got)} of q, k, p, v; the engine "
-                              "runs int8 attention with all four quantized or none")
+        raise GraphMatchError(f"{where}: the attention MatMuls quantize only {', '.join(got)} of q, k, p, v; "
+                              "the engine runs int8 attention with all four quantized or none")
     return AttentionQuant(**fqs)
 
 
@@ -652,7 +652,8 @@ def check_plan(plan: EncoderPlan) -> None:
         raise GraphMatchError(f"word embedding table has shape {emb.word.shape}")
     shape(emb.word, (emb.word.shape[0], H), "word embedding table")
     if emb.position.ndim != 2 or emb.position.shape[0] < 1:
-        raise GraphMatchError(f"position embedding table has shape {emb.position.shape} (padding_idx {emb.padding_idx})")
+        raise GraphMatchError(f"position embedding table has shape {emb.position.shape} "
+                              f"(padding_idx {emb.padding_idx})")
     shape(emb.position, (emb.position.shape[0], H), "position embedding table")
     if emb.token_type is not None:
         if emb.token_type.ndim != 2 or emb.token_type.shape[0] < 1:

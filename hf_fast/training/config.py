@@ -11,11 +11,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from hf_fast.blocks import parse_block
 
-StepLike = Union[int, float]
+StepLike = int | float
 
 SCHEDULES = ("cubic", "oneshot")
 SCORES = ("magnitude", "movement")

@@ -19,7 +19,7 @@ def read_rt_polarity(path, eval_per_class: int = 1000) -> tuple[dict[str, list],
     train = {"text": [], "label": []}
     ev = {"text": [], "label": []}
     for fname, label in (("rt-polarity.neg", 0), ("rt-polarity.pos", 1)):
-        lines = [l.strip() for l in (p / fname).read_bytes().decode("latin-1").splitlines() if l.strip()]
+        lines = [s.strip() for s in (p / fname).read_bytes().decode("latin-1").splitlines() if s.strip()]
         cut = len(lines) - eval_per_class
         train["text"] += lines[:cut]
         train["label"] += [label] * cut
@@ -31,7 +31,7 @@ def read_rt_polarity(path, eval_per_class: int = 1000) -> tuple[dict[str, list],
 def read_sst2_tsv(path) -> tuple[dict[str, list], dict[str, list]]:
     out = []
     for f in ("train.tsv", "dev.tsv"):
-        rows = [l.rsplit("\t", 1) for l in (Path(path) / f).read_text().splitlines()[1:] if l.strip()]
+        rows = [s.rsplit("\t", 1) for s in (Path(path) / f).read_text().splitlines()[1:] if s.strip()]
         out.append({"text": [r[0] for r in rows], "label": [int(r[1]) for r in rows]})
     return out[0], out[1]
 

@@ -131,7 +131,8 @@ def layer_label(name: str) -> str:
     return m.group(0) if m else name
 
 
-def iter_masked(layers: dict[str, nn.Linear], masks: dict[str, torch.Tensor]) -> Iterable[tuple[str, nn.Linear, torch.Tensor]]:
+def iter_masked(layers: dict[str, nn.Linear],
+                masks: dict[str, torch.Tensor]) -> Iterable[tuple[str, nn.Linear, torch.Tensor]]:
     for n, mod in layers.items():
         if n in masks:
             yield n, mod, masks[n]

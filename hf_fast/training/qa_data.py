@@ -159,7 +159,8 @@ def prepare_eval_features(examples, tokenizer, max_length: int = 384, doc_stride
     offsets = enc.pop("offset_mapping")
     out = {k: enc[k] for k in MODEL_INPUTS if k in enc}
     out["example_id"] = [ex["id"][s] for s in sample_map]
-    out["offset_mapping"] = [[tuple(o) if seq_ids == 1 else None for o, seq_ids in zip(offs, enc.sequence_ids(i), strict=False)]
+    out["offset_mapping"] = [[tuple(o) if seq_ids == 1 else None
+                              for o, seq_ids in zip(offs, enc.sequence_ids(i), strict=False)]
                              for i, offs in enumerate(offsets)]
     return out
 

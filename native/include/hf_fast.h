@@ -45,6 +45,24 @@ const char *hf_isa_name(int isa);
 int hf_isa_from_name(const char *name);
 const char *hf_version(void);
 
+/* Which kernel runs an op on `isa` (HF_ISA_AUTO = the active ISA): the name dispatch.c derives from the kernel it
+ * picks, a static string; "" for an unknown op or an ISA this CPU cannot run. arg is the head size d for the two
+ * attention ops (head sizes the SIMD kernels do not take run the reference, or on AVX-512 the AVX2 kernel) and
+ * ignored otherwise. GEMM names as hf_dense_kernel_name ("ref", "avx2-s16", "avx2-s7", "avx512vnni"; the *_7BIT ops:
+ * weights in [-64, 64]); the others "ref", "avx2", "avx512" or "avx512vnni". */
+#define HF_OP_DENSE_GEMM 0
+#define HF_OP_DENSE_GEMM_7BIT 1
+#define HF_OP_SPARSE_GEMM 2
+#define HF_OP_SPARSE_GEMM_7BIT 3
+#define HF_OP_LINEAR_EPILOGUE 4 /* dequantize, bias, GELU, residual and requantize after a GEMM */
+#define HF_OP_QUANTIZE 5
+#define HF_OP_GELU 6
+#define HF_OP_LAYERNORM 7
+#define HF_OP_ATTENTION 8    /* fp32 */
+#define HF_OP_ATTENTION_Q8 9 /* int8 */
+#define HF_OP_COUNT 10
+const char *hf_op_kernel(int op, int isa, int64_t arg);
+
 /* ---- error channel (thread-local) ---- */
 const char *hf_last_error(void);
 

@@ -152,6 +152,12 @@ const hf_f32_ops *hf_f32_ops_for(int isa) {
     return isa == HF_ISA_REF ? &f32_ref : isa == HF_ISA_AVX2 ? &f32_avx2 : &f32_avx512;
 }
 
+const hf_f32_ops *hf_attention_ops_for(int isa, int64_t d, int int8) {
+    if (int8 ? d % 16 : d % 8) return hf_f32_ops_for(HF_ISA_REF);
+    if (!int8 && isa == HF_ISA_AVX512VNNI && d % 16) return hf_f32_ops_for(HF_ISA_AVX2);
+    return hf_f32_ops_for(isa);
+}
+
 const hf_sparse_kernel *hf_sparse_kernel_for(int isa) {
     if (!hf_isa_supported(isa)) return NULL;
     switch (isa) {
@@ -171,6 +177,47 @@ static const hf_linear_ops linear_avx512 = {hf_epilogue_rows_avx512, hf_gelu_avx
 const hf_linear_ops *hf_linear_ops_for(int isa) {
     if (!hf_isa_supported(isa)) return NULL;
     return isa == HF_ISA_REF ? &linear_ref : isa == HF_ISA_AVX2 ? &linear_avx2 : &linear_avx512;
+}
+
+/* The name of the kernel behind a function pointer or table that the functions above return: derived from what
+ * they pick, so hf_op_kernel cannot drift from the dispatch itself. */
+#define PICK(p, ref, avx2, avx512, n512) \
+    ((p) == (ref) ? "ref" : (p) == (avx2) ? "avx2" : (p) == (avx512) ? (n512) : "unknown")
+
+const char *hf_op_kernel(int op, int isa, int64_t arg) {
+    if (isa == HF_ISA_AUTO) isa = hf_isa_active();
+    if (!hf_isa_supported(isa)) return "";
+    const hf_linear_ops *lo = hf_linear_ops_for(isa);
+    const hf_dense_kernel *dk;
+    const hf_sparse_kernel *sk;
+    switch (op) {
+    case HF_OP_DENSE_GEMM:
+    case HF_OP_DENSE_GEMM_7BIT:
+        dk = hf_dense_kernel_for_variant(isa, op == HF_OP_DENSE_GEMM_7BIT ? HF_VARIANT_S7 : HF_VARIANT_DEFAULT);
+        return dk == &hf_dense_ref ? "ref" : dk == &hf_dense_avx2 ? "avx2-s16" : dk == &hf_dense_avx2_s7 ? "avx2-s7"
+             : dk == &hf_dense_avx512vnni ? "avx512vnni" : "unknown";
+    case HF_OP_SPARSE_GEMM:
+    case HF_OP_SPARSE_GEMM_7BIT: /* the AVX2 family packs 7-bit weights for its vpmaddubsw path itself */
+        sk = hf_sparse_kernel_for(isa);
+        return sk == &hf_sparse_ref ? "ref" : sk == &hf_sparse_avx2 ? (op == HF_OP_SPARSE_GEMM ? "avx2-s16" : "avx2-s7")
+             : sk == &hf_sparse_avx512vnni ? "avx512vnni" : "unknown";
+    case HF_OP_LINEAR_EPILOGUE:
+        return PICK(lo->epilogue_rows, hf_epilogue_rows_ref, hf_epilogue_rows_avx2, hf_epilogue_rows_avx512, "avx512");
+    case HF_OP_QUANTIZE: return PICK(lo->quantize, hf_quantize_ref, hf_quantize_avx2, hf_quantize_avx512, "avx512");
+    case HF_OP_GELU: return PICK(lo->gelu, hf_gelu_ref, hf_gelu_avx2, hf_gelu_avx512, "avx512");
+    case HF_OP_LAYERNORM:
+        return PICK(hf_f32_ops_for(isa)->layernorm, hf_layernorm_ref, hf_layernorm_avx2, hf_layernorm_avx512,
+                    "avx512");
+    case HF_OP_ATTENTION:
+        if (arg <= 0) return "";
+        return PICK(hf_attention_ops_for(isa, arg, 0)->attention_head, hf_attention_head_ref, hf_attention_head_avx2,
+                    hf_attention_head_avx512, "avx512");
+    case HF_OP_ATTENTION_Q8:
+        if (arg <= 0) return "";
+        return PICK(hf_attention_ops_for(isa, arg, 1)->attention_q8_head, hf_attention_q8_head_ref,
+                    hf_attention_q8_head_avx2, hf_attention_q8_head_avx512vnni, "avx512vnni");
+    default: return "";
+    }
 }
 
 const char *hf_version(void) { return HF_VERSION_STRING; }

@@ -457,7 +457,6 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
     const int64_t T = B * S, H = e->H, d = H / e->heads;
     const hf_f32_ops *ops = hf_f32_ops_for(e->isa);
     const hf_linear_ops *lops = hf_linear_ops_for(e->isa);
-    const hf_f32_ops *attn_ops = (d % 8 == 0) ? ops : hf_f32_ops_for(HF_ISA_REF);
 
     /* embeddings + LayerNorm + quantize for the first qkv, in parallel row blocks */
     for (int64_t t = 0; t < T; t++) a.bias[t] = (!mask || mask[t]) ? 0.f : -INFINITY;
@@ -484,10 +483,9 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
         } else if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) != HF_OK) {
             break;
         }
-        /* attn_ops: the reference for head sizes the SIMD kernels do not take (fp32: d % 8, int8: d % 16 falls back
-         * inside the kernel) */
-        attn_job job = {e, l->attn_q8 ? ops : attn_ops, &a, B, S, d, l->att_scale, l->o_s, l->o_zp, l->o_m, lops,
-                        l->attn_q8 ? &l->aq : NULL, 0, 0};
+        /* the attention kernel for this head size (dispatch.c: the reference for sizes the SIMD kernels do not take) */
+        attn_job job = {e, hf_attention_ops_for(e->isa, d, l->attn_q8), &a, B, S, d, l->att_scale, l->o_s, l->o_zp,
+                        l->o_m, lops, l->attn_q8 ? &l->aq : NULL, 0, 0};
         hf_parallel(attn_task, &job, (int)(B * e->heads));
         if (atomic_load(&job.failed)) {
             rc = hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");

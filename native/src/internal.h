@@ -126,6 +126,9 @@ static inline int64_t hf_attended_keys(int64_t S, const float *key_bias) {
 int hf_check_attn_quant(const hf_attn_quant *aq, const char *where);
 /* dispatch.c: fp32 ops for an ISA (AVX-512 machines: 16-lane attention and LayerNorm). */
 const hf_f32_ops *hf_f32_ops_for(int isa);
+/* dispatch.c: the table whose attention_head (int8 == 0) or attention_q8_head (int8 == 1) runs head size d on isa
+ * (the reference for fp32 d % 8 and int8 d % 16; fp32 d % 16 == 8 on AVX-512: the AVX2 kernel). */
+const hf_f32_ops *hf_attention_ops_for(int isa, int64_t d, int int8);
 
 /* ---- thread pool (threadpool.c) ----
  * A persistent pthread pool; the calling thread is worker 0. No thread creation or allocation in

@@ -42,7 +42,7 @@ int hf_attention(int isa, int64_t S, int64_t heads, int64_t d, const float *q, c
     int rc;
     float *bias;
     if ((rc = attention_args("attention", &isa, S, heads, d, q, k, v, ld, ctx, ldo)) != HF_OK) return rc;
-    const hf_f32_ops *ops = (d % 8 == 0) ? hf_f32_ops_for(isa) : hf_f32_ops_for(HF_ISA_REF);
+    const hf_f32_ops *ops = hf_attention_ops_for(isa, d, 0);
     float *scratch = (float *)scratch_with_bias((size_t)hf_attention_scratch_floats(S, d) * sizeof(float), S,
                                                 key_mask, &bias);
     if (!scratch) return hf_fail(HF_ENOMEM, "attention: out of memory");
@@ -105,7 +105,7 @@ static int attention_q8_heads(const char *what, int isa, int64_t S, int64_t head
         return rc;
     void *scratch = scratch_with_bias((size_t)hf_attention_q8_scratch_bytes(S, d), S, key_mask, &bias);
     if (!scratch) return hf_fail(HF_ENOMEM, "%s: out of memory", what);
-    const hf_attention_q8_head_fn fn = hf_f32_ops_for(isa)->attention_q8_head;
+    const hf_attention_q8_head_fn fn = hf_attention_ops_for(isa, d, 1)->attention_q8_head;
     for (int64_t h = 0; h < heads; h++) {
         hf_ctx_quant hq;
         if (oq) hq = (hf_ctx_quant){oq->out + h * d, oq->ldo, oq->scale, oq->zp, oq->mul ? oq->mul + h * d : NULL};

@@ -41,7 +41,7 @@ def worst_rel_error(c: np.ndarray) -> float:
 def main(argv=None):
     deg = int((argv or sys.argv[1:] or ["5"])[0])
     c = fit(deg)
-    print("coefficients c%d .. c1:" % deg, ", ".join(f"{float(x):.10e}f" for x in c[::-1]))
+    print(f"coefficients c{deg} .. c1:", ", ".join(f"{float(x):.10e}f" for x in c[::-1]))
     e = worst_rel_error(c)
     print(f"worst relative error {e:.3g} ({e / 2.0 ** -24:.2f} ulp)")
 
