@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 MASKS_FILE = "hf_fast_masks.safetensors"
 MASKS_FORMAT = "hf_fast.masks/1"
+NO_TRAINER_STATE = "trainer_state.json missing or unreadable"  # a checkpoint the Trainer itself cannot resume
 
 
 class MasksFileError(ValueError):
@@ -307,7 +308,7 @@ class PruningCallback(TrainerCallback, ExportableState):
             with open(os.path.join(directory, "trainer_state.json"), encoding="utf-8") as f:
                 state = json.load(f)
         except (OSError, ValueError):
-            return "trainer_state.json missing or unreadable"
+            return NO_TRAINER_STATE
         saved = (state.get("stateful_callbacks") or {}).get(type(self).__name__)
         saved = (saved[0] if saved else None) if isinstance(saved, list) else saved
         if not (saved or {}).get("attributes", {}).get("has_masks"):

@@ -23,7 +23,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_fast.training.config import FastConfig
 from hf_fast.training.distillation import DistillationLoss, check_teacher_compatible
-from hf_fast.training.pruning import PruningCallback, record_on_model
+from hf_fast.training.pruning import NO_TRAINER_STATE, PruningCallback, record_on_model
 from hf_fast.training.quantization import QATCallback
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class FastTrainer(Trainer):
             resume_from_checkpoint = self._newest_complete_checkpoint()
         elif resume_from_checkpoint:
             why = self.pruning_callback.checkpoint_problem(os.fspath(resume_from_checkpoint))
-            if why and why.startswith("trainer_state.json"):  # the Trainer cannot resume from it at all
+            if why == NO_TRAINER_STATE:  # the Trainer cannot resume from it at all
                 raise ValueError(f"{os.fspath(resume_from_checkpoint)!r} is not a complete checkpoint ({why}; a run "
                                  "killed while saving it?): pass resume_from_checkpoint=True to resume from the "
                                  "newest complete one")
@@ -129,7 +129,7 @@ class FastTrainer(Trainer):
                                    path, "; ".join(skipped))
                 return path
             skipped.append(f"{os.path.basename(path)} ({why})")
-            if fallback is None and not why.startswith("trainer_state.json"):
+            if fallback is None and why != NO_TRAINER_STATE:
                 fallback = path
         if fallback is None:
             raise ValueError(f"No complete checkpoint in output directory ({out}): {'; '.join(skipped)}")
