@@ -17,6 +17,7 @@ new one, never a mix. No pickle: safetensors, ONNX, JSON and tokenizer text file
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import types
 import weakref
@@ -55,12 +56,13 @@ def save_fast(model, tokenizer, save_directory: str | os.PathLike, calibration_d
     ``base_model``/``datasets``/``eval_dataset`` (card metadata; eval_dataset names the set the metrics come from).
     ``block`` defaults to the one FastTrainer recorded on the model. Returns the folder's path.
     """
-    from hf_fast.export import artifact, export
+    from hf_fast.export import artifact, export, inplace
 
     if block is None:
         block = _default_block(model)
     out = artifact.check_out_dir(Path(save_directory), overwrite)
-    metrics = {**_sparsity_metrics(model), **dict(metrics or {})}
+    keep = inplace.plan(model, out, writes_weights=True)  # saving back into the model's own folder
+    metrics = {**(keep.metrics if keep else {}), **_sparsity_metrics(model), **dict(metrics or {})}
     with artifact.atomic_dir(out, overwrite) as tmp:
         art = export(model, tokenizer, tmp / "artifact", calibration_dataset, task=task, block=block, metrics=metrics,
                      progress=progress, **export_kwargs)
@@ -71,6 +73,7 @@ def save_fast(model, tokenizer, save_directory: str | os.PathLike, calibration_d
         bad = [p.name for p in tmp.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if bad:
             raise RuntimeError(f"save_pretrained wrote pickle files {bad}: hf-fast folders hold no pickle")
+        _follow_umask(tmp)
         speed = None
         if measure_speed:
             from hf_fast.bench import quick_speed
@@ -78,12 +81,28 @@ def save_fast(model, tokenizer, save_directory: str | os.PathLike, calibration_d
             speed = quick_speed(tmp)
         from hf_fast.hub import write_model_card
 
+        card = {}
+        if keep is not None:
+            keep.carry_into(tmp)  # files this save did not write (user files, generation config, ...)
+            card = keep.card
         if base_model is None:
             nop = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
-            base_model = nop if nop and not os.path.exists(nop) else None
-        write_model_card(tmp, metrics=metrics, speed=speed, base_model=base_model, datasets=datasets,
+            base_model = nop if nop and not os.path.exists(nop) else card.get("base_model")
+        write_model_card(tmp, metrics=metrics, speed=speed, base_model=base_model,
+                         datasets=datasets or card.get("datasets", ()), license=card.get("license"),
                          eval_dataset=eval_dataset)
     return out
+
+
+def _follow_umask(folder: Path) -> None:
+    """safetensors (0.8) writes weight files 0600 through a private temp file; give them the mode every other file
+    of the folder has (0666 minus the umask), so whoever may read the folder may load the weights too."""
+    probe = folder / ".umask-probe"
+    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    mode = stat.S_IMODE(probe.stat().st_mode)
+    probe.unlink()
+    for p in folder.glob("*.safetensors"):
+        os.chmod(p, mode)
 
 
 # ------------------------------------------------------------------ FastTrainer binding

@@ -27,16 +27,31 @@ WORKER = textwrap.dedent('''
 
     if mode == "train":
         kill_at, resume = int(sys.argv[3]), sys.argv[4] == "resume"
+        when = sys.argv[5] if len(sys.argv) > 5 else "step"
         import torch
+        import safetensors.torch
         from transformers import TrainerCallback
-        from transformers.trainer_utils import get_last_checkpoint
         from hf_fast.training import FastConfig, FastTrainer
         from test_training_helpers import ToyDataset, tiny_bert, train_args
 
-        class Killer(TrainerCallback):
+        class Killer(TrainerCallback):  # runs before the PruningCallback FastTrainer appends
             def on_step_end(self, args, state, control, **kw):
-                if state.global_step == kill_at:
+                if when == "step" and state.global_step == kill_at:
                     die()
+
+            def on_save(self, args, state, control, **kw):
+                if when == "on_save" and state.global_step == kill_at:
+                    die()  # the Trainer wrote checkpoint-N; PruningCallback.on_save has not run
+
+        if when == "masks_write":
+            real_save = safetensors.torch.save_file
+            def save_file(tensors, filename, metadata=None):
+                real_save(tensors, filename, metadata=metadata)
+                if f"checkpoint-{kill_at}" in str(filename):
+                    with open(filename, "r+b") as f:
+                        f.truncate(os.path.getsize(filename) // 2)
+                    die()  # killed halfway through writing the masks file
+            safetensors.torch.save_file = save_file
 
         model = tiny_bert(seed=0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         teacher = tiny_bert(seed=7)
@@ -46,7 +61,7 @@ WORKER = textwrap.dedent('''
                                                end_step=16, frequency=4),
                         train_dataset=ToyDataset(48), eval_dataset=ToyDataset(32, seed=1),
                         callbacks=[Killer()] if kill_at else None)
-        t.train(resume_from_checkpoint=get_last_checkpoint(out) if resume else None)
+        t.train(resume_from_checkpoint=True if resume else None)
         cb = t.pruning_callback
         metrics = t.evaluate()
         cb.save_masks(os.path.join(out, "final"))
@@ -95,18 +110,30 @@ def _worker(tmp_path, *args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("faults")
+    r = _worker(d, "train", d / "full", 0, "fresh")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d / "full"
+
+
+# step: killed between checkpoints (after 10, before 15). on_save: killed after the Trainer wrote checkpoint-10 and
+# before PruningCallback.on_save (issue 16 bug 3: FastTrainer now writes the masks first, so checkpoint-10 is whole).
+# masks_write: killed halfway through writing checkpoint-10's masks (before the Trainer's files: resume falls back to 5)
+@pytest.mark.parametrize("kill_at,when,left", [(13, "step", ["checkpoint-10", "checkpoint-5"]),
+                                               (10, "on_save", ["checkpoint-10", "checkpoint-5"]),
+                                               (10, "masks_write", ["checkpoint-10", "checkpoint-5"])])
+def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path, uninterrupted, kill_at, when, left):
     from safetensors.torch import load_file
 
     from hf_fast.training.pruning import MASKS_FILE
 
-    full, broken = tmp_path / "full", tmp_path / "broken"
-    r = _worker(tmp_path, "train", full, 0, "fresh")
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = _worker(tmp_path, "train", broken, 13, "fresh")  # killed after checkpoint-10, before checkpoint-15
+    full, broken = uninterrupted, tmp_path / "broken"
+    r = _worker(tmp_path, "train", broken, kill_at, "fresh", when)
     assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr[-3000:])
     assert not (broken / "result.json").exists()
-    assert sorted(p.name for p in broken.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+    assert sorted(p.name for p in broken.glob("checkpoint-*")) == left
     r = _worker(tmp_path, "train", broken, 0, "resume")
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = (json.loads((d / "result.json").read_text()) for d in (full, broken))

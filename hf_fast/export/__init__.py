@@ -98,7 +98,9 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
         calibration_method: "minmax" (default), "percentile" or "entropy".
         calibration_size: use at most this many samples. max_length: tokenizer truncation.
         keep_fp32: also write model_fp32.onnx. metrics: accuracy/speed figures for the model card.
-        overwrite: replace an existing artifact in out_dir (atomically); False raises FileExistsError.
+        overwrite: replace an existing artifact in out_dir (atomically); False raises FileExistsError. Exporting
+            into the folder the model was loaded from keeps its weights, other files and recorded metrics
+            (hf_fast.export.inplace).
         reduce_range: 7-bit weights ([-64, 64]) for CPUs without VNNI, where ONNX Runtime's AVX2 u8 x s8
             kernel (vpmaddubsw) can saturate; costs weight precision, so off by default.
         quantize_residuals: share each activation's Q/DQ pair with the residual Add (ONNX Runtime's
@@ -129,7 +131,7 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
     import numpy as np
     import onnx
 
-    from hf_fast.export import artifact, calibration, onnx_export, quantize
+    from hf_fast.export import artifact, calibration, inplace, onnx_export, quantize
     from hf_fast.export.tasks import check_architecture, io_names
 
     # ---- validate everything cheap before doing any work
@@ -158,6 +160,9 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
             raise ValueError("smooth_quant and quantize_residuals=True do not combine: the residual Adds read the "
                              "unsmoothed tensor, which is then not quantized at all")
     out_dir = artifact.check_out_dir(Path(out_dir), overwrite)
+    keep = inplace.plan(model, out_dir, writes_weights=False)  # out_dir is the model's own folder: keep its files
+    if keep is not None:
+        metrics = keep.merge_metrics(metrics)
     input_names, output_names = io_names(model_type, task)
     max_length = min(int(max_length), _max_sequence_length(cfg, model_type))
     feeds = calibration.build_feeds(calibration_dataset, tokenizer, task, input_names, max_length=max_length,
@@ -209,6 +214,12 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
                           quantize_residuals, smooth_quant, n_attention)
         artifact.write_json(tmp / FAST_CONFIG_NAME, fc)
         (tmp / "README.md").write_text(artifact.model_card(fc), encoding="utf-8")
+        if keep is not None:
+            keep.carry_into(tmp)
+            if keep.weights_same:  # the folder is still a transformers checkpoint: keep its save_fast card
+                from hf_fast.hub import write_model_card
+
+                write_model_card(tmp, metrics=fc["metrics"], **keep.card)
     return out_dir
 
 

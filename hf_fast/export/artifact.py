@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -130,32 +131,55 @@ def check_out_dir(out_dir: Path, overwrite: bool = True) -> Path:
     return out_dir
 
 
+def same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when both paths name one existing folder (through symlinks, relative paths, bind mounts)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def mkdir_unique(parent: Path, prefix: str) -> Path:
+    """A new empty folder ``parent/prefix<random>`` created with mode 0o777 minus the umask, as ``save_pretrained``'s
+    ``os.makedirs`` does (``tempfile.mkdtemp`` would make it 0700, and the final artifact unreadable to others)."""
+    for _ in range(100):
+        p = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(p, 0o777)
+            return p
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a unique temporary folder {prefix}* in {str(parent)!r}")
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary folder next to `out_dir`; on success swap it in, on error delete it.
 
     The swap is two renames on the same filesystem (old -> backup, new -> out_dir), with the backup
     renamed back if the second fails; the backup is deleted only after the new folder is in place.
+    A symlinked `out_dir` is written through: the folder it points to is swapped, the link stays.
     """
     out_dir = check_out_dir(Path(out_dir), overwrite)
-    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    real = Path(os.path.realpath(out_dir))  # also gives "." and "a/.." a name to swap
+    parent = real.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+        tmp = mkdir_unique(parent, f".{real.name}.tmp-")
     except PermissionError as exc:
         raise PermissionError(f"no write permission to create {str(out_dir)!r}: {exc}") from exc
     try:
         yield tmp
         backup = None
-        if out_dir.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=parent))
+        if real.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{real.name}.old-", dir=parent))
             backup.rmdir()
-            os.rename(out_dir, backup)
+            os.rename(real, backup)
         try:
-            os.rename(tmp, out_dir)
+            os.rename(tmp, real)
         except BaseException:
             if backup is not None:
-                os.rename(backup, out_dir)
+                os.rename(backup, real)
             raise
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)

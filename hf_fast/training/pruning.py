@@ -12,12 +12,16 @@ Events used:
   on_optimizer_step      at update steps recompute the block masks from the scores (cubic target); after every
                          step re-apply the masks to the weights and to the optimizer state (Adam moments)
   on_save                write masks and score accumulators to ``<checkpoint>/hf_fast_masks.safetensors``
+                         (atomically; FastTrainer writes it before the Trainer's own checkpoint files)
   on_log                 add sparsity per layer and overall to the Trainer's logs; progress line on rank 0
 
 Checkpointing: the callback is an ``ExportableState``; its small JSON state (config, resolved block,
 schedule, last update step) lives in ``trainer_state.json`` (``stateful_callbacks``) and the tensors in the
 safetensors file beside it (no pickle). ``resume_from_checkpoint`` rebuilds the callback from that JSON and
 ``on_train_begin`` reloads the tensors, so a resumed run reaches the same masks as an uninterrupted one.
+A masks file that is missing or damaged (a run killed while saving) is never trusted and never fatal: the masks
+are recovered from the zero blocks of the checkpoint's weights, with a warning (``recover_masks``), and
+``FastTrainer.train(resume_from_checkpoint=True)`` prefers the newest complete checkpoint (``checkpoint_problem``).
 Under DDP the masks computed on rank 0 are broadcast, so every rank holds the same masks.
 """
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from hf_fast.blocks import parse_block
 from hf_fast.training.config import FastConfig, resolve_block, resolve_step
 from hf_fast.training.masks import (
     block_l2,
@@ -46,6 +51,12 @@ from hf_fast.training.schedule import SparsitySchedule
 logger = logging.getLogger(__name__)
 
 MASKS_FILE = "hf_fast_masks.safetensors"
+MASKS_FORMAT = "hf_fast.masks/1"
+NO_TRAINER_STATE = "trainer_state.json missing or unreadable"  # a checkpoint the Trainer itself cannot resume
+
+
+class MasksFileError(ValueError):
+    """A masks file that is truncated, damaged or does not match the model: it is never trusted."""
 
 
 def _unwrap_optimizer(opt):
@@ -101,6 +112,7 @@ class PruningCallback(TrainerCallback, ExportableState):
         self._emasks: dict[str, torch.Tensor] = {}
         self._output_dir: str | None = None
         self._global_step = 0
+        self._masks_written_to: str | None = None
 
     # -- ExportableState ----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -216,32 +228,96 @@ class PruningCallback(TrainerCallback, ExportableState):
 
     # -- persistence --------------------------------------------------------------------------------
     def save_masks(self, directory: str) -> str:
+        """Write ``<directory>/hf_fast_masks.safetensors`` atomically (temp file + fsync + rename): a kill while
+        writing leaves the previous file or none, never a partial one under the final name."""
         from safetensors.torch import save_file
 
         tensors = {f"mask::{n}": m.to(torch.uint8).contiguous() for n, m in (self.masks or {}).items()}
         tensors.update({f"score::{n}": s.contiguous() for n, s in self.scores.items()})
         path = os.path.join(directory, MASKS_FILE)
         os.makedirs(directory, exist_ok=True)
-        save_file(tensors, path, metadata={"block": self.block, "format": "hf_fast.masks/1"})
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            save_file(tensors, tmp, metadata={"block": self.block, "format": MASKS_FORMAT})
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        self._masks_written_to = os.path.abspath(directory)
         return path
 
-    def load_masks(self, directory: str) -> None:
-        from safetensors import safe_open
+    def read_masks_file(self, directory: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(masks, scores) from ``<directory>/hf_fast_masks.safetensors``, checked against the bound layers.
+
+        Raises FileNotFoundError (no file), MasksFileError (truncated, foreign or not matching the layers: never
+        trusted), ValueError (masks of another block shape: a configuration error, not a damaged file)."""
+        from safetensors import SafetensorError, safe_open
 
         path = os.path.join(directory, MASKS_FILE)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"resuming a pruned run needs {path} (written by PruningCallback.on_save)")
         masks, scores = {}, {}
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("block", self.block) != self.block:
-                raise ValueError(f"{path} holds {meta['block']} block masks but this run uses {self.block}")
-            for k in f.keys():
-                kind, name = k.split("::", 1)
-                (masks if kind == "mask" else scores)[name] = f.get_tensor(k)
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != MASKS_FORMAT:
+                    raise MasksFileError(f"{path} is not an hf-fast masks file (format {meta.get('format')!r})")
+                if meta.get("block", self.block) != self.block:
+                    raise ValueError(f"{path} holds {meta['block']} block masks but this run uses {self.block}")
+                for k in f.keys():
+                    kind, _, name = k.partition("::")
+                    if kind not in ("mask", "score") or not name:
+                        raise MasksFileError(f"{path}: unexpected tensor {k!r}")
+                    (masks if kind == "mask" else scores)[name] = f.get_tensor(k)
+        except (SafetensorError, OSError) as exc:
+            raise MasksFileError(f"{path} is truncated or damaged ({exc})") from exc
+        if self._layers is not None:
+            r, c = parse_block(self.block)
+            for n, t in list(masks.items()) + list(scores.items()):
+                mod = self._layers.get(n)
+                want = None if mod is None else (mod.weight.shape[0] // r, mod.weight.shape[1] // c)
+                if want is None or tuple(t.shape) != want:
+                    raise MasksFileError(f"{path}: {n} has shape {tuple(t.shape)}, the model's blocks are {want}")
+            if masks and set(masks) != set(self._layers):
+                raise MasksFileError(f"{path} lacks the masks of {sorted(set(self._layers) - set(masks))}")
+        return masks, scores
+
+    def load_masks(self, directory: str) -> None:
+        masks, scores = self.read_masks_file(directory)
         self.masks = {n: m.bool() for n, m in masks.items()} or None
         self.scores = scores
         self._emasks = {}
+
+    def recover_masks(self) -> None:
+        """Masks from the zero blocks of the (resumed) weights: after every optimizer step the pruned blocks are
+        exactly zero, so this is the mask unless a kept block is all zeros, which only a hand-made weight has (it
+        is then taken as pruned: the model computes the same, the block just stays zero). The movement scores
+        accumulated since the last mask update are not in the weights: they restart from zero."""
+        self.masks = {n: block_l2(mod.weight, self.block).cpu() > 0 for n, mod in self._layers.items()}
+        self.scores = {}
+        self._emasks = {}
+
+    def checkpoint_problem(self, directory: str) -> str | None:
+        """Why ``directory`` is not a complete checkpoint of this run (None: complete): the Trainer's state
+        missing or unreadable, or the masks it records missing or damaged."""
+        import json
+
+        try:
+            with open(os.path.join(directory, "trainer_state.json"), encoding="utf-8") as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return NO_TRAINER_STATE
+        saved = (state.get("stateful_callbacks") or {}).get(type(self).__name__)
+        saved = (saved[0] if saved else None) if isinstance(saved, list) else saved
+        if not (saved or {}).get("attributes", {}).get("has_masks"):
+            return None
+        try:
+            self.read_masks_file(directory)
+        except (FileNotFoundError, MasksFileError) as exc:
+            return f"{MASKS_FILE}: {exc}"
+        return None
 
     # -- Trainer events -----------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -256,7 +332,16 @@ class PruningCallback(TrainerCallback, ExportableState):
         src = self.resume_dir or (self.checkpoint_dir if self.has_masks else None)
         if src is not None and state.global_step > 0:
             if self.has_masks or os.path.isfile(os.path.join(src, MASKS_FILE)):
-                self.load_masks(src)
+                try:
+                    self.load_masks(src)
+                except (FileNotFoundError, MasksFileError) as exc:
+                    # a checkpoint half written when the run was killed: never trust the file, never fail
+                    if self.has_masks:
+                        self.recover_masks()
+                        logger.warning("%s: masks recovered from the zero blocks of the checkpoint's weights "
+                                       "(movement scores since the last mask update restart)", exc)
+                    else:
+                        logger.warning("%s: ignored (the checkpoint records no masks)", exc)
             self.apply_masks(optimizer)
         record_on_model(model, self)
 
@@ -294,7 +379,9 @@ class PruningCallback(TrainerCallback, ExportableState):
 
     def on_save(self, args, state, control, **kwargs):
         if args.should_save and self.masks is not None:
-            self.save_masks(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+            ck = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if self._masks_written_to != os.path.abspath(ck):  # FastTrainer wrote them before the checkpoint
+                self.save_masks(ck)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or any(k.startswith(("eval_", "test_")) for k in logs) or self._layers is None:

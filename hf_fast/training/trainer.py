@@ -12,17 +12,21 @@ exporter can write it into the fast artifact.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
+import re
 from typing import Any
 
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_fast.training.config import FastConfig
 from hf_fast.training.distillation import DistillationLoss, check_teacher_compatible
-from hf_fast.training.pruning import PruningCallback, record_on_model
+from hf_fast.training.pruning import NO_TRAINER_STATE, PruningCallback, record_on_model
 from hf_fast.training.quantization import QATCallback
+
+logger = logging.getLogger(__name__)
 
 
 class FastTrainer(Trainer):
@@ -94,11 +98,51 @@ class FastTrainer(Trainer):
     # -- resume -----------------------------------------------------------------------------------------
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+            resume_from_checkpoint = self._newest_complete_checkpoint()
+        elif resume_from_checkpoint:
+            why = self.pruning_callback.checkpoint_problem(os.fspath(resume_from_checkpoint))
+            if why == NO_TRAINER_STATE:  # the Trainer cannot resume from it at all
+                raise ValueError(f"{os.fspath(resume_from_checkpoint)!r} is not a complete checkpoint ({why}; a run "
+                                 "killed while saving it?): pass resume_from_checkpoint=True to resume from the "
+                                 "newest complete one")
         self._hf_fast_resume_dir = os.fspath(resume_from_checkpoint) if resume_from_checkpoint else None
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _newest_complete_checkpoint(self) -> str:
+        """``resume_from_checkpoint=True``: the newest checkpoint whose Trainer state and masks are both whole (a run
+        killed while saving leaves a newer, incomplete one: skipped with a warning). If only masks are damaged
+        everywhere, the newest checkpoint with a Trainer state (its masks are then recovered from its weights)."""
+        out = self.args.output_dir
+        steps = []
+        for name in os.listdir(out) if os.path.isdir(out) else []:
+            m = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
+            if m and os.path.isdir(os.path.join(out, name)):
+                steps.append((int(m.group(1)), os.path.join(out, name)))
+        if not steps:
+            raise ValueError(f"No valid checkpoint found in output directory ({out})")
+        skipped, fallback = [], None
+        for _, path in sorted(steps, reverse=True):
+            why = self.pruning_callback.checkpoint_problem(path)
+            if why is None:
+                if skipped:
+                    logger.warning("resuming from %s, the newest complete checkpoint; skipped the incomplete %s",
+                                   path, "; ".join(skipped))
+                return path
+            skipped.append(f"{os.path.basename(path)} ({why})")
+            if fallback is None and why != NO_TRAINER_STATE:
+                fallback = path
+        if fallback is None:
+            raise ValueError(f"No complete checkpoint in output directory ({out}): {'; '.join(skipped)}")
+        logger.warning("no complete checkpoint in %s (%s): resuming from %s", out, "; ".join(skipped), fallback)
+        return fallback
+
+    def _save_checkpoint(self, model, trial):
+        # The masks go first, atomically: once the Trainer's state is in the checkpoint, its masks are too.
+        cb = self.pruning_callback
+        if self.args.should_save and cb.masks is not None:
+            cb.save_masks(os.path.join(self._get_output_dir(trial=trial),
+                                       f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"))
+        super()._save_checkpoint(model, trial)
 
     def _load_callback_state(self) -> None:
         super()._load_callback_state()
