@@ -74,7 +74,12 @@ def test_cli_export_in_place_keeps_weights_and_metrics(saved, tmp_path, via, cap
     cal = tmp_path / "texts.txt"
     cal.write_text("\n".join(SENTENCES) + "\n")
     old_onnx = sha256_file(folder / "model.onnx")
-    rc = main(["export", "-m", str(src), "-o", str(dst), "--quantize-attention", "--calibration", str(cal), "-q"])
+    args = ["export", "-m", str(src), "-o", str(dst), "--quantize-attention", "--calibration", str(cal), "-q"]
+    # the CLI replaces no existing artifact without --overwrite: refused before any work, the folder untouched
+    before = {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file()}
+    assert main(args) != 0 and "--overwrite" in capsys.readouterr().err
+    assert {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file()} == before
+    rc = main(args + ["--overwrite"])
     assert rc == 0, capsys.readouterr().err
     _assert_weights_and_metrics_kept(folder, saved)
     fc = load_fast_config(folder)
