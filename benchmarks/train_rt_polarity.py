@@ -53,9 +53,9 @@ def main(argv=None):
     ap.add_argument("--block", default=None, help="override fast_config.block (e.g. 4x1 when 'auto' is unavailable)")
     ap.add_argument("--skip-no-distill", action="store_true")
     ap.add_argument("--variants", default="distilled,no_distill",
-                    help="students to train: distilled,no_distill,distilled_qat,dense_qat (the last: the teacher itself "
-                         "fine-tuned with fake-quant from step 0, distilled from its fp32 self; run them as processes with --teacher to "
-                         "train both at once)")
+                    help="students to train: distilled,no_distill,distilled_qat,dense_qat (the last: the teacher "
+                         "itself fine-tuned with fake-quant from step 0, distilled from its fp32 self; run them as "
+                         "processes with --teacher to train both at once)")
     ap.add_argument("--reuse-students", action="store_true",
                     help="students whose <out>/<variant>/final exists are scored again instead of retrained")
     ap.add_argument("--student-epochs", type=float, default=None, help="override the recipe's student epochs")
@@ -148,7 +148,7 @@ def main(argv=None):
 
             fcfg = dataclasses.replace(fcfg, quantization="qat")
             if name == "student_dense_qat":  # no pruning: quantization-aware fine-tuning of the dense teacher
-                fcfg = dataclasses.replace(fcfg, sparsity=0.0, qat_start_step=0)
+                fcfg = dataclasses.replace(fcfg, sparsity=0.0, min_layer_sparsity=None, qat_start_step=0)
         ft = FastTrainer(model=student, teacher=teacher if distil else None, args=args, fast_config=fcfg,
                          train_dataset=train_ds, eval_dataset=eval_ds, compute_metrics=compute_metrics,
                          data_collator=collator)
@@ -177,7 +177,8 @@ def main(argv=None):
         ev_np = {c: np.asarray(eval_ds[c], dtype=np.int64) for c in cols}
         labels = list(eval_ds["labels"])
         for name, run in list(results["runs"].items()):
-            mdir = run["dir"] if name == "teacher_dense" else str(Path(r.training_args.output_dir).parent / name / "final")
+            mdir = (run["dir"] if name == "teacher_dense"
+                    else str(Path(r.training_args.output_dir).parent / name / "final"))
             model = AutoModelForSequenceClassification.from_pretrained(mdir).eval()
             art = Path(r.training_args.output_dir).parent / f"{name}_int8"
             export(model, tok, art, calibration_dataset=calib, block=run.get("block"), progress=False,

@@ -432,8 +432,14 @@ class PruningCallback(TrainerCallback, ExportableState):
         path = os.path.join(args.output_dir or "", SPARSITY_LOG_FILE)
         if not args.should_save or not os.path.isfile(path):
             return
+        keep = []
         with open(path, encoding="utf-8") as f:
-            keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step]
+            for ln in f:
+                try:
+                    if json.loads(ln).get("step", 0) <= step:
+                        keep.append(ln)
+                except (ValueError, AttributeError):
+                    pass  # a torn line from a killed run
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(keep)
 
@@ -464,8 +470,12 @@ class PruningCallback(TrainerCallback, ExportableState):
     def adopt_checkpoint(self, checkpoint: str, model) -> None:
         """Make the masks, target and step those of ``checkpoint``, whose weights ``model`` now holds
         (``load_best_model_at_end``). Warns when the checkpoint was saved inside the pruning window."""
-        with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
-            ck_state = json.load(f)
+        try:
+            with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
+                ck_state = json.load(f)
+        except (OSError, ValueError):  # the weights were loaded; their state file is best effort
+            tail = os.path.basename(os.path.normpath(checkpoint)).rsplit("-", 1)[-1]
+            ck_state = {"global_step": int(tail) if tail.isdigit() else 0}
         saved = (ck_state.get("stateful_callbacks") or {}).get(type(self).__name__) or {}
         if isinstance(saved, list):
             saved = saved[-1] if saved else {}

@@ -207,7 +207,7 @@ def run_recipe(recipe: str | Path, *, overrides: dict[str, Any] | None = None,
     log(f"[data] {data}")
     auto = _auto(task)
     head_kw = {} if task == "question-answering" else {"num_labels": int(r.model.get("num_labels", 2))}
-    results: dict[str, Any] = {"recipe": r.name, "task": task, "root": str(root), "data": {k: v for k, v in r.data.items()},
+    results: dict[str, Any] = {"recipe": r.name, "task": task, "root": str(root), "data": dict(r.data.items()),
                                "fast_config": r.fast_config.to_dict(), "runs": {}}
     metric = "f1" if task == "question-answering" else "accuracy"
 
