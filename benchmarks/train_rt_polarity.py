@@ -148,7 +148,7 @@ def main(argv=None):
 
             fcfg = dataclasses.replace(fcfg, quantization="qat")
             if name == "student_dense_qat":  # no pruning: quantization-aware fine-tuning of the dense teacher
-                fcfg = dataclasses.replace(fcfg, sparsity=0.0, qat_start_step=0)
+                fcfg = dataclasses.replace(fcfg, sparsity=0.0, min_layer_sparsity=None, qat_start_step=0)
         ft = FastTrainer(model=student, teacher=teacher if distil else None, args=args, fast_config=fcfg,
                          train_dataset=train_ds, eval_dataset=eval_ds, compute_metrics=compute_metrics,
                          data_collator=collator)

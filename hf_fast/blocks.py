@@ -12,6 +12,9 @@ import numpy as np
 
 BlockLike = str | tuple[int, int]
 NAMED_BLOCKS = ("4x1", "1x4", "4x16", "32x32", "1x1")
+# The shapes the native sparse kernels run (hf_fast.native.BLOCK_SHAPES); any other shape is exported as given but
+# the engine can only skip the 4x1/1x4 blocks that happen to be all zero inside it.
+FAST_BLOCKS = ("4x1", "1x4")
 _BLOCK_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 
 

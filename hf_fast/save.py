@@ -152,11 +152,7 @@ class _TrainerBinding:
             out["sparsity_target"] = cb.config.sparsity
         except Exception:
             pass
-        for entry in getattr(getattr(t, "state", None), "log_history", None) or []:
-            for k, v in entry.items():
-                if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(
-                        ("_runtime", "_per_second", "_steps_per_second")):
-                    out[k] = v  # the latest evaluation wins
+        out.update(t.model_metrics())  # those of the weights held (load_best_model_at_end: the best checkpoint's)
         return out
 
 

@@ -66,7 +66,7 @@ WORKER = textwrap.dedent('''
         metrics = t.evaluate()
         cb.save_masks(os.path.join(out, "final"))
         json.dump({"metrics": {k: v for k, v in metrics.items() if k.endswith("loss") or k.endswith("accuracy")},
-                   "sparsity": cb.sparsity_report(), "step": t.state.global_step},
+                   "sparsity": {**cb.sparsity_report(), **cb.layer_sparsity()}, "step": t.state.global_step},
                   open(os.path.join(out, "result.json"), "w"))
     elif mode == "export":
         where = sys.argv[3]
@@ -139,7 +139,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path, uninte
     a, b = (json.loads((d / "result.json").read_text()) for d in (full, broken))
     assert a["step"] == b["step"] == 20
     assert a["sparsity"] == b["sparsity"]
-    assert a["sparsity"]["sparsity/overall"] > 0.6
+    assert a["sparsity"]["sparsity"] > 0.6
     for k, v in a["metrics"].items():
         assert b["metrics"][k] == pytest.approx(v, rel=0, abs=1e-6), k
     ma, mb = load_file(str(full / "final" / MASKS_FILE)), load_file(str(broken / "final" / MASKS_FILE))

@@ -14,7 +14,8 @@ def test_defaults_are_the_paper_recipe():
 
 @pytest.mark.parametrize("ext", ["json", "yaml"])
 def test_round_trip(tmp_path, ext):
-    c = FastConfig(sparsity=0.5, block=(4, 16), score="first_order", scope="global", end_step=100, frequency=5,
+    c = FastConfig(sparsity=0.5, block=(4, 16), allow_any_block=True, score="first_order", scope="global",
+                   end_step=100, frequency=5,
                    include=["classifier"], distill=DistillConfig(temperature=3.0, alpha=0.5, layer_map={0: 1}),
                    quantization="qat")
     p = tmp_path / f"fc.{ext}"
@@ -35,7 +36,10 @@ def test_round_trip(tmp_path, ext):
     (dict(score="random"), "score"),
     (dict(scope="row"), "scope"),
     (dict(scope="global", min_layer_sparsity=0.9), "min_layer_sparsity"),
-    (dict(min_layer_sparsity=0.5), "scope='global'"),
+    (dict(scope="layer", min_layer_sparsity=0.5), "scope='global'"),
+    (dict(block="3x3"), "no native kernel"),
+    (dict(block=(4, 16)), "no native kernel"),
+    (dict(block="4x1", allow_any_block="yes"), "allow_any_block"),
     (dict(start_step=50, end_step=10), "after end_step"),
     (dict(end_step=1.5), "fraction"),
     (dict(frequency=0), "frequency"),
@@ -48,6 +52,23 @@ def test_round_trip(tmp_path, ext):
 def test_bad_values(kw, match):
     with pytest.raises(ValueError, match=match):
         FastConfig(**kw)
+
+
+def test_block_must_have_a_native_kernel():
+    """Only the shapes the native kernels run are accepted by default; the error names them."""
+    from hf_fast import native
+    from hf_fast.blocks import FAST_BLOCKS
+
+    assert set(FAST_BLOCKS) == set(native.BLOCK_SHAPES)
+    with pytest.raises(ValueError) as e:
+        FastConfig(block="3x3")
+    assert all(b in str(e.value) for b in ("4x1", "1x4", "'auto'", "allow_any_block=True"))
+    for ok in ("4x1", "1x4", (4, 1), [1, 4], " 4 x 1 ", "auto"):
+        FastConfig(block=ok)
+    c = FastConfig(block="3x3", allow_any_block=True)  # research use
+    assert FastConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="no native kernel"):
+        FastConfig.from_dict({**c.to_dict(), "allow_any_block": False})
 
 
 def test_unknown_key():
@@ -86,9 +107,9 @@ def _trainer(tmp_path, model, **kw):
 
 def test_block_not_dividing_layer_fails_at_construction(tmp_path):
     with pytest.raises(ValueError, match="does not divide"):
-        _trainer(tmp_path, tiny_bert(), fast_config=FastConfig(block="3x1"))
-    with pytest.raises(ValueError, match="does not divide"):
-        _trainer(tmp_path, tiny_distilbert(), fast_config=FastConfig(block="1x64"))  # in=32 for q_lin
+        _trainer(tmp_path, tiny_bert(), fast_config=FastConfig(block="3x1", allow_any_block=True))
+    with pytest.raises(ValueError, match="does not divide"):  # in=32 for q_lin
+        _trainer(tmp_path, tiny_distilbert(), fast_config=FastConfig(block="1x64", allow_any_block=True))
 
 
 def test_teacher_vocab_mismatch(tmp_path):

@@ -1,16 +1,22 @@
 """PruningCallback through FastTrainer on tiny random models: sparsity reached, exact zeros that survive
 the optimizer (Adam moments and weight decay), dense embeddings/heads, logs."""
+import json
+
 import pytest
 import torch
 from test_training_helpers import ToyDataset, tiny_bert, tiny_distilbert, train_args
 
 from hf_fast.blocks import block_nonzero_mask, block_sparsity
 from hf_fast.training import FastConfig, FastTrainer, PruningCallback
-from hf_fast.training.pruning import _unwrap_optimizer
+from hf_fast.training.pruning import SPARSITY_LOG_FILE, _unwrap_optimizer
 
 
 def _run(tmp_path, model, steps=24, **fc):
+    """Per-layer magnitude pruning unless the test says otherwise (the tests below check exact per-layer counts;
+    the default recipe, global first-order, has its own tests in test_training_defaults.py)."""
     fc.setdefault("block", "4x1")
+    fc.setdefault("score", "magnitude")
+    fc.setdefault("scope", "layer")
     fc.setdefault("end_step", 12)
     fc.setdefault("frequency", 3)
     tr = FastTrainer(model=model, args=train_args(tmp_path, max_steps=steps, weight_decay=0.1),
@@ -23,7 +29,7 @@ def _run(tmp_path, model, steps=24, **fc):
 def test_bert_reaches_target_with_exact_blocks(tmp_path, block):
     model = tiny_bert()
     emb = model.bert.embeddings.word_embeddings.weight.detach().clone()
-    tr = _run(tmp_path, model, sparsity=0.75, block=block)
+    tr = _run(tmp_path, model, sparsity=0.75, block=block, allow_any_block=block == "4x16")
     cb = tr.pruning_callback
     assert cb.block == block
     for name, mod in cb._layers.items():
@@ -60,7 +66,8 @@ def test_masks_fixed_after_end_step(tmp_path):
                 seen[state.global_step] = {k: v.clone() for k, v in cb.masks.items()}
 
     trainer = FastTrainer(model=tiny_bert(), args=train_args(tmp_path, max_steps=20),
-                          fast_config=FastConfig(sparsity=0.6, block="1x4", end_step=0.5, frequency=2),
+                          fast_config=FastConfig(sparsity=0.6, block="1x4", end_step=0.5, frequency=2,
+                                                 score="magnitude", scope="layer"),
                           train_dataset=ToyDataset(64), callbacks=[Spy()])
     trainer.train()
     sched = trainer.pruning_callback.schedule
@@ -75,7 +82,7 @@ def test_masks_fixed_after_end_step(tmp_path):
 
 
 def test_movement_score_and_global_scope(tmp_path):
-    tr = _run(tmp_path, tiny_bert(), sparsity=0.8, score="movement", scope="global")
+    tr = _run(tmp_path, tiny_bert(), sparsity=0.8, score="movement", scope="global", min_layer_sparsity=None)
     cb = tr.pruning_callback
     total = sum(m.numel() for m in cb.masks.values())
     pruned = sum(int((~m).sum()) for m in cb.masks.values())
@@ -85,11 +92,42 @@ def test_movement_score_and_global_scope(tmp_path):
 
 
 def test_sparsity_logged(tmp_path, capsys):
-    tr = _run(tmp_path, tiny_bert(), steps=10, end_step=5, sparsity=0.5)
+    """One compact numeric summary per log line; the per-layer figures go to a JSON lines file."""
+    tr = _run(tmp_path, tiny_bert(), steps=10, end_step=5, sparsity=0.5, scope="global", score="movement",
+              min_layer_sparsity=0.3)
     logs = [h for h in tr.state.log_history if "loss" in h]
-    assert logs and logs[-1]["sparsity/overall"] == pytest.approx(0.5)
-    assert "sparsity/layer.0.attention.self.query" in logs[-1]
-    assert "[hf-fast] step 10/10 block 4x1 sparsity 0.500" in capsys.readouterr().out
+    assert len(logs) == 2
+    last = logs[-1]
+    assert last["sparsity"] == pytest.approx(0.5, abs=1e-3) and last["sparsity_target"] == pytest.approx(0.5)
+    assert 0.3 - 1e-3 <= last["sparsity_min_layer"] <= last["sparsity"] <= last["sparsity_max_layer"] <= 1.0
+    assert not any(k.startswith("sparsity/") for h in tr.state.log_history for k in h)
+    assert all(isinstance(v, (int, float)) for k, v in last.items() if k.startswith("sparsity"))
+    lines = [json.loads(x) for x in (tmp_path / SPARSITY_LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in lines] == [5, 10]
+    per = lines[-1]["layers"]
+    assert len(per) == 12 and "layer.0.attention.self.query" in per
+    assert min(per.values()) == pytest.approx(last["sparsity_min_layer"], abs=1e-4)
+    assert max(per.values()) == pytest.approx(last["sparsity_max_layer"], abs=1e-4)
+    out = capsys.readouterr().out
+    assert out.count("[hf-fast] step 10/10 block 4x1 sparsity 0.500") == 1  # not again for the final summary
+
+
+def test_progress_line_is_not_glued_to_the_progress_bar(tmp_path):
+    """With tqdm's bar on (stdout and stderr on one terminal), each [hf-fast] line starts its own visible line."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        tr = FastTrainer(model=tiny_bert(), args=train_args(tmp_path, max_steps=6, logging_steps=2, disable_tqdm=False),
+                         fast_config=FastConfig(block="4x1", sparsity=0.5, end_step=4, frequency=2),
+                         train_dataset=ToyDataset(64))
+        tr.train()
+    text = buf.getvalue()
+    assert "%|" in text  # the bar was drawn into the same stream
+    shown = [ln.split("\r")[-1] for ln in text.split("\n") if "[hf-fast]" in ln]
+    assert len(shown) == 3, shown
+    assert all(ln.startswith("[hf-fast] step ") for ln in shown), shown
 
 
 def test_callback_with_plain_trainer(tmp_path):
@@ -97,9 +135,11 @@ def test_callback_with_plain_trainer(tmp_path):
 
     model = tiny_bert()
     tr = Trainer(model=model, args=train_args(tmp_path, max_steps=8), train_dataset=ToyDataset(32),
-                 callbacks=[PruningCallback(FastConfig(sparsity=0.5, block="4x1", end_step=4, frequency=1),
+                 callbacks=[PruningCallback(FastConfig(sparsity=0.5, block="4x1", end_step=4, frequency=1,
+                                                       score="magnitude", scope="layer"),
                                             verbose=False)])
     tr.train()
     w = model.bert.encoder.layer[0].intermediate.dense.weight
     assert block_sparsity(w, "4x1") == pytest.approx(0.5)
-    assert tr.state.log_history[-2]["sparsity/overall"] == pytest.approx(0.5)
+    assert tr.state.log_history[-2]["sparsity"] == pytest.approx(0.5)
+    assert tr.state.log_history[-2]["sparsity_min_layer"] == pytest.approx(0.5)

@@ -36,7 +36,8 @@ def test_qat_run(tmp_path):
     model = tiny_bert()
     tr = FastTrainer(model=model, args=train_args(tmp_path, max_steps=12),
                      fast_config=FastConfig(sparsity=0.5, block="4x1", end_step=6, frequency=2,
-                                            quantization="qat"), train_dataset=ToyDataset(32))
+                                            score="magnitude", scope="layer", quantization="qat"),
+                     train_dataset=ToyDataset(32))
     seen = {}
     lin = model.bert.encoder.layer[0].attention.self.query
 

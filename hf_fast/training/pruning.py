@@ -13,7 +13,14 @@ Events used:
                          step re-apply the masks to the weights and to the optimizer state (Adam moments)
   on_save                write masks and score accumulators to ``<checkpoint>/hf_fast_masks.safetensors``
                          (atomically; FastTrainer writes it before the Trainer's own checkpoint files)
-  on_log                 add sparsity per layer and overall to the Trainer's logs; progress line on rank 0
+  on_log                 add a compact sparsity summary (overall, least and most sparse layer, target) to the
+                         Trainer's logs; per-layer figures to ``<output_dir>/hf_fast_sparsity.jsonl`` and debug
+                         logging; one progress line per logging step on the local main process
+  on_train_end           with ``load_best_model_at_end``, take the masks, sparsity and step of the checkpoint the
+                         Trainer reloaded (and warn if it was saved before the pruning window ended)
+
+The schedule counts optimizer steps that happened: a step the fp16 GradScaler skips (inf/nan gradients) neither
+adds to the scores nor advances the schedule.
 
 Checkpointing: the callback is an ``ExportableState``; its small JSON state (config, resolved block,
 schedule, last update step) lives in ``trainer_state.json`` (``stateful_callbacks``) and the tensors in the
@@ -26,8 +33,10 @@ Under DDP the masks computed on rank 0 are broadcast, so every rank holds the sa
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -53,6 +62,9 @@ logger = logging.getLogger(__name__)
 MASKS_FILE = "hf_fast_masks.safetensors"
 MASKS_FORMAT = "hf_fast.masks/1"
 NO_TRAINER_STATE = "trainer_state.json missing or unreadable"  # a checkpoint the Trainer itself cannot resume
+SPARSITY_LOG_FILE = "hf_fast_sparsity.jsonl"
+# Warn when the cubic schedule raises the sparsity by more than this between two mask updates.
+MAX_SPARSITY_JUMP = 0.2
 
 
 class MasksFileError(ValueError):
@@ -67,6 +79,36 @@ def _unwrap_optimizer(opt):
             break
         opt = inner
     return opt
+
+
+def _grad_scaler(optimizer):
+    """The fp16 GradScaler accelerate attached to the Trainer's optimizer, if one is active."""
+    scaler = getattr(optimizer, "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None
+
+
+def _unscale_grads(optimizer) -> float | None:
+    """Unscale the gradients before reading them, as torch.amp asks of code that inspects ``.grad`` between
+    backward and ``scaler.step`` (the Trainer does it only when it clips). Returns the loss scale before the step,
+    or None without a GradScaler."""
+    scaler = _grad_scaler(optimizer)
+    if scaler is None:
+        return None
+    try:
+        scaler.unscale_(getattr(optimizer, "optimizer", optimizer))
+    except RuntimeError:  # already unscaled this step (the Trainer's gradient clipping)
+        pass
+    return float(scaler.get_scale())
+
+
+def _step_was_skipped(optimizer, scale_before: float | None) -> bool:
+    """Whether the optimizer step just taken was skipped. The GradScaler lowers its scale exactly when it skips
+    a step (inf/nan gradients); accelerate's ``step_was_skipped`` misses the skips of fused optimizers (the
+    Trainer's default adamw_torch_fused skips inside its kernel), so the scale is the signal we trust."""
+    if getattr(optimizer, "step_was_skipped", False) is True:
+        return True
+    scaler = _grad_scaler(optimizer)
+    return scaler is not None and scale_before is not None and float(scaler.get_scale()) < scale_before
 
 
 def _dist_world():
@@ -104,6 +146,7 @@ class PruningCallback(TrainerCallback, ExportableState):
         self.target_sparsity: float = 0.0
         self.checkpoint_dir: str | None = None
         self.has_masks: bool = False
+        self.skipped_steps: int = 0  # optimizer steps the GradScaler skipped: they do not advance the schedule
         # runtime only
         self.resume_dir: str | None = None  # set by FastTrainer on resume_from_checkpoint
         self.masks: dict[str, torch.Tensor] | None = None
@@ -113,6 +156,11 @@ class PruningCallback(TrainerCallback, ExportableState):
         self._output_dir: str | None = None
         self._global_step = 0
         self._masks_written_to: str | None = None
+        self._pending_scores: dict[str, torch.Tensor] = {}
+        self._scale_before: float | None = None
+        self._progress_step = -1
+        self.loaded_checkpoint_step: int | None = None  # set when the Trainer reloads its best checkpoint
+        self.history_len_at_end = 0  # len(state.log_history) when training ended
 
     # -- ExportableState ----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -127,6 +175,7 @@ class PruningCallback(TrainerCallback, ExportableState):
                 "target_sparsity": self.target_sparsity,
                 "checkpoint_dir": ckpt,
                 "has_masks": self.masks is not None,
+                "skipped_steps": self.skipped_steps,
             },
         }
 
@@ -142,7 +191,8 @@ class PruningCallback(TrainerCallback, ExportableState):
         if blk is not None and blk != self.block:
             raise ValueError(f"the checkpoint was pruned with {blk} blocks but this run uses {self.block}")
         for k, v in saved.get("attributes", {}).items():
-            if k in ("schedule_steps", "last_update_step", "target_sparsity", "checkpoint_dir", "has_masks"):
+            if k in ("schedule_steps", "last_update_step", "target_sparsity", "checkpoint_dir", "has_masks",
+                     "skipped_steps"):
                 setattr(self, k, v)
 
     # -- binding ------------------------------------------------------------------------------------
@@ -160,9 +210,27 @@ class PruningCallback(TrainerCallback, ExportableState):
             end = max(start, resolve_step(c.end_step, max_steps))
             freq = c.frequency or SparsitySchedule.default_frequency(start, end)
             self.schedule_steps = {"start": start, "end": end, "frequency": freq}
-        s = self.schedule_steps
+            self._warn_if_abrupt(self._make_schedule())
+        return self._make_schedule()
+
+    def _make_schedule(self) -> SparsitySchedule:
+        c, s = self.config, self.schedule_steps
         return SparsitySchedule(final=c.sparsity, start=s["start"], end=s["end"], frequency=s["frequency"],
                                 initial=c.initial_sparsity, kind=c.schedule)
+
+    @staticmethod
+    def _warn_if_abrupt(sched: SparsitySchedule) -> None:
+        """A window of a few steps prunes in big jumps, which the weights cannot adapt to between updates."""
+        if sched.kind != "cubic":
+            return  # oneshot jumps by design
+        jump = sched.max_jump()
+        if jump > MAX_SPARSITY_JUMP:
+            fix = ("train longer, end the window later (end_step) or update the masks more often (frequency=1)"
+                   if sched.frequency > 1 else "train longer or end the window later (end_step)")
+            warnings.warn(f"the pruning window (optimizer steps {sched.start}-{sched.end}, masks updated every "
+                          f"{sched.frequency}) is so short that the cubic schedule raises the sparsity by "
+                          f"{jump:.0%} between two mask updates (more than {MAX_SPARSITY_JUMP:.0%}); accuracy "
+                          f"usually suffers: {fix}", UserWarning, stacklevel=3)
 
     @property
     def schedule(self) -> SparsitySchedule | None:
@@ -180,7 +248,7 @@ class PruningCallback(TrainerCallback, ExportableState):
 
     def update_masks(self, sparsity: float) -> None:
         """Recompute masks reaching ``sparsity`` (never un-pruning a block), share them across ranks, apply."""
-        floor = self.config.min_layer_sparsity
+        floor = self.config.layer_floor()
         if floor:  # the floor follows the schedule: same share of the target (FastConfig: 0 < floor <= sparsity)
             floor = min(sparsity, floor * sparsity / self.config.sparsity)
         masks = threshold_masks(self._compute_scores(), sparsity, self.config.scope, previous=self.masks,
@@ -218,13 +286,26 @@ class PruningCallback(TrainerCallback, ExportableState):
                         if torch.is_tensor(v) and v.shape == p.shape:
                             v.mul_(em.to(v.dtype))
 
-    def sparsity_report(self) -> dict[str, float]:
+    def layer_sparsity(self) -> dict[str, float]:
+        """Sparsity of each pruned layer, by short label (``layer.3.attention.self.query``)."""
         if self.masks is None:
-            return {"sparsity/overall": 0.0, "sparsity/target": float(self.target_sparsity)}
-        rep = {"sparsity/overall": mask_sparsity(self.masks), "sparsity/target": float(self.target_sparsity)}
-        for n, m in self.masks.items():
-            rep[f"sparsity/{layer_label(n)}"] = 1.0 - float(m.float().mean())
-        return rep
+            return {layer_label(n): 0.0 for n in (self._layers or {})}
+        return {layer_label(n): 1.0 - float(m.float().mean()) for n, m in self.masks.items()}
+
+    def sparsity_report(self) -> dict[str, float]:
+        """The compact summary logged at every logging step: overall (block-weighted), least and most sparse
+        layer, and the schedule's current target. Plain numbers, so TensorBoard/W&B plot each."""
+        per = self.layer_sparsity().values()
+        return {"sparsity": round(mask_sparsity(self.masks) if self.masks is not None else 0.0, 4),
+                "sparsity_min_layer": round(min(per, default=0.0), 4),
+                "sparsity_max_layer": round(max(per, default=0.0), 4),
+                "sparsity_target": round(float(self.target_sparsity), 4)}
+
+    def at_final_sparsity(self) -> bool:
+        """Whether the masks have reached the configured sparsity (the pruning window is over)."""
+        if self.config.sparsity == 0.0:
+            return True
+        return self.masks is not None and self.target_sparsity >= self.config.sparsity
 
     # -- persistence --------------------------------------------------------------------------------
     def save_masks(self, directory: str) -> str:
@@ -326,6 +407,8 @@ class PruningCallback(TrainerCallback, ExportableState):
         self.bind(model)
         self._output_dir = args.output_dir
         self._global_step = state.global_step
+        self.loaded_checkpoint_step, self._progress_step = None, -1
+        self._trim_layer_log(args, state.global_step)
         if state.global_step > 0:  # resuming: restore our JSON state even if the Trainer did not
             self.restore_state(state)
         self.resolve_schedule(state.max_steps)
@@ -345,18 +428,22 @@ class PruningCallback(TrainerCallback, ExportableState):
             self.apply_masks(optimizer)
         record_on_model(model, self)
 
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+    def _next_step(self, state) -> int:
+        """1-based index of the optimizer step being taken, counting only steps that were not skipped."""
+        return state.global_step - self.skipped_steps + 1
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         if self._layers is None:
             return
+        self._scale_before = _unscale_grads(optimizer)
         sched = self.schedule
-        t = state.global_step + 1
+        t = self._next_step(state)
+        self._pending_scores = {}
         if self.config.score == "movement" and sched is not None and t <= sched.end:
             for n, mod in self._layers.items():
                 g = mod.weight.grad
-                if g is None:
-                    continue
-                s = block_sum((mod.weight.detach() * g).abs(), self.block).cpu()
-                self.scores[n] = self.scores[n] + s if n in self.scores else s
+                if g is not None:  # kept until the step is known not to be skipped (inf/nan gradients)
+                    self._pending_scores[n] = block_sum((mod.weight.detach() * g).abs(), self.block).cpu()
         if self.masks is not None:
             for n, em in self._element_masks().items():
                 g = self._layers[n].weight.grad
@@ -366,7 +453,15 @@ class PruningCallback(TrainerCallback, ExportableState):
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         if self._layers is None:
             return
-        t = state.global_step + 1
+        pending, self._pending_scores = self._pending_scores, {}
+        if _step_was_skipped(optimizer, self._scale_before):
+            self.skipped_steps += 1
+            logger.info("optimizer step %d was skipped (inf/nan gradients): the pruning schedule waits for it",
+                        state.global_step + 1)
+            return  # the weights did not move: the masks still hold, and this step's scores are not finite
+        for n, sc in pending.items():
+            self.scores[n] = self.scores[n] + sc if n in self.scores else sc
+        t = self._next_step(state)
         sched = self.schedule
         if sched.is_update_step(t):
             self.target_sparsity = sched.sparsity(t)
@@ -386,19 +481,115 @@ class PruningCallback(TrainerCallback, ExportableState):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or any(k.startswith(("eval_", "test_")) for k in logs) or self._layers is None:
             return
-        if "sparsity/overall" not in logs:
+        if "sparsity" not in logs:  # a plain Trainer (FastTrainer.log adds the summary before the log is stored)
             rep = self.sparsity_report()
             logs.update(rep)
             if state.log_history and state.log_history[-1].get("step") == state.global_step:
                 state.log_history[-1].update(rep)
+        if state.global_step == self._progress_step:
+            return  # the end-of-training summary comes at the step of the last log: one line per step
+        self._progress_step = state.global_step
+        self._log_layers(args, state)
         if self.verbose and state.is_local_process_zero:
-            print(f"[hf-fast] step {state.global_step}/{state.max_steps} block {self.block} sparsity "
-                  f"{logs['sparsity/overall']:.3f} (target {self.target_sparsity:.3f}, final "
-                  f"{self.config.sparsity:.3f})", flush=True)
+            from tqdm.auto import tqdm
+
+            # tqdm.write clears and redraws the Trainer's progress bar, so the line is not glued to it
+            tqdm.write(f"[hf-fast] step {state.global_step}/{state.max_steps} block {self.block} sparsity "
+                       f"{logs['sparsity']:.3f} (layers {logs['sparsity_min_layer']:.3f}-"
+                       f"{logs['sparsity_max_layer']:.3f}, target {self.target_sparsity:.3f}, final "
+                       f"{self.config.sparsity:.3f})")
+
+    def _log_layers(self, args, state) -> None:
+        """Per-layer sparsity: debug logging, and one JSON line per logging step in the output folder."""
+        per = {k: round(v, 4) for k, v in self.layer_sparsity().items()}
+        logger.debug("step %d layer sparsity %s", state.global_step, per)
+        if not args.should_save or not args.output_dir:
+            return
+        rec = {"step": state.global_step, "epoch": state.epoch, "sparsity": round(mask_sparsity(self.masks), 4)
+               if self.masks is not None else 0.0, "sparsity_target": round(float(self.target_sparsity), 4),
+               "layers": per}
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, SPARSITY_LOG_FILE), "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    @staticmethod
+    def _trim_layer_log(args, step: int) -> None:
+        """Drop the per-layer lines after ``step`` (a previous run in this folder, or the steps a resumed run
+        repeats), so the file describes this run once."""
+        path = os.path.join(args.output_dir or "", SPARSITY_LOG_FILE)
+        if not args.should_save or not os.path.isfile(path):
+            return
+        keep = []
+        with open(path, encoding="utf-8") as f:
+            for ln in f:
+                try:
+                    if json.loads(ln).get("step", 0) <= step:
+                        keep.append(ln)
+                except (ValueError, AttributeError):
+                    pass  # a torn line from a killed run
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(keep)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if model is not None and self._layers is not None:
-            record_on_model(model, self)
+        if model is None or self._layers is None:
+            return
+        self.history_len_at_end = len(state.log_history)
+        self._warn_if_window_unfinished(state)
+        if args.load_best_model_at_end:
+            if state.best_model_checkpoint is not None:  # the Trainer has just reloaded these weights
+                self.adopt_checkpoint(state.best_model_checkpoint, model)
+            elif args.eval_strategy != "no":
+                warnings.warn("load_best_model_at_end: no checkpoint evaluated after the pruning window ended (step "
+                              f"{self.schedule.end}) to choose from, so the model is the one of the last step "
+                              f"({state.global_step}); evaluate and save after end_step to choose among final "
+                              "checkpoints", UserWarning, stacklevel=2)
+        record_on_model(model, self)
+
+    def _warn_if_window_unfinished(self, state) -> None:
+        if self.at_final_sparsity():
+            return
+        why = f" ({self.skipped_steps} optimizer steps were skipped)" if self.skipped_steps else ""
+        warnings.warn(f"training ended before the pruning window did{why}: the masks are at "
+                      f"{mask_sparsity(self.masks) if self.masks is not None else 0.0:.1%} sparsity, not the "
+                      f"configured {self.config.sparsity:.0%}; end the window earlier (end_step)",
+                      UserWarning, stacklevel=3)
+
+    def adopt_checkpoint(self, checkpoint: str, model) -> None:
+        """Make the masks, target and step those of ``checkpoint``, whose weights ``model`` now holds
+        (``load_best_model_at_end``). Warns when the checkpoint was saved inside the pruning window."""
+        try:
+            with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
+                ck_state = json.load(f)
+        except (OSError, ValueError):  # the weights were loaded; their state file is best effort
+            tail = os.path.basename(os.path.normpath(checkpoint)).rsplit("-", 1)[-1]
+            ck_state = {"global_step": int(tail) if tail.isdigit() else 0}
+        saved = (ck_state.get("stateful_callbacks") or {}).get(type(self).__name__) or {}
+        if isinstance(saved, list):
+            saved = saved[-1] if saved else {}
+        attrs = saved.get("attributes", {})
+        if os.path.isfile(os.path.join(checkpoint, MASKS_FILE)):
+            self.load_masks(checkpoint)
+        elif attrs.get("has_masks", True) and ck_state.get("global_step", 0) > 0:
+            # no masks file (an interrupted save): the pruned blocks are the all-zero blocks of the weights
+            from hf_fast.blocks import block_nonzero_mask
+
+            logger.warning("%s has no %s: taking its masks from the zero blocks of its weights", checkpoint,
+                           MASKS_FILE)
+            self.masks = {n: torch.from_numpy(block_nonzero_mask(m.weight.detach(), self.block))
+                          for n, m in self._layers.items()}
+            self.scores, self._emasks = {}, {}
+        else:
+            self.masks, self.scores, self._emasks = None, {}, {}
+        self.target_sparsity = float(attrs.get("target_sparsity", self.target_sparsity))
+        self.last_update_step = int(attrs.get("last_update_step", self.last_update_step))
+        self.loaded_checkpoint_step = int(ck_state.get("global_step", 0))
+        self.apply_masks()  # exact zeros by construction; also guards a checkpoint edited by hand
+        if not self.at_final_sparsity():
+            warnings.warn(f"load_best_model_at_end loaded {checkpoint}, which was saved before the pruning window "
+                          f"ended (step {self.loaded_checkpoint_step} of {self.schedule.end}): the model is "
+                          f"{mask_sparsity(self.masks) if self.masks is not None else 0.0:.1%} sparse, not "
+                          f"{self.config.sparsity:.0%}. FastTrainer lets only checkpoints at the final sparsity "
+                          "compete; with a plain Trainer evaluate only after end_step", UserWarning, stacklevel=3)
 
 
 def record_on_model(model, cb: PruningCallback, **extra) -> dict[str, Any]:
@@ -414,6 +605,10 @@ def record_on_model(model, cb: PruningCallback, **extra) -> dict[str, Any]:
         "sparsity_reached": mask_sparsity(cb.masks) if cb.masks is not None else 0.0,
         "pruned_layers": sorted(cb._layers) if cb._layers is not None else [],
     })
+    if cb.loaded_checkpoint_step is not None:  # the weights are a reloaded checkpoint's, not the last step's
+        rec["checkpoint_step"] = cb.loaded_checkpoint_step
+    else:
+        rec.pop("checkpoint_step", None)
     rec.update(extra)
     if getattr(model, "config", None) is not None:
         model.config.hf_fast = rec

@@ -247,7 +247,7 @@ def run_recipe(recipe: str | Path, *, overrides: dict[str, Any] | None = None,
         ft.train()
         ev = data.score(_torch_runner(student), f"eval {name}", progress=progress)
         rep = ft.pruning_callback.sparsity_report()
-        run = {**ev, "block": ft.pruning_callback.block, "sparsity": round(float(rep.get("sparsity/overall", 0)), 4),
+        run = {**ev, "block": ft.pruning_callback.block, "sparsity": round(float(rep["sparsity"]), 4),
                "steps": ft.state.global_step, "time_s": round(time.time() - t1, 1)}
         results["runs"][name] = run
         log(f"[{name}] fp32 {metric} {ev[metric]:.4f} sparsity {run['sparsity']:.3f} block {run['block']}")

@@ -60,6 +60,22 @@ class SparsitySchedule:
             return False
         return step == self.end or (step - self.start) % self.frequency == 0
 
+    def update_steps(self) -> list[int]:
+        """The optimizer steps (>= 1) at which the masks are recomputed."""
+        if self.kind == "oneshot":
+            return [max(self.start, 1)]
+        steps = set(range(self.start, self.end + 1, self.frequency)) | {self.end}
+        return sorted(t for t in steps if t >= 1)
+
+    def max_jump(self) -> float:
+        """The largest rise of the target sparsity from one mask update to the next (the first from
+        ``initial``): how abruptly the weights lose blocks."""
+        prev, worst = self.initial, 0.0
+        for t in self.update_steps():
+            s = self.sparsity(t)
+            worst, prev = max(worst, s - prev), s
+        return worst
+
     @staticmethod
     def default_frequency(start: int, end: int, updates: int = 20) -> int:
         return max(1, (end - start) // updates)

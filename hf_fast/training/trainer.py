@@ -5,6 +5,8 @@
     trainer.train()
 
 Everything else is the Trainer's: arguments, logging, checkpoints, ``resume_from_checkpoint``, accelerate.
+With ``load_best_model_at_end`` only checkpoints at the final sparsity compete for "best": a checkpoint from
+inside the pruning window is less sparse than the model the card describes.
 The configuration is validated in the constructor (bad sparsity/block/teacher -> ValueError before training).
 The resolved configuration is recorded on ``model.config.hf_fast`` (also ``model.hf_fast_config``) so the
 exporter can write it into the fast artifact.
@@ -149,6 +151,28 @@ class FastTrainer(Trainer):
         for cb in self.callback_handler.callbacks:
             if isinstance(cb, PruningCallback):
                 cb.resume_dir = self._hf_fast_resume_dir
+
+    # -- best model ---------------------------------------------------------------------------------------
+    def _determine_best_metric(self, metrics, trial) -> bool:
+        """The Trainer's choice of the best checkpoint, among those at the final sparsity only."""
+        if not self.pruning_callback.at_final_sparsity():
+            return False
+        return super()._determine_best_metric(metrics, trial)
+
+    def model_metrics(self) -> dict[str, float]:
+        """The ``eval_*`` metrics of the weights the model holds now: the latest evaluation, or with
+        ``load_best_model_at_end`` the reloaded checkpoint's and any evaluation run after training."""
+        cb = self.pruning_callback
+        step, at_end = cb.loaded_checkpoint_step, cb.history_len_at_end
+        out: dict[str, float] = {}
+        for i, entry in enumerate(self.state.log_history):
+            if step is not None and i < at_end and entry.get("step") != step:
+                continue  # logged during training by weights other than the reloaded checkpoint's
+            for k, v in entry.items():
+                if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(
+                        ("_runtime", "_per_second")):
+                    out[k] = v  # the latest wins
+        return out
 
     # -- logging ------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
