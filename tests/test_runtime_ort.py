@@ -115,7 +115,8 @@ def test_wrong_class_backend_and_task(arts):
     (dict(input_ids=np.full((1, 4), -1)), r"must lie in \[0, 30522\)"),
     (dict(input_ids=np.ones((2, 4), np.int64), attention_mask=np.ones((2, 5), np.int64)), "attention_mask shape"),
     (dict(input_ids=np.ones((1, 4), np.int64), attention_mask=np.full((1, 4), 2)), "only 0 and 1"),
-    (dict(input_ids=np.ones((1, 4), np.int64), token_type_ids=np.full((1, 4), 2)), r"token_type_ids must lie in \[0, 2\)"),
+    (dict(input_ids=np.ones((1, 4), np.int64), token_type_ids=np.full((1, 4), 2)),
+     r"token_type_ids must lie in \[0, 2\)"),
     (dict(input_ids=[[1, 2], [3]]), "ragged"),
     (dict(attention_mask=np.ones((1, 4), np.int64)), "input_ids is required"),
 ])
@@ -129,8 +130,8 @@ def test_distilbert_rejects_segment_ids_and_unknown_kwargs(arts):
     fm = FastModelForSequenceClassification.from_pretrained(arts[("distilbert", "text-classification")][0])
     with pytest.raises(ValueError, match="takes no token_type_ids"):
         fm(input_ids=np.ones((1, 4), np.int64), token_type_ids=np.ones((1, 4), np.int64))
-    with pytest.raises(ValueError, match="labels is not supported"):
-        fm(input_ids=np.ones((1, 4), np.int64), labels=np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="position_ids is not supported"):
+        fm(input_ids=np.ones((1, 4), np.int64), position_ids=np.zeros((1, 4), np.int64))
     with pytest.raises(TypeError, match="unexpected arguments"):
         fm(input_ids=np.ones((1, 4), np.int64), pixel_values=np.zeros(3))
 
