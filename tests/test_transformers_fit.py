@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from _export_helpers import SENTENCES, calibration_for, tiny_model, tokenizer  # noqa: E402
+from hub_server import TOKEN, hub, hub_server  # noqa: E402,F401  (fixtures)
 
 import hf_fast  # noqa: E402
 from hf_fast.runtime import (  # noqa: E402
@@ -214,6 +215,25 @@ def test_refused_and_honoured_transformers_arguments(arts, tok):
     assert FastModelForSequenceClassification.from_pretrained(p, config=cfg).config.id2label[2] == "z"
 
 
+@pytest.mark.usefixtures("hub")  # the local Hub server of hub_server.py
+def test_hub_download_with_transformers_arguments(arts, tmp_path):
+    """The keyword arguments a transformers user passes, together, on a Hub repo: cache_dir, revision and token are
+    honoured (the snapshot lands in cache_dir), the others accepted as they are for a local folder."""
+    from hf_fast.hub import push_fast_folder
+
+    push_fast_folder(arts["clf"][0], "tester/fit", token=TOKEN)
+    cache = tmp_path / "hub-cache"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fm = FastModelForSequenceClassification.from_pretrained(
+            "tester/fit", cache_dir=cache, revision="main", token=TOKEN, local_files_only=False, device="cpu",
+            dtype="auto", trust_remote_code=False, num_threads=1)
+    assert fm.path.is_relative_to(cache / "models--tester--fit" / "snapshots")
+    with pytest.raises(ValueError, match="run on the CPU only"):  # refused before anything is downloaded
+        FastModelForSequenceClassification.from_pretrained("tester/fit", cache_dir=tmp_path / "c2", device="cuda")
+    assert not (tmp_path / "c2").exists()
+
+
 def test_subfolder_and_checkpoint_hint(arts, tmp_path, tok):
     import shutil
 
@@ -226,7 +246,13 @@ def test_subfolder_and_checkpoint_hint(arts, tmp_path, tok):
         FastModelForSequenceClassification.from_pretrained(ckpt)
 
 
-def test_qa_pipeline_device_arguments(arts):
+def test_pipeline_device_arguments(arts, tok):
+    fm = FastModelForSequenceClassification.from_pretrained(arts["clf"][0])
+    assert transformers.pipeline("text-classification", model=fm, tokenizer=tok, device="cpu")(SENTENCES[0])
+    with pytest.raises(ValueError, match="run on the CPU"):
+        transformers.pipeline("text-classification", model=fm, tokenizer=tok, device="cuda")
+    with pytest.raises(ValueError, match="run on the CPU"):
+        hf_fast.pipeline("text-classification", model=arts["clf"][0], device="cuda:0")
     p = arts["qa"][0]
     qa = hf_fast.pipeline("question-answering", model=p, device="cpu", max_answer_len=5)
     assert qa(question="which film?", context=" ".join(SENTENCES[:3]))["answer"]

@@ -91,7 +91,7 @@ def sort_kwargs(caller: str, kwargs: Mapping[str, Any], backend: str | None, tas
 
     auto_class = str(TASKS[task]["auto_class"]) if task in TASKS else "AutoModelFor<Task>"
     out = LoadOptions()
-    allowed = backend_options(backend)
+    allowed = backend_options(backend) if kwargs else ()
     unknown = []
     for key, value in kwargs.items():
         if key in ("device", "device_map"):

@@ -140,10 +140,13 @@ class FastModel:
             fc = load_fast_config(path, verify=verify)
         except ArtifactError as exc:
             if (path / "config.json").is_file() and not (path / "fast_config.json").exists():
+                from hf_fast.export.tasks import TASKS
+
+                auto = TASKS[cls.task]["auto_class"] if cls.task in TASKS else "AutoModelFor<Task>"
                 raise ArtifactError(
                     f"{str(path)!r} is a transformers checkpoint, not an hf-fast folder (no fast_config.json). Make "
                     "one with hf_fast.save_fast(model, tokenizer, out_dir, calibration_dataset=texts) where model = "
-                    f"transformers.AutoModelFor<Task>.from_pretrained({str(path)!r}), or "
+                    f"transformers.{auto}.from_pretrained({str(path)!r}), or "
                     f"`hf-fast export -m {path} -o out_dir --calibration texts.txt`") from exc
             raise
         if cls.task and fc["task"] != cls.task:
