@@ -70,8 +70,11 @@ def resolve_artifact(path_or_repo: str | os.PathLike, *, revision: str | None = 
     """
     p = Path(path_or_repo).expanduser()
     if p.exists() or not looks_like_repo_id(os.fspath(path_or_repo)):
-        if revision is not None and p.exists():
-            raise ValueError(f"revision={revision!r} is for Hub repos; {str(p)!r} is a local folder")
+        if revision is not None and p.exists():  # transformers ignores it too; say so, in one line
+            import warnings
+
+            warnings.warn(f"revision={revision!r} ignored: {str(p)!r} is a local folder, not a Hub repo",
+                          UserWarning, stacklevel=3)
         return p
     repo_id = os.fspath(path_or_repo)
     offline = is_offline() if local_files_only is None else bool(local_files_only)

@@ -163,6 +163,31 @@ def _load(model, tokenizer, backend, hub_kw, model_kwargs):
     return model, tokenizer
 
 
+def _qa_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """transformers.pipeline's device/dtype arguments checked (a CPU device is the only one), then the options of
+    QuestionAnsweringPipeline; anything else is a TypeError that names hf_fast.pipeline."""
+    import inspect
+
+    from hf_fast.runtime.load_options import check_cpu_device
+
+    kwargs = dict(kwargs)
+    check_cpu_device("hf_fast.pipeline", "device", kwargs.pop("device", None), "AutoModelForQuestionAnswering")
+    check_cpu_device("hf_fast.pipeline", "device_map", kwargs.pop("device_map", None), "AutoModelForQuestionAnswering")
+    for k in ("dtype", "torch_dtype", "trust_remote_code"):
+        if kwargs.pop(k, None) not in (None, False, "auto", "float32"):
+            import warnings
+
+            warnings.warn(f"hf_fast.pipeline: {k} ignored: the fast model computes in int8 on the CPU", UserWarning,
+                          stacklevel=3)
+    takes = [n for n in inspect.signature(QuestionAnsweringPipeline.__init__).parameters
+             if n not in ("self", "model", "tokenizer")]
+    unknown = sorted(set(kwargs) - set(takes))
+    if unknown:
+        raise TypeError(f"hf_fast.pipeline('question-answering') got unexpected keyword argument(s) "
+                        f"{', '.join(map(repr, unknown))}; it takes {', '.join(takes)}")
+    return kwargs
+
+
 def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, *, backend: str | None = None,
              revision: str | None = None, cache_dir=None, token=None, local_files_only: bool | None = None,
              model_kwargs: dict[str, Any] | None = None, **pipeline_kwargs):
@@ -179,7 +204,7 @@ def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, 
     if own is not None and own != task:
         raise ValueError(f"the model is a {own!r} model, not {task!r}")
     if task == "question-answering":
-        return QuestionAnsweringPipeline(fm, tok, **pipeline_kwargs)
+        return QuestionAnsweringPipeline(fm, tok, **_qa_kwargs(pipeline_kwargs))
     import transformers
 
     return transformers.pipeline(task, model=fm, tokenizer=tok, **pipeline_kwargs)

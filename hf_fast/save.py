@@ -6,6 +6,10 @@ checkpoint (model.safetensors + config.json) + tokenizer + model card.
     trainer.model.save_fast("out/fast")          # tokenizer, calibration (train set) and block from the trainer
     trainer.model.push_to_hub("user/repo")       # the same folder, uploaded
     trainer.push_to_hub()                        # repo from args.hub_model_id (or output_dir's name)
+    # a pruned checkpoint reloaded in a new process is a plain transformers model (no .save_fast): block, sparsity
+    # and the checkpoint's evaluation come from its config.json (hf_fast record) and trainer_state.json
+    model = AutoModelForSequenceClassification.from_pretrained("out/run/checkpoint-500")
+    hf_fast.save_fast(model, tok, "out/fast", calibration_dataset=texts)
 
     transformers.AutoModelForSequenceClassification.from_pretrained("out/fast")   # fp32, pruned weights
     onnxruntime.InferenceSession("out/fast/model.onnx")                             # int8 graph
@@ -35,11 +39,49 @@ def _default_block(model) -> str | None:
 
 
 def _sparsity_metrics(model) -> dict[str, Any]:
+    """Sparsity from what FastTrainer recorded in ``config.hf_fast`` (saved in config.json, so a model reloaded with
+    ``AutoModelFor<Task>.from_pretrained(checkpoint)`` has it): the target, and the zero-block fraction of the
+    recorded pruned layers measured on the weights as loaded (the record's own figure dates from when the
+    checkpoint's config was written, which can be before its last mask update)."""
     rec = getattr(model, "hf_fast_config", None) or getattr(getattr(model, "config", None), "hf_fast", None) or {}
-    out = {}
-    if isinstance(rec, Mapping):
-        if rec.get("sparsity_target") is not None:
-            out["sparsity_target"] = rec["sparsity_target"]
+    out: dict[str, Any] = {}
+    if not isinstance(rec, Mapping):
+        return out
+    if isinstance(rec.get("sparsity_target"), (int, float)):
+        out["sparsity_target"] = rec["sparsity_target"]
+    block, names = _default_block(model), rec.get("pruned_layers")
+    if block and isinstance(names, list) and names and hasattr(model, "named_modules"):
+        from hf_fast.blocks import overall_sparsity
+
+        mods = dict(model.named_modules())
+        layers = {n: mods[n] for n in names if hasattr(mods.get(n), "weight")}
+        if len(layers) == len(names):
+            try:
+                out["sparsity_reached"] = round(overall_sparsity(layers, block)[0], 4)
+            except ValueError:  # the block does not divide these weights: the record is not this model's
+                pass
+    return out
+
+
+def _checkpoint_eval_metrics(model) -> dict[str, Any]:
+    """A reloaded Trainer checkpoint's own evaluation: the ``eval_*`` entries of its trainer_state.json logged at
+    the checkpoint's step (an evaluation of other weights would not describe these)."""
+    import json
+
+    src = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
+    state = Path(src) / "trainer_state.json" if src else None
+    if state is None or not state.is_file():
+        return {}
+    try:
+        st = json.loads(state.read_text(encoding="utf-8"))
+        step, history = st.get("global_step"), st.get("log_history") or []
+    except (OSError, ValueError, AttributeError):
+        return {}
+    out: dict[str, Any] = {}
+    for entry in history:
+        if isinstance(entry, Mapping) and entry.get("step") == step:
+            out.update({k: v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, (int, float))
+                        and not k.endswith(("_runtime", "_per_second"))})
     return out
 
 
@@ -62,7 +104,8 @@ def save_fast(model, tokenizer, save_directory: str | os.PathLike, calibration_d
         block = _default_block(model)
     out = artifact.check_out_dir(Path(save_directory), overwrite)
     keep = inplace.plan(model, out, writes_weights=True)  # saving back into the model's own folder
-    metrics = {**(keep.metrics if keep else {}), **_sparsity_metrics(model), **dict(metrics or {})}
+    metrics = {**(keep.metrics if keep else {}), **_checkpoint_eval_metrics(model), **_sparsity_metrics(model),
+               **dict(metrics or {})}
     with artifact.atomic_dir(out, overwrite) as tmp:
         art = export(model, tokenizer, tmp / "artifact", calibration_dataset, task=task, block=block, metrics=metrics,
                      progress=progress, **export_kwargs)

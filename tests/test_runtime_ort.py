@@ -125,8 +125,8 @@ def test_distilbert_rejects_segment_ids_and_unknown_kwargs(arts):
     fm = FastModelForSequenceClassification.from_pretrained(arts[("distilbert", "text-classification")][0])
     with pytest.raises(ValueError, match="takes no token_type_ids"):
         fm(input_ids=np.ones((1, 4), np.int64), token_type_ids=np.ones((1, 4), np.int64))
-    with pytest.raises(ValueError, match="labels is not supported"):
-        fm(input_ids=np.ones((1, 4), np.int64), labels=np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="position_ids is not supported"):
+        fm(input_ids=np.ones((1, 4), np.int64), position_ids=np.zeros((1, 4), np.int64))
     with pytest.raises(TypeError, match="unexpected arguments"):
         fm(input_ids=np.ones((1, 4), np.int64), pixel_values=np.zeros(3))
 

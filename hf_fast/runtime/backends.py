@@ -10,6 +10,7 @@ by name; "native" (the hf-fast engine, engine.py) is the default, "onnxruntime" 
 """
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,7 +31,7 @@ class OnnxRuntimeBackend:
         so = session_options or ort.SessionOptions()
         if num_threads is not None:
             if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
-                raise ValueError(f"num_threads must be a non-negative int (0 = ONNX Runtime default), "
+                raise ValueError("num_threads must be a non-negative int (0 = ONNX Runtime default), "
                                  f"got {num_threads!r}")
             so.intra_op_num_threads = int(num_threads)
         if graph_optimization_level is not None:
@@ -76,17 +77,48 @@ def _native_backend(model_path, fast_config: Mapping[str, Any], **options):
     return NativeBackend(model_path, fast_config, **options)
 
 
+def _native_class():
+    from .engine import NativeBackend
+
+    return NativeBackend
+
+
 BACKENDS: dict[str, Callable[..., Any]] = {
     "onnxruntime": lambda model_path, fast_config, **kw: OnnxRuntimeBackend(model_path, **kw),
     "native": _native_backend,
 }
+# the class whose constructor takes a backend's options (backend_options reads its signature)
+_BACKEND_TYPES: dict[str, Callable[[], type]] = {"onnxruntime": lambda: OnnxRuntimeBackend, "native": _native_class}
 DEFAULT_BACKEND = os.environ.get("HF_FAST_BACKEND", "native")
 
 
-def create_backend(name: str | None, artifact_dir, fast_config: Mapping[str, Any], **options):
+def backend_name(name: str | None) -> str:
+    """The canonical name of a backend ("ort" and "onnx" mean "onnxruntime"; None: the default)."""
     name = name or DEFAULT_BACKEND
     if name in ("ort", "onnx"):
         name = "onnxruntime"
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    return name
+
+
+def backend_options(name: str | None) -> tuple[str, ...] | None:
+    """The keyword options a backend takes (e.g. num_threads), read from its constructor; None: any."""
+    name = backend_name(name)
+    get = _BACKEND_TYPES.get(name)
+    target = get().__init__ if get is not None else BACKENDS[name]
+    params = list(inspect.signature(target).parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                 and p.name not in ("self", "model_path", "fast_config"))
+
+
+def create_backend(name: str | None, artifact_dir, fast_config: Mapping[str, Any], **options):
+    name = backend_name(name)
+    allowed = backend_options(name)
+    bad = sorted(set(options) - set(allowed)) if allowed is not None else []
+    if bad:  # named here, so a constructor's own TypeError (an internal class name) never reaches the user
+        raise TypeError(f"the {name} backend takes no option {', '.join(map(repr, bad))}; "
+                        f"its options: {', '.join(allowed) or 'none'}")
     return BACKENDS[name](Path(artifact_dir) / "model.onnx", fast_config, **options)

@@ -4,6 +4,8 @@
     model = FastModelForSequenceClassification.from_pretrained("out/fast")      # backend="native"
     logits = model(**tokenizer(["a fine film"], return_tensors="pt")).logits
     pipe = transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)
+    model(**batch, labels=y).loss                       # transformers' loss (losses.py)
+    transformers.Trainer(model=model.as_torch_module(), ...).evaluate()
 
 Inputs may be torch tensors, numpy arrays or nested lists of ints ([batch, sequence]; a 1-D sequence is
 treated as a batch of one). They are validated (integer dtype, equal shapes, sequence length within
@@ -12,6 +14,7 @@ transformers ``ModelOutput`` objects holding float32 torch tensors, like optimum
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,39 @@ def _to_numpy(x: Any, name: str) -> np.ndarray | None:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+# transformers' task -> model-class-name tables that its pipelines check the model against (check_model_type)
+_TASK_TABLES = {"text-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+                "token-classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+                "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"}
+_REGISTERED: set[type] = set()
+MODEL_TYPE = "hf-fast"  # the key of the Fast classes in those tables; no transformers config has this model type
+
+
+def register_with_transformers(cls: type) -> None:
+    """Declare ``cls`` a model of its task to transformers, so ``transformers.pipeline(task, model=fast_model)``
+    accepts it without logging "The model ... is not supported for <task>".
+
+    optimum's ORTModels call ``AutoModelFor<Task>.register`` for this, which fed the mapping transformers 4 passed
+    to ``Pipeline.check_model_type``; transformers 5 passes the name tables (``MODEL_FOR_*_MAPPING_NAMES``)
+    instead, which registration does not reach. The Fast classes go into those tables under the model type
+    "hf-fast": no config maps to it, so AutoModel lookups never see the entry, and transformers' other readers
+    of the tables (model cards' task inference) take the Fast class for a model of its task, which it is."""
+    table_name = _TASK_TABLES.get(getattr(cls, "task", ""))
+    if table_name is None:
+        return
+    try:
+        from transformers.models.auto import modeling_auto
+    except ImportError:  # a transformers without the model tables (no torch): no pipeline to satisfy either
+        return
+    table = getattr(modeling_auto, table_name, None)
+    if not isinstance(table, dict):
+        return
+    names = table.get(MODEL_TYPE, ())
+    names = (names,) if isinstance(names, str) else tuple(names)
+    if cls.__name__ not in names:
+        table[MODEL_TYPE] = (*names, cls.__name__)
+
+
 class FastModel:
     """Base class: an artifact (fast_config + transformers config) and a backend that runs its model.onnx."""
 
@@ -53,6 +89,7 @@ class FastModel:
     input_modalities = ("text",)
     output_modalities = ("text",)
     _is_hf_fast = True
+    _target_names: tuple[str, ...] = ("labels",)  # forward's targets for the loss
 
     def __init__(self, backend, config, fast_config: dict[str, Any], path: Path | None = None):
         self.backend = backend
@@ -65,28 +102,53 @@ class FastModel:
         self.vocab_size = int(fast_config["vocab_size"])
         self.max_length = int(fast_config.get("max_sequence_length") or fast_config["max_position_embeddings"])
         self.type_vocab_size = int(fast_config.get("type_vocab_size") or 0)
+        if "transformers.models.auto.modeling_auto" in sys.modules:  # free now; else when a pipeline reads .device
+            self._register()
 
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, path: str | Path, backend: str | None = None, verify: bool = True,
                         *, revision: str | None = None, cache_dir=None, token=None,
-                        local_files_only: bool | None = None, force_download: bool = False, **backend_options):
+                        local_files_only: bool | None = None, force_download: bool = False,
+                        subfolder: str = "", **kwargs):
         """Load an artifact folder written by `hf_fast.export`, or a Hub repo id ("user/repo").
 
         backend: "native" (the hf-fast engine, default; env HF_FAST_BACKEND) or "onnxruntime" (the baseline).
         verify: check model.onnx against the sha256 in fast_config.json (a corrupted or truncated
-            file raises ValueError). backend_options go to the backend (e.g. num_threads=2).
-        revision, cache_dir, token, local_files_only, force_download: for a Hub repo id, downloaded with
-            huggingface_hub.snapshot_download into the Hub cache (HF_ENDPOINT, HF_HUB_OFFLINE honoured;
-            see hf_fast.hub).
+            file raises ValueError).
+        revision, cache_dir, token, local_files_only, force_download, subfolder: for a Hub repo id, downloaded
+            with huggingface_hub.snapshot_download into the Hub cache (HF_ENDPOINT, HF_HUB_OFFLINE honoured; see
+            hf_fast.hub).
+        Other keyword arguments: the backend's options (e.g. num_threads=2), and the transformers loading
+            arguments (load_options.py): device="cpu" / device_map, dtype="auto", trust_remote_code=False, config=,
+            id2label= ... are honoured; those that do not apply to an int8 CPU artifact (low_cpu_mem_usage,
+            attn_implementation, ...) are ignored with a one-line warning; a GPU device raises ValueError.
         """
         from transformers import AutoConfig
 
+        from hf_fast.export.artifact import ArtifactError
         from hf_fast.hub import resolve_artifact
+        from hf_fast.runtime.load_options import apply_config, sort_kwargs
 
+        caller = f"{cls.__name__}.from_pretrained"
+        opts = sort_kwargs(caller, kwargs, backend, cls.task)  # before any download or parse: bad arguments fail fast
         path = resolve_artifact(path, revision=revision, cache_dir=cache_dir, token=token,
                                 local_files_only=local_files_only, force_download=force_download)
-        fc = load_fast_config(path, verify=verify)
+        if subfolder:
+            path = path / subfolder
+        try:
+            fc = load_fast_config(path, verify=verify)
+        except ArtifactError as exc:
+            if (path / "config.json").is_file() and not (path / "fast_config.json").exists():
+                from hf_fast.export.tasks import TASKS
+
+                auto = TASKS[cls.task]["auto_class"] if cls.task in TASKS else "AutoModelFor<Task>"
+                raise ArtifactError(
+                    f"{str(path)!r} is a transformers checkpoint, not an hf-fast folder (no fast_config.json). Make "
+                    "one with hf_fast.save_fast(model, tokenizer, out_dir, calibration_dataset=texts) where model = "
+                    f"transformers.{auto}.from_pretrained({str(path)!r}), or "
+                    f"`hf-fast export -m {path} -o out_dir --calibration texts.txt`") from exc
+            raise
         if cls.task and fc["task"] != cls.task:
             want = {"text-classification": "FastModelForSequenceClassification",
                     "question-answering": "FastModelForQuestionAnswering",
@@ -94,18 +156,27 @@ class FastModel:
             raise ValueError(f"{str(path)!r} holds a {fc['task']!r} model; load it with {want}, not {cls.__name__}")
         if not (path / "config.json").is_file():
             raise ValueError(f"{str(path)!r}: config.json is missing")
-        config = AutoConfig.from_pretrained(str(path))
-        be = create_backend(backend, path, fc, **backend_options)
+        config = apply_config(caller, AutoConfig.from_pretrained(str(path)), opts)
+        be = create_backend(backend, path, fc, **opts.backend_options)
         missing = [n for n in fc["outputs"] if n not in be.output_names]
         if missing:
             raise ValueError(f"{path / 'model.onnx'} lacks the outputs {missing} that fast_config.json promises")
         return cls(be, config, fc, path)
 
     # ---------------------------------------------------------------- torch-like surface for pipelines
+    def _register(self) -> None:
+        if type(self) not in _REGISTERED:  # once per class, as optimum's ORTModel does in __init__
+            register_with_transformers(type(self))
+            _REGISTERED.add(type(self))
+
     @property
     def device(self):
         import torch
 
+        # transformers' Pipeline.__init__ reads model.device before the pipeline checks the model's class; the
+        # tables live in a transformers module that imports torch, so they are filled here (torch is loaded by now)
+        # rather than in __init__, which would put torch on the serving path's load time
+        self._register()
         return torch.device("cpu")
 
     @property
@@ -132,6 +203,20 @@ class FastModel:
 
     def can_generate(self) -> bool:
         return False
+
+    def as_torch_module(self):
+        """This model as a parameter-free ``torch.nn.Module`` for ``transformers.Trainer(model=...)``:
+        ``Trainer.evaluate`` / ``predict`` then run the fast model (torch_module.py)."""
+        from hf_fast.runtime.torch_module import as_torch_module
+
+        return as_torch_module(self)
+
+    @property
+    def _modules(self):
+        # torch / accelerate read this first from what they take for an nn.Module (Trainer(model=...) does):
+        # say what to pass instead of "no attribute '_modules'"
+        raise AttributeError(f"{type(self).__name__} is not a torch.nn.Module: pass "
+                             "model=fast_model.as_torch_module() to transformers.Trainer (evaluate / predict)")
 
     def __repr__(self):
         return (f"{type(self).__name__}(path={self.name_or_path!r}, task={self.fast_config['task']!r}, "
@@ -184,51 +269,62 @@ class FastModel:
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, return_dict: bool = True,
                 **kwargs):
+        """Run the model; ``labels`` (or ``start_positions`` / ``end_positions`` for question answering) add the
+        loss a transformers model computes from the same logits (losses.py), so Trainer.evaluate and metric
+        loops work."""
+        targets = {k: kwargs.pop(k) for k in self._target_names if k in kwargs}
+        num_items = kwargs.pop("num_items_in_batch", None)  # the Trainer passes it to models that take **kwargs
         ignored = {k for k, v in kwargs.items() if v is not None and k not in ("output_attentions",
                    "output_hidden_states", "use_cache", "position_ids", "head_mask", "inputs_embeds", "labels")}
         if ignored:
             raise TypeError(f"{type(self).__name__}.forward() got unexpected arguments {sorted(ignored)}")
         for k in ("position_ids", "head_mask", "inputs_embeds", "labels"):
             if kwargs.get(k) is not None:
-                raise ValueError(f"{k} is not supported by hf-fast models (inference from input_ids only)")
+                raise ValueError(f"{k} is not supported by {type(self).__name__}")
         out = self.run(input_ids, attention_mask, token_type_ids)
         import torch
 
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}
-        result = self._wrap(tensors)
+        loss = None
+        if any(v is not None for v in targets.values()):
+            from hf_fast.runtime.losses import task_loss
+
+            loss = task_loss(self.fast_config["task"], self.config, tensors, num_items_in_batch=num_items, **targets)
+        result = self._wrap(tensors, loss)
         return result if return_dict else result.to_tuple()
 
     __call__ = forward
 
-    def _wrap(self, tensors):  # pragma: no cover - subclasses
+    def _wrap(self, tensors, loss=None):  # pragma: no cover - subclasses
         raise NotImplementedError
 
 
 class FastModelForSequenceClassification(FastModel):
     task = "text-classification"
 
-    def _wrap(self, t):
+    def _wrap(self, t, loss=None):
         from transformers.modeling_outputs import SequenceClassifierOutput
 
-        return SequenceClassifierOutput(logits=t["logits"])
+        return SequenceClassifierOutput(loss=loss, logits=t["logits"])
 
 
 class FastModelForQuestionAnswering(FastModel):
     task = "question-answering"
+    _target_names = ("start_positions", "end_positions")
 
-    def _wrap(self, t):
+    def _wrap(self, t, loss=None):
         from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
-        return QuestionAnsweringModelOutput(start_logits=t["start_logits"], end_logits=t["end_logits"])
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=t["start_logits"], end_logits=t["end_logits"])
 
 
 class FastModelForTokenClassification(FastModel):
     task = "token-classification"
 
-    def _wrap(self, t):
+    def _wrap(self, t, loss=None):
         from transformers.modeling_outputs import TokenClassifierOutput
 
-        return TokenClassifierOutput(logits=t["logits"])
+        return TokenClassifierOutput(loss=loss, logits=t["logits"])
 
 
 TASK_TO_CLASS = {c.task: c for c in (FastModelForSequenceClassification, FastModelForQuestionAnswering,
@@ -236,10 +332,10 @@ TASK_TO_CLASS = {c.task: c for c in (FastModelForSequenceClassification, FastMod
 
 
 def load_fast_model(path, backend: str | None = None, **kw) -> FastModel:
-    """Load an artifact with the class of its own task."""
+    """Load an artifact with the class of its own task (keyword arguments: those of from_pretrained)."""
     from hf_fast.hub import resolve_artifact
 
     hub_kw = {k: kw.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only", "force_download") if k in kw}
     path = resolve_artifact(path, **hub_kw)
-    fc = load_fast_config(path, verify=False)
+    fc = load_fast_config(path / kw.get("subfolder", ""), verify=False)
     return TASK_TO_CLASS[fc["task"]].from_pretrained(path, backend=backend, **kw)
