@@ -57,7 +57,11 @@ def _assert_weights_and_metrics_kept(folder: Path, saved: Path):
     fc = load_fast_config(folder)
     assert fc["metrics"]["eval_accuracy"] == METRICS["eval_accuracy"]
     card = (folder / "README.md").read_text()
-    assert "eval_accuracy" in card and "library_name: transformers" in card
+    assert "library_name: transformers" in card
+    from huggingface_hub import ModelCard
+
+    got = {r.metric_type: r.metric_value for r in ModelCard.load(folder / "README.md").data.eval_results}
+    assert got.get("accuracy") == METRICS["eval_accuracy"]  # the card's model-index kept the old metric
     assert "base_model: google-bert/bert-base-uncased" in card and "- glue" in card
     assert not [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
 
