@@ -8,7 +8,8 @@
 Inputs may be torch tensors, numpy arrays or nested lists of ints ([batch, sequence]; a 1-D sequence is
 treated as a batch of one). They are validated (integer dtype, equal shapes, sequence length within
 the position table, ids inside the vocabulary, 0/1 mask) before any backend sees them. Outputs are
-transformers ``ModelOutput`` objects holding float32 torch tensors, like optimum's ORTModel.
+transformers ``ModelOutput`` objects holding float32 torch tensors, like optimum's ORTModel (numpy arrays on a
+runtime-only install without torch: see outputs.py).
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from hf_fast._deps import torch_or_none
 from hf_fast.export.artifact import load_fast_config
 from hf_fast.runtime.backends import create_backend
+from hf_fast.runtime.outputs import output_class, to_tensors
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray | None:
@@ -103,21 +106,19 @@ class FastModel:
     # ---------------------------------------------------------------- torch-like surface for pipelines
     @property
     def device(self):
-        import torch
-
-        return torch.device("cpu")
+        torch = torch_or_none()
+        return "cpu" if torch is None else torch.device("cpu")
 
     @property
     def dtype(self):
-        import torch
-
-        return torch.float32
+        torch = torch_or_none()
+        return np.dtype(np.float32) if torch is None else torch.float32
 
     def to(self, *args, **kwargs):
-        import torch
-
+        torch = torch_or_none()
+        devices = (str,) if torch is None else (str, torch.device)
         for a in list(args) + list(kwargs.values()):
-            if isinstance(a, (str, torch.device)) and torch.device(a).type != "cpu":
+            if isinstance(a, devices) and str(a).split(":")[0] != "cpu":
                 raise ValueError(f"hf-fast models run on the CPU; cannot move to {a}")
         return self
 
@@ -190,10 +191,7 @@ class FastModel:
         for k in ("position_ids", "head_mask", "inputs_embeds", "labels"):
             if kwargs.get(k) is not None:
                 raise ValueError(f"{k} is not supported by hf-fast models (inference from input_ids only)")
-        out = self.run(input_ids, attention_mask, token_type_ids)
-        import torch
-
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}
+        tensors = to_tensors(self.run(input_ids, attention_mask, token_type_ids))  # numpy without torch
         result = self._wrap(tensors)
         return result if return_dict else result.to_tuple()
 
@@ -207,27 +205,21 @@ class FastModelForSequenceClassification(FastModel):
     task = "text-classification"
 
     def _wrap(self, t):
-        from transformers.modeling_outputs import SequenceClassifierOutput
-
-        return SequenceClassifierOutput(logits=t["logits"])
+        return output_class("SequenceClassifierOutput")(logits=t["logits"])
 
 
 class FastModelForQuestionAnswering(FastModel):
     task = "question-answering"
 
     def _wrap(self, t):
-        from transformers.modeling_outputs import QuestionAnsweringModelOutput
-
-        return QuestionAnsweringModelOutput(start_logits=t["start_logits"], end_logits=t["end_logits"])
+        return output_class("QuestionAnsweringModelOutput")(start_logits=t["start_logits"], end_logits=t["end_logits"])
 
 
 class FastModelForTokenClassification(FastModel):
     task = "token-classification"
 
     def _wrap(self, t):
-        from transformers.modeling_outputs import TokenClassifierOutput
-
-        return TokenClassifierOutput(logits=t["logits"])
+        return output_class("TokenClassifierOutput")(logits=t["logits"])
 
 
 TASK_TO_CLASS = {c.task: c for c in (FastModelForSequenceClassification, FastModelForQuestionAnswering,
