@@ -632,9 +632,10 @@ def build_plan(model: onnx.ModelProto, num_heads: int) -> EncoderPlan:
     return plan
 
 
-def check_plan(plan: EncoderPlan) -> None:
+def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
     """Every array the C engine will read has exactly the shape it assumes (the C side sees only pointers and
-    the dimensions of the plan, so a table or LayerNorm vector of another length would be read out of bounds)."""
+    the dimensions of the plan, so a table or LayerNorm vector of another length would be read out of bounds).
+    weights_packed: the Linear weights come packed from the pack cache (None here; engine.py checks those)."""
     H, emb = plan.hidden, plan.embeddings
 
     def shape(a, want, what):
@@ -665,7 +666,8 @@ def check_plan(plan: EncoderPlan) -> None:
     for i, layer in enumerate(plan.layers):
         for lp, (n, k) in ((layer.q, (H, H)), (layer.k, (H, H)), (layer.v, (H, H)), (layer.attn_out, (H, H)),
                            (layer.ffn_in, (F, H)), (layer.ffn_out, (H, F))):
-            shape(lp.weight, (n, k), f"layer {i} {lp.name!r} weight")
+            if not weights_packed:
+                shape(lp.weight, (n, k), f"layer {i} {lp.name!r} weight")
             shape(lp.w_scale, (n,), f"layer {i} {lp.name!r} weight scales")
             shape(lp.bias, (n,), f"layer {i} {lp.name!r} bias")
             q = lp.in_quant
