@@ -14,7 +14,8 @@ Trust: the file is keyed and checked, never trusted.
 - Written atomically (temporary file + os.replace) into $HF_FAST_CACHE_DIR/packed (default
   $XDG_CACHE_HOME/hf_fast/packed, i.e. ~/.cache/hf_fast/packed), never into the artifact folder, which may be
   read-only (the Hub cache). An unwritable cache only costs the speed-up. HF_FAST_PACK_CACHE=0 turns it off.
-Entries of the same model.onnx for another engine version are deleted when a new one is written.
+Entries of the same model.onnx for another engine version are deleted when a new one is written, and the least
+recently used entries when the folder outgrows HF_FAST_PACK_CACHE_MAX_MB (default 4096).
 """
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ def _decode(obj: Any, tensors: dict[str, np.ndarray]) -> Any:
     return {k: _decode(v, tensors) for k, v in obj.items()}
 
 
-_BLANK = "0" * 64
+_BLANK = "#" * 64  # not hex: cannot collide with a key field
 
 
 def _checksum(data: bytes, n: int, checksum: str) -> str:
@@ -199,10 +200,36 @@ def save(key: dict[str, str], encoder_plan, packed: dict[str, Any]) -> Path | No
             if old != dest:
                 with contextlib.suppress(OSError):
                     old.unlink()
+        _evict(dest.parent, keep=dest)
     except OSError as exc:
         logger.warning("hf-fast: cannot write the packed-weight cache %s (%s); loads stay uncached", dest, exc)
         return None
     return dest
+
+
+def max_bytes() -> int:
+    """Size cap of the cache folder: HF_FAST_PACK_CACHE_MAX_MB (default 4096)."""
+    try:
+        return int(float(os.environ.get("HF_FAST_PACK_CACHE_MAX_MB", "4096")) * 2**20)
+    except ValueError:
+        return 4096 * 2**20
+
+
+def _evict(folder: Path, keep: Path) -> None:
+    """Delete the least recently used entries (loads touch their file) until the folder fits max_bytes()."""
+    entries = []
+    for f in folder.glob(f"*{SUFFIX}"):
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            entries.append((st.st_mtime, st.st_size, f))
+    total, cap = sum(e[1] for e in entries), max_bytes()
+    for _, size, f in sorted(entries, key=lambda e: e[0]):
+        if total <= cap:
+            break
+        if f != keep:
+            with contextlib.suppress(OSError):
+                f.unlink()
+                total -= size
 
 
 _DTYPES = {"F32": np.float32, "F64": np.float64, "I8": np.int8, "U8": np.uint8, "I32": np.int32, "I64": np.int64,
@@ -232,7 +259,7 @@ def load(key: dict[str, str]):
     p = path_for(key)
     try:
         data = p.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise CacheError(f"cannot read {p}: {exc}") from exc
@@ -262,6 +289,8 @@ def load(key: dict[str, str]):
     encoder_plan = _decode(tree, tensors)
     if not isinstance(encoder_plan, plan.EncoderPlan):
         raise CacheError(f"{p} holds no encoder plan")
+    with contextlib.suppress(OSError):
+        os.utime(p)  # most recently used (eviction order)
     packed = {}
     for name in names:
         if f"packed.{name}" not in tensors:
