@@ -101,6 +101,8 @@ def _entries(cache_dir: Path) -> list[Path]:
 
 
 def test_second_load_restores_instead_of_parsing_and_packing(artifact, cache, monkeypatch):
+    import onnx
+
     import hf_fast.runtime.engine as engine
 
     m0, ref = _load(artifact, pack_cache=False)
@@ -113,7 +115,7 @@ def test_second_load_restores_instead_of_parsing_and_packing(artifact, cache, mo
     def no(*a, **k):
         raise AssertionError("a cached load parsed the ONNX graph or packed a Linear")
 
-    monkeypatch.setattr(engine.onnx, "load", no)
+    monkeypatch.setattr(onnx, "load", no)
     monkeypatch.setattr(engine, "build_plan", no)
     monkeypatch.setattr(native.PackedLinear, "__init__", no)
     m2, second = _load(artifact)

@@ -7,12 +7,16 @@ contract as the ONNX Runtime backend.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnx
 
 from hf_fast import native
 from hf_fast.native import ffi, lib
 from hf_fast.runtime.plan import EncoderPlan, GraphMatchError, LinearPlan, build_plan, check_plan
+
+if TYPE_CHECKING:  # onnx is imported only to parse model.onnx, not on a pack-cache hit
+    import onnx
 
 _HEAD_KIND = {"cls": lib.HF_HEAD_CLS, "linear": lib.HF_HEAD_LINEAR, "tanh": lib.HF_HEAD_TANH, "relu": lib.HF_HEAD_RELU}
 
@@ -272,6 +276,8 @@ class NativeBackend:
                 except (native.NativeError, GraphMatchError, ValueError) as exc:  # checksummed, but checked again
                     logging.getLogger(__name__).warning("hf-fast: rebuilding the packed-weight cache: %s", exc)
                     self.pack_cache = "rebuilt"
+        import onnx
+
         try:
             model = onnx.load(str(Path(model_path)), load_external_data=False)  # one self-contained file
         except Exception as exc:  # protobuf DecodeError and friends

@@ -8,11 +8,14 @@ GraphMatchError naming the node or pattern: the engine never guesses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 from hf_fast.runtime.graph import FakeQuant, GraphMatchError, LogicalGraph, QuantWeight
+
+if TYPE_CHECKING:  # annotations only (see graph.py)
+    import onnx
 
 # the inputs the matchers index without further checks, per op (at least this many, all named)
 _ARITY = {"MatMul": 2, "Mul": 2, "Add": 2, "Div": 2, "Sub": 2, "Gather": 2, "Gemm": 2, "Slice": 3, "Where": 3,
