@@ -2,52 +2,53 @@
 
 With torch installed, FastModel returns transformers' own ``SequenceClassifierOutput`` & co. holding float32 torch
 tensors (what pipelines and Trainer expect). A runtime-only install (no torch: ``transformers.modeling_outputs``
-imports torch) gets the same-named ``ModelOutput`` dataclasses below, with the same fields, holding numpy arrays.
+imports torch) gets same-named ``ModelOutput`` dataclasses with the same fields, holding numpy arrays. They are
+defined on first use only: defining a ModelOutput subclass registers it with torch, which would import torch.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from transformers.utils import ModelOutput
 
 from hf_fast._deps import torch_or_none
 
 
-@dataclass
-class SequenceClassifierOutput(ModelOutput):
-    loss: Any = None
-    logits: Any = None
-    hidden_states: Any = None
-    attentions: Any = None
+@functools.cache
+def _numpy_outputs() -> dict[str, type]:
+    from transformers.utils import ModelOutput
 
+    @dataclass
+    class SequenceClassifierOutput(ModelOutput):
+        loss: Any = None
+        logits: Any = None
+        hidden_states: Any = None
+        attentions: Any = None
 
-@dataclass
-class TokenClassifierOutput(ModelOutput):
-    loss: Any = None
-    logits: Any = None
-    hidden_states: Any = None
-    attentions: Any = None
+    @dataclass
+    class TokenClassifierOutput(ModelOutput):
+        loss: Any = None
+        logits: Any = None
+        hidden_states: Any = None
+        attentions: Any = None
 
+    @dataclass
+    class QuestionAnsweringModelOutput(ModelOutput):
+        loss: Any = None
+        start_logits: Any = None
+        end_logits: Any = None
+        hidden_states: Any = None
+        attentions: Any = None
 
-@dataclass
-class QuestionAnsweringModelOutput(ModelOutput):
-    loss: Any = None
-    start_logits: Any = None
-    end_logits: Any = None
-    hidden_states: Any = None
-    attentions: Any = None
-
-
-_NUMPY_OUTPUTS = {c.__name__: c for c in (SequenceClassifierOutput, TokenClassifierOutput,
-                                          QuestionAnsweringModelOutput)}
+    return {c.__name__: c for c in (SequenceClassifierOutput, TokenClassifierOutput, QuestionAnsweringModelOutput)}
 
 
 def output_class(name: str):
-    """transformers.modeling_outputs.<name> when torch is installed, else the numpy twin above."""
+    """transformers.modeling_outputs.<name> when torch is installed, else its numpy twin."""
     if torch_or_none() is None:
-        return _NUMPY_OUTPUTS[name]
+        return _numpy_outputs()[name]
     import transformers.modeling_outputs as mo
 
     return getattr(mo, name)
