@@ -56,7 +56,8 @@ def main(out: Path) -> int:
     cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, num_labels=2)
     model = transformers.BertForSequenceClassification(cfg).eval()
-    hf_fast.export(model, tok, out, calibration_dataset=SENTENCES, task="text-classification", progress=False)
+    # save_fast = hf_fast.export + model.safetensors (so `hf-fast bench` has a PyTorch column to skip without torch)
+    hf_fast.save_fast(model, tok, out, calibration_dataset=SENTENCES, task="text-classification", progress=False)
 
     enc = tok(SENTENCES, padding=True, return_tensors="np")
     native = FastModelForSequenceClassification.from_pretrained(out)  # backend="native"

@@ -69,6 +69,9 @@ def main(art: Path) -> int:
     cli = Path(sys.executable).parent / "hf-fast"
     r = subprocess.run([str(cli), "info", "--json"], capture_output=True, text=True, check=True)
     assert '"isa"' in r.stdout, r.stdout
+    r = subprocess.run([str(cli), "bench", str(art), "-b", "1", "-s", "16", "-n", "3", "--warmup", "1", "-q"],
+                       capture_output=True, text=True, check=True)
+    assert "no PyTorch column" in r.stdout and "native" in r.stdout and "onnxruntime" in r.stdout, r.stdout
     r = subprocess.run([str(cli), "export", "-m", str(art), "-o", str(art.parent / "x"), "--calibration",
                         str(art / "config.json")], capture_output=True, text=True)
     assert r.returncode == 1 and "hf-fast[train]" in r.stderr, (r.returncode, r.stderr)
