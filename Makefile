@@ -88,7 +88,7 @@ $(SAN_DIR)/.stamp: $(VENV)/.deps-stamp $(NATIVE_SRC)
 sanitize: install $(SAN_DIR)/.stamp
 	$(SAN_ENV) $(PY) -c "import sys, hf_fast.native; assert '$(SAN_DIR)' in sys.modules['hf_fast._native'].__file__"
 	$(SAN_ENV) $(PY) -m pytest -q -p no:cacheprovider --capture=sys tests/test_native_*.py tests/test_runtime_engine.py tests/test_runtime_attention_q8.py \
-		tests/test_fuzz_inputs.py tests/test_concurrency.py
+		tests/test_fuzz_inputs.py tests/test_concurrency.py tests/test_pack_cache.py
 
 # libFuzzer harness of the C ABI (native/fuzz/): clang -fsanitize=fuzzer when present, else gcc + a standalone
 # driver; then the Python fuzzers with thousands of cases per property (HF_FAST_FUZZ=long)
