@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint bench sanitize fuzz clean install
+.PHONY: demo test lint bench sanitize fuzz clean install wheel wheel-smoke
 
 install: $(VENV)/.native-stamp
 
@@ -35,6 +35,43 @@ lint: $(VENV)/.deps-stamp
 
 test: install lint
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory wheel-smoke
+
+# ---- the package as users install it (README "Install")
+# `python -m build`: sdist, then the wheel built from that sdist (isolated, as pip would); check_dist.py checks both
+# file lists and retags the wheel to the manylinux policy `auditwheel show` finds (the engine links only glibc).
+DIST := dist
+PKG_SRC := $(shell find hf_fast -name '*.py' -o -name '*.tsv') $(NATIVE_SRC) MANIFEST.in README.md
+$(DIST)/.stamp: $(VENV)/.deps-stamp $(PKG_SRC) tests/wheel_smoke/check_dist.py
+	rm -rf $(DIST) && mkdir -p build
+	$(PY) -m build -o $(DIST) . >build/wheel.log 2>&1 || (tail -30 build/wheel.log; exit 1)
+	$(PY) tests/wheel_smoke/check_dist.py $(DIST)
+	touch $@
+wheel: $(DIST)/.stamp
+
+# Two clean venvs outside the source tree's import path (made once, deps from pip's cache afterwards): train holds
+# the wheel with its [train] extra, serve the wheel with its runtime dependencies only (no torch). Installs take
+# binaries only (--only-binary :all:, CC=/bin/false) against the tested pins; the smoke scripts run from a temporary
+# folder with PATH reduced to the venv's bin/ (no compiler), first exporting then serving without torch.
+SMOKE := build/wheel-smoke
+SMOKE_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 CC=/bin/false CXX=/bin/false
+$(SMOKE)/%/.venv-stamp: requirements.txt
+	rm -rf $(SMOKE)/$* && $(PYTHON) -m venv $(SMOKE)/$*
+	$(SMOKE)/$*/bin/pip install -q --upgrade pip
+	if [ "$*" = train ]; then $(SMOKE)/$*/bin/pip install -q --only-binary :all: torch==2.13.0; fi
+	touch $@
+$(SMOKE)/%/.wheel-stamp: $(SMOKE)/%/.venv-stamp $(DIST)/.stamp
+	whl=$$(ls $(DIST)/*.whl) && extra=$$([ "$*" = train ] && echo "[train]" || true) && \
+	  $(SMOKE_ENV) $(SMOKE)/$*/bin/pip install -q --only-binary :all: -c requirements.txt "$$whl$$extra" && \
+	  $(SMOKE_ENV) $(SMOKE)/$*/bin/pip install -q --only-binary :all: --no-deps --force-reinstall "$$whl"
+	$(SMOKE)/$*/bin/pip check
+	touch $@
+.SECONDARY: $(SMOKE)/train/.venv-stamp $(SMOKE)/serve/.venv-stamp
+wheel-smoke: $(SMOKE)/train/.wheel-stamp $(SMOKE)/serve/.wheel-stamp
+	tmp=$$(mktemp -d) && cp tests/wheel_smoke/smoke_*.py $$tmp/ && cd $$tmp && \
+	  env $(SMOKE_ENV) HF_FAST_CACHE_DIR=$$tmp/cache PATH=$(abspath $(SMOKE))/train/bin $(abspath $(SMOKE))/train/bin/python smoke_export.py art && \
+	  env $(SMOKE_ENV) PATH=$(abspath $(SMOKE))/serve/bin $(abspath $(SMOKE))/serve/bin/python smoke_serve.py art && \
+	  cd / && rm -rf $$tmp
 
 # kernels, then the engine end to end vs ONNX Runtime (fp32, int8 dynamic/static) and PyTorch on the same files
 BENCH_ARGS ?= --sparsity 0 0.5 0.7 0.8 0.9 --shapes 1x128 8x128 1x384 --threads 1 2
@@ -55,7 +92,7 @@ $(SAN_DIR)/.stamp: $(VENV)/.deps-stamp $(NATIVE_SRC)
 sanitize: install $(SAN_DIR)/.stamp
 	$(SAN_ENV) $(PY) -c "import sys, hf_fast.native; assert '$(SAN_DIR)' in sys.modules['hf_fast._native'].__file__"
 	$(SAN_ENV) $(PY) -m pytest -q -p no:cacheprovider --capture=sys tests/test_native_*.py tests/test_runtime_engine.py tests/test_runtime_attention_q8.py \
-		tests/test_fuzz_inputs.py tests/test_concurrency.py
+		tests/test_fuzz_inputs.py tests/test_concurrency.py tests/test_pack_cache.py
 
 # libFuzzer harness of the C ABI (native/fuzz/): clang -fsanitize=fuzzer when present, else gcc + a standalone
 # driver; then the Python fuzzers with thousands of cases per property (HF_FAST_FUZZ=long)

@@ -30,6 +30,8 @@ _LAZY = {
     "pipeline": "hf_fast.pipelines",
     "QuestionAnsweringPipeline": "hf_fast.pipelines",
 }
+# names that need the [train] extra (torch & co.); hf_fast.export / save_fast check inside export()
+_TRAIN = {"FastTrainer", "PruningCallback", "DistillationLoss"}
 
 
 def __getattr__(name):
@@ -38,4 +40,8 @@ def __getattr__(name):
         raise AttributeError(f"module 'hf_fast' has no attribute {name!r}")
     import importlib
 
+    if name in _TRAIN:
+        from hf_fast._deps import require_train
+
+        require_train(f"hf_fast.{name}")
     return getattr(importlib.import_module(mod), name)

@@ -42,6 +42,11 @@ def _runners(folder: Path, fc, runtimes: Sequence[str], threads: int | None, pyt
             src = Path(pytorch) if pytorch else folder
             if not ((src / "model.safetensors").is_file() or (src / "model.safetensors.index.json").is_file()):
                 continue  # an artifact without weights: nothing to run in PyTorch
+            from hf_fast._deps import missing
+
+            if missing(("torch",)):  # a runtime-only install: the other columns still run
+                print("hf-fast bench: no PyTorch column (torch is not installed: pip install 'hf-fast[train]')")
+                continue
             import torch
             import transformers
 

@@ -260,6 +260,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def _train(a: argparse.Namespace) -> int:
     if not Path(a.recipe).is_file():
         raise FileNotFoundError(f"recipe {a.recipe!r} does not exist")
+    from hf_fast._deps import require_train
+
+    require_train("hf-fast train", ("torch", "accelerate", "datasets", "yaml"))
     from hf_fast.training.run_recipe import run_recipe
 
     res = run_recipe(a.recipe, base_dir=a.base_dir, teacher=a.teacher, max_steps=a.max_steps, out=a.out,
@@ -313,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(a._run(a) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-            PermissionError, NotImplementedError, RuntimeError) as exc:
+            PermissionError, NotImplementedError, RuntimeError, ImportError) as exc:
         print(f"hf-fast {a.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -312,17 +312,36 @@ class PackedLinear:
         out = ffi.new("hf_linear **")
         _check(lib.hf_linear_pack(isa_id(isa), br, bc, n, k, ffi.cast("const int8_t *", w.ctypes.data), k,
                                   _fptr(w_scale), _fptr(bias), out), "linear_pack")
-        self._l = ffi.gc(out[0], lib.hf_linear_free)
-        self.shape = (n, k)
-        self.block = "dense" if br == 0 else f"{br}x{bc}"
-        isa_out = ffi.new("int *")
-        kept, total = ffi.new("int64_t *"), ffi.new("int64_t *")
-        _check(lib.hf_linear_info(self._l, isa_out, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, kept, total), "linear_info")
+        self._adopt(out[0])
+
+    def _adopt(self, ptr) -> None:
+        self._l = ffi.gc(ptr, lib.hf_linear_free)
+        isa_out, br, bc = ffi.new("int *"), ffi.new("int *"), ffi.new("int *")
+        n, k, kept, total = (ffi.new("int64_t *") for _ in range(4))
+        _check(lib.hf_linear_info(self._l, isa_out, n, k, br, bc, kept, total), "linear_info")
+        self.shape = (int(n[0]), int(k[0]))
+        self.block = "dense" if br[0] == 0 else f"{br[0]}x{bc[0]}"
         self.isa = ISA_NAMES[isa_out[0]]
         # kernel variant: "ref", "avx2-s16", "avx2-s7" (7-bit weights in [-64, 64]) or "avx512vnni"
         self.kernel = ffi.string(lib.hf_linear_kernel_name(self._l)).decode()
         self.kept_blocks, self.total_blocks = int(kept[0]), int(total[0])
         self.nbytes = int(lib.hf_linear_nbytes(self._l))
+
+    def to_bytes(self) -> bytes:
+        """The packed layer as bytes for `from_bytes` (this library build and ISA only: see pack_cache.py)."""
+        size = int(lib.hf_linear_serialized_size(self._l))
+        buf = bytearray(size)
+        _check(lib.hf_linear_serialize(self._l, ffi.from_buffer(buf), size), "linear_serialize")
+        return bytes(buf)
+
+    @classmethod
+    def from_bytes(cls, data) -> PackedLinear:
+        """Restore `to_bytes` output without packing again; a malformed buffer raises NativeError (HF_EFORMAT)."""
+        out = ffi.new("hf_linear **")
+        _check(lib.hf_linear_deserialize(ffi.from_buffer(data), len(data), out), "linear_deserialize")
+        self = cls.__new__(cls)
+        self._adopt(out[0])
+        return self
 
     def forward(self, a: np.ndarray, a_scale: float, a_zp: int, gelu: bool = False,
                 residual: np.ndarray | None = None, out_quant: tuple | None = None) -> np.ndarray:

@@ -205,6 +205,12 @@ def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, 
         raise ValueError(f"the model is a {own!r} model, not {task!r}")
     if task == "question-answering":
         return QuestionAnsweringPipeline(fm, tok, **_qa_kwargs(pipeline_kwargs))
+    from hf_fast._deps import missing
+
+    if missing(("torch",)):  # transformers' pipelines run on torch tensors; hf-fast's own QA pipeline does not
+        raise ImportError(f"transformers' {task} pipeline needs torch, which a runtime-only install of hf-fast does "
+                          "not include: pip install torch (or 'hf-fast[train]'), or call the model directly: "
+                          "model(**tokenizer(texts, padding=True, return_tensors='np')).logits", name="torch")
     import transformers
 
     return transformers.pipeline(task, model=fm, tokenizer=tok, **pipeline_kwargs)

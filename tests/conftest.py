@@ -46,3 +46,15 @@ def micro_artifacts(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("micro")
     return {arch: micro_artifact(root / arch, arch, task) for arch, task in MICRO_KINDS}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pack_cache_dir(tmp_path_factory):
+    """The tests' packed-weight cache (hf_fast/runtime/pack_cache.py) lives in pytest's temp folder, not the user's."""
+    old = os.environ.get("HF_FAST_CACHE_DIR")
+    os.environ["HF_FAST_CACHE_DIR"] = str(tmp_path_factory.mktemp("hf_fast_cache"))
+    yield
+    if old is None:
+        os.environ.pop("HF_FAST_CACHE_DIR", None)
+    else:
+        os.environ["HF_FAST_CACHE_DIR"] = old

@@ -35,6 +35,9 @@ def load_model_for_task(path: str | Path, task: str | None = None):
 
     A checkpoint without that head (e.g. a bare BertModel) gets a freshly initialised one, as transformers does.
     """
+    from hf_fast._deps import require_train
+
+    require_train("hf_fast.export.load_model_for_task", ("torch",))
     import transformers
     from transformers import AutoConfig
 
@@ -128,6 +131,9 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
     Raises ValueError (unsupported architecture/task, empty calibration set, bad block),
     NotADirectoryError (out_dir is a file), FileExistsError, PermissionError.
     """
+    from hf_fast._deps import require_train
+
+    require_train("hf_fast.export", ("torch",))  # torch.onnx.export
     import numpy as np
     import onnx
 

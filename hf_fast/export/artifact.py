@@ -90,12 +90,24 @@ def sparsity_report(weights: Mapping[str, np.ndarray], block: str | None = None)
 
 
 # ------------------------------------------------------------------ files
+_sha_memo: dict[tuple, str] = {}
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+    """sha256 of a file; remembered per process by (device, inode, size, mtime_ns, ctime_ns), so verifying
+    model.onnx and keying the pack cache on it (runtime/pack_cache.py) read the file once per load."""
     with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key in _sha_memo:
+            return _sha_memo[key]
+        h = hashlib.sha256()
         for b in iter(lambda: f.read(chunk), b""):
             h.update(b)
-    return h.hexdigest()
+    if len(_sha_memo) > 64:
+        _sha_memo.clear()
+    _sha_memo[key] = h.hexdigest()
+    return _sha_memo[key]
 
 
 def file_entry(path: Path) -> dict[str, Any]:

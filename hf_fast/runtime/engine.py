@@ -7,12 +7,16 @@ contract as the ONNX Runtime backend.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnx
 
 from hf_fast import native
 from hf_fast.native import ffi, lib
 from hf_fast.runtime.plan import EncoderPlan, GraphMatchError, LinearPlan, build_plan, check_plan
+
+if TYPE_CHECKING:  # onnx is imported only to parse model.onnx, not on a pack-cache hit
+    import onnx
 
 _HEAD_KIND = {"cls": lib.HF_HEAD_CLS, "linear": lib.HF_HEAD_LINEAR, "tanh": lib.HF_HEAD_TANH, "relu": lib.HF_HEAD_RELU}
 
@@ -61,9 +65,31 @@ def _layer_block(weight: np.ndarray, block: str | None, isa: str | None = "auto"
     return best
 
 
+def _check_packed(plan: EncoderPlan, packed) -> None:
+    """Restored Linears must have the shapes the plan's layers need (the C engine checks them again)."""
+    H, F = plan.hidden, plan.ffn
+    want = {"qkv": (3 * H, H), "attn_out": (H, H), "ffn_in": (F, H), "ffn_out": (H, F)}
+    for i in range(len(plan.layers)):
+        for name, shape in want.items():
+            p = packed.get(f"layers.{i}.{name}")
+            if p is None or tuple(p.shape) != shape:
+                raise GraphMatchError(f"packed layers.{i}.{name}: expected shape {shape}, got "
+                                      f"{None if p is None else p.shape}")
+
+
+LINEARS = ("qkv", "attn_out", "ffn_in", "ffn_out")
+
+
 class NativeEngine:
-    def __init__(self, plan: EncoderPlan, block: str | None = None, isa: str = "auto"):
-        check_plan(plan)  # the C side trusts these shapes
+    """``packed``: {"layers.<i>.<qkv|attn_out|ffn_in|ffn_out>": PackedLinear} restored from the pack cache (the
+    plan's Linear weights may then be None); otherwise every Linear is packed here. ``self.packed`` holds them.
+    ``keep_arrays``: leave the plan's arrays in place (to write the cache); `release_arrays()` drops them."""
+
+    def __init__(self, plan: EncoderPlan, block: str | None = None, isa: str = "auto",
+                 packed: dict[str, native.PackedLinear] | None = None, keep_arrays: bool = False):
+        check_plan(plan, weights_packed=packed is not None)  # the C side trusts these shapes
+        if packed is not None:
+            _check_packed(plan, packed)
         self.plan = plan
         emb = plan.embeddings
         H = plan.hidden
@@ -84,16 +110,24 @@ class NativeEngine:
                       "engine_set_embeddings")
         self.packed_bytes = 0
         self.dense_int8_bytes = 0
+        self.packed = {}
         for i, layer in enumerate(plan.layers):
             lins = {}
-            for name, lp in (("qkv", _stack_qkv(layer.q, layer.k, layer.v)), ("attn_out", layer.attn_out),
-                             ("ffn_in", layer.ffn_in), ("ffn_out", layer.ffn_out)):
-                packed = native.PackedLinear(lp.weight, lp.w_scale, lp.bias, block=_layer_block(lp.weight, block, isa),
+            for name in LINEARS:
+                key = f"layers.{i}.{name}"
+                lp = layer.q if name == "qkv" else getattr(layer, name)  # Q, K, V share the input quantizer
+                if packed is not None:
+                    pl = packed[key]
+                else:
+                    if name == "qkv":
+                        lp = _stack_qkv(layer.q, layer.k, layer.v)
+                    pl = native.PackedLinear(lp.weight, lp.w_scale, lp.bias, block=_layer_block(lp.weight, block, isa),
                                              isa=isa)
-                self._keep.append(packed)
-                self.packed_bytes += packed.nbytes
-                self.dense_int8_bytes += lp.weight.size
-                lins[name] = (packed, lp.in_quant, lp.in_mul)
+                self.packed[key] = pl
+                self._keep.append(pl)
+                self.packed_bytes += pl.nbytes
+                self.dense_int8_bytes += pl.shape[0] * pl.shape[1]
+                lins[name] = (pl, lp.in_quant, lp.in_mul)
             d = ffi.new("hf_engine_layer_desc *")
             d.qkv, d.attn_out = lins["qkv"][0]._l, lins["attn_out"][0]._l
             d.ffn_in, d.ffn_out = lins["ffn_in"][0]._l, lins["ffn_out"][0]._l
@@ -124,8 +158,14 @@ class NativeEngine:
                               "engine_add_head_op")
         self.width = int(lib.hf_engine_output_width(self._e))
         self.token_level = bool(lib.hf_engine_token_level(self._e))
-        # the C engine now holds its own copies (tables, LayerNorms, head) and the packed weights: drop the
-        # plan's large arrays so the model is not resident twice (the plan keeps its shapes and flags)
+        if not keep_arrays:
+            self.release_arrays()
+
+    def release_arrays(self) -> None:
+        """The C engine holds its own copies (tables, LayerNorms, head) and the packed weights: drop the plan's
+        large arrays so the model is not resident twice (the plan keeps its shapes and flags)."""
+        plan = self.plan
+        emb = plan.embeddings
         emb.word = emb.position = emb.token_type = None
         for layer in plan.layers:
             for lp in (layer.q, layer.k, layer.v, layer.attn_out, layer.ffn_in, layer.ffn_out):
@@ -191,28 +231,66 @@ class NativeBackend:
 
     name = "native"
 
-    def __init__(self, model_path, fast_config, num_threads: int | None = None, isa: str = "auto"):
-        from pathlib import Path
-
+    def __init__(self, model_path, fast_config, num_threads: int | None = None, isa: str = "auto",
+                 pack_cache: bool | None = None):
+        """pack_cache: reuse / write the packed weights in the on-disk cache (runtime/pack_cache.py; default on,
+        env HF_FAST_PACK_CACHE=0 turns it off). `self.pack_cache` says what happened: "off", "hit", "miss"
+        (built and written), "rebuilt" (an unusable entry was replaced) or "unwritable"."""
         if num_threads is not None:
             if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
                 raise ValueError(f"num_threads must be a non-negative int (0 = all cores), got {num_threads!r}")
             if num_threads > 0:
                 native.set_num_threads(int(num_threads))
-        try:
-            model = onnx.load(str(Path(model_path)), load_external_data=False)  # one self-contained file
-        except Exception as exc:  # protobuf DecodeError and friends
-            raise ValueError(f"cannot parse {model_path} as ONNX: {exc}") from exc
         heads = fast_config.get("num_heads")
         if not isinstance(heads, int) or heads <= 0:
             raise ValueError(f"fast_config.json: num_heads must be a positive int, got {heads!r}")
         block = fast_config.get("block")
-        self.engine = NativeEngine.from_onnx(model, heads, block=block, isa=isa)
+        self.engine = self._build(model_path, heads, block, isa, pack_cache)
         self.input_names = [i for i in self.engine.plan.inputs]
         self.output_names = list(self.engine.plan.outputs)
         if fast_config.get("outputs") and list(fast_config["outputs"]) != self.output_names:
             raise GraphMatchError(f"fast_config.json lists outputs {fast_config['outputs']} but the graph produces "
                                   f"{self.output_names}")
+
+    def _build(self, model_path, heads: int, block, isa: str, use_cache: bool | None) -> NativeEngine:
+        import logging
+        from pathlib import Path
+
+        from hf_fast.export.artifact import sha256_file
+        from hf_fast.runtime import pack_cache
+
+        self.pack_cache = "off"
+        key = None
+        if pack_cache.enabled(use_cache):
+            resolved = native.active_isa() if isa in (None, "auto") else isa
+            key = pack_cache.make_key(sha256_file(Path(model_path)), resolved, block, heads)
+            try:
+                hit = pack_cache.load(key)
+            except pack_cache.CacheError as exc:
+                logging.getLogger(__name__).warning("hf-fast: rebuilding the packed-weight cache: %s", exc)
+                hit, self.pack_cache = None, "rebuilt"
+            if hit is not None:
+                plan, blobs = hit
+                try:
+                    packed = {n: native.PackedLinear.from_bytes(b) for n, b in blobs.items()}
+                    self.pack_cache = "hit"
+                    return NativeEngine(plan, block=block, isa=isa, packed=packed)
+                except (native.NativeError, GraphMatchError, ValueError) as exc:  # checksummed, but checked again
+                    logging.getLogger(__name__).warning("hf-fast: rebuilding the packed-weight cache: %s", exc)
+                    self.pack_cache = "rebuilt"
+        import onnx
+
+        try:
+            model = onnx.load(str(Path(model_path)), load_external_data=False)  # one self-contained file
+        except Exception as exc:  # protobuf DecodeError and friends
+            raise ValueError(f"cannot parse {model_path} as ONNX: {exc}") from exc
+        engine = NativeEngine(build_plan(model, heads), block=block, isa=isa, keep_arrays=key is not None)
+        if key is not None:
+            written = pack_cache.save(key, engine.plan, engine.packed)
+            if self.pack_cache == "off":
+                self.pack_cache = "miss" if written else "unwritable"
+            engine.release_arrays()
+        return engine
 
     def run(self, input_ids, attention_mask, token_type_ids=None):
         if "token_type_ids" not in self.input_names:

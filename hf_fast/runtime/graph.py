@@ -9,10 +9,12 @@ Only ONNX protobuf data is read (no pickle, no custom ops, nothing executed).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
+
+if TYPE_CHECKING:  # onnx loads only to parse a graph: a load from the pack cache never imports it (~1 s)
+    import onnx
 
 
 class GraphMatchError(ValueError):
@@ -44,6 +46,8 @@ class QuantWeight:
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):
+    import onnx
+
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
@@ -52,6 +56,9 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
 
 def _to_array(t: onnx.TensorProto) -> np.ndarray:
     """An initializer as numpy; a tensor whose dims, data type or data disagree is a GraphMatchError."""
+    import onnx
+    from onnx import numpy_helper
+
     if not isinstance(t, onnx.TensorProto):  # e.g. a Constant whose 'value' attribute is a graph or a sparse tensor
         raise GraphMatchError(f"expected a dense tensor constant, got {type(t).__name__}")
     if t.data_location == onnx.TensorProto.EXTERNAL:

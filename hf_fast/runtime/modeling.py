@@ -10,7 +10,8 @@
 Inputs may be torch tensors, numpy arrays or nested lists of ints ([batch, sequence]; a 1-D sequence is
 treated as a batch of one). They are validated (integer dtype, equal shapes, sequence length within
 the position table, ids inside the vocabulary, 0/1 mask) before any backend sees them. Outputs are
-transformers ``ModelOutput`` objects holding float32 torch tensors, like optimum's ORTModel.
+transformers ``ModelOutput`` objects holding float32 torch tensors, like optimum's ORTModel (numpy arrays on a
+runtime-only install without torch: see outputs.py).
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from hf_fast._deps import torch_or_none
 from hf_fast.export.artifact import load_fast_config
 from hf_fast.runtime.backends import create_backend
+from hf_fast.runtime.outputs import output_class, to_tensors
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray | None:
@@ -171,8 +174,9 @@ class FastModel:
 
     @property
     def device(self):
-        import torch
-
+        torch = torch_or_none()
+        if torch is None:  # runtime-only install: transformers' pipelines need torch anyway
+            return "cpu"
         # transformers' Pipeline.__init__ reads model.device before the pipeline checks the model's class; the
         # tables live in a transformers module that imports torch, so they are filled here (torch is loaded by now)
         # rather than in __init__, which would put torch on the serving path's load time
@@ -181,15 +185,14 @@ class FastModel:
 
     @property
     def dtype(self):
-        import torch
-
-        return torch.float32
+        torch = torch_or_none()
+        return np.dtype(np.float32) if torch is None else torch.float32
 
     def to(self, *args, **kwargs):
-        import torch
-
+        torch = torch_or_none()
+        devices = (str,) if torch is None else (str, torch.device)
         for a in list(args) + list(kwargs.values()):
-            if isinstance(a, (str, torch.device)) and torch.device(a).type != "cpu":
+            if isinstance(a, devices) and str(a).split(":")[0] != "cpu":
                 raise ValueError(f"hf-fast models run on the CPU; cannot move to {a}")
         return self
 
@@ -281,12 +284,14 @@ class FastModel:
         for k in ("position_ids", "head_mask", "inputs_embeds", "labels"):
             if kwargs.get(k) is not None:
                 raise ValueError(f"{k} is not supported by {type(self).__name__}")
-        out = self.run(input_ids, attention_mask, token_type_ids)
-        import torch
-
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}
+        tensors = to_tensors(self.run(input_ids, attention_mask, token_type_ids))  # numpy without torch
         loss = None
         if any(v is not None for v in targets.values()):
+            from hf_fast._deps import missing
+
+            if missing(("torch",)):
+                raise ImportError("forward(labels=...) computes transformers' loss, which needs torch: pip install "
+                                  "torch (or 'hf-fast[train]')", name="torch")
             from hf_fast.runtime.losses import task_loss
 
             loss = task_loss(self.fast_config["task"], self.config, tensors, num_items_in_batch=num_items, **targets)
@@ -303,9 +308,7 @@ class FastModelForSequenceClassification(FastModel):
     task = "text-classification"
 
     def _wrap(self, t, loss=None):
-        from transformers.modeling_outputs import SequenceClassifierOutput
-
-        return SequenceClassifierOutput(loss=loss, logits=t["logits"])
+        return output_class("SequenceClassifierOutput")(loss=loss, logits=t["logits"])
 
 
 class FastModelForQuestionAnswering(FastModel):
@@ -313,18 +316,15 @@ class FastModelForQuestionAnswering(FastModel):
     _target_names = ("start_positions", "end_positions")
 
     def _wrap(self, t, loss=None):
-        from transformers.modeling_outputs import QuestionAnsweringModelOutput
-
-        return QuestionAnsweringModelOutput(loss=loss, start_logits=t["start_logits"], end_logits=t["end_logits"])
+        return output_class("QuestionAnsweringModelOutput")(loss=loss, start_logits=t["start_logits"],
+                                                            end_logits=t["end_logits"])
 
 
 class FastModelForTokenClassification(FastModel):
     task = "token-classification"
 
     def _wrap(self, t, loss=None):
-        from transformers.modeling_outputs import TokenClassifierOutput
-
-        return TokenClassifierOutput(loss=loss, logits=t["logits"])
+        return output_class("TokenClassifierOutput")(loss=loss, logits=t["logits"])
 
 
 TASK_TO_CLASS = {c.task: c for c in (FastModelForSequenceClassification, FastModelForQuestionAnswering,

@@ -8,11 +8,14 @@ GraphMatchError naming the node or pattern: the engine never guesses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 from hf_fast.runtime.graph import FakeQuant, GraphMatchError, LogicalGraph, QuantWeight
+
+if TYPE_CHECKING:  # annotations only (see graph.py)
+    import onnx
 
 # the inputs the matchers index without further checks, per op (at least this many, all named)
 _ARITY = {"MatMul": 2, "Mul": 2, "Add": 2, "Div": 2, "Sub": 2, "Gather": 2, "Gemm": 2, "Slice": 3, "Where": 3,
@@ -632,9 +635,10 @@ def build_plan(model: onnx.ModelProto, num_heads: int) -> EncoderPlan:
     return plan
 
 
-def check_plan(plan: EncoderPlan) -> None:
+def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
     """Every array the C engine will read has exactly the shape it assumes (the C side sees only pointers and
-    the dimensions of the plan, so a table or LayerNorm vector of another length would be read out of bounds)."""
+    the dimensions of the plan, so a table or LayerNorm vector of another length would be read out of bounds).
+    weights_packed: the Linear weights come packed from the pack cache (None here; engine.py checks those)."""
     H, emb = plan.hidden, plan.embeddings
 
     def shape(a, want, what):
@@ -666,7 +670,8 @@ def check_plan(plan: EncoderPlan) -> None:
     for i, layer in enumerate(plan.layers):
         for lp, (n, k) in ((layer.q, (H, H)), (layer.k, (H, H)), (layer.v, (H, H)), (layer.attn_out, (H, H)),
                            (layer.ffn_in, (F, H)), (layer.ffn_out, (H, F))):
-            shape(lp.weight, (n, k), f"layer {i} {lp.name!r} weight")
+            if not weights_packed:
+                shape(lp.weight, (n, k), f"layer {i} {lp.name!r} weight")
             shape(lp.w_scale, (n,), f"layer {i} {lp.name!r} weight scales")
             shape(lp.bias, (n,), f"layer {i} {lp.name!r} bias")
             q = lp.in_quant

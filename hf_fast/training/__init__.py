@@ -22,5 +22,9 @@ def __getattr__(name):
     if name in _LAZY:
         import importlib
 
+        from hf_fast._deps import require_train
+
+        require_train(f"hf_fast.training.{name}")
+
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'hf_fast.training' has no attribute {name!r}")

@@ -166,6 +166,14 @@ const char *hf_linear_kernel_name(const hf_linear *lin); /* see hf_dense_kernel_
 /* isa, N, K, block shape (0x0 = dense), kept and total blocks; out pointers may be NULL. */
 int hf_linear_info(const hf_linear *lin, int *isa, int64_t *N, int64_t *K, int *block_rows, int *block_cols,
                    int64_t *kept_blocks, int64_t *total_blocks);
+/* Save / restore a packed Linear (hf_fast.runtime.pack_cache: a second load skips packing). The bytes are this
+ * build's private layout for the ISA it was packed on: restore them only with the same library build (the cache
+ * keys on the library file's sha256 and checksums the bytes; hf_linear_deserialize checks the header, sizes and
+ * ISA support, not the packed contents). hf_linear_serialize writes hf_linear_serialized_size(lin) bytes to buf
+ * (cap bytes); hf_linear_deserialize fails with HF_EFORMAT on a malformed or truncated buffer. */
+int64_t hf_linear_serialized_size(const hf_linear *lin);
+int hf_linear_serialize(const hf_linear *lin, void *buf, int64_t cap);
+int hf_linear_deserialize(const void *buf, int64_t size, hf_linear **out);
 /* A[M][K] u8 (stride lda); Y[M][N] fp32 (stride ldy); residual (stride ldr) may be NULL. */
 int hf_linear_forward(const hf_linear *lin, int64_t M, const uint8_t *A, int64_t lda, float a_scale, int32_t a_zp,
                       float *Y, int64_t ldy, int flags, const float *residual, int64_t ldr);

@@ -292,3 +292,181 @@ int hf_gelu(int isa, int64_t n, const float *x, float *y) {
     hf_linear_ops_for(isa)->gelu(n, x, y);
     return HF_OK;
 }
+
+/* ---- save / restore (hf_linear_serialize / hf_linear_deserialize) ----
+ * header: HF_SER_FIELDS int64 (below), then colsum[N] int32, w_scale[N] f32, bias[N] f32 (if any),
+ * work[ntiles + 1] int64 (sparse), the kernel's packed data. Native byte order: the cache is per machine. */
+#define HF_SER_MAGIC 0x31504c4646484c48LL /* "HLHFFLP1" */
+enum { SER_MAGIC, SER_ISA, SER_BR, SER_BC, SER_N, SER_K, SER_BIAS, SER_VARIANT, SER_KEPT, SER_TOTAL, SER_NTILES,
+       SER_DATA, HF_SER_FIELDS };
+
+static int64_t ser_data_bytes(const hf_linear *l) {
+    /* sparse nbytes = kernel data + the struct + work[] (hf_sparse_pack); dense nbytes = kernel data */
+    return l->sp ? l->sp->nbytes - (int64_t)sizeof *l->sp - (l->sp->ntiles + 1) * (int64_t)sizeof(int64_t)
+                 : l->dn->nbytes;
+}
+
+int64_t hf_linear_serialized_size(const hf_linear *l) {
+    if (!l) return 0;
+    return HF_SER_FIELDS * 8 + l->N * (4 + 4 + (l->bias ? 4 : 0)) + (l->sp ? (l->sp->ntiles + 1) * 8 : 0) +
+           ser_data_bytes(l);
+}
+
+int hf_linear_serialize(const hf_linear *l, void *buf, int64_t cap) {
+    int64_t h[HF_SER_FIELDS];
+    char *p = (char *)buf;
+    if (!l || !buf) return hf_fail(HF_EINVAL, "linear_serialize: linear or buffer is NULL");
+    if (cap < hf_linear_serialized_size(l))
+        return hf_fail(HF_EINVAL, "linear_serialize: buffer of %lld bytes < %lld", (long long)cap,
+                       (long long)hf_linear_serialized_size(l));
+    h[SER_MAGIC] = HF_SER_MAGIC;
+    h[SER_ISA] = l->isa;
+    h[SER_BR] = l->br;
+    h[SER_BC] = l->bc;
+    h[SER_N] = l->N;
+    h[SER_K] = l->K;
+    h[SER_BIAS] = l->bias != NULL;
+    h[SER_VARIANT] = l->sp ? l->sp->variant : l->dn->variant;
+    h[SER_KEPT] = l->sp ? l->sp->kept : 0;
+    h[SER_TOTAL] = l->sp ? l->sp->total : 0;
+    h[SER_NTILES] = l->sp ? l->sp->ntiles : 0;
+    h[SER_DATA] = ser_data_bytes(l);
+    memcpy(p, h, sizeof h);
+    p += sizeof h;
+    memcpy(p, l->colsum, (size_t)l->N * 4);
+    p += l->N * 4;
+    memcpy(p, l->w_scale, (size_t)l->N * 4);
+    p += l->N * 4;
+    if (l->bias) {
+        memcpy(p, l->bias, (size_t)l->N * 4);
+        p += l->N * 4;
+    }
+    if (l->sp) {
+        memcpy(p, l->sp->work, (size_t)(l->sp->ntiles + 1) * 8);
+        p += (l->sp->ntiles + 1) * 8;
+    }
+    memcpy(p, l->sp ? l->sp->data : l->dn->data, (size_t)h[SER_DATA]);
+    return HF_OK;
+}
+
+int hf_linear_deserialize(const void *buf, int64_t size, hf_linear **out) {
+    int64_t h[HF_SER_FIELDS], need;
+    const char *p = (const char *)buf;
+    hf_linear *l;
+    int isa, br, bc, variant;
+    if (!out) return hf_fail(HF_EINVAL, "linear_deserialize: out is NULL");
+    *out = NULL;
+    if (!buf || size < (int64_t)sizeof h) return hf_fail(HF_EFORMAT, "linear_deserialize: truncated header");
+    memcpy(h, p, sizeof h);
+    p += sizeof h;
+    if (h[SER_MAGIC] != HF_SER_MAGIC) return hf_fail(HF_EFORMAT, "linear_deserialize: bad magic (not a packed Linear "
+                                                                 "of this library version)");
+    if (h[SER_ISA] < 0 || h[SER_ISA] >= HF_ISA_COUNT) return hf_fail(HF_EFORMAT, "linear_deserialize: bad ISA");
+    isa = (int)h[SER_ISA];
+    if (!hf_isa_supported(isa))
+        return hf_fail(HF_EUNSUPPORTED, "linear_deserialize: packed for '%s', which this CPU cannot run",
+                       hf_isa_name(isa));
+    if (!((h[SER_BR] == 0 && h[SER_BC] == 0) || (h[SER_BR] == 4 && h[SER_BC] == 1) ||
+          (h[SER_BR] == 1 && h[SER_BC] == 4)))
+        return hf_fail(HF_EFORMAT, "linear_deserialize: bad block shape");
+    br = (int)h[SER_BR];
+    bc = (int)h[SER_BC];
+    if (h[SER_N] <= 0 || h[SER_N] > ((int64_t)1 << 30) || h[SER_K] <= 0 || h[SER_K] > HF_MAX_K ||
+        (h[SER_BIAS] != 0 && h[SER_BIAS] != 1) || (h[SER_VARIANT] != HF_VARIANT_DEFAULT && h[SER_VARIANT] != HF_VARIANT_S7) ||
+        h[SER_DATA] <= 0 || h[SER_DATA] > size)
+        return hf_fail(HF_EFORMAT, "linear_deserialize: bad shape, flags or data size");
+    variant = (int)h[SER_VARIANT];
+    const int64_t N = h[SER_N], K = h[SER_K];
+    if (br == 0) {
+        const hf_dense_kernel *k = hf_dense_kernel_for_variant(isa, variant);
+        if (!k || k->packed_size(N, K) != h[SER_DATA])
+            return hf_fail(HF_EFORMAT, "linear_deserialize: dense data size does not match N=%lld K=%lld",
+                           (long long)N, (long long)K);
+        if (h[SER_KEPT] || h[SER_TOTAL] || h[SER_NTILES]) return hf_fail(HF_EFORMAT, "linear_deserialize: bad header");
+    } else {
+        const int64_t total = ((N + br - 1) / br) * ((K + bc - 1) / bc);
+        if (h[SER_NTILES] != (N + 7) / 8 || h[SER_TOTAL] != total || h[SER_KEPT] < 0 || h[SER_KEPT] > total)
+            return hf_fail(HF_EFORMAT, "linear_deserialize: sparse header does not match N=%lld K=%lld", (long long)N,
+                           (long long)K);
+    }
+    need = (int64_t)sizeof h + N * (8 + (h[SER_BIAS] ? 4 : 0)) + (br ? (h[SER_NTILES] + 1) * 8 : 0) + h[SER_DATA];
+    if (size != need)
+        return hf_fail(HF_EFORMAT, "linear_deserialize: %lld bytes, expected %lld (truncated or padded)",
+                       (long long)size, (long long)need);
+    l = (hf_linear *)hf_alloc(sizeof *l);
+    if (!l) return hf_fail(HF_ENOMEM, "linear_deserialize: out of memory");
+    memset(l, 0, sizeof *l);
+    l->isa = isa;
+    l->br = br;
+    l->bc = bc;
+    l->N = N;
+    l->K = K;
+    l->colsum = (int32_t *)hf_alloc((size_t)N * 4);
+    l->w_scale = (float *)hf_alloc((size_t)N * 4);
+    l->bias = h[SER_BIAS] ? (float *)hf_alloc((size_t)N * 4) : NULL;
+    if (br == 0) {
+        l->dn = (hf_dense_w *)hf_alloc(sizeof *l->dn);
+        if (l->dn) {
+            memset(l->dn, 0, sizeof *l->dn);
+            l->dn->data = hf_alloc((size_t)h[SER_DATA]);
+        }
+    } else {
+        l->sp = (hf_sparse_w *)hf_alloc(sizeof *l->sp);
+        if (l->sp) {
+            memset(l->sp, 0, sizeof *l->sp);
+            l->sp->work = (int64_t *)hf_alloc((size_t)(h[SER_NTILES] + 1) * 8);
+            l->sp->data = hf_alloc((size_t)h[SER_DATA]);
+        }
+    }
+    if (!l->colsum || !l->w_scale || (h[SER_BIAS] && !l->bias) || (br == 0 && (!l->dn || !l->dn->data)) ||
+        (br != 0 && (!l->sp || !l->sp->work || !l->sp->data))) {
+        hf_linear_free(l);
+        return hf_fail(HF_ENOMEM, "linear_deserialize: out of memory");
+    }
+    memcpy(l->colsum, p, (size_t)N * 4);
+    p += N * 4;
+    memcpy(l->w_scale, p, (size_t)N * 4);
+    p += N * 4;
+    if (l->bias) {
+        memcpy(l->bias, p, (size_t)N * 4);
+        p += N * 4;
+    }
+    for (int64_t n = 0; n < N; n++)
+        if (!isfinite(l->w_scale[n]) || (l->bias && !isfinite(l->bias[n]))) {
+            hf_linear_free(l);
+            return hf_fail(HF_EFORMAT, "linear_deserialize: w_scale or bias is not finite");
+        }
+    if (br == 0) {
+        l->dn->isa = isa;
+        l->dn->variant = variant;
+        l->dn->N = N;
+        l->dn->K = K;
+        l->dn->nbytes = h[SER_DATA];
+        memcpy(l->dn->data, p, (size_t)h[SER_DATA]);
+    } else {
+        hf_sparse_w *w = l->sp;
+        w->isa = isa;
+        w->br = br;
+        w->bc = bc;
+        w->variant = variant;
+        w->N = N;
+        w->K = K;
+        w->kept = h[SER_KEPT];
+        w->total = h[SER_TOTAL];
+        w->ntiles = h[SER_NTILES];
+        memcpy(w->work, p, (size_t)(w->ntiles + 1) * 8);
+        p += (w->ntiles + 1) * 8;
+        /* threads split tiles on this prefix sum (hf_split_tiles): it must start at 0 and never decrease */
+        for (int64_t t = 0; t <= w->ntiles; t++)
+            if ((t == 0 && w->work[0] != 0) || (t > 0 && w->work[t] < w->work[t - 1])) {
+                hf_linear_free(l);
+                return hf_fail(HF_EFORMAT, "linear_deserialize: bad work prefix");
+            }
+        memcpy(w->data, p, (size_t)h[SER_DATA]);
+        w->nbytes = h[SER_DATA] + (int64_t)sizeof *w + (w->ntiles + 1) * (int64_t)sizeof(int64_t);
+    }
+    l->nbytes = (l->sp ? l->sp->nbytes : l->dn->nbytes) + (int64_t)sizeof *l +
+                N * (int64_t)(sizeof(int32_t) + sizeof(float) + (l->bias ? sizeof(float) : 0));
+    *out = l;
+    return HF_OK;
+}
