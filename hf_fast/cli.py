@@ -156,6 +156,9 @@ def _check_export_paths(a: argparse.Namespace) -> list:
 @subcommand("export", "export a checkpoint to a sparse int8 ONNX fast artifact")(_export_args)
 def _export(a: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from hf_fast._deps import require_train
+
+    require_train("hf-fast export", ("torch",))  # before the path checks: what to install comes first
     samples = _check_export_paths(a)
     from hf_fast.export import export, load_model_for_task
 
