@@ -58,18 +58,12 @@ def explain_native(model) -> dict[str, Any]:
     return {
         "backend": "native", "fallback_reason": None, "isa": isa,
         "isa_forced_by_env": native.native_info()["isa_forced_by_env"],
-        "crossover": _crossover(isa),
+        "crossover": next(iter(choices.values())).crossover,  # the one every choice of this engine compared with
         "kernels": {op: native.op_kernel(op, isa, head_size) for op in _ENGINE_OPS},
         "pack_cache": getattr(backend, "pack_cache", None),
         "packed_bytes": eng.packed_bytes, "dense_int8_bytes": eng.dense_int8_bytes,
         "layers": layers,
     }
-
-
-def _crossover(isa: str) -> float:
-    from hf_fast.runtime.engine import _sparse_min_fraction
-
-    return _sparse_min_fraction(isa)
 
 
 def explain_onnxruntime(model) -> dict[str, Any]:
