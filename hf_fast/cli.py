@@ -2,7 +2,7 @@
 so `bench`, `train`, ... can be added without touching the others.
 
     hf-fast --version
-    hf-fast info [--json]
+    hf-fast info [DIR_OR_REPO] [--backend native|onnxruntime] [--json]
     hf-fast export --model PATH --task TASK --out DIR --calibration FILE [--overwrite] [--block 4x1] ...
     hf-fast bench DIR_OR_REPO [--batch-sizes 1 8] [--seq-lengths 32 128] [--plot bench.png] [--json out.json]
     hf-fast train RECIPE.yaml [--max-steps N] [--out DIR] [--train-limit N] [--eval-limit N] [--push-to-hub REPO]
@@ -32,13 +32,24 @@ def subcommand(name: str, help: str):
 
 # ------------------------------------------------------------------ info
 def _info_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", help="an artifact folder or Hub repo id: explain which kernel runs each "
+                   "Linear of it and why (FastModel.explain())")
+    p.add_argument("--backend", default=None, help="backend to explain the model on (native or onnxruntime; "
+                   "default: HF_FAST_BACKEND or native)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-@subcommand("info", "show the native runtime: version, ISA, kernels, threads")(_info_args)
+@subcommand("info", "show the native runtime (version, ISA, kernels, threads), or with DIR which kernel runs each "
+            "Linear of that model and why")(_info_args)
 def _info(a: argparse.Namespace) -> int:
     import hf_fast
 
+    if a.model is not None:
+        from hf_fast.runtime.modeling import load_fast_model
+
+        model = load_fast_model(a.model, backend=a.backend)
+        print(json.dumps(model.explain(as_dict=True), indent=2) if a.json else model.explain())
+        return 0
     info = hf_fast.native_info()
     if a.json:
         print(json.dumps(info, indent=2))

@@ -18,22 +18,28 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 FORMAT_VERSION = 1
+# Format version policy (hf_fast/export/README.md, "Format versions"): a change that an older hf-fast would misread
+# bumps FORMAT_VERSION, is listed in that README, and registers here {old version: (fc -> fc of old version + 1,
+# "what changed")} when the old fast_config can be upgraded in memory; otherwise the loader says "re-export".
+MIGRATIONS: dict[int, tuple[Callable[[dict[str, Any]], dict[str, Any]], str]] = {}
 LIBRARY = "hf-fast"
 FAST_CONFIG_NAME = "fast_config.json"
 MODEL_NAME = "model.onnx"
 MODEL_FP32_NAME = "model_fp32.onnx"
 AUTO_BLOCKS = ("4x1", "1x4")
+logger = logging.getLogger(__name__)
 # below this fraction of zero weights (int8 rounding alone zeroes ~1-3%) the encoder is reported dense
 DENSE_BELOW = 0.05
 
@@ -227,9 +233,7 @@ def load_fast_config(artifact_dir, verify: bool = True) -> dict[str, Any]:
         raise ArtifactError(f"{p} is not valid JSON: {exc}") from exc
     if not isinstance(fc, dict) or fc.get("library") != LIBRARY:
         raise ArtifactError(f"{p} was not written by {LIBRARY}")
-    ver = fc.get("format_version")
-    if ver != FORMAT_VERSION:
-        raise ArtifactError(f"{p} has format_version {ver!r}; this hf-fast reads format_version {FORMAT_VERSION}")
+    fc = _migrate(fc, p)
     for key in ("task", "architecture", "model_type", "files", "inputs", "outputs"):
         if key not in fc:
             raise ArtifactError(f"{p} lacks the required key {key!r}")
@@ -246,6 +250,34 @@ def load_fast_config(artifact_dir, verify: bool = True) -> dict[str, Any]:
             raise ArtifactError(f"{m} is corrupted or truncated: sha256 {got[:16]}... does not match "
                                 f"{want[:16]}... recorded in {FAST_CONFIG_NAME} (re-export the artifact)")
     return fc
+
+
+def _migrate(fc: dict[str, Any], p: Path) -> dict[str, Any]:
+    """fast_config of an older format_version brought up to FORMAT_VERSION in memory through MIGRATIONS (with a
+    warning: the folder is not rewritten); a newer or unknown version raises ArtifactError saying what to do."""
+    from hf_fast import __version__
+
+    ver = fc.get("format_version")
+    seen = set()
+    while _is_version(ver) and ver != FORMAT_VERSION and ver in MIGRATIONS and ver not in seen:
+        seen.add(ver)
+        migrate, what = MIGRATIONS[ver]
+        fc = migrate(fc)
+        logger.warning("hf-fast: %s has format_version %s; migrated in memory to format_version %s (%s). Re-export "
+                       "the artifact to store the current format.", p, ver, fc.get("format_version"), what)
+        ver = fc.get("format_version")
+    if ver == FORMAT_VERSION and _is_version(ver):
+        return fc
+    if _is_version(ver) and ver > FORMAT_VERSION:
+        raise ArtifactError(f"{p} has format_version {ver}, written by a newer hf-fast; this hf-fast ({__version__}) "
+                            f"reads format_version {FORMAT_VERSION}: upgrade it (pip install -U hf-fast)")
+    raise ArtifactError(f"{p} has format_version {ver!r}; this hf-fast ({__version__}) reads format_version "
+                        f"{FORMAT_VERSION} and has no migration from it: re-export the model (hf_fast.export or "
+                        "`hf-fast export`)")
+
+
+def _is_version(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_schema(fc: dict[str, Any], p: Path) -> None:

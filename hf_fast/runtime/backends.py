@@ -23,6 +23,9 @@ class OnnxRuntimeBackend:
     """ONNX Runtime CPU session over the artifact's model.onnx (the baseline of every speed figure)."""
 
     name = "onnxruntime"
+    # why the model runs here rather than in the hf-fast engine, for explain(): None = asked for by name; a caller
+    # that picks ONNX Runtime in the engine's place (a graph the engine cannot plan) sets its reason
+    fallback_reason: str | None = None
 
     def __init__(self, model_path, num_threads: int | None = None, session_options=None,
                  providers: list[str] | None = None, graph_optimization_level: str | None = None):

@@ -7,6 +7,7 @@ contract as the ONNX Runtime backend.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,23 +47,53 @@ def _sparse_min_fraction(isa: str | None) -> float:
     return SPARSE_MIN_FRACTION_BY_ISA.get(name, SPARSE_MIN_FRACTION)
 
 
-def _layer_block(weight: np.ndarray, block: str | None, isa: str | None = "auto") -> str:
+@dataclass(frozen=True)
+class KernelChoice:
+    """Why a Linear runs on the block-sparse or the dense kernel: made once, by `choose_kernel`, when the engine
+    packs the weight, and kept (NativeEngine.kernel_choices) so `explain()` reports the decision itself."""
+
+    block: str                     # "dense", "4x1" or "1x4": the kernel the weight is packed for
+    zero_blocks: float | None      # zero-block fraction of the best kernel block shape (None: not measured)
+    measured_block: str | None     # the block shape zero_blocks was measured with
+    crossover: float               # zero-block fraction from which the sparse kernel wins on `isa`
+    isa: str
+    reason: str
+
+
+def choose_kernel(weight: np.ndarray, block: str | None, isa: str | None = "auto") -> KernelChoice:
     """The artifact's block shape if this layer is sparse enough for the sparse kernel, else dense."""
+    crossover = _sparse_min_fraction(isa)
+    name = native.active_isa() if isa in (None, "auto") else isa
     if block in (None, "dense"):
-        return "dense"
+        return KernelChoice("dense", None, None, crossover, name,
+                            f"the artifact is dense (fast_config block {block!r}): no zero blocks to skip")
     from hf_fast.blocks import block_sparsity, parse_block
 
     # the kernels run 4x1 and 1x4; any other shape the artifact names (1x1 unstructured, 32x32, ...) uses the
     # kernel block that finds the most zero blocks (exact either way: only all-zero blocks are skipped)
-    best, best_frac = "dense", _sparse_min_fraction(isa)
-    for cand in ([block] if block in native.BLOCK_SHAPES else list(native.BLOCK_SHAPES)):
+    cands = [block] if block in native.BLOCK_SHAPES else list(native.BLOCK_SHAPES)
+    best, best_frac = "dense", crossover
+    seen: dict[str, float] = {}
+    for cand in cands:
         r, c = parse_block(cand)
         if weight.shape[0] % r or weight.shape[1] % c:
             continue
         frac = block_sparsity(weight, (r, c))
+        seen[cand] = frac
         if frac >= best_frac:
             best, best_frac = cand, frac
-    return best
+    if not seen:
+        return KernelChoice("dense", None, None, crossover, name,
+                            f"no kernel block shape ({', '.join(cands)}) divides the weight {tuple(weight.shape)}")
+    top = max(seen, key=seen.get)
+    if best == "dense":
+        return KernelChoice("dense", round(seen[top], 6), top, crossover, name,
+                            f"below the sparse/dense crossover: {seen[top]:.0%} zero {top} blocks < {crossover:.0%} "
+                            f"on {name}")
+    via = "" if best == block else f" (artifact block {block} runs on the {best} kernel)"
+    return KernelChoice(best, round(best_frac, 6), best, crossover, name,
+                        f"{best_frac:.0%} zero {best} blocks >= the {crossover:.0%} sparse/dense crossover on "
+                        f"{name}{via}")
 
 
 def _check_packed(plan: EncoderPlan, packed) -> None:
@@ -99,6 +130,8 @@ class NativeEngine:
         native._check(lib.hf_engine_create(native.isa_id(isa), H, plan.heads, plan.ffn, len(plan.layers), vocab,
                                            max_pos, type_vocab, out), "engine_create")
         self._e = ffi.gc(out[0], lib.hf_engine_free)
+        self.isa = native.ISA_NAMES[lib.hf_engine_isa(self._e)]  # "auto" resolved by the C side
+        self.artifact_block = block
         self.vocab, self.max_positions, self.type_vocab = vocab, max_pos, type_vocab
         self._keep = []  # packed linears and arrays the engine borrows
         f = lambda a: ffi.cast("float *", a.ctypes.data)  # noqa: E731
@@ -111,6 +144,8 @@ class NativeEngine:
         self.packed_bytes = 0
         self.dense_int8_bytes = 0
         self.packed = {}
+        # {"layers.<i>.<linear>": KernelChoice} of the Linears packed here; empty when restored from the pack cache
+        self.kernel_choices: dict[str, KernelChoice] = {}
         for i, layer in enumerate(plan.layers):
             lins = {}
             for name in LINEARS:
@@ -121,8 +156,9 @@ class NativeEngine:
                 else:
                     if name == "qkv":
                         lp = _stack_qkv(layer.q, layer.k, layer.v)
-                    pl = native.PackedLinear(lp.weight, lp.w_scale, lp.bias, block=_layer_block(lp.weight, block, isa),
-                                             isa=isa)
+                    choice = choose_kernel(lp.weight, block, isa)
+                    self.kernel_choices[key] = choice
+                    pl = native.PackedLinear(lp.weight, lp.w_scale, lp.bias, block=choice.block, isa=isa)
                 self.packed[key] = pl
                 self._keep.append(pl)
                 self.packed_bytes += pl.nbytes
@@ -245,6 +281,7 @@ class NativeBackend:
         if not isinstance(heads, int) or heads <= 0:
             raise ValueError(f"fast_config.json: num_heads must be a positive int, got {heads!r}")
         block = fast_config.get("block")
+        self.model_path, self.num_heads = model_path, heads
         self.engine = self._build(model_path, heads, block, isa, pack_cache)
         self.input_names = [i for i in self.engine.plan.inputs]
         self.output_names = list(self.engine.plan.outputs)
@@ -291,6 +328,21 @@ class NativeBackend:
                 self.pack_cache = "miss" if written else "unwritable"
             engine.release_arrays()
         return engine
+
+    def kernel_choices(self) -> dict[str, KernelChoice]:
+        """{"layers.<i>.<linear>": KernelChoice}: the sparse/dense decision of every packed Linear. Kept from packing;
+        after a pack-cache hit (weights restored packed, never re-read) `choose_kernel` is run again on the weights of
+        model.onnx, for this diagnostic only: same function, same inputs, so the same decision."""
+        eng = self.engine
+        if len(eng.kernel_choices) < len(eng.packed):
+            import onnx
+
+            plan = build_plan(onnx.load(str(self.model_path), load_external_data=False), self.num_heads)
+            for i, layer in enumerate(plan.layers):
+                for name in LINEARS:
+                    lp = _stack_qkv(layer.q, layer.k, layer.v) if name == "qkv" else getattr(layer, name)
+                    eng.kernel_choices[f"layers.{i}.{name}"] = choose_kernel(lp.weight, eng.artifact_block, eng.isa)
+        return dict(eng.kernel_choices)
 
     def run(self, input_ids, attention_mask, token_type_ids=None):
         if "token_type_ids" not in self.input_names:

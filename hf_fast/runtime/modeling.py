@@ -221,6 +221,16 @@ class FastModel:
         raise AttributeError(f"{type(self).__name__} is not a torch.nn.Module: pass "
                              "model=fast_model.as_torch_module() to transformers.Trainer (evaluate / predict)")
 
+    def explain(self, as_dict: bool = False) -> str | dict[str, Any]:
+        """Which kernel runs each encoder Linear and why: zero-block fraction and block, sparse or dense kernel (and
+        the reason, e.g. below the sparse/dense crossover), attention path (fp32 / int8), ISA and kernel names; on
+        ONNX Runtime, the reason the model runs there. Returns the table as a str (``print(model.explain())``), or
+        with ``as_dict=True`` the records (see hf_fast/runtime/explain.py). Prints nothing itself."""
+        from hf_fast.runtime.explain import explain, format_explain
+
+        rec = explain(self)
+        return rec if as_dict else format_explain(rec)
+
     def __repr__(self):
         return (f"{type(self).__name__}(path={self.name_or_path!r}, task={self.fast_config['task']!r}, "
                 f"backend={getattr(self.backend, 'name', type(self.backend).__name__)!r}, "

@@ -251,6 +251,9 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *des
 int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b);
 int64_t hf_engine_output_width(const hf_engine *e);
 int hf_engine_token_level(const hf_engine *e);
+/* The ISA (HF_ISA_*) the engine was created for, after resolving HF_ISA_AUTO: its LayerNorm, attention, epilogue
+ * and head kernels run on it (hf_op_kernel names them); -1 for NULL. */
+int hf_engine_isa(const hf_engine *e);
 /* ids/mask/types: [B][S] int64 (mask, types may be NULL); out: [B][S][width] or [B][width]. */
 int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask,
                   const int64_t *types, float *out, int64_t out_len);

@@ -237,6 +237,8 @@ int64_t hf_engine_output_width(const hf_engine *e) {
     return width;
 }
 
+int hf_engine_isa(const hf_engine *e) { return e ? e->isa : -1; }
+
 int hf_engine_token_level(const hf_engine *e) {
     for (int i = 0; e && i < e->n_head; i++)
         if (e->head[i].kind == HF_HEAD_CLS) return 0;
