@@ -96,7 +96,7 @@ bench: install
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
 
 # ASan + UBSan build of the same C sources into build/sanitize/ (hf_fast/_native*.so is left alone);
-# hf_fast/native.py imports it when HF_FAST_NATIVE_DIR is set. libasan (and libstdc++, so its __cxa_throw
+# hf_fast/native/_loader.py imports it when HF_FAST_NATIVE_DIR is set. libasan (and libstdc++, so its __cxa_throw
 # interceptor resolves for torch/onnx C++ exceptions) is preloaded into python.
 SAN_DIR := build/sanitize
 SAN_ENV := HF_FAST_NATIVE_DIR=$(SAN_DIR)/lib LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
