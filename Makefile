@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint bench sanitize fuzz clean install wheel wheel-smoke
+.PHONY: demo test lint bench sanitize fuzz clean install wheel wheel-smoke native-aarch64-compile
 
 install: $(VENV)/.native-stamp
 
@@ -33,9 +33,25 @@ demo: install
 lint: $(VENV)/.deps-stamp
 	$(VENV)/bin/ruff check .
 
-test: install lint
+test: install lint native-aarch64-compile
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory wheel-smoke
+
+# ---- aarch64: the library compiles and links with the reference kernels alone (native/src/arch/generic/), with the
+# sources build_native.py picks for that machine; compile only, nothing runs (no emulator). The cross-compiler comes
+# from apt when missing. -Wl,-z,defs: a symbol that only an x86 file defines fails the link.
+AARCH64_CC ?= aarch64-linux-gnu-gcc
+AARCH64_DIR := build/aarch64
+native-aarch64-compile: $(VENV)/.deps-stamp
+	command -v $(AARCH64_CC) >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu >/dev/null; }
+	rm -rf $(AARCH64_DIR) && mkdir -p $(AARCH64_DIR)
+	for f in $$($(PY) native/build_native.py --sources aarch64); do \
+	  $(AARCH64_CC) -c -O2 -std=c11 -Wall -Werror -fPIC -pthread -Inative/include -Inative/src \
+	    $$f -o $(AARCH64_DIR)/$$(echo $$f | tr / _ | sed 's/\.c$$/.o/') || exit 1; \
+	done
+	$(AARCH64_CC) -shared -pthread -Wl,-z,defs -o $(AARCH64_DIR)/libhf_fast.so $(AARCH64_DIR)/*.o -lm
+	readelf -h $(AARCH64_DIR)/libhf_fast.so | grep -q 'AArch64' && ! readelf -Ws $(AARCH64_DIR)/libhf_fast.so | grep -qi 'avx'
+	@echo "aarch64: $$(ls $(AARCH64_DIR)/*.o | wc -l) objects linked into $(AARCH64_DIR)/libhf_fast.so (reference kernels)"
 
 # ---- the package as users install it (README "Install")
 # `python -m build`: sdist, then the wheel built from that sdist (isolated, as pip would); check_dist.py checks both
@@ -80,7 +96,7 @@ bench: install
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
 
 # ASan + UBSan build of the same C sources into build/sanitize/ (hf_fast/_native*.so is left alone);
-# hf_fast/native.py imports it when HF_FAST_NATIVE_DIR is set. libasan (and libstdc++, so its __cxa_throw
+# hf_fast/native/_loader.py imports it when HF_FAST_NATIVE_DIR is set. libasan (and libstdc++, so its __cxa_throw
 # interceptor resolves for torch/onnx C++ exceptions) is preloaded into python.
 SAN_DIR := build/sanitize
 SAN_ENV := HF_FAST_NATIVE_DIR=$(SAN_DIR)/lib LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
@@ -97,7 +113,7 @@ sanitize: install $(SAN_DIR)/.stamp
 # libFuzzer harness of the C ABI (native/fuzz/): clang -fsanitize=fuzzer when present, else gcc + a standalone
 # driver; then the Python fuzzers with thousands of cases per property (HF_FAST_FUZZ=long)
 FUZZ_SECONDS ?= 120
-FUZZ_SRC := native/fuzz/fuzz_engine.c $(shell find native/src -name '*.c')
+FUZZ_SRC = native/fuzz/fuzz_engine.c $(shell $(PY) native/build_native.py --sources)  # this machine's, after install
 FUZZ_CFLAGS := -O1 -g -std=c11 -pthread -fno-omit-frame-pointer -fno-sanitize-recover=undefined -Inative/include -Inative/src
 build/fuzz/fuzz_engine: $(NATIVE_SRC) native/fuzz/fuzz_engine.c native/fuzz/standalone_main.c
 	mkdir -p build/fuzz

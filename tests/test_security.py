@@ -102,8 +102,8 @@ def test_onnx_external_data_outside_the_artifact_is_refused(art, tmp_path):
 def test_loader_sources_use_no_pickle_or_remote_code():
     """Static guard: the runtime and the artifact loader never reach for pickle, torch.load, eval/exec or
     trust_remote_code (so a future edit that does fails here, not in production)."""
-    files = list((REPO / "hf_fast" / "runtime").glob("*.py")) + [REPO / "hf_fast" / "export" / "artifact.py",
-                                                                 REPO / "hf_fast" / "native.py"]
+    files = [*(REPO / "hf_fast" / "runtime").glob("*.py"), *(REPO / "hf_fast" / "native").glob("*.py"),
+             REPO / "hf_fast" / "export" / "artifact.py"]
     bad = re.compile(r"\bimport pickle\b|\bpickle\.(load|loads|Unpickler)\b|torch\.load\(|(?<!def )\beval\(|\bexec\("
                      r"|trust_remote_code\s*=\s*True"
                      r"|allow_pickle\s*=\s*True|load_external_data\s*=\s*True")

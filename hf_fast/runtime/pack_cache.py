@@ -42,7 +42,7 @@ _PLAN_TYPES = {c.__name__: c for c in (plan.EncoderPlan, plan.EmbeddingPlan, pla
                                        plan.LayerNormPlan, plan.AttentionQuant, plan.HeadOp, graph.FakeQuant)}
 # the modules whose code decides what gets packed and how (their sha256 is part of the engine version)
 _ENGINE_MODULES = ("hf_fast.runtime.graph", "hf_fast.runtime.plan", "hf_fast.runtime.engine",
-                   "hf_fast.runtime.pack_cache", "hf_fast.native")
+                   "hf_fast.runtime.pack_cache", "hf_fast.native._loader", "hf_fast.native.kernels")
 
 
 class CacheError(ValueError):

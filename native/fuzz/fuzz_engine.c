@@ -4,7 +4,8 @@
  * pointer's length), so any ASan/UBSan report is a bug in the library. Status codes are ignored: the
  * library must refuse bad values with an error, never crash.
  *
- *   clang:  clang -fsanitize=fuzzer,address,undefined ... fuzz_engine.c ../src/*.c ../src/kernels/*.c
+ *   clang (from the repository root):  clang -fsanitize=fuzzer,address,undefined ... native/fuzz/fuzz_engine.c \
+ *           $(python native/build_native.py --sources)
  *   gcc:    the same sources + standalone_main.c (replays the corpus, then random inputs for N seconds)
  */
 #include <stdint.h>

@@ -17,8 +17,8 @@ int hf_dense_pack(int isa, int64_t N, int64_t K, const int8_t *W, int64_t ldw, h
     w = (hf_dense_w *)hf_alloc(sizeof *w);
     if (!w) return hf_fail(HF_ENOMEM, "dense_pack: out of memory");
     w->isa = isa;
-    /* AVX2: 7-bit weights take the exact vpmaddubsw kernel, others the int16 vpmaddwd one */
-    w->variant = isa == HF_ISA_AVX2 && hf_weights_fit_s7(N, K, W, ldw) ? HF_VARIANT_S7 : HF_VARIANT_DEFAULT;
+    /* e.g. AVX2: 7-bit weights take the exact vpmaddubsw kernel, others the int16 vpmaddwd one */
+    w->variant = hf_dense_variant_for(isa, N, K, W, ldw);
     k = hf_dense_kernel_for_variant(isa, w->variant);
     w->N = N;
     w->K = K;

@@ -1,5 +1,5 @@
-/* CPU feature detection and the single place that chooses which kernels run. */
-#include <cpuid.h>
+/* The single place that chooses which kernels run: the ISA names, HF_FAST_ISA, and the table of the chosen ISA.
+ * The CPU features and the tables come from the target architecture's folder (hf_arch_detect, hf_arch_table). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,40 +11,29 @@ static int g_supported[HF_ISA_COUNT];
 static int g_active = -1;
 static int g_detected = 0;
 
-static unsigned long long xgetbv0(void) {
-    unsigned int eax, edx;
-    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
-    return ((unsigned long long)edx << 32) | eax;
-}
+static const char *const isa_names[HF_ISA_COUNT] = {"ref", "avx2", "avx512vnni"};
 
 static void detect(void) {
-    unsigned int a, b, c, d;
-    int osxsave = 0, avx2 = 0, fma = 0, avx512 = 0;
+    hf_arch_detect(g_supported);
     g_supported[HF_ISA_REF] = 1;
-    if (__get_cpuid(1, &a, &b, &c, &d)) {
-        osxsave = (c >> 27) & 1;
-        fma = (c >> 12) & 1;
-    }
-    if (osxsave && __get_cpuid_count(7, 0, &a, &b, &c, &d)) {
-        unsigned long long xcr0 = xgetbv0();
-        int ymm_os = (xcr0 & 0x6) == 0x6;
-        int zmm_os = (xcr0 & 0xe6) == 0xe6;
-        avx2 = ymm_os && ((b >> 5) & 1) && fma;
-        /* AVX512F (b16), AVX512BW (b30), AVX512VL (b31), AVX512_VNNI (c11) */
-        avx512 = zmm_os && ((b >> 16) & 1) && ((b >> 30) & 1) && ((b >> 31) & 1) && ((c >> 11) & 1);
-    }
-    g_supported[HF_ISA_AVX2] = avx2;
-    g_supported[HF_ISA_AVX512VNNI] = avx512;
+    for (int i = 1; i < HF_ISA_COUNT; i++) g_supported[i] = g_supported[i] && hf_arch_table(i) != NULL;
     g_detected = 1;
 }
 
 static int best_isa(void) {
-    if (g_supported[HF_ISA_AVX512VNNI]) return HF_ISA_AVX512VNNI;
-    if (g_supported[HF_ISA_AVX2]) return HF_ISA_AVX2;
+    for (int i = HF_ISA_COUNT - 1; i > HF_ISA_REF; i--)
+        if (g_supported[i]) return i;
     return HF_ISA_REF;
 }
 
-static const char *const isa_names[HF_ISA_COUNT] = {"ref", "avx2", "avx512vnni"};
+/* The table of isa whether or not this CPU runs it (NULL for an ISA of another architecture or an unknown id). */
+static const hf_isa_table *any_table(int isa) {
+    if (isa == HF_ISA_REF) return &hf_table_ref;
+    return isa > HF_ISA_REF && isa < HF_ISA_COUNT ? hf_arch_table(isa) : NULL;
+}
+
+/* The table of a supported isa; NULL for one this CPU cannot run and for an unknown id (never a default). */
+static const hf_isa_table *table_for(int isa) { return hf_isa_supported(isa) ? any_table(isa) : NULL; }
 
 const char *hf_isa_name(int isa) {
     if (isa == HF_ISA_AUTO) return "auto";
@@ -84,8 +73,13 @@ int hf_init(void) {
     if (!g_detected) detect();
     isa = hf_isa_from_name(env);
     if (isa == -2) {
+        char names[128] = "";
+        for (int i = 0; i < HF_ISA_COUNT; i++) {
+            strncat(names, isa_names[i], sizeof names - strlen(names) - 1);
+            strncat(names, ", ", sizeof names - strlen(names) - 1);
+        }
         g_active = best_isa();
-        return hf_fail(HF_EINVAL, "HF_FAST_ISA='%s' is not one of ref, avx2, avx512vnni, auto", env);
+        return hf_fail(HF_EINVAL, "HF_FAST_ISA='%s' is not one of %sauto", env, names);
     }
     if (isa != HF_ISA_AUTO && !g_supported[isa]) {
         g_active = best_isa();
@@ -109,18 +103,19 @@ int hf_resolve_isa(int isa, int *out) {
 }
 
 const hf_dense_kernel *hf_dense_kernel_for(int isa) {
-    if (!hf_isa_supported(isa)) return NULL;
-    switch (isa) {
-    case HF_ISA_REF: return &hf_dense_ref;
-    case HF_ISA_AVX2: return &hf_dense_avx2;
-    case HF_ISA_AVX512VNNI: return &hf_dense_avx512vnni;
-    default: return NULL;
-    }
+    const hf_isa_table *t = table_for(isa);
+    return t ? t->dense : NULL;
 }
 
 const hf_dense_kernel *hf_dense_kernel_for_variant(int isa, int variant) {
-    if (isa == HF_ISA_AVX2 && variant == HF_VARIANT_S7) return hf_isa_supported(isa) ? &hf_dense_avx2_s7 : NULL;
-    return hf_dense_kernel_for(isa);
+    const hf_isa_table *t = table_for(isa);
+    if (!t) return NULL;
+    return variant == HF_VARIANT_S7 && t->dense_s7 ? t->dense_s7 : t->dense;
+}
+
+int hf_dense_variant_for(int isa, int64_t N, int64_t K, const int8_t *W, int64_t ldw) {
+    const hf_isa_table *t = table_for(isa);
+    return t && t->dense_s7 && hf_weights_fit_s7(N, K, W, ldw) ? HF_VARIANT_S7 : HF_VARIANT_DEFAULT;
 }
 
 int hf_weights_fit_s7(int64_t N, int64_t K, const int8_t *W, int64_t ldw) {
@@ -134,90 +129,77 @@ int hf_weights_fit_s7(int64_t N, int64_t K, const int8_t *W, int64_t ldw) {
 }
 
 const char *hf_kernel_variant_name(int isa, int variant) {
-    switch (isa) {
-    case HF_ISA_REF: return "ref";
-    case HF_ISA_AVX2: return variant == HF_VARIANT_S7 ? "avx2-s7" : "avx2-s16";
-    case HF_ISA_AVX512VNNI: return "avx512vnni";
-    default: return "unknown";
-    }
+    const hf_isa_table *t = any_table(isa);
+    if (!t) return "unknown";
+    return t->op_names[variant == HF_VARIANT_S7 ? HF_OP_DENSE_GEMM_7BIT : HF_OP_DENSE_GEMM];
 }
 
-static const hf_f32_ops f32_ref = {hf_layernorm_ref, hf_attention_head_ref, hf_attention_q8_head_ref};
-static const hf_f32_ops f32_avx2 = {hf_layernorm_avx2, hf_attention_head_avx2, hf_attention_q8_head_avx2};
-static const hf_f32_ops f32_avx512 = {hf_layernorm_avx512, hf_attention_head_avx512,
-                                       hf_attention_q8_head_avx512vnni};
-
 const hf_f32_ops *hf_f32_ops_for(int isa) {
-    if (!hf_isa_supported(isa)) return NULL;
-    return isa == HF_ISA_REF ? &f32_ref : isa == HF_ISA_AVX2 ? &f32_avx2 : &f32_avx512;
+    const hf_isa_table *t = table_for(isa);
+    return t ? t->f32 : NULL;
+}
+
+/* The table whose attention kernel takes head size d: isa's, or the first of its fallbacks that takes d. */
+static const hf_isa_table *attention_table(const hf_isa_table *t, int64_t d, int int8) {
+    while (t && d % (int8 ? t->attn_q8_step : t->attn_step))
+        t = int8 ? t->attn_q8_fallback : t->attn_fallback;
+    return t;
 }
 
 const hf_f32_ops *hf_attention_ops_for(int isa, int64_t d, int int8) {
-    if (int8 ? d % 16 : d % 8) return hf_f32_ops_for(HF_ISA_REF);
-    if (!int8 && isa == HF_ISA_AVX512VNNI && d % 16) return hf_f32_ops_for(HF_ISA_AVX2);
-    return hf_f32_ops_for(isa);
+    const hf_isa_table *t = attention_table(table_for(isa), d, int8);
+    return t ? t->f32 : NULL;
 }
 
 const hf_sparse_kernel *hf_sparse_kernel_for(int isa) {
-    if (!hf_isa_supported(isa)) return NULL;
-    switch (isa) {
-    case HF_ISA_REF: return &hf_sparse_ref;
-    case HF_ISA_AVX2: return &hf_sparse_avx2;
-    case HF_ISA_AVX512VNNI: return &hf_sparse_avx512vnni;
-    default: return NULL;
-    }
+    const hf_isa_table *t = table_for(isa);
+    return t ? t->sparse : NULL;
 }
-
-static const hf_linear_ops linear_ref = {hf_epilogue_rows_ref, hf_gelu_ref, hf_quantize_ref, hf_quantize_mul_ref};
-static const hf_linear_ops linear_avx2 = {hf_epilogue_rows_avx2, hf_gelu_avx2, hf_quantize_avx2,
-                                        hf_quantize_mul_avx2};
-static const hf_linear_ops linear_avx512 = {hf_epilogue_rows_avx512, hf_gelu_avx512, hf_quantize_avx512,
-                                          hf_quantize_mul_avx512};
 
 const hf_linear_ops *hf_linear_ops_for(int isa) {
-    if (!hf_isa_supported(isa)) return NULL;
-    return isa == HF_ISA_REF ? &linear_ref : isa == HF_ISA_AVX2 ? &linear_avx2 : &linear_avx512;
+    const hf_isa_table *t = table_for(isa);
+    return t ? t->linear : NULL;
 }
 
-/* The name of the kernel behind a function pointer or table that the functions above return: derived from what
- * they pick, so hf_op_kernel cannot drift from the dispatch itself. */
-#define PICK(p, ref, avx2, avx512, n512) \
-    ((p) == (ref) ? "ref" : (p) == (avx2) ? "avx2" : (p) == (avx512) ? (n512) : "unknown")
+hf_head_linear_fn hf_head_linear_for(int isa) {
+    const hf_isa_table *t = table_for(isa);
+    return t ? t->head_linear : NULL;
+}
 
-const char *hf_op_kernel(int op, int isa, int64_t arg) {
-    if (isa == HF_ISA_AUTO) isa = hf_isa_active();
-    if (!hf_isa_supported(isa)) return "";
-    const hf_linear_ops *lo = hf_linear_ops_for(isa);
-    const hf_dense_kernel *dk;
-    const hf_sparse_kernel *sk;
+/* The kernel a table runs op on (its own, before any head-size fallback), as an address to compare. */
+static uintptr_t op_kernel_addr(const hf_isa_table *t, int op) {
     switch (op) {
-    case HF_OP_DENSE_GEMM:
-    case HF_OP_DENSE_GEMM_7BIT:
-        dk = hf_dense_kernel_for_variant(isa, op == HF_OP_DENSE_GEMM_7BIT ? HF_VARIANT_S7 : HF_VARIANT_DEFAULT);
-        return dk == &hf_dense_ref ? "ref" : dk == &hf_dense_avx2 ? "avx2-s16" : dk == &hf_dense_avx2_s7 ? "avx2-s7"
-             : dk == &hf_dense_avx512vnni ? "avx512vnni" : "unknown";
+    case HF_OP_DENSE_GEMM: return (uintptr_t)t->dense;
+    case HF_OP_DENSE_GEMM_7BIT: return (uintptr_t)(t->dense_s7 ? t->dense_s7 : t->dense);
     case HF_OP_SPARSE_GEMM:
-    case HF_OP_SPARSE_GEMM_7BIT: /* the AVX2 family packs 7-bit weights for its vpmaddubsw path itself */
-        sk = hf_sparse_kernel_for(isa);
-        return sk == &hf_sparse_ref ? "ref" : sk == &hf_sparse_avx2 ? (op == HF_OP_SPARSE_GEMM ? "avx2-s16" : "avx2-s7")
-             : sk == &hf_sparse_avx512vnni ? "avx512vnni" : "unknown";
-    case HF_OP_LINEAR_EPILOGUE:
-        return PICK(lo->epilogue_rows, hf_epilogue_rows_ref, hf_epilogue_rows_avx2, hf_epilogue_rows_avx512, "avx512");
-    case HF_OP_QUANTIZE: return PICK(lo->quantize, hf_quantize_ref, hf_quantize_avx2, hf_quantize_avx512, "avx512");
-    case HF_OP_GELU: return PICK(lo->gelu, hf_gelu_ref, hf_gelu_avx2, hf_gelu_avx512, "avx512");
-    case HF_OP_LAYERNORM:
-        return PICK(hf_f32_ops_for(isa)->layernorm, hf_layernorm_ref, hf_layernorm_avx2, hf_layernorm_avx512,
-                    "avx512");
-    case HF_OP_ATTENTION:
-        if (arg <= 0) return "";
-        return PICK(hf_attention_ops_for(isa, arg, 0)->attention_head, hf_attention_head_ref, hf_attention_head_avx2,
-                    hf_attention_head_avx512, "avx512");
-    case HF_OP_ATTENTION_Q8:
-        if (arg <= 0) return "";
-        return PICK(hf_attention_ops_for(isa, arg, 1)->attention_q8_head, hf_attention_q8_head_ref,
-                    hf_attention_q8_head_avx2, hf_attention_q8_head_avx512vnni, "avx512vnni");
-    default: return "";
+    case HF_OP_SPARSE_GEMM_7BIT: return (uintptr_t)t->sparse;
+    case HF_OP_LINEAR_EPILOGUE: return (uintptr_t)t->linear->epilogue_rows;
+    case HF_OP_QUANTIZE: return (uintptr_t)t->linear->quantize;
+    case HF_OP_GELU: return (uintptr_t)t->linear->gelu;
+    case HF_OP_LAYERNORM: return (uintptr_t)t->f32->layernorm;
+    case HF_OP_ATTENTION: return (uintptr_t)t->f32->attention_head;
+    case HF_OP_ATTENTION_Q8: return (uintptr_t)t->f32->attention_q8_head;
+    default: return 0;
     }
+}
+
+/* The name of the kernel the functions above pick: that of the table owning it (the first holding it, by ISA id),
+ * derived from the pick itself, so hf_op_kernel cannot drift from the dispatch. */
+const char *hf_op_kernel(int op, int isa, int64_t arg) {
+    const hf_isa_table *t;
+    uintptr_t k;
+    if (isa == HF_ISA_AUTO) isa = hf_isa_active();
+    if (!(t = table_for(isa)) || op < 0 || op >= HF_OP_COUNT) return "";
+    if (op == HF_OP_ATTENTION || op == HF_OP_ATTENTION_Q8) {
+        if (arg <= 0) return "";
+        t = attention_table(t, arg, op == HF_OP_ATTENTION_Q8);
+    }
+    k = op_kernel_addr(t, op);
+    for (int i = 0; i < HF_ISA_COUNT; i++) {
+        const hf_isa_table *o = any_table(i);
+        if (o && op_kernel_addr(o, op) == k) return o->op_names[op];
+    }
+    return "unknown";
 }
 
 const char *hf_version(void) { return HF_VERSION_STRING; }

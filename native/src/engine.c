@@ -416,39 +416,6 @@ static void rows_run(rows_job *j) {
     hf_parallel(rows_task, j, (int)(units < 256 ? units : 256));
 }
 
-/* fp32 head linear. 16 partial sums per dot product so the compiler vectorizes it (a single running
- * sum cannot be reordered): the scalar loop was ~2% of a 1x128 call at 80% sparsity. The same body is compiled
- * for AVX-512 and AVX2 (SSE2 was still ~1% of the call: DistilBERT's 768 x 768 pre-classifier); with -std=c11 no
- * multiply-add is contracted, and each partial sum adds the same products in the same order at every vector
- * width, so the three give identical results. */
-static inline __attribute__((always_inline)) void head_linear_body(const hf_head_op *op, int64_t rows, const float *in,
-                                                                   float *out) {
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t n = 0; n < op->N; n++) {
-            const float *w = op->W + n * op->K, *x = in + r * op->K;
-            float part[16] = {0.f}, acc = 0.f;
-            int64_t k = 0;
-            for (; k + 16 <= op->K; k += 16)
-                for (int j = 0; j < 16; j++) part[j] += w[k + j] * x[k + j];
-            for (; k < op->K; k++) acc += w[k] * x[k];
-            for (int j = 0; j < 16; j++) acc += part[j];
-            out[r * op->N + n] = acc + op->b[n];
-        }
-}
-__attribute__((target("avx512f"))) static void head_linear_avx512(const hf_head_op *op, int64_t rows, const float *in,
-                                                                   float *out) {
-    head_linear_body(op, rows, in, out);
-}
-__attribute__((target("avx2"))) static void head_linear_avx2(const hf_head_op *op, int64_t rows, const float *in,
-                                                             float *out) {
-    head_linear_body(op, rows, in, out);
-}
-static void head_linear(int isa, const hf_head_op *op, int64_t rows, const float *in, float *out) {
-    if (isa == HF_ISA_AVX512VNNI) head_linear_avx512(op, rows, in, out);
-    else if (isa == HF_ISA_AVX2) head_linear_avx2(op, rows, in, out);
-    else head_linear_body(op, rows, in, out);
-}
-
 #define HF_TOKENS_PER_PASS 512
 
 /* The forward pass of B sequences of S tokens whose buffers are carved in a (hf_engine_run splits the batch). */
@@ -525,7 +492,7 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
                 for (int64_t b = 0; b < B; b++) memcpy(dst + b * width, cur + b * S * width, (size_t)width * sizeof(float));
                 rows = B;
             } else if (op->kind == HF_HEAD_LINEAR) {
-                head_linear(e->isa, op, rows, cur, dst);
+                hf_head_linear_for(e->isa)(op->N, op->K, op->W, op->b, rows, cur, dst);
                 width = op->N;
             } else {
                 for (int64_t k = 0; k < rows * width; k++)

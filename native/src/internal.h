@@ -16,7 +16,7 @@ int hf_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 void *hf_alloc(size_t bytes);
 void hf_free(void *p);
 
-/* ---- dense GEMM kernel family (kernels/dense_s8_gemm_*.c) ----
+/* ---- dense GEMM kernel family (ref/dense_s8_gemm_ref.c, arch/<arch>/dense_s8_gemm_*.c) ----
  * Each ISA has its own packed layout; `data` is opaque to everyone but that kernel. */
 struct hf_dense_w {
     int isa;
@@ -38,9 +38,6 @@ typedef struct {
 } hf_dense_kernel;
 
 extern const hf_dense_kernel hf_dense_ref;
-extern const hf_dense_kernel hf_dense_avx2;
-extern const hf_dense_kernel hf_dense_avx2_s7;
-extern const hf_dense_kernel hf_dense_avx512vnni;
 
 /* Kernel variants inside an ISA family (packed layouts differ). On AVX2, weights that all lie in
  * [-64, 64] (7-bit, ONNX Runtime's reduce_range) use u8 x s8 vpmaddubsw, whose int16 pair sums
@@ -50,17 +47,19 @@ extern const hf_dense_kernel hf_dense_avx512vnni;
 /* 1 when every W[n][k] (n < N, k < K) lies in [-64, 64] (ONNX Runtime's symmetric reduce_range weights;
  * 255 * 64 * 2 = 32640 still fits int16). */
 int hf_weights_fit_s7(int64_t N, int64_t K, const int8_t *W, int64_t ldw);
-/* "ref", "avx2-s16", "avx2-s7", "avx512vnni" */
+/* dispatch.c: the kernel name of an ISA's variant ("ref", "avx2-s16", "avx2-s7", "avx512vnni"; "unknown") */
 const char *hf_kernel_variant_name(int isa, int variant);
 
 /* dispatch.c: the kernel table for an ISA (NULL if the CPU cannot run it). */
 const hf_dense_kernel *hf_dense_kernel_for(int isa);
 /* The table that packed / runs `w` (its ISA and variant). */
 const hf_dense_kernel *hf_dense_kernel_for_variant(int isa, int variant);
+/* dispatch.c: the variant the dense kernel of a supported isa packs W with (7-bit weights may get their own). */
+int hf_dense_variant_for(int isa, int64_t N, int64_t K, const int8_t *W, int64_t ldw);
 /* Resolve HF_ISA_AUTO to the active ISA and check support. */
 int hf_resolve_isa(int isa, int *out);
 
-/* ---- fp32 transformer ops (kernels/layernorm_*.c, kernels/attention_*.c) ---- */
+/* ---- fp32 transformer ops (ref/, arch/<arch>/: layernorm_*.c, attention_*.c) ---- */
 typedef void (*hf_layernorm_fn)(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                                 const float *beta, float eps, float *y);
 typedef void (*hf_attention_head_fn)(int64_t S, int64_t d, const float *q, const float *k, const float *v,
@@ -90,26 +89,11 @@ typedef struct {
 void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
     int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
     const hf_ctx_quant *oq, void *scratch);
-void hf_attention_q8_head_avx2(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
-    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
-    const hf_ctx_quant *oq, void *scratch);
-void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
-    int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
-    const hf_ctx_quant *oq, void *scratch);
 
 void hf_layernorm_ref(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                       const float *beta, float eps, float *y);
-void hf_layernorm_avx2(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
-                       const float *beta, float eps, float *y);
 void hf_attention_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
                            const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
-void hf_attention_head_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
-                            const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
-/* AVX-512 (VNNI machines): d % 16 == 0 on 16 lanes, other multiples of 8 via the AVX2 kernel. */
-void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
-                              const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
-void hf_layernorm_avx512(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
-                         const float *beta, float eps, float *y);
 /* p rounded up to the next 64-byte boundary (carving aligned buffers out of a scratch block) */
 static inline char *hf_align64(char *p) { return (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 /* Keys the SIMD attention kernels loop over: up to the last one not masked (-inf bias), since the ones past it get
@@ -124,10 +108,11 @@ static inline int64_t hf_attended_keys(int64_t S, const float *key_bias) {
 }
 /* ops.c: HF_EINVAL naming `where` unless every scale is positive and finite and every zero point in [0, 255]. */
 int hf_check_attn_quant(const hf_attn_quant *aq, const char *where);
-/* dispatch.c: fp32 ops for an ISA (AVX-512 machines: 16-lane attention and LayerNorm). */
+/* dispatch.c: fp32 ops for an ISA. */
 const hf_f32_ops *hf_f32_ops_for(int isa);
 /* dispatch.c: the table whose attention_head (int8 == 0) or attention_q8_head (int8 == 1) runs head size d on isa
- * (the reference for fp32 d % 8 and int8 d % 16; fp32 d % 16 == 8 on AVX-512: the AVX2 kernel). */
+ * (hf_isa_table's attn_step / attn_fallback: on x86 the reference for fp32 d % 8 and int8 d % 16; fp32 d % 16 == 8 on
+ * AVX-512: the AVX2 kernel). */
 const hf_f32_ops *hf_attention_ops_for(int isa, int64_t d, int int8);
 
 /* ---- thread pool (threadpool.c) ----
@@ -183,7 +168,7 @@ static inline int hf_ranges_claim(hf_range *rg, int nr, int tid, int64_t *item) 
 #define HF_SCRATCH_DENSE_A 4     /* dense AVX2 int16 kernel: widened rows of A (each worker) */
 void *hf_scratch(int slot, size_t bytes);
 
-/* ---- fused epilogue (kernels/linear_*.c) ----
+/* ---- fused epilogue (ref/linear_ref.c, arch/<arch>/linear_*.c) ----
  * f32 == 0 (HF_EPI_S32): C is int32 [M][ldc], the raw accumulators.
  * f32 == 1 (HF_EPI_F32): C is float [M][ldc], y = (acc - a_zp*colsum[n]) * (a_scale*w_scale[n]) + bias[n]
  *           (one fmaf), then GELU (erf form) if gelu, then + residual[m*ldr+n] if residual.
@@ -248,45 +233,13 @@ static inline void hf_epi_store_ref1(const hf_epilogue *ep, int32_t acc, int64_t
  * m0 is the global row of acc's first row (for the residual), C points at that row. */
 void hf_epilogue_rows_ref(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
                           int64_t lda, void *C, int64_t ldc);
-void hf_epilogue_rows_avx2(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
-                           int64_t lda, void *C, int64_t ldc);
-/* AVX2 tile store: tile[8][16] int32 is 8 output channels (n0..n0+7, nr valid) x 16 tokens
- * (m0..m0+15, nt valid); transposes and writes C[m][n] through the epilogue. */
-void hf_tile_store_avx2(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
-                        void *C, int64_t ldc);
-/* The second half of hf_tile_store_avx2: ytile[8][16] holds y (scale, bias and GELU applied) channel-major;
- * transposes, adds the residual and stores float or u8. */
-void hf_tile_store_f32_avx2(const hf_epilogue *ep, const float *ytile, int nr, int nt, int64_t m0, int64_t n0,
-                            void *C, int64_t ldc);
-/* AVX-512 (VNNI machines): the same results as the AVX2 epilogue except GELU (16 lanes, vrcp14ps), within
- * the GELU tolerance; everything else bit for bit. */
-void hf_tile_store_avx512(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
-                          void *C, int64_t ldc);
-/* tile[16][ldt] int32 is 16 channels (n0.., nr valid) x nt tokens (m0.., nt <= ldt, rows past nr readable):
- * transposes 16x16 in registers and writes C[m][n] through the 16-lane epilogue. The tile holds the sums already
- * corrected, acc - a_zp * colsum[n] (wrapping; the 4x1 kernel starts its accumulators there), except for
- * HF_EPI_S32 output, where it holds acc. */
-void hf_strip_store_avx512(const hf_epilogue *ep, const int32_t *tile, int64_t ldt, int nr, int nt, int64_t m0,
-                           int64_t n0, void *C, int64_t ldc);
-/* The same tile (acc - a_zp * colsum[n]) into the packed activation layout of ep->pack_ld (X: the tile's token
- * tile, nt <= 64 tokens; rows of tokens past nt are written as 0). */
-void hf_strip_store_packed_avx512(const hf_epilogue *ep, const int32_t *tile, int64_t ldt, int nr, int nt, int64_t n0,
-                                  uint8_t *X);
-void hf_epilogue_rows_avx512(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
-                             int64_t lda, void *C, int64_t ldc);
-void hf_gelu_avx512(int64_t n, const float *x, float *y);
 void hf_gelu_ref(int64_t n, const float *x, float *y);
-void hf_gelu_avx2(int64_t n, const float *x, float *y);
 void hf_quantize_ref(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
-void hf_quantize_avx2(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
-void hf_quantize_avx512(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
 /* y[i] = hf_quantize_ref1(x[i] * mul[i], scale, zp): a per-channel Mul (SmoothQuant's 1/s) rounded to fp32, then
  * QuantizeLinear, exactly the two ONNX ops (no folding of mul / scale, which would round differently). */
 void hf_quantize_mul_ref(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y);
-void hf_quantize_mul_avx2(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y);
-void hf_quantize_mul_avx512(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y);
 
-/* ---- block-sparse GEMM kernel families (kernels/sparse_s8_gemm_*.c) ----
+/* ---- block-sparse GEMM kernel families (ref/sparse_s8_gemm_ref.c, arch/<arch>/sparse_s8_gemm_*.c) ----
  * Blocks are br x bc of W[N][K] (4x1 or 1x4). `data` is owned by the kernel family of `isa`.
  * work[ntiles+1] is a prefix sum of the cost of each 8-output-channel tile (threads split on it). */
 struct hf_sparse_w {
@@ -315,8 +268,6 @@ typedef struct {
 static inline int64_t hf_packed_act_bytes(int64_t M, int64_t K) { return ((M + 63) / 64) * ((K + 15) / 16 * 16) * 64; }
 
 extern const hf_sparse_kernel hf_sparse_ref;
-extern const hf_sparse_kernel hf_sparse_avx2;
-extern const hf_sparse_kernel hf_sparse_avx512vnni;
 /* dispatch.c */
 const hf_sparse_kernel *hf_sparse_kernel_for(int isa);
 typedef struct {
@@ -326,8 +277,38 @@ typedef struct {
     void (*quantize)(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
     void (*quantize_mul)(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y);
 } hf_linear_ops;
-/* dispatch.c: epilogue / GELU / quantizer kernels for an ISA (AVX-512 machines use the AVX2 ones). */
+/* dispatch.c: epilogue / GELU / quantizer kernels for an ISA. */
 const hf_linear_ops *hf_linear_ops_for(int isa);
+
+/* ---- dispatch: one table of kernels per ISA ----
+ * The scalar references (ref/) are the table every architecture has; each architecture's folder (arch/x86/, ...)
+ * holds its kernels, its CPU feature detection and the tables of its ISAs. build_native.py compiles the folder of
+ * the target architecture only (arch/generic/: no SIMD tables). dispatch.c, the one place that chooses, reaches
+ * them through the two hf_arch_* functions; nothing else names an ISA's kernels. */
+typedef void (*hf_head_linear_fn)(int64_t N, int64_t K, const float *W, const float *b, int64_t rows,
+                                  const float *in, float *out);
+typedef struct hf_isa_table {
+    int isa; /* HF_ISA_* */
+    const hf_dense_kernel *dense;
+    const hf_dense_kernel *dense_s7; /* its own kernel for 7-bit weights (HF_VARIANT_S7), or NULL: dense takes them */
+    const hf_sparse_kernel *sparse;
+    const hf_linear_ops *linear;
+    const hf_f32_ops *f32;
+    hf_head_linear_fn head_linear; /* the fp32 head Linear: the same sums in the same order on every ISA */
+    /* head sizes d the attention kernels take (d % step == 0); the others run on the fallback table's kernel */
+    int attn_step, attn_q8_step;
+    const struct hf_isa_table *attn_fallback, *attn_q8_fallback;
+    /* the name hf_op_kernel reports for each HF_OP_* whose kernel this table owns */
+    const char *op_names[HF_OP_COUNT];
+} hf_isa_table;
+extern const hf_isa_table hf_table_ref; /* ref/ref.c */
+/* arch/<arch>/: sets supported[isa] = 1 for each ISA of this architecture the CPU and OS can run (ids of one
+ * architecture are numbered in order of preference: the highest supported one is the default). */
+void hf_arch_detect(int supported[HF_ISA_COUNT]);
+/* arch/<arch>/: this architecture's table for isa (not HF_ISA_REF), NULL for an ISA it does not have. */
+const hf_isa_table *hf_arch_table(int isa);
+/* dispatch.c: the fp32 head Linear of a supported isa. */
+hf_head_linear_fn hf_head_linear_for(int isa);
 /* sparse.c: element of W or 0 outside [N) x [K) */
 static inline int8_t hf_w_at(const int8_t *W, int64_t ldw, int64_t N, int64_t K, int64_t n, int64_t k) {
     return (n < N && k < K) ? W[n * ldw + k] : 0;

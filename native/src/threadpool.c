@@ -8,7 +8,6 @@
  * serially on the caller: same results, since every task's output is independent of n.
  */
 #define _GNU_SOURCE
-#include <immintrin.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -17,6 +16,16 @@
 #include <unistd.h>
 
 #include "internal.h"
+
+/* the spin-wait hint of the architecture (x86 pause, ARM yield) */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define hf_cpu_relax() _mm_pause()
+#elif defined(__aarch64__) || defined(__arm__)
+#define hf_cpu_relax() __asm__ volatile("yield")
+#else
+#define hf_cpu_relax() ((void)0)
+#endif
 
 #define HF_MAX_THREADS 256
 #define SPIN_ITERS 20000
@@ -81,7 +90,7 @@ static void *worker_main(void *arg) {
         while ((gen = atomic_load_explicit(&g_generation, memory_order_acquire)) == seen) {
             if (atomic_load_explicit(&g_shutdown, memory_order_relaxed)) return NULL;
             if (++spins < SPIN_ITERS) {
-                _mm_pause();
+                hf_cpu_relax();
                 continue;
             }
             pthread_mutex_lock(&g_sleep_lock);
@@ -208,7 +217,7 @@ int hf_parallel(hf_task_fn fn, void *ctx, int want) {
             /* a joined worker that is still running finishes within microseconds; one that was
              * preempted mid-task needs a CPU: after a short spin, yield ours instead of burning it */
             if (++spins < CALLER_SPIN_ITERS)
-                _mm_pause();
+                hf_cpu_relax();
             else
                 sched_yield();
         }

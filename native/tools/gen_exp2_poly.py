@@ -1,4 +1,4 @@
-"""Fit the polynomial of hf_exp2_512xn (native/src/kernels/vecmath_avx512.h): 2^r ~ 1 + c1 r + ... + c5 r^5 on
+"""Fit the polynomial of hf_exp2_512xn (native/src/arch/x86/vecmath_avx512.h): 2^r ~ 1 + c1 r + ... + c5 r^5 on
 r in [-1/2, 1/2], minimising the relative error.
 
 c0 is pinned to 1 so that 2^0 is exact (a key at the row's max gets exactly 1). The fit is a least-squares fit

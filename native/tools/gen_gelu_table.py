@@ -1,4 +1,4 @@
-"""Generate the AVX-512 GELU table (native/src/kernels/gelu_table.h): Phi(-a) = P_i(a - c_i) on 16 intervals.
+"""Generate the AVX-512 GELU table (native/src/arch/x86/gelu_table.h): Phi(-a) = P_i(a - c_i) on 16 intervals.
 
 GELU(x) = x * Phi(x) = relu(x) - |x| * Phi(-|x|): the table holds R(a) = Phi(-a) for a = |x| in [0, 6], cut
 into 16 intervals of width 0.375, one zmm per coefficient (the kernel looks coefficients up with vpermps,
@@ -12,7 +12,7 @@ within 6e-9 of the truth. The script checks the float32 evaluation (the kernel's
 emulated in float64) against the float64 erf GELU and prints the worst error relative to the tolerance the
 tests use (1e-6 |gelu| + 1e-7 |x|).
 
-Run: python native/tools/gen_gelu_table.py > native/src/kernels/gelu_table.h
+Run: python native/tools/gen_gelu_table.py > native/src/arch/x86/gelu_table.h
 """
 import math
 import sys

@@ -7,7 +7,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "x86.h"
 
 /* an unaligned 4-byte load without undefined behaviour (one mov after optimisation; found by UBSan fuzzing) */
 static inline int32_t load_i32(const uint8_t *p) {

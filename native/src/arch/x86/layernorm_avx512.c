@@ -5,7 +5,7 @@
  * chain ~200) and four rows side by side overlap them. */
 #include <math.h>
 
-#include "../internal.h"
+#include "x86.h"
 
 #include <immintrin.h>
 

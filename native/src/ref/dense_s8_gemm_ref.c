@@ -1,7 +1,7 @@
 /* Scalar reference for the dense u8 x s8 -> s32 GEMM: the definition every fast path must match. */
 #include <string.h>
 
-#include "../internal.h"
+#include "internal.h"
 
 static int64_t ref_packed_size(int64_t N, int64_t K) { return N * K; }
 

@@ -31,7 +31,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "x86.h"
 #include "sparse_act_pack.h"
 
 #define TGT __attribute__((target("avx2,fma")))

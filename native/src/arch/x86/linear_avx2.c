@@ -5,7 +5,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "x86.h"
 #include "vecmath_avx2.h"
 
 #define TGT __attribute__((target("avx2,fma")))

@@ -8,7 +8,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "x86.h"
 #include "gelu_table.h"
 #include "vecmath_avx512.h"
 

@@ -4,7 +4,7 @@
  * Single-threaded on purpose: it is the reference, not a fast path. */
 #include <string.h>
 
-#include "../internal.h"
+#include "internal.h"
 
 typedef struct {
     int64_t NB;

@@ -18,7 +18,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "x86.h"
 #include "vecmath_avx512.h"
 
 #define MR 12  /* query rows per block: the scores micro-kernel holds 12 x 2 accumulators */

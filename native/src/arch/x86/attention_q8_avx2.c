@@ -10,7 +10,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "x86.h"
 #include "vecmath_avx2.h"
 
 #define MR 6 /* 6 rows x 2 ymm accumulators + 2 B vectors + the broadcast: 15 of 16 ymm */

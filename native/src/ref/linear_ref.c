@@ -1,7 +1,7 @@
 /* Scalar reference of the fused Linear epilogue, GELU (erf form) and the u8 activation quantizer. */
 #include <math.h>
 
-#include "../internal.h"
+#include "internal.h"
 
 /* erfc(z) for z >= 0 (Numerical Recipes' Chebyshev fit, fractional error < 1.2e-7), then
  * GELU(x) = 0.5 x (1 + erf(x/sqrt2)) written with erfc so the negative tail keeps its relative accuracy.

@@ -1,7 +1,7 @@
 /* Scalar reference LayerNorm with optional fused residual add: y = LN(x + r) * gamma + beta. */
 #include <math.h>
 
-#include "../internal.h"
+#include "internal.h"
 
 void hf_layernorm_ref(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                       const float *beta, float eps, float *y) {

@@ -3,7 +3,7 @@
  * gets uniform weights, as PyTorch does with its finfo.min mask. */
 #include <math.h>
 
-#include "../internal.h"
+#include "internal.h"
 
 int64_t hf_attention_scratch_floats(int64_t S, int64_t d) {
     /* SIMD kernels: transposed K (d x S rounded up to 16) + up to 16 rows of scores (AVX2: 6, AVX-512: 12) */

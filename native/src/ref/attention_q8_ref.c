@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "internal.h"
 
 int64_t hf_attention_q8_scratch_bytes(int64_t S, int64_t d) {
     /* a bound on every kernel's layout (keys padded to 32, channels to 64; AVX2: int16 q rows, K and V packed as

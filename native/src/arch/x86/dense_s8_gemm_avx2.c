@@ -10,7 +10,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "x86.h"
 
 #define TGT __attribute__((target("avx2,fma")))
 #define MR 4

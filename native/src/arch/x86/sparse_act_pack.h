@@ -10,7 +10,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "x86.h"
 #include "vecmath_avx2.h"
 
 #define HF_PK static inline __attribute__((target("avx2,fma"), always_inline))

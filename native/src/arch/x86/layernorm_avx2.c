@@ -1,7 +1,7 @@
 /* AVX2 LayerNorm with fused residual add (two passes over the row, which stays in L1). */
 #include <math.h>
 
-#include "../internal.h"
+#include "x86.h"
 #include "vecmath_avx2.h"
 
 __attribute__((target("avx2,fma"))) void hf_layernorm_avx2(int64_t T, int64_t H, const float *x,

@@ -14,7 +14,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "x86.h"
 #include "vecmath_avx2.h"
 
 #define MR 6
