@@ -1,6 +1,5 @@
 """The model registry (hf_fast/models): each family's rules checked against the transformers model they describe,
 the registry's look-ups, and no model_type string outside hf_fast/models."""
-import ast
 import re
 from pathlib import Path
 

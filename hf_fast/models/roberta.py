@@ -1,7 +1,7 @@
 """RoBERTa: BERT's layer and names; positions count real tokens from pad_token_id + 1 (the padding offset),
 token types are a buffered all-zero row, not a graph input."""
-from hf_fast.models.spec import EngineLayer, Family, HeadLayout
 from hf_fast.models.bert import FAMILY as _BERT
+from hf_fast.models.spec import EngineLayer, Family, HeadLayout
 
 FAMILY = Family(
     model_type="roberta",
@@ -13,7 +13,8 @@ FAMILY = Family(
     onnx_layer=_BERT.onnx_layer,
     heads={
         # RobertaClassificationHead: [CLS] -> dense -> tanh -> out_proj
-        "text-classification": HeadLayout(("classifier.dense", "classifier.out_proj"), ("cls", "linear", "tanh", "linear")),
+        "text-classification": HeadLayout(("classifier.dense", "classifier.out_proj"),
+                                          ("cls", "linear", "tanh", "linear")),
         "question-answering": HeadLayout(("qa_outputs",), ("linear",)),
         "token-classification": HeadLayout(("classifier",), ("linear",)),
     },
