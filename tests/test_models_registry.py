@@ -1,5 +1,6 @@
 """The model registry (hf_fast/models): each family's rules checked against the transformers model they describe,
 the registry's look-ups, and no model_type string outside hf_fast/models."""
+import ast
 import re
 from pathlib import Path
 
@@ -140,3 +141,39 @@ def test_spec_refuses_what_the_engine_does_not_know():
     with pytest.raises(ValueError, match="config_names"):
         Family("x", "x", bert.inputs, {"num_layers": ("n",)}, bert.prunable_linears, bert.linear_roles,
                bert.onnx_layer, bert.heads)
+
+
+def test_task_table_names_the_fast_classes_and_transformers_tables():
+    from transformers.models.auto import modeling_auto
+
+    from hf_fast.runtime import modeling
+
+    for task, spec in TASKS.items():
+        assert getattr(modeling, spec["fast_class"]).task == task
+        assert isinstance(getattr(modeling_auto, spec["pipeline_table"]), dict)
+
+
+def _model_type_strings(source: str, names: set[str]) -> list[tuple[int, str]]:
+    """String literals (f-string parts included) that are a model type, or quote one ('... "bert" ...')."""
+    hits = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            v = node.value.strip().lower()
+            if v in names or any(f"'{n}'" in v or f'"{n}"' in v for n in names):
+                hits.append((node.lineno, node.value))
+    return hits
+
+
+def test_no_model_type_string_outside_the_registry():
+    """The exporter, trainer, runtime and benchmarks ask the registry; only hf_fast/models names a model type."""
+    fams = registry.families().values()
+    names = {f.model_type for f in fams} | {a for f in fams for a in f.code_aliases}
+    assert _model_type_strings('x = {"bert": 1}\ny = f"a {z} \'roberta\'"', names) == [(1, "bert"), (2, " 'roberta'")]
+    found = {}
+    for p in sorted((REPO / "hf_fast").rglob("*.py")):
+        if (REPO / "hf_fast" / "models") in p.parents:
+            continue
+        hits = _model_type_strings(p.read_text(encoding="utf-8"), names)
+        if hits:
+            found[str(p.relative_to(REPO))] = hits
+    assert not found, f"model_type strings outside hf_fast/models (read them from the registry): {found}"
