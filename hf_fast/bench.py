@@ -57,10 +57,14 @@ def _runners(folder: Path, fc, runtimes: Sequence[str], threads: int | None, pyt
             if threads:
                 torch.set_num_threads(int(threads))
 
-            def run_pt(f, tm=tm):
+            from hf_fast.models import registry
+
+            fam = registry.find(fc["model_type"])  # the PyTorch model takes its family's graph inputs
+            names = set(fam.inputs if fam is not None else fc["inputs"])
+
+            def run_pt(f, tm=tm, names=names):
                 with torch.inference_mode():
-                    return tm(**{k: torch.from_numpy(v) for k, v in f.items() if k != "token_type_ids"
-                                 or fc["model_type"] == "bert"})
+                    return tm(**{k: torch.from_numpy(v) for k, v in f.items() if k in names})
             out[rt] = run_pt
         else:
             raise ValueError(f"unknown runtime {rt!r}: choose from {', '.join(RUNTIMES)}")

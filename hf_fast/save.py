@@ -23,11 +23,9 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-import types
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
@@ -148,89 +146,63 @@ def _follow_umask(folder: Path) -> None:
         os.chmod(p, mode)
 
 
-# ------------------------------------------------------------------ FastTrainer binding
-class _TrainerBinding:
-    """What ``model.save_fast`` / ``model.push_to_hub`` take from the FastTrainer that trains the model. The
-    trainer is held weakly; tokenizer and train dataset strongly (the trainer holds them too)."""
+# ------------------------------------------------------------------ defaults lent by a trainer
+class SaveDefaults(Protocol):
+    """What ``save_fast`` / ``push_to_hub`` can take from whoever trains the model when the caller leaves it out
+    (hf_fast.training.fast_save.TrainerSaveDefaults is FastTrainer's)."""
 
-    def __init__(self, trainer):
-        self._trainer = weakref.ref(trainer)
-        self.tokenizer = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
-        self.train_dataset = getattr(trainer, "train_dataset", None)
+    tokenizer: Any
 
-    @property
-    def trainer(self):
-        return self._trainer()
+    def block(self, model) -> str | None: ...
 
-    def block(self, model) -> str | None:
-        t = self.trainer
-        if t is not None:
-            try:
-                return t.pruning_callback.block
-            except Exception:
-                pass
-        return _default_block(model)
+    def calibration(self, n: int) -> list: ...
 
-    def calibration(self, n: int):
-        ds = self.train_dataset
-        if ds is None:
-            raise ValueError("this FastTrainer has no train_dataset to calibrate from: pass calibration_dataset=")
-        n = min(int(n), len(ds))
-        rows = ds.select(range(n)) if hasattr(ds, "select") else [ds[i] for i in range(n)]
-        keep = ("input_ids", "attention_mask", "token_type_ids", "text", "sentence", "text_pair", "question",
-                "context", "tokens")
-        return [{k: v for k, v in dict(r).items() if k in keep} for r in rows]
-
-    def metrics(self) -> dict[str, Any]:
-        t = self.trainer
-        out: dict[str, Any] = {}
-        if t is None:
-            return out
-        try:
-            cb = t.pruning_callback
-            if cb.masks is not None:
-                from hf_fast.training.masks import mask_sparsity
-
-                out["sparsity_reached"] = round(float(mask_sparsity(cb.masks)), 4)
-            out["sparsity_target"] = cb.config.sparsity
-        except Exception:
-            pass
-        out.update(t.model_metrics())  # those of the weights held (load_best_model_at_end: the best checkpoint's)
-        return out
+    def metrics(self) -> dict[str, Any]: ...
 
 
-def _bound_save_fast(model, save_directory, calibration_dataset=None, *, num_calibration: int = 256, **kwargs):
-    """``model.save_fast(dir)`` attached by FastTrainer: ``hf_fast.save_fast`` with the trainer's tokenizer,
-    calibration samples from its train dataset, its block shape and its last evaluation metrics."""
-    b: _TrainerBinding = model.__dict__["_hf_fast_binding"]
-    tokenizer = kwargs.pop("tokenizer", None) or b.tokenizer
+def save_fast_with(model, defaults: SaveDefaults, save_directory, calibration_dataset=None, *,
+                   num_calibration: int = 256, **kwargs) -> Path:
+    """``save_fast`` with the tokenizer, ``num_calibration`` calibration samples, block shape and metrics of
+    ``defaults`` wherever the call leaves them out (explicit metrics win over the defaults')."""
+    tokenizer = kwargs.pop("tokenizer", None) or defaults.tokenizer
     if calibration_dataset is None:
-        calibration_dataset = b.calibration(num_calibration)
-    kwargs.setdefault("block", b.block(model))
-    kwargs["metrics"] = {**b.metrics(), **dict(kwargs.get("metrics") or {})}
+        calibration_dataset = defaults.calibration(num_calibration)
+    kwargs.setdefault("block", defaults.block(model))
+    kwargs["metrics"] = {**defaults.metrics(), **dict(kwargs.get("metrics") or {})}
     return save_fast(model, tokenizer, save_directory, calibration_dataset, **kwargs)
 
 
-def _bound_push_to_hub(model, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                       token: str | bool | None = None, revision: str | None = None, create_pr: bool = False,
-                       calibration_dataset=None, measure_speed: bool = False, **save_kwargs):
-    """``model.push_to_hub(repo_id)`` attached by FastTrainer: save_fast into a temporary folder, then upload it
-    (weights, fast artifact, tokenizer, card). Returns huggingface_hub's CommitInfo."""
+def push_to_hub_with(model, defaults: SaveDefaults, repo_id: str, *, commit_message: str | None = None,
+                     private: bool | None = None, token: str | bool | None = None, revision: str | None = None,
+                     create_pr: bool = False, calibration_dataset=None, measure_speed: bool = False, **save_kwargs):
+    """``save_fast_with`` into a temporary folder, then upload it (weights, fast artifact, tokenizer, card).
+    Returns huggingface_hub's CommitInfo."""
     from hf_fast.hub import push_fast_folder
 
     with tempfile.TemporaryDirectory(prefix="hf-fast-push-") as d:
-        folder = _bound_save_fast(model, Path(d) / "fast", calibration_dataset, measure_speed=measure_speed,
-                                  **save_kwargs)
+        folder = save_fast_with(model, defaults, Path(d) / "fast", calibration_dataset, measure_speed=measure_speed,
+                                **save_kwargs)
         return push_fast_folder(folder, repo_id, token=token, private=private, revision=revision,
                                 commit_message=commit_message, create_pr=create_pr)
 
 
-def attach_to_model(model, trainer) -> None:
-    """Give ``model`` the methods ``save_fast(dir)`` and ``push_to_hub(repo_id)`` (which then uploads the fast
-    folder), bound to ``trainer``. Stored on the instance: the model's class is untouched."""
-    object.__setattr__(model, "_hf_fast_binding", _TrainerBinding(trainer))
-    object.__setattr__(model, "save_fast", types.MethodType(_bound_save_fast, model))
-    object.__setattr__(model, "push_to_hub", types.MethodType(_bound_push_to_hub, model))
+def bind_fast_methods(model, defaults: SaveDefaults) -> None:
+    """Give this ``model`` instance ``save_fast(dir)`` and ``push_to_hub(repo_id)`` over ``defaults`` (what
+    FastTrainer does for the model it trains, so ``trainer.model.save_fast("out/")`` needs no tokenizer or samples).
+
+    They are ordinary instance attributes: the class is untouched, and for this instance ``push_to_hub`` uploads the
+    whole fast folder (the transformers checkpoint is part of it) rather than the checkpoint alone;
+    ``type(model).push_to_hub(model, ...)`` still uploads the checkpoint alone."""
+    def save_fast_(save_directory, calibration_dataset=None, **kwargs) -> Path:
+        return save_fast_with(model, defaults, save_directory, calibration_dataset, **kwargs)
+
+    def push_to_hub_(repo_id: str, **kwargs):
+        return push_to_hub_with(model, defaults, repo_id, **kwargs)
+
+    save_fast_.__doc__ = save_fast_with.__doc__
+    push_to_hub_.__doc__ = push_to_hub_with.__doc__
+    model.save_fast = save_fast_
+    model.push_to_hub = push_to_hub_
 
 
 def push_to_hub(model, tokenizer, repo_id: str, calibration_dataset: Any = None, *, token=None,

@@ -175,3 +175,41 @@ def test_trained_model_push_to_hub(hub, trained, tmp_path, tok):
     assert "fast_config.json" in hub.files("tester/trained-fast")
     fm = hf_fast.pipeline("text-classification", model="tester/trained-fast", cache_dir=tmp_path / "c")
     assert len(fm(SENTENCES[:2])) == 2
+
+
+def test_save_module_knows_nothing_of_training():
+    """save.py writes folders; what a trainer lends (tokenizer, samples, block, metrics) comes in through
+    SaveDefaults (hf_fast/training/fast_save.py), so the saving layer never imports the training layer."""
+    import ast
+
+    tree = ast.parse((Path(hf_fast.__file__).parent / "save.py").read_text(encoding="utf-8"))
+    mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in mods if m and m.startswith("hf_fast.training")}, mods
+
+
+def test_trainer_lends_its_defaults_and_methods_to_the_model(tmp_path, tok, monkeypatch):
+    from transformers import TrainingArguments
+
+    from hf_fast.training import FastConfig, FastTrainer, PruningCallback
+
+    model = tiny_model("bert", "text-classification", tok.vocab_size, num_labels=2)
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=1, report_to="none", use_cpu=True)
+    tr = FastTrainer(model=model, args=args, processing_class=tok,
+                     fast_config=FastConfig(sparsity=0.5, block="4x1", end_step=1, frequency=1))
+    # instance methods over the trainer's defaults; the class keeps transformers' push_to_hub
+    assert {"save_fast", "push_to_hub"} <= set(vars(model))
+    assert type(model).push_to_hub is transformers.PreTrainedModel.push_to_hub
+    d = tr.save_defaults
+    assert d.tokenizer is tok and d.block(model) == "4x1"
+    with pytest.raises(ValueError, match="no train_dataset to calibrate from"):
+        model.save_fast(tmp_path / "fast", progress=False)
+    # a bug in the pruning state is not swallowed any more (it used to be, by `except Exception: pass`)
+    cb = tr.pruning_callback
+    monkeypatch.setattr(type(cb), "masks", property(lambda self: {}["boom"]), raising=False)
+    with pytest.raises(KeyError, match="boom"):
+        d.metrics()
+    monkeypatch.undo()
+    # without its PruningCallback the trainer lends the block the model recorded
+    tr.remove_callback(PruningCallback)
+    assert d.block(model) == model.config.hf_fast["block"] == "4x1"

@@ -58,7 +58,7 @@ def test_fast_trainer_best_model_is_a_final_sparsity_checkpoint(tmp_path):
     assert model.config.hf_fast["checkpoint_step"] == 12
     # the card's metrics are those of the model held: the evaluation at step 12 (rank 3), not the last one (5)
     assert tr.model_metrics()["eval_rank"] == 3.0
-    assert model.__dict__["_hf_fast_binding"].metrics()["eval_rank"] == 3.0  # what save_fast's card gets
+    assert tr.save_defaults.metrics()["eval_rank"] == 3.0  # what model.save_fast's card gets
 
 
 def test_fast_trainer_stopped_inside_the_window_keeps_last_model_and_says_so(tmp_path):

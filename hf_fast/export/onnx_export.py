@@ -134,24 +134,27 @@ def _normalise_graph(model_proto) -> dict[str, str]:
 
 
 def export_fp32(model, path: Path, input_names: list[str], output_names: list[str], opset: int = OPSET,
-                check_tol: float = 1e-3, progress: bool = False) -> OnnxExportInfo:
+                check_tol: float = 1e-3, progress: bool = False,
+                dynamic_axes: dict[str, dict[int, str]] | None = None) -> OnnxExportInfo:
     """Trace `model` to `path` (fp32 ONNX, dynamic batch and sequence axes) and self-check it; ``progress``
-    shows the step and its elapsed time (it takes 15 s and more for a BERT-base)."""
+    shows the step and its elapsed time (it takes 15 s and more for a BERT-base). ``dynamic_axes``: the family's
+    (hf_fast.models Family.dynamic_axes); None derives them from the output names and the model's class."""
     from hf_fast.export.progress import step
 
+    if dynamic_axes is None:
+        token_level = output_names != ["logits"] or _is_token_level(model)
+        dynamic_axes = {k: {0: "batch", 1: "sequence"} for k in input_names}
+        for o in output_names:
+            dynamic_axes[o] = {0: "batch", 1: "sequence"} if token_level else {0: "batch"}
     with step("ONNX trace (fp32)", enabled=progress):
-        return _export_fp32(model, path, input_names, output_names, opset, check_tol)
+        return _export_fp32(model, path, input_names, output_names, opset, check_tol, dynamic_axes)
 
 
 def _export_fp32(model, path: Path, input_names: list[str], output_names: list[str], opset: int,
-                 check_tol: float) -> OnnxExportInfo:
+                 check_tol: float, dyn: dict[str, dict[int, str]]) -> OnnxExportInfo:
     import onnx
     import torch
 
-    token_level = output_names != ["logits"] or _is_token_level(model)
-    dyn = {k: {0: "batch", 1: "sequence"} for k in input_names}
-    for o in output_names:
-        dyn[o] = {0: "batch", 1: "sequence"} if token_level else {0: "batch"}
     with _export_mode(model), torch.no_grad():
         dummy = _dummy_inputs(model.config, input_names, batch=2, seq=16, seed=0)
         import warnings

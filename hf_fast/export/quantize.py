@@ -18,7 +18,6 @@ fuses into int8 kernels, and the same file feeds the hf-fast engine.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,17 +25,18 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from hf_fast.export.onnx_export import module_path
+from hf_fast.models.registry import onnx_layer_regex
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-_LAYER_RE = re.compile(r"/(encoder/layer|transformer/layer)\.\d+/")
 
 
 def encoder_linear_matmuls(model_proto) -> list[str]:
-    """Names of the MatMul nodes of encoder-layer Linears (weight = 2-D float initializer)."""
+    """Names of the MatMul nodes of encoder-layer Linears (weight = 2-D float initializer); the encoder layers'
+    node names are each registry family's ``onnx_layer``."""
     inits = {i.name: i for i in model_proto.graph.initializer}
     out = []
     for n in model_proto.graph.node:
-        if n.op_type != "MatMul" or len(n.input) < 2 or not _LAYER_RE.search(n.name):
+        if n.op_type != "MatMul" or len(n.input) < 2 or not onnx_layer_regex().search(n.name):
             continue
         w = inits.get(n.input[1])
         if w is not None and len(w.dims) == 2 and w.data_type == 1:  # FLOAT
@@ -65,7 +65,8 @@ def attention_matmuls(model_proto) -> list[str]:
                                     and producer[p.input[0]].op_type == "Constant"))
 
     return [n.name for n in g.node
-            if n.op_type == "MatMul" and len(n.input) >= 2 and _LAYER_RE.search(n.name) and not constant(n.input[1])]
+            if n.op_type == "MatMul" and len(n.input) >= 2 and onnx_layer_regex().search(n.name)
+            and not constant(n.input[1])]
 
 
 class FeedReader(CalibrationDataReader):

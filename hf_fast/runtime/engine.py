@@ -211,8 +211,9 @@ class NativeEngine:
 
     @classmethod
     def from_onnx(cls, model: onnx.ModelProto, num_heads: int, block: str | None = None,
-                  isa: str = "auto") -> NativeEngine:
-        return cls(build_plan(model, num_heads), block=block, isa=isa)
+                  isa: str = "auto", model_type: str | None = None, task: str | None = None) -> NativeEngine:
+        """model_type / task (fast_config.json): checked against the registry family's rules (plan.build_plan)."""
+        return cls(build_plan(model, num_heads, model_type, task), block=block, isa=isa)
 
     @staticmethod
     def _ids(x, name: str, shape=None) -> np.ndarray:
@@ -282,14 +283,14 @@ class NativeBackend:
             raise ValueError(f"fast_config.json: num_heads must be a positive int, got {heads!r}")
         block = fast_config.get("block")
         self.model_path, self.num_heads = model_path, heads
-        self.engine = self._build(model_path, heads, block, isa, pack_cache)
+        self.engine = self._build(model_path, heads, block, isa, pack_cache, fast_config)
         self.input_names = [i for i in self.engine.plan.inputs]
         self.output_names = list(self.engine.plan.outputs)
         if fast_config.get("outputs") and list(fast_config["outputs"]) != self.output_names:
             raise GraphMatchError(f"fast_config.json lists outputs {fast_config['outputs']} but the graph produces "
                                   f"{self.output_names}")
 
-    def _build(self, model_path, heads: int, block, isa: str, use_cache: bool | None) -> NativeEngine:
+    def _build(self, model_path, heads: int, block, isa: str, use_cache: bool | None, fast_config) -> NativeEngine:
         import logging
         from pathlib import Path
 
@@ -321,7 +322,8 @@ class NativeBackend:
             model = onnx.load(str(Path(model_path)), load_external_data=False)  # one self-contained file
         except Exception as exc:  # protobuf DecodeError and friends
             raise ValueError(f"cannot parse {model_path} as ONNX: {exc}") from exc
-        engine = NativeEngine(build_plan(model, heads), block=block, isa=isa, keep_arrays=key is not None)
+        plan = build_plan(model, heads, fast_config.get("model_type"), fast_config.get("task"))  # registry family
+        engine = NativeEngine(plan, block=block, isa=isa, keep_arrays=key is not None)
         if key is not None:
             written = pack_cache.save(key, engine.plan, engine.packed)
             if self.pack_cache == "off":

@@ -23,6 +23,7 @@ import numpy as np
 
 from hf_fast._deps import torch_or_none
 from hf_fast.export.artifact import load_fast_config
+from hf_fast.models.tasks import TASKS
 from hf_fast.runtime.backends import create_backend
 from hf_fast.runtime.outputs import output_class, to_tensors
 
@@ -51,10 +52,6 @@ def _to_numpy(x: Any, name: str) -> np.ndarray | None:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
-# transformers' task -> model-class-name tables that its pipelines check the model against (check_model_type)
-_TASK_TABLES = {"text-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
-                "token-classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
-                "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"}
 _REGISTERED: set[type] = set()
 MODEL_TYPE = "hf-fast"  # the key of the Fast classes in those tables; no transformers config has this model type
 
@@ -68,9 +65,10 @@ def register_with_transformers(cls: type) -> None:
     instead, which registration does not reach. The Fast classes go into those tables under the model type
     "hf-fast": no config maps to it, so AutoModel lookups never see the entry, and transformers' other readers
     of the tables (model cards' task inference) take the Fast class for a model of its task, which it is."""
-    table_name = _TASK_TABLES.get(getattr(cls, "task", ""))
-    if table_name is None:
+    spec = TASKS.get(getattr(cls, "task", ""))
+    if spec is None:
         return
+    table_name = str(spec["pipeline_table"])  # transformers' task table its pipelines check the model against
     try:
         from transformers.models.auto import modeling_auto
     except ImportError:  # a transformers without the model tables (no torch): no pipeline to satisfy either
@@ -143,8 +141,6 @@ class FastModel:
             fc = load_fast_config(path, verify=verify)
         except ArtifactError as exc:
             if (path / "config.json").is_file() and not (path / "fast_config.json").exists():
-                from hf_fast.export.tasks import TASKS
-
                 auto = TASKS[cls.task]["auto_class"] if cls.task in TASKS else "AutoModelFor<Task>"
                 raise ArtifactError(
                     f"{str(path)!r} is a transformers checkpoint, not an hf-fast folder (no fast_config.json). Make "
@@ -153,9 +149,7 @@ class FastModel:
                     f"`hf-fast export -m {path} -o out_dir --calibration texts.txt`") from exc
             raise
         if cls.task and fc["task"] != cls.task:
-            want = {"text-classification": "FastModelForSequenceClassification",
-                    "question-answering": "FastModelForQuestionAnswering",
-                    "token-classification": "FastModelForTokenClassification"}.get(fc["task"], "?")
+            want = TASKS[fc["task"]]["fast_class"] if fc["task"] in TASKS else "?"
             raise ValueError(f"{str(path)!r} holds a {fc['task']!r} model; load it with {want}, not {cls.__name__}")
         if not (path / "config.json").is_file():
             raise ValueError(f"{str(path)!r}: config.json is missing")

@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hf_fast.models import registry
 from hf_fast.runtime.graph import FakeQuant, GraphMatchError, LogicalGraph, QuantWeight
 
 if TYPE_CHECKING:  # annotations only (see graph.py)
     import onnx
+
+    from hf_fast.models.spec import Family
 
 # the inputs the matchers index without further checks, per op (at least this many, all named)
 _ARITY = {"MatMul": 2, "Mul": 2, "Add": 2, "Div": 2, "Sub": 2, "Gather": 2, "Gemm": 2, "Slice": 3, "Where": 3,
@@ -299,7 +302,10 @@ def _find_downstream(g: LogicalGraph, starts: list[str], op: str, limit: int = 4
 
 
 # ------------------------------------------------------------------ embeddings
-def _match_embeddings(g: LogicalGraph, input_ids: str) -> tuple[EmbeddingPlan, str]:
+def _match_embeddings(g: LogicalGraph, input_ids: str, family: Family | None = None) -> tuple[EmbeddingPlan, str]:
+    """The embedding sum and its LayerNorm. ``family`` (the registry entry of fast_config.json "model_type") says
+    whether positions are absolute or padding-offset; without it (an artifact of an unknown model type) a position
+    table whose ids are computed from input_ids is taken for RoBERTa's padding offset."""
     gathers = [n for n in g.nodes if n.op_type == "Gather" and len(n.input) == 2 and n.input[0] in g.consts
                and g.consts[n.input[0]].ndim == 2
                and np.issubdtype(g.consts[n.input[0]].dtype, np.floating)]
@@ -331,21 +337,36 @@ def _match_embeddings(g: LogicalGraph, input_ids: str) -> tuple[EmbeddingPlan, s
             raise GraphMatchError(f"embeddings: unexpected {p.op_type} node {p.name!r} in the embedding sum")
     position = token_type = padding_idx = None
     tt_input = "token_type_ids" if "token_type_ids" in g.inputs else None
+    rule = family.engine.position if family is not None else None
     for n in tables.values():
         if n is word:
             continue
         table = g.consts[n.input[0]]
+        from_ids = g.depends_on_input(n.input[1], input_ids)
         if tt_input and g.depends_on_input(n.input[1], tt_input):
             token_type = table
-        elif g.depends_on_input(n.input[1], input_ids) and "position" in n.input[0]:
+        elif rule is None and from_ids and "position" in n.input[0]:  # unknown family: detected
             padding_idx = _roberta_padding_idx(g, input_ids)
             position = table[padding_idx + 1:]
         elif "token_type" in n.input[0]:
             token_type = table  # buffered all-zero token types: the engine uses type 0
+        elif rule == "padding-offset":
+            if not from_ids:
+                raise GraphMatchError(f"embeddings: {family.description} positions count real tokens (padding "
+                                      f"offset), but the ids of position table {n.input[0]!r} do not depend on "
+                                      "input_ids")
+            padding_idx = _roberta_padding_idx(g, input_ids)
+            position = table[padding_idx + 1:]
+        elif rule == "absolute" and from_ids:
+            raise GraphMatchError(f"embeddings: {family.description} has absolute positions, but the ids of table "
+                                  f"{n.input[0]!r} are computed from input_ids")
         else:
             position = table
     if position is None:
         raise GraphMatchError("embeddings: no position embedding table found")
+    if family is not None and (token_type is not None) != family.engine.token_types:
+        want, got = ("a", "no") if family.engine.token_types else ("no", "a")
+        raise GraphMatchError(f"embeddings: {family.description} adds {want} token-type embedding, the graph {got}")
     wt = g.consts[word.input[0]].astype(np.float32)
     return EmbeddingPlan(wt, position.astype(np.float32),
                          None if token_type is None else token_type.astype(np.float32), _ln_plan(g, ln),
@@ -600,8 +621,14 @@ def _match_head(g: LogicalGraph, x: str) -> tuple[list[HeadOp], dict[str, tuple[
     raise GraphMatchError("task head: graph output not reached")
 
 
-def build_plan(model: onnx.ModelProto, num_heads: int) -> EncoderPlan:
-    """Match the whole graph; raises GraphMatchError naming the first thing that does not fit."""
+def build_plan(model: onnx.ModelProto, num_heads: int, model_type: str | None = None,
+               task: str | None = None) -> EncoderPlan:
+    """Match the whole graph; raises GraphMatchError naming the first thing that does not fit.
+
+    ``model_type`` / ``task`` (fast_config.json): the registry family's position rule and token types, and its head
+    program for the task, are checked against what the graph computes. An artifact without them, or of a model type
+    the registry does not know, is matched by detection alone."""
+    family = registry.find(model_type)
     g = LogicalGraph(model)
     if "input_ids" not in g.inputs:
         raise GraphMatchError(f"graph inputs {g.inputs} lack 'input_ids'")
@@ -613,7 +640,7 @@ def build_plan(model: onnx.ModelProto, num_heads: int) -> EncoderPlan:
     if bad is not None:  # a rewired node: refused here rather than misread by the matchers below
         raise GraphMatchError(f"{bad.op_type} {bad.name!r} has inputs {list(bad.input)}, expected at least "
                               f"{_ARITY[bad.op_type]}")
-    emb, x = _match_embeddings(g, "input_ids")
+    emb, x = _match_embeddings(g, "input_ids", family)
     hidden = emb.word.shape[1]
     if hidden % num_heads:
         raise GraphMatchError(f"hidden size {hidden} is not divisible by num_heads={num_heads}")
@@ -627,6 +654,10 @@ def build_plan(model: onnx.ModelProto, num_heads: int) -> EncoderPlan:
     if not layers:
         raise GraphMatchError("no encoder layer found after the embeddings")
     head, outputs, token_level = _match_head(g, x)
+    want = family.heads.get(task) if family is not None and task else None
+    if want is not None and tuple(op.kind for op in head) != want.ops:
+        raise GraphMatchError(f"task head: {family.description}'s {task} head is {'/'.join(want.ops)} "
+                              f"({', '.join(want.modules)}), the graph computes {'/'.join(op.kind for op in head)}")
     missing = [o for o in g.outputs if o not in outputs]
     if missing:
         raise GraphMatchError(f"graph outputs {missing} are not produced by a recognised task head")

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hf_fast.models import registry
+from hf_fast.models.spec import default_layer_map
 from hf_fast.training.config import DistillConfig
 
 HEAD_SUFFIXES = ("ForSequenceClassification", "ForQuestionAnswering", "ForTokenClassification", "ForMaskedLM",
@@ -39,20 +41,21 @@ def head_kind(model) -> str | None:
 
 
 def _n_layers(cfg) -> int | None:
-    return getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layers", None)
+    return registry.config_value(cfg, "num_layers")
 
 
 def _hidden(cfg) -> int | None:
-    return getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", None)
+    return registry.config_value(cfg, "hidden_size")
 
 
 def _heads(cfg) -> int | None:
-    return getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads", None)
+    return registry.config_value(cfg, "num_heads")
 
 
-def default_layer_map(n_student: int, n_teacher: int) -> dict[int, int]:
-    """Student layer i -> teacher layer (i + 1) * Lt // Ls - 1 (the last layers always match)."""
-    return {i: (i + 1) * n_teacher // n_student - 1 for i in range(n_student)}
+def _layer_map(student_cfg, n_student: int, n_teacher: int) -> dict[int, int]:
+    """The student family's teacher layer map (registry), the default one for a model type it does not know."""
+    fam = registry.find(getattr(student_cfg, "model_type", None))
+    return fam.layer_map(n_student, n_teacher) if fam is not None else default_layer_map(n_student, n_teacher)
 
 
 def check_teacher_compatible(student, teacher, config: DistillConfig) -> dict[int, int]:
@@ -69,7 +72,7 @@ def check_teacher_compatible(student, teacher, config: DistillConfig) -> dict[in
         raise ValueError(f"teacher and student heads do not match: student num_labels={sc.num_labels}, "
                          f"teacher num_labels={tc.num_labels}")
     ls, lt = _n_layers(sc), _n_layers(tc)
-    lmap = config.layer_map or (default_layer_map(ls, lt) if ls and lt else {})
+    lmap = config.layer_map or (_layer_map(sc, ls, lt) if ls and lt else {})
     if config.hidden_weight > 0 or config.attention_weight > 0:
         bad = {s: t for s, t in lmap.items() if not (0 <= s < ls and 0 <= t < lt)}
         if bad:

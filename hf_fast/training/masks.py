@@ -12,15 +12,14 @@ import torch
 from torch import nn
 
 from hf_fast.blocks import check_divides, expand_block_mask, parse_block
+from hf_fast.models import registry
 
-# Encoder Linear layers per architecture family: (family, regex over the full module path).
-ENCODER_LINEAR_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("bert/roberta/minilm",
-     r"(?:^|\.)encoder\.layer\.(\d+)\.(attention\.self\.(?:query|key|value)|attention\.output\.dense"
-     r"|intermediate\.dense|output\.dense)$"),
-    ("distilbert",
-     r"(?:^|\.)transformer\.layer\.(\d+)\.(attention\.(?:q_lin|k_lin|v_lin|out_lin)|ffn\.(?:lin1|lin2))$"),
-)
+
+def _patterns(model: nn.Module) -> dict[str, str]:
+    """model_type -> module-path regex of the prunable encoder Linears: the model's own family's (registry), or every
+    family's for a model type the registry does not know (a custom wrapper around a supported encoder)."""
+    fam = registry.find(getattr(getattr(model, "config", None), "model_type", None))
+    return {fam.model_type: fam.prunable_linears} if fam is not None else registry.prunable_patterns()
 
 
 def find_prunable_linears(model: nn.Module, include: Sequence[str] = (), exclude: Sequence[str] = ()
@@ -30,7 +29,8 @@ def find_prunable_linears(model: nn.Module, include: Sequence[str] = (), exclude
     Raises ValueError naming the searched patterns when the model has none of them.
     """
     found: dict[str, nn.Linear] = {}
-    pats = [re.compile(p) for _, p in ENCODER_LINEAR_PATTERNS]
+    families = _patterns(model)
+    pats = [re.compile(p) for p in families.values()]
     inc = [re.compile(p) for p in include]
     exc = [re.compile(p) for p in exclude]
     for name, mod in model.named_modules():
@@ -40,10 +40,10 @@ def find_prunable_linears(model: nn.Module, include: Sequence[str] = (), exclude
             if not any(p.search(name) for p in exc):
                 found[name] = mod
     if not any(any(p.search(n) for p in pats) for n in found):
-        searched = "; ".join(f"{fam}: {p}" for fam, p in ENCODER_LINEAR_PATTERNS)
+        searched = "; ".join(f"{fam}: {p}" for fam, p in families.items())
+        supported = ", ".join(f.description for f in registry.families().values())
         raise ValueError(f"no encoder Linear layers found in {type(model).__name__} (searched module paths: "
-                         f"{searched}). Supported: BERT, RoBERTa, MiniLM, DistilBERT; pass include=[regex] "
-                         "for another architecture")
+                         f"{searched}). Supported: {supported}; pass include=[regex] for another architecture")
     return found
 
 

@@ -69,9 +69,11 @@ class FastTrainer(Trainer):
             callbacks.append(QATCallback(start, fast_config.include, fast_config.exclude))
         super().__init__(model, args, *pos, callbacks=callbacks, **kwargs)
         record_on_model(model, pruning)
-        from hf_fast.save import attach_to_model
+        from hf_fast.save import bind_fast_methods
+        from hf_fast.training.fast_save import TrainerSaveDefaults
 
-        attach_to_model(model, self)  # model.save_fast(dir), model.push_to_hub(repo) with the fast artifact
+        self.save_defaults = TrainerSaveDefaults(self)  # tokenizer, calibration, block and metrics of this run
+        bind_fast_methods(model, self.save_defaults)  # model.save_fast(dir), model.push_to_hub(repo): the fast folder
         self._hf_fast_resume_dir: str | None = None
         if teacher is not None:
             teacher.eval()
@@ -189,9 +191,11 @@ class FastTrainer(Trainer):
     def save_fast(self, save_directory: str | None = None, calibration_dataset=None, **kwargs):
         """Fast artifact + ``save_pretrained`` files + tokenizer + card in one folder (default
         ``<output_dir>/fast``); calibration from the train dataset, block and metrics from this run."""
+        from hf_fast.save import save_fast_with
+
         record_on_model(self.model, self.pruning_callback)
-        return self.model.save_fast(save_directory or os.path.join(self.args.output_dir, "fast"),
-                                    calibration_dataset, **kwargs)
+        out = save_directory or os.path.join(self.args.output_dir, "fast")
+        return save_fast_with(self.model, self.save_defaults, out, calibration_dataset, **kwargs)
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
                     token: str | None = None, revision: str | None = None, private: bool | None = None,
@@ -200,15 +204,16 @@ class FastTrainer(Trainer):
         with measure_speed=True, speed) to ``repo_id`` (default ``args.hub_model_id``, else the name of
         ``output_dir``). Returns the CommitInfo. ``blocking`` is accepted for signature compatibility; the upload
         is always synchronous."""
-        from hf_fast.save import _bound_push_to_hub
+        from hf_fast.save import push_to_hub_with
 
         record_on_model(self.model, self.pruning_callback)
         repo_id = repo_id or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
         if self.args.hub_private_repo is not None and private is None:
             private = self.args.hub_private_repo
-        return _bound_push_to_hub(self.model, repo_id, commit_message=commit_message, private=private,
-                                  token=token or self.args.hub_token, revision=revision or self.args.hub_revision,
-                                  calibration_dataset=calibration_dataset, measure_speed=measure_speed, **kwargs)
+        return push_to_hub_with(self.model, self.save_defaults, repo_id, commit_message=commit_message,
+                                private=private, token=token or self.args.hub_token,
+                                revision=revision or self.args.hub_revision, calibration_dataset=calibration_dataset,
+                                measure_speed=measure_speed, **kwargs)
 
     # -- loss ---------------------------------------------------------------------------------------------
     def _teacher_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
