@@ -8,7 +8,8 @@
 4. export: sparse int8 ONNX fast artifact (hf_fast.export), the same file for both runtimes
 5. run: accuracy, latency and size in the hf-fast engine and in ONNX Runtime; table + plot in demo_out/
 
-~10 minutes on 2 cores; the full recipe trains longer on all the data (the last line printed says how).
+13.7 min on the 2 shared cores here with other jobs running (README); the full recipe trains longer on all the data
+(the last line printed says how).
 """
 from __future__ import annotations
 
