@@ -26,6 +26,19 @@ void hf_linear_free(hf_linear *l) {
     hf_free(l);
 }
 
+/* A zeroed hf_linear with its shape and kernel set, or NULL when out of memory (pack and deserialize share it). */
+static hf_linear *linear_new(int isa, int br, int bc, int64_t N, int64_t K) {
+    hf_linear *l = (hf_linear *)hf_alloc(sizeof *l);
+    if (!l) return NULL;
+    memset(l, 0, sizeof *l);
+    l->isa = isa;
+    l->br = br;
+    l->bc = bc;
+    l->N = N;
+    l->K = K;
+    return l;
+}
+
 int hf_linear_pack(int isa, int block_rows, int block_cols, int64_t N, int64_t K, const int8_t *W, int64_t ldw,
                    const float *w_scale, const float *bias, hf_linear **out) {
     hf_linear *l;
@@ -41,14 +54,8 @@ int hf_linear_pack(int isa, int block_rows, int block_cols, int64_t N, int64_t K
             return hf_fail(HF_EINVAL, "linear_pack: w_scale[%lld] or bias[%lld] is not finite", (long long)n,
                            (long long)n);
     if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
-    l = (hf_linear *)hf_alloc(sizeof *l);
+    l = linear_new(isa, block_rows, block_cols, N, K);
     if (!l) return hf_fail(HF_ENOMEM, "linear_pack: out of memory");
-    memset(l, 0, sizeof *l);
-    l->isa = isa;
-    l->br = block_rows;
-    l->bc = block_cols;
-    l->N = N;
-    l->K = K;
     if (block_rows == 0 && block_cols == 0) rc = hf_dense_pack(isa, N, K, W, ldw, &l->dn);
     else rc = hf_sparse_pack(isa, block_rows, block_cols, N, K, W, ldw, &l->sp);
     if (rc != HF_OK) {
@@ -393,14 +400,8 @@ int hf_linear_deserialize(const void *buf, int64_t size, hf_linear **out) {
     if (size != need)
         return hf_fail(HF_EFORMAT, "linear_deserialize: %lld bytes, expected %lld (truncated or padded)",
                        (long long)size, (long long)need);
-    l = (hf_linear *)hf_alloc(sizeof *l);
+    l = linear_new(isa, br, bc, N, K);
     if (!l) return hf_fail(HF_ENOMEM, "linear_deserialize: out of memory");
-    memset(l, 0, sizeof *l);
-    l->isa = isa;
-    l->br = br;
-    l->bc = bc;
-    l->N = N;
-    l->K = K;
     l->colsum = (int32_t *)hf_alloc((size_t)N * 4);
     l->w_scale = (float *)hf_alloc((size_t)N * 4);
     l->bias = h[SER_BIAS] ? (float *)hf_alloc((size_t)N * 4) : NULL;
