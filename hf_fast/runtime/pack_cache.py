@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_fast.export.artifact import sha256_file
 from hf_fast.runtime import graph, plan
 
 logger = logging.getLogger(__name__)
@@ -61,14 +62,6 @@ def cache_dir() -> Path:
     return Path(base) / "packed"
 
 
-def _sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
 _engine_version: str | None = None
 
 
@@ -82,7 +75,7 @@ def engine_version() -> str:
         files = [sys.modules["hf_fast._native"].__file__] + [sys.modules[m].__file__ for m in _ENGINE_MODULES
                                                              if m in sys.modules]
         for f in files:
-            h.update(_sha256_file(f).encode())
+            h.update(sha256_file(f).encode())
         _engine_version = h.hexdigest()
     return _engine_version
 
