@@ -100,9 +100,16 @@ def main(argv=None):
                     help="export with int8 attention (QDQ on q.k^T and p.v; artifacts named *_int8_qa)")
     ap.add_argument("--ort-exact", action="store_true", help="also run ONNX Runtime with graph optimisations off "
                     "(ORT_DISABLE_ALL: the exact QDQ arithmetic of the file) and report the engine against it")
+    ap.add_argument("--augment-qa", default=None, metavar="JSON",
+                    help='data.augment_qa for the distilled student (hf_fast.training.qa_augment), e.g. '
+                         '\'{"other_paragraphs": 1, "strides": [[192, 64]]}\'; "{}" turns the recipe\'s off')
+    ap.add_argument("--alpha", type=float, default=None, help="fast_config.distill.alpha (KL weight; an augmented "
+                    "run is KL only whatever this says: its features have no labels)")
     ap.add_argument("--calibration-size", type=int, default=128)
     ap.add_argument("--eval-batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None, help="torch / engine / ORT threads (default: all cores)")
+    ap.add_argument("--bf16", action="store_true", help="train teacher and students under bf16 autocast (fp32 master "
+                    "weights; 1.4-1.7x faster steps on CPUs with AVX512_BF16/AMX)")
     from hf_fast.training.run_recipe import add_pruning_arguments, pruning_overrides
 
     add_pruning_arguments(ap)
@@ -136,6 +143,8 @@ def main(argv=None):
         for k in ("training_args", "teacher_training_args"):
             ov[k].update(save_strategy="no", eval_strategy="no")
             ov[k]["logging_steps"] = max(1, min(25, (a.max_steps or a.teacher_max_steps) // 4))
+    if a.bf16:
+        ov["training_args"]["bf16"] = ov["teacher_training_args"]["bf16"] = True
     if a.epochs is not None:
         ov["training_args"]["num_train_epochs"] = a.epochs
     if a.teacher_epochs is not None:
@@ -152,6 +161,10 @@ def main(argv=None):
     if a.block:
         ov["fast_config"]["block"] = a.block
     ov["fast_config"].update(pruning_overrides(a))
+    if a.augment_qa is not None:
+        ov["data"]["augment_qa"] = json.loads(a.augment_qa)
+    if a.alpha is not None:
+        ov["fast_config"].setdefault("distill", {})["alpha"] = a.alpha
     r = load_recipe(a.recipe, overrides=ov, base_dir=REPO)
     if r.task != "question-answering":
         raise SystemExit(f"{a.recipe}: task is {r.task!r}, this script runs question-answering recipes")
@@ -174,6 +187,13 @@ def main(argv=None):
     log(f"[data] train {len(tr_ex)} questions -> {len(train_ds)} features; eval {len(ev_ex)} questions -> "
         f"{len(eval_ds)} features ({eval_set}: {titles}); max_length {ml} doc_stride {stride}")
     collator = DataCollatorWithPadding(tok)
+    from hf_fast.training.qa_augment import distillation_dataset
+
+    t_aug = time.time()
+    distill_ds, aug_counts = distillation_dataset(r.data.get("augment_qa"), tr_ex, train_ds, tok, ml, stride)
+    if distill_ds is not train_ds:
+        log(f"[augment] distillation set {len(distill_ds)} features {aug_counts} ({time.time() - t_aug:.0f}s)")
+        a.skip_no_distill = True  # augmented features carry no labels: only the distilled student can use them
 
     def score(start, end):
         preds = postprocess_qa_predictions(ev_ex, eval_ds, start, end, n_best=20, max_answer_length=30)
@@ -192,6 +212,7 @@ def main(argv=None):
                "data": {**{k: v for k, v in r.data.items()}, "max_length": ml, "doc_stride": stride},
                "eval_set": eval_set, "eval_articles": titles, "eval_questions": len(ev_ex),
                "eval_features": len(eval_ds), "train_questions": len(tr_ex), "train_features": len(train_ds),
+               "distillation_features": aug_counts,
                "postprocess": {"n_best": 20, "max_answer_length": 30},
                "machine": {"cpus": os.cpu_count(), "threads": threads, "platform": platform.platform(),
                            "loadavg_start": os.getloadavg()},
@@ -263,7 +284,7 @@ def main(argv=None):
         args.output_dir = str(root / name)
         s_lr = args.learning_rate
         ft = FastTrainer(model=student, teacher=teacher if distil else None, args=args, fast_config=r.fast_config,
-                         train_dataset=train_ds, data_collator=collator)
+                         train_dataset=distill_ds if distil else train_ds, data_collator=collator)
         ft.train()
         t_train = time.time() - t1
         cb = ft.pruning_callback

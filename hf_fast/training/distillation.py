@@ -5,7 +5,7 @@ hidden-state / attention MSE over a layer map.
            + hidden_weight * mean_l MSE(h_s[l], h_t[map[l]]) + attention_weight * mean_l MSE(a_s[l], a_t[map[l]])
 
 The KL is summed over classes and averaged over examples (classification), over examples for each of the
-start/end distributions and then over the two (question answering), or over labelled tokens (token
+start/end distributions (padding left out) and then over the two (question answering), or over labelled tokens (token
 classification; tokens with label -100, else padding, are left out). ``hard`` is the student's own loss
 (``outputs.loss``); without labels the KL term gets the whole weight.
 """
@@ -125,10 +125,16 @@ class DistillationLoss(nn.Module):
             if s_start is None or t_start is None:
                 raise ValueError("teacher and student heads do not match: only one returns start/end logits")
             terms = []
+            mask = inputs.get("attention_mask") if inputs is not None else None
             for k in ("start_logits", "end_logits"):
                 s, t = _get(student_outputs, k), _get(teacher_outputs, k)
                 if s.shape != t.shape:
                     raise ValueError(f"teacher and student {k} shapes differ: {tuple(s.shape)} vs {tuple(t.shape)}")
+                if mask is not None and mask.shape == s.shape:
+                    # padding is never an answer: its logits (which depend on how far a batch was padded) stay
+                    # out of both distributions
+                    pad = mask == 0
+                    s, t = s.float().masked_fill(pad, -1e4), t.float().masked_fill(pad, -1e4)
                 terms.append(_kl_rows(s, t, T).mean())
             return (terms[0] + terms[1]) / 2 * T * T
         s, t = _get(student_outputs, "logits"), _get(teacher_outputs, "logits")

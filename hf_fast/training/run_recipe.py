@@ -104,12 +104,20 @@ class _Data:
                 self.eval_ds = qa_data.qa_eval_dataset(ev, tok, ml, stride)
             else:
                 raise ValueError(f"question-answering recipes read squad-json or hub data, not {spec['format']!r}")
+            from hf_fast.training.qa_augment import distillation_dataset
+
+            # the distilled student's set: the teacher labels augmented inputs too (data.augment_qa)
+            self.distill_train_ds, self.augment_counts = distillation_dataset(
+                spec.get("augment_qa"), self.train_ex, self.train_ds, tok, ml, stride)
             self.collator = DataCollatorWithPadding(tok)
             self.eval_arrays = qa_data.feature_arrays(self.eval_ds)
             self.calibration = [{c: self.train_ds[i][c] for c in ("input_ids", "attention_mask", "token_type_ids")
                                  if c in self.train_ds.column_names} for i in range(min(256, len(self.train_ds)))]
         else:
             from hf_fast.training.data import classification_datasets
+
+            if spec.get("augment_qa"):
+                raise ValueError("data.augment_qa is for question-answering recipes (classification: data.augment)")
 
             if eval_limit:
                 spec = {**spec, "eval_limit": int(eval_limit)}
@@ -122,9 +130,12 @@ class _Data:
             self.eval_arrays = {c: np.asarray(self.eval_ds[c], dtype=np.int64) for c in cols}
             self.labels = np.asarray(self.eval_ds["labels"])
             self.calibration = [{c: self.train_ds[i][c] for c in cols} for i in range(min(256, len(self.train_ds)))]
+            self.distill_train_ds, self.augment_counts = self.train_ds, None
 
     def __repr__(self):
-        return f"train {len(self.train_ds)} eval {len(self.eval_ds)} ({self.task})"
+        aug = f" (distillation set {len(self.distill_train_ds)}: {self.augment_counts})" \
+            if self.distill_train_ds is not self.train_ds else ""
+        return f"train {len(self.train_ds)}{aug} eval {len(self.eval_ds)} ({self.task})"
 
     # ---- evaluation of any runner: feed dict of int64 [b, s] -> model output with logits / start+end logits
     def score(self, run: Callable[[dict[str, np.ndarray]], Any], desc: str, batch_size: int = 32,
@@ -242,7 +253,8 @@ def run_recipe(recipe: str | Path, *, overrides: dict[str, Any] | None = None,
         args = r.training_args
         args.output_dir = str(root / name)
         ft = FastTrainer(model=student, teacher=teacher_model if distil else None, args=args,
-                         fast_config=r.fast_config, train_dataset=data.train_ds, data_collator=data.collator,
+                         fast_config=r.fast_config, train_dataset=data.distill_train_ds if distil else data.train_ds,
+                         data_collator=data.collator,
                          processing_class=tok)
         ft.train()
         ev = data.score(_torch_runner(student), f"eval {name}", progress=progress)
