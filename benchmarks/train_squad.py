@@ -122,7 +122,7 @@ def main(argv=None):
     from hf_fast.blocks import overall_sparsity
     from hf_fast.training import FastTrainer
     from hf_fast.training.masks import find_prunable_linears
-    from hf_fast.training.metrics import squad_metric
+    from hf_fast.training.metrics import paired_difference, squad_metric, squad_scores
     from hf_fast.training.qa_data import (
         answer_agreement,
         feature_arrays,
@@ -195,9 +195,21 @@ def main(argv=None):
         log(f"[augment] distillation set {len(distill_ds)} features {aug_counts} ({time.time() - t_aug:.0f}s)")
         a.skip_no_distill = True  # augmented features carry no labels: only the distilled student can use them
 
-    def score(start, end):
+    per_question = {}  # (run, "fp32" | backend) -> {question id: F1 in [0, 1]}, for paired differences
+
+    def score(start, end, key=None):
         preds = postprocess_qa_predictions(ev_ex, eval_ds, start, end, n_best=20, max_answer_length=30)
-        return preds, squad_metric(*squad_predictions_and_references(ev_ex, preds))
+        pr = squad_predictions_and_references(ev_ex, preds)
+        if key is not None:
+            per_question[key] = {k: f for k, (_, f) in squad_scores(*pr).items()}
+        return preds, squad_metric(*pr)
+
+    def paired_vs(key, ref_key):
+        """100 x (mean, standard error) of the per-question F1 difference key - ref_key (None if either is missing)."""
+        if key not in per_question or ref_key not in per_question:
+            return None
+        m, se = paired_difference(per_question[key], per_question[ref_key])
+        return [100 * m, 100 * se]
 
     def torch_runner(model):
         model.eval()
@@ -247,7 +259,7 @@ def main(argv=None):
         tok.save_pretrained(tdir)
     t_train = time.time() - t0
     st, en, t_eval = predict_logits(torch_runner(teacher), ev_arr, a.eval_batch)
-    preds_fp32["teacher_dense"], m = score(st, en)
+    preds_fp32["teacher_dense"], m = score(st, en, ("teacher_dense", "fp32"))
     old = prev_runs.get("teacher_dense", {}) if tsteps is None else {}
     old = old if old.get("dir") and Path(old["dir"]).resolve() == Path(tdir).resolve() else {}
     results["runs"]["teacher_dense"] = {**old, "exact_match": m["exact_match"], "f1": m["f1"], "dir": tdir,
@@ -271,7 +283,7 @@ def main(argv=None):
             block = a.block or r.fast_config.block
             overall, sp = overall_sparsity(find_prunable_linears(student), block)
             st, en, t_eval = predict_logits(torch_runner(student), ev_arr, a.eval_batch)
-            preds_fp32[name], m = score(st, en)
+            preds_fp32[name], m = score(st, en, (name, "fp32"))
             results["runs"][name] = {**prev_runs.get(name, {}), "exact_match": m["exact_match"], "f1": m["f1"],
                                      "dir": fdir, "block": block, "distillation": distil,
                                      "sparsity_overall": overall,
@@ -292,7 +304,7 @@ def main(argv=None):
         ft.save_model(fdir)
         tok.save_pretrained(fdir)
         st, en, t_eval = predict_logits(torch_runner(student), ev_arr, a.eval_batch)
-        preds_fp32[name], m = score(st, en)
+        preds_fp32[name], m = score(st, en, (name, "fp32"))
         results["runs"][name] = {"exact_match": m["exact_match"], "f1": m["f1"], "dir": fdir, "block": cb.block,
                                  "distillation": distil, "sparsity_overall": overall,
                                  "sparsity_min_layer": min(sp.values()), "steps": ft.state.global_step,
@@ -335,7 +347,10 @@ def main(argv=None):
                     return o.start_logits.numpy(), o.end_logits.numpy()
                 st, en, t_eval = predict_logits(run_fast, ev_arr, a.eval_batch)
                 logits[backend] = (st, en)
-                preds[backend], m = score(st, en)
+                preds[backend], m = score(st, en, (name, backend))
+                run[f"int8_{backend}_f1_paired_vs_teacher_fp32"] = paired_vs((name, backend), ("teacher_dense", "fp32"))
+                run[f"int8_{backend}_f1_paired_vs_teacher_int8"] = paired_vs((name, backend),
+                                                                             ("teacher_dense", backend))
                 run[f"int8_{backend}_exact_match"] = m["exact_match"]
                 run[f"int8_{backend}_f1"] = m["f1"]
                 run[f"int8_{backend}_eval_s"] = t_eval
@@ -371,6 +386,10 @@ def main(argv=None):
               f"{v.get('int8_onnxruntime_exact_match', nan):.2f} / {v.get('int8_onnxruntime_f1', nan):.2f} | "
               f"{v.get('engine_vs_ort_answer_agreement', nan):.2f}% | "
               f"{v.get('engine_vs_ort_max_logit_diff', nan):.3g} |")
+    for k, v in results["runs"].items():
+        d = v.get("int8_native_f1_paired_vs_teacher_fp32")
+        if d and k != "teacher_dense":
+            print(f"- {k}: int8 engine F1 - teacher fp32 F1 = {d[0]:+.2f} +- {d[1]:.2f} (paired, per question)")
     print(f"\n{len(ev_ex)} questions ({len(eval_ds)} features) of {eval_set}; train {len(tr_ex)} questions "
           f"({len(train_ds)} features); max_length {ml}, doc_stride {stride}; wall {results['wall_s'] / 60:.1f} min")
     print(f"results: {out_json}")

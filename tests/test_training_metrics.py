@@ -45,3 +45,18 @@ def test_paired_statistics():
     assert lo < 0.8 < hi and hi - lo == pytest.approx(0.035, abs=0.001)
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+
+
+def test_squad_scores_and_paired_difference():
+    from hf_fast.training.metrics import paired_difference, squad_scores
+
+    preds = [{"id": "1", "prediction_text": "Denver Broncos"}, {"id": "2", "prediction_text": "in 1990"}]
+    refs = [{"id": "1", "answers": {"text": ["Denver Broncos"], "answer_start": [0]}},
+            {"id": "2", "answers": {"text": ["1990", "the year 1990"], "answer_start": [0, 0]}}]
+    s = squad_scores(preds, refs)
+    assert s == {"1": (1.0, 1.0), "2": (0.0, pytest.approx(2 / 3))}
+    # differences 0.5, -0.5, 0.3: mean 0.1, sample sd sqrt(((.4)^2 + (.6)^2 + (.2)^2) / 2) = sqrt(0.28)
+    m, se = paired_difference({"a": 1.0, "b": 0.0, "c": 0.8, "only_a": 9.0}, {"a": 0.5, "b": 0.5, "c": 0.5})
+    assert m == pytest.approx(0.1) and se == pytest.approx((0.28 ** 0.5) / 3 ** 0.5)
+    with pytest.raises(ValueError, match="shared keys"):
+        paired_difference({"a": 1.0}, {"a": 0.0})

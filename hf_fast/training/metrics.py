@@ -34,19 +34,39 @@ def f1_score(prediction: str, ground_truth: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_metric(predictions: Sequence[Mapping], references: Sequence[Mapping]) -> dict[str, float]:
-    """predictions: [{"id", "prediction_text"}]; references: [{"id", "answers": {"text": [...]}}]
-    -> {"exact_match": %, "f1": %} like ``evaluate.load("squad").compute``."""
+def squad_scores(predictions: Sequence[Mapping], references: Sequence[Mapping]) -> dict[str, tuple[float, float]]:
+    """Per question ``{id: (exact_match, f1)}`` in [0, 1], each the max over the gold answers (for paired
+    comparisons of two models on the same questions)."""
     gold = {r["id"]: list(r["answers"]["text"]) for r in references}
-    em = f1 = 0.0
+    out = {}
     for p in predictions:
         if p["id"] not in gold:
             raise ValueError(f"prediction id {p['id']!r} has no reference")
         answers = gold[p["id"]]
-        em += max(exact_match_score(p["prediction_text"], a) for a in answers)
-        f1 += max(f1_score(p["prediction_text"], a) for a in answers)
-    n = len(predictions)
-    return {"exact_match": 100.0 * em / n if n else 0.0, "f1": 100.0 * f1 / n if n else 0.0}
+        out[p["id"]] = (max(exact_match_score(p["prediction_text"], a) for a in answers),
+                        max(f1_score(p["prediction_text"], a) for a in answers))
+    return out
+
+
+def squad_metric(predictions: Sequence[Mapping], references: Sequence[Mapping]) -> dict[str, float]:
+    """predictions: [{"id", "prediction_text"}]; references: [{"id", "answers": {"text": [...]}}]
+    -> {"exact_match": %, "f1": %} like ``evaluate.load("squad").compute``."""
+    scores = squad_scores(predictions, references).values()
+    n = len(scores)
+    return {"exact_match": 100.0 * sum(e for e, _ in scores) / n if n else 0.0,
+            "f1": 100.0 * sum(f for _, f in scores) / n if n else 0.0}
+
+
+def paired_difference(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[float, float]:
+    """Mean and standard error of ``a[k] - b[k]`` over the keys both share (two models scored on the same
+    questions; the standard error is of the paired differences, so question difficulty cancels)."""
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 2:
+        raise ValueError(f"a paired difference needs >= 2 shared keys, got {len(keys)}")
+    d = [a[k] - b[k] for k in keys]
+    m = sum(d) / len(d)
+    var = sum((x - m) ** 2 for x in d) / (len(d) - 1)
+    return m, math.sqrt(var / len(d))
 
 
 def accuracy(predictions: Iterable[int], references: Iterable[int]) -> dict[str, float]:
