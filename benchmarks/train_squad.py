@@ -307,7 +307,8 @@ def main(argv=None):
         preds_fp32[name], m = score(st, en, (name, "fp32"))
         results["runs"][name] = {"exact_match": m["exact_match"], "f1": m["f1"], "dir": fdir, "block": cb.block,
                                  "distillation": distil, "sparsity_overall": overall,
-                                 "sparsity_min_layer": min(sp.values()), "steps": ft.state.global_step,
+                                 "sparsity_min_layer": min(sp.values()), "sparsity_per_linear": sp,
+                                 "steps": ft.state.global_step,
                                  "epochs": args.num_train_epochs, "max_steps": args.max_steps,
                                  "lr": s_lr, "batch": args.per_device_train_batch_size,
                                  "train_s": t_train, "fp32_eval_s": t_eval}
