@@ -81,6 +81,9 @@ def main(argv=None):
     ap.add_argument("--epochs", type=float, default=None, help="student epochs (recipe: training_args)")
     ap.add_argument("--teacher-epochs", type=float, default=None)
     ap.add_argument("--train-limit", type=int, default=None, help="first N train questions")
+    ap.add_argument("--train-fraction", type=float, default=None,
+                    help="a seeded random share of the train questions (learning curve; teacher and students)")
+    ap.add_argument("--sparsity", type=float, default=None, help="override fast_config.sparsity")
     ap.add_argument("--eval-articles", type=int, default=None, help="first N dev articles (file order)")
     ap.add_argument("--eval-questions", type=int, default=None, help="first N dev questions (after --eval-articles)")
     ap.add_argument("--quick", action="store_true", help="evaluate on the train file's quick_eval_articles "
@@ -158,8 +161,12 @@ def main(argv=None):
         ov["data"]["max_length"] = a.max_length
     if a.doc_stride:
         ov["data"]["doc_stride"] = a.doc_stride
+    if a.train_fraction is not None:
+        ov["data"]["train_fraction"] = a.train_fraction
     if a.block:
         ov["fast_config"]["block"] = a.block
+    if a.sparsity is not None:
+        ov["fast_config"]["sparsity"] = a.sparsity
     ov["fast_config"].update(pruning_overrides(a))
     if a.augment_qa is not None:
         ov["data"]["augment_qa"] = json.loads(a.augment_qa)

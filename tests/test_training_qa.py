@@ -318,3 +318,17 @@ def test_real_squad_train_part_spans(shared_data):
         bad += normalize_answer(got) != normalize_answer(by_id[eid]["answers"]["text"][0])
     assert labelled >= 0.95 * len(ex)
     assert bad <= 0.01 * labelled
+
+
+def test_train_fraction_is_a_seeded_random_share(squad_file, tok):
+    spec = {"format": "squad-json", "train_path": str(squad_file), "eval_path": str(squad_file), "max_length": 48,
+            "doc_stride": 16}
+    full = [e["id"] for e in squad_datasets(spec, tok)[0]]
+    part = [e["id"] for e in squad_datasets({**spec, "train_fraction": 0.6}, tok)[0]]
+    assert len(part) == 3 and set(part) < set(full) and part == [i for i in full if i in part]  # file order kept
+    assert part == [e["id"] for e in squad_datasets({**spec, "train_fraction": 0.6}, tok)[0]]  # same seed
+    seeds = {tuple(e["id"] for e in squad_datasets({**spec, "train_fraction": 0.6, "train_fraction_seed": s},
+                                                    tok)[0]) for s in range(6)}
+    assert len(seeds) > 1  # the seed picks the share
+    with pytest.raises(ValueError, match="train_fraction"):
+        squad_datasets({**spec, "train_fraction": 0.0}, tok)

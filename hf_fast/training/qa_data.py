@@ -194,6 +194,7 @@ def squad_datasets(spec: Mapping[str, Any], tokenizer, *, eval_articles: int | S
     """A recipe ``data`` section of format ``squad-json`` -> (train_examples, train_ds, eval_examples, eval_ds).
 
     spec keys: train_path, eval_path, max_length (384), doc_stride (128), train_limit (first N questions),
+    train_fraction (a random share of the questions, in file order, seeded by train_fraction_seed),
     quick_eval_articles (with ``quick=True``: these articles of the train file evaluate, the rest train).
     eval_articles/eval_questions select a prefix of the eval file (see ``read_squad_json``).
     pad_train=False: train features keep their own lengths (dynamic padding in the collator).
@@ -213,6 +214,13 @@ def squad_datasets(spec: Mapping[str, Any], tokenizer, *, eval_articles: int | S
         ev = read_squad_json(spec["eval_path"], articles=eval_articles, questions=eval_questions)
     if spec.get("train_limit"):
         tr = tr[: int(spec["train_limit"])]
+    if spec.get("train_fraction") is not None:  # a learning-curve point: a seeded random share of the questions
+        frac = float(spec["train_fraction"])
+        if not 0.0 < frac <= 1.0:
+            raise ValueError(f"data.train_fraction must lie in (0, 1], got {spec['train_fraction']!r}")
+        keep = sorted(np.random.default_rng(int(spec.get("train_fraction_seed", 0)))
+                      .choice(len(tr), size=max(1, round(frac * len(tr))), replace=False))
+        tr = [tr[i] for i in keep]
     return tr, qa_train_dataset(tr, tokenizer, ml, stride, pad_train), ev, qa_eval_dataset(ev, tokenizer, ml, stride)
 
 
