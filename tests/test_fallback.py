@@ -138,7 +138,7 @@ def test_auto_falls_back_to_onnxruntime_and_matches_pytorch(arts, tok, arch, tas
             assert (g.argmax(-1) == r.argmax(-1)).mean() >= 0.95
 
 
-@pytest.mark.parametrize("arch,op", [("deberta-v2", "Log"), ("albert", "Pow")])
+@pytest.mark.parametrize("arch,op", [("deberta-v2", "Sign"), ("albert", "Pow")])
 def test_native_raises_naming_the_family_and_the_op(arts, arch, op):
     d, m = arts[arch, "text-classification"]
     with pytest.raises(GraphMatchError) as ei:

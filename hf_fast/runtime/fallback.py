@@ -26,6 +26,8 @@ ENGINE_GRAPH_OPS = frozenset({
     "Mul", "Not", "QuantizeLinear", "Range", "Relu", "Reshape", "Shape", "Slice", "Softmax", "Split", "Squeeze",
     "Tanh", "Transpose", "Unsqueeze", "Where"})
 
+_OPS_SHOWN = 4  # ops named with their first node; the rest by type only
+
 
 def foreign_ops(model_proto) -> dict[str, str]:
     """{op type: its first node's name} for the ops of the graph outside ENGINE_GRAPH_OPS, in graph order."""
@@ -45,7 +47,9 @@ def _ops_note(model_path) -> str:
         return f"; the graph could not be read for its ops ({exc})"
     if not ops:
         return ""
-    return "; ops no engine family has: " + ", ".join(f"{op} ({name})" for op, name in ops.items())
+    shown = [f"{op} ({name})" for op, name in list(ops.items())[:_OPS_SHOWN]]
+    more = f" and {len(ops) - _OPS_SHOWN} more ({', '.join(list(ops)[_OPS_SHOWN:])})" if len(ops) > _OPS_SHOWN else ""
+    return "; ops no engine family has: " + ", ".join(shown) + more
 
 
 def engine_refusal(fast_config: Mapping[str, Any], exc: GraphMatchError, model_path=None) -> str:
