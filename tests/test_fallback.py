@@ -258,3 +258,16 @@ def test_fast_trainer_prunes_the_generic_encoder_linears(tmp_path, tok, arch):
                progress=False)
     fc = json.loads((d / "fast_config.json").read_text())
     assert fc["sparsity"]["overall"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_bench_times_onnxruntime_alone_for_a_fallback_folder(arts, capsys):
+    """quick_speed (save_fast(measure_speed=True), the card's figures) and bench skip the engine column of a family
+    the engine does not run, instead of failing after the export."""
+    from hf_fast.bench import quick_speed
+
+    d, _ = arts["albert", "text-classification"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rec = quick_speed(d, sequence_length=16, iterations=1)
+    assert set(rec["latency_ms"]) == {"onnxruntime"} and rec["speedup"] is None
+    assert "no native column (model_type 'albert' is not a family" in capsys.readouterr().out
