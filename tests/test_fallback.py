@@ -254,10 +254,12 @@ def test_fast_trainer_prunes_the_generic_encoder_linears(tmp_path, tok, arch):
     for name, mod in layers.items():
         assert block_sparsity(mod.weight.detach(), "4x1") == pytest.approx(0.5), name
     assert (model.classifier.weight != 0).all()
-    d = export(model, tok, tmp_path / "art", calibration_dataset=SENTENCES, block="4x1", smooth_quant=None,
-               progress=False)
+    import hf_fast
+
+    d = hf_fast.save_fast(model, tok, tmp_path / "art", calibration_dataset=SENTENCES, progress=False)
     fc = json.loads((d / "fast_config.json").read_text())
-    assert fc["sparsity"]["overall"] == pytest.approx(0.5, abs=0.02)
+    assert fc["block"] == "4x1" and fc["sparsity"]["overall"] == pytest.approx(0.5, abs=0.02)
+    assert (d / "model.safetensors").is_file()  # the folder is also the pruned transformers checkpoint
 
 
 def test_bench_times_onnxruntime_alone_for_a_fallback_folder(arts, capsys):
