@@ -123,9 +123,11 @@ def _body(fc: Mapping[str, Any], evals, props, speed, transformers_weights: bool
     if fc.get("isa_tuned_for"):
         rows.append(("ISA tuned for", fc["isa_tuned_for"]))
     title = f"# {fc['architecture']} for {fc['task']}, sparse int8 (hf-fast)"
-    lines = [title, "",
-             "Sparse int8 ONNX model written by `hf-fast`. The same `model.onnx` runs in hf-fast's native engine "
-             "(the default backend) and in ONNX Runtime.", "",
+    engine = fc.get("native_engine") or {}
+    native = engine.get("family", True) is not False  # older artifacts do not record it: an engine family
+    where = ("The same `model.onnx` runs in hf-fast's native engine (the default backend) and in ONNX Runtime."
+             if native else f"It runs in ONNX Runtime (the default backend falls back to it): {engine.get('reason')}.")
+    lines = [title, "", f"Sparse int8 ONNX model written by `hf-fast`. {where}", "",
              "| property | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     lines += ["", "## Results", ""]
     if evals:
@@ -142,7 +144,9 @@ def _body(fc: Mapping[str, Any], evals, props, speed, transformers_weights: bool
     lines += ["", "## Use", "", "```python", "from transformers import AutoTokenizer",
               "", f"from hf_fast import {cls}", "",
               'path = "path/to/this/folder"  # or its Hub repo id, "user/name"',
-              f"model = {cls}.from_pretrained(path)  # the hf-fast native engine (default backend)",
+              f"model = {cls}.from_pretrained(path)  # "
+              + ("the hf-fast native engine (default backend)" if native else "ONNX Runtime (default backend: the "
+                 "native engine does not run this family)"),
               f'# model = {cls}.from_pretrained(path, backend="onnxruntime")  # ONNX Runtime instead',
               "tok = AutoTokenizer.from_pretrained(path)",
               'outputs = model(**tok(["an example input"], return_tensors="pt"))',

@@ -2,7 +2,7 @@
 so `bench`, `train`, ... can be added without touching the others.
 
     hf-fast --version
-    hf-fast info [DIR_OR_REPO] [--backend native|onnxruntime] [--json]
+    hf-fast info [DIR_OR_REPO] [--backend auto|native|onnxruntime] [--json]
     hf-fast export --model PATH --task TASK --out DIR --calibration FILE [--overwrite] [--block 4x1] ...
     hf-fast bench DIR_OR_REPO [--batch-sizes 1 8] [--seq-lengths 32 128] [--plot bench.png] [--json out.json]
     hf-fast train RECIPE.yaml [--max-steps N] [--out DIR] [--train-limit N] [--eval-limit N] [--push-to-hub REPO]
@@ -34,8 +34,8 @@ def subcommand(name: str, help: str):
 def _info_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="an artifact folder or Hub repo id: explain which kernel runs each "
                    "Linear of it and why (FastModel.explain())")
-    p.add_argument("--backend", default=None, help="backend to explain the model on (native or onnxruntime; "
-                   "default: HF_FAST_BACKEND or native)")
+    p.add_argument("--backend", default=None, help="backend to explain the model on (auto, native or onnxruntime; "
+                   "default: HF_FAST_BACKEND or auto: the engine, else ONNX Runtime and the reason)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_fast.export.artifact import FAST_CONFIG_NAME, FORMAT_VERSION, MODEL_FP32_NAME, MODEL_NAME
-from hf_fast.models import registry
+from hf_fast.models import generic, registry
 from hf_fast.models.tasks import TASKS, normalize_task
 
 __all__ = ["export", "load_model_for_task", "DEFAULT_SMOOTH_QUANT"]
@@ -35,7 +35,6 @@ def load_model_for_task(path: str | Path, task: str | None = None):
     if not p.is_dir() or not (p / "config.json").is_file():
         raise FileNotFoundError(f"{str(p)!r} is not a local transformers checkpoint (no config.json)")
     cfg = AutoConfig.from_pretrained(str(p))
-    registry.for_config(cfg)  # an unsupported family fails before the weights load
     if task is None:
         task = task_from_architectures(getattr(cfg, "architectures", None))
         if task is None:
@@ -44,6 +43,13 @@ def load_model_for_task(path: str | Path, task: str | None = None):
     task = normalize_task(task)
     auto = getattr(transformers, str(TASKS[task]["auto_class"]))
     return auto.from_pretrained(str(p)), task
+
+
+def family_of(model):
+    """The registry Family of the model's type, else the generic encoder view (models/generic.py): an encoder the
+    engine does not run still exports, for ONNX Runtime; ValueError for a model that is no encoder (GPT-2)."""
+    fam = registry.find(getattr(model.config, "model_type", None))
+    return fam if fam is not None else generic.for_model(model)
 
 
 def _resolve_task(model, task: str | None) -> str:
@@ -137,13 +143,18 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
     cfg = getattr(model, "config", None)
     if cfg is None or not hasattr(model, "set_attn_implementation"):
         raise ValueError(f"unsupported model object {type(model).__name__}: pass a transformers PreTrainedModel")
-    family = registry.for_config(cfg)
+    family = family_of(model)
     task = _resolve_task(model, task)
     if block is not None:
         from hf_fast.blocks import block_name
 
         block = block_name(block)
     quantize._method(calibration_method)
+    native = registry.find(family.model_type) is not None
+    if quantize_attention and not native:
+        raise ValueError(f"quantize_attention=True needs an engine family's attention layout; {family.model_type!r} "
+                         "exports through the generic encoder rule (Linear MatMuls only): "
+                         f"{generic.engine_reason(family.model_type)}")
     if smooth_quant == "auto":
         smooth_quant = None if quantize_residuals else DEFAULT_SMOOTH_QUANT
     elif smooth_quant is not None:
@@ -173,14 +184,17 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
         fp32 = tmp / MODEL_FP32_NAME
         info = onnx_export.export_fp32(model, fp32, input_names, output_names, opset=opset, progress=progress,
                                        dynamic_axes=family.dynamic_axes(output_names, bool(TASKS[task]["token_level"])))
+        # registry families: quantize's per-family layer regex; other encoders: the generic rule (models/generic.py)
+        linear_nodes = None if native else family.onnx_linear_matmuls(onnx.load(str(fp32), load_external_data=False))
         qpath = tmp / MODEL_NAME
         src = fp32
         if smooth_quant is not None:
             from hf_fast.export import smooth
 
             src = tmp / "model_fp32_smoothed.onnx"
-            smooth.smooth_graph(fp32, src, feeds, float(smooth_quant))
-        nodes = quantize.quantize_qdq(src, qpath, feeds, method="minmax" if module_ranges else calibration_method,
+            smooth.smooth_graph(fp32, src, feeds, float(smooth_quant), nodes=linear_nodes)
+        nodes = quantize.quantize_qdq(src, qpath, feeds, nodes=linear_nodes,
+                                      method="minmax" if module_ranges else calibration_method,
                                       progress=progress, reduce_range=reduce_range,
                                       quantize_residuals=quantize_residuals, module_ranges=module_ranges,
                                       quantize_attention=bool(quantize_attention))
@@ -228,6 +242,7 @@ def _fast_config(model, task, family, input_names, output_names, sp, method, n_s
     from hf_fast.export import artifact
 
     cfg = model.config
+    native = registry.find(family.model_type) is not None
     dims = family.normalize_config(cfg)
     max_pos = int(cfg.max_position_embeddings)
     max_seq = family.max_sequence_length(cfg)
@@ -276,6 +291,8 @@ def _fast_config(model, task, family, input_names, output_names, sp, method, n_s
             "residuals": "fake-quantized (shared Q/DQ)" if quantize_residuals else "fp32 (dedicated Q/DQ per MatMul)",
         },
         "isa_tuned_for": isa,
+        # whether the native engine runs this family; when not, from_pretrained(backend="auto") uses ONNX Runtime
+        "native_engine": {"family": native, "reason": None if native else generic.engine_reason(family.model_type)},
         "export_check_max_abs_diff_fp32": info.max_abs_diff,
         "metrics": dict(metrics or {}),
         "files": files,

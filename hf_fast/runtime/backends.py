@@ -6,7 +6,9 @@
 
 Inputs arrive validated: int64 numpy arrays of shape [batch, sequence]; token_type_ids is None when
 the graph has no such input. `create_backend(name, artifact_dir, fast_config, **options)` builds one
-by name; "native" (the hf-fast engine, engine.py) is the default, "onnxruntime" the baseline.
+by name: "native" (the hf-fast engine, engine.py), "onnxruntime" (the baseline) or "auto" (the default): the engine
+when it runs the artifact's family and its plan matches the graph, else ONNX Runtime with one warning saying why
+(`OnnxRuntimeBackend.fallback_reason` keeps it for explain()).
 """
 from __future__ import annotations
 
@@ -75,9 +77,15 @@ class OnnxRuntimeBackend:
 
 
 def _native_backend(model_path, fast_config: Mapping[str, Any], **options):
-    from .engine import NativeBackend  # imported late: it loads the cffi library
+    from .fallback import native_backend  # imported late: it loads the cffi library
 
-    return NativeBackend(model_path, fast_config, **options)
+    return native_backend(model_path, fast_config, **options)
+
+
+def _auto_backend(model_path, fast_config: Mapping[str, Any], **options):
+    from .fallback import auto_backend
+
+    return auto_backend(model_path, fast_config, **options)
 
 
 def _native_class():
@@ -87,12 +95,13 @@ def _native_class():
 
 
 BACKENDS: dict[str, Callable[..., Any]] = {
+    "auto": _auto_backend,
     "onnxruntime": lambda model_path, fast_config, **kw: OnnxRuntimeBackend(model_path, **kw),
     "native": _native_backend,
 }
 # the class whose constructor takes a backend's options (backend_options reads its signature)
 _BACKEND_TYPES: dict[str, Callable[[], type]] = {"onnxruntime": lambda: OnnxRuntimeBackend, "native": _native_class}
-DEFAULT_BACKEND = os.environ.get("HF_FAST_BACKEND", "native")
+DEFAULT_BACKEND = os.environ.get("HF_FAST_BACKEND", "auto")
 
 
 def backend_name(name: str | None) -> str:
@@ -108,6 +117,9 @@ def backend_name(name: str | None) -> str:
 def backend_options(name: str | None) -> tuple[str, ...] | None:
     """The keyword options a backend takes (e.g. num_threads), read from its constructor; None: any."""
     name = backend_name(name)
+    if name == "auto":  # whichever it picks: the options of both (each gets its own, auto_backend)
+        both = [backend_options(n) for n in ("native", "onnxruntime")]
+        return None if None in both else tuple(dict.fromkeys(o for opts in both for o in opts))
     get = _BACKEND_TYPES.get(name)
     target = get().__init__ if get is not None else BACKENDS[name]
     params = list(inspect.signature(target).parameters.values())

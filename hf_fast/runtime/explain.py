@@ -72,18 +72,20 @@ def explain_onnxruntime(model) -> dict[str, Any]:
     reason = getattr(model.backend, "fallback_reason", None) or (
         "backend='onnxruntime' was asked for (from_pretrained(backend=...) or HF_FAST_BACKEND)")
     engine = _engine_verdict(model)
-    per_layer: dict[int, list] = {}
+    per_layer: dict[int | str, list] = {}
     for path, frac in (fc.get("sparsity") or {}).items():
-        m = re.search(r"\.layer\.(\d+)\.", path)
-        if m is None:  # "overall"
+        if path == "overall":
             continue
-        per_layer.setdefault(int(m.group(1)), []).append({
-            "linear": path.rsplit(".layer." + m.group(1) + ".", 1)[-1], "module": path, "zero_blocks": frac,
+        m = re.search(r"\.layer\.(\d+)\.", path)
+        # a layer stack named otherwise (an encoder exported by the generic rule, e.g. ALBERT's shared layer): "-"
+        per_layer.setdefault(int(m.group(1)) if m else "-", []).append({
+            "linear": path.rsplit(".layer." + m.group(1) + ".", 1)[-1] if m else path, "module": path,
+            "zero_blocks": frac,
             "block": fc.get("block"), "kernel": "dense (ONNX Runtime)", "kernel_impl": "onnxruntime",
             "reason": "ONNX Runtime's int8 MatMul has no block-sparse kernel: zero blocks are computed like others"})
     q8 = bool((fc.get("quantization") or {}).get("quantize_attention"))
     layers = [{"layer": i, "linears": rows, "attention": "int8" if q8 else "fp32", "attention_kernel": "onnxruntime"}
-              for i, rows in sorted(per_layer.items())]
+              for i, rows in sorted(per_layer.items(), key=lambda kv: (isinstance(kv[0], str), str(kv[0]).zfill(9)))]
     return {"backend": "onnxruntime", "fallback_reason": reason, "native_engine": engine, "isa": None,
             "layers": layers}
 
@@ -94,13 +96,18 @@ def _engine_verdict(model) -> str:
         return "unknown (no artifact folder)"
     import onnx
 
+    from hf_fast.runtime.fallback import engine_refusal
     from hf_fast.runtime.graph import GraphMatchError
     from hf_fast.runtime.plan import build_plan
 
+    fc = model.fast_config
+    path = model.path / "model.onnx"
     try:
-        build_plan(onnx.load(str(model.path / "model.onnx"), load_external_data=False),
-                   int(model.fast_config["num_heads"]))
-    except (GraphMatchError, ValueError) as exc:
+        build_plan(onnx.load(str(path), load_external_data=False), int(fc.get("num_heads") or 1),
+                   fc.get("model_type"), fc.get("task"))
+    except GraphMatchError as exc:
+        return f"cannot run this graph: {engine_refusal(fc, exc, path)}"
+    except ValueError as exc:  # an unreadable graph
         return f"cannot run this graph: {exc}"
     return "can run this graph: load it with backend='native' for the hf-fast kernels"
 

@@ -1,7 +1,7 @@
 """transformers-style model classes over a fast artifact.
 
     from hf_fast.runtime import FastModelForSequenceClassification
-    model = FastModelForSequenceClassification.from_pretrained("out/fast")      # backend="native"
+    model = FastModelForSequenceClassification.from_pretrained("out/fast")      # backend="auto"
     logits = model(**tokenizer(["a fine film"], return_tensors="pt")).logits
     pipe = transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)
     model(**batch, labels=y).loss                       # transformers' loss (losses.py)
@@ -114,7 +114,9 @@ class FastModel:
                         subfolder: str = "", **kwargs):
         """Load an artifact folder written by `hf_fast.export`, or a Hub repo id ("user/repo").
 
-        backend: "native" (the hf-fast engine, default; env HF_FAST_BACKEND) or "onnxruntime" (the baseline).
+        backend: "auto" (the default; env HF_FAST_BACKEND): the hf-fast engine when it runs the artifact's family
+            and its plan matches the graph, else ONNX Runtime with one warning saying why (explain() repeats it);
+            "native" (the engine, or GraphMatchError naming the family and the node it cannot run) or "onnxruntime".
         verify: check model.onnx against the sha256 in fast_config.json (a corrupted or truncated
             file raises ValueError).
         revision, cache_dir, token, local_files_only, force_download, subfolder: for a Hub repo id, downloaded

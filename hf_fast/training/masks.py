@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from hf_fast.blocks import check_divides, expand_block_mask, parse_block
-from hf_fast.models import registry
+from hf_fast.models import generic, registry
 
 
 def _patterns(model: nn.Module) -> dict[str, str]:
@@ -24,15 +24,30 @@ def _patterns(model: nn.Module) -> dict[str, str]:
 
 def find_prunable_linears(model: nn.Module, include: Sequence[str] = (), exclude: Sequence[str] = ()
                           ) -> dict[str, nn.Linear]:
-    """Module path -> nn.Linear for the encoder's Q, K, V, attention output, FFN in/out (+ ``include``).
+    """Module path -> nn.Linear for the encoder's Q, K, V, attention output, FFN in/out (+ ``include``): the
+    registry family's Linears, or for a model type it does not know every nn.Linear in the layer stacks of the base
+    model's encoder (models/generic.py: DeBERTa-v2's query_proj ... output.dense, ALBERT's shared layer).
 
     Raises ValueError naming the searched patterns when the model has none of them.
     """
     found: dict[str, nn.Linear] = {}
-    families = _patterns(model)
-    pats = [re.compile(p) for p in families.values()]
     inc = [re.compile(p) for p in include]
     exc = [re.compile(p) for p in exclude]
+    if registry.find(getattr(getattr(model, "config", None), "model_type", None)) is None:
+        # a model type the registry does not know (DeBERTa-v2, ALBERT): the generic rule, the same Linears the
+        # exporter quantizes for it (hf_fast/models/generic.py)
+        stack = generic.encoder_linears(model)
+        if stack:
+            for name, mod in model.named_modules():
+                if isinstance(mod, nn.Linear) and (name in stack or any(p.search(name) for p in inc)) \
+                        and not any(p.search(name) for p in exc):
+                    found[name] = mod
+            if not any(n in stack for n in found):
+                raise ValueError(f"exclude={list(exclude)} leaves none of the {len(stack)} encoder Linear layers of "
+                                 f"{type(model).__name__} to prune")
+            return found
+    families = _patterns(model)
+    pats = [re.compile(p) for p in families.values()]
     for name, mod in model.named_modules():
         if not isinstance(mod, nn.Linear):
             continue
@@ -43,7 +58,8 @@ def find_prunable_linears(model: nn.Module, include: Sequence[str] = (), exclude
         searched = "; ".join(f"{fam}: {p}" for fam, p in families.items())
         supported = ", ".join(f.description for f in registry.families().values())
         raise ValueError(f"no encoder Linear layers found in {type(model).__name__} (searched module paths: "
-                         f"{searched}). Supported: {supported}; pass include=[regex] for another architecture")
+                         f"{searched}; and nn.Linear layers in the layer stacks of base_model.encoder for other "
+                         f"encoders). Supported: {supported}; pass include=[regex] for another architecture")
     return found
 
 
