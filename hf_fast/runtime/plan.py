@@ -484,9 +484,13 @@ def build_plan(model: onnx.ModelProto, num_heads: int, model_type: str | None = 
                 raise
             if not layers:
                 raise GraphMatchError(f"no encoder layer found after the embeddings ({e})") from e
-            break  # x does not start another layer: the task head follows
+            stop = e  # x does not start another layer: the task head follows
+            break
         layers.append(layer)
-    head, outputs, token_level = _match_head(g, x)
+    try:
+        head, outputs, token_level = _match_head(g, x)
+    except GraphMatchError as e:  # also say why the layers ended there: a broken layer reads as a strange head
+        raise GraphMatchError(f"{e} (after {len(layers)} encoder layers; another does not start there: {stop})") from e
     want = family.heads.get(task) if family is not None and task else None
     if want is not None and tuple(op.kind for op in head) != want.ops:
         raise GraphMatchError(f"task head: {family.description}'s {task} head is {'/'.join(want.ops)} "
