@@ -178,10 +178,12 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: list[dict[str, np.ndarr
                             nodes_to_quantize=nodes + attention, calibrate_method=cal, extra_options=extra)
     finally:
         root.setLevel(old)
-    if not quantize_residuals:
-        _unquantize_residuals(out_path)
+    qproto = onnx.load(str(out_path))
+    qgraph = LogicalGraph(qproto)  # its nodes are qproto's own: rewiring one rewires the file
+    if not quantize_residuals and _unquantize_residuals(qgraph):
+        onnx.save(qproto, str(out_path))
     if attention:
-        check_attention_qdq(onnx.load(str(out_path)), attention)
+        check_attention_qdq(qgraph, attention)
     return nodes + attention
 
 
@@ -230,16 +232,13 @@ def activation_ranges(proto, nodes: Iterable[str], module_ranges: dict[str, Iter
     return out
 
 
-def _unquantize_residuals(path: Path) -> None:
-    """Point every non-MatMul consumer of an activation's DequantizeLinear back at the fp32 tensor.
+def _unquantize_residuals(g: LogicalGraph) -> int:
+    """Point every non-MatMul consumer of an activation's DequantizeLinear back at the fp32 tensor (in place, in the
+    graph's ModelProto); returns how many inputs changed.
 
     ONNX Runtime's quantizer makes a dedicated Q/DQ pair only where several MatMuls share an input; a
     LayerNorm output read by one MatMul and by the residual Add still hands the Add the uint8-rounded copy.
     """
-    import onnx
-
-    proto = onnx.load(str(path))
-    g = LogicalGraph(proto)  # its nodes are the proto's own: rewiring one rewires the file
     changed = 0
     for n in g.nodes:
         if n.op_type in ("MatMul", "QuantizeLinear", "DequantizeLinear"):
@@ -249,8 +248,7 @@ def _unquantize_residuals(path: Path) -> None:
             if fq is not None:
                 n.input[i] = fq[0]
                 changed += 1
-    if changed:
-        onnx.save(proto, str(path))
+    return changed
 
 
 def int8_linear_weights(model_proto) -> dict[str, np.ndarray]:
