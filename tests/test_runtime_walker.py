@@ -1,6 +1,7 @@
 """runtime/walker.py, the one ONNX graph walker: paths on small hand-made graphs (a match, a mismatch named by node,
 optional and repeated steps, Q/DQ folding), and the registry's layer pattern on real exports (the exporter's
 quantizer and the runtime plan read the same match), with the refusal messages of a graph that differs."""
+import dataclasses
 import json
 
 import numpy as np
@@ -137,8 +138,6 @@ def test_layer_pattern_is_checked_when_written():
         patterns.Activation("swiglu", "x", "y")
     bert = registry.get("bert")
     with pytest.raises(ValueError, match="layer pattern 'p' has Linears"):
-        import dataclasses
-
         dataclasses.replace(bert, layer=patterns.LayerPattern("p", (L("q", "x"),), "q"))
     assert registry.layer_patterns() == (patterns.POST_LN,)
 
@@ -181,6 +180,21 @@ def test_layer_pattern_finds_each_prunable_linear_in_its_role(exported, arch):
     lin, att = encoder_matmuls(_load(d, "model_fp32.onnx"))
     assert (lin, att) == encoder_matmuls(_load(d))
     assert len(lin) == 12 and len(att) == 4
+
+
+def test_the_pattern_drives_the_walker(exported):
+    """The same walker, given another pattern (here: an FFN without activation), reports where the graph leaves
+    it, by step and node; a pattern is data, not code."""
+    L, A, N = patterns.Linear, patterns.Attention, patterns.ResidualNorm
+    no_act = patterns.LayerPattern("layer without activation", (
+        L("q", "x"), L("k", "x"), L("v", "x"), A("q", "k", "v"), L("attn_out", "ctx"), N("ln1", "attn_out", "x"),
+        L("ffn_in", "ln1"), L("ffn_out", "ffn_in"), N("ln2", "ffn_out", "ln1")), "ln2")
+    g = LogicalGraph(_load(exported["roberta"][0]))
+    with pytest.raises(PatternMismatch, match=r"encoder layer 0: expected 1 Linear projection \(ffn_out\) of ffn_in "
+                                              r"\('/roberta/encoder/layer\.0/intermediate/dense/Add_output_0'\), "
+                                              "found 0") as e:
+        find_layers(g, no_act)
+    assert e.value.step == no_act.steps.index(L("ffn_out", "ffn_in"))
 
 
 def _plan_error(d, mutate, arch="bert"):
