@@ -82,9 +82,15 @@ def test_optional_and_repeated_steps():
     rep = (Step(("Add", "Mul"), "between", repeat=True), Step(("MatMul",), "mm", follow=None))
     m = match_parents(g, "sc", rep, "scores")
     assert [n.name for n in m["between"]] == ["scale_node", "add_node"]
-    # a required repeated step must match at least once
-    with pytest.raises(PatternMismatch, match="expected Div.*found Mul 'scale_node'"):
-        match_parents(g, "sc", (Step(("Div",), "d", repeat=True),), "scores")
+    # a required repeated step must match at least once, named or not
+    for name in ("d", None):
+        with pytest.raises(PatternMismatch, match="expected Div.*found Mul 'scale_node'"):
+            match_parents(g, "sc", (Step(("Div",), name, repeat=True),), "scores")
+    m = match_parents(g, "sc", (Step(("Add", "Mul"), repeat=True), Step(("MatMul",), "mm", follow=None)), "s")
+    assert [n.name for n in m.nodes] == ["scale_node", "add_node", "mm_node"]
+    # children: Add then the Softmax, repeated Adds/Divs from the MatMul output
+    m = match_children(_scores(), "mm", (Step(("Add", "Div"), "ops", repeat=True), Step(("Softmax",), "sm")), "s")
+    assert [n.name for n in m["ops"]] == ["add_node", "scale_node"] and m.end == "y"
 
 
 def test_follow_function_picks_the_input_and_may_refuse():
@@ -93,8 +99,9 @@ def test_follow_function_picks_the_input_and_may_refuse():
     def refuse(gg, node):
         raise PatternMismatch(f"{node.name} refused", node.name)
 
-    with pytest.raises(PatternMismatch, match="scale_node refused"):
-        match_parents(g, "sc", (Step(("Div",), follow=refuse),), "scores")
+    with pytest.raises(PatternMismatch, match="scale_node refused") as e:
+        match_parents(g, "sc", (Step(("Add",), optional=True), Step(("Div",), follow=refuse)), "scores")
+    assert e.value.step == 1 and e.value.node == "scale_node"
     m = match_parents(g, "sc", (Step(("Div",), follow=lambda gg, n: 0), Step(("Add",), "a", follow=None)), "s")
     assert m["a"].name == "add_node"
 

@@ -90,7 +90,7 @@ def _capture(m: PathMatch, step: Step, node) -> None:
 def match_parents(g: LogicalGraph, tensor: str, steps: Sequence[Step], where: str, skip: frozenset = PASS_OPS,
                   limit: int = 64) -> PathMatch:
     """Walk producers from ``tensor`` through ``steps`` (data-movement ops in ``skip`` are stepped over)."""
-    m, t, i = PathMatch(), tensor, 0
+    m, t, i, n = PathMatch(), tensor, 0, 0  # n: nodes matched by step i so far
     for _ in range(limit):
         if i == len(steps):
             break
@@ -104,12 +104,15 @@ def match_parents(g: LogicalGraph, tensor: str, steps: Sequence[Step], where: st
             if step.follow is None:
                 m.end = t
                 return m
-            t = g.src(p, step.follow(g, p) if callable(step.follow) else step.follow)
-            if not step.repeat:
-                i += 1
+            try:
+                t = g.src(p, step.follow(g, p) if callable(step.follow) else step.follow)
+            except PatternMismatch as e:
+                e.step = i if e.step is None else e.step
+                raise
+            i, n = (i, n + 1) if step.repeat else (i + 1, 0)
             continue
-        if step.optional or (step.repeat and step.name in m.named):
-            i += 1
+        if step.optional or (step.repeat and n):
+            i, n = i + 1, 0
             continue
         found = "a graph input or constant" if p is None else _name(p)
         raise PatternMismatch(f"{where}: expected {step.describe()} producing {t!r}, found {found}{step.hint}",
@@ -124,7 +127,7 @@ def match_children(g: LogicalGraph, tensor: str, steps: Sequence[Step], where: s
                    limit: int = 64) -> PathMatch:
     """Walk consumers from ``tensor`` through ``steps``: each step takes the one consumer of its op types that
     ``accept`` agrees to (a tensor read by a single data-movement op is followed through it)."""
-    m, t, i = PathMatch(), tensor, 0
+    m, t, i, n = PathMatch(), tensor, 0, 0  # n: nodes matched by step i so far
     for _ in range(limit):
         if i == len(steps):
             break
@@ -141,11 +144,10 @@ def match_children(g: LogicalGraph, tensor: str, steps: Sequence[Step], where: s
         if hits:
             _capture(m, step, hits[0])
             t = hits[0].output[0]
-            if not step.repeat:
-                i += 1
+            i, n = (i, n + 1) if step.repeat else (i + 1, 0)
             continue
-        if step.optional or (step.repeat and step.name in m.named):
-            i += 1
+        if step.optional or (step.repeat and n):
+            i, n = i + 1, 0
             continue
         found = ", ".join(_name(u) for u in users) or "no consumer"
         raise PatternMismatch(f"{where}: expected {step.describe()} reading {t!r}, found {found}{step.hint}",
