@@ -349,8 +349,10 @@ class _LayerWalk:
         else:
             self.pending[s.src] = {linear_output(g, mm): mm for mm in mms}
 
-    def assign(self, role: str, out: str) -> None:
-        src = next(ln.src for ln in self.pattern.linears if ln.name == role)
+    def assign(self, role: str, out: str, step: int) -> None:
+        src = next((ln.src for ln in self.pattern.linears if ln.name == role), None)
+        if out not in self.pending.get(src, {}):
+            self.fail(f"{role} is {out!r}, not the output of a Linear reading {src}", step)
         self.m.linears[role] = self.pending[src].pop(out)
         self.m.tensors[role] = out
 
@@ -394,7 +396,7 @@ class _LayerWalk:
                       f"{score.name!r} and {ctx.name!r})", i, score.name)
         for role, out in ((s.q, q_out), (s.k, k_out), (s.v, v_out)):
             if role not in self.m.tensors:
-                self.assign(role, out)
+                self.assign(role, out, i)
             elif self.m.tensors[role] != out:
                 self.fail(f"the attention reads {out!r} where the pattern has {role}", i)
         # the context: follow the head merge (Transpose/Reshape) to the tensor the output projection reads
