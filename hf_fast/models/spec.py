@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hf_fast.models.patterns import POST_LN, LayerPattern
+
 # canonical config key -> what it means; each family says under which attribute names its config holds it
 CONFIG_KEYS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
 
@@ -66,9 +68,14 @@ class Family:
     config_names: Mapping[str, tuple[str, ...]]  # CONFIG_KEYS -> config attribute names, first found wins
     prunable_linears: str                    # regex over module paths: group 1 = layer index, group 2 = Linear
     linear_roles: Mapping[str, str]          # group 2 of prunable_linears -> LINEAR_ROLES
-    onnx_layer: str                          # regex over exported ONNX node names of the encoder layers
+    # regex over the exported ONNX node names of the encoder layers. No longer read: the graph walker matches
+    # ``layer`` instead. Kept only so that family modules written against it still load; to be removed.
+    onnx_layer: str
     heads: Mapping[str, HeadLayout]          # task -> head layout
     engine: EngineLayer = field(default_factory=EngineLayer)
+    # the ops of one encoder layer (models/patterns.py), matched by runtime/walker.py: the exporter quantizes the
+    # Linears it finds, the runtime plan reads them
+    layer: LayerPattern = POST_LN
     # model types whose transformers modelling code is this family's (e.g. camembert -> roberta). Listed for
     # the family work to come; NOT supported until tested (registry.get refuses them).
     code_aliases: tuple[str, ...] = ()
@@ -84,6 +91,10 @@ class Family:
             raise ValueError(f"{self.model_type}: linear_roles must name each of {LINEAR_ROLES} once ({bad})")
         re.compile(self.prunable_linears)
         re.compile(self.onnx_layer)
+        roles = sorted(ln.name for ln in self.layer.linears)
+        if roles != sorted(LINEAR_ROLES):
+            raise ValueError(f"{self.model_type}: layer pattern {self.layer.name!r} has Linears {roles}, "
+                             f"expected {sorted(LINEAR_ROLES)}")
 
     # ---------------------------------------------------------------- config
     def config_value(self, cfg: Any, key: str, default: Any = None) -> Any:
