@@ -16,14 +16,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_todays_families_and_only_them():
-    assert FAMILIES == ["bert", "distilbert", "roberta"]
+    assert FAMILIES == ["bert", "distilbert", "electra", "roberta"]
     for fam in registry.families().values():
         for alias in fam.code_aliases:  # listed for the family work to come, not claimed
             assert registry.find(alias) is None
 
 
 def test_unknown_and_alias_model_types_are_refused_by_name():
-    with pytest.raises(ValueError, match=r"unsupported architecture 'gpt2'.*bert, distilbert, roberta"):
+    with pytest.raises(ValueError, match=r"unsupported architecture 'gpt2'.*bert, distilbert, electra, roberta"):
         registry.get("gpt2")
     with pytest.raises(ValueError, match=r"'camembert' shares RoBERTa's transformers code but is not tested"):
         registry.get("camembert")
