@@ -14,29 +14,59 @@ from hf_fast.models.patterns import POST_LN, LayerPattern
 # canonical config key -> what it means; each family says under which attribute names its config holds it
 CONFIG_KEYS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
 
-POSITION_RULES = ("absolute", "padding-offset")
-NORM_POSITIONS = ("post",)  # "pre" comes with the engine's layer description (issue 18 item 6)
-ACTIVATIONS = ("gelu",)
+# The engine's layer description (native/include/hf_fast.h, hf_engine_model_desc): each value -> its C constant.
+# The vocabulary covers the encoder families to come (rotary, GeGLU, pre-LN, relative bias, sliding window); a value
+# the engine does not run yet is refused when the engine is created (NotImplementedError naming the op), so a family
+# may declare it and fall back to ONNX Runtime until the kernel exists.
+NORM_POSITIONS = {"post": "HF_NORM_POST", "pre": "HF_NORM_PRE"}
+ACTIVATIONS = {"gelu": "HF_ACT_GELU", "gelu-tanh": "HF_ACT_GELU_TANH", "geglu": "HF_ACT_GEGLU",
+               "swiglu": "HF_ACT_SWIGLU"}
+POSITION_RULES = {"absolute": "HF_POS_ABSOLUTE", "padding-offset": "HF_POS_PADDING_OFFSET",
+                  "rotary": "HF_POS_ROTARY"}
+ATTENTION_BIASES = {"none": "HF_ATTN_BIAS_NONE", "relative": "HF_ATTN_BIAS_RELATIVE"}
+BIAS_PARTS = {"qkv": "HF_BIAS_QKV", "attn_out": "HF_BIAS_ATTN_OUT", "ffn_in": "HF_BIAS_FFN_IN",
+              "ffn_out": "HF_BIAS_FFN_OUT", "layernorm": "HF_BIAS_LAYERNORM"}
 LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")
-HEAD_OPS = ("cls", "linear", "tanh", "relu")  # the engine's head program (runtime/plan.py HeadOp kinds)
+HEAD_OPS = ("cls", "linear", "tanh", "relu", "gelu")  # the engine's head program (runtime/plan.py HeadOp kinds)
 
 
 @dataclass(frozen=True)
 class EngineLayer:
-    """The encoder layer the native engine must run for this family (data for now: the C interface still
-    takes a fixed post-LN BERT layer; the plan checks that the graph it matched agrees with this)."""
+    """The encoder the native engine must run for this family: the Python mirror of the C engine's
+    hf_engine_model_desc (runtime/engine.py fills it from this and the matched plan; runtime/plan.py checks the graph
+    against position, token_types and embeddings_project)."""
 
-    norm: str = "post"               # LayerNorm after each residual Add
-    linear_bias: bool = True         # every encoder Linear has a bias
-    activation: str = "gelu"         # FFN activation (exact erf GELU)
+    norm: str = "post"               # "post": LayerNorm after each residual Add; "pre": before each block
+    # which parts have a bias: True (all), False (none) or a tuple of BIAS_PARTS keys (a missing one runs as zero)
+    linear_bias: bool | tuple[str, ...] = True
+    activation: str = "gelu"         # FFN activation (ACTIVATIONS; "gelu" is the exact erf GELU)
     position: str = "absolute"       # "absolute": row t of the table; "padding-offset": RoBERTa's pad + 1 + t
     token_types: bool = True         # a token-type embedding table is added (an all-zero row when not an input)
+    attention_bias: str = "none"     # an additive bias on the attention scores (ATTENTION_BIASES)
+    attention_window: int = 0        # keys within this many tokens of the query in every layer; 0 = global
+    # the model may project the embeddings (embedding width -> hidden) with a Linear after their LayerNorm: ELECTRA
+    # when embedding_size != hidden_size. The plan refuses a projection a family without this flag would show.
+    embeddings_project: bool = False
 
     def __post_init__(self):
         for value, allowed, what in ((self.norm, NORM_POSITIONS, "norm"), (self.activation, ACTIVATIONS, "activation"),
-                                     (self.position, POSITION_RULES, "position")):
+                                     (self.position, POSITION_RULES, "position"),
+                                     (self.attention_bias, ATTENTION_BIASES, "attention_bias")):
             if value not in allowed:
-                raise ValueError(f"EngineLayer.{what}={value!r}: the engine knows {', '.join(allowed)}")
+                raise ValueError(f"EngineLayer.{what}={value!r}: the engine description knows {', '.join(allowed)}")
+        if not isinstance(self.linear_bias, bool) and (
+                not isinstance(self.linear_bias, tuple) or not set(self.linear_bias) <= set(BIAS_PARTS)):
+            raise ValueError(f"EngineLayer.linear_bias={self.linear_bias!r}: True, False or a tuple of "
+                             f"{', '.join(BIAS_PARTS)}")
+        if isinstance(self.attention_window, bool) or not isinstance(self.attention_window, int) \
+                or self.attention_window < 0:
+            raise ValueError(f"EngineLayer.attention_window={self.attention_window!r}: an int >= 0 (0 = global)")
+
+    @property
+    def bias_parts(self) -> tuple[str, ...]:
+        if isinstance(self.linear_bias, bool):
+            return tuple(BIAS_PARTS) if self.linear_bias else ()
+        return self.linear_bias
 
 
 @dataclass(frozen=True)

@@ -85,11 +85,14 @@ class EmbeddingPlan:
     # RoBERTa: position ids = padding_idx + 1 + t for the (right-padded) real tokens; `position`
     # then holds the table from row padding_idx + 1 on, and pad tokens must be masked out.
     padding_idx: int | None = None
+    # ELECTRA's embeddings_project: fp32 [H, E] and [H] after the LayerNorm (the tables are E wide); None: none
+    project_weight: np.ndarray | None = None
+    project_bias: np.ndarray | None = None
 
 
 @dataclass
 class HeadOp:
-    kind: str                      # "cls" | "linear" | "tanh" | "relu"
+    kind: str                      # "cls" | "linear" | "tanh" | "relu" | "gelu"
     weight: np.ndarray | None = None  # fp32 [N, K]
     bias: np.ndarray | None = None
 
@@ -104,6 +107,7 @@ class EncoderPlan:
     outputs: dict[str, tuple[int, int]]  # graph output -> column range of the head's last output
     token_level: bool                    # head output per token ([B, S, n]) or per sequence ([B, n])
     inputs: list[str] = field(default_factory=list)
+    model_type: str | None = None        # the registry family it was matched for (its EngineLayer); None: detected
 
     @property
     def ffn(self) -> int:
@@ -284,6 +288,35 @@ def _roberta_padding_idx(g: LogicalGraph, input_ids: str) -> int:
                           "padding-offset pattern (input_ids != padding_idx) the engine knows")
 
 
+def _match_embeddings_project(g: LogicalGraph, x: str, emb: EmbeddingPlan, family: Family | None) -> str:
+    """ELECTRA's embeddings_project: the embeddings LayerNorm output feeds one fp32 MatMul (+ bias Add) from the
+    embedding width to the hidden size. Fills emb.project_*; returns the tensor the encoder reads."""
+    us = [u for u in g.users(x) if u.op_type != "Shape"]
+    if len(us) != 1 or us[0].op_type != "MatMul" or g.src(us[0], 0) != x:
+        return x
+    mm = us[0]
+    w = g.weight(mm.input[1])
+    if isinstance(w, QuantWeight):
+        raise GraphMatchError(f"embeddings: the projection MatMul {mm.name!r} is quantized; the engine runs it in fp32 "
+                              "(export with hf_fast.export, which leaves it float)")
+    w = g.float_weight(mm.input[1])
+    if w is None or w.ndim != 2 or w.shape[0] != emb.word.shape[1]:
+        return x  # not a projection of the embeddings: the layer matcher names what it finds
+    if family is not None and not family.engine.embeddings_project:
+        raise GraphMatchError(f"embeddings: {family.description} has no embeddings projection, the graph projects "
+                              f"the embeddings with {mm.name!r}")
+    b, out = np.zeros(w.shape[1], np.float32), mm.output[0]
+    nxt = [v for v in g.users(out) if v.op_type != "Shape"]
+    if len(nxt) == 1 and nxt[0].op_type == "Add":
+        other = [i for i in nxt[0].input if g.resolve(i)[0] != out]
+        c = g.float_weight(other[0]) if other else None
+        if c is not None and c.size == w.shape[1]:
+            b, out = c.reshape(-1).astype(np.float32), nxt[0].output[0]
+    emb.project_weight = np.ascontiguousarray(w.T, dtype=np.float32)
+    emb.project_bias = np.ascontiguousarray(b, dtype=np.float32)
+    return out
+
+
 # ------------------------------------------------------------------ encoder layers
 def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int,
                  pattern: patterns.LayerPattern = patterns.POST_LN) -> tuple[LayerPlan, str]:
@@ -367,6 +400,35 @@ def _attention_quant(g: LogicalGraph, score: onnx.NodeProto, ctx: onnx.NodeProto
 
 
 # ------------------------------------------------------------------ task head
+def _head_gelu(g: LogicalGraph, t: str) -> str | None:
+    """The output of an exact (erf) GELU of t, as a Gelu op or as torch exports it (x * (1 + erf(x / sqrt 2)) *
+    0.5): ELECTRA's classification head. None when t's consumers are not that."""
+    us = [u for u in g.users(t) if u.op_type != "Shape"]
+    if len(us) == 1 and us[0].op_type == "Gelu":
+        approx = g.attr(us[0], "approximate", "none")
+        return us[0].output[0] if approx in ("none", b"none") else None
+    if len(us) != 2:
+        return None
+
+    def const_operand(node, value):  # node = op(other, c) with the scalar constant c == value (either order)
+        cs = [g.float_weight(i) for i in node.input]
+        return len(node.input) == 2 and any(c is not None and c.size == 1 and abs(float(c.reshape(())) - value) < 1e-4
+                                            for c in cs)
+
+    def only_user(tensor, op):
+        vs = [v for v in g.users(tensor) if v.op_type != "Shape"]
+        return vs[0] if len(vs) == 1 and vs[0].op_type == op else None
+
+    div = next((u for u in us if u.op_type == "Div" and g.src(u, 0) == t and const_operand(u, np.sqrt(2.0))), None)
+    mul = next((u for u in us if u.op_type == "Mul" and t in (g.src(u, 0), g.src(u, 1))), None)
+    erf = only_user(div.output[0], "Erf") if div is not None else None
+    add = only_user(erf.output[0], "Add") if erf is not None else None
+    if mul is None or add is None or not const_operand(add, 1.0) or add.output[0] not in (g.src(mul, 0), g.src(mul, 1)):
+        return None
+    half = only_user(mul.output[0], "Mul")
+    return half.output[0] if half is not None and const_operand(half, 0.5) else None
+
+
 def _match_head(g: LogicalGraph, x: str) -> tuple[list[HeadOp], dict[str, tuple[int, int]], bool]:
     ops: list[HeadOp] = []
     token_level = True
@@ -375,6 +437,11 @@ def _match_head(g: LogicalGraph, x: str) -> tuple[list[HeadOp], dict[str, tuple[
     for _ in range(32):
         if t in g.outputs:
             return ops, {t: (0, width)}, token_level
+        gelu_out = _head_gelu(g, t)
+        if gelu_out is not None:
+            ops.append(HeadOp("gelu"))
+            t = gelu_out
+            continue
         us = [u for u in g.users(t) if u.op_type != "Shape"]
         if len(us) != 1:
             raise GraphMatchError(f"task head: tensor {t!r} has {len(us)} consumers; expected a single chain")
@@ -470,7 +537,8 @@ def build_plan(model: onnx.ModelProto, num_heads: int, model_type: str | None = 
         raise GraphMatchError(f"{bad.op_type} {bad.name!r} has inputs {list(bad.input)}, expected at least "
                               f"{_ARITY[bad.op_type]}")
     emb, x = _match_embeddings(g, "input_ids", family)
-    hidden = emb.word.shape[1]
+    x = _match_embeddings_project(g, x, emb, family)
+    hidden = emb.word.shape[1] if emb.project_weight is None else emb.project_weight.shape[0]
     if hidden % num_heads:
         raise GraphMatchError(f"hidden size {hidden} is not divisible by num_heads={num_heads}")
     pattern = family.layer if family is not None else patterns.POST_LN
@@ -498,7 +566,8 @@ def build_plan(model: onnx.ModelProto, num_heads: int, model_type: str | None = 
     missing = [o for o in g.outputs if o not in outputs]
     if missing:
         raise GraphMatchError(f"graph outputs {missing} are not produced by a recognised task head")
-    plan = EncoderPlan(hidden, num_heads, emb, layers, head, outputs, token_level, list(g.inputs))
+    plan = EncoderPlan(hidden, num_heads, emb, layers, head, outputs, token_level, list(g.inputs),
+                       family.model_type if family is not None else None)
     check_plan(plan)
     return plan
 
@@ -522,17 +591,26 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
         raise GraphMatchError(f"hidden size {H} is not divisible by num_heads={plan.heads}")
     if emb.word.ndim != 2 or emb.word.shape[0] < 1:
         raise GraphMatchError(f"word embedding table has shape {emb.word.shape}")
-    shape(emb.word, (emb.word.shape[0], H), "word embedding table")
+    E = H  # the embedding width: H, or the input width of the embeddings projection
+    if emb.project_weight is not None:
+        if not isinstance(emb.project_weight, np.ndarray) or emb.project_weight.ndim != 2:
+            raise GraphMatchError(f"embeddings projection has shape {getattr(emb.project_weight, 'shape', None)}")
+        E = emb.project_weight.shape[1]
+        shape(emb.project_weight, (H, E), "embeddings projection weight")
+        shape(emb.project_bias, (H,), "embeddings projection bias")
+        if not (np.all(np.isfinite(emb.project_weight)) and np.all(np.isfinite(emb.project_bias))):
+            raise GraphMatchError("embeddings projection: weights must be finite")
+    shape(emb.word, (emb.word.shape[0], E), "word embedding table")
     if emb.position.ndim != 2 or emb.position.shape[0] < 1:
         raise GraphMatchError(f"position embedding table has shape {emb.position.shape} "
                               f"(padding_idx {emb.padding_idx})")
-    shape(emb.position, (emb.position.shape[0], H), "position embedding table")
+    shape(emb.position, (emb.position.shape[0], E), "position embedding table")
     if emb.token_type is not None:
         if emb.token_type.ndim != 2 or emb.token_type.shape[0] < 1:
             raise GraphMatchError(f"token type embedding table has shape {emb.token_type.shape}")
-        shape(emb.token_type, (emb.token_type.shape[0], H), "token type embedding table")
+        shape(emb.token_type, (emb.token_type.shape[0], E), "token type embedding table")
     for a, what in ((emb.ln.gamma, "embedding LayerNorm scale"), (emb.ln.beta, "embedding LayerNorm bias")):
-        shape(a, (H,), what)
+        shape(a, (E,), what)
     eps(emb.ln.eps, "embedding LayerNorm")
     F = plan.ffn
     for i, layer in enumerate(plan.layers):
@@ -569,7 +647,7 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
                 raise GraphMatchError("task head: linear layer with no outputs")
             shape(op.bias, (op.weight.shape[0],), "task head linear bias")
             width = op.weight.shape[0]
-        elif op.kind not in ("cls", "tanh", "relu"):
+        elif op.kind not in ("cls", "tanh", "relu", "gelu"):
             raise GraphMatchError(f"task head: unknown op {op.kind!r}")
     for name, (lo, hi) in list(plan.outputs.items()):
         if hi is None:  # a head without a linear layer outputs the hidden states themselves
