@@ -129,3 +129,18 @@ def test_a_family_declaring_an_unimplemented_op_is_never_run_as_bert(bert_artifa
         NativeEngine(plan)
     monkeypatch.undo()
     assert NativeEngine(plan).layer_desc == fam.engine  # the unchanged family runs
+
+
+def test_auto_backend_falls_back_when_the_engine_lacks_a_declared_op(bert_artifact, monkeypatch):
+    """backend='auto' on a family whose declared op the engine has no kernel for: ONNX Runtime, one warning naming
+    the op, the reason kept in fallback_reason (backend='native' raises)."""
+    from hf_fast.runtime import FastModelForSequenceClassification
+
+    fam = registry.get("bert")
+    changed = dataclasses.replace(fam, engine=dataclasses.replace(fam.engine, norm="pre"))
+    monkeypatch.setattr(registry, "find", lambda t: changed if t == fam.model_type else None)
+    with pytest.warns(UserWarning, match="runs in ONNX Runtime.*op 'pre-LN'"):
+        m = FastModelForSequenceClassification.from_pretrained(bert_artifact)
+    assert "pre-LN" in m.backend.fallback_reason
+    with pytest.raises(NotImplementedError, match="op 'pre-LN'"):
+        FastModelForSequenceClassification.from_pretrained(bert_artifact, backend="native")
