@@ -201,7 +201,7 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
                                       quantize_attention=bool(quantize_attention))
         qgraph = LogicalGraph(onnx.load(str(qpath)))  # one read of the int8 graph for both questions
         weights = quantize.int8_linear_weights(qgraph)
-        n_attention = len(set(nodes) & set(quantize.attention_matmuls(qgraph)))
+        n_attention = len(set(nodes) & set(quantize.attention_matmuls(qgraph))) if quantize_attention else 0
         if len(weights) != len(nodes) - n_attention:
             raise RuntimeError(f"quantization produced {len(weights)} int8 Linear weights for "
                                f"{len(nodes) - n_attention} encoder Linear MatMuls")

@@ -140,7 +140,12 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: list[dict[str, np.ndarr
     cal = _method(method)
     reader = FeedReader(feeds, progress=progress)
     proto = onnx.load(str(fp32_path))
-    found_linear, found_attention = encoder_matmuls(proto)
+    if nodes is not None and not quantize_attention:
+        # the caller names the Linears (models/generic.py for encoders outside the registry, whose layers the
+        # registry's patterns need not match): the walker has nothing to add
+        found_linear, found_attention = list(nodes), []
+    else:
+        found_linear, found_attention = encoder_matmuls(proto)
     nodes = list(nodes) if nodes is not None else found_linear
     if not nodes:
         raise ValueError("no encoder Linear MatMul found in the exported graph: nothing to quantize "
