@@ -61,7 +61,11 @@ def get(model_type: str | None) -> Family:
 
 
 def for_config(cfg: Any) -> Family:
-    return get(getattr(cfg, "model_type", None))
+    """The Family of a transformers config; ValueError when the type, or a setting that changes its graph
+    (Family.config_requirements), is not supported."""
+    fam = get(getattr(cfg, "model_type", None))
+    fam.check_config(cfg)
+    return fam
 
 
 def config_value(cfg: Any, key: str, default: Any = None) -> Any:
