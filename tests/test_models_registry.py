@@ -259,3 +259,15 @@ def test_the_finder_reproduces_its_recorded_output():
         assert got[t]["match"] == want["match"], (t, got[t])
         if want["match"]:
             assert got[t]["heads"] == want["heads"] and got[t]["token_types"] == want["token_types"], t
+
+
+def test_readme_family_table_is_the_registry():
+    """README.md's "Model families" table is registry.markdown_table(): a new family module changes it."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"^## Model families\s*$(.*?)(?=^## |\Z)", readme, re.M | re.S)
+    assert m is not None, "README.md has no '## Model families' section"
+    table = "\n".join(ln for ln in m.group(1).splitlines() if ln.startswith("|")) + "\n"
+    assert table == registry.markdown_table(), (
+        "README.md's family table differs from the registry; replace it with:\n" + registry.markdown_table())
+    for t in FAMILIES:  # and the prose names each family
+        assert f"`{t}`" in m.group(1)
