@@ -110,8 +110,7 @@ def _transplant(model_type: str, task: str, state: dict, vocab: CompactVocab, la
             new[k] = src[: v.shape[0]]  # XLM-RoBERTa has one token type: MiniLM's row 0
         elif src is not None and src.shape == v.shape:
             new[k] = src
-    missing = [k for k in base.state_dict() if k not in new and not k.startswith("pooler.")
-               and not k.endswith(("position_ids", "token_type_ids"))]
+    missing = [k for k, _ in base.named_parameters() if k not in new and not k.startswith("pooler.")]
     assert not missing, f"{model_type}: MiniLM has no weights for {missing}"
     base.load_state_dict(new, strict=False)
     return model
@@ -220,7 +219,7 @@ def _parity_failures(eng: NativeEngine, d: Path, model, batches) -> list[str]:
 def test_the_new_families_are_the_ones_found():
     """Guards the parametrisation: the finder's matches are in the registry (test_models_registry.py checks the
     rest), so no found family is silently left out of these tests."""
-    assert {"xlm-roberta", "camembert", "data2vec-text", "ernie"} <= set(NEW)
+    assert {"xlm-roberta", "camembert", "data2vec-text", "ernie", "ibert"} <= set(NEW)
     assert all(TASKS_OF[t] == sorted(TASKS) for t in NEW)
 
 
@@ -234,6 +233,15 @@ def test_engine_parity_on_real_sentences(artifacts, tok, sentences, model_type, 
                                                              == "padding-offset")
     fails = _parity_failures(eng, d, model, _batches(tok, task, model_type, sentences, vocab))
     assert not fails, f"{model_type} {task}: " + "; ".join(fails)
+    # the user's way in: FastModelFor<task>.from_pretrained runs the same engine on the same file
+    from hf_fast.runtime import modeling
+
+    fm = getattr(modeling, str(TASKS[task]["fast_class"])).from_pretrained(d, backend="native", pack_cache=False)
+    assert fm.backend.name == "native"
+    feeds = _batches(tok, task, model_type, sentences[:8], vocab)[0]
+    out = fm(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    for name, want in eng.run(**feeds).items():
+        assert np.array_equal(getattr(out, name).numpy(), want), name
 
 
 def _drop_rule(monkeypatch, rule: str) -> None:
@@ -260,6 +268,7 @@ def test_parity_fails_without_the_family_rule(artifacts, tok, sentences, monkeyp
     assert fails, f"{model_type} {task}: the engine stays at parity without its {rule} rule"
 
 
+@pytest.mark.filterwarnings("ignore:the pruning window")  # 4 steps: the schedule's accuracy advice is moot here
 @pytest.mark.parametrize("model_type", NEW)
 def test_fast_trainer_prunes_and_the_pruned_model_runs_in_the_engine(tmp_path, tok, model_type):
     """FastTrainer finds the family's prunable Linears (6 per layer) through the registry, prunes them in blocks,
@@ -298,3 +307,23 @@ def test_fast_trainer_prunes_and_the_pruned_model_runs_in_the_engine(tmp_path, t
     ref = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
     got = eng.run(**feeds)["logits"]
     assert np.abs(got - ref).max() <= REL_TOL_ORT * np.abs(ref).max() + 1e-5
+
+
+def test_ibert_runs_in_the_engine_because_its_layernorm_is_fused(tmp_path, tok, monkeypatch):
+    """I-BERT's IntLayerNorm traces to ReduceMean/Sub/Pow/Sqrt/Div: without the family's "layernorm" fusion the plan
+    refuses the file by name; with it (the registry entry) the engine runs it."""
+    import hf_fast
+    from hf_fast.export import onnx_export
+    from hf_fast.runtime.graph import GraphMatchError
+
+    model = tiny_model("ibert", "text-classification", tok.vocab_size, seed=0)
+    fused = hf_fast.export(model, tok, tmp_path / "fused", calibration_dataset=["a fine film"], progress=False)
+    assert sum(n.op_type == "LayerNormalization" for n in onnx.load(str(fused / "model.onnx")).graph.node) == 5
+    _engine(fused)
+    real = onnx_export._fuse
+    monkeypatch.setattr(onnx_export, "_fuse", lambda proto, fusions: real(proto, ()))
+    plain = hf_fast.export(model, tok, tmp_path / "plain", calibration_dataset=["a fine film"], progress=False)
+    with pytest.raises(GraphMatchError, match="LayerNormalization"):
+        _engine(plain)
+    with pytest.raises(ValueError, match="unknown ONNX fusion"):
+        real(onnx.load(str(plain / "model.onnx")), ("gelu",))

@@ -43,9 +43,10 @@ def test_derived_family_keeps_the_parents_rules_under_its_own_name():
     assert ernie.heads["text-classification"].modules == ("ernie.pooler.dense", "classifier")
 
 
-@pytest.mark.parametrize("model_type, setting", [("ernie", {"use_task_id": True})])
+@pytest.mark.parametrize("model_type, setting", [("ernie", {"use_task_id": True}), ("ibert", {"quant_mode": True})])
 def test_a_config_setting_that_changes_the_graph_is_refused_by_name(model_type, setting):
-    """ERNIE 3.0's task-type table is one more embedding the engine would misread: export refuses it."""
+    """ERNIE 3.0's task-type table is one more embedding the engine would misread, I-BERT's integer-only mode
+    another graph: export refuses them."""
     import transformers
 
     cfg = transformers.AutoConfig.for_model(model_type, **setting)
@@ -75,7 +76,8 @@ def test_prunable_linears_are_every_encoder_linear_once_per_role(arch):
     for name, mod in m.named_modules():
         r = fam.linear_role(name)
         if r is not None:
-            assert isinstance(mod, nn.Linear), name
+            assert isinstance(mod, nn.Linear) or type(mod).__name__ in fam.linear_classes, name
+            assert mod.weight.ndim == 2 and mod.bias is not None, name
             roles.setdefault(r[0], []).append(r[1])
     assert sorted(roles) == [0, 1]
     for layer, got in roles.items():
@@ -119,12 +121,17 @@ def test_position_rule_matches_the_model(arch):
     m = tiny_model(arch, "text-classification", vocab_size=100, max_pos=64)
     cfg = m.config
     max_pos = cfg.max_position_embeddings
+    import sys
+
     emb = m.base_model.embeddings
-    if hasattr(emb, "create_position_ids_from_input_ids"):  # RoBERTa's code (and the types built from it)
+    # RoBERTa's code (and the types built from it) computes position ids from input_ids, as a method or a function
+    create = (getattr(emb, "create_position_ids_from_input_ids", None)
+              or getattr(sys.modules[type(emb).__module__], "create_position_ids_from_input_ids", None))
+    if create is not None:
         assert fam.engine.position == "padding-offset"
         assert fam.max_sequence_length(cfg) == max_pos - cfg.pad_token_id - 1
         ids = __import__("torch").tensor([[5, 6, 7, cfg.pad_token_id]])
-        pos = emb.create_position_ids_from_input_ids(ids, cfg.pad_token_id)
+        pos = create(ids, cfg.pad_token_id)
         assert pos.tolist() == [[cfg.pad_token_id + 1 + t for t in range(3)] + [cfg.pad_token_id]]
     else:
         assert fam.engine.position == "absolute"
@@ -164,6 +171,8 @@ def test_spec_refuses_what_the_engine_does_not_know():
     with pytest.raises(ValueError, match="config_names"):
         Family("x", "x", bert.inputs, {"num_layers": ("n",)}, bert.prunable_linears, bert.linear_roles,
                bert.onnx_layer, bert.heads)
+    with pytest.raises(ValueError, match="onnx_fusions"):
+        bert.derive("x", "x", onnx_fusions=("gelu",))
 
 
 def test_task_table_names_the_fast_classes_and_transformers_tables():
@@ -208,7 +217,6 @@ FOUND = json.loads((REPO / "tools" / "bert_like.json").read_text())
 # (README.md "Model families"); they fall back to ONNX Runtime
 NOT_YET = {
     "splinter": "its only task head (question answering) is QASS, which takes question positions as an input",
-    "ibert": "its float mode writes LayerNorm out as ReduceMean/Sub/Pow/Sqrt/Div; the plan needs LayerNormalization",
 }
 # the look-alikes the finder must tell apart: pre-LN, extra inputs, relative attention, block-sparse attention
 LOOK_ALIKES = ["roberta-prelayernorm", "xlm-roberta-xl", "megatron-bert", "layoutlm", "deberta-v2", "big_bird",

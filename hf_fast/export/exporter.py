@@ -172,7 +172,8 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
     with artifact.atomic_dir(out_dir, overwrite) as tmp:
         fp32 = tmp / MODEL_FP32_NAME
         info = onnx_export.export_fp32(model, fp32, input_names, output_names, opset=opset, progress=progress,
-                                       dynamic_axes=family.dynamic_axes(output_names, bool(TASKS[task]["token_level"])))
+                                       dynamic_axes=family.dynamic_axes(output_names, bool(TASKS[task]["token_level"])),
+                                       fusions=family.onnx_fusions)
         qpath = tmp / MODEL_NAME
         src = fp32
         if smooth_quant is not None:

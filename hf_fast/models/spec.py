@@ -18,6 +18,7 @@ NORM_POSITIONS = ("post",)  # "pre" comes with the engine's layer description (i
 ACTIVATIONS = ("gelu",)
 LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")
 HEAD_OPS = ("cls", "linear", "tanh", "relu")  # the engine's head program (runtime/plan.py HeadOp kinds)
+ONNX_FUSIONS = ("layernorm",)  # what export/onnx_export.py can fuse
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ class Family:
     # config attribute -> the value the family's graph needs (I-BERT's integer-only quant_mode, ERNIE's task-type
     # table): a config with another value computes another graph, and export refuses it by name (check_config)
     config_requirements: Mapping[str, Any] = field(default_factory=dict)
+    # ONNX rewrites the exporter applies after tracing (export/onnx_export.py _fuse): "layernorm" when the family's
+    # code spells LayerNorm out in elementwise ops (I-BERT's float mode) and the plan needs one LayerNormalization
+    onnx_fusions: tuple[str, ...] = ()
+    # class names of the prunable modules besides torch's nn.Linear: I-BERT's QuantLinear (F.linear in float mode)
+    linear_classes: tuple[str, ...] = ()
 
     def __post_init__(self):
         missing = [k for k in CONFIG_KEYS if k not in self.config_names]
@@ -88,6 +94,9 @@ class Family:
             raise ValueError(f"{self.model_type}: linear_roles must name each of {LINEAR_ROLES} once ({bad})")
         re.compile(self.prunable_linears)
         re.compile(self.onnx_layer)
+        bad = [f for f in self.onnx_fusions if f not in ONNX_FUSIONS]
+        if bad:
+            raise ValueError(f"{self.model_type}: onnx_fusions {bad}; the exporter fuses {', '.join(ONNX_FUSIONS)}")
 
     # ---------------------------------------------------------------- config
     def config_value(self, cfg: Any, key: str, default: Any = None) -> Any:
