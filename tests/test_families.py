@@ -281,8 +281,8 @@ def test_fast_trainer_prunes_and_the_pruned_model_runs_in_the_engine(tmp_path, t
 
     model = tiny_model(model_type, "text-classification", VOCAB, seed=0, layers=2, hidden=32, heads=4, ffn=64,
                        num_labels=2).train()
-    tr = FastTrainer(model=model, args=train_args(tmp_path / "run", max_steps=4, logging_steps=100),
-                     fast_config=FastConfig(sparsity=0.5, block="4x1", score="magnitude", scope="layer", end_step=2,
+    tr = FastTrainer(model=model, args=train_args(tmp_path / "run", max_steps=2, logging_steps=100),
+                     fast_config=FastConfig(sparsity=0.5, block="4x1", score="magnitude", scope="layer", end_step=1,
                                             frequency=1),
                      train_dataset=ToyDataset(32))
     tr.train()
