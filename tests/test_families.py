@@ -183,7 +183,9 @@ def _engine(d: Path) -> NativeEngine:
 
 def _parity_failures(eng: NativeEngine, d: Path, model, batches) -> list[str]:
     """What breaks parity of the engine with ONNX Runtime (same file) and PyTorch (fp32); empty when none does."""
-    sess = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1  # small batches on a shared machine: one thread, no spinning workers
+    sess = ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     agree, n, rel_ort, rel_pt = 0, 0, 0.0, 0.0
     for i, feeds in enumerate(batches):
@@ -191,8 +193,13 @@ def _parity_failures(eng: NativeEngine, d: Path, model, batches) -> list[str]:
         got = eng.run(**feeds)
         pt = None
         if i % 3 == 0:  # PyTorch fp32 is the slow one: every third batch of the length-sorted ones
-            with torch.no_grad():
-                pt = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as ONNX Runtime above; restored for the other tests
+            try:
+                with torch.no_grad():
+                    pt = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+            finally:
+                torch.set_num_threads(threads)
         mask = feeds["attention_mask"].astype(bool)
         for name in names:
             r, g = ref[name], got[name]
