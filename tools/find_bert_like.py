@@ -11,14 +11,19 @@ types, no extra inputs. Decided by running the code, not by reading names:
 3. function: BERT's random weights, scaled so attention is peaked and positions matter, are loaded into the type
    and into BertModel and RobertaModel of the same config; the type matches the one whose last_hidden_state it
    reproduces (max relative difference 1e-4) on right-padded inputs with mixed token types. A pre-LN look-alike
-   (roberta-prelayernorm, megatron-bert) has the layout but not the function.
+   (roberta-prelayernorm, megatron-bert) has the layout but not the function. A type without a token-type table
+   (DistilBERT) is compared with BERT whose type row is zero.
+
+Types whose default config is not what their published checkpoints run are built with the published flags
+(PUBLISHED: DeBERTa-v2's relative attention). A type that cannot be built tiny is listed with the error.
 
 For each match it records the position rule, whether the type has token types and, per task, the transformers
-class and its head's Linear modules. Run (a minute on one core):
+class and its head's Linear modules. Run (about 20 s on one core):
 
     python tools/find_bert_like.py --out tools/bert_like.json
 
-The recorded output (tools/bert_like.json) is what tests/test_models_registry.py holds the registry to.
+The recorded output (tools/bert_like.json) is what tests/test_models_registry.py holds the registry to (it reruns the
+finder on the registered families and the look-alikes) and what tests/test_families.py parametrises over.
 """
 from __future__ import annotations
 
