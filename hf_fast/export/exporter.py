@@ -184,8 +184,10 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
     with artifact.atomic_dir(out_dir, overwrite) as tmp:
         fp32 = tmp / MODEL_FP32_NAME
         info = onnx_export.export_fp32(model, fp32, input_names, output_names, opset=opset, progress=progress,
-                                       dynamic_axes=family.dynamic_axes(output_names, bool(TASKS[task]["token_level"])))
-        # registry families: quantize's per-family layer regex; other encoders: the generic rule (models/generic.py)
+                                       dynamic_axes=family.dynamic_axes(output_names, bool(TASKS[task]["token_level"])),
+                                       fusions=getattr(family, "onnx_fusions", ()))
+        # registry families: the graph walker's layer pattern finds the Linears; other encoders: the generic rule
+        # (models/generic.py)
         linear_nodes = None if native else family.onnx_linear_matmuls(onnx.load(str(fp32), load_external_data=False))
         qpath = tmp / MODEL_NAME
         src = fp32

@@ -135,10 +135,11 @@ def _normalise_graph(model_proto) -> dict[str, str]:
 
 def export_fp32(model, path: Path, input_names: list[str], output_names: list[str], opset: int = OPSET,
                 check_tol: float = 1e-3, progress: bool = False,
-                dynamic_axes: dict[str, dict[int, str]] | None = None) -> OnnxExportInfo:
+                dynamic_axes: dict[str, dict[int, str]] | None = None, fusions: tuple[str, ...] = ()) -> OnnxExportInfo:
     """Trace `model` to `path` (fp32 ONNX, dynamic batch and sequence axes) and self-check it; ``progress``
     shows the step and its elapsed time (it takes 15 s and more for a BERT-base). ``dynamic_axes``: the family's
-    (hf_fast.models Family.dynamic_axes); None derives them from the output names and the model's class."""
+    (hf_fast.models Family.dynamic_axes); None derives them from the output names and the model's class.
+    ``fusions``: the family's Family.onnx_fusions, applied before the self-check (which then checks them too)."""
     from hf_fast.export.progress import step
 
     if dynamic_axes is None:
@@ -147,11 +148,29 @@ def export_fp32(model, path: Path, input_names: list[str], output_names: list[st
         for o in output_names:
             dynamic_axes[o] = {0: "batch", 1: "sequence"} if token_level else {0: "batch"}
     with step("ONNX trace (fp32)", enabled=progress):
-        return _export_fp32(model, path, input_names, output_names, opset, check_tol, dynamic_axes)
+        return _export_fp32(model, path, input_names, output_names, opset, check_tol, dynamic_axes, fusions)
+
+
+def _fuse(proto, fusions: tuple[str, ...]) -> None:
+    """Rewrite op sequences that a family's PyTorch code spells out into the one op the runtime plan matches
+    ("layernorm": ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add -> LayerNormalization, with onnxruntime's own
+    fusion). Refuses an unknown name; a graph in which nothing fuses is left for the plan to refuse by name."""
+    unknown = [f for f in fusions if f != "layernorm"]
+    if unknown:
+        raise ValueError(f"unknown ONNX fusion(s) {unknown}; known: layernorm")
+    if not fusions:
+        return
+    from onnxruntime.transformers.fusion_layernorm import FusionLayerNormalization
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    om = OnnxModel(proto)
+    FusionLayerNormalization(om).apply()
+    om.prune_graph()
+    om.topological_sort()
 
 
 def _export_fp32(model, path: Path, input_names: list[str], output_names: list[str], opset: int,
-                 check_tol: float, dyn: dict[str, dict[int, str]]) -> OnnxExportInfo:
+                 check_tol: float, dyn: dict[str, dict[int, str]], fusions: tuple[str, ...] = ()) -> OnnxExportInfo:
     import onnx
     import torch
 
@@ -169,6 +188,7 @@ def _export_fp32(model, path: Path, input_names: list[str], output_names: list[s
         ref = {o: getattr(ref, o).detach().float().numpy() for o in output_names}
     proto = onnx.load(str(path))
     renamed = _normalise_graph(proto)
+    _fuse(proto, fusions)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     got = run_onnx(path, {k: v.numpy() for k, v in check.items()}, output_names)
