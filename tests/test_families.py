@@ -331,6 +331,9 @@ def test_ibert_runs_in_the_engine_because_its_layernorm_is_fused(tmp_path, tok, 
     real = onnx_export._fuse
     monkeypatch.setattr(onnx_export, "_fuse", lambda proto, fusions: real(proto, ()))
     plain = hf_fast.export(model, tok, tmp_path / "plain", calibration_dataset=["a fine film"], progress=False)
+    # the exporter falls back to the generic Linears and says why the engine will not run the file
+    ne = json.loads((plain / "fast_config.json").read_text())["native_engine"]
+    assert ne["family"] is False and "LayerNormalization" in ne["reason"]
     with pytest.raises(GraphMatchError, match="LayerNormalization"):
         _engine(plain)
     with pytest.raises(ValueError, match="unknown ONNX fusion"):

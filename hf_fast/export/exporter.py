@@ -186,9 +186,28 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
         info = onnx_export.export_fp32(model, fp32, input_names, output_names, opset=opset, progress=progress,
                                        dynamic_axes=family.dynamic_axes(output_names, bool(TASKS[task]["token_level"])),
                                        fusions=getattr(family, "onnx_fusions", ()))
-        # registry families: the graph walker's layer pattern finds the Linears; other encoders: the generic rule
-        # (models/generic.py)
-        linear_nodes = None if native else family.onnx_linear_matmuls(onnx.load(str(fp32), load_external_data=False))
+        # registry families: the graph walker's layer pattern finds the Linears; other encoders, and a registry
+        # family whose graph the pattern does not match (a new transformers version, an unfused op), the generic rule
+        # (models/generic.py): the artifact then runs in ONNX Runtime, the reason recorded
+        from hf_fast.runtime.graph import GraphMatchError
+
+        proto = onnx.load(str(fp32), load_external_data=False)
+        linear_nodes, engine_refusal = None, None
+        if native:
+            try:
+                if not quantize.encoder_linear_matmuls(proto):
+                    raise GraphMatchError(f"no {family.layer.name} encoder layer in the exported graph")
+            except GraphMatchError as exc:
+                if quantize_attention:
+                    raise
+                engine_refusal = f"the {family.description} layer pattern does not match the exported graph: {exc}"
+        if engine_refusal:  # the family's own prunable Linears (module paths), found in the graph by name
+            paths = [n for n, m in model.named_modules() if family.linear_role(n) is not None
+                     and getattr(m, "weight", None) is not None]
+            linear_nodes = generic.onnx_linear_matmuls(proto, paths)
+        elif not native:
+            linear_nodes = family.onnx_linear_matmuls(proto)
+        del proto
         qpath = tmp / MODEL_NAME
         src = fp32
         if smooth_quant is not None:
@@ -222,7 +241,7 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
             tokenizer.save_pretrained(str(tmp))
         fc = _fast_config(model, task, family, input_names, output_names, sp, calibration_method, n_samples,
                           max_length, opset, info, metrics, tmp, keep_fp32, len(nodes), reduce_range,
-                          quantize_residuals, smooth_quant, n_attention)
+                          quantize_residuals, smooth_quant, n_attention, engine_refusal)
         artifact.write_json(tmp / FAST_CONFIG_NAME, fc)
         (tmp / "README.md").write_text(artifact.model_card(fc), encoding="utf-8")
         if keep is not None:
@@ -236,7 +255,8 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
 
 def _fast_config(model, task, family, input_names, output_names, sp, method, n_samples, max_length, opset, info,
                  metrics, tmp: Path, keep_fp32: bool, n_quant: int, reduce_range: bool = False,
-                 quantize_residuals: bool = False, smooth_quant: float | None = None, n_attention: int = 0):
+                 quantize_residuals: bool = False, smooth_quant: float | None = None, n_attention: int = 0,
+                 engine_refusal: str | None = None):
     import onnxruntime
     import torch
     import transformers
@@ -295,7 +315,8 @@ def _fast_config(model, task, family, input_names, output_names, sp, method, n_s
         },
         "isa_tuned_for": isa,
         # whether the native engine runs this family; when not, from_pretrained(backend="auto") uses ONNX Runtime
-        "native_engine": {"family": native, "reason": None if native else generic.engine_reason(family.model_type)},
+        "native_engine": {"family": native and engine_refusal is None,
+                          "reason": engine_refusal if native else generic.engine_reason(family.model_type)},
         "export_check_max_abs_diff_fp32": info.max_abs_diff,
         "metrics": dict(metrics or {}),
         "files": files,
