@@ -17,6 +17,9 @@ NORM_POSITIONS = ("post",)  # "pre" comes with the engine's layer description (i
 ACTIVATIONS = ("gelu",)
 LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")
 HEAD_OPS = ("cls", "linear", "tanh", "relu")  # the engine's head program (runtime/plan.py HeadOp kinds)
+# sentence-embedding ops (task feature-extraction): not matched in the graph, whose output is the token states, but
+# added from fast_config.json "pooling" (hf_fast/pooling.py) when the engine returns sentence embeddings
+POOLING_HEAD_OPS = ("mean", "max", "mean_sqrt_len", "l2norm")
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,14 @@ typedef struct hf_engine hf_engine;
 #define HF_HEAD_LINEAR 1
 #define HF_HEAD_TANH 2
 #define HF_HEAD_RELU 3
+/* Sentence-embedding ops (task feature-extraction), as sentence-transformers' Pooling / Normalize compute them,
+ * over the tokens the attention mask keeps (all tokens for a NULL mask); each turns [B][S][w] into [B][w]:
+ * MEAN sum/max(n, 1e-9), MEAN_SQRT_LEN sum/sqrt(max(n, 1e-9)), MAX the largest kept value (-1e9 where a row
+ * keeps none). L2NORM divides each row by max(||row||, 1e-12) (torch.nn.functional.normalize). */
+#define HF_HEAD_POOL_MEAN 16
+#define HF_HEAD_POOL_MAX 17
+#define HF_HEAD_POOL_MEAN_SQRT_LEN 18
+#define HF_HEAD_L2NORM 19
 typedef struct {
     hf_linear *qkv;      /* [3H x H]: Q, K, V projections stacked along the output axis */
     hf_linear *attn_out; /* [H x H] */
@@ -247,7 +255,8 @@ void hf_engine_free(hf_engine *e);
 int hf_engine_set_embeddings(hf_engine *e, const float *word, const float *pos, const float *type,
                              const float *ln_g, const float *ln_b, float eps);
 int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *desc);
-/* Head program: HF_HEAD_CLS keeps token 0 of each sequence; LINEAR is fp32 W[N][K] + b. */
+/* Head program: HF_HEAD_CLS keeps token 0 of each sequence; LINEAR is fp32 W[N][K] + b; the HF_HEAD_POOL_* ops
+ * pool the tokens of each sequence (at most one CLS or pooling op per program). */
 int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b);
 int64_t hf_engine_output_width(const hf_engine *e);
 int hf_engine_token_level(const hf_engine *e);
