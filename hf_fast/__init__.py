@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 __all__ = ["native_info", "NativeError", "UnsupportedISAError", "__version__",
            "FastTrainer", "FastConfig", "DistillConfig", "PruningCallback", "DistillationLoss",
            "export", "FastModelForSequenceClassification", "FastModelForQuestionAnswering",
-           "FastModelForTokenClassification", "FastModelForFeatureExtraction", "FastSentenceTransformer", "save_fast", "push_to_hub", "pipeline", "QuestionAnsweringPipeline",
+           "FastModelForTokenClassification", "FastModelForFeatureExtraction", "FastSentenceTransformer",
+           "save_fast", "push_to_hub", "pipeline", "QuestionAnsweringPipeline",
            "load_fast_model"]
 
 # Lazy exports: name -> module (imported on first attribute access, keeping `import hf_fast` cheap).

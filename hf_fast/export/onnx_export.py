@@ -194,7 +194,8 @@ def _last_hidden_state(model):
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             kw = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-            return getattr(self, self.prefix)(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+            out = getattr(self, self.prefix)(input_ids=input_ids, attention_mask=attention_mask, **kw)
+            return out.last_hidden_state
 
     return LastHiddenState(model).eval()
 
