@@ -48,7 +48,8 @@ def tiny_model(arch: str, task: str, vocab_size: int, seed: int = 0, layers: int
         raise ValueError(arch)
     auto = {"text-classification": transformers.AutoModelForSequenceClassification,
             "question-answering": transformers.AutoModelForQuestionAnswering,
-            "token-classification": transformers.AutoModelForTokenClassification}[task]
+            "token-classification": transformers.AutoModelForTokenClassification,
+            "feature-extraction": transformers.AutoModel}[task]
     return auto.from_config(cfg).eval()
 
 

@@ -183,7 +183,7 @@ def _export_fp32(model, path: Path, input_names: list[str], output_names: list[s
 def _last_hidden_state(model):
     """A bare encoder (AutoModel, task feature-extraction) traced for its token states alone: its forward takes many
     optional arguments the tracer cannot pass by name, and it returns the pooler output too. The encoder sits under
-    its ``base_model_prefix`` ("bert", ...), so node and weight names are those of the task models."""
+    its ``base_model_prefix`` (the attribute the task models keep it under), so node and weight names are theirs."""
     import torch
 
     class LastHiddenState(torch.nn.Module):

@@ -39,7 +39,7 @@ TASKS: dict[str, dict[str, object]] = {
         "class_suffix": "Model",
         "outputs": ["last_hidden_state"],
         "token_level": True,
-        "pipeline_table": None,  # transformers' feature-extraction pipeline checks no model table
+        "pipeline_table": "MODEL_MAPPING_NAMES",  # transformers.models.auto.modeling_auto (AutoModel's)
         "fast_class": "FastModelForFeatureExtraction",
     },
 }

@@ -66,7 +66,7 @@ def register_with_transformers(cls: type) -> None:
     "hf-fast": no config maps to it, so AutoModel lookups never see the entry, and transformers' other readers
     of the tables (model cards' task inference) take the Fast class for a model of its task, which it is."""
     spec = TASKS.get(getattr(cls, "task", ""))
-    if spec is None or not spec["pipeline_table"]:  # feature-extraction: transformers checks no table
+    if spec is None:
         return
     table_name = str(spec["pipeline_table"])  # transformers' task table its pipelines check the model against
     try:
