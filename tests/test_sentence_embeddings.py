@@ -335,3 +335,16 @@ def test_hub_round_trip(hub, tiny):
     remote = hf_fast.FastSentenceTransformer.from_pretrained("tester/st-fast", token=TOKEN)
     local = hf_fast.FastSentenceTransformer.from_pretrained(tiny["bert"])
     np.testing.assert_array_equal(remote.encode(SENTENCES[:4]), local.encode(SENTENCES[:4]))
+
+
+def test_serving_path_imports_no_torch():
+    """FastSentenceTransformer and the numpy pooling are serving code: a runtime-only install has no torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\nimport hf_fast.sentence_transformer, hf_fast.pooling\n"
+            "print(sorted(m for m in ('torch', 'sentence_transformers', 'onnx') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.stdout.strip() == "[]", r.stdout
