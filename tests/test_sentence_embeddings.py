@@ -143,6 +143,8 @@ def test_pooling_modes_fused_in_engine(tiny, tok, tmp_path, mode, normalize):
     for backend in ("native", "onnxruntime"):
         fm = FastModelForFeatureExtraction.from_pretrained(art, backend=backend, output="sentence_embedding")
         assert fm.backend.name == backend
+        if backend == "native":  # the packed weights of the token-state load: the cache keeps the graph's plan
+            assert fm.backend.pack_cache == "hit"
         got = fm(**enc).pooler_output.numpy()
         assert got.shape == (6, 32)
         tol = 1e-5 if backend == "native" else 2e-2  # ORT: its own int8 kernels' rounding on the token states
@@ -297,6 +299,13 @@ def test_encode_bad_input(fast):
         fast.encode(["a"], bogus=1)
     with pytest.raises(ValueError, match="choose one of"):
         FastModelForFeatureExtraction.from_pretrained(fast.model.path, output="pooled")
+
+
+def test_bad_pooling_record_is_refused(tiny, tmp_path):
+    art = _with_pooling(tiny["bert"], tmp_path / "a", "sum", False)
+    with pytest.raises(ValueError, match="no usable sentence pooling.*'sum'"):
+        hf_fast.FastSentenceTransformer.from_pretrained(art)
+    FastModelForFeatureExtraction.from_pretrained(art)  # the token states need no pooling
 
 
 def test_long_text_is_truncated_and_said_once(tiny):
