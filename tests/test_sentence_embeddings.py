@@ -238,7 +238,10 @@ def test_cli_export_of_a_sentence_transformers_folder(tmp_path, tok):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
 
-def test_export_pooling_arguments(tmp_path, tok):
+def test_export_pooling_arguments(tmp_path, tok, tiny):
+    # a plain transformers encoder (no sentence-transformers files): sentence-transformers' default
+    rec = json.loads((tiny["bert"] / "fast_config.json").read_text())["pooling"]
+    assert (rec["mode"], rec["normalize"]) == ("mean", False) and rec["source"].startswith("default")
     model = _tiny_encoder("bert", tok.vocab_size)
     out = hf_fast.export(model, tok, tmp_path / "a", SENTENCES[:4], task="feature-extraction", pooling="cls",
                          normalize=True, progress=False)
