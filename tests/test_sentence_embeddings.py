@@ -165,19 +165,21 @@ def test_other_families_pool_in_engine(tiny, tok, arch):
     np.testing.assert_allclose(fm(**enc).pooler_output.numpy(), want, atol=1e-5, rtol=1e-4)
 
 
-def test_engine_pooling_op_rules():
-    """The C head program: one token selection or pooling op per program, the kinds it knows."""
+def test_engine_pooling_op_rules(tiny):
+    """The C head program: one token selection or pooling op per program, the kinds it knows (on the engine of a
+    token-state load, whose head program is empty)."""
     from hf_fast import native
     from hf_fast.native import ffi, lib
 
-    out = ffi.new("hf_engine **")
-    native._check(lib.hf_engine_create(0, 8, 2, 16, 1, 10, 8, 0, out), "create")
-    e = ffi.gc(out[0], lib.hf_engine_free)
+    be = FastModelForFeatureExtraction.from_pretrained(tiny["bert"], backend="native").backend
+    e = be.engine._e
     assert lib.hf_engine_token_level(e) == 1
     native._check(lib.hf_engine_add_head_op(e, lib.HF_HEAD_POOL_MEAN, 0, 0, ffi.NULL, ffi.NULL), "add")
-    assert lib.hf_engine_token_level(e) == 0 and lib.hf_engine_output_width(e) == 8
+    assert lib.hf_engine_token_level(e) == 0 and lib.hf_engine_output_width(e) == 32
     with pytest.raises(ValueError, match="second token selection or pooling"):
         native._check(lib.hf_engine_add_head_op(e, lib.HF_HEAD_POOL_MAX, 0, 0, ffi.NULL, ffi.NULL), "add")
+    with pytest.raises(ValueError, match="second token selection or pooling"):
+        native._check(lib.hf_engine_add_head_op(e, lib.HF_HEAD_CLS, 0, 0, ffi.NULL, ffi.NULL), "add")
     native._check(lib.hf_engine_add_head_op(e, lib.HF_HEAD_L2NORM, 0, 0, ffi.NULL, ffi.NULL), "add")
     with pytest.raises(ValueError, match="unknown kind"):
         native._check(lib.hf_engine_add_head_op(e, 12, 0, 0, ffi.NULL, ffi.NULL), "add")
