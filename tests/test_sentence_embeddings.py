@@ -120,7 +120,8 @@ def _with_pooling(src, dst, mode, normalize):
 
 def _st_reference(hidden: np.ndarray, mask: np.ndarray, mode: str, normalize: bool) -> np.ndarray:
     """sentence-transformers' own Pooling (+ Normalize) modules on the given token states."""
-    from sentence_transformers.models import Normalize, Pooling
+    from sentence_transformers.base.modules.normalize import Normalize
+    from sentence_transformers.sentence_transformer.modules.pooling import Pooling
 
     feats = {"token_embeddings": torch.from_numpy(hidden.copy()), "attention_mask": torch.from_numpy(mask)}
     out = Pooling(hidden.shape[-1], pooling_mode=ST_MODE[mode])(feats)

@@ -18,7 +18,6 @@ FAMILY = Family(
         "text-classification": HeadLayout(("bert.pooler.dense", "classifier"), ("cls", "linear", "tanh", "linear")),
         "question-answering": HeadLayout(("qa_outputs",), ("linear",)),
         "token-classification": HeadLayout(("classifier",), ("linear",)),
-        "feature-extraction": HeadLayout((), ()),  # the token states; pooling comes from fast_config.json
     },
     engine=EngineLayer(norm="post", linear_bias=True, activation="gelu", position="absolute", token_types=True),
 )

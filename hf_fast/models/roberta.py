@@ -17,7 +17,6 @@ FAMILY = Family(
                                           ("cls", "linear", "tanh", "linear")),
         "question-answering": HeadLayout(("qa_outputs",), ("linear",)),
         "token-classification": HeadLayout(("classifier",), ("linear",)),
-        "feature-extraction": HeadLayout((), ()),  # the token states; pooling comes from fast_config.json
     },
     engine=EngineLayer(norm="post", linear_bias=True, activation="gelu", position="padding-offset", token_types=True),
     # transformers builds these from RoBERTa's modular code (checked in transformers 5: modular_camembert.py and

@@ -54,6 +54,10 @@ class HeadLayout:
             raise ValueError(f"HeadLayout.ops {bad}: the engine's head ops are {', '.join(HEAD_OPS)}")
 
 
+# task feature-extraction: the graph ends at the encoder's token states; pooling comes from fast_config.json
+FEATURE_EXTRACTION_HEAD = HeadLayout((), ())
+
+
 def default_layer_map(n_student: int, n_teacher: int) -> dict[int, int]:
     """Student layer i -> teacher layer (i + 1) * Lt // Ls - 1 (the last layers always match)."""
     return {i: (i + 1) * n_teacher // n_student - 1 for i in range(n_student)}
@@ -87,6 +91,8 @@ class Family:
             raise ValueError(f"{self.model_type}: linear_roles must name each of {LINEAR_ROLES} once ({bad})")
         re.compile(self.prunable_linears)
         re.compile(self.onnx_layer)
+        if "feature-extraction" not in self.heads:  # every encoder's bare form: the token states, no head modules
+            object.__setattr__(self, "heads", {**self.heads, "feature-extraction": FEATURE_EXTRACTION_HEAD})
 
     # ---------------------------------------------------------------- config
     def config_value(self, cfg: Any, key: str, default: Any = None) -> Any:
