@@ -26,7 +26,8 @@ def tokenizer():
 
 
 def tiny_model(arch: str, task: str, vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 32,
-               heads: int = 4, ffn: int = 64, max_pos: int = 64, num_labels: int = 3):
+               heads: int = 4, ffn: int = 64, max_pos: int = 64, num_labels: int = 3,
+               embedding_size: int | None = None):
     import torch
     import transformers
 
@@ -44,6 +45,11 @@ def tiny_model(arch: str, task: str, vocab_size: int, seed: int = 0, layers: int
         cfg = transformers.RobertaConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                                          num_attention_heads=heads, intermediate_size=ffn,
                                          max_position_embeddings=max_pos + 2, pad_token_id=0, num_labels=num_labels)
+    elif arch == "electra":  # embedding_size != hidden_size: the model has embeddings_project
+        cfg = transformers.ElectraConfig(vocab_size=vocab_size, embedding_size=embedding_size or hidden // 2,
+                                         hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                         intermediate_size=ffn, max_position_embeddings=max_pos,
+                                         num_labels=num_labels)
     else:
         raise ValueError(arch)
     auto = {"text-classification": transformers.AutoModelForSequenceClassification,
@@ -64,7 +70,7 @@ def encode(tok, task, arch, sentences=SENTENCES[:8], max_length=48):
         enc = tok(sentences, sentences[::-1], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     else:
         enc = tok(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    if arch != "bert":
+    if arch not in ("bert", "electra"):
         enc.pop("token_type_ids", None)
     return dict(enc)
 

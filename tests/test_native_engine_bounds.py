@@ -5,12 +5,20 @@ import numpy as np
 import pytest
 
 from hf_fast import native
+from hf_fast.models.spec import EngineLayer
 from hf_fast.native import ffi, lib
+from hf_fast.runtime.engine import model_desc
+
+
+def _create(hidden, heads, ffn, layers, vocab, max_pos, type_vocab, out):
+    d, _ = model_desc(EngineLayer(), hidden=hidden, heads=heads, ffn=ffn, layers=layers, vocab=vocab, max_pos=max_pos,
+                      type_vocab=type_vocab)
+    return lib.hf_engine_create(d, out)
 
 
 def _engine(H=8, heads=2, F=16, vocab=10, max_pos=8):
     out = ffi.new("hf_engine **")
-    native._check(lib.hf_engine_create(-1, H, heads, F, 1, vocab, max_pos, 0, out), "create")
+    native._check(_create(H, heads, F, 1, vocab, max_pos, 0, out), "create")
     e = ffi.gc(out[0], lib.hf_engine_free)
     f = lambda a: ffi.cast("float *", a.ctypes.data)  # noqa: E731
     keep = [np.ones((vocab, H), np.float32), np.ones((max_pos, H), np.float32), np.ones(H, np.float32),
@@ -58,5 +66,5 @@ def test_head_linear_too_large_is_refused():
 def test_engine_create_refuses_bad_dims(dims):
     out = ffi.new("hf_engine **")
     with pytest.raises(ValueError):
-        native._check(lib.hf_engine_create(-1, *dims, out), "create")
+        native._check(_create(*dims, out), "create")
     assert out[0] == ffi.NULL

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from hf_fast import native
+from hf_fast.models.spec import EngineLayer
 from hf_fast.native import ffi, lib
+from hf_fast.runtime.engine import model_desc
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "native" / "src"
@@ -88,7 +90,9 @@ def test_unknown_isa_id_is_an_error_from_the_dispatcher(isa):
         "linear_pack": lambda: lib.hf_linear_pack(isa, 0, 0, 8, 8, wp, 8, xp, ffi.NULL, ffi.new("hf_linear **")),
         "layernorm": lambda: lib.hf_layernorm(isa, 2, 8, xp, ffi.NULL, xp, xp, 1e-5, xp),
         "gelu": lambda: lib.hf_gelu(isa, 16, xp, xp),
-        "engine_create": lambda: lib.hf_engine_create(isa, 32, 4, 64, 1, 100, 64, 2, ffi.new("hf_engine **")),
+        "engine_create": lambda: lib.hf_engine_create(model_desc(EngineLayer(), isa=isa, hidden=32, heads=4, ffn=64,
+                                                                 layers=1, vocab=100, max_pos=64, type_vocab=2)[0],
+                                                      ffi.new("hf_engine **")),
     }
     for name, call in calls.items():
         with pytest.raises(ValueError, match=f"unknown ISA id {isa}"):

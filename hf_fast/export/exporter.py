@@ -173,6 +173,7 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
     import onnx
 
     from hf_fast.export import artifact, calibration, inplace, onnx_export, quantize
+    from hf_fast.runtime.graph import LogicalGraph
 
     # ---- validate everything cheap before doing any work
     pooling = _pooling_arg(pooling, normalize)
@@ -251,9 +252,9 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
                                       progress=progress, reduce_range=reduce_range,
                                       quantize_residuals=quantize_residuals, module_ranges=module_ranges,
                                       quantize_attention=bool(quantize_attention))
-        qproto = onnx.load(str(qpath))
-        weights = quantize.int8_linear_weights(qproto)
-        n_attention = len(set(nodes) & set(quantize.attention_matmuls(qproto)))
+        qgraph = LogicalGraph(onnx.load(str(qpath)))  # one read of the int8 graph for both questions
+        weights = quantize.int8_linear_weights(qgraph)
+        n_attention = len(set(nodes) & set(quantize.attention_matmuls(qgraph))) if quantize_attention else 0
         if len(weights) != len(nodes) - n_attention:
             raise RuntimeError(f"quantization produced {len(weights)} int8 Linear weights for "
                                f"{len(nodes) - n_attention} encoder Linear MatMuls")
@@ -261,7 +262,7 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
         out = onnx_export.run_onnx(qpath, feeds[0], output_names)
         if not all(np.all(np.isfinite(v)) for v in out.values()):
             raise RuntimeError("the int8 model produced non-finite outputs on a calibration sample")
-        del qproto
+        del qgraph
         if src != fp32:
             src.unlink()
         if not keep_fp32:

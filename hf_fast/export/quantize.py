@@ -25,48 +25,43 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from hf_fast.export.onnx_export import module_path
-from hf_fast.models.registry import onnx_layer_regex
+from hf_fast.models import registry
+from hf_fast.runtime import walker
+from hf_fast.runtime.graph import GraphMatchError, LogicalGraph, QuantWeight
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
+def _graph(model_proto) -> LogicalGraph:
+    return model_proto if isinstance(model_proto, LogicalGraph) else LogicalGraph(model_proto)
+
+
+def encoder_matmuls(model_proto) -> tuple[list[str], list[str]]:
+    """(Linear MatMuls, attention MatMuls) of the encoder layers, each list in graph order, as the graph walker
+    (runtime/walker.py) finds them with the first registry layer pattern that matches: Q, K, V, attention output,
+    FFN in and FFN out of every layer, then the two activation x activation MatMuls (scores q.k^T and context
+    probs.v). The same names come back from the fp32 graph and from its QDQ-quantized copy."""
+    g = _graph(model_proto)
+    layers = next((found for p in registry.layer_patterns() if (found := walker.find_layers(g, p))), [])
+    order = {id(n): k for k, n in enumerate(g.nodes)}
+
+    def names(nodes):
+        return [n.name for n in sorted(nodes, key=lambda n: order[id(n)])]
+
+    return (names([mm for m in layers for mm in m.linears.values()]),
+            names([n for m in layers for a in m.attention.values() for n in (a.scores, a.context)]))
+
+
 def encoder_linear_matmuls(model_proto) -> list[str]:
-    """Names of the MatMul nodes of encoder-layer Linears (weight = 2-D float initializer); the encoder layers'
-    node names are each registry family's ``onnx_layer``."""
-    inits = {i.name: i for i in model_proto.graph.initializer}
-    out = []
-    for n in model_proto.graph.node:
-        if n.op_type != "MatMul" or len(n.input) < 2 or not onnx_layer_regex().search(n.name):
-            continue
-        w = inits.get(n.input[1])
-        if w is not None and len(w.dims) == 2 and w.data_type == 1:  # FLOAT
-            out.append(n.name)
-    return out
+    """Names of the MatMul nodes of the encoder-layer Linears (``encoder_matmuls``)."""
+    return encoder_matmuls(model_proto)[0]
 
 
 def attention_matmuls(model_proto) -> list[str]:
     """Names of the activation x activation MatMul nodes of the encoder layers: the attention scores
     q.k^T and context probs.v of every layer (e.g. ``/bert/encoder/layer.0/attention/self/MatMul`` and
-    ``.../MatMul_1``, ``/distilbert/transformer/layer.0/attention/MatMul`` and ``.../MatMul_1``).
-
-    A MatMul counts as a weight MatMul, and is left out, when its second input is an initializer, a
-    Constant, or the DequantizeLinear of an initializer, so the same names come back from the fp32 graph
-    and from its QDQ-quantized copy."""
-    g = model_proto.graph
-    inits = {i.name for i in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-
-    def constant(t: str) -> bool:
-        p = producer.get(t)
-        if t in inits or (p is not None and p.op_type == "Constant"):
-            return True
-        return p is not None and p.op_type == "DequantizeLinear" and (
-            p.input[0] in inits or (producer.get(p.input[0]) is not None
-                                    and producer[p.input[0]].op_type == "Constant"))
-
-    return [n.name for n in g.node
-            if n.op_type == "MatMul" and len(n.input) >= 2 and onnx_layer_regex().search(n.name)
-            and not constant(n.input[1])]
+    ``.../MatMul_1``, ``/distilbert/transformer/layer.0/attention/MatMul`` and ``.../MatMul_1``)."""
+    return encoder_matmuls(model_proto)[1]
 
 
 class FeedReader(CalibrationDataReader):
@@ -145,12 +140,18 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: list[dict[str, np.ndarr
     cal = _method(method)
     reader = FeedReader(feeds, progress=progress)
     proto = onnx.load(str(fp32_path))
-    nodes = list(nodes) if nodes is not None else encoder_linear_matmuls(proto)
+    if nodes is not None and not quantize_attention:
+        # the caller names the Linears (models/generic.py for encoders outside the registry, whose layers the
+        # registry's patterns need not match): the walker has nothing to add
+        found_linear, found_attention = list(nodes), []
+    else:
+        found_linear, found_attention = encoder_matmuls(proto)
+    nodes = list(nodes) if nodes is not None else found_linear
     if not nodes:
         raise ValueError("no encoder Linear MatMul found in the exported graph: nothing to quantize "
                          "(is this a BERT-family encoder exported by hf_fast?)")
     linear = set(nodes)
-    attention = [n for n in attention_matmuls(proto) if n not in linear] if quantize_attention else []
+    attention = [n for n in found_attention if n not in linear] if quantize_attention else []
     if quantize_attention and not attention:
         raise ValueError("quantize_attention=True but the graph has no attention (activation x activation) "
                          "MatMul in its encoder layers")
@@ -182,55 +183,33 @@ def quantize_qdq(fp32_path: Path, out_path: Path, feeds: list[dict[str, np.ndarr
                             nodes_to_quantize=nodes + attention, calibrate_method=cal, extra_options=extra)
     finally:
         root.setLevel(old)
-    if not quantize_residuals:
-        _unquantize_residuals(out_path)
+    qproto = onnx.load(str(out_path))
+    qgraph = LogicalGraph(qproto)  # its nodes are qproto's own: rewiring one rewires the file
+    if not quantize_residuals and _unquantize_residuals(qgraph):
+        onnx.save(qproto, str(out_path))
     if attention:
-        check_attention_qdq(onnx.load(str(out_path)), attention)
+        check_attention_qdq(qgraph, attention)
     return nodes + attention
 
 
 def check_attention_qdq(model_proto, names: Iterable[str]) -> None:
     """Raise RuntimeError unless every MatMul in `names` reads both inputs as DequantizeLinear(QuantizeLinear(x))
-    with one constant scalar float scale and uint8 zero point (per-tensor, asymmetric activations)."""
-    from onnx import numpy_helper
-
-    g = model_proto.graph
-    inits = {i.name: i for i in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    by_name = {n.name: n for n in g.node}
-
-    def const(t: str):
-        if t in inits:
-            return numpy_helper.to_array(inits[t])
-        p = producer.get(t)
-        if p is not None and p.op_type == "Constant":
-            return numpy_helper.to_array(next(a.t for a in p.attribute if a.name == "value"))
-        return None
-
+    with one constant per-tensor scale and uint8 zero point, the same on both nodes (what the runtime's
+    LogicalGraph folds into a fake-quant point)."""
+    g = _graph(model_proto)
+    by_name = {n.name: n for n in g.nodes}
     for name in names:
         mm = by_name.get(name)
         if mm is None or mm.op_type != "MatMul":
             raise RuntimeError(f"attention MatMul {name!r} is missing from the quantized graph")
         for i in (0, 1):
-            dq = producer.get(mm.input[i])
-            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            if q is None or q.op_type != "QuantizeLinear":
+            try:
+                fq = g.fake_quant_of(mm.input[i])
+            except GraphMatchError as e:
+                raise RuntimeError(f"attention MatMul {name!r}, input {i}: {e}") from e
+            if fq is None:
                 raise RuntimeError(f"attention MatMul {name!r}: input {i} ({mm.input[i]!r}) is not read through "
                                    "a QuantizeLinear -> DequantizeLinear pair: the attention was not quantized")
-            params = []
-            for node in (q, dq):
-                if len(node.input) < 3:
-                    raise RuntimeError(f"attention MatMul {name!r}: {node.op_type} {node.name!r} has no zero point")
-                scale, zp = const(node.input[1]), const(node.input[2])
-                if (scale is None or zp is None or scale.size != 1 or zp.size != 1 or scale.dtype != np.float32
-                        or zp.dtype != np.uint8 or not np.isfinite(scale).all() or float(scale.reshape(())) <= 0):
-                    raise RuntimeError(f"attention MatMul {name!r}: {node.op_type} {node.name!r} of input {i} is "
-                                       "not a constant per-tensor uint8 quantization (scalar float32 scale > 0, "
-                                       "scalar uint8 zero point)")
-                params.append((float(scale.reshape(())), int(zp.reshape(()))))
-            if params[0] != params[1]:
-                raise RuntimeError(f"attention MatMul {name!r}: the QuantizeLinear and DequantizeLinear of input "
-                                   f"{i} disagree (scale, zero point) {params[0]} vs {params[1]}")
 
 
 def activation_ranges(proto, nodes: Iterable[str], module_ranges: dict[str, Iterable[float]]) -> dict[str, tuple]:
@@ -258,51 +237,31 @@ def activation_ranges(proto, nodes: Iterable[str], module_ranges: dict[str, Iter
     return out
 
 
-def _unquantize_residuals(path: Path) -> None:
-    """Point every non-MatMul consumer of an activation's DequantizeLinear back at the fp32 tensor.
+def _unquantize_residuals(g: LogicalGraph) -> int:
+    """Point every non-MatMul consumer of an activation's DequantizeLinear back at the fp32 tensor (in place, in the
+    graph's ModelProto); returns how many inputs changed.
 
     ONNX Runtime's quantizer makes a dedicated Q/DQ pair only where several MatMuls share an input; a
     LayerNorm output read by one MatMul and by the residual Add still hands the Add the uint8-rounded copy.
     """
-    import onnx
-
-    proto = onnx.load(str(path))
-    g = proto.graph
-    producer = {o: n for n in g.node for o in n.output}
-    inits = {i.name for i in g.initializer}
     changed = 0
-    for n in g.node:
+    for n in g.nodes:
         if n.op_type in ("MatMul", "QuantizeLinear", "DequantizeLinear"):
             continue
         for i, name in enumerate(n.input):
-            dq = producer.get(name)
-            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
-                continue
-            q = producer.get(dq.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                n.input[i] = q.input[0]
+            fq = g.fake_quant_of(name) if name else None
+            if fq is not None:
+                n.input[i] = fq[0]
                 changed += 1
-    if changed:
-        onnx.save(proto, str(path))
+    return changed
 
 
 def int8_linear_weights(model_proto) -> dict[str, np.ndarray]:
     """{module path: int8 weight in PyTorch layout [out, in]} for every DequantizeLinear'd MatMul weight."""
-    from onnx import numpy_helper
-
-    from hf_fast.export.onnx_export import module_path
-
-    g = model_proto.graph
-    inits = {i.name: i for i in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
+    g = _graph(model_proto)
     out = {}
-    for n in g.node:
-        if n.op_type != "MatMul":
-            continue
-        dq = producer.get(n.input[1])
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
-            continue
-        q = numpy_helper.to_array(inits[dq.input[0]])
-        if q.dtype == np.int8 and q.ndim == 2:
-            out[module_path(n.name)] = np.ascontiguousarray(q.T)
+    for n in g.nodes:
+        w = g.weight(n.input[1]) if n.op_type == "MatMul" and len(n.input) > 1 else None
+        if isinstance(w, QuantWeight) and w.q.ndim == 2:
+            out[module_path(n.name)] = np.ascontiguousarray(w.q.T)
     return out

@@ -1,5 +1,6 @@
 """BERT (and MiniLM: its checkpoints are BertModel, model_type "bert"): post-LN encoder, absolute positions,
 token types as a graph input."""
+from hf_fast.models.patterns import POST_LN
 from hf_fast.models.spec import EngineLayer, Family, HeadLayout
 
 FAMILY = Family(
@@ -20,4 +21,5 @@ FAMILY = Family(
         "token-classification": HeadLayout(("classifier",), ("linear",)),
     },
     engine=EngineLayer(norm="post", linear_bias=True, activation="gelu", position="absolute", token_types=True),
+    layer=POST_LN,
 )

@@ -1,4 +1,5 @@
 """DistilBERT: BERT's layer under other names (n_layers/dim, q_lin/ffn.lin1), no token types, absolute positions."""
+from hf_fast.models.patterns import POST_LN
 from hf_fast.models.spec import EngineLayer, Family, HeadLayout
 
 FAMILY = Family(
@@ -18,4 +19,5 @@ FAMILY = Family(
         "token-classification": HeadLayout(("classifier",), ("linear",)),
     },
     engine=EngineLayer(norm="post", linear_bias=True, activation="gelu", position="absolute", token_types=False),
+    layer=POST_LN,
 )

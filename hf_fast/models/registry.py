@@ -8,9 +8,9 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-import re
 from typing import Any
 
+from hf_fast.models.patterns import LayerPattern
 from hf_fast.models.spec import Family
 
 _NOT_FAMILIES = {"spec", "registry", "tasks"}
@@ -82,8 +82,6 @@ def prunable_patterns() -> dict[str, str]:
     return {t: f.prunable_linears for t, f in families().items()}
 
 
-@functools.cache
-def onnx_layer_regex() -> re.Pattern:
-    """One regex matching the ONNX node names of every family's encoder layers."""
-    pats = sorted({f.onnx_layer for f in families().values()})
-    return re.compile("|".join(f"(?:{p})" for p in pats))
+def layer_patterns() -> tuple[LayerPattern, ...]:
+    """Every family's encoder layer pattern (models/patterns.py), each once, in family name order."""
+    return tuple(dict.fromkeys(f.layer for f in families().values()))

@@ -9,14 +9,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hf_fast.models.patterns import POST_LN, LayerPattern
+
 # canonical config key -> what it means; each family says under which attribute names its config holds it
 CONFIG_KEYS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
 
-POSITION_RULES = ("absolute", "padding-offset")
-NORM_POSITIONS = ("post",)  # "pre" comes with the engine's layer description (issue 18 item 6)
-ACTIVATIONS = ("gelu",)
+# The engine's layer description (native/include/hf_fast.h, hf_engine_model_desc): each value -> its C constant.
+# The vocabulary covers the encoder families to come (rotary, GeGLU, pre-LN, relative bias, sliding window); a value
+# the engine does not run yet is refused when the engine is created (NotImplementedError naming the op), so a family
+# may declare it and fall back to ONNX Runtime until the kernel exists.
+NORM_POSITIONS = {"post": "HF_NORM_POST", "pre": "HF_NORM_PRE"}
+ACTIVATIONS = {"gelu": "HF_ACT_GELU", "gelu-tanh": "HF_ACT_GELU_TANH", "geglu": "HF_ACT_GEGLU",
+               "swiglu": "HF_ACT_SWIGLU"}
+POSITION_RULES = {"absolute": "HF_POS_ABSOLUTE", "padding-offset": "HF_POS_PADDING_OFFSET",
+                  "rotary": "HF_POS_ROTARY"}
+ATTENTION_BIASES = {"none": "HF_ATTN_BIAS_NONE", "relative": "HF_ATTN_BIAS_RELATIVE"}
+BIAS_PARTS = {"qkv": "HF_BIAS_QKV", "attn_out": "HF_BIAS_ATTN_OUT", "ffn_in": "HF_BIAS_FFN_IN",
+              "ffn_out": "HF_BIAS_FFN_OUT", "layernorm": "HF_BIAS_LAYERNORM"}
 LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")
-HEAD_OPS = ("cls", "linear", "tanh", "relu")  # the engine's head program (runtime/plan.py HeadOp kinds)
+HEAD_OPS = ("cls", "linear", "tanh", "relu", "gelu")  # the engine's head program (runtime/plan.py HeadOp kinds)
 # sentence-embedding ops (task feature-extraction): not matched in the graph, whose output is the token states, but
 # added from fast_config.json "pooling" (hf_fast/pooling.py) when the engine returns sentence embeddings
 POOLING_HEAD_OPS = ("mean", "max", "mean_sqrt_len", "l2norm")
@@ -24,20 +35,41 @@ POOLING_HEAD_OPS = ("mean", "max", "mean_sqrt_len", "l2norm")
 
 @dataclass(frozen=True)
 class EngineLayer:
-    """The encoder layer the native engine must run for this family (data for now: the C interface still
-    takes a fixed post-LN BERT layer; the plan checks that the graph it matched agrees with this)."""
+    """The encoder the native engine must run for this family: the Python mirror of the C engine's
+    hf_engine_model_desc (runtime/engine.py fills it from this and the matched plan; runtime/plan.py checks the graph
+    against position, token_types and embeddings_project)."""
 
-    norm: str = "post"               # LayerNorm after each residual Add
-    linear_bias: bool = True         # every encoder Linear has a bias
-    activation: str = "gelu"         # FFN activation (exact erf GELU)
+    norm: str = "post"               # "post": LayerNorm after each residual Add; "pre": before each block
+    # which parts have a bias: True (all), False (none) or a tuple of BIAS_PARTS keys (a missing one runs as zero)
+    linear_bias: bool | tuple[str, ...] = True
+    activation: str = "gelu"         # FFN activation (ACTIVATIONS; "gelu" is the exact erf GELU)
     position: str = "absolute"       # "absolute": row t of the table; "padding-offset": RoBERTa's pad + 1 + t
     token_types: bool = True         # a token-type embedding table is added (an all-zero row when not an input)
+    attention_bias: str = "none"     # an additive bias on the attention scores (ATTENTION_BIASES)
+    attention_window: int = 0        # keys within this many tokens of the query in every layer; 0 = global
+    # the model may project the embeddings (embedding width -> hidden) with a Linear after their LayerNorm: ELECTRA
+    # when embedding_size != hidden_size. The plan refuses a projection a family without this flag would show.
+    embeddings_project: bool = False
 
     def __post_init__(self):
         for value, allowed, what in ((self.norm, NORM_POSITIONS, "norm"), (self.activation, ACTIVATIONS, "activation"),
-                                     (self.position, POSITION_RULES, "position")):
+                                     (self.position, POSITION_RULES, "position"),
+                                     (self.attention_bias, ATTENTION_BIASES, "attention_bias")):
             if value not in allowed:
-                raise ValueError(f"EngineLayer.{what}={value!r}: the engine knows {', '.join(allowed)}")
+                raise ValueError(f"EngineLayer.{what}={value!r}: the engine description knows {', '.join(allowed)}")
+        if not isinstance(self.linear_bias, bool) and (
+                not isinstance(self.linear_bias, tuple) or not set(self.linear_bias) <= set(BIAS_PARTS)):
+            raise ValueError(f"EngineLayer.linear_bias={self.linear_bias!r}: True, False or a tuple of "
+                             f"{', '.join(BIAS_PARTS)}")
+        if isinstance(self.attention_window, bool) or not isinstance(self.attention_window, int) \
+                or self.attention_window < 0:
+            raise ValueError(f"EngineLayer.attention_window={self.attention_window!r}: an int >= 0 (0 = global)")
+
+    @property
+    def bias_parts(self) -> tuple[str, ...]:
+        if isinstance(self.linear_bias, bool):
+            return tuple(BIAS_PARTS) if self.linear_bias else ()
+        return self.linear_bias
 
 
 @dataclass(frozen=True)
@@ -73,9 +105,14 @@ class Family:
     config_names: Mapping[str, tuple[str, ...]]  # CONFIG_KEYS -> config attribute names, first found wins
     prunable_linears: str                    # regex over module paths: group 1 = layer index, group 2 = Linear
     linear_roles: Mapping[str, str]          # group 2 of prunable_linears -> LINEAR_ROLES
-    onnx_layer: str                          # regex over exported ONNX node names of the encoder layers
+    # regex over the exported ONNX node names of the encoder layers. No longer read: the graph walker matches
+    # ``layer`` instead. Kept only so that family modules written against it still load; to be removed.
+    onnx_layer: str
     heads: Mapping[str, HeadLayout]          # task -> head layout
     engine: EngineLayer = field(default_factory=EngineLayer)
+    # the ops of one encoder layer (models/patterns.py), matched by runtime/walker.py: the exporter quantizes the
+    # Linears it finds, the runtime plan reads them
+    layer: LayerPattern = POST_LN
     # model types whose transformers modelling code is this family's (e.g. camembert -> roberta). Listed for
     # the family work to come; NOT supported until tested (registry.get refuses them).
     code_aliases: tuple[str, ...] = ()
@@ -91,6 +128,10 @@ class Family:
             raise ValueError(f"{self.model_type}: linear_roles must name each of {LINEAR_ROLES} once ({bad})")
         re.compile(self.prunable_linears)
         re.compile(self.onnx_layer)
+        roles = sorted(ln.name for ln in self.layer.linears)
+        if roles != sorted(LINEAR_ROLES):
+            raise ValueError(f"{self.model_type}: layer pattern {self.layer.name!r} has Linears {roles}, "
+                             f"expected {sorted(LINEAR_ROLES)}")
         if "feature-extraction" not in self.heads:  # every encoder's bare form: the token states, no head modules
             object.__setattr__(self, "heads", {**self.heads, "feature-extraction": FEATURE_EXTRACTION_HEAD})
 

@@ -7,22 +7,69 @@ contract as the ONNX Runtime backend.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hf_fast import native
+from hf_fast.models import registry, spec
 from hf_fast.native import ffi, lib
 from hf_fast.runtime.plan import EncoderPlan, GraphMatchError, LinearPlan, build_plan, check_plan, with_pooling
 
 if TYPE_CHECKING:  # onnx is imported only to parse model.onnx, not on a pack-cache hit
     import onnx
 
-_HEAD_KIND = {"cls": lib.HF_HEAD_CLS, "linear": lib.HF_HEAD_LINEAR, "tanh": lib.HF_HEAD_TANH, "relu": lib.HF_HEAD_RELU}
+_HEAD_KIND = {"cls": lib.HF_HEAD_CLS, "linear": lib.HF_HEAD_LINEAR, "tanh": lib.HF_HEAD_TANH, "relu": lib.HF_HEAD_RELU,
+              "gelu": lib.HF_HEAD_GELU}
 # sentence-embedding ops (plan.with_pooling)
 _HEAD_KIND.update({"mean": lib.HF_HEAD_POOL_MEAN, "max": lib.HF_HEAD_POOL_MAX,
                    "mean_sqrt_len": lib.HF_HEAD_POOL_MEAN_SQRT_LEN, "l2norm": lib.HF_HEAD_L2NORM})
+
+
+def engine_layer(plan: EncoderPlan) -> spec.EngineLayer:
+    """The layer description of the plan's family (registry), with the position rule the plan matched; a plan of an
+    unknown model type (an old artifact) runs the default post-LN BERT layer."""
+    fam = registry.find(plan.model_type)
+    layer = fam.engine if fam is not None else spec.EngineLayer()
+    if plan.embeddings.padding_idx is not None and layer.position != "padding-offset":
+        layer = dataclasses.replace(layer, position="padding-offset")
+    return layer
+
+
+def model_desc(layer: spec.EngineLayer, *, isa: str | int = "auto", hidden: int, heads: int, ffn: int, layers: int,
+               vocab: int, max_pos: int, type_vocab: int = 0, embedding_size: int = 0, embed_proj: bool = False):
+    """The C engine's hf_engine_model_desc for ``layer`` (spec.EngineLayer: each value names its C constant) and the
+    dimensions; returns (desc, keep), keep holding the arrays the desc points to until hf_engine_create copies them.
+    ``isa``: a name, or an HF_ISA_* id as is (the C side refuses an unknown one)."""
+    d = ffi.new("hf_engine_model_desc *")
+    d.size, d.version = ffi.sizeof("hf_engine_model_desc"), lib.HF_ENGINE_DESC_VERSION
+    d.isa = native.isa_id(isa) if isinstance(isa, str) else int(isa)
+    d.norm = getattr(lib, spec.NORM_POSITIONS[layer.norm])
+    d.activation = getattr(lib, spec.ACTIVATIONS[layer.activation])
+    d.position = getattr(lib, spec.POSITION_RULES[layer.position])
+    d.attn_bias = getattr(lib, spec.ATTENTION_BIASES[layer.attention_bias])
+    d.linear_bias = sum(getattr(lib, spec.BIAS_PARTS[p]) for p in layer.bias_parts)
+    d.hidden, d.heads, d.ffn, d.layers, d.vocab = hidden, heads, ffn, layers, vocab
+    d.max_pos, d.type_vocab, d.embedding_size, d.embed_proj = max_pos, type_vocab, embedding_size, int(embed_proj)
+    keep = []
+    if layer.attention_window:
+        win = ffi.new("int64_t[]", [layer.attention_window] * layers)
+        keep.append(win)
+        d.attn_window = win
+    return d, keep
+
+
+def _create(desc) -> object:
+    """hf_engine_create; an op the engine does not run yet is NotImplementedError naming it."""
+    out = ffi.new("hf_engine **")
+    rc = lib.hf_engine_create(desc, out)
+    if rc == lib.HF_ENOTIMPL:
+        msg = ffi.string(lib.hf_last_error()).decode("utf-8", "replace")
+        raise NotImplementedError(f"{msg} (run the model with backend='onnxruntime')")
+    native._check(rc, "engine_create")
+    return ffi.gc(out[0], lib.hf_engine_free)
 
 
 def _stack_qkv(q: LinearPlan, k: LinearPlan, v: LinearPlan) -> LinearPlan:
@@ -129,10 +176,11 @@ class NativeEngine:
         H = plan.hidden
         vocab, max_pos = emb.word.shape[0], emb.position.shape[0]
         type_vocab = 0 if emb.token_type is None else emb.token_type.shape[0]
-        out = ffi.new("hf_engine **")
-        native._check(lib.hf_engine_create(native.isa_id(isa), H, plan.heads, plan.ffn, len(plan.layers), vocab,
-                                           max_pos, type_vocab, out), "engine_create")
-        self._e = ffi.gc(out[0], lib.hf_engine_free)
+        self.layer_desc = engine_layer(plan)
+        desc, _keep = model_desc(self.layer_desc, isa=isa, hidden=H, heads=plan.heads, ffn=plan.ffn,
+                                 layers=len(plan.layers), vocab=vocab, max_pos=max_pos, type_vocab=type_vocab,
+                                 embedding_size=emb.word.shape[1], embed_proj=emb.project_weight is not None)
+        self._e = _create(desc)
         self.isa = native.ISA_NAMES[lib.hf_engine_isa(self._e)]  # "auto" resolved by the C side
         self.artifact_block = block
         self.vocab, self.max_positions, self.type_vocab = vocab, max_pos, type_vocab
@@ -144,6 +192,9 @@ class NativeEngine:
                                                    f(tt) if tt is not None else ffi.NULL,
                                                    f(emb.ln.gamma), f(emb.ln.beta), emb.ln.eps),
                       "engine_set_embeddings")
+        if emb.project_weight is not None:
+            pw, pb = (np.ascontiguousarray(a, np.float32) for a in (emb.project_weight, emb.project_bias))
+            native._check(lib.hf_engine_set_embeddings_project(self._e, f(pw), f(pb)), "engine_set_embeddings_project")
         self.packed_bytes = 0
         self.dense_int8_bytes = 0
         self.packed = {}
@@ -205,7 +256,7 @@ class NativeEngine:
         large arrays so the model is not resident twice (the plan keeps its shapes and flags)."""
         plan = self.plan
         emb = plan.embeddings
-        emb.word = emb.position = emb.token_type = None
+        emb.word = emb.position = emb.token_type = emb.project_weight = emb.project_bias = None
         for layer in plan.layers:
             for lp in (layer.q, layer.k, layer.v, layer.attn_out, layer.ffn_in, layer.ffn_out):
                 lp.weight = None

@@ -4,7 +4,8 @@ The native engine runs the registry's families (hf_fast/models) when its plan (p
 other artifact (an encoder exported through models/generic.py, a graph the plan refuses) runs in ONNX Runtime.
 "auto" says so in one warning line and keeps the reason in ``OnnxRuntimeBackend.fallback_reason`` (explain() prints
 it); "native" raises a GraphMatchError naming the family, the plan's error and the ops no engine family's graph has.
-Only the plan's refusal (GraphMatchError) falls back: any other error is raised as it is.
+Only the plan's refusal (GraphMatchError) and the engine's refusal of an op it has no kernel for (NotImplementedError,
+from hf_engine_create) fall back: any other error is raised as it is.
 """
 from __future__ import annotations
 
@@ -88,6 +89,8 @@ def auto_backend(model_path, fast_config: Mapping[str, Any], **options):
             return NativeBackend(model_path, fast_config, **_options_of("native", options))
         except GraphMatchError as exc:
             reason = f"the native engine's plan does not match the graph: {exc}"
+        except NotImplementedError as exc:  # the family declares an op the engine has no kernel for yet (C HF_ENOTIMPL)
+            reason = f"the native engine does not run this family yet: {exc}"
     ort_options = _options_of("onnxruntime", options)
     dropped = sorted(set(options) - set(ort_options))
     note = f" (options {', '.join(dropped)} apply to the native engine only)" if dropped else ""

@@ -118,6 +118,13 @@ class LogicalGraph:
         s = float(scale.reshape(()))
         if not np.isfinite(s) or s <= 0:
             raise GraphMatchError(f"activation scale {s} at {q.name!r} is not a positive finite number")
+        # the engine dequantizes with the QuantizeLinear's parameters: a pair that disagrees is another function
+        dq_scale = self.consts.get(dq.input[1]) if len(dq.input) > 1 and dq.input[1] else None
+        dq_zp = self.consts.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.array(0, np.uint8)
+        if (dq_scale is None or dq_zp is None or dq_scale.size != 1 or dq_zp.size != 1 or dq_zp.dtype != zp.dtype
+                or float(dq_scale.reshape(())) != s or int(dq_zp.reshape(())) != int(zp.reshape(()))):
+            raise GraphMatchError(f"QuantizeLinear {q.name!r} and DequantizeLinear {dq.name!r} do not share one "
+                                  "constant per-tensor scale and zero point")
         return q.input[0], FakeQuant(s, int(zp.reshape(())))
 
     def resolve(self, name: str):

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hf_fast.models import registry
+from hf_fast.models import patterns, registry
+from hf_fast.runtime import walker
 from hf_fast.models.spec import POOLING_HEAD_OPS
 from hf_fast.runtime.graph import FakeQuant, GraphMatchError, LogicalGraph, QuantWeight
+from hf_fast.runtime.walker import PASS_OPS as _PASS
+from hf_fast.runtime.walker import find_downstream as _find_downstream
 
 if TYPE_CHECKING:  # annotations only (see graph.py)
     import onnx
@@ -24,10 +27,6 @@ if TYPE_CHECKING:  # annotations only (see graph.py)
 # the inputs the matchers index without further checks, per op (at least this many, all named)
 _ARITY = {"MatMul": 2, "Mul": 2, "Add": 2, "Div": 2, "Sub": 2, "Gather": 2, "Gemm": 2, "Slice": 3, "Where": 3,
           "QuantizeLinear": 2, "DequantizeLinear": 2, "LayerNormalization": 2}
-
-# ops that only move data around between two pattern anchors
-_PASS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Contiguous", "Cast"}
-
 
 @dataclass
 class LinearPlan:
@@ -87,11 +86,14 @@ class EmbeddingPlan:
     # RoBERTa: position ids = padding_idx + 1 + t for the (right-padded) real tokens; `position`
     # then holds the table from row padding_idx + 1 on, and pad tokens must be masked out.
     padding_idx: int | None = None
+    # ELECTRA's embeddings_project: fp32 [H, E] and [H] after the LayerNorm (the tables are E wide); None: none
+    project_weight: np.ndarray | None = None
+    project_bias: np.ndarray | None = None
 
 
 @dataclass
 class HeadOp:
-    kind: str                      # "cls" | "linear" | "tanh" | "relu" | POOLING_HEAD_OPS (with_pooling)
+    kind: str                      # "cls" | "linear" | "tanh" | "relu" | "gelu" | POOLING_HEAD_OPS (with_pooling)
     weight: np.ndarray | None = None  # fp32 [N, K]
     bias: np.ndarray | None = None
 
@@ -106,6 +108,7 @@ class EncoderPlan:
     outputs: dict[str, tuple[int, int]]  # graph output -> column range of the head's last output
     token_level: bool                    # head output per token ([B, S, n]) or per sequence ([B, n])
     inputs: list[str] = field(default_factory=list)
+    model_type: str | None = None        # the registry family it was matched for (its EngineLayer); None: detected
 
     @property
     def ffn(self) -> int:
@@ -116,35 +119,13 @@ class EncoderPlan:
 
 
 # ------------------------------------------------------------------ helpers
-def _smooth_mul(g: LogicalGraph, node: onnx.NodeProto | None) -> tuple[str, np.ndarray] | None:
-    """Mul(x, c) in either input order with c a constant per-channel vector (shape [K] or [1, .., K], K > 1):
-    SmoothQuant's 1/s in front of a QuantizeLinear. Returns (x, c as float32 [K]) or None. A scalar Mul is not
-    one (the exported GELU ends in Mul(., 0.5)); its length is checked against the Linear in check_plan."""
-    if node is None or node.op_type != "Mul" or len(node.input) != 2:
-        return None
-    consts = [g.float_weight(i) for i in node.input]
-    ci = [i for i, c in enumerate(consts) if c is not None]
-    if len(ci) != 1:
-        return None
-    c = consts[ci[0]]
-    if c.ndim < 1 or c.size < 2 or any(d != 1 for d in c.shape[:-1]):
-        return None
-    if g.resolve(node.input[1 - ci[0]])[1] is not None:
-        return None  # Mul of a fake-quantized tensor: not the engine's Q(x * 1/s)
-    return g.src(node, 1 - ci[0]), np.ascontiguousarray(c.reshape(-1), dtype=np.float32)
-
-
-def _is_weight_matmul(g: LogicalGraph, n: onnx.NodeProto) -> bool:
-    return n.op_type == "MatMul" and g.weight(n.input[1]) is not None
-
-
 def _feeds_quantized_matmul(g: LogicalGraph, t: str) -> bool:
     """t -> QuantizeLinear -> DequantizeLinear -> weight MatMul."""
     for q in g.consumers.get(t, []):
         if q.op_type != "QuantizeLinear":
             continue
         for dq in g.consumers.get(q.output[0], []):
-            if dq.op_type == "DequantizeLinear" and any(_is_weight_matmul(g, m) for m in g.users(dq.output[0])):
+            if dq.op_type == "DequantizeLinear" and any(walker.is_weight_matmul(g, m) for m in g.users(dq.output[0])):
                 return True
     return False
 
@@ -153,7 +134,7 @@ def _check_quant_inputs(g: LogicalGraph, t: str, where: str) -> None:
     """The engine quantizes t itself, optionally times a smoothing vector: any other op between t and the
     QuantizeLinear of an encoder Linear would be silently skipped, so it is refused by name."""
     for u in g.users(t):
-        if u.op_type == "MatMul" or _smooth_mul(g, u) is not None:
+        if u.op_type == "MatMul" or walker.smooth_mul(g, u) is not None:
             continue
         if any(_feeds_quantized_matmul(g, o) for o in u.output):
             raise GraphMatchError(f"{where}: unsupported {u.op_type} {u.name!r} between {t!r} and the QuantizeLinear "
@@ -183,7 +164,7 @@ def _linear_from_matmul(g: LogicalGraph, mm: onnx.NodeProto) -> tuple[LinearPlan
     if in_q is None:
         raise GraphMatchError(f"MatMul {mm.name!r}: its input is not quantized (no QuantizeLinear/DequantizeLinear)")
     p = g.prod(x_in)
-    smooth = _smooth_mul(g, p)
+    smooth = walker.smooth_mul(g, p)
     # no producer of a quantized Linear input applies a constant tensor, except SmoothQuant's Mul
     if smooth is None and p is not None and p.op_type in ("Mul", "Add", "Sub", "Div") and any(
             c is not None and c.size > 1 for c in (g.float_weight(i) for i in p.input)):
@@ -200,51 +181,14 @@ def _linear_from_matmul(g: LogicalGraph, mm: onnx.NodeProto) -> tuple[LinearPlan
                 if r is not None:
                     out_q = r[1]
     bias = np.zeros(n_out, np.float32)
-    nxt = g.users(out)
-    if len(nxt) == 1 and nxt[0].op_type == "Add":
-        add = nxt[0]
-        other = [i for i in add.input if g.resolve(i)[0] != out]
-        c = g.float_weight(other[0]) if other else None
-        if c is not None and c.size == n_out:
-            bias = c.reshape(-1).astype(np.float32)
-            out = add.output[0]
+    add = walker.bias_add(g, out, n_out)
+    if add is not None:
+        c = g.float_weight(next(i for i in add.input if g.resolve(i)[0] != out))
+        bias = c.reshape(-1).astype(np.float32)
+        out = add.output[0]
     plan = LinearPlan(mm.name, np.ascontiguousarray(w.q.T), scale.astype(np.float32), bias, in_q, out_q,
                       None if smooth is None else smooth[1])
     return plan, out
-
-
-def _weight_matmuls(g: LogicalGraph, x: str) -> list[onnx.NodeProto]:
-    """Weight MatMuls reading x through their Q/DQ pair, directly or behind a smoothing Mul of x."""
-    out = []
-    for n in g.users(x):
-        if _is_weight_matmul(g, n) and g.src(n, 0) == x:
-            out.append(n)
-        elif (sm := _smooth_mul(g, n)) is not None and sm[0] == x:
-            out.extend(m for m in g.users(n.output[0]) if _is_weight_matmul(g, m) and g.src(m, 0) == n.output[0])
-    return out
-
-
-def _layernorm_after(g: LogicalGraph, t: str, residual: str, where: str,
-                     residual_quant: FakeQuant | None = None) -> tuple[LayerNormPlan, str, bool]:
-    """Expect Add(t, residual) -> LayerNormalization; return its plan, its output and whether the Add reads
-    the residual through a Q/DQ pair (which must then be `residual_quant`, the one the engine applies)."""
-    us = g.users(t)
-    add = next((u for u in us if u.op_type == "Add" and {g.src(u, 0), g.src(u, 1)} == {t, residual}), None)
-    if add is None:
-        raise GraphMatchError(f"{where}: expected a residual Add of the block output and its input")
-    j = 0 if g.src(add, 0) == residual else 1
-    _, fq = g.resolve(add.input[j])
-    if fq is not None and (residual_quant is None or fq.scale != residual_quant.scale
-                           or fq.zero_point != residual_quant.zero_point):
-        raise GraphMatchError(f"{where}: the residual is fake-quantized with (scale {fq.scale}, zero point "
-                              f"{fq.zero_point}), not like the input of the next Linear; the engine cannot "
-                              "reproduce that graph")
-    ln = next((u for u in g.users(add.output[0]) if u.op_type == "LayerNormalization"), None)
-    if ln is None:
-        ops = sorted({u.op_type for u in g.users(add.output[0])})
-        raise GraphMatchError(f"{where}: expected LayerNormalization after the residual Add, found {ops} "
-                              "(export with opset >= 17 so LayerNorm stays one op)")
-    return _ln_plan(g, ln), ln.output[0], fq is not None
 
 
 def _ln_plan(g: LogicalGraph, ln: onnx.NodeProto) -> LayerNormPlan:
@@ -258,48 +202,6 @@ def _ln_plan(g: LogicalGraph, ln: onnx.NodeProto) -> LayerNormPlan:
     if beta is None:
         beta = np.zeros_like(gamma)
     return LayerNormPlan(gamma.reshape(-1).copy(), beta.reshape(-1).copy(), float(g.attr(ln, "epsilon", 1e-5)))
-
-
-def _walk_back(g: LogicalGraph, t: str, stop: dict[str, str], scale: list[float]) -> str | None:
-    """Walk producers through data-movement and scalar Mul/Div until a tensor in `stop` is met."""
-    for _ in range(32):
-        if t in stop:
-            return stop[t]
-        p = g.prod(t)
-        if p is None:
-            return None
-        if p.op_type in _PASS:
-            t = g.src(p, 0)
-        elif p.op_type in ("Mul", "Div"):
-            consts = [g.float_weight(i) for i in p.input]
-            ci = [i for i, c in enumerate(consts) if c is not None and c.size == 1]
-            if len(ci) != 1:
-                return None
-            c = float(consts[ci[0]].reshape(()))
-            scale.append(c if p.op_type == "Mul" else 1.0 / c)
-            t = g.src(p, 1 - ci[0])
-        else:
-            return None
-    return None
-
-
-def _find_downstream(g: LogicalGraph, starts: list[str], op: str, limit: int = 40) -> list[onnx.NodeProto]:
-    seen, frontier, found = set(), list(starts), []
-    for _ in range(limit):
-        nxt = []
-        for t in frontier:
-            for u in g.users(t):
-                if u.name in seen:
-                    continue
-                seen.add(u.name)
-                if u.op_type == op:
-                    found.append(u)
-                else:
-                    nxt.extend(u.output)
-        frontier = nxt
-        if found or not frontier:
-            break
-    return found
 
 
 # ------------------------------------------------------------------ embeddings
@@ -387,137 +289,97 @@ def _roberta_padding_idx(g: LogicalGraph, input_ids: str) -> int:
                           "padding-offset pattern (input_ids != padding_idx) the engine knows")
 
 
+def _match_embeddings_project(g: LogicalGraph, x: str, emb: EmbeddingPlan, family: Family | None) -> str:
+    """ELECTRA's embeddings_project: the embeddings LayerNorm output feeds one fp32 MatMul (+ bias Add) from the
+    embedding width to the hidden size. Fills emb.project_*; returns the tensor the encoder reads."""
+    us = [u for u in g.users(x) if u.op_type != "Shape"]
+    if len(us) != 1 or us[0].op_type != "MatMul" or g.src(us[0], 0) != x:
+        return x
+    mm = us[0]
+    w = g.weight(mm.input[1])
+    if isinstance(w, QuantWeight):
+        raise GraphMatchError(f"embeddings: the projection MatMul {mm.name!r} is quantized; the engine runs it in fp32 "
+                              "(export with hf_fast.export, which leaves it float)")
+    w = g.float_weight(mm.input[1])
+    if w is None or w.ndim != 2 or w.shape[0] != emb.word.shape[1]:
+        return x  # not a projection of the embeddings: the layer matcher names what it finds
+    if family is not None and not family.engine.embeddings_project:
+        raise GraphMatchError(f"embeddings: {family.description} has no embeddings projection, the graph projects "
+                              f"the embeddings with {mm.name!r}")
+    b, out = np.zeros(w.shape[1], np.float32), mm.output[0]
+    nxt = [v for v in g.users(out) if v.op_type != "Shape"]
+    if len(nxt) == 1 and nxt[0].op_type == "Add":
+        other = [i for i in nxt[0].input if g.resolve(i)[0] != out]
+        c = g.float_weight(other[0]) if other else None
+        if c is not None and c.size == w.shape[1]:
+            b, out = c.reshape(-1).astype(np.float32), nxt[0].output[0]
+    emb.project_weight = np.ascontiguousarray(w.T, dtype=np.float32)
+    emb.project_bias = np.ascontiguousarray(b, dtype=np.float32)
+    return out
+
+
 # ------------------------------------------------------------------ encoder layers
-def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int) -> tuple[LayerPlan, str]:
+def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int,
+                 pattern: patterns.LayerPattern = patterns.POST_LN) -> tuple[LayerPlan, str]:
+    """One encoder layer: the walker matches ``pattern`` (the family's registry entry) from ``x``, then the
+    weights and quantization of the matched nodes are read and checked against what the engine runs."""
     where = f"encoder layer {idx}"
-    mms = _weight_matmuls(g, x)
-    if len(mms) != 3:
-        raise GraphMatchError(f"{where}: expected 3 projections (Q, K, V) of the hidden states, found {len(mms)}")
-    lin, outs = {}, {}
-    for mm in mms:
-        plan, out = _linear_from_matmul(g, mm)
-        lin[out] = plan
-        outs[out] = out
-    softmaxes = _find_downstream(g, list(outs), "Softmax")
-    if len(softmaxes) != 1:
-        raise GraphMatchError(f"{where}: expected one Softmax in self-attention, found {len(softmaxes)}")
-    sm = softmaxes[0]
-    # Softmax <- [Add/Where mask] <- [Mul/Div scale] <- MatMul(q, k^T)
-    scale: list[float] = []
-    if g.resolve(sm.input[0])[1] is not None:
+    m = walker.match_layer(g, x, pattern, where, lambda t, w: _check_quant_inputs(g, t, w))
+    return _layer_plan(g, m, pattern, where, heads), m.output
+
+
+def _layer_plan(g: LogicalGraph, m: walker.LayerMatch, pattern: patterns.LayerPattern, where: str,
+                heads: int) -> LayerPlan:
+    lin = {role: _linear_from_matmul(g, mm)[0] for role, mm in m.linears.items()}
+    missing = [r for r in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out") if r not in lin]
+    if missing or set(m.norms) != {"ln1", "ln2"} or len(m.attention) != 1:
+        raise GraphMatchError(f"{where}: the engine runs a post-LN layer (Linears q, k, v, attn_out, ffn_in, "
+                              f"ffn_out; norms ln1, ln2; one attention); {pattern.name} gives {sorted(lin)}, "
+                              f"{sorted(m.norms)}")
+    att = next(iter(m.attention.values()))
+    if g.resolve(att.softmax.input[0])[1] is not None:
         raise GraphMatchError(f"{where}: the Softmax input is fake-quantized; the engine runs the scores in fp32")
-    t = g.src(sm, 0)
-    score = None
-    for _ in range(8):
-        p = g.prod(t)
-        if p is None:
-            break
-        if p.op_type == "MatMul":
-            score = p
-            break
-        if p.op_type in ("Add", "Where"):
-            # the scores depend on the token values; the additive mask only on attention_mask
-            data = [i for i in range(len(p.input)) if g.depends_on_input(p.input[i], "input_ids")]
-            if p.op_type == "Where":
-                data = [i for i in data if i > 0]
-            if len(data) != 1:
-                raise GraphMatchError(f"{where}: attention mask node {p.name!r} is not the standard additive mask")
-            t = g.src(p, data[0])
-        elif p.op_type in ("Mul", "Div"):
-            consts = [g.float_weight(i) for i in p.input]
-            ci = [i for i, c in enumerate(consts) if c is not None and c.size == 1]
-            if len(ci) != 1:
-                raise GraphMatchError(f"{where}: unexpected {p.op_type} {p.name!r} before Softmax")
-            if g.resolve(p.input[1 - ci[0]])[1] is not None:
-                raise GraphMatchError(f"{where}: the attention scores are fake-quantized at {p.name!r}; the engine "
-                                      "runs them in fp32")
-            c = float(consts[ci[0]].reshape(()))
-            scale.append(c if p.op_type == "Mul" else 1.0 / c)
-            t = g.src(p, 1 - ci[0])
-        elif p.op_type in _PASS:
-            t = g.src(p, 0)
-        else:
-            raise GraphMatchError(f"{where}: unexpected {p.op_type} {p.name!r} between scores and Softmax")
-    if score is None:
-        raise GraphMatchError(f"{where}: attention scores MatMul not found")
-    pre: list[float] = []  # scale factors applied to q or k before the scores MatMul
-    q_out = _walk_back(g, g.src(score, 0), outs, pre)
-    k_out = _walk_back(g, g.src(score, 1), outs, pre)
-    ctx = next((u for u in g.users(sm.output[0]) if u.op_type == "MatMul"), None)
-    if ctx is None:
-        raise GraphMatchError(f"{where}: no MatMul consumes the attention probabilities")
-    v_out = _walk_back(g, g.src(ctx, 1), outs, [])
-    if None in (q_out, k_out, v_out) or len({q_out, k_out, v_out}) != 3:
-        raise GraphMatchError(f"{where}: could not tell the Q, K and V projections apart")
-    attn_quant = _attention_quant(g, score, ctx, where)
-    if attn_quant is not None and pre:
+    for p in att.between:
+        if p.op_type in ("Mul", "Div") and any(g.resolve(i)[1] is not None for i in p.input
+                                               if g.float_weight(i) is None):
+            raise GraphMatchError(f"{where}: the attention scores are fake-quantized at {p.name!r}; the engine "
+                                  "runs them in fp32")
+    attn_quant = _attention_quant(g, att.scores, att.context, where)
+    if attn_quant is not None and att.pre_scale:
         raise GraphMatchError(f"{where}: q or k is scaled before its QuantizeLinear; the engine's int8 attention "
                               "quantizes the projection outputs and scales the scores")
-    scale += pre
-    att_scale = float(np.prod(scale)) if scale else 1.0
-    d = lin[q_out].weight.shape[0] // heads
-    if lin[q_out].weight.shape[0] % heads or abs(att_scale * np.sqrt(d) - 1.0) > 1e-3:
+    factors = att.scale_factors + att.pre_scale  # in today's order: the float product is bit-for-bit the same
+    att_scale = float(np.prod(factors)) if factors else 1.0
+    d = lin["q"].weight.shape[0] // heads
+    if lin["q"].weight.shape[0] % heads or abs(att_scale * np.sqrt(d) - 1.0) > 1e-3:
         raise GraphMatchError(f"{where}: attention scale {att_scale:.6g} does not match heads={heads} "
                               f"(head size {d}): the config does not match the graph")
-    # attention output projection: ctx -> (Transpose/Reshape) -> MatMul(W_o)
-    o_mms = []
-    t = ctx.output[0]
-    for _ in range(8):
-        us = g.users(t)
-        o_mms = [u for u in us if _is_weight_matmul(g, u)]
-        if o_mms:
-            break
-        if len(us) == 1 and _smooth_mul(g, us[0]) is not None:  # SmoothQuant's Mul before the Q/DQ pair
-            o_mms = [u for u in g.users(us[0].output[0]) if _is_weight_matmul(g, u)]
-            break
-        passes = [u for u in us if u.op_type in _PASS]
-        if len(passes) != 1:
-            _check_quant_inputs(g, t, f"{where} attention context")
-            break
-        t = passes[0].output[0]
-    if len(o_mms) != 1:
-        raise GraphMatchError(f"{where}: attention output projection not found")
-    attn_out, o = _linear_from_matmul(g, o_mms[0])
-    ln1, x1, in_fq = _layernorm_after(g, o, x, f"{where} attention output", lin[q_out].in_quant)
-    # feed-forward: MatMul -> GELU -> MatMul
-    _check_quant_inputs(g, x1, f"{where} FFN input")
-    f_mms = _weight_matmuls(g, x1)
-    if len(f_mms) != 1:
-        raise GraphMatchError(f"{where}: expected one FFN input projection, found {len(f_mms)}")
-    ffn_in, h = _linear_from_matmul(g, f_mms[0])
-    act_ops, t2, ffn_out_mm = set(), [h], None
-    seen = set()
-    while t2 and ffn_out_mm is None:
-        nxt = []
-        for t in t2:
-            for u in g.users(t):
-                if u.name in seen:
-                    continue
-                seen.add(u.name)
-                if u.op_type == "MatMul" and g.weight(u.input[1]) is not None:
-                    ffn_out_mm = u
-                    break
-                if u.op_type not in ("Div", "Mul", "Add", "Erf", "Gelu"):
-                    raise GraphMatchError(f"{where}: unsupported FFN activation op {u.op_type} ({u.name!r}); "
-                                          "the engine runs the exact (erf) GELU")
-                act_ops.add(u.op_type)
-                nxt.extend(u.output)
-        t2 = nxt
-    if ffn_out_mm is None or not ({"Erf"} <= act_ops or "Gelu" in act_ops):
-        raise GraphMatchError(f"{where}: expected GELU (erf form) between the FFN projections, found {sorted(act_ops)}")
-    tail = g.prod(g.src(ffn_out_mm, 0))
-    sm = _smooth_mul(g, tail)
-    tail = g.prod(sm[0]) if sm is not None else tail
-    tail_c = [c for c in (g.float_weight(i) for i in tail.input) if c is not None] if tail is not None else []
-    # the erf GELU ends in a Mul, by 0.5 when by a constant (torch: x * (1 + erf(x / sqrt 2)) * 0.5)
-    if tail is None or tail.op_type not in ("Mul", "Gelu") or any(c.size != 1 or float(c.reshape(-1)[0]) != 0.5
-                                                                   for c in tail_c):
-        raise GraphMatchError(f"{where}: unsupported {getattr(tail, 'op_type', None)} "
-                              f"{getattr(tail, 'name', None)!r} between the GELU and the FFN output projection")
-    ffn_out, o2 = _linear_from_matmul(g, ffn_out_mm)
-    ln2, x2, mid_fq = _layernorm_after(g, o2, x1, f"{where} FFN output", ffn_in.in_quant)
-    return LayerPlan(lin[q_out], lin[k_out], lin[v_out], attn_out, ln1, ffn_in, ffn_out, ln2, att_scale,
-                     in_fq=in_fq, mid_fq=mid_fq, attn_quant=attn_quant), x2
+    # a residual Add may read its input through the Q/DQ pair of the Linear that reads the same tensor
+    first_reader = {}
+    for s in pattern.linears:
+        first_reader.setdefault(s.src, s.name)
+    norms, fq = {}, {}
+    for s in pattern.steps:
+        if isinstance(s, patterns.ResidualNorm):
+            nm = m.norms[s.name]
+            reader = first_reader.get(s.residual)
+            norms[s.name], fq[s.name] = _residual_norm_plan(g, nm, f"{where} {s.name}",
+                                                            lin[reader].in_quant if reader else None)
+    return LayerPlan(lin["q"], lin["k"], lin["v"], lin["attn_out"], norms["ln1"], lin["ffn_in"], lin["ffn_out"],
+                     norms["ln2"], att_scale, in_fq=fq["ln1"], mid_fq=fq["ln2"], attn_quant=attn_quant)
+
+
+def _residual_norm_plan(g: LogicalGraph, nm: walker.NormMatch, where: str,
+                        residual_quant: FakeQuant | None) -> tuple[LayerNormPlan, bool]:
+    """The LayerNorm after a residual Add, and whether the Add reads the residual through a Q/DQ pair (which must
+    then be `residual_quant`, the one the engine applies to the input of the Linear reading the same tensor)."""
+    _, fq = g.resolve(nm.add.input[nm.residual_input])
+    if fq is not None and (residual_quant is None or fq.scale != residual_quant.scale
+                           or fq.zero_point != residual_quant.zero_point):
+        raise GraphMatchError(f"{where}: the residual is fake-quantized with (scale {fq.scale}, zero point "
+                              f"{fq.zero_point}), not like the input of the next Linear; the engine cannot "
+                              "reproduce that graph")
+    return _ln_plan(g, nm.norm), fq is not None
 
 
 def _attention_quant(g: LogicalGraph, score: onnx.NodeProto, ctx: onnx.NodeProto, where: str) -> AttentionQuant | None:
@@ -539,6 +401,35 @@ def _attention_quant(g: LogicalGraph, score: onnx.NodeProto, ctx: onnx.NodeProto
 
 
 # ------------------------------------------------------------------ task head
+def _head_gelu(g: LogicalGraph, t: str) -> str | None:
+    """The output of an exact (erf) GELU of t, as a Gelu op or as torch exports it (x * (1 + erf(x / sqrt 2)) *
+    0.5): ELECTRA's classification head. None when t's consumers are not that."""
+    us = [u for u in g.users(t) if u.op_type != "Shape"]
+    if len(us) == 1 and us[0].op_type == "Gelu":
+        approx = g.attr(us[0], "approximate", "none")
+        return us[0].output[0] if approx in ("none", b"none") else None
+    if len(us) != 2:
+        return None
+
+    def const_operand(node, value):  # node = op(other, c) with the scalar constant c == value (either order)
+        cs = [g.float_weight(i) for i in node.input]
+        return len(node.input) == 2 and any(c is not None and c.size == 1 and abs(float(c.reshape(())) - value) < 1e-4
+                                            for c in cs)
+
+    def only_user(tensor, op):
+        vs = [v for v in g.users(tensor) if v.op_type != "Shape"]
+        return vs[0] if len(vs) == 1 and vs[0].op_type == op else None
+
+    div = next((u for u in us if u.op_type == "Div" and g.src(u, 0) == t and const_operand(u, np.sqrt(2.0))), None)
+    mul = next((u for u in us if u.op_type == "Mul" and t in (g.src(u, 0), g.src(u, 1))), None)
+    erf = only_user(div.output[0], "Erf") if div is not None else None
+    add = only_user(erf.output[0], "Add") if erf is not None else None
+    if mul is None or add is None or not const_operand(add, 1.0) or add.output[0] not in (g.src(mul, 0), g.src(mul, 1)):
+        return None
+    half = only_user(mul.output[0], "Mul")
+    return half.output[0] if half is not None and const_operand(half, 0.5) else None
+
+
 def _match_head(g: LogicalGraph, x: str) -> tuple[list[HeadOp], dict[str, tuple[int, int]], bool]:
     ops: list[HeadOp] = []
     token_level = True
@@ -547,6 +438,11 @@ def _match_head(g: LogicalGraph, x: str) -> tuple[list[HeadOp], dict[str, tuple[
     for _ in range(32):
         if t in g.outputs:
             return ops, {t: (0, width)}, token_level
+        gelu_out = _head_gelu(g, t)
+        if gelu_out is not None:
+            ops.append(HeadOp("gelu"))
+            t = gelu_out
+            continue
         us = [u for u in g.users(t) if u.op_type != "Shape"]
         if len(us) != 1:
             raise GraphMatchError(f"task head: tensor {t!r} has {len(us)} consumers; expected a single chain")
@@ -642,19 +538,28 @@ def build_plan(model: onnx.ModelProto, num_heads: int, model_type: str | None = 
         raise GraphMatchError(f"{bad.op_type} {bad.name!r} has inputs {list(bad.input)}, expected at least "
                               f"{_ARITY[bad.op_type]}")
     emb, x = _match_embeddings(g, "input_ids", family)
-    hidden = emb.word.shape[1]
+    x = _match_embeddings_project(g, x, emb, family)
+    hidden = emb.word.shape[1] if emb.project_weight is None else emb.project_weight.shape[0]
     if hidden % num_heads:
         raise GraphMatchError(f"hidden size {hidden} is not divisible by num_heads={num_heads}")
+    pattern = family.layer if family is not None else patterns.POST_LN
     layers = []
     while True:
         _check_quant_inputs(g, x, f"layer {len(layers)} input")
-        if len(_weight_matmuls(g, x)) != 3:
+        try:
+            layer, x = _match_layer(g, x, len(layers), num_heads, pattern)
+        except walker.PatternMismatch as e:
+            if e.step != 0:  # x starts a layer that then differs from the pattern
+                raise
+            if not layers:
+                raise GraphMatchError(f"no encoder layer found after the embeddings ({e})") from e
+            stop = e  # x does not start another layer: the task head follows
             break
-        layer, x = _match_layer(g, x, len(layers), num_heads)
         layers.append(layer)
-    if not layers:
-        raise GraphMatchError("no encoder layer found after the embeddings")
-    head, outputs, token_level = _match_head(g, x)
+    try:
+        head, outputs, token_level = _match_head(g, x)
+    except GraphMatchError as e:  # also say why the layers ended there: a broken layer reads as a strange head
+        raise GraphMatchError(f"{e} (after {len(layers)} encoder layers; another does not start there: {stop})") from e
     want = family.heads.get(task) if family is not None and task else None
     if want is not None and tuple(op.kind for op in head) != want.ops:
         raise GraphMatchError(f"task head: {family.description}'s {task} head is {'/'.join(want.ops)} "
@@ -662,7 +567,8 @@ def build_plan(model: onnx.ModelProto, num_heads: int, model_type: str | None = 
     missing = [o for o in g.outputs if o not in outputs]
     if missing:
         raise GraphMatchError(f"graph outputs {missing} are not produced by a recognised task head")
-    plan = EncoderPlan(hidden, num_heads, emb, layers, head, outputs, token_level, list(g.inputs))
+    plan = EncoderPlan(hidden, num_heads, emb, layers, head, outputs, token_level, list(g.inputs),
+                       family.model_type if family is not None else None)
     check_plan(plan)
     return plan
 
@@ -686,17 +592,26 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
         raise GraphMatchError(f"hidden size {H} is not divisible by num_heads={plan.heads}")
     if emb.word.ndim != 2 or emb.word.shape[0] < 1:
         raise GraphMatchError(f"word embedding table has shape {emb.word.shape}")
-    shape(emb.word, (emb.word.shape[0], H), "word embedding table")
+    E = H  # the embedding width: H, or the input width of the embeddings projection
+    if emb.project_weight is not None:
+        if not isinstance(emb.project_weight, np.ndarray) or emb.project_weight.ndim != 2:
+            raise GraphMatchError(f"embeddings projection has shape {getattr(emb.project_weight, 'shape', None)}")
+        E = emb.project_weight.shape[1]
+        shape(emb.project_weight, (H, E), "embeddings projection weight")
+        shape(emb.project_bias, (H,), "embeddings projection bias")
+        if not (np.all(np.isfinite(emb.project_weight)) and np.all(np.isfinite(emb.project_bias))):
+            raise GraphMatchError("embeddings projection: weights must be finite")
+    shape(emb.word, (emb.word.shape[0], E), "word embedding table")
     if emb.position.ndim != 2 or emb.position.shape[0] < 1:
         raise GraphMatchError(f"position embedding table has shape {emb.position.shape} "
                               f"(padding_idx {emb.padding_idx})")
-    shape(emb.position, (emb.position.shape[0], H), "position embedding table")
+    shape(emb.position, (emb.position.shape[0], E), "position embedding table")
     if emb.token_type is not None:
         if emb.token_type.ndim != 2 or emb.token_type.shape[0] < 1:
             raise GraphMatchError(f"token type embedding table has shape {emb.token_type.shape}")
-        shape(emb.token_type, (emb.token_type.shape[0], H), "token type embedding table")
+        shape(emb.token_type, (emb.token_type.shape[0], E), "token type embedding table")
     for a, what in ((emb.ln.gamma, "embedding LayerNorm scale"), (emb.ln.beta, "embedding LayerNorm bias")):
-        shape(a, (H,), what)
+        shape(a, (E,), what)
     eps(emb.ln.eps, "embedding LayerNorm")
     F = plan.ffn
     for i, layer in enumerate(plan.layers):
@@ -733,7 +648,7 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
                 raise GraphMatchError("task head: linear layer with no outputs")
             shape(op.bias, (op.weight.shape[0],), "task head linear bias")
             width = op.weight.shape[0]
-        elif op.kind not in ("cls", "tanh", "relu", *POOLING_HEAD_OPS):
+        elif op.kind not in ("cls", "tanh", "relu", "gelu", *POOLING_HEAD_OPS):
             raise GraphMatchError(f"task head: unknown op {op.kind!r}")
     for name, (lo, hi) in list(plan.outputs.items()):
         if hi is None:  # a head without a linear layer outputs the hidden states themselves

@@ -82,21 +82,49 @@ static void fuzz_linear(rd_t *r) {
     free(w), free(sc), free(bias), free(y), free(res), free(a);
 }
 
+static hf_engine_model_desc model_desc(int64_t H, int64_t heads, int64_t F, int64_t L, int64_t vocab, int64_t max_pos,
+                                       int64_t type_vocab, int64_t E) {
+    hf_engine_model_desc d;
+    memset(&d, 0, sizeof d);
+    d.size = sizeof d, d.version = HF_ENGINE_DESC_VERSION, d.isa = HF_ISA_AUTO, d.linear_bias = HF_BIAS_ALL;
+    d.hidden = H, d.heads = heads, d.ffn = F, d.layers = L, d.vocab = vocab, d.max_pos = max_pos;
+    d.type_vocab = type_vocab, d.embedding_size = E, d.embed_proj = E != H;
+    return d;
+}
+
 static void fuzz_engine(rd_t *r) {
     int64_t H = 4 * (1 + u8(r) % 6), heads = 1 + u8(r) % 4, F = 1 + u8(r) % 40, vocab = 1 + u8(r) % 30;
     int64_t max_pos = 1 + u8(r) % 12, type_vocab = u8(r) % 3;
+    int64_t E = (u8(r) & 1) ? 1 + u8(r) % 24 : H; /* E != H: the embeddings projection */
     hf_engine *e = NULL;
-    if ((u8(r) & 7) == 0) { /* hostile create */
-        hf_engine_create(-1, dim(r, 64), dim(r, 8), dim(r, 64), dim(r, 4), dim(r, 64), dim(r, 32), dim(r, 4), &e);
+    if ((u8(r) & 7) == 0) { /* hostile create: dimensions, enum values, window, size and version */
+        int64_t win = (int64_t)(u8(r) % 3) - 1;
+        hf_engine_model_desc d = model_desc(dim(r, 64), dim(r, 8), dim(r, 64), 1, dim(r, 32), dim(r, 32), dim(r, 4),
+                                            dim(r, 32));
+        d.isa = (int32_t)(u8(r) % 6) - 2, d.norm = (int32_t)(u8(r) % 3) - (u8(r) < 8);
+        d.activation = (int32_t)(u8(r) % 5), d.position = (int32_t)(u8(r) % 4), d.attn_bias = (int32_t)(u8(r) % 3);
+        d.linear_bias = u8(r), d.embed_proj = (int32_t)(u8(r) % 3);
+        d.attn_window = (u8(r) & 1) ? &win : NULL;
+        if (u8(r) < 8) d.size += 8;
+        if (u8(r) < 8) d.version += 1;
+        hf_engine_create(&d, &e);
         if (e) hf_engine_free(e);
         return;
     }
-    if (hf_engine_create(-1, H, heads, F, 1, vocab, max_pos, type_vocab, &e) != HF_OK) return;
-    float *word = calloc((size_t)(vocab * H), 4), *pos = calloc((size_t)(max_pos * H), 4);
-    float *type = calloc((size_t)((type_vocab + 1) * H), 4), *g = malloc((size_t)H * 4), *b = calloc((size_t)H, 4);
-    for (int64_t i = 0; i < vocab * H; i++) word[i] = fval(r);
-    for (int64_t i = 0; i < H; i++) g[i] = fval(r);
+    hf_engine_model_desc md = model_desc(H, heads, F, 1, vocab, max_pos, type_vocab, E);
+    if (hf_engine_create(&md, &e) != HF_OK) return;
+    float *word = calloc((size_t)(vocab * E), 4), *pos = calloc((size_t)(max_pos * E), 4);
+    const int64_t EH = E > H ? E : H; /* g, b serve the embeddings (E) and the layer (H) LayerNorms */
+    float *type = calloc((size_t)((type_vocab + 1) * E), 4), *g = malloc((size_t)EH * 4), *b = calloc((size_t)EH, 4);
+    for (int64_t i = 0; i < vocab * E; i++) word[i] = fval(r);
+    for (int64_t i = 0; i < EH; i++) g[i] = fval(r);
     hf_engine_set_embeddings(e, word, pos, type_vocab ? type : NULL, g, b, fval(r));
+    if (E != H && (u8(r) & 15)) { /* sometimes left unset: the run must refuse the half-built engine */
+        float *pw = malloc((size_t)(H * E) * 4);
+        for (int64_t i = 0; i < H * E; i++) pw[i] = fval(r);
+        hf_engine_set_embeddings_project(e, pw, (u8(r) & 1) ? NULL : pw);
+        free(pw);
+    }
     const int64_t shp[4][2] = {{3 * H, H}, {H, H}, {F, H}, {H, F}};
     hf_linear *lin[4] = {0};
     int ok = 1;
@@ -128,7 +156,7 @@ static void fuzz_engine(rd_t *r) {
         int64_t width = H;
         int nops = u8(r) % 6;
         for (int i = 0; i < nops; i++) {
-            int kind = (int)(u8(r) % 5) - (u8(r) < 4 ? 1 : 0);
+            int kind = (int)(u8(r) % 6) - (u8(r) < 4 ? 1 : 0);
             int64_t n = 1 + u8(r) % 200, k = (u8(r) < 16) ? width + 1 : width;
             float *w = calloc((size_t)(n * (k > 0 ? k : 1)), 4), *hb = calloc((size_t)n, 4);
             if (hf_engine_add_head_op(e, kind, n, k, w, hb) == HF_OK && kind == HF_HEAD_LINEAR) width = n;

@@ -24,6 +24,7 @@ extern "C" {
 #define HF_ENOMEM 2       /* allocation failed */
 #define HF_EUNSUPPORTED 3 /* ISA or feature not available on this CPU / build */
 #define HF_EFORMAT 4      /* malformed packed data or plan */
+#define HF_ENOTIMPL 5     /* the model description asks for an op this engine build does not run (yet) */
 
 /* ---- ISA selection (dispatch.c is the only place that decides) ---- */
 #define HF_ISA_AUTO -1
@@ -214,11 +215,65 @@ int hf_gelu(int isa, int64_t n, const float *x, float *y);
  * threads (calls on one engine take turns on its workspace). Linear layers are borrowed: the caller
  * keeps them alive as long as the engine. */
 typedef struct hf_engine hf_engine;
+
+/* What the engine runs: a description of the encoder layer each model family fills in (hf_fast/models, spec.py
+ * EngineLayer). The enums name the ops of the encoder families hf-fast targets (BERT, RoBERTa, ELECTRA, MPNet,
+ * ModernBERT), so a new family adds kernels behind a value, not a new interface. A value this build does not run
+ * is refused by hf_engine_create with HF_ENOTIMPL and a message naming the op: never run as something else. */
+#define HF_ENGINE_DESC_VERSION 1
+/* norm: where each block's LayerNorm sits */
+#define HF_NORM_POST 0 /* x = LN(x + block(x))                                (BERT, RoBERTa, ELECTRA, MPNet) */
+#define HF_NORM_PRE 1  /* x = x + block(LN(x)), one final LN     (ModernBERT, pre-LN look-alikes): not implemented */
+/* activation: the FFN's */
+#define HF_ACT_GELU 0      /* exact (erf) GELU of ffn_in's output */
+#define HF_ACT_GELU_TANH 1 /* tanh-approximate GELU: not implemented */
+#define HF_ACT_GEGLU 2     /* ffn_in gives [2F] = (a, g): GELU(a) * g (ModernBERT): not implemented */
+#define HF_ACT_SWIGLU 3    /* SiLU(a) * g: not implemented */
+#define HF_ACT_COUNT 4
+/* position: how token positions enter */
+#define HF_POS_ABSOLUTE 0       /* + row t of the position table */
+#define HF_POS_PADDING_OFFSET 1 /* RoBERTa: row padding_idx + 1 + t; the caller passes the table from that row on and
+                                 * feeds right-padded batches (the row of real token t is then row t) */
+#define HF_POS_ROTARY 2         /* no table; q, k rotated per layer by rope_theta[layer] (ModernBERT): not impl. */
+#define HF_POS_COUNT 3
+/* attn_bias: an additive bias on the attention scores besides the key mask */
+#define HF_ATTN_BIAS_NONE 0
+#define HF_ATTN_BIAS_RELATIVE 1 /* bucketed relative-position bias [heads][buckets] (MPNet, T5): not implemented */
+#define HF_ATTN_BIAS_COUNT 2
+/* linear_bias: bits of the Linears that have a bias. Each packed hf_linear carries its own bias, so a bias-free
+ * Linear runs packed with a zero bias (and a bias-free LayerNorm with a zero beta): every combination runs. */
+#define HF_BIAS_QKV 1
+#define HF_BIAS_ATTN_OUT 2
+#define HF_BIAS_FFN_IN 4
+#define HF_BIAS_FFN_OUT 8
+#define HF_BIAS_LAYERNORM 16
+#define HF_BIAS_ALL 31
+typedef struct {
+    uint32_t size;    /* sizeof(hf_engine_model_desc) as the caller compiled it: a stale caller is refused */
+    uint32_t version; /* HF_ENGINE_DESC_VERSION */
+    int32_t isa;      /* HF_ISA_* or HF_ISA_AUTO; an unknown id is refused */
+    int32_t norm, activation, position, attn_bias; /* HF_NORM_*, HF_ACT_*, HF_POS_*, HF_ATTN_BIAS_* */
+    uint32_t linear_bias;                          /* HF_BIAS_* bits */
+    int64_t hidden, heads, ffn, layers, vocab;
+    int64_t max_pos;        /* rows of the position table (0 with HF_POS_ROTARY) */
+    int64_t type_vocab;     /* rows of the token-type table, 0 = none */
+    int64_t embedding_size; /* width of the embedding tables and their LayerNorm; 0 = hidden */
+    /* 1: an fp32 Linear embedding_size -> hidden runs after the embeddings LayerNorm (ELECTRA's
+     * embeddings_project), set with hf_engine_set_embeddings_project; 0: embedding_size must equal hidden */
+    int32_t embed_proj;
+    int32_t rel_buckets;      /* HF_ATTN_BIAS_RELATIVE: number of buckets and the distance of the last one */
+    int64_t rel_max_distance;
+    const int64_t *attn_window; /* [layers]: keys within this many tokens of the query (0 = global); NULL = all
+                                 * global. Sliding windows (ModernBERT's local layers) are not implemented. */
+    const float *rope_theta;    /* [layers]: rotary base of each layer (HF_POS_ROTARY), NULL otherwise */
+} hf_engine_model_desc;
+
 #define HF_ENGINE_MAX_HEAD_OPS 16
 #define HF_HEAD_CLS 0
 #define HF_HEAD_LINEAR 1
 #define HF_HEAD_TANH 2
 #define HF_HEAD_RELU 3
+#define HF_HEAD_GELU 4 /* exact (erf) GELU, ELECTRA's classification head */
 /* Sentence-embedding ops (task feature-extraction), as sentence-transformers' Pooling / Normalize compute them,
  * over the tokens the attention mask keeps (all tokens for a NULL mask); each turns [B][S][w] into [B][w]:
  * MEAN sum/max(n, 1e-9), MEAN_SQRT_LEN sum/sqrt(max(n, 1e-9)), MAX the largest kept value (-1e9 where a row
@@ -249,14 +304,21 @@ typedef struct {
     /* int8 attention (hf_attention_q8) with these parameters; NULL = fp32 attention. Copied. */
     const hf_attn_quant *attn_q;
 } hf_engine_layer_desc;
-int hf_engine_create(int isa, int64_t hidden, int64_t heads, int64_t ffn, int64_t layers, int64_t vocab,
-                     int64_t max_pos, int64_t type_vocab, hf_engine **out);
+/* An engine for the model `desc` describes (copied: its arrays need not outlive the call). HF_EINVAL for bad
+ * dimensions, an unknown ISA id or enum value, or a desc of another size / version; HF_ENOTIMPL for an op this build
+ * does not run (pre-LN, a gated or tanh activation, rotary positions, an attention bias, a sliding window). */
+int hf_engine_create(const hf_engine_model_desc *desc, hf_engine **out);
 void hf_engine_free(hf_engine *e);
+/* Tables of embedding_size columns: word[vocab], pos[max_pos], type[type_vocab] (NULL when 0); LayerNorm over
+ * embedding_size. */
 int hf_engine_set_embeddings(hf_engine *e, const float *word, const float *pos, const float *type,
                              const float *ln_g, const float *ln_b, float eps);
 int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *desc);
-/* Head program: HF_HEAD_CLS keeps token 0 of each sequence; LINEAR is fp32 W[N][K] + b; the HF_HEAD_POOL_* ops
- * pool the tokens of each sequence (at most one CLS or pooling op per program). */
+/* The embeddings projection (desc.embed_proj): fp32 W[hidden][embedding_size] and b[hidden] (NULL = zero), applied
+ * to the embeddings LayerNorm output. Copied. */
+int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *b);
+/* Head program: HF_HEAD_CLS keeps token 0 of each sequence; LINEAR is fp32 W[N][K] + b; TANH, RELU, GELU
+ * elementwise; the HF_HEAD_POOL_* ops pool the tokens of each sequence (at most one CLS or pooling op). */
 int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b);
 int64_t hf_engine_output_width(const hf_engine *e);
 int hf_engine_token_level(const hf_engine *e);

@@ -4,12 +4,16 @@
  * graph: embeddings, N post-LayerNorm encoder layers whose Linear layers are packed int8 weights
  * (hf_linear, block-sparse or dense), and a small fp32 head program. One call runs a whole batch:
  *
- *   x = LN(word[ids] + pos[t] + type[tt])
+ *   x = LN(word[ids] + pos[t] + type[tt])           (tables of embedding_size columns)
+ *   [x = x P^T + p]                                 (ELECTRA's embeddings_project, fp32, embedding_size -> H)
  *   per layer:  qkv = Linear_qkv(Q(x))            (one GEMM for the three projections)
  *               ctx = softmax(q k^T * scale + mask) v   per (sequence, head), in parallel
  *               x   = LN(Linear_o(Q(ctx)) + x)        (residual fused in the GEMM epilogue)
  *               x   = LN(Linear_2(Q(gelu(Linear_1(Q(x))))) + x)   (GELU fused in the epilogue)
- *   head:       [CLS] select, fp32 linears with tanh/relu
+ *   head:       [CLS] select, fp32 linears with tanh/relu/gelu
+ *
+ * The program is the one hf_engine_model_desc describes; hf_engine_create refuses (HF_ENOTIMPL) any value of it
+ * this file does not run.
  *
  * Q(.) quantizes to uint8 with the activation scale/zero point the artifact's QDQ nodes give. No
  * quantization is a separate pass: Q(LN(.)) runs in the LayerNorm row blocks, Q(ctx) in the int8 attention's
@@ -50,6 +54,9 @@ typedef struct {
 struct hf_engine {
     int isa;
     int64_t H, heads, F, L, vocab, max_pos, type_vocab;
+    int64_t E;          /* embedding width: H, or the input width of the embeddings projection */
+    int embed_proj;     /* hf_engine_model_desc.embed_proj */
+    float *proj_w, *proj_b; /* [H][E], [H] */
     float *word, *pos, *type, *eln_g, *eln_b;
     float eln_eps;
     hf_layer *layers;
@@ -67,27 +74,81 @@ static float *dup_f32(const float *src, int64_t n) {
     return p;
 }
 
-int hf_engine_create(int isa, int64_t hidden, int64_t heads, int64_t ffn, int64_t layers, int64_t vocab,
-                     int64_t max_pos, int64_t type_vocab, hf_engine **out) {
-    int rc;
+/* The ops of the description this build does not run: HF_ENOTIMPL naming the op (engine.py turns it into
+ * NotImplementedError); values outside the enums are HF_EINVAL. */
+static int check_desc_ops(const hf_engine_model_desc *d) {
+    if (d->norm != HF_NORM_POST && d->norm != HF_NORM_PRE)
+        return hf_fail(HF_EINVAL, "engine_create: unknown norm position %d", d->norm);
+    if (d->activation < 0 || d->activation >= HF_ACT_COUNT)
+        return hf_fail(HF_EINVAL, "engine_create: unknown activation %d", d->activation);
+    if (d->position < 0 || d->position >= HF_POS_COUNT)
+        return hf_fail(HF_EINVAL, "engine_create: unknown position encoding %d", d->position);
+    if (d->attn_bias < 0 || d->attn_bias >= HF_ATTN_BIAS_COUNT)
+        return hf_fail(HF_EINVAL, "engine_create: unknown attention bias %d", d->attn_bias);
+    if (d->linear_bias & ~(uint32_t)HF_BIAS_ALL)
+        return hf_fail(HF_EINVAL, "engine_create: unknown linear_bias bits 0x%x", (unsigned)d->linear_bias);
+    if (d->embed_proj != 0 && d->embed_proj != 1)
+        return hf_fail(HF_EINVAL, "engine_create: embed_proj must be 0 or 1, got %d", d->embed_proj);
+    if (d->norm == HF_NORM_PRE)
+        return hf_fail(HF_ENOTIMPL, "engine_create: op 'pre-LN' (norm=pre: LayerNorm before each block) is not "
+                       "implemented by this engine; it runs post-LN layers");
+    static const char *const acts[HF_ACT_COUNT] = {"gelu", "gelu-tanh", "geglu", "swiglu"};
+    if (d->activation != HF_ACT_GELU)
+        return hf_fail(HF_ENOTIMPL, "engine_create: op '%s' (FFN activation) is not implemented by this engine; it "
+                       "runs the exact (erf) GELU", acts[d->activation]);
+    if (d->position == HF_POS_ROTARY)
+        return hf_fail(HF_ENOTIMPL, "engine_create: op 'rotary' (rotary position embedding) is not implemented by "
+                       "this engine; it runs absolute and padding-offset position tables");
+    if (d->attn_bias != HF_ATTN_BIAS_NONE)
+        return hf_fail(HF_ENOTIMPL, "engine_create: op 'relative-attention-bias' (additive attention bias) is not "
+                       "implemented by this engine");
+    for (int64_t i = 0; d->attn_window && i < d->layers; i++) {
+        if (d->attn_window[i] < 0)
+            return hf_fail(HF_EINVAL, "engine_create: layer %lld attention window %lld < 0", (long long)i,
+                           (long long)d->attn_window[i]);
+        if (d->attn_window[i] > 0)
+            return hf_fail(HF_ENOTIMPL, "engine_create: op 'sliding-window-attention' (layer %lld window %lld) is "
+                           "not implemented by this engine; it runs global attention", (long long)i,
+                           (long long)d->attn_window[i]);
+    }
+    return HF_OK;
+}
+
+int hf_engine_create(const hf_engine_model_desc *d, hf_engine **out) {
+    int rc, isa;
     hf_engine *e;
     if (!out) return hf_fail(HF_EINVAL, "engine_create: out is NULL");
     *out = NULL;
-    if (hidden <= 0 || heads <= 0 || ffn <= 0 || layers <= 0 || vocab <= 0 || max_pos <= 0 || type_vocab < 0)
+    if (!d) return hf_fail(HF_EINVAL, "engine_create: desc is NULL");
+    if (d->size != sizeof(hf_engine_model_desc) || d->version != HF_ENGINE_DESC_VERSION)
+        return hf_fail(HF_EINVAL, "engine_create: model description of size %u version %u, this library takes size "
+                       "%u version %u (the Python side and the native library are from different builds: rebuild)",
+                       (unsigned)d->size, (unsigned)d->version, (unsigned)sizeof(hf_engine_model_desc),
+                       (unsigned)HF_ENGINE_DESC_VERSION);
+    const int64_t hidden = d->hidden, heads = d->heads, ffn = d->ffn, layers = d->layers, vocab = d->vocab;
+    const int64_t max_pos = d->max_pos, type_vocab = d->type_vocab;
+    const int64_t E = d->embedding_size ? d->embedding_size : hidden;
+    if (hidden <= 0 || heads <= 0 || ffn <= 0 || layers <= 0 || vocab <= 0 || max_pos <= 0 || type_vocab < 0 || E <= 0)
         return hf_fail(HF_EINVAL, "engine_create: dimensions must be positive (hidden=%lld heads=%lld ffn=%lld "
-                       "layers=%lld vocab=%lld max_pos=%lld)", (long long)hidden, (long long)heads,
-                       (long long)ffn, (long long)layers, (long long)vocab, (long long)max_pos);
+                       "layers=%lld vocab=%lld max_pos=%lld embedding_size=%lld)", (long long)hidden, (long long)heads,
+                       (long long)ffn, (long long)layers, (long long)vocab, (long long)max_pos, (long long)E);
     if (hidden % heads) return hf_fail(HF_EINVAL, "engine_create: hidden=%lld not divisible by heads=%lld",
                                        (long long)hidden, (long long)heads);
-    if (hidden > HF_MAX_K || ffn > HF_MAX_K || layers > 4096 || vocab > (1LL << 31) || max_pos > (1 << 20))
+    if (hidden > HF_MAX_K || ffn > HF_MAX_K || E > HF_MAX_K || layers > 4096 || vocab > (1LL << 31) ||
+        max_pos > (1 << 20))
         return hf_fail(HF_EINVAL, "engine_create: dimensions too large");
-    if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
+    if ((rc = hf_resolve_isa(d->isa, &isa)) != HF_OK) return rc;
+    if ((rc = check_desc_ops(d)) != HF_OK) return rc;
+    if (!d->embed_proj && E != hidden)
+        return hf_fail(HF_EINVAL, "engine_create: embedding_size %lld != hidden %lld needs the embeddings projection "
+                       "(embed_proj)", (long long)E, (long long)hidden);
     e = (hf_engine *)hf_alloc(sizeof *e);
     if (!e) return hf_fail(HF_ENOMEM, "engine_create: out of memory");
     memset(e, 0, sizeof *e);
     e->isa = isa;
     e->H = hidden, e->heads = heads, e->F = ffn, e->L = layers, e->vocab = vocab, e->max_pos = max_pos;
     e->type_vocab = type_vocab;
+    e->E = E, e->embed_proj = d->embed_proj;
     e->layers = (hf_layer *)hf_alloc((size_t)layers * sizeof(hf_layer));
     if (!e->layers) {
         hf_free(e);
@@ -102,6 +163,7 @@ int hf_engine_create(int isa, int64_t hidden, int64_t heads, int64_t ffn, int64_
 void hf_engine_free(hf_engine *e) {
     if (!e) return;
     hf_free(e->word), hf_free(e->pos), hf_free(e->type), hf_free(e->eln_g), hf_free(e->eln_b);
+    hf_free(e->proj_w), hf_free(e->proj_b);
     for (int64_t i = 0; i < e->L; i++) {
         hf_layer *l = &e->layers[i];
         hf_free(l->ln1_g), hf_free(l->ln1_b), hf_free(l->ln2_g), hf_free(l->ln2_b);
@@ -119,14 +181,31 @@ int hf_engine_set_embeddings(hf_engine *e, const float *word, const float *pos, 
     if (!e || !word || !pos || !ln_g || !ln_b) return hf_fail(HF_EINVAL, "engine_set_embeddings: NULL argument");
     if (e->type_vocab > 0 && !type) return hf_fail(HF_EINVAL, "engine_set_embeddings: token type table missing");
     if (!(eps > 0.f)) return hf_fail(HF_EINVAL, "engine_set_embeddings: eps must be > 0");
-    e->word = dup_f32(word, e->vocab * e->H);
-    e->pos = dup_f32(pos, e->max_pos * e->H);
-    e->type = e->type_vocab > 0 ? dup_f32(type, e->type_vocab * e->H) : NULL;
-    e->eln_g = dup_f32(ln_g, e->H);
-    e->eln_b = dup_f32(ln_b, e->H);
+    const int64_t E = e->E;
+    hf_free(e->word), hf_free(e->pos), hf_free(e->type), hf_free(e->eln_g), hf_free(e->eln_b);
+    e->word = dup_f32(word, e->vocab * E);
+    e->pos = dup_f32(pos, e->max_pos * E);
+    e->type = e->type_vocab > 0 ? dup_f32(type, e->type_vocab * E) : NULL;
+    e->eln_g = dup_f32(ln_g, E);
+    e->eln_b = dup_f32(ln_b, E);
     e->eln_eps = eps;
     if (!e->word || !e->pos || (e->type_vocab > 0 && !e->type) || !e->eln_g || !e->eln_b)
         return hf_fail(HF_ENOMEM, "engine_set_embeddings: out of memory");
+    return HF_OK;
+}
+
+int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *b) {
+    if (!e || !W) return hf_fail(HF_EINVAL, "engine_set_embeddings_project: NULL argument");
+    if (!e->embed_proj)
+        return hf_fail(HF_EINVAL, "engine_set_embeddings_project: the engine was created without embed_proj");
+    for (int64_t k = 0; k < e->H * e->E; k++)
+        if (!isfinite(W[k])) return hf_fail(HF_EINVAL, "engine_set_embeddings_project: weight %lld is not finite",
+                                            (long long)k);
+    hf_free(e->proj_w), hf_free(e->proj_b);
+    e->proj_w = dup_f32(W, e->H * e->E);
+    e->proj_b = dup_f32(b, e->H);
+    if (e->proj_b && !b) memset(e->proj_b, 0, (size_t)e->H * sizeof(float));
+    if (!e->proj_w || !e->proj_b) return hf_fail(HF_ENOMEM, "engine_set_embeddings_project: out of memory");
     return HF_OK;
 }
 
@@ -243,7 +322,7 @@ static void head_l2norm(int64_t rows, int64_t w, const float *x, float *dst) {
 int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b) {
     if (!e) return hf_fail(HF_EINVAL, "engine_add_head_op: NULL engine");
     if (e->n_head >= HF_ENGINE_MAX_HEAD_OPS) return hf_fail(HF_EINVAL, "engine_add_head_op: too many head ops");
-    if ((kind < HF_HEAD_CLS || kind > HF_HEAD_RELU) && !head_is_pool(kind) && kind != HF_HEAD_L2NORM) return hf_fail(HF_EINVAL, "engine_add_head_op: unknown kind %d", kind);
+    if ((kind < HF_HEAD_CLS || kind > HF_HEAD_GELU) && !head_is_pool(kind) && kind != HF_HEAD_L2NORM) return hf_fail(HF_EINVAL, "engine_add_head_op: unknown kind %d", kind);
     if (head_is_pool(kind) || kind == HF_HEAD_CLS)
         for (int i = 0; i < e->n_head; i++)
             if (head_is_pool(e->head[i].kind) || e->head[i].kind == HF_HEAD_CLS)
@@ -295,6 +374,7 @@ typedef struct {
     uint8_t *qkv8; /* [T][3H] Q(q), Q(k), Q(v) of the int8 attention, written by qkv's epilogue */
     float *bias;   /* [B][S] additive key mask */
     float *head_a, *head_b; /* head ping-pong [rows][max width] */
+    float *emb;    /* [T][E] embeddings LayerNorm output, the projection's input (embed_proj only) */
 } arena_t;
 
 #define ARENA_SKEW 256 /* bytes between consecutive arena buffers (see arena_carve) */
@@ -330,6 +410,7 @@ static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, i
     TAKE(a->xq, uint8_t, T * e->H);
     TAKE(a->hq, uint8_t, hq_bytes);
     TAKE(a->qkv8, uint8_t, u8_qkv ? T * H3 : 0);
+    if (e->embed_proj) TAKE(a->emb, float, T * e->E); /* last: the buffers above sit where they always did */
 #undef TAKE
     return off;
 }
@@ -400,9 +481,10 @@ typedef struct {
     const hf_f32_ops *ops;
     const hf_linear_ops *lops;
     int64_t T, S;
+    int64_t W;                  /* row width of y: H, or E for the embeddings of an engine with embed_proj */
     const int64_t *ids, *types; /* embed: ids != NULL */
-    const float *x;             /* LayerNorm input [T][H] (ignored when embedding) */
-    float *y;                   /* LayerNorm output [T][H] */
+    const float *x;             /* LayerNorm input [T][W] (ignored when embedding) */
+    float *y;                   /* LayerNorm output [T][W] */
     const float *g, *b;
     float eps;
     uint8_t *q; /* quantized copy of y (NULL: none) */
@@ -412,17 +494,20 @@ typedef struct {
     const float *q_mul; /* [H]: q = Q(y * q_mul) (SmoothQuant), y itself unchanged; NULL = Q(y) */
     int nr;
     hf_range units[HF_MAX_RANGES]; /* row blocks of ROWS_PER_UNIT, split with affinity (hf_ranges_claim) */
+    /* the embeddings projection in place of the LayerNorm: y[T][W] = x[T][pk] pw^T + pb (pw NULL: LayerNorm) */
+    const float *pw, *pb;
+    int64_t pk;
 } rows_job;
 
 static void rows_task(void *arg, int tid, int nth) {
     rows_job *j = (rows_job *)arg;
     const hf_engine *e = j->e;
-    const int64_t H = e->H;
+    const int64_t H = j->W;
     (void)nth;
     for (int64_t u; hf_ranges_claim(j->units, j->nr, tid, &u);) {
         const int64_t t0 = u * ROWS_PER_UNIT;
         const int64_t n = j->T - t0 < ROWS_PER_UNIT ? j->T - t0 : ROWS_PER_UNIT;
-        const float *x = j->x ? j->x + t0 * H : j->y + t0 * H;
+        const float *x = j->x ? j->x + t0 * (j->pw ? j->pk : H) : j->y + t0 * H;
         if (j->ids) {
             /* the unit's word rows, random 3 KB rows of a ~90 MB table, requested all at once before they are summed
              * (the gather was ~1.5% of a 1x384 call at 80% sparsity, each row's loads stalled on DRAM) */
@@ -435,7 +520,10 @@ static void rows_task(void *arg, int tid, int nth) {
                 for (int64_t i = 0; i < H; i++) xt[i] = w[i] + p[i] + (ty ? ty[i] : 0.f);
             }
         }
-        j->ops->layernorm(n, H, x, NULL, j->g, j->b, j->eps, j->y + t0 * H);
+        if (j->pw)
+            hf_head_linear_for(e->isa)(H, j->pk, j->pw, j->pb, n, x, j->y + t0 * H);
+        else
+            j->ops->layernorm(n, H, x, NULL, j->g, j->b, j->eps, j->y + t0 * H);
         if (j->q && j->q_mul) { /* never with fq (hf_engine_set_layer) */
             for (int64_t t = t0; t < t0 + n; t++)
                 j->lops->quantize_mul(H, j->y + t * H, j->q_mul, j->q_scale, j->q_zp, j->q + t * H);
@@ -467,10 +555,17 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
     const hf_f32_ops *ops = hf_f32_ops_for(e->isa);
     const hf_linear_ops *lops = hf_linear_ops_for(e->isa);
 
-    /* embeddings + LayerNorm + quantize for the first qkv, in parallel row blocks */
+    /* embeddings + LayerNorm [+ projection] + quantize for the first qkv, in parallel row blocks */
     for (int64_t t = 0; t < T; t++) a.bias[t] = (!mask || mask[t]) ? 0.f : -INFINITY;
-    {
-        rows_job rj = {e, ops, lops, T, S, ids, types, NULL, a.x, e->eln_g, e->eln_b, e->eln_eps, a.xq,
+    if (e->embed_proj) { /* LayerNorm over E into a.emb, then the projection to H and the quantizer */
+        rows_job ej = {e, ops, lops, T, S, e->E, ids, types, NULL, a.emb, e->eln_g, e->eln_b, e->eln_eps, NULL};
+        rows_run(&ej);
+        rows_job pj = {e, ops, lops, T, S, H, NULL, NULL, a.emb, a.x, NULL, NULL, 0.f, a.xq, e->layers[0].qkv_s,
+                       e->layers[0].qkv_zp, e->layers[0].in_fq, e->layers[0].qkv_m};
+        pj.pw = e->proj_w, pj.pb = e->proj_b, pj.pk = e->E;
+        rows_run(&pj);
+    } else {
+        rows_job rj = {e, ops, lops, T, S, H, ids, types, NULL, a.x, e->eln_g, e->eln_b, e->eln_eps, a.xq,
                        e->layers[0].qkv_s, e->layers[0].qkv_zp, e->layers[0].in_fq, e->layers[0].qkv_m};
         rows_run(&rj);
     }
@@ -503,7 +598,7 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
         /* a.xq = Q(ctx), written per head by the attention task */
         if ((rc = hf_linear_forward(l->attn_out, T, a.xq, H, l->o_s, l->o_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
         {
-            rows_job rj = {e, ops, lops, T, S, NULL, NULL, a.ctx, a.x, l->ln1_g, l->ln1_b, l->ln1_eps, a.xq,
+            rows_job rj = {e, ops, lops, T, S, H, NULL, NULL, a.ctx, a.x, l->ln1_g, l->ln1_b, l->ln1_eps, a.xq,
                            l->i_s, l->i_zp, l->mid_fq, l->i_m};
             rows_run(&rj);
         }
@@ -513,7 +608,7 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
                                   l->f_m, a.hq, a.ctx, H, a.x, H)) != HF_OK)
             break;
         {
-            rows_job rj = {e, ops, lops, T, S, NULL, NULL, a.ctx, a.x, l->ln2_g, l->ln2_b, l->ln2_eps,
+            rows_job rj = {e, ops, lops, T, S, H, NULL, NULL, a.ctx, a.x, l->ln2_g, l->ln2_b, l->ln2_eps,
                            next ? a.xq : NULL, next ? next->qkv_s : 1.f, next ? next->qkv_zp : 0,
                            next ? next->in_fq : 0, next ? next->qkv_m : NULL};
             rows_run(&rj);
@@ -539,6 +634,8 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
             } else if (op->kind == HF_HEAD_LINEAR) {
                 hf_head_linear_for(e->isa)(op->N, op->K, op->W, op->b, rows, cur, dst);
                 width = op->N;
+            } else if (op->kind == HF_HEAD_GELU) {
+                lops->gelu(rows * width, cur, dst);
             } else {
                 for (int64_t k = 0; k < rows * width; k++)
                     dst[k] = op->kind == HF_HEAD_TANH ? tanhf(cur[k]) : (cur[k] > 0.f ? cur[k] : 0.f);
@@ -557,7 +654,8 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
     void *mem;
     arena_t a;
     if (!e || !ids || !out) return hf_fail(HF_EINVAL, "engine_run: NULL argument");
-    if (!e->word || e->n_layers_set < e->L) return hf_fail(HF_EFORMAT, "engine_run: engine is not fully built");
+    if (!e->word || e->n_layers_set < e->L || (e->embed_proj && !e->proj_w))
+        return hf_fail(HF_EFORMAT, "engine_run: engine is not fully built");
     if (B <= 0 || S <= 0) return hf_fail(HF_EINVAL, "engine_run: batch=%lld and sequence=%lld must be > 0",
                                          (long long)B, (long long)S);
     if (S > e->max_pos) return hf_fail(HF_EINVAL, "engine_run: sequence length %lld exceeds max positions %lld",
