@@ -63,7 +63,8 @@ def tiny_model(arch: str, task: str, vocab_size: int, seed: int = 0, layers: int
         cfg = transformers.AutoConfig.for_model(arch, vocab_size=vocab_size, num_labels=num_labels, **kw)
     auto = {"text-classification": transformers.AutoModelForSequenceClassification,
             "question-answering": transformers.AutoModelForQuestionAnswering,
-            "token-classification": transformers.AutoModelForTokenClassification}[task]
+            "token-classification": transformers.AutoModelForTokenClassification,
+            "feature-extraction": transformers.AutoModel}[task]
     return auto.from_config(cfg).eval()
 
 

@@ -180,7 +180,8 @@ def _export_fp32(model, path: Path, input_names: list[str], output_names: list[s
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about Python-side shape checks
-            torch.onnx.export(model, (), str(path), kwargs=dummy, input_names=input_names,
+            traced = _last_hidden_state(model) if output_names == ["last_hidden_state"] else model
+            torch.onnx.export(traced, (), str(path), kwargs=dummy, input_names=input_names,
                               output_names=output_names, dynamic_axes=dyn, opset_version=opset,
                               dynamo=False, do_constant_folding=True)
         check = _dummy_inputs(model.config, input_names, batch=3, seq=11, seed=1)
@@ -197,6 +198,26 @@ def _export_fp32(model, path: Path, input_names: list[str], output_names: list[s
         raise RuntimeError(f"the exported fp32 ONNX graph differs from PyTorch by {diff:.3g} (> {check_tol}) "
                            "on a batch-3 / sequence-11 input: dynamic axes were not traced correctly")
     return OnnxExportInfo(list(input_names), list(output_names), diff, renamed)
+
+
+def _last_hidden_state(model):
+    """A bare encoder (AutoModel, task feature-extraction) traced for its token states alone: its forward takes many
+    optional arguments the tracer cannot pass by name, and it returns the pooler output too. The encoder sits under
+    its ``base_model_prefix`` (the attribute the task models keep it under), so node and weight names are theirs."""
+    import torch
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.prefix = str(getattr(m, "base_model_prefix", "") or "model")
+            self.add_module(self.prefix, m)
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kw = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            out = getattr(self, self.prefix)(input_ids=input_ids, attention_mask=attention_mask, **kw)
+            return out.last_hidden_state
+
+    return LastHiddenState(model).eval()
 
 
 def _is_token_level(model) -> bool:

@@ -98,7 +98,8 @@ def markdown_table() -> str:
     ONNX Runtime; tests/test_families.py and the engine tests check each one at parity."""
     from hf_fast.models.tasks import TASKS
 
-    short = {"text-classification": "seq-cls", "question-answering": "QA", "token-classification": "token-cls"}
+    short = {"text-classification": "seq-cls", "question-answering": "QA", "token-classification": "token-cls",
+             "feature-extraction": "embeddings"}
     rows = ["| family | `model_type` | positions | token types | export (tasks) | prune (FastTrainer) | native engine "
             "| ONNX Runtime |", "|---|---|---|---|---|---|---|---|"]
     for t, f in families().items():

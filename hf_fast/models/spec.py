@@ -30,6 +30,9 @@ BIAS_PARTS = {"qkv": "HF_BIAS_QKV", "attn_out": "HF_BIAS_ATTN_OUT", "ffn_in": "H
 LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")
 HEAD_OPS = ("cls", "linear", "tanh", "relu", "gelu")  # the engine's head program (runtime/plan.py HeadOp kinds)
 ONNX_FUSIONS = ("layernorm",)  # what export/onnx_export.py can fuse
+# sentence-embedding ops (task feature-extraction): not matched in the graph, whose output is the token states, but
+# added from fast_config.json "pooling" (hf_fast/pooling.py) when the engine returns sentence embeddings
+POOLING_HEAD_OPS = ("mean", "max", "mean_sqrt_len", "l2norm")
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,10 @@ class HeadLayout:
             raise ValueError(f"HeadLayout.ops {bad}: the engine's head ops are {', '.join(HEAD_OPS)}")
 
 
+# task feature-extraction: the graph ends at the encoder's token states; pooling comes from fast_config.json
+FEATURE_EXTRACTION_HEAD = HeadLayout((), ())
+
+
 def default_layer_map(n_student: int, n_teacher: int) -> dict[int, int]:
     """Student layer i -> teacher layer (i + 1) * Lt // Ls - 1 (the last layers always match)."""
     return {i: (i + 1) * n_teacher // n_student - 1 for i in range(n_student)}
@@ -138,6 +145,8 @@ class Family:
         bad = [f for f in self.onnx_fusions if f not in ONNX_FUSIONS]
         if bad:
             raise ValueError(f"{self.model_type}: onnx_fusions {bad}; the exporter fuses {', '.join(ONNX_FUSIONS)}")
+        if "feature-extraction" not in self.heads:  # every encoder's bare form: the token states, no head modules
+            object.__setattr__(self, "heads", {**self.heads, "feature-extraction": FEATURE_EXTRACTION_HEAD})
 
     # ---------------------------------------------------------------- config
     def config_value(self, cfg: Any, key: str, default: Any = None) -> Any:

@@ -274,6 +274,14 @@ typedef struct {
 #define HF_HEAD_TANH 2
 #define HF_HEAD_RELU 3
 #define HF_HEAD_GELU 4 /* exact (erf) GELU, ELECTRA's classification head */
+/* Sentence-embedding ops (task feature-extraction), as sentence-transformers' Pooling / Normalize compute them,
+ * over the tokens the attention mask keeps (all tokens for a NULL mask); each turns [B][S][w] into [B][w]:
+ * MEAN sum/max(n, 1e-9), MEAN_SQRT_LEN sum/sqrt(max(n, 1e-9)), MAX the largest kept value (-1e9 where a row
+ * keeps none). L2NORM divides each row by max(||row||, 1e-12) (torch.nn.functional.normalize). */
+#define HF_HEAD_POOL_MEAN 16
+#define HF_HEAD_POOL_MAX 17
+#define HF_HEAD_POOL_MEAN_SQRT_LEN 18
+#define HF_HEAD_L2NORM 19
 typedef struct {
     hf_linear *qkv;      /* [3H x H]: Q, K, V projections stacked along the output axis */
     hf_linear *attn_out; /* [H x H] */
@@ -310,7 +318,7 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *des
  * to the embeddings LayerNorm output. Copied. */
 int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *b);
 /* Head program: HF_HEAD_CLS keeps token 0 of each sequence; LINEAR is fp32 W[N][K] + b; TANH, RELU, GELU
- * elementwise. */
+ * elementwise; the HF_HEAD_POOL_* ops pool the tokens of each sequence (at most one CLS or pooling op). */
 int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b);
 int64_t hf_engine_output_width(const hf_engine *e);
 int hf_engine_token_level(const hf_engine *e);
