@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint bench sanitize fuzz clean install wheel wheel-smoke native-aarch64-compile
+.PHONY: demo test lint bench sanitize fuzz clean install wheel wheel-smoke native-aarch64-compile test-aarch64
 
 install: $(VENV)/.native-stamp
 
@@ -52,6 +52,25 @@ native-aarch64-compile: $(VENV)/.deps-stamp
 	$(AARCH64_CC) -shared -pthread -Wl,-z,defs -o $(AARCH64_DIR)/libhf_fast.so $(AARCH64_DIR)/*.o -lm
 	readelf -h $(AARCH64_DIR)/libhf_fast.so | grep -q 'AArch64' && ! readelf -Ws $(AARCH64_DIR)/libhf_fast.so | grep -qi 'avx'
 	@echo "aarch64: $$(ls $(AARCH64_DIR)/*.o | wc -l) objects linked into $(AARCH64_DIR)/libhf_fast.so (reference kernels)"
+
+# ---- aarch64 under emulation: the library (build/aarch64's objects, from native-aarch64-compile) and the C driver
+# tests/aarch64/check_kernels.c, linked statically, run under qemu-aarch64 at three feature levels: -cpu max (i8mm,
+# SVE2), neoverse-n1 (dot product, no i8mm) and cortex-a72 (neither: the NEON fallback; a dot product instruction
+# there dies of SIGILL). Every ARM GEMM kernel is checked bit for bit against the reference, and each level must pick
+# its own kernels. objdump shows the library holds the SDOT and USDOT / SUDOT kernels. Correctness only: timings
+# under qemu mean nothing. qemu-user comes from apt when missing.
+AARCH64_CPUS := max:i8mm neoverse-n1:dotprod cortex-a72:neon
+test-aarch64: native-aarch64-compile
+	command -v qemu-aarch64 >/dev/null || { apt-get update -qq && apt-get install -y -qq qemu-user >/dev/null; }
+	$(AARCH64_CC) -O2 -std=c11 -Wall -Werror -pthread -Inative/include -Inative/src tests/aarch64/check_kernels.c \
+	  $(AARCH64_DIR)/*.o -static -lm -o $(AARCH64_DIR)/check_kernels
+	for f in sdot usdot sudot; do \
+	  aarch64-linux-gnu-objdump -d $(AARCH64_DIR)/libhf_fast.so | grep -q "\s$$f\s" || { echo "no $$f in libhf_fast.so"; exit 1; }; \
+	done
+	for level in $(AARCH64_CPUS); do \
+	  echo "== qemu-aarch64 -cpu $${level%%:*}"; \
+	  timeout 300 qemu-aarch64 -cpu $${level%%:*} $(AARCH64_DIR)/check_kernels --expect $${level##*:} || exit 1; \
+	done
 
 # ---- the package as users install it (README "Install")
 # `python -m build`: sdist, then the wheel built from that sdist (isolated, as pip would); check_dist.py checks both

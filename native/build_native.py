@@ -20,7 +20,7 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 INCLUDE = HERE / "include"
 # platform.machine() -> folder of native/src/arch/
-ARCH_DIRS = {"x86_64": "x86", "amd64": "x86", "i386": "x86", "i686": "x86"}
+ARCH_DIRS = {"x86_64": "x86", "amd64": "x86", "i386": "x86", "i686": "x86", "aarch64": "arm", "arm64": "arm"}
 
 
 def arch_dir(machine: str | None = None) -> str:

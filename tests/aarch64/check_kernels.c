@@ -1,0 +1,174 @@
+#define _POSIX_C_SOURCE 200809L
+/* make test-aarch64: the aarch64 kernels against the scalar reference, run under qemu-aarch64 at each -cpu level.
+ * Integer paths (dense / block-sparse GEMMs, u8-quantized Linear output) must match bit for bit; the fp32 Linear
+ * output within FP32_TOL relative (it runs the reference epilogue today, so it is exact in practice). Prints the CPU
+ * features and the kernel chosen per op; with --expect ISA fails unless that ISA is the default and every GEMM op
+ * (the ops with an ARM kernel) runs an ARM kernel there. A core that lacks an instruction a kernel uses dies of
+ * SIGILL, which fails the run. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hf_fast.h"
+
+#define FP32_TOL 1e-6f
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+static int failures = 0;
+#define CHECK(cond, ...)                                                                                             \
+    do {                                                                                                             \
+        if (!(cond)) {                                                                                               \
+            failures++;                                                                                              \
+            printf("FAIL: " __VA_ARGS__);                                                                            \
+            printf(" [%s]\n", hf_last_error());                                                                      \
+        }                                                                                                            \
+    } while (0)
+
+/* W[N][K] s8 over the full range; with br > 0, whole br x bc blocks zeroed with probability ~zero_pct % */
+static void fill_w(int8_t *W, int64_t N, int64_t K, int br, int bc, int zero_pct) {
+    for (int64_t i = 0; i < N * K; i++) W[i] = (int8_t)(rnd() & 0xff);
+    if (!br) return;
+    for (int64_t n0 = 0; n0 < N; n0 += br)
+        for (int64_t k0 = 0; k0 < K; k0 += bc)
+            if ((int)(rnd() % 100) < zero_pct)
+                for (int r = 0; r < br && n0 + r < N; r++)
+                    for (int c = 0; c < bc && k0 + c < K; c++) W[(n0 + r) * K + k0 + c] = 0;
+}
+
+static const int64_t shapes[][3] = {{1, 1, 1},    {3, 5, 7},    {4, 8, 16},   {5, 9, 17},  {16, 16, 64},
+                                    {17, 33, 31}, {7, 13, 100}, {33, 40, 129}, {2, 3, 300}, {20, 64, 96}};
+#define NSHAPES (int)(sizeof shapes / sizeof shapes[0])
+
+static void check_isa(int isa) {
+    const char *name = hf_isa_name(isa);
+    int checked = 0;
+    for (int s = 0; s < NSHAPES; s++) {
+        const int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], lda = K + 3, ldc = N + 1;
+        uint8_t *A = malloc((size_t)(M * lda));
+        int8_t *W = malloc((size_t)(N * K));
+        int32_t *C0 = malloc((size_t)(M * ldc) * 4), *C1 = malloc((size_t)(M * ldc) * 4);
+        float *ws = malloc((size_t)N * 4), *bias = malloc((size_t)N * 4), *res = malloc((size_t)(M * N) * 4);
+        float *Y0 = malloc((size_t)(M * N) * 4), *Y1 = malloc((size_t)(M * N) * 4);
+        uint8_t *U0 = malloc((size_t)(M * N)), *U1 = malloc((size_t)(M * N));
+        for (int64_t i = 0; i < M * lda; i++) A[i] = (uint8_t)rnd();
+        for (int64_t n = 0; n < N; n++) {
+            ws[n] = 1e-3f * (float)(1 + rnd() % 50);
+            bias[n] = (float)((int)(rnd() % 200) - 100) / 16.f;
+        }
+        for (int64_t i = 0; i < M * N; i++) res[i] = (float)((int)(rnd() % 200) - 100) / 8.f;
+        /* shape 0: dense; then 4x1 and 1x4 */
+        static const int blocks[3][2] = {{0, 0}, {4, 1}, {1, 4}};
+        for (int bi = 0; bi < 3; bi++) {
+            const int br = blocks[bi][0], bc = blocks[bi][1];
+            fill_w(W, N, K, br, bc, s % 3 == 2 ? 100 : 70); /* every third shape: all blocks zero */
+            memset(C0, 0, (size_t)(M * ldc) * 4);
+            memset(C1, 0x55, (size_t)(M * ldc) * 4);
+            if (!br) {
+                hf_dense_w *w0 = NULL, *w1 = NULL;
+                CHECK(hf_dense_pack(HF_ISA_REF, N, K, W, K, &w0) == HF_OK, "dense_pack ref");
+                CHECK(hf_dense_pack(isa, N, K, W, K, &w1) == HF_OK, "dense_pack %s", name);
+                CHECK(hf_dense_gemm(w0, M, A, lda, C0, ldc) == HF_OK, "dense_gemm ref");
+                CHECK(hf_dense_gemm(w1, M, A, lda, C1, ldc) == HF_OK, "dense_gemm %s", name);
+                CHECK(strcmp(hf_dense_kernel_name(w1), name) == 0, "dense kernel %s on %s", hf_dense_kernel_name(w1),
+                      name);
+                hf_dense_free(w0);
+                hf_dense_free(w1);
+            } else {
+                hf_sparse_w *w0 = NULL, *w1 = NULL;
+                CHECK(hf_sparse_pack(HF_ISA_REF, br, bc, N, K, W, K, &w0) == HF_OK, "sparse_pack ref");
+                CHECK(hf_sparse_pack(isa, br, bc, N, K, W, K, &w1) == HF_OK, "sparse_pack %s", name);
+                CHECK(hf_sparse_gemm(w0, M, A, lda, C0, ldc) == HF_OK, "sparse_gemm ref");
+                CHECK(hf_sparse_gemm(w1, M, A, lda, C1, ldc) == HF_OK, "sparse_gemm %s", name);
+                CHECK(strcmp(hf_sparse_kernel_name(w1), name) == 0, "sparse kernel %s", hf_sparse_kernel_name(w1));
+                hf_sparse_free(w0);
+                hf_sparse_free(w1);
+            }
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < N; n++)
+                    if (C0[m * ldc + n] != C1[m * ldc + n]) {
+                        CHECK(0, "%s gemm %dx%d M=%lld N=%lld K=%lld at [%lld][%lld]: %d != ref %d", name, br, bc,
+                              (long long)M, (long long)N, (long long)K, (long long)m, (long long)n, C1[m * ldc + n],
+                              C0[m * ldc + n]);
+                        m = M;
+                        break;
+                    }
+            /* the Linear with its fused epilogue: fp32 (GELU + residual) and u8 outputs */
+            hf_linear *l0 = NULL, *l1 = NULL;
+            CHECK(hf_linear_pack(HF_ISA_REF, br, bc, N, K, W, K, ws, bias, &l0) == HF_OK, "linear_pack ref");
+            CHECK(hf_linear_pack(isa, br, bc, N, K, W, K, ws, bias, &l1) == HF_OK, "linear_pack %s", name);
+            CHECK(hf_linear_forward(l0, M, A, lda, 0.02f, 131, Y0, N, HF_LINEAR_GELU, res, N) == HF_OK, "fwd ref");
+            CHECK(hf_linear_forward(l1, M, A, lda, 0.02f, 131, Y1, N, HF_LINEAR_GELU, res, N) == HF_OK, "fwd %s",
+                  name);
+            for (int64_t i = 0; i < M * N; i++) {
+                const float d = Y1[i] - Y0[i], tol = FP32_TOL * (Y0[i] < 0 ? -Y0[i] : Y0[i]) + FP32_TOL;
+                if (!(d <= tol && -d <= tol)) {
+                    CHECK(0, "%s linear f32 %dx%d M=%lld N=%lld K=%lld [%lld]: %g != ref %g", name, br, bc,
+                          (long long)M, (long long)N, (long long)K, (long long)i, Y1[i], Y0[i]);
+                    break;
+                }
+            }
+            CHECK(hf_linear_forward_u8(l0, M, A, lda, 0.02f, 131, U0, N, 0, NULL, 0, 0.05f, 128, NULL) == HF_OK,
+                  "fwd_u8 ref");
+            CHECK(hf_linear_forward_u8(l1, M, A, lda, 0.02f, 131, U1, N, 0, NULL, 0, 0.05f, 128, NULL) == HF_OK,
+                  "fwd_u8 %s", name);
+            CHECK(memcmp(U0, U1, (size_t)(M * N)) == 0, "%s linear u8 %dx%d M=%lld N=%lld K=%lld differs", name, br,
+                  bc, (long long)M, (long long)N, (long long)K);
+            hf_linear_free(l0);
+            hf_linear_free(l1);
+            checked++;
+        }
+        free(A), free(W), free(C0), free(C1), free(ws), free(bias), free(res), free(Y0), free(Y1), free(U0), free(U1);
+    }
+    printf("  %-8s %d GEMM cases (dense, 4x1, 1x4; GEMM, fp32 and u8 Linear) against the reference\n", name, checked);
+}
+
+static const char *const op_names[HF_OP_COUNT] = {"dense_gemm", "dense_gemm_7bit", "sparse_gemm", "sparse_gemm_7bit",
+                                                  "linear_epilogue", "quantize", "gelu", "layernorm", "attention",
+                                                  "attention_q8"};
+/* the ops with an aarch64 kernel: -cpu max must not run them on the reference */
+static const int arm_ops[] = {HF_OP_DENSE_GEMM, HF_OP_DENSE_GEMM_7BIT, HF_OP_SPARSE_GEMM, HF_OP_SPARSE_GEMM_7BIT};
+
+int main(int argc, char **argv) {
+    const char *expect = argc > 2 && strcmp(argv[1], "--expect") == 0 ? argv[2] : NULL;
+    const int arm_isas[] = {HF_ISA_NEON, HF_ISA_DOTPROD, HF_ISA_I8MM};
+    int rc = hf_init();
+    CHECK(rc == HF_OK, "hf_init");
+    printf("supported:");
+    for (int i = 0; i < HF_ISA_COUNT; i++)
+        if (hf_isa_supported(i)) printf(" %s", hf_isa_name(i));
+    printf("; default %s\n", hf_isa_name(hf_isa_active()));
+    for (int op = 0; op < HF_OP_COUNT; op++)
+        printf("  %-17s %s\n", op_names[op], hf_op_kernel(op, HF_ISA_AUTO, 64));
+    if (expect) {
+        CHECK(strcmp(hf_isa_name(hf_isa_active()), expect) == 0, "default ISA %s, expected %s",
+              hf_isa_name(hf_isa_active()), expect);
+        for (size_t i = 0; i < sizeof arm_ops / sizeof arm_ops[0]; i++)
+            CHECK(strcmp(hf_op_kernel(arm_ops[i], HF_ISA_AUTO, 64), "ref") != 0, "%s runs the reference on %s",
+                  op_names[arm_ops[i]], expect);
+    }
+    /* HF_FAST_ISA: accepted exactly when the CPU has the level */
+    for (int i = 0; i < 3; i++) {
+        const int isa = arm_isas[i];
+        setenv("HF_FAST_ISA", hf_isa_name(isa), 1);
+        rc = hf_init();
+        if (hf_isa_supported(isa)) CHECK(rc == HF_OK && hf_isa_active() == isa, "HF_FAST_ISA=%s", hf_isa_name(isa));
+        else CHECK(rc == HF_EUNSUPPORTED, "HF_FAST_ISA=%s accepted without the feature", hf_isa_name(isa));
+    }
+    unsetenv("HF_FAST_ISA");
+    hf_init();
+    for (int i = 0; i < 3; i++)
+        if (hf_isa_supported(arm_isas[i])) check_isa(arm_isas[i]);
+    for (int nt = 1; nt <= 3; nt += 2) { /* the sparse kernels split token tiles over threads */
+        hf_set_num_threads(nt);
+        check_isa(hf_isa_active());
+    }
+    printf(failures ? "aarch64 check: %d FAILED\n" : "aarch64 check: all passed\n", failures);
+    return failures != 0;
+}
