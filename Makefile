@@ -33,7 +33,7 @@ demo: install
 lint: $(VENV)/.deps-stamp
 	$(VENV)/bin/ruff check .
 
-test: install lint native-aarch64-compile
+test: install lint test-aarch64
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory wheel-smoke
 
@@ -41,6 +41,7 @@ test: install lint native-aarch64-compile
 # sources build_native.py picks for that machine; compile only, nothing runs (no emulator). The cross-compiler comes
 # from apt when missing. -Wl,-z,defs: a symbol that only an x86 file defines fails the link.
 AARCH64_CC ?= aarch64-linux-gnu-gcc
+AARCH64_OBJDUMP ?= aarch64-linux-gnu-objdump
 AARCH64_DIR := build/aarch64
 native-aarch64-compile: $(VENV)/.deps-stamp
 	command -v $(AARCH64_CC) >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu >/dev/null; }
@@ -58,14 +59,14 @@ native-aarch64-compile: $(VENV)/.deps-stamp
 # SVE2), neoverse-n1 (dot product, no i8mm) and cortex-a72 (neither: the NEON fallback; a dot product instruction
 # there dies of SIGILL). Every ARM GEMM kernel is checked bit for bit against the reference, and each level must pick
 # its own kernels. objdump shows the library holds the SDOT and USDOT / SUDOT kernels. Correctness only: timings
-# under qemu mean nothing. qemu-user comes from apt when missing.
+# under qemu mean nothing. qemu-user comes from apt when missing. `make test` runs it: ~2 s past native-aarch64-compile.
 AARCH64_CPUS := max:i8mm neoverse-n1:dotprod cortex-a72:neon
 test-aarch64: native-aarch64-compile
 	command -v qemu-aarch64 >/dev/null || { apt-get update -qq && apt-get install -y -qq qemu-user >/dev/null; }
 	$(AARCH64_CC) -O2 -std=c11 -Wall -Werror -pthread -Inative/include -Inative/src tests/aarch64/check_kernels.c \
 	  $(AARCH64_DIR)/*.o -static -lm -o $(AARCH64_DIR)/check_kernels
 	for f in sdot usdot sudot; do \
-	  aarch64-linux-gnu-objdump -d $(AARCH64_DIR)/libhf_fast.so | grep -q "\s$$f\s" || { echo "no $$f in libhf_fast.so"; exit 1; }; \
+	  $(AARCH64_OBJDUMP) -d $(AARCH64_DIR)/libhf_fast.so | grep -q "\s$$f\s" || { echo "no $$f in libhf_fast.so"; exit 1; }; \
 	done
 	for level in $(AARCH64_CPUS); do \
 	  echo "== qemu-aarch64 -cpu $${level%%:*}"; \
