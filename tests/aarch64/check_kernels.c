@@ -1,10 +1,10 @@
 #define _POSIX_C_SOURCE 200809L
 /* make test-aarch64: the aarch64 kernels against the scalar reference, run under qemu-aarch64 at each -cpu level.
  * Integer paths (dense / block-sparse GEMMs, u8-quantized Linear output) must match bit for bit; the fp32 Linear
- * output within FP32_TOL relative (it runs the reference epilogue today, so it is exact in practice). Prints the CPU
- * features and the kernel chosen per op; with --expect ISA fails unless that ISA is the default and every GEMM op
- * (the ops with an ARM kernel) runs an ARM kernel there. A core that lacks an instruction a kernel uses dies of
- * SIGILL, which fails the run. */
+ * output within FP32_TOL relative (the NEON epilogue keeps the reference's expressions, so it is exact in practice).
+ * Prints the kernel chosen per op; with --expect ISA fails unless that ISA is the default and every op with an ARM
+ * kernel (GEMMs, epilogue, quantizer) runs one there. A core that lacks an instruction a kernel uses dies of SIGILL,
+ * which fails the run. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,20 +120,61 @@ static void check_isa(int isa) {
                   "fwd_u8 %s", name);
             CHECK(memcmp(U0, U1, (size_t)(M * N)) == 0, "%s linear u8 %dx%d M=%lld N=%lld K=%lld differs", name, br,
                   bc, (long long)M, (long long)N, (long long)K);
+            {   /* SmoothQuant multiplier, and one quantizer per 16-channel segment (the engine's qkv) */
+                float *mul = malloc((size_t)N * 4), segs[8];
+                int32_t segz[8];
+                for (int64_t n = 0; n < N; n++) mul[n] = 0.5f + (float)(rnd() % 100) / 50.f;
+                CHECK(hf_linear_forward_u8(l0, M, A, lda, 0.02f, 131, U0, N, HF_LINEAR_GELU, res, N, 0.05f, 128, mul) ==
+                          HF_OK, "fwd_u8 mul ref");
+                CHECK(hf_linear_forward_u8(l1, M, A, lda, 0.02f, 131, U1, N, HF_LINEAR_GELU, res, N, 0.05f, 128, mul) ==
+                          HF_OK, "fwd_u8 mul %s", name);
+                CHECK(memcmp(U0, U1, (size_t)(M * N)) == 0, "%s linear u8 (GELU, residual, mul) %dx%d M=%lld N=%lld "
+                      "K=%lld differs", name, br, bc, (long long)M, (long long)N, (long long)K);
+                if (N % 16 == 0 && N / 16 <= 8) {
+                    for (int i = 0; i < 8; i++) segs[i] = 0.02f + 0.01f * (float)i, segz[i] = 100 + 10 * i;
+                    CHECK(hf_linear_forward_u8_seg(l0, M, A, lda, 0.02f, 131, U0, N, 16, segs, segz) == HF_OK, "seg ref");
+                    CHECK(hf_linear_forward_u8_seg(l1, M, A, lda, 0.02f, 131, U1, N, 16, segs, segz) == HF_OK, "seg %s",
+                          name);
+                    CHECK(memcmp(U0, U1, (size_t)(M * N)) == 0, "%s linear u8 seg %dx%d N=%lld differs", name, br, bc,
+                          (long long)N);
+                }
+                free(mul);
+            }
             hf_linear_free(l0);
             hf_linear_free(l1);
             checked++;
         }
         free(A), free(W), free(C0), free(C1), free(ws), free(bias), free(res), free(Y0), free(Y1), free(U0), free(U1);
     }
-    printf("  %-8s %d GEMM cases (dense, 4x1, 1x4; GEMM, fp32 and u8 Linear) against the reference\n", name, checked);
+    {   /* the u8 quantizer: random values, ties (k + 0.5 steps), NaN, infinities, out-of-range */
+        enum { NQ = 1000 };
+        static float x[NQ], mul[NQ];
+        static uint8_t q0[NQ], q1[NQ];
+        const float special[] = {0.f, -0.f, 0.5f, 1.5f, 2.5f, -0.5f, 1e30f, -1e30f, __builtin_inff(), -__builtin_inff(),
+                                 __builtin_nanf(""), 127.5f, 128.5f, 12.75f};
+        for (int i = 0; i < NQ; i++) {
+            x[i] = i < 14 ? special[i] * 0.1f : (i % 3 ? (float)((int)(rnd() % 4000) - 2000) * 0.05f
+                                                       : (float)((int)(rnd() % 600) - 300) / 10.f);
+            mul[i] = 0.25f + (float)(rnd() % 100) / 40.f;
+        }
+        for (int n = 1; n <= NQ; n += n < 40 ? 1 : 480) {
+            CHECK(hf_quantize_u8(HF_ISA_REF, n, x, 0.1f, 128, q0) == HF_OK, "quantize ref");
+            CHECK(hf_quantize_u8(isa, n, x, 0.1f, 128, q1) == HF_OK, "quantize %s", name);
+            CHECK(memcmp(q0, q1, (size_t)n) == 0, "%s quantize n=%d differs", name, n);
+            CHECK(hf_quantize_u8_mul(HF_ISA_REF, 1, n, x, mul, 0.1f, 128, q0) == HF_OK, "quantize_mul ref");
+            CHECK(hf_quantize_u8_mul(isa, 1, n, x, mul, 0.1f, 128, q1) == HF_OK, "quantize_mul %s", name);
+            CHECK(memcmp(q0, q1, (size_t)n) == 0, "%s quantize_mul n=%d differs", name, n);
+        }
+    }
+    printf("  %-8s %d GEMM cases (dense, 4x1, 1x4; GEMM, fp32 and u8 Linear, mul, seg) + quantizers match the reference\n", name, checked);
 }
 
 static const char *const op_names[HF_OP_COUNT] = {"dense_gemm", "dense_gemm_7bit", "sparse_gemm", "sparse_gemm_7bit",
                                                   "linear_epilogue", "quantize", "gelu", "layernorm", "attention",
                                                   "attention_q8"};
-/* the ops with an aarch64 kernel: -cpu max must not run them on the reference */
-static const int arm_ops[] = {HF_OP_DENSE_GEMM, HF_OP_DENSE_GEMM_7BIT, HF_OP_SPARSE_GEMM, HF_OP_SPARSE_GEMM_7BIT};
+/* the ops with an aarch64 kernel: no level may run them on the reference */
+static const int arm_ops[] = {HF_OP_DENSE_GEMM, HF_OP_DENSE_GEMM_7BIT, HF_OP_SPARSE_GEMM, HF_OP_SPARSE_GEMM_7BIT,
+                              HF_OP_LINEAR_EPILOGUE, HF_OP_QUANTIZE};
 
 int main(int argc, char **argv) {
     const char *expect = argc > 2 && strcmp(argv[1], "--expect") == 0 ? argv[2] : NULL;

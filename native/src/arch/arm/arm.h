@@ -44,6 +44,12 @@ int hf_sparse_gemm_dotprod(const struct hf_sparse_w *w, int64_t M, const uint8_t
 int hf_sparse_gemm_i8mm(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, int64_t lda, void *C, int64_t ldc,
                         const hf_epilogue *ep);
 
+/* linear_neon.c: the reference's epilogue and quantizers, bit for bit (GELU: the scalar reference) */
+void hf_epilogue_rows_neon(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc, int64_t lda,
+                           void *C, int64_t ldc);
+void hf_quantize_neon(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
+void hf_quantize_mul_neon(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y);
+
 void hf_head_linear_arm(int64_t N, int64_t K, const float *W, const float *b, int64_t rows, const float *in,
                         float *out);
 

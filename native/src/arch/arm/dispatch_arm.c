@@ -1,5 +1,6 @@
 /* The aarch64 dispatch tables: NEON, dot product (SDOT) and i8mm (USDOT / SUDOT). The GEMMs have ARM kernels; the
- * epilogue, GELU, quantizer, LayerNorm and attention run the scalar references for now (hf_op_kernel reports "ref"). */
+ * epilogue and the quantizer have a NEON kernel shared by the three levels (reported as "neon"); GELU, LayerNorm and
+ * attention run the scalar references for now (hf_op_kernel reports "ref"). */
 #include "arm.h"
 
 static const hf_dense_kernel dense_neon = {hf_arm_dense_packed_size, hf_arm_dense_pack, hf_dense_gemm_neon};
@@ -8,7 +9,7 @@ static const hf_dense_kernel dense_i8mm = {hf_arm_dense_packed_size, hf_arm_dens
 static const hf_sparse_kernel sparse_neon = {hf_arm_sparse_pack, hf_sparse_gemm_neon, NULL};
 static const hf_sparse_kernel sparse_dotprod = {hf_arm_sparse_pack, hf_sparse_gemm_dotprod, NULL};
 static const hf_sparse_kernel sparse_i8mm = {hf_arm_sparse_pack, hf_sparse_gemm_i8mm, NULL};
-static const hf_linear_ops linear_arm = {hf_epilogue_rows_ref, hf_gelu_ref, hf_quantize_ref, hf_quantize_mul_ref};
+static const hf_linear_ops linear_arm = {hf_epilogue_rows_neon, hf_gelu_ref, hf_quantize_neon, hf_quantize_mul_neon};
 static const hf_f32_ops f32_arm = {hf_layernorm_ref, hf_attention_head_ref, hf_attention_q8_head_ref};
 
 #define ARM_TABLE(id, lvl)                                                                                           \
@@ -17,7 +18,7 @@ static const hf_f32_ops f32_arm = {hf_layernorm_ref, hf_attention_head_ref, hf_a
         .f32 = &f32_arm, .head_linear = hf_head_linear_arm, .attn_step = 1, .attn_q8_step = 1,                       \
         .attn_fallback = &hf_table_ref, .attn_q8_fallback = &hf_table_ref,                                           \
         .op_names = {[HF_OP_DENSE_GEMM] = #lvl, [HF_OP_DENSE_GEMM_7BIT] = #lvl, [HF_OP_SPARSE_GEMM] = #lvl,          \
-                     [HF_OP_SPARSE_GEMM_7BIT] = #lvl, [HF_OP_LINEAR_EPILOGUE] = "ref", [HF_OP_QUANTIZE] = "ref",     \
+                     [HF_OP_SPARSE_GEMM_7BIT] = #lvl, [HF_OP_LINEAR_EPILOGUE] = "neon", [HF_OP_QUANTIZE] = "neon",     \
                      [HF_OP_GELU] = "ref", [HF_OP_LAYERNORM] = "ref", [HF_OP_ATTENTION] = "ref",                     \
                      [HF_OP_ATTENTION_Q8] = "ref"},                                                                  \
     }
