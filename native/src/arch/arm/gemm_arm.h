@@ -92,13 +92,18 @@ typedef struct {
     atomic_int rc;
 } ARM_FN(sparse_job);
 
-static void ARM_FN(sparse_store)(const ARM_FN(sparse_job) * j, const int32x4_t *acc, const int32_t *wsum, int64_t n,
-                                 int64_t m0, int nt) {
-    int32_t v[16];
-    for (int i = 0; i < 4; i++) vst1q_s32(v + 4 * i, acc[i]);
-    for (int t = 0; t < nt; t++)
-        hf_epi_store_ref1(j->ep, (int32_t)((uint32_t)v[t] + (ARM_XOR ? (uint32_t)wsum[n] << 7 : 0u)), m0 + t, n,
-                          j->C, j->ldc);
+/* cm[c][16]: the sums of channels n0..n0+nc-1 for the tile's 16 tokens; + 128 * wsum (shifted levels), transposed to
+ * token-major and through the NEON epilogue (4 channels of a token at a time) */
+static void ARM_FN(sparse_store)(const ARM_FN(sparse_job) * j, const int32x4_t cm[4][4], const int32_t *wsum, int64_t n0,
+                                 int nc, int64_t m0, int nt) {
+    int32_t v[4][16], tile[16 * 4];
+    for (int c = 0; c < 4; c++)
+        for (int i = 0; i < 4; i++) vst1q_s32(v[c] + 4 * i, cm[c][i]);
+    for (int c = 0; c < nc; c++) {
+        const uint32_t k = ARM_XOR ? (uint32_t)wsum[n0 + c] << 7 : 0u;
+        for (int t = 0; t < nt; t++) tile[4 * t + c] = (int32_t)((uint32_t)v[c][t] + k);
+    }
+    hf_arm_epi_tile(j->ep, tile, nt, m0, n0, nc, j->C, j->ldc);
 }
 
 static void ARM_FN(sparse_task)(void *ctx, int tid, int nth) {
@@ -128,10 +133,13 @@ static void ARM_FN(sparse_task)(void *ctx, int tid, int nth) {
             else
                 for (int64_t k = 0; k < K; k++) X[k * 16 + t] = a[k] ^ ARM_XOR;
         }
+        int32x4_t cm[4][4]; /* 4 channels x 16 tokens: one 4x1 block row, or four 1x4 ones */
+        memset(cm, 0, sizeof cm);
         for (int64_t b = 0; b < NB; b++) {
             const char *g = groups + gptr[b] * 32, *ge = groups + gptr[b + 1] * 32;
             if (br == 1) {
-                int32x4_t acc[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+                int32x4_t *acc = cm[b & 3];
+                for (int i = 0; i < 4; i++) acc[i] = vdupq_n_s32(0);
                 for (; g < ge; g += 32) {
                     const int32_t *col = (const int32_t *)g;
                     const int8x16_t wv = vld1q_s8((const int8_t *)(g + 16));
@@ -149,9 +157,9 @@ static void ARM_FN(sparse_task)(void *ctx, int tid, int nth) {
                     ARM_S14(3);
 #undef ARM_S14
                 }
-                ARM_FN(sparse_store)(j, acc, wsum, b, m0, nt);
+                if ((b & 3) == 3 || b == NB - 1) ARM_FN(sparse_store)(j, cm, wsum, b & ~(int64_t)3, (int)(b & 3) + 1, m0, nt);
             } else {
-                int32x4_t acc[4][4];
+                int32x4_t(*acc)[4] = cm;
                 for (int r = 0; r < 4; r++)
                     for (int i = 0; i < 4; i++) acc[r][i] = vdupq_n_s32(0);
                 for (; g < ge; g += 32) {
@@ -174,7 +182,7 @@ static void ARM_FN(sparse_task)(void *ctx, int tid, int nth) {
                         acc[3][i] = DOT_AFULL(acc[3][i], q[i], wv, 3);
                     }
                 }
-                for (int r = 0; r < 4 && b * 4 + r < w->N; r++) ARM_FN(sparse_store)(j, acc[r], wsum, b * 4 + r, m0, nt);
+                ARM_FN(sparse_store)(j, cm, wsum, b * 4, (int)(w->N - b * 4 < 4 ? w->N - b * 4 : 4), m0, nt);
             }
         }
     }

@@ -39,39 +39,57 @@ void hf_quantize_mul_neon(int64_t n, const float *x, const float *mul, float sca
     for (; i < n; i++) y[i] = hf_quantize_ref1(x[i] * mul[i], scale, zp);
 }
 
+/* The epilogue of 4 channels n..n+3 of one token: acc the raw sums, res that token's residual at channel n (or NULL),
+ * d the output at (token, n) in C's element type. */
+static inline void epi4(const hf_epilogue *ep, int32x4_t acc, const float *res, int64_t n, void *d) {
+    if (ep->f32 == HF_EPI_S32) {
+        vst1q_s32((int32_t *)d, acc);
+        return;
+    }
+    const int32x4_t v = vsubq_s32(acc, vmulq_s32(vdupq_n_s32(ep->a_zp), vld1q_s32(ep->colsum + n)));
+    const float32x4_t s = vmulq_n_f32(vld1q_f32(ep->w_scale + n), ep->a_scale);
+    float32x4_t y = vfmaq_f32(ep->bias ? vld1q_f32(ep->bias + n) : vdupq_n_f32(0.f), vcvtq_f32_s32(v), s);
+    if (ep->gelu) {
+        float t[4];
+        vst1q_f32(t, y);
+        for (int i = 0; i < 4; i++) t[i] = hf_gelu_ref1(t[i]);
+        y = vld1q_f32(t);
+    }
+    if (res) y = vaddq_f32(y, vld1q_f32(res));
+    if (ep->f32 == HF_EPI_F32) {
+        vst1q_f32((float *)d, y);
+    } else {
+        if (ep->q_mul) y = vmulq_f32(y, vld1q_f32(ep->q_mul + n));
+        /* a 4-channel group never straddles two q_seg segments (q_seg is a multiple of 16) */
+        store_u8x4((uint8_t *)d, quant4(y, vdupq_n_f32(hf_epi_qscale(ep, n)), vdupq_n_f32((float)hf_epi_qzp(ep, n))));
+    }
+}
+
+static inline void *elem(const hf_epilogue *ep, void *C, int64_t i) {
+    return ep->f32 == HF_EPI_U8 ? (void *)((uint8_t *)C + i) : (void *)((int32_t *)C + i); /* int32 / float: 4 bytes */
+}
+
 void hf_epilogue_rows_neon(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc, int64_t lda,
                            void *C, int64_t ldc) {
     hf_epilogue e2 = *ep; /* residual rows are global (m0 + m), C rows local */
     if (ep->residual) e2.residual = ep->residual + m0 * ep->ldr;
-    if (ep->f32 == HF_EPI_S32) {
-        for (int64_t m = 0; m < M; m++)
-            for (int64_t n = 0; n < N; n++) ((int32_t *)C)[m * ldc + n] = acc[m * lda + n];
-        return;
-    }
-    const int32x4_t zp = vdupq_n_s32(ep->a_zp);
     for (int64_t m = 0; m < M; m++) {
         const int32_t *a = acc + m * lda;
         int64_t n = 0;
-        for (; n + 4 <= N; n += 4) {
-            const int32x4_t v = vsubq_s32(vld1q_s32(a + n), vmulq_s32(zp, vld1q_s32(ep->colsum + n)));
-            const float32x4_t s = vmulq_n_f32(vld1q_f32(ep->w_scale + n), ep->a_scale);
-            float32x4_t y = vfmaq_f32(ep->bias ? vld1q_f32(ep->bias + n) : vdupq_n_f32(0.f), vcvtq_f32_s32(v), s);
-            if (ep->gelu) {
-                float t[4];
-                vst1q_f32(t, y);
-                for (int i = 0; i < 4; i++) t[i] = hf_gelu_ref1(t[i]);
-                y = vld1q_f32(t);
-            }
-            if (e2.residual) y = vaddq_f32(y, vld1q_f32(e2.residual + m * ep->ldr + n));
-            if (ep->f32 == HF_EPI_F32) {
-                vst1q_f32((float *)C + m * ldc + n, y);
-            } else {
-                if (ep->q_mul) y = vmulq_f32(y, vld1q_f32(ep->q_mul + n));
-                /* a 4-channel group never straddles two q_seg segments (q_seg is a multiple of 16) */
-                store_u8x4((uint8_t *)C + m * ldc + n,
-                           quant4(y, vdupq_n_f32(hf_epi_qscale(ep, n)), vdupq_n_f32((float)hf_epi_qzp(ep, n))));
-            }
-        }
+        for (; n + 4 <= N; n += 4)
+            epi4(ep, vld1q_s32(a + n), e2.residual ? e2.residual + m * ep->ldr + n : NULL, n, elem(ep, C, m * ldc + n));
         for (; n < N; n++) hf_epi_store_ref1(&e2, a[n], m, n, C, ldc);
+    }
+}
+
+void hf_arm_epi_tile(const hf_epilogue *ep, const int32_t *tile, int nt, int64_t m0, int64_t n0, int nc, void *C,
+                     int64_t ldc) {
+    for (int t = 0; t < nt; t++) {
+        const int64_t m = m0 + t;
+        if (nc == 4)
+            epi4(ep, vld1q_s32(tile + 4 * t), ep->residual ? ep->residual + m * ep->ldr + n0 : NULL, n0,
+                 elem(ep, C, m * ldc + n0));
+        else
+            for (int c = 0; c < nc; c++) hf_epi_store_ref1(ep, tile[4 * t + c], m, n0 + c, C, ldc);
     }
 }
