@@ -58,7 +58,7 @@ native-aarch64-compile: $(VENV)/.deps-stamp
 # tests/aarch64/check_kernels.c, linked statically, run under qemu-aarch64 at three feature levels: -cpu max (i8mm,
 # SVE2), neoverse-n1 (dot product, no i8mm) and cortex-a72 (neither: the NEON fallback; a dot product instruction
 # there dies of SIGILL). Every ARM GEMM kernel is checked bit for bit against the reference, and each level must pick
-# its own kernels. objdump shows the library holds the SDOT and USDOT / SUDOT kernels. tiny_engine runs a 2-layer
+# its own kernels. objdump shows the library holds the SDOT, USDOT and USMMLA kernels. tiny_engine runs a 2-layer
 # engine plan against the x86 build's golden (u8 Linear outputs bit for bit, engine fp32 output within 1e-4). Correctness only: timings
 # under qemu mean nothing. qemu-user comes from apt when missing. `make test` runs it: ~2 s past native-aarch64-compile.
 AARCH64_CPUS := max:i8mm neoverse-n1:dotprod cortex-a72:neon
@@ -68,7 +68,7 @@ test-aarch64: native-aarch64-compile
 	  $(AARCH64_DIR)/*.o -static -lm -o $(AARCH64_DIR)/check_kernels
 	$(AARCH64_CC) -O2 -std=c11 -Wall -Werror -pthread -Inative/include tests/aarch64/tiny_engine.c \
 	  $(AARCH64_DIR)/*.o -static -lm -o $(AARCH64_DIR)/tiny_engine
-	for f in sdot usdot sudot; do \
+	for f in sdot usdot usmmla; do \
 	  $(AARCH64_OBJDUMP) -d $(AARCH64_DIR)/libhf_fast.so | grep -q "\s$$f\s" || { echo "no $$f in libhf_fast.so"; exit 1; }; \
 	done
 	for level in $(AARCH64_CPUS); do \

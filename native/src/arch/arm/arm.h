@@ -6,6 +6,8 @@
  * Packed layouts (one per family, shared by the three levels; weights are stored signed, as given):
  *  dense:  8-channel tiles x 16-k blocks x 4 k-quads x 2 halves x 16 bytes (byte c*4+j of half h: W[8t+4h+c][16kb+4q+j],
  *          zero padded past N and K), then int32 wsum[round8(N)] (row sums of W, for the u8 -> s8 offset of SDOT).
+ *  dense for USMMLA (i8mm): 8-channel tiles x 8-k blocks x 4 channel pairs x 16 bytes (byte 8i+j of pair p:
+ *          W[8t+2p+i][8kb+j], zero padded).
  *  sparse: int64 gptr[NB+1] (groups of each block row), int32 wsum[NB*br], then 32-byte groups of 4 kept blocks
  *          {int32 col[4]; int8 w[16]}: 1x4, w[4j+c] = W[b][4 col[j] + c]; 4x1, w[4r+j] = W[4b+r][col[j]]; a group's
  *          unused blocks have col 0 and zero weights. */
@@ -26,6 +28,8 @@ int hf_arm_features(void);
 /* arm_pack.c: the layouts above */
 int64_t hf_arm_dense_packed_size(int64_t N, int64_t K);
 void hf_arm_dense_pack(int64_t N, int64_t K, const int8_t *W, int64_t ldw, void *dst);
+int64_t hf_arm_mmla_packed_size(int64_t N, int64_t K);
+void hf_arm_mmla_pack(int64_t N, int64_t K, const int8_t *W, int64_t ldw, void *dst);
 int hf_arm_sparse_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const int64_t *rowptr,
                        const int32_t *cols);
 static inline int64_t hf_arm_sparse_groups_offset(int64_t NB, int br) {

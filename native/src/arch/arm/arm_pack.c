@@ -26,6 +26,17 @@ void hf_arm_dense_pack(int64_t N, int64_t K, const int8_t *W, int64_t ldw, void 
     }
 }
 
+int64_t hf_arm_mmla_packed_size(int64_t N, int64_t K) { return (N + 7) / 8 * ((K + 7) / 8) * 64; }
+
+void hf_arm_mmla_pack(int64_t N, int64_t K, const int8_t *W, int64_t ldw, void *dst) {
+    const int64_t KB = (K + 7) / 8;
+    int8_t *d = (int8_t *)dst;
+    memset(dst, 0, (size_t)hf_arm_mmla_packed_size(N, K));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++)
+            d[(n / 8) * KB * 64 + (k / 8) * 64 + ((n % 8) / 2) * 16 + (n % 2) * 8 + k % 8] = W[n * ldw + k];
+}
+
 int hf_arm_sparse_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const int64_t *rowptr,
                        const int32_t *cols) {
     const int br = w->br, bc = w->bc;

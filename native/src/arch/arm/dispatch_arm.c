@@ -1,11 +1,11 @@
-/* The aarch64 dispatch tables: NEON, dot product (SDOT) and i8mm (USDOT / SUDOT). The GEMMs have ARM kernels; the
+/* The aarch64 dispatch tables: NEON, dot product (SDOT) and i8mm (USDOT sparse, USMMLA dense). The GEMMs have ARM kernels; the
  * epilogue and the quantizer have a NEON kernel shared by the three levels (reported as "neon"); GELU, LayerNorm and
  * attention run the scalar references for now (hf_op_kernel reports "ref"). */
 #include "arm.h"
 
 static const hf_dense_kernel dense_neon = {hf_arm_dense_packed_size, hf_arm_dense_pack, hf_dense_gemm_neon};
 static const hf_dense_kernel dense_dotprod = {hf_arm_dense_packed_size, hf_arm_dense_pack, hf_dense_gemm_dotprod};
-static const hf_dense_kernel dense_i8mm = {hf_arm_dense_packed_size, hf_arm_dense_pack, hf_dense_gemm_i8mm};
+static const hf_dense_kernel dense_i8mm = {hf_arm_mmla_packed_size, hf_arm_mmla_pack, hf_dense_gemm_i8mm}; /* USMMLA */
 static const hf_sparse_kernel sparse_neon = {hf_arm_sparse_pack, hf_sparse_gemm_neon, NULL};
 static const hf_sparse_kernel sparse_dotprod = {hf_arm_sparse_pack, hf_sparse_gemm_dotprod, NULL};
 static const hf_sparse_kernel sparse_i8mm = {hf_arm_sparse_pack, hf_sparse_gemm_i8mm, NULL};

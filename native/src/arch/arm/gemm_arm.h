@@ -3,7 +3,7 @@
  *   ARM_XOR      0x80 when the level multiplies s8 x s8 (SDOT): activations are stored a ^ 0x80 = a - 128 as s8 and
  *                the sums get + 128 * wsum[n] back, exact in int32; 0 when u8 x s8 is native (USDOT / SUDOT, NEON)
  *   DOT_AFULL(acc, a, w, lane)  acc[i] += dot(a's 4 bytes i (u8 or shifted), w's 4 bytes `lane` (s8))
- *   DOT_WFULL(acc, w, a, lane)  acc[i] += dot(w's 4 bytes i (s8), a's 4 bytes `lane`)
+ *   DOT_WFULL(acc, w, a, lane)  acc[i] += dot(w's 4 bytes i (s8), a's 4 bytes `lane`) (dense kernel only)
  * Results are the exact int32 sums of the reference, so every level matches it bit for bit. */
 #include <arm_neon.h>
 #include <stdatomic.h>
@@ -15,7 +15,9 @@
 #define ARM_CAT(a, b) ARM_CAT2(a, b)
 #define ARM_FN(name) ARM_CAT(name, LVL)
 
-/* ---- dense: 4 tokens x 8 channels per step; the 4 rows are copied (shifted, zero padded to 16 k) first ---- */
+/* ---- dense: 4 tokens x 8 channels per step; the 4 rows are copied (shifted, zero padded to 16 k) first. A level
+ * with its own dense kernel (i8mm: USMMLA) defines ARM_NO_DOT_DENSE. ---- */
+#ifndef ARM_NO_DOT_DENSE
 int ARM_FN(hf_dense_gemm)(const struct hf_dense_w *w, int64_t M, const uint8_t *A, int64_t lda, int32_t *C,
                           int64_t ldc) {
     const int64_t N = w->N, K = w->K, KB = (K + 15) / 16, NT = (N + 7) / 8, rs = KB * 16;
@@ -79,6 +81,7 @@ int ARM_FN(hf_dense_gemm)(const struct hf_dense_w *w, int64_t M, const uint8_t *
     }
     return HF_OK;
 }
+#endif
 
 /* ---- block-sparse: 16-token tiles claimed by the threads; a tile's activations are re-laid so one 16-byte load
  * gives 4 tokens' 4 bytes of a block (1x4: [k/4][token][k%4]) or one k for 16 tokens (4x1: [k][token]) ---- */
