@@ -3,7 +3,7 @@
  * Integer paths (dense / block-sparse GEMMs, u8-quantized Linear output) must match bit for bit; the fp32 Linear
  * output within FP32_TOL relative (the NEON epilogue keeps the reference's expressions, so it is exact in practice).
  * Prints the kernel chosen per op; with --expect ISA fails unless that ISA is the default and every op with an ARM
- * kernel (GEMMs, epilogue, quantizer) runs one there. A core that lacks an instruction a kernel uses dies of SIGILL,
+ * kernel (GEMMs, epilogue, quantizer, LayerNorm) runs one there. A core that lacks an instruction a kernel uses dies of SIGILL,
  * which fails the run. */
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +13,9 @@
 #include "hf_fast.h"
 
 #define FP32_TOL 1e-6f
+/* LayerNorm: float sums against the double reference (the x86 tests' tolerance) */
+#define LN_RTOL 1e-4f
+#define LN_ATOL 2e-5f
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(void) {
@@ -166,7 +169,31 @@ static void check_isa(int isa) {
             CHECK(memcmp(q0, q1, (size_t)n) == 0, "%s quantize_mul n=%d differs", name, n);
         }
     }
-    printf("  %-8s %d GEMM cases (dense, 4x1, 1x4; GEMM, fp32 and u8 Linear, mul, seg) + quantizers match the reference\n", name, checked);
+    {   /* LayerNorm (with and without the residual) within LN_RTOL / LN_ATOL of the (double) reference */
+        static const int64_t hs[] = {1, 3, 4, 7, 32, 33, 384};
+        for (size_t h = 0; h < sizeof hs / sizeof hs[0]; h++) {
+            const int64_t T = 5, Hn = hs[h];
+            float *x = malloc((size_t)(T * Hn) * 4), *r = malloc((size_t)(T * Hn) * 4), *g = malloc((size_t)Hn * 4),
+                  *b = malloc((size_t)Hn * 4), *y0 = malloc((size_t)(T * Hn) * 4), *y1 = malloc((size_t)(T * Hn) * 4);
+            for (int64_t i = 0; i < T * Hn; i++) x[i] = (float)((int)(rnd() % 2000) - 1000) / 100.f,
+                                                 r[i] = (float)((int)(rnd() % 2000) - 1000) / 300.f;
+            for (int64_t i = 0; i < Hn; i++) g[i] = 0.5f + (float)(rnd() % 100) / 100.f, b[i] = (float)(rnd() % 100) / 200.f;
+            for (int withr = 0; withr < 2; withr++) {
+                CHECK(hf_layernorm(HF_ISA_REF, T, Hn, x, withr ? r : NULL, g, b, 1e-5f, y0) == HF_OK, "ln ref");
+                CHECK(hf_layernorm(isa, T, Hn, x, withr ? r : NULL, g, b, 1e-5f, y1) == HF_OK, "ln %s", name);
+                for (int64_t i = 0; i < T * Hn; i++) {
+                    const float d = y1[i] - y0[i], tol = LN_RTOL * (y0[i] < 0 ? -y0[i] : y0[i]) + LN_ATOL;
+                    if (!(d <= tol && -d <= tol)) {
+                        CHECK(0, "%s layernorm H=%lld [%lld]: %g != ref %g", name, (long long)Hn, (long long)i, y1[i],
+                              y0[i]);
+                        break;
+                    }
+                }
+            }
+            free(x), free(r), free(g), free(b), free(y0), free(y1);
+        }
+    }
+    printf("  %-8s %d GEMM cases (dense, 4x1, 1x4; GEMM, fp32 and u8 Linear, mul, seg) + quantizers + LayerNorm match the reference\n", name, checked);
 }
 
 static const char *const op_names[HF_OP_COUNT] = {"dense_gemm", "dense_gemm_7bit", "sparse_gemm", "sparse_gemm_7bit",
@@ -174,7 +201,7 @@ static const char *const op_names[HF_OP_COUNT] = {"dense_gemm", "dense_gemm_7bit
                                                   "attention_q8"};
 /* the ops with an aarch64 kernel: no level may run them on the reference */
 static const int arm_ops[] = {HF_OP_DENSE_GEMM, HF_OP_DENSE_GEMM_7BIT, HF_OP_SPARSE_GEMM, HF_OP_SPARSE_GEMM_7BIT,
-                              HF_OP_LINEAR_EPILOGUE, HF_OP_QUANTIZE};
+                              HF_OP_LINEAR_EPILOGUE, HF_OP_QUANTIZE, HF_OP_LAYERNORM};
 
 int main(int argc, char **argv) {
     const char *expect = argc > 2 && strcmp(argv[1], "--expect") == 0 ? argv[2] : NULL;

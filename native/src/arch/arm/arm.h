@@ -57,6 +57,10 @@ void hf_arm_epi_tile(const hf_epilogue *ep, const int32_t *tile, int nt, int64_t
 void hf_quantize_neon(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
 void hf_quantize_mul_neon(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y);
 
+/* layernorm_neon.c */
+void hf_layernorm_neon(int64_t T, int64_t H, const float *x, const float *r, const float *gamma, const float *beta,
+                       float eps, float *y);
+
 void hf_head_linear_arm(int64_t N, int64_t K, const float *W, const float *b, int64_t rows, const float *in,
                         float *out);
 
