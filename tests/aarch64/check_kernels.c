@@ -1,10 +1,12 @@
 #define _POSIX_C_SOURCE 200809L
 /* make test-aarch64: the aarch64 kernels against the scalar reference, run under qemu-aarch64 at each -cpu level.
- * Integer paths (dense / block-sparse GEMMs, u8-quantized Linear output) must match bit for bit; the fp32 Linear
- * output within FP32_TOL relative (the NEON epilogue keeps the reference's expressions, so it is exact in practice).
+ * Integer paths (dense / block-sparse GEMMs, u8-quantized Linear output without GELU, quantizers) must match bit for
+ * bit; fp32 paths within the stated tolerances (FP32_TOL: the Linear with GELU and residual; GELU against float64;
+ * LN_*: LayerNorm); a u8 output after GELU may move by one step on a rounding tie (at most 1% of the values).
  * Prints the kernel chosen per op; with --expect ISA fails unless that ISA is the default and every op with an ARM
- * kernel (GEMMs, epilogue, quantizer, LayerNorm) runs one there. A core that lacks an instruction a kernel uses dies of SIGILL,
+ * kernel (GEMMs, epilogue, GELU, quantizer, LayerNorm) runs one there. A core that lacks an instruction a kernel uses dies of SIGILL,
  * which fails the run. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +14,8 @@
 
 #include "hf_fast.h"
 
-#define FP32_TOL 1e-6f
+/* fp32 Linear output with GELU and residual: the NEON GELU's exp differs from the reference's by ~1 ulp */
+#define FP32_TOL 2e-6f
 /* LayerNorm: float sums against the double reference (the x86 tests' tolerance) */
 #define LN_RTOL 1e-4f
 #define LN_ATOL 2e-5f
@@ -110,7 +113,8 @@ static void check_isa(int isa) {
             CHECK(hf_linear_forward(l1, M, A, lda, 0.02f, 131, Y1, N, HF_LINEAR_GELU, res, N) == HF_OK, "fwd %s",
                   name);
             for (int64_t i = 0; i < M * N; i++) {
-                const float d = Y1[i] - Y0[i], tol = FP32_TOL * (Y0[i] < 0 ? -Y0[i] : Y0[i]) + FP32_TOL;
+                const float d = Y1[i] - Y0[i],
+                            tol = FP32_TOL * ((Y0[i] < 0 ? -Y0[i] : Y0[i]) + (res[i] < 0 ? -res[i] : res[i])) + 1e-6f;
                 if (!(d <= tol && -d <= tol)) {
                     CHECK(0, "%s linear f32 %dx%d M=%lld N=%lld K=%lld [%lld]: %g != ref %g", name, br, bc,
                           (long long)M, (long long)N, (long long)K, (long long)i, Y1[i], Y0[i]);
@@ -131,8 +135,16 @@ static void check_isa(int isa) {
                           HF_OK, "fwd_u8 mul ref");
                 CHECK(hf_linear_forward_u8(l1, M, A, lda, 0.02f, 131, U1, N, HF_LINEAR_GELU, res, N, 0.05f, 128, mul) ==
                           HF_OK, "fwd_u8 mul %s", name);
-                CHECK(memcmp(U0, U1, (size_t)(M * N)) == 0, "%s linear u8 (GELU, residual, mul) %dx%d M=%lld N=%lld "
-                      "K=%lld differs", name, br, bc, (long long)M, (long long)N, (long long)K);
+                /* GELU: a value on a rounding tie may move by one step, nothing more */
+                int64_t off1 = 0, worse = 0;
+                for (int64_t i = 0; i < M * N; i++) {
+                    const int d = (int)U1[i] - (int)U0[i];
+                    off1 += d == 1 || d == -1;
+                    worse += d > 1 || d < -1;
+                }
+                CHECK(worse == 0 && off1 * 100 <= M * N, "%s linear u8 (GELU, residual, mul) %dx%d M=%lld N=%lld K=%lld: "
+                      "%lld off by 1, %lld by more", name, br, bc, (long long)M, (long long)N, (long long)K,
+                      (long long)off1, (long long)worse);
                 if (N % 16 == 0 && N / 16 <= 8) {
                     for (int i = 0; i < 8; i++) segs[i] = 0.02f + 0.01f * (float)i, segz[i] = 100 + 10 * i;
                     CHECK(hf_linear_forward_u8_seg(l0, M, A, lda, 0.02f, 131, U0, N, 16, segs, segz) == HF_OK, "seg ref");
@@ -169,6 +181,23 @@ static void check_isa(int isa) {
             CHECK(memcmp(q0, q1, (size_t)n) == 0, "%s quantize_mul n=%d differs", name, n);
         }
     }
+    {   /* GELU against the float64 erf form: the x86 tests' bound, 1e-6 relative + ~1 ulp of x */
+        enum { NG = 2411 };
+        static float x[NG], y[NG];
+        const float special[] = {0.f, -0.f, 1e-30f, -1e-30f, 1e-8f, 40.f, -40.f, 100.f, -100.f, 9.5f, -9.5f};
+        for (int i = 0; i < NG; i++) x[i] = i < 11 ? special[i] : -12.f + 24.f * (float)(i - 11) / (float)(NG - 12);
+        for (int n = NG; n >= NG - 3; n--) { /* and the vector tail */
+            CHECK(hf_gelu(isa, n, x, y) == HF_OK, "gelu %s", name);
+            for (int i = 0; i < n; i++) {
+                const double t = 0.5 * (double)x[i] * erfc(-(double)x[i] / sqrt(2.0)), e = fabs((double)y[i] - t);
+                const double ax = fabs((double)x[i]) > 1e-6 ? fabs((double)x[i]) : 1e-6;
+                if (!(e <= 1e-6 * fabs(t) + 1e-7 * ax)) {
+                    CHECK(0, "%s gelu(%g) = %.9g, float64 %.9g", name, x[i], y[i], t);
+                    break;
+                }
+            }
+        }
+    }
     {   /* LayerNorm (with and without the residual) within LN_RTOL / LN_ATOL of the (double) reference */
         static const int64_t hs[] = {1, 3, 4, 7, 32, 33, 384};
         for (size_t h = 0; h < sizeof hs / sizeof hs[0]; h++) {
@@ -193,7 +222,7 @@ static void check_isa(int isa) {
             free(x), free(r), free(g), free(b), free(y0), free(y1);
         }
     }
-    printf("  %-8s %d GEMM cases (dense, 4x1, 1x4; GEMM, fp32 and u8 Linear, mul, seg) + quantizers + LayerNorm match the reference\n", name, checked);
+    printf("  %-8s %d GEMM cases (dense, 4x1, 1x4; GEMM, fp32 and u8 Linear, mul, seg) + quantizers, GELU, LayerNorm\n", name, checked);
 }
 
 static const char *const op_names[HF_OP_COUNT] = {"dense_gemm", "dense_gemm_7bit", "sparse_gemm", "sparse_gemm_7bit",
@@ -201,7 +230,7 @@ static const char *const op_names[HF_OP_COUNT] = {"dense_gemm", "dense_gemm_7bit
                                                   "attention_q8"};
 /* the ops with an aarch64 kernel: no level may run them on the reference */
 static const int arm_ops[] = {HF_OP_DENSE_GEMM, HF_OP_DENSE_GEMM_7BIT, HF_OP_SPARSE_GEMM, HF_OP_SPARSE_GEMM_7BIT,
-                              HF_OP_LINEAR_EPILOGUE, HF_OP_QUANTIZE, HF_OP_LAYERNORM};
+                              HF_OP_LINEAR_EPILOGUE, HF_OP_QUANTIZE, HF_OP_GELU, HF_OP_LAYERNORM};
 
 int main(int argc, char **argv) {
     const char *expect = argc > 2 && strcmp(argv[1], "--expect") == 0 ? argv[2] : NULL;

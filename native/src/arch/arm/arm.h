@@ -48,12 +48,13 @@ int hf_sparse_gemm_dotprod(const struct hf_sparse_w *w, int64_t M, const uint8_t
 int hf_sparse_gemm_i8mm(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, int64_t lda, void *C, int64_t ldc,
                         const hf_epilogue *ep);
 
-/* linear_neon.c: the reference's epilogue and quantizers, bit for bit (GELU: the scalar reference) */
+/* linear_neon.c: the reference's epilogue and quantizers, bit for bit except GELU (within its tolerance) */
 void hf_epilogue_rows_neon(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc, int64_t lda,
                            void *C, int64_t ldc);
 /* tile[nt][4]: the sums of channels n0..n0+nc-1 (nc <= 4) of tokens m0..m0+nt-1 (rows of C, global for the residual) */
 void hf_arm_epi_tile(const hf_epilogue *ep, const int32_t *tile, int nt, int64_t m0, int64_t n0, int nc, void *C,
                      int64_t ldc);
+void hf_gelu_neon(int64_t n, const float *x, float *y);
 void hf_quantize_neon(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
 void hf_quantize_mul_neon(int64_t n, const float *x, const float *mul, float scale, int32_t zp, uint8_t *y);
 

@@ -1,6 +1,6 @@
 /* The aarch64 dispatch tables: NEON, dot product (SDOT) and i8mm (USDOT sparse, USMMLA dense). The GEMMs have ARM kernels; the
- * epilogue, the quantizer and LayerNorm have a NEON kernel shared by the three levels (reported as "neon"); GELU and
- * attention run the scalar references for now (hf_op_kernel reports "ref"). */
+ * epilogue, GELU, the quantizer and LayerNorm have a NEON kernel shared by the three levels (reported as "neon");
+ * attention runs the scalar references for now (hf_op_kernel reports "ref"). */
 #include "arm.h"
 
 static const hf_dense_kernel dense_neon = {hf_arm_dense_packed_size, hf_arm_dense_pack, hf_dense_gemm_neon};
@@ -9,7 +9,7 @@ static const hf_dense_kernel dense_i8mm = {hf_arm_mmla_packed_size, hf_arm_mmla_
 static const hf_sparse_kernel sparse_neon = {hf_arm_sparse_pack, hf_sparse_gemm_neon, NULL};
 static const hf_sparse_kernel sparse_dotprod = {hf_arm_sparse_pack, hf_sparse_gemm_dotprod, NULL};
 static const hf_sparse_kernel sparse_i8mm = {hf_arm_sparse_pack, hf_sparse_gemm_i8mm, NULL};
-static const hf_linear_ops linear_arm = {hf_epilogue_rows_neon, hf_gelu_ref, hf_quantize_neon, hf_quantize_mul_neon};
+static const hf_linear_ops linear_arm = {hf_epilogue_rows_neon, hf_gelu_neon, hf_quantize_neon, hf_quantize_mul_neon};
 static const hf_f32_ops f32_arm = {hf_layernorm_neon, hf_attention_head_ref, hf_attention_q8_head_ref};
 
 #define ARM_TABLE(id, lvl)                                                                                           \
@@ -19,7 +19,7 @@ static const hf_f32_ops f32_arm = {hf_layernorm_neon, hf_attention_head_ref, hf_
         .attn_fallback = &hf_table_ref, .attn_q8_fallback = &hf_table_ref,                                           \
         .op_names = {[HF_OP_DENSE_GEMM] = #lvl, [HF_OP_DENSE_GEMM_7BIT] = #lvl, [HF_OP_SPARSE_GEMM] = #lvl,          \
                      [HF_OP_SPARSE_GEMM_7BIT] = #lvl, [HF_OP_LINEAR_EPILOGUE] = "neon", [HF_OP_QUANTIZE] = "neon",     \
-                     [HF_OP_GELU] = "ref", [HF_OP_LAYERNORM] = "neon", [HF_OP_ATTENTION] = "ref",                     \
+                     [HF_OP_GELU] = "neon", [HF_OP_LAYERNORM] = "neon", [HF_OP_ATTENTION] = "ref",                     \
                      [HF_OP_ATTENTION_Q8] = "ref"},                                                                  \
     }
 

@@ -1,10 +1,12 @@
-/* aarch64 fused Linear epilogue and u8 quantizer (baseline Advanced SIMD, every level): the reference's expressions
+/* aarch64 fused Linear epilogue, GELU and u8 quantizer (baseline Advanced SIMD, every level): the reference's expressions
  * four channels at a time, so the results are the reference's bit for bit: one fused multiply-add (vfmaq) where it
  * uses fmaf, x / scale by a true division, vrndnq (round half to even, nearbyintf in the default mode), vmaxnmq
- * (NaN -> 0, as `!(r >= 0)`). GELU stays the scalar reference (hf_gelu_ref1) until an ARM vector exp is tested. */
+ * (NaN -> 0, as `!(r >= 0)`). GELU (hf_gelu4) differs from the reference by its exp only (~1 ulp): an output
+ * with GELU is within the GELU tolerance, and its u8 quantization may move by 1 where y sits on a rounding tie. */
 #include <arm_neon.h>
 
 #include "arm.h"
+#include "vecmath_neon.h"
 
 static inline uint32x4_t quant4(float32x4_t y, float32x4_t scale, float32x4_t zp) {
     float32x4_t r = vaddq_f32(vrndnq_f32(vdivq_f32(y, scale)), zp);
@@ -49,12 +51,7 @@ static inline void epi4(const hf_epilogue *ep, int32x4_t acc, const float *res, 
     const int32x4_t v = vsubq_s32(acc, vmulq_s32(vdupq_n_s32(ep->a_zp), vld1q_s32(ep->colsum + n)));
     const float32x4_t s = vmulq_n_f32(vld1q_f32(ep->w_scale + n), ep->a_scale);
     float32x4_t y = vfmaq_f32(ep->bias ? vld1q_f32(ep->bias + n) : vdupq_n_f32(0.f), vcvtq_f32_s32(v), s);
-    if (ep->gelu) {
-        float t[4];
-        vst1q_f32(t, y);
-        for (int i = 0; i < 4; i++) t[i] = hf_gelu_ref1(t[i]);
-        y = vld1q_f32(t);
-    }
+    if (ep->gelu) y = hf_gelu4(y);
     if (res) y = vaddq_f32(y, vld1q_f32(res));
     if (ep->f32 == HF_EPI_F32) {
         vst1q_f32((float *)d, y);
@@ -91,5 +88,16 @@ void hf_arm_epi_tile(const hf_epilogue *ep, const int32_t *tile, int nt, int64_t
                  elem(ep, C, m * ldc + n0));
         else
             for (int c = 0; c < nc; c++) hf_epi_store_ref1(ep, tile[4 * t + c], m, n0 + c, C, ldc);
+    }
+}
+
+void hf_gelu_neon(int64_t n, const float *x, float *y) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, hf_gelu4(vld1q_f32(x + i)));
+    if (i < n) { /* the tail through the same vector code */
+        float t[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int64_t j = i; j < n; j++) t[j - i] = x[j];
+        vst1q_f32(t, hf_gelu4(vld1q_f32(t)));
+        for (int64_t j = i; j < n; j++) y[j] = t[j - i];
     }
 }
