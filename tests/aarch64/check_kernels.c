@@ -4,7 +4,8 @@
  * bit; fp32 paths within the stated tolerances (FP32_TOL: the Linear with GELU and residual; GELU against float64;
  * LN_*: LayerNorm); a u8 output after GELU may move by one step on a rounding tie (at most 1% of the values).
  * Prints the kernel chosen per op; with --expect ISA fails unless that ISA is the default and every op with an ARM
- * kernel (GEMMs, epilogue, GELU, quantizer, LayerNorm) runs one there. A core that lacks an instruction a kernel uses dies of SIGILL,
+ * kernel (GEMMs, epilogue, GELU, quantizer, LayerNorm, fp32 attention at d = 64) runs
+ * one there. A core that lacks an instruction a kernel uses dies of SIGILL,
  * which fails the run. */
 #include <math.h>
 #include <stdint.h>
@@ -19,6 +20,8 @@
 /* LayerNorm: float sums against the double reference (the x86 tests' tolerance) */
 #define LN_RTOL 1e-4f
 #define LN_ATOL 2e-5f
+#define ATT_RTOL 2e-4f
+#define ATT_ATOL 2e-5f
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(void) {
@@ -181,6 +184,36 @@ static void check_isa(int isa) {
             CHECK(memcmp(q0, q1, (size_t)n) == 0, "%s quantize_mul n=%d differs", name, n);
         }
     }
+    {   /* fp32 attention (key mask with padding, all-masked rows, head sizes the kernel takes and those it does not)
+         * within ATT_RTOL / ATT_ATOL of the reference (the x86 tests' tolerance) */
+        static const int64_t cfg[][3] = {{1, 1, 4}, {7, 2, 8}, {13, 3, 12}, {33, 2, 64}, {9, 2, 6}, {5, 1, 3}};
+        for (size_t ci = 0; ci < sizeof cfg / sizeof cfg[0]; ci++) {
+            const int64_t S = cfg[ci][0], hh = cfg[ci][1], d = cfg[ci][2], ld = hh * d + 2;
+            float *qkv[3], *o0 = malloc((size_t)(S * hh * d) * 4), *o1 = malloc((size_t)(S * hh * d) * 4);
+            int64_t *mask = malloc((size_t)S * 8);
+            for (int t = 0; t < 3; t++) {
+                qkv[t] = malloc((size_t)(S * ld) * 4);
+                for (int64_t i = 0; i < S * ld; i++) qkv[t][i] = (float)((int)(rnd() % 2000) - 1000) / 250.f;
+            }
+            for (int mode = 0; mode < 3; mode++) { /* no mask, right padding, all masked */
+                for (int64_t j = 0; j < S; j++) mask[j] = mode == 0 ? 1 : mode == 1 ? (j < (S + 1) / 2 || j == 0) : 0;
+                CHECK(hf_attention(HF_ISA_REF, S, hh, d, qkv[0], qkv[1], qkv[2], ld, mode ? mask : NULL, 0.3f, o0,
+                                   hh * d) == HF_OK, "attention ref");
+                CHECK(hf_attention(isa, S, hh, d, qkv[0], qkv[1], qkv[2], ld, mode ? mask : NULL, 0.3f, o1, hh * d) ==
+                          HF_OK, "attention %s", name);
+                for (int64_t i = 0; i < S * hh * d; i++) {
+                    const float df = o1[i] - o0[i], tol = ATT_RTOL * (o0[i] < 0 ? -o0[i] : o0[i]) + ATT_ATOL;
+                    if (!(df <= tol && -df <= tol)) {
+                        CHECK(0, "%s attention S=%lld d=%lld mask %d [%lld]: %g != ref %g", name, (long long)S,
+                              (long long)d, mode, (long long)i, o1[i], o0[i]);
+                        break;
+                    }
+                }
+            }
+            for (int t = 0; t < 3; t++) free(qkv[t]);
+            free(o0), free(o1), free(mask);
+        }
+    }
     {   /* GELU against the float64 erf form: the x86 tests' bound, 1e-6 relative + ~1 ulp of x */
         enum { NG = 2411 };
         static float x[NG], y[NG];
@@ -222,7 +255,7 @@ static void check_isa(int isa) {
             free(x), free(r), free(g), free(b), free(y0), free(y1);
         }
     }
-    printf("  %-8s %d GEMM cases (dense, 4x1, 1x4; GEMM, fp32 and u8 Linear, mul, seg) + quantizers, GELU, LayerNorm\n", name, checked);
+    printf("  %-8s %d GEMM cases (dense, 4x1, 1x4; GEMM, fp32 and u8 Linear, mul, seg) + quantizers, GELU, LayerNorm, attention\n", name, checked);
 }
 
 static const char *const op_names[HF_OP_COUNT] = {"dense_gemm", "dense_gemm_7bit", "sparse_gemm", "sparse_gemm_7bit",
@@ -230,7 +263,8 @@ static const char *const op_names[HF_OP_COUNT] = {"dense_gemm", "dense_gemm_7bit
                                                   "attention_q8"};
 /* the ops with an aarch64 kernel: no level may run them on the reference */
 static const int arm_ops[] = {HF_OP_DENSE_GEMM, HF_OP_DENSE_GEMM_7BIT, HF_OP_SPARSE_GEMM, HF_OP_SPARSE_GEMM_7BIT,
-                              HF_OP_LINEAR_EPILOGUE, HF_OP_QUANTIZE, HF_OP_GELU, HF_OP_LAYERNORM};
+                              HF_OP_LINEAR_EPILOGUE, HF_OP_QUANTIZE, HF_OP_GELU, HF_OP_LAYERNORM,
+                              HF_OP_ATTENTION};
 
 int main(int argc, char **argv) {
     const char *expect = argc > 2 && strcmp(argv[1], "--expect") == 0 ? argv[2] : NULL;

@@ -62,6 +62,10 @@ void hf_quantize_mul_neon(int64_t n, const float *x, const float *mul, float sca
 void hf_layernorm_neon(int64_t T, int64_t H, const float *x, const float *r, const float *gamma, const float *beta,
                        float eps, float *y);
 
+/* attention_neon.c: d % 4 == 0 */
+void hf_attention_head_neon(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                            const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
+
 void hf_head_linear_arm(int64_t N, int64_t K, const float *W, const float *b, int64_t rows, const float *in,
                         float *out);
 
