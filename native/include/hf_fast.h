@@ -46,7 +46,7 @@ int hf_isa_active(void);
 /* Force an ISA (HF_ISA_AUTO = best supported). Fails with HF_EUNSUPPORTED if the CPU lacks it. */
 int hf_set_isa(int isa);
 const char *hf_isa_name(int isa);
-/* Parses "ref", "avx2", "avx512vnni", "auto"; returns -2 on an unknown name. */
+/* Parses "ref", "avx2", "avx512vnni", "neon", "dotprod", "i8mm", "auto"; returns -2 on an unknown name. */
 int hf_isa_from_name(const char *name);
 const char *hf_version(void);
 
