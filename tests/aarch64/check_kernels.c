@@ -1,12 +1,12 @@
 #define _POSIX_C_SOURCE 200809L
 /* make test-aarch64: the aarch64 kernels against the scalar reference, run under qemu-aarch64 at each -cpu level.
- * Integer paths (dense / block-sparse GEMMs, u8-quantized Linear output without GELU, quantizers) must match bit for
- * bit; fp32 paths within the stated tolerances (FP32_TOL: the Linear with GELU and residual; GELU against float64;
- * LN_*: LayerNorm); a u8 output after GELU may move by one step on a rounding tie (at most 1% of the values).
- * Prints the kernel chosen per op; with --expect ISA fails unless that ISA is the default and every op with an ARM
- * kernel (GEMMs, epilogue, GELU, quantizer, LayerNorm, fp32 attention at d = 64) runs
- * one there. A core that lacks an instruction a kernel uses dies of SIGILL,
- * which fails the run. */
+ * Integer paths (dense / block-sparse GEMMs, u8-quantized Linear output without GELU, quantizers, int8 attention)
+ * must match bit for bit; fp32 paths within the stated tolerances (FP32_TOL: the Linear with GELU and residual;
+ * GELU against float64; LN_*: LayerNorm; ATT_*: fp32 attention); a u8 output after GELU may move by one step on a
+ * rounding tie (at most 1% of the values). Prints the kernel chosen per op; with --expect ISA fails unless that ISA
+ * is the default and every op with an ARM kernel (GEMMs, epilogue, GELU, quantizer, LayerNorm, fp32 and int8
+ * attention at d = 64) runs one there. A core that lacks an instruction a kernel uses dies of SIGILL, which fails
+ * the run. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -214,6 +214,36 @@ static void check_isa(int isa) {
             free(o0), free(o1), free(mask);
         }
     }
+    {   /* int8 attention on uint8 q, k, v: bit for bit the reference (float and uint8 context), head sizes the kernel
+         * takes (d % 8 == 0) and those it leaves to the reference */
+        static const int64_t cfg[][3] = {{1, 1, 8}, {7, 2, 8}, {17, 3, 16}, {33, 2, 64}, {9, 2, 12}};
+        const hf_attn_quant aq = {0.04f, 0.05f, 1.f / 255.f, 0.03f, 120, 131, 0, 125};
+        for (size_t ci = 0; ci < sizeof cfg / sizeof cfg[0]; ci++) {
+            const int64_t S = cfg[ci][0], hh = cfg[ci][1], d = cfg[ci][2], ld = 3 * hh * d, n = S * hh * d;
+            uint8_t *qkv = malloc((size_t)(S * ld)), *u0 = malloc((size_t)n), *u1 = malloc((size_t)n);
+            float *o0 = malloc((size_t)n * 4), *o1 = malloc((size_t)n * 4), *mul = malloc((size_t)(hh * d) * 4);
+            int64_t *mask = malloc((size_t)S * 8);
+            for (int64_t i = 0; i < S * ld; i++) qkv[i] = (uint8_t)rnd();
+            for (int64_t i = 0; i < hh * d; i++) mul[i] = 0.5f + (float)(rnd() % 100) / 100.f;
+            for (int mode = 0; mode < 3; mode++) {
+                for (int64_t j = 0; j < S; j++) mask[j] = mode == 0 ? 1 : mode == 1 ? (j < (S + 1) / 2 || j == 0) : 0;
+                const int64_t *m = mode ? mask : NULL;
+                CHECK(hf_attention_q8_u8(HF_ISA_REF, S, hh, d, qkv, qkv + hh * d, qkv + 2 * hh * d, ld, m, 0.25f, &aq,
+                                         o0, hh * d) == HF_OK, "attention_q8 ref");
+                CHECK(hf_attention_q8_u8(isa, S, hh, d, qkv, qkv + hh * d, qkv + 2 * hh * d, ld, m, 0.25f, &aq, o1,
+                                         hh * d) == HF_OK, "attention_q8 %s", name);
+                CHECK(memcmp(o0, o1, (size_t)n * 4) == 0, "%s attention_q8 S=%lld d=%lld mask %d differs", name,
+                      (long long)S, (long long)d, mode);
+                CHECK(hf_attention_q8_u8_quant(HF_ISA_REF, S, hh, d, qkv, qkv + hh * d, qkv + 2 * hh * d, ld, m, 0.25f,
+                                               &aq, 0.02f, 128, mul, u0, hh * d) == HF_OK, "attention_q8_quant ref");
+                CHECK(hf_attention_q8_u8_quant(isa, S, hh, d, qkv, qkv + hh * d, qkv + 2 * hh * d, ld, m, 0.25f, &aq,
+                                               0.02f, 128, mul, u1, hh * d) == HF_OK, "attention_q8_quant %s", name);
+                CHECK(memcmp(u0, u1, (size_t)n) == 0, "%s attention_q8 u8 context S=%lld d=%lld mask %d differs", name,
+                      (long long)S, (long long)d, mode);
+            }
+            free(qkv), free(u0), free(u1), free(o0), free(o1), free(mul), free(mask);
+        }
+    }
     {   /* GELU against the float64 erf form: the x86 tests' bound, 1e-6 relative + ~1 ulp of x */
         enum { NG = 2411 };
         static float x[NG], y[NG];
@@ -255,7 +285,7 @@ static void check_isa(int isa) {
             free(x), free(r), free(g), free(b), free(y0), free(y1);
         }
     }
-    printf("  %-8s %d GEMM cases (dense, 4x1, 1x4; GEMM, fp32 and u8 Linear, mul, seg) + quantizers, GELU, LayerNorm, attention\n", name, checked);
+    printf("  %-8s %d GEMM cases (dense, 4x1, 1x4; GEMM, fp32 and u8 Linear, mul, seg) + quantizers, GELU, LayerNorm, both attentions\n", name, checked);
 }
 
 static const char *const op_names[HF_OP_COUNT] = {"dense_gemm", "dense_gemm_7bit", "sparse_gemm", "sparse_gemm_7bit",
@@ -264,7 +294,7 @@ static const char *const op_names[HF_OP_COUNT] = {"dense_gemm", "dense_gemm_7bit
 /* the ops with an aarch64 kernel: no level may run them on the reference */
 static const int arm_ops[] = {HF_OP_DENSE_GEMM, HF_OP_DENSE_GEMM_7BIT, HF_OP_SPARSE_GEMM, HF_OP_SPARSE_GEMM_7BIT,
                               HF_OP_LINEAR_EPILOGUE, HF_OP_QUANTIZE, HF_OP_GELU, HF_OP_LAYERNORM,
-                              HF_OP_ATTENTION};
+                              HF_OP_ATTENTION, HF_OP_ATTENTION_Q8};
 
 int main(int argc, char **argv) {
     const char *expect = argc > 2 && strcmp(argv[1], "--expect") == 0 ? argv[2] : NULL;

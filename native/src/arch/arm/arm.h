@@ -66,6 +66,11 @@ void hf_layernorm_neon(int64_t T, int64_t H, const float *x, const float *r, con
 void hf_attention_head_neon(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
                             const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
 
+/* attention_q8_neon.c: d % 8 == 0, bit for bit the reference */
+void hf_attention_q8_head_neon(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
+                               int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx,
+                               int64_t ldo, const hf_ctx_quant *oq, void *scratch);
+
 void hf_head_linear_arm(int64_t N, int64_t K, const float *W, const float *b, int64_t rows, const float *in,
                         float *out);
 
