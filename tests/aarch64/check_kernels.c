@@ -51,8 +51,9 @@ static void fill_w(int8_t *W, int64_t N, int64_t K, int br, int bc, int zero_pct
                     for (int c = 0; c < bc && k0 + c < K; c++) W[(n0 + r) * K + k0 + c] = 0;
 }
 
-static const int64_t shapes[][3] = {{1, 1, 1},    {3, 5, 7},    {4, 8, 16},   {5, 9, 17},  {16, 16, 64},
-                                    {17, 33, 31}, {7, 13, 100}, {33, 40, 129}, {2, 3, 300}, {20, 64, 96}};
+/* M, N, K: partial 4/8/16-token and 4/8-channel tiles, odd K, K past one 16-byte block, a BERT-like K */
+static const int64_t shapes[][3] = {{1, 1, 1},     {3, 5, 7},   {4, 8, 16},   {5, 9, 17},   {16, 16, 64},    {17, 33, 31},
+                                    {7, 13, 100}, {33, 40, 129}, {2, 3, 300}, {20, 64, 96}, {70, 100, 768}};
 #define NSHAPES (int)(sizeof shapes / sizeof shapes[0])
 
 static void check_isa(int isa) {
