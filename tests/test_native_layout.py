@@ -1,6 +1,7 @@
 """native/ per CPU architecture: which sources each machine compiles, that ISA-specific code stays in its arch folder,
 and that the dispatcher is the one place that knows the ISAs (an unknown ISA id is an error, never a default table).
-`make native-aarch64-compile` (run by `make test`) cross-compiles and links the aarch64 selection."""
+`make native-aarch64-compile` (run by `make test`) cross-compiles and links the aarch64 selection; `make test-aarch64`
+runs its kernels under qemu."""
 import importlib.util
 import re
 from pathlib import Path
@@ -30,14 +31,16 @@ def bn():
 
 
 def test_each_machine_compiles_its_arch_folder_and_the_shared_sources(bn):
-    x86, arm = set(bn.sources("x86_64")), set(bn.sources("aarch64"))
+    x86, arm, other = set(bn.sources("x86_64")), set(bn.sources("aarch64")), set(bn.sources("riscv64"))
     assert bn.sources("AMD64") == bn.sources("x86_64")
+    assert bn.sources("arm64") == bn.sources("aarch64")
     shared = {str(p.relative_to(REPO)) for p in [*SRC.glob("*.c"), *(SRC / "ref").glob("*.c")]}
-    assert shared and shared <= x86 and shared <= arm
+    assert shared and shared <= x86 and shared <= arm and shared <= other
     assert x86 - shared == {str(p.relative_to(REPO)) for p in (SRC / "arch" / "x86").glob("*.c")}
-    assert arm - shared == {str(p.relative_to(REPO)) for p in (SRC / "arch" / "generic").glob("*.c")}
+    assert arm - shared == {str(p.relative_to(REPO)) for p in (SRC / "arch" / "arm").glob("*.c")}
+    assert other - shared == {str(p.relative_to(REPO)) for p in (SRC / "arch" / "generic").glob("*.c")}
     # every C file belongs to one of the selections: none is silently left out of every build
-    assert x86 | arm == {str(p.relative_to(REPO)) for p in SRC.rglob("*.c")}
+    assert x86 | arm | other == {str(p.relative_to(REPO)) for p in SRC.rglob("*.c")}
 
 
 def _code(path: Path) -> str:

@@ -31,9 +31,13 @@ extern "C" {
 #define HF_ISA_REF 0
 #define HF_ISA_AVX2 1
 #define HF_ISA_AVX512VNNI 2
-#define HF_ISA_COUNT 3
+/* aarch64 (native/src/arch/arm/): NEON (ARMv8 base), + dot product (SDOT/UDOT), + i8mm (USDOT/USMMLA) */
+#define HF_ISA_NEON 3
+#define HF_ISA_DOTPROD 4
+#define HF_ISA_I8MM 5
+#define HF_ISA_COUNT 6
 
-/* Reads HF_FAST_ISA once (ref|avx2|avx512vnni|auto) and picks the ISA. */
+/* Reads HF_FAST_ISA once (ref|avx2|avx512vnni on x86; ref|neon|dotprod|i8mm on aarch64; auto) and picks the ISA. */
 int hf_init(void);
 /* 1 when the CPU (and OS) can run `isa`. */
 int hf_isa_supported(int isa);
@@ -42,7 +46,7 @@ int hf_isa_active(void);
 /* Force an ISA (HF_ISA_AUTO = best supported). Fails with HF_EUNSUPPORTED if the CPU lacks it. */
 int hf_set_isa(int isa);
 const char *hf_isa_name(int isa);
-/* Parses "ref", "avx2", "avx512vnni", "auto"; returns -2 on an unknown name. */
+/* Parses "ref", "avx2", "avx512vnni", "neon", "dotprod", "i8mm", "auto"; returns -2 on an unknown name. */
 int hf_isa_from_name(const char *name);
 const char *hf_version(void);
 

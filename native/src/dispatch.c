@@ -11,7 +11,7 @@ static int g_supported[HF_ISA_COUNT];
 static int g_active = -1;
 static int g_detected = 0;
 
-static const char *const isa_names[HF_ISA_COUNT] = {"ref", "avx2", "avx512vnni"};
+static const char *const isa_names[HF_ISA_COUNT] = {"ref", "avx2", "avx512vnni", "neon", "dotprod", "i8mm"};
 
 static void detect(void) {
     hf_arch_detect(g_supported);
