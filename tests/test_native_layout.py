@@ -101,3 +101,17 @@ def test_unknown_isa_id_is_an_error_from_the_dispatcher(isa):
         with pytest.raises(ValueError, match=f"unknown ISA id {isa}"):
             native._check(call(), name)
     assert native.active_isa() in native.supported_isas()  # a refused id leaves the choice alone
+
+
+def test_built_isas_are_this_architectures():
+    """Tests parametrize over the ISAs this build has kernels for: ref plus its own architecture's, never another's."""
+    import platform
+
+    built = native.BUILT_ISA_NAMES
+    assert built[0] == "ref" and set(built) <= set(native.ISA_NAMES)
+    assert set(native.supported_isas()) <= set(built)
+    for i, name in enumerate(native.ISA_NAMES):
+        assert bool(lib.hf_isa_built(i)) == (name in built)
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert not {"neon", "dotprod", "i8mm"} & set(built) and {"avx2", "avx512vnni"} <= set(built)
+    assert lib.hf_isa_built(lib.HF_ISA_COUNT) == 0 and lib.hf_isa_built(-1) == 0

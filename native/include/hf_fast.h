@@ -39,6 +39,8 @@ extern "C" {
 
 /* Reads HF_FAST_ISA once (ref|avx2|avx512vnni on x86; ref|neon|dotprod|i8mm on aarch64; auto) and picks the ISA. */
 int hf_init(void);
+/* 1 when this build has kernels for `isa` (its target architecture's ISAs and ref), whatever the CPU. */
+int hf_isa_built(int isa);
 /* 1 when the CPU (and OS) can run `isa`. */
 int hf_isa_supported(int isa);
 /* The ISA kernels use now. */

@@ -48,6 +48,8 @@ int hf_isa_from_name(const char *name) {
     return -2;
 }
 
+int hf_isa_built(int isa) { return any_table(isa) != NULL; }
+
 int hf_isa_supported(int isa) {
     if (!g_detected) detect();
     if (isa < 0 || isa >= HF_ISA_COUNT) return 0;
