@@ -81,7 +81,8 @@ def encode(tok, task, arch, sentences=SENTENCES[:8], max_length=48):
         enc = tok(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     from hf_fast.models import registry
 
-    if not registry.get(arch).has_token_type_input:
+    fam = registry.find(arch)  # an encoder outside the registry (DeBERTa-v2 ...): callers pass "bert" when it has them
+    if fam is None or not fam.has_token_type_input:
         enc.pop("token_type_ids", None)
     return dict(enc)
 
