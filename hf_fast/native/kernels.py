@@ -392,6 +392,33 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.
     return out
 
 
+def relative_position_bias(seq_len: int, table: np.ndarray, max_distance: int) -> np.ndarray:
+    """MPNet / T5 relative-position bias of one sequence length: [heads, 2 * seq_len - 1] float32, entry r + S - 1 the
+    table row of the bucket of key - query offset r (table: [buckets, heads]; hf_relative_position_bias)."""
+    table = _f32(table, "table", 2)
+    buckets, heads = table.shape
+    out = np.empty((heads, 2 * int(seq_len) - 1), np.float32)
+    _check(lib.hf_relative_position_bias(int(seq_len), heads, _fptr(table), buckets, int(max_distance), _fptr(out)),
+           "relative_position_bias")
+    return out
+
+
+def attention_relbias(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, rel: np.ndarray,
+                      mask: np.ndarray | None = None, scale: float | None = None, isa: str = "auto") -> np.ndarray:
+    """`attention` with a relative-position bias: score (i, j) of head h gets rel[h, j - i + S - 1] (rel as
+    `relative_position_bias` returns it, [heads, 2S - 1])."""
+    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
+    rel = _f32(rel, "rel", 2)
+    if rel.shape != (heads, 2 * s - 1):
+        raise ValueError(f"rel must have shape ({heads}, {2 * s - 1}), got {rel.shape}")
+    out = np.empty_like(q)
+    _check(lib.hf_attention_relbias(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
+                                    ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
+                                    _fptr(rel), float(1.0 / np.sqrt(d) if scale is None else scale), _fptr(out), hd),
+           "attention_relbias")
+    return out
+
+
 def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant, mask: np.ndarray | None = None,
                  scale: float | None = None, isa: str = "auto", out_quant: tuple | None = None) -> np.ndarray:
     """The int8 attention of a QDQ graph (q k^T and p v on uint8 values, exact int32 sums; hf_attention_q8 in
