@@ -16,14 +16,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_todays_families_and_only_them():
-    assert FAMILIES == ["bert", "distilbert", "electra", "roberta"]
+    assert FAMILIES == ["bert", "distilbert", "electra", "mpnet", "roberta"]
     for fam in registry.families().values():
         for alias in fam.code_aliases:  # listed for the family work to come, not claimed
             assert registry.find(alias) is None
 
 
 def test_unknown_and_alias_model_types_are_refused_by_name():
-    with pytest.raises(ValueError, match=r"unsupported architecture 'gpt2'.*bert, distilbert, electra, roberta"):
+    with pytest.raises(ValueError, match=r"unsupported architecture 'gpt2'.*bert, distilbert, electra, mpnet, roberta"):
         registry.get("gpt2")
     with pytest.raises(ValueError, match=r"'camembert' shares RoBERTa's transformers code but is not tested"):
         registry.get("camembert")
@@ -103,6 +103,11 @@ def test_position_rule_matches_the_model(arch):
         ids = __import__("torch").tensor([[5, 6, 7, cfg.pad_token_id]])
         pos = RobertaEmbeddings.create_position_ids_from_input_ids(ids, cfg.pad_token_id)
         assert pos.tolist() == [[cfg.pad_token_id + 1 + t for t in range(3)] + [cfg.pad_token_id]]
+    elif arch == "mpnet":  # RoBERTa's rule with MPNetEmbeddings' padding_idx 1 (the config's pad_token_id default)
+        from transformers.models.mpnet.modeling_mpnet import MPNetEmbeddings
+
+        assert fam.engine.position == "padding-offset" and cfg.pad_token_id == MPNetEmbeddings(cfg).padding_idx == 1
+        assert fam.max_sequence_length(cfg) == max_pos - 2
     else:
         assert fam.engine.position == "absolute"
         assert fam.max_sequence_length(cfg) == max_pos
