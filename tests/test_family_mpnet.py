@@ -25,8 +25,9 @@ from hf_fast.runtime.plan import build_plan
 H, HEADS, MAX_POS = 64, 4, 320
 QK_GAIN = 2.0
 BIAS_GAIN = 3.0  # std of the relative bias table (default init: 0.02)
-# relative L2 error over the valid tokens of the int8 engine against PyTorch fp32 (measured: last_hidden_state 0.015
-# to 0.018 (short and long sequences); logits 0.010 to 0.021)
+# relative L2 error over the valid tokens of the int8 engine against PyTorch fp32 (measured: last_hidden_state 0.032 on
+# sentences, 0.036 on 276-token texts; logits 0.033 (token-classification) to 0.039 (question-answering start_logits)).
+# PyTorch itself without the bias table moves the logits by 0.70 to 0.81 on this model.
 TOL_HIDDEN = 0.05
 TOL_LOGITS = 0.08
 TASKS = ("text-classification", "question-answering", "token-classification")
