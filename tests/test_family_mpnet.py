@@ -343,3 +343,22 @@ def test_pack_cache_keeps_the_bias(mpnet, tok, sentences):
     a, b = first(**x), second(**x)
     for k in _outputs("question-answering"):
         assert np.array_equal(_np(getattr(a, k)), _np(getattr(b, k))), k
+
+
+def test_int8_attention_export_falls_back_to_onnxruntime_naming_the_op(tmp_path, tok, sentences):
+    """An MPNet artifact exported with quantize_attention: its attention MatMuls are quantized (the walker finds them
+    behind the bias Add), the plan refuses int8 attention with the bias by name, backend='auto' runs ONNX Runtime with
+    that reason and backend='native' raises it."""
+    m = peaked_mpnet("text-classification", tok.vocab_size, seed=2)
+    path = hf_fast.export(m, tok, tmp_path / "q8", calibration_dataset=calibration_for("text-classification",
+                                                                                         sentences[:32]),
+                          progress=False, quantize_attention=True)
+    with pytest.warns(UserWarning, match="int8 attention with a relative-position bias"):
+        auto = FAST["text-classification"].from_pretrained(path)
+    assert auto.backend.name == "onnxruntime" and "relative-position bias" in auto.backend.fallback_reason
+    with pytest.raises(GraphMatchError, match="int8 attention with a relative-position bias is not implemented"):
+        FAST["text-classification"].from_pretrained(path, backend="native")
+    x = _feeds(tok, "text-classification", sentences[:32])
+    with torch.no_grad():
+        ref = m(**{k: torch.from_numpy(v) for k, v in x.items()}).logits.numpy()
+    assert _rel(_np(auto(**x).logits), ref) <= TOL_LOGITS
