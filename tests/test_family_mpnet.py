@@ -343,6 +343,8 @@ def test_pack_cache_keeps_the_bias(mpnet, tok, sentences):
     a, b = first(**x), second(**x)
     for k in _outputs("question-answering"):
         assert np.array_equal(_np(getattr(a, k)), _np(getattr(b, k))), k
+    # explain() after a hit re-reads model.onnx for the kernel choices: with MPNet's layer pattern, not BERT's
+    assert len(second.explain(as_dict=True)["layers"]) == 2
 
 
 def test_int8_attention_export_falls_back_to_onnxruntime_naming_the_op(tmp_path, tok, sentences):

@@ -404,7 +404,8 @@ class NativeBackend:
         if len(eng.kernel_choices) < len(eng.packed):
             import onnx
 
-            plan = build_plan(onnx.load(str(self.model_path), load_external_data=False), self.num_heads)
+            plan = build_plan(onnx.load(str(self.model_path), load_external_data=False), self.num_heads,
+                              eng.plan.model_type)  # the family's layer pattern (MPNet's bias Add)
             for i, layer in enumerate(plan.layers):
                 for name in LINEARS:
                     lp = _stack_qkv(layer.q, layer.k, layer.v) if name == "qkv" else getattr(layer, name)
