@@ -376,9 +376,6 @@ def _layer_plan(g: LogicalGraph, m: walker.LayerMatch, pattern: patterns.LayerPa
             reader = first_reader.get(s.residual)
             norms[s.name], fq[s.name] = _residual_norm_plan(g, nm, f"{where} {s.name}",
                                                             lin[reader].in_quant if reader else None)
-    if att.bias_table is not None and attn_quant is not None:
-        raise GraphMatchError(f"{where}: int8 attention with a relative-position bias is not implemented by the engine "
-                              "(export without quantize_attention)")
     return LayerPlan(lin["q"], lin["k"], lin["v"], lin["attn_out"], norms["ln1"], lin["ffn_in"], lin["ffn_out"],
                      norms["ln2"], att_scale, in_fq=fq["ln1"], mid_fq=fq["ln2"], attn_quant=attn_quant,
                      bias_table=att.bias_table)

@@ -133,6 +133,11 @@ int hf_attention_q8(int isa, int64_t S, int64_t heads, int64_t d, const float *q
 int hf_attention_q8_u8(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
                        const uint8_t *v8, int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq,
                        float *ctx, int64_t ldo);
+/* hf_attention_q8_u8 with the relative-position bias of hf_attention_relbias (rel: [heads][2S - 1]) added to the
+ * scaled scores: (s * scale + rel[h][j - i + S - 1]) + bias[j]. */
+int hf_attention_q8_u8_relbias(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
+                               const uint8_t *v8, int64_t ld, const int64_t *key_mask, const float *rel, float scale,
+                               const hf_attn_quant *aq, float *ctx, int64_t ldo);
 /* hf_attention_q8_u8 whose context is written as uint8 out[S][ldo] = hf_quantize_u8(ctx * out_mul, out_scale,
  * out_zp) (out_mul: [heads*d] per-channel multipliers, SmoothQuant's 1/s, or NULL), bit for bit: the engine
  * quantizes attn_out's input this way while the context is in registers. */
@@ -252,7 +257,7 @@ typedef struct hf_engine hf_engine;
 #define HF_ATTN_BIAS_NONE 0
 #define HF_ATTN_BIAS_RELATIVE 1 /* bucketed relative-position bias (MPNet, T5): a [rel_buckets][heads] table set with
                                  * hf_engine_set_attention_bias, shared by every layer, added to the scaled scores
-                                 * (fp32 attention only: int8 attention with it is HF_ENOTIMPL) */
+                                 * (fp32 and int8 attention) */
 #define HF_ATTN_BIAS_COUNT 2
 /* linear_bias: bits of the Linears that have a bias. Each packed hf_linear carries its own bias, so a bias-free
  * Linear runs packed with a zero bias (and a bias-free LayerNorm with a zero beta): every combination runs. */

@@ -280,10 +280,6 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) 
         (rc = check_mul(d->i_mul, e->H, "ffn_in", i)) || (rc = check_mul(d->f_mul, e->F, "ffn_out", i)))
         return rc;
     if (d->attn_q && (rc = hf_check_attn_quant(d->attn_q, "engine_set_layer")) != HF_OK) return rc;
-    if (d->attn_q && e->attn_bias != HF_ATTN_BIAS_NONE)
-        return hf_fail(HF_ENOTIMPL, "engine_set_layer: op 'relative-attention-bias' with int8 attention (layer %lld) "
-                       "is not implemented by this engine; it runs the bias with fp32 attention (export without "
-                       "quantize_attention)", (long long)i);
     /* a fake-quantized residual would be dequant(quant(x * mul)): not the tensor the graph's Add reads */
     if ((d->in_fq && d->qkv_mul) || (d->mid_fq && d->i_mul))
         return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld combines a fake-quantized residual with a smoothing "
@@ -420,6 +416,7 @@ typedef struct {
     const hf_linear_ops *lops;
     const hf_attn_quant *aq; /* int8 attention (NULL: fp32) */
     hf_attention_head_rb_fn rb_kernel; /* fp32 attention with the relative bias a->rel (NULL: none) */
+    hf_attention_q8_head_rb_fn rb_q8_kernel; /* int8 attention with it (NULL: none) */
     atomic_long next; /* next (sequence, head) pair to claim */
     atomic_int failed;
 } attn_job;
@@ -446,8 +443,12 @@ static void attn_task(void *arg, int tid, int nth) {
         if (j->aq) { /* the kernel quantizes its context for attn_out itself, while it is in registers */
             const uint8_t *b8 = j->a->qkv8 + b * j->S * H3 + h * j->d;
             const hf_ctx_quant oq = {xq, e->H, j->q_scale, j->q_zp, j->q_mul ? j->q_mul + h * j->d : NULL};
-            j->ops->attention_q8_head(j->S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
-                                      j->aq, NULL, e->H, &oq, scr);
+            if (j->rb_q8_kernel)
+                j->rb_q8_kernel(j->S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + b * j->S,
+                                j->a->rel + h * (2 * j->S - 1) + j->S - 1, -1, j->scale, j->aq, NULL, e->H, &oq, scr);
+            else
+                j->ops->attention_q8_head(j->S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
+                                          j->aq, NULL, e->H, &oq, scr);
             continue;
         }
         if (j->rb_kernel) /* row i adds rel[h][j - i + S - 1] */
@@ -585,7 +586,8 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
         /* the attention kernel for this head size (dispatch.c: the reference for sizes the SIMD kernels do not take) */
         attn_job job = {e, hf_attention_ops_for(e->isa, d, l->attn_q8), &a, B, S, d, l->att_scale, l->o_s, l->o_zp,
                         l->o_m, lops, l->attn_q8 ? &l->aq : NULL,
-                        e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_rb_kernel_for(e->isa, d) : NULL, 0, 0};
+                        e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_rb_kernel_for(e->isa, d) : NULL,
+                        e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_q8_rb_kernel_for(e->isa, d) : NULL, 0, 0};
         hf_parallel(attn_task, &job, (int)(B * e->heads));
         if (atomic_load(&job.failed)) {
             rc = hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");

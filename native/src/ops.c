@@ -176,6 +176,25 @@ static int attention_q8_heads(const char *what, int isa, int64_t S, int64_t head
     return HF_OK;
 }
 
+int hf_attention_q8_u8_relbias(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
+                               const uint8_t *v8, int64_t ld, const int64_t *key_mask, const float *rel, float scale,
+                               const hf_attn_quant *aq, float *ctx, int64_t ldo) {
+    int rc;
+    float *bias;
+    if ((rc = attention_args("attention_q8_u8_relbias", &isa, S, heads, d, q8, k8, v8, ld, ctx, ldo)) != HF_OK ||
+        (rc = attention_q8_args("attention_q8_u8_relbias", S, d, aq)) != HF_OK)
+        return rc;
+    if (!rel) return hf_fail(HF_EINVAL, "attention_q8_u8_relbias: NULL rel");
+    void *scratch = scratch_with_bias((size_t)hf_attention_q8_scratch_bytes(S, d), S, key_mask, &bias);
+    if (!scratch) return hf_fail(HF_ENOMEM, "attention_q8_u8_relbias: out of memory");
+    const hf_attention_q8_head_rb_fn fn = hf_attention_q8_rb_kernel_for(isa, d);
+    for (int64_t h = 0; h < heads; h++)
+        fn(S, d, q8 + h * d, k8 + h * d, v8 + h * d, ld, bias, rel + h * (2 * S - 1) + S - 1, -1, scale, aq,
+           ctx + h * d, ldo, NULL, scratch);
+    hf_free(scratch);
+    return HF_OK;
+}
+
 int hf_attention_q8_u8(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
                        const uint8_t *v8, int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq,
                        float *ctx, int64_t ldo) {
