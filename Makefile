@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint bench sanitize fuzz clean install wheel wheel-smoke native-aarch64-compile
+.PHONY: demo test lint bench sanitize fuzz clean install wheel wheel-smoke native-aarch64-compile test-aarch64 aarch64-golden
 
 install: $(VENV)/.native-stamp
 
@@ -33,7 +33,7 @@ demo: install
 lint: $(VENV)/.deps-stamp
 	$(VENV)/bin/ruff check .
 
-test: install lint native-aarch64-compile
+test: install lint test-aarch64
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory wheel-smoke
 
@@ -41,6 +41,7 @@ test: install lint native-aarch64-compile
 # sources build_native.py picks for that machine; compile only, nothing runs (no emulator). The cross-compiler comes
 # from apt when missing. -Wl,-z,defs: a symbol that only an x86 file defines fails the link.
 AARCH64_CC ?= aarch64-linux-gnu-gcc
+AARCH64_OBJDUMP ?= aarch64-linux-gnu-objdump
 AARCH64_DIR := build/aarch64
 native-aarch64-compile: $(VENV)/.deps-stamp
 	command -v $(AARCH64_CC) >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu >/dev/null; }
@@ -52,6 +53,39 @@ native-aarch64-compile: $(VENV)/.deps-stamp
 	$(AARCH64_CC) -shared -pthread -Wl,-z,defs -o $(AARCH64_DIR)/libhf_fast.so $(AARCH64_DIR)/*.o -lm
 	readelf -h $(AARCH64_DIR)/libhf_fast.so | grep -q 'AArch64' && ! readelf -Ws $(AARCH64_DIR)/libhf_fast.so | grep -qi 'avx'
 	@echo "aarch64: $$(ls $(AARCH64_DIR)/*.o | wc -l) objects linked into $(AARCH64_DIR)/libhf_fast.so (reference kernels)"
+
+# ---- aarch64 under emulation: the library (build/aarch64's objects, from native-aarch64-compile) and the C driver
+# tests/aarch64/check_kernels.c, linked statically, run under qemu-aarch64 at three feature levels: -cpu max (i8mm,
+# SVE2), neoverse-n1 (dot product, no i8mm) and cortex-a72 (neither: the NEON fallback; a dot product instruction
+# there dies of SIGILL). Every ARM GEMM kernel is checked bit for bit against the reference, and each level must pick
+# its own kernels. objdump shows the library holds the SDOT, USDOT and USMMLA kernels. tiny_engine runs a 2-layer
+# engine plan against the x86 build's golden (u8 Linear outputs bit for bit, engine fp32 output within 1e-4). Correctness only: timings
+# under qemu mean nothing. qemu-user comes from apt when missing. `make test` runs it: ~2 s past native-aarch64-compile.
+AARCH64_CPUS := max:i8mm neoverse-n1:dotprod cortex-a72:neon
+test-aarch64: native-aarch64-compile
+	command -v qemu-aarch64 >/dev/null || { apt-get update -qq && apt-get install -y -qq qemu-user >/dev/null; }
+	$(AARCH64_CC) -O2 -std=c11 -Wall -Werror -pthread -Inative/include -Inative/src tests/aarch64/check_kernels.c \
+	  $(AARCH64_DIR)/*.o -static -lm -o $(AARCH64_DIR)/check_kernels
+	$(AARCH64_CC) -O2 -std=c11 -Wall -Werror -pthread -Inative/include tests/aarch64/tiny_engine.c \
+	  $(AARCH64_DIR)/*.o -static -lm -o $(AARCH64_DIR)/tiny_engine
+	for f in sdot usdot usmmla; do \
+	  $(AARCH64_OBJDUMP) -d $(AARCH64_DIR)/libhf_fast.so | grep -q "\s$$f\s" || { echo "no $$f in libhf_fast.so"; exit 1; }; \
+	done
+	for level in $(AARCH64_CPUS); do \
+	  echo "== qemu-aarch64 -cpu $${level%%:*}"; \
+	  timeout 300 qemu-aarch64 -cpu $${level%%:*} $(AARCH64_DIR)/check_kernels --expect $${level##*:} || exit 1; \
+	  timeout 300 qemu-aarch64 -cpu $${level%%:*} $(AARCH64_DIR)/tiny_engine --check tests/aarch64/tiny_engine_golden.txt || exit 1; \
+	done
+
+# The golden of the tiny engine plan (tests/aarch64/tiny_engine.c), from the x86 build with the host compiler: rerun
+# it only when the plan or the engine's arithmetic changes on purpose.
+aarch64-golden:
+	rm -rf build/x86-golden && mkdir -p build/x86-golden
+	for f in $$($(PY) native/build_native.py --sources x86_64); do \
+	  $(CC) -c -O2 -std=c11 -pthread -Inative/include -Inative/src $$f -o build/x86-golden/$$(echo $$f | tr / _ | sed 's/\.c$$/.o/') || exit 1; \
+	done
+	$(CC) -O2 -std=c11 -pthread -Inative/include tests/aarch64/tiny_engine.c build/x86-golden/*.o -lm -o build/x86-golden/tiny_engine
+	build/x86-golden/tiny_engine --write tests/aarch64/tiny_engine_golden.txt
 
 # ---- the package as users install it (README "Install")
 # `python -m build`: sdist, then the wheel built from that sdist (isolated, as pip would); check_dist.py checks both

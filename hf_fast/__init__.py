@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 __all__ = ["native_info", "NativeError", "UnsupportedISAError", "__version__",
            "FastTrainer", "FastConfig", "DistillConfig", "PruningCallback", "DistillationLoss",
            "export", "FastModelForSequenceClassification", "FastModelForQuestionAnswering",
-           "FastModelForTokenClassification", "save_fast", "push_to_hub", "pipeline", "QuestionAnsweringPipeline",
+           "FastModelForTokenClassification", "FastModelForFeatureExtraction", "FastSentenceTransformer",
+           "save_fast", "push_to_hub", "pipeline", "QuestionAnsweringPipeline",
            "load_fast_model"]
 
 # Lazy exports: name -> module (imported on first attribute access, keeping `import hf_fast` cheap).
@@ -24,6 +25,8 @@ _LAZY = {
     "FastModelForSequenceClassification": "hf_fast.runtime.modeling",
     "FastModelForQuestionAnswering": "hf_fast.runtime.modeling",
     "FastModelForTokenClassification": "hf_fast.runtime.modeling",
+    "FastModelForFeatureExtraction": "hf_fast.runtime.modeling",
+    "FastSentenceTransformer": "hf_fast.sentence_transformer",
     "load_fast_model": "hf_fast.runtime.modeling",
     "save_fast": "hf_fast.save",
     "push_to_hub": "hf_fast.save",

@@ -20,7 +20,8 @@ from typing import Any
 HUB_TAG = "hf-fast"
 _CLASSES = {"text-classification": "FastModelForSequenceClassification",
             "question-answering": "FastModelForQuestionAnswering",
-            "token-classification": "FastModelForTokenClassification"}
+            "token-classification": "FastModelForTokenClassification",
+            "feature-extraction": "FastModelForFeatureExtraction"}
 # the runtime a metric was measured in, from the prefix run_recipe gives it ("int8_native_accuracy", ...)
 _WHERE = {"fp32": "fp32, PyTorch", "int8_native": "int8, hf-fast engine", "int8_onnxruntime": "int8, ONNX Runtime",
           "int8": "int8"}
@@ -141,6 +142,14 @@ def _body(fc: Mapping[str, Any], evals, props, speed, transformers_weights: bool
                   "| layer | zero blocks |", "|---|---|"]
         lines += [f"| `{k}` | {100 * v:.2f}% |" for k, v in layers] + ["", "</details>"]
     cls = _CLASSES[fc["task"]]
+    if fc["task"] == "feature-extraction":  # sentence embeddings: the sentence-transformers-style entry point
+        lines += ["", "## Use", "", "```python", "from hf_fast import FastSentenceTransformer", "",
+                  'model = FastSentenceTransformer.from_pretrained("path/to/this/folder")  # or its Hub repo id',
+                  'embeddings = model.encode(["an example sentence", "another one"])',
+                  "scores = model.similarity(embeddings, embeddings)", "```",
+                  "", f"Pooling: {fc.get('pooling', {}).get('mode')}, normalised: "
+                  f"{fc.get('pooling', {}).get('normalize')} (from {fc.get('pooling', {}).get('source')})."]
+        return "\n".join(lines) + "\n"
     lines += ["", "## Use", "", "```python", "from transformers import AutoTokenizer",
               "", f"from hf_fast import {cls}", "",
               'path = "path/to/this/folder"  # or its Hub repo id, "user/name"',

@@ -88,7 +88,9 @@ def save_fast(model, tokenizer, save_directory: str | os.PathLike, calibration_d
               measure_speed: bool = False, overwrite: bool = True, progress: bool = True,
               base_model: str | None = None, datasets=(), eval_dataset: str | None = None, **export_kwargs) -> Path:
     """Write ``save_directory`` = fast artifact (``hf_fast.export``) + ``model.save_pretrained`` files + tokenizer
-    + a Hub model card (front matter with the ``hf-fast`` tag, sparsity/accuracy/speed table).
+    + a Hub model card (front matter with the ``hf-fast`` tag, sparsity/accuracy/speed table). ``model``: a
+    transformers model, or a ``sentence_transformers.SentenceTransformer`` (task feature-extraction: its pooling and
+    normalisation are recorded, and its own files are written too, so sentence-transformers loads the folder).
 
     Args are those of ``hf_fast.export`` (calibration_dataset is required: static int8 calibrates on real
     samples), plus ``metrics`` (accuracy figures for the card, as model-index), ``measure_speed`` (time the
@@ -97,12 +99,16 @@ def save_fast(model, tokenizer, save_directory: str | os.PathLike, calibration_d
     ``block`` defaults to the one FastTrainer recorded on the model. Returns the folder's path.
     """
     from hf_fast.export import artifact, export, inplace
+    from hf_fast.pooling import is_sentence_transformer
 
+    # a SentenceTransformer: its transformers model is what gets checked and described; the folder gets the
+    # SentenceTransformer's own files (modules.json, Pooling, Normalize), so sentence-transformers loads it too
+    hf_model = model[0].auto_model if is_sentence_transformer(model) else model
     if block is None:
-        block = _default_block(model)
+        block = _default_block(hf_model)
     out = artifact.check_out_dir(Path(save_directory), overwrite)
-    keep = inplace.plan(model, out, writes_weights=True)  # saving back into the model's own folder
-    metrics = {**(keep.metrics if keep else {}), **_checkpoint_eval_metrics(model), **_sparsity_metrics(model),
+    keep = inplace.plan(hf_model, out, writes_weights=True)  # saving back into the model's own folder
+    metrics = {**(keep.metrics if keep else {}), **_checkpoint_eval_metrics(hf_model), **_sparsity_metrics(hf_model),
                **dict(metrics or {})}
     with artifact.atomic_dir(out, overwrite) as tmp:
         art = export(model, tokenizer, tmp / "artifact", calibration_dataset, task=task, block=block, metrics=metrics,
@@ -127,7 +133,7 @@ def save_fast(model, tokenizer, save_directory: str | os.PathLike, calibration_d
             keep.carry_into(tmp)  # files this save did not write (user files, generation config, ...)
             card = keep.card
         if base_model is None:
-            nop = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
+            nop = str(getattr(getattr(hf_model, "config", None), "_name_or_path", "") or "")
             base_model = nop if nop and not os.path.exists(nop) else card.get("base_model")
         write_model_card(tmp, metrics=metrics, speed=speed, base_model=base_model,
                          datasets=datasets or card.get("datasets", ()), license=card.get("license"),

@@ -5,7 +5,7 @@ never drift apart. Vector kernels carry their own `target(...)` attributes, so t
 built for baseline x86-64 and still runs (on the reference path) on any CPU.
 
 Sources: native/src/ and native/src/ref/ (the scalar references) on every architecture, plus the folder of the target
-architecture, native/src/arch/<arch>/ (its kernels, CPU feature detection and dispatch tables), or
+architecture, native/src/arch/<arch>/ (x86/ or arm/: its kernels, CPU feature detection and dispatch tables), or
 native/src/arch/generic/ (reference only) where there is none. `python native/build_native.py --sources [MACHINE]`
 prints that list (MACHINE as platform.machine() names it; `make native-aarch64-compile` uses it).
 """
@@ -20,7 +20,7 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 INCLUDE = HERE / "include"
 # platform.machine() -> folder of native/src/arch/
-ARCH_DIRS = {"x86_64": "x86", "amd64": "x86", "i386": "x86", "i686": "x86"}
+ARCH_DIRS = {"x86_64": "x86", "amd64": "x86", "i386": "x86", "i686": "x86", "aarch64": "arm", "arm64": "arm"}
 
 
 def arch_dir(machine: str | None = None) -> str:

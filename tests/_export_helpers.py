@@ -54,11 +54,21 @@ def tiny_model(arch: str, task: str, vocab_size: int, seed: int = 0, layers: int
         cfg = transformers.MPNetConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                                        num_attention_heads=heads, intermediate_size=ffn,
                                        max_position_embeddings=max_pos + 2, pad_token_id=1, num_labels=num_labels)
-    else:
-        raise ValueError(arch)
+    else:  # any other registry family: its own config class under the family's config names
+        from hf_fast.models import registry
+
+        fam = registry.get(arch)
+        sizes = {"num_layers": layers, "hidden_size": hidden, "num_heads": heads, "intermediate_size": ffn}
+        kw = {fam.config_names[k][0]: v for k, v in sizes.items()}
+        if fam.engine.position == "padding-offset":  # positions from pad + 1; the WordPiece pad id is 0
+            kw.update(max_position_embeddings=max_pos + 2, pad_token_id=0)
+        else:
+            kw.update(max_position_embeddings=max_pos)
+        cfg = transformers.AutoConfig.for_model(arch, vocab_size=vocab_size, num_labels=num_labels, **kw)
     auto = {"text-classification": transformers.AutoModelForSequenceClassification,
             "question-answering": transformers.AutoModelForQuestionAnswering,
-            "token-classification": transformers.AutoModelForTokenClassification}[task]
+            "token-classification": transformers.AutoModelForTokenClassification,
+            "feature-extraction": transformers.AutoModel}[task]
     return auto.from_config(cfg).eval()
 
 
@@ -73,7 +83,9 @@ def encode(tok, task, arch, sentences=SENTENCES[:8], max_length=48):
         enc = tok(sentences, sentences[::-1], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     else:
         enc = tok(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    if arch not in ("bert", "electra"):
+    from hf_fast.models import registry
+
+    if not registry.get(arch).has_token_type_input:
         enc.pop("token_type_ids", None)
     return dict(enc)
 

@@ -17,8 +17,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _skip_unsupported_isa(request):
-    """Tests parametrized over every ISA name (native.ISA_NAMES) skip, visibly and with the reason, the ISAs this
-    CPU cannot run, instead of dropping them at collection time."""
+    """Tests parametrized over every ISA of this build (native.BUILT_ISA_NAMES) skip, visibly and with the reason,
+    the ISAs this CPU cannot run, instead of dropping them at collection time."""
     callspec = getattr(request.node, "callspec", None)
     isa = callspec.params.get("isa") if callspec is not None else None
     if isinstance(isa, str) and isa != "auto":

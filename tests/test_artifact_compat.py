@@ -57,7 +57,7 @@ def test_golden_tokenizer_still_gives_the_recorded_ids():
         assert np.array_equal(enc[k], v), k
 
 
-@pytest.mark.parametrize("isa", native.ISA_NAMES)  # unsupported ones skip visibly (conftest.py)
+@pytest.mark.parametrize("isa", native.BUILT_ISA_NAMES)  # unsupported ones skip visibly (conftest.py)
 def test_native_engine_reproduces_the_recorded_logits(isa):
     model = FastModelForSequenceClassification.from_pretrained(ARTIFACT, backend="native", isa=isa)
     assert model.backend.engine.isa == isa

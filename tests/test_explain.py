@@ -76,7 +76,7 @@ def test_sparse_and_dense_layers_are_reported_as_what_runs_them(pruned, capsys):
     assert capsys.readouterr().out == ""  # explain() prints nothing itself
 
 
-@pytest.mark.parametrize("isa", native.ISA_NAMES)  # unsupported ones skip visibly (conftest.py)
+@pytest.mark.parametrize("isa", native.BUILT_ISA_NAMES)  # unsupported ones skip visibly (conftest.py)
 def test_the_crossover_of_the_isa_decides_a_half_pruned_layer(pruned, isa):
     """Why a 45%-pruned model is not faster on AVX-512 VNNI: its dense kernel wins there below 60% zero blocks."""
     rec = FastModelForSequenceClassification.from_pretrained(pruned, isa=isa).explain(as_dict=True)

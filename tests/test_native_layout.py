@@ -1,6 +1,7 @@
 """native/ per CPU architecture: which sources each machine compiles, that ISA-specific code stays in its arch folder,
 and that the dispatcher is the one place that knows the ISAs (an unknown ISA id is an error, never a default table).
-`make native-aarch64-compile` (run by `make test`) cross-compiles and links the aarch64 selection."""
+`make native-aarch64-compile` (run by `make test`) cross-compiles and links the aarch64 selection; `make test-aarch64`
+runs its kernels under qemu."""
 import importlib.util
 import re
 from pathlib import Path
@@ -30,14 +31,16 @@ def bn():
 
 
 def test_each_machine_compiles_its_arch_folder_and_the_shared_sources(bn):
-    x86, arm = set(bn.sources("x86_64")), set(bn.sources("aarch64"))
+    x86, arm, other = set(bn.sources("x86_64")), set(bn.sources("aarch64")), set(bn.sources("riscv64"))
     assert bn.sources("AMD64") == bn.sources("x86_64")
+    assert bn.sources("arm64") == bn.sources("aarch64")
     shared = {str(p.relative_to(REPO)) for p in [*SRC.glob("*.c"), *(SRC / "ref").glob("*.c")]}
-    assert shared and shared <= x86 and shared <= arm
+    assert shared and shared <= x86 and shared <= arm and shared <= other
     assert x86 - shared == {str(p.relative_to(REPO)) for p in (SRC / "arch" / "x86").glob("*.c")}
-    assert arm - shared == {str(p.relative_to(REPO)) for p in (SRC / "arch" / "generic").glob("*.c")}
+    assert arm - shared == {str(p.relative_to(REPO)) for p in (SRC / "arch" / "arm").glob("*.c")}
+    assert other - shared == {str(p.relative_to(REPO)) for p in (SRC / "arch" / "generic").glob("*.c")}
     # every C file belongs to one of the selections: none is silently left out of every build
-    assert x86 | arm == {str(p.relative_to(REPO)) for p in SRC.rglob("*.c")}
+    assert x86 | arm | other == {str(p.relative_to(REPO)) for p in SRC.rglob("*.c")}
 
 
 def _code(path: Path) -> str:
@@ -98,3 +101,17 @@ def test_unknown_isa_id_is_an_error_from_the_dispatcher(isa):
         with pytest.raises(ValueError, match=f"unknown ISA id {isa}"):
             native._check(call(), name)
     assert native.active_isa() in native.supported_isas()  # a refused id leaves the choice alone
+
+
+def test_built_isas_are_this_architectures():
+    """Tests parametrize over the ISAs this build has kernels for: ref plus its own architecture's, never another's."""
+    import platform
+
+    built = native.BUILT_ISA_NAMES
+    assert built[0] == "ref" and set(built) <= set(native.ISA_NAMES)
+    assert set(native.supported_isas()) <= set(built)
+    for i, name in enumerate(native.ISA_NAMES):
+        assert bool(lib.hf_isa_built(i)) == (name in built)
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert not {"neon", "dotprod", "i8mm"} & set(built) and {"avx2", "avx512vnni"} <= set(built)
+    assert lib.hf_isa_built(lib.HF_ISA_COUNT) == 0 and lib.hf_isa_built(-1) == 0

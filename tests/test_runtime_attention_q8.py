@@ -68,7 +68,7 @@ def _diff(got, ref, mask):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}-d{c[2] // c[3]}")
-@pytest.mark.parametrize("isa", native.ISA_NAMES)  # unsupported ones skip visibly (conftest.py)
+@pytest.mark.parametrize("isa", native.BUILT_ISA_NAMES)  # unsupported ones skip visibly (conftest.py)
 def test_engine_runs_the_int8_attention_onnxruntime_runs(artifacts, case, isa):
     arch, task = case[:2]
     d = artifacts[(arch, task, True)]

@@ -60,7 +60,7 @@ def _load(d):
 @pytest.mark.parametrize("arch, task", [(a, t) for a in ("bert", "distilbert", "bert-smooth", "distilbert-smooth")
                                         for t in TASKS]
                          + [("bert-shared", "text-classification"), ("distilbert-shared", "text-classification")])
-@pytest.mark.parametrize("isa", native.ISA_NAMES)  # unsupported ones skip visibly (conftest.py)
+@pytest.mark.parametrize("isa", native.BUILT_ISA_NAMES)  # unsupported ones skip visibly (conftest.py)
 def test_engine_matches_onnxruntime_on_same_file(artifacts, arch, task, isa):
     d = artifacts[(arch, task)]
     model, fc = _load(d)

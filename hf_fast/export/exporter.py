@@ -70,6 +70,39 @@ def _resolve_task(model, task: str | None) -> str:
     return t
 
 
+def _pooling_arg(pooling, normalize) -> dict[str, Any] | None:
+    """export(pooling=, normalize=) as a partial pooling record (None: nothing given)."""
+    from hf_fast.pooling import POOLING_MODES
+
+    if pooling is None and normalize is None:
+        return None
+    rec = dict(pooling) if isinstance(pooling, Mapping) else ({} if pooling is None else {"mode": pooling})
+    if normalize is not None:
+        rec["normalize"] = normalize
+    if "mode" in rec and rec["mode"] not in POOLING_MODES:
+        raise ValueError(f"pooling={rec['mode']!r}: choose one of {', '.join(POOLING_MODES)}")
+    if "normalize" in rec and not isinstance(rec["normalize"], bool):
+        raise ValueError(f"normalize must be True or False, got {rec['normalize']!r}")
+    rec["source"] = rec.get("source") or "export arguments"
+    return rec
+
+
+def _pooling_of(model, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The pooling record of a feature-extraction export: the arguments over the model folder's own
+    sentence-transformers files over sentence-transformers' default (mean, no normalisation)."""
+    from hf_fast import pooling as pooling_mod
+
+    src = str(getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "") or "")
+    own = pooling_mod.from_folder(src) if src and Path(src).is_dir() else None
+    rec = {**pooling_mod.DEFAULT, **(own or {})}
+    if given:
+        if own is not None and given.get("source") == "export arguments":
+            rec["source"] = f"{own['source']}, overridden by the export arguments"
+            given = {k: v for k, v in given.items() if k != "source"}
+        rec.update(given)
+    return pooling_mod.check_pooling(rec)
+
+
 # SmoothQuant alpha of smooth_quant="auto" (hf_fast/export/smooth.py: on the fine-tuned MiniLM classifier int8 vs
 # fp32 agreement 98.05% -> 99.40%; 0.7 gave 98.90%, 0.9 99.05%).
 DEFAULT_SMOOTH_QUANT: float = 0.8
@@ -81,15 +114,23 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
            keep_fp32: bool = False, overwrite: bool = True, metrics: Mapping[str, Any] | None = None,
            opset: int = 17, progress: bool = True, reduce_range: bool = False,
            quantize_residuals: bool = False, use_qat_ranges: bool = True,
-           smooth_quant: float | None | str = "auto", quantize_attention: bool = False) -> Path:
-    """Export `model` (a transformers BERT/DistilBERT/MiniLM/RoBERTa model with a task head, or the path
-    of a local checkpoint) to a fast artifact folder `out_dir` and return its path.
+           smooth_quant: float | None | str = "auto", quantize_attention: bool = False,
+           pooling: str | Mapping[str, Any] | None = None, normalize: bool | None = None) -> Path:
+    """Export `model` (a transformers BERT/DistilBERT/MiniLM/RoBERTa model with a task head, a
+    ``sentence_transformers.SentenceTransformer``, or the path of a local checkpoint) to a fast artifact folder
+    `out_dir` and return its path.
 
     Args:
         tokenizer: saved next to the model and used to encode raw-text calibration samples.
         calibration_dataset: real samples for static int8 calibration (see hf_fast.export.calibration).
-        task: "text-classification", "question-answering" or "token-classification"; inferred from
-            the model class when None.
+        task: "text-classification", "question-answering", "token-classification" or "feature-extraction"
+            (alias "sentence-similarity": the bare encoder, e.g. ``AutoModel``); inferred from the model class when
+            None.
+        pooling, normalize (feature-extraction): how the engine turns token states into sentence embeddings,
+            recorded in fast_config.json "pooling" (hf_fast/pooling.py): "mean", "cls", "max" or "mean_sqrt_len",
+            and L2 normalisation. None reads them from the model's own sentence-transformers files (modules.json,
+            the Pooling config, a Normalize module) or SentenceTransformer modules; without those, mean pooling and
+            no normalisation (sentence-transformers' default for a plain transformers model).
         block: block shape to report sparsity in ("4x1", "1x4", ...; from the training config);
             None detects it (see artifact.sparsity_report).
         calibration_method: "minmax" (default), "percentile" or "entropy".
@@ -135,6 +176,14 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
     from hf_fast.runtime.graph import LogicalGraph
 
     # ---- validate everything cheap before doing any work
+    pooling = _pooling_arg(pooling, normalize)
+    from hf_fast import pooling as pooling_mod
+
+    if pooling_mod.is_sentence_transformer(model):  # Transformer -> Pooling -> Normalize: export the encoder
+        model, st_tok, st_pool = pooling_mod.unwrap_sentence_transformer(model)
+        tokenizer = tokenizer if tokenizer is not None else st_tok
+        pooling = {**st_pool, **(pooling or {})}
+        task = "feature-extraction" if task is None else task
     if isinstance(model, (str, Path)):
         model, task = load_model_for_task(model, task)
         if tokenizer is None:
@@ -146,6 +195,10 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
         raise ValueError(f"unsupported model object {type(model).__name__}: pass a transformers PreTrainedModel")
     family = family_of(model)
     task = _resolve_task(model, task)
+    if task == "feature-extraction":
+        pooling = _pooling_of(model, pooling)
+    elif pooling is not None:
+        raise ValueError(f"pooling= / normalize= apply to task 'feature-extraction', not {task!r}")
     if block is not None:
         from hf_fast.blocks import block_name
 
@@ -184,9 +237,30 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
     with artifact.atomic_dir(out_dir, overwrite) as tmp:
         fp32 = tmp / MODEL_FP32_NAME
         info = onnx_export.export_fp32(model, fp32, input_names, output_names, opset=opset, progress=progress,
-                                       dynamic_axes=family.dynamic_axes(output_names, bool(TASKS[task]["token_level"])))
-        # registry families: quantize's per-family layer regex; other encoders: the generic rule (models/generic.py)
-        linear_nodes = None if native else family.onnx_linear_matmuls(onnx.load(str(fp32), load_external_data=False))
+                                       dynamic_axes=family.dynamic_axes(output_names, bool(TASKS[task]["token_level"])),
+                                       fusions=getattr(family, "onnx_fusions", ()))
+        # registry families: the graph walker's layer pattern finds the Linears; other encoders, and a registry
+        # family whose graph the pattern does not match (a new transformers version, an unfused op), the generic rule
+        # (models/generic.py): the artifact then runs in ONNX Runtime, the reason recorded
+        from hf_fast.runtime.graph import GraphMatchError
+
+        proto = onnx.load(str(fp32), load_external_data=False)
+        linear_nodes, engine_refusal = None, None
+        if native:
+            try:
+                if not quantize.encoder_linear_matmuls(proto):
+                    raise GraphMatchError(f"no {family.layer.name} encoder layer in the exported graph")
+            except GraphMatchError as exc:
+                if quantize_attention:
+                    raise
+                engine_refusal = f"the {family.description} layer pattern does not match the exported graph: {exc}"
+        if engine_refusal:  # the family's own prunable Linears (module paths), found in the graph by name
+            paths = [n for n, m in model.named_modules() if family.linear_role(n) is not None
+                     and getattr(m, "weight", None) is not None]
+            linear_nodes = generic.onnx_linear_matmuls(proto, paths)
+        elif not native:
+            linear_nodes = family.onnx_linear_matmuls(proto)
+        del proto
         qpath = tmp / MODEL_NAME
         src = fp32
         if smooth_quant is not None:
@@ -220,7 +294,9 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
             tokenizer.save_pretrained(str(tmp))
         fc = _fast_config(model, task, family, input_names, output_names, sp, calibration_method, n_samples,
                           max_length, opset, info, metrics, tmp, keep_fp32, len(nodes), reduce_range,
-                          quantize_residuals, smooth_quant, n_attention)
+                          quantize_residuals, smooth_quant, n_attention, engine_refusal)
+        if pooling is not None:
+            fc["pooling"] = pooling
         artifact.write_json(tmp / FAST_CONFIG_NAME, fc)
         (tmp / "README.md").write_text(artifact.model_card(fc), encoding="utf-8")
         if keep is not None:
@@ -234,7 +310,8 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
 
 def _fast_config(model, task, family, input_names, output_names, sp, method, n_samples, max_length, opset, info,
                  metrics, tmp: Path, keep_fp32: bool, n_quant: int, reduce_range: bool = False,
-                 quantize_residuals: bool = False, smooth_quant: float | None = None, n_attention: int = 0):
+                 quantize_residuals: bool = False, smooth_quant: float | None = None, n_attention: int = 0,
+                 engine_refusal: str | None = None):
     import onnxruntime
     import torch
     import transformers
@@ -293,7 +370,8 @@ def _fast_config(model, task, family, input_names, output_names, sp, method, n_s
         },
         "isa_tuned_for": isa,
         # whether the native engine runs this family; when not, from_pretrained(backend="auto") uses ONNX Runtime
-        "native_engine": {"family": native, "reason": None if native else generic.engine_reason(family.model_type)},
+        "native_engine": {"family": native and engine_refusal is None,
+                          "reason": engine_refusal if native else generic.engine_reason(family.model_type)},
         "export_check_max_abs_diff_fp32": info.max_abs_diff,
         "metrics": dict(metrics or {}),
         "files": files,

@@ -135,10 +135,11 @@ def _normalise_graph(model_proto) -> dict[str, str]:
 
 def export_fp32(model, path: Path, input_names: list[str], output_names: list[str], opset: int = OPSET,
                 check_tol: float = 1e-3, progress: bool = False,
-                dynamic_axes: dict[str, dict[int, str]] | None = None) -> OnnxExportInfo:
+                dynamic_axes: dict[str, dict[int, str]] | None = None, fusions: tuple[str, ...] = ()) -> OnnxExportInfo:
     """Trace `model` to `path` (fp32 ONNX, dynamic batch and sequence axes) and self-check it; ``progress``
     shows the step and its elapsed time (it takes 15 s and more for a BERT-base). ``dynamic_axes``: the family's
-    (hf_fast.models Family.dynamic_axes); None derives them from the output names and the model's class."""
+    (hf_fast.models Family.dynamic_axes); None derives them from the output names and the model's class.
+    ``fusions``: the family's Family.onnx_fusions, applied before the self-check (which then checks them too)."""
     from hf_fast.export.progress import step
 
     if dynamic_axes is None:
@@ -147,11 +148,29 @@ def export_fp32(model, path: Path, input_names: list[str], output_names: list[st
         for o in output_names:
             dynamic_axes[o] = {0: "batch", 1: "sequence"} if token_level else {0: "batch"}
     with step("ONNX trace (fp32)", enabled=progress):
-        return _export_fp32(model, path, input_names, output_names, opset, check_tol, dynamic_axes)
+        return _export_fp32(model, path, input_names, output_names, opset, check_tol, dynamic_axes, fusions)
+
+
+def _fuse(proto, fusions: tuple[str, ...]) -> None:
+    """Rewrite op sequences that a family's PyTorch code spells out into the one op the runtime plan matches
+    ("layernorm": ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add -> LayerNormalization, with onnxruntime's own
+    fusion). Refuses an unknown name; a graph in which nothing fuses is left for the plan to refuse by name."""
+    unknown = [f for f in fusions if f != "layernorm"]
+    if unknown:
+        raise ValueError(f"unknown ONNX fusion(s) {unknown}; known: layernorm")
+    if not fusions:
+        return
+    from onnxruntime.transformers.fusion_layernorm import FusionLayerNormalization
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    om = OnnxModel(proto)
+    FusionLayerNormalization(om).apply()
+    om.prune_graph()
+    om.topological_sort()
 
 
 def _export_fp32(model, path: Path, input_names: list[str], output_names: list[str], opset: int,
-                 check_tol: float, dyn: dict[str, dict[int, str]]) -> OnnxExportInfo:
+                 check_tol: float, dyn: dict[str, dict[int, str]], fusions: tuple[str, ...] = ()) -> OnnxExportInfo:
     import onnx
     import torch
 
@@ -161,7 +180,8 @@ def _export_fp32(model, path: Path, input_names: list[str], output_names: list[s
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about Python-side shape checks
-            torch.onnx.export(model, (), str(path), kwargs=dummy, input_names=input_names,
+            traced = _last_hidden_state(model) if output_names == ["last_hidden_state"] else model
+            torch.onnx.export(traced, (), str(path), kwargs=dummy, input_names=input_names,
                               output_names=output_names, dynamic_axes=dyn, opset_version=opset,
                               dynamo=False, do_constant_folding=True)
         check = _dummy_inputs(model.config, input_names, batch=3, seq=11, seed=1)
@@ -169,6 +189,7 @@ def _export_fp32(model, path: Path, input_names: list[str], output_names: list[s
         ref = {o: getattr(ref, o).detach().float().numpy() for o in output_names}
     proto = onnx.load(str(path))
     renamed = _normalise_graph(proto)
+    _fuse(proto, fusions)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     got = run_onnx(path, {k: v.numpy() for k, v in check.items()}, output_names)
@@ -177,6 +198,26 @@ def _export_fp32(model, path: Path, input_names: list[str], output_names: list[s
         raise RuntimeError(f"the exported fp32 ONNX graph differs from PyTorch by {diff:.3g} (> {check_tol}) "
                            "on a batch-3 / sequence-11 input: dynamic axes were not traced correctly")
     return OnnxExportInfo(list(input_names), list(output_names), diff, renamed)
+
+
+def _last_hidden_state(model):
+    """A bare encoder (AutoModel, task feature-extraction) traced for its token states alone: its forward takes many
+    optional arguments the tracer cannot pass by name, and it returns the pooler output too. The encoder sits under
+    its ``base_model_prefix`` (the attribute the task models keep it under), so node and weight names are theirs."""
+    import torch
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.prefix = str(getattr(m, "base_model_prefix", "") or "model")
+            self.add_module(self.prefix, m)
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kw = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            out = getattr(self, self.prefix)(input_ids=input_ids, attention_mask=attention_mask, **kw)
+            return out.last_hidden_state
+
+    return LastHiddenState(model).eval()
 
 
 def _is_token_level(model) -> bool:

@@ -61,7 +61,11 @@ def get(model_type: str | None) -> Family:
 
 
 def for_config(cfg: Any) -> Family:
-    return get(getattr(cfg, "model_type", None))
+    """The Family of a transformers config; ValueError when the type, or a setting that changes its graph
+    (Family.config_requirements), is not supported."""
+    fam = get(getattr(cfg, "model_type", None))
+    fam.check_config(cfg)
+    return fam
 
 
 def config_value(cfg: Any, key: str, default: Any = None) -> Any:
@@ -85,3 +89,25 @@ def prunable_patterns() -> dict[str, str]:
 def layer_patterns() -> tuple[LayerPattern, ...]:
     """Every family's encoder layer pattern (models/patterns.py), each once, in family name order."""
     return tuple(dict.fromkeys(f.layer for f in families().values()))
+
+
+def markdown_table() -> str:
+    """README.md's table of the supported families x stages, from the registry: tests/test_models_registry.py keeps
+    the README equal to it (print it with ``registry.markdown_table()``).
+    Every entry exports and prunes (its prunable Linears) for its tasks, and runs in the native engine and in
+    ONNX Runtime; tests/test_families.py and the engine tests check each one at parity."""
+    from hf_fast.models.tasks import TASKS
+
+    short = {"text-classification": "seq-cls", "question-answering": "QA", "token-classification": "token-cls",
+             "feature-extraction": "embeddings"}
+    rows = ["| family | `model_type` | positions | token types | export (tasks) | prune (FastTrainer) | native engine "
+            "| ONNX Runtime |", "|---|---|---|---|---|---|---|---|"]
+    for t, f in families().items():
+        e = f.engine
+        types = "graph input" if f.has_token_type_input else ("buffered zero row" if e.token_types else "none")
+        tasks = ", ".join(short.get(k, k) for k in TASKS if k in f.heads)
+        engine = "yes (right-padded batches)" if e.position == "padding-offset" else "yes"
+        rows.append(f"| {f.description} | `{t}` | {e.position} | {types} | yes ({tasks}) | yes ({len(f.linear_roles)} "
+                    f"Linears a layer) | {engine} | yes |")
+    return "\n".join(rows) + "\n"
+

@@ -20,7 +20,4 @@ FAMILY = Family(
     },
     engine=EngineLayer(norm="post", linear_bias=True, activation="gelu", position="padding-offset", token_types=True),
     layer=_BERT.layer,
-    # transformers builds these from RoBERTa's modular code (checked in transformers 5: modular_camembert.py and
-    # modular_xlm_roberta.py subclass the Roberta classes); not supported until their tests exist.
-    code_aliases=("camembert", "xlm-roberta"),
 )

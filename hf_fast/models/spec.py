@@ -4,6 +4,7 @@ Pure Python (no torch, no onnx), so the runtime and the CLI can read it on a run
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ BIAS_PARTS = {"qkv": "HF_BIAS_QKV", "attn_out": "HF_BIAS_ATTN_OUT", "ffn_in": "H
               "ffn_out": "HF_BIAS_FFN_OUT", "layernorm": "HF_BIAS_LAYERNORM"}
 LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")
 HEAD_OPS = ("cls", "linear", "tanh", "relu", "gelu")  # the engine's head program (runtime/plan.py HeadOp kinds)
+ONNX_FUSIONS = ("layernorm",)  # what export/onnx_export.py can fuse
+# sentence-embedding ops (task feature-extraction): not matched in the graph, whose output is the token states, but
+# added from fast_config.json "pooling" (hf_fast/pooling.py) when the engine returns sentence embeddings
+POOLING_HEAD_OPS = ("mean", "max", "mean_sqrt_len", "l2norm")
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,10 @@ class HeadLayout:
             raise ValueError(f"HeadLayout.ops {bad}: the engine's head ops are {', '.join(HEAD_OPS)}")
 
 
+# task feature-extraction: the graph ends at the encoder's token states; pooling comes from fast_config.json
+FEATURE_EXTRACTION_HEAD = HeadLayout((), ())
+
+
 def default_layer_map(n_student: int, n_teacher: int) -> dict[int, int]:
     """Student layer i -> teacher layer (i + 1) * Lt // Ls - 1 (the last layers always match)."""
     return {i: (i + 1) * n_teacher // n_student - 1 for i in range(n_student)}
@@ -118,6 +127,14 @@ class Family:
     # model types whose transformers modelling code is this family's (e.g. camembert -> roberta). Listed for
     # the family work to come; NOT supported until tested (registry.get refuses them).
     code_aliases: tuple[str, ...] = ()
+    # config attribute -> the value the family's graph needs (I-BERT's integer-only quant_mode, ERNIE's task-type
+    # table): a config with another value computes another graph, and export refuses it by name (check_config)
+    config_requirements: Mapping[str, Any] = field(default_factory=dict)
+    # ONNX rewrites the exporter applies after tracing (export/onnx_export.py _fuse): "layernorm" when the family's
+    # code spells LayerNorm out in elementwise ops (I-BERT's float mode) and the plan needs one LayerNormalization
+    onnx_fusions: tuple[str, ...] = ()
+    # class names of the prunable modules besides torch's nn.Linear: I-BERT's QuantLinear (F.linear in float mode)
+    linear_classes: tuple[str, ...] = ()
 
     def __post_init__(self):
         missing = [k for k in CONFIG_KEYS if k not in self.config_names]
@@ -134,6 +151,11 @@ class Family:
         if roles != sorted(LINEAR_ROLES):
             raise ValueError(f"{self.model_type}: layer pattern {self.layer.name!r} has Linears {roles}, "
                              f"expected {sorted(LINEAR_ROLES)}")
+        bad = [f for f in self.onnx_fusions if f not in ONNX_FUSIONS]
+        if bad:
+            raise ValueError(f"{self.model_type}: onnx_fusions {bad}; the exporter fuses {', '.join(ONNX_FUSIONS)}")
+        if "feature-extraction" not in self.heads:  # every encoder's bare form: the token states, no head modules
+            object.__setattr__(self, "heads", {**self.heads, "feature-extraction": FEATURE_EXTRACTION_HEAD})
 
     # ---------------------------------------------------------------- config
     def config_value(self, cfg: Any, key: str, default: Any = None) -> Any:
@@ -144,6 +166,20 @@ class Family:
             if v is not None:
                 return v
         return default
+
+    def check_config(self, cfg: Any) -> None:
+        """ValueError naming the first config attribute whose value gives a graph other than this family's."""
+        for name, want in self.config_requirements.items():
+            got = getattr(cfg, name, want)
+            if got != want:
+                raise ValueError(f"{self.description} with {name}={got!r} computes another graph than hf-fast "
+                                 f"runs; only {name}={want!r} is supported")
+
+    def derive(self, model_type: str, description: str, **changes: Any) -> Family:
+        """This family under another model type whose transformers code builds the same modules (CamemBERT,
+        XLM-RoBERTa from RoBERTa's code): same graph, inputs, names and heads unless ``changes`` say otherwise."""
+        return dataclasses.replace(self, model_type=model_type, description=description,
+                                   code_aliases=changes.pop("code_aliases", ()), **changes)
 
     def normalize_config(self, cfg: Any) -> dict[str, int]:
         """CONFIG_KEYS -> int, read under this family's names."""

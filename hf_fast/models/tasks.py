@@ -32,6 +32,16 @@ TASKS: dict[str, dict[str, object]] = {
         "pipeline_table": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",  # transformers.models.auto.modeling_auto
         "fast_class": "FastModelForTokenClassification",
     },
+    # the encoder alone (transformers' AutoModel, optimum's ORTModelForFeatureExtraction): the graph outputs the
+    # token states; pooling and normalisation (fast_config.json "pooling") turn them into sentence embeddings
+    "feature-extraction": {
+        "auto_class": "AutoModel",
+        "class_suffix": "Model",
+        "outputs": ["last_hidden_state"],
+        "token_level": True,
+        "pipeline_table": "MODEL_MAPPING_NAMES",  # transformers.models.auto.modeling_auto (AutoModel's)
+        "fast_class": "FastModelForFeatureExtraction",
+    },
 }
 
 TASK_ALIASES = {
@@ -41,6 +51,9 @@ TASK_ALIASES = {
     "qa": "question-answering",
     "extractive-qa": "question-answering",
     "ner": "token-classification",
+    "sentence-similarity": "feature-extraction",
+    "sentence-embeddings": "feature-extraction",
+    "embeddings": "feature-extraction",
 }
 
 def normalize_task(task: str) -> str:

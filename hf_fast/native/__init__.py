@@ -8,6 +8,7 @@ One module per job; this package hands their names on (``from hf_fast import nat
 - ``autotune``: ``preferred_block()``, the block shape measured fastest on this CPU, and its on-disk cache.
 """
 from hf_fast.native._loader import (
+    BUILT_ISA_NAMES,
     ISA_NAMES,
     KERNEL_OPS,
     NativeError,
@@ -47,9 +48,9 @@ from hf_fast.native.kernels import (
 )
 
 __all__ = [
-    "BLOCK_SHAPES", "ISA_NAMES", "KERNEL_OPS", "DenseWeight", "NativeError", "PackedLinear", "SparseWeight",
-    "UnsupportedISAError", "active_isa", "attention", "attention_q8", "attention_relbias", "attn_quant_struct", "ffi",
-    "gelu", "gemm_u8s8s32", "get_num_threads", "isa_id", "layernorm", "lib", "linear_chain", "native_info",
-    "num_threads", "op_kernel", "preferred_block", "quantize_u8", "relative_position_bias", "set_isa",
-    "set_num_threads", "sparse_gemm_u8s8s32", "supported_isas", "use_isa",
+    "BLOCK_SHAPES", "BUILT_ISA_NAMES", "ISA_NAMES", "KERNEL_OPS", "DenseWeight", "NativeError", "PackedLinear",
+    "SparseWeight", "UnsupportedISAError", "active_isa", "attention", "attention_q8", "attention_relbias",
+    "attn_quant_struct", "ffi", "gelu", "gemm_u8s8s32", "get_num_threads", "isa_id", "layernorm", "lib",
+    "linear_chain", "native_info", "num_threads", "op_kernel", "preferred_block", "quantize_u8",
+    "relative_position_bias", "set_isa", "set_num_threads", "sparse_gemm_u8s8s32", "supported_isas", "use_isa",
 ]

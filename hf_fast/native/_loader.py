@@ -43,6 +43,9 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
     ) from exc
 # the dispatcher's names (native/src/dispatch.c), by HF_ISA_* id: the ISA names are spelled there and in the header only
 ISA_NAMES = tuple(ffi.string(lib.hf_isa_name(i)).decode() for i in range(lib.HF_ISA_COUNT))
+# the ISAs this build has kernels for (ref and its architecture's): tests parametrize over these, so an x86 build
+# does not list the ARM ISAs as skipped tests and an ARM build not the x86 ones
+BUILT_ISA_NAMES = tuple(n for i, n in enumerate(ISA_NAMES) if lib.hf_isa_built(i))
 _isa_lock = threading.Lock()
 
 

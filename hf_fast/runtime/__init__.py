@@ -9,6 +9,7 @@ _LAZY = {
     "FastModelForSequenceClassification": "hf_fast.runtime.modeling",
     "FastModelForQuestionAnswering": "hf_fast.runtime.modeling",
     "FastModelForTokenClassification": "hf_fast.runtime.modeling",
+    "FastModelForFeatureExtraction": "hf_fast.runtime.modeling",
     "load_fast_model": "hf_fast.runtime.modeling",
     "OnnxRuntimeBackend": "hf_fast.runtime.backends",
     "create_backend": "hf_fast.runtime.backends",

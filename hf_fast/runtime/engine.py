@@ -16,13 +16,16 @@ import numpy as np
 from hf_fast import native
 from hf_fast.models import registry, spec
 from hf_fast.native import ffi, lib
-from hf_fast.runtime.plan import EncoderPlan, GraphMatchError, LinearPlan, build_plan, check_plan
+from hf_fast.runtime.plan import EncoderPlan, GraphMatchError, LinearPlan, build_plan, check_plan, with_pooling
 
 if TYPE_CHECKING:  # onnx is imported only to parse model.onnx, not on a pack-cache hit
     import onnx
 
 _HEAD_KIND = {"cls": lib.HF_HEAD_CLS, "linear": lib.HF_HEAD_LINEAR, "tanh": lib.HF_HEAD_TANH, "relu": lib.HF_HEAD_RELU,
               "gelu": lib.HF_HEAD_GELU}
+# sentence-embedding ops (plan.with_pooling)
+_HEAD_KIND.update({"mean": lib.HF_HEAD_POOL_MEAN, "max": lib.HF_HEAD_POOL_MAX,
+                   "mean_sqrt_len": lib.HF_HEAD_POOL_MEAN_SQRT_LEN, "l2norm": lib.HF_HEAD_L2NORM})
 
 
 def engine_layer(plan: EncoderPlan) -> spec.EngineLayer:
@@ -324,6 +327,20 @@ class NativeEngine:
                 for name, (lo, hi) in self.plan.outputs.items()}
 
 
+def _pooled(plan: EncoderPlan, fast_config) -> EncoderPlan:
+    """A feature-extraction artifact loaded for sentence embeddings (FastModelForFeatureExtraction passes outputs
+    ["sentence_embedding"]): fast_config.json's pooling and normalisation run in the engine's head program."""
+    if list(fast_config.get("outputs") or []) != ["sentence_embedding"]:
+        return plan
+    from hf_fast.pooling import check_pooling
+
+    try:
+        pool = check_pooling(fast_config.get("pooling"))
+    except ValueError as exc:
+        raise ValueError(f"fast_config.json: {exc}") from exc
+    return with_pooling(plan, pool["mode"], pool["normalize"])
+
+
 class NativeBackend:
     """The hf-fast engine behind the FastModelFor* classes (backend="native", the default).
 
@@ -377,7 +394,7 @@ class NativeBackend:
                 try:
                     packed = {n: native.PackedLinear.from_bytes(b) for n, b in blobs.items()}
                     self.pack_cache = "hit"
-                    return NativeEngine(plan, block=block, isa=isa, packed=packed)
+                    return NativeEngine(_pooled(plan, fast_config), block=block, isa=isa, packed=packed)
                 except (native.NativeError, GraphMatchError, ValueError) as exc:  # checksummed, but checked again
                     logging.getLogger(__name__).warning("hf-fast: rebuilding the packed-weight cache: %s", exc)
                     self.pack_cache = "rebuilt"
@@ -388,9 +405,9 @@ class NativeBackend:
         except Exception as exc:  # protobuf DecodeError and friends
             raise ValueError(f"cannot parse {model_path} as ONNX: {exc}") from exc
         plan = build_plan(model, heads, fast_config.get("model_type"), fast_config.get("task"))  # registry family
-        engine = NativeEngine(plan, block=block, isa=isa, keep_arrays=key is not None)
+        engine = NativeEngine(_pooled(plan, fast_config), block=block, isa=isa, keep_arrays=key is not None)
         if key is not None:
-            written = pack_cache.save(key, engine.plan, engine.packed)
+            written = pack_cache.save(key, plan, engine.packed)  # the graph's plan: pooling is fast_config's
             if self.pack_cache == "off":
                 self.pack_cache = "miss" if written else "unwritable"
             engine.release_arrays()

@@ -134,6 +134,7 @@ class FastModel:
         from hf_fast.runtime.load_options import apply_config, sort_kwargs
 
         caller = f"{cls.__name__}.from_pretrained"
+        run_options = cls._pop_run_options(kwargs)  # a task's own loading options (feature-extraction: output=)
         opts = sort_kwargs(caller, kwargs, backend, cls.task)  # before any download or parse: bad arguments fail fast
         path = resolve_artifact(path, revision=revision, cache_dir=cache_dir, token=token,
                                 local_files_only=local_files_only, force_download=force_download)
@@ -156,11 +157,26 @@ class FastModel:
         if not (path / "config.json").is_file():
             raise ValueError(f"{str(path)!r}: config.json is missing")
         config = apply_config(caller, AutoConfig.from_pretrained(str(path)), opts)
-        be = create_backend(backend, path, fc, **opts.backend_options)
+        be = create_backend(backend, path, cls._backend_config(fc, run_options), **opts.backend_options)
         missing = [n for n in fc["outputs"] if n not in be.output_names]
-        if missing:
+        if missing and not run_options:
             raise ValueError(f"{path / 'model.onnx'} lacks the outputs {missing} that fast_config.json promises")
-        return cls(be, config, fc, path)
+        model = cls(be, config, fc, path)
+        model._configure(run_options)
+        return model
+
+    @classmethod
+    def _pop_run_options(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Take this class's own loading options out of from_pretrained's keyword arguments (none here)."""
+        return {}
+
+    @classmethod
+    def _backend_config(cls, fast_config: dict[str, Any], run_options: dict[str, Any]) -> dict[str, Any]:
+        """The fast_config the backend is built from (a subclass may ask it for other outputs)."""
+        return fast_config
+
+    def _configure(self, run_options: dict[str, Any]) -> None:
+        """Apply this class's loading options to the loaded model (none here)."""
 
     # ---------------------------------------------------------------- torch-like surface for pipelines
     def _register(self) -> None:
@@ -333,8 +349,73 @@ class FastModelForTokenClassification(FastModel):
         return output_class("TokenClassifierOutput")(loss=loss, logits=t["logits"])
 
 
+# sentence-transformers' output_value names, and optimum's / transformers' for the token states
+FEATURE_OUTPUTS = {"sentence_embedding": "sentence_embedding", "last_hidden_state": "last_hidden_state",
+                   "token_embeddings": "last_hidden_state"}
+
+
+class FastModelForFeatureExtraction(FastModel):
+    """The encoder of a feature-extraction artifact (optimum's ORTModelForFeatureExtraction for hf-fast).
+
+    ``from_pretrained(path, output=...)`` picks what the model returns:
+
+    * ``"last_hidden_state"`` (the default, as optimum; alias ``"token_embeddings"``, sentence-transformers' name):
+      ``BaseModelOutput(last_hidden_state=[batch, sequence, hidden])``, what transformers' feature-extraction
+      pipeline reads;
+    * ``"sentence_embedding"``: ``BaseModelOutputWithPooling(pooler_output=[batch, hidden])``, the sentence
+      embeddings of the artifact's pooling and normalisation (fast_config.json "pooling"). The native engine runs
+      them in its head program, masked by the attention mask; ONNX Runtime runs the same graph and pools in numpy
+      (hf_fast/pooling.py). ``FastSentenceTransformer`` loads this.
+    """
+
+    task = "feature-extraction"
+    output: str = "last_hidden_state"
+
+    @classmethod
+    def _pop_run_options(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        out = kwargs.pop("output", "last_hidden_state")
+        if out not in FEATURE_OUTPUTS:
+            raise ValueError(f"{cls.__name__}.from_pretrained(output={out!r}): choose one of "
+                             f"{', '.join(map(repr, FEATURE_OUTPUTS))}")
+        return {"output": FEATURE_OUTPUTS[out]}
+
+    @classmethod
+    def _backend_config(cls, fast_config, run_options):
+        if run_options.get("output") != "sentence_embedding":
+            return fast_config
+        from hf_fast.pooling import check_pooling
+
+        try:
+            check_pooling(fast_config.get("pooling"))
+        except ValueError as exc:
+            raise ValueError(f"fast_config.json has no usable sentence pooling ({exc}): export the model with "
+                             "task='feature-extraction' (hf_fast.save_fast / hf-fast export)") from exc
+        return {**fast_config, "outputs": ["sentence_embedding"]}  # the engine fuses the pooling (engine._pooled)
+
+    def _configure(self, run_options):
+        self.output = run_options.get("output", "last_hidden_state")
+        self.pooling = self.fast_config.get("pooling")
+        if self.output == "sentence_embedding":
+            self.output_names = ["sentence_embedding"]
+
+    def run(self, input_ids=None, attention_mask=None, token_type_ids=None) -> dict[str, np.ndarray]:
+        ids, mask, tt = self.prepare_inputs(input_ids, attention_mask, token_type_ids)
+        out = self.backend.run(ids, mask, tt)
+        if self.output == "sentence_embedding" and "sentence_embedding" not in out:
+            from hf_fast.pooling import pool  # a backend that returns token states (ONNX Runtime): pool in numpy
+
+            out = {"sentence_embedding": pool(out["last_hidden_state"], mask, self.pooling["mode"],
+                                              self.pooling["normalize"])}
+        return out
+
+    def _wrap(self, t, loss=None):
+        if self.output == "sentence_embedding":
+            return output_class("BaseModelOutputWithPooling")(pooler_output=t["sentence_embedding"])
+        return output_class("BaseModelOutput")(last_hidden_state=t["last_hidden_state"])
+
+
 TASK_TO_CLASS = {c.task: c for c in (FastModelForSequenceClassification, FastModelForQuestionAnswering,
-                                     FastModelForTokenClassification)}
+                                     FastModelForTokenClassification, FastModelForFeatureExtraction)}
 
 
 def load_fast_model(path, backend: str | None = None, **kw) -> FastModel:

@@ -42,7 +42,21 @@ def _numpy_outputs() -> dict[str, type]:
         hidden_states: Any = None
         attentions: Any = None
 
-    return {c.__name__: c for c in (SequenceClassifierOutput, TokenClassifierOutput, QuestionAnsweringModelOutput)}
+    @dataclass
+    class BaseModelOutput(ModelOutput):
+        last_hidden_state: Any = None
+        hidden_states: Any = None
+        attentions: Any = None
+
+    @dataclass
+    class BaseModelOutputWithPooling(ModelOutput):
+        last_hidden_state: Any = None
+        pooler_output: Any = None
+        hidden_states: Any = None
+        attentions: Any = None
+
+    return {c.__name__: c for c in (SequenceClassifierOutput, TokenClassifierOutput, QuestionAnsweringModelOutput,
+                                    BaseModelOutput, BaseModelOutputWithPooling)}
 
 
 def output_class(name: str):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hf_fast.models import patterns, registry
+from hf_fast.models.spec import POOLING_HEAD_OPS
 from hf_fast.runtime import walker
 from hf_fast.runtime.graph import FakeQuant, GraphMatchError, LogicalGraph, QuantWeight
 from hf_fast.runtime.walker import PASS_OPS as _PASS
@@ -103,7 +104,7 @@ class EmbeddingPlan:
 
 @dataclass
 class HeadOp:
-    kind: str                      # "cls" | "linear" | "tanh" | "relu" | "gelu"
+    kind: str                      # "cls" | "linear" | "tanh" | "relu" | "gelu" | POOLING_HEAD_OPS (with_pooling)
     weight: np.ndarray | None = None  # fp32 [N, K]
     bias: np.ndarray | None = None
 
@@ -691,7 +692,7 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
                 raise GraphMatchError("task head: linear layer with no outputs")
             shape(op.bias, (op.weight.shape[0],), "task head linear bias")
             width = op.weight.shape[0]
-        elif op.kind not in ("cls", "tanh", "relu", "gelu"):
+        elif op.kind not in ("cls", "tanh", "relu", "gelu", *POOLING_HEAD_OPS):
             raise GraphMatchError(f"task head: unknown op {op.kind!r}")
     for name, (lo, hi) in list(plan.outputs.items()):
         if hi is None:  # a head without a linear layer outputs the hidden states themselves
@@ -699,3 +700,20 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
             plan.outputs[name] = (lo, hi)
         if not (isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer)) and 0 <= lo < hi <= width):
             raise GraphMatchError(f"graph output {name!r} takes columns [{lo}, {hi}) of a head {width} wide")
+
+
+def with_pooling(plan: EncoderPlan, mode: str, normalize: bool) -> EncoderPlan:
+    """The plan of a feature-extraction graph (its head outputs the token states) with sentence-transformers'
+    pooling and L2 normalisation appended to the head program, so the engine returns ``sentence_embedding``
+    [batch, hidden]. A copy: the plan itself (the one the pack cache stores) is left as it is."""
+    import dataclasses
+
+    from hf_fast.pooling import ENGINE_OPS
+
+    if plan.head or not plan.token_level or list(plan.outputs) != ["last_hidden_state"]:
+        raise GraphMatchError(f"sentence pooling needs a graph that outputs last_hidden_state alone, not "
+                              f"{list(plan.outputs)} after head ops {[op.kind for op in plan.head]}")
+    if mode not in ENGINE_OPS:
+        raise GraphMatchError(f"pooling mode {mode!r}: the engine pools with {', '.join(ENGINE_OPS)}")
+    head = [HeadOp(ENGINE_OPS[mode])] + ([HeadOp("l2norm")] if normalize else [])
+    return dataclasses.replace(plan, head=head, outputs={"sentence_embedding": (0, plan.hidden)}, token_level=False)

@@ -47,9 +47,11 @@ def find_prunable_linears(model: nn.Module, include: Sequence[str] = (), exclude
                                  f"{type(model).__name__} to prune")
             return found
     families = _patterns(model)
+    # a family may compute its Linears with its own module class (registry Family.linear_classes)
+    classes = {c for t in families for c in registry.get(t).linear_classes}
     pats = [re.compile(p) for p in families.values()]
     for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear):
+        if not isinstance(mod, nn.Linear) and type(mod).__name__ not in classes:
             continue
         if any(p.search(name) for p in pats) or any(p.search(name) for p in inc):
             if not any(p.search(name) for p in exc):

@@ -31,10 +31,16 @@ extern "C" {
 #define HF_ISA_REF 0
 #define HF_ISA_AVX2 1
 #define HF_ISA_AVX512VNNI 2
-#define HF_ISA_COUNT 3
+/* aarch64 (native/src/arch/arm/): NEON (ARMv8 base), + dot product (SDOT/UDOT), + i8mm (USDOT/USMMLA) */
+#define HF_ISA_NEON 3
+#define HF_ISA_DOTPROD 4
+#define HF_ISA_I8MM 5
+#define HF_ISA_COUNT 6
 
-/* Reads HF_FAST_ISA once (ref|avx2|avx512vnni|auto) and picks the ISA. */
+/* Reads HF_FAST_ISA once (ref|avx2|avx512vnni on x86; ref|neon|dotprod|i8mm on aarch64; auto) and picks the ISA. */
 int hf_init(void);
+/* 1 when this build has kernels for `isa` (its target architecture's ISAs and ref), whatever the CPU. */
+int hf_isa_built(int isa);
 /* 1 when the CPU (and OS) can run `isa`. */
 int hf_isa_supported(int isa);
 /* The ISA kernels use now. */
@@ -42,7 +48,7 @@ int hf_isa_active(void);
 /* Force an ISA (HF_ISA_AUTO = best supported). Fails with HF_EUNSUPPORTED if the CPU lacks it. */
 int hf_set_isa(int isa);
 const char *hf_isa_name(int isa);
-/* Parses "ref", "avx2", "avx512vnni", "auto"; returns -2 on an unknown name. */
+/* Parses "ref", "avx2", "avx512vnni", "neon", "dotprod", "i8mm", "auto"; returns -2 on an unknown name. */
 int hf_isa_from_name(const char *name);
 const char *hf_version(void);
 
@@ -293,6 +299,14 @@ typedef struct {
 #define HF_HEAD_TANH 2
 #define HF_HEAD_RELU 3
 #define HF_HEAD_GELU 4 /* exact (erf) GELU, ELECTRA's classification head */
+/* Sentence-embedding ops (task feature-extraction), as sentence-transformers' Pooling / Normalize compute them,
+ * over the tokens the attention mask keeps (all tokens for a NULL mask); each turns [B][S][w] into [B][w]:
+ * MEAN sum/max(n, 1e-9), MEAN_SQRT_LEN sum/sqrt(max(n, 1e-9)), MAX the largest kept value (-1e9 where a row
+ * keeps none). L2NORM divides each row by max(||row||, 1e-12) (torch.nn.functional.normalize). */
+#define HF_HEAD_POOL_MEAN 16
+#define HF_HEAD_POOL_MAX 17
+#define HF_HEAD_POOL_MEAN_SQRT_LEN 18
+#define HF_HEAD_L2NORM 19
 typedef struct {
     hf_linear *qkv;      /* [3H x H]: Q, K, V projections stacked along the output axis */
     hf_linear *attn_out; /* [H x H] */
@@ -332,7 +346,7 @@ int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *
  * layout of MPNet's encoder.relative_attention_bias.weight. Copied; finite values only. */
 int hf_engine_set_attention_bias(hf_engine *e, const float *table);
 /* Head program: HF_HEAD_CLS keeps token 0 of each sequence; LINEAR is fp32 W[N][K] + b; TANH, RELU, GELU
- * elementwise. */
+ * elementwise; the HF_HEAD_POOL_* ops pool the tokens of each sequence (at most one CLS or pooling op). */
 int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b);
 int64_t hf_engine_output_width(const hf_engine *e);
 int hf_engine_token_level(const hf_engine *e);

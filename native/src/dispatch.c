@@ -11,7 +11,7 @@ static int g_supported[HF_ISA_COUNT];
 static int g_active = -1;
 static int g_detected = 0;
 
-static const char *const isa_names[HF_ISA_COUNT] = {"ref", "avx2", "avx512vnni"};
+static const char *const isa_names[HF_ISA_COUNT] = {"ref", "avx2", "avx512vnni", "neon", "dotprod", "i8mm"};
 
 static void detect(void) {
     hf_arch_detect(g_supported);
@@ -47,6 +47,8 @@ int hf_isa_from_name(const char *name) {
         if (strcmp(name, isa_names[i]) == 0) return i;
     return -2;
 }
+
+int hf_isa_built(int isa) { return any_table(isa) != NULL; }
 
 int hf_isa_supported(int isa) {
     if (!g_detected) detect();

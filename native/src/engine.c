@@ -304,10 +304,50 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) 
     return HF_OK;
 }
 
+static int head_is_pool(int kind) {
+    return kind == HF_HEAD_POOL_MEAN || kind == HF_HEAD_POOL_MAX || kind == HF_HEAD_POOL_MEAN_SQRT_LEN;
+}
+
+/* sentence-transformers' Pooling over the tokens mask keeps (NULL: all), scalar: [B][S][w] -> [B][w] */
+static void head_pool(int kind, int64_t B, int64_t S, int64_t w, const int64_t *mask, const float *x, float *dst) {
+    for (int64_t b = 0; b < B; b++) {
+        float *o = dst + b * w;
+        int64_t n = 0;
+        for (int64_t k = 0; k < w; k++) o[k] = kind == HF_HEAD_POOL_MAX ? -1e9f : 0.f;
+        for (int64_t s = 0; s < S; s++) {
+            if (mask && !mask[b * S + s]) continue;
+            const float *r = x + (b * S + s) * w;
+            n++;
+            if (kind == HF_HEAD_POOL_MAX)
+                for (int64_t k = 0; k < w; k++) o[k] = r[k] > o[k] ? r[k] : o[k];
+            else
+                for (int64_t k = 0; k < w; k++) o[k] += r[k];
+        }
+        if (kind == HF_HEAD_POOL_MAX) continue;
+        float den = (float)n > 1e-9f ? (float)n : 1e-9f;
+        if (kind == HF_HEAD_POOL_MEAN_SQRT_LEN) den = sqrtf(den);
+        for (int64_t k = 0; k < w; k++) o[k] /= den;
+    }
+}
+
+static void head_l2norm(int64_t rows, int64_t w, const float *x, float *dst) {
+    for (int64_t r = 0; r < rows; r++) {
+        double ss = 0.0;
+        for (int64_t k = 0; k < w; k++) ss += (double)x[r * w + k] * x[r * w + k];
+        float nrm = (float)sqrt(ss);
+        if (nrm < 1e-12f) nrm = 1e-12f;
+        for (int64_t k = 0; k < w; k++) dst[r * w + k] = x[r * w + k] / nrm;
+    }
+}
+
 int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b) {
     if (!e) return hf_fail(HF_EINVAL, "engine_add_head_op: NULL engine");
     if (e->n_head >= HF_ENGINE_MAX_HEAD_OPS) return hf_fail(HF_EINVAL, "engine_add_head_op: too many head ops");
-    if (kind < HF_HEAD_CLS || kind > HF_HEAD_GELU) return hf_fail(HF_EINVAL, "engine_add_head_op: unknown kind %d", kind);
+    if ((kind < HF_HEAD_CLS || kind > HF_HEAD_GELU) && !head_is_pool(kind) && kind != HF_HEAD_L2NORM) return hf_fail(HF_EINVAL, "engine_add_head_op: unknown kind %d", kind);
+    if (head_is_pool(kind) || kind == HF_HEAD_CLS)
+        for (int i = 0; i < e->n_head; i++)
+            if (head_is_pool(e->head[i].kind) || e->head[i].kind == HF_HEAD_CLS)
+                return hf_fail(HF_EINVAL, "engine_add_head_op: a second token selection or pooling op");
     int64_t width = e->H;
     for (int i = 0; i < e->n_head; i++)
         if (e->head[i].kind == HF_HEAD_LINEAR) width = e->head[i].N;
@@ -341,7 +381,7 @@ int hf_engine_isa(const hf_engine *e) { return e ? e->isa : -1; }
 
 int hf_engine_token_level(const hf_engine *e) {
     for (int i = 0; e && i < e->n_head; i++)
-        if (e->head[i].kind == HF_HEAD_CLS) return 0;
+        if (e->head[i].kind == HF_HEAD_CLS || head_is_pool(e->head[i].kind)) return 0;
     return 1;
 }
 
@@ -624,6 +664,11 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
             if (op->kind == HF_HEAD_CLS) {
                 for (int64_t b = 0; b < B; b++) memcpy(dst + b * width, cur + b * S * width, (size_t)width * sizeof(float));
                 rows = B;
+            } else if (head_is_pool(op->kind)) {
+                head_pool(op->kind, B, S, width, mask, cur, dst);
+                rows = B;
+            } else if (op->kind == HF_HEAD_L2NORM) {
+                head_l2norm(rows, width, cur, dst);
             } else if (op->kind == HF_HEAD_LINEAR) {
                 hf_head_linear_for(e->isa)(op->N, op->K, op->W, op->b, rows, cur, dst);
                 width = op->N;

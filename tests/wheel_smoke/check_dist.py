@@ -38,7 +38,8 @@ def check_sdist(sdist: Path) -> None:
     names = [n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n]
     for need in ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "native/build_native.py",
                  "native/include/hf_fast.h", "native/src/internal.h", "native/src/engine.c",
-                 "native/src/arch/x86/dispatch_x86.c", "native/src/arch/generic/dispatch_generic.c"):
+                 "native/src/arch/x86/dispatch_x86.c", "native/src/arch/generic/dispatch_generic.c",
+                 "native/src/arch/arm/dispatch_arm.c", "native/src/arch/arm/gemm_arm.h"):
         assert need in names, f"the sdist lacks {need}"
     bad = [n for n in names if re.match(r"(tests|benchmarks|recipes|native/fuzz)/", n)]
     assert not bad, f"the sdist ships {bad[:5]}"

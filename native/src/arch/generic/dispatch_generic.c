@@ -1,4 +1,4 @@
-/* Any architecture without a folder of its own (aarch64 until it has kernels): the reference table only. */
+/* Any architecture without a folder of its own (not x86 or aarch64): the reference table only. */
 #include "internal.h"
 
 void hf_arch_detect(int supported[HF_ISA_COUNT]) { (void)supported; }

@@ -1,0 +1,96 @@
+"""Table and plot of SQuAD runs (benchmarks/train_squad.py results.json files): F1 against sparsity and against the
+share of training questions, each int8 engine student with its paired difference to its own teacher.
+
+    python benchmarks/squad_curve.py benchmarks/out/squad17*/results.json --out benchmarks/squad_curve.png
+
+Prints a markdown table (one row per run: data share, augmentation, sparsity, steps, teacher fp32 F1, int8 engine
+F1, paired difference to the teacher fp32 +- its standard error, engine vs ONNX Runtime same answers) and draws two
+panels: int8 engine F1 against overall sparsity (teacher rows at 0), and teacher / student F1 against the share of
+training questions. Rows come from the files as they are: nothing is recomputed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def rows(paths: list[Path]) -> list[dict]:
+    out = []
+    for p in paths:
+        res = json.loads(p.read_text(encoding="utf-8"))
+        runs = res.get("runs", {})
+        teacher = runs.get("teacher_dense", {})
+        share = (res.get("data") or {}).get("train_fraction") or 1.0
+        aug = res.get("distillation_features") or {}
+        aug_s = "+".join(k for k in aug if k != "original") or "none"
+        for name, r in runs.items():
+            d = r.get("int8_native_f1_paired_vs_teacher_fp32")
+            out.append({"file": str(p), "run": name, "share": float(share), "augment": aug_s if name != "teacher_dense"
+                        else "-", "sparsity": float(r.get("sparsity_overall") or 0.0), "steps": r.get("steps"),
+                        "teacher_f1": teacher.get("f1"), "fp32_f1": r.get("f1"), "int8_f1": r.get("int8_native_f1"),
+                        "diff": d[0] if d else None, "se": d[1] if d else None,
+                        "agree": r.get("engine_vs_ort_answer_agreement"), "eval_questions": res.get("eval_questions")})
+    return out
+
+
+def table(rs: list[dict]) -> str:
+    def f(x, fmt):
+        return "-" if x is None else format(x, fmt)
+
+    lines = ["| run | train share | augmentation | sparsity | steps | teacher fp32 F1 | fp32 F1 | int8 engine F1 | "
+             "int8 engine - teacher fp32 (paired) | engine vs ORT answers | eval questions |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rs:
+        diff = "-" if r["diff"] is None else f"{r['diff']:+.2f} +- {r['se']:.2f}"
+        lines.append(f"| {r['run']} ({Path(r['file']).parent.name}) | {r['share']:.0%} | {r['augment']} | "
+                     f"{r['sparsity']:.3f} | {f(r['steps'], 'd')} | {f(r['teacher_f1'], '.2f')} | "
+                     f"{f(r['fp32_f1'], '.2f')} | {f(r['int8_f1'], '.2f')} | {diff} | {f(r['agree'], '.2f')}% | "
+                     f"{f(r['eval_questions'], 'd')} |")
+    return "\n".join(lines)
+
+
+def plot(rs: list[dict], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.4))
+    pts = [r for r in rs if r["int8_f1"] is not None]
+    for r in pts:
+        err = r["se"] if r["run"] != "teacher_dense" else None
+        a.errorbar(r["sparsity"], r["int8_f1"], yerr=err, fmt="o" if r["run"] == "teacher_dense" else "s",
+                   color="#37c" if r["run"] == "teacher_dense" else "#c63", capsize=3)
+        a.annotate(Path(r["file"]).parent.name.replace("squad17_", ""), (r["sparsity"], r["int8_f1"]), fontsize=6,
+                   xytext=(3, 3), textcoords="offset points")
+    a.set_xlabel("overall block sparsity of the encoder Linears")
+    a.set_ylabel("SQuAD F1, int8 in the engine")
+    a.set_title("F1 against sparsity (error bar: paired SE vs the teacher)", fontsize=9)
+    for kind, color in (("teacher_dense", "#37c"), ("student_distilled", "#c63")):
+        xs = sorted({r["share"] for r in pts if r["run"] == kind})
+        ys = [max(r["int8_f1"] for r in pts if r["run"] == kind and r["share"] == x) for x in xs]
+        b.plot([100 * x for x in xs], ys, "o-", color=color, label=kind.replace("_", " "))
+    b.set_xlabel("% of the stored training questions")
+    b.set_ylabel("SQuAD F1, int8 in the engine")
+    b.set_title("learning curve (best run per share)", fontsize=9)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+", type=Path, help="train_squad.py results.json files")
+    ap.add_argument("--out", type=Path, default=None, help="write the plot here (PNG)")
+    a = ap.parse_args(argv)
+    rs = rows(a.results)
+    print(table(rs))
+    if a.out:
+        print(f"plot: {plot(rs, a.out)}")
+    return rs
+
+
+if __name__ == "__main__":
+    main()
