@@ -34,7 +34,7 @@ TASKS = ("text-classification", "question-answering", "token-classification")
 FAST = {"text-classification": modeling.FastModelForSequenceClassification,
         "question-answering": modeling.FastModelForQuestionAnswering,
         "token-classification": modeling.FastModelForTokenClassification}
-ISAS = [i for i in native.ISA_NAMES if i != "auto"]
+ISAS = [i for i in native.BUILT_ISA_NAMES if i != "auto"]
 
 
 def peaked_mpnet(task: str, vocab: int, seed: int = 0):
