@@ -50,6 +50,10 @@ def tiny_model(arch: str, task: str, vocab_size: int, seed: int = 0, layers: int
                                          hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                                          intermediate_size=ffn, max_position_embeddings=max_pos,
                                          num_labels=num_labels)
+    elif arch == "mpnet":  # padding_idx is 1 in MPNetEmbeddings whatever the config says
+        cfg = transformers.MPNetConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                                       num_attention_heads=heads, intermediate_size=ffn,
+                                       max_position_embeddings=max_pos + 2, pad_token_id=1, num_labels=num_labels)
     else:  # any other registry family: its own config class under the family's config names
         from hf_fast.models import registry
 

@@ -32,7 +32,6 @@ def _create(desc):
     (EngineLayer(activation="swiglu"), "swiglu"),
     (EngineLayer(activation="gelu-tanh"), "gelu-tanh"),
     (EngineLayer(position="rotary"), "rotary"),
-    (EngineLayer(attention_bias="relative"), "relative-attention-bias"),
     (EngineLayer(attention_window=128), "sliding-window-attention"),
 ])
 def test_unimplemented_ops_are_refused_at_create_naming_the_op(layer, op):
@@ -45,7 +44,8 @@ def test_unimplemented_ops_are_refused_at_create_naming_the_op(layer, op):
 
 def test_what_the_engine_runs_is_accepted():
     for layer in (EngineLayer(), EngineLayer(position="padding-offset", token_types=False),
-                  EngineLayer(linear_bias=False), EngineLayer(linear_bias=("qkv", "ffn_in"))):
+                  EngineLayer(linear_bias=False), EngineLayer(linear_bias=("qkv", "ffn_in")),
+                  EngineLayer(attention_bias="relative", relative_buckets=32, relative_max_distance=128)):
         d, _ = model_desc(layer, **DIMS)
         assert _create(d) == lib.HF_OK, ffi.string(lib.hf_last_error()).decode()
     d, _ = model_desc(EngineLayer(embeddings_project=True), **DIMS, embedding_size=16, embed_proj=True)
@@ -60,6 +60,7 @@ def test_what_the_engine_runs_is_accepted():
     ("isa", -5, "unknown ISA id -5"),
     ("size", 8, "size 8 version .* different builds"), ("version", 99, "version 99.*different builds"),
     ("embedding_size", 16, "embedding_size 16 != hidden 32 needs the embeddings projection"),
+    ("attn_bias", lib.HF_ATTN_BIAS_RELATIVE, "relative attention bias with 0 buckets"),
 ])
 def test_values_outside_the_description_are_refused(field, value, message):
     d, _ = model_desc(EngineLayer(), **DIMS)
@@ -92,6 +93,29 @@ def test_desc_fields_mirror_the_engine_layer():
         EngineLayer(linear_bias=("query",))
     with pytest.raises(ValueError, match="position='alibi'"):
         EngineLayer(position="alibi")
+    d, _ = model_desc(EngineLayer(attention_bias="relative", relative_buckets=32, relative_max_distance=128), **DIMS)
+    assert (d.attn_bias, d.rel_buckets, d.rel_max_distance) == (lib.HF_ATTN_BIAS_RELATIVE, 32, 128)
+    with pytest.raises(ValueError, match="relative_buckets a multiple of 4"):
+        EngineLayer(attention_bias="relative")
+
+
+def test_relative_bias_table_is_required_and_checked():
+    """An engine with HF_ATTN_BIAS_RELATIVE does not run before its table is set; the table must be finite and is
+    refused by an engine created without the bias."""
+    layer = EngineLayer(attention_bias="relative", relative_buckets=32, relative_max_distance=128)
+    e = engine_mod._create(model_desc(layer, **DIMS)[0])
+    bad = np.zeros((32, 4), np.float32)
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="table value 13 is not finite"):
+        native._check(lib.hf_engine_set_attention_bias(e, ffi.cast("float *", bad.ctypes.data)), "bias")
+    plain = engine_mod._create(model_desc(EngineLayer(), **DIMS)[0])
+    with pytest.raises(ValueError, match="created without a relative attention bias"):
+        native._check(lib.hf_engine_set_attention_bias(plain, ffi.cast("float *", bad.ctypes.data)), "bias")
+    ids = np.zeros((1, 4), np.int64)
+    out = np.zeros(4 * 32, np.float32)
+    with pytest.raises(Exception, match="not fully built"):
+        native._check(lib.hf_engine_run(e, 1, 4, ffi.cast("int64_t *", ids.ctypes.data), ffi.NULL, ffi.NULL,
+                                        ffi.cast("float *", out.ctypes.data), out.size), "run")
 
 
 def test_projection_must_be_set_before_a_run_and_only_when_described():

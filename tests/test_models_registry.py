@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_todays_families_and_only_them():
-    assert {"bert", "camembert", "data2vec-text", "distilbert", "electra", "ernie", "roberta",
+    assert {"bert", "camembert", "data2vec-text", "distilbert", "electra", "ernie", "mpnet", "roberta",
             "xlm-roberta"} <= set(FAMILIES)
     for fam in registry.families().values():
         for alias in fam.code_aliases:  # listed for the family work to come, not claimed
@@ -134,6 +134,11 @@ def test_position_rule_matches_the_model(arch):
         ids = __import__("torch").tensor([[5, 6, 7, cfg.pad_token_id]])
         pos = create(ids, cfg.pad_token_id)
         assert pos.tolist() == [[cfg.pad_token_id + 1 + t for t in range(3)] + [cfg.pad_token_id]]
+    elif arch == "mpnet":  # RoBERTa's rule with MPNetEmbeddings' padding_idx 1 (the config's pad_token_id default)
+        from transformers.models.mpnet.modeling_mpnet import MPNetEmbeddings
+
+        assert fam.engine.position == "padding-offset" and cfg.pad_token_id == MPNetEmbeddings(cfg).padding_idx == 1
+        assert fam.max_sequence_length(cfg) == max_pos - 2
     else:
         assert fam.engine.position == "absolute"
         assert fam.max_sequence_length(cfg) == max_pos

@@ -42,7 +42,17 @@ def encoder_matmuls(model_proto) -> tuple[list[str], list[str]]:
     FFN in and FFN out of every layer, then the two activation x activation MatMuls (scores q.k^T and context
     probs.v). The same names come back from the fp32 graph and from its QDQ-quantized copy."""
     g = _graph(model_proto)
-    layers = next((found for p in registry.layer_patterns() if (found := walker.find_layers(g, p))), [])
+    layers, first_error = [], None
+    for p in registry.layer_patterns():
+        try:  # a layer of another family's shape may differ inside a step (MPNet's bias Add for BERT's pattern)
+            layers = walker.find_layers(g, p)
+        except walker.PatternMismatch as e:
+            first_error = first_error or e
+            continue
+        if layers:
+            break
+    if not layers and first_error is not None:
+        raise first_error
     order = {id(n): k for k, n in enumerate(g.nodes)}
 
     def names(nodes):

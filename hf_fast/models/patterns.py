@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+ATTENTION_BIASES = ("none", "relative")
 ACTIVATIONS = ("gelu",)  # "gelu": the exact erf GELU, x * (1 + erf(x / sqrt 2)) * 0.5, or one Gelu op
 
 
@@ -25,14 +26,21 @@ class Linear:
 
 @dataclass(frozen=True)
 class Attention:
-    """Multi-head self-attention: softmax(q k^T * scale + mask) v, with the mask an Add or Where of a tensor computed
-    from attention_mask only, and the scale a scalar Mul/Div of the scores or of q and k. ``out`` names the context
-    tensor the output projection reads (after the heads are merged back)."""
+    """Multi-head self-attention: softmax(q k^T * scale [+ bias] + mask) v, with the mask an Add or Where of a tensor
+    computed from attention_mask only, and the scale a scalar Mul/Div of the scores or of q and k. ``out`` names the
+    context tensor the output projection reads (after the heads are merged back). ``bias``: "none", or "relative":
+    one Add of a per-head bias computed from the sequence positions only (a Gather of a [buckets, heads] table,
+    MPNet's relative_attention_bias) between the scale and the mask."""
 
     q: str
     k: str
     v: str
     out: str = "ctx"
+    bias: str = "none"
+
+    def __post_init__(self):
+        if self.bias not in ATTENTION_BIASES:
+            raise ValueError(f"Attention bias {self.bias!r}: the walker knows {', '.join(ATTENTION_BIASES)}")
 
 
 @dataclass(frozen=True)
@@ -100,5 +108,13 @@ POST_LN = LayerPattern(
         Linear("ffn_out", "act"),
         ResidualNorm("ln2", "ffn_out", residual="ln1"),
     ),
+    output="ln2",
+)
+
+# MPNet's layer: BERT's, with the relative-position bias Add on the attention scores
+MPNET_LAYER = LayerPattern(
+    name="post-LN encoder layer with a relative attention bias (MPNet)",
+    steps=tuple(Attention("q", "k", "v", out="ctx", bias="relative") if isinstance(s, Attention) else s
+                for s in POST_LN.steps),
     output="ln2",
 )

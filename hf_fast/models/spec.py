@@ -48,6 +48,10 @@ class EngineLayer:
     position: str = "absolute"       # "absolute": row t of the table; "padding-offset": RoBERTa's pad + 1 + t
     token_types: bool = True         # a token-type embedding table is added (an all-zero row when not an input)
     attention_bias: str = "none"     # an additive bias on the attention scores (ATTENTION_BIASES)
+    # attention_bias="relative": T5 / MPNet bucketing of key - query into relative_buckets buckets (half per
+    # direction, exact up to a quarter of them, log-spaced up to relative_max_distance); a [buckets, heads] table
+    relative_buckets: int = 0
+    relative_max_distance: int = 0
     attention_window: int = 0        # keys within this many tokens of the query in every layer; 0 = global
     # the model may project the embeddings (embedding width -> hidden) with a Linear after their LayerNorm: ELECTRA
     # when embedding_size != hidden_size. The plan refuses a projection a family without this flag would show.
@@ -63,6 +67,11 @@ class EngineLayer:
                 not isinstance(self.linear_bias, tuple) or not set(self.linear_bias) <= set(BIAS_PARTS)):
             raise ValueError(f"EngineLayer.linear_bias={self.linear_bias!r}: True, False or a tuple of "
                              f"{', '.join(BIAS_PARTS)}")
+        if self.attention_bias == "relative" and (self.relative_buckets < 4 or self.relative_buckets % 4
+                                                  or self.relative_max_distance <= self.relative_buckets // 4):
+            raise ValueError(f"EngineLayer: attention_bias='relative' needs relative_buckets a multiple of 4 (>= 4) "
+                             f"and relative_max_distance > relative_buckets / 4, got {self.relative_buckets}, "
+                             f"{self.relative_max_distance}")
         if isinstance(self.attention_window, bool) or not isinstance(self.attention_window, int) \
                 or self.attention_window < 0:
             raise ValueError(f"EngineLayer.attention_window={self.attention_window!r}: an int >= 0 (0 = global)")

@@ -36,20 +36,21 @@ from hf_fast.native.kernels import (
     SparseWeight,
     attention,
     attention_q8,
+    attention_relbias,
     attn_quant_struct,
     gelu,
     gemm_u8s8s32,
     layernorm,
     linear_chain,
     quantize_u8,
+    relative_position_bias,
     sparse_gemm_u8s8s32,
 )
 
 __all__ = [
     "BLOCK_SHAPES", "BUILT_ISA_NAMES", "ISA_NAMES", "KERNEL_OPS", "DenseWeight", "NativeError", "PackedLinear",
-    "SparseWeight",
-    "UnsupportedISAError", "active_isa", "attention", "attention_q8", "attn_quant_struct", "ffi", "gelu",
-    "gemm_u8s8s32", "get_num_threads", "isa_id", "layernorm", "lib", "linear_chain", "native_info", "num_threads",
-    "op_kernel", "preferred_block", "quantize_u8", "set_isa", "set_num_threads", "sparse_gemm_u8s8s32",
-    "supported_isas", "use_isa",
+    "SparseWeight", "UnsupportedISAError", "active_isa", "attention", "attention_q8", "attention_relbias",
+    "attn_quant_struct", "ffi", "gelu", "gemm_u8s8s32", "get_num_threads", "isa_id", "layernorm", "lib",
+    "linear_chain", "native_info", "num_threads", "op_kernel", "preferred_block", "quantize_u8",
+    "relative_position_bias", "set_isa", "set_num_threads", "sparse_gemm_u8s8s32", "supported_isas", "use_isa",
 ]

@@ -392,14 +392,43 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.
     return out
 
 
+def relative_position_bias(seq_len: int, table: np.ndarray, max_distance: int) -> np.ndarray:
+    """MPNet / T5 relative-position bias of one sequence length: [heads, 2 * seq_len - 1] float32, entry r + S - 1 the
+    table row of the bucket of key - query offset r (table: [buckets, heads]; hf_relative_position_bias)."""
+    table = _f32(table, "table", 2)
+    buckets, heads = table.shape
+    out = np.empty((heads, 2 * int(seq_len) - 1), np.float32)
+    _check(lib.hf_relative_position_bias(int(seq_len), heads, _fptr(table), buckets, int(max_distance), _fptr(out)),
+           "relative_position_bias")
+    return out
+
+
+def attention_relbias(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, rel: np.ndarray,
+                      mask: np.ndarray | None = None, scale: float | None = None, isa: str = "auto") -> np.ndarray:
+    """`attention` with a relative-position bias: score (i, j) of head h gets rel[h, j - i + S - 1] (rel as
+    `relative_position_bias` returns it, [heads, 2S - 1])."""
+    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
+    rel = _f32(rel, "rel", 2)
+    if rel.shape != (heads, 2 * s - 1):
+        raise ValueError(f"rel must have shape ({heads}, {2 * s - 1}), got {rel.shape}")
+    out = np.empty_like(q)
+    _check(lib.hf_attention_relbias(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
+                                    ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
+                                    _fptr(rel), float(1.0 / np.sqrt(d) if scale is None else scale), _fptr(out), hd),
+           "attention_relbias")
+    return out
+
+
 def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant, mask: np.ndarray | None = None,
-                 scale: float | None = None, isa: str = "auto", out_quant: tuple | None = None) -> np.ndarray:
+                 scale: float | None = None, isa: str = "auto", out_quant: tuple | None = None,
+                 rel: np.ndarray | None = None) -> np.ndarray:
     """The int8 attention of a QDQ graph (q k^T and p v on uint8 values, exact int32 sums; hf_attention_q8 in
     native/include/hf_fast.h) per head for one sequence. `quant` maps "q", "k", "p", "v" to (scale, zero point).
     q/k/v are float32 [S, heads*d], quantized here with those parameters, or uint8 arrays already quantized
     (hf_attention_q8_u8: what the engine runs on its qkv GEMM's uint8 output). With uint8 inputs,
     ``out_quant=(scale, zero_point[, mul])`` returns the context as uint8, bit for bit ``quantize_u8(attention_q8(...),
-    scale, zero_point, mul=mul)`` (hf_attention_q8_u8_quant: how the engine feeds attn_out)."""
+    scale, zero_point, mul=mul)`` (hf_attention_q8_u8_quant: how the engine feeds attn_out). ``rel`` (uint8 inputs,
+    float output): the relative-position bias of `attention_relbias` (hf_attention_q8_u8_relbias)."""
     if set(quant) != {"q", "k", "p", "v"}:
         raise ValueError(f"quant must give (scale, zero point) for q, k, p and v, got keys {sorted(quant)}")
     aq = attn_quant_struct(quant)
@@ -422,6 +451,15 @@ def attention_q8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, quant,
         return out8
     out = np.empty((s, hd), np.float32)
     tail = head + (_fptr(out), hd)
+    if rel is not None:
+        rel = _f32(rel, "rel", 2)
+        if not u8 or out_quant is not None or rel.shape != (heads, 2 * s - 1):
+            raise ValueError(f"rel needs uint8 q, k, v, a float output and shape ({heads}, {2 * s - 1}), got "
+                             f"{rel.shape}")
+        u8p = (ffi.cast("const uint8_t *", a.ctypes.data) for a in (q, k, v))
+        _check(lib.hf_attention_q8_u8_relbias(isa_id(isa), s, heads, d, *u8p, head[0], head[1], _fptr(rel),
+                                              *head[2:], *tail[4:]), "attention_q8_u8_relbias")
+        return out
     if u8:
         u8p = (ffi.cast("const uint8_t *", a.ctypes.data) for a in (q, k, v))
         _check(lib.hf_attention_q8_u8(isa_id(isa), s, heads, d, *u8p, *tail), "attention_q8_u8")

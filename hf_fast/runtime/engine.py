@@ -53,6 +53,7 @@ def model_desc(layer: spec.EngineLayer, *, isa: str | int = "auto", hidden: int,
     d.linear_bias = sum(getattr(lib, spec.BIAS_PARTS[p]) for p in layer.bias_parts)
     d.hidden, d.heads, d.ffn, d.layers, d.vocab = hidden, heads, ffn, layers, vocab
     d.max_pos, d.type_vocab, d.embedding_size, d.embed_proj = max_pos, type_vocab, embedding_size, int(embed_proj)
+    d.rel_buckets, d.rel_max_distance = layer.relative_buckets, layer.relative_max_distance
     keep = []
     if layer.attention_window:
         win = ffi.new("int64_t[]", [layer.attention_window] * layers)
@@ -195,6 +196,19 @@ class NativeEngine:
         if emb.project_weight is not None:
             pw, pb = (np.ascontiguousarray(a, np.float32) for a in (emb.project_weight, emb.project_bias))
             native._check(lib.hf_engine_set_embeddings_project(self._e, f(pw), f(pb)), "engine_set_embeddings_project")
+        if (plan.attention_bias is not None) != (self.layer_desc.attention_bias == "relative"):
+            raise GraphMatchError(f"the plan {'has' if plan.attention_bias is not None else 'lacks'} a relative "
+                                  f"attention bias table, the {plan.model_type} engine layer has attention_bias="
+                                  f"{self.layer_desc.attention_bias!r}")
+        if plan.attention_bias is not None:
+            ab = plan.attention_bias
+            if (ab.buckets, ab.max_distance) != (self.layer_desc.relative_buckets,
+                                                 self.layer_desc.relative_max_distance):
+                raise GraphMatchError(f"relative attention bias of {ab.buckets} buckets / max distance "
+                                      f"{ab.max_distance}, the family's bucketing is {self.layer_desc.relative_buckets}"
+                                      f" / {self.layer_desc.relative_max_distance}")
+            tb = np.ascontiguousarray(ab.table, np.float32)
+            native._check(lib.hf_engine_set_attention_bias(self._e, f(tb)), "engine_set_attention_bias")
         self.packed_bytes = 0
         self.dense_int8_bytes = 0
         self.packed = {}
@@ -407,7 +421,8 @@ class NativeBackend:
         if len(eng.kernel_choices) < len(eng.packed):
             import onnx
 
-            plan = build_plan(onnx.load(str(self.model_path), load_external_data=False), self.num_heads)
+            plan = build_plan(onnx.load(str(self.model_path), load_external_data=False), self.num_heads,
+                              eng.plan.model_type)  # the family's layer pattern (MPNet's bias Add)
             for i, layer in enumerate(plan.layers):
                 for name in LINEARS:
                     lp = _stack_qkv(layer.q, layer.k, layer.v) if name == "qkv" else getattr(layer, name)

@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 FORMAT = 1
 SUFFIX = ".safetensors"
 _PLAN_TYPES = {c.__name__: c for c in (plan.EncoderPlan, plan.EmbeddingPlan, plan.LayerPlan, plan.LinearPlan,
-                                       plan.LayerNormPlan, plan.AttentionQuant, plan.HeadOp, graph.FakeQuant)}
+                                       plan.LayerNormPlan, plan.AttentionQuant, plan.HeadOp, graph.FakeQuant,
+                                       plan.AttentionBiasPlan)}
 # the modules whose code decides what gets packed and how (their sha256 is part of the engine version)
 _ENGINE_MODULES = ("hf_fast.runtime.graph", "hf_fast.runtime.plan", "hf_fast.runtime.engine",
                    "hf_fast.runtime.pack_cache", "hf_fast.native._loader", "hf_fast.native.kernels")

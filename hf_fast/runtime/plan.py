@@ -59,6 +59,16 @@ class AttentionQuant:
 
 
 @dataclass
+class AttentionBiasPlan:
+    """MPNet's relative-position attention bias: one [buckets, heads] table shared by every layer, indexed by the
+    bucket of key - query (spec.EngineLayer relative_buckets / relative_max_distance) and added to the scaled
+    scores. The engine builds the [heads, 2S - 1] bias of each sequence length from it (hf_relative_position_bias)."""
+    table: np.ndarray              # float32 [buckets, heads]
+    buckets: int
+    max_distance: int
+
+
+@dataclass
 class LayerPlan:
     q: LinearPlan
     k: LinearPlan
@@ -75,6 +85,7 @@ class LayerPlan:
     in_fq: bool = False
     mid_fq: bool = False
     attn_quant: AttentionQuant | None = None  # None: fp32 attention
+    bias_table: str | None = None  # the initializer of the relative-position bias this layer adds (None: none)
 
 
 @dataclass
@@ -109,6 +120,7 @@ class EncoderPlan:
     token_level: bool                    # head output per token ([B, S, n]) or per sequence ([B, n])
     inputs: list[str] = field(default_factory=list)
     model_type: str | None = None        # the registry family it was matched for (its EngineLayer); None: detected
+    attention_bias: AttentionBiasPlan | None = None  # the relative-position bias every layer adds (MPNet)
 
     @property
     def ffn(self) -> int:
@@ -366,7 +378,8 @@ def _layer_plan(g: LogicalGraph, m: walker.LayerMatch, pattern: patterns.LayerPa
             norms[s.name], fq[s.name] = _residual_norm_plan(g, nm, f"{where} {s.name}",
                                                             lin[reader].in_quant if reader else None)
     return LayerPlan(lin["q"], lin["k"], lin["v"], lin["attn_out"], norms["ln1"], lin["ffn_in"], lin["ffn_out"],
-                     norms["ln2"], att_scale, in_fq=fq["ln1"], mid_fq=fq["ln2"], attn_quant=attn_quant)
+                     norms["ln2"], att_scale, in_fq=fq["ln1"], mid_fq=fq["ln2"], attn_quant=attn_quant,
+                     bias_table=att.bias_table)
 
 
 def _residual_norm_plan(g: LogicalGraph, nm: walker.NormMatch, where: str,
@@ -568,9 +581,32 @@ def build_plan(model: onnx.ModelProto, num_heads: int, model_type: str | None = 
     if missing:
         raise GraphMatchError(f"graph outputs {missing} are not produced by a recognised task head")
     plan = EncoderPlan(hidden, num_heads, emb, layers, head, outputs, token_level, list(g.inputs),
-                       family.model_type if family is not None else None)
+                       family.model_type if family is not None else None,
+                       _attention_bias(g, layers, family, num_heads))
     check_plan(plan)
     return plan
+
+
+def _attention_bias(g: LogicalGraph, layers: list[LayerPlan], family: Family | None,
+                    heads: int) -> AttentionBiasPlan | None:
+    """The relative-position bias table the layers add (MPNet): one table shared by every layer, [R, heads] with R at
+    least the family's bucket count (MPNet's bucketing uses 32 buckets whatever relative_attention_num_buckets)."""
+    names = {layer.bias_table for layer in layers}
+    if names == {None}:
+        return None
+    eng = family.engine if family is not None else None
+    if eng is None or eng.attention_bias != "relative":
+        raise GraphMatchError("the attention scores get a relative-position bias the family does not declare")
+    if len(names) != 1:
+        raise GraphMatchError(f"the layers add different relative-position bias tables {sorted(map(str, names))}; the "
+                              "engine runs one table shared by every layer")
+    name = names.pop()
+    table = g.consts[name]
+    if table.ndim != 2 or table.shape[1] != heads or table.shape[0] < eng.relative_buckets:
+        raise GraphMatchError(f"relative-position bias table {name!r} has shape {table.shape}, expected "
+                              f"[>= {eng.relative_buckets} buckets, {heads} heads]")
+    return AttentionBiasPlan(np.ascontiguousarray(table[:eng.relative_buckets], dtype=np.float32),
+                             eng.relative_buckets, eng.relative_max_distance)
 
 
 def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
@@ -638,6 +674,14 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
             eps(ln.eps, f"layer {i} {what}")
         if not (np.isfinite(layer.scale) and layer.scale > 0):
             raise GraphMatchError(f"layer {i}: attention scale {layer.scale} must be a positive finite number")
+    ab = plan.attention_bias
+    if ab is not None:
+        if not isinstance(ab.buckets, (int, np.integer)) or ab.buckets < 4:
+            raise GraphMatchError(f"relative attention bias: {ab.buckets!r} buckets")
+        if not isinstance(ab.table, np.ndarray) or ab.table.shape != (ab.buckets, plan.heads) \
+                or ab.table.dtype != np.float32 or not np.all(np.isfinite(ab.table)):
+            raise GraphMatchError(f"relative attention bias table has shape {getattr(ab.table, 'shape', None)}, "
+                                  f"expected finite float32 {(ab.buckets, plan.heads)}")
     width = H
     for op in plan.head:
         if op.kind == "linear":

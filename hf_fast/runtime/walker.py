@@ -268,6 +268,8 @@ class AttentionMatch:
     between: list                     # the mask / scale nodes between the scores MatMul and the Softmax
     scale_factors: list[float]        # the scalar factors on the scores, from the Softmax back
     pre_scale: list[float]            # scalar factors on q or k before the scores MatMul
+    bias_add: onnx.NodeProto | None = None  # Attention(bias="relative"): the Add of the position bias
+    bias_table: str | None = None     # ... and the [buckets, heads] initializer its Gather reads
 
     @property
     def scale(self) -> float:
@@ -310,6 +312,31 @@ def _mask_input(g: LogicalGraph, p: onnx.NodeProto, where: str) -> int:
         raise PatternMismatch(f"{where}: unexpected {p.op_type} {p.name!r} before Softmax (not a scalar scale)",
                               p.name)
     return 1 - ci[0]
+
+
+# ops between a relative-position bias table's Gather and the scores Add ([S, S, heads] -> [B, heads, S, S])
+_BIAS_LAYOUT_OPS = PASS_OPS | {"Expand"}
+
+
+def relative_bias_table(g: LogicalGraph, t: str) -> str | None:
+    """The initializer of the [buckets, heads] table whose Gather (by indices computed from the sequence positions,
+    never from the token ids' values) gives tensor ``t`` through layout ops only: MPNet's position_bias. None when
+    ``t`` is not one."""
+    for _ in range(16):
+        p = g.prod(t)
+        if p is None:
+            return None
+        if p.op_type in _BIAS_LAYOUT_OPS:
+            t = g.src(p, 0)
+            continue
+        if p.op_type != "Gather" or len(p.input) != 2 or g.attr(p, "axis", 0) != 0:
+            return None
+        table = g.consts.get(p.input[0])
+        if table is None or table.ndim != 2 or not np.issubdtype(table.dtype, np.floating):
+            return None
+        # the bucket indices depend on the sequence length only: every path from input_ids goes through a Shape
+        return p.input[0] if not g.depends_on_input(p.input[1], "input_ids") else None
+    return None
 
 
 def _scalar_factor(g: LogicalGraph, p: onnx.NodeProto) -> float:
@@ -376,13 +403,41 @@ class _LayerWalk:
                       + (f": {', '.join(repr(n.name) for n in softmaxes)}" if softmaxes else ""), i,
                       softmaxes[1].name if len(softmaxes) > 1 else None)
         sm = softmaxes[0]
+        bias: dict[str, tuple] = {}  # Attention(bias="relative"): the bias Add and its table
+
+        def follow(gg, p):
+            if p.op_type == "Add":
+                tables = [relative_bias_table(gg, i) for i in p.input]
+                hit = [k for k, tb in enumerate(tables) if tb is not None]
+                if len(hit) == 1:
+                    if s.bias != "relative":
+                        raise PatternMismatch(f"{self.where}: Add {p.name!r} adds a relative-position bias (table "
+                                              f"{tables[hit[0]]!r}) to the attention scores; the {self.pattern.name} "
+                                              "has none", p.name)
+                    if bias:
+                        raise PatternMismatch(f"{self.where}: two relative-position bias Adds on the attention scores "
+                                              f"({bias['add'][0].name!r}, {p.name!r})", p.name)
+                    bias["add"] = (p, tables[hit[0]])
+                    return 1 - hit[0]
+            return _mask_input(gg, p, self.where)
+
         # Softmax <- [Add/Where mask, Mul/Div scale, in any order] <- MatMul(q, k^T)
         path = match_parents(g, g.src(sm, 0), (
-            Step(("Add", "Where", "Mul", "Div"), "between", follow=lambda gg, p: _mask_input(gg, p, self.where),
-                 optional=True, repeat=True),
+            Step(("Add", "Where", "Mul", "Div"), "between", follow=follow, optional=True, repeat=True),
             Step(("MatMul",), "scores", follow=None, what="the attention scores MatMul(q, k^T)")), self.where)
         between, score = path.get("between", []), path["scores"]
         factors = [_scalar_factor(g, p) for p in between if p.op_type in ("Mul", "Div")]
+        bias_add, bias_table = bias.get("add", (None, None))
+        if s.bias == "relative":
+            if bias_add is None:
+                self.fail(f"expected a relative-position bias Add on the attention scores ({self.pattern.name}), found "
+                          f"{', '.join(_name(p) for p in between) or 'none'} between the scores and the Softmax", i,
+                          score.name)
+            # the engine adds the bias to the scaled scores: no scale may come after it (closer to the Softmax)
+            after = between[:between.index(bias_add)]
+            if any(p.op_type in ("Mul", "Div") for p in after):
+                self.fail(f"the scores are scaled after the relative-position bias Add {bias_add.name!r}; the engine "
+                          "adds the bias to the scaled scores", i, bias_add.name)
         stop = {t: t for t in cand}
         pre: list[float] = []  # scale factors applied to q or k before the scores MatMul
         q_out = walk_back(g, g.src(score, 0), stop, pre)
@@ -408,7 +463,7 @@ class _LayerWalk:
             if len(passes) != 1:
                 break
             t = passes[0].output[0]
-        self.m.attention[s.out] = AttentionMatch(score, sm, ctx, list(between), factors, pre)
+        self.m.attention[s.out] = AttentionMatch(score, sm, ctx, list(between), factors, pre, bias_add, bias_table)
         self.m.tensors[s.out] = t
 
     def activation(self, s: P.Activation, i: int) -> None:

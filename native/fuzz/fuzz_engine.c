@@ -104,6 +104,7 @@ static void fuzz_engine(rd_t *r) {
         d.isa = (int32_t)(u8(r) % 6) - 2, d.norm = (int32_t)(u8(r) % 3) - (u8(r) < 8);
         d.activation = (int32_t)(u8(r) % 5), d.position = (int32_t)(u8(r) % 4), d.attn_bias = (int32_t)(u8(r) % 3);
         d.linear_bias = u8(r), d.embed_proj = (int32_t)(u8(r) % 3);
+        d.rel_buckets = (int32_t)(u8(r) % 40) - 2, d.rel_max_distance = (int64_t)(u8(r) % 140) - 4; /* relative bias */
         d.attn_window = (u8(r) & 1) ? &win : NULL;
         if (u8(r) < 8) d.size += 8;
         if (u8(r) < 8) d.version += 1;

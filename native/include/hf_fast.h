@@ -105,6 +105,18 @@ int64_t hf_attention_scratch_floats(int64_t S, int64_t d);
 int hf_attention(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                  int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo);
 
+/* Relative-position attention bias (MPNet, T5): out[h][r + S - 1] = table[bucket(r)][h] for each key - query offset
+ * r in [-(S-1), S-1] (out: heads x (2S - 1) floats), bucket(r) T5's bucketing as transformers computes it in fp32
+ * (relative_position_bucket(r, buckets, max_distance): half the buckets per direction, the first quarter exact
+ * distances, then log-spaced up to max_distance, the last bucket beyond). table: [buckets][heads]. The score of
+ * query i and key j then gets out[h][j - i + S - 1]: row i reads the contiguous slice starting at S - 1 - i. */
+int hf_relative_position_bias(int64_t S, int64_t heads, const float *table, int32_t buckets, int64_t max_distance,
+                              float *out);
+/* hf_attention with that bias: softmax(q k^T * scale + rel[h][j - i + S - 1] + mask) v; rel as
+ * hf_relative_position_bias writes it ([heads][2S - 1]). */
+int hf_attention_relbias(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
+                         int64_t ld, const int64_t *key_mask, const float *rel, float scale, float *ctx, int64_t ldo);
+
 /* int8 self-attention, as a QDQ graph whose two activation x activation MatMuls (q k^T and p v) read
  * Q/DQ pairs: uint8 per-tensor scale / zero point of q, k, the softmax probabilities p and v. */
 typedef struct {
@@ -127,6 +139,11 @@ int hf_attention_q8(int isa, int64_t S, int64_t heads, int64_t d, const float *q
 int hf_attention_q8_u8(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
                        const uint8_t *v8, int64_t ld, const int64_t *key_mask, float scale, const hf_attn_quant *aq,
                        float *ctx, int64_t ldo);
+/* hf_attention_q8_u8 with the relative-position bias of hf_attention_relbias (rel: [heads][2S - 1]) added to the
+ * scaled scores: (s * scale + rel[h][j - i + S - 1]) + bias[j]. */
+int hf_attention_q8_u8_relbias(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
+                               const uint8_t *v8, int64_t ld, const int64_t *key_mask, const float *rel, float scale,
+                               const hf_attn_quant *aq, float *ctx, int64_t ldo);
 /* hf_attention_q8_u8 whose context is written as uint8 out[S][ldo] = hf_quantize_u8(ctx * out_mul, out_scale,
  * out_zp) (out_mul: [heads*d] per-channel multipliers, SmoothQuant's 1/s, or NULL), bit for bit: the engine
  * quantizes attn_out's input this way while the context is in registers. */
@@ -244,7 +261,9 @@ typedef struct hf_engine hf_engine;
 #define HF_POS_COUNT 3
 /* attn_bias: an additive bias on the attention scores besides the key mask */
 #define HF_ATTN_BIAS_NONE 0
-#define HF_ATTN_BIAS_RELATIVE 1 /* bucketed relative-position bias [heads][buckets] (MPNet, T5): not implemented */
+#define HF_ATTN_BIAS_RELATIVE 1 /* bucketed relative-position bias (MPNet, T5): a [rel_buckets][heads] table set with
+                                 * hf_engine_set_attention_bias, shared by every layer, added to the scaled scores
+                                 * (fp32 and int8 attention) */
 #define HF_ATTN_BIAS_COUNT 2
 /* linear_bias: bits of the Linears that have a bias. Each packed hf_linear carries its own bias, so a bias-free
  * Linear runs packed with a zero bias (and a bias-free LayerNorm with a zero beta): every combination runs. */
@@ -312,7 +331,7 @@ typedef struct {
 } hf_engine_layer_desc;
 /* An engine for the model `desc` describes (copied: its arrays need not outlive the call). HF_EINVAL for bad
  * dimensions, an unknown ISA id or enum value, or a desc of another size / version; HF_ENOTIMPL for an op this build
- * does not run (pre-LN, a gated or tanh activation, rotary positions, an attention bias, a sliding window). */
+ * does not run (pre-LN, a gated or tanh activation, rotary positions, a sliding window). */
 int hf_engine_create(const hf_engine_model_desc *desc, hf_engine **out);
 void hf_engine_free(hf_engine *e);
 /* Tables of embedding_size columns: word[vocab], pos[max_pos], type[type_vocab] (NULL when 0); LayerNorm over
@@ -323,6 +342,9 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *des
 /* The embeddings projection (desc.embed_proj): fp32 W[hidden][embedding_size] and b[hidden] (NULL = zero), applied
  * to the embeddings LayerNorm output. Copied. */
 int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *b);
+/* The relative attention bias table (desc.attn_bias == HF_ATTN_BIAS_RELATIVE): [rel_buckets][heads] floats, the
+ * layout of MPNet's encoder.relative_attention_bias.weight. Copied; finite values only. */
+int hf_engine_set_attention_bias(hf_engine *e, const float *table);
 /* Head program: HF_HEAD_CLS keeps token 0 of each sequence; LINEAR is fp32 W[N][K] + b; TANH, RELU, GELU
  * elementwise; the HF_HEAD_POOL_* ops pool the tokens of each sequence (at most one CLS or pooling op). */
 int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b);

@@ -153,6 +153,16 @@ const hf_f32_ops *hf_attention_ops_for(int isa, int64_t d, int int8) {
     return t ? t->f32 : NULL;
 }
 
+hf_attention_head_rb_fn hf_attention_rb_kernel_for(int isa, int64_t d) {
+    const hf_isa_table *t = attention_table(table_for(isa), d, 0);
+    return t && t->f32->attention_head_rb ? t->f32->attention_head_rb : hf_attention_head_rb_ref;
+}
+
+hf_attention_q8_head_rb_fn hf_attention_q8_rb_kernel_for(int isa, int64_t d) {
+    const hf_isa_table *t = attention_table(table_for(isa), d, 1);
+    return t && t->f32->attention_q8_head_rb ? t->f32->attention_q8_head_rb : hf_attention_q8_head_rb_ref;
+}
+
 const hf_sparse_kernel *hf_sparse_kernel_for(int isa) {
     const hf_isa_table *t = table_for(isa);
     return t ? t->sparse : NULL;

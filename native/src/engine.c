@@ -7,7 +7,8 @@
  *   x = LN(word[ids] + pos[t] + type[tt])           (tables of embedding_size columns)
  *   [x = x P^T + p]                                 (ELECTRA's embeddings_project, fp32, embedding_size -> H)
  *   per layer:  qkv = Linear_qkv(Q(x))            (one GEMM for the three projections)
- *               ctx = softmax(q k^T * scale + mask) v   per (sequence, head), in parallel
+ *               ctx = softmax(q k^T * scale [+ rel] + mask) v   per (sequence, head), in parallel
+ *                     (rel: MPNet's relative-position bias, [heads][2S - 1] built once per call from the bucket table)
  *               x   = LN(Linear_o(Q(ctx)) + x)        (residual fused in the GEMM epilogue)
  *               x   = LN(Linear_2(Q(gelu(Linear_1(Q(x))))) + x)   (GELU fused in the epilogue)
  *   head:       [CLS] select, fp32 linears with tanh/relu/gelu
@@ -61,6 +62,10 @@ struct hf_engine {
     float eln_eps;
     hf_layer *layers;
     int64_t n_layers_set;
+    int attn_bias;           /* HF_ATTN_BIAS_* */
+    int32_t rel_buckets;     /* HF_ATTN_BIAS_RELATIVE: the bucketing and its [rel_buckets][heads] table */
+    int64_t rel_max_distance;
+    float *rel_table;
     hf_head_op head[HF_ENGINE_MAX_HEAD_OPS];
     int n_head;
     pthread_mutex_t lock; /* guards the cached arena */
@@ -99,9 +104,11 @@ static int check_desc_ops(const hf_engine_model_desc *d) {
     if (d->position == HF_POS_ROTARY)
         return hf_fail(HF_ENOTIMPL, "engine_create: op 'rotary' (rotary position embedding) is not implemented by "
                        "this engine; it runs absolute and padding-offset position tables");
-    if (d->attn_bias != HF_ATTN_BIAS_NONE)
-        return hf_fail(HF_ENOTIMPL, "engine_create: op 'relative-attention-bias' (additive attention bias) is not "
-                       "implemented by this engine");
+    if (d->attn_bias == HF_ATTN_BIAS_RELATIVE &&
+        (d->rel_buckets < 4 || d->rel_buckets > 4096 || d->rel_max_distance <= d->rel_buckets / 4))
+        return hf_fail(HF_EINVAL, "engine_create: relative attention bias with %d buckets and max_distance %lld (need "
+                       "4 to 4096 buckets and max_distance > buckets / 4)", d->rel_buckets,
+                       (long long)d->rel_max_distance);
     for (int64_t i = 0; d->attn_window && i < d->layers; i++) {
         if (d->attn_window[i] < 0)
             return hf_fail(HF_EINVAL, "engine_create: layer %lld attention window %lld < 0", (long long)i,
@@ -149,6 +156,7 @@ int hf_engine_create(const hf_engine_model_desc *d, hf_engine **out) {
     e->H = hidden, e->heads = heads, e->F = ffn, e->L = layers, e->vocab = vocab, e->max_pos = max_pos;
     e->type_vocab = type_vocab;
     e->E = E, e->embed_proj = d->embed_proj;
+    e->attn_bias = d->attn_bias, e->rel_buckets = d->rel_buckets, e->rel_max_distance = d->rel_max_distance;
     e->layers = (hf_layer *)hf_alloc((size_t)layers * sizeof(hf_layer));
     if (!e->layers) {
         hf_free(e);
@@ -163,7 +171,7 @@ int hf_engine_create(const hf_engine_model_desc *d, hf_engine **out) {
 void hf_engine_free(hf_engine *e) {
     if (!e) return;
     hf_free(e->word), hf_free(e->pos), hf_free(e->type), hf_free(e->eln_g), hf_free(e->eln_b);
-    hf_free(e->proj_w), hf_free(e->proj_b);
+    hf_free(e->proj_w), hf_free(e->proj_b), hf_free(e->rel_table);
     for (int64_t i = 0; i < e->L; i++) {
         hf_layer *l = &e->layers[i];
         hf_free(l->ln1_g), hf_free(l->ln1_b), hf_free(l->ln2_g), hf_free(l->ln2_b);
@@ -206,6 +214,19 @@ int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *
     e->proj_b = dup_f32(b, e->H);
     if (e->proj_b && !b) memset(e->proj_b, 0, (size_t)e->H * sizeof(float));
     if (!e->proj_w || !e->proj_b) return hf_fail(HF_ENOMEM, "engine_set_embeddings_project: out of memory");
+    return HF_OK;
+}
+
+int hf_engine_set_attention_bias(hf_engine *e, const float *table) {
+    if (!e || !table) return hf_fail(HF_EINVAL, "engine_set_attention_bias: NULL argument");
+    if (e->attn_bias != HF_ATTN_BIAS_RELATIVE)
+        return hf_fail(HF_EINVAL, "engine_set_attention_bias: the engine was created without a relative attention bias");
+    const int64_t n = (int64_t)e->rel_buckets * e->heads;
+    for (int64_t k = 0; k < n; k++)
+        if (!isfinite(table[k]))
+            return hf_fail(HF_EINVAL, "engine_set_attention_bias: table value %lld is not finite", (long long)k);
+    hf_free(e->rel_table);
+    if (!(e->rel_table = dup_f32(table, n))) return hf_fail(HF_ENOMEM, "engine_set_attention_bias: out of memory");
     return HF_OK;
 }
 
@@ -375,6 +396,7 @@ typedef struct {
     float *bias;   /* [B][S] additive key mask */
     float *head_a, *head_b; /* head ping-pong [rows][max width] */
     float *emb;    /* [T][E] embeddings LayerNorm output, the projection's input (embed_proj only) */
+    float *rel;    /* [heads][2S - 1] relative-position bias of this sequence length (HF_ATTN_BIAS_RELATIVE only) */
 } arena_t;
 
 #define ARENA_SKEW 256 /* bytes between consecutive arena buffers (see arena_carve) */
@@ -411,6 +433,7 @@ static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, i
     TAKE(a->hq, uint8_t, hq_bytes);
     TAKE(a->qkv8, uint8_t, u8_qkv ? T * H3 : 0);
     if (e->embed_proj) TAKE(a->emb, float, T * e->E); /* last: the buffers above sit where they always did */
+    if (e->attn_bias == HF_ATTN_BIAS_RELATIVE) TAKE(a->rel, float, e->heads * (2 * S - 1));
 #undef TAKE
     return off;
 }
@@ -432,6 +455,8 @@ typedef struct {
     const float *q_mul; /* [H] smoothing multiplier of attn_out's input, or NULL */
     const hf_linear_ops *lops;
     const hf_attn_quant *aq; /* int8 attention (NULL: fp32) */
+    hf_attention_head_rb_fn rb_kernel; /* fp32 attention with the relative bias a->rel (NULL: none) */
+    hf_attention_q8_head_rb_fn rb_q8_kernel; /* int8 attention with it (NULL: none) */
     atomic_long next; /* next (sequence, head) pair to claim */
     atomic_int failed;
 } attn_job;
@@ -458,12 +483,20 @@ static void attn_task(void *arg, int tid, int nth) {
         if (j->aq) { /* the kernel quantizes its context for attn_out itself, while it is in registers */
             const uint8_t *b8 = j->a->qkv8 + b * j->S * H3 + h * j->d;
             const hf_ctx_quant oq = {xq, e->H, j->q_scale, j->q_zp, j->q_mul ? j->q_mul + h * j->d : NULL};
-            j->ops->attention_q8_head(j->S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
-                                      j->aq, NULL, e->H, &oq, scr);
+            if (j->rb_q8_kernel)
+                j->rb_q8_kernel(j->S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + b * j->S,
+                                j->a->rel + h * (2 * j->S - 1) + j->S - 1, -1, j->scale, j->aq, NULL, e->H, &oq, scr);
+            else
+                j->ops->attention_q8_head(j->S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
+                                          j->aq, NULL, e->H, &oq, scr);
             continue;
         }
-        j->ops->attention_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
-                               ctx, e->H, scr);
+        if (j->rb_kernel) /* row i adds rel[h][j - i + S - 1] */
+            j->rb_kernel(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S,
+                         j->a->rel + h * (2 * j->S - 1) + j->S - 1, -1, j->scale, ctx, e->H, scr);
+        else
+            j->ops->attention_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
+                                   ctx, e->H, scr);
         if (j->q_mul) {
             const float *m = j->q_mul + h * j->d;
             for (int64_t s = 0; s < j->S; s++)
@@ -557,6 +590,9 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
 
     /* embeddings + LayerNorm [+ projection] + quantize for the first qkv, in parallel row blocks */
     for (int64_t t = 0; t < T; t++) a.bias[t] = (!mask || mask[t]) ? 0.f : -INFINITY;
+    if (e->attn_bias == HF_ATTN_BIAS_RELATIVE &&
+        (rc = hf_relative_position_bias(S, e->heads, e->rel_table, e->rel_buckets, e->rel_max_distance, a.rel)) != HF_OK)
+        return rc;
     if (e->embed_proj) { /* LayerNorm over E into a.emb, then the projection to H and the quantizer */
         rows_job ej = {e, ops, lops, T, S, e->E, ids, types, NULL, a.emb, e->eln_g, e->eln_b, e->eln_eps, NULL};
         rows_run(&ej);
@@ -589,7 +625,9 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
         }
         /* the attention kernel for this head size (dispatch.c: the reference for sizes the SIMD kernels do not take) */
         attn_job job = {e, hf_attention_ops_for(e->isa, d, l->attn_q8), &a, B, S, d, l->att_scale, l->o_s, l->o_zp,
-                        l->o_m, lops, l->attn_q8 ? &l->aq : NULL, 0, 0};
+                        l->o_m, lops, l->attn_q8 ? &l->aq : NULL,
+                        e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_rb_kernel_for(e->isa, d) : NULL,
+                        e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_q8_rb_kernel_for(e->isa, d) : NULL, 0, 0};
         hf_parallel(attn_task, &job, (int)(B * e->heads));
         if (atomic_load(&job.failed)) {
             rc = hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");
@@ -654,7 +692,8 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
     void *mem;
     arena_t a;
     if (!e || !ids || !out) return hf_fail(HF_EINVAL, "engine_run: NULL argument");
-    if (!e->word || e->n_layers_set < e->L || (e->embed_proj && !e->proj_w))
+    if (!e->word || e->n_layers_set < e->L || (e->embed_proj && !e->proj_w) ||
+        (e->attn_bias == HF_ATTN_BIAS_RELATIVE && !e->rel_table))
         return hf_fail(HF_EFORMAT, "engine_run: engine is not fully built");
     if (B <= 0 || S <= 0) return hf_fail(HF_EINVAL, "engine_run: batch=%lld and sequence=%lld must be > 0",
                                          (long long)B, (long long)S);

@@ -81,11 +81,37 @@ typedef struct {
 typedef void (*hf_attention_q8_head_fn)(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
                                         int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq,
                                         float *ctx, int64_t ldo, const hf_ctx_quant *oq, void *scratch);
+/* hf_attention_head_fn with an additive bias per (query, key) besides key_bias: row i adds rb[i * rb_step + j] for key j
+ * (j < S), as (s * scale + rb) + key_bias. The relative-position bias is rb = rel + S - 1, rb_step = -1 (row i reads
+ * rel[j - i + S - 1], a contiguous slice). */
+typedef void (*hf_attention_head_rb_fn)(int64_t S, int64_t d, const float *q, const float *k, const float *v,
+                                        int64_t ld, const float *key_bias, const float *rb, int64_t rb_step,
+                                        float scale, float *ctx, int64_t ldo, float *scratch);
+typedef void (*hf_attention_q8_head_rb_fn)(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8,
+                                           const uint8_t *v8, int64_t ld, const float *key_bias, const float *rb,
+                                           int64_t rb_step, float scale, const hf_attn_quant *aq, float *ctx,
+                                           int64_t ldo, const hf_ctx_quant *oq, void *scratch);
 typedef struct {
     hf_layernorm_fn layernorm;
     hf_attention_head_fn attention_head;       /* requires d % 8 == 0 unless it is the reference */
     hf_attention_q8_head_fn attention_q8_head; /* requires d % 16 == 0 unless it is the reference */
+    /* attention_head with a per-row bias (same head sizes as attention_head); NULL: the reference runs it */
+    hf_attention_head_rb_fn attention_head_rb;
+    /* attention_q8_head with a per-row bias (hf_attention_head_rb_fn's rb, rb_step); NULL: the reference runs it */
+    hf_attention_q8_head_rb_fn attention_q8_head_rb;
 } hf_f32_ops;
+void hf_attention_q8_head_rb_ref(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
+    int64_t ld, const float *key_bias, const float *rb, int64_t rb_step, float scale, const hf_attn_quant *aq,
+    float *ctx, int64_t ldo, const hf_ctx_quant *oq, void *scratch);
+hf_attention_q8_head_rb_fn hf_attention_q8_rb_kernel_for(int isa, int64_t d);
+void hf_attention_head_rb_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                              const float *key_bias, const float *rb, int64_t rb_step, float scale, float *ctx,
+                              int64_t ldo, float *scratch);
+/* dispatch.c: the biased attention kernel that runs head size d on isa (the table hf_attention_ops_for picks, or the
+ * reference where that table has none) */
+hf_attention_head_rb_fn hf_attention_rb_kernel_for(int isa, int64_t d);
+/* ops.c: bucket of a key - query offset (hf_relative_position_bias) */
+int32_t hf_relative_bucket(int64_t rel, int32_t buckets, int64_t max_distance);
 void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
     int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
     const hf_ctx_quant *oq, void *scratch);

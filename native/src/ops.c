@@ -1,6 +1,7 @@
 /* fp32 transformer ops front end: argument checks and dispatch (used directly by tests; the engine
  * calls the kernel tables itself to avoid per-call checks and allocation). */
 #include <math.h>
+#include <stdint.h>
 
 #include "internal.h"
 
@@ -48,6 +49,65 @@ int hf_attention(int isa, int64_t S, int64_t heads, int64_t d, const float *q, c
     if (!scratch) return hf_fail(HF_ENOMEM, "attention: out of memory");
     for (int64_t h = 0; h < heads; h++)
         ops->attention_head(S, d, q + h * d, k + h * d, v + h * d, ld, bias, scale, ctx + h * d, ldo, scratch);
+    hf_free(scratch);
+    return HF_OK;
+}
+
+/* transformers' relative_position_bucket (MPNet, T5 bidirectional) in its own fp32 arithmetic: n = query - key; the
+ * upper half of the buckets for keys after the query; |n| < buckets / 4 exact; beyond, buckets / 4 +
+ * trunc(log(|n| / max_exact) / log(max_distance / max_exact) * (buckets / 2 - max_exact)), capped at the last one.
+ * The float ops are torch's (a float32 log, divided by the double log rounded to float32, times an int): tested
+ * against relative_position_bucket for every offset up to 4096 (tests/test_family_mpnet.py). */
+int32_t hf_relative_bucket(int64_t rel, int32_t buckets, int64_t max_distance) {
+    const int32_t half = buckets / 2, max_exact = half / 2;
+    int64_t n = -rel;
+    int32_t ret = n < 0 ? half : 0;
+    n = n < 0 ? -n : n;
+    if (n < max_exact) return ret + (int32_t)n;
+    const float l = logf((float)n / (float)max_exact) / (float)log((double)max_distance / (double)max_exact);
+    const float v = l * (float)(half - max_exact);
+    int64_t large = max_exact + (v < (float)INT32_MAX ? (int64_t)v : INT32_MAX);
+    if (large > half - 1) large = half - 1;
+    return ret + (int32_t)large;
+}
+
+static int relative_args(const char *what, int64_t S, int64_t heads, const float *table, int32_t buckets,
+                         int64_t max_distance) {
+    if (S <= 0 || heads <= 0 || S > (1 << 20)) return hf_fail(HF_EINVAL, "%s: S=%lld, heads=%lld", what, (long long)S,
+                                                              (long long)heads);
+    if (!table) return hf_fail(HF_EINVAL, "%s: NULL table", what);
+    if (buckets < 4 || max_distance <= buckets / 4)
+        return hf_fail(HF_EINVAL, "%s: %d buckets with max_distance %lld (need >= 4 buckets and max_distance > "
+                       "buckets / 4)", what, buckets, (long long)max_distance);
+    return HF_OK;
+}
+
+int hf_relative_position_bias(int64_t S, int64_t heads, const float *table, int32_t buckets, int64_t max_distance,
+                              float *out) {
+    int rc;
+    if ((rc = relative_args("relative_position_bias", S, heads, table, buckets, max_distance)) != HF_OK) return rc;
+    if (!out) return hf_fail(HF_EINVAL, "relative_position_bias: NULL out");
+    const int64_t w = 2 * S - 1;
+    for (int64_t r = -(S - 1); r <= S - 1; r++) {
+        const float *row = table + (int64_t)hf_relative_bucket(r, buckets, max_distance) * heads;
+        for (int64_t h = 0; h < heads; h++) out[h * w + r + S - 1] = row[h];
+    }
+    return HF_OK;
+}
+
+int hf_attention_relbias(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
+                         int64_t ld, const int64_t *key_mask, const float *rel, float scale, float *ctx, int64_t ldo) {
+    int rc;
+    float *bias;
+    if ((rc = attention_args("attention_relbias", &isa, S, heads, d, q, k, v, ld, ctx, ldo)) != HF_OK) return rc;
+    if (!rel) return hf_fail(HF_EINVAL, "attention_relbias: NULL rel");
+    const hf_attention_head_rb_fn kern = hf_attention_rb_kernel_for(isa, d);
+    float *scratch = (float *)scratch_with_bias((size_t)hf_attention_scratch_floats(S, d) * sizeof(float), S,
+                                                key_mask, &bias);
+    if (!scratch) return hf_fail(HF_ENOMEM, "attention_relbias: out of memory");
+    for (int64_t h = 0; h < heads; h++)
+        kern(S, d, q + h * d, k + h * d, v + h * d, ld, bias, rel + h * (2 * S - 1) + S - 1, -1, scale, ctx + h * d,
+             ldo, scratch);
     hf_free(scratch);
     return HF_OK;
 }
@@ -112,6 +172,25 @@ static int attention_q8_heads(const char *what, int isa, int64_t S, int64_t head
         fn(S, d, q8 + h * d, k8 + h * d, v8 + h * d, ld, bias, scale, aq, oq ? NULL : ctx + h * d, ldo, oq ? &hq : NULL,
            scratch);
     }
+    hf_free(scratch);
+    return HF_OK;
+}
+
+int hf_attention_q8_u8_relbias(int isa, int64_t S, int64_t heads, int64_t d, const uint8_t *q8, const uint8_t *k8,
+                               const uint8_t *v8, int64_t ld, const int64_t *key_mask, const float *rel, float scale,
+                               const hf_attn_quant *aq, float *ctx, int64_t ldo) {
+    int rc;
+    float *bias;
+    if ((rc = attention_args("attention_q8_u8_relbias", &isa, S, heads, d, q8, k8, v8, ld, ctx, ldo)) != HF_OK ||
+        (rc = attention_q8_args("attention_q8_u8_relbias", S, d, aq)) != HF_OK)
+        return rc;
+    if (!rel) return hf_fail(HF_EINVAL, "attention_q8_u8_relbias: NULL rel");
+    void *scratch = scratch_with_bias((size_t)hf_attention_q8_scratch_bytes(S, d), S, key_mask, &bias);
+    if (!scratch) return hf_fail(HF_ENOMEM, "attention_q8_u8_relbias: out of memory");
+    const hf_attention_q8_head_rb_fn fn = hf_attention_q8_rb_kernel_for(isa, d);
+    for (int64_t h = 0; h < heads; h++)
+        fn(S, d, q8 + h * d, k8 + h * d, v8 + h * d, ld, bias, rel + h * (2 * S - 1) + S - 1, -1, scale, aq,
+           ctx + h * d, ldo, NULL, scratch);
     hf_free(scratch);
     return HF_OK;
 }

@@ -15,9 +15,11 @@ int64_t hf_attention_q8_scratch_bytes(int64_t S, int64_t d) {
     return 6 * sk * dv + 96 * sk + 48 * dv + 8192;
 }
 
-void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8, int64_t ld,
-                              const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
-                              const hf_ctx_quant *oq, void *scratch) {
+/* rb: the per-row bias of hf_attention_q8_head_rb_fn, NULL for none */
+static inline void q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
+                               int64_t ld, const float *key_bias, const float *rb, int64_t rb_step, float scale,
+                               const hf_attn_quant *aq, float *ctx, int64_t ldo, const hf_ctx_quant *oq,
+                               void *scratch) {
     uint8_t *p8 = (uint8_t *)scratch;
     float *p = (float *)hf_align64((char *)(p8 + S));
     const float sqk = aq->q_scale * aq->k_scale, spv = aq->p_scale * aq->v_scale;
@@ -28,7 +30,8 @@ void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uin
             for (int64_t c = 0; c < d; c++)
                 acc += ((int32_t)q8[i * ld + c] - aq->q_zp) * ((int32_t)k8[j * ld + c] - aq->k_zp);
             float s = (float)acc * sqk;
-            s = s * scale + (key_bias ? key_bias[j] : 0.f);
+            if (rb) s = (s * scale + rb[i * rb_step + j]) + (key_bias ? key_bias[j] : 0.f);
+            else s = s * scale + (key_bias ? key_bias[j] : 0.f);
             p[j] = s;
             if (s > mx) mx = s;
         }
@@ -59,4 +62,17 @@ void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uin
             else ctx[i * ldo + c] = y;
         }
     }
+}
+
+void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8, int64_t ld,
+                              const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
+                              const hf_ctx_quant *oq, void *scratch) {
+    q8_head_ref(S, d, q8, k8, v8, ld, key_bias, NULL, 0, scale, aq, ctx, ldo, oq, scratch);
+}
+
+void hf_attention_q8_head_rb_ref(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
+                                 int64_t ld, const float *key_bias, const float *rb, int64_t rb_step, float scale,
+                                 const hf_attn_quant *aq, float *ctx, int64_t ldo, const hf_ctx_quant *oq,
+                                 void *scratch) {
+    q8_head_ref(S, d, q8, k8, v8, ld, key_bias, rb, rb_step, scale, aq, ctx, ldo, oq, scratch);
 }

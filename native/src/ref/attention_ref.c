@@ -11,15 +11,18 @@ int64_t hf_attention_scratch_floats(int64_t S, int64_t d) {
     return d * sp + 16 * sp + 64;
 }
 
-void hf_attention_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
-                           const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch) {
+/* rb: the per-row bias of hf_attention_head_rb_fn, NULL for none (hf_attention_head_ref) */
+static inline void attention_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                      const float *key_bias, const float *rb, int64_t rb_step, float scale,
+                                      float *ctx, int64_t ldo, float *scratch) {
     float *p = scratch;
     for (int64_t i = 0; i < S; i++) {
         float mx = -INFINITY;
         for (int64_t j = 0; j < S; j++) {
             float s = 0.f;
             for (int64_t c = 0; c < d; c++) s += q[i * ld + c] * k[j * ld + c];
-            s = s * scale + (key_bias ? key_bias[j] : 0.f);
+            if (rb) s = (s * scale + rb[i * rb_step + j]) + (key_bias ? key_bias[j] : 0.f);
+            else s = s * scale + (key_bias ? key_bias[j] : 0.f);
             p[j] = s;
             if (s > mx) mx = s;
         }
@@ -40,4 +43,15 @@ void hf_attention_head_ref(int64_t S, int64_t d, const float *q, const float *k,
             ctx[i * ldo + c] = acc * inv;
         }
     }
+}
+
+void hf_attention_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                           const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch) {
+    attention_head_ref(S, d, q, k, v, ld, key_bias, NULL, 0, scale, ctx, ldo, scratch);
+}
+
+void hf_attention_head_rb_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                              const float *key_bias, const float *rb, int64_t rb_step, float scale, float *ctx,
+                              int64_t ldo, float *scratch) {
+    attention_head_ref(S, d, q, k, v, ld, key_bias, rb, rb_step, scale, ctx, ldo, scratch);
 }

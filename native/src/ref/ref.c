@@ -9,7 +9,8 @@ static void head_linear_ref(int64_t N, int64_t K, const float *W, const float *b
 }
 
 static const hf_linear_ops linear_ref = {hf_epilogue_rows_ref, hf_gelu_ref, hf_quantize_ref, hf_quantize_mul_ref};
-static const hf_f32_ops f32_ref = {hf_layernorm_ref, hf_attention_head_ref, hf_attention_q8_head_ref};
+static const hf_f32_ops f32_ref = {hf_layernorm_ref, hf_attention_head_ref, hf_attention_q8_head_ref,
+                                   hf_attention_head_rb_ref, hf_attention_q8_head_rb_ref};
 
 const hf_isa_table hf_table_ref = {
     .isa = HF_ISA_REF,

@@ -38,7 +38,7 @@ INL void mk(const int mr, const int nb, int64_t K, const float *A, int64_t lda, 
 
 /* scores sc[r][j] = (q_r . k_j) * scale + bias[j] for j < round_up(ne, 16) (entries past ne are junk). */
 INL void scores_rows(const int mr, int64_t d, const float *q, int64_t ld, const float *kt, int64_t sp, int64_t ne,
-                     const float *key_bias, float scale, float *sc) {
+                     const float *key_bias, const float *rb, int64_t rb_step, float scale, float *sc) {
     const __m256 vs = _mm256_set1_ps(scale);
     for (int64_t j = 0; j < ne; j += 16) {
         __m256 acc[MR][2];
@@ -49,6 +49,18 @@ INL void scores_rows(const int mr, int64_t d, const float *q, int64_t ld, const 
             b0 = left >= 8 ? _mm256_loadu_ps(key_bias + j) : _mm256_maskload_ps(key_bias + j, hf_tailmask256((int)left));
             b1 = left >= 16 ? _mm256_loadu_ps(key_bias + j + 8)
                             : _mm256_maskload_ps(key_bias + j + 8, hf_tailmask256(left > 8 ? (int)(left - 8) : 0));
+        }
+        if (rb) { /* (s * scale + rb) + key_bias; rb rows have ne valid entries: masked loads past them */
+            const int64_t left = ne - j;
+            const __m256i m0 = hf_tailmask256(left >= 8 ? 8 : (int)left), m1 = hf_tailmask256(left >= 16 ? 8 : left > 8 ? (int)(left - 8) : 0);
+            for (int r = 0; r < mr; r++) {
+                const float *rr = rb + r * rb_step + j;
+                const __m256 s0 = _mm256_add_ps(_mm256_mul_ps(acc[r][0], vs), _mm256_maskload_ps(rr, m0));
+                const __m256 s1 = _mm256_add_ps(_mm256_mul_ps(acc[r][1], vs), _mm256_maskload_ps(rr + 8, m1));
+                _mm256_storeu_ps(sc + r * sp + j, _mm256_add_ps(s0, b0));
+                _mm256_storeu_ps(sc + r * sp + j + 8, _mm256_add_ps(s1, b1));
+            }
+            continue;
         }
         for (int r = 0; r < mr; r++) {
             _mm256_storeu_ps(sc + r * sp + j, _mm256_add_ps(_mm256_mul_ps(acc[r][0], vs), b0));
@@ -79,13 +91,15 @@ INL void pv_rows(const int mr, int64_t d, const float *p, int64_t sp, int64_t ne
 
 #define ROWS(MRV)                                                                                      \
     do {                                                                                               \
-        scores_rows(MRV, d, q + i0 * ld, ld, kt, sp, ne, key_bias, scale, sc);                        \
+        scores_rows(MRV, d, q + i0 * ld, ld, kt, sp, ne, key_bias, rb ? rb + i0 * rb_step : NULL, rb_step, scale, \
+                    sc);                                                                               \
         for (int r = 0; r < MRV; r++) inv[r] = hf_softmax_row8(sc + r * sp, ne);                           \
         pv_rows(MRV, d, sc, sp, ne, v, ld, inv, ctx + i0 * ldo, ldo);                                  \
     } while (0)
 
-TGT void hf_attention_head_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
-                                const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch) {
+INL void head_core(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                    const float *key_bias, const float *rb, int64_t rb_step, float scale, float *ctx, int64_t ldo,
+                    float *scratch) {
     const int64_t sp = (S + 15) & ~(int64_t)15;
     float *kt = scratch;          /* [d][sp] */
     float *sc = scratch + d * sp; /* [MR][sp] */
@@ -103,4 +117,16 @@ TGT void hf_attention_head_avx2(int64_t S, int64_t d, const float *q, const floa
     case 1: ROWS(1); break;
     default: break;
     }
+}
+
+TGT void hf_attention_head_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch) {
+    head_core(S, d, q, k, v, ld, key_bias, NULL, 0, scale, ctx, ldo, scratch);
+}
+
+/* the same with a per-row bias (hf_attention_head_rb_fn) */
+TGT void hf_attention_head_rb_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                   const float *key_bias, const float *rb, int64_t rb_step, float scale, float *ctx, int64_t ldo,
+                                   float *scratch) {
+    head_core(S, d, q, k, v, ld, key_bias, rb, rb_step, scale, ctx, ldo, scratch);
 }

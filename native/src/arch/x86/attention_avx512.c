@@ -34,7 +34,7 @@ INL void mk(const int mr, const int nb, int64_t K, const float *A, int64_t lda, 
 
 /* scores sc[r][j] = (q_r . k_j) * scale + bias[j] for j < round_up(ne, 16) (entries past ne are junk). */
 INL void scores_rows(const int mr, int64_t d, const float *q, int64_t ld, const float *kt, int64_t sp, int64_t ne,
-                     const float *key_bias, float scale, float *sc) {
+                     const float *key_bias, const float *rb, int64_t rb_step, float scale, float *sc) {
     const __m512 vs = _mm512_set1_ps(scale);
     for (int64_t j = 0; j < ne; j += 32) {
         __m512 acc[MR][2];
@@ -45,6 +45,19 @@ INL void scores_rows(const int mr, int64_t d, const float *q, int64_t ld, const 
         if (key_bias) { /* bias has ne valid entries */
             b0 = _mm512_maskz_loadu_ps(hf_tail16(ne - j), key_bias + j);
             if (two) b1 = _mm512_maskz_loadu_ps(hf_tail16(ne - j - 16), key_bias + j + 16);
+        }
+        if (rb) { /* (s * scale + rb) + key_bias; rb rows have ne valid entries */
+            const __mmask16 m0 = hf_tail16(ne - j), m1 = two ? hf_tail16(ne - j - 16) : 0;
+            for (int r = 0; r < mr; r++) {
+                const float *rr = rb + r * rb_step + j;
+                const __m512 s0 = _mm512_add_ps(_mm512_mul_ps(acc[r][0], vs), _mm512_maskz_loadu_ps(m0, rr));
+                _mm512_storeu_ps(sc + r * sp + j, _mm512_add_ps(s0, b0));
+                if (two) {
+                    const __m512 s1 = _mm512_add_ps(_mm512_mul_ps(acc[r][1], vs), _mm512_maskz_loadu_ps(m1, rr + 16));
+                    _mm512_storeu_ps(sc + r * sp + j + 16, _mm512_add_ps(s1, b1));
+                }
+            }
+            continue;
         }
         for (int r = 0; r < mr; r++) {
             _mm512_storeu_ps(sc + r * sp + j, _mm512_add_ps(_mm512_mul_ps(acc[r][0], vs), b0));
@@ -75,15 +88,18 @@ INL void pv_rows(const int mr, int64_t d, const float *p, int64_t sp, int64_t ne
 
 #define ROWS(MRV)                                                                                      \
     do {                                                                                               \
-        scores_rows(MRV, d, q + i0 * ld, ld, kt, sp, ne, key_bias, scale, sc);                        \
+        scores_rows(MRV, d, q + i0 * ld, ld, kt, sp, ne, key_bias, rb ? rb + i0 * rb_step : NULL, rb_step, scale, \
+                    sc);                                                                               \
         for (int r = 0; r < MRV; r++) inv[r] = hf_softmax_row16(sc + r * sp, ne);                         \
         pv_rows(MRV, d, sc, sp, ne, v, ld, inv, ctx + i0 * ldo, ldo);                                  \
     } while (0)
 
-TGT void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
-                                  const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch) {
+INL void head_core(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                    const float *key_bias, const float *rb, int64_t rb_step, float scale, float *ctx, int64_t ldo,
+                    float *scratch) {
     if (d % 16) {
-        hf_attention_head_avx2(S, d, q, k, v, ld, key_bias, scale, ctx, ldo, scratch);
+        if (rb) hf_attention_head_rb_avx2(S, d, q, k, v, ld, key_bias, rb, rb_step, scale, ctx, ldo, scratch);
+        else hf_attention_head_avx2(S, d, q, k, v, ld, key_bias, scale, ctx, ldo, scratch);
         return;
     }
     const int64_t sp = (S + 15) & ~(int64_t)15;
@@ -108,4 +124,16 @@ TGT void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const fl
     case 1: ROWS(1); break;
     default: break;
     }
+}
+
+TGT void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                  const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch) {
+    head_core(S, d, q, k, v, ld, key_bias, NULL, 0, scale, ctx, ldo, scratch);
+}
+
+/* the same with a per-row bias (hf_attention_head_rb_fn) */
+TGT void hf_attention_head_rb_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                     const float *key_bias, const float *rb, int64_t rb_step, float scale, float *ctx, int64_t ldo,
+                                     float *scratch) {
+    head_core(S, d, q, k, v, ld, key_bias, rb, rb_step, scale, ctx, ldo, scratch);
 }

@@ -71,6 +71,15 @@ INL __m256i q_prob8(__m256 e, __m256 w, __m256 zp) {
             for (int r = 0; r < MRB; r++) {                                                                    \
                 const __m256 s0 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][0]), vqk);                           \
                 const __m256 s1 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][1]), vqk);                           \
+                if (rb) { /* (s * scale + rb) + key_bias, rb rows masked past ne */                            \
+                    const int64_t left = ne - j;                                                               \
+                    const float *rr = rb + (i0 + r) * rb_step + j;                                             \
+                    const __m256 r0 = _mm256_maskload_ps(rr, hf_tailmask256(left >= 8 ? 8 : (int)left));      \
+                    const __m256 r1 = _mm256_maskload_ps(rr + 8, hf_tailmask256(left >= 16 ? 8 : left > 8 ? (int)(left - 8) : 0)); \
+                    _mm256_storeu_ps(sc + r * sp + j, _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(s0, vsc), r0), b0)); \
+                    _mm256_storeu_ps(sc + r * sp + j + 8, _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(s1, vsc), r1), b1)); \
+                    continue;                                                                                  \
+                }                                                                                              \
                 _mm256_storeu_ps(sc + r * sp + j, _mm256_add_ps(_mm256_mul_ps(s0, vsc), b0));                  \
                 _mm256_storeu_ps(sc + r * sp + j + 8, _mm256_add_ps(_mm256_mul_ps(s1, vsc), b1));              \
             }                                                                                                  \
@@ -103,11 +112,12 @@ INL __m256i q_prob8(__m256 e, __m256 w, __m256 zp) {
         }                                                                                                      \
     } while (0)
 
-TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v,
-                                   int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx,
-                                   int64_t ldo, const hf_ctx_quant *oq, void *scratch) {
+INL void q8_head(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v, int64_t ld,
+                 const float *key_bias, const float *rb, int64_t rb_step, float scale, const hf_attn_quant *aq,
+                 float *ctx, int64_t ldo, const hf_ctx_quant *oq, void *scratch) {
     if (d % 16) {
-        hf_attention_q8_head_ref(S, d, q, k, v, ld, key_bias, scale, aq, ctx, ldo, oq, scratch);
+        if (rb) hf_attention_q8_head_rb_ref(S, d, q, k, v, ld, key_bias, rb, rb_step, scale, aq, ctx, ldo, oq, scratch);
+        else hf_attention_q8_head_ref(S, d, q, k, v, ld, key_bias, scale, aq, ctx, ldo, oq, scratch);
         return;
     }
     const int64_t sp = (S + 15) & ~(int64_t)15, d2 = d / 2;
@@ -156,4 +166,18 @@ TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const uint8_t *q, const
     case 1: BLOCK(1); break;
     default: break;
     }
+}
+
+TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v,
+                                   int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx,
+                                   int64_t ldo, const hf_ctx_quant *oq, void *scratch) {
+    q8_head(S, d, q, k, v, ld, key_bias, NULL, 0, scale, aq, ctx, ldo, oq, scratch);
+}
+
+/* the same with a per-row bias (hf_attention_q8_head_rb_fn) */
+TGT void hf_attention_q8_head_rb_avx2(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v,
+                                      int64_t ld, const float *key_bias, const float *rb, int64_t rb_step, float scale,
+                                      const hf_attn_quant *aq, float *ctx, int64_t ldo, const hf_ctx_quant *oq,
+                                      void *scratch) {
+    q8_head(S, d, q, k, v, ld, key_bias, rb, rb_step, scale, aq, ctx, ldo, oq, scratch);
 }

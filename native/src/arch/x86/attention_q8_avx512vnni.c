@@ -106,6 +106,8 @@ typedef struct {
     const float *key_bias;
     float c2, spv, p_scale; /* c2 = q_scale * k_scale * scale * log2(e) */
     int32_t p_zp, cp; /* cp = 128 - zv */
+    const float *rb;  /* per-row bias (hf_attention_q8_head_rb_fn): row i adds rb[i * rb_step + j]; NULL = none */
+    int64_t rb_step;
 } q8_ctx;
 
 /* Scores of rows i0 .. i0+mr into sc, in base-2 units: y = fma(float(exact int32), sqk * scale * log2(e),
@@ -123,12 +125,18 @@ static TGT void scores_rows(int mr, const q8_ctx *c, int64_t i0, float *rmax) {
         const __m512i k0 = _mm512_loadu_si512((const void *)(c->ck + j));
         const __m512i k1 = _mm512_loadu_si512((const void *)(c->ck + j + 16));
         const __mmask16 m0 = hf_tail16(c->ne - j), m1 = hf_tail16(c->ne - j - 16);
-        __m512 b0 = _mm512_setzero_ps(), b1 = b0;
+        __m512 b0 = _mm512_setzero_ps(), b1 = b0, kb0 = b0, kb1 = b0;
         if (c->key_bias) {
-            b0 = _mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m0, c->key_bias + j), l2e), lo);
-            b1 = _mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m1, c->key_bias + j + 16), l2e), lo);
+            kb0 = _mm512_maskz_loadu_ps(m0, c->key_bias + j), kb1 = _mm512_maskz_loadu_ps(m1, c->key_bias + j + 16);
+            b0 = _mm512_max_ps(_mm512_mul_ps(kb0, l2e), lo);
+            b1 = _mm512_max_ps(_mm512_mul_ps(kb1, l2e), lo);
         }
         for (int r = 0; r < mr; r++) {
+            if (c->rb) { /* the row's bias joins the key bias: max((rb + key_bias) * log2(e), -1e30) */
+                const float *rr = c->rb + (i0 + r) * c->rb_step + j;
+                b0 = _mm512_max_ps(_mm512_mul_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(m0, rr), kb0), l2e), lo);
+                b1 = _mm512_max_ps(_mm512_mul_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(m1, rr + 16), kb1), l2e), lo);
+            }
             const __m512i ri = _mm512_set1_epi32(c->rq[i0 + r]);
             const int32_t *t = c->tile + r * 32;
             float *row = c->sc + r * c->sk + j;
@@ -230,11 +238,12 @@ static TGT void block(int mr, const q8_ctx *c, int64_t i0, float *ctx, int64_t l
     if (mr > MRV) ctx_rows(mr - MRV, c, MRV, psum, cb, ldo, oq, ob);
 }
 
-TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v,
-                                         int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq,
-                                         float *ctx, int64_t ldo, const hf_ctx_quant *oq, void *scratch) {
+static TGT void q8_head(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v, int64_t ld,
+                        const float *key_bias, const float *rb, int64_t rb_step, float scale, const hf_attn_quant *aq,
+                        float *ctx, int64_t ldo, const hf_ctx_quant *oq, void *scratch) {
     if (d % 16) {
-        hf_attention_q8_head_ref(S, d, q, k, v, ld, key_bias, scale, aq, ctx, ldo, oq, scratch);
+        if (rb) hf_attention_q8_head_rb_ref(S, d, q, k, v, ld, key_bias, rb, rb_step, scale, aq, ctx, ldo, oq, scratch);
+        else hf_attention_q8_head_ref(S, d, q, k, v, ld, key_bias, scale, aq, ctx, ldo, oq, scratch);
         return;
     }
     /* keys padded to 32 and channels to 64 (zeros), so the micro-kernels always run full width; q rows padded
@@ -317,6 +326,20 @@ TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const uint8_t *q,
 
     const q8_ctx c = {q8, rq, Kp, ck, Vp, cv, sc, p8, tile, d, sk, dv, ne, key_bias,
                       aq->q_scale * aq->k_scale * scale * HF_LOG2E, aq->p_scale * aq->v_scale, aq->p_scale,
-                      aq->p_zp, 128 - aq->v_zp};
+                      aq->p_zp, 128 - aq->v_zp, rb, rb_step};
     for (int64_t i0 = 0; i0 < S; i0 += MR) block(S - i0 < MR ? (int)(S - i0) : MR, &c, i0, ctx, ldo, oq);
+}
+
+TGT void hf_attention_q8_head_avx512vnni(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v,
+                                         int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq,
+                                         float *ctx, int64_t ldo, const hf_ctx_quant *oq, void *scratch) {
+    q8_head(S, d, q, k, v, ld, key_bias, NULL, 0, scale, aq, ctx, ldo, oq, scratch);
+}
+
+/* the same with a per-row bias (hf_attention_q8_head_rb_fn) */
+TGT void hf_attention_q8_head_rb_avx512vnni(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k,
+                                            const uint8_t *v, int64_t ld, const float *key_bias, const float *rb,
+                                            int64_t rb_step, float scale, const hf_attn_quant *aq, float *ctx,
+                                            int64_t ldo, const hf_ctx_quant *oq, void *scratch) {
+    q8_head(S, d, q, k, v, ld, key_bias, rb, rb_step, scale, aq, ctx, ldo, oq, scratch);
 }

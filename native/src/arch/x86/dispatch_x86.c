@@ -5,9 +5,11 @@ static const hf_linear_ops linear_avx2 = {hf_epilogue_rows_avx2, hf_gelu_avx2, h
                                           hf_quantize_mul_avx2};
 static const hf_linear_ops linear_avx512 = {hf_epilogue_rows_avx512, hf_gelu_avx512, hf_quantize_avx512,
                                             hf_quantize_mul_avx512};
-static const hf_f32_ops f32_avx2 = {hf_layernorm_avx2, hf_attention_head_avx2, hf_attention_q8_head_avx2};
+static const hf_f32_ops f32_avx2 = {hf_layernorm_avx2, hf_attention_head_avx2, hf_attention_q8_head_avx2,
+                                    hf_attention_head_rb_avx2, hf_attention_q8_head_rb_avx2};
 static const hf_f32_ops f32_avx512 = {hf_layernorm_avx512, hf_attention_head_avx512,
-                                      hf_attention_q8_head_avx512vnni};
+                                      hf_attention_q8_head_avx512vnni, hf_attention_head_rb_avx512,
+                                      hf_attention_q8_head_rb_avx512vnni};
 
 static const hf_isa_table table_avx2 = {
     .isa = HF_ISA_AVX2,

@@ -26,6 +26,19 @@ void hf_attention_head_avx2(int64_t S, int64_t d, const float *q, const float *k
 /* AVX-512 (VNNI machines): d % 16 == 0 on 16 lanes, other multiples of 8 via the AVX2 kernel. */
 void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
                               const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
+/* the attention kernels with a per-row bias (hf_attention_head_rb_fn, hf_attention_q8_head_rb_fn) */
+void hf_attention_q8_head_rb_avx2(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
+    int64_t ld, const float *key_bias, const float *rb, int64_t rb_step, float scale, const hf_attn_quant *aq,
+    float *ctx, int64_t ldo, const hf_ctx_quant *oq, void *scratch);
+void hf_attention_q8_head_rb_avx512vnni(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
+    int64_t ld, const float *key_bias, const float *rb, int64_t rb_step, float scale, const hf_attn_quant *aq,
+    float *ctx, int64_t ldo, const hf_ctx_quant *oq, void *scratch);
+void hf_attention_head_rb_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                               const float *key_bias, const float *rb, int64_t rb_step, float scale, float *ctx,
+                               int64_t ldo, float *scratch);
+void hf_attention_head_rb_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                 const float *key_bias, const float *rb, int64_t rb_step, float scale, float *ctx,
+                                 int64_t ldo, float *scratch);
 void hf_layernorm_avx512(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                          const float *beta, float eps, float *y);
 
