@@ -242,6 +242,8 @@ def main(argv=None):
         out_json = root / "results_qa.json"
 
     def save():
+        # per-question F1 of every scored (run, backend): later paired comparisons between runs of different files
+        (root / "per_question_f1.json").write_text(json.dumps({f"{k[0]}/{k[1]}": v for k, v in per_question.items()}))
         results["wall_s"] = time.time() - t_start
         results["machine"]["loadavg_end"] = os.getloadavg()
         out_json.write_text(json.dumps(results, indent=2, default=str))
