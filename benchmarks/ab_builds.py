@@ -1,9 +1,12 @@
 """Alternated A/B of native builds on one artifact: the "A/B" figures of benchmarks/HISTORY.md (sessions 6-8).
 
-Each build is a folder holding a `_native*.so` (copy hf_fast/_native*.so there after `make install`); every cell runs
-in a fresh process that imports that build through HF_FAST_NATIVE_DIR, loads the artifact, makes 3 warm-up calls and
-times back-to-back calls on random token ids for `--seconds`: its median. Builds alternate within each round, and
-the report is the median over rounds of those medians (the VM's speed drifts over minutes; one pass can mislead).
+Each build is a folder holding a `_native*.so` (copy hf_fast/_native*.so there after `make install`), or a whole
+checkout with its native module built in place (``git worktree add DIR REV``, then ``setup.py build_ext --inplace``
+in DIR): a checkout's cells run its own Python and library, for builds whose C interface differs. Every cell runs in
+a fresh process that imports that build (HF_FAST_NATIVE_DIR, or PYTHONPATH for a checkout), loads the artifact,
+makes 3 warm-up calls and times back-to-back calls on random token ids for `--seconds`: its median. Builds alternate
+within each round, and the report is the median over rounds of those medians (the VM's speed drifts over minutes;
+one pass can mislead).
 
     python benchmarks/ab_builds.py benchmarks/out/engine_models_v5/distilbert_s80_qa old=/tmp/so_old new=/tmp/so_new \\
         --shape 1x128 --threads 1 --seconds 1.5 --rounds 5
@@ -42,8 +45,12 @@ def main(argv=None):
     times = {name: [] for name in builds}
     for _r in range(a.rounds):
         for name, d in builds.items():
-            env = dict(os.environ, HF_FAST_NATIVE_DIR=d)
-            out = subprocess.run([sys.executable, __file__, a.model, "--cell", "--shape", a.shape, "--threads",
+            script, env = __file__, dict(os.environ, HF_FAST_NATIVE_DIR=d)
+            if (Path(d) / "hf_fast" / "__init__.py").is_file():  # a whole checkout: its own Python and native build
+                script = str(Path(d) / "benchmarks" / "ab_builds.py")
+                env = {k: v for k, v in os.environ.items() if k != "HF_FAST_NATIVE_DIR"}
+                env["PYTHONPATH"] = d
+            out = subprocess.run([sys.executable, script, a.model, "--cell", "--shape", a.shape, "--threads",
                                   str(a.threads), "--seconds", str(a.seconds)], env=env, check=True,
                                  capture_output=True, text=True).stdout
             times[name].append(float(out.strip().splitlines()[-1]))
