@@ -12,10 +12,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from _export_helpers import SENTENCES, calibration_for, encode, tiny_model
+from _export_helpers import calibration_for, encode, tiny_model
+from _family_parity import FAST, TASKS, argmax_agreement, logits_rel_errors, real_sentences
+from _family_parity import np_ as _np
+from _family_parity import outputs as _outputs
+from _family_parity import rel as _rel
 
 import hf_fast
-from hf_fast.runtime import modeling
 from hf_fast.runtime.engine import NativeEngine
 from hf_fast.runtime.graph import GraphMatchError
 from hf_fast.runtime.plan import build_plan
@@ -26,10 +29,6 @@ QK_GAIN = 2.0
 # 0.020; logits 0.013 (text-classification) to 0.034 (question-answering start_logits))
 TOL_HIDDEN = 0.05
 TOL_LOGITS = 0.08
-TASKS = ("text-classification", "question-answering", "token-classification")
-FAST = {"text-classification": modeling.FastModelForSequenceClassification,
-        "question-answering": modeling.FastModelForQuestionAnswering,
-        "token-classification": modeling.FastModelForTokenClassification}
 
 
 def peaked_electra(task: str, vocab: int, seed: int = 0):
@@ -47,14 +46,7 @@ def peaked_electra(task: str, vocab: int, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def sentences():
-    from conftest import SHARED_DATA
-
-    d = SHARED_DATA / "rt-polarity"
-    if not d.is_dir():
-        return list(SENTENCES)
-    pos = (d / "rt-polarity.pos").read_text(encoding="latin-1").splitlines()
-    neg = (d / "rt-polarity.neg").read_text(encoding="latin-1").splitlines()
-    return [s for pair in zip(pos[:100], neg[:100], strict=True) for s in pair]
+    return real_sentences()
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +66,10 @@ def _feeds(tok, task, sentences):
     return {k: v.numpy() for k, v in encode(tok, task, "electra", sentences, max_length=64).items()}
 
 
-def _np(x):
-    return np.asarray(x.detach() if hasattr(x, "detach") else x)
 
 
-def _outputs(task):
-    return ("start_logits", "end_logits") if task == "question-answering" else ("logits",)
 
 
-def _rel(got, want):
-    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
 
 def _hidden_plan(path, task="token-classification"):
@@ -93,9 +79,6 @@ def _hidden_plan(path, task="token-classification"):
     return plan
 
 
-def _valid(task, x):
-    """Rows compared: every sequence (text-classification) or every real token."""
-    return None if task == "text-classification" else x["attention_mask"].astype(bool)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -105,20 +88,7 @@ def test_engine_agrees_with_onnxruntime_on_the_same_file(electra, tok, sentences
     ort = FAST[task].from_pretrained(path, backend="onnxruntime")
     assert nat.backend.name == "native" and nat.backend.engine.layer_desc.embeddings_project
     x = _feeds(tok, task, sentences)
-    a, b = nat(**x), ort(**x)
-    valid = _valid(task, x)
-    agree, n = 0, 0
-    for k in _outputs(task):
-        ga, gb = _np(getattr(a, k)), _np(getattr(b, k))
-        if task == "question-answering":  # argmax over the real tokens of each sequence
-            ga, gb = np.where(valid, ga, -np.inf), np.where(valid, gb, -np.inf)
-            am, bm = ga.argmax(-1), gb.argmax(-1)
-        else:
-            am, bm = ga.argmax(-1), gb.argmax(-1)
-            if valid is not None:
-                am, bm = am[valid], bm[valid]
-        agree += int((am == bm).sum())
-        n += am.size
+    agree, n = argmax_agreement(task, nat(**x), ort(**x), x)
     assert n >= (200 if len(sentences) >= 200 else len(sentences))
     assert agree / n >= 0.995, f"{task}: argmax agreement {agree}/{n}"
 
@@ -128,15 +98,8 @@ def test_engine_logits_match_pytorch(electra, tok, sentences, task):
     m, path = electra[task]
     nat = FAST[task].from_pretrained(path, backend="native", pack_cache=False)
     x = _feeds(tok, task, sentences[:32])
-    got = nat(**x)
-    with torch.no_grad():
-        ref = m(**{k: torch.from_numpy(v) for k, v in x.items()})
-    valid = _valid(task, x)
-    for k in _outputs(task):
-        g, r = _np(getattr(got, k)), getattr(ref, k).numpy()
-        if valid is not None:
-            g, r = g[valid], r[valid]
-        assert _rel(g, r) <= TOL_LOGITS, f"{task} {k}: relative error {_rel(g, r):.4f} > {TOL_LOGITS}"
+    for k, err in logits_rel_errors(task, nat(**x), m, x).items():
+        assert err <= TOL_LOGITS, f"{task} {k}: relative error {err:.4f} > {TOL_LOGITS}"
 
 
 def test_last_hidden_state_matches_pytorch(electra, tok, sentences):

@@ -14,10 +14,13 @@ import onnx
 import pytest
 import torch
 from _export_helpers import calibration_for, encode, tiny_model
+from _family_parity import FAST, TASKS, argmax_agreement, logits_rel_errors, real_sentences
+from _family_parity import np_ as _np
+from _family_parity import outputs as _outputs
+from _family_parity import rel as _rel
 
 import hf_fast
 from hf_fast import native
-from hf_fast.runtime import modeling
 from hf_fast.runtime.engine import NativeEngine
 from hf_fast.runtime.graph import GraphMatchError
 from hf_fast.runtime.plan import build_plan
@@ -30,10 +33,6 @@ BIAS_GAIN = 3.0  # std of the relative bias table (default init: 0.02)
 # PyTorch itself without the bias table moves the logits by 0.70 to 0.81 on this model.
 TOL_HIDDEN = 0.05
 TOL_LOGITS = 0.08
-TASKS = ("text-classification", "question-answering", "token-classification")
-FAST = {"text-classification": modeling.FastModelForSequenceClassification,
-        "question-answering": modeling.FastModelForQuestionAnswering,
-        "token-classification": modeling.FastModelForTokenClassification}
 ISAS = [i for i in native.BUILT_ISA_NAMES if i != "auto"]
 
 
@@ -53,16 +52,7 @@ def peaked_mpnet(task: str, vocab: int, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def sentences():
-    from conftest import SHARED_DATA
-
-    d = SHARED_DATA / "rt-polarity"
-    if not d.is_dir():  # the package's shipped sample of the same corpus (the demo's), not a short list
-        from hf_fast.demo_data import sample_sentences
-
-        return sample_sentences()[:200]
-    pos = (d / "rt-polarity.pos").read_text(encoding="latin-1").splitlines()
-    neg = (d / "rt-polarity.neg").read_text(encoding="latin-1").splitlines()
-    return [s for pair in zip(pos[:100], neg[:100], strict=True) for s in pair]
+    return real_sentences()
 
 
 @pytest.fixture(scope="module")
@@ -94,16 +84,10 @@ def _long_texts(sentences, n=6, words=170):
     return out
 
 
-def _np(x):
-    return np.asarray(x.detach() if hasattr(x, "detach") else x)
 
 
-def _outputs(task):
-    return ("start_logits", "end_logits") if task == "question-answering" else ("logits",)
 
 
-def _rel(got, want):
-    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
 
 def _hidden_plan(path, task="token-classification"):
@@ -113,8 +97,6 @@ def _hidden_plan(path, task="token-classification"):
     return plan
 
 
-def _valid(task, x):
-    return None if task == "text-classification" else x["attention_mask"].astype(bool)
 
 
 # ------------------------------------------------------------------ the C op
@@ -205,20 +187,7 @@ def test_engine_agrees_with_onnxruntime_on_the_same_file(mpnet, tok, sentences, 
     assert nat.backend.name == "native" and nat.backend.engine.layer_desc.attention_bias == "relative"
     assert nat.backend.engine.plan.attention_bias.table.shape == (32, HEADS)
     x = _feeds(tok, task, sentences)
-    a, b = nat(**x), ort(**x)
-    valid = _valid(task, x)
-    agree, n = 0, 0
-    for k in _outputs(task):
-        ga, gb = _np(getattr(a, k)), _np(getattr(b, k))
-        if task == "question-answering":  # argmax over the real tokens of each sequence
-            ga, gb = np.where(valid, ga, -np.inf), np.where(valid, gb, -np.inf)
-            am, bm = ga.argmax(-1), gb.argmax(-1)
-        else:
-            am, bm = ga.argmax(-1), gb.argmax(-1)
-            if valid is not None:
-                am, bm = am[valid], bm[valid]
-        agree += int((am == bm).sum())
-        n += am.size
+    agree, n = argmax_agreement(task, nat(**x), ort(**x), x)
     assert n >= (200 if len(sentences) >= 200 else len(sentences))
     assert agree / n >= 0.995, f"{task}: argmax agreement {agree}/{n}"
 
@@ -228,15 +197,8 @@ def test_engine_logits_match_pytorch(mpnet, tok, sentences, task):
     m, path = mpnet[task]
     nat = FAST[task].from_pretrained(path, backend="native", pack_cache=False)
     x = _feeds(tok, task, sentences[:32])
-    got = nat(**x)
-    with torch.no_grad():
-        ref = m(**{k: torch.from_numpy(v) for k, v in x.items()})
-    valid = _valid(task, x)
-    for k in _outputs(task):
-        g, r = _np(getattr(got, k)), getattr(ref, k).numpy()
-        if valid is not None:
-            g, r = g[valid], r[valid]
-        assert _rel(g, r) <= TOL_LOGITS, f"{task} {k}: relative error {_rel(g, r):.4f} > {TOL_LOGITS}"
+    for k, err in logits_rel_errors(task, nat(**x), m, x).items():
+        assert err <= TOL_LOGITS, f"{task} {k}: relative error {err:.4f} > {TOL_LOGITS}"
 
 
 def _hidden(m, x):
