@@ -278,3 +278,21 @@ def test_4x1_wide_gaps_between_kept_channels(isa, m):
     a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
     c = native.sparse_gemm_u8s8s32(a, w, block="4x1", isa=isa)
     np.testing.assert_array_equal(c.astype(np.int64), _ref(a, w))
+
+
+def test_preferred_block_on_arm_is_the_documented_default(tmp_path, monkeypatch):
+    """aarch64: no ARM CPU has been timed, so block="auto" is the stated ARM_DEFAULT_BLOCK, not a measurement (and
+    nothing is cached); HF_FAST_BLOCK still overrides."""
+    import platform
+
+    from hf_fast.native import autotune
+
+    monkeypatch.setenv("HF_FAST_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("HF_FAST_BLOCK", raising=False)
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(autotune, "_measure_block", lambda *a, **k: pytest.fail("measured on ARM"))
+    native._pref_memo.clear()
+    assert native.preferred_block() == autotune.ARM_DEFAULT_BLOCK == "4x1"
+    assert not (tmp_path / "preferred_block.json").exists()
+    monkeypatch.setenv("HF_FAST_BLOCK", "1x4")
+    assert native.preferred_block() == "1x4"

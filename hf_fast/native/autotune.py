@@ -10,6 +10,7 @@ import numpy as np
 from hf_fast.native._loader import _cpu_model, active_isa, ffi, lib, num_threads
 from hf_fast.native.kernels import BLOCK_SHAPES, SparseWeight
 
+ARM_DEFAULT_BLOCK = "4x1"  # block="auto" on aarch64 until ARM hardware is measured (the kernels run 4x1 and 1x4)
 _BLOCK_CACHE_VERSION = 2  # 2: 64-token VNNI 4x1 kernel; timed into preallocated outputs
 _pref_lock = threading.Lock()
 _pref_memo: dict = {}
@@ -67,7 +68,8 @@ def _measure_block(budget_s: float = 0.3) -> tuple[str, dict]:
 def preferred_block(refresh: bool = False) -> str:
     """The block shape ("4x1" or "1x4") this CPU's sparse kernels run fastest at 80% sparsity.
 
-    ``HF_FAST_BLOCK`` overrides. Otherwise measured once (a <= 0.3 s micro-benchmark on a 768x768
+    ``HF_FAST_BLOCK`` overrides. On aarch64, ``ARM_DEFAULT_BLOCK`` ("4x1"), a documented default until ARM hardware
+    is measured. Otherwise measured once (a <= 0.3 s micro-benchmark on a 768x768
     DistilBERT layer, 128 tokens) and cached in ``~/.cache/hf_fast/preferred_block.json`` (or
     ``$HF_FAST_CACHE_DIR``), keyed by CPU model, active ISA and library version.
     """
@@ -79,6 +81,12 @@ def preferred_block(refresh: bool = False) -> str:
         if env not in BLOCK_SHAPES:
             raise ValueError(f"HF_FAST_BLOCK={env!r} must be one of {', '.join(BLOCK_SHAPES)}")
         return env
+    import platform
+
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        # no ARM CPU has been measured yet (the ARM kernels are checked under qemu, whose timings mean nothing):
+        # a stated default, the paper's block, until real hardware says otherwise (README, "Status")
+        return ARM_DEFAULT_BLOCK
     key = _block_cache_key()
     with _pref_lock:
         if not refresh and key in _pref_memo:
