@@ -75,3 +75,22 @@ def logits_rel_errors(task, got, model, x) -> dict[str, float]:
             g, r = g[ok], r[ok]
         out[k] = rel(g, r)
     return out
+
+
+def pruned_export_matches_onnxruntime(model, tok, path, sentences, feeds, atol_of_range: float):
+    """Export a pruned text classifier to ``path``; the engine must run sparse kernels on it and agree with ONNX
+    Runtime on the same file: argmax >= 99.5%, logits within ``atol_of_range`` of their largest magnitude (MPNet:
+    2e-3, a u8 requantisation that rounds the other way moved a logit by ~1.6e-4 of its range in one CI run)."""
+    from _export_helpers import calibration_for
+
+    import hf_fast
+
+    art = hf_fast.export(model, tok, path, calibration_dataset=calibration_for("text-classification", sentences[:32]),
+                         progress=False)
+    nat = FAST["text-classification"].from_pretrained(art, backend="native", pack_cache=False)
+    assert any(c.block == "4x1" for c in nat.backend.engine.kernel_choices.values())  # sparse kernels run
+    ort = FAST["text-classification"].from_pretrained(art, backend="onnxruntime")
+    x = feeds(tok, "text-classification", sentences[:64])
+    a, b = np_(nat(**x).logits), np_(ort(**x).logits)
+    assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.995
+    np.testing.assert_allclose(a, b, rtol=0, atol=atol_of_range * max(1.0, float(np.abs(b).max())))

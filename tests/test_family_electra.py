@@ -13,7 +13,14 @@ import onnx
 import pytest
 import torch
 from _export_helpers import calibration_for, encode, tiny_model
-from _family_parity import FAST, TASKS, argmax_agreement, logits_rel_errors, real_sentences
+from _family_parity import (
+    FAST,
+    TASKS,
+    argmax_agreement,
+    logits_rel_errors,
+    pruned_export_matches_onnxruntime,
+    real_sentences,
+)
 from _family_parity import np_ as _np
 from _family_parity import outputs as _outputs
 from _family_parity import rel as _rel
@@ -186,16 +193,7 @@ def test_fasttrainer_prunes_electra_and_the_engine_runs_the_pruned_export(tmp_pa
     for name, mod in pruned.items():
         assert block_sparsity(mod.weight.detach(), "4x1") == pytest.approx(0.75), name
     assert (model.electra.embeddings_project.weight != 0).all() and (model.classifier.dense.weight != 0).all()
-    path = hf_fast.export(model, tok, tmp_path / "art", calibration_dataset=calibration_for("text-classification",
-                                                                                              sentences[:32]),
-                          progress=False)
-    nat = FAST["text-classification"].from_pretrained(path, backend="native", pack_cache=False)
-    assert any(c.block == "4x1" for c in nat.backend.engine.kernel_choices.values())  # sparse kernels run
-    ort = FAST["text-classification"].from_pretrained(path, backend="onnxruntime")
-    x = _feeds(tok, "text-classification", sentences[:64])
-    a, b = _np(nat(**x).logits), _np(ort(**x).logits)
-    assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.995
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * max(1.0, float(np.abs(b).max())))
+    pruned_export_matches_onnxruntime(model, tok, tmp_path / "art", sentences, _feeds, atol_of_range=1e-4)
 
 
 def test_pack_cache_keeps_the_projection_and_explain_runs(electra, tok, sentences):
