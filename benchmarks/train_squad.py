@@ -63,6 +63,10 @@ def predict_logits(run_batch, arrays, batch_size: int = 32):
     return start, end, time.perf_counter() - t
 
 
+def has_checkpoint(output_dir) -> bool:
+    return any(Path(output_dir).glob("checkpoint-*"))
+
+
 def max_logit_diff(a, b, mask) -> float:
     import numpy as np
 
@@ -93,6 +97,8 @@ def main(argv=None):
     ap.add_argument("--block", default=None, help="override fast_config.block")
     ap.add_argument("--skip-no-distill", action="store_true")
     ap.add_argument("--skip-distilled", action="store_true", help="train only the student without distillation")
+    ap.add_argument("--resume", action="store_true", help="a teacher or student whose output folder holds "
+                    "checkpoint-* resumes from the newest complete one (a stopped run goes on where it was)")
     ap.add_argument("--reuse-students", action="store_true",
                     help="students whose <out>/<name>/final exists are scored again instead of retrained (their "
                          "training figures are kept from <out>/results.json); with --teacher <out>/teacher/final the "
@@ -261,7 +267,7 @@ def main(argv=None):
         teacher = AutoModelForQuestionAnswering.from_pretrained(r.student)
         t_lr = targs.learning_rate  # read before training (the Trainer may change the arguments object)
         tr = Trainer(model=teacher, args=targs, train_dataset=train_ds, data_collator=collator)
-        tr.train()
+        tr.train(resume_from_checkpoint=a.resume and has_checkpoint(targs.output_dir))
         tsteps = tr.state.global_step
         tdir = str(Path(targs.output_dir) / "final")
         tr.save_model(tdir)
@@ -306,7 +312,7 @@ def main(argv=None):
         s_lr = args.learning_rate
         ft = FastTrainer(model=student, teacher=teacher if distil else None, args=args, fast_config=r.fast_config,
                          train_dataset=distill_ds if distil else train_ds, data_collator=collator)
-        ft.train()
+        ft.train(resume_from_checkpoint=a.resume and has_checkpoint(args.output_dir))
         t_train = time.time() - t1
         cb = ft.pruning_callback
         overall, sp = overall_sparsity(cb._layers, cb.block)
