@@ -5,9 +5,9 @@ to a temporary file and renamed over the notebook, so an interrupted write leave
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from hf_fast import _atomic
 
 HISTORY = Path(__file__).resolve().parent / "HISTORY.md"
 
@@ -26,19 +26,5 @@ def append_entry(section: str, entry: str, path: Path = HISTORY) -> Path:
     body = "\n".join(lines[:end]).rstrip("\n")
     rest = "\n".join(lines[end:])
     new = body + "\n\n" + entry.strip("\n") + "\n" + ("\n" + rest if rest else "")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(new)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _atomic.write_text(path, new)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 
+from hf_fast import _atomic
 from hf_fast.native._loader import _cpu_model, active_isa, ffi, lib, num_threads
 from hf_fast.native.kernels import BLOCK_SHAPES, SparseWeight
 
@@ -108,10 +109,7 @@ def preferred_block(refresh: bool = False) -> str:
             cache[key] = {"block": block, "seconds": med, "shape": "M=128 N=768 K=768 sparsity=0.8",
                           "threads": 1}
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-                os.replace(tmp, path)
+                _atomic.write_text(path, json.dumps(cache, indent=1, sort_keys=True))
             except OSError:
                 pass
             _pref_memo[key] = block

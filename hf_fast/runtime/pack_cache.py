@@ -26,12 +26,12 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hf_fast import _atomic
 from hf_fast.export.artifact import sha256_file
 from hf_fast.runtime import graph, plan
 
@@ -178,18 +178,7 @@ def save(key: dict[str, str], encoder_plan, packed: dict[str, Any]) -> Path | No
     data = data[:8] + header.replace(_BLANK.encode(), hashlib.sha256(data).hexdigest().encode()) + data[8 + n:]
     dest = path_for(key)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        _atomic.write_bytes(dest, data)
         for old in dest.parent.glob(f"{key['model_sha256'][:16]}-*{SUFFIX}"):  # other engine versions
             if old != dest:
                 with contextlib.suppress(OSError):

@@ -43,6 +43,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from hf_fast._atomic import atomic_path
 from hf_fast.blocks import parse_block
 from hf_fast.training.config import FastConfig, resolve_block, resolve_step
 from hf_fast.training.masks import (
@@ -316,16 +317,8 @@ class PruningCallback(TrainerCallback, ExportableState):
         tensors = {f"mask::{n}": m.to(torch.uint8).contiguous() for n, m in (self.masks or {}).items()}
         tensors.update({f"score::{n}": s.contiguous() for n, s in self.scores.items()})
         path = os.path.join(directory, MASKS_FILE)
-        os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            save_file(tensors, tmp, metadata={"block": self.block, "format": MASKS_FORMAT})
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"block": self.block, "format": MASKS_FORMAT})
         self._masks_written_to = os.path.abspath(directory)
         return path
 
