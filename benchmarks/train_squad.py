@@ -63,6 +63,39 @@ def predict_logits(run_batch, arrays, batch_size: int = 32):
     return start, end, time.perf_counter() - t
 
 
+def cached_logits(cache_dir: Path | None, parts: list, compute):
+    """``compute() -> (start, end, seconds)``, memoised in ``cache_dir/<sha256 of parts>.npz`` (parts: byte strings
+    and file paths, hashed by content). The queue's runs share one teacher: its fp32 and int8 dev logits are computed
+    once, and anything that changes them (weights, artifact, native library, ONNX Runtime, eval features) changes
+    the key. ``cache_dir=None``: no cache."""
+    import hashlib
+
+    import numpy as np
+
+    if cache_dir is None:
+        return compute()
+    h = hashlib.sha256()
+    for x in parts:
+        if isinstance(x, Path):
+            with open(x, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        else:
+            h.update(x if isinstance(x, bytes) else str(x).encode())
+        h.update(b"\0")
+    path = cache_dir / f"{h.hexdigest()[:32]}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            log(f"  (logits from the cache {path})")
+            return z["start"], z["end"], float(z["seconds"])
+    st, en, sec = compute()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, start=st, end=en, seconds=sec)
+    tmp.replace(path)
+    return st, en, sec
+
+
 def has_checkpoint(output_dir) -> bool:
     return any(Path(output_dir).glob("checkpoint-*"))
 
@@ -273,7 +306,11 @@ def main(argv=None):
         tr.save_model(tdir)
         tok.save_pretrained(tdir)
     t_train = time.time() - t0
-    st, en, t_eval = predict_logits(torch_runner(teacher), ev_arr, a.eval_batch)
+    ev_key = [ev_arr[k].tobytes() for k in sorted(ev_arr)]
+    teacher_cache = Path(tdir) / ".eval_cache" if a.teacher or r.teacher else None
+    st, en, t_eval = cached_logits(teacher_cache, ["fp32", torch.__version__, Path(tdir) / "model.safetensors",
+                                                   *ev_key], lambda: predict_logits(torch_runner(teacher), ev_arr,
+                                                                                    a.eval_batch))
     preds_fp32["teacher_dense"], m = score(st, en, ("teacher_dense", "fp32"))
     old = prev_runs.get("teacher_dense", {}) if tsteps is None else {}
     old = old if old.get("dir") and Path(old["dir"]).resolve() == Path(tdir).resolve() else {}
@@ -335,8 +372,14 @@ def main(argv=None):
 
     # 4. int8 export of each model, run in the native engine and in ONNX Runtime (same file, same features)
     if not a.skip_export:
+        import onnxruntime
+
         from hf_fast.export import export
+        from hf_fast.native import _loader  # noqa: F401  (loads hf_fast._native, or HF_FAST_NATIVE_DIR's build)
         from hf_fast.runtime import FastModelForQuestionAnswering
+
+        ort_version = onnxruntime.__version__
+        native_lib = Path(sys.modules["hf_fast._native"].__file__)  # the build _loader loaded
 
         cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in train_ds.column_names]
         rng = np.random.default_rng(0)
@@ -361,7 +404,12 @@ def main(argv=None):
                 def run_fast(feed, fm=fm):
                     o = fm(**feed)
                     return o.start_logits.numpy(), o.end_logits.numpy()
-                st, en, t_eval = predict_logits(run_fast, ev_arr, a.eval_batch)
+                # the teacher's int8 logits: cached by artifact, native library and ONNX Runtime build
+                key = [backend, json.dumps(opts, sort_keys=True), ort_version, Path(art) / "model.onnx",
+                       native_lib, *ev_key]
+                st, en, t_eval = cached_logits(teacher_cache if name == "teacher_dense" else None, key,
+                                               lambda run_fast=run_fast: predict_logits(run_fast, ev_arr,
+                                                                                        a.eval_batch))
                 logits[backend] = (st, en)
                 preds[backend], m = score(st, en, (name, backend))
                 run[f"int8_{backend}_f1_paired_vs_teacher_fp32"] = paired_vs((name, backend), ("teacher_dense", "fp32"))
