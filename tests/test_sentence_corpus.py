@@ -173,10 +173,11 @@ texts = list(gen(n))  # what an encode that materialises its input holds on top 
 listed = status("VmHWM") - base
 print(json.dumps({"growth": growth, "out": emb.nbytes, "rows": len(emb), "listed": listed}))
 """
-# Streaming holds one window of text (64 x 64 = 4,096 sentences, ~0.5 MB), a batch's tokenizer output and the
-# engine's arena (both warm before the baseline), pymalloc's free lists and, with transparent huge pages, up to one
-# 2 MiB page at the output's edge: 4 MiB covers them. The 100k-sentence list itself is ~13 MB.
-SLACK = 4 << 20
+# Beyond the output, streaming holds one window of text (64 x 64 = 4,096 sentences, ~0.5 MB), a batch's tokenizer
+# output and the engine's arena (both warm before the baseline) and pymalloc's free lists: ~1 MiB measured. numpy asks
+# for transparent huge pages on large arrays, so the output's pages may round up by up to 2 MiB (measured growth:
+# 6.9 and 8.0 MiB for a 6.1 MiB output). 5 MiB covers both; the 100k-sentence list itself is ~10 MiB.
+SLACK = 5 << 20
 
 
 def test_100k_generator_memory_is_the_output_plus_a_constant(art, tmp_path):
@@ -222,7 +223,7 @@ def test_engine_works_in_datasets_map_workers(art):
     r = _run(DATASETS_MAP, art, timeout=240)
     assert r["threads"] == 2 and r["threads_parent"] >= 2
     assert len(r["pids"]) == 2 and r["parent"] not in r["pids"]  # two forked workers did the work
-    assert r["diff"] <= 1e-6, r  # the parent's embeddings
+    assert r["diff"] <= 1e-5, r  # the parent's embeddings (other batches: same rows to float rounding)
     # each worker started its own pool thread on its first batch: the pool was re-created after the fork
     assert all(n >= 1 for n in r["new_threads"].values()), r
 
