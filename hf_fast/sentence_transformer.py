@@ -117,8 +117,6 @@ class FastSentenceTransformer:
         Any other iterable of str (a ``datasets`` column ``ds["text"]``, a generator, a file's lines) is streamed:
         read ``stream_window_batches * batch_size`` sentences at a time, each window sorted by length on its own,
         so memory holds one window and the output array; results still in input order."""
-        from hf_fast.pooling import normalize_rows
-
         if kwargs:
             raise TypeError(f"FastSentenceTransformer.encode() got unexpected keyword argument(s) "
                             f"{', '.join(map(repr, sorted(kwargs)))}")
@@ -138,9 +136,8 @@ class FastSentenceTransformer:
         if isinstance(w, bool) or not isinstance(w, int) or w <= 0:
             raise ValueError(f"stream_window_batches must be a positive int, got {w!r}")
         single = isinstance(sentences, str)
-        out = self._embed_windows(*_windows(sentences, batch_size * w), batch_size, show_progress_bar)
-        if normalize_embeddings:
-            out = normalize_rows(out)
+        out = self._embed_windows(*_windows(sentences, batch_size * w), batch_size, show_progress_bar,
+                                  normalize_embeddings)
         if single:
             out = out[0]
         torch = torch_or_none()
@@ -153,9 +150,11 @@ class FastSentenceTransformer:
         return torch.from_numpy(out) if single else [torch.from_numpy(r) for r in out]
 
     def _embed_windows(self, windows: Iterator[list[str]], total: int | None, batch_size: int,
-                       show_progress_bar: bool | None) -> np.ndarray:
+                       show_progress_bar: bool | None, normalize: bool) -> np.ndarray:
         """float32 [n, dim]: each window sorted by length (longest first, as sentence-transformers) into batches,
-        rows written in input order."""
+        rows written in input order (L2-normalised batch by batch when ``normalize``: no second [n, dim] array)."""
+        from hf_fast.pooling import normalize_rows
+
         dim = self.get_sentence_embedding_dimension()
         # known length: allocated once (pages become resident as rows are written); a generator's output grows
         out = np.empty((total if total is not None else _start_rows(dim), dim), np.float32)
@@ -171,7 +170,8 @@ class FastSentenceTransformer:
             order = np.argsort([-len(t) for t in texts], kind="stable")
             for s in range(0, len(texts), batch_size):
                 idx = order[s:s + batch_size]
-                out[n + idx] = self.embed_batch([texts[i] for i in idx])
+                emb = self.embed_batch([texts[i] for i in idx])
+                out[n + idx] = normalize_rows(emb) if normalize else emb
                 if bar is not None:
                     bar.update(1)
             n += len(texts)
