@@ -13,12 +13,15 @@ The engine (backend "native", the default) fuses the artifact's pooling and norm
 Batching follows sentence-transformers: inputs sorted by length (longest first) so each batch pads little, results
 returned in input order. Texts longer than ``max_seq_length`` (the model's sentence-transformers setting, e.g. 256
 for all-MiniLM-L6-v2, else its position table) are truncated, as sentence-transformers does; the first truncation
-says so in a warning.
+says so in a warning. An iterable that is not a list (a ``datasets`` column, a generator) is streamed in windows of
+``stream_window_batches`` batches: memory holds one window of text and the output array.
 """
 from __future__ import annotations
 
+import itertools
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,10 @@ SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
 
 class FastSentenceTransformer:
     """A FastModelForFeatureExtraction returning sentence embeddings, plus its tokenizer."""
+
+    #: batches per length-sorted window when ``encode`` streams an iterable (64 x 32 = 2,048 sentences by default):
+    #: larger windows pad less, smaller ones hold less text
+    stream_window_batches: int = 64
 
     def __init__(self, model, tokenizer, *, max_seq_length: int | None = None, similarity_fn_name: str = "cosine"):
         if getattr(model, "output", None) != "sentence_embedding":
@@ -98,16 +105,18 @@ class FastSentenceTransformer:
         """float32 [len(texts), dim] embeddings of one batch, in the given order."""
         return self.model.run(**self.tokenize(texts))["sentence_embedding"]
 
-    def encode(self, sentences: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool | None = None,
+    def encode(self, sentences: str | Iterable[str], batch_size: int = 32, show_progress_bar: bool | None = None,
                output_value: str = "sentence_embedding", convert_to_numpy: bool = True,
                convert_to_tensor: bool = False, device: str | None = None, normalize_embeddings: bool = False,
                precision: str = "float32", **kwargs):
         """Embed a str (one vector) or a list of str ([n, dim]), like ``SentenceTransformer.encode``: sorted by length
         for batching, returned in input order. numpy by default; ``convert_to_tensor=True`` a torch tensor;
         ``convert_to_numpy=False`` a list of per-sentence tensors. ``normalize_embeddings``: L2-normalise (the
-        model's own Normalize, if any, already ran in the engine)."""
-        from hf_fast.pooling import normalize_rows
+        model's own Normalize, if any, already ran in the engine). An empty list gives [0, dim].
 
+        Any other iterable of str (a ``datasets`` column ``ds["text"]``, a generator, a file's lines) is streamed:
+        read ``stream_window_batches * batch_size`` sentences at a time, each window sorted by length on its own,
+        so memory holds one window and the output array; results still in input order."""
         if kwargs:
             raise TypeError(f"FastSentenceTransformer.encode() got unexpected keyword argument(s) "
                             f"{', '.join(map(repr, sorted(kwargs)))}")
@@ -123,20 +132,12 @@ class FastSentenceTransformer:
             check_cpu_device("FastSentenceTransformer.encode", "device", device, "AutoModel")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        w = self.stream_window_batches
+        if isinstance(w, bool) or not isinstance(w, int) or w <= 0:
+            raise ValueError(f"stream_window_batches must be a positive int, got {w!r}")
         single = isinstance(sentences, str)
-        texts = _check_texts(sentences)
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # sentence-transformers' order: longest first
-        out = np.empty((len(texts), self.get_sentence_embedding_dimension()), np.float32)
-        starts = range(0, len(texts), batch_size)
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="Batches")
-        for s in starts:
-            idx = order[s:s + batch_size]
-            out[idx] = self.embed_batch([texts[i] for i in idx])
-        if normalize_embeddings:
-            out = normalize_rows(out)
+        out = self._embed_windows(*_windows(sentences, batch_size * w), batch_size, show_progress_bar,
+                                  normalize_embeddings)
         if single:
             out = out[0]
         torch = torch_or_none()
@@ -147,6 +148,38 @@ class FastSentenceTransformer:
         if convert_to_numpy or torch is None:
             return out
         return torch.from_numpy(out) if single else [torch.from_numpy(r) for r in out]
+
+    def _embed_windows(self, windows: Iterator[list[str]], total: int | None, batch_size: int,
+                       show_progress_bar: bool | None, normalize: bool) -> np.ndarray:
+        """float32 [n, dim]: each window sorted by length (longest first, as sentence-transformers) into batches,
+        rows written in input order (L2-normalised batch by batch when ``normalize``: no second [n, dim] array)."""
+        from hf_fast.pooling import normalize_rows
+
+        dim = self.get_sentence_embedding_dimension()
+        # known length: allocated once (pages become resident as rows are written); a generator's output grows
+        out = np.empty((total if total is not None else _start_rows(dim), dim), np.float32)
+        bar = None
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=None if total is None else -(-total // batch_size), desc="Batches")
+        n = 0
+        for texts in windows:
+            if n + len(texts) > len(out):
+                out = _grow(out, n + len(texts))
+            order = np.argsort([-len(t) for t in texts], kind="stable")
+            for s in range(0, len(texts), batch_size):
+                idx = order[s:s + batch_size]
+                emb = self.embed_batch([texts[i] for i in idx])
+                out[n + idx] = normalize_rows(emb) if normalize else emb
+                if bar is not None:
+                    bar.update(1)
+            n += len(texts)
+        if bar is not None:
+            bar.close()
+        if n < len(out):  # a generator's spare capacity, never written so never resident, goes back
+            out.resize((n, dim), refcheck=False)
+        return out
 
     def similarity(self, embeddings1, embeddings2):
         """[n, m] scores of every pair, with ``similarity_fn_name`` (cosine by default) as sentence-transformers'
@@ -182,20 +215,62 @@ class FastSentenceTransformer:
                                    similarity_fn_name=self.similarity_fn_name)
 
 
-def _check_texts(sentences) -> list[str]:
+def _windows(sentences, window: int):
+    """(iterator over lists of str, total or None): the input in the order given, as windows of ``window`` sentences,
+    each checked; a list or tuple is one window (sorted as a whole, as sentence-transformers does)."""
     if sentences is None:
-        raise ValueError("encode() got None: pass a str or a list of str")
+        raise ValueError("encode() got None: pass a str, a list of str or an iterable of str")
     if isinstance(sentences, str):
-        return [sentences]
+        return iter([[sentences]]), 1
+    if isinstance(sentences, (list, tuple)):
+        return iter([_checked(sentences, 0)] if sentences else []), len(sentences)
+    ds = sys.modules.get("datasets")  # a datasets object can exist only once datasets was imported
+    if ds is not None and isinstance(sentences, (ds.Dataset, ds.IterableDataset)):
+        raise TypeError(f"encode() takes one column of str, got a whole {type(sentences).__name__}: pass "
+                        "dataset['<text column>']")
     if isinstance(sentences, (bytes, dict)) or not hasattr(sentences, "__iter__"):
-        raise TypeError(f"encode() takes a str or a list of str, got {type(sentences).__name__}")
-    texts = list(sentences)
-    if not texts:
-        raise ValueError("encode() got an empty list: pass at least one sentence")
+        raise TypeError(f"encode() takes a str, a list of str or an iterable of str, got {type(sentences).__name__}")
+    try:
+        total = len(sentences)
+    except TypeError:  # a generator: its length is learnt at the end
+        total = None
+    if ds is not None and isinstance(sentences, ds.arrow_dataset.Column) and isinstance(sentences.source, ds.Dataset):
+        # a Dataset column: read window by window from Arrow (slices), not row by row
+        chunks = (sentences[i:i + window] for i in range(0, total, window))
+    else:
+        it = iter(sentences)
+        chunks = iter(lambda: list(itertools.islice(it, window)), [])
+    return _checked_chunks(chunks), total
+
+
+def _checked_chunks(chunks):
+    start = 0
+    for texts in chunks:
+        yield _checked(texts, start)
+        start += len(texts)
+
+
+def _checked(texts, start: int) -> list[str]:
     bad = next(((i, t) for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
-        raise TypeError(f"encode() takes str sentences; item {bad[0]} is {type(bad[1]).__name__}")
-    return texts
+        raise TypeError(f"encode() takes str sentences; item {start + bad[0]} is {type(bad[1]).__name__}")
+    return list(texts)
+
+
+# a generator's output starts at this size (virtual: pages become resident as rows are written). Above glibc's largest
+# mmap threshold (32 MiB), so the block is its own mapping and growing it (realloc) remaps pages instead of copying
+_START_BYTES = 64 << 20
+
+
+def _start_rows(dim: int) -> int:
+    return max(1, _START_BYTES // (4 * dim))
+
+
+def _grow(out: np.ndarray, rows: int) -> np.ndarray:
+    """``out`` with room for at least ``rows`` rows, capacity doubled in place (ndarray.resize: realloc, an mremap for
+    a mapped block: no copy, so a generator's output is the only memory that grows)."""
+    out.resize((max(rows, 2 * len(out)), out.shape[1]), refcheck=False)
+    return out
 
 
 def _as_2d(x: Any, name: str) -> np.ndarray:

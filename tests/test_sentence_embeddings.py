@@ -289,11 +289,16 @@ def test_encode_order_str_list_tensor(fast, monkeypatch):
 def test_encode_bad_input(fast):
     with pytest.raises(ValueError, match="got None"):
         fast.encode(None)
-    with pytest.raises(ValueError, match="empty list"):
-        fast.encode([])
+    # an empty list: no error, [0, dim] (sentence-transformers 6.3 gives a shapeless float64 array([]))
+    empty = fast.encode([])
+    assert empty.shape == (0, 32) and empty.dtype == np.float32
+    assert tuple(fast.encode([], convert_to_tensor=True).shape) == (0, 32)
+    assert fast.encode([], convert_to_numpy=False) == []
+    with pytest.raises(TypeError, match="item 2 is NoneType"):
+        fast.encode(["fine", "dull", None])
     with pytest.raises(TypeError, match="item 1 is int"):
         fast.encode(["fine", 3])
-    with pytest.raises(TypeError, match="str or a list of str"):
+    with pytest.raises(TypeError, match="a str, a list of str or an iterable of str, got int"):
         fast.encode(42)
     with pytest.raises(ValueError, match="batch_size"):
         fast.encode(["a"], batch_size=0)

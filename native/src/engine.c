@@ -726,6 +726,7 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
     if (Bg < 1) Bg = 1;
     if (Bg > B) Bg = B;
     const size_t need = arena_size(e, Bg, S, hw);
+    hf_fork_gate_enter(); /* before e->lock: a fork waits until it is released (see threadpool.c) */
     pthread_mutex_lock(&e->lock);
     if (e->arena_bytes < need) {
         hf_free(e->arena);
@@ -735,6 +736,7 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
     mem = e->arena;
     if (!mem) {
         pthread_mutex_unlock(&e->lock);
+        hf_fork_gate_exit();
         return hf_fail(HF_ENOMEM, "engine_run: out of memory for %zu bytes", need);
     }
     /* the cached arena stays locked during the run; concurrent callers wait (results stay identical) */
@@ -745,5 +747,6 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
                        out + (token_level ? b0 * S : b0) * width);
     }
     pthread_mutex_unlock(&e->lock);
+    hf_fork_gate_exit();
     return rc;
 }

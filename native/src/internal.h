@@ -149,6 +149,10 @@ typedef void (*hf_task_fn)(void *ctx, int tid, int nthreads);
  * hf_get_num_threads()); returns n. Workers may join late or not at all: fn must claim work
  * dynamically (an atomic counter in ctx, or hf_ranges_claim) until none is left, never split statically by tid. */
 int hf_parallel(hf_task_fn fn, void *ctx, int want);
+/* Bracket a run that takes locks of its own (hf_engine_run: the engine's arena lock): fork() waits for runs in
+ * flight and holds new ones until it returns, so a child never inherits such a lock held by a thread it lacks. */
+void hf_fork_gate_enter(void);
+void hf_fork_gate_exit(void);
 /* Work split with affinity: items [0, n) cut into one contiguous range per thread; a thread takes items from its own
  * range first, then from the others' (each range has its own counter, on its own cache line). The 4x1 GEMM's units and
  * tiles and the engine's row blocks are in token order, so a thread packs, computes and normalises mostly its own

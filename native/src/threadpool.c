@@ -138,7 +138,26 @@ static void ensure_workers(int n) {
     }
 }
 
+/* held shared by every engine run, exclusively across fork() (writer-preferring: a stream of runs on other threads
+ * cannot starve the fork) */
+static pthread_rwlock_t g_fork_gate;
+
+static void fork_gate_init(void) {
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+#ifdef __GLIBC__
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    pthread_rwlock_init(&g_fork_gate, &attr);
+    pthread_rwlockattr_destroy(&attr);
+}
+
+static void atfork_prepare(void) { pthread_rwlock_wrlock(&g_fork_gate); }
+static void atfork_parent(void) { pthread_rwlock_unlock(&g_fork_gate); }
+
 static void atfork_child(void) {
+    /* a fresh gate, not an unlock: glibc records the writer's thread id, and the child's thread has a new one */
+    fork_gate_init();
     /* threads do not survive fork: start over lazily in the child */
     g_nworkers = 0;
     g_sleepers = 0;
@@ -149,9 +168,17 @@ static void atfork_child(void) {
 }
 
 static void init_once(void) {
-    pthread_atfork(NULL, NULL, atfork_child);
+    fork_gate_init();
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+void hf_fork_gate_enter(void) {
+    pthread_once(&g_once, init_once);
+    pthread_rwlock_rdlock(&g_fork_gate);
+}
+
+void hf_fork_gate_exit(void) { pthread_rwlock_unlock(&g_fork_gate); }
 
 int hf_get_num_threads(void) {
     pthread_once(&g_once, init_once);
