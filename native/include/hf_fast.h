@@ -117,6 +117,20 @@ int hf_relative_position_bias(int64_t S, int64_t heads, const float *table, int3
 int hf_attention_relbias(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                          int64_t ld, const int64_t *key_mask, const float *rel, float scale, float *ctx, int64_t ldo);
 
+/* ModernBERT's ops (each with a scalar reference and AVX2 / AVX-512 kernels; the engine runs them per layer):
+ * hf_rotary rotates q and k (rows of stride ld, head h at columns [h*d, (h+1)*d), d even) in place by position t with
+ * base theta, transformers' rotate_half form: x'[c] = x[c] cos - x[c + d/2] sin, x'[c + d/2] = x[c + d/2] cos +
+ * x[c] sin, angle t * theta^(-2c/d) in fp32 (bit for bit on every ISA). */
+int hf_rotary(int isa, int64_t S, int64_t heads, int64_t d, float *q, float *k, int64_t ld, float theta);
+/* GeGLU into the next Linear's uint8 input: x rows (stride ldx) hold [2F] = (a, g); y[r][i] = hf_quantize_u8(
+ * GELU(a[i]) * g[i] [* mul[i]], scale, zp) (mul: [F] SmoothQuant multipliers or NULL); GELU within its tolerance. */
+int hf_geglu_u8(int isa, int64_t rows, int64_t F, const float *x, int64_t ldx, const float *mul, float scale,
+                int32_t zp, uint8_t *y, int64_t ldy);
+/* hf_attention restricted to the keys j with |i - j| <= window (ModernBERT's local layers: window = local_attention
+ * / 2): O(S x window) per head, no S x S buffer. */
+int hf_attention_window(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
+                        int64_t ld, const int64_t *key_mask, int64_t window, float scale, float *ctx, int64_t ldo);
+
 /* int8 self-attention, as a QDQ graph whose two activation x activation MatMuls (q k^T and p v) read
  * Q/DQ pairs: uint8 per-tensor scale / zero point of q, k, the softmax probabilities p and v. */
 typedef struct {
