@@ -175,3 +175,93 @@ def test_seq_8192_runs_without_a_seq_by_seq_buffer():
     assert r.returncode == 0, r.stderr[-2000:]
     grown_mib, seconds = map(float, r.stdout.split()[-2:])
     assert grown_mib < MEM_BOUND_MIB, f"seq 8192 grew the resident set by {grown_mib:.1f} MiB"
+
+
+# ---- pruning and export (models/generic.py: ModernBERT's layer stack is base_model.layers) ----
+EXPORT_TASKS = ("text-classification", "question-answering", "token-classification", "feature-extraction")
+AUTO = {"text-classification": "ModernBertForSequenceClassification",
+        "question-answering": "ModernBertForQuestionAnswering",
+        "token-classification": "ModernBertForTokenClassification", "feature-extraction": "ModernBertModel"}
+
+
+def tiny_task_model(task, vocab, seed=0):
+    cfg = transformers.ModernBertConfig(
+        vocab_size=vocab, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96,
+        max_position_embeddings=512, global_attn_every_n_layers=3, local_attention=8, pad_token_id=0,
+        bos_token_id=101, eos_token_id=102, cls_token_id=101, sep_token_id=102, attn_implementation="eager",
+        initializer_range=0.1, num_labels=2 if task == "question-answering" else 3)
+    torch.manual_seed(seed)
+    return getattr(transformers, AUTO[task])(cfg).eval()
+
+
+def test_prunable_linears_include_the_fused_wqkv_and_wi():
+    from hf_fast.training.masks import check_blocks_divide, find_prunable_linears
+
+    m = tiny_task_model("text-classification", 100)
+    found = find_prunable_linears(m)
+    assert list(found) == [f"model.layers.{i}.{n}" for i in range(3)
+                           for n in ("attn.Wqkv", "attn.Wo", "mlp.Wi", "mlp.Wo")]
+    check_blocks_divide(found, "32x32")  # 32 divides H = 64 and F = 96: no block straddles a split
+    check_blocks_divide(found, "4x1")
+    # 64-row blocks tile Wi's 192 rows but cut across its GELU-input / gate split at row 96
+    with pytest.raises(ValueError, match="block 64x1 straddles the input / gate split of model.layers.0.mlp.Wi"):
+        check_blocks_divide(found, "64x1")
+    # 48-row blocks tile Wqkv's 192 rows but not its q / k / v parts of 64
+    with pytest.raises(ValueError, match="straddles the q / k / v split of model.layers.0.attn.Wqkv"):
+        check_blocks_divide({k: v for k, v in found.items() if k.endswith("Wqkv")}, "48x1")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tok):
+    from _export_helpers import calibration_for
+
+    from hf_fast.export import export
+
+    root = tmp_path_factory.mktemp("modernbert")
+    out = {}
+    for task in EXPORT_TASKS:
+        m = tiny_task_model(task, tok.vocab_size)
+        if task == "text-classification":  # 80% of Wqkv / Wo / Wi / Wo's 4x1 blocks pruned: a sparse int8 artifact
+            rng = np.random.default_rng(0)
+            with torch.no_grad():
+                for layer in m.model.layers:
+                    for lin in (layer.attn.Wqkv, layer.attn.Wo, layer.mlp.Wi, layer.mlp.Wo):
+                        n, k = lin.weight.shape
+                        lin.weight.mul_(torch.from_numpy(rng.random((n // 4, k)) > 0.8).repeat_interleave(4, 0))
+        cal = calibration_for("text-classification" if task == "feature-extraction" else task)
+        out[task] = (export(m, tok, root / task, task=task, calibration_dataset=cal, progress=False), m)
+    return out
+
+
+@pytest.mark.parametrize("task", EXPORT_TASKS)
+def test_export_runs_in_onnxruntime_and_matches_pytorch(exported, tok, task):
+    """The int8 artifact (every encoder Linear int8; the pruned one with its zero blocks) runs in ONNX Runtime under
+    backend="auto" (the engine's ONNX plan does not read ModernBERT's graph yet) and matches PyTorch."""
+    import json
+    import warnings
+
+    from _export_helpers import SENTENCES, encode
+
+    from hf_fast.runtime.modeling import load_fast_model
+
+    d, m = exported[task]
+    fc = json.loads((d / "fast_config.json").read_text())
+    assert fc["model_type"] == "modernbert" and fc["quantization"]["num_quantized_matmuls"] == 12
+    if task == "text-classification":
+        assert fc["sparsity"]["overall"] > 0.75
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        fm = load_fast_model(d)
+    assert fm.backend.name == "onnxruntime"
+    enc = encode(tok, "question-answering" if task == "question-answering" else "text-classification", "modernbert",
+                 SENTENCES[:8])
+    with torch.no_grad():
+        ref = m(**enc)
+    got = fm(**enc)
+    mask = enc["attention_mask"].numpy().astype(bool)
+    for name in fm.output_names:
+        r, g = getattr(ref, name).numpy(), getattr(got, name).numpy()
+        assert g.shape == r.shape
+        if r.shape[:2] == mask.shape:
+            r, g = r[mask], g[mask]
+        assert np.abs(g - r).max() <= 0.10 * np.abs(r).max(), (name, np.abs(g - r).max(), np.abs(r).max())
