@@ -6,10 +6,10 @@
 #include "internal.h"
 
 int64_t hf_attention_window_scratch_floats(int64_t S, int64_t window, int64_t d) {
-    /* SIMD kernels: K^T [d][round16(S)] (+ 64 floats their 64-key blocks may read past its end), then one row's
-     * window of scores, rounded up to 64 */
-    const int64_t sp = (S + 15) & ~(int64_t)15, n = 2 * window + 1 < S ? 2 * window + 1 : S;
-    return d * sp + 64 + ((n + 63) & ~(int64_t)63) + 64;
+    /* SIMD kernels: K^T [d][round16(S) + 16] (+ 64 floats their key blocks may read past its end), then the scores of
+     * the union of up to 4 rows' windows (2 window + 4 keys), each row rounded up to 64 */
+    const int64_t sp = ((S + 15) & ~(int64_t)15) + 16, n = 2 * window + 4 < S ? 2 * window + 4 : S;
+    return d * sp + 64 + 4 * ((n + 63) & ~(int64_t)63) + 64; /* up to 4 rows of a 4-query block's window union */
 }
 
 void hf_attention_window_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,

@@ -15,7 +15,9 @@ TGT void hf_attention_window_avx2(int64_t S, int64_t d, const float *q, const fl
         hf_attention_window_ref(S, d, q, k, v, ld, key_bias, window, scale, ctx, ldo, scratch);
         return;
     }
-    const int64_t sp = (S + 15) & ~(int64_t)15;
+    /* K^T row stride: 16 floats past a multiple of 16 so that the d rows of one key block fall in different L1 sets
+     * (a stride of a multiple of 4 KB put all of them in one set: 4 query rows did not amortize the misses) */
+    const int64_t sp = ((S + 15) & ~(int64_t)15) + 16;
     float *kt = scratch, *p = (float *)hf_align64((char *)(scratch + d * sp + 64));
     hf_transpose_keys(S, d, k, ld, kt, sp);
     const __m256 vs = _mm256_set1_ps(scale);
