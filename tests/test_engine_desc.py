@@ -27,12 +27,10 @@ def _create(desc):
 
 
 @pytest.mark.parametrize("layer, op", [
-    (EngineLayer(norm="pre"), "pre-LN"),
-    (EngineLayer(activation="geglu"), "geglu"),
     (EngineLayer(activation="swiglu"), "swiglu"),
     (EngineLayer(activation="gelu-tanh"), "gelu-tanh"),
-    (EngineLayer(position="rotary"), "rotary"),
-    (EngineLayer(attention_window=128), "sliding-window-attention"),
+    (EngineLayer(attention_window=128, attention_bias="relative", relative_buckets=32, relative_max_distance=128),
+     "sliding-window-attention"),
 ])
 def test_unimplemented_ops_are_refused_at_create_naming_the_op(layer, op):
     d, _ = model_desc(layer, **DIMS)
@@ -45,9 +43,14 @@ def test_unimplemented_ops_are_refused_at_create_naming_the_op(layer, op):
 def test_what_the_engine_runs_is_accepted():
     for layer in (EngineLayer(), EngineLayer(position="padding-offset", token_types=False),
                   EngineLayer(linear_bias=False), EngineLayer(linear_bias=("qkv", "ffn_in")),
-                  EngineLayer(attention_bias="relative", relative_buckets=32, relative_max_distance=128)):
+                  EngineLayer(attention_bias="relative", relative_buckets=32, relative_max_distance=128),
+                  EngineLayer(norm="pre"), EngineLayer(activation="geglu"), EngineLayer(attention_window=128)):
         d, _ = model_desc(layer, **DIMS)
         assert _create(d) == lib.HF_OK, ffi.string(lib.hf_last_error()).decode()
+    # ModernBERT's layer: pre-LN, GeGLU, rotary with a theta per layer, local windows between global layers
+    d, _ = model_desc(EngineLayer(norm="pre", activation="geglu", position="rotary", linear_bias=False,
+                                  token_types=False), **DIMS, attn_window=[0, 4], rope_theta=[160000.0, 10000.0])
+    assert _create(d) == lib.HF_OK, ffi.string(lib.hf_last_error()).decode()
     d, _ = model_desc(EngineLayer(embeddings_project=True), **DIMS, embedding_size=16, embed_proj=True)
     assert _create(d) == lib.HF_OK
 
@@ -61,6 +64,7 @@ def test_what_the_engine_runs_is_accepted():
     ("size", 8, "size 8 version .* different builds"), ("version", 99, "version 99.*different builds"),
     ("embedding_size", 16, "embedding_size 16 != hidden 32 needs the embeddings projection"),
     ("attn_bias", lib.HF_ATTN_BIAS_RELATIVE, "relative attention bias with 0 buckets"),
+    ("position", lib.HF_POS_ROTARY, "rotary positions need rope_theta"),
 ])
 def test_values_outside_the_description_are_refused(field, value, message):
     d, _ = model_desc(EngineLayer(), **DIMS)

@@ -25,7 +25,8 @@ CONFIG_NAMES: dict[str, tuple[str, ...]] = {
     "num_heads": ("num_attention_heads", "n_heads", "n_head"),
     "intermediate_size": ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff"),
 }
-ENCODER_NAMES = ("encoder", "transformer")  # the base model's layer-stack module (DistilBERT calls it transformer)
+ENCODER_NAMES = ("encoder", "transformer", "layers")  # the base model's layer-stack module (DistilBERT: transformer;
+# ModernBERT keeps its nn.ModuleList of layers on the base model itself)
 
 
 def engine_reason(model_type: str | None) -> str:
@@ -66,6 +67,17 @@ def encoder_linears(model: Any) -> dict[str, Any]:
     return out
 
 
+# Linears that stack several projections along their output axis, by the last segment of their module path: ModernBERT's
+# fused Wqkv (q, k, v) and GeGLU Wi (the GELU input, then the gate its output multiplies). A pruning block must never
+# straddle two parts: the block rows must divide each part (training/masks.py check_blocks_divide).
+FUSED_OUTPUTS: dict[str, tuple[str, ...]] = {"Wqkv": ("q", "k", "v"), "Wi": ("input", "gate")}
+
+
+def fused_parts(path: str) -> tuple[str, ...] | None:
+    """The parts a fused Linear's output rows stack (FUSED_OUTPUTS), None for a Linear of one projection."""
+    return FUSED_OUTPUTS.get(path.rsplit(".", 1)[-1])
+
+
 def _canonical(path: str) -> str:
     """The module path of a repeated call: the tracer names the second use of a shared module (ALBERT's layers,
     DeBERTa's relative-position projections) "query_1"; drop that suffix from each path segment."""
@@ -93,7 +105,9 @@ def onnx_linear_matmuls(model_proto, linear_paths) -> list[str]:
         if w is None or len(w.dims) != 2 or w.data_type != 1:  # FLOAT
             continue
         p = module_path(n.name)
-        if p in paths or _canonical(p) in paths:
+        # a bare encoder (task feature-extraction) is traced inside a wrapper that keeps it under its
+        # base_model_prefix (onnx_export._last_hidden_state), so its nodes carry a first segment its paths lack
+        if any(c in paths for c in (p, _canonical(p), p.split(".", 1)[-1], _canonical(p).split(".", 1)[-1])):
             out.append(n.name)
     return out
 

@@ -39,10 +39,13 @@ def engine_layer(plan: EncoderPlan) -> spec.EngineLayer:
 
 
 def model_desc(layer: spec.EngineLayer, *, isa: str | int = "auto", hidden: int, heads: int, ffn: int, layers: int,
-               vocab: int, max_pos: int, type_vocab: int = 0, embedding_size: int = 0, embed_proj: bool = False):
+               vocab: int, max_pos: int, type_vocab: int = 0, embedding_size: int = 0, embed_proj: bool = False,
+               attn_window=None, rope_theta=None):
     """The C engine's hf_engine_model_desc for ``layer`` (spec.EngineLayer: each value names its C constant) and the
     dimensions; returns (desc, keep), keep holding the arrays the desc points to until hf_engine_create copies them.
-    ``isa``: a name, or an HF_ISA_* id as is (the C side refuses an unknown one)."""
+    ``isa``: a name, or an HF_ISA_* id as is (the C side refuses an unknown one). Per-layer values a config decides
+    (ModernBERT: local / global layers): ``attn_window`` [layers] (0 = global; else layer.attention_window in every
+    layer) and ``rope_theta`` [layers] (position="rotary")."""
     d = ffi.new("hf_engine_model_desc *")
     d.size, d.version = ffi.sizeof("hf_engine_model_desc"), lib.HF_ENGINE_DESC_VERSION
     d.isa = native.isa_id(isa) if isinstance(isa, str) else int(isa)
@@ -55,11 +58,35 @@ def model_desc(layer: spec.EngineLayer, *, isa: str | int = "auto", hidden: int,
     d.max_pos, d.type_vocab, d.embedding_size, d.embed_proj = max_pos, type_vocab, embedding_size, int(embed_proj)
     d.rel_buckets, d.rel_max_distance = layer.relative_buckets, layer.relative_max_distance
     keep = []
-    if layer.attention_window:
-        win = ffi.new("int64_t[]", [layer.attention_window] * layers)
+    if attn_window is not None or layer.attention_window:
+        wins = [int(w) for w in attn_window] if attn_window is not None else [layer.attention_window] * layers
+        if len(wins) != layers:
+            raise ValueError(f"attn_window has {len(wins)} values for {layers} layers")
+        win = ffi.new("int64_t[]", wins)
         keep.append(win)
         d.attn_window = win
+    if rope_theta is not None:
+        if len(rope_theta) != layers:
+            raise ValueError(f"rope_theta has {len(rope_theta)} values for {layers} layers")
+        th = ffi.new("float[]", [float(t) for t in rope_theta])
+        keep.append(th)
+        d.rope_theta = th
     return d, keep
+
+
+# EngineLayer values the C engine runs (hf_encoder_ops) but the ONNX plan (runtime/plan.py, walker.py) does not read
+# from a graph yet: a plan-built engine refuses them by name, so backend="auto" falls back to ONNX Runtime. The
+# engine runs them when built from a PyTorch module (runtime/torch_engine.py).
+def _plan_unsupported_op(layer: spec.EngineLayer) -> str | None:
+    if layer.norm == "pre":
+        return "pre-LN"
+    if layer.activation == "geglu":
+        return "geglu"
+    if layer.position == "rotary":
+        return "rotary"
+    if layer.attention_window:
+        return "sliding-window-attention"
+    return None
 
 
 def _create(desc) -> object:
@@ -178,6 +205,10 @@ class NativeEngine:
         vocab, max_pos = emb.word.shape[0], emb.position.shape[0]
         type_vocab = 0 if emb.token_type is None else emb.token_type.shape[0]
         self.layer_desc = engine_layer(plan)
+        op = _plan_unsupported_op(self.layer_desc)
+        if op is not None:
+            raise NotImplementedError(f"engine_create: op '{op}' is not read from an ONNX graph by this engine's plan "
+                                      "(runtime/plan.py) yet (run the model with backend='onnxruntime')")
         desc, _keep = model_desc(self.layer_desc, isa=isa, hidden=H, heads=plan.heads, ffn=plan.ffn,
                                  layers=len(plan.layers), vocab=vocab, max_pos=max_pos, type_vocab=type_vocab,
                                  embedding_size=emb.word.shape[1], embed_proj=emb.project_weight is not None)

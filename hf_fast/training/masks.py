@@ -66,8 +66,16 @@ def find_prunable_linears(model: nn.Module, include: Sequence[str] = (), exclude
 
 
 def check_blocks_divide(layers: dict[str, nn.Linear], block) -> None:
+    """ValueError unless ``block`` tiles every weight, and a fused Linear's (models/generic.py FUSED_OUTPUTS:
+    ModernBERT's Wqkv, Wi) without a block straddling two of its parts (q / k / v, GELU input / gate)."""
+    r = parse_block(block)[0]
     for name, mod in layers.items():
         check_divides(tuple(mod.weight.shape), block, name=f"{name}.weight")
+        parts = generic.fused_parts(name)
+        n = mod.weight.shape[0]
+        if parts and (n % len(parts) or (n // len(parts)) % r):
+            raise ValueError(f"block {block} straddles the {' / '.join(parts)} split of {name}.weight: its {n} output "
+                             f"rows stack {len(parts)} parts of {n // len(parts)}, which {r}-row blocks do not divide")
 
 
 def block_l2(w: torch.Tensor, block) -> torch.Tensor:

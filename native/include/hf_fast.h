@@ -117,6 +117,20 @@ int hf_relative_position_bias(int64_t S, int64_t heads, const float *table, int3
 int hf_attention_relbias(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                          int64_t ld, const int64_t *key_mask, const float *rel, float scale, float *ctx, int64_t ldo);
 
+/* ModernBERT's ops (each with a scalar reference and AVX2 / AVX-512 kernels; the engine runs them per layer):
+ * hf_rotary rotates q and k (rows of stride ld, head h at columns [h*d, (h+1)*d), d even) in place by position t with
+ * base theta, transformers' rotate_half form: x'[c] = x[c] cos - x[c + d/2] sin, x'[c + d/2] = x[c + d/2] cos +
+ * x[c] sin, angle t * theta^(-2c/d) in fp32 (bit for bit on every ISA). */
+int hf_rotary(int isa, int64_t S, int64_t heads, int64_t d, float *q, float *k, int64_t ld, float theta);
+/* GeGLU into the next Linear's uint8 input: x rows (stride ldx) hold [2F] = (a, g); y[r][i] = hf_quantize_u8(
+ * GELU(a[i]) * g[i] [* mul[i]], scale, zp) (mul: [F] SmoothQuant multipliers or NULL); GELU within its tolerance. */
+int hf_geglu_u8(int isa, int64_t rows, int64_t F, const float *x, int64_t ldx, const float *mul, float scale,
+                int32_t zp, uint8_t *y, int64_t ldy);
+/* hf_attention restricted to the keys j with |i - j| <= window (ModernBERT's local layers: window = local_attention
+ * / 2): O(S x window) per head, no S x S buffer. */
+int hf_attention_window(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
+                        int64_t ld, const int64_t *key_mask, int64_t window, float scale, float *ctx, int64_t ldo);
+
 /* int8 self-attention, as a QDQ graph whose two activation x activation MatMuls (q k^T and p v) read
  * Q/DQ pairs: uint8 per-tensor scale / zero point of q, k, the softmax probabilities p and v. */
 typedef struct {
@@ -246,18 +260,20 @@ typedef struct hf_engine hf_engine;
 #define HF_ENGINE_DESC_VERSION 1
 /* norm: where each block's LayerNorm sits */
 #define HF_NORM_POST 0 /* x = LN(x + block(x))                                (BERT, RoBERTa, ELECTRA, MPNet) */
-#define HF_NORM_PRE 1  /* x = x + block(LN(x)), one final LN     (ModernBERT, pre-LN look-alikes): not implemented */
+#define HF_NORM_PRE 1  /* x = x + block(LN(x)), one final LN (hf_engine_set_final_norm)  (ModernBERT); a layer's ln1
+                        * may be NULL: no attention LayerNorm (ModernBERT's layer 0) */
 /* activation: the FFN's */
 #define HF_ACT_GELU 0      /* exact (erf) GELU of ffn_in's output */
 #define HF_ACT_GELU_TANH 1 /* tanh-approximate GELU: not implemented */
-#define HF_ACT_GEGLU 2     /* ffn_in gives [2F] = (a, g): GELU(a) * g (ModernBERT): not implemented */
+#define HF_ACT_GEGLU 2     /* ffn_in gives [2F] = (a, g): GELU(a) * g (ModernBERT), one pass into ffn_out's uint8 input */
 #define HF_ACT_SWIGLU 3    /* SiLU(a) * g: not implemented */
 #define HF_ACT_COUNT 4
 /* position: how token positions enter */
 #define HF_POS_ABSOLUTE 0       /* + row t of the position table */
 #define HF_POS_PADDING_OFFSET 1 /* RoBERTa: row padding_idx + 1 + t; the caller passes the table from that row on and
                                  * feeds right-padded batches (the row of real token t is then row t) */
-#define HF_POS_ROTARY 2         /* no table; q, k rotated per layer by rope_theta[layer] (ModernBERT): not impl. */
+#define HF_POS_ROTARY 2         /* no table (max_pos: the longest sequence); q, k rotated per layer by rope_theta[layer]
+                                 * (ModernBERT; fp32 attention only) */
 #define HF_POS_COUNT 3
 /* attn_bias: an additive bias on the attention scores besides the key mask */
 #define HF_ATTN_BIAS_NONE 0
@@ -289,7 +305,7 @@ typedef struct {
     int32_t rel_buckets;      /* HF_ATTN_BIAS_RELATIVE: number of buckets and the distance of the last one */
     int64_t rel_max_distance;
     const int64_t *attn_window; /* [layers]: keys within this many tokens of the query (0 = global); NULL = all
-                                 * global. Sliding windows (ModernBERT's local layers) are not implemented. */
+                                 * global. ModernBERT's local layers: local_attention / 2; O(S x window), fp32. */
     const float *rope_theta;    /* [layers]: rotary base of each layer (HF_POS_ROTARY), NULL otherwise */
 } hf_engine_model_desc;
 
@@ -310,7 +326,7 @@ typedef struct {
 typedef struct {
     hf_linear *qkv;      /* [3H x H]: Q, K, V projections stacked along the output axis */
     hf_linear *attn_out; /* [H x H] */
-    hf_linear *ffn_in;   /* [F x H], GELU fused */
+    hf_linear *ffn_in;   /* [F x H], GELU fused; [2F x H] with HF_ACT_GEGLU */
     hf_linear *ffn_out;  /* [H x F] */
     float qkv_scale, o_scale, i_scale, f_scale; /* uint8 activation scales of each Linear's input */
     int qkv_zp, o_zp, i_zp, f_zp;
@@ -331,7 +347,8 @@ typedef struct {
 } hf_engine_layer_desc;
 /* An engine for the model `desc` describes (copied: its arrays need not outlive the call). HF_EINVAL for bad
  * dimensions, an unknown ISA id or enum value, or a desc of another size / version; HF_ENOTIMPL for an op this build
- * does not run (pre-LN, a gated or tanh activation, rotary positions, a sliding window). */
+ * does not run (tanh GELU, SwiGLU, a sliding window with a relative bias; hf_engine_set_layer: int8 attention with
+ * rotary positions or a window). */
 int hf_engine_create(const hf_engine_model_desc *desc, hf_engine **out);
 void hf_engine_free(hf_engine *e);
 /* Tables of embedding_size columns: word[vocab], pos[max_pos], type[type_vocab] (NULL when 0); LayerNorm over
@@ -345,6 +362,9 @@ int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *
 /* The relative attention bias table (desc.attn_bias == HF_ATTN_BIAS_RELATIVE): [rel_buckets][heads] floats, the
  * layout of MPNet's encoder.relative_attention_bias.weight. Copied; finite values only. */
 int hf_engine_set_attention_bias(hf_engine *e, const float *table);
+/* The final LayerNorm of a pre-LN engine (desc.norm == HF_NORM_PRE; ModernBERT's final_norm), applied to the last
+ * layer's output before the head program. Copied. */
+int hf_engine_set_final_norm(hf_engine *e, const float *gamma, const float *beta, float eps);
 /* Head program: HF_HEAD_CLS keeps token 0 of each sequence; LINEAR is fp32 W[N][K] + b; TANH, RELU, GELU
  * elementwise; the HF_HEAD_POOL_* ops pool the tokens of each sequence (at most one CLS or pooling op). */
 int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b);

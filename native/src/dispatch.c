@@ -163,6 +163,11 @@ hf_attention_q8_head_rb_fn hf_attention_q8_rb_kernel_for(int isa, int64_t d) {
     return t && t->f32->attention_q8_head_rb ? t->f32->attention_q8_head_rb : hf_attention_q8_head_rb_ref;
 }
 
+const hf_encoder_ops *hf_encoder_ops_for(int isa) {
+    const hf_isa_table *t = table_for(isa);
+    return t && t->encoder ? t->encoder : &hf_encoder_ops_ref;
+}
+
 const hf_sparse_kernel *hf_sparse_kernel_for(int isa) {
     const hf_isa_table *t = table_for(isa);
     return t ? t->sparse : NULL;

@@ -13,6 +13,12 @@
  *               x   = LN(Linear_2(Q(gelu(Linear_1(Q(x))))) + x)   (GELU fused in the epilogue)
  *   head:       [CLS] select, fp32 linears with tanh/relu/gelu
  *
+ * Pre-LN layers (HF_NORM_PRE, ModernBERT; run_layers_pre): x = x + Linear_o(Q(attn(Q(LN1(x))))) (no LN1 when the layer
+ * has none), x = x + Linear_2(Q(act(Linear_1(Q(LN2(x)))))), then the final LayerNorm. With HF_POS_ROTARY each
+ * (sequence, head) task rotates its q and k columns in place before its attention (the layer's theta's table, built
+ * once per call); a layer with attn_window > 0 runs the sliding-window kernel (O(S x window)); HF_ACT_GEGLU runs
+ * ffn_in into fp32 [T][2F] and one GELU(a) * g + quantizer pass into ffn_out's uint8 input (ffn_phase).
+ *
  * The program is the one hf_engine_model_desc describes; hf_engine_create refuses (HF_ENOTIMPL) any value of it
  * this file does not run.
  *
@@ -68,6 +74,16 @@ struct hf_engine {
     float *rel_table;
     hf_head_op head[HF_ENGINE_MAX_HEAD_OPS];
     int n_head;
+    /* ModernBERT-style layers: HF_NORM_PRE runs x = x + block(LN(x)) and a final LayerNorm (fln_*); HF_ACT_GEGLU an
+     * ffn_in of 2F outputs; HF_POS_ROTARY no position table, q and k rotated per layer by the rope table of its theta
+     * (theta_idx into thetas); window[l] > 0: sliding-window attention (hf_encoder_ops) */
+    int norm, activation, position;
+    int64_t *window;    /* [L] */
+    int32_t *theta_idx; /* [L] */
+    float *thetas;      /* distinct rope_theta values, n_theta of them */
+    int n_theta;
+    float *fln_g, *fln_b;
+    float fln_eps;
     pthread_mutex_t lock; /* guards the cached arena */
     void *arena;
     size_t arena_bytes;
@@ -94,16 +110,20 @@ static int check_desc_ops(const hf_engine_model_desc *d) {
         return hf_fail(HF_EINVAL, "engine_create: unknown linear_bias bits 0x%x", (unsigned)d->linear_bias);
     if (d->embed_proj != 0 && d->embed_proj != 1)
         return hf_fail(HF_EINVAL, "engine_create: embed_proj must be 0 or 1, got %d", d->embed_proj);
-    if (d->norm == HF_NORM_PRE)
-        return hf_fail(HF_ENOTIMPL, "engine_create: op 'pre-LN' (norm=pre: LayerNorm before each block) is not "
-                       "implemented by this engine; it runs post-LN layers");
     static const char *const acts[HF_ACT_COUNT] = {"gelu", "gelu-tanh", "geglu", "swiglu"};
-    if (d->activation != HF_ACT_GELU)
+    if (d->activation != HF_ACT_GELU && d->activation != HF_ACT_GEGLU)
         return hf_fail(HF_ENOTIMPL, "engine_create: op '%s' (FFN activation) is not implemented by this engine; it "
-                       "runs the exact (erf) GELU", acts[d->activation]);
-    if (d->position == HF_POS_ROTARY)
-        return hf_fail(HF_ENOTIMPL, "engine_create: op 'rotary' (rotary position embedding) is not implemented by "
-                       "this engine; it runs absolute and padding-offset position tables");
+                       "runs the exact (erf) GELU and GeGLU", acts[d->activation]);
+    if (d->position == HF_POS_ROTARY) {
+        if (!d->rope_theta) return hf_fail(HF_EINVAL, "engine_create: rotary positions need rope_theta[layers]");
+        for (int64_t i = 0; i < d->layers; i++)
+            if (!(d->rope_theta[i] > 0.f) || !isfinite(d->rope_theta[i]))
+                return hf_fail(HF_EINVAL, "engine_create: layer %lld rope_theta %g must be finite and > 0",
+                               (long long)i, (double)d->rope_theta[i]);
+        if (d->heads > 0 && (d->hidden / d->heads) % 2)
+            return hf_fail(HF_EINVAL, "engine_create: rotary positions need an even head size, got %lld",
+                           (long long)(d->hidden / d->heads));
+    }
     if (d->attn_bias == HF_ATTN_BIAS_RELATIVE &&
         (d->rel_buckets < 4 || d->rel_buckets > 4096 || d->rel_max_distance <= d->rel_buckets / 4))
         return hf_fail(HF_EINVAL, "engine_create: relative attention bias with %d buckets and max_distance %lld (need "
@@ -113,10 +133,9 @@ static int check_desc_ops(const hf_engine_model_desc *d) {
         if (d->attn_window[i] < 0)
             return hf_fail(HF_EINVAL, "engine_create: layer %lld attention window %lld < 0", (long long)i,
                            (long long)d->attn_window[i]);
-        if (d->attn_window[i] > 0)
-            return hf_fail(HF_ENOTIMPL, "engine_create: op 'sliding-window-attention' (layer %lld window %lld) is "
-                           "not implemented by this engine; it runs global attention", (long long)i,
-                           (long long)d->attn_window[i]);
+        if (d->attn_window[i] > 0 && d->attn_bias != HF_ATTN_BIAS_NONE)
+            return hf_fail(HF_ENOTIMPL, "engine_create: op 'sliding-window-attention' with a relative attention bias "
+                           "(layer %lld) is not implemented by this engine", (long long)i);
     }
     return HF_OK;
 }
@@ -157,9 +176,26 @@ int hf_engine_create(const hf_engine_model_desc *d, hf_engine **out) {
     e->type_vocab = type_vocab;
     e->E = E, e->embed_proj = d->embed_proj;
     e->attn_bias = d->attn_bias, e->rel_buckets = d->rel_buckets, e->rel_max_distance = d->rel_max_distance;
+    e->norm = d->norm, e->activation = d->activation, e->position = d->position;
+    e->window = (int64_t *)hf_alloc((size_t)layers * sizeof(int64_t));
+    e->theta_idx = (int32_t *)hf_alloc((size_t)layers * sizeof(int32_t));
+    e->thetas = (float *)hf_alloc((size_t)layers * sizeof(float));
+    if (!e->window || !e->theta_idx || !e->thetas) {
+        hf_free(e->window), hf_free(e->theta_idx), hf_free(e->thetas), hf_free(e);
+        return hf_fail(HF_ENOMEM, "engine_create: out of memory");
+    }
+    for (int64_t i = 0; i < layers; i++) {
+        e->window[i] = d->attn_window ? d->attn_window[i] : 0;
+        e->theta_idx[i] = -1;
+        if (d->position != HF_POS_ROTARY) continue;
+        int k = 0;
+        while (k < e->n_theta && e->thetas[k] != d->rope_theta[i]) k++;
+        if (k == e->n_theta) e->thetas[e->n_theta++] = d->rope_theta[i];
+        e->theta_idx[i] = k;
+    }
     e->layers = (hf_layer *)hf_alloc((size_t)layers * sizeof(hf_layer));
     if (!e->layers) {
-        hf_free(e);
+        hf_free(e->window), hf_free(e->theta_idx), hf_free(e->thetas), hf_free(e);
         return hf_fail(HF_ENOMEM, "engine_create: out of memory");
     }
     memset(e->layers, 0, (size_t)layers * sizeof(hf_layer));
@@ -172,6 +208,7 @@ void hf_engine_free(hf_engine *e) {
     if (!e) return;
     hf_free(e->word), hf_free(e->pos), hf_free(e->type), hf_free(e->eln_g), hf_free(e->eln_b);
     hf_free(e->proj_w), hf_free(e->proj_b), hf_free(e->rel_table);
+    hf_free(e->window), hf_free(e->theta_idx), hf_free(e->thetas), hf_free(e->fln_g), hf_free(e->fln_b);
     for (int64_t i = 0; i < e->L; i++) {
         hf_layer *l = &e->layers[i];
         hf_free(l->ln1_g), hf_free(l->ln1_b), hf_free(l->ln2_g), hf_free(l->ln2_b);
@@ -186,18 +223,22 @@ void hf_engine_free(hf_engine *e) {
 
 int hf_engine_set_embeddings(hf_engine *e, const float *word, const float *pos, const float *type,
                              const float *ln_g, const float *ln_b, float eps) {
-    if (!e || !word || !pos || !ln_g || !ln_b) return hf_fail(HF_EINVAL, "engine_set_embeddings: NULL argument");
+    if (!e || !word || !ln_g || !ln_b) return hf_fail(HF_EINVAL, "engine_set_embeddings: NULL argument");
+    if (!pos && e->position != HF_POS_ROTARY)
+        return hf_fail(HF_EINVAL, "engine_set_embeddings: position table missing");
+    if (pos && e->position == HF_POS_ROTARY)
+        return hf_fail(HF_EINVAL, "engine_set_embeddings: rotary positions take no position table");
     if (e->type_vocab > 0 && !type) return hf_fail(HF_EINVAL, "engine_set_embeddings: token type table missing");
     if (!(eps > 0.f)) return hf_fail(HF_EINVAL, "engine_set_embeddings: eps must be > 0");
     const int64_t E = e->E;
     hf_free(e->word), hf_free(e->pos), hf_free(e->type), hf_free(e->eln_g), hf_free(e->eln_b);
     e->word = dup_f32(word, e->vocab * E);
-    e->pos = dup_f32(pos, e->max_pos * E);
+    e->pos = pos ? dup_f32(pos, e->max_pos * E) : NULL;
     e->type = e->type_vocab > 0 ? dup_f32(type, e->type_vocab * E) : NULL;
     e->eln_g = dup_f32(ln_g, E);
     e->eln_b = dup_f32(ln_b, E);
     e->eln_eps = eps;
-    if (!e->word || !e->pos || (e->type_vocab > 0 && !e->type) || !e->eln_g || !e->eln_b)
+    if (!e->word || (pos && !e->pos) || (e->type_vocab > 0 && !e->type) || !e->eln_g || !e->eln_b)
         return hf_fail(HF_ENOMEM, "engine_set_embeddings: out of memory");
     return HF_OK;
 }
@@ -227,6 +268,17 @@ int hf_engine_set_attention_bias(hf_engine *e, const float *table) {
             return hf_fail(HF_EINVAL, "engine_set_attention_bias: table value %lld is not finite", (long long)k);
     hf_free(e->rel_table);
     if (!(e->rel_table = dup_f32(table, n))) return hf_fail(HF_ENOMEM, "engine_set_attention_bias: out of memory");
+    return HF_OK;
+}
+
+int hf_engine_set_final_norm(hf_engine *e, const float *g, const float *b, float eps) {
+    if (!e || !g || !b) return hf_fail(HF_EINVAL, "engine_set_final_norm: NULL argument");
+    if (e->norm != HF_NORM_PRE)
+        return hf_fail(HF_EINVAL, "engine_set_final_norm: only a pre-LN engine (norm=pre) has a final LayerNorm");
+    if (!(eps > 0.f)) return hf_fail(HF_EINVAL, "engine_set_final_norm: eps must be > 0");
+    hf_free(e->fln_g), hf_free(e->fln_b);
+    e->fln_g = dup_f32(g, e->H), e->fln_b = dup_f32(b, e->H), e->fln_eps = eps;
+    if (!e->fln_g || !e->fln_b) return hf_fail(HF_ENOMEM, "engine_set_final_norm: out of memory");
     return HF_OK;
 }
 
@@ -267,13 +319,22 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) 
     if (!e || !d) return hf_fail(HF_EINVAL, "engine_set_layer: NULL argument");
     if (i < 0 || i >= e->L) return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld out of range", (long long)i);
     if ((rc = check_lin(d->qkv, 3 * e->H, e->H, "qkv", i)) || (rc = check_lin(d->attn_out, e->H, e->H, "attn_out", i)) ||
-        (rc = check_lin(d->ffn_in, e->F, e->H, "ffn_in", i)) || (rc = check_lin(d->ffn_out, e->H, e->F, "ffn_out", i)))
+        (rc = check_lin(d->ffn_in, e->activation == HF_ACT_GEGLU ? 2 * e->F : e->F, e->H, "ffn_in", i)) || (rc = check_lin(d->ffn_out, e->H, e->F, "ffn_out", i)))
         return rc;
     if ((rc = check_q(d->qkv_scale, d->qkv_zp, "qkv", i)) || (rc = check_q(d->o_scale, d->o_zp, "attn_out", i)) ||
         (rc = check_q(d->i_scale, d->i_zp, "ffn_in", i)) || (rc = check_q(d->f_scale, d->f_zp, "ffn_out", i)))
         return rc;
-    if (!d->ln1_g || !d->ln1_b || !d->ln2_g || !d->ln2_b || !(d->ln1_eps > 0.f) || !(d->ln2_eps > 0.f))
+    /* pre-LN: ln1 NULL (gamma and beta) is no attention LayerNorm (ModernBERT's layer 0 has an Identity there) */
+    const int ln1_identity = e->norm == HF_NORM_PRE && !d->ln1_g && !d->ln1_b;
+    if ((!ln1_identity && (!d->ln1_g || !d->ln1_b || !(d->ln1_eps > 0.f))) || !d->ln2_g || !d->ln2_b ||
+        !(d->ln2_eps > 0.f))
         return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld LayerNorm parameters missing", (long long)i);
+    if (e->norm == HF_NORM_PRE && (d->in_fq || d->mid_fq))
+        return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld: fake-quantized residuals are a post-LN graph's; a "
+                       "pre-LN residual reads the unnormalized stream", (long long)i);
+    if (d->attn_q && (e->position == HF_POS_ROTARY || e->window[i] > 0))
+        return hf_fail(HF_ENOTIMPL, "engine_set_layer: layer %lld: op 'int8-attention' with rotary positions or a "
+                       "sliding window is not implemented by this engine; it runs them in fp32", (long long)i);
     if (!isfinite(d->att_scale) || d->att_scale <= 0.f)
         return hf_fail(HF_EINVAL, "engine_set_layer: layer %lld attention scale invalid", (long long)i);
     if ((rc = check_mul(d->qkv_mul, e->H, "qkv", i)) || (rc = check_mul(d->o_mul, e->H, "attn_out", i)) ||
@@ -294,10 +355,11 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) 
     l->in_fq = d->in_fq != 0, l->mid_fq = d->mid_fq != 0;
     l->attn_q8 = d->attn_q != NULL;
     if (d->attn_q) l->aq = *d->attn_q;
-    l->ln1_g = dup_f32(d->ln1_g, e->H), l->ln1_b = dup_f32(d->ln1_b, e->H), l->ln1_eps = d->ln1_eps;
+    l->ln1_g = ln1_identity ? NULL : dup_f32(d->ln1_g, e->H);
+    l->ln1_b = ln1_identity ? NULL : dup_f32(d->ln1_b, e->H), l->ln1_eps = d->ln1_eps;
     l->ln2_g = dup_f32(d->ln2_g, e->H), l->ln2_b = dup_f32(d->ln2_b, e->H), l->ln2_eps = d->ln2_eps;
     l->qkv_m = l->o_m = l->i_m = l->f_m = NULL;
-    if (!l->ln1_g || !l->ln1_b || !l->ln2_g || !l->ln2_b || !dup_opt(&l->qkv_m, d->qkv_mul, e->H) ||
+    if ((!ln1_identity && (!l->ln1_g || !l->ln1_b)) || !l->ln2_g || !l->ln2_b || !dup_opt(&l->qkv_m, d->qkv_mul, e->H) ||
         !dup_opt(&l->o_m, d->o_mul, e->H) || !dup_opt(&l->i_m, d->i_mul, e->H) || !dup_opt(&l->f_m, d->f_mul, e->F))
         return hf_fail(HF_ENOMEM, "engine_set_layer: out of memory");
     e->n_layers_set++;
@@ -397,6 +459,8 @@ typedef struct {
     float *head_a, *head_b; /* head ping-pong [rows][max width] */
     float *emb;    /* [T][E] embeddings LayerNorm output, the projection's input (embed_proj only) */
     float *rel;    /* [heads][2S - 1] relative-position bias of this sequence length (HF_ATTN_BIAS_RELATIVE only) */
+    float *gate;   /* [T][2F] fp32 ffn_in output of a GeGLU layer, before the gate */
+    float *rope;   /* [n_theta][S * d] cos / sin tables of each distinct rope_theta (HF_POS_ROTARY only) */
 } arena_t;
 
 #define ARENA_SKEW 256 /* bytes between consecutive arena buffers (see arena_carve) */
@@ -417,6 +481,7 @@ static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, i
         u8_qkv |= e->layers[i].attn_q8;
         hq_bytes = hb > hq_bytes ? hb : hq_bytes;
     }
+    if (e->activation == HF_ACT_GEGLU && T * e->F > hq_bytes) hq_bytes = T * e->F; /* GeGLU writes [T][F] */
     size_t off = 0;
 #define TAKE(ptr, type, n)                                                      \
     do {                                                                        \
@@ -434,6 +499,8 @@ static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, i
     TAKE(a->qkv8, uint8_t, u8_qkv ? T * H3 : 0);
     if (e->embed_proj) TAKE(a->emb, float, T * e->E); /* last: the buffers above sit where they always did */
     if (e->attn_bias == HF_ATTN_BIAS_RELATIVE) TAKE(a->rel, float, e->heads * (2 * S - 1));
+    if (e->activation == HF_ACT_GEGLU) TAKE(a->gate, float, T * 2 * e->F);
+    if (e->position == HF_POS_ROTARY) TAKE(a->rope, float, e->n_theta * S * (e->H / e->heads));
 #undef TAKE
     return off;
 }
@@ -459,6 +526,9 @@ typedef struct {
     hf_attention_q8_head_rb_fn rb_q8_kernel; /* int8 attention with it (NULL: none) */
     atomic_long next; /* next (sequence, head) pair to claim */
     atomic_int failed;
+    const float *rope;                       /* this layer's cos / sin table [S][d] (NULL: no rotary) */
+    int64_t window;                          /* > 0: sliding-window attention over |i - j| <= window */
+    const hf_encoder_ops *enc;
 } attn_job;
 
 /* (sequence, head) pairs claimed from an atomic counter by whichever pool threads join; scratch is
@@ -469,7 +539,8 @@ static void attn_task(void *arg, int tid, int nth) {
     const int64_t H3 = 3 * e->H, n = j->B * e->heads;
     (void)tid, (void)nth;
     const size_t need = j->aq ? (size_t)hf_attention_q8_scratch_bytes(j->S, j->d)
-                              : (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float);
+                      : j->window > 0 ? (size_t)hf_attention_window_scratch_floats(j->S, j->window, j->d) * sizeof(float)
+                                      : (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float);
     float *scr = (float *)hf_scratch(HF_SCRATCH_ATTENTION, need);
     if (!scr) {
         atomic_store(&j->failed, 1);
@@ -491,7 +562,12 @@ static void attn_task(void *arg, int tid, int nth) {
                                           j->aq, NULL, e->H, &oq, scr);
             continue;
         }
-        if (j->rb_kernel) /* row i adds rel[h][j - i + S - 1] */
+        if (j->rope) /* this (sequence, head) owns its q and k columns: rotate them in place first */
+            j->enc->rotary(j->S, j->d, (float *)base, (float *)base + e->H, H3, j->rope);
+        if (j->window > 0)
+            j->enc->attention_window(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S,
+                                     j->window, j->scale, ctx, e->H, scr);
+        else if (j->rb_kernel) /* row i adds rel[h][j - i + S - 1] */
             j->rb_kernel(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S,
                          j->a->rel + h * (2 * j->S - 1) + j->S - 1, -1, j->scale, ctx, e->H, scr);
         else
@@ -547,10 +623,10 @@ static void rows_task(void *arg, int tid, int nth) {
             for (int64_t t = t0; t < t0 + n; t++)
                 for (int64_t i = 0; i < H; i += 16) __builtin_prefetch(e->word + j->ids[t] * H + i);
             for (int64_t t = t0; t < t0 + n; t++) {
-                const float *w = e->word + j->ids[t] * H, *p = e->pos + (t % j->S) * H;
+                const float *w = e->word + j->ids[t] * H, *p = e->pos ? e->pos + (t % j->S) * H : NULL; /* rotary */
                 const float *ty = e->type ? e->type + (j->types ? j->types[t] : 0) * H : NULL;
                 float *xt = j->y + t * H;
-                for (int64_t i = 0; i < H; i++) xt[i] = w[i] + p[i] + (ty ? ty[i] : 0.f);
+                for (int64_t i = 0; i < H; i++) xt[i] = w[i] + (p ? p[i] : 0.f) + (ty ? ty[i] : 0.f);
             }
         }
         if (j->pw)
@@ -579,6 +655,118 @@ static void rows_run(rows_job *j) {
 
 #define HF_TOKENS_PER_PASS 512
 
+/* qkv GEMM [+ rotary] + attention of layer li on a->xq = Q(x) into a->xq = Q(ctx) (each head quantizes its context). */
+static int attention_phase(const hf_engine *e, int64_t li, const arena_t *ap, int64_t B, int64_t S) {
+    int rc = HF_OK;
+    const arena_t a = *ap;
+    const hf_layer *l = &e->layers[li];
+    const int64_t T = B * S, H = e->H, d = H / e->heads, H3 = 3 * H;
+    const hf_linear_ops *lops = hf_linear_ops_for(e->isa);
+
+    /* a.xq holds Q(x) for qkv */
+    if (l->attn_q8) { /* q, k, v straight to uint8 in the epilogue: a quarter of the bytes, no quantizer pass */
+        const float ss[3] = {l->aq.q_scale, l->aq.k_scale, l->aq.v_scale};
+        const int32_t zz[3] = {l->aq.q_zp, l->aq.k_zp, l->aq.v_zp};
+        if (H % 16 == 0) {
+            rc = hf_linear_forward_u8_seg(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.qkv8, H3, H, ss, zz);
+        } else if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) == HF_OK) {
+            for (int64_t t = 0; t < T; t++)
+                for (int i = 0; i < 3; i++) lops->quantize(H, a.big + t * H3 + i * H, ss[i], zz[i], a.qkv8 + t * H3 + i * H);
+        }
+        if (rc != HF_OK) return rc;
+    } else if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) != HF_OK) {
+        return rc;
+    }
+    /* the attention kernel for this head size (dispatch.c: the reference for sizes the SIMD kernels do not take) */
+    attn_job job = {e, hf_attention_ops_for(e->isa, d, l->attn_q8), &a, B, S, d, l->att_scale, l->o_s, l->o_zp,
+                    l->o_m, lops, l->attn_q8 ? &l->aq : NULL,
+                    e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_rb_kernel_for(e->isa, d) : NULL,
+                    e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_q8_rb_kernel_for(e->isa, d) : NULL, 0, 0,
+                    e->position == HF_POS_ROTARY ? a.rope + e->theta_idx[li] * S * d : NULL, e->window[li],
+                    hf_encoder_ops_for(e->isa)};
+    hf_parallel(attn_task, &job, (int)(B * e->heads));
+    if (atomic_load(&job.failed)) {
+        return hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");
+    }
+    return rc;
+}
+
+/* The FFN on a->xq = Q(LN(x)): out = Linear_2(Q(act(Linear_1(.)))) + residual; GELU fused in ffn_in's epilogue
+ * (hf_linear_chain), GeGLU as ffn_in's fp32 [T][2F] output then one pass of GELU(a) * g + quantizer (rows split over
+ * the pool) into ffn_out's uint8 input. */
+typedef struct {
+    const hf_encoder_ops *enc;
+    const float *gate;
+    int64_t F, T;
+    const float *mul;
+    float scale;
+    int32_t zp;
+    uint8_t *out;
+    atomic_long next;
+} geglu_job;
+
+static void geglu_task(void *arg, int tid, int nth) {
+    geglu_job *j = (geglu_job *)arg;
+    (void)tid, (void)nth;
+    for (int64_t u; (u = atomic_fetch_add(&j->next, 1)) * ROWS_PER_UNIT < j->T;)
+        for (int64_t t = u * ROWS_PER_UNIT; t < j->T && t < (u + 1) * ROWS_PER_UNIT; t++)
+            j->enc->geglu(j->F, j->gate + t * 2 * j->F, j->gate + t * 2 * j->F + j->F, j->mul, j->scale, j->zp,
+                          j->out + t * j->F);
+}
+
+static int ffn_phase(const hf_engine *e, const hf_layer *l, const arena_t *a, int64_t T, const float *residual,
+                     float *out) {
+    const int64_t H = e->H, F = e->F;
+    int rc;
+    if (e->activation != HF_ACT_GEGLU)
+        return hf_linear_chain(l->ffn_in, l->ffn_out, T, a->xq, H, l->i_s, l->i_zp, HF_LINEAR_GELU, l->f_s, l->f_zp,
+                               l->f_m, a->hq, out, H, residual, H);
+    if ((rc = hf_linear_forward(l->ffn_in, T, a->xq, H, l->i_s, l->i_zp, a->gate, 2 * F, 0, NULL, 0)) != HF_OK)
+        return rc;
+    geglu_job gj = {hf_encoder_ops_for(e->isa), a->gate, F, T, l->f_m, l->f_s, l->f_zp, a->hq, 0};
+    const int64_t units = (T + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+    hf_parallel(geglu_task, &gj, (int)(units < 256 ? units : 256));
+    return hf_linear_forward(l->ffn_out, T, a->hq, F, l->f_s, l->f_zp, out, H, 0, residual, H);
+}
+
+/* Pre-LN layers (ModernBERT): x = x + attn(LN1(x)); x = x + ffn(LN2(x)); then the final LayerNorm. a->x holds the
+ * embeddings; a->xq holds Q(x) already when layer 0 has no attention LayerNorm. The sums land in a->ctx, which
+ * then becomes x (the two [T][H] buffers swap). */
+static int run_layers_pre(const hf_engine *e, arena_t *a, int64_t B, int64_t S) {
+    int rc = HF_OK;
+    const int64_t T = B * S, H = e->H;
+    const hf_f32_ops *ops = hf_f32_ops_for(e->isa);
+    const hf_linear_ops *lops = hf_linear_ops_for(e->isa);
+    for (int64_t li = 0; li < e->L && rc == HF_OK; li++) {
+        const hf_layer *l = &e->layers[li];
+        float *tmp;
+        if (l->ln1_g) {
+            rows_job rj = {e, ops, lops, T, S, H, NULL, NULL, a->x, a->ctx, l->ln1_g, l->ln1_b, l->ln1_eps, a->xq,
+                           l->qkv_s, l->qkv_zp, 0, l->qkv_m};
+            rows_run(&rj);
+        } else if (li > 0) { /* no attention LayerNorm: Q(x) itself (layer 0's came with the embeddings) */
+            for (int64_t t = 0; t < T; t++)
+                if (l->qkv_m) lops->quantize_mul(H, a->x + t * H, l->qkv_m, l->qkv_s, l->qkv_zp, a->xq + t * H);
+                else lops->quantize(H, a->x + t * H, l->qkv_s, l->qkv_zp, a->xq + t * H);
+        }
+        if ((rc = attention_phase(e, li, a, B, S)) != HF_OK) break;
+        if ((rc = hf_linear_forward(l->attn_out, T, a->xq, H, l->o_s, l->o_zp, a->ctx, H, 0, a->x, H)) != HF_OK) break;
+        tmp = a->x, a->x = a->ctx, a->ctx = tmp;
+        {
+            rows_job rj = {e, ops, lops, T, S, H, NULL, NULL, a->x, a->ctx, l->ln2_g, l->ln2_b, l->ln2_eps, a->xq,
+                           l->i_s, l->i_zp, 0, l->i_m};
+            rows_run(&rj);
+        }
+        if ((rc = ffn_phase(e, l, a, T, a->x, a->ctx)) != HF_OK) break;
+        tmp = a->x, a->x = a->ctx, a->ctx = tmp;
+    }
+    if (rc == HF_OK) { /* the final LayerNorm, in place */
+        rows_job rj = {e, ops, lops, T, S, H, NULL, NULL, NULL, a->x, e->fln_g, e->fln_b, e->fln_eps, NULL};
+        rows_run(&rj);
+    }
+    return rc;
+}
+
 /* The forward pass of B sequences of S tokens whose buffers are carved in a (hf_engine_run splits the batch). */
 static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask,
                      const int64_t *types, float *out) {
@@ -606,33 +794,14 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
         rows_run(&rj);
     }
 
+    if (e->position == HF_POS_ROTARY)
+        for (int k = 0; k < e->n_theta; k++) hf_rope_table(S, d, e->thetas[k], a.rope + k * S * d);
+    if (e->norm == HF_NORM_PRE) {
+        rc = run_layers_pre(e, &a, B, S);
+    } else {
     for (int64_t li = 0; li < e->L && rc == HF_OK; li++) {
         const hf_layer *l = &e->layers[li], *next = li + 1 < e->L ? &e->layers[li + 1] : NULL;
-        const int64_t H3 = 3 * H;
-        /* a.xq holds Q(x) for qkv */
-        if (l->attn_q8) { /* q, k, v straight to uint8 in the epilogue: a quarter of the bytes, no quantizer pass */
-            const float ss[3] = {l->aq.q_scale, l->aq.k_scale, l->aq.v_scale};
-            const int32_t zz[3] = {l->aq.q_zp, l->aq.k_zp, l->aq.v_zp};
-            if (H % 16 == 0) {
-                rc = hf_linear_forward_u8_seg(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.qkv8, H3, H, ss, zz);
-            } else if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) == HF_OK) {
-                for (int64_t t = 0; t < T; t++)
-                    for (int i = 0; i < 3; i++) lops->quantize(H, a.big + t * H3 + i * H, ss[i], zz[i], a.qkv8 + t * H3 + i * H);
-            }
-            if (rc != HF_OK) break;
-        } else if ((rc = hf_linear_forward(l->qkv, T, a.xq, H, l->qkv_s, l->qkv_zp, a.big, H3, 0, NULL, 0)) != HF_OK) {
-            break;
-        }
-        /* the attention kernel for this head size (dispatch.c: the reference for sizes the SIMD kernels do not take) */
-        attn_job job = {e, hf_attention_ops_for(e->isa, d, l->attn_q8), &a, B, S, d, l->att_scale, l->o_s, l->o_zp,
-                        l->o_m, lops, l->attn_q8 ? &l->aq : NULL,
-                        e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_rb_kernel_for(e->isa, d) : NULL,
-                        e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_q8_rb_kernel_for(e->isa, d) : NULL, 0, 0};
-        hf_parallel(attn_task, &job, (int)(B * e->heads));
-        if (atomic_load(&job.failed)) {
-            rc = hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");
-            break;
-        }
+        if ((rc = attention_phase(e, li, &a, B, S)) != HF_OK) break;
         /* a.xq = Q(ctx), written per head by the attention task */
         if ((rc = hf_linear_forward(l->attn_out, T, a.xq, H, l->o_s, l->o_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
         {
@@ -642,15 +811,14 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
         }
         /* GELU and the quantization for ffn_out run in ffn_in's epilogue: u8 into a.hq, in ffn_out's packed
          * activation layout when both are 4x1 VNNI (hf_linear_chain) */
-        if ((rc = hf_linear_chain(l->ffn_in, l->ffn_out, T, a.xq, H, l->i_s, l->i_zp, HF_LINEAR_GELU, l->f_s, l->f_zp,
-                                  l->f_m, a.hq, a.ctx, H, a.x, H)) != HF_OK)
-            break;
+        if ((rc = ffn_phase(e, l, &a, T, a.x, a.ctx)) != HF_OK) break;
         {
             rows_job rj = {e, ops, lops, T, S, H, NULL, NULL, a.ctx, a.x, l->ln2_g, l->ln2_b, l->ln2_eps,
                            next ? a.xq : NULL, next ? next->qkv_s : 1.f, next ? next->qkv_zp : 0,
                            next ? next->in_fq : 0, next ? next->qkv_m : NULL};
             rows_run(&rj);
         }
+    }
     }
     if (rc == HF_OK) {
         /* head program */
@@ -693,7 +861,7 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
     arena_t a;
     if (!e || !ids || !out) return hf_fail(HF_EINVAL, "engine_run: NULL argument");
     if (!e->word || e->n_layers_set < e->L || (e->embed_proj && !e->proj_w) ||
-        (e->attn_bias == HF_ATTN_BIAS_RELATIVE && !e->rel_table))
+        (e->attn_bias == HF_ATTN_BIAS_RELATIVE && !e->rel_table) || (e->norm == HF_NORM_PRE && !e->fln_g))
         return hf_fail(HF_EFORMAT, "engine_run: engine is not fully built");
     if (B <= 0 || S <= 0) return hf_fail(HF_EINVAL, "engine_run: batch=%lld and sequence=%lld must be > 0",
                                          (long long)B, (long long)S);

@@ -141,6 +141,39 @@ const hf_f32_ops *hf_f32_ops_for(int isa);
  * AVX-512: the AVX2 kernel). */
 const hf_f32_ops *hf_attention_ops_for(int isa, int64_t d, int int8);
 
+/* ---- ModernBERT-style encoder ops (ref/rotary_ref.c, geglu_ref.c, attention_window_ref.c; arch/x86/ the same names _avx2.c, _avx512.c) ----
+ * rotary: rotates rows of q and k in place (S rows of stride ld, d columns, d even): with h = d / 2, c < h,
+ *   x'[c] = x[c] cos[t][c] - x[c + h] sin[t][c],  x'[c + h] = x[c + h] cos[t][c] + x[c] sin[t][c]
+ *   (transformers' rotate_half form); cs holds cos [S][h] then sin [S][h] (hf_rope_table).
+ * geglu: y[i] = Q(GELU(a[i]) * g[i] [* mul[i]]) with the exact quantizer (a, g: the two halves of ffn_in's row).
+ * attention_window: hf_attention_head_fn over the keys j with |i - j| <= window only (ModernBERT's local layers):
+ *   O(S x window) work, scratch of hf_attention_window_scratch_floats(S, window, d) floats (K^T and one row's window
+ *   of scores: O(S x d + window), no S x S buffer); a row whose
+ *   window keys are all masked gets uniform weights over its window. */
+typedef void (*hf_rotary_fn)(int64_t S, int64_t d, float *q, float *k, int64_t ld, const float *cs);
+typedef void (*hf_geglu_fn)(int64_t n, const float *a, const float *g, const float *mul, float scale, int32_t zp,
+                            uint8_t *y);
+typedef void (*hf_attention_window_fn)(int64_t S, int64_t d, const float *q, const float *k, const float *v,
+                                       int64_t ld, const float *key_bias, int64_t window, float scale, float *ctx,
+                                       int64_t ldo, float *scratch);
+typedef struct {
+    hf_rotary_fn rotary;
+    hf_geglu_fn geglu;
+    hf_attention_window_fn attention_window;
+} hf_encoder_ops;
+extern const hf_encoder_ops hf_encoder_ops_ref;
+void hf_rotary_ref(int64_t S, int64_t d, float *q, float *k, int64_t ld, const float *cs);
+void hf_geglu_ref(int64_t n, const float *a, const float *g, const float *mul, float scale, int32_t zp, uint8_t *y);
+void hf_attention_window_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                             const float *key_bias, int64_t window, float scale, float *ctx, int64_t ldo,
+                             float *scratch);
+int64_t hf_attention_window_scratch_floats(int64_t S, int64_t window, int64_t d);
+/* cos then sin tables [S][d / 2] of rotary base theta, in transformers' fp32 arithmetic (inv_freq = 1 / theta^(2c/d),
+ * angle = fp32(t * inv_freq)) */
+void hf_rope_table(int64_t S, int64_t d, float theta, float *cs);
+/* dispatch.c: the encoder ops of a supported isa (the reference table's where the ISA has none) */
+const hf_encoder_ops *hf_encoder_ops_for(int isa);
+
 /* ---- thread pool (threadpool.c) ----
  * A persistent pthread pool; the calling thread is worker 0. No thread creation or allocation in
  * hf_parallel once the pool exists. Nested or concurrent calls run serially on the caller. */
@@ -328,6 +361,7 @@ typedef struct hf_isa_table {
     /* head sizes d the attention kernels take (d % step == 0); the others run on the fallback table's kernel */
     int attn_step, attn_q8_step;
     const struct hf_isa_table *attn_fallback, *attn_q8_fallback;
+    const hf_encoder_ops *encoder; /* rotary, GeGLU, windowed attention; NULL: the reference's */
     /* the name hf_op_kernel reports for each HF_OP_* whose kernel this table owns */
     const char *op_names[HF_OP_COUNT];
 } hf_isa_table;

@@ -11,6 +11,9 @@ static const hf_f32_ops f32_avx512 = {hf_layernorm_avx512, hf_attention_head_avx
                                       hf_attention_q8_head_avx512vnni, hf_attention_head_rb_avx512,
                                       hf_attention_q8_head_rb_avx512vnni};
 
+static const hf_encoder_ops encoder_avx2 = {hf_rotary_avx2, hf_geglu_avx2, hf_attention_window_avx2};
+static const hf_encoder_ops encoder_avx512 = {hf_rotary_avx512, hf_geglu_avx512, hf_attention_window_avx512};
+
 static const hf_isa_table table_avx2 = {
     .isa = HF_ISA_AVX2,
     .dense = &hf_dense_avx2, /* exact int16 vpmaddwd */
@@ -19,6 +22,7 @@ static const hf_isa_table table_avx2 = {
     .linear = &linear_avx2,
     .f32 = &f32_avx2,
     .head_linear = hf_head_linear_avx2,
+    .encoder = &encoder_avx2,
     .attn_step = 8,
     .attn_q8_step = 16,
     .attn_fallback = &hf_table_ref,
@@ -37,6 +41,7 @@ static const hf_isa_table table_avx512vnni = {
     .linear = &linear_avx512,
     .f32 = &f32_avx512,
     .head_linear = hf_head_linear_avx512,
+    .encoder = &encoder_avx512,
     .attn_step = 16, /* d % 16 == 8: the AVX2 kernel */
     .attn_q8_step = 16,
     .attn_fallback = &table_avx2,

@@ -81,4 +81,16 @@ void hf_head_linear_avx2(int64_t N, int64_t K, const float *W, const float *b, i
 void hf_head_linear_avx512(int64_t N, int64_t K, const float *W, const float *b, int64_t rows, const float *in,
                            float *out);
 
+/* ModernBERT-style encoder ops (rotary_*.c, geglu_*.c, attention_window_*.c; hf_encoder_ops in internal.h) */
+void hf_rotary_avx2(int64_t S, int64_t d, float *q, float *k, int64_t ld, const float *cs);
+void hf_rotary_avx512(int64_t S, int64_t d, float *q, float *k, int64_t ld, const float *cs);
+void hf_geglu_avx2(int64_t n, const float *a, const float *g, const float *mul, float scale, int32_t zp, uint8_t *y);
+void hf_geglu_avx512(int64_t n, const float *a, const float *g, const float *mul, float scale, int32_t zp, uint8_t *y);
+void hf_attention_window_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                              const float *key_bias, int64_t window, float scale, float *ctx, int64_t ldo,
+                              float *scratch);
+void hf_attention_window_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                const float *key_bias, int64_t window, float scale, float *ctx, int64_t ldo,
+                                float *scratch);
+
 #endif
