@@ -275,6 +275,7 @@ def plot(res: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     qual = {r["runtime"]: r for r in res["quality"]}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -289,16 +290,22 @@ def plot(res: dict, path: Path) -> Path:
                        marker="o" if r["threads"] == 1 else "^", s=60,
                        label=f"{r['runtime']} ({r['threads']} thr)")
         if "torch-fp32" in qual:
-            ax.axhline(100 * qual["torch-fp32"]["recall@10"], color="grey", ls="--", lw=1, label="fp32 PyTorch")
+            ref = 100 * qual["torch-fp32"]["recall@10"]
+            ax.axhline(ref, color="grey", ls="--", lw=1, label="fp32 PyTorch")
+            lo = min([ref - 2.5] + [100 * r["recall@10"] - 0.5 for r in res["quality"]])
+            ax.set_ylim(lo, ref + 1.0)  # a few points of recall: small gaps are not magnified into large ones
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("sentences / s (log)")
         ax.set_ylabel("SQuAD dev recall@10 (%)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="lower left")
     m = res["machine"]
-    fig.suptitle(f"all-MiniLM-L6-v2 embeddings: quality vs speed ({m['cpu']}, {m['isa']}, load avg "
-                 f"{m['loadavg_start'][0]:.1f})", fontsize=10)
+    ld = [r["loadavg"][0] for r in res.get("rounds_load", [])] or [m["loadavg_start"][0]]
+    fig.suptitle(f"all-MiniLM-L6-v2 embeddings: quality vs speed ({m['cpu']}, {m['cores']} cores, {m['isa']}; "
+                 f"load average {min(ld):.1f}-{max(ld):.1f} while timed)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -328,7 +335,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=OUT / "embed.json")
     ap.add_argument("--plot", type=Path, default=PLOT)
     ap.add_argument("--rebuild", action="store_true", help="export again even if the work folder has the models")
+    ap.add_argument("--replot", type=Path, default=None, metavar="JSON",
+                    help="only redraw the table and the plot from a JSON this script wrote")
     args = ap.parse_args(argv)
+    if args.replot is not None:
+        res = json.loads(args.replot.read_text())
+        plot(res, args.plot)
+        print(markdown(res))
+        return 0
 
     import hf_fast
     from hf_fast import native
