@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint bench sanitize fuzz clean install wheel wheel-smoke native-aarch64-compile test-aarch64 aarch64-golden
+.PHONY: demo test lint bench bench-embed sanitize fuzz clean install wheel wheel-smoke native-aarch64-compile test-aarch64 aarch64-golden
 
 install: $(VENV)/.native-stamp
 
@@ -128,6 +128,17 @@ BENCH_ARGS ?= --sparsity 0 0.5 0.7 0.8 0.9 --shapes 1x128 8x128 1x384 --threads 
 bench: install
 	$(PY) benchmarks/bench_gemm.py
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-embed
+
+# sentence embeddings on real data (../shared/data): SQuAD v1.1 dev retrieval (recall@1/10, MRR), cosine to fp32, and
+# sentences/s of the engine vs ONNX Runtime int8 (quantize_dynamic) vs OpenVINO, 1 and 2 threads, all through one
+# length-sorted encode. Sparse students: EMBED_ARGS='--student 80=DIR'. OpenVINO is a benchmark-only dependency.
+EMBED_ARGS ?=
+$(VENV)/.openvino-stamp: $(VENV)/.deps-stamp
+	$(PIP) install -q openvino==2026.4.1
+	touch $@
+bench-embed: install $(VENV)/.openvino-stamp
+	$(PY) benchmarks/bench_embed.py $(EMBED_ARGS)
 
 # ASan + UBSan build of the same C sources into build/sanitize/ (hf_fast/_native*.so is left alone);
 # hf_fast/native/_loader.py imports it when HF_FAST_NATIVE_DIR is set. libasan (and libstdc++, so its __cxa_throw
