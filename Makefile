@@ -123,11 +123,13 @@ wheel-smoke: $(SMOKE)/train/.wheel-stamp $(SMOKE)/serve/.wheel-stamp
 	  env $(SMOKE_ENV) PATH=$(abspath $(SMOKE))/serve/bin $(abspath $(SMOKE))/serve/bin/python smoke_serve.py art && \
 	  cd / && rm -rf $$tmp
 
-# kernels, then the engine end to end vs ONNX Runtime (fp32, int8 dynamic/static) and PyTorch on the same files
+# kernels, then the engine end to end vs ONNX Runtime (fp32, int8 dynamic/static), OpenVINO (when installed) and
+# PyTorch on the same files, then text in -> output out on real rt-polarity / SQuAD texts (ragged batches)
 BENCH_ARGS ?= --sparsity 0 0.5 0.7 0.8 0.9 --shapes 1x128 8x128 1x384 --threads 1 2
 bench: install
 	$(PY) benchmarks/bench_gemm.py
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_text.py
 
 # ASan + UBSan build of the same C sources into build/sanitize/ (hf_fast/_native*.so is left alone);
 # hf_fast/native/_loader.py imports it when HF_FAST_NATIVE_DIR is set. libasan (and libstdc++, so its __cxa_throw
