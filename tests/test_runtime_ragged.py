@@ -166,3 +166,21 @@ def test_c_entry_point_checks_lengths(arts):
     assert "exceeds max positions 16" in ffi.string(lib.hf_last_error()).decode()
     assert run([4, 2], size=out.size - 1) == lib.HF_EINVAL
     assert "output buffer holds" in ffi.string(lib.hf_last_error()).decode()
+
+
+@pytest.mark.parametrize("isa", ["ref", "avx2", "avx512vnni"])
+def test_packed_equals_padded_on_every_isa(arts, isa):
+    """The packed path on each ISA's kernels (attention, LayerNorm, epilogues), left-padded rows (keys shifted)."""
+    import onnx
+
+    from hf_fast.runtime.engine import NativeEngine
+
+    art = arts[("distilbert", "question-answering")]
+    fc = json.loads((art / "fast_config.json").read_text())
+    eng = NativeEngine.from_onnx(onnx.load(str(art / "model.onnx")), fc["num_heads"], block=fc.get("block"), isa=isa)
+    assert eng.isa == isa
+    ids, mask = _batch(LENS, S, "left", seed=7)
+    padded, packed = eng.run(ids, mask, ragged=False), eng.run(ids, mask, ragged=True)
+    for k in padded:
+        np.testing.assert_allclose(packed[k][mask == 1], padded[k][mask == 1], rtol=1e-5, atol=1e-6)
+        assert not packed[k][mask == 0].any()
