@@ -123,21 +123,20 @@ wheel-smoke: $(SMOKE)/train/.wheel-stamp $(SMOKE)/serve/.wheel-stamp
 	  env $(SMOKE_ENV) PATH=$(abspath $(SMOKE))/serve/bin $(abspath $(SMOKE))/serve/bin/python smoke_serve.py art && \
 	  cd / && rm -rf $$tmp
 
-# kernels, then the engine end to end vs ONNX Runtime (fp32, int8 dynamic/static) and PyTorch on the same files
+# kernels, then the engine end to end vs ONNX Runtime (fp32, int8 dynamic/static), OpenVINO (when installed) and
+# PyTorch on the same files, then text in -> output out on real rt-polarity / SQuAD texts (ragged batches)
 BENCH_ARGS ?= --sparsity 0 0.5 0.7 0.8 0.9 --shapes 1x128 8x128 1x384 --threads 1 2
 bench: install
 	$(PY) benchmarks/bench_gemm.py
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_text.py
 	$(MAKE) --no-print-directory bench-embed
 
 # sentence embeddings on real data (../shared/data): SQuAD v1.1 dev retrieval (recall@1/10, MRR), cosine to fp32, and
 # sentences/s of the engine vs ONNX Runtime int8 (quantize_dynamic) vs OpenVINO, 1 and 2 threads, all through one
-# length-sorted encode. Sparse students: EMBED_ARGS='--student 80=DIR'. OpenVINO is a benchmark-only dependency.
+# length-sorted encode. Sparse students: EMBED_ARGS='--student 80=DIR'. OpenVINO comes from requirements.txt.
 EMBED_ARGS ?=
-$(VENV)/.openvino-stamp: $(VENV)/.deps-stamp
-	$(PIP) install -q openvino==2026.4.1
-	touch $@
-bench-embed: install $(VENV)/.openvino-stamp
+bench-embed: install
 	$(PY) benchmarks/bench_embed.py $(EMBED_ARGS)
 
 # ASan + UBSan build of the same C sources into build/sanitize/ (hf_fast/_native*.so is left alone);

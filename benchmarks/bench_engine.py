@@ -8,6 +8,8 @@ int8 QDQ, calibrated on real rt-polarity sentences), and then timed, interleaved
   hf-fast        the native engine on model.onnx
   ort-int8-static  ONNX Runtime on the same model.onnx
   ort-int8-dyn   ONNX Runtime, quantize_dynamic (per-channel s8) of the same fp32 export
+  openvino       OpenVINO on the same model.onnx (PERFORMANCE_HINT=LATENCY, 1 stream, INFERENCE_NUM_THREADS=threads;
+                 optional: skipped with a note when openvino is not installed)
   ort-fp32       ONNX Runtime on model_fp32.onnx
   torch-fp32     PyTorch eager, same weights
 
@@ -131,8 +133,12 @@ def main(argv=None) -> int:
     import onnxruntime as ort
     import torch
 
-    from hf_fast import native
+    from hf_fast import native, openvino_baseline
     from hf_fast.runtime.engine import NativeEngine
+
+    use_ov = openvino_baseline.available()
+    if not use_ov:
+        print(f"bench_engine: {openvino_baseline.NOTE}", flush=True)
 
     OUT.mkdir(parents=True, exist_ok=True)
     rrs = {"off": (False,), "on": (True,), "both": (False, True)}[args.reduce_range]
@@ -141,7 +147,8 @@ def main(argv=None) -> int:
     machine = {"cpu": info.get("cpu") or platform.processor(),
                "isa": info["isa"] if args.isa == "auto" else args.isa, "cpu_isas": info["supported_isas"],
                "cores": os.cpu_count(),
-               "onnxruntime": ort.__version__, "torch": torch.__version__}
+               "onnxruntime": ort.__version__, "torch": torch.__version__,
+               "openvino": __import__("openvino").__version__ if use_ov else None}
     print(f"machine: {machine}", flush=True)
     rows = []
     rng = np.random.default_rng(0)
@@ -160,6 +167,7 @@ def main(argv=None) -> int:
                 "ort-int8-dyn": ort.InferenceSession(str(dynamic_int8(d / "model_fp32.onnx")), so,
                                                      providers=["CPUExecutionProvider"]),
             }
+            ov_run = openvino_baseline.compile_onnx(d / "model.onnx", th) if use_ov else None
             if sp == args.sparsity[0] and rr == rrs[0]:  # fp32 baselines ignore sparsity: once per shape
                 sess["ort-fp32"] = ort.InferenceSession(str(d / "model_fp32.onnx"), so,
                                                         providers=["CPUExecutionProvider"])
@@ -171,6 +179,8 @@ def main(argv=None) -> int:
                 fns = {"hf-fast": lambda eng=eng, ids=ids, mask=mask: eng.run(ids, mask)}
                 for k, se in sess.items():
                     fns[k] = (lambda se=se, feeds=feeds: se.run(None, feeds))
+                if ov_run is not None:
+                    fns["openvino"] = lambda ov_run=ov_run, feeds=feeds: ov_run(feeds)
                 if "ort-fp32" in sess:
                     ti, tm = torch.from_numpy(ids), torch.from_numpy(mask)
 
@@ -188,9 +198,12 @@ def main(argv=None) -> int:
                     y_pt = tmodel(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
                 row = {"threads": th, "sparsity": sp, "reduce_range": rr, "kernels": kernels, "batch": b, "seq": s,
                        **{f"{k}_ms": v * 1e3 for k, v in med.items()},
-                       **{f"{k}_cpu_ms": v * 1e3 for k, v in cpu.items() if k in ("hf-fast", "ort-int8-static")},
+                       **{f"{k}_cpu_ms": v * 1e3 for k, v in cpu.items()
+                          if k in ("hf-fast", "ort-int8-static", "openvino")},
                        "speedup_vs_best_ort_int8": best_int8 / med["hf-fast"],
                        "speedup_vs_ort_static_cpu": cpu["ort-int8-static"] / cpu["hf-fast"],
+                       **({"speedup_vs_openvino": med["openvino"] / med["hf-fast"],
+                           "speedup_vs_openvino_cpu": cpu["openvino"] / cpu["hf-fast"]} if "openvino" in med else {}),
                        "max_abs_diff_vs_ort_static": float(np.abs(y_hf - y_ort).max()),
                        "max_abs_diff_vs_torch_fp32": float(np.abs(y_hf - y_pt).max()),
                        "hf_fast_dense_eq_gops": 2 * macs / med["hf-fast"] / 1e9,
@@ -210,20 +223,24 @@ def to_markdown(rows, machine, cmd) -> str:
     fp32 = {(r["threads"], r["batch"], r["seq"]): r for r in rows if "ort-fp32_ms" in r}
     lines = [f"Command: `python {cmd or 'benchmarks/bench_engine.py'}`  ",
              f"Machine: {machine['cpu']}, ISA {machine['isa']}, {machine['cores']} cores; "
-             f"onnxruntime {machine['onnxruntime']}, torch {machine['torch']}", "",
+             f"onnxruntime {machine['onnxruntime']}, torch {machine['torch']}, "
+             f"openvino {machine.get('openvino') or 'not installed'}", "",
              "| threads | batch x seq | sparsity | 7-bit (reduce_range) | hf-fast kernel | hf-fast ms | "
-             "ORT int8 static ms | ORT int8 dyn ms | ORT fp32 ms | torch fp32 ms | hf-fast vs best ORT int8 | "
+             "ORT int8 static ms | ORT int8 dyn ms | OpenVINO ms | ORT fp32 ms | torch fp32 ms | "
+             "hf-fast vs best ORT int8 | hf-fast vs OpenVINO (wall / CPU time) | "
              "vs ORT static (CPU time) | vs ORT fp32 | vs torch | hf-fast GOP/s (dense-eq) | "
              "packed MB / dense int8 MB | max abs logit diff vs ORT / torch |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = fp32.get((r["threads"], r["batch"], r["seq"]), {})
         nan = float("nan")
         lines.append(f"| {r['threads']} | {r['batch']}x{r['seq']} | {r['sparsity']:.0%} | "
                      f"{'yes' if r.get('reduce_range') else 'no'} | "
                      f"{'/'.join(r.get('kernels', []))} | {r['hf-fast_ms']:.2f} | "
-                     f"{r['ort-int8-static_ms']:.2f} | {r['ort-int8-dyn_ms']:.2f} | {f.get('ort-fp32_ms', nan):.1f} | "
+                     f"{r['ort-int8-static_ms']:.2f} | {r['ort-int8-dyn_ms']:.2f} | {r.get('openvino_ms', nan):.2f} | "
+                     f"{f.get('ort-fp32_ms', nan):.1f} | "
                      f"{f.get('torch-fp32_ms', nan):.1f} | **{r['speedup_vs_best_ort_int8']:.2f}x** | "
+                     f"{r.get('speedup_vs_openvino', nan):.2f}x / {r.get('speedup_vs_openvino_cpu', nan):.2f}x | "
                      f"{r.get('speedup_vs_ort_static_cpu', nan):.2f}x | "
                      f"{f.get('ort-fp32_ms', nan) / r['hf-fast_ms']:.2f}x | "
                      f"{f.get('torch-fp32_ms', nan) / r['hf-fast_ms']:.2f}x | "
@@ -251,7 +268,9 @@ def plot(rows, path: Path) -> None:
                               and bool(r.get("reduce_range")) == rr), key=lambda r: r["sparsity"])
                 xs = [r["sparsity"] * 100 for r in sel]
                 for key, label in (("hf-fast_ms", "hf-fast"), ("ort-int8-static_ms", "ORT int8 static"),
-                                   ("ort-int8-dyn_ms", "ORT int8 dynamic")):
+                                   ("ort-int8-dyn_ms", "ORT int8 dynamic"), ("openvino_ms", "OpenVINO")):
+                    if not sel or key not in sel[0]:
+                        continue
                     ax.plot(xs, [r[key] for r in sel], marker="o" if not rr else "s", linestyle="-" if not rr else "--",
                             label=label + (" (7-bit)" if rr else ""))
             ax.set_title(f"batch {b} x seq {s}, {th} thread(s)")

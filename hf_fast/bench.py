@@ -1,4 +1,5 @@
-"""Latency of one fast folder in the hf-fast engine, ONNX Runtime and (when the folder holds the weights, or
+"""Latency of one fast folder in the hf-fast engine, ONNX Runtime, OpenVINO (optional: hf_fast/openvino_baseline.py,
+on the same model.onnx; skipped with a note when not installed) and (when the folder holds the weights, or
 ``--pytorch DIR`` names a checkpoint) PyTorch, over a grid of batch sizes and sequence lengths.
 
     rows = bench_folder("out/fast", batch_sizes=[1, 8], seq_lengths=[32, 128])
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-RUNTIMES = ("native", "onnxruntime", "pytorch")
+RUNTIMES = ("native", "onnxruntime", "openvino", "pytorch")
 
 
 def make_inputs(fc: Mapping[str, Any], batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -42,6 +43,13 @@ def _runners(folder: Path, fc, runtimes: Sequence[str], threads: int | None, pyt
         if rt in ("native", "onnxruntime"):
             m = load_fast_model(folder, backend=rt, **opts)
             out[rt] = lambda f, m=m: m.run(**f)
+        elif rt == "openvino":
+            from hf_fast import openvino_baseline
+
+            if not openvino_baseline.available():
+                print(f"hf-fast bench: {openvino_baseline.NOTE}")
+                continue
+            out[rt] = openvino_baseline.compile_onnx(folder / "model.onnx", threads)
         elif rt == "pytorch":
             src = Path(pytorch) if pytorch else folder
             if not ((src / "model.safetensors").is_file() or (src / "model.safetensors.index.json").is_file()):
@@ -118,22 +126,19 @@ def bench_folder(folder: str | Path, batch_sizes: Iterable[int] = (1,), seq_leng
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown: one line per (batch, sequence), a latency column per runtime, speed-up vs ONNX Runtime."""
+    """Markdown: one line per (batch, sequence), a latency column per runtime, speed-ups vs ONNX Runtime and
+    OpenVINO."""
     names = list(dict.fromkeys(r["runtime"] for r in rows))
     keys = list(dict.fromkeys((r["batch_size"], r["sequence_length"]) for r in rows))
     lat = {(r["runtime"], r["batch_size"], r["sequence_length"]): r["latency_ms"] for r in rows}
     head = "| batch | seq | " + " | ".join(f"{n} (ms)" for n in names)
-    extra = "native vs onnxruntime" if {"native", "onnxruntime"} <= set(names) else None
-    head += f" | {extra} |" if extra else " |"
-    lines = [head, "|" + "---|" * (2 + len(names) + (1 if extra else 0))]
+    extra = [base for base in ("onnxruntime", "openvino") if {"native", base} <= set(names)]
+    head += "".join(f" | native vs {base}" for base in extra) + " |"
+    lines = [head, "|" + "---|" * (2 + len(names) + len(extra))]
     for b, s in keys:
         cells = [f"{lat[(n, b, s)]:.2f}" if (n, b, s) in lat else "-" for n in names]
-        line = f"| {b} | {s} | " + " | ".join(cells)
-        if extra:
-            line += f" | {lat[('onnxruntime', b, s)] / lat[('native', b, s)]:.2f}x |"
-        else:
-            line += " |"
-        lines.append(line)
+        cells += [f"{lat[(base, b, s)] / lat[('native', b, s)]:.2f}x" for base in extra]
+        lines.append(f"| {b} | {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -208,9 +208,10 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="fast folder (hf_fast.save_fast / hf-fast export) or Hub repo id")
     p.add_argument("--batch-sizes", "-b", type=int, nargs="+", default=[1, 8], help="default: 1 8")
     p.add_argument("--seq-lengths", "-s", type=int, nargs="+", default=[32, 128], help="default: 32 128")
-    p.add_argument("--runtimes", nargs="+", default=["native", "onnxruntime", "pytorch"],
-                   choices=["native", "onnxruntime", "pytorch"],
-                   help="default: all three (pytorch needs model.safetensors in the folder, or --pytorch DIR)")
+    p.add_argument("--runtimes", nargs="+", default=["native", "onnxruntime", "openvino", "pytorch"],
+                   choices=["native", "onnxruntime", "openvino", "pytorch"],
+                   help="default: all four (openvino: skipped with a note when not installed; pytorch needs "
+                        "model.safetensors in the folder, or --pytorch DIR)")
     p.add_argument("--pytorch", default=None, help="transformers checkpoint for the PyTorch column")
     p.add_argument("--iterations", "-n", type=int, default=20, help="timed rounds per shape (median reported)")
     p.add_argument("--warmup", type=int, default=2)
@@ -221,7 +222,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-@subcommand("bench", "latency of a fast folder: hf-fast engine vs ONNX Runtime vs PyTorch (table + PNG plot)")(
+@subcommand("bench", "latency of a fast folder: hf-fast engine vs ONNX Runtime, OpenVINO, PyTorch (table + plot)")(
     _bench_args)
 def _bench(a: argparse.Namespace) -> int:
     import hf_fast

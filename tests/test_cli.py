@@ -97,11 +97,17 @@ def test_bench_cli(tmp_path, capsys):
                "--plot", str(png), "--json", str(js), "-q"])
     assert rc == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "| batch | seq | native (ms) | onnxruntime (ms) | pytorch (ms) | native vs onnxruntime |" in out
+    from hf_fast import openvino_baseline
+
+    ov = openvino_baseline.available()  # the OpenVINO column when installed, else the note (test_bench_openvino.py)
+    rts = ("native", "onnxruntime", "openvino", "pytorch") if ov else ("native", "onnxruntime", "pytorch")
+    want = "| batch | seq | " + " | ".join(f"{rt} (ms)" for rt in rts) + " | native vs onnxruntime" + (
+        " | native vs openvino |" if ov else " |")
+    assert want in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = json.loads(js.read_text())["rows"]
     assert {(r["runtime"], r["batch_size"], r["sequence_length"]) for r in rows} == {
-        (rt, b, s) for rt in ("native", "onnxruntime", "pytorch") for b in (1, 2) for s in (8, 16)}
+        (rt, b, s) for rt in rts for b in (1, 2) for s in (8, 16)}
     assert main(["bench", str(folder), "-s", "999", "-q"]) == 1
     assert "exceeds" in capsys.readouterr().err
 

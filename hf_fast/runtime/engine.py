@@ -16,6 +16,7 @@ import numpy as np
 from hf_fast import native
 from hf_fast.models import registry, spec
 from hf_fast.native import ffi, lib
+from hf_fast.runtime import ragged as ragged_mod
 from hf_fast.runtime.plan import EncoderPlan, GraphMatchError, LinearPlan, build_plan, check_plan, with_pooling
 
 if TYPE_CHECKING:  # onnx is imported only to parse model.onnx, not on a pack-cache hit
@@ -293,6 +294,7 @@ class NativeEngine:
                               "engine_add_head_op")
         self.width = int(lib.hf_engine_output_width(self._e))
         self.token_level = bool(lib.hf_engine_token_level(self._e))
+        self._cls_head = any(op.kind == "cls" for op in plan.head)  # reads token 0 (ragged.layout)
         if not keep_arrays:
             self.release_arrays()
 
@@ -337,7 +339,11 @@ class NativeEngine:
                              f"pad tokens (id {self.plan.embeddings.padding_idx}) are masked out; use "
                              "backend='onnxruntime' for other layouts")
 
-    def run(self, input_ids, attention_mask=None, token_type_ids=None) -> dict[str, np.ndarray]:
+    def run(self, input_ids, attention_mask=None, token_type_ids=None, ragged: bool | None = None
+            ) -> dict[str, np.ndarray]:
+        """ragged (runtime/ragged.py): None runs a padded batch packed, its real tokens only, where that gives the
+        padded run's outputs (token-level outputs are then zero at pad positions); True packs or raises why it
+        cannot; False runs every position."""
         ids = self._ids(input_ids, "input_ids")
         b, s = ids.shape
         if b == 0 or s == 0:
@@ -348,11 +354,21 @@ class NativeEngine:
         if self.plan.embeddings.padding_idx is not None:
             self._check_right_padded(ids, mask)
         types = None if token_type_ids is None else self._ids(token_type_ids, "token_type_ids", ids.shape)
-        rows = b * s if self.token_level else b
-        out = np.empty((rows, self.width), np.float32)
         p = lambda a: ffi.cast("int64_t *", a.ctypes.data) if a is not None else ffi.NULL  # noqa: E731
-        rc = lib.hf_engine_run(self._e, b, s, p(ids), p(mask), p(types), ffi.cast("float *", out.ctypes.data), out.size)
-        native._check(rc, "engine_run")
+        force = ragged_mod.enabled(ragged)
+        lay = None if force is False else ragged_mod.layout(mask, cls_head=self._cls_head, force=bool(force))
+        if lay is not None:
+            pids, ptypes = ragged_mod.pack(ids, lay), ragged_mod.pack(types, lay)
+            out = np.empty((len(pids) if self.token_level else b, self.width), np.float32)
+            rc = lib.hf_engine_run_packed(self._e, b, p(lay.lens), p(lay.pos0), p(pids), p(ptypes),
+                                          ffi.cast("float *", out.ctypes.data), out.size)
+            native._check(rc, "engine_run_packed")
+            out = ragged_mod.unpack(out, lay) if self.token_level else out
+        else:
+            out = np.empty((b * s if self.token_level else b, self.width), np.float32)
+            rc = lib.hf_engine_run(self._e, b, s, p(ids), p(mask), p(types), ffi.cast("float *", out.ctypes.data),
+                                   out.size)
+            native._check(rc, "engine_run")
         out = out.reshape((b, s, self.width) if self.token_level else (b, self.width))
         return {name: (out[..., lo:hi] if hi - lo > 1 or len(self.plan.outputs) == 1 else out[..., lo])
                 for name, (lo, hi) in self.plan.outputs.items()}

@@ -175,6 +175,13 @@ static void fuzz_engine(rd_t *r) {
         int64_t want = (hf_engine_token_level(e) ? B * S : B) * hf_engine_output_width(e);
         hf_engine_run(e, B, S, ids, (u8(r) & 1) ? mask : NULL, (u8(r) & 1) ? tt : NULL, out,
                       (u8(r) < 16) ? want + 1 : (want <= cap ? want : cap));
+        /* the packed entry point on the same buffers: lengths 0..S (0 is refused), first positions 0..3 (past the
+         * table is refused), sum(lens) <= B * S tokens */
+        int64_t lens[4], pos0[4], T = 0;
+        for (int64_t i = 0; i < B; i++) lens[i] = u8(r) % (S + 1), pos0[i] = u8(r) % 4, T += lens[i];
+        int64_t want_p = (hf_engine_token_level(e) ? T : B) * hf_engine_output_width(e);
+        hf_engine_run_packed(e, B, lens, (u8(r) & 1) ? pos0 : NULL, ids, (u8(r) & 1) ? tt : NULL, out,
+                             (u8(r) < 16) ? want_p + 1 : (want_p <= cap ? want_p : cap));
         free(ids), free(mask), free(tt), free(out);
     }
     hf_engine_free(e);

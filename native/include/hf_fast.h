@@ -376,6 +376,14 @@ int hf_engine_isa(const hf_engine *e);
 /* ids/mask/types: [B][S] int64 (mask, types may be NULL); out: [B][S][width] or [B][width]. */
 int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask,
                   const int64_t *types, float *out, int64_t out_len);
+/* Padding-free ragged batch: n sequences of lens[b] >= 1 tokens packed back to back, ids/types [sum lens] (types may
+ * be NULL). Every Linear, LayerNorm and GELU runs on the sum(lens) real rows; attention runs per sequence over its own
+ * tokens. Token i of sequence b reads row pos0[b] + i of the position table (pos0 NULL = 0; a left-padded row of the
+ * padded layout passes its pad count, so each token keeps its position). out: [sum lens][width] packed, or
+ * [n][width] for a CLS / pooling head. Each sequence's output is the padded run's at its real tokens (within float
+ * rounding: the key sums skip the masked keys instead of adding their zeros). A length 0 is refused (HF_EINVAL). */
+int hf_engine_run_packed(hf_engine *e, int64_t n, const int64_t *lens, const int64_t *pos0, const int64_t *ids,
+                         const int64_t *types, float *out, int64_t out_len);
 
 #ifdef __cplusplus
 }

@@ -370,15 +370,17 @@ static int head_is_pool(int kind) {
     return kind == HF_HEAD_POOL_MEAN || kind == HF_HEAD_POOL_MAX || kind == HF_HEAD_POOL_MEAN_SQRT_LEN;
 }
 
-/* sentence-transformers' Pooling over the tokens mask keeps (NULL: all), scalar: [B][S][w] -> [B][w] */
-static void head_pool(int kind, int64_t B, int64_t S, int64_t w, const int64_t *mask, const float *x, float *dst) {
+/* sentence-transformers' Pooling over the tokens mask keeps (NULL: all), scalar: sequence b is rows
+ * [off[b], off[b] + len[b]) of x (mask indexed like x's rows) -> [B][w] */
+static void head_pool(int kind, int64_t B, const int64_t *off, const int64_t *len, int64_t w, const int64_t *mask,
+                      const float *x, float *dst) {
     for (int64_t b = 0; b < B; b++) {
         float *o = dst + b * w;
         int64_t n = 0;
         for (int64_t k = 0; k < w; k++) o[k] = kind == HF_HEAD_POOL_MAX ? -1e9f : 0.f;
-        for (int64_t s = 0; s < S; s++) {
-            if (mask && !mask[b * S + s]) continue;
-            const float *r = x + (b * S + s) * w;
+        for (int64_t s = 0; s < len[b]; s++) {
+            if (mask && !mask[off[b] + s]) continue;
+            const float *r = x + (off[b] + s) * w;
             n++;
             if (kind == HF_HEAD_POOL_MAX)
                 for (int64_t k = 0; k < w; k++) o[k] = r[k] > o[k] ? r[k] : o[k];
@@ -461,6 +463,8 @@ typedef struct {
     float *rel;    /* [heads][2S - 1] relative-position bias of this sequence length (HF_ATTN_BIAS_RELATIVE only) */
     float *gate;   /* [T][2F] fp32 ffn_in output of a GeGLU layer, before the gate */
     float *rope;   /* [n_theta][S * d] cos / sin tables of each distinct rope_theta (HF_POS_ROTARY only) */
+    int64_t *pos;  /* [T] position of each token (its row of the position table) */
+    int64_t *off, *len; /* [B] first row and token count of each sequence in the [T] rows (padded: b * S, S) */
 } arena_t;
 
 #define ARENA_SKEW 256 /* bytes between consecutive arena buffers (see arena_carve) */
@@ -471,8 +475,8 @@ typedef struct {
  * residual loads stalled behind its stores to rows 4 tokens back (4K aliasing); C harness, 128 x 768 fp32 + residual
  * epilogue: 2.93 -> 2.13 ns per 16 outputs with the output 256 bytes off. big (fp32 q, k, v) exists only when a layer
  * runs fp32 attention or has a hidden size the segmented uint8 epilogue does not take; qkv8 only with int8 attention. */
-static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, int64_t hw, arena_t *a) {
-    const int64_t T = B * S, H3 = 3 * e->H;
+static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t T, int64_t S, int64_t hw, arena_t *a) {
+    const int64_t H3 = 3 * e->H; /* T tokens of B sequences of at most S tokens */
     int f32_qkv = 0, u8_qkv = 0;
     int64_t hq_bytes = 0; /* ffn_in's output: [T][F], or ffn_out's packed activations (hf_linear_chain) */
     for (int64_t i = 0; i < e->L; i++) {
@@ -491,7 +495,7 @@ static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, i
     TAKE(a->x, float, T * e->H);
     TAKE(a->big, float, f32_qkv ? T * H3 : 0);
     TAKE(a->ctx, float, T * e->H);
-    TAKE(a->bias, float, B * S);
+    TAKE(a->bias, float, T);
     TAKE(a->head_a, float, T * hw);
     TAKE(a->head_b, float, T * hw);
     TAKE(a->xq, uint8_t, T * e->H);
@@ -501,13 +505,16 @@ static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t S, i
     if (e->attn_bias == HF_ATTN_BIAS_RELATIVE) TAKE(a->rel, float, e->heads * (2 * S - 1));
     if (e->activation == HF_ACT_GEGLU) TAKE(a->gate, float, T * 2 * e->F);
     if (e->position == HF_POS_ROTARY) TAKE(a->rope, float, e->n_theta * S * (e->H / e->heads));
+    TAKE(a->pos, int64_t, T);
+    TAKE(a->off, int64_t, B);
+    TAKE(a->len, int64_t, B);
 #undef TAKE
     return off;
 }
 
-static size_t arena_size(const hf_engine *e, int64_t B, int64_t S, int64_t hw) {
+static size_t arena_size(const hf_engine *e, int64_t B, int64_t T, int64_t S, int64_t hw) {
     arena_t a;
-    return arena_carve(e, NULL, B, S, hw, &a);
+    return arena_carve(e, NULL, B, T, S, hw, &a);
 }
 
 
@@ -548,37 +555,38 @@ static void attn_task(void *arg, int tid, int nth) {
     }
     for (int64_t idx; (idx = atomic_fetch_add(&j->next, 1)) < n;) {
         const int64_t b = idx / e->heads, h = idx % e->heads;
-        const float *base = j->a->big + b * j->S * H3 + h * j->d;
-        float *ctx = j->a->ctx + b * j->S * e->H + h * j->d;
-        uint8_t *xq = j->a->xq + b * j->S * e->H + h * j->d;
+        const int64_t t0 = j->a->off[b], S = j->a->len[b]; /* this sequence's rows; j->S: the longest (rel, scratch) */
+        const float *base = j->a->big + t0 * H3 + h * j->d;
+        float *ctx = j->a->ctx + t0 * e->H + h * j->d;
+        uint8_t *xq = j->a->xq + t0 * e->H + h * j->d;
         if (j->aq) { /* the kernel quantizes its context for attn_out itself, while it is in registers */
-            const uint8_t *b8 = j->a->qkv8 + b * j->S * H3 + h * j->d;
+            const uint8_t *b8 = j->a->qkv8 + t0 * H3 + h * j->d;
             const hf_ctx_quant oq = {xq, e->H, j->q_scale, j->q_zp, j->q_mul ? j->q_mul + h * j->d : NULL};
             if (j->rb_q8_kernel)
-                j->rb_q8_kernel(j->S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + b * j->S,
+                j->rb_q8_kernel(S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + t0,
                                 j->a->rel + h * (2 * j->S - 1) + j->S - 1, -1, j->scale, j->aq, NULL, e->H, &oq, scr);
             else
-                j->ops->attention_q8_head(j->S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
+                j->ops->attention_q8_head(S, j->d, b8, b8 + e->H, b8 + 2 * e->H, H3, j->a->bias + t0, j->scale,
                                           j->aq, NULL, e->H, &oq, scr);
             continue;
         }
         if (j->rope) /* this (sequence, head) owns its q and k columns: rotate them in place first */
-            j->enc->rotary(j->S, j->d, (float *)base, (float *)base + e->H, H3, j->rope);
+            j->enc->rotary(S, j->d, (float *)base, (float *)base + e->H, H3, j->rope);
         if (j->window > 0)
-            j->enc->attention_window(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S,
+            j->enc->attention_window(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0,
                                      j->window, j->scale, ctx, e->H, scr);
         else if (j->rb_kernel) /* row i adds rel[h][j - i + S - 1] */
-            j->rb_kernel(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S,
+            j->rb_kernel(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0,
                          j->a->rel + h * (2 * j->S - 1) + j->S - 1, -1, j->scale, ctx, e->H, scr);
         else
-            j->ops->attention_head(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S, j->scale,
+            j->ops->attention_head(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0, j->scale,
                                    ctx, e->H, scr);
         if (j->q_mul) {
             const float *m = j->q_mul + h * j->d;
-            for (int64_t s = 0; s < j->S; s++)
+            for (int64_t s = 0; s < S; s++)
                 j->lops->quantize_mul(j->d, ctx + s * e->H, m, j->q_scale, j->q_zp, xq + s * e->H);
         } else {
-            for (int64_t s = 0; s < j->S; s++) j->lops->quantize(j->d, ctx + s * e->H, j->q_scale, j->q_zp, xq + s * e->H);
+            for (int64_t s = 0; s < S; s++) j->lops->quantize(j->d, ctx + s * e->H, j->q_scale, j->q_zp, xq + s * e->H);
         }
     }
 }
@@ -589,7 +597,8 @@ typedef struct {
     const hf_engine *e;
     const hf_f32_ops *ops;
     const hf_linear_ops *lops;
-    int64_t T, S;
+    int64_t T;
+    const int64_t *pos;         /* embed: [T] row of the position table of each token */
     int64_t W;                  /* row width of y: H, or E for the embeddings of an engine with embed_proj */
     const int64_t *ids, *types; /* embed: ids != NULL */
     const float *x;             /* LayerNorm input [T][W] (ignored when embedding) */
@@ -623,7 +632,7 @@ static void rows_task(void *arg, int tid, int nth) {
             for (int64_t t = t0; t < t0 + n; t++)
                 for (int64_t i = 0; i < H; i += 16) __builtin_prefetch(e->word + j->ids[t] * H + i);
             for (int64_t t = t0; t < t0 + n; t++) {
-                const float *w = e->word + j->ids[t] * H, *p = e->pos ? e->pos + (t % j->S) * H : NULL; /* rotary */
+                const float *w = e->word + j->ids[t] * H, *p = e->pos ? e->pos + j->pos[t] * H : NULL; /* rotary */
                 const float *ty = e->type ? e->type + (j->types ? j->types[t] : 0) * H : NULL;
                 float *xt = j->y + t * H;
                 for (int64_t i = 0; i < H; i++) xt[i] = w[i] + (p ? p[i] : 0.f) + (ty ? ty[i] : 0.f);
@@ -656,11 +665,11 @@ static void rows_run(rows_job *j) {
 #define HF_TOKENS_PER_PASS 512
 
 /* qkv GEMM [+ rotary] + attention of layer li on a->xq = Q(x) into a->xq = Q(ctx) (each head quantizes its context). */
-static int attention_phase(const hf_engine *e, int64_t li, const arena_t *ap, int64_t B, int64_t S) {
+static int attention_phase(const hf_engine *e, int64_t li, const arena_t *ap, int64_t B, int64_t T, int64_t S) {
     int rc = HF_OK;
     const arena_t a = *ap;
     const hf_layer *l = &e->layers[li];
-    const int64_t T = B * S, H = e->H, d = H / e->heads, H3 = 3 * H;
+    const int64_t H = e->H, d = H / e->heads, H3 = 3 * H;
     const hf_linear_ops *lops = hf_linear_ops_for(e->isa);
 
     /* a.xq holds Q(x) for qkv */
@@ -732,16 +741,16 @@ static int ffn_phase(const hf_engine *e, const hf_layer *l, const arena_t *a, in
 /* Pre-LN layers (ModernBERT): x = x + attn(LN1(x)); x = x + ffn(LN2(x)); then the final LayerNorm. a->x holds the
  * embeddings; a->xq holds Q(x) already when layer 0 has no attention LayerNorm. The sums land in a->ctx, which
  * then becomes x (the two [T][H] buffers swap). */
-static int run_layers_pre(const hf_engine *e, arena_t *a, int64_t B, int64_t S) {
+static int run_layers_pre(const hf_engine *e, arena_t *a, int64_t B, int64_t T, int64_t S) {
     int rc = HF_OK;
-    const int64_t T = B * S, H = e->H;
+    const int64_t H = e->H;
     const hf_f32_ops *ops = hf_f32_ops_for(e->isa);
     const hf_linear_ops *lops = hf_linear_ops_for(e->isa);
     for (int64_t li = 0; li < e->L && rc == HF_OK; li++) {
         const hf_layer *l = &e->layers[li];
         float *tmp;
         if (l->ln1_g) {
-            rows_job rj = {e, ops, lops, T, S, H, NULL, NULL, a->x, a->ctx, l->ln1_g, l->ln1_b, l->ln1_eps, a->xq,
+            rows_job rj = {e, ops, lops, T, a->pos, H, NULL, NULL, a->x, a->ctx, l->ln1_g, l->ln1_b, l->ln1_eps, a->xq,
                            l->qkv_s, l->qkv_zp, 0, l->qkv_m};
             rows_run(&rj);
         } else if (li > 0) { /* no attention LayerNorm: Q(x) itself (layer 0's came with the embeddings) */
@@ -749,11 +758,11 @@ static int run_layers_pre(const hf_engine *e, arena_t *a, int64_t B, int64_t S) 
                 if (l->qkv_m) lops->quantize_mul(H, a->x + t * H, l->qkv_m, l->qkv_s, l->qkv_zp, a->xq + t * H);
                 else lops->quantize(H, a->x + t * H, l->qkv_s, l->qkv_zp, a->xq + t * H);
         }
-        if ((rc = attention_phase(e, li, a, B, S)) != HF_OK) break;
+        if ((rc = attention_phase(e, li, a, B, T, S)) != HF_OK) break;
         if ((rc = hf_linear_forward(l->attn_out, T, a->xq, H, l->o_s, l->o_zp, a->ctx, H, 0, a->x, H)) != HF_OK) break;
         tmp = a->x, a->x = a->ctx, a->ctx = tmp;
         {
-            rows_job rj = {e, ops, lops, T, S, H, NULL, NULL, a->x, a->ctx, l->ln2_g, l->ln2_b, l->ln2_eps, a->xq,
+            rows_job rj = {e, ops, lops, T, a->pos, H, NULL, NULL, a->x, a->ctx, l->ln2_g, l->ln2_b, l->ln2_eps, a->xq,
                            l->i_s, l->i_zp, 0, l->i_m};
             rows_run(&rj);
         }
@@ -761,18 +770,21 @@ static int run_layers_pre(const hf_engine *e, arena_t *a, int64_t B, int64_t S) 
         tmp = a->x, a->x = a->ctx, a->ctx = tmp;
     }
     if (rc == HF_OK) { /* the final LayerNorm, in place */
-        rows_job rj = {e, ops, lops, T, S, H, NULL, NULL, NULL, a->x, e->fln_g, e->fln_b, e->fln_eps, NULL};
+        rows_job rj = {e, ops, lops, T, a->pos, H, NULL, NULL, NULL, a->x, e->fln_g, e->fln_b, e->fln_eps, NULL};
         rows_run(&rj);
     }
     return rc;
 }
 
-/* The forward pass of B sequences of S tokens whose buffers are carved in a (hf_engine_run splits the batch). */
-static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask,
-                     const int64_t *types, float *out) {
+/* The forward pass of B sequences, T tokens in all, whose buffers are carved in a (hf_engine_run and
+ * hf_engine_run_packed split the batch): sequence b is rows [a.off[b], a.off[b] + a.len[b]) of every [T] buffer, at
+ * most S tokens, and token t reads row a.pos[t] of the position table. mask ([T], NULL = all real) masks keys of the
+ * padded layout; the packed layout has no pad rows. Every Linear, LayerNorm and GELU runs on the T rows. */
+static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t T, int64_t S, const int64_t *ids,
+                     const int64_t *mask, const int64_t *types, float *out) {
     int rc = HF_OK;
     arena_t a = *ap;
-    const int64_t T = B * S, H = e->H, d = H / e->heads;
+    const int64_t H = e->H, d = H / e->heads;
     const hf_f32_ops *ops = hf_f32_ops_for(e->isa);
     const hf_linear_ops *lops = hf_linear_ops_for(e->isa);
 
@@ -782,14 +794,14 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
         (rc = hf_relative_position_bias(S, e->heads, e->rel_table, e->rel_buckets, e->rel_max_distance, a.rel)) != HF_OK)
         return rc;
     if (e->embed_proj) { /* LayerNorm over E into a.emb, then the projection to H and the quantizer */
-        rows_job ej = {e, ops, lops, T, S, e->E, ids, types, NULL, a.emb, e->eln_g, e->eln_b, e->eln_eps, NULL};
+        rows_job ej = {e, ops, lops, T, a.pos, e->E, ids, types, NULL, a.emb, e->eln_g, e->eln_b, e->eln_eps, NULL};
         rows_run(&ej);
-        rows_job pj = {e, ops, lops, T, S, H, NULL, NULL, a.emb, a.x, NULL, NULL, 0.f, a.xq, e->layers[0].qkv_s,
+        rows_job pj = {e, ops, lops, T, a.pos, H, NULL, NULL, a.emb, a.x, NULL, NULL, 0.f, a.xq, e->layers[0].qkv_s,
                        e->layers[0].qkv_zp, e->layers[0].in_fq, e->layers[0].qkv_m};
         pj.pw = e->proj_w, pj.pb = e->proj_b, pj.pk = e->E;
         rows_run(&pj);
     } else {
-        rows_job rj = {e, ops, lops, T, S, H, ids, types, NULL, a.x, e->eln_g, e->eln_b, e->eln_eps, a.xq,
+        rows_job rj = {e, ops, lops, T, a.pos, H, ids, types, NULL, a.x, e->eln_g, e->eln_b, e->eln_eps, a.xq,
                        e->layers[0].qkv_s, e->layers[0].qkv_zp, e->layers[0].in_fq, e->layers[0].qkv_m};
         rows_run(&rj);
     }
@@ -797,15 +809,15 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
     if (e->position == HF_POS_ROTARY)
         for (int k = 0; k < e->n_theta; k++) hf_rope_table(S, d, e->thetas[k], a.rope + k * S * d);
     if (e->norm == HF_NORM_PRE) {
-        rc = run_layers_pre(e, &a, B, S);
+        rc = run_layers_pre(e, &a, B, T, S);
     } else {
     for (int64_t li = 0; li < e->L && rc == HF_OK; li++) {
         const hf_layer *l = &e->layers[li], *next = li + 1 < e->L ? &e->layers[li + 1] : NULL;
-        if ((rc = attention_phase(e, li, &a, B, S)) != HF_OK) break;
+        if ((rc = attention_phase(e, li, &a, B, T, S)) != HF_OK) break;
         /* a.xq = Q(ctx), written per head by the attention task */
         if ((rc = hf_linear_forward(l->attn_out, T, a.xq, H, l->o_s, l->o_zp, a.ctx, H, 0, a.x, H)) != HF_OK) break;
         {
-            rows_job rj = {e, ops, lops, T, S, H, NULL, NULL, a.ctx, a.x, l->ln1_g, l->ln1_b, l->ln1_eps, a.xq,
+            rows_job rj = {e, ops, lops, T, a.pos, H, NULL, NULL, a.ctx, a.x, l->ln1_g, l->ln1_b, l->ln1_eps, a.xq,
                            l->i_s, l->i_zp, l->mid_fq, l->i_m};
             rows_run(&rj);
         }
@@ -813,7 +825,7 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
          * activation layout when both are 4x1 VNNI (hf_linear_chain) */
         if ((rc = ffn_phase(e, l, &a, T, a.x, a.ctx)) != HF_OK) break;
         {
-            rows_job rj = {e, ops, lops, T, S, H, NULL, NULL, a.ctx, a.x, l->ln2_g, l->ln2_b, l->ln2_eps,
+            rows_job rj = {e, ops, lops, T, a.pos, H, NULL, NULL, a.ctx, a.x, l->ln2_g, l->ln2_b, l->ln2_eps,
                            next ? a.xq : NULL, next ? next->qkv_s : 1.f, next ? next->qkv_zp : 0,
                            next ? next->in_fq : 0, next ? next->qkv_m : NULL};
             rows_run(&rj);
@@ -830,10 +842,11 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
             const hf_head_op *op = &e->head[i];
             float *dst = bufs[which];
             if (op->kind == HF_HEAD_CLS) {
-                for (int64_t b = 0; b < B; b++) memcpy(dst + b * width, cur + b * S * width, (size_t)width * sizeof(float));
+                for (int64_t b = 0; b < B; b++)
+                    memcpy(dst + b * width, cur + a.off[b] * width, (size_t)width * sizeof(float));
                 rows = B;
             } else if (head_is_pool(op->kind)) {
-                head_pool(op->kind, B, S, width, mask, cur, dst);
+                head_pool(op->kind, B, a.off, a.len, width, mask, cur, dst);
                 rows = B;
             } else if (op->kind == HF_HEAD_L2NORM) {
                 head_l2norm(rows, width, cur, dst);
@@ -854,46 +867,38 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
     return rc;
 }
 
-int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask, const int64_t *types,
-                  float *out, int64_t out_len) {
-    int rc = HF_OK;
-    void *mem;
-    arena_t a;
-    if (!e || !ids || !out) return hf_fail(HF_EINVAL, "engine_run: NULL argument");
+/* Checks shared by both entry points: a built engine, ids and token types in range. */
+static int check_run(const hf_engine *e, const int64_t *ids, const int64_t *types, int64_t T, const char *fn) {
     if (!e->word || e->n_layers_set < e->L || (e->embed_proj && !e->proj_w) ||
         (e->attn_bias == HF_ATTN_BIAS_RELATIVE && !e->rel_table) || (e->norm == HF_NORM_PRE && !e->fln_g))
-        return hf_fail(HF_EFORMAT, "engine_run: engine is not fully built");
-    if (B <= 0 || S <= 0) return hf_fail(HF_EINVAL, "engine_run: batch=%lld and sequence=%lld must be > 0",
-                                         (long long)B, (long long)S);
-    if (S > e->max_pos) return hf_fail(HF_EINVAL, "engine_run: sequence length %lld exceeds max positions %lld",
-                                       (long long)S, (long long)e->max_pos);
-    if (B > (1LL << 20) || B * S > (1LL << 24)) return hf_fail(HF_EINVAL, "engine_run: batch too large");
-    /* head buffers hold the widest head activation: an intermediate linear may be wider than both H and the output */
+        return hf_fail(HF_EFORMAT, "%s: engine is not fully built", fn);
+    for (int64_t i = 0; i < T; i++) {
+        if (ids[i] < 0 || ids[i] >= e->vocab)
+            return hf_fail(HF_EINVAL, "%s: token id %lld at position %lld is outside the vocabulary [0, %lld)", fn,
+                           (long long)ids[i], (long long)i, (long long)e->vocab);
+        if (types && (types[i] < 0 || types[i] >= (e->type_vocab > 0 ? e->type_vocab : 1)))
+            return hf_fail(HF_EINVAL, "%s: token type id %lld at position %lld out of range", fn, (long long)types[i],
+                           (long long)i);
+    }
+    return HF_OK;
+}
+
+/* head buffers hold the widest head activation: an intermediate linear may be wider than both H and the output */
+static int64_t head_width(const hf_engine *e) {
     int64_t hw = e->H;
     for (int i = 0; i < e->n_head; i++)
         if (e->head[i].kind == HF_HEAD_LINEAR && e->head[i].N > hw) hw = e->head[i].N;
-    const int64_t T = B * S;
-    const int token_level = hf_engine_token_level(e);
-    const int64_t width = hf_engine_output_width(e), want = (token_level ? T : B) * width;
-    if (out_len != want)
-        return hf_fail(HF_EINVAL, "engine_run: output buffer holds %lld floats, expected %lld", (long long)out_len,
-                       (long long)want);
-    for (int64_t i = 0; i < T; i++) {
-        if (ids[i] < 0 || ids[i] >= e->vocab)
-            return hf_fail(HF_EINVAL, "engine_run: token id %lld at position %lld is outside the vocabulary [0, %lld)",
-                           (long long)ids[i], (long long)i, (long long)e->vocab);
-        if (types && (types[i] < 0 || types[i] >= (e->type_vocab > 0 ? e->type_vocab : 1)))
-            return hf_fail(HF_EINVAL, "engine_run: token type id %lld at position %lld out of range", (long long)types[i],
-                           (long long)i);
-    }
-    /* the batch runs in passes of Bg sequences, ~HF_TOKENS_PER_PASS tokens: with all 1024 tokens of 8 x 128 at once,
-     * the layer intermediates (qkv: 9.4 MB fp32) left L2 and 8 x 128 took 48-50 ms against 42-44 ms in passes of
-     * 128-512 tokens (1 thread; 2 threads: 25-27 against 23-24 ms); sequences are independent, so the
-     * results do not change */
-    int64_t Bg = HF_TOKENS_PER_PASS / S;
-    if (Bg < 1) Bg = 1;
-    if (Bg > B) Bg = B;
-    const size_t need = arena_size(e, Bg, S, hw);
+    return hw;
+}
+
+static void arena_unlock(hf_engine *e) {
+    pthread_mutex_unlock(&e->lock);
+    hf_fork_gate_exit();
+}
+
+/* The cached arena, grown to `need` bytes and locked, fork gate entered (the caller unlocks and exits the gate, see
+ * arena_unlock); NULL when out of memory (unlocked). */
+static void *arena_lock(hf_engine *e, size_t need) {
     hf_fork_gate_enter(); /* before e->lock: a fork waits until it is released (see threadpool.c) */
     pthread_mutex_lock(&e->lock);
     if (e->arena_bytes < need) {
@@ -901,20 +906,114 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
         e->arena = hf_alloc(need);
         e->arena_bytes = e->arena ? need : 0;
     }
-    mem = e->arena;
-    if (!mem) {
-        pthread_mutex_unlock(&e->lock);
-        hf_fork_gate_exit();
-        return hf_fail(HF_ENOMEM, "engine_run: out of memory for %zu bytes", need);
+    if (!e->arena) {
+        arena_unlock(e);
     }
+    return e->arena;
+}
+
+int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask, const int64_t *types,
+                  float *out, int64_t out_len) {
+    int rc = HF_OK;
+    void *mem;
+    arena_t a;
+    if (!e || !ids || !out) return hf_fail(HF_EINVAL, "engine_run: NULL argument");
+    if (B <= 0 || S <= 0) return hf_fail(HF_EINVAL, "engine_run: batch=%lld and sequence=%lld must be > 0",
+                                         (long long)B, (long long)S);
+    if (S > e->max_pos) return hf_fail(HF_EINVAL, "engine_run: sequence length %lld exceeds max positions %lld",
+                                       (long long)S, (long long)e->max_pos);
+    if (B > (1LL << 20) || B * S > (1LL << 24)) return hf_fail(HF_EINVAL, "engine_run: batch too large");
+    const int64_t T = B * S, hw = head_width(e);
+    const int token_level = hf_engine_token_level(e);
+    const int64_t width = hf_engine_output_width(e), want = (token_level ? T : B) * width;
+    if (out_len != want)
+        return hf_fail(HF_EINVAL, "engine_run: output buffer holds %lld floats, expected %lld", (long long)out_len,
+                       (long long)want);
+    if ((rc = check_run(e, ids, types, T, "engine_run")) != HF_OK) return rc;
+    /* the batch runs in passes of Bg sequences, ~HF_TOKENS_PER_PASS tokens: with all 1024 tokens of 8 x 128 at once,
+     * the layer intermediates (qkv: 9.4 MB fp32) left L2 and 8 x 128 took 48-50 ms against 42-44 ms in passes of
+     * 128-512 tokens (1 thread; 2 threads: 25-27 against 23-24 ms); sequences are independent, so the
+     * results do not change */
+    int64_t Bg = HF_TOKENS_PER_PASS / S;
+    if (Bg < 1) Bg = 1;
+    if (Bg > B) Bg = B;
+    if (!(mem = arena_lock(e, arena_size(e, Bg, Bg * S, S, hw))))
+        return hf_fail(HF_ENOMEM, "engine_run: out of memory for %zu bytes", arena_size(e, Bg, Bg * S, S, hw));
     /* the cached arena stays locked during the run; concurrent callers wait (results stay identical) */
-    arena_carve(e, mem, Bg, S, hw, &a);
+    arena_carve(e, mem, Bg, Bg * S, S, hw, &a);
+    for (int64_t b = 0; b < Bg; b++) a.off[b] = b * S, a.len[b] = S;
+    for (int64_t t = 0; t < Bg * S; t++) a.pos[t] = t % S;
     for (int64_t b0 = 0; b0 < B && rc == HF_OK; b0 += Bg) {
         const int64_t nb = B - b0 < Bg ? B - b0 : Bg;
-        rc = run_group(e, &a, nb, S, ids + b0 * S, mask ? mask + b0 * S : NULL, types ? types + b0 * S : NULL,
+        rc = run_group(e, &a, nb, nb * S, S, ids + b0 * S, mask ? mask + b0 * S : NULL, types ? types + b0 * S : NULL,
                        out + (token_level ? b0 * S : b0) * width);
     }
-    pthread_mutex_unlock(&e->lock);
-    hf_fork_gate_exit();
+    arena_unlock(e);
+    return rc;
+}
+
+/* The sequences [s0, s1) that make the next pass: whole sequences up to ~HF_TOKENS_PER_PASS tokens, at least one. */
+static int64_t next_pass(const int64_t *lens, int64_t n, int64_t s0) {
+    int64_t s1 = s0 + 1, t = lens[s0];
+    while (s1 < n && t + lens[s1] <= HF_TOKENS_PER_PASS) t += lens[s1++];
+    return s1;
+}
+
+int hf_engine_run_packed(hf_engine *e, int64_t n, const int64_t *lens, const int64_t *pos0, const int64_t *ids,
+                         const int64_t *types, float *out, int64_t out_len) {
+    int rc = HF_OK;
+    void *mem;
+    arena_t a;
+    if (!e || !lens || !ids || !out) return hf_fail(HF_EINVAL, "engine_run_packed: NULL argument");
+    if (n <= 0 || n > (1LL << 20))
+        return hf_fail(HF_EINVAL, "engine_run_packed: %lld sequences (need 1 to 2^20)", (long long)n);
+    int64_t T = 0, Smax = 0;
+    for (int64_t b = 0; b < n; b++) {
+        const int64_t p = pos0 ? pos0[b] : 0;
+        if (lens[b] <= 0)
+            return hf_fail(HF_EINVAL, "engine_run_packed: sequence %lld has %lld tokens (an all-padding row has no "
+                           "tokens to run; every sequence needs at least one)", (long long)b, (long long)lens[b]);
+        if (p < 0 || lens[b] > e->max_pos || p > e->max_pos - lens[b])
+            return hf_fail(HF_EINVAL, "engine_run_packed: sequence %lld (%lld tokens from position %lld) exceeds max "
+                           "positions %lld", (long long)b, (long long)lens[b], (long long)p, (long long)e->max_pos);
+        T += lens[b];
+        Smax = lens[b] > Smax ? lens[b] : Smax;
+        if (T > (1LL << 24)) return hf_fail(HF_EINVAL, "engine_run_packed: batch too large");
+    }
+    const int64_t hw = head_width(e);
+    const int token_level = hf_engine_token_level(e);
+    const int64_t width = hf_engine_output_width(e), want = (token_level ? T : n) * width;
+    if (out_len != want)
+        return hf_fail(HF_EINVAL, "engine_run_packed: output buffer holds %lld floats, expected %lld",
+                       (long long)out_len, (long long)want);
+    if ((rc = check_run(e, ids, types, T, "engine_run_packed")) != HF_OK) return rc;
+    /* passes of whole sequences, ~HF_TOKENS_PER_PASS tokens each (see hf_engine_run): the arena holds the largest */
+    int64_t Tg = 0, Bg = 0;
+    for (int64_t s0 = 0, s1; s0 < n; s0 = s1) {
+        int64_t t = 0;
+        s1 = next_pass(lens, n, s0);
+        for (int64_t b = s0; b < s1; b++) t += lens[b];
+        Tg = t > Tg ? t : Tg, Bg = s1 - s0 > Bg ? s1 - s0 : Bg;
+    }
+    const size_t need = arena_size(e, Bg, Tg, Smax, hw);
+    if (!(mem = arena_lock(e, need)))
+        return hf_fail(HF_ENOMEM, "engine_run_packed: out of memory for %zu bytes", need);
+    arena_carve(e, mem, Bg, Tg, Smax, hw, &a);
+    int64_t t0 = 0;
+    for (int64_t s0 = 0, s1; s0 < n && rc == HF_OK; s0 = s1) {
+        int64_t t = 0, S = 0;
+        s1 = next_pass(lens, n, s0);
+        for (int64_t b = s0; b < s1; b++) {
+            a.off[b - s0] = t, a.len[b - s0] = lens[b];
+            for (int64_t i = 0; i < lens[b]; i++) a.pos[t + i] = (pos0 ? pos0[b] : 0) + i;
+            t += lens[b];
+            S = lens[b] > S ? lens[b] : S;
+        }
+        /* no pad rows: the key mask is all zeros (run_group's mask NULL) */
+        rc = run_group(e, &a, s1 - s0, t, S, ids + t0, NULL, types ? types + t0 : NULL,
+                       out + (token_level ? t0 : s0) * width);
+        t0 += t;
+    }
+    arena_unlock(e);
     return rc;
 }
