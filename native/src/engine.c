@@ -68,6 +68,7 @@ struct hf_engine {
     float *rel_table;
     hf_head_op head[HF_ENGINE_MAX_HEAD_OPS];
     int n_head;
+    int attn_prec;        /* HF_ATTN_FP32 / HF_ATTN_BF16 (hf_engine_set_attention_precision) */
     pthread_mutex_t lock; /* guards the cached arena */
     void *arena;
     size_t arena_bytes;
@@ -216,6 +217,26 @@ int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *
     if (!e->proj_w || !e->proj_b) return hf_fail(HF_ENOMEM, "engine_set_embeddings_project: out of memory");
     return HF_OK;
 }
+
+int hf_engine_set_attention_precision(hf_engine *e, int precision) {
+    if (!e) return hf_fail(HF_EINVAL, "engine_set_attention_precision: NULL engine");
+    if (precision != HF_ATTN_FP32 && precision != HF_ATTN_BF16)
+        return hf_fail(HF_EINVAL, "engine_set_attention_precision: unknown precision %d", precision);
+    if (precision == HF_ATTN_BF16) {
+        const int64_t d = e->H / e->heads;
+        if (e->attn_bias != HF_ATTN_BIAS_NONE)
+            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: bf16 attention does not take a relative "
+                           "attention bias; the engine runs fp32 attention");
+        if (!hf_attention_bf16_kernel_for(e->isa, d))
+            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: ISA '%s' has no bf16 attention kernel "
+                           "for head size %lld on this CPU (needs AVX512_BF16 and d %% 16 == 0); the engine runs fp32 "
+                           "attention", hf_isa_name(e->isa), (long long)d);
+    }
+    e->attn_prec = precision;
+    return HF_OK;
+}
+
+int hf_engine_attention_precision(const hf_engine *e) { return e ? e->attn_prec : -1; }
 
 int hf_engine_set_attention_bias(hf_engine *e, const float *table) {
     if (!e || !table) return hf_fail(HF_EINVAL, "engine_set_attention_bias: NULL argument");
@@ -459,6 +480,7 @@ typedef struct {
     hf_attention_q8_head_rb_fn rb_q8_kernel; /* int8 attention with it (NULL: none) */
     atomic_long next; /* next (sequence, head) pair to claim */
     atomic_int failed;
+    hf_attention_head_fn bf16; /* the bf16 attention kernel (fp32 layers of an engine set to HF_ATTN_BF16), or NULL */
 } attn_job;
 
 /* (sequence, head) pairs claimed from an atomic counter by whichever pool threads join; scratch is
@@ -468,8 +490,9 @@ static void attn_task(void *arg, int tid, int nth) {
     const hf_engine *e = j->e;
     const int64_t H3 = 3 * e->H, n = j->B * e->heads;
     (void)tid, (void)nth;
-    const size_t need = j->aq ? (size_t)hf_attention_q8_scratch_bytes(j->S, j->d)
-                              : (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float);
+    const size_t need = j->aq    ? (size_t)hf_attention_q8_scratch_bytes(j->S, j->d)
+                        : j->bf16 ? (size_t)hf_attention_bf16_scratch_floats(j->S, j->d) * sizeof(float)
+                                  : (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float);
     float *scr = (float *)hf_scratch(HF_SCRATCH_ATTENTION, need);
     if (!scr) {
         atomic_store(&j->failed, 1);
@@ -491,7 +514,9 @@ static void attn_task(void *arg, int tid, int nth) {
                                           j->aq, NULL, e->H, &oq, scr);
             continue;
         }
-        if (j->rb_kernel) /* row i adds rel[h][j - i + S - 1] */
+        if (j->bf16)
+            j->bf16(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S, j->scale, ctx, e->H, scr);
+        else if (j->rb_kernel) /* row i adds rel[h][j - i + S - 1] */
             j->rb_kernel(j->S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + b * j->S,
                          j->a->rel + h * (2 * j->S - 1) + j->S - 1, -1, j->scale, ctx, e->H, scr);
         else
@@ -628,6 +653,7 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t S
                         l->o_m, lops, l->attn_q8 ? &l->aq : NULL,
                         e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_rb_kernel_for(e->isa, d) : NULL,
                         e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_q8_rb_kernel_for(e->isa, d) : NULL, 0, 0};
+        if (e->attn_prec == HF_ATTN_BF16 && !l->attn_q8) job.bf16 = hf_attention_bf16_kernel_for(e->isa, d);
         hf_parallel(attn_task, &job, (int)(B * e->heads));
         if (atomic_load(&job.failed)) {
             rc = hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");
