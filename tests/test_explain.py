@@ -65,13 +65,9 @@ def test_sparse_and_dense_layers_are_reported_as_what_runs_them(pruned, capsys):
     for r in _linears(rec, 1).values():
         assert r["kernel"] == "dense" and r["zero_blocks"] < 0.05
         assert r["reason"].startswith("below the sparse/dense crossover")
-    # attention="auto": bf16 where the CPU has AVX512_BF16, else fp32
-    bf16 = native.bf16_attention_hardware(16) and native.attention_bf16_kernel(16, rec["isa"]) != ""
-    assert model.backend.engine.attention == ("bf16" if bf16 else "fp32")
     for layer in rec["layers"]:
-        assert layer["attention"] == model.backend.engine.attention
-        assert layer["attention_kernel"] == (native.attention_bf16_kernel(16, rec["isa"]) if bf16
-                                             else native.op_kernel("attention_f32", rec["isa"], 16))
+        assert layer["attention"] == "fp32"
+        assert layer["attention_kernel"] == native.op_kernel("attention_f32", rec["isa"], 16)
     assert rec["kernels"]["layernorm"] == native.native_info()["kernels"]["layernorm"]
     text = model.explain()
     assert isinstance(text, str) and "sparse 4x1" in text and "below the sparse/dense crossover" in text

@@ -143,8 +143,9 @@ def _engine(d, **kw):
 
 def test_engine_attention_option(artifact):
     feeds = _feeds(np.random.default_rng(1))
+    assert _engine(artifact).attention == "fp32"  # the default: bf16 is opt-in
     # auto on the reference ISA: the bf16 model only where the CPU has AVX512_BF16
-    assert _engine(artifact, isa="ref").attention == ("bf16" if HW else "fp32")
+    assert _engine(artifact, isa="ref", attention="auto").attention == ("bf16" if HW else "fp32")
     ref32 = _engine(artifact, isa="ref", attention="fp32")
     ref16 = _engine(artifact, isa="ref", attention="bf16")  # the reference ISA runs bf16 on any CPU
     assert (ref32.attention, ref16.attention) == ("fp32", "bf16")

@@ -160,8 +160,8 @@ def _check_packed(plan: EncoderPlan, packed) -> None:
 
 
 LINEARS = ("qkv", "attn_out", "ffn_in", "ffn_out")
-# NativeEngine(attention=...): the precision of the attention layers that are not int8
-ATTENTION_PRECISIONS = ("auto", "bf16", "fp32")
+# NativeEngine(attention=...): the precision of the attention layers that are not int8 ("fp32" by default)
+ATTENTION_PRECISIONS = ("fp32", "bf16", "auto")
 
 
 class NativeEngine:
@@ -171,7 +171,7 @@ class NativeEngine:
 
     def __init__(self, plan: EncoderPlan, block: str | None = None, isa: str = "auto",
                  packed: dict[str, native.PackedLinear] | None = None, keep_arrays: bool = False,
-                 attention: str = "auto"):
+                 attention: str = "fp32"):
         check_plan(plan, weights_packed=packed is not None)  # the C side trusts these shapes
         if packed is not None:
             _check_packed(plan, packed)
@@ -305,7 +305,7 @@ class NativeEngine:
     @classmethod
     def from_onnx(cls, model: onnx.ModelProto, num_heads: int, block: str | None = None,
                   isa: str = "auto", model_type: str | None = None, task: str | None = None,
-                  attention: str = "auto") -> NativeEngine:
+                  attention: str = "fp32") -> NativeEngine:
         """model_type / task (fast_config.json): checked against the registry family's rules (plan.build_plan)."""
         return cls(build_plan(model, num_heads, model_type, task), block=block, isa=isa, attention=attention)
 
@@ -377,12 +377,14 @@ class NativeBackend:
     name = "native"
 
     def __init__(self, model_path, fast_config, num_threads: int | None = None, isa: str = "auto",
-                 pack_cache: bool | None = None, attention: str = "auto"):
+                 pack_cache: bool | None = None, attention: str = "fp32"):
         """pack_cache: reuse / write the packed weights in the on-disk cache (runtime/pack_cache.py; default on,
         env HF_FAST_PACK_CACHE=0 turns it off). `self.pack_cache` says what happened: "off", "hit", "miss"
         (built and written), "rebuilt" (an unusable entry was replaced) or "unwritable".
-        attention: "auto" (bf16 q k^T / p v where the CPU has AVX512_BF16, else fp32), "bf16" or "fp32" (forced);
-        layers exported with int8 attention keep it. `self.engine.attention` says which runs."""
+        attention: "fp32" (the default), "bf16" (q k^T and p v on bf16 pairs, fp32 softmax; AVX512_BF16 CPUs and
+        HF_FAST_ISA=ref only, else ValueError) or "auto" (bf16 where the CPU has AVX512_BF16, else fp32). Opt-in: on the
+        SQuAD teacher it moved more answers away from ONNX Runtime's than fp32 does (benchmarks/HISTORY.md). Layers
+        exported with int8 attention keep it. `self.engine.attention` says which runs."""
         if num_threads is not None:
             if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
                 raise ValueError(f"num_threads must be a non-negative int (0 = all cores), got {num_threads!r}")
