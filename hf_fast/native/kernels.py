@@ -392,6 +392,32 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.
     return out
 
 
+def attention_bf16_kernel(head_dim: int, isa: str = "auto") -> str:
+    """The bf16 attention kernel `isa` runs for head size `head_dim`: "avx512bf16" (CPUs with AVX512_BF16), "ref",
+    or "" where there is none (AVX2, or a CPU without AVX512_BF16: the engine runs fp32 attention)."""
+    return ffi.string(lib.hf_attention_bf16_kernel(isa_id(isa), int(head_dim))).decode()
+
+
+def bf16_attention_hardware(head_dim: int = 64) -> bool:
+    """Whether this CPU has a SIMD bf16 attention kernel for `head_dim` (AVX512_BF16): what attention="auto" asks."""
+    from hf_fast.native._loader import supported_isas
+
+    return any(attention_bf16_kernel(head_dim, n) not in ("", "ref") for n in supported_isas() if n != "ref")
+
+
+def attention_bf16(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.ndarray | None = None,
+                   scale: float | None = None, isa: str = "auto") -> np.ndarray:
+    """`attention` with bf16 products (q, k, v and the probabilities rounded to bf16 for q k^T and p v, fp32 sums,
+    fp32 softmax; hf_attention_bf16). NativeError (unsupported) where `attention_bf16_kernel` is ""."""
+    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
+    out = np.empty_like(q)
+    _check(lib.hf_attention_bf16(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
+                                 ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
+                                 float(1.0 / np.sqrt(d) if scale is None else scale), _fptr(out), hd),
+           "attention_bf16")
+    return out
+
+
 def relative_position_bias(seq_len: int, table: np.ndarray, max_distance: int) -> np.ndarray:
     """MPNet / T5 relative-position bias of one sequence length: [heads, 2 * seq_len - 1] float32, entry r + S - 1 the
     table row of the bucket of key - query offset r (table: [buckets, heads]; hf_relative_position_bias)."""

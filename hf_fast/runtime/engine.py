@@ -188,6 +188,8 @@ def _check_packed(plan: EncoderPlan, packed) -> None:
 
 
 LINEARS = ("qkv", "attn_out", "ffn_in", "ffn_out")
+# NativeEngine(attention=...): the precision of the attention layers that are not int8 ("fp32" by default)
+ATTENTION_PRECISIONS = ("fp32", "bf16", "auto")
 
 
 class NativeEngine:
@@ -196,7 +198,8 @@ class NativeEngine:
     ``keep_arrays``: leave the plan's arrays in place (to write the cache); `release_arrays()` drops them."""
 
     def __init__(self, plan: EncoderPlan, block: str | None = None, isa: str = "auto",
-                 packed: dict[str, native.PackedLinear] | None = None, keep_arrays: bool = False):
+                 packed: dict[str, native.PackedLinear] | None = None, keep_arrays: bool = False,
+                 attention: str = "fp32"):
         check_plan(plan, weights_packed=packed is not None)  # the C side trusts these shapes
         if packed is not None:
             _check_packed(plan, packed)
@@ -295,8 +298,30 @@ class NativeEngine:
         self.width = int(lib.hf_engine_output_width(self._e))
         self.token_level = bool(lib.hf_engine_token_level(self._e))
         self._cls_head = any(op.kind == "cls" for op in plan.head)  # reads token 0 (ragged.layout)
+        self.attention = self._set_attention(attention)
         if not keep_arrays:
             self.release_arrays()
+
+    def _set_attention(self, attention: str) -> str:
+        """The precision of the fp32-attention layers (int8-attention layers keep theirs): "bf16" runs q k^T and p v
+        on bf16 pairs (vdpbf16ps; fp32 softmax), "fp32" the fp32 kernels, "auto" bf16 where the CPU has AVX512_BF16
+        and the engine's ISA a bf16 kernel (HF_FAST_ISA=ref: the scalar model of it; avx2: none, fp32), else fp32.
+        Returns the precision that runs."""
+        if attention not in ATTENTION_PRECISIONS:
+            raise ValueError(f"attention={attention!r}: expected one of {', '.join(map(repr, ATTENTION_PRECISIONS))}")
+        d = self.plan.hidden // self.plan.heads
+        if attention == "fp32" or (attention == "auto" and not native.bf16_attention_hardware(d)):
+            return "fp32"
+        why = ("a relative attention bias" if self.layer_desc.attention_bias != "none" else
+               "" if native.attention_bf16_kernel(d, self.isa) else
+               f"no bf16 attention kernel on ISA {self.isa!r} for head size {d} (needs AVX512_BF16 and d % 16 == 0)")
+        if why:
+            if attention == "bf16":
+                raise ValueError(f"attention='bf16' is not available: {why}; use attention='fp32' or 'auto'")
+            return "fp32"
+        native._check(lib.hf_engine_set_attention_precision(self._e, lib.HF_ATTN_BF16),
+                      "engine_set_attention_precision")
+        return "bf16"
 
     def release_arrays(self) -> None:
         """The C engine holds its own copies (tables, LayerNorms, head) and the packed weights: drop the plan's
@@ -312,9 +337,10 @@ class NativeEngine:
 
     @classmethod
     def from_onnx(cls, model: onnx.ModelProto, num_heads: int, block: str | None = None,
-                  isa: str = "auto", model_type: str | None = None, task: str | None = None) -> NativeEngine:
+                  isa: str = "auto", model_type: str | None = None, task: str | None = None,
+                  attention: str = "fp32") -> NativeEngine:
         """model_type / task (fast_config.json): checked against the registry family's rules (plan.build_plan)."""
-        return cls(build_plan(model, num_heads, model_type, task), block=block, isa=isa)
+        return cls(build_plan(model, num_heads, model_type, task), block=block, isa=isa, attention=attention)
 
     @staticmethod
     def _ids(x, name: str, shape=None) -> np.ndarray:
@@ -398,10 +424,14 @@ class NativeBackend:
     name = "native"
 
     def __init__(self, model_path, fast_config, num_threads: int | None = None, isa: str = "auto",
-                 pack_cache: bool | None = None):
+                 pack_cache: bool | None = None, attention: str = "fp32"):
         """pack_cache: reuse / write the packed weights in the on-disk cache (runtime/pack_cache.py; default on,
         env HF_FAST_PACK_CACHE=0 turns it off). `self.pack_cache` says what happened: "off", "hit", "miss"
-        (built and written), "rebuilt" (an unusable entry was replaced) or "unwritable"."""
+        (built and written), "rebuilt" (an unusable entry was replaced) or "unwritable".
+        attention: "fp32" (the default), "bf16" (q k^T and p v on bf16 pairs, fp32 softmax; AVX512_BF16 CPUs and
+        HF_FAST_ISA=ref only, else ValueError) or "auto" (bf16 where the CPU has AVX512_BF16, else fp32). Opt-in: on the
+        SQuAD teacher it moved more answers away from ONNX Runtime's than fp32 does (benchmarks/HISTORY.md). Layers
+        exported with int8 attention keep it. `self.engine.attention` says which runs."""
         if num_threads is not None:
             if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
                 raise ValueError(f"num_threads must be a non-negative int (0 = all cores), got {num_threads!r}")
@@ -412,6 +442,7 @@ class NativeBackend:
             raise ValueError(f"fast_config.json: num_heads must be a positive int, got {heads!r}")
         block = fast_config.get("block")
         self.model_path, self.num_heads = model_path, heads
+        self.attention = attention
         self.engine = self._build(model_path, heads, block, isa, pack_cache, fast_config)
         self.input_names = [i for i in self.engine.plan.inputs]
         self.output_names = list(self.engine.plan.outputs)
@@ -441,7 +472,8 @@ class NativeBackend:
                 try:
                     packed = {n: native.PackedLinear.from_bytes(b) for n, b in blobs.items()}
                     self.pack_cache = "hit"
-                    return NativeEngine(_pooled(plan, fast_config), block=block, isa=isa, packed=packed)
+                    return NativeEngine(_pooled(plan, fast_config), block=block, isa=isa, packed=packed,
+                                        attention=self.attention)
                 except (native.NativeError, GraphMatchError, ValueError) as exc:  # checksummed, but checked again
                     logging.getLogger(__name__).warning("hf-fast: rebuilding the packed-weight cache: %s", exc)
                     self.pack_cache = "rebuilt"
@@ -452,7 +484,8 @@ class NativeBackend:
         except Exception as exc:  # protobuf DecodeError and friends
             raise ValueError(f"cannot parse {model_path} as ONNX: {exc}") from exc
         plan = build_plan(model, heads, fast_config.get("model_type"), fast_config.get("task"))  # registry family
-        engine = NativeEngine(_pooled(plan, fast_config), block=block, isa=isa, keep_arrays=key is not None)
+        engine = NativeEngine(_pooled(plan, fast_config), block=block, isa=isa, keep_arrays=key is not None,
+                              attention=self.attention)
         if key is not None:
             written = pack_cache.save(key, plan, engine.packed)  # the graph's plan: pooling is fast_config's
             if self.pack_cache == "off":

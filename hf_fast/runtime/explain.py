@@ -52,9 +52,11 @@ def explain_native(model) -> dict[str, Any]:
                 "packed_bytes": pl.nbytes,
             })
         q8 = layer.attn_quant is not None
+        bf16 = not q8 and getattr(eng, "attention", "fp32") == "bf16"
         op = "attention_int8" if q8 else "attention_f32"
-        layers.append({"layer": i, "linears": rows, "attention": "int8" if q8 else "fp32",
-                       "attention_kernel": native.op_kernel(op, isa, head_size)})
+        layers.append({"layer": i, "linears": rows, "attention": "int8" if q8 else "bf16" if bf16 else "fp32",
+                       "attention_kernel": native.attention_bf16_kernel(head_size, isa) if bf16
+                       else native.op_kernel(op, isa, head_size)})
     return {
         "backend": "native", "fallback_reason": None, "isa": isa,
         "isa_forced_by_env": native.native_info()["isa_forced_by_env"],
@@ -150,7 +152,8 @@ def format_explain(rec: dict[str, Any]) -> str:
             table.append((i, r["linear"], shape, zb, r["kernel"], r["kernel_impl"], r["reason"]))
         table.append((i, "attention", "-", "-", layer["attention"], layer["attention_kernel"],
                       "int8 q.k^T and p.v (artifact exported with quantize_attention)" if layer["attention"] == "int8"
-                      else "fp32 (the artifact quantizes no attention MatMul)"))
+                      else "bf16 q.k^T and p.v, fp32 softmax (attention='auto' on an AVX512_BF16 CPU, or 'bf16')"
+                      if layer["attention"] == "bf16" else "fp32 (the artifact quantizes no attention MatMul)"))
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]) - 1)]
     lines.append("")
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]

@@ -105,6 +105,17 @@ int64_t hf_attention_scratch_floats(int64_t S, int64_t d);
 int hf_attention(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                  int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo);
 
+/* bf16 attention: hf_attention with q, k, v and the softmax probabilities rounded to bf16 (nearest even) for the two
+ * products, summed in fp32 as vdpbf16ps does; scores, softmax and normalisation in fp32 (ref/attention_bf16_ref.c
+ * defines it). HF_EUNSUPPORTED where isa has no bf16 kernel for head size d: the reference has one for every d, the
+ * AVX-512 table for d % 16 == 0 on CPUs with AVX512_BF16, AVX2 none. */
+int64_t hf_attention_bf16_scratch_floats(int64_t S, int64_t d);
+/* The bf16 attention kernel isa (HF_ISA_AUTO: the active one) runs for head size d: "avx512bf16", "ref", or "" for
+ * none (the engine then runs the fp32 attention). */
+const char *hf_attention_bf16_kernel(int isa, int64_t d);
+int hf_attention_bf16(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
+                      int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo);
+
 /* Relative-position attention bias (MPNet, T5): out[h][r + S - 1] = table[bucket(r)][h] for each key - query offset
  * r in [-(S-1), S-1] (out: heads x (2S - 1) floats), bucket(r) T5's bucketing as transformers computes it in fp32
  * (relative_position_bucket(r, buckets, max_distance): half the buckets per direction, the first quarter exact
@@ -373,6 +384,14 @@ int hf_engine_token_level(const hf_engine *e);
 /* The ISA (HF_ISA_*) the engine was created for, after resolving HF_ISA_AUTO: its LayerNorm, attention, epilogue
  * and head kernels run on it (hf_op_kernel names them); -1 for NULL. */
 int hf_engine_isa(const hf_engine *e);
+/* Precision of the engine's attention in the layers without int8 attention: HF_ATTN_FP32 (the default) or
+ * HF_ATTN_BF16 (hf_attention_bf16's products). BF16 where the engine's ISA has no bf16 kernel for its head size, or
+ * with a relative attention bias, is HF_EUNSUPPORTED (the engine stays fp32). */
+#define HF_ATTN_FP32 0
+#define HF_ATTN_BF16 1
+int hf_engine_set_attention_precision(hf_engine *e, int precision);
+/* HF_ATTN_FP32 or HF_ATTN_BF16; -1 for NULL. */
+int hf_engine_attention_precision(const hf_engine *e);
 /* ids/mask/types: [B][S] int64 (mask, types may be NULL); out: [B][S][width] or [B][width]. */
 int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask,
                   const int64_t *types, float *out, int64_t out_len);

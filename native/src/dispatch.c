@@ -168,6 +168,19 @@ const hf_encoder_ops *hf_encoder_ops_for(int isa) {
     return t && t->encoder ? t->encoder : &hf_encoder_ops_ref;
 }
 
+hf_attention_head_fn hf_attention_bf16_kernel_for(int isa, int64_t d) {
+    const hf_isa_table *t = table_for(isa);
+    if (!t || !t->attention_bf16 || d <= 0 || d % t->attn_bf16_step || (t->attn_bf16_cpu && !t->attn_bf16_cpu()))
+        return NULL;
+    return t->attention_bf16;
+}
+
+const char *hf_attention_bf16_kernel(int isa, int64_t d) {
+    if (isa == HF_ISA_AUTO) isa = hf_isa_active();
+    if (!hf_attention_bf16_kernel_for(isa, d)) return "";
+    return isa == HF_ISA_REF ? "ref" : isa == HF_ISA_AVX512VNNI ? "avx512bf16" : hf_isa_name(isa);
+}
+
 const hf_sparse_kernel *hf_sparse_kernel_for(int isa) {
     const hf_isa_table *t = table_for(isa);
     return t ? t->sparse : NULL;

@@ -84,6 +84,7 @@ struct hf_engine {
     int n_theta;
     float *fln_g, *fln_b;
     float fln_eps;
+    int attn_prec;        /* HF_ATTN_FP32 / HF_ATTN_BF16 (hf_engine_set_attention_precision) */
     pthread_mutex_t lock; /* guards the cached arena */
     void *arena;
     size_t arena_bytes;
@@ -257,6 +258,26 @@ int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *
     if (!e->proj_w || !e->proj_b) return hf_fail(HF_ENOMEM, "engine_set_embeddings_project: out of memory");
     return HF_OK;
 }
+
+int hf_engine_set_attention_precision(hf_engine *e, int precision) {
+    if (!e) return hf_fail(HF_EINVAL, "engine_set_attention_precision: NULL engine");
+    if (precision != HF_ATTN_FP32 && precision != HF_ATTN_BF16)
+        return hf_fail(HF_EINVAL, "engine_set_attention_precision: unknown precision %d", precision);
+    if (precision == HF_ATTN_BF16) {
+        const int64_t d = e->H / e->heads;
+        if (e->attn_bias != HF_ATTN_BIAS_NONE)
+            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: bf16 attention does not take a relative "
+                           "attention bias; the engine runs fp32 attention");
+        if (!hf_attention_bf16_kernel_for(e->isa, d))
+            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: ISA '%s' has no bf16 attention kernel "
+                           "for head size %lld on this CPU (needs AVX512_BF16 and d %% 16 == 0); the engine runs fp32 "
+                           "attention", hf_isa_name(e->isa), (long long)d);
+    }
+    e->attn_prec = precision;
+    return HF_OK;
+}
+
+int hf_engine_attention_precision(const hf_engine *e) { return e ? e->attn_prec : -1; }
 
 int hf_engine_set_attention_bias(hf_engine *e, const float *table) {
     if (!e || !table) return hf_fail(HF_EINVAL, "engine_set_attention_bias: NULL argument");
@@ -536,6 +557,7 @@ typedef struct {
     const float *rope;                       /* this layer's cos / sin table [S][d] (NULL: no rotary) */
     int64_t window;                          /* > 0: sliding-window attention over |i - j| <= window */
     const hf_encoder_ops *enc;
+    hf_attention_head_fn bf16; /* the bf16 attention kernel (fp32 layers of an engine set to HF_ATTN_BF16), or NULL */
 } attn_job;
 
 /* (sequence, head) pairs claimed from an atomic counter by whichever pool threads join; scratch is
@@ -545,9 +567,10 @@ static void attn_task(void *arg, int tid, int nth) {
     const hf_engine *e = j->e;
     const int64_t H3 = 3 * e->H, n = j->B * e->heads;
     (void)tid, (void)nth;
-    const size_t need = j->aq ? (size_t)hf_attention_q8_scratch_bytes(j->S, j->d)
-                      : j->window > 0 ? (size_t)hf_attention_window_scratch_floats(j->S, j->window, j->d) * sizeof(float)
-                                      : (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float);
+    const size_t need = j->aq            ? (size_t)hf_attention_q8_scratch_bytes(j->S, j->d)
+                        : j->window > 0 ? (size_t)hf_attention_window_scratch_floats(j->S, j->window, j->d) * sizeof(float)
+                        : j->bf16       ? (size_t)hf_attention_bf16_scratch_floats(j->S, j->d) * sizeof(float)
+                                        : (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float);
     float *scr = (float *)hf_scratch(HF_SCRATCH_ATTENTION, need);
     if (!scr) {
         atomic_store(&j->failed, 1);
@@ -575,6 +598,8 @@ static void attn_task(void *arg, int tid, int nth) {
         if (j->window > 0)
             j->enc->attention_window(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0,
                                      j->window, j->scale, ctx, e->H, scr);
+        else if (j->bf16)
+            j->bf16(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0, j->scale, ctx, e->H, scr);
         else if (j->rb_kernel) /* row i adds rel[h][j - i + S - 1] */
             j->rb_kernel(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0,
                          j->a->rel + h * (2 * j->S - 1) + j->S - 1, -1, j->scale, ctx, e->H, scr);
@@ -693,6 +718,10 @@ static int attention_phase(const hf_engine *e, int64_t li, const arena_t *ap, in
                     e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_q8_rb_kernel_for(e->isa, d) : NULL, 0, 0,
                     e->position == HF_POS_ROTARY ? a.rope + e->theta_idx[li] * S * d : NULL, e->window[li],
                     hf_encoder_ops_for(e->isa)};
+    /* bf16 q.k^T / p.v for fp32 layers of an engine set to HF_ATTN_BF16 (no bf16 kernel takes a relative bias or a
+     * window: those layers keep the fp32 kernels) */
+    if (e->attn_prec == HF_ATTN_BF16 && !l->attn_q8 && e->attn_bias != HF_ATTN_BIAS_RELATIVE && e->window[li] <= 0)
+        job.bf16 = hf_attention_bf16_kernel_for(e->isa, d);
     hf_parallel(attn_task, &job, (int)(B * e->heads));
     if (atomic_load(&job.failed)) {
         return hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");

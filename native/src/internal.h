@@ -118,6 +118,11 @@ void hf_attention_q8_head_ref(int64_t S, int64_t d, const uint8_t *q8, const uin
 
 void hf_layernorm_ref(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                       const float *beta, float eps, float *y);
+/* ref/attention_bf16_ref.c: the bf16 attention's definition (every bf16 kernel matches it bit for bit) */
+void hf_attention_head_bf16_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
+/* dispatch.c: the bf16 attention kernel of a supported isa for head size d; NULL where it has none (run fp32) */
+hf_attention_head_fn hf_attention_bf16_kernel_for(int isa, int64_t d);
 void hf_attention_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
                            const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
 /* p rounded up to the next 64-byte boundary (carving aligned buffers out of a scratch block) */
@@ -362,6 +367,11 @@ typedef struct hf_isa_table {
     int attn_step, attn_q8_step;
     const struct hf_isa_table *attn_fallback, *attn_q8_fallback;
     const hf_encoder_ops *encoder; /* rotary, GeGLU, windowed attention; NULL: the reference's */
+    /* bf16 attention (q k^T, p v on bf16 pairs, fp32 softmax) for d % attn_bf16_step == 0 where attn_bf16_cpu()
+     * (NULL: always) says the CPU runs it; NULL kernel: none (the fp32 attention runs) */
+    hf_attention_head_fn attention_bf16;
+    int attn_bf16_step;
+    int (*attn_bf16_cpu)(void);
     /* the name hf_op_kernel reports for each HF_OP_* whose kernel this table owns */
     const char *op_names[HF_OP_COUNT];
 } hf_isa_table;

@@ -22,5 +22,7 @@ const hf_isa_table hf_table_ref = {
     .head_linear = head_linear_ref,
     .attn_step = 1,
     .attn_q8_step = 1,
+    .attention_bf16 = hf_attention_head_bf16_ref,
+    .attn_bf16_step = 1,
     .op_names = {"ref", "ref", "ref", "ref", "ref", "ref", "ref", "ref", "ref", "ref"},
 };

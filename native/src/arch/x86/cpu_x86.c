@@ -27,3 +27,19 @@ void hf_arch_detect(int supported[HF_ISA_COUNT]) {
     supported[HF_ISA_AVX2] = avx2;
     supported[HF_ISA_AVX512VNNI] = avx512;
 }
+
+/* AVX512_BF16 (CPUID leaf 7 subleaf 1, EAX bit 5) on a CPU whose AVX-512 state the OS saves: the bf16 attention
+ * kernel (attention_bf16_avx512.c); without it the engine runs the fp32 attention. */
+int hf_x86_has_avx512bf16(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        unsigned int a, b, c, d;
+        int ok = 0;
+        if (__get_cpuid(1, &a, &b, &c, &d) && ((c >> 27) & 1) && (xgetbv0() & 0xe6) == 0xe6 &&
+            __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((b >> 16) & 1) && ((b >> 30) & 1) && a >= 1 &&
+            __get_cpuid_count(7, 1, &a, &b, &c, &d))
+            ok = (a >> 5) & 1;
+        cached = ok;
+    }
+    return cached;
+}

@@ -39,6 +39,11 @@ void hf_attention_head_rb_avx2(int64_t S, int64_t d, const float *q, const float
 void hf_attention_head_rb_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
                                  const float *key_bias, const float *rb, int64_t rb_step, float scale, float *ctx,
                                  int64_t ldo, float *scratch);
+/* AVX512_BF16 machines (hf_x86_has_avx512bf16): bf16 q k^T and p v, fp32 softmax; d % 16 == 0; bit for bit
+ * hf_attention_head_bf16_ref */
+void hf_attention_head_bf16_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                   const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
+int hf_x86_has_avx512bf16(void);
 void hf_layernorm_avx512(int64_t T, int64_t H, const float *x, const float *r, const float *gamma,
                          const float *beta, float eps, float *y);
 
