@@ -69,7 +69,9 @@ def main(argv=None) -> int:
         run["torch_threads"] = a.threads
         run["budget_note"] = a.budget_note
         res_path = Path(results["root"]) / "results.json"
-        res_path.write_text(json.dumps(results, indent=2, default=str))
+        tmp = res_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=2, default=str))
+        os.replace(tmp, res_path)
         print(json.dumps({k: v for k, v in run.items() if k not in ("sparsity_per_linear", "loss_log")}, indent=2,
                          default=str), flush=True)
         if a.copy_to:
