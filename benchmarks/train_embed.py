@@ -36,12 +36,14 @@ def main(argv=None) -> int:
     ap.add_argument("--block", default=None, help="override fast_config.block")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (and the engine's)")
     ap.add_argument("--loss", default=None, help="override fast_config.distill.loss")
-    ap.add_argument("--hidden-weight", type=float, default=None, help="override fast_config.distill.hidden_weight")
     ap.add_argument("--budget-note", default=None, help="how the step budget was sized (recorded in results.json)")
     ap.add_argument("--copy-to", default=None,
                     help="also copy each student folder + results.json to <copy-to>/embed_s<pct>/")
     ap.add_argument("--skip-export", action="store_true")
     ap.add_argument("--base-dir", default=str(REPO), help="where the recipe's relative paths resolve (repo root)")
+    from hf_fast.training.run_recipe import add_pruning_arguments, pruning_overrides
+
+    add_pruning_arguments(ap)  # --scope --score --min-layer-sparsity --end-step --hidden-weight
     a = ap.parse_args(argv)
 
     if a.threads:
@@ -55,13 +57,12 @@ def main(argv=None) -> int:
     results = None
     for sp in (float(x) for x in a.sparsities.split(",")):
         name = f"s{round(sp * 100)}"
-        ov: dict = {"training_args": {"output_dir": str(Path(a.out) / "student")}, "fast_config": {}}
+        ov: dict = {"training_args": {"output_dir": str(Path(a.out) / "student")}, "fast_config": pruning_overrides(a)}
         if a.max_steps:
             ov["training_args"]["max_steps"] = a.max_steps
             ov["training_args"]["logging_steps"] = max(1, min(25, a.max_steps // 4))
-        distill = {k: v for k, v in (("loss", a.loss), ("hidden_weight", a.hidden_weight)) if v is not None}
-        if distill:
-            ov["fast_config"]["distill"] = distill
+        if a.loss:
+            ov["fast_config"].setdefault("distill", {})["loss"] = a.loss
         results = run_embed_recipe(a.recipe, overrides=ov, base_dir=a.base_dir, sparsity=sp, block=a.block,
                                    train_limit=a.train_limit, eval_limit=a.eval_limit, name=name,
                                    skip_export=a.skip_export, progress=False)
