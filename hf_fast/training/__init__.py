@@ -1,7 +1,7 @@
 """hf_fast.training: FastTrainer = transformers.Trainer + block pruning + distillation (+ optional QAT).
 
-Public API: FastTrainer, FastConfig, DistillConfig, PruningCallback, DistillationLoss, QATCallback,
-SparsitySchedule, load_recipe. Only ``config`` and ``schedule`` import without torch; the rest load lazily.
+Public API: FastTrainer, FastConfig, DistillConfig, PruningCallback, DistillationLoss, EmbeddingDistillationLoss,
+QATCallback, SparsitySchedule, load_recipe. Only ``config`` and ``schedule`` import without torch; the rest load lazily.
 """
 from hf_fast.training.config import DistillConfig, FastConfig
 from hf_fast.training.schedule import SparsitySchedule
@@ -10,6 +10,7 @@ _LAZY = {
     "FastTrainer": "hf_fast.training.trainer",
     "PruningCallback": "hf_fast.training.pruning",
     "DistillationLoss": "hf_fast.training.distillation",
+    "EmbeddingDistillationLoss": "hf_fast.training.embed_distill",
     "QATCallback": "hf_fast.training.quantization",
     "load_recipe": "hf_fast.training.recipe",
     "Recipe": "hf_fast.training.recipe",

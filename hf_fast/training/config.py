@@ -25,6 +25,10 @@ SCORES = ("magnitude", "movement")
 SCORE_ALIASES = {"first_order": "movement", "first-order": "movement", "l2": "magnitude"}
 SCOPES = ("layer", "global")
 QUANTIZATION = (None, "qat")
+# distill.loss: "kl" on the logits of a task head, or a label-free loss on the pooled, L2-normalised sentence
+# embeddings of a feature-extraction model (AutoModel), as sentence-transformers' distillation recipe does
+DISTILL_LOSSES = ("kl", "embedding-mse", "embedding-cosine", "embedding-mse+cosine")
+EMBEDDING_LOSSES = DISTILL_LOSSES[1:]
 # min_layer_sparsity="auto": the floor is this share of the target. The measured best run used a 60% floor at 80%
 # (benchmarks/RESULTS.md, session 4); the same share leaves the global scores a quarter of every layer's budget to
 # move between layers at any target, and never asks more of a layer than the target itself.
@@ -68,6 +72,14 @@ class DistillConfig:
     """Knowledge distillation settings (used only when FastTrainer gets a ``teacher``).
 
     Args:
+        loss: ``"kl"`` (default): KL on the temperature-softened logits of a task head. For a feature-extraction
+            model (``AutoModel``, a sentence-transformers encoder) a label-free loss on the pooled, L2-normalised
+            sentence embeddings of student and teacher: ``"embedding-mse"`` (mean squared error over the
+            embedding dimensions, sentence-transformers' ``MSELoss``), ``"embedding-cosine"`` (mean of
+            ``1 - cos``) or ``"embedding-mse+cosine"`` (their sum).
+        pooling: embedding losses only: ``"mean"``, ``"cls"``, ``"max"`` or ``"mean_sqrt_len"``; ``None``
+            (default) = what the teacher's own sentence-transformers folder says (``modules.json`` ->
+            ``1_Pooling/config.json``), else sentence-transformers' default, mean.
         temperature: softening temperature T of both logit sets; the KL term is scaled by T**2.
         alpha: weight of the distillation (KL) term; the hard-label loss gets ``1 - alpha``.
         hidden_weight: weight of the MSE between mapped hidden states (0 disables it). Needs equal
@@ -83,8 +95,27 @@ class DistillConfig:
     hidden_weight: float = 0.0
     attention_weight: float = 0.0
     layer_map: dict[int, int] | None = None
+    loss: str = "kl"
+    pooling: str | None = None
+
+    @property
+    def embedding_loss(self) -> bool:
+        """True for the label-free sentence-embedding losses (a feature-extraction student and teacher)."""
+        return self.loss in EMBEDDING_LOSSES
 
     def __post_init__(self):
+        if self.loss not in DISTILL_LOSSES:
+            raise ValueError(f"distill.loss must be one of {DISTILL_LOSSES} ('kl' for a task head's logits, "
+                             f"'embedding-*' for sentence embeddings), got {self.loss!r}")
+        if self.pooling is not None:
+            from hf_fast.pooling import POOLING_MODES
+
+            if self.pooling not in POOLING_MODES:
+                raise ValueError(f"distill.pooling must be None (the teacher's own sentence-transformers config) "
+                                 f"or one of {POOLING_MODES}, got {self.pooling!r}")
+            if not self.embedding_loss:
+                raise ValueError(f"distill.pooling applies to the embedding losses {EMBEDDING_LOSSES}, not "
+                                 f"loss={self.loss!r}")
         if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
             raise ValueError(f"distill.temperature must be > 0, got {self.temperature!r}")
         if not isinstance(self.alpha, (int, float)) or not (0.0 <= self.alpha <= 1.0):

@@ -199,7 +199,7 @@ class PruningCallback(TrainerCallback, ExportableState):
     # -- binding ------------------------------------------------------------------------------------
     def bind(self, model) -> dict[str, torch.nn.Linear]:
         """Find the layers to prune in ``model`` and check the block divides each (ValueError if not)."""
-        layers = find_prunable_linears(model, self.config.include, self.config.exclude)
+        layers = find_prunable_linears(_transformers_model(model), self.config.include, self.config.exclude)
         check_blocks_divide(layers, self.block)
         self._layers = layers
         return layers
@@ -419,7 +419,7 @@ class PruningCallback(TrainerCallback, ExportableState):
                     else:
                         logger.warning("%s: ignored (the checkpoint records no masks)", exc)
             self.apply_masks(optimizer)
-        record_on_model(model, self)
+        record_on_model(_transformers_model(model), self)
 
     def _next_step(self, state) -> int:
         """1-based index of the optimizer step being taken, counting only steps that were not skipped."""
@@ -536,7 +536,7 @@ class PruningCallback(TrainerCallback, ExportableState):
                               f"{self.schedule.end}) to choose from, so the model is the one of the last step "
                               f"({state.global_step}); evaluate and save after end_step to choose among final "
                               "checkpoints", UserWarning, stacklevel=2)
-        record_on_model(model, self)
+        record_on_model(_transformers_model(model), self)
 
     def _warn_if_window_unfinished(self, state) -> None:
         if self.at_final_sparsity():
@@ -583,6 +583,20 @@ class PruningCallback(TrainerCallback, ExportableState):
                           f"{mask_sparsity(self.masks) if self.masks is not None else 0.0:.1%} sparse, not "
                           f"{self.config.sparsity:.0%}. FastTrainer lets only checkpoints at the final sparsity "
                           "compete; with a plain Trainer evaluate only after end_step", UserWarning, stacklevel=3)
+
+
+def _transformers_model(model):
+    """The transformers model to prune: ``model`` itself, or the Transformer module's ``auto_model`` of a
+    ``sentence_transformers.SentenceTransformer`` (PruningCallback inside ``SentenceTransformerTrainer``)."""
+    from hf_fast.pooling import is_sentence_transformer
+
+    if not is_sentence_transformer(model):
+        return model
+    inner = getattr(model[0], "auto_model", None) if len(model) else None
+    if inner is None:
+        raise ValueError("the SentenceTransformer's first module is not a transformers Transformer module (no "
+                         "auto_model): PruningCallback prunes the encoder Linears of that model")
+    return inner
 
 
 def record_on_model(model, cb: PruningCallback, **extra) -> dict[str, Any]:

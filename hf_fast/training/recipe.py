@@ -18,8 +18,8 @@ from typing import Any
 
 from hf_fast.training.config import FastConfig
 
-TASKS = ("sequence-classification", "question-answering", "token-classification")
-DATA_FORMATS = ("rt-polarity", "sst2-tsv", "squad-json", "hub")
+TASKS = ("sequence-classification", "question-answering", "token-classification", "feature-extraction")
+DATA_FORMATS = ("rt-polarity", "sst2-tsv", "squad-json", "hub", "text")
 TOP_KEYS = {"name", "description", "task", "model", "data", "training_args", "teacher_training_args",
             "fast_config"}
 MODEL_KEYS = {"student", "teacher", "num_labels", "teacher_num_labels", "attn_implementation"}
@@ -96,10 +96,20 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
     if data.get("format") not in DATA_FORMATS:
         raise ValueError(f"{path}: data.format must be one of {DATA_FORMATS}, got {data.get('format')!r}")
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    for k in ("path", "train_path", "eval_path"):
+    for k in ("path", "train_path", "eval_path", "squad_json", "rt_polarity"):
         if k in data and isinstance(data[k], str) and not os.path.isabs(data[k]):
             data[k] = str((base / data[k]).resolve())
+    if isinstance(data.get("text_files"), list):
+        data["text_files"] = [str((base / f).resolve()) if isinstance(f, str) and not os.path.isabs(f) else f
+                              for f in data["text_files"]]
     fast = FastConfig.from_dict(raw.get("fast_config") or {})
+    if (raw["task"] == "feature-extraction") != (data["format"] == "text"):
+        raise ValueError(f"{path}: data.format 'text' goes with task 'feature-extraction' (label-free embedding "
+                         f"distillation) and only with it; got task {raw['task']!r}, format {data['format']!r}")
+    if (raw["task"] == "feature-extraction") != fast.distill.embedding_loss:
+        raise ValueError(f"{path}: task {raw['task']!r} with fast_config.distill.loss {fast.distill.loss!r}: "
+                         "a feature-extraction recipe distils sentence embeddings (loss embedding-mse, "
+                         "embedding-cosine or embedding-mse+cosine), the head tasks distil logits ('kl')")
     targs = _training_args(raw["training_args"], f"{path}: training_args", base)
     tt = raw.get("teacher_training_args")
     ttargs = _training_args(_merge(raw["training_args"], tt), f"{path}: teacher_training_args", base) if tt else None

@@ -201,6 +201,13 @@ def run_recipe(recipe: str | Path, *, overrides: dict[str, Any] | None = None,
 
     ov = _merge(recipe_overrides(max_steps, out, train_limit, eval_limit, block, sparsity), overrides or {})
     r = load_recipe(recipe, overrides=ov, base_dir=base_dir)
+    if r.task == "feature-extraction":  # label-free sentence-embedding distillation: its own flow and scores
+        from hf_fast.training.run_embed import run_embed_recipe
+
+        if no_distill_baseline or push_to_hub or measure_speed:
+            raise ValueError("feature-extraction recipes take no --no-distill-baseline, --push-to-hub or "
+                             "--measure-speed (push the folder with `hf-fast push`, time it with benchmarks)")
+        return run_embed_recipe(r, teacher=teacher, skip_export=skip_export, progress=progress, log=log)
     from transformers.trainer_utils import IntervalStrategy
 
     for targs in (r.training_args, r.teacher_training_args):

@@ -60,8 +60,22 @@ class FastTrainer(Trainer):
         self.teacher = teacher
         self.distill_loss = None
         if teacher is not None:
+            from hf_fast.training.embed_distill import (
+                EmbeddingDistillationLoss,
+                check_embedding_models,
+                resolve_pooling,
+            )
+
+            check_embedding_models(model, teacher, fast_config.distill)
             layer_map = check_teacher_compatible(model, teacher, fast_config.distill)
-            self.distill_loss = DistillationLoss(fast_config.distill, layer_map)
+            if fast_config.distill.embedding_loss:  # label-free: the teacher's sentence embeddings
+                self.distill_loss = EmbeddingDistillationLoss(fast_config.distill, layer_map,
+                                                              resolve_pooling(fast_config.distill, teacher, model))
+            else:
+                self.distill_loss = DistillationLoss(fast_config.distill, layer_map)
+        elif fast_config.distill.embedding_loss:
+            raise ValueError(f"distill.loss={fast_config.distill.loss!r} learns a teacher's embeddings: pass "
+                             "FastTrainer(teacher=...)")
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.append(pruning)
         if fast_config.quantization == "qat":

@@ -1,0 +1,110 @@
+"""Label-free distillation of sentence embeddings (``distill.loss = "embedding-*"``): the student learns the
+teacher's pooled, L2-normalised sentence embeddings, as sentence-transformers' distillation recipe
+(``MSELoss`` on the teacher's embeddings) does, plus the optional hidden-state / attention MSE terms of
+``DistillationLoss``.
+
+    embedding-mse:         mean over dims of (e_s - e_t)^2        (= (2 - 2 cos) / dim for unit vectors)
+    embedding-cosine:      1 - cos(e_s, e_t)
+    embedding-mse+cosine:  their sum
+
+averaged over the batch. Student and teacher are feature-extraction models (``AutoModel``: ``last_hidden_state``);
+the pooling is the teacher's own sentence-transformers config (``hf_fast.pooling.from_folder``) unless
+``distill.pooling`` names one.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hf_fast import pooling as pooling_mod
+from hf_fast.training.config import EMBEDDING_LOSSES, DistillConfig
+from hf_fast.training.distillation import DistillationLoss, _get, head_kind
+
+
+def pool_torch(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """sentence-transformers' Pooling over the kept tokens, differentiable: [B, S, H] -> [B, H] (the torch twin of
+    ``hf_fast.pooling.pool``)."""
+    m = (torch.ones(hidden.shape[:2], device=hidden.device) if attention_mask is None
+         else attention_mask.to(hidden.dtype))
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return hidden.masked_fill(m[..., None] <= 0, -1e9).max(dim=1).values
+    if mode in ("mean", "mean_sqrt_len"):
+        s = (hidden * m[..., None]).sum(dim=1)
+        n = m.sum(dim=1, keepdim=True).clamp_min(1e-9)
+        return s / (n.sqrt() if mode == "mean_sqrt_len" else n)
+    raise ValueError(f"pooling mode {mode!r}: one of {', '.join(pooling_mod.POOLING_MODES)}")
+
+
+def sentence_embeddings(outputs, attention_mask: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """Pooled, L2-normalised sentence embeddings of a feature-extraction model's outputs."""
+    h = _get(outputs, "last_hidden_state")
+    if h is None:
+        raise ValueError("embedding distillation needs `last_hidden_state`: load student and teacher with "
+                         "transformers.AutoModel (a feature-extraction model), not a task head")
+    return F.normalize(pool_torch(h.float(), attention_mask, mode), dim=-1)
+
+
+def resolve_pooling(config: DistillConfig, teacher=None, student=None) -> str:
+    """The pooling mode of the embedding loss: ``config.pooling``, else the teacher's (then the student's) own
+    sentence-transformers folder, else sentence-transformers' default (mean)."""
+    if config.pooling is not None:
+        return config.pooling
+    for m in (teacher, student):
+        src = str(getattr(getattr(m, "config", None), "_name_or_path", "") or "")
+        if src and os.path.isdir(src):
+            rec = pooling_mod.from_folder(src)
+            if rec is not None:
+                return rec["mode"]
+    return pooling_mod.DEFAULT["mode"]
+
+
+def check_embedding_models(student, teacher, config: DistillConfig) -> None:
+    """ValueError when the loss does not fit the models: embedding losses need feature-extraction models (no task
+    head), a task head's KL needs heads."""
+    heads = {n: head_kind(m) for n, m in (("student", student), ("teacher", teacher))}
+    if config.embedding_loss:
+        with_head = {n: k for n, k in heads.items() if k is not None}
+        if with_head:
+            raise ValueError(f"distill.loss={config.loss!r} distils sentence embeddings, but the "
+                             f"{' and '.join(with_head)} has a task head ({', '.join(with_head.values())}): load "
+                             "both with transformers.AutoModel (feature extraction), or distill.loss='kl' for a head")
+    elif all(k is None for k in heads.values()) and type(student).__name__.endswith("Model") \
+            and hasattr(student, "config"):
+        raise ValueError(f"{type(student).__name__} is a feature-extraction model (no task head, no logits): distil "
+                         f"its sentence embeddings with distill.loss one of {EMBEDDING_LOSSES}")
+
+
+class EmbeddingDistillationLoss(DistillationLoss):
+    """DistillationLoss whose main term compares pooled, normalised sentence embeddings (see module doc).
+
+    Args:
+        config: a DistillConfig with an ``embedding-*`` loss.
+        layer_map: resolved layer map for the hidden/attention MSE terms.
+        pooling: the resolved pooling mode (``resolve_pooling``).
+    """
+
+    def __init__(self, config: DistillConfig, layer_map: dict[int, int] | None = None, pooling: str = "mean"):
+        if not config.embedding_loss:
+            raise ValueError(f"EmbeddingDistillationLoss needs distill.loss in {EMBEDDING_LOSSES}, got {config.loss!r}")
+        super().__init__(config, layer_map)
+        self.pooling = pooling
+
+    def kd_term(self, student_outputs, teacher_outputs, inputs: Mapping[str, Any] | None = None) -> torch.Tensor:
+        mask = inputs.get("attention_mask") if inputs is not None else None
+        s = sentence_embeddings(student_outputs, mask, self.pooling)
+        with torch.no_grad():
+            t = sentence_embeddings(teacher_outputs, mask, self.pooling)
+        if s.shape != t.shape:
+            raise ValueError(f"teacher and student embeddings differ in shape: {tuple(s.shape)} vs {tuple(t.shape)}")
+        loss = s.new_zeros(())
+        if "mse" in self.config.loss:
+            loss = loss + F.mse_loss(s, t)
+        if "cosine" in self.config.loss:
+            loss = loss + (1.0 - (s * t).sum(-1)).mean()
+        return loss
