@@ -98,20 +98,27 @@ def time_linear_curves(shapes: Sequence[tuple[int, int]], tokens: int, blocks: S
 def synthetic_plan(hidden: int, heads: int, ffn: int, layers: int, max_pos: int, block: str | None = None,
                    sparsity: Mapping[tuple[int, str], float] | None = None, seed: int = 0, vocab: int = 1000):
     """A BERT-shaped EncoderPlan of random weights, each Linear with ``sparsity[(layer, role)]`` zero blocks (Q, K
-    and V alike), for timing the engine without an exported model."""
+    and V alike), for timing the engine without an exported model. It runs what the default export of a
+    text-classification model runs: a SmoothQuant multiplier in front of every Linear's quantizer, fp32 attention,
+    and the pooler + classifier head."""
     from hf_fast.runtime.graph import FakeQuant
-    from hf_fast.runtime.plan import EmbeddingPlan, EncoderPlan, LayerNormPlan, LayerPlan, LinearPlan
+    from hf_fast.runtime.plan import EmbeddingPlan, EncoderPlan, HeadOp, LayerNormPlan, LayerPlan, LinearPlan
 
     rng = np.random.default_rng(seed)
     sparsity = sparsity or {}
     fq = FakeQuant(_IN_SCALE, _IN_ZP)
+    muls = {k: np.ones(k, np.float32) for k in (hidden, ffn)}  # one array: Q, K and V must share theirs
 
     def ln(h):
         return LayerNormPlan(np.ones(h, np.float32), np.zeros(h, np.float32), 1e-12)
 
     def lin(name, n, k, s):
         w = random_block_weight(rng, n, k, block, s)
-        return LinearPlan(name, w, np.full(n, 1.0 / (127 * np.sqrt(k)), np.float32), np.zeros(n, np.float32), fq)
+        return LinearPlan(name, w, np.full(n, 1.0 / (127 * np.sqrt(k)), np.float32), np.zeros(n, np.float32), fq,
+                          in_mul=muls[k])
+
+    def dense(n, k):
+        return (0.02 * rng.standard_normal((n, k))).astype(np.float32), np.zeros(n, np.float32)
 
     def table(rows):
         return (0.02 * rng.standard_normal((rows, hidden))).astype(np.float32)
@@ -126,9 +133,10 @@ def synthetic_plan(hidden: int, heads: int, ffn: int, layers: int, max_pos: int,
                              lin(f"l{i}.ffn_out", hidden, ffn, s["ffn_out"]), ln(hidden),
                              scale=float(1.0 / np.sqrt(hidden // heads))))
     emb = EmbeddingPlan(table(vocab), table(max_pos), table(2), ln(hidden))
-    return EncoderPlan(hidden=hidden, heads=heads, embeddings=emb, layers=lps, head=[],
-                       outputs={"last_hidden_state": (0, hidden)}, token_level=True,
-                       inputs=["input_ids", "attention_mask", "token_type_ids"], model_type="bert")
+    head = [HeadOp("cls"), HeadOp("linear", *dense(hidden, hidden)), HeadOp("tanh"),
+            HeadOp("linear", *dense(2, hidden))]
+    return EncoderPlan(hidden=hidden, heads=heads, embeddings=emb, layers=lps, head=head, outputs={"logits": (0, 2)},
+                       token_level=False, inputs=["input_ids", "attention_mask", "token_type_ids"], model_type="bert")
 
 
 def engine_runner(plan, block: str | None, batch: int, seq: int, seed: int = 0) -> Callable[[], Any]:

@@ -67,7 +67,7 @@ def test_allocation_meets_the_target_at_least_lost_score(tmp_path):
         target = dense / speedup
         masks, info = allocate(lm, scores, target)
         assert info["predicted_ms"] <= target + 1e-9
-        assert info["predicted_ms"] >= 0.97 * target  # not pruned much beyond the need (grid step 0.5%)
+        assert info["predicted_ms"] >= 0.995 * target  # not pruned beyond the need (grid step 0.5%)
         # the prediction of the masks, through the file's own per-(layer, role) path, is the allocation's
         sp = {}
         for g in lm.groups:
@@ -112,6 +112,21 @@ def test_allocation_respects_the_crossover_and_keeps_pruned_blocks(tmp_path):
     masks2, info2 = allocate(lm, scores2, lm.dense_ms() / 2.0, previous=masks)
     assert all(not (masks2[n] & ~masks[n]).any() for n in masks)
     assert info2["predicted_ms"] <= lm.dense_ms() / 2.0 + 1e-9
+    # the dense/sparse step makes the time jump (here by up to ~6% of the total per Linear), no further
+    assert info["predicted_ms"] >= 0.94 * lm.dense_ms() / 1.5 and info2["predicted_ms"] >= 0.94 * lm.dense_ms() / 2
+
+
+def test_slack_under_the_target_goes_back_to_the_most_important_blocks():
+    from hf_fast.training.latency import _give_back
+
+    t = np.array([3.0, 2.0, 1.0, 0.0])  # time of each candidate (0 .. 3 pruned steps)
+    opts = [(None, None, None, None, np.array([0.0, 1.0, 2.0, 3.0]), t),
+            (None, None, None, None, np.array([0.0, 10.0, 20.0, 30.0]), t)]
+    # both fully pruned (time 0) under a 2.5 target: the high-score group gets its blocks back first
+    picks, time = _give_back(opts, [3, 3], 0.0, 2.5)
+    assert picks == [3, 1] and time == pytest.approx(2.0)
+    picks, time = _give_back(opts, [3, 3], 0.0, 0.5)
+    assert picks == [3, 3] and time == 0.0  # no move fits
 
 
 def test_no_linear_is_pruned_beyond_the_measured_range_even_inside_qkv(tmp_path):

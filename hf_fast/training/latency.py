@@ -163,6 +163,7 @@ def allocate(lm: LatencyModel, scores: Mapping[str, torch.Tensor], target_ms: fl
                     break
             lam = hi
             picks, t = choose(hi)
+    picks, t = _give_back(opts, picks, t, target_ms)
     masks, group_sp = {}, {}
     for (g, order, total, cand, _, _), i in zip(opts, picks, strict=True):
         n = int(cand[i])
@@ -175,6 +176,30 @@ def allocate(lm: LatencyModel, scores: Mapping[str, torch.Tensor], target_ms: fl
             masks[name] = keep[off:off + m].reshape(scores[name].shape)
             off += m
     return masks, {"predicted_ms": t, "target_ms": float(target_ms), "group_sparsity": group_sp, "lambda": lam}
+
+
+def _give_back(opts, picks: list[int], time: float, target_ms: float) -> tuple[list[int], float]:
+    """Spend the slack the Lagrangian choice leaves under the target (the engine's dense/sparse step makes its time
+    jump) on un-pruning: repeatedly take the move to fewer pruned blocks in one group that recovers the most score
+    and still meets the target."""
+    picks = list(picks)
+    for _ in range(10_000):
+        best = None
+        for gi, (_, _, _, _, lost, t) in enumerate(opts):
+            i = picks[gi]
+            ok = np.nonzero((np.arange(len(t)) < i) & (time + (t - t[i]) <= target_ms + 1e-12))[0]
+            if ok.size:
+                j = int(ok[np.argmin(lost[ok])])
+                gain = float(lost[i] - lost[j])
+                if gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, gi, j)
+        if best is None:
+            break
+        _, gi, j = best
+        t = opts[gi][5]
+        time += float(t[j] - t[picks[gi]])
+        picks[gi] = j
+    return picks, time
 
 
 _PROBES: dict[tuple, CostCurves] = {}
