@@ -281,8 +281,13 @@ def test_cli_profile_writes_a_valid_cost_file(tmp_path, capsys):
     assert cc.target_shape == (1, 8) and cc.threads == 1 and cc.machine["isa"]
     assert set(cc.linears) == {"96x32", "32x32", "64x32", "32x64"}
     assert len(cc.linears["64x32"]["sparse_ms"]["4x1"]) == 10 and cc.sparsities[-1] == pytest.approx(0.9)
-    assert not [p for p in tmp_path.iterdir() if p.name != "costs.json"]  # no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == ["costs.json"]  # no temporary file left
     assert main(args) == 1 and "exists" in capsys.readouterr().err  # never overwrites without --overwrite
+    # --model reads the dimensions from a checkpoint's config.json
+    tiny_bert().config.save_pretrained(tmp_path / "ckpt")
+    assert main(["profile", "--model", str(tmp_path / "ckpt"), "--seq", "8", "--budget", "0.01", "--step", "0.1",
+                 "--blocks", "1x4", "--out", str(tmp_path / "m.json")]) == 0
+    CostCurves.load(tmp_path / "m.json").check_model(*DIMS, "1x4")
     assert main(["profile", "--out", str(tmp_path / "x.json")]) == 1
     assert main(["profile", "--shapes", "64by32", "--out", str(tmp_path / "x.json")]) == 1
     assert "NxK" in capsys.readouterr().err

@@ -134,7 +134,8 @@ def allocate(lm: LatencyModel, scores: Mapping[str, torch.Tensor], target_ms: fl
         lost = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(sorted_sc, 0)]).numpy()
         p = int(forced.sum())
         n_max = max(p, min(int(np.floor(lm.max_sparsity * total + 1e-9)), total - int(reserved.sum())))
-        cand = np.unique(np.concatenate([[p, n_max], np.round(np.arange(0.0, 1.0 + 1e-9, GRID_STEP) * total)]))
+        cross = np.ceil(lm.curves.crossover * total - 1e-9)  # the fewest pruned blocks the engine runs sparse
+        cand = np.unique(np.concatenate([[p, n_max, cross], np.round(np.arange(0.0, 1.0 + 1e-9, GRID_STEP) * total)]))
         cand = cand[(cand >= p) & (cand <= n_max)].astype(np.int64)
         opts.append((g, order, total, cand, lost[cand], lm.group_ms(g, cand / total)))
 
