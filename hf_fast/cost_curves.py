@@ -136,6 +136,10 @@ class CostCurves:
             for k, r in (d.get("models") or {}).items():
                 models[str(k)] = {**curves(r), "fixed_ms": float(r["fixed_ms"]),
                                   **{n: int(r[n]) for n in ("hidden", "heads", "ffn", "layers")}}
+                if r.get("mixed_ms") is not None:  # optional: one role dense among sparse Linears
+                    models[str(k)]["mixed_sparsity"] = float(r["mixed_sparsity"])
+                    models[str(k)]["mixed_ms"] = {str(b): {str(role): float(t) for role, t in v.items()}
+                                                  for b, v in r["mixed_ms"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise bad(f"missing or malformed field ({type(exc).__name__}: {exc})") from exc
         if len(shape) != 2 or min(shape) < 1:
@@ -160,6 +164,11 @@ class CostCurves:
         for key, rec in models.items():
             if not (np.isfinite(rec["fixed_ms"]) and rec["fixed_ms"] >= 0):
                 raise bad(f"model {key}: fixed_ms must be a non-negative finite number")
+            for b, v in rec.get("mixed_ms", {}).items():
+                if set(v) != set(ROLES) or not all(np.isfinite(t) and t > 0 for t in v.values()):
+                    raise bad(f"model {key} mixed_ms {b}: a positive time for each of {ROLES}")
+                if rec["mixed_sparsity"] not in esp:
+                    raise bad(f"model {key}: mixed_sparsity {rec['mixed_sparsity']} is not one of engine_sparsities")
         return cls(shape, threads, sp, crossover, linears, models, esp, dict(d.get("machine") or {}), path)
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,7 +206,8 @@ class CostCurves:
         """Per role, the engine time of ONE such Linear: (dense ms, ms at each of ``engine_sparsities``). The
         engine's measured Linear time at each uniform point (total minus ``fixed_ms``, per layer) is split over the
         roles in the proportions of their kernels timed alone; each curve is made non-increasing (pruning more
-        blocks never costs time: a rise is measurement noise)."""
+        blocks never costs time: a rise is measurement noise). The dense time is that of a dense Linear among
+        sparse ones when the file measured it (``mixed_ms``), else the dense engine's split the same way."""
         m = self.models[model_key(hidden, heads, ffn, layers)]
         shapes = {r: shape_key(*s) for r, s in engine_shapes(hidden, ffn).items()}
         esp = np.asarray(self.engine_sparsities)
@@ -213,7 +223,13 @@ class CostCurves:
                      for r in ROLES}
             for r, v in split(m["sparse_ms"][block][j], alone).items():
                 sparse[r][j] = v
-        return dense, {r: np.minimum.accumulate(v) for r, v in sparse.items()}
+        sparse = {r: np.minimum.accumulate(v) for r, v in sparse.items()}
+        mixed = m.get("mixed_ms", {}).get(block)
+        if mixed:  # a dense Linear among sparse ones: the measured rise over the uniform point, per Linear
+            j = esp.tolist().index(m["mixed_sparsity"])
+            uniform = m["sparse_ms"][block][j]
+            dense = {r: max(sparse[r][j], sparse[r][j] + (mixed[r] - uniform) / layers) for r in ROLES}
+        return dense, sparse
 
     def linear_ms(self, curves: tuple[dict[str, float], dict[str, np.ndarray]], role: str,
                   sparsity: float | np.ndarray) -> np.ndarray:
@@ -231,8 +247,11 @@ class CostCurves:
 
     def predict_ms(self, hidden: int, heads: int, ffn: int, layers: int, block: str,
                    sparsity: Mapping[tuple[int, str], float] | None = None) -> float:
-        """Predicted engine latency with ``sparsity[(layer, role)]`` (roles of ``ROLES``; missing = dense)."""
+        """Predicted engine latency with ``sparsity[(layer, role)]`` (roles of ``ROLES``; missing = dense). A
+        model with every Linear dense is the measured dense engine."""
         sparsity = sparsity or {}
+        if all(v < self.crossover - 1e-9 for v in sparsity.values()):
+            return self.models[model_key(hidden, heads, ffn, layers)]["dense_ms"]
         curves = self.role_curves(hidden, heads, ffn, layers, block)
         total = self.models[model_key(hidden, heads, ffn, layers)]["fixed_ms"]
         for i in range(layers):

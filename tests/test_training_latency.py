@@ -17,7 +17,7 @@ SP = [round(0.05 * i, 2) for i in range(20)]
 
 
 def synthetic_costs(path, dims=DIMS, floor=None, dense=None, crossover=0.0, fixed=1.0, block="4x1",
-                    target_shape=(1, 16)):
+                    target_shape=(1, 16), mixed=None):
     """A cost file whose per-role engine curves are exactly ``dense[r] * (1 - (1 - floor[r]) * s / 0.95)``: each
     role falls linearly from its dense time to ``floor[r]`` x it at 95%."""
     hidden, heads, ffn, layers = dims
@@ -31,6 +31,8 @@ def synthetic_costs(path, dims=DIMS, floor=None, dense=None, crossover=0.0, fixe
     model = {"hidden": hidden, "heads": heads, "ffn": ffn, "layers": layers, "fixed_ms": fixed,
              "dense_ms": fixed + layers * sum(dense.values()),
              "sparse_ms": {block: [fixed + layers * sum(curve[r][j] for r in ROLES) for j in idx]}}
+    if mixed is not None:  # {role: engine ms with that role dense, the others at 80%}
+        model.update(mixed_sparsity=0.8, mixed_ms={block: mixed})
     d = {"format": COST_FORMAT, "version": 1, "target_shape": list(target_shape), "threads": 1, "sparsities": SP,
          "crossover": crossover, "linears": linears, "models": {model_key(*dims): model}, "engine_sparsities": esp,
          "machine": {"cpu": "synthetic", "isa": "test"}}
@@ -54,6 +56,21 @@ def test_prediction_is_exact_at_uniform_points_and_follows_the_engine_kernel_cho
     # below the crossover the engine runs the dense kernel: 50% zero blocks cost what dense costs
     half = {(i, r): 0.5 for i in range(DIMS[3]) for r in ROLES}
     assert cc.predict_ms(*DIMS, "4x1", half) == pytest.approx(m["dense_ms"])
+
+
+def test_a_dense_linear_among_sparse_ones_costs_what_the_profile_measured(tmp_path):
+    base = CostCurves.load(synthetic_costs(tmp_path / "a.json", crossover=0.6))
+
+    def one_dense(r):
+        return {(i, q): (0.0 if q == r else 0.8) for i in range(2) for q in ROLES}
+
+    # each role dense among sparse Linears measured dearer than the dense engine's share of it says
+    mixed = {r: base.predict_ms(*DIMS, "4x1", one_dense(r)) + 0.5 + ROLES.index(r) for r in ROLES}
+    cc = CostCurves.load(synthetic_costs(tmp_path / "b.json", crossover=0.6, mixed=mixed))
+    for r in ROLES:
+        assert cc.predict_ms(*DIMS, "4x1", one_dense(r)) == pytest.approx(mixed[r])
+    # every Linear dense is the dense engine as measured
+    assert cc.predict_ms(*DIMS, "4x1") == pytest.approx(cc.models[model_key(*DIMS)]["dense_ms"])
 
 
 # ------------------------------------------------------------------ the allocation

@@ -78,11 +78,15 @@ class LatencyModel:
         return self.curves.linear_ms(self.role_curves, group.key[1], sparsity)
 
     def predict_ms(self, sparsity: Mapping[tuple[int, str], float]) -> float:
-        """Predicted latency with ``sparsity[group key]`` (missing groups: dense)."""
+        """Predicted latency with ``sparsity[group key]`` (missing groups: dense; all dense: the measured dense
+        engine, since a dense Linear among sparse ones costs more than in a dense model)."""
+        if all(sparsity.get(g.key, 0.0) < self.curves.crossover - 1e-9 for g in self.groups):
+            return self.dense_ms()
         return self.const_ms + sum(float(self.group_ms(g, sparsity.get(g.key, 0.0))) for g in self.groups)
 
     def dense_ms(self) -> float:
-        return self.predict_ms({})
+        """The measured latency of the dense model: the baseline of ``target_speedup``."""
+        return self.curves.models[model_key(*self.dims)]["dense_ms"]
 
     def min_ms(self) -> float:
         """The fastest the allocation can make the model: every group at the highest measured sparsity."""
@@ -139,10 +143,14 @@ def allocate(lm: LatencyModel, scores: Mapping[str, torch.Tensor], target_ms: fl
         cand = cand[(cand >= p) & (cand <= n_max)].astype(np.int64)
         opts.append((g, order, total, cand, lost[cand], lm.group_ms(g, cand / total)))
 
+    cross_frac = lm.curves.crossover - 1e-9
+
     def choose(lam: float):
         # lam = inf: the fastest option, the least lost score among equally fast ones
         picks = [int(np.argmin(lost + lam * t)) if np.isfinite(lam) else int(np.lexsort((lost, t))[0])
                  for (_, _, _, _, lost, t) in opts]
+        if not any(o[2] and o[3][i] >= cross_frac * o[2] for o, i in zip(opts, picks, strict=True)):
+            return picks, lm.dense_ms()  # nothing runs sparse: the dense engine
         time = lm.const_ms + sum(float(o[5][i]) for o, i in zip(opts, picks, strict=True))
         return picks, time
 
