@@ -9,9 +9,12 @@ interleaved round by round, so load changes on a shared machine hit every point 
 A Linear timed alone runs with its weight in cache; in the engine, a model whose weights outgrow the cache streams
 them from memory each pass (measured here: a dense 6-layer MiniLM took ~6x its 4-layer version). So for a model the
 engine itself is also timed, on synthetic plans of its dimensions (random weights: the kernels' time does not
-depend on the values): dense, uniformly sparse at each grid point from the sparse/dense crossover on, and with every
-block skipped (the fixed cost: embeddings, attention, LayerNorms, quantizers). CostCurves.linear_ms spreads each
-measured engine time over the roles in the proportions of the Linears timed alone.
+depend on the values; they run what the default export runs: SmoothQuant multipliers, fp32 attention, classifier
+head): dense, uniformly sparse at each grid point from the sparse/dense crossover on, with every block skipped (the
+fixed cost: embeddings, attention, LayerNorms, quantizers), and with one role dense among sparse Linears (what a
+dense Linear costs in a pruned model). These engines are timed in the same rounds, each timed call after untimed
+calls of the same engine (warm, as a server running one model). CostCurves.role_curves spreads each measured engine
+time over the roles in the proportions of the Linears timed alone.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ DEFAULT_SPARSITIES = tuple(round(0.05 * i, 2) for i in range(20))  # 0, 0.05, ..
 DEFAULT_BLOCKS = ("4x1", "1x4")
 _IN_SCALE, _IN_ZP = 0.05, 128  # activation quantizer of the synthetic layers (any valid one: timing only)
 MIXED_AT = 0.8  # the sparsity of the other Linears when one role is timed dense among sparse ones
+WARM_CALLS = 3  # engine timing: each timed call follows WARM_CALLS - 1 untimed calls of the same engine
 
 
 def random_block_weight(rng: np.random.Generator, n: int, k: int, block: str | None, sparsity: float) -> np.ndarray:
@@ -165,35 +169,63 @@ def time_model_engine(dims: tuple[int, int, int, int], batch: int, seq: int, blo
                       log: Callable[[str], None] | None = None,
                       clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """The engine's latency on synthetic plans of ``dims`` = (hidden, heads, ffn, layers): dense, every Linear at
-    each of ``engine_sparsities`` per block, and every Linear all-zero (``fixed_ms``: what remains when the GEMMs
-    skip every block: embeddings, attention, LayerNorms, quantizers, epilogues). One engine is alive at a time
-    (a BERT-base plan is ~85 MB), each timed for ``budget_s``."""
+    each of ``engine_sparsities`` per block, every Linear all-zero (``fixed_ms``: what remains when the GEMMs skip
+    every block: embeddings, attention, LayerNorms, quantizers, epilogues), and one role dense among Linears
+    ``MIXED_AT`` sparse (a dense Linear next to sparse ones costs more than in a dense model: the engine's fused
+    FFN chain and activation layouts are the sparse kernels' there).
+
+    All these engines are alive together and timed in the same rounds (a load burst on a shared machine hits every
+    point alike, not one); each timed call follows ``WARM_CALLS - 1`` untimed calls of the same engine, so it runs
+    on its own weights in cache, as a server running one model does. Rounds go on for ``budget_s`` per engine."""
     hidden, heads, ffn, layers = dims
     log = log or (lambda _m: None)
-
-    def run(block, s):
-        sp = dict.fromkeys(((i, r) for i in range(layers) for r in ROLES), s)
-        plan = synthetic_plan(hidden, heads, ffn, layers, max_pos=max(512, seq), block=block, sparsity=sp)
-        return _interleaved_ms([engine_runner(plan, block, batch, seq)], budget_s, clock=clock)[0]
-
-    dense = run(None, 0.0)
-    fixed = run(blocks[0], 1.0)
-    sparse = {b: [round(run(b, s), 5) for s in engine_sparsities] for b in blocks}
-    # one role dense among sparse Linears: a dense Linear next to sparse ones costs more than in a dense model (the
-    # engine's fused FFN chain and activation layouts are the sparse kernels' there); MIXED_AT sparse elsewhere
     ref = min(engine_sparsities, key=lambda s: abs(s - MIXED_AT))
+    points: list[tuple[str, str | None, Any]] = [("dense", None, 0.0), ("fixed", blocks[0], 1.0)]
+    points += [("sparse", b, s) for b in blocks for s in engine_sparsities]
+    points += [("mixed", b, r) for b in blocks for r in ROLES]
 
-    def run_mixed(block, role):
-        sp = {(i, r): (0.0 if r == role else ref) for i in range(layers) for r in ROLES}
+    def runner(kind, block, x):
+        if kind == "mixed":
+            sp = {(i, r): (0.0 if r == x else ref) for i in range(layers) for r in ROLES}
+        else:
+            sp = dict.fromkeys(((i, r) for i in range(layers) for r in ROLES), x)
         plan = synthetic_plan(hidden, heads, ffn, layers, max_pos=max(512, seq), block=block, sparsity=sp)
-        return _interleaved_ms([engine_runner(plan, block, batch, seq)], budget_s, clock=clock)[0]
+        run = engine_runner(plan, block, batch, seq)
 
-    mixed = {b: {r: round(run_mixed(b, r), 5) for r in ROLES} for b in blocks}
+        def warm_then_run():
+            for _ in range(WARM_CALLS - 1):
+                run()
+            return run  # the call _interleaved_ms times
+
+        return warm_then_run
+
+    times = _warm_interleaved_ms([runner(*p) for p in points], budget_s * len(points), clock)
+    res = dict(zip(points, times, strict=True))
+    dense, fixed = res[points[0]], res[points[1]]
+    sparse = {b: [round(res[("sparse", b, s)], 5) for s in engine_sparsities] for b in blocks}
+    mixed = {b: {r: round(res[("mixed", b, r)], 5) for r in ROLES} for b in blocks}
     log(f"model {model_key(*dims)}: engine dense {dense:.3f} ms, all blocks skipped {fixed:.3f} ms, "
         + ", ".join(f"{b} {engine_sparsities[0]:.0%}..{engine_sparsities[-1]:.0%}: {ts[0]:.3f}..{ts[-1]:.3f} ms"
                     for b, ts in sparse.items()))
     return {"hidden": hidden, "heads": heads, "ffn": ffn, "layers": layers, "fixed_ms": round(fixed, 5),
             "dense_ms": round(dense, 5), "sparse_ms": sparse, "mixed_sparsity": ref, "mixed_ms": mixed}
+
+
+def _warm_interleaved_ms(warmers: Sequence[Callable[[], Callable[[], Any]]], budget_s: float,
+                         clock: Callable[[], float], min_rounds: int = 5) -> list[float]:
+    """Median ms of each engine's timed call; ``warmers[i]()`` makes the untimed calls and returns the one to
+    time."""
+    times: list[list[float]] = [[] for _ in warmers]
+    t_end = time.perf_counter() + budget_s
+    rounds = 0
+    while rounds < min_rounds or time.perf_counter() < t_end:
+        for i, w in enumerate(warmers):
+            f = w()
+            t0 = clock()
+            f()
+            times[i].append(clock() - t0)
+        rounds += 1
+    return [1e3 * float(np.median(t)) for t in times]
 
 
 def profile_costs(models: Sequence[tuple[int, int, int, int]] = (), shapes: Sequence[tuple[int, int]] = (),
