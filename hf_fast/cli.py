@@ -8,6 +8,8 @@ so `bench`, `train`, ... can be added without touching the others.
     hf-fast train RECIPE.yaml [--max-steps N] [--out DIR] [--train-limit N] [--eval-limit N] [--push-to-hub REPO]
                               [--measure-speed]
     hf-fast push DIR REPO_ID [--private] [--revision BRANCH]
+    hf-fast profile (--model DIR | --dims H,HEADS,FFN,LAYERS | --shapes NxK ...) --out costs.json [--batch 1]
+                    [--seq 128] [--threads 1] [--blocks 4x1 1x4] [--step 0.05] [--budget 1.0]
 """
 from __future__ import annotations
 
@@ -305,6 +307,66 @@ def _push(a: argparse.Namespace) -> int:
     info = push_fast_folder(a.folder, a.repo_id, token=a.token, private=a.private or None, revision=a.revision,
                             commit_message=a.message)
     print(f"pushed {a.folder} -> {a.repo_id}: {getattr(info, 'commit_url', info)}")
+    return 0
+
+
+# ------------------------------------------------------------------ profile
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", action="append", default=[], help="a transformers checkpoint folder (or fast "
+                   "folder) whose config.json gives the encoder's dimensions; repeatable")
+    p.add_argument("--dims", action="append", default=[], metavar="H,HEADS,FFN,LAYERS",
+                   help="a model's dimensions without a checkpoint, e.g. 384,12,1536,6 (MiniLM-L6); repeatable")
+    p.add_argument("--shapes", nargs="+", default=[], metavar="NxK", help="extra Linear shapes [out x in] to time "
+                   "alone (curves only: a latency target also needs the model's engine timings)")
+    p.add_argument("--out", "-o", required=True, help="the cost file to write (JSON, written atomically)")
+    p.add_argument("--batch", type=int, default=1, help="target batch size (default 1)")
+    p.add_argument("--seq", type=int, default=128, help="target sequence length (default 128)")
+    p.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")
+    p.add_argument("--blocks", nargs="+", default=["4x1", "1x4"], help="block shapes to profile (default 4x1 1x4)")
+    p.add_argument("--step", type=float, default=0.05, help="sparsity grid step (default 0.05: 0, 0.05 .. 0.95)")
+    p.add_argument("--budget", type=float, default=1.0, help="seconds of timing rounds per Linear shape and per "
+                   "engine point (default 1.0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing cost file")
+
+
+@subcommand("profile", "measure the engine's cost curves (Linear time vs block sparsity, fixed cost) on this CPU "
+            "for FastConfig(scope='latency', cost_file=...)")(_profile_args)
+def _profile(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from hf_fast.cost_curves import model_dims, parse_shapes
+    from hf_fast.profile import profile_costs
+
+    out = Path(a.out)
+    if out.exists() and not a.overwrite:
+        raise FileExistsError(f"{a.out} exists; pass --overwrite to replace it")
+    if not 0.0 < a.step < 1.0:
+        raise ValueError(f"--step must lie in (0, 1), got {a.step}")
+    if a.budget <= 0:
+        raise ValueError(f"--budget must be positive, got {a.budget}")
+    models = []
+    for m in a.model:
+        from transformers import AutoConfig
+
+        if not (Path(m) / "config.json").is_file():
+            raise FileNotFoundError(f"--model {m!r}: no config.json there")
+        models.append(model_dims(AutoConfig.from_pretrained(m)))
+    for d in a.dims:
+        try:
+            dims = tuple(int(x) for x in d.split(","))
+        except ValueError:
+            dims = ()
+        if len(dims) != 4 or min(dims) < 1 or dims[0] % dims[1]:
+            raise ValueError(f"--dims {d!r} must be H,HEADS,FFN,LAYERS of positive ints with HEADS dividing H")
+        models.append(dims)
+    sparsities = [round(float(x), 6) for x in np.arange(0.0, 1.0 - 1e-9, a.step)]
+    curves = profile_costs(models=models, shapes=parse_shapes(a.shapes), target_shape=(a.batch, a.seq),
+                           threads=a.threads, blocks=a.blocks, sparsities=sparsities, budget_s=a.budget,
+                           log=lambda msg: print(f"hf-fast profile: {msg}", file=sys.stderr))
+    curves.save(out)
+    print(f"wrote {out}: {len(curves.linears)} Linear shape(s), {len(curves.models)} model(s), blocks "
+          f"{' '.join(a.blocks)}, (batch, seq) = ({a.batch}, {a.seq}), {a.threads} thread(s), "
+          f"{curves.machine.get('cpu')} {curves.machine.get('isa')}")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ StepLike = int | float
 SCHEDULES = ("cubic", "oneshot")
 SCORES = ("magnitude", "movement")
 SCORE_ALIASES = {"first_order": "movement", "first-order": "movement", "l2": "magnitude"}
-SCOPES = ("layer", "global")
+SCOPES = ("layer", "global", "latency")
 QUANTIZATION = (None, "qat")
 # distill.loss: "kl" on the logits of a task head, or a label-free loss on the pooled, L2-normalised sentence
 # embeddings of a feature-extraction model (AutoModel), as sentence-transformers' distillation recipe does
@@ -155,7 +156,12 @@ class FastConfig:
         schedule: ``"cubic"`` (gradual, Zhu & Gupta 2017) or ``"oneshot"`` (final sparsity at start_step).
         score: ``"magnitude"`` (block L2 norm) or ``"movement"`` (first-order |w * grad| summed over the
             block, accumulated between pruning steps; alias ``"first_order"``).
-        scope: ``"layer"`` (every layer reaches ``sparsity``) or ``"global"`` (one threshold over all).
+        scope: ``"layer"`` (every layer reaches ``sparsity``), ``"global"`` (one threshold over all) or
+            ``"latency"``: each layer's sparsity is chosen so that the engine's predicted latency at
+            ``target_shape`` meets ``target_speedup`` or ``target_latency_ms``, pruning hardest the Linears that
+            save the most engine time per point of score lost (hf_fast/training/latency.py). The prediction comes
+            from the engine's measured cost curves in ``cost_file`` (``hf-fast profile`` on the deployment CPU);
+            ``sparsity`` and ``initial_sparsity`` are not used (the reached sparsity is recorded).
         min_layer_sparsity: with ``scope="global"``, the least sparsity every layer reaches (scaled along the
             schedule). A global allocation can leave a layer below the native engine's sparse/dense crossover
             (~60% on VNNI), where it runs the dense kernel; a floor there keeps every layer on the sparse
@@ -170,6 +176,14 @@ class FastConfig:
         distill: a DistillConfig (or dict); used when FastTrainer gets a teacher.
         quantization: ``None`` or ``"qat"`` (fake-quant fine-tuning matching the int8 exporter).
         qat_start_step: when QAT starts (int step / float fraction); ``None`` = at ``end_step``.
+        target_speedup: ``scope="latency"``: the engine latency to reach as a speedup over the dense model
+            (> 1; the dense latency is the cost file's). Exactly one of it and ``target_latency_ms``.
+        target_latency_ms: ``scope="latency"``: the engine latency to reach, in milliseconds per forward pass
+            of ``target_shape``.
+        target_shape: ``(batch, seq)`` the latency is for; ``None`` = the cost file's (``(1, 128)`` without one).
+        cost_file: a cost file written by ``hf-fast profile`` on the CPU the model will be deployed to. ``None``:
+            a quick probe of the training host, with a warning (its curves are this machine's). Along the
+            schedule the latency target ramps from the dense latency to the final one as the sparsity does.
     """
 
     sparsity: float = 0.8
@@ -188,6 +202,10 @@ class FastConfig:
     quantization: str | None = None
     qat_start_step: StepLike | None = None
     allow_any_block: bool = False
+    target_speedup: float | None = None
+    target_latency_ms: float | None = None
+    target_shape: tuple[int, int] | None = None
+    cost_file: str | None = None
 
     def __post_init__(self):
         for n in ("sparsity", "initial_sparsity"):
@@ -219,8 +237,8 @@ class FastConfig:
                 raise ValueError(f"min_layer_sparsity must be 'auto', None or lie in [0, sparsity={self.sparsity}], "
                                  f"got {v!r}")
             if self.scope != "global":
-                raise ValueError("min_layer_sparsity applies to scope='global' (with 'layer' every layer reaches "
-                                 "sparsity)")
+                raise ValueError(f"min_layer_sparsity applies to scope='global' (with scope={self.scope!r} each "
+                                 "layer's sparsity is set otherwise)")
         _check_step("start_step", self.start_step)
         _check_step("end_step", self.end_step)
         _check_step("qat_start_step", self.qat_start_step, allow_none=True)
@@ -245,6 +263,55 @@ class FastConfig:
             raise ValueError(f"distill must be a DistillConfig or a dict, got {type(self.distill).__name__}")
         if self.quantization not in QUANTIZATION:
             raise ValueError(f"quantization must be one of {QUANTIZATION}, got {self.quantization!r}")
+        self._check_latency()
+
+    def _check_latency(self) -> None:
+        given = [n for n in ("target_speedup", "target_latency_ms", "target_shape", "cost_file")
+                 if getattr(self, n) is not None]
+        if self.scope != "latency":
+            if given:
+                raise ValueError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to scope='latency' "
+                                 f"(scope is {self.scope!r})")
+            return
+        targets = [n for n in ("target_speedup", "target_latency_ms") if getattr(self, n) is not None]
+        if len(targets) != 1:
+            raise ValueError("scope='latency' needs exactly one of target_speedup (e.g. 3.0: three times faster "
+                             "than the dense model) and target_latency_ms (e.g. 5.0), got "
+                             + (" and ".join(targets) if targets else "neither"))
+        v = getattr(self, targets[0])
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{targets[0]} must be a positive number, got {v!r}")
+        if targets[0] == "target_speedup" and v <= 1.0:
+            raise ValueError(f"target_speedup={v!r} must exceed 1 (the dense model already runs at speedup 1)")
+        if self.target_shape is not None:
+            ts = self.target_shape
+            if (not isinstance(ts, (list, tuple)) or len(ts) != 2
+                    or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in ts)):
+                raise ValueError(f"target_shape must be (batch, seq) of positive ints, got {ts!r}")
+            self.target_shape = (int(ts[0]), int(ts[1]))
+        if self.cost_file is not None:
+            if not isinstance(self.cost_file, (str, Path)):
+                raise ValueError(f"cost_file must be a path, got {type(self.cost_file).__name__}")
+            self.cost_file = str(self.cost_file)
+            from hf_fast.cost_curves import CostCurves
+
+            curves = CostCurves.load(self.cost_file)  # FileNotFoundError / CostFileError (a ValueError) name it
+            if self.target_shape is not None and tuple(curves.target_shape) != self.target_shape:
+                raise ValueError(f"target_shape={self.target_shape} but cost file {self.cost_file!r} was profiled "
+                                 f"at (batch, seq) = {tuple(curves.target_shape)}: profile that shape with "
+                                 "`hf-fast profile --batch B --seq S`")
+        if self.min_layer_sparsity not in (None, "auto"):
+            raise ValueError("min_layer_sparsity does not apply to scope='latency' (each layer's sparsity follows "
+                             "the engine's cost curves)")
+        if self.initial_sparsity:
+            raise ValueError("initial_sparsity does not apply to scope='latency' (the latency target ramps from the "
+                             "dense latency)")
+        if self.include:
+            raise ValueError("include= does not apply to scope='latency': only the encoder Linears the engine runs "
+                             "have cost curves")
+        if self.block != "auto" and block_name(self.block) not in FAST_BLOCKS:
+            raise ValueError(f"scope='latency' needs a block the engine's sparse kernels run ({', '.join(FAST_BLOCKS)}"
+                             f" or 'auto'), got {block_name(self.block)!r}")
 
     def layer_floor(self) -> float | None:
         """The resolved ``min_layer_sparsity`` at the final target (``None``: no floor)."""
@@ -257,8 +324,9 @@ class FastConfig:
     # -- serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if isinstance(d["block"], tuple):
-            d["block"] = list(d["block"])
+        for k in ("block", "target_shape"):
+            if isinstance(d[k], tuple):
+                d[k] = list(d[k])
         return d
 
     @classmethod

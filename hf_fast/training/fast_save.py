@@ -59,6 +59,7 @@ class TrainerSaveDefaults:
         if cb is not None:
             if cb.masks is not None:
                 out["sparsity_reached"] = round(float(mask_sparsity(cb.masks)), 4)
-            out["sparsity_target"] = cb.config.sparsity
+            if cb.final_sparsity_target() is not None:
+                out["sparsity_target"] = cb.final_sparsity_target()
         out.update(t.model_metrics())  # those of the weights held (load_best_model_at_end: the best checkpoint's)
         return out

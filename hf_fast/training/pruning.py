@@ -148,7 +148,10 @@ class PruningCallback(TrainerCallback, ExportableState):
         self.checkpoint_dir: str | None = None
         self.has_masks: bool = False
         self.skipped_steps: int = 0  # optimizer steps the GradScaler skipped: they do not advance the schedule
+        # scope="latency": {"target_ms", "predicted_ms", "final_target_ms", "dense_ms", ...} of the last update
+        self.latency: dict[str, Any] = {}
         # runtime only
+        self._latency_model = None
         self.resume_dir: str | None = None  # set by FastTrainer on resume_from_checkpoint
         self.masks: dict[str, torch.Tensor] | None = None
         self.scores: dict[str, torch.Tensor] = {}
@@ -177,6 +180,7 @@ class PruningCallback(TrainerCallback, ExportableState):
                 "checkpoint_dir": ckpt,
                 "has_masks": self.masks is not None,
                 "skipped_steps": self.skipped_steps,
+                "latency": self.latency,
             },
         }
 
@@ -193,7 +197,7 @@ class PruningCallback(TrainerCallback, ExportableState):
             raise ValueError(f"the checkpoint was pruned with {blk} blocks but this run uses {self.block}")
         for k, v in saved.get("attributes", {}).items():
             if k in ("schedule_steps", "last_update_step", "target_sparsity", "checkpoint_dir", "has_masks",
-                     "skipped_steps"):
+                     "skipped_steps", "latency"):
                 setattr(self, k, v)
 
     # -- binding ------------------------------------------------------------------------------------
@@ -202,7 +206,34 @@ class PruningCallback(TrainerCallback, ExportableState):
         layers = find_prunable_linears(_transformers_model(model), self.config.include, self.config.exclude)
         check_blocks_divide(layers, self.block)
         self._layers = layers
+        if self.config.scope == "latency":
+            self._bind_latency(model)
         return layers
+
+    def _bind_latency(self, model) -> None:
+        """scope="latency": the engine Linears, the cost curves (the cost file, else a probe of this machine) and
+        the final time target; ValueError when the file does not describe the model or the target is out of
+        reach."""
+        from hf_fast.cost_curves import model_dims
+        from hf_fast.training.latency import LatencyModel, engine_groups, load_curves, resolve_target_ms
+
+        c = self.config
+        dims = model_dims(model.config)
+        if c.cost_file is None and self._latency_model is None:
+            from hf_fast import native
+
+            info = native.native_info()
+            warnings.warn(f"FastConfig(scope='latency') has no cost_file: the cost curves come from a quick probe of "
+                          f"THIS machine ({info.get('cpu')}, {info.get('isa')}, 1 thread), not of the CPU the model "
+                          "will be deployed to; run `hf-fast profile --model <model> --out costs.json` there and pass "
+                          "cost_file='costs.json'", UserWarning, stacklevel=3)
+        curves = load_curves(c.cost_file, dims, self.block, c.target_shape)
+        lm = LatencyModel(curves, dims, self.block, engine_groups(list(self._layers), model))
+        final = resolve_target_ms(lm, c.target_speedup, c.target_latency_ms)
+        self._latency_model = lm
+        self.latency = {**self.latency, "final_target_ms": round(final, 5), "dense_ms": round(lm.dense_ms(), 5),
+                        "target_shape": list(curves.target_shape), "threads": curves.threads,
+                        "cost_file": c.cost_file, "cpu": curves.machine.get("cpu"), "isa": curves.machine.get("isa")}
 
     def resolve_schedule(self, max_steps: int) -> SparsitySchedule:
         c = self.config
@@ -248,12 +279,16 @@ class PruningCallback(TrainerCallback, ExportableState):
         return out
 
     def update_masks(self, sparsity: float) -> None:
-        """Recompute masks reaching ``sparsity`` (never un-pruning a block), share them across ranks, apply."""
-        floor = self.config.layer_floor()
-        if floor:  # the floor follows the schedule: same share of the target (FastConfig: 0 < floor <= sparsity)
-            floor = min(sparsity, floor * sparsity / self.config.sparsity)
-        masks = threshold_masks(self._compute_scores(), sparsity, self.config.scope, previous=self.masks,
-                                min_layer_sparsity=floor)
+        """Recompute masks reaching ``sparsity`` (never un-pruning a block), share them across ranks, apply.
+        With scope="latency", ``sparsity`` is the schedule's ramp fraction in [0, 1] of the time target instead."""
+        if self.config.scope == "latency":
+            masks = self._latency_masks(sparsity)
+        else:
+            floor = self.config.layer_floor()
+            if floor:  # the floor follows the schedule: same share of the target (FastConfig: 0 < floor <= sparsity)
+                floor = min(sparsity, floor * sparsity / self.config.sparsity)
+            masks = threshold_masks(self._compute_scores(), sparsity, self.config.scope, previous=self.masks,
+                                    min_layer_sparsity=floor)
         dist, world, _ = _dist_world()
         if world > 1:
             dev = next(iter(self._layers.values())).weight.device
@@ -264,6 +299,17 @@ class PruningCallback(TrainerCallback, ExportableState):
         self.masks = masks
         self._emasks = {}
         self.scores = {}
+
+    def _latency_masks(self, fraction: float) -> dict[str, torch.Tensor]:
+        """Masks meeting the time target ramped ``fraction`` of the way from the dense to the final latency."""
+        from hf_fast.training.latency import allocate
+
+        lat = self.latency
+        target = lat["dense_ms"] - (lat["dense_ms"] - lat["final_target_ms"]) * fraction
+        masks, info = allocate(self._latency_model, self._compute_scores(), target, previous=self.masks)
+        self.latency = {**lat, "target_ms": round(info["target_ms"], 5), "predicted_ms": round(info["predicted_ms"], 5),
+                        "fraction": round(float(fraction), 6)}
+        return masks
 
     def _element_masks(self) -> dict[str, torch.Tensor]:
         if not self._emasks and self.masks is not None:
@@ -297,13 +343,24 @@ class PruningCallback(TrainerCallback, ExportableState):
         """The compact summary logged at every logging step: overall (block-weighted), least and most sparse
         layer, and the schedule's current target. Plain numbers, so TensorBoard/W&B plot each."""
         per = self.layer_sparsity().values()
-        return {"sparsity": round(mask_sparsity(self.masks) if self.masks is not None else 0.0, 4),
-                "sparsity_min_layer": round(min(per, default=0.0), 4),
-                "sparsity_max_layer": round(max(per, default=0.0), 4),
-                "sparsity_target": round(float(self.target_sparsity), 4)}
+        rep = {"sparsity": round(mask_sparsity(self.masks) if self.masks is not None else 0.0, 4),
+               "sparsity_min_layer": round(min(per, default=0.0), 4),
+               "sparsity_max_layer": round(max(per, default=0.0), 4),
+               "sparsity_target": round(float(self.target_sparsity), 4)}
+        if self.config.scope == "latency":  # the engine latency the cost curves predict for these masks
+            lat = self.latency
+            rep["latency_target_ms"] = round(float(lat.get("target_ms", lat.get("dense_ms", 0.0))), 4)
+            rep["latency_predicted_ms"] = round(float(lat.get("predicted_ms", lat.get("dense_ms", 0.0))), 4)
+        return rep
+
+    def final_sparsity_target(self) -> float | None:
+        """The configured overall sparsity; None with scope="latency" (the time target sets it)."""
+        return None if self.config.scope == "latency" else self.config.sparsity
 
     def at_final_sparsity(self) -> bool:
         """Whether the masks have reached the configured sparsity (the pruning window is over)."""
+        if self.config.scope == "latency":
+            return self.masks is not None and self.schedule is not None and self.last_update_step >= self.schedule.end
         if self.config.sparsity == 0.0:
             return True
         return self.masks is not None and self.target_sparsity >= self.config.sparsity
@@ -457,8 +514,12 @@ class PruningCallback(TrainerCallback, ExportableState):
         t = self._next_step(state)
         sched = self.schedule
         if sched.is_update_step(t):
-            self.target_sparsity = sched.sparsity(t)
-            self.update_masks(self.target_sparsity)
+            if self.config.scope == "latency":  # the time target ramps; the sparsity is what reaches it
+                self.update_masks(sched.fraction(t))
+                self.target_sparsity = mask_sparsity(self.masks)
+            else:
+                self.target_sparsity = sched.sparsity(t)
+                self.update_masks(self.target_sparsity)
             self.last_update_step = t
         self.apply_masks(optimizer)
 
@@ -487,10 +548,14 @@ class PruningCallback(TrainerCallback, ExportableState):
             from tqdm.auto import tqdm
 
             # tqdm.write clears and redraws the Trainer's progress bar, so the line is not glued to it
+            if self.config.scope == "latency":
+                goal = (f"predicted {logs['latency_predicted_ms']:.3f} ms, target {logs['latency_target_ms']:.3f} ms, "
+                        f"final {self.latency.get('final_target_ms', 0.0):.3f} ms")
+            else:
+                goal = f"target {self.target_sparsity:.3f}, final {self.config.sparsity:.3f}"
             tqdm.write(f"[hf-fast] step {state.global_step}/{state.max_steps} block {self.block} sparsity "
                        f"{logs['sparsity']:.3f} (layers {logs['sparsity_min_layer']:.3f}-"
-                       f"{logs['sparsity_max_layer']:.3f}, target {self.target_sparsity:.3f}, final "
-                       f"{self.config.sparsity:.3f})")
+                       f"{logs['sparsity_max_layer']:.3f}, {goal})")
 
     def _log_layers(self, args, state) -> None:
         """Per-layer sparsity: debug logging, and one JSON line per logging step in the output folder."""
@@ -501,6 +566,8 @@ class PruningCallback(TrainerCallback, ExportableState):
         rec = {"step": state.global_step, "epoch": state.epoch, "sparsity": round(mask_sparsity(self.masks), 4)
                if self.masks is not None else 0.0, "sparsity_target": round(float(self.target_sparsity), 4),
                "layers": per}
+        if self.config.scope == "latency":
+            rec["latency"] = {k: self.latency.get(k) for k in ("target_ms", "predicted_ms", "final_target_ms")}
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, SPARSITY_LOG_FILE), "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
@@ -542,10 +609,11 @@ class PruningCallback(TrainerCallback, ExportableState):
         if self.at_final_sparsity():
             return
         why = f" ({self.skipped_steps} optimizer steps were skipped)" if self.skipped_steps else ""
+        goal = (f"the latency target of {self.latency.get('final_target_ms', 0.0):.3f} ms"
+                if self.config.scope == "latency" else f"the configured {self.config.sparsity:.0%}")
         warnings.warn(f"training ended before the pruning window did{why}: the masks are at "
-                      f"{mask_sparsity(self.masks) if self.masks is not None else 0.0:.1%} sparsity, not the "
-                      f"configured {self.config.sparsity:.0%}; end the window earlier (end_step)",
-                      UserWarning, stacklevel=3)
+                      f"{mask_sparsity(self.masks) if self.masks is not None else 0.0:.1%} sparsity, not at "
+                      f"{goal}; end the window earlier (end_step)", UserWarning, stacklevel=3)
 
     def adopt_checkpoint(self, checkpoint: str, model) -> None:
         """Make the masks, target and step those of ``checkpoint``, whose weights ``model`` now holds
@@ -574,6 +642,8 @@ class PruningCallback(TrainerCallback, ExportableState):
         else:
             self.masks, self.scores, self._emasks = None, {}, {}
         self.target_sparsity = float(attrs.get("target_sparsity", self.target_sparsity))
+        if isinstance(attrs.get("latency"), dict) and attrs["latency"]:
+            self.latency = attrs["latency"]
         self.last_update_step = int(attrs.get("last_update_step", self.last_update_step))
         self.loaded_checkpoint_step = int(ck_state.get("global_step", 0))
         self.apply_masks()  # exact zeros by construction; also guards a checkpoint edited by hand
@@ -608,10 +678,14 @@ def record_on_model(model, cb: PruningCallback, **extra) -> dict[str, Any]:
         "fast_config": cb.config.to_dict(),
         "block": cb.block,
         "block_requested": cb.config.block if isinstance(cb.config.block, str) else list(cb.config.block),
-        "sparsity_target": cb.config.sparsity,
+        "sparsity_target": cb.final_sparsity_target(),
         "sparsity_reached": mask_sparsity(cb.masks) if cb.masks is not None else 0.0,
         "pruned_layers": sorted(cb._layers) if cb._layers is not None else [],
     })
+    if cb.config.scope == "latency" and cb.latency:  # the time target, the prediction and per-layer sparsities
+        rec["latency"] = {**cb.latency, "layer_sparsity": {k: round(v, 4) for k, v in cb.layer_sparsity().items()}}
+    else:
+        rec.pop("latency", None)
     if cb.loaded_checkpoint_step is not None:  # the weights are a reloaded checkpoint's, not the last step's
         rec["checkpoint_step"] = cb.loaded_checkpoint_step
     else:

@@ -52,6 +52,18 @@ class SparsitySchedule:
         frac = (step - self.start) / (self.end - self.start)
         return self.final + (self.initial - self.final) * (1.0 - frac) ** 3
 
+    def fraction(self, step: int) -> float:
+        """How far the schedule has ramped at ``step``, in [0, 1]: 0 before ``start``, 1 from ``end`` on, the cubic
+        ``1 - (1 - frac) ** 3`` between (oneshot: 1 from ``start``). The latency-aware scope ramps its time target
+        with it, as the sparsity ramps from ``initial`` to ``final``."""
+        if self.kind == "oneshot":
+            return 1.0 if step >= self.start else 0.0
+        if step < self.start:
+            return 0.0
+        if step >= self.end:
+            return 1.0
+        return 1.0 - (1.0 - (step - self.start) / (self.end - self.start)) ** 3
+
     def is_update_step(self, step: int) -> bool:
         """Whether the masks are recomputed after optimizer step ``step``."""
         if self.kind == "oneshot":
