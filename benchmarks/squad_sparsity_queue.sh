@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 17 queue (session 11): 80% / 90% / 50% / 70% students of the stored 3-epoch bf16 teacher, recipe
+# Issue 17's sparsity curve: 80% / 50% / 70% / 90% students of the stored 3-epoch bf16 teacher, recipe
 # recipes/minilm_squad_part.yaml (3 epochs, global movement, hidden 1.0, augmentation off), scored on all 10,570 dev
 # questions, int8 in the engine and ONNX Runtime. Resumable: a finished run leaves .done; a stopped one resumes
 # from its newest epoch checkpoint (--resume).
@@ -12,5 +12,4 @@ for sp in 0.8 0.5 0.7 0.9; do
   mkdir -p $out
   .venv/bin/python benchmarks/train_squad.py --teacher $T --sparsity $sp --threads 1 --bf16 --skip-no-distill \
      --resume --out $out >> $out/run.log 2>&1 && touch $out/.done
-  
 done
