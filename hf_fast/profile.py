@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from hf_fast.cost_curves import ROLES, CostCurves, engine_shapes, model_key, shape_key
+from hf_fast.models.bert import FAMILY as BERT  # the synthetic engines are BERT-shaped
 
 DEFAULT_SPARSITIES = tuple(round(0.05 * i, 2) for i in range(20))  # 0, 0.05, ..., 0.95
 DEFAULT_BLOCKS = ("4x1", "1x4")
@@ -141,7 +142,8 @@ def synthetic_plan(hidden: int, heads: int, ffn: int, layers: int, max_pos: int,
     head = [HeadOp("cls"), HeadOp("linear", *dense(hidden, hidden)), HeadOp("tanh"),
             HeadOp("linear", *dense(2, hidden))]
     return EncoderPlan(hidden=hidden, heads=heads, embeddings=emb, layers=lps, head=head, outputs={"logits": (0, 2)},
-                       token_level=False, inputs=["input_ids", "attention_mask", "token_type_ids"], model_type="bert")
+                       token_level=False, inputs=["input_ids", "attention_mask", "token_type_ids"],
+                       model_type=BERT.model_type)
 
 
 def engine_runner(plan, block: str | None, batch: int, seq: int, seed: int = 0) -> Callable[[], Any]:
