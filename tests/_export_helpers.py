@@ -93,3 +93,24 @@ def encode(tok, task, arch, sentences=SENTENCES[:8], max_length=48):
 
 def outputs_of(task):
     return ["start_logits", "end_logits"] if task == "question-answering" else ["logits"]
+
+
+def assert_matches_pytorch(fm, model, enc, rel_tol: float):
+    """Every output of the fast model ``fm`` within ``rel_tol`` of the largest |value| of PyTorch's on the same
+    encoded batch (token-level outputs on real tokens only); returns {name: (pytorch, fast)} numpy pairs."""
+    import numpy as np
+    import torch
+
+    with torch.no_grad():
+        ref = model(**enc)
+    got = fm(**enc)
+    mask = enc["attention_mask"].numpy().astype(bool)
+    pairs = {}
+    for name in fm.output_names:
+        r, g = getattr(ref, name).numpy(), getattr(got, name).numpy()
+        assert g.shape == r.shape
+        if r.shape[:2] == mask.shape:  # per token: real tokens only
+            r, g = r[mask], g[mask]
+        assert np.abs(g - r).max() <= rel_tol * np.abs(r).max(), (name, np.abs(g - r).max(), np.abs(r).max())
+        pairs[name] = (r, g)
+    return pairs

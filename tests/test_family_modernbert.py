@@ -240,7 +240,7 @@ def test_export_runs_in_onnxruntime_and_matches_pytorch(exported, tok, task):
     import json
     import warnings
 
-    from _export_helpers import SENTENCES, encode
+    from _export_helpers import SENTENCES, assert_matches_pytorch, encode
 
     from hf_fast.runtime.modeling import load_fast_model
 
@@ -255,13 +255,4 @@ def test_export_runs_in_onnxruntime_and_matches_pytorch(exported, tok, task):
     assert fm.backend.name == "onnxruntime"
     enc = encode(tok, "question-answering" if task == "question-answering" else "text-classification", "modernbert",
                  SENTENCES[:8])
-    with torch.no_grad():
-        ref = m(**enc)
-    got = fm(**enc)
-    mask = enc["attention_mask"].numpy().astype(bool)
-    for name in fm.output_names:
-        r, g = getattr(ref, name).numpy(), getattr(got, name).numpy()
-        assert g.shape == r.shape
-        if r.shape[:2] == mask.shape:
-            r, g = r[mask], g[mask]
-        assert np.abs(g - r).max() <= 0.10 * np.abs(r).max(), (name, np.abs(g - r).max(), np.abs(r).max())
+    assert_matches_pytorch(fm, m, enc, 0.10)
