@@ -98,3 +98,36 @@ def test_prune_by_magnitude_zeroes_the_smallest_blocks_of_every_linear():
         assert dropped.max() <= kept.min()  # the smallest blocks went
         assert (block_l2(lin.weight, "4x1")[~masks[n]] == 0).all()
     assert prune_by_magnitude(model, 0.0) == {}
+
+
+def test_global_cap_keeps_every_layer_below_max_layer_sparsity_at_the_same_overall_sparsity():
+    import torch
+
+    from hf_fast.training.masks import mask_sparsity, threshold_masks
+
+    g = torch.Generator().manual_seed(0)
+    scores = {"low": torch.rand(40, 10, generator=g) * 0.01,  # globally the weakest: emptied without a cap
+              "mid": torch.rand(40, 10, generator=g), "high": torch.rand(40, 10, generator=g) + 1.0}
+    free = threshold_masks(scores, 0.6, "global")
+    assert (~free["low"]).float().mean() == 1.0
+    capped = threshold_masks(scores, 0.6, "global", max_layer_sparsity=0.9)
+    per = {n: (~m).float().mean().item() for n, m in capped.items()}
+    assert int((~capped["low"]).sum()) == 360 and max(per.values()) <= 0.9 + 1e-6
+    assert abs(mask_sparsity(capped) - 0.6) < 1e-9
+    kept_low = scores["low"][capped["low"]]  # the cap keeps the layer's best blocks, not arbitrary ones
+    assert kept_low.min() >= scores["low"][~capped["low"]].max()
+    prev = capped  # masks only shrink: a block pruned before stays pruned under a looser cap
+    again = threshold_masks(scores, 0.6, "global", previous=prev, max_layer_sparsity=0.95)
+    assert not (again["low"] & ~prev["low"]).any()
+    with pytest.raises(ValueError, match="max_layer_sparsity"):
+        threshold_masks(scores, 0.6, "global", max_layer_sparsity=0.5)
+
+
+def test_fast_config_max_layer_sparsity_validation():
+    from hf_fast.training.config import FastConfig
+
+    assert FastConfig(sparsity=0.8, max_layer_sparsity=0.95).max_layer_sparsity == 0.95
+    with pytest.raises(ValueError, match=r"max_layer_sparsity must be None or lie in \[sparsity=0.8, 1\]"):
+        FastConfig(sparsity=0.8, max_layer_sparsity=0.7)
+    with pytest.raises(ValueError, match="applies to scope='global'"):
+        FastConfig(sparsity=0.8, scope="layer", min_layer_sparsity=None, max_layer_sparsity=0.9)

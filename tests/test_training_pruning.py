@@ -143,3 +143,16 @@ def test_callback_with_plain_trainer(tmp_path):
     assert block_sparsity(w, "4x1") == pytest.approx(0.5)
     assert tr.state.log_history[-2]["sparsity"] == pytest.approx(0.5)
     assert tr.state.log_history[-2]["sparsity_min_layer"] == pytest.approx(0.5)
+
+
+def test_global_cap_bounds_every_layer_along_the_schedule(tmp_path):
+    """max_layer_sparsity: no layer goes past the cap (scaled along the schedule like the floor), the overall
+    target is still met. Without the cap this global movement run takes some layer past 0.6 at step 10."""
+    free = _run(tmp_path / "free", tiny_bert(), steps=10, end_step=5, sparsity=0.5, scope="global",
+                score="movement", min_layer_sparsity=None)
+    assert max(h["sparsity_max_layer"] for h in free.state.log_history if "sparsity_max_layer" in h) > 0.6
+    tr = _run(tmp_path / "cap", tiny_bert(), steps=10, end_step=5, sparsity=0.5, scope="global", score="movement",
+              min_layer_sparsity=None, max_layer_sparsity=0.6)
+    logs = [h for h in tr.state.log_history if "sparsity_max_layer" in h]
+    assert logs and all(h["sparsity_max_layer"] <= 0.6 + 1e-3 for h in logs)
+    assert logs[-1]["sparsity"] == pytest.approx(0.5, abs=1e-3)

@@ -5,6 +5,7 @@ A block mask of a weight W[out, in] with block (r, c) is a bool tensor [out/r, i
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 
@@ -101,12 +102,15 @@ def _prune_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 def threshold_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "layer",
                     previous: dict[str, torch.Tensor] | None = None,
-                    min_layer_sparsity: float | None = None) -> dict[str, torch.Tensor]:
+                    min_layer_sparsity: float | None = None,
+                    max_layer_sparsity: float | None = None) -> dict[str, torch.Tensor]:
     """Block scores -> block masks pruning ``round(sparsity * n_blocks)`` blocks (per layer or globally).
 
     Blocks pruned in ``previous`` stay pruned (their score is treated as -inf), so masks only shrink.
     ``min_layer_sparsity`` (global scope): every layer first loses its lowest-scoring
     ``round(min_layer_sparsity * n)`` blocks; the rest of the global budget then goes by score.
+    ``max_layer_sparsity`` (global scope): every layer keeps its highest-scoring ``n - floor(max_layer_sparsity * n)``
+    blocks whatever the other layers' scores.
     """
     if not (0.0 <= sparsity < 1.0):
         raise ValueError(f"sparsity must lie in [0, 1), got {sparsity}")
@@ -131,6 +135,16 @@ def threshold_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str
         for n in names:  # the floor's blocks go first: -inf sorts before every real score
             floor = _prune_lowest(sc[n], int(round(min_layer_sparsity * sc[n].numel()))).reshape(sc[n].shape)
             sc[n][~floor] = float("-inf")
+    if max_layer_sparsity is not None and max_layer_sparsity < 1.0:
+        if not (sparsity <= max_layer_sparsity <= 1.0) or (min_layer_sparsity or 0.0) > max_layer_sparsity:
+            raise ValueError(f"max_layer_sparsity must lie in [max(sparsity, min_layer_sparsity), 1], got "
+                             f"{max_layer_sparsity} (sparsity {sparsity}, floor {min_layer_sparsity})")
+        for n in names:  # the cap's blocks stay: +inf sorts after every real score
+            keep = sc[n].numel() - math.floor(max_layer_sparsity * sc[n].numel() + 1e-9)  # never over the cap
+            if keep > 0:
+                flat_n = sc[n].view(-1)
+                top = torch.topk(flat_n, keep).indices
+                flat_n[top[torch.isfinite(flat_n[top])]] = float("inf")  # never revive a block pruned before
     flat = torch.cat([sc[n].flatten() for n in names])
     keep = _prune_lowest(flat, int(round(sparsity * flat.numel())))
     out, i = {}, 0

@@ -287,8 +287,11 @@ class PruningCallback(TrainerCallback, ExportableState):
             floor = self.config.layer_floor()
             if floor:  # the floor follows the schedule: same share of the target (FastConfig: 0 < floor <= sparsity)
                 floor = min(sparsity, floor * sparsity / self.config.sparsity)
+            cap = self.config.max_layer_sparsity if self.config.scope == "global" else None
+            if cap is not None:  # the cap follows the schedule the same way (FastConfig: sparsity <= cap <= 1)
+                cap = max(sparsity, min(1.0, cap * sparsity / self.config.sparsity)) if self.config.sparsity else 1.0
             masks = threshold_masks(self._compute_scores(), sparsity, self.config.scope, previous=self.masks,
-                                    min_layer_sparsity=floor)
+                                    min_layer_sparsity=floor, max_layer_sparsity=cap)
         dist, world, _ = _dist_world()
         if world > 1:
             dev = next(iter(self._layers.values())).weight.device

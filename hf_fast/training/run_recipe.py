@@ -50,6 +50,8 @@ def add_pruning_arguments(ap) -> None:
     ap.add_argument("--score", choices=("magnitude", "movement"), default=None, help="fast_config.score")
     ap.add_argument("--min-layer-sparsity", type=float, default=None,
                     help="fast_config.min_layer_sparsity (global scope: the least sparsity of every layer)")
+    ap.add_argument("--max-layer-sparsity", type=float, default=None,
+                    help="fast_config.max_layer_sparsity (global scope: the most sparsity of any layer)")
     ap.add_argument("--end-step", type=float, default=None,
                     help="fast_config.end_step (fraction of the steps, or a step, when the masks freeze)")
     ap.add_argument("--hidden-weight", type=float, default=None,
@@ -58,7 +60,8 @@ def add_pruning_arguments(ap) -> None:
 
 def pruning_overrides(args) -> dict[str, Any]:
     """The fast_config overrides of add_pruning_arguments' knobs (those left unset are not overridden)."""
-    fc: dict[str, Any] = {k: getattr(args, k) for k in ("scope", "score", "end_step", "min_layer_sparsity")
+    fc: dict[str, Any] = {k: getattr(args, k) for k in ("scope", "score", "end_step", "min_layer_sparsity",
+                                                       "max_layer_sparsity")
                           if getattr(args, k) is not None}
     if args.hidden_weight is not None:
         fc["distill"] = {"hidden_weight": args.hidden_weight}
