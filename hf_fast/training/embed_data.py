@@ -2,14 +2,17 @@
 
     data:
       format: text
-      squad_json: ../shared/data/squad/squad_v1.1_train_part.json   # questions, sentences, paragraph windows
-      rt_polarity: ../shared/data/rt-polarity                        # training lines (not the last eval_per_class)
+      squad_json: data/squad/train.json                              # SQuAD-format JSON: questions, sentences,
+                                                                     # paragraph windows
+      rt_polarity: data/rt-polarity                                  # rt-polarity.pos/.neg: training lines (not the
+                                                                     # last eval_per_class)
       text_files: [my_corpus.txt]                                    # one text per line (optional)
       eval_per_class: 1000                                           # held-out rt-polarity lines of each file
       max_length: 128                                                # tokens per training text
       train_limit: null
 
-Only texts: the student learns the teacher's embeddings of them, no labels and no pairs. A SQuAD file gives its
+recipes/minilm_embed.yaml points these at the project's stored data. Only texts: the student learns the teacher's
+embeddings of them, no labels and no pairs. A SQuAD file gives its
 questions, each paragraph's sentences, and windows of consecutive sentences of at most ``max_length`` tokens (the
 paragraph-length inputs retrieval embeds). The held-out set is the last ``eval_per_class`` lines of each
 rt-polarity file (the project's fixed split), else the last 5% of the texts.
