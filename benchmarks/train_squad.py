@@ -72,6 +72,8 @@ def cached_logits(cache_dir: Path | None, parts: list, compute):
 
     import numpy as np
 
+    from hf_fast import _atomic
+
     if cache_dir is None:
         return compute()
     h = hashlib.sha256()
@@ -89,10 +91,8 @@ def cached_logits(cache_dir: Path | None, parts: list, compute):
             log(f"  (logits from the cache {path})")
             return z["start"], z["end"], float(z["seconds"])
     st, en, sec = compute()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, start=st, end=en, seconds=sec)
-    tmp.replace(path)
+    with _atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez(path) appends .npz
+        np.savez(f, start=st, end=en, seconds=sec)
     return st, en, sec
 
 

@@ -935,9 +935,7 @@ static void *arena_lock(hf_engine *e, size_t need) {
         e->arena = hf_alloc(need);
         e->arena_bytes = e->arena ? need : 0;
     }
-    if (!e->arena) {
-        arena_unlock(e);
-    }
+    if (!e->arena) arena_unlock(e);
     return e->arena;
 }
 
@@ -966,8 +964,8 @@ int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const 
     int64_t Bg = HF_TOKENS_PER_PASS / S;
     if (Bg < 1) Bg = 1;
     if (Bg > B) Bg = B;
-    if (!(mem = arena_lock(e, arena_size(e, Bg, Bg * S, S, hw))))
-        return hf_fail(HF_ENOMEM, "engine_run: out of memory for %zu bytes", arena_size(e, Bg, Bg * S, S, hw));
+    const size_t need = arena_size(e, Bg, Bg * S, S, hw);
+    if (!(mem = arena_lock(e, need))) return hf_fail(HF_ENOMEM, "engine_run: out of memory for %zu bytes", need);
     /* the cached arena stays locked during the run; concurrent callers wait (results stay identical) */
     arena_carve(e, mem, Bg, Bg * S, S, hw, &a);
     for (int64_t b = 0; b < Bg; b++) a.off[b] = b * S, a.len[b] = S;
