@@ -3,16 +3,20 @@ share of training questions, each int8 engine student with its paired difference
 
     python benchmarks/squad_curve.py benchmarks/out/squad17*/results.json --out benchmarks/squad_curve.png
 
-Prints a markdown table (one row per run: data share, augmentation, sparsity, steps, teacher fp32 F1, int8 engine
-F1, paired difference to the teacher fp32 +- its standard error, engine vs ONNX Runtime same answers) and draws two
-panels: int8 engine F1 against overall sparsity (teacher rows at 0), and teacher / student F1 against the share of
-training questions. Rows come from the files as they are: nothing is recomputed.
+Prints a markdown table (one row per run: data share, augmentation, sparsity, steps, teacher fp32 F1, fp32 F1 and
+its paired difference to the teacher, int8 engine F1 and its paired difference, engine vs ONNX Runtime same answers)
+and draws two panels: int8 engine F1 against overall sparsity (teacher rows at 0), and teacher / student fp32 F1
+against the share of training questions (learning-curve runs score fp32 only: at 100% the int8 engine is within 0.1
+F1 of fp32). Scores come from the files as they are; the fp32 paired difference is computed from the
+per_question_f1.json written beside each results.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+from hf_fast.training.metrics import paired_difference
 
 
 def rows(paths: list[Path]) -> list[dict]:
@@ -24,12 +28,19 @@ def rows(paths: list[Path]) -> list[dict]:
         share = (res.get("data") or {}).get("train_fraction") or 1.0
         aug = res.get("distillation_features") or {}
         aug_s = "+".join(k for k in aug if k != "original") or "none"
+        pq_path = p.parent / "per_question_f1.json"
+        pq = json.loads(pq_path.read_text(encoding="utf-8")) if pq_path.exists() else {}
         for name, r in runs.items():
             d = r.get("int8_native_f1_paired_vs_teacher_fp32")
+            d32 = None
+            if name != "teacher_dense" and f"{name}/fp32" in pq and "teacher_dense/fp32" in pq:
+                m, se = paired_difference(pq[f"{name}/fp32"], pq["teacher_dense/fp32"])
+                d32 = (100 * m, 100 * se)
             out.append({"file": str(p), "run": name, "share": float(share), "augment": aug_s if name != "teacher_dense"
                         else "-", "sparsity": float(r.get("sparsity_overall") or 0.0), "steps": r.get("steps"),
                         "teacher_f1": teacher.get("f1"), "fp32_f1": r.get("f1"), "int8_f1": r.get("int8_native_f1"),
                         "diff": d[0] if d else None, "se": d[1] if d else None,
+                        "diff32": d32[0] if d32 else None, "se32": d32[1] if d32 else None,
                         "agree": r.get("engine_vs_ort_answer_agreement"), "eval_questions": res.get("eval_questions")})
     return out
 
@@ -38,14 +49,18 @@ def table(rs: list[dict]) -> str:
     def f(x, fmt):
         return "-" if x is None else format(x, fmt)
 
-    lines = ["| run | train share | augmentation | sparsity | steps | teacher fp32 F1 | fp32 F1 | int8 engine F1 | "
-             "int8 engine - teacher fp32 (paired) | engine vs ORT answers | eval questions |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    def pm(m, se):
+        return "-" if m is None else f"{m:+.2f} +- {se:.2f}"
+
+    lines = ["| run | train share | augmentation | sparsity | steps | teacher fp32 F1 | fp32 F1 | "
+             "fp32 - teacher fp32 (paired) | int8 engine F1 | int8 engine - teacher fp32 (paired) | "
+             "engine vs ORT answers | eval questions |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rs:
-        diff = "-" if r["diff"] is None else f"{r['diff']:+.2f} +- {r['se']:.2f}"
         lines.append(f"| {r['run']} ({Path(r['file']).parent.name}) | {r['share']:.0%} | {r['augment']} | "
                      f"{r['sparsity']:.3f} | {f(r['steps'], 'd')} | {f(r['teacher_f1'], '.2f')} | "
-                     f"{f(r['fp32_f1'], '.2f')} | {f(r['int8_f1'], '.2f')} | {diff} | {f(r['agree'], '.2f')}% | "
+                     f"{f(r['fp32_f1'], '.2f')} | {pm(r['diff32'], r['se32'])} | {f(r['int8_f1'], '.2f')} | "
+                     f"{pm(r['diff'], r['se'])} | {f(r['agree'], '.2f')}% | "
                      f"{f(r['eval_questions'], 'd')} |")
     return "\n".join(lines)
 
@@ -67,12 +82,16 @@ def plot(rs: list[dict], out: Path) -> Path:
     a.set_xlabel("overall block sparsity of the encoder Linears")
     a.set_ylabel("SQuAD F1, int8 in the engine")
     a.set_title("F1 against sparsity (error bar: paired SE vs the teacher)", fontsize=9)
+    # Learning curve: 80% students only (the curve's runs), fp32 F1 (those runs skip int8 scoring).
+    lc = [r for r in rs if r["fp32_f1"] is not None
+          and (r["run"] == "teacher_dense" or abs(r["sparsity"] - 0.8) < 0.02)]
     for kind, color in (("teacher_dense", "#37c"), ("student_distilled", "#c63")):
-        xs = sorted({r["share"] for r in pts if r["run"] == kind})
-        ys = [max(r["int8_f1"] for r in pts if r["run"] == kind and r["share"] == x) for x in xs]
-        b.plot([100 * x for x in xs], ys, "o-", color=color, label=kind.replace("_", " "))
+        xs = sorted({r["share"] for r in lc if r["run"] == kind})
+        ys = [max(r["fp32_f1"] for r in lc if r["run"] == kind and r["share"] == x) for x in xs]
+        b.plot([100 * x for x in xs], ys, "o-", color=color, label=kind.replace("_", " ").replace("distilled",
+                                                                                               "distilled, 80%"))
     b.set_xlabel("% of the stored training questions")
-    b.set_ylabel("SQuAD F1, int8 in the engine")
+    b.set_ylabel("SQuAD F1, fp32")
     b.set_title("learning curve (best run per share)", fontsize=9)
     b.legend(fontsize=8)
     fig.tight_layout()
