@@ -29,7 +29,7 @@ AUTO = {"text-classification": "ModernBertForSequenceClassification",
         "token-classification": "ModernBertForTokenClassification", "feature-extraction": "ModernBertModel"}
 H, HEADS, MAX_POS, QK_GAIN = 64, 4, 512, 4.0
 # relative L2 error of the int8 engine against PyTorch fp32 over the compared rows. Measured on this model: logits
-# 0.01-0.05, last_hidden_state 0.02. Dropping rotary / the window / the gate moves last_hidden_state by >= 0.3.
+# 0.01-0.05, last_hidden_state 0.01. Dropping rotary / the window / the gate moves it by 0.27 / 0.20 / 0.34.
 TOL_LOGITS = 0.10
 TOL_HIDDEN = 0.05
 
@@ -108,6 +108,17 @@ def trained(tmp_path_factory, tok, sentences):
                                                        calibration_for("feature-extraction", sentences[:64]),
                                                        task="feature-extraction", progress=False), None
     return out
+
+
+@pytest.fixture(scope="module")
+def peaked(tmp_path_factory, tok, sentences):
+    """(PyTorch encoder, artifact) of the peaked model unpruned: 75% pruning leaves the trained students' attention
+    nearly flat, where positions barely matter (dropping rotary moved them by 0.2%), so the mutation tests run here."""
+    import hf_fast
+
+    m = peaked_modernbert("feature-extraction", tok.vocab_size)
+    return m, hf_fast.export(m, tok, tmp_path_factory.mktemp("modernbert_peaked") / "fe",
+                             calibration_dataset=calibration_for("feature-extraction", sentences[:64]), progress=False)
 
 
 def _feeds(tok, task, sentences, max_length=64):
@@ -204,19 +215,22 @@ def test_the_engine_matches_pytorch(trained, tok, sentences, task):
 
 
 @pytest.mark.parametrize("op", ["rotary", "window", "gate"])
-def test_dropping_an_op_from_the_plan_breaks_parity(trained, tok, sentences, op):
+def test_dropping_an_op_from_the_plan_breaks_parity(peaked, tok, sentences, op):
     """Mutation: the plan's engine without rotary (no positions), the window (global attention in layer 1) or the gate
-    (GELU(a) alone) is far outside the tolerance the full plan meets, against PyTorch and against ONNX Runtime."""
-    m, path, _ = trained["feature-extraction"]
+    (GELU(a) alone) is far outside the tolerance the full plan meets, against PyTorch and against the full plan."""
+    m, path = peaked
     x = _feeds(tok, "feature-extraction", sentences[:32])
     valid = x["attention_mask"].astype(bool)
     ref = _hidden(m, x)[valid]
     full = _plan_engine(path, "feature-extraction").run(x["input_ids"], x["attention_mask"])["last_hidden_state"]
     cut = _plan_engine(path, "feature-extraction", leave_out=(op,)).run(x["input_ids"],
                                                                           x["attention_mask"])["last_hidden_state"]
-    assert rel(full[valid], ref) <= TOL_HIDDEN
-    assert rel(cut[valid], ref) > 4 * TOL_HIDDEN, (op, rel(cut[valid], ref))
-    assert rel(cut[valid], full[valid]) > 4 * TOL_HIDDEN
+    err = rel(full[valid], ref)
+    assert err <= TOL_HIDDEN
+    # the parity tolerance catches the mutation with room to spare: measured full 0.010; without rotary 0.27, the
+    # window 0.20 (one local layer of three), the gate 0.34
+    assert rel(cut[valid], ref) > max(3 * TOL_HIDDEN, 5 * err), (op, rel(cut[valid], ref), err)
+    assert rel(cut[valid], full[valid]) > 3 * TOL_HIDDEN
 
 
 def test_packed_batches_rotate_each_row_by_its_own_position(trained, tok, sentences):
