@@ -22,7 +22,7 @@ FAMILY = Family(
                   "num_heads": ("num_attention_heads",), "intermediate_size": ("intermediate_size",)},
     prunable_linears=r"(?:^|\.)layers\.(\d+)\.(attn\.Wqkv|attn\.Wo|mlp\.Wi|mlp\.Wo)$",
     linear_roles={"attn.Wqkv": "qkv", "attn.Wo": "attn_out", "mlp.Wi": "ffn_in", "mlp.Wo": "ffn_out"},
-    onnx_layer=r"/layers\.\d+/",
+    onnx_layer=r"/layers\.\d+/(?:attn|mlp)/W",  # no longer read (spec.Family.onnx_layer)
     heads={
         # classifier_pooling="cls": token 0 -> head (dense, GELU, LayerNorm) -> classifier. "mean" pooling computes
         # another graph: the plan refuses its head by name and backend="auto" runs it in ONNX Runtime.

@@ -647,10 +647,11 @@ class _LayerWalk:
             self.fail(f"no MatMul consumes the attention probabilities of Softmax {sm.name!r}", i, sm.name)
         masks = [p for p in between if p.op_type in ("Add", "Where") and p is not bias_add]
         window = 0
-        for p in masks:
-            w = mask_window(g, p.input[2] if p.op_type == "Where" else p.input[1 - _mask_input(g, p, self.where)],
-                            self.where)
-            window = max(window, w)
+        for p in masks:  # the inputs other than the scores: what the mask is computed from
+            data = _mask_input(g, p, self.where)
+            for k, inp in enumerate(p.input):
+                if k != data and inp:
+                    window = max(window, mask_window(g, inp, self.where))
         if window and not s.window:
             self.fail(f"the attention mask is a sliding window of {window}; the {self.pattern.name} attends globally",
                       i, masks[0].name)
