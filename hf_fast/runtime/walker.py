@@ -426,7 +426,7 @@ def _rope_table_theta(g: LogicalGraph, t: str, trig: str, where: str) -> tuple[s
     if p is None or p.op_type != trig:
         raise PatternMismatch(f"{where}: expected the rotary {trig} table, found "
                               f"{'a graph input or constant' if p is None else _name(p)}", getattr(p, "name", None))
-    cat = g.prod(g.src(p, 0))
+    cat = g.prod(g.src(p, 0)) if p.input else None
     if cat is None or cat.op_type != "Concat" or len(cat.input) != 2 or g.src(cat, 0) != g.src(cat, 1):
         raise PatternMismatch(f"{where}: the rotary angles are not concat(freqs, freqs) (rotate_half layout)",
                               getattr(cat, "name", None))
@@ -439,8 +439,8 @@ def _rope_table_theta(g: LogicalGraph, t: str, trig: str, where: str) -> tuple[s
                               getattr(mul, "name", None))
     inv_freq = inv[ci[0]].reshape(-1).astype(np.float64)
     rng = g.prod(_through(g, g.src(mul, 1 - ci[0])))
-    start, delta = ((_scalar(g, rng.input[0]), _scalar(g, rng.input[2])) if rng is not None and rng.op_type == "Range"
-                    else (None, None))
+    start, delta = ((_scalar(g, rng.input[0]), _scalar(g, rng.input[2]))
+                    if rng is not None and rng.op_type == "Range" and len(rng.input) == 3 else (None, None))
     if start != 0 or delta != 1:
         raise PatternMismatch(f"{where}: the rotary positions are not 0, 1, .., S-1 (a Range from 0 by 1); the engine "
                               "rotates token t by position t", mul.name)
@@ -460,8 +460,10 @@ def rotary_source(g: LogicalGraph, t: str, where: str) -> tuple[str, float] | No
     add = g.prod(_through(g, t))
     if add is None or add.op_type != "Add":
         return None
+    if len(add.input) != 2:
+        return None
     muls = [g.prod(g.src(add, i)) for i in range(2)]
-    if any(m is None or m.op_type != "Mul" for m in muls):
+    if any(m is None or m.op_type != "Mul" or len(m.input) != 2 for m in muls):
         return None
     x = rot = cos = sin = None
     for m in muls:
@@ -478,14 +480,17 @@ def rotary_source(g: LogicalGraph, t: str, where: str) -> tuple[str, float] | No
         break
     if rot is None:
         return None
-    m_cos = next(m for m in muls if m is not None and rot.output[0] not in
-                 {_through(g, g.src(m, 0)), _through(g, g.src(m, 1))})
+    m_cos = next((m for m in muls if rot.output[0] not in {_through(g, g.src(m, 0)), _through(g, g.src(m, 1))}),
+                 None)
+    if m_cos is None:
+        return None
     srcs = [g.src(m_cos, i) for i in range(2)]
     from_ids = [g.depends_on_input(s, "input_ids") for s in srcs]
     if from_ids.count(True) != 1:
         return None
     x, cos = _through(g, srcs[from_ids.index(True)]), srcs[from_ids.index(False)]
-    hi = g.prod(g.src(g.prod(g.src(rot, 0)), 0))  # Neg(Slice(x, d/2:))
+    neg = g.prod(g.src(rot, 0))
+    hi = g.prod(g.src(neg, 0)) if neg is not None and neg.input else None  # Neg(Slice(x, d/2:))
     lo = g.prod(g.src(rot, 1))                     # Slice(x, :d/2)
     if (hi is None or lo is None or hi.op_type != "Slice" or lo.op_type != "Slice" or _through(g, g.src(hi, 0)) != x
             or _through(g, g.src(lo, 0)) != x or not _slice_starts_at_zero(g, lo)
@@ -520,12 +525,12 @@ def mask_window(g: LogicalGraph, t: str, where: str) -> int:
         p = g.prod(u)
         if p is None:
             continue
-        if p.op_type in ("LessOrEqual", "Less", "Greater", "GreaterOrEqual"):
+        if p.op_type in ("LessOrEqual", "Less", "Greater", "GreaterOrEqual") and len(p.input) == 2:
             a = g.prod(g.src(p, 0))
             if a is not None and a.op_type == "Abs" or any(
                     (q := g.prod(g.src(p, i))) is not None and q.op_type == "Abs" for i in range(len(p.input))):
                 w = _scalar(g, p.input[1])
-                sub = g.prod(g.src(a, 0)) if a is not None and a.op_type == "Abs" else None
+                sub = g.prod(g.src(a, 0)) if a is not None and a.op_type == "Abs" and a.input else None
                 if p.op_type != "LessOrEqual" or w is None or sub is None or sub.op_type != "Sub" or w < 0 \
                         or w != int(w):
                     raise PatternMismatch(f"{where}: attention mask compares a position distance with {_name(p)}; the "
