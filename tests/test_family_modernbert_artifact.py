@@ -281,3 +281,41 @@ def test_sequences_over_the_maximum_are_refused_naming_the_limit(trained):
         fm(input_ids=ids, attention_mask=np.ones_like(ids))
     with pytest.raises(ValueError, match="outside the vocabulary"):
         fm.backend.engine.run(np.full((1, 4), 10**6, np.int64))
+
+
+@pytest.fixture(scope="module")
+def peaked_classifier(tmp_path_factory, tok, sentences):
+    import hf_fast
+
+    m = peaked_modernbert("text-classification", tok.vocab_size)
+    return m, hf_fast.export(m, tok, tmp_path_factory.mktemp("modernbert_cls") / "cls",
+                             calibration_dataset=calibration_for("text-classification", sentences[:64]), progress=False)
+
+
+def test_head_layernorm_runs_alike_on_every_isa_and_refuses_bad_input(peaked_classifier, tok, sentences):
+    """The head's LayerNorm op (hf_engine_add_head_layernorm) runs the engine's LayerNorm kernel of each ISA: logits
+    agree with the scalar reference's far inside the int8 error, and match PyTorch; bad arguments are refused."""
+    from hf_fast import native
+    from hf_fast.native import ffi, lib
+
+    m, path = peaked_classifier
+    x = _feeds(tok, "text-classification", sentences[:32])
+    fc = json.loads((path / "fast_config.json").read_text())
+
+    def run(isa):
+        eng = NativeEngine.from_onnx(onnx.load(str(path / "model.onnx")), fc["num_heads"], isa=isa,
+                                     model_type="modernbert", task="text-classification", max_positions=MAX_POS)
+        return eng, eng.run(x["input_ids"], x["attention_mask"])["logits"]
+
+    eng0, ref = run("ref")
+    with torch.no_grad():
+        pt = m(**{k: torch.from_numpy(v) for k, v in x.items()}).logits.numpy()
+    assert rel(ref, pt) <= TOL_LOGITS
+    for isa in (i for i in native.BUILT_ISA_NAMES if i not in ("auto", "ref")):
+        _, got = run(isa)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=2e-3 * max(1.0, float(np.abs(ref).max())))
+    g = np.ones(H, np.float32)
+    p = ffi.cast("float *", g.ctypes.data)
+    assert lib.hf_engine_add_head_layernorm(eng0._e, p, ffi.NULL, 0.0) == lib.HF_EINVAL
+    assert "eps must be > 0" in ffi.string(lib.hf_last_error()).decode()
+    assert lib.hf_engine_add_head_layernorm(eng0._e, ffi.NULL, p, 1e-5) == lib.HF_EINVAL
