@@ -65,6 +65,9 @@ def tiny_model(arch: str, task: str, vocab_size: int, seed: int = 0, layers: int
         else:
             kw.update(max_position_embeddings=max_pos)
         cfg = transformers.AutoConfig.for_model(arch, vocab_size=vocab_size, num_labels=num_labels, **kw)
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"):
+            if (getattr(cfg, name, None) or 0) >= vocab_size:  # ModernBERT's defaults index a 50k vocabulary
+                setattr(cfg, name, 0)
     auto = {"text-classification": transformers.AutoModelForSequenceClassification,
             "question-answering": transformers.AutoModelForQuestionAnswering,
             "token-classification": transformers.AutoModelForTokenClassification,

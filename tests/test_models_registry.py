@@ -9,7 +9,7 @@ import pytest
 from _export_helpers import tiny_model
 
 from hf_fast.models import registry
-from hf_fast.models.spec import CONFIG_KEYS, LINEAR_ROLES, EngineLayer, Family, HeadLayout
+from hf_fast.models.spec import CONFIG_KEYS, FUSED_QKV_ROLES, LINEAR_ROLES, EngineLayer, Family, HeadLayout
 from hf_fast.models.tasks import TASKS
 
 FAMILIES = list(registry.families())
@@ -78,11 +78,13 @@ def test_prunable_linears_are_every_encoder_linear_once_per_role(arch):
         r = fam.linear_role(name)
         if r is not None:
             assert isinstance(mod, nn.Linear) or type(mod).__name__ in fam.linear_classes, name
-            assert mod.weight.ndim == 2 and mod.bias is not None, name
+            # ModernBERT's Linears have no bias (EngineLayer linear_bias=False)
+            assert mod.weight.ndim == 2 and (mod.bias is not None) == bool(fam.engine.bias_parts), name
             roles.setdefault(r[0], []).append(r[1])
     assert sorted(roles) == [0, 1]
+    want = FUSED_QKV_ROLES if "qkv" in fam.linear_roles.values() else LINEAR_ROLES  # ModernBERT's fused Wqkv
     for layer, got in roles.items():
-        assert sorted(got) == sorted(LINEAR_ROLES), (layer, got)
+        assert sorted(got) == sorted(want), (layer, got)
     # the head and the embeddings are not prunable
     assert fam.linear_role("classifier") is None
 
@@ -96,9 +98,10 @@ def test_head_layout_names_the_models_head(arch, task):
     head = fam.heads[task]
     m = tiny_model(arch, task, vocab_size=100)
     mods = dict(m.named_modules())
-    for path in head.modules:
-        assert isinstance(mods.get(path), nn.Linear), f"{arch}/{task}: no Linear {path!r}"
-    assert head.ops.count("linear") == len(head.modules)
+    for path in head.modules:  # Linears, and ModernBERT's head.norm
+        assert isinstance(mods.get(path), (nn.Linear, nn.LayerNorm)), f"{arch}/{task}: no Linear {path!r}"
+    assert head.ops.count("linear") == sum(isinstance(mods[p], nn.Linear) for p in head.modules)
+    assert head.ops.count("layernorm") == sum(isinstance(mods[p], nn.LayerNorm) for p in head.modules)
     assert (head.ops[:1] == ("cls",)) == (not TASKS[task]["token_level"])
 
 
@@ -139,6 +142,9 @@ def test_position_rule_matches_the_model(arch):
 
         assert fam.engine.position == "padding-offset" and cfg.pad_token_id == MPNetEmbeddings(cfg).padding_idx == 1
         assert fam.max_sequence_length(cfg) == max_pos - 2
+    elif hasattr(m.base_model, "rotary_emb"):  # ModernBERT: no position table, q / k rotated
+        assert fam.engine.position == "rotary" and not hasattr(emb, "position_embeddings")
+        assert fam.max_sequence_length(cfg) == max_pos
     else:
         assert fam.engine.position == "absolute"
         assert fam.max_sequence_length(cfg) == max_pos

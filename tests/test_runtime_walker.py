@@ -146,7 +146,7 @@ def test_layer_pattern_is_checked_when_written():
     bert = registry.get("bert")
     with pytest.raises(ValueError, match="layer pattern 'p' has Linears"):
         dataclasses.replace(bert, layer=patterns.LayerPattern("p", (L("q", "x"),), "q"))
-    assert registry.layer_patterns() == (patterns.POST_LN, patterns.MPNET_LAYER)
+    assert registry.layer_patterns() == (patterns.POST_LN, patterns.MODERNBERT_LAYER, patterns.MPNET_LAYER)
 
 
 @pytest.fixture(scope="module")

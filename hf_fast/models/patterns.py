@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ATTENTION_BIASES = ("none", "relative")
-ACTIVATIONS = ("gelu",)  # "gelu": the exact erf GELU, x * (1 + erf(x / sqrt 2)) * 0.5, or one Gelu op
+# "gelu": the exact erf GELU, x * (1 + erf(x / sqrt 2)) * 0.5, or one Gelu op; "geglu": GELU(a) * g over the two
+# halves (a, g) of the source Linear's output (ModernBERT's Wi, chunk(2) exported as two Slices of the last axis)
+ACTIVATIONS = ("gelu", "geglu")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,12 @@ class Attention:
     v: str
     out: str = "ctx"
     bias: str = "none"
+    # q and k rotated by rotary position embeddings (x * cos + rotate_half(x) * sin, the tables computed from the
+    # positions and one inv_freq constant, whose base is the layer's rope theta) between the projection and the scores
+    rotary: bool = False
+    # the mask may restrict each query to the keys within a fixed distance (|i - j| <= w, ModernBERT's local layers):
+    # the walker reads w per layer; False refuses such a mask
+    window: bool = False
 
     def __post_init__(self):
         if self.bias not in ATTENTION_BIASES:
@@ -66,6 +74,25 @@ class ResidualNorm:
 
 
 @dataclass(frozen=True)
+class Norm:
+    """A LayerNormalization of ``src`` (a pre-LN block start); ``optional``: the layer may have none (ModernBERT's
+    layer 0 attn_norm is an Identity), ``name`` then names ``src`` itself."""
+
+    name: str
+    src: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Residual:
+    """Add(src, residual) with no LayerNorm after it (a pre-LN block end); the sum is named ``name``."""
+
+    name: str
+    src: str
+    residual: str
+
+
+@dataclass(frozen=True)
 class LayerPattern:
     """One encoder layer: ``steps`` in the order the walker matches them, from input ``"x"`` to ``output``."""
 
@@ -77,7 +104,7 @@ class LayerPattern:
         known = {"x"}
         for step in self.steps:
             reads = {Linear: ("src",), Attention: ("q", "k", "v"), Activation: ("src",),
-                     ResidualNorm: ("src", "residual")}.get(type(step))
+                     ResidualNorm: ("src", "residual"), Norm: ("src",), Residual: ("src", "residual")}.get(type(step))
             if reads is None:
                 raise ValueError(f"pattern {self.name}: unknown step {step!r}")
             missing = [getattr(step, r) for r in reads if getattr(step, r) not in known]
@@ -117,4 +144,23 @@ MPNET_LAYER = LayerPattern(
     steps=tuple(Attention("q", "k", "v", out="ctx", bias="relative") if isinstance(s, Attention) else s
                 for s in POST_LN.steps),
     output="ln2",
+)
+
+# ModernBERT's layer: pre-LN without biases (layer 0 has no attention LayerNorm), one fused Wqkv whose output is split
+# into q, k, v (rotary on q and k), sliding-window attention in the local layers, GeGLU in Wi, two residual Adds
+MODERNBERT_LAYER = LayerPattern(
+    name="pre-LN encoder layer with rotary attention and GeGLU (ModernBERT)",
+    steps=(
+        Norm("ln1", "x", optional=True),
+        Linear("qkv", "ln1"),
+        Attention("qkv", "qkv", "qkv", out="ctx", rotary=True, window=True),
+        Linear("attn_out", "ctx"),
+        Residual("h", "attn_out", residual="x"),
+        Norm("ln2", "h"),
+        Linear("ffn_in", "ln2"),
+        Activation("geglu", "ffn_in", out="act"),
+        Linear("ffn_out", "act"),
+        Residual("y", "ffn_out", residual="h"),
+    ),
+    output="y",
 )

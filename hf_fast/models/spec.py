@@ -28,7 +28,10 @@ ATTENTION_BIASES = {"none": "HF_ATTN_BIAS_NONE", "relative": "HF_ATTN_BIAS_RELAT
 BIAS_PARTS = {"qkv": "HF_BIAS_QKV", "attn_out": "HF_BIAS_ATTN_OUT", "ffn_in": "HF_BIAS_FFN_IN",
               "ffn_out": "HF_BIAS_FFN_OUT", "layernorm": "HF_BIAS_LAYERNORM"}
 LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")
-HEAD_OPS = ("cls", "linear", "tanh", "relu", "gelu")  # the engine's head program (runtime/plan.py HeadOp kinds)
+# a family whose q, k, v projections are one fused Linear (ModernBERT's Wqkv: rows q, then k, then v) names it "qkv"
+FUSED_QKV_ROLES = ("qkv", "attn_out", "ffn_in", "ffn_out")
+# the engine's head program (runtime/plan.py HeadOp kinds)
+HEAD_OPS = ("cls", "linear", "tanh", "relu", "gelu", "layernorm")
 ONNX_FUSIONS = ("layernorm",)  # what export/onnx_export.py can fuse
 # sentence-embedding ops (task feature-extraction): not matched in the graph, whose output is the token states, but
 # added from fast_config.json "pooling" (hf_fast/pooling.py) when the engine returns sentence embeddings
@@ -142,15 +145,18 @@ class Family:
             raise ValueError(f"{self.model_type}: config_names lacks {missing}")
         if "input_ids" not in self.inputs or "attention_mask" not in self.inputs:
             raise ValueError(f"{self.model_type}: graph inputs must include input_ids and attention_mask")
-        bad = sorted(set(self.linear_roles.values()) ^ set(LINEAR_ROLES))
-        if bad:
-            raise ValueError(f"{self.model_type}: linear_roles must name each of {LINEAR_ROLES} once ({bad})")
+        roles = set(self.linear_roles.values())
+        want = FUSED_QKV_ROLES if "qkv" in roles else LINEAR_ROLES
+        bad = sorted(roles ^ set(want))
+        if bad or len(self.linear_roles) != len(want):
+            raise ValueError(f"{self.model_type}: linear_roles must name each of {LINEAR_ROLES} (or {FUSED_QKV_ROLES} "
+                             f"with a fused qkv Linear) once ({bad})")
         re.compile(self.prunable_linears)
         re.compile(self.onnx_layer)
-        roles = sorted(ln.name for ln in self.layer.linears)
-        if roles != sorted(LINEAR_ROLES):
-            raise ValueError(f"{self.model_type}: layer pattern {self.layer.name!r} has Linears {roles}, "
-                             f"expected {sorted(LINEAR_ROLES)}")
+        got = sorted(ln.name for ln in self.layer.linears)
+        if got != sorted(want):
+            raise ValueError(f"{self.model_type}: layer pattern {self.layer.name!r} has Linears {got}, "
+                             f"expected {sorted(want)}")
         bad = [f for f in self.onnx_fusions if f not in ONNX_FUSIONS]
         if bad:
             raise ValueError(f"{self.model_type}: onnx_fusions {bad}; the exporter fuses {', '.join(ONNX_FUSIONS)}")
@@ -193,7 +199,7 @@ class Family:
 
     def max_sequence_length(self, cfg: Any) -> int:
         """Longest input the position table allows (padding-offset positions start at pad_token_id + 1)."""
-        max_pos = int(cfg.max_position_embeddings)
+        max_pos = int(cfg.max_position_embeddings)  # rotary: no table, the longest sequence the model was built for
         if self.engine.position == "padding-offset":
             return max_pos - (int(cfg.pad_token_id) + 1)
         return max_pos

@@ -75,17 +75,17 @@ def model_desc(layer: spec.EngineLayer, *, isa: str | int = "auto", hidden: int,
     return d, keep
 
 
-# EngineLayer values the C engine runs (hf_encoder_ops) but the ONNX plan (runtime/plan.py, walker.py) does not read
-# from a graph yet: a plan-built engine refuses them by name, so backend="auto" falls back to ONNX Runtime. The
-# engine runs them when built from a PyTorch module (runtime/torch_engine.py).
-def _plan_unsupported_op(layer: spec.EngineLayer) -> str | None:
-    if layer.norm == "pre":
+def _unread_op(layer: spec.EngineLayer, plan: EncoderPlan) -> str | None:
+    """An op the family's engine layer declares that the plan did not read from the graph (the engine would run it on
+    a graph that does not compute it), or None."""
+    acts = {lp.activation for lp in plan.layers}
+    if layer.norm == "pre" and plan.final_norm is None:
         return "pre-LN"
-    if layer.activation == "geglu":
+    if layer.activation == "geglu" and acts != {"geglu"}:
         return "geglu"
-    if layer.position == "rotary":
+    if layer.position == "rotary" and plan.embeddings.position is not None:
         return "rotary"
-    if layer.attention_window:
+    if layer.attention_window and not any(lp.window for lp in plan.layers):
         return "sliding-window-attention"
     return None
 
@@ -178,7 +178,8 @@ def choose_kernel(weight: np.ndarray, block: str | None, isa: str | None = "auto
 def _check_packed(plan: EncoderPlan, packed) -> None:
     """Restored Linears must have the shapes the plan's layers need (the C engine checks them again)."""
     H, F = plan.hidden, plan.ffn
-    want = {"qkv": (3 * H, H), "attn_out": (H, H), "ffn_in": (F, H), "ffn_out": (H, F)}
+    f_in = 2 * F if plan.layers and plan.layers[0].activation == "geglu" else F
+    want = {"qkv": (3 * H, H), "attn_out": (H, H), "ffn_in": (f_in, H), "ffn_out": (H, F)}
     for i in range(len(plan.layers)):
         for name, shape in want.items():
             p = packed.get(f"layers.{i}.{name}")
@@ -188,6 +189,8 @@ def _check_packed(plan: EncoderPlan, packed) -> None:
 
 
 LINEARS = ("qkv", "attn_out", "ffn_in", "ffn_out")
+# NativeEngine(leave_out=...): ops a mutation test may drop from a plan's engine to show that its parity needs them
+LEAVE_OUT_OPS = ("rotary", "window", "gate")
 # NativeEngine(attention=...): the precision of the attention layers that are not int8 ("fp32" by default)
 ATTENTION_PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -199,32 +202,59 @@ class NativeEngine:
 
     def __init__(self, plan: EncoderPlan, block: str | None = None, isa: str = "auto",
                  packed: dict[str, native.PackedLinear] | None = None, keep_arrays: bool = False,
-                 attention: str = "fp32"):
+                 attention: str = "fp32", leave_out: tuple[str, ...] = ()):
+        """leave_out: LEAVE_OUT_OPS to drop from a rotary / windowed / GeGLU plan's engine (mutation tests only):
+        "rotary" runs no position encoding, "window" global attention in every layer, "gate" GELU(a) without g."""
         check_plan(plan, weights_packed=packed is not None)  # the C side trusts these shapes
         if packed is not None:
             _check_packed(plan, packed)
+        bad = set(leave_out) - set(LEAVE_OUT_OPS)
+        if bad or (leave_out and packed is not None):
+            raise ValueError(f"leave_out {sorted(leave_out)}: ops of {LEAVE_OUT_OPS}, on a plan packed here")
         self.plan = plan
         emb = plan.embeddings
         H = plan.hidden
-        vocab, max_pos = emb.word.shape[0], emb.position.shape[0]
+        rotary = emb.position is None
+        vocab = emb.word.shape[0]
+        max_pos = plan.max_positions if rotary else emb.position.shape[0]
         type_vocab = 0 if emb.token_type is None else emb.token_type.shape[0]
         self.layer_desc = engine_layer(plan)
-        op = _plan_unsupported_op(self.layer_desc)
+        op = _unread_op(self.layer_desc, plan)
         if op is not None:
-            raise NotImplementedError(f"engine_create: op '{op}' is not read from an ONNX graph by this engine's plan "
-                                      "(runtime/plan.py) yet (run the model with backend='onnxruntime')")
+            raise NotImplementedError(f"engine_create: op '{op}' is declared by the {plan.model_type} engine layer, "
+                                      "but the graph's plan (runtime/plan.py) does not compute it: never run as "
+                                      "another layer (run the model with backend='onnxruntime')")
+        extra = [name for name, has, declared in (
+            ("a final LayerNorm", plan.final_norm is not None, self.layer_desc.norm == "pre"),
+            ("rotary positions", rotary, self.layer_desc.position == "rotary"),
+            ("GeGLU", bool(plan.layers) and plan.layers[0].activation == "geglu",
+             self.layer_desc.activation == "geglu")) if has and not declared]
+        if extra:
+            raise GraphMatchError(f"the plan computes {', '.join(extra)}, which the {plan.model_type} engine layer "
+                                  "does not declare")
+        pos_table = emb.position
+        if "rotary" in leave_out:  # positions of a zero table: no position information at all
+            self.layer_desc = dataclasses.replace(self.layer_desc, position="absolute")
+            pos_table = np.zeros((max_pos, H), np.float32)
+        if "gate" in leave_out:
+            self.layer_desc = dataclasses.replace(self.layer_desc, activation="gelu")
+        windows = [0 if "window" in leave_out else int(layer.window) for layer in plan.layers]
+        self.windows = windows
+        self.rope_theta = [layer.rope_theta for layer in plan.layers] if rotary else None
         desc, _keep = model_desc(self.layer_desc, isa=isa, hidden=H, heads=plan.heads, ffn=plan.ffn,
                                  layers=len(plan.layers), vocab=vocab, max_pos=max_pos, type_vocab=type_vocab,
-                                 embedding_size=emb.word.shape[1], embed_proj=emb.project_weight is not None)
+                                 embedding_size=emb.word.shape[1], embed_proj=emb.project_weight is not None,
+                                 attn_window=windows if any(windows) else None,
+                                 rope_theta=self.rope_theta if self.layer_desc.position == "rotary" else None)
         self._e = _create(desc)
         self.isa = native.ISA_NAMES[lib.hf_engine_isa(self._e)]  # "auto" resolved by the C side
         self.artifact_block = block
         self.vocab, self.max_positions, self.type_vocab = vocab, max_pos, type_vocab
         self._keep = []  # packed linears and arrays the engine borrows
         f = lambda a: ffi.cast("float *", a.ctypes.data)  # noqa: E731
-        arrs = [np.ascontiguousarray(a, np.float32) for a in (emb.word, emb.position)]
+        arrs = [np.ascontiguousarray(a, np.float32) if a is not None else None for a in (emb.word, pos_table)]
         tt = None if emb.token_type is None else np.ascontiguousarray(emb.token_type, np.float32)
-        native._check(lib.hf_engine_set_embeddings(self._e, f(arrs[0]), f(arrs[1]),
+        native._check(lib.hf_engine_set_embeddings(self._e, f(arrs[0]), f(arrs[1]) if arrs[1] is not None else ffi.NULL,
                                                    f(tt) if tt is not None else ffi.NULL,
                                                    f(emb.ln.gamma), f(emb.ln.beta), emb.ln.eps),
                       "engine_set_embeddings")
@@ -259,6 +289,9 @@ class NativeEngine:
                 else:
                     if name == "qkv":
                         lp = _stack_qkv(layer.q, layer.k, layer.v)
+                    if name == "ffn_in" and "gate" in leave_out:  # the GELU input rows alone, no gate
+                        lp = dataclasses.replace(lp, weight=lp.weight[:plan.ffn], w_scale=lp.w_scale[:plan.ffn],
+                                                 bias=lp.bias[:plan.ffn])
                     choice = choose_kernel(lp.weight, block, isa)
                     self.kernel_choices[key] = choice
                     pl = native.PackedLinear(lp.weight, lp.w_scale, lp.bias, block=choice.block, isa=isa)
@@ -279,15 +312,24 @@ class NativeEngine:
             # SmoothQuant multipliers (copied by the C side, like the LayerNorm vectors)
             d.qkv_mul, d.o_mul, d.i_mul, d.f_mul = (f(lins[n][2]) if lins[n][2] is not None else ffi.NULL
                                                     for n in ("qkv", "attn_out", "ffn_in", "ffn_out"))
-            d.ln1_g, d.ln1_b, d.ln1_eps = f(layer.ln1.gamma), f(layer.ln1.beta), layer.ln1.eps
+            if layer.ln1 is not None:  # a pre-LN layer may have no attention LayerNorm (ModernBERT's layer 0)
+                d.ln1_g, d.ln1_b, d.ln1_eps = f(layer.ln1.gamma), f(layer.ln1.beta), layer.ln1.eps
             d.ln2_g, d.ln2_b, d.ln2_eps = f(layer.ln2.gamma), f(layer.ln2.beta), layer.ln2.eps
             aq = layer.attn_quant
             if aq is not None:  # int8 attention; the struct is copied by the C side (kept alive until then)
                 aqs = native.attn_quant_struct({n: (getattr(aq, n).scale, getattr(aq, n).zero_point) for n in "qkpv"})
                 d.attn_q = aqs
             native._check(lib.hf_engine_set_layer(self._e, i, d), "engine_set_layer")
+        if plan.final_norm is not None:
+            fn = plan.final_norm
+            native._check(lib.hf_engine_set_final_norm(self._e, f(fn.gamma), f(fn.beta), fn.eps),
+                          "engine_set_final_norm")
         for op in plan.head:
-            if op.kind == "linear":
+            if op.kind == "layernorm":
+                g_, b_ = (np.ascontiguousarray(a, np.float32) for a in (op.weight, op.bias))
+                native._check(lib.hf_engine_add_head_layernorm(self._e, f(g_), f(b_), op.eps),
+                              "engine_add_head_layernorm")
+            elif op.kind == "linear":
                 w = np.ascontiguousarray(op.weight, np.float32)
                 b = np.ascontiguousarray(op.bias, np.float32)
                 native._check(lib.hf_engine_add_head_op(self._e, _HEAD_KIND["linear"], w.shape[0], w.shape[1],
@@ -338,9 +380,12 @@ class NativeEngine:
     @classmethod
     def from_onnx(cls, model: onnx.ModelProto, num_heads: int, block: str | None = None,
                   isa: str = "auto", model_type: str | None = None, task: str | None = None,
-                  attention: str = "fp32") -> NativeEngine:
-        """model_type / task (fast_config.json): checked against the registry family's rules (plan.build_plan)."""
-        return cls(build_plan(model, num_heads, model_type, task), block=block, isa=isa, attention=attention)
+                  attention: str = "fp32", max_positions: int | None = None,
+                  leave_out: tuple[str, ...] = ()) -> NativeEngine:
+        """model_type / task (fast_config.json): checked against the registry family's rules (plan.build_plan);
+        max_positions (fast_config.json max_sequence_length): the longest sequence of a rotary family."""
+        return cls(build_plan(model, num_heads, model_type, task, max_positions), block=block, isa=isa,
+                   attention=attention, leave_out=leave_out)
 
     @staticmethod
     def _ids(x, name: str, shape=None) -> np.ndarray:
@@ -483,7 +528,8 @@ class NativeBackend:
             model = onnx.load(str(Path(model_path)), load_external_data=False)  # one self-contained file
         except Exception as exc:  # protobuf DecodeError and friends
             raise ValueError(f"cannot parse {model_path} as ONNX: {exc}") from exc
-        plan = build_plan(model, heads, fast_config.get("model_type"), fast_config.get("task"))  # registry family
+        plan = build_plan(model, heads, fast_config.get("model_type"), fast_config.get("task"),  # registry family
+                          fast_config.get("max_sequence_length"))
         engine = NativeEngine(_pooled(plan, fast_config), block=block, isa=isa, keep_arrays=key is not None,
                               attention=self.attention)
         if key is not None:
@@ -502,7 +548,7 @@ class NativeBackend:
             import onnx
 
             plan = build_plan(onnx.load(str(self.model_path), load_external_data=False), self.num_heads,
-                              eng.plan.model_type)  # the family's layer pattern (MPNet's bias Add)
+                              eng.plan.model_type, None, eng.plan.max_positions)  # the family's layer pattern
             for i, layer in enumerate(plan.layers):
                 for name in LINEARS:
                     lp = _stack_qkv(layer.q, layer.k, layer.v) if name == "qkv" else getattr(layer, name)

@@ -55,6 +55,9 @@ def explain_native(model) -> dict[str, Any]:
         bf16 = not q8 and getattr(eng, "attention", "fp32") == "bf16"
         op = "attention_int8" if q8 else "attention_f32"
         layers.append({"layer": i, "linears": rows, "attention": "int8" if q8 else "bf16" if bf16 else "fp32",
+                       # ModernBERT: keys within this distance (0: global), the rotary base (None: no rotary)
+                       "attention_window": int(getattr(layer, "window", 0)),
+                       "rope_theta": getattr(layer, "rope_theta", None),
                        "attention_kernel": native.attention_bf16_kernel(head_size, isa) if bf16
                        else native.op_kernel(op, isa, head_size)})
     return {

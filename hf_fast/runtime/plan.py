@@ -79,19 +79,23 @@ class LayerPlan:
     ffn_out: LinearPlan
     ln2: LayerNormPlan
     scale: float                   # attention score scale (1/sqrt(d) in BERT)
-    activation: str = "gelu"
+    activation: str = "gelu"      # "geglu": ffn_in has 2F rows (the GELU input, then the gate)
     # the residual Adds read the fake-quantized tensor (a Q/DQ pair shared with the MatMul, as ONNX
     # Runtime's QDQ quantizer writes it): in_fq for the layer input, mid_fq for the attention LN output
     in_fq: bool = False
     mid_fq: bool = False
     attn_quant: AttentionQuant | None = None  # None: fp32 attention
     bias_table: str | None = None  # the initializer of the relative-position bias this layer adds (None: none)
+    # pre-LN families (ModernBERT): ln1 is the attention LayerNorm (None: the layer has none), ln2 the FFN's; q / k / v
+    # are the row blocks of the fused Wqkv (one input quantizer)
+    window: int = 0                # sliding-window attention: keys with |i - j| <= window (0: global)
+    rope_theta: float | None = None  # rotary q / k with this base (None: no rotary)
 
 
 @dataclass
 class EmbeddingPlan:
     word: np.ndarray               # [vocab, H]
-    position: np.ndarray           # [max_pos, H]
+    position: np.ndarray | None    # [max_pos, H]; None: rotary positions (no table)
     token_type: np.ndarray | None  # [type_vocab, H] or None
     ln: LayerNormPlan
     # RoBERTa: position ids = padding_idx + 1 + t for the (right-padded) real tokens; `position`
@@ -104,9 +108,10 @@ class EmbeddingPlan:
 
 @dataclass
 class HeadOp:
-    kind: str                      # "cls" | "linear" | "tanh" | "relu" | "gelu" | POOLING_HEAD_OPS (with_pooling)
-    weight: np.ndarray | None = None  # fp32 [N, K]
-    bias: np.ndarray | None = None
+    kind: str                      # "cls" | "linear" | "tanh" | "relu" | "gelu" | "layernorm" | POOLING_HEAD_OPS
+    weight: np.ndarray | None = None  # fp32 [N, K]; "layernorm": gamma [width]
+    bias: np.ndarray | None = None    # "layernorm": beta [width]
+    eps: float = 0.0                  # "layernorm"
 
 
 @dataclass
@@ -121,13 +126,18 @@ class EncoderPlan:
     inputs: list[str] = field(default_factory=list)
     model_type: str | None = None        # the registry family it was matched for (its EngineLayer); None: detected
     attention_bias: AttentionBiasPlan | None = None  # the relative-position bias every layer adds (MPNet)
+    final_norm: LayerNormPlan | None = None  # pre-LN families: the LayerNorm after the last layer
+    # the longest sequence, when no position table bounds it (rotary positions: fast_config max_sequence_length)
+    max_positions: int | None = None
 
     @property
     def ffn(self) -> int:
+        """F: the FFN width (ffn_in has 2F rows with GeGLU)."""
         if not self.layers:
             return 0
         w = self.layers[0].ffn_in.weight  # None once a NativeEngine holds the packed copy; bias is [F] too
-        return (w if w is not None else self.layers[0].ffn_in.bias).shape[0]
+        rows = (w if w is not None else self.layers[0].ffn_in.bias).shape[0]
+        return rows // 2 if self.layers[0].activation == "geglu" else rows
 
 
 # ------------------------------------------------------------------ helpers
@@ -277,13 +287,16 @@ def _match_embeddings(g: LogicalGraph, input_ids: str, family: Family | None = N
                                   f"{n.input[0]!r} are computed from input_ids")
         else:
             position = table
-    if position is None:
+    if position is None and rule != "rotary":
         raise GraphMatchError("embeddings: no position embedding table found")
+    if position is not None and rule == "rotary":
+        raise GraphMatchError(f"embeddings: {family.description} has rotary positions, the graph adds a position "
+                              f"table")
     if family is not None and (token_type is not None) != family.engine.token_types:
         want, got = ("a", "no") if family.engine.token_types else ("no", "a")
         raise GraphMatchError(f"embeddings: {family.description} adds {want} token-type embedding, the graph {got}")
     wt = g.consts[word.input[0]].astype(np.float32)
-    return EmbeddingPlan(wt, position.astype(np.float32),
+    return EmbeddingPlan(wt, None if position is None else position.astype(np.float32),
                          None if token_type is None else token_type.astype(np.float32), _ln_plan(g, ln),
                          padding_idx), ln.output[0]
 
@@ -340,15 +353,22 @@ def _match_layer(g: LogicalGraph, x: str, idx: int, heads: int,
     return _layer_plan(g, m, pattern, where, heads), m.output
 
 
-def _layer_plan(g: LogicalGraph, m: walker.LayerMatch, pattern: patterns.LayerPattern, where: str,
-                heads: int) -> LayerPlan:
-    lin = {role: _linear_from_matmul(g, mm)[0] for role, mm in m.linears.items()}
-    missing = [r for r in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out") if r not in lin]
-    if missing or set(m.norms) != {"ln1", "ln2"} or len(m.attention) != 1:
-        raise GraphMatchError(f"{where}: the engine runs a post-LN layer (Linears q, k, v, attn_out, ffn_in, "
-                              f"ffn_out; norms ln1, ln2; one attention); {pattern.name} gives {sorted(lin)}, "
-                              f"{sorted(m.norms)}")
-    att = next(iter(m.attention.values()))
+def _split_qkv(qkv: LinearPlan, where: str) -> tuple[LinearPlan, LinearPlan, LinearPlan]:
+    """The fused Wqkv as three LinearPlans of its row blocks q, k, v (one input quantizer: the engine stacks them back
+    into one GEMM, engine._stack_qkv)."""
+    import dataclasses
+
+    n = qkv.weight.shape[0]
+    if n % 3 or qkv.out_quant is not None:
+        raise GraphMatchError(f"{where}: fused qkv {qkv.name!r} has {n} rows (not 3 x hidden) or a fake-quantized "
+                              "output")
+    h = n // 3
+    return tuple(dataclasses.replace(qkv, weight=qkv.weight[k * h:(k + 1) * h], w_scale=qkv.w_scale[k * h:(k + 1) * h],
+                                     bias=qkv.bias[k * h:(k + 1) * h]) for k in range(3))
+
+
+def _attention_checks(g: LogicalGraph, att: walker.AttentionMatch, where: str) -> AttentionQuant | None:
+    """fp32 scores; the fake-quant points of an int8-attention artifact (None: fp32 attention)."""
     if g.resolve(att.softmax.input[0])[1] is not None:
         raise GraphMatchError(f"{where}: the Softmax input is fake-quantized; the engine runs the scores in fp32")
     for p in att.between:
@@ -360,12 +380,62 @@ def _layer_plan(g: LogicalGraph, m: walker.LayerMatch, pattern: patterns.LayerPa
     if attn_quant is not None and att.pre_scale:
         raise GraphMatchError(f"{where}: q or k is scaled before its QuantizeLinear; the engine's int8 attention "
                               "quantizes the projection outputs and scales the scores")
+    return attn_quant
+
+
+def _attention_scale(att: walker.AttentionMatch, q_rows: int, heads: int, where: str) -> float:
     factors = att.scale_factors + att.pre_scale  # in today's order: the float product is bit-for-bit the same
     att_scale = float(np.prod(factors)) if factors else 1.0
-    d = lin["q"].weight.shape[0] // heads
-    if lin["q"].weight.shape[0] % heads or abs(att_scale * np.sqrt(d) - 1.0) > 1e-3:
+    d = q_rows // heads
+    if q_rows % heads or abs(att_scale * np.sqrt(d) - 1.0) > 1e-3:
         raise GraphMatchError(f"{where}: attention scale {att_scale:.6g} does not match heads={heads} "
                               f"(head size {d}): the config does not match the graph")
+    return att_scale
+
+
+def _pre_ln_layer_plan(g: LogicalGraph, m: walker.LayerMatch, pattern: patterns.LayerPattern, where: str,
+                       heads: int) -> LayerPlan:
+    """A pre-LN layer (ModernBERT): LN1 (or none) -> fused qkv [rotary] -> attention [window] -> attn_out -> + x;
+    LN2 -> ffn_in -> GeGLU / GELU -> ffn_out -> + h."""
+    lin = {role: _linear_from_matmul(g, mm)[0] for role, mm in m.linears.items()}
+    if set(lin) != {"qkv", "attn_out", "ffn_in", "ffn_out"} or set(m.pre_norms) != {"ln1", "ln2"} \
+            or len(m.attention) != 1 or len(m.residuals) != 2:
+        raise GraphMatchError(f"{where}: the engine runs a pre-LN layer (Linears qkv, attn_out, ffn_in, ffn_out; "
+                              f"norms ln1, ln2; one attention); {pattern.name} gives {sorted(lin)}, "
+                              f"{sorted(m.pre_norms)}")
+    if m.pre_norms["ln2"] is None:
+        raise GraphMatchError(f"{where}: the FFN has no LayerNorm")
+    for name, (add, r) in m.residuals.items():
+        if g.resolve(add.input[r])[1] is not None or g.resolve(add.input[1 - r])[1] is not None:
+            raise GraphMatchError(f"{where} {name}: the residual Add reads a fake-quantized tensor; the engine's "
+                                  "pre-LN residuals are fp32")
+    att = next(iter(m.attention.values()))
+    if _attention_checks(g, att, where) is not None:
+        raise GraphMatchError(f"{where}: int8 attention (quantize_attention) with a pre-LN / rotary layer; the engine "
+                              "quantizes q / k before it could rotate them, so it runs these layers' attention in fp32 "
+                              "only (export without quantize_attention)")
+    q, k, v = _split_qkv(lin["qkv"], where)
+    act = next(s.kind for s in pattern.steps if isinstance(s, patterns.Activation))
+    ln1 = m.pre_norms["ln1"]
+    return LayerPlan(q, k, v, lin["attn_out"], None if ln1 is None else _ln_plan(g, ln1), lin["ffn_in"],
+                     lin["ffn_out"], _ln_plan(g, m.pre_norms["ln2"]), _attention_scale(att, q.weight.shape[0], heads,
+                                                                                         where),
+                     activation=act, window=att.window, rope_theta=att.rope_theta)
+
+
+def _layer_plan(g: LogicalGraph, m: walker.LayerMatch, pattern: patterns.LayerPattern, where: str,
+                heads: int) -> LayerPlan:
+    if any(isinstance(s, patterns.Norm) for s in pattern.steps):
+        return _pre_ln_layer_plan(g, m, pattern, where, heads)
+    lin = {role: _linear_from_matmul(g, mm)[0] for role, mm in m.linears.items()}
+    missing = [r for r in ("q", "k", "v", "attn_out", "ffn_in", "ffn_out") if r not in lin]
+    if missing or set(m.norms) != {"ln1", "ln2"} or len(m.attention) != 1:
+        raise GraphMatchError(f"{where}: the engine runs a post-LN layer (Linears q, k, v, attn_out, ffn_in, "
+                              f"ffn_out; norms ln1, ln2; one attention); {pattern.name} gives {sorted(lin)}, "
+                              f"{sorted(m.norms)}")
+    att = next(iter(m.attention.values()))
+    attn_quant = _attention_checks(g, att, where)
+    att_scale = _attention_scale(att, lin["q"].weight.shape[0], heads, where)
     # a residual Add may read its input through the Q/DQ pair of the Linear that reads the same tensor
     first_reader = {}
     for s in pattern.linears:
@@ -414,33 +484,7 @@ def _attention_quant(g: LogicalGraph, score: onnx.NodeProto, ctx: onnx.NodeProto
 
 
 # ------------------------------------------------------------------ task head
-def _head_gelu(g: LogicalGraph, t: str) -> str | None:
-    """The output of an exact (erf) GELU of t, as a Gelu op or as torch exports it (x * (1 + erf(x / sqrt 2)) *
-    0.5): ELECTRA's classification head. None when t's consumers are not that."""
-    us = [u for u in g.users(t) if u.op_type != "Shape"]
-    if len(us) == 1 and us[0].op_type == "Gelu":
-        approx = g.attr(us[0], "approximate", "none")
-        return us[0].output[0] if approx in ("none", b"none") else None
-    if len(us) != 2:
-        return None
-
-    def const_operand(node, value):  # node = op(other, c) with the scalar constant c == value (either order)
-        cs = [g.float_weight(i) for i in node.input]
-        return len(node.input) == 2 and any(c is not None and c.size == 1 and abs(float(c.reshape(())) - value) < 1e-4
-                                            for c in cs)
-
-    def only_user(tensor, op):
-        vs = [v for v in g.users(tensor) if v.op_type != "Shape"]
-        return vs[0] if len(vs) == 1 and vs[0].op_type == op else None
-
-    div = next((u for u in us if u.op_type == "Div" and g.src(u, 0) == t and const_operand(u, np.sqrt(2.0))), None)
-    mul = next((u for u in us if u.op_type == "Mul" and t in (g.src(u, 0), g.src(u, 1))), None)
-    erf = only_user(div.output[0], "Erf") if div is not None else None
-    add = only_user(erf.output[0], "Add") if erf is not None else None
-    if mul is None or add is None or not const_operand(add, 1.0) or add.output[0] not in (g.src(mul, 0), g.src(mul, 1)):
-        return None
-    half = only_user(mul.output[0], "Mul")
-    return half.output[0] if half is not None and const_operand(half, 0.5) else None
+_head_gelu = walker.erf_gelu_output  # ELECTRA's and ModernBERT's classification heads
 
 
 def _match_head(g: LogicalGraph, x: str) -> tuple[list[HeadOp], dict[str, tuple[int, int]], bool]:
@@ -503,6 +547,10 @@ def _match_head(g: LogicalGraph, x: str) -> tuple[list[HeadOp], dict[str, tuple[
         elif u.op_type in ("Tanh", "Relu"):
             ops.append(HeadOp(u.op_type.lower()))
             t = u.output[0]
+        elif u.op_type == "LayerNormalization":  # ModernBERT's head.norm
+            ln = _ln_plan(g, u)
+            ops.append(HeadOp("layernorm", ln.gamma.astype(np.float32), ln.beta.astype(np.float32), ln.eps))
+            t = u.output[0]
         elif u.op_type == "Split":
             outs = {}
             axis = g.attr(u, "axis", 0)
@@ -532,12 +580,13 @@ def _match_head(g: LogicalGraph, x: str) -> tuple[list[HeadOp], dict[str, tuple[
 
 
 def build_plan(model: onnx.ModelProto, num_heads: int, model_type: str | None = None,
-               task: str | None = None) -> EncoderPlan:
+               task: str | None = None, max_positions: int | None = None) -> EncoderPlan:
     """Match the whole graph; raises GraphMatchError naming the first thing that does not fit.
 
     ``model_type`` / ``task`` (fast_config.json): the registry family's position rule and token types, and its head
     program for the task, are checked against what the graph computes. An artifact without them, or of a model type
-    the registry does not know, is matched by detection alone."""
+    the registry does not know, is matched by detection alone. ``max_positions`` (fast_config.json
+    max_sequence_length): the longest sequence of a family with rotary positions, which has no table to bound it."""
     family = registry.find(model_type)
     g = LogicalGraph(model)
     if "input_ids" not in g.inputs:
@@ -556,9 +605,15 @@ def build_plan(model: onnx.ModelProto, num_heads: int, model_type: str | None = 
     if hidden % num_heads:
         raise GraphMatchError(f"hidden size {hidden} is not divisible by num_heads={num_heads}")
     pattern = family.layer if family is not None else patterns.POST_LN
+    pre_ln = any(isinstance(s, patterns.Norm) for s in pattern.steps)
+    if emb.position is None and (not isinstance(max_positions, int) or isinstance(max_positions, bool)
+                                 or max_positions < 1):
+        raise GraphMatchError(f"rotary positions: the plan needs the longest sequence (fast_config.json "
+                              f"max_sequence_length), got {max_positions!r}")
     layers = []
     while True:
-        _check_quant_inputs(g, x, f"layer {len(layers)} input")
+        if not pre_ln:  # a pre-LN layer's input feeds its LayerNorm: the walker checks each Linear's input instead
+            _check_quant_inputs(g, x, f"layer {len(layers)} input")
         try:
             layer, x = _match_layer(g, x, len(layers), num_heads, pattern)
         except walker.PatternMismatch as e:
@@ -569,6 +624,9 @@ def build_plan(model: onnx.ModelProto, num_heads: int, model_type: str | None = 
             stop = e  # x does not start another layer: the task head follows
             break
         layers.append(layer)
+    final_norm = None
+    if pre_ln:
+        x, final_norm = _match_final_norm(g, x, len(layers))
     try:
         head, outputs, token_level = _match_head(g, x)
     except GraphMatchError as e:  # also say why the layers ended there: a broken layer reads as a strange head
@@ -582,9 +640,19 @@ def build_plan(model: onnx.ModelProto, num_heads: int, model_type: str | None = 
         raise GraphMatchError(f"graph outputs {missing} are not produced by a recognised task head")
     plan = EncoderPlan(hidden, num_heads, emb, layers, head, outputs, token_level, list(g.inputs),
                        family.model_type if family is not None else None,
-                       _attention_bias(g, layers, family, num_heads))
+                       _attention_bias(g, layers, family, num_heads), final_norm,
+                       max_positions if emb.position is None else None)
     check_plan(plan)
     return plan
+
+
+def _match_final_norm(g: LogicalGraph, x: str, n_layers: int) -> tuple[str, LayerNormPlan]:
+    """A pre-LN encoder ends in one LayerNormalization of the last layer's output (ModernBERT's final_norm)."""
+    us = [u for u in g.users(x) if u.op_type != "Shape"]
+    if len(us) != 1 or us[0].op_type != "LayerNormalization" or g.src(us[0], 0) != x:
+        raise GraphMatchError(f"pre-LN encoder: expected the final LayerNormalization of the output of layer "
+                              f"{n_layers - 1} ({x!r}), found {', '.join(f'{u.op_type} {u.name!r}' for u in us)}")
+    return us[0].output[0], _ln_plan(g, us[0])
 
 
 def _attention_bias(g: LogicalGraph, layers: list[LayerPlan], family: Family | None,
@@ -638,10 +706,15 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
         if not (np.all(np.isfinite(emb.project_weight)) and np.all(np.isfinite(emb.project_bias))):
             raise GraphMatchError("embeddings projection: weights must be finite")
     shape(emb.word, (emb.word.shape[0], E), "word embedding table")
-    if emb.position.ndim != 2 or emb.position.shape[0] < 1:
+    if emb.position is None:  # rotary positions: max_positions bounds the sequence
+        mp = plan.max_positions
+        if not isinstance(mp, (int, np.integer)) or isinstance(mp, bool) or mp < 1:
+            raise GraphMatchError(f"no position table and no max_positions ({mp!r})")
+    elif emb.position.ndim != 2 or emb.position.shape[0] < 1:
         raise GraphMatchError(f"position embedding table has shape {emb.position.shape} "
                               f"(padding_idx {emb.padding_idx})")
-    shape(emb.position, (emb.position.shape[0], E), "position embedding table")
+    else:
+        shape(emb.position, (emb.position.shape[0], E), "position embedding table")
     if emb.token_type is not None:
         if emb.token_type.ndim != 2 or emb.token_type.shape[0] < 1:
             raise GraphMatchError(f"token type embedding table has shape {emb.token_type.shape}")
@@ -650,9 +723,19 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
         shape(a, (E,), what)
     eps(emb.ln.eps, "embedding LayerNorm")
     F = plan.ffn
+    acts = {layer.activation for layer in plan.layers}
+    if not acts <= {"gelu", "geglu"} or len(acts) > 1:
+        raise GraphMatchError(f"layer activations {sorted(map(str, acts))}: the engine runs one of gelu, geglu")
+    F_in = 2 * F if acts == {"geglu"} else F
     for i, layer in enumerate(plan.layers):
+        if isinstance(layer.window, bool) or not isinstance(layer.window, (int, np.integer)) or layer.window < 0:
+            raise GraphMatchError(f"layer {i}: attention window {layer.window!r}")
+        rt = layer.rope_theta
+        if (rt is None) != (emb.position is not None) or (rt is not None and not (np.isfinite(rt) and rt > 0)):
+            raise GraphMatchError(f"layer {i}: rope theta {rt!r} with {'a' if emb.position is not None else 'no'} "
+                                  "position table")
         for lp, (n, k) in ((layer.q, (H, H)), (layer.k, (H, H)), (layer.v, (H, H)), (layer.attn_out, (H, H)),
-                           (layer.ffn_in, (F, H)), (layer.ffn_out, (H, F))):
+                           (layer.ffn_in, (F_in, H)), (layer.ffn_out, (H, F))):
             if not weights_packed:
                 shape(lp.weight, (n, k), f"layer {i} {lp.name!r} weight")
             shape(lp.w_scale, (n,), f"layer {i} {lp.name!r} weight scales")
@@ -669,6 +752,10 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
             raise GraphMatchError(f"layer {i}: a residual read through Q/DQ and a smoothed Linear input do not "
                                   "combine (the residual Add reads the unsmoothed tensor)")
         for ln, what in ((layer.ln1, "attention LayerNorm"), (layer.ln2, "FFN LayerNorm")):
+            if ln is None and what == "attention LayerNorm" and plan.final_norm is not None:
+                continue  # a pre-LN layer without an attention LayerNorm (ModernBERT's layer 0)
+            if ln is None:
+                raise GraphMatchError(f"layer {i}: no {what}")
             shape(ln.gamma, (H,), f"layer {i} {what} scale")
             shape(ln.beta, (H,), f"layer {i} {what} bias")
             eps(ln.eps, f"layer {i} {what}")
@@ -682,6 +769,10 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
                 or ab.table.dtype != np.float32 or not np.all(np.isfinite(ab.table)):
             raise GraphMatchError(f"relative attention bias table has shape {getattr(ab.table, 'shape', None)}, "
                                   f"expected finite float32 {(ab.buckets, plan.heads)}")
+    if plan.final_norm is not None:
+        shape(plan.final_norm.gamma, (H,), "final LayerNorm scale")
+        shape(plan.final_norm.beta, (H,), "final LayerNorm bias")
+        eps(plan.final_norm.eps, "final LayerNorm")
     width = H
     for op in plan.head:
         if op.kind == "linear":
@@ -692,7 +783,11 @@ def check_plan(plan: EncoderPlan, weights_packed: bool = False) -> None:
                 raise GraphMatchError("task head: linear layer with no outputs")
             shape(op.bias, (op.weight.shape[0],), "task head linear bias")
             width = op.weight.shape[0]
-        elif op.kind not in ("cls", "tanh", "relu", "gelu", *POOLING_HEAD_OPS):
+        elif op.kind == "layernorm":
+            shape(op.weight, (width,), "task head LayerNorm scale")
+            shape(op.bias, (width,), "task head LayerNorm bias")
+            eps(op.eps, "task head LayerNorm")
+        elif op.kind not in ("cls", "tanh", "relu", "gelu", "layernorm", *POOLING_HEAD_OPS):
             raise GraphMatchError(f"task head: unknown op {op.kind!r}")
     for name, (lo, hi) in list(plan.outputs.items()):
         if hi is None:  # a head without a linear layer outputs the hidden states themselves

@@ -2,8 +2,8 @@
 biases, the fused Wqkv with rotary q / k (a theta per layer type), GeGLU in Wi, sliding-window attention in the local
 layers and global attention every ``global_attn_every_n_layers``-th layer.
 
-The ONNX plan (runtime/plan.py) does not read ModernBERT's graph yet, so artifacts of it run in ONNX Runtime
-(backend="auto" falls back); this builder is how the engine's ModernBERT ops are checked against PyTorch and timed:
+Artifacts (save_fast / export) run in the engine through the ONNX plan (runtime/plan.py reads ModernBERT's graph:
+models/modernbert.py); this builder checks the engine's ModernBERT ops against PyTorch without an export and times them:
 weights are quantized per output channel (symmetric int8, what the exporter writes), each Linear's uint8 input
 scale / zero point comes from the min / max of its input over calibration batches (``calibrate``).
 """
@@ -12,13 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from hf_fast import native
+from hf_fast.models import modernbert
 from hf_fast.models.spec import EngineLayer
 from hf_fast.native import ffi, lib
 from hf_fast.runtime import engine as engine_mod
 
-# the engine description of ModernBERT's encoder layer (models/modernbert.py declares the same)
-MODERNBERT_LAYER = EngineLayer(norm="pre", linear_bias=False, activation="geglu", position="rotary",
-                               token_types=False)
+MODERNBERT_LAYER = modernbert.FAMILY.engine  # the engine description of ModernBERT's encoder layer
 _LINEARS = ("attn.Wqkv", "attn.Wo", "mlp.Wi", "mlp.Wo")
 
 

@@ -270,6 +270,8 @@ class AttentionMatch:
     pre_scale: list[float]            # scalar factors on q or k before the scores MatMul
     bias_add: onnx.NodeProto | None = None  # Attention(bias="relative"): the Add of the position bias
     bias_table: str | None = None     # ... and the [buckets, heads] initializer its Gather reads
+    rope_theta: float | None = None   # Attention(rotary=True): the rotary base read from the inv_freq constant
+    window: int = 0                   # Attention(window=True): keys with |i - j| <= window (0: global)
 
     @property
     def scale(self) -> float:
@@ -294,6 +296,8 @@ class LayerMatch:
     attention: dict[str, AttentionMatch] = field(default_factory=dict)  # Attention.out -> match
     activations: dict[str, set] = field(default_factory=dict)           # Activation.out -> op types met
     norms: dict[str, NormMatch] = field(default_factory=dict)           # ResidualNorm.name -> match
+    pre_norms: dict[str, onnx.NodeProto | None] = field(default_factory=dict)  # Norm.name -> its LN (None: none)
+    residuals: dict[str, tuple] = field(default_factory=dict)           # Residual.name -> (Add, residual input)
     output: str = ""
 
 
@@ -343,6 +347,203 @@ def _scalar_factor(g: LogicalGraph, p: onnx.NodeProto) -> float:
     c = next(c for c in (g.float_weight(i) for i in p.input) if c is not None and c.size == 1)
     c = float(c.reshape(()))
     return c if p.op_type == "Mul" else 1.0 / c
+
+
+
+# ------------------------------------------------------------------ ModernBERT's ops: GELU, rotary, fused qkv, window
+def _scalar(g: LogicalGraph, t: str) -> float | None:
+    c = g.float_weight(t)
+    return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
+
+
+def erf_gelu_output(g: LogicalGraph, t: str) -> str | None:
+    """The output of an exact (erf) GELU of t, as a Gelu op or as torch exports it (x * (1 + erf(x / sqrt 2)) *
+    0.5): ELECTRA's and ModernBERT's heads, ModernBERT's GeGLU. None when t's consumers are not that."""
+    us = [u for u in g.users(t) if u.op_type != "Shape"]
+    if len(us) == 1 and us[0].op_type == "Gelu":
+        approx = g.attr(us[0], "approximate", "none")
+        return us[0].output[0] if approx in ("none", b"none") else None
+    if len(us) != 2:
+        return None
+
+    def const_operand(node, value):  # node = op(other, c) with the scalar constant c == value (either order)
+        return len(node.input) == 2 and any(c is not None and abs(c - value) < 1e-4
+                                            for c in (_scalar(g, i) for i in node.input))
+
+    def only_user(tensor, op):
+        vs = [v for v in g.users(tensor) if v.op_type != "Shape"]
+        return vs[0] if len(vs) == 1 and vs[0].op_type == op else None
+
+    div = next((u for u in us if u.op_type == "Div" and g.src(u, 0) == t and const_operand(u, np.sqrt(2.0))), None)
+    mul = next((u for u in us if u.op_type == "Mul" and t in (g.src(u, 0), g.src(u, 1))), None)
+    erf = only_user(div.output[0], "Erf") if div is not None else None
+    add = only_user(erf.output[0], "Add") if erf is not None else None
+    if mul is None or add is None or not const_operand(add, 1.0) or add.output[0] not in (g.src(mul, 0), g.src(mul, 1)):
+        return None
+    half = only_user(mul.output[0], "Mul")
+    return half.output[0] if half is not None and const_operand(half, 0.5) else None
+
+
+def _through(g: LogicalGraph, t: str, ops: frozenset = PASS_OPS) -> str:
+    """Walk producers of t through ``ops`` (data movement): the tensor they move."""
+    for _ in range(16):
+        p = g.prod(t)
+        if p is None or p.op_type not in ops:
+            return t
+        t = g.src(p, 0)
+    return t
+
+
+def _slice_starts_at_zero(g: LogicalGraph, sl: onnx.NodeProto) -> bool:
+    c = g.float_weight(sl.input[1]) if len(sl.input) > 1 else None
+    return c is not None and c.size == 1 and int(c.reshape(-1)[0]) == 0
+
+
+def _slice_last_axis(g: LogicalGraph, sl: onnx.NodeProto, rank: int) -> bool:
+    c = g.float_weight(sl.input[3]) if len(sl.input) > 3 and sl.input[3] else None
+    return c is not None and c.size == 1 and int(c.reshape(-1)[0]) in (-1, rank - 1)
+
+
+def _rope_table_theta(g: LogicalGraph, t: str, trig: str, where: str) -> tuple[str, float]:
+    """cos / sin table t of a rotary embedding: (the frequency tensor it takes the ``trig`` of, the base theta).
+    The table is trig(concat(f, f)) times 1.0 (attention_scaling), f = positions (Range 0..S-1) * inv_freq with
+    inv_freq = theta ** (-2i / d), what the engine's rope table computes; anything else is refused by name."""
+    for _ in range(16):
+        p = g.prod(t)
+        if p is None:
+            break
+        if p.op_type in PASS_OPS:
+            t = g.src(p, 0)
+        elif p.op_type == "Mul" and any(_scalar(g, i) is not None for i in p.input):
+            c = next(_scalar(g, i) for i in p.input if _scalar(g, i) is not None)
+            if c != 1.0:
+                raise PatternMismatch(f"{where}: rotary table scaled by {c} (a rope type with attention scaling); the "
+                                      "engine runs default RoPE", p.name)
+            t = next(g.src(p, i) for i in range(2) if _scalar(g, p.input[i]) is None)
+        else:
+            break
+    p = g.prod(t)
+    if p is None or p.op_type != trig:
+        raise PatternMismatch(f"{where}: expected the rotary {trig} table, found "
+                              f"{'a graph input or constant' if p is None else _name(p)}", getattr(p, "name", None))
+    cat = g.prod(g.src(p, 0)) if p.input else None
+    if cat is None or cat.op_type != "Concat" or len(cat.input) != 2 or g.src(cat, 0) != g.src(cat, 1):
+        raise PatternMismatch(f"{where}: the rotary angles are not concat(freqs, freqs) (rotate_half layout)",
+                              getattr(cat, "name", None))
+    freqs = _through(g, g.src(cat, 0))
+    mul = g.prod(freqs)
+    inv = [g.float_weight(i) for i in mul.input] if mul is not None and mul.op_type == "Mul" else []
+    ci = [k for k, c in enumerate(inv) if c is not None and c.size > 1]
+    if len(ci) != 1:
+        raise PatternMismatch(f"{where}: expected positions * inv_freq (a constant vector) under the rotary table",
+                              getattr(mul, "name", None))
+    inv_freq = inv[ci[0]].reshape(-1).astype(np.float64)
+    rng = g.prod(_through(g, g.src(mul, 1 - ci[0])))
+    start, delta = ((_scalar(g, rng.input[0]), _scalar(g, rng.input[2]))
+                    if rng is not None and rng.op_type == "Range" and len(rng.input) == 3 else (None, None))
+    if start != 0 or delta != 1:
+        raise PatternMismatch(f"{where}: the rotary positions are not 0, 1, .., S-1 (a Range from 0 by 1); the engine "
+                              "rotates token t by position t", mul.name)
+    d = 2 * inv_freq.size
+    # inv_freq is fp32: its base comes back to ~1e-7; the configs give round bases (10000, 160000)
+    theta = float(f"{inv_freq[1] ** (-d / 2.0):.6g}") if inv_freq.size > 1 and inv_freq[1] > 0 else float("nan")
+    want = theta ** (-np.arange(0, d, 2) / d) if np.isfinite(theta) else None
+    if want is None or not np.allclose(inv_freq, want, rtol=1e-4, atol=0):
+        raise PatternMismatch(f"{where}: inv_freq of the rotary table is not theta ** (-2i / d) for one theta (a rope "
+                              "type the engine does not run)", mul.name)
+    return g.src(cat, 0), theta
+
+
+def rotary_source(g: LogicalGraph, t: str, where: str) -> tuple[str, float] | None:
+    """t = x * cos + rotate_half(x) * sin (through data movement ops), rotate_half(x) = concat(-x[.., d/2:],
+    x[.., :d/2]): (the tensor x, the theta of its tables). None when t is not produced by that Add."""
+    add = g.prod(_through(g, t))
+    if add is None or add.op_type != "Add":
+        return None
+    if len(add.input) != 2:
+        return None
+    muls = [g.prod(g.src(add, i)) for i in range(2)]
+    if any(m is None or m.op_type != "Mul" or len(m.input) != 2 for m in muls):
+        return None
+    x = rot = cos = sin = None
+    for m in muls:
+        for i in range(2):
+            data = _through(g, g.src(m, i))
+            cat = g.prod(data)
+            if cat is not None and cat.op_type == "Concat" and len(cat.input) == 2:
+                neg = g.prod(g.src(cat, 0))
+                if neg is not None and neg.op_type == "Neg":
+                    rot, sin = cat, g.src(m, 1 - i)
+                    break
+        else:
+            continue
+        break
+    if rot is None:
+        return None
+    m_cos = next((m for m in muls if rot.output[0] not in {_through(g, g.src(m, 0)), _through(g, g.src(m, 1))}),
+                 None)
+    if m_cos is None:
+        return None
+    srcs = [g.src(m_cos, i) for i in range(2)]
+    from_ids = [g.depends_on_input(s, "input_ids") for s in srcs]
+    if from_ids.count(True) != 1:
+        return None
+    x, cos = _through(g, srcs[from_ids.index(True)]), srcs[from_ids.index(False)]
+    neg = g.prod(g.src(rot, 0))
+    hi = g.prod(g.src(neg, 0)) if neg is not None and neg.input else None  # Neg(Slice(x, d/2:))
+    lo = g.prod(g.src(rot, 1))                     # Slice(x, :d/2)
+    if (hi is None or lo is None or hi.op_type != "Slice" or lo.op_type != "Slice" or _through(g, g.src(hi, 0)) != x
+            or _through(g, g.src(lo, 0)) != x or not _slice_starts_at_zero(g, lo)
+            or not all(_slice_last_axis(g, sl, 4) for sl in (hi, lo))):
+        raise PatternMismatch(f"{where}: rotary Add {add.name!r}: rotate_half is not concat(-x[.., d/2:], x[.., :d/2]) "
+                              "of the rotated tensor", add.name)
+    f_cos, theta = _rope_table_theta(g, cos, "Cos", where)
+    f_sin, theta_s = _rope_table_theta(g, sin, "Sin", where)
+    if f_cos != f_sin:
+        raise PatternMismatch(f"{where}: rotary Add {add.name!r}: cos and sin come from different angles", add.name)
+    return x, theta
+
+
+def split_part(g: LogicalGraph, t: str) -> tuple[onnx.NodeProto, int] | None:
+    """(the Split, the index of its output) that tensor t is, through data movement ops; None when it is not one."""
+    t = _through(g, t)
+    p = g.prod(t)
+    if p is None or p.op_type != "Split":
+        return None
+    return p, list(p.output).index(t)
+
+
+def mask_window(g: LogicalGraph, t: str, where: str) -> int:
+    """The sliding window a mask tensor applies: w when it is built from LessOrEqual(Abs(key - query), w)
+    (transformers' bidirectional sliding-window mask), 0 when it compares no position distance."""
+    seen, stack, found = set(), [t], []
+    while stack and len(seen) < 400:
+        u = stack.pop()
+        if u in seen:
+            continue
+        seen.add(u)
+        p = g.prod(u)
+        if p is None:
+            continue
+        if p.op_type in ("LessOrEqual", "Less", "Greater", "GreaterOrEqual") and len(p.input) == 2:
+            a = g.prod(g.src(p, 0))
+            if a is not None and a.op_type == "Abs" or any(
+                    (q := g.prod(g.src(p, i))) is not None and q.op_type == "Abs" for i in range(len(p.input))):
+                w = _scalar(g, p.input[1])
+                sub = g.prod(g.src(a, 0)) if a is not None and a.op_type == "Abs" and a.input else None
+                if p.op_type != "LessOrEqual" or w is None or sub is None or sub.op_type != "Sub" or w < 0 \
+                        or w != int(w):
+                    raise PatternMismatch(f"{where}: attention mask compares a position distance with {_name(p)}; the "
+                                          "engine runs |key - query| <= window (LessOrEqual of Abs(Sub) and a "
+                                          "constant)", p.name)
+                if w < 1:
+                    raise PatternMismatch(f"{where}: attention mask keeps only |key - query| <= {w}; the engine's "
+                                          "windows are >= 1 (0 means global)", p.name)
+                found.append(int(w))
+        stack.extend(i for i in p.input if i)
+    if len(set(found)) > 1:
+        raise PatternMismatch(f"{where}: attention mask applies several windows {sorted(set(found))}")
+    return found[0] if found else 0
 
 
 class _LayerWalk:
@@ -440,11 +641,34 @@ class _LayerWalk:
                           "adds the bias to the scaled scores", i, bias_add.name)
         stop = {t: t for t in cand}
         pre: list[float] = []  # scale factors applied to q or k before the scores MatMul
-        q_out = walk_back(g, g.src(score, 0), stop, pre)
-        k_out = walk_back(g, g.src(score, 1), stop, pre)
-        ctx = next((u for u in g.users(sm.output[0]) if u.op_type == "MatMul"), None)
+        t = sm.output[0]  # the probabilities, through data movement (ModernBERT's Casts back to the query dtype)
+        for _ in range(8):
+            ctx = next((u for u in g.users(t) if u.op_type == "MatMul"), None)
+            passes = [u for u in g.users(t) if u.op_type in PASS_OPS]
+            if ctx is not None or len(passes) != 1:
+                break
+            t = passes[0].output[0]
         if ctx is None:
             self.fail(f"no MatMul consumes the attention probabilities of Softmax {sm.name!r}", i, sm.name)
+        masks = [p for p in between if p.op_type in ("Add", "Where") and p is not bias_add]
+        window = 0
+        for p in masks:  # the inputs other than the scores: what the mask is computed from
+            data = _mask_input(g, p, self.where)
+            for k, inp in enumerate(p.input):
+                if k != data and inp:
+                    window = max(window, mask_window(g, inp, self.where))
+        if window and not s.window:
+            self.fail(f"the attention mask is a sliding window of {window}; the {self.pattern.name} attends globally",
+                      i, masks[0].name)
+        theta = None
+        if s.q == s.k == s.v:  # one fused projection: q, k, v are the parts of one Split of its output
+            theta = self.fused_qkv(s, score, ctx, i)
+            self.m.attention[s.out] = AttentionMatch(score, sm, ctx, list(between), factors, pre, bias_add,
+                                                     bias_table, theta, window)
+            self.m.tensors[s.out] = self.context_tensor(ctx)
+            return
+        q_out = walk_back(g, g.src(score, 0), stop, pre)
+        k_out = walk_back(g, g.src(score, 1), stop, pre)
         v_out = walk_back(g, g.src(ctx, 1), stop, [])
         if None in (q_out, k_out, v_out) or len({q_out, k_out, v_out}) != 3:
             self.fail("could not tell the Q, K and V projections apart (walking back from the attention MatMuls "
@@ -454,8 +678,14 @@ class _LayerWalk:
                 self.assign(role, out, i)
             elif self.m.tensors[role] != out:
                 self.fail(f"the attention reads {out!r} where the pattern has {role}", i)
-        # the context: follow the head merge (Transpose/Reshape) to the tensor the output projection reads
-        t = ctx.output[0]
+        self.m.attention[s.out] = AttentionMatch(score, sm, ctx, list(between), factors, pre, bias_add, bias_table,
+                                                 None, window)
+        self.m.tensors[s.out] = self.context_tensor(ctx)
+
+    def context_tensor(self, ctx: onnx.NodeProto) -> str:
+        """Follow the head merge (Transpose/Reshape) from the context MatMul to the tensor the output projection
+        reads."""
+        g, t = self.g, ctx.output[0]
         for _ in range(8):
             if weight_matmuls(g, t):
                 break
@@ -463,10 +693,46 @@ class _LayerWalk:
             if len(passes) != 1:
                 break
             t = passes[0].output[0]
-        self.m.attention[s.out] = AttentionMatch(score, sm, ctx, list(between), factors, pre, bias_add, bias_table)
-        self.m.tensors[s.out] = t
+        return t
+
+    def fused_qkv(self, s: P.Attention, score: onnx.NodeProto, ctx: onnx.NodeProto, i: int) -> float | None:
+        """q, k and v of a fused projection: outputs 0, 1, 2 of one Split of its output (ModernBERT's
+        view(.., 3, heads, d).unbind), q and k rotated when the pattern says so (the same theta). Returns it."""
+        g = self.g
+        qkv = self.m.tensors[s.q]
+        thetas, parts = [], []
+        for name, t in (("q", g.src(score, 0)), ("k", g.src(score, 1)), ("v", g.src(ctx, 1))):
+            rot = rotary_source(g, t, self.where) if name != "v" else None
+            if rot is not None:
+                if not s.rotary:
+                    self.fail(f"{name} is rotated (rotary position embeddings); the {self.pattern.name} has none", i)
+                t, theta = rot
+                thetas.append(theta)
+            elif s.rotary and name != "v":
+                p = g.prod(_through(g, t))
+                self.fail(f"expected rotary position embeddings on {name} (x * cos + rotate_half(x) * sin), found "
+                          f"{'a graph input' if p is None else _name(p)}", i, getattr(p, "name", None))
+            part = split_part(g, t)
+            if part is None:
+                p = g.prod(_through(g, t))
+                self.fail(f"{name} of the attention is not a part of the fused projection's Split (found "
+                          f"{'a graph input' if p is None else _name(p)})", i, getattr(p, "name", None))
+            parts.append(part)
+        splits = {id(p[0]) for p in parts}
+        sp = parts[0][0]
+        axis = g.attr(sp, "axis", 0)
+        if len(splits) != 1 or [p[1] for p in parts] != [0, 1, 2] or len(sp.output) != 3 or axis not in (2, -3):
+            self.fail(f"q, k, v are not parts 0, 1, 2 of one Split of the fused projection (axis 2 of its [B, S, 3, "
+                      f"heads, d] view): Split {sp.name!r} axis {axis}, parts {[p[1] for p in parts]}", i, sp.name)
+        if _through(g, g.src(sp, 0)) != qkv:
+            self.fail(f"Split {sp.name!r} does not split the output of the fused projection {s.q}", i, sp.name)
+        if thetas and len(set(thetas)) != 1:
+            self.fail(f"q and k are rotated with different thetas {thetas}", i)
+        return thetas[0] if thetas else None
 
     def activation(self, s: P.Activation, i: int) -> None:
+        if s.kind == "geglu":
+            return self.geglu(s, i)
         g = self.g
         ops, frontier, nxt_mm, seen = set(), [self.m.tensors[s.src]], None, set()
         while frontier and nxt_mm is None:
@@ -500,6 +766,67 @@ class _LayerWalk:
         self.m.activations[s.out] = ops
         self.m.tensors[s.out] = out
 
+    def geglu(self, s: P.Activation, i: int) -> None:
+        """GELU(a) * g over the halves of the source: a = Slice(x, 0, m), g = Slice(x, m, ..) on the last axis (the
+        first half is the GELU input, as ModernBertMLP's chunk(2) exports), then one Mul."""
+        g = self.g
+        t = self.m.tensors[s.src]
+        users = [u for u in g.users(t) if u.op_type != "Shape"]
+        slices = [u for u in users if u.op_type == "Slice"]
+        if len(slices) != 2 or len(users) != 2:
+            self.fail(f"expected GeGLU's two Slices of {s.src} ({t!r}), found {', '.join(_name(u) for u in users)}", i,
+                      users[0].name if users else None)
+        a = next((sl for sl in slices if _slice_starts_at_zero(g, sl)), None)
+        b = next((sl for sl in slices if sl is not a), None)
+        if a is None or b is None or len(b.input) < 2 or b.input[1] != a.input[2] or not all(
+                _slice_last_axis(g, sl, 3) for sl in slices):
+            self.fail(f"the Slices of {s.src} are not its two halves along the last axis (the second starting where "
+                      "the first ends)", i, slices[0].name)
+        act = erf_gelu_output(g, a.output[0])
+        if act is None:
+            self.fail(f"expected the exact (erf) GELU of the first half of {s.src} (GeGLU); the engine runs that",
+                      i, a.name)
+        muls = [u for u in g.users(act) if u.op_type == "Mul"]
+        mul = next((m for m in muls if {g.src(m, 0), g.src(m, 1)} == {act, b.output[0]}), None)
+        if mul is None or len(g.users(act)) != 1:
+            self.fail(f"expected GELU(first half) * second half of {s.src} (GeGLU's gate)", i,
+                      muls[0].name if muls else None)
+        self.m.activations[s.out] = {"Slice", "Erf", "Mul"}
+        self.m.tensors[s.out] = mul.output[0]
+
+    def norm(self, s: P.Norm, i: int) -> None:
+        """A pre-LN block start: the one LayerNormalization of src whose output the next attention reads (or, when
+        optional, src itself). Neither: src starts no layer (the final LayerNorm before a task head)."""
+        g = self.g
+        t = self.m.tensors[s.src]
+        lns = [u for u in g.users(t) if u.op_type == "LayerNormalization"]
+        if not any(u.op_type == "Add" for u in g.users(t)):  # a pre-LN block input is also its residual
+            self.fail(f"{s.src} ({t!r}) is not read by a residual Add: it starts no pre-LN block", i,
+                      lns[0].name if lns else None)
+        # a layer's first LayerNorm leads to its attention: the final LayerNorm before a head (also read by a weight
+        # MatMul, the head's dense) does not, and there the layers end
+        leads = lambda x: bool(weight_matmuls(g, x)) and (i > 0 or bool(find_downstream(g, [x], "Softmax")))  # noqa: E731
+        if len(lns) == 1 and leads(lns[0].output[0]):
+            self.m.pre_norms[s.name] = lns[0]
+            self.m.tensors[s.name] = lns[0].output[0]
+        elif s.optional and not lns and leads(t):
+            self.m.pre_norms[s.name] = None
+            self.m.tensors[s.name] = t
+        else:
+            found = ", ".join(_name(u) for u in g.users(t)) or "no consumer"
+            self.fail(f"expected a LayerNormalization of {s.src} ({t!r}) before the attention, found {found}", i,
+                      lns[0].name if lns else None)
+
+    def residual(self, s: P.Residual, i: int) -> None:
+        g = self.g
+        t, residual = self.m.tensors[s.src], self.m.tensors[s.residual]
+        path = match_children(g, t, (
+            Step(("Add",), "add", accept=lambda gg, u, _t: {gg.src(u, 0), gg.src(u, 1)} == {t, residual},
+                 what=f"a residual Add of {s.src} and {s.residual} ({residual!r})"),), f"{self.where} {s.name}")
+        add = path["add"]
+        self.m.residuals[s.name] = (add, 0 if g.src(add, 0) == residual else 1)
+        self.m.tensors[s.name] = add.output[0]
+
     def residual_norm(self, s: P.ResidualNorm, i: int) -> None:
         g = self.g
         t, residual = self.m.tensors[s.src], self.m.tensors[s.residual]
@@ -514,7 +841,7 @@ class _LayerWalk:
 
     def run(self) -> LayerMatch:
         kinds = {P.Linear: self.linear, P.Attention: self.attention, P.Activation: self.activation,
-                 P.ResidualNorm: self.residual_norm}
+                 P.ResidualNorm: self.residual_norm, P.Norm: self.norm, P.Residual: self.residual}
         for i, step in enumerate(self.pattern.steps):
             try:
                 kinds[type(step)](step, i)

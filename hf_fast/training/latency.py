@@ -50,7 +50,7 @@ def engine_groups(names: list[str], model) -> list[Group]:
         groups.setdefault((i, "qkv" if role in ("q", "k", "v") else role), {})[role] = n
     out = []
     for (i, role), members in sorted(groups.items(), key=lambda kv: (kv[0][0], ROLES.index(kv[0][1]))):
-        want = ("q", "k", "v") if role == "qkv" else (role,)
+        want = ("q", "k", "v") if role == "qkv" and "qkv" not in members else (role,)  # "qkv": a fused Linear
         if set(members) != set(want):
             raise ValueError(f"scope='latency': layer {i} prunes {sorted(members)} of its fused qkv Linear; the "
                              "engine runs Q, K and V as one GEMM, so exclude all three or none")

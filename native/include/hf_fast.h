@@ -326,6 +326,8 @@ typedef struct {
 #define HF_HEAD_TANH 2
 #define HF_HEAD_RELU 3
 #define HF_HEAD_GELU 4 /* exact (erf) GELU, ELECTRA's classification head */
+#define HF_HEAD_LAYERNORM 5 /* LayerNorm over the head width (ModernBERT's head.norm): added with
+                             * hf_engine_add_head_layernorm, run by the engine's LayerNorm kernel (ref / AVX2 / AVX-512) */
 /* Sentence-embedding ops (task feature-extraction), as sentence-transformers' Pooling / Normalize compute them,
  * over the tokens the attention mask keeps (all tokens for a NULL mask); each turns [B][S][w] into [B][w]:
  * MEAN sum/max(n, 1e-9), MEAN_SQRT_LEN sum/sqrt(max(n, 1e-9)), MAX the largest kept value (-1e9 where a row
@@ -379,6 +381,9 @@ int hf_engine_set_final_norm(hf_engine *e, const float *gamma, const float *beta
 /* Head program: HF_HEAD_CLS keeps token 0 of each sequence; LINEAR is fp32 W[N][K] + b; TANH, RELU, GELU
  * elementwise; the HF_HEAD_POOL_* ops pool the tokens of each sequence (at most one CLS or pooling op). */
 int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const float *W, const float *b);
+/* Head op HF_HEAD_LAYERNORM: y = LN(x) * gamma + beta over the current head width (gamma, beta: [width], copied;
+ * beta NULL = zero). */
+int hf_engine_add_head_layernorm(hf_engine *e, const float *gamma, const float *beta, float eps);
 int64_t hf_engine_output_width(const hf_engine *e);
 int hf_engine_token_level(const hf_engine *e);
 /* The ISA (HF_ISA_*) the engine was created for, after resolving HF_ISA_AUTO: its LayerNorm, attention, epilogue

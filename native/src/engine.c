@@ -55,7 +55,8 @@ typedef struct {
 typedef struct {
     int kind; /* HF_HEAD_* */
     int64_t N, K;
-    float *W, *b;
+    float *W, *b; /* HF_HEAD_LAYERNORM: gamma, beta [K] */
+    float eps;
 } hf_head_op;
 
 struct hf_engine {
@@ -455,6 +456,22 @@ int hf_engine_add_head_op(hf_engine *e, int kind, int64_t N, int64_t K, const fl
     return HF_OK;
 }
 
+int hf_engine_add_head_layernorm(hf_engine *e, const float *gamma, const float *beta, float eps) {
+    if (!e || !gamma) return hf_fail(HF_EINVAL, "engine_add_head_layernorm: NULL argument");
+    if (e->n_head >= HF_ENGINE_MAX_HEAD_OPS) return hf_fail(HF_EINVAL, "engine_add_head_layernorm: too many head ops");
+    if (!(eps > 0.f) || !isfinite(eps)) return hf_fail(HF_EINVAL, "engine_add_head_layernorm: eps must be > 0");
+    const int64_t width = hf_engine_output_width(e);
+    hf_head_op *op = &e->head[e->n_head];
+    memset(op, 0, sizeof *op);
+    op->kind = HF_HEAD_LAYERNORM, op->K = width, op->eps = eps;
+    op->W = dup_f32(gamma, width);
+    op->b = dup_f32(beta, width);
+    if (!beta && op->b) memset(op->b, 0, (size_t)width * sizeof(float));
+    if (!op->W || !op->b) return hf_fail(HF_ENOMEM, "engine_add_head_layernorm: out of memory");
+    e->n_head++;
+    return HF_OK;
+}
+
 int64_t hf_engine_output_width(const hf_engine *e) {
     int64_t width = e ? e->H : 0;
     for (int i = 0; e && i < e->n_head; i++)
@@ -593,8 +610,13 @@ static void attn_task(void *arg, int tid, int nth) {
                                           j->aq, NULL, e->H, &oq, scr);
             continue;
         }
-        if (j->rope) /* this (sequence, head) owns its q and k columns: rotate them in place first */
-            j->enc->rotary(S, j->d, (float *)base, (float *)base + e->H, H3, j->rope);
+        if (j->rope) { /* this (sequence, head) owns its q and k columns: rotate them in place first, each row by its
+                        * own position (a packed sequence may start past 0; the table is one [cos | sin] block each) */
+            const int64_t *pos = j->a->pos + t0;
+            for (int64_t s = 0; s < S; s++)
+                j->enc->rotary(1, j->d, (float *)base + s * H3, (float *)base + e->H + s * H3, H3,
+                               j->rope + pos[s] * j->d);
+        }
         if (j->window > 0)
             j->enc->attention_window(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0,
                                      j->window, j->scale, ctx, e->H, scr);
@@ -835,8 +857,20 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t T
         rows_run(&rj);
     }
 
-    if (e->position == HF_POS_ROTARY)
-        for (int k = 0; k < e->n_theta; k++) hf_rope_table(S, d, e->thetas[k], a.rope + k * S * d);
+    if (e->position == HF_POS_ROTARY) { /* positions 0..S-1, as one [cos d/2 | sin d/2] block per position */
+        float *tmp = (float *)hf_alloc((size_t)(S * d) * sizeof(float));
+        if (!tmp) return hf_fail(HF_ENOMEM, "engine_run: out of memory for the rotary table");
+        const int64_t h = d / 2;
+        for (int k = 0; k < e->n_theta; k++) {
+            float *tab = a.rope + k * S * d;
+            hf_rope_table(S, d, e->thetas[k], tmp); /* [cos S][h], then [sin S][h] */
+            for (int64_t t = 0; t < S; t++) {
+                memcpy(tab + t * d, tmp + t * h, (size_t)h * sizeof(float));
+                memcpy(tab + t * d + h, tmp + S * h + t * h, (size_t)h * sizeof(float));
+            }
+        }
+        hf_free(tmp);
+    }
     if (e->norm == HF_NORM_PRE) {
         rc = run_layers_pre(e, &a, B, T, S);
     } else {
@@ -884,6 +918,8 @@ static int run_group(const hf_engine *e, const arena_t *ap, int64_t B, int64_t T
                 width = op->N;
             } else if (op->kind == HF_HEAD_GELU) {
                 lops->gelu(rows * width, cur, dst);
+            } else if (op->kind == HF_HEAD_LAYERNORM) {
+                ops->layernorm(rows, width, cur, NULL, op->W, op->b, op->eps, dst);
             } else {
                 for (int64_t k = 0; k < rows * width; k++)
                     dst[k] = op->kind == HF_HEAD_TANH ? tanhf(cur[k]) : (cur[k] > 0.f ? cur[k] : 0.f);
@@ -1004,7 +1040,7 @@ int hf_engine_run_packed(hf_engine *e, int64_t n, const int64_t *lens, const int
             return hf_fail(HF_EINVAL, "engine_run_packed: sequence %lld (%lld tokens from position %lld) exceeds max "
                            "positions %lld", (long long)b, (long long)lens[b], (long long)p, (long long)e->max_pos);
         T += lens[b];
-        Smax = lens[b] > Smax ? lens[b] : Smax;
+        Smax = p + lens[b] > Smax ? p + lens[b] : Smax; /* the rotary table covers every position */
         if (T > (1LL << 24)) return hf_fail(HF_EINVAL, "engine_run_packed: batch too large");
     }
     const int64_t hw = head_width(e);
@@ -1034,7 +1070,7 @@ int hf_engine_run_packed(hf_engine *e, int64_t n, const int64_t *lens, const int
             a.off[b - s0] = t, a.len[b - s0] = lens[b];
             for (int64_t i = 0; i < lens[b]; i++) a.pos[t + i] = (pos0 ? pos0[b] : 0) + i;
             t += lens[b];
-            S = lens[b] > S ? lens[b] : S;
+            S = (pos0 ? pos0[b] : 0) + lens[b] > S ? (pos0 ? pos0[b] : 0) + lens[b] : S;
         }
         /* no pad rows: the key mask is all zeros (run_group's mask NULL) */
         rc = run_group(e, &a, s1 - s0, t, S, ids + t0, NULL, types ? types + t0 : NULL,
