@@ -296,3 +296,33 @@ def test_preferred_block_on_arm_is_the_documented_default(tmp_path, monkeypatch)
     assert not (tmp_path / "preferred_block.json").exists()
     monkeypatch.setenv("HF_FAST_BLOCK", "1x4")
     assert native.preferred_block() == "1x4"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("aligned", [True, False])
+def test_large_int32_output_streamed_is_exact(isa, aligned):
+    # M * N * 4 >= 2 MB: the 4x1 VNNI kernel writes full aligned 64-byte rows with non-temporal stores, the rest
+    # (unaligned rows, the M tail 600 % 64) with ordinary ones; every path must give the same sums
+    rng = np.random.default_rng(11)
+    m, n, k = 600, 1008, 70
+    w = _sparse_weight(rng, n, k, "4x1", 0.8)
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    buf = np.full(m * n + 32, -1, np.int32)
+    off = (-buf.ctypes.data % 64) // 4 + (0 if aligned else 1)
+    out = buf[off:off + m * n].reshape(m, n)
+    native.SparseWeight(w, "4x1", isa).matmul(a, out)
+    np.testing.assert_array_equal(out.astype(np.int64), _ref(a, w))
+    assert (buf[:off] == -1).all() and (buf[off + m * n:] == -1).all()  # nothing written outside C
+
+
+def test_int8_peak_probe():
+    if "avx512vnni" not in native.supported_isas():
+        with pytest.raises(native.UnsupportedISAError, match="no peak probe"):
+            native.int8_peak_gmacs()
+        return
+    peak = native.int8_peak_gmacs(seconds=0.05)
+    assert 10 < peak < 10_000  # GMAC/s of one core: 64 MACs per vpdpbusd zmm at about 1-2 per cycle
+    with pytest.raises(native.UnsupportedISAError, match="no peak probe for 'ref'"):
+        native.int8_peak_gmacs("ref")
+    with pytest.raises(ValueError, match="seconds"):
+        native.int8_peak_gmacs(seconds=0)

@@ -27,6 +27,7 @@
 #define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma"), always_inline))
 #define CHUNK_BYTES (192 * 1024)
 #define TILE_T 64 /* tokens per 4x1 activation tile */
+#define STREAM_BYTES (2 << 20) /* the L2 of a core is 1 MB here (Zen 4), 2 MB on Zen 5 */
 
 typedef struct {
     uint8_t dk[4]; /* input channels as deltas; the activation row of channel k is X + k * TILE_T */
@@ -342,6 +343,7 @@ static TGT void compute4x1_task(void *ctx, int tid, int nth) {
             }
         }
     }
+    if (j->ep->stream) _mm_sfence(); /* the non-temporal stores are visible before the join */
 }
 
 static TGT void compute1x4_task(void *ctx, int tid, int nth) {
@@ -383,7 +385,11 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
     j.lda = lda;
     j.C = C;
     j.ldc = ldc;
-    j.ep = ep;
+    hf_epilogue eps = *ep;
+    /* raw int32 output larger than the L2 share of a core: stream it (an RFO per line cost a third of the
+     * GEMM at M=1024, N=3072) */
+    eps.stream = ep->f32 == HF_EPI_S32 && M * ldc * (int64_t)sizeof(int32_t) >= STREAM_BYTES && !(ldc & 15);
+    j.ep = &eps;
     const int64_t tt = w->br == 4 ? TILE_T : 16;
     j.ntt = (M + tt - 1) / tt;
     j.tstride = hf_round16(w->K) * tt;
