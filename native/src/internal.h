@@ -322,9 +322,6 @@ struct hf_sparse_w {
     int64_t ntiles;      /* ceil(N / 8) */
     int64_t *work;
     void *data;
-    /* the kernel's K-panel index (hf_sparse_kernel.index): derived from data, so never serialized but rebuilt after
-     * a load; NULL where the kernel keeps none */
-    int32_t *kidx;
 };
 typedef int (*hf_sparse_pack_fn)(struct hf_sparse_w *w, const int8_t *W, int64_t ldw,
                                  const int64_t *rowptr, const int32_t *cols);
@@ -337,9 +334,6 @@ typedef struct {
      * epilogue with pack_ld writes them; lda unused); NULL where the kernel has none (only 4x1 VNNI has one). A
      * kernel with gemm_packed also writes that layout from its 4x1 gemm when ep->pack_ld is set. */
     hf_sparse_gemm_fn gemm_packed;
-    /* builds w->kidx from w->data (after pack and after linear_deserialize); NULL: the kernel has no index.
-     * Fails with HF_EFORMAT on data whose records it cannot walk. */
-    int (*index)(struct hf_sparse_w *w);
 } hf_sparse_kernel;
 /* Bytes of a 4x1 VNNI packed activation buffer for M tokens of K channels (64-token tiles). */
 static inline int64_t hf_packed_act_bytes(int64_t M, int64_t K) { return ((M + 63) / 64) * ((K + 15) / 16 * 16) * 64; }
@@ -347,8 +341,6 @@ static inline int64_t hf_packed_act_bytes(int64_t M, int64_t K) { return ((M + 6
 extern const hf_sparse_kernel hf_sparse_ref;
 /* dispatch.c */
 const hf_sparse_kernel *hf_sparse_kernel_for(int isa);
-/* (Re)builds w->kidx with the kernel of w->isa (sparse.c): after pack and after a packed Linear is loaded. */
-int hf_sparse_index(struct hf_sparse_w *w);
 typedef struct {
     void (*epilogue_rows)(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc, int64_t lda,
                           void *C, int64_t ldc);

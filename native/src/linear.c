@@ -465,12 +465,6 @@ int hf_linear_deserialize(const void *buf, int64_t size, hf_linear **out) {
             }
         memcpy(w->data, p, (size_t)h[SER_DATA]);
         w->nbytes = h[SER_DATA] + (int64_t)sizeof *w + (w->ntiles + 1) * (int64_t)sizeof(int64_t);
-        /* the K-panel index is derived from the records, not stored: artifacts and caches keep their format */
-        int rc = hf_sparse_index(w);
-        if (rc != HF_OK) {
-            hf_linear_free(l);
-            return rc;
-        }
     }
     l->nbytes = (l->sp ? l->sp->nbytes : l->dn->nbytes) + (int64_t)sizeof *l +
                 N * (int64_t)(sizeof(int32_t) + sizeof(float) + (l->bias ? sizeof(float) : 0));

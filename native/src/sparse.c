@@ -109,7 +109,6 @@ int hf_sparse_pack(int isa, int block_rows, int block_cols, int64_t N, int64_t K
     rc = k->pack(w, W, ldw, rowptr, cols);
     hf_free(rowptr);
     hf_free(cols);
-    if (rc == HF_OK) rc = hf_sparse_index(w);
     if (rc != HF_OK) {
         hf_sparse_free(w);
         return rc;
@@ -119,16 +118,8 @@ int hf_sparse_pack(int isa, int block_rows, int block_cols, int64_t N, int64_t K
     return HF_OK;
 }
 
-int hf_sparse_index(hf_sparse_w *w) {
-    const hf_sparse_kernel *k = hf_sparse_kernel_for(w->isa);
-    hf_free(w->kidx);
-    w->kidx = NULL;
-    return k && k->index ? k->index(w) : HF_OK;
-}
-
 void hf_sparse_free(hf_sparse_w *w) {
     if (!w) return;
-    hf_free(w->kidx);
     hf_free(w->data);
     hf_free(w->work);
     hf_free(w);

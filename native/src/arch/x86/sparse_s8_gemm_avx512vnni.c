@@ -18,7 +18,6 @@
  */
 #include <immintrin.h>
 #include <stdatomic.h>
-#include <stdint.h>
 #include <string.h>
 
 #include "x86.h"
@@ -198,20 +197,16 @@ static TGT void pack64(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t
 
 /* 4 channels x (16 J) tokens of one group into out[4][64] (channel-major), each channel's sums started at z[r]
  * (the epilogue's -a_zp * colsum[n], so the strip stores need no subtraction; 0 for raw int32 output). */
-INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, const int32_t *z, int32_t *out,
-                 size_t k, int load) {
+INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, const int32_t *z, int32_t *out) {
     /* accumulators pinned to zmm16-31 (local register variables, used only as asm operands): GCC
      * otherwise shuffles some of them through temporaries every record */
-    /* load: carry on from the sums in out (a later K panel; lanes past J are never stored back) */
-#define ACC(name, reg, r, j)                                                                                          \
-    register __m512i name __asm__(reg) =                                                                              \
-        load ? _mm512_load_si512((const void *)(out + (r) * 64 + (j) * 16)) : _mm512_set1_epi32(z[r])
-    ACC(a00, "zmm16", 0, 0); ACC(a01, "zmm17", 0, 1); ACC(a02, "zmm18", 0, 2); ACC(a03, "zmm19", 0, 3);
-    ACC(a10, "zmm20", 1, 0); ACC(a11, "zmm21", 1, 1); ACC(a12, "zmm22", 1, 2); ACC(a13, "zmm23", 1, 3);
-    ACC(a20, "zmm24", 2, 0); ACC(a21, "zmm25", 2, 1); ACC(a22, "zmm26", 2, 2); ACC(a23, "zmm27", 2, 3);
-    ACC(a30, "zmm28", 3, 0); ACC(a31, "zmm29", 3, 1); ACC(a32, "zmm30", 3, 2); ACC(a33, "zmm31", 3, 3);
+#define ACC(name, reg, r) register __m512i name __asm__(reg) = _mm512_set1_epi32(z[r])
+    ACC(a00, "zmm16", 0); ACC(a01, "zmm17", 0); ACC(a02, "zmm18", 0); ACC(a03, "zmm19", 0);
+    ACC(a10, "zmm20", 1); ACC(a11, "zmm21", 1); ACC(a12, "zmm22", 1); ACC(a13, "zmm23", 1);
+    ACC(a20, "zmm24", 2); ACC(a21, "zmm25", 2); ACC(a22, "zmm26", 2); ACC(a23, "zmm27", 2);
+    ACC(a30, "zmm28", 3); ACC(a31, "zmm29", 3); ACC(a32, "zmm30", 3); ACC(a33, "zmm31", 3);
 #undef ACC
-    /* k: channel of the previous entry (0 at a group's start, the panel's base in a K-blocked walk) */
+    size_t k = 0; /* channel of the previous entry */
     for (int64_t i = 0; i < nq; i++) {
         const quad4x1 *r = q + i;
         uint32_t d;
@@ -251,33 +246,14 @@ INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, const
 #undef ST
 }
 
-static TGT void group64_j(const quad4x1 *q, int64_t nq, const char *X, int J, const int32_t *z, int32_t *out, size_t k,
-                          int load) {
+static TGT void group64_j(const quad4x1 *q, int64_t nq, const char *X, int J, const int32_t *z, int32_t *out) {
     switch (J) {
-    case 1: group64(q, nq, X, 1, z, out, k, load); break;
-    case 2: group64(q, nq, X, 2, z, out, k, load); break;
-    case 3: group64(q, nq, X, 3, z, out, k, load); break;
-    default: group64(q, nq, X, 4, z, out, k, load); break;
+    case 1: group64(q, nq, X, 1, z, out); break;
+    case 2: group64(q, nq, X, 2, z, out); break;
+    case 3: group64(q, nq, X, 3, z, out); break;
+    default: group64(q, nq, X, 4, z, out); break;
     }
 }
-
-/* ---- K-blocked walk (K >= KB_MIN_K) ----
- * A 64-token tile of K = 3072 is 192 KB: each record's 4 activation rows came from L2. The walk takes the K axis in
- * panels of KB_PANEL channels (16 KB of the tile, L1-resident) and, for each panel, runs the records of KB_STRIPS
- * strips (8 groups) that fall in it, the sums carried between panels in an int32 tile. w->kidx says where each
- * group's panel starts: for group G and panel p, kidx[2 (G (P + 1) + p)] = its first record (from ptr[G]) whose
- * first entry is in panel p or later, kidx[... + 1] = the channel before that record (the delta base). A record may
- * end past its panel: only where its rows lie changes, never the sums. Derived from the records at pack and at load
- * (vnni_index), so the packed format is unchanged. */
-#define KB_MIN_K 1536
-#define KB_PANEL 256
-#define KB_STRIPS 2
-
-/* channels a record advances (its 4 deltas) */
-static inline int64_t rec_span(const quad4x1 *r) { return (int64_t)r->dk[0] + r->dk[1] + r->dk[2] + r->dk[3]; }
-
-static int64_t kb_panels(const struct hf_sparse_w *w) { return (w->K + KB_PANEL - 1) / KB_PANEL; }
-
 
 /* One output channel x 16 tokens: 4 accumulators hide vpdpbusd's latency. */
 INL void row1x4(const blk1x4 *b, int64_t nb, const char *X, int32_t *tile) {
@@ -326,88 +302,6 @@ static TGT void pack_task(void *ctx, int tid, int nth) {
     }
 }
 
-/* w->kidx for 4x1 weights with K >= KB_MIN_K (see the K-blocked walk); none otherwise. */
-static int vnni_index(struct hf_sparse_w *w) {
-    if (w->br != 4 || w->K < KB_MIN_K) return HF_OK;
-    const int64_t R = nrec_rows(w), P = kb_panels(w);
-    const int64_t *ptr = (const int64_t *)w->data;
-    const quad4x1 *q = (const quad4x1 *)(ptr + R + 1);
-    int32_t *x = (int32_t *)hf_alloc((size_t)(R * (P + 1) * 2) * sizeof(int32_t));
-    if (!x) return hf_fail(HF_ENOMEM, "sparse_pack(avx512vnni): out of memory for the K-panel index");
-    for (int64_t g = 0; g < R; g++) {
-        int32_t *e = x + g * (P + 1) * 2;
-        const int64_t nq = ptr[g + 1] - ptr[g];
-        int64_t k = 0, p = 0;
-        if (nq < 0 || nq > INT32_MAX || ptr[g] < 0) {
-            hf_free(x);
-            return hf_fail(HF_EFORMAT, "sparse_gemm(avx512vnni): bad record pointers");
-        }
-        for (int64_t i = 0; i < nq; i++) {
-            const int64_t first = k + q[ptr[g] + i].dk[0];
-            const int64_t pi = first / KB_PANEL < P ? first / KB_PANEL : P - 1;
-            for (; p <= pi; p++) e[2 * p] = (int32_t)i, e[2 * p + 1] = (int32_t)k;
-            k += rec_span(q + ptr[g] + i);
-            if (k >= w->K) { /* every entry lies below K: a record past it is not ours */
-                hf_free(x);
-                return hf_fail(HF_EFORMAT, "sparse_gemm(avx512vnni): a record's channel is past K=%lld", (long long)w->K);
-            }
-        }
-        for (; p <= P; p++) e[2 * p] = (int32_t)nq, e[2 * p + 1] = (int32_t)k;
-    }
-    w->kidx = x;
-    return HF_OK;
-}
-
-/* 4x1 with w->kidx: per token tile, K panels outer, the KB_STRIPS strips' groups inner (sums kept in tile between
- * panels), then the strips' stores. */
-static TGT void compute4x1_kb_task(void *ctx, int tid, int nth) {
-    job_t *j = (job_t *)ctx;
-    const struct hf_sparse_w *w = j->w;
-    const int64_t R = nrec_rows(w), N = w->N, nstrips = (N + 15) / 16, P = kb_panels(w);
-    const int64_t *ptr = (const int64_t *)w->data;
-    const quad4x1 *q = (const quad4x1 *)(ptr + R + 1);
-    const int32_t *kx = w->kidx;
-    int32_t tile[KB_STRIPS * 16 * TILE_T] __attribute__((aligned(64)));
-    const int zstart = j->ep->f32 != HF_EPI_S32;
-    (void)nth;
-    memset(tile, 0, sizeof tile);
-    int64_t u;
-    while (hf_ranges_claim(j->units, j->nr, tid, &u)) {
-        const int64_t c0 = (u / j->ngt) * j->chunk, c1 = c0 + j->chunk < j->ntt ? c0 + j->chunk : j->ntt;
-        const int64_t s0 = (u % j->ngt) * j->tg, s1 = s0 + j->tg < nstrips ? s0 + j->tg : nstrips;
-        for (int64_t mt = c0; mt < c1; mt++) {
-            const char *X = j->X + mt * j->tstride;
-            const int64_t m0 = mt * TILE_T;
-            const int nt = j->M - m0 < TILE_T ? (int)(j->M - m0) : TILE_T;
-            const int J = (nt + 15) / 16;
-            for (int64_t sb = s0; sb < s1; sb += KB_STRIPS) {
-                const int64_t sn = s1 - sb < KB_STRIPS ? s1 - sb : KB_STRIPS;
-                for (int64_t p = 0; p < P; p++)
-                    for (int64_t g = 0; g < 4 * sn; g++) {
-                        const int64_t G = 4 * sb + g;
-                        if (G >= R) continue;
-                        const int32_t *e = kx + (G * (P + 1) + p) * 2;
-                        int32_t z[4] = {0, 0, 0, 0};
-                        if (p == 0)
-                            for (int r = 0; zstart && r < 4 && 4 * G + r < N; r++)
-                                z[r] = (int32_t)(0u - (uint32_t)j->ep->a_zp * (uint32_t)j->ep->colsum[4 * G + r]);
-                        group64_j(q + ptr[G] + e[0], e[2] - e[0], X, J, z, tile + g * 4 * TILE_T, (size_t)e[1], p > 0);
-                    }
-                for (int64_t st = sb; st < sb + sn; st++) {
-                    const int64_t n0 = st * 16;
-                    const int nr = N - n0 < 16 ? (int)(N - n0) : 16;
-                    const int32_t *t = tile + (st - sb) * 16 * TILE_T;
-                    if (j->ep->pack_ld)
-                        hf_strip_store_packed_avx512(j->ep, t, TILE_T, nr, nt, n0, (uint8_t *)j->C + mt * j->ep->pack_ld);
-                    else
-                        hf_strip_store_avx512(j->ep, t, TILE_T, nr, nt, m0, n0, j->C, j->ldc);
-                }
-            }
-        }
-    }
-    if (j->ep->stream) _mm_sfence();
-}
-
 /* 4x1: units of (token chunk, TG strips of 16 channels); a strip is 4 groups computed into a
  * channel-major int32 tile [16][64], then transposed and stored through the 16-lane epilogue. */
 static TGT void compute4x1_task(void *ctx, int tid, int nth) {
@@ -440,7 +334,7 @@ static TGT void compute4x1_task(void *ctx, int tid, int nth) {
                     int32_t z[4] = {0, 0, 0, 0};
                     for (int r = 0; zstart && r < 4 && 4 * G + r < N; r++)
                         z[r] = (int32_t)(0u - (uint32_t)j->ep->a_zp * (uint32_t)j->ep->colsum[4 * G + r]);
-                    group64_j(q + ptr[G], ptr[G + 1] - ptr[G], X, J, z, tile + g * 4 * TILE_T, 0, 0);
+                    group64_j(q + ptr[G], ptr[G + 1] - ptr[G], X, J, z, tile + g * 4 * TILE_T);
                 }
                 if (j->ep->pack_ld)
                     hf_strip_store_packed_avx512(j->ep, tile, TILE_T, nr, nt, n0, (uint8_t *)j->C + mt * j->ep->pack_ld);
@@ -522,7 +416,7 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
     while (j.chunk > 1 && ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt < 8 * (int64_t)nth) j.chunk = (j.chunk + 1) / 2;
     j.nunits = ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt;
     j.nr = hf_ranges_init(j.units, nth, j.nunits);
-    hf_parallel(w->br == 4 ? (w->kidx ? compute4x1_kb_task : compute4x1_task) : compute1x4_task, &j, nth);
+    hf_parallel(w->br == 4 ? compute4x1_task : compute1x4_task, &j, nth);
     return HF_OK;
 }
 
@@ -538,4 +432,4 @@ static int vnni_gemm_packed(const struct hf_sparse_w *w, int64_t M, const uint8_
     return vnni_run(w, M, A, lda, 1, C, ldc, ep);
 }
 
-const hf_sparse_kernel hf_sparse_avx512vnni = {vnni_pack, vnni_gemm, vnni_gemm_packed, vnni_index};
+const hf_sparse_kernel hf_sparse_avx512vnni = {vnni_pack, vnni_gemm, vnni_gemm_packed};
