@@ -326,3 +326,20 @@ def test_int8_peak_probe():
         native.int8_peak_gmacs("ref")
     with pytest.raises(ValueError, match="seconds"):
         native.int8_peak_gmacs(seconds=0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 63, 65, 700])
+def test_one_thread_chunked_pack_matches_two_threads(isa, m):
+    # one thread packs each chunk of 64-token tiles just before computing it (4x1 VNNI); K = 1000 (not a multiple of
+    # 16: zero-padded tiles), N = 90 (a 16-channel strip tail and a 4-row group tail), M with tile tails
+    rng = np.random.default_rng(m)
+    w = _sparse_weight(rng, 90, 1000, "4x1", 0.7)
+    a = rng.integers(0, 256, size=(m, 1000), dtype=np.uint8)
+    sw = native.SparseWeight(w, "4x1", isa)
+    with native.num_threads(1):
+        one = sw.matmul(a)
+    with native.num_threads(2):
+        two = sw.matmul(a)
+    np.testing.assert_array_equal(one.astype(np.int64), _ref(a, w))
+    np.testing.assert_array_equal(one, two)

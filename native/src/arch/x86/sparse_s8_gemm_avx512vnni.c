@@ -393,16 +393,6 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
     const int64_t tt = w->br == 4 ? TILE_T : 16;
     j.ntt = (M + tt - 1) / tt;
     j.tstride = hf_round16(w->K) * tt;
-    if (packed) {
-        j.X = (char *)A;
-    } else {
-        j.X = (char *)hf_scratch(0, (size_t)(j.ntt * j.tstride));
-        if (!j.X) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
-        atomic_init(&j.failed, 0);
-        j.nr = hf_ranges_init(j.tiles, nth, j.ntt);
-        hf_parallel(pack_task, &j, (int)(j.ntt < nth ? j.ntt : nth));
-        if (atomic_load(&j.failed)) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for scratch");
-    }
     j.chunk = CHUNK_BYTES / j.tstride;
     if (j.chunk < 1) j.chunk = 1;
     if (j.chunk > j.ntt) j.chunk = j.ntt;
@@ -415,6 +405,32 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
     j.ngt = (ncol + j.tg - 1) / j.tg;
     while (j.chunk > 1 && ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt < 8 * (int64_t)nth) j.chunk = (j.chunk + 1) / 2;
     j.nunits = ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt;
+    if (packed) {
+        j.X = (char *)A;
+    } else {
+        j.X = (char *)hf_scratch(0, (size_t)(j.ntt * j.tstride));
+        if (!j.X) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
+        atomic_init(&j.failed, 0);
+        if (nth == 1 && w->br == 4) {
+            /* one thread: pack each chunk of token tiles just before its units (units are chunk-major), so the
+             * tiles are read back from L2, not from L3 after the whole activation matrix was packed */
+            for (int64_t c0 = 0, u0 = 0; c0 < j.ntt; c0 += j.chunk, u0 += j.ngt) {
+                j.nr = 1;
+                atomic_init(&j.tiles[0].next, c0);
+                j.tiles[0].end = c0 + j.chunk < j.ntt ? c0 + j.chunk : j.ntt;
+                pack_task(&j, 0, 1);
+                if (atomic_load(&j.failed))
+                    return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for scratch");
+                atomic_init(&j.units[0].next, u0);
+                j.units[0].end = u0 + j.ngt;
+                compute4x1_task(&j, 0, 1);
+            }
+            return HF_OK;
+        }
+        j.nr = hf_ranges_init(j.tiles, nth, j.ntt);
+        hf_parallel(pack_task, &j, (int)(j.ntt < nth ? j.ntt : nth));
+        if (atomic_load(&j.failed)) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for scratch");
+    }
     j.nr = hf_ranges_init(j.units, nth, j.nunits);
     hf_parallel(w->br == 4 ? compute4x1_task : compute1x4_task, &j, nth);
     return HF_OK;
