@@ -320,6 +320,9 @@ def test_int8_peak_probe():
         with pytest.raises(native.UnsupportedISAError, match="no peak probe"):
             native.int8_peak_gmacs()
         return
+    assert native.int8_peak_probe(1000) == 1000 * 12 * 64  # 12 vpdpbusd zmm of 64 MACs per step
+    with pytest.raises(ValueError, match="iters"):
+        native.int8_peak_probe(0)
     peak = native.int8_peak_gmacs(seconds=0.05)
     assert 10 < peak < 10_000  # GMAC/s of one core: 64 MACs per vpdpbusd zmm at about 1-2 per cycle
     with pytest.raises(native.UnsupportedISAError, match="no peak probe for 'ref'"):

@@ -31,6 +31,16 @@ def _out_int32(out, m: int, n: int) -> np.ndarray:
     return out
 
 
+def int8_peak_probe(iters: int, isa: str = "auto") -> int:
+    """Runs `iters` steps of the int8 peak loop (x86: 12 vpdpbusd zmm per step) and returns the MACs it did; the
+    caller times it (benchmarks interleave it with their kernels, so both see the same machine)."""
+    if iters <= 0:
+        raise ValueError(f"iters must be > 0, got {iters}")
+    macs = ffi.new("int64_t *")
+    _check(lib.hf_int8_peak_probe(isa_id(isa), int(iters), macs), "int8_peak_probe")
+    return int(macs[0])
+
+
 def int8_peak_gmacs(isa: str = "auto", seconds: float = 0.2) -> float:
     """One core's int8 dot-product peak in GMAC/s on `isa` (x86: a vpdpbusd zmm throughput loop in C), timed with this
     thread's CPU time, so time the machine gives other processes does not count; the best of a few runs of about
