@@ -61,20 +61,61 @@ def sparse_weight(rng, n, k, block, sparsity, bits=8):
     return w * np.repeat(np.repeat(keep.reshape(n // r, k // c), r, 0), c, 1).astype(np.int8)
 
 
-def interleaved(fa, fb, reps: int, min_time: float):
+PEAK_ITERS = 50_000  # one probe call: 38 M MACs, ~0.2 ms at 230 GMAC/s
+
+
+def peak_probe():
+    """A callable timing one int8 peak-loop call (MACs per call), or None where this ISA has no probe."""
+    try:
+        macs = native.int8_peak_probe(PEAK_ITERS)
+    except native.UnsupportedISAError:
+        return None, 0
+    return (lambda: native.int8_peak_probe(PEAK_ITERS)), macs
+
+
+def interleaved(fa, fb, reps: int, min_time: float, fp=None):
+    """Medians of alternated calls: (wall a, wall b, cpu a, cpu b), and the fastest cpu time of fp. cpu is this
+    thread's CPU time: with 1 thread both runtimes compute in the calling thread, and on a loaded machine it leaves
+    out the time other processes got. fp (the int8 peak loop) runs once per round, so the peak comes from the same
+    minutes as the kernels' times; its fastest round is returned (the loop has no memory traffic: any slower round
+    was slowed from outside)."""
     fa(), fb(), fa(), fb()  # warm-up
-    ta, tb = [], []
+    ta, tb, ca, cb, cp = [], [], [], [], []
     t_end = time.perf_counter() + min_time
     i = 0
     while i < reps or time.perf_counter() < t_end:
-        for f, ts in ((fa, ta), (fb, tb)) if i % 2 == 0 else ((fb, tb), (fa, ta)):
-            t0 = time.perf_counter()
+        for f, ts, cs in ((fa, ta, ca), (fb, tb, cb)) if i % 2 == 0 else ((fb, tb, cb), (fa, ta, ca)):
+            c0, t0 = time.thread_time(), time.perf_counter()
             f()
             ts.append(time.perf_counter() - t0)
+            cs.append(time.thread_time() - c0)
+        if fp is not None:
+            fp()  # untimed: right after the kernels the loop ran up to 15% slower (vector unit warm-up, measured)
+            c0 = time.thread_time()
+            fp()
+            cp.append(time.thread_time() - c0)
         i += 1
         if i >= 10 * reps:
             break
-    return float(np.median(ta)), float(np.median(tb))
+    # the peak loop's fastest round: slowdowns (steal time of the VM, other processes' cache traffic) only add time
+    peak_t = float(np.min(cp)) if cp else float("nan")
+    return (*(float(np.median(x)) for x in (ta, tb, ca, cb)), peak_t)
+
+
+def aligned_int32(m: int, n: int) -> np.ndarray:
+    """An int32 [m, n] array on a 64-byte boundary, as ONNX Runtime allocates its outputs (numpy's large arrays start
+    16 bytes into a page, so every 64-byte row store of a kernel would straddle two cache lines)."""
+    buf = np.empty(m * n + 16, np.int32)
+    off = (-buf.ctypes.data % 64) // 4
+    return buf[off:off + m * n].reshape(m, n)
+
+
+def kept_macs(sw, m: int) -> int:
+    """Multiply-adds of the kept blocks (padding entries of the packed records excluded)."""
+    if isinstance(sw, native.DenseWeight):
+        return m * sw.shape[0] * sw.shape[1]
+    r, c = (int(v) for v in sw.block.split("x"))
+    return m * sw.kept_blocks * r * c
 
 
 def main(argv=None):
@@ -99,8 +140,11 @@ def main(argv=None):
 
     rows = []
     hdr = ("| M | N x K | bits | block | kernel | sparsity | thr | hf-fast ms | ORT ms | speed-up vs ORT "
+           "| hf-fast CPU ms | ORT CPU ms | CPU speed-up | kept MACs % of peak "
            "| hf-fast GOP/s (dense-eq) | ORT GOP/s | ORT outputs != exact |")
-    sep = "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    sep = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    probe, probe_macs = peak_probe()  # None (column nan) where this ISA has no probe
+    peaks = []
     print(f"# ISA {info['isa']}, CPU {info['cpu']}, onnxruntime {ort.__version__}, hf-fast {info['version']}")
     print(hdr)
     print(sep)
@@ -116,16 +160,23 @@ def main(argv=None):
                         feed = {"A": a}
                         exact = a.astype(np.int64) @ w.astype(np.int64).T
                         ort_bad = float(np.mean(sess.run(None, feed)[0] != exact))
+                        out = aligned_int32(m, n)
                         with native.num_threads(th):
-                            if not np.array_equal(sw.matmul(a), exact):
+                            if not np.array_equal(sw.matmul(a, out), exact):
                                 raise SystemExit(f"hf-fast MISMATCH vs numpy at M={m} {n}x{k} {block} {sp}")
-                            t_ours, t_ort = interleaved(lambda sw=sw, a=a: sw.matmul(a),
-                                                        lambda sess=sess, feed=feed: sess.run(None, feed),
-                                                        args.reps, args.min_time)
+                            t_ours, t_ort, c_ours, c_ort, c_peak = interleaved(
+                                lambda sw=sw, a=a, out=out: sw.matmul(a, out),
+                                lambda sess=sess, feed=feed: sess.run(None, feed), args.reps, args.min_time, probe)
                         ops = 2.0 * m * n * k
+                        peak = probe_macs / c_peak / 1e9 if probe else float("nan")  # GMAC/s, this row's rounds
+                        peaks.append(peak)
+                        # CPU time stands for a core's work only with 1 thread (the other threads' is not counted)
+                        frac = kept_macs(sw, m) / (c_ours if th == 1 else t_ours) / 1e9 / peak / th
                         row = (f"| {m} | {n}x{k} | {bits} | {block} | {sw.kernel} | {sp:.0%} | {th} | "
                                f"{t_ours * 1e3:.3f} | {t_ort * 1e3:.3f} | {t_ort / t_ours:.2f}x | "
-                               f"{ops / t_ours / 1e9:.0f} | {ops / t_ort / 1e9:.0f} | {ort_bad:.1%} |")
+                               + (f"{c_ours * 1e3:.3f} | {c_ort * 1e3:.3f} | {c_ort / c_ours:.2f}x | " if th == 1
+                                  else "- | - | - | ")
+                               + f"{frac:.0%} | {ops / t_ours / 1e9:.0f} | {ops / t_ort / 1e9:.0f} | {ort_bad:.1%} |")
                         rows.append(row)
                         print(row, flush=True)
     # packed sizes at 80%
@@ -140,6 +191,9 @@ def main(argv=None):
             f"{kn} {b / 1e6:.2f} MB ({b / w.size:.2f} x dense int8)" for kn, b in sizes.items()))
     for s in size_lines:
         print(s)
+    if peaks:
+        print(f"- int8 peak (vpdpbusd zmm loop, fastest of each row's rounds): median {np.median(peaks):.0f} GMAC/s "
+              f"per core, range {min(peaks):.0f}-{max(peaks):.0f}")
     if not args.no_write:
         cmd = ".venv/bin/python benchmarks/bench_gemm.py " + " ".join(argv if argv is not None else sys.argv[1:])
         load = os.getloadavg()
@@ -150,7 +204,11 @@ def main(argv=None):
             f"({os.cpu_count()} CPUs), onnxruntime {ort.__version__} MatMulInteger u8 x s8 with the same weights, "
             f"hf-fast {info['version']}, python {platform.python_version()}; load average at the end "
             f"{load[0]:.2f}/{load[1]:.2f}. Medians of interleaved A/B runs; GOP/s count the dense-equivalent "
-            "2*M*N*K for both. Speed-up = ORT time / hf-fast time. hf-fast output is checked equal to the exact "
+            "2*M*N*K for both. Speed-up = ORT time / hf-fast time; CPU columns: this thread's CPU time (1 thread "
+            f"only). % of peak: kept-block MACs (padding excluded) per second of hf-fast (CPU time at 1 thread) over "
+            "the int8 peak of one core, a vpdpbusd zmm loop timed once per round of the row (its fastest round; median "
+            f"{np.median(peaks) if peaks else float('nan'):.0f} GMAC/s). Outputs of both go to 64-byte-aligned "
+            "arrays. hf-fast output is checked equal to the exact "
             "int64 product; the last column is the share of ORT outputs that differ from it (ORT's AVX2 u8s8 "
             "kernel uses vpmaddubsw, whose int16 pair sums saturate on full-range int8 weights; 7-bit weights "
             "cannot saturate). kernel: hf-fast's variant (avx2-s7 = vpmaddubsw on 7-bit weights, avx2-s16 = "

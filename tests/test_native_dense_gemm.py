@@ -123,3 +123,16 @@ def test_one_8bit_weight_forces_the_int16_kernel(isa, outlier):
     d = native.DenseWeight(w, isa=isa)
     assert d.kernel == ("avx2-s16" if isa == "avx2" else isa)
     np.testing.assert_array_equal(d.matmul(a).astype(np.int64), _ref(a, w))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_matmul_into_preallocated_out(isa):
+    rng = np.random.default_rng(3)
+    w = rng.integers(-128, 128, size=(37, 50), dtype=np.int8)
+    a = rng.integers(0, 256, size=(9, 50), dtype=np.uint8)
+    dw = native.DenseWeight(w, isa)
+    out = np.zeros((9, 37), np.int32)
+    assert dw.matmul(a, out) is out
+    np.testing.assert_array_equal(out, a.astype(np.int64) @ w.astype(np.int64).T)
+    with pytest.raises(ValueError, match="out must be"):
+        dw.matmul(a, np.zeros((9, 36), np.int32))

@@ -296,3 +296,55 @@ def test_preferred_block_on_arm_is_the_documented_default(tmp_path, monkeypatch)
     assert not (tmp_path / "preferred_block.json").exists()
     monkeypatch.setenv("HF_FAST_BLOCK", "1x4")
     assert native.preferred_block() == "1x4"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("aligned", [True, False])
+def test_large_int32_output_streamed_is_exact(isa, aligned):
+    # M * N * 4 >= 2 MB: the 4x1 VNNI kernel writes full aligned 64-byte rows with non-temporal stores, the rest
+    # (unaligned rows, the M tail 600 % 64) with ordinary ones; every path must give the same sums
+    rng = np.random.default_rng(11)
+    m, n, k = 600, 1008, 70
+    w = _sparse_weight(rng, n, k, "4x1", 0.8)
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    buf = np.full(m * n + 32, -1, np.int32)
+    off = (-buf.ctypes.data % 64) // 4 + (0 if aligned else 1)
+    out = buf[off:off + m * n].reshape(m, n)
+    native.SparseWeight(w, "4x1", isa).matmul(a, out)
+    np.testing.assert_array_equal(out.astype(np.int64), _ref(a, w))
+    assert (buf[:off] == -1).all() and (buf[off + m * n:] == -1).all()  # nothing written outside C
+
+
+def test_int8_peak_probe():
+    # explicit ISAs: under a forced HF_FAST_ISA=avx2 / ref the active ISA has no probe
+    for isa in ("ref", "avx2"):
+        if isa in native.supported_isas():
+            with pytest.raises(native.UnsupportedISAError, match=f"no peak probe for '{isa}'"):
+                native.int8_peak_probe(10, isa)
+    if "avx512vnni" not in native.supported_isas():
+        pytest.skip("no AVX-512 VNNI on this CPU")
+    assert native.int8_peak_probe(1000, "avx512vnni") == 1000 * 12 * 64  # 12 vpdpbusd zmm of 64 MACs per step
+    with pytest.raises(ValueError, match="iters"):
+        native.int8_peak_probe(0, "avx512vnni")
+    peak = native.int8_peak_gmacs("avx512vnni", seconds=0.05)
+    assert 10 < peak < 10_000  # GMAC/s of one core: 64 MACs per vpdpbusd zmm at about 1-2 per cycle
+    with pytest.raises(ValueError, match="seconds"):
+        native.int8_peak_gmacs("avx512vnni", seconds=0)
+
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 63, 65, 700])
+def test_one_thread_chunked_pack_matches_two_threads(isa, m):
+    # one thread packs each chunk of 64-token tiles just before computing it (4x1 VNNI); K = 1000 (not a multiple of
+    # 16: zero-padded tiles), N = 90 (a 16-channel strip tail and a 4-row group tail), M with tile tails
+    rng = np.random.default_rng(m)
+    w = _sparse_weight(rng, 90, 1000, "4x1", 0.7)
+    a = rng.integers(0, 256, size=(m, 1000), dtype=np.uint8)
+    sw = native.SparseWeight(w, "4x1", isa)
+    with native.num_threads(1):
+        one = sw.matmul(a)
+    with native.num_threads(2):
+        two = sw.matmul(a)
+    np.testing.assert_array_equal(one.astype(np.int64), _ref(a, w))
+    np.testing.assert_array_equal(one, two)

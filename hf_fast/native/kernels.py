@@ -22,6 +22,48 @@ def _as_2d(x: np.ndarray, dtype, name: str) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def _out_int32(out, m: int, n: int) -> np.ndarray:
+    """The int32 [m, n] result array: `out` when given (checked), else a new one."""
+    if out is None:
+        return np.empty((m, n), dtype=np.int32)
+    if not isinstance(out, np.ndarray) or out.dtype != np.int32 or out.shape != (m, n) or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous int32 array of shape {(m, n)}")
+    return out
+
+
+def int8_peak_probe(iters: int, isa: str = "auto") -> int:
+    """Runs `iters` steps of the int8 peak loop (x86: 12 vpdpbusd zmm per step) and returns the MACs it did; the
+    caller times it (benchmarks interleave it with their kernels, so both see the same machine)."""
+    if iters <= 0:
+        raise ValueError(f"iters must be > 0, got {iters}")
+    macs = ffi.new("int64_t *")
+    _check(lib.hf_int8_peak_probe(isa_id(isa), int(iters), macs), "int8_peak_probe")
+    return int(macs[0])
+
+
+def int8_peak_gmacs(isa: str = "auto", seconds: float = 0.2) -> float:
+    """One core's int8 dot-product peak in GMAC/s on `isa` (x86: a vpdpbusd zmm throughput loop in C), timed with this
+    thread's CPU time, so time the machine gives other processes does not count; the best of a few runs of about
+    `seconds` / 4. Raises UnsupportedISAError where the ISA has no probe (ref, avx2, aarch64)."""
+    import time
+
+    if not seconds > 0:
+        raise ValueError(f"seconds must be > 0, got {seconds}")
+    macs = ffi.new("int64_t *")
+    iters, best = 1 << 16, 0.0
+    deadline = time.perf_counter() + seconds
+    while True:
+        t0 = time.thread_time()
+        _check(lib.hf_int8_peak_probe(isa_id(isa), iters, macs), "int8_peak_probe")
+        dt = time.thread_time() - t0
+        if dt < seconds / 16:  # too short to time: grow the loop
+            iters *= 4
+            continue
+        best = max(best, macs[0] / dt / 1e9)
+        if time.perf_counter() > deadline:
+            return best
+
+
 class DenseWeight:
     """An int8 weight W[N, K] (PyTorch layout) packed for one ISA's dense kernel."""
 
@@ -40,13 +82,13 @@ class DenseWeight:
         self.kernel = ffi.string(lib.hf_dense_kernel_name(self._w)).decode()
         self.nbytes = int(lib.hf_dense_nbytes(self._w))
 
-    def matmul(self, a: np.ndarray) -> np.ndarray:
-        """C[M, N] = A[M, K] (uint8) @ W.T, exact int32."""
+    def matmul(self, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """C[M, N] = A[M, K] (uint8) @ W.T, exact int32 (into `out`, a C-contiguous int32 [M, N], if given)."""
         a = _as_2d(a, np.uint8, "activations")
         n, k = self.shape
         if a.shape[1] != k:
             raise ValueError(f"activations have {a.shape[1]} columns, weight expects K={k}")
-        c = np.empty((a.shape[0], n), dtype=np.int32)
+        c = _out_int32(out, a.shape[0], n)
         _check(lib.hf_dense_gemm(self._w, a.shape[0], ffi.cast("const uint8_t *", a.ctypes.data), k,
                                  ffi.cast("int32_t *", c.ctypes.data), n), "dense_gemm")
         return c
@@ -113,12 +155,7 @@ class SparseWeight:
         n, k = self.shape
         if a.shape[1] != k:
             raise ValueError(f"activations have {a.shape[1]} columns, weight expects K={k}")
-        if out is None:
-            c = np.empty((a.shape[0], n), dtype=np.int32)
-        else:
-            if out.dtype != np.int32 or out.shape != (a.shape[0], n) or not out.flags.c_contiguous:
-                raise ValueError(f"out must be a C-contiguous int32 array of shape {(a.shape[0], n)}")
-            c = out
+        c = _out_int32(out, a.shape[0], n)
         _check(lib.hf_sparse_gemm(self._w, a.shape[0], ffi.cast("const uint8_t *", a.ctypes.data), k,
                                   ffi.cast("int32_t *", c.ctypes.data), n), "sparse_gemm")
         return c

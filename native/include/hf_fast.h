@@ -51,6 +51,10 @@ const char *hf_isa_name(int isa);
 /* Parses "ref", "avx2", "avx512vnni", "neon", "dotprod", "i8mm", "auto"; returns -2 on an unknown name. */
 int hf_isa_from_name(const char *name);
 const char *hf_version(void);
+/* The int8 dot-product peak of one core on `isa` (HF_ISA_AUTO = active): runs `iters` steps of a register-only
+ * throughput loop of its widest instruction (x86: 12 vpdpbusd zmm) and sets *macs to the multiply-adds done; the
+ * caller times the call. HF_EUNSUPPORTED for an ISA without a probe (ref, avx2, aarch64 for now). */
+int hf_int8_peak_probe(int isa, int64_t iters, int64_t *macs);
 
 /* Which kernel runs an op on `isa` (HF_ISA_AUTO = the active ISA): the name dispatch.c derives from the kernel it
  * picks, a static string; "" for an unknown op or an ISA this CPU cannot run. arg is the head size d for the two

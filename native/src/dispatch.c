@@ -104,6 +104,20 @@ int hf_resolve_isa(int isa, int *out) {
     return HF_OK;
 }
 
+int hf_int8_peak_probe(int isa, int64_t iters, int64_t *macs) {
+    const hf_isa_table *t;
+    int rc;
+    if (!macs) return hf_fail(HF_EINVAL, "int8_peak_probe: macs is NULL");
+    *macs = 0;
+    if (iters <= 0) return hf_fail(HF_EINVAL, "int8_peak_probe: iters=%lld must be > 0", (long long)iters);
+    if ((rc = hf_resolve_isa(isa, &isa)) != HF_OK) return rc;
+    t = table_for(isa);
+    if (!t || !t->int8_peak)
+        return hf_fail(HF_EUNSUPPORTED, "int8_peak_probe: no peak probe for '%s'", isa_names[isa]);
+    *macs = t->int8_peak(iters);
+    return *macs < 0 ? hf_fail(HF_EINVAL, "int8_peak_probe: the loop's sums are wrong") : HF_OK;
+}
+
 const hf_dense_kernel *hf_dense_kernel_for(int isa) {
     const hf_isa_table *t = table_for(isa);
     return t ? t->dense : NULL;

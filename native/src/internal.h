@@ -267,6 +267,9 @@ typedef struct {
      * n * 64, pack_ld = round16(N) * 64; written channel by channel from the kernel's channel-major tile, with no
      * transpose (hf_strip_store_packed_avx512) and no pack pass on the consumer's side. */
     int64_t pack_ld;
+    /* HF_EPI_S32 only: full 64-byte-aligned rows are written with non-temporal stores (set by a kernel for an
+     * output too large to stay in cache, so its lines are not read for ownership first; the kernel fences) */
+    int stream;
 } hf_epilogue;
 /* The output quantizer of channel n (a 16-channel strip or 8-channel tile never straddles two segments). */
 static inline float hf_epi_qscale(const hf_epilogue *ep, int64_t n) {
@@ -372,6 +375,9 @@ typedef struct hf_isa_table {
     hf_attention_head_fn attention_bf16;
     int attn_bf16_step;
     int (*attn_bf16_cpu)(void);
+    /* a throughput loop of the ISA's widest int8 dot product (hf_int8_peak_probe): returns the MACs it did in `iters`
+     * steps, -1 if its check failed; NULL: no probe for this ISA */
+    int64_t (*int8_peak)(int64_t iters);
     /* the name hf_op_kernel reports for each HF_OP_* whose kernel this table owns */
     const char *op_names[HF_OP_COUNT];
 } hf_isa_table;

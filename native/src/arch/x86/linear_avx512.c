@@ -111,11 +111,12 @@ INL void row16(const hf_epilogue *ep, __m512i v, const chan16 *c, int64_t m, int
 /* n (1 or 4) consecutive rows of r through the epilogue, each step for the n rows side by side. */
 INL void row_block(const __m512i *r, const chan16 *c, int64_t m0, int64_t n0, __mmask16 k, void *C,
                    int64_t ldc, const int mode, const int gelu, const int res, const int n, const int full, float qs,
-                   int32_t qz, int qmul, const float *resid, int64_t ldr) {
+                   int32_t qz, int qmul, const float *resid, int64_t ldr, const int stream) {
     if (mode == HF_EPI_S32) {
         for (int i = 0; i < n; i++) {
             int32_t *d = (int32_t *)C + (m0 + i) * ldc + n0;
-            if (full) _mm512_storeu_si512((void *)d, r[i]);
+            if (full && stream && !((uintptr_t)d & 63)) _mm512_stream_si512((void *)d, r[i]);
+            else if (full) _mm512_storeu_si512((void *)d, r[i]);
             else _mm512_mask_storeu_epi32(d, k, r[i]);
         }
         return;
@@ -153,15 +154,16 @@ INL void rows16_mode(const hf_epilogue *ep, const __m512i *r, int cnt, const cha
     const float qs = hf_epi_qscale(ep, n0);
     const int32_t qz = hf_epi_qzp(ep, n0);
     const int qmul = ep->q_mul != NULL; /* loop-invariant: the unsmoothed path runs as before */
+    const int stream = mode == HF_EPI_S32 && ep->stream;
     /* GELU: rows in lockstep blocks of 4, each step for the 4 rows side by side. One row's chain (GELU + quantizer)
      * is ~75 cycles of latency, too long for the out-of-order window to overlap rows written one after the other
      * (GELU + u8 epilogue of ffn_in, 128 x 3072, C harness: 4.4-4.5 -> 3.8-3.9 ns per 16 outputs). Without GELU the
      * chains are short and the plain loop is faster (fp32 + residual: 1.9 ns against 2.2 in lockstep). */
     int t = 0;
     if (gelu)
-        for (; t + 4 <= cnt; t += 4) row_block(r + t, c, m0 + t, n0, k, C, ldc, mode, gelu, res, 4, full, qs, qz, qmul, resid, ldr);
+        for (; t + 4 <= cnt; t += 4) row_block(r + t, c, m0 + t, n0, k, C, ldc, mode, gelu, res, 4, full, qs, qz, qmul, resid, ldr, stream);
 #pragma GCC unroll 4
-    for (; t < cnt; t++) row_block(r + t, c, m0 + t, n0, k, C, ldc, mode, gelu, res, 1, full, qs, qz, qmul, resid, ldr);
+    for (; t < cnt; t++) row_block(r + t, c, m0 + t, n0, k, C, ldc, mode, gelu, res, 1, full, qs, qz, qmul, resid, ldr, stream);
 }
 
 INL void rows16(const hf_epilogue *ep, const __m512i *r, int cnt, const chan16 *c, int64_t m0, int64_t n0,

@@ -27,6 +27,7 @@
 #define INL static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma"), always_inline))
 #define CHUNK_BYTES (192 * 1024)
 #define TILE_T 64 /* tokens per 4x1 activation tile */
+#define STREAM_BYTES (2 << 20) /* the L2 of a core is 1 MB here (Zen 4), 2 MB on Zen 5 */
 
 typedef struct {
     uint8_t dk[4]; /* input channels as deltas; the activation row of channel k is X + k * TILE_T */
@@ -342,6 +343,7 @@ static TGT void compute4x1_task(void *ctx, int tid, int nth) {
             }
         }
     }
+    if (j->ep->stream) _mm_sfence(); /* the non-temporal stores are visible before the join */
 }
 
 static TGT void compute1x4_task(void *ctx, int tid, int nth) {
@@ -383,20 +385,14 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
     j.lda = lda;
     j.C = C;
     j.ldc = ldc;
-    j.ep = ep;
+    hf_epilogue eps = *ep;
+    /* raw int32 output larger than the L2 share of a core: stream it (an RFO per line cost a third of the
+     * GEMM at M=1024, N=3072) */
+    eps.stream = ep->f32 == HF_EPI_S32 && M * ldc * (int64_t)sizeof(int32_t) >= STREAM_BYTES && !(ldc & 15);
+    j.ep = &eps;
     const int64_t tt = w->br == 4 ? TILE_T : 16;
     j.ntt = (M + tt - 1) / tt;
     j.tstride = hf_round16(w->K) * tt;
-    if (packed) {
-        j.X = (char *)A;
-    } else {
-        j.X = (char *)hf_scratch(0, (size_t)(j.ntt * j.tstride));
-        if (!j.X) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
-        atomic_init(&j.failed, 0);
-        j.nr = hf_ranges_init(j.tiles, nth, j.ntt);
-        hf_parallel(pack_task, &j, (int)(j.ntt < nth ? j.ntt : nth));
-        if (atomic_load(&j.failed)) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for scratch");
-    }
     j.chunk = CHUNK_BYTES / j.tstride;
     if (j.chunk < 1) j.chunk = 1;
     if (j.chunk > j.ntt) j.chunk = j.ntt;
@@ -409,6 +405,32 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
     j.ngt = (ncol + j.tg - 1) / j.tg;
     while (j.chunk > 1 && ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt < 8 * (int64_t)nth) j.chunk = (j.chunk + 1) / 2;
     j.nunits = ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt;
+    if (packed) {
+        j.X = (char *)A;
+    } else {
+        j.X = (char *)hf_scratch(0, (size_t)(j.ntt * j.tstride));
+        if (!j.X) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
+        atomic_init(&j.failed, 0);
+        if (nth == 1 && w->br == 4) {
+            /* one thread: pack each chunk of token tiles just before its units (units are chunk-major), so the
+             * tiles are read back from L2, not from L3 after the whole activation matrix was packed */
+            for (int64_t c0 = 0, u0 = 0; c0 < j.ntt; c0 += j.chunk, u0 += j.ngt) {
+                j.nr = 1;
+                atomic_init(&j.tiles[0].next, c0);
+                j.tiles[0].end = c0 + j.chunk < j.ntt ? c0 + j.chunk : j.ntt;
+                pack_task(&j, 0, 1);
+                if (atomic_load(&j.failed))
+                    return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for scratch");
+                atomic_init(&j.units[0].next, u0);
+                j.units[0].end = u0 + j.ngt;
+                compute4x1_task(&j, 0, 1);
+            }
+            return HF_OK;
+        }
+        j.nr = hf_ranges_init(j.tiles, nth, j.ntt);
+        hf_parallel(pack_task, &j, (int)(j.ntt < nth ? j.ntt : nth));
+        if (atomic_load(&j.failed)) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for scratch");
+    }
     j.nr = hf_ranges_init(j.units, nth, j.nunits);
     hf_parallel(w->br == 4 ? compute4x1_task : compute1x4_task, &j, nth);
     return HF_OK;

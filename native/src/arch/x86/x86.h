@@ -12,6 +12,7 @@ extern const hf_dense_kernel hf_dense_avx2_s7;
 extern const hf_dense_kernel hf_dense_avx512vnni;
 extern const hf_sparse_kernel hf_sparse_avx2;
 extern const hf_sparse_kernel hf_sparse_avx512vnni;
+int64_t hf_int8_peak_avx512vnni(int64_t iters);
 
 void hf_attention_q8_head_avx2(int64_t S, int64_t d, const uint8_t *q8, const uint8_t *k8, const uint8_t *v8,
     int64_t ld, const float *key_bias, float scale, const hf_attn_quant *aq, float *ctx, int64_t ldo,
