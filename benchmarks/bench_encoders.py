@@ -129,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=None, help="layers of every family (default: base size)")
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per configuration")
     ap.add_argument("--long", type=int, default=2048, help="ModernBERT's long sequence (0: skip)")
+    ap.add_argument("--no-long-e2e", dest="long_e2e", action="store_false",
+                    help="at --long, time the attention kernels only (not the whole model at 1xLONG)")
     ap.add_argument("--profile", action="store_true", help="ModernBERT's per-kernel split at b1 s128")
     ap.add_argument("--quick", action="store_true", help="4 / 3 layers, 1x128, 1 s budgets, no long sequence")
     ap.add_argument("--history", action="store_true", help="append the table to benchmarks/HISTORY.md")
@@ -161,7 +163,7 @@ def main(argv=None) -> int:
     rows, profile = [], None
     for fam in args.families:
         layers = args.layers or ({"modernbert": 4, "mpnet": 3}[fam] if args.quick else LAYERS[fam])
-        shapes = list(args.shapes) + ([f"1x{args.long}"] if fam == "modernbert" and args.long else [])
+        shapes = list(args.shapes) + ([f"1x{args.long}"] if fam == "modernbert" and args.long and args.long_e2e else [])
         for sp in args.sparsity:
             block = "4x1" if sp > 0 else "dense"
             model = build(fam, layers, sp)

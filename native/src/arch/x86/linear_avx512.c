@@ -311,12 +311,16 @@ TGT void hf_strip_store_packed_avx512(const hf_epilogue *ep, const int32_t *tile
                 }
                 gelu16xn(ya, 4);
                 const __m512 qm = _mm512_set1_ps(ep->q_mul ? ep->q_mul[j] : 1.f);
-                __m512i row = _mm512_setzero_si512();
+                __m128i qb[4];
                 for (int t = 0; t < 4; t++) {
                     __m512 v = _mm512_mul_ps(ya[t], yg[t]);
                     if (ep->q_mul) v = _mm512_mul_ps(v, qm);
-                    row = _mm512_inserti32x4(row, hf_quant16(v, qs, qz), t);
+                    qb[t] = hf_quant16(v, qs, qz);
                 }
+                __m512i row = _mm512_zextsi128_si512(qb[0]); /* immediate lane indices: -O2 does not unroll */
+                row = _mm512_inserti32x4(row, qb[1], 1);
+                row = _mm512_inserti32x4(row, qb[2], 2);
+                row = _mm512_inserti32x4(row, qb[3], 3);
                 row = _mm512_maskz_mov_epi8(valid, row);
                 _mm512_store_si512((void *)(X + j * 64), _mm512_permutexvar_epi32(perm, row));
             }
