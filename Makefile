@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint bench bench-embed sanitize fuzz clean install wheel wheel-smoke native-aarch64-compile test-aarch64 aarch64-golden
+.PHONY: demo test lint bench bench-embed bench-encoders sanitize fuzz clean install wheel wheel-smoke native-aarch64-compile test-aarch64 aarch64-golden
 
 install: $(VENV)/.native-stamp
 
@@ -131,6 +131,7 @@ bench: install
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
 	$(PY) benchmarks/bench_text.py
 	$(MAKE) --no-print-directory bench-embed
+	$(MAKE) --no-print-directory bench-encoders
 
 # sentence embeddings on real data (../shared/data): SQuAD v1.1 dev retrieval (recall@1/10, MRR), cosine to fp32, and
 # sentences/s of the engine vs ONNX Runtime int8 (quantize_dynamic) vs OpenVINO, 1 and 2 threads, all through one
@@ -138,6 +139,13 @@ bench: install
 EMBED_ARGS ?=
 bench-embed: install
 	$(PY) benchmarks/bench_embed.py $(EMBED_ARGS)
+
+# issue 21's encoders at base size, dense and 80% 4x1, 1 thread: ModernBERT (GeGLU fused in Wi's epilogue) and MPNet
+# vs ONNX Runtime int8 (and OpenVINO) on the same weights at 1x128, 1x512, 8x128; ModernBERT at 1x2048 and its local
+# layers' window attention vs the engine's global kernel. QUICK=1: 4 / 3 layers at 1x128 (a smoke run of every path).
+ENCODERS_ARGS ?= $(if $(QUICK),--quick,)
+bench-encoders: install
+	$(PY) benchmarks/bench_encoders.py $(ENCODERS_ARGS)
 
 # ASan + UBSan build of the same C sources into build/sanitize/ (hf_fast/_native*.so is left alone);
 # hf_fast/native/_loader.py imports it when HF_FAST_NATIVE_DIR is set. libasan (and libstdc++, so its __cxa_throw

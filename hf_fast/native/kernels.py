@@ -172,13 +172,20 @@ class PackedLinear:
     ``forward(a, a_scale, a_zp)`` returns float32
     ``(a @ W.T - a_zp * W.sum(1)) * a_scale * w_scale + bias`` [then GELU] [then + residual].
     ``block`` is "4x1" / "1x4" (block-sparse kernels) or "dense".
+    ``geglu=True`` (GeGLU's Linear, ModernBERT's Wi: rows [0, N/2) the GELU inputs, [N/2, N) the gates, N/2 a multiple
+    of 4) packs it for the gated epilogue (hf_linear_pack_geglu): ``forward`` then takes ``out_quant`` and returns
+    uint8 [M, N/2] = quantize_u8(GELU(y[:, :N/2]) * y[:, N/2:] [* mul]), y the float Linear output, bit for bit
+    ``encoder_kernels.geglu_u8`` of that output on the same ISA; the fp32 [M, N] is never written.
     """
 
-    def __init__(self, w: np.ndarray, w_scale, bias=None, block: str = "4x1", isa: str = "auto"):
+    def __init__(self, w: np.ndarray, w_scale, bias=None, block: str = "4x1", isa: str = "auto",
+                 geglu: bool = False):
         w = _as_2d(w, np.int8, "weight")
         if 0 in w.shape:
             raise ValueError(f"weight must be non-empty, got shape {w.shape}")
         n, k = w.shape
+        if geglu and n % 8:
+            raise ValueError(f"geglu: the weight has {n} rows; GeGLU's Linear needs 2F rows with F a multiple of 4")
         w_scale = np.ascontiguousarray(np.broadcast_to(np.asarray(w_scale, dtype=np.float32), (n,)))
         if bias is not None:
             bias = np.asarray(bias, dtype=np.float32)
@@ -187,8 +194,9 @@ class PackedLinear:
             bias = np.ascontiguousarray(bias)
         br, bc = _block_rc(block)
         out = ffi.new("hf_linear **")
-        _check(lib.hf_linear_pack(isa_id(isa), br, bc, n, k, ffi.cast("const int8_t *", w.ctypes.data), k,
-                                  _fptr(w_scale), _fptr(bias), out), "linear_pack")
+        pack = lib.hf_linear_pack_geglu if geglu else lib.hf_linear_pack
+        _check(pack(isa_id(isa), br, bc, n, k, ffi.cast("const int8_t *", w.ctypes.data), k, _fptr(w_scale),
+                    _fptr(bias), out), "linear_pack")
         self._adopt(out[0])
 
     def _adopt(self, ptr) -> None:
@@ -203,6 +211,7 @@ class PackedLinear:
         self.kernel = ffi.string(lib.hf_linear_kernel_name(self._l)).decode()
         self.kept_blocks, self.total_blocks = int(kept[0]), int(total[0])
         self.nbytes = int(lib.hf_linear_nbytes(self._l))
+        self.geglu = bool(lib.hf_linear_is_geglu(self._l))
 
     def to_bytes(self) -> bytes:
         """The packed layer as bytes for `from_bytes` (this library build and ISA only: see pack_cache.py)."""
@@ -237,12 +246,17 @@ class PackedLinear:
                 raise ValueError(f"residual must have shape ({m}, {n}), got {residual.shape}")
         _check_act_zp(a_zp)
         flags = lib.HF_LINEAR_GELU if gelu else 0
+        if self.geglu and (out_quant is None or gelu or residual is not None):
+            raise ValueError("a Linear packed with geglu=True gives uint8 gated channels: pass out_quant, and no "
+                             "gelu or residual")
         if out_quant is not None:
-            y_scale, y_zp, y_mul = _out_quant(out_quant, n, "out_quant")
-            y = np.empty((m, n), dtype=np.uint8)
+            width = n // 2 if self.geglu else n
+            y_scale, y_zp, y_mul = _out_quant(out_quant, width, "out_quant")
+            y = np.empty((m, width), dtype=np.uint8)
             _check(lib.hf_linear_forward_u8(self._l, m, ffi.cast("const uint8_t *", a.ctypes.data), k, float(a_scale),
-                                            int(a_zp), ffi.cast("uint8_t *", y.ctypes.data), n, flags, _fptr(residual),
-                                            n, float(y_scale), int(y_zp), _fptr(y_mul)), "linear_forward_u8")
+                                            int(a_zp), ffi.cast("uint8_t *", y.ctypes.data), width, flags,
+                                            _fptr(residual), n, float(y_scale), int(y_zp), _fptr(y_mul)),
+                   "linear_forward_u8")
             return y
         y = np.empty((m, n), dtype=np.float32)
         _check(lib.hf_linear_forward(self._l, m, ffi.cast("const uint8_t *", a.ctypes.data), k, float(a_scale),
@@ -282,6 +296,7 @@ def linear_chain(first: PackedLinear, second: PackedLinear, a: np.ndarray, a_sca
     residual=residual)``; when both are 4x1 on AVX-512 VNNI the intermediate never exists row-major."""
     a = _as_2d(a, np.uint8, "activations")
     (n1, k1), (n2, k2) = first.shape, second.shape
+    n1 = n1 // 2 if first.geglu else n1  # GeGLU's Linear gives N/2 gated channels
     if n1 != k2:
         raise ValueError(f"the first linear gives {n1} channels, the second takes K={k2}")
     if a.shape[1] != k1:

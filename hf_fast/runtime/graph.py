@@ -195,17 +195,20 @@ class LogicalGraph:
     def prod(self, name: str) -> onnx.NodeProto | None:
         return self.producer.get(name)
 
-    def depends_on_input(self, name: str, graph_input: str, _seen=None) -> bool:
-        """True if the values (not just the shape) of tensor `name` are computed from `graph_input`."""
-        seen = _seen if _seen is not None else set()
-        if name == graph_input:
-            return True
-        if name in seen or name in self.consts:
-            return False
-        seen.add(name)
-        p = self.producer.get(name)
-        if p is None or p.op_type == "Shape":
-            return False
-        return any(self.depends_on_input(i, graph_input, seen) for i in p.input if i)
+    def depends_on_input(self, name: str, graph_input: str) -> bool:
+        """True if the values (not just the shape) of tensor `name` are computed from `graph_input`. An iterative walk:
+        the recursive one exceeded Python's recursion limit on a 12-layer MPNet-base export."""
+        stack, seen = [name], set()
+        while stack:
+            t = stack.pop()
+            if t == graph_input:
+                return True
+            if t in seen or t in self.consts:
+                continue
+            seen.add(t)
+            p = self.producer.get(t)
+            if p is not None and p.op_type != "Shape":
+                stack.extend(i for i in p.input if i)
+        return False
 
     attr = staticmethod(_attr)

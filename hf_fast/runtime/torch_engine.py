@@ -66,10 +66,11 @@ def calibrate(model, batches) -> dict[str, tuple[float, int]]:
 class ModernBertEngine:
     """ModernBertModel's last_hidden_state from the native engine. ``quant``: calibrate()'s output. ``block``:
     "dense" or a kernel block shape ("4x1", "1x4") for pruned weights. ``leave_out``: ops to drop from the engine's
-    description ("rotary", "window", "gate"), for the mutation tests that show each one is needed."""
+    description ("rotary", "window", "gate"), for the mutation tests that show each one is needed. ``unfused_geglu``:
+    pack Wi plainly, so GeGLU runs as the separate pass after an fp32 [T][2F] output (the fused epilogue's baseline)."""
 
     def __init__(self, model, quant: dict[str, tuple[float, int]], isa: str = "auto", block: str = "dense",
-                 leave_out: tuple[str, ...] = ()):
+                 leave_out: tuple[str, ...] = (), unfused_geglu: bool = False):
         bad = set(leave_out) - {"rotary", "window", "gate"}
         if bad:
             raise ValueError(f"leave_out: unknown ops {sorted(bad)} (rotary, window, gate)")
@@ -115,8 +116,10 @@ class ModernBertEngine:
                 if name == "mlp.Wi" and "gate" in leave_out:  # GELU(a) without the gate: Wi's first half only
                     w = w[:F]
                 qw, ws = _quant_weight(w)
+                # Wi with its gate: packed for the gated epilogue (no fp32 [T][2F]) where F allows (a multiple of 4)
+                glu = name == "mlp.Wi" and "gate" not in leave_out and F % 4 == 0 and not unfused_geglu
                 pl = native.PackedLinear(qw, ws, None if bias is None else f(bias)[: w.shape[0]],
-                                         block=block, isa=isa)
+                                         block=block, isa=isa, geglu=glu)
                 self._keep.append(pl)
                 self.packed_bytes += pl.nbytes
                 lins[name] = (pl, quant[f"layers.{i}.{name}"])

@@ -213,6 +213,17 @@ int hf_sparse_gemm(const hf_sparse_w *w, int64_t M, const uint8_t *A, int64_t ld
 typedef struct hf_linear hf_linear;
 int hf_linear_pack(int isa, int block_rows, int block_cols, int64_t N, int64_t K, const int8_t *W, int64_t ldw,
                    const float *w_scale, const float *bias, hf_linear **out);
+/* GeGLU's Linear (ModernBERT's Wi): W[N][K] rows [0, N/2) are the GELU inputs a, rows [N/2, N) the gates g; N/2 a
+ * multiple of 4. Packed with its output channels interleaved in groups of 4 (a[4q..4q+3], then g[4q..4q+3]), so
+ * every 8-channel tile of the kernels holds whole (a, g) pairs and the gate is applied in the GEMM epilogue: the
+ * [M][N] fp32 output is never written. Such a Linear gives Y[M][N/2] uint8 = hf_quantize_u8(GELU(y_a) * y_g [*
+ * y_mul[j]], y_scale, y_zp) through hf_linear_forward_u8 (flags 0, no residual) and hf_linear_chain, bit for bit
+ * hf_linear_forward's fp32 output then hf_geglu_u8 on the same ISA; hf_linear_forward refuses it. 4x1 blocks of
+ * the original rows stay 4x1 blocks (a block must not straddle the a / g split, as the pruner keeps it). */
+int hf_linear_pack_geglu(int isa, int block_rows, int block_cols, int64_t N, int64_t K, const int8_t *W, int64_t ldw,
+                         const float *w_scale, const float *bias, hf_linear **out);
+/* 1 when lin was packed with hf_linear_pack_geglu (its outputs are N/2 gated channels), else 0 */
+int hf_linear_is_geglu(const hf_linear *lin);
 void hf_linear_free(hf_linear *lin);
 int64_t hf_linear_nbytes(const hf_linear *lin);
 const char *hf_linear_kernel_name(const hf_linear *lin); /* see hf_dense_kernel_name */

@@ -308,6 +308,9 @@ static int check_lin(const hf_linear *l, int64_t N, int64_t K, const char *what,
     int64_t n = 0, k = 0;
     if (!l) return hf_fail(HF_EINVAL, "layer %lld: %s is NULL", (long long)i, what);
     hf_linear_info(l, NULL, &n, &k, NULL, NULL, NULL, NULL);
+    if (hf_linear_is_geglu(l) && strcmp(what, "ffn_in") != 0) /* ffn_in's GeGLU case: hf_engine_set_layer */
+        return hf_fail(HF_EINVAL, "layer %lld: %s is packed for GeGLU (hf_linear_pack_geglu); only a GeGLU layer's "
+                                  "ffn_in can be", (long long)i, what);
     if (n != N || k != K)
         return hf_fail(HF_EINVAL, "layer %lld: %s is %lldx%lld, expected %lldx%lld", (long long)i, what,
                        (long long)n, (long long)k, (long long)N, (long long)K);
@@ -343,6 +346,9 @@ int hf_engine_set_layer(hf_engine *e, int64_t i, const hf_engine_layer_desc *d) 
     if ((rc = check_lin(d->qkv, 3 * e->H, e->H, "qkv", i)) || (rc = check_lin(d->attn_out, e->H, e->H, "attn_out", i)) ||
         (rc = check_lin(d->ffn_in, e->activation == HF_ACT_GEGLU ? 2 * e->F : e->F, e->H, "ffn_in", i)) || (rc = check_lin(d->ffn_out, e->H, e->F, "ffn_out", i)))
         return rc;
+    if (hf_linear_is_geglu(d->ffn_in) && e->activation != HF_ACT_GEGLU)
+        return hf_fail(HF_EINVAL, "layer %lld: ffn_in is packed for GeGLU but the model's activation is not GeGLU",
+                       (long long)i);
     if ((rc = check_q(d->qkv_scale, d->qkv_zp, "qkv", i)) || (rc = check_q(d->o_scale, d->o_zp, "attn_out", i)) ||
         (rc = check_q(d->i_scale, d->i_zp, "ffn_in", i)) || (rc = check_q(d->f_scale, d->f_zp, "ffn_out", i)))
         return rc;
@@ -524,6 +530,8 @@ static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t T, i
         hq_bytes = hb > hq_bytes ? hb : hq_bytes;
     }
     if (e->activation == HF_ACT_GEGLU && T * e->F > hq_bytes) hq_bytes = T * e->F; /* GeGLU writes [T][F] */
+    int unfused_geglu = 0; /* a GeGLU layer whose ffn_in is not packed for the fused epilogue needs a->gate */
+    for (int64_t i = 0; i < e->L; i++) unfused_geglu |= e->activation == HF_ACT_GEGLU && !hf_linear_is_geglu(e->layers[i].ffn_in);
     size_t off = 0;
 #define TAKE(ptr, type, n)                                                      \
     do {                                                                        \
@@ -541,7 +549,7 @@ static size_t arena_carve(const hf_engine *e, void *mem, int64_t B, int64_t T, i
     TAKE(a->qkv8, uint8_t, u8_qkv ? T * H3 : 0);
     if (e->embed_proj) TAKE(a->emb, float, T * e->E); /* last: the buffers above sit where they always did */
     if (e->attn_bias == HF_ATTN_BIAS_RELATIVE) TAKE(a->rel, float, e->heads * (2 * S - 1));
-    if (e->activation == HF_ACT_GEGLU) TAKE(a->gate, float, T * 2 * e->F);
+    if (unfused_geglu) TAKE(a->gate, float, T * 2 * e->F);
     if (e->position == HF_POS_ROTARY) TAKE(a->rope, float, e->n_theta * S * (e->H / e->heads));
     TAKE(a->pos, int64_t, T);
     TAKE(a->off, int64_t, B);
@@ -752,8 +760,9 @@ static int attention_phase(const hf_engine *e, int64_t li, const arena_t *ap, in
 }
 
 /* The FFN on a->xq = Q(LN(x)): out = Linear_2(Q(act(Linear_1(.)))) + residual; GELU fused in ffn_in's epilogue
- * (hf_linear_chain), GeGLU as ffn_in's fp32 [T][2F] output then one pass of GELU(a) * g + quantizer (rows split over
- * the pool) into ffn_out's uint8 input. */
+ * (hf_linear_chain), GeGLU too when ffn_in was packed with hf_linear_pack_geglu (the gate applied in the epilogue,
+ * no fp32 [T][2F]); otherwise GeGLU runs as ffn_in's fp32 [T][2F] output then one pass of GELU(a) * g + quantizer
+ * (rows split over the pool) into ffn_out's uint8 input, the same bytes. */
 typedef struct {
     const hf_encoder_ops *enc;
     const float *gate;
@@ -778,9 +787,10 @@ static int ffn_phase(const hf_engine *e, const hf_layer *l, const arena_t *a, in
                      float *out) {
     const int64_t H = e->H, F = e->F;
     int rc;
-    if (e->activation != HF_ACT_GEGLU)
-        return hf_linear_chain(l->ffn_in, l->ffn_out, T, a->xq, H, l->i_s, l->i_zp, HF_LINEAR_GELU, l->f_s, l->f_zp,
-                               l->f_m, a->hq, out, H, residual, H);
+    if (e->activation != HF_ACT_GEGLU || hf_linear_is_geglu(l->ffn_in))
+        return hf_linear_chain(l->ffn_in, l->ffn_out, T, a->xq, H, l->i_s, l->i_zp,
+                               e->activation == HF_ACT_GEGLU ? 0 : HF_LINEAR_GELU, l->f_s, l->f_zp, l->f_m, a->hq, out,
+                               H, residual, H);
     if ((rc = hf_linear_forward(l->ffn_in, T, a->xq, H, l->i_s, l->i_zp, a->gate, 2 * F, 0, NULL, 0)) != HF_OK)
         return rc;
     geglu_job gj = {hf_encoder_ops_for(e->isa), a->gate, F, T, l->f_m, l->f_s, l->f_zp, a->hq, 0};

@@ -270,7 +270,14 @@ typedef struct {
     /* HF_EPI_S32 only: full 64-byte-aligned rows are written with non-temporal stores (set by a kernel for an
      * output too large to stay in cache, so its lines are not read for ownership first; the kernel fences) */
     int stream;
+    /* HF_EPI_U8 with glu (hf_linear_pack_geglu's Linear; no gelu, residual or q_seg): channels are interleaved in
+     * groups of 4, channel 8q + r the GELU input of gated channel 4q + r for r < 4 and its gate (of 4q + r - 4)
+     * otherwise; C is uint8 [M][N/2], C[m][j] = Q(GELU(y_a) * y_g [* q_mul[j]]), the arithmetic of the fp32 epilogue
+     * followed by the ISA's hf_geglu_fn. Stores take tiles of whole groups (8 or 16 channels). */
+    int glu;
 } hf_epilogue;
+/* GeGLU epilogue: the Linear channel of gated channel j's GELU input (its gate is 4 channels further) */
+static inline int64_t hf_glu_chan(int64_t j) { return (j / 4) * 8 + j % 4; }
 /* The output quantizer of channel n (a 16-channel strip or 8-channel tile never straddles two segments). */
 static inline float hf_epi_qscale(const hf_epilogue *ep, int64_t n) {
     return ep->q_seg ? ep->q_seg_scale[n / ep->q_seg] : ep->q_scale;
@@ -304,6 +311,9 @@ static inline void hf_epi_store_ref1(const hf_epilogue *ep, int32_t acc, int64_t
  * m0 is the global row of acc's first row (for the residual), C points at that row. */
 void hf_epilogue_rows_ref(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
                           int64_t lda, void *C, int64_t ldc);
+/* ep->glu: gated channel j of row m from the accumulators of its two Linear channels, into C[m][j] (uint8) */
+void hf_glu_store_ref1(const hf_epilogue *ep, int32_t acc_a, int32_t acc_g, int64_t m, int64_t j, uint8_t *C,
+                       int64_t ldc);
 void hf_gelu_ref(int64_t n, const float *x, float *y);
 void hf_quantize_ref(int64_t n, const float *x, float scale, int32_t zp, uint8_t *y);
 /* y[i] = hf_quantize_ref1(x[i] * mul[i], scale, zp): a per-channel Mul (SmoothQuant's 1/s) rounded to fp32, then

@@ -14,6 +14,7 @@ struct hf_linear {
     int32_t *colsum; /* sum_k W[n][k]: the zero-point correction */
     float *w_scale;
     float *bias; /* NULL when packed without bias */
+    int glu;     /* hf_linear_pack_geglu: channels interleaved in groups of 4 (a, g), N/2 gated outputs */
 };
 
 void hf_linear_free(hf_linear *l) {
@@ -82,6 +83,39 @@ int hf_linear_pack(int isa, int block_rows, int block_cols, int64_t N, int64_t K
     return HF_OK;
 }
 
+/* GeGLU's Linear: the rows of W (and w_scale, bias) in the epilogue's order, hf_glu_chan(j) <- a[j] and
+ * hf_glu_chan(j) + 4 <- g[j], packed as any Linear. */
+int hf_linear_pack_geglu(int isa, int block_rows, int block_cols, int64_t N, int64_t K, const int8_t *W, int64_t ldw,
+                         const float *w_scale, const float *bias, hf_linear **out) {
+    int rc;
+    if (!out) return hf_fail(HF_EINVAL, "linear_pack_geglu: out is NULL");
+    *out = NULL;
+    if (!W || !w_scale) return hf_fail(HF_EINVAL, "linear_pack_geglu: W or w_scale is NULL");
+    if (N <= 0 || N % 8 || K <= 0 || ldw < K)
+        return hf_fail(HF_EINVAL, "linear_pack_geglu: N=%lld K=%lld ldw=%lld (N = 2F with F a multiple of 4, ldw >= K)",
+                       (long long)N, (long long)K, (long long)ldw);
+    const int64_t F = N / 2;
+    int8_t *w = (int8_t *)hf_alloc((size_t)(N * K));
+    float *s = (float *)hf_alloc((size_t)N * sizeof(float)), *b = bias ? (float *)hf_alloc((size_t)N * sizeof(float)) : NULL;
+    if (!w || !s || (bias && !b)) {
+        hf_free(w), hf_free(s), hf_free(b);
+        return hf_fail(HF_ENOMEM, "linear_pack_geglu: out of memory");
+    }
+    for (int64_t j = 0; j < F; j++)
+        for (int h = 0; h < 2; h++) { /* h = 0: the GELU input a[j] (row j), 1: its gate g[j] (row F + j) */
+            const int64_t n = hf_glu_chan(j) + 4 * h, r = j + h * F;
+            memcpy(w + n * K, W + r * ldw, (size_t)K);
+            s[n] = w_scale[r];
+            if (b) b[n] = bias[r];
+        }
+    rc = hf_linear_pack(isa, block_rows, block_cols, N, K, w, K, s, b, out);
+    hf_free(w), hf_free(s), hf_free(b);
+    if (rc == HF_OK) (*out)->glu = 1;
+    return rc;
+}
+
+int hf_linear_is_geglu(const hf_linear *l) { return l && l->glu; }
+
 int64_t hf_linear_nbytes(const hf_linear *l) { return l ? l->nbytes : 0; }
 const char *hf_linear_kernel_name(const hf_linear *l) {
     if (!l) return "";
@@ -108,6 +142,8 @@ typedef struct {
     const hf_dense_kernel *dk;
     const hf_linear_ops *ops;
     const hf_epilogue *ep;
+    void (*rows)(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc, int64_t lda, void *C,
+                 int64_t ldc);
     int64_t M, lda, ldy;
     const uint8_t *A;
     char *Y;
@@ -132,7 +168,7 @@ static void dense_task(void *ctx, int tid, int nth) {
             atomic_store(&j->rc, rc);
             break;
         }
-        j->ops->epilogue_rows(j->ep, lo, hi - lo, j->l->N, acc, j->l->N, j->Y + (size_t)(lo * j->ldy) * j->ysz, j->ldy);
+        j->rows(j->ep, lo, hi - lo, j->l->N, acc, j->l->N, j->Y + (size_t)(lo * j->ldy) * j->ysz, j->ldy);
     }
 }
 
@@ -147,7 +183,11 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
     if (M == 0) return HF_OK;
     if (!A || !Y) return hf_fail(HF_EINVAL, "linear_forward: A or Y is NULL");
     if (lda < l->K) return hf_fail(HF_EINVAL, "linear_forward: lda=%lld < K=%lld", (long long)lda, (long long)l->K);
-    if (ldy < l->N) return hf_fail(HF_EINVAL, "linear_forward: ldy=%lld < N=%lld", (long long)ldy, (long long)l->N);
+    const int64_t width = l->glu ? l->N / 2 : l->N; /* output channels */
+    if (ldy < width) return hf_fail(HF_EINVAL, "linear_forward: ldy=%lld < N=%lld", (long long)ldy, (long long)width);
+    if (l->glu && (mode != HF_EPI_U8 || flags || residual || seg))
+        return hf_fail(HF_EINVAL, "linear_forward: the Linear is packed for GeGLU (hf_linear_pack_geglu): it runs only "
+                                  "as hf_linear_forward_u8 / hf_linear_chain without GELU flag, residual or segments");
     if (residual && ldr < l->N)
         return hf_fail(HF_EINVAL, "linear_forward: ldr=%lld < N=%lld", (long long)ldr, (long long)l->N);
     if (flags & ~HF_LINEAR_GELU) return hf_fail(HF_EINVAL, "linear_forward: unknown flags 0x%x", flags);
@@ -175,6 +215,19 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
     ep.residual = residual;
     ep.ldr = ldr;
     ep.pack_ld = pack_ld;
+    ep.glu = l->glu;
+    /* GeGLU: the x86 kernels' tile stores take whole (a, g) groups; elsewhere (ref, ARM: 4-channel tiles) the
+     * reference rows epilogue applies it to the int32 accumulators, which is also what the unfused path computes there */
+    const int glu_rows = l->glu && l->isa != HF_ISA_AVX2 && l->isa != HF_ISA_AVX512VNNI;
+    if (l->sp && glu_rows) {
+        hf_epilogue e0 = ep;
+        e0.f32 = HF_EPI_S32, e0.glu = 0;
+        int32_t *acc = (int32_t *)hf_scratch(HF_SCRATCH_LINEAR_ACC, (size_t)(M * l->N) * sizeof(int32_t));
+        if (!acc) return hf_fail(HF_ENOMEM, "linear_forward: out of memory for accumulators");
+        int rc = hf_sparse_kernel_for(l->isa)->gemm(l->sp, M, A, lda, acc, l->N, &e0);
+        if (rc == HF_OK) hf_epilogue_rows_ref(&ep, 0, M, l->N, acc, l->N, Y, ldy);
+        return rc;
+    }
     if (l->sp) {
         const hf_sparse_kernel *k = hf_sparse_kernel_for(l->isa);
         return (packed_in ? k->gemm_packed : k->gemm)(l->sp, M, A, lda, Y, ldy, &ep);
@@ -186,6 +239,7 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
         j.l = l;
         j.dk = hf_dense_kernel_for_variant(l->isa, l->dn->variant);
         j.ops = hf_linear_ops_for(l->isa);
+        j.rows = glu_rows ? hf_epilogue_rows_ref : j.ops->epilogue_rows;
         j.ep = &ep;
         j.M = M;
         j.lda = lda;
@@ -238,9 +292,12 @@ static int chain_packed(const hf_linear *l1, const hf_linear *l2) {
            hf_sparse_kernel_for(l1->isa)->gemm_packed != NULL;
 }
 
+/* channels of l1's output: N, or N/2 gated channels for GeGLU's Linear */
+static int64_t out_width(const hf_linear *l) { return l->glu ? l->N / 2 : l->N; }
+
 int64_t hf_linear_chain_scratch_bytes(const hf_linear *l1, const hf_linear *l2, int64_t M) {
     if (!l1 || !l2 || M < 0) return 0;
-    return chain_packed(l1, l2) ? hf_packed_act_bytes(M, l1->N) : M * l1->N;
+    return chain_packed(l1, l2) ? hf_packed_act_bytes(M, out_width(l1)) : M * out_width(l1);
 }
 
 int hf_linear_chain(const hf_linear *l1, const hf_linear *l2, int64_t M, const uint8_t *A, int64_t lda, float a_scale,
@@ -248,18 +305,19 @@ int hf_linear_chain(const hf_linear *l1, const hf_linear *l2, int64_t M, const u
                     int64_t ldy, const float *residual, int64_t ldr) {
     int rc;
     if (!l1 || !l2 || !hbuf) return hf_fail(HF_EINVAL, "linear_chain: NULL linear or scratch");
-    if (l1->N != l2->K)
+    const int64_t w1 = out_width(l1);
+    if (w1 != l2->K)
         return hf_fail(HF_EINVAL, "linear_chain: the first linear gives %lld channels, the second takes K=%lld",
-                       (long long)l1->N, (long long)l2->K);
+                       (long long)w1, (long long)l2->K);
     if ((uintptr_t)hbuf % 64) return hf_fail(HF_EINVAL, "linear_chain: hbuf must be 64-byte aligned");
     if (!chain_packed(l1, l2)) {
-        if ((rc = hf_linear_forward_u8(l1, M, A, lda, a_scale, a_zp, hbuf, l1->N, flags1, NULL, 0, h_scale, h_zp,
+        if ((rc = hf_linear_forward_u8(l1, M, A, lda, a_scale, a_zp, hbuf, w1, flags1, NULL, 0, h_scale, h_zp,
                                        h_mul)) != HF_OK)
             return rc;
-        return hf_linear_forward(l2, M, hbuf, l1->N, h_scale, h_zp, Y, ldy, 0, residual, ldr);
+        return hf_linear_forward(l2, M, hbuf, w1, h_scale, h_zp, Y, ldy, 0, residual, ldr);
     }
-    if ((rc = linear_run(l1, M, A, lda, a_scale, a_zp, HF_EPI_U8, hbuf, l1->N, flags1, NULL, 0, h_scale, h_zp, h_mul, 0,
-                         NULL, NULL, hf_packed_act_bytes(1, l1->N), 0)) != HF_OK) /* one token tile */
+    if ((rc = linear_run(l1, M, A, lda, a_scale, a_zp, HF_EPI_U8, hbuf, w1, flags1, NULL, 0, h_scale, h_zp, h_mul, 0,
+                         NULL, NULL, hf_packed_act_bytes(1, w1), 0)) != HF_OK) /* one token tile */
         return rc;
     return linear_run(l2, M, hbuf, l2->K, h_scale, h_zp, HF_EPI_F32, Y, ldy, 0, residual, ldr, 1.f, 0, NULL, 0, NULL, NULL,
                       0, 1);
@@ -332,7 +390,7 @@ int hf_linear_serialize(const hf_linear *l, void *buf, int64_t cap) {
     h[SER_BC] = l->bc;
     h[SER_N] = l->N;
     h[SER_K] = l->K;
-    h[SER_BIAS] = l->bias != NULL;
+    h[SER_BIAS] = (l->bias != NULL) | (l->glu << 1); /* bit 1: GeGLU's channel order (hf_linear_pack_geglu) */
     h[SER_VARIANT] = l->sp ? l->sp->variant : l->dn->variant;
     h[SER_KEPT] = l->sp ? l->sp->kept : 0;
     h[SER_TOTAL] = l->sp ? l->sp->total : 0;
@@ -379,7 +437,7 @@ int hf_linear_deserialize(const void *buf, int64_t size, hf_linear **out) {
     br = (int)h[SER_BR];
     bc = (int)h[SER_BC];
     if (h[SER_N] <= 0 || h[SER_N] > ((int64_t)1 << 30) || h[SER_K] <= 0 || h[SER_K] > HF_MAX_K ||
-        (h[SER_BIAS] != 0 && h[SER_BIAS] != 1) || (h[SER_VARIANT] != HF_VARIANT_DEFAULT && h[SER_VARIANT] != HF_VARIANT_S7) ||
+        (h[SER_BIAS] & ~(int64_t)3) || ((h[SER_BIAS] & 2) && h[SER_N] % 8) || (h[SER_VARIANT] != HF_VARIANT_DEFAULT && h[SER_VARIANT] != HF_VARIANT_S7) ||
         h[SER_DATA] <= 0 || h[SER_DATA] > size)
         return hf_fail(HF_EFORMAT, "linear_deserialize: bad shape, flags or data size");
     variant = (int)h[SER_VARIANT];
@@ -396,7 +454,7 @@ int hf_linear_deserialize(const void *buf, int64_t size, hf_linear **out) {
             return hf_fail(HF_EFORMAT, "linear_deserialize: sparse header does not match N=%lld K=%lld", (long long)N,
                            (long long)K);
     }
-    need = (int64_t)sizeof h + N * (8 + (h[SER_BIAS] ? 4 : 0)) + (br ? (h[SER_NTILES] + 1) * 8 : 0) + h[SER_DATA];
+    need = (int64_t)sizeof h + N * (8 + (h[SER_BIAS] & 1 ? 4 : 0)) + (br ? (h[SER_NTILES] + 1) * 8 : 0) + h[SER_DATA];
     if (size != need)
         return hf_fail(HF_EFORMAT, "linear_deserialize: %lld bytes, expected %lld (truncated or padded)",
                        (long long)size, (long long)need);
@@ -404,7 +462,8 @@ int hf_linear_deserialize(const void *buf, int64_t size, hf_linear **out) {
     if (!l) return hf_fail(HF_ENOMEM, "linear_deserialize: out of memory");
     l->colsum = (int32_t *)hf_alloc((size_t)N * 4);
     l->w_scale = (float *)hf_alloc((size_t)N * 4);
-    l->bias = h[SER_BIAS] ? (float *)hf_alloc((size_t)N * 4) : NULL;
+    l->bias = h[SER_BIAS] & 1 ? (float *)hf_alloc((size_t)N * 4) : NULL;
+    l->glu = (int)(h[SER_BIAS] >> 1);
     if (br == 0) {
         l->dn = (hf_dense_w *)hf_alloc(sizeof *l->dn);
         if (l->dn) {
@@ -419,7 +478,7 @@ int hf_linear_deserialize(const void *buf, int64_t size, hf_linear **out) {
             l->sp->data = hf_alloc((size_t)h[SER_DATA]);
         }
     }
-    if (!l->colsum || !l->w_scale || (h[SER_BIAS] && !l->bias) || (br == 0 && (!l->dn || !l->dn->data)) ||
+    if (!l->colsum || !l->w_scale || ((h[SER_BIAS] & 1) && !l->bias) || (br == 0 && (!l->dn || !l->dn->data)) ||
         (br != 0 && (!l->sp || !l->sp->work || !l->sp->data))) {
         hf_linear_free(l);
         return hf_fail(HF_ENOMEM, "linear_deserialize: out of memory");

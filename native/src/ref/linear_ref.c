@@ -33,8 +33,26 @@ float hf_epi_ref1(const hf_epilogue *ep, int32_t acc, int64_t m, int64_t n) {
     return y;
 }
 
+/* GeGLU (ep->glu): the two fp32 epilogue values, then hf_geglu_ref's expression (GELU(a) * g, the multiplier, the
+ * quantizer), so the fused store equals the unfused fp32 output + hf_geglu_ref bit for bit. */
+void hf_glu_store_ref1(const hf_epilogue *ep, int32_t acc_a, int32_t acc_g, int64_t m, int64_t j, uint8_t *C,
+                       int64_t ldc) {
+    const int64_t n = hf_glu_chan(j);
+    float v = hf_gelu_ref1(hf_epi_ref1(ep, acc_a, m, n)) * hf_epi_ref1(ep, acc_g, m, n + 4);
+    if (ep->q_mul) v *= ep->q_mul[j];
+    C[m * ldc + j] = hf_quantize_ref1(v, ep->q_scale, ep->q_zp);
+}
+
 void hf_epilogue_rows_ref(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc, int64_t lda,
                           void *C, int64_t ldc) {
+    if (ep->glu) {
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t j = 0; j < N / 2; j++) {
+                const int64_t n = hf_glu_chan(j);
+                hf_glu_store_ref1(ep, acc[m * lda + n], acc[m * lda + n + 4], m, j, (uint8_t *)C, ldc);
+            }
+        return;
+    }
     hf_epilogue e2 = *ep; /* residual rows are global (m0 + m), C rows local */
     if (ep->residual) e2.residual = ep->residual + m0 * ep->ldr;
     for (int64_t m = 0; m < M; m++)

@@ -96,9 +96,94 @@ INL void epi8_post(const hf_epilogue *ep, __m256 y, int64_t m, int64_t n0, __m25
     else _mm256_maskstore_ps(d, mask, y);
 }
 
+/* ---- GeGLU (ep->glu): GELU(y_a) * y_g [* q_mul] and the quantizer, hf_geglu_avx2's expressions on the fp32
+ * epilogue's values, so the fused bytes equal the unfused fp32 output + hf_geglu_avx2 bit for bit. ---- */
+
+/* q[i]: 16 tokens' bytes of gated channel j0 + i; writes C[m0 + t][j0 .. j0 + 3] for t < nt (a 4 x 16 byte
+ * transpose). */
+TGT void hf_glu_scatter4(const __m128i q[4], int nt, int64_t m0, int64_t j0, uint8_t *C, int64_t ldc) {
+    const __m128i lo01 = _mm_unpacklo_epi8(q[0], q[1]), hi01 = _mm_unpackhi_epi8(q[0], q[1]);
+    const __m128i lo23 = _mm_unpacklo_epi8(q[2], q[3]), hi23 = _mm_unpackhi_epi8(q[2], q[3]);
+    uint32_t d[16] __attribute__((aligned(16)));
+    _mm_store_si128((__m128i *)d, _mm_unpacklo_epi16(lo01, lo23));
+    _mm_store_si128((__m128i *)(d + 4), _mm_unpackhi_epi16(lo01, lo23));
+    _mm_store_si128((__m128i *)(d + 8), _mm_unpacklo_epi16(hi01, hi23));
+    _mm_store_si128((__m128i *)(d + 12), _mm_unpackhi_epi16(hi01, hi23));
+    for (int t = 0; t < nt; t++) memcpy(C + (m0 + t) * ldc + j0, d + t, 4);
+}
+
+/* One token's 8 gated channels from y0 / y1, the fp32 epilogue of two groups (a0-3 g0-3, a4-7 g4-7) */
+INL __m128i glu8(const hf_epilogue *ep, __m256 y0, __m256 y1, int64_t j0, __m256 vs, __m256 vz) {
+    const __m256 a = _mm256_permute2f128_ps(y0, y1, 0x20), g = _mm256_permute2f128_ps(y0, y1, 0x31);
+    __m256 v = _mm256_mul_ps(gelu8(a), g);
+    if (ep->q_mul) v = _mm256_mul_ps(v, _mm256_loadu_ps(ep->q_mul + j0));
+    return hf_quant8_u8(v, vs, vz);
+}
+
+/* The 8-channel tile (one group: 4 GELU inputs, 4 gates) of the sparse kernels, channel-major [8][16] int32. */
+INL void glu_tile(const hf_epilogue *ep, const int32_t *tile, int nt, int64_t m0, int64_t n0, void *C, int64_t ldc) {
+    const __m256 vs = _mm256_set1_ps(ep->q_scale), vz = _mm256_set1_ps((float)ep->q_zp);
+    __m128i q[4];
+    for (int i = 0; i < 4; i++) {
+        __m256 y[2][2]; /* [a / g][token half] */
+        for (int h = 0; h < 2; h++) {
+            const int64_t n = n0 + 4 * h + i;
+            const __m256i zc = _mm256_set1_epi32((int32_t)((uint32_t)ep->a_zp * (uint32_t)ep->colsum[n]));
+            const __m256 sc = _mm256_set1_ps(ep->a_scale * ep->w_scale[n]), b = _mm256_set1_ps(ep->bias ? ep->bias[n] : 0.f);
+            for (int t = 0; t < 2; t++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(tile + (4 * h + i) * 16 + 8 * t));
+                y[h][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(v, zc)), sc, b);
+            }
+        }
+        const int64_t j = n0 / 2 + i;
+        const __m256 m = ep->q_mul ? _mm256_set1_ps(ep->q_mul[j]) : _mm256_set1_ps(1.f);
+        __m128i b8[2];
+        for (int t = 0; t < 2; t++) {
+            __m256 v = _mm256_mul_ps(gelu8(y[0][t]), y[1][t]);
+            if (ep->q_mul) v = _mm256_mul_ps(v, m);
+            b8[t] = hf_quant8_u8(v, vs, vz);
+        }
+        q[i] = _mm_unpacklo_epi64(b8[0], b8[1]);
+    }
+    hf_glu_scatter4(q, nt, m0, n0 / 2, (uint8_t *)C, ldc);
+}
+
+/* Dense rows: 16 channels (two groups, 8 gated outputs) per step; a last single group (F % 8 == 4) through
+ * the reference's expressions in AVX2 form. */
+INL void glu_rows(const hf_epilogue *ep, int64_t M, int64_t N, const int32_t *acc, int64_t lda, void *C, int64_t ldc) {
+    const __m256 vs = _mm256_set1_ps(ep->q_scale), vz = _mm256_set1_ps((float)ep->q_zp);
+    const __m256i full = hf_tailmask256(8);
+    for (int64_t n0 = 0; n0 < N; n0 += 16) {
+        const int two = N - n0 >= 16;
+        const chan8 c0 = load_chan(ep, n0, full), c1 = two ? load_chan(ep, n0 + 8, full) : c0;
+        for (int64_t m = 0; m < M; m++) {
+            const int32_t *a = acc + m * lda + n0;
+            const __m256 y0 = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)a), c0.zc)), c0.s, c0.bias);
+            const __m256 y1 = two ? _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256(
+                                                        (const __m256i *)(a + 8)), c1.zc)), c1.s, c1.bias)
+                                  : y0;
+            uint8_t *d = (uint8_t *)C + m * ldc + n0 / 2;
+            if (two) {
+                _mm_storel_epi64((__m128i *)d, glu8(ep, y0, y1, n0 / 2, vs, vz));
+            } else { /* one group: 4 outputs (the multiplier read for those 4 only) */
+                const __m256 a = _mm256_permute2f128_ps(y0, y0, 0x00), g = _mm256_permute2f128_ps(y0, y0, 0x11);
+                __m256 v = _mm256_mul_ps(gelu8(a), g);
+                if (ep->q_mul) v = _mm256_mul_ps(v, _mm256_castps128_ps256(_mm_loadu_ps(ep->q_mul + n0 / 2)));
+                const __m128i q = hf_quant8_u8(v, vs, vz);
+                const uint32_t w = (uint32_t)_mm_cvtsi128_si32(q);
+                memcpy(d, &w, 4);
+            }
+        }
+    }
+}
 
 TGT void hf_tile_store_avx2(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
                             void *C, int64_t ldc) {
+    if (ep->glu) { /* nr == 8: N is a multiple of 8 and tiles start at multiples of 8 */
+        glu_tile(ep, tile, nt, m0, n0, C, ldc);
+        return;
+    }
     const __m256i mask = hf_tailmask256(nr);
     chan8 c;
     if (ep->f32) c = load_chan(ep, n0, mask);
@@ -127,6 +212,10 @@ TGT void hf_tile_store_f32_avx2(const hf_epilogue *ep, const float *ytile, int n
 
 TGT void hf_epilogue_rows_avx2(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
                                int64_t lda, void *C, int64_t ldc) {
+    if (ep->glu) {
+        glu_rows(ep, M, N, acc, lda, C, ldc);
+        return;
+    }
     /* the residual is indexed with the global row m0 + m; C with the local one */
     hf_epilogue e2 = *ep;
     if (ep->residual) e2.residual = ep->residual + m0 * ep->ldr;

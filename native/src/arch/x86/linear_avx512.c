@@ -52,8 +52,69 @@ INL __m512 gelu16(__m512 x) {
     return x;
 }
 
+/* ---- GeGLU (ep->glu): GELU(y_a) * y_g [* q_mul] and the quantizer, hf_geglu_avx512's expressions (gelu16, then
+ * the two products, hf_quant16) on the fp32 epilogue's values: the fused bytes equal the unfused fp32 output +
+ * hf_geglu_avx512 bit for bit. ---- */
+
+/* Per-channel scale and bias of channel n (the tile store's zc is subtracted by the caller where needed). */
+INL void chan1(const hf_epilogue *ep, int64_t n, __m512 *s, __m512 *b) {
+    *s = _mm512_set1_ps(ep->a_scale * ep->w_scale[n]);
+    *b = _mm512_set1_ps(ep->bias ? ep->bias[n] : 0.f);
+}
+
+/* 4 gated channels of 16 tokens: ya[i], yg[i] the fp32 epilogue values of channel j0 + i's input and gate. */
+INL void glu4(const hf_epilogue *ep, __m512 *ya, const __m512 *yg, int64_t j0, __m128i *q) {
+    gelu16xn(ya, 4);
+    for (int i = 0; i < 4; i++) {
+        __m512 v = _mm512_mul_ps(ya[i], yg[i]);
+        if (ep->q_mul) v = _mm512_mul_ps(v, _mm512_set1_ps(ep->q_mul[j0 + i]));
+        q[i] = hf_quant16(v, ep->q_scale, ep->q_zp);
+    }
+}
+
+/* 8 channels' bytes (q[i]: 16 tokens of gated channel j0 + i) into C[m0 + t][j0 .. j0 + 7], t < nt */
+INL void glu_scatter8(const __m128i *q, int nt, int64_t m0, int64_t j0, uint8_t *C, int64_t ldc) {
+    __m128i a[4], b[4];
+    for (int p = 0; p < 4; p++) { /* byte pairs (2p, 2p + 1): tokens 0-7, 8-15 */
+        a[p] = _mm_unpacklo_epi8(q[2 * p], q[2 * p + 1]);
+        b[p] = _mm_unpackhi_epi8(q[2 * p], q[2 * p + 1]);
+    }
+    uint64_t d[16] __attribute__((aligned(16)));
+    for (int h = 0; h < 2; h++) {
+        const __m128i *x = h ? b : a; /* tokens 8h .. 8h + 7 */
+        const __m128i l01 = _mm_unpacklo_epi16(x[0], x[1]), h01 = _mm_unpackhi_epi16(x[0], x[1]); /* ch 0-3 */
+        const __m128i l23 = _mm_unpacklo_epi16(x[2], x[3]), h23 = _mm_unpackhi_epi16(x[2], x[3]); /* ch 4-7 */
+        _mm_store_si128((__m128i *)(d + 8 * h), _mm_unpacklo_epi32(l01, l23));
+        _mm_store_si128((__m128i *)(d + 8 * h + 2), _mm_unpackhi_epi32(l01, l23));
+        _mm_store_si128((__m128i *)(d + 8 * h + 4), _mm_unpacklo_epi32(h01, h23));
+        _mm_store_si128((__m128i *)(d + 8 * h + 6), _mm_unpackhi_epi32(h01, h23));
+    }
+    for (int t = 0; t < nt; t++) memcpy(C + (m0 + t) * ldc + j0, d + t, 8);
+}
+
+/* The 1x4 kernel's 8-channel tile [8][16] (raw sums): one group. */
+INL void glu_tile16(const hf_epilogue *ep, const int32_t *tile, int nt, int64_t m0, int64_t n0, void *C, int64_t ldc) {
+    __m512 ya[4], yg[4];
+    for (int i = 0; i < 8; i++) {
+        const int64_t n = n0 + i;
+        __m512 s, b;
+        chan1(ep, n, &s, &b);
+        const __m512i zc = _mm512_set1_epi32((int32_t)((uint32_t)ep->a_zp * (uint32_t)ep->colsum[n]));
+        const __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512((const void *)(tile + i * 16)), zc)), s, b);
+        if (i < 4) ya[i] = y;
+        else yg[i - 4] = y;
+    }
+    __m128i q[4];
+    glu4(ep, ya, yg, n0 / 2, q);
+    hf_glu_scatter4(q, nt, m0, n0 / 2, (uint8_t *)C, ldc);
+}
+
 TGT void hf_tile_store_avx512(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
                               void *C, int64_t ldc) {
+    if (ep->glu) { /* nr == 8: N is a multiple of 8 and tiles start at multiples of 8 */
+        glu_tile16(ep, tile, nt, m0, n0, C, ldc);
+        return;
+    }
     if (ep->f32 == HF_EPI_S32 || !ep->gelu) {
         hf_tile_store_avx2(ep, tile, nr, nt, m0, n0, C, ldc);
         return;
@@ -185,8 +246,35 @@ INL void rows16(const hf_epilogue *ep, const __m512i *r, int cnt, const chan16 *
     }
 }
 
+/* The 4x1 kernel's strip [16][ldt] (sums less a_zp colsum): nr / 8 groups, 16 tokens at a time. */
+INL void glu_strip(const hf_epilogue *ep, const int32_t *tile, int64_t ldt, int nr, int nt, int64_t m0, int64_t n0,
+                   void *C, int64_t ldc) {
+    const int G = nr / 8; /* 2, or 1 for the last strip when F % 8 == 4 */
+    __m512 s[16], b[16];
+    for (int i = 0; i < 8 * G; i++) chan1(ep, n0 + i, &s[i], &b[i]);
+    for (int t0 = 0; t0 < nt; t0 += 16) {
+        __m128i q[8];
+        for (int g = 0; g < G; g++) {
+            __m512 ya[4], yg[4];
+            for (int i = 0; i < 4; i++) {
+                const int ca = 8 * g + i, cg = ca + 4;
+                ya[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(tile + ca * ldt + t0))), s[ca], b[ca]);
+                yg[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(tile + cg * ldt + t0))), s[cg], b[cg]);
+            }
+            glu4(ep, ya, yg, n0 / 2 + 4 * g, q + 4 * g);
+        }
+        const int cnt = nt - t0 < 16 ? nt - t0 : 16;
+        if (G == 2) glu_scatter8(q, cnt, m0 + t0, n0 / 2, (uint8_t *)C, ldc);
+        else hf_glu_scatter4(q, cnt, m0 + t0, n0 / 2, (uint8_t *)C, ldc);
+    }
+}
+
 TGT void hf_strip_store_avx512(const hf_epilogue *ep, const int32_t *tile, int64_t ldt, int nr, int nt, int64_t m0,
                                int64_t n0, void *C, int64_t ldc) {
+    if (ep->glu) {
+        glu_strip(ep, tile, ldt, nr, nt, m0, n0, C, ldc);
+        return;
+    }
     const __mmask16 k = (__mmask16)(nr >= 16 ? 0xFFFFu : (1u << nr) - 1u);
     chan16 c;
     if (ep->f32) c = load_chan16(ep, n0, k);
@@ -212,6 +300,34 @@ TGT void hf_strip_store_packed_avx512(const hf_epilogue *ep, const int32_t *tile
     const int32_t qz = hf_epi_qzp(ep, n0);
     /* bytes of tokens past nt are zeroed, as pack64 zero-pads a partial tile */
     const __mmask64 valid = nt >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << nt) - 1);
+    if (ep->glu) { /* gated channel n0 / 2 + 4 g + i from channels n0 + 8 g + i (input) and + 4 (gate) */
+        for (int g = 0; g < nr / 8; g++)
+            for (int i = 0; i < 4; i++) {
+                const int64_t na = n0 + 8 * g + i, j = n0 / 2 + 4 * g + i;
+                __m512 sa, ba, sg, bg, ya[4], yg[4];
+                chan1(ep, na, &sa, &ba);
+                chan1(ep, na + 4, &sg, &bg);
+                for (int t = 0; t < 4; t++) {
+                    ya[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(tile + (na - n0) * ldt + 16 * t))), sa, ba);
+                    yg[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(tile + (na + 4 - n0) * ldt + 16 * t))), sg, bg);
+                }
+                gelu16xn(ya, 4);
+                const __m512 qm = _mm512_set1_ps(ep->q_mul ? ep->q_mul[j] : 1.f);
+                __m128i qb[4];
+                for (int t = 0; t < 4; t++) {
+                    __m512 v = _mm512_mul_ps(ya[t], yg[t]);
+                    if (ep->q_mul) v = _mm512_mul_ps(v, qm);
+                    qb[t] = hf_quant16(v, qs, qz);
+                }
+                __m512i row = _mm512_zextsi128_si512(qb[0]); /* immediate lane indices: -O2 does not unroll */
+                row = _mm512_inserti32x4(row, qb[1], 1);
+                row = _mm512_inserti32x4(row, qb[2], 2);
+                row = _mm512_inserti32x4(row, qb[3], 3);
+                row = _mm512_maskz_mov_epi8(valid, row);
+                _mm512_store_si512((void *)(X + j * 64), _mm512_permutexvar_epi32(perm, row));
+            }
+        return;
+    }
     for (int i = 0; i < nr; i++) {
         const int64_t n = n0 + i;
         const __m512 s = _mm512_mul_ps(_mm512_set1_ps(ep->a_scale), _mm512_set1_ps(ep->w_scale[n]));
@@ -237,6 +353,25 @@ TGT void hf_epilogue_rows_avx512(const hf_epilogue *ep, int64_t m0, int64_t M, i
                                  int64_t lda, void *C, int64_t ldc) {
     if (ep->f32 == HF_EPI_S32) {
         hf_epilogue_rows_avx2(ep, m0, M, N, acc, lda, C, ldc);
+        return;
+    }
+    if (ep->glu) { /* 32 channels (4 groups) -> 16 gated outputs per step */
+        const __m512i ia = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+        const __m512i ig = _mm512_add_epi32(ia, _mm512_set1_epi32(4));
+        for (int64_t n0 = 0; n0 < N; n0 += 32) {
+            const int64_t left = N - n0;
+            const __mmask16 k0 = hf_tail16(left), k1 = hf_tail16(left - 16), ko = hf_tail16(left / 2);
+            const chan16 c0 = load_chan16(ep, n0, k0), c1 = load_chan16(ep, n0 + 16, k1);
+            const __m512 qm = ep->q_mul ? _mm512_maskz_loadu_ps(ko, ep->q_mul + n0 / 2) : _mm512_set1_ps(1.f);
+            for (int64_t m = 0; m < M; m++) {
+                const int32_t *a = acc + m * lda + n0;
+                const __m512 y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_maskz_loadu_epi32(k0, a), c0.zc)), c0.s, c0.b);
+                const __m512 y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_maskz_loadu_epi32(k1, a + 16), c1.zc)), c1.s, c1.b);
+                __m512 v = _mm512_mul_ps(gelu16(_mm512_permutex2var_ps(y0, ia, y1)), _mm512_permutex2var_ps(y0, ig, y1));
+                if (ep->q_mul) v = _mm512_mul_ps(v, qm);
+                _mm_mask_storeu_epi8((uint8_t *)C + m * ldc + n0 / 2, ko, hf_quant16(v, ep->q_scale, ep->q_zp));
+            }
+        }
         return;
     }
     for (int64_t n0 = 0; n0 < N; n0 += 16) {

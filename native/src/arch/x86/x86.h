@@ -5,6 +5,8 @@
 #ifndef HF_ARCH_X86_H
 #define HF_ARCH_X86_H
 
+#include <immintrin.h>
+
 #include "internal.h"
 
 extern const hf_dense_kernel hf_dense_avx2;
@@ -50,6 +52,8 @@ void hf_layernorm_avx512(int64_t T, int64_t H, const float *x, const float *r, c
 
 void hf_epilogue_rows_avx2(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc,
                            int64_t lda, void *C, int64_t ldc);
+/* GeGLU stores (ep->glu): q[i] holds 16 tokens' bytes of gated channel j0 + i; writes C[m0 + t][j0 .. j0 + 3], t < nt */
+void hf_glu_scatter4(const __m128i q[4], int nt, int64_t m0, int64_t j0, uint8_t *C, int64_t ldc);
 /* AVX2 tile store: tile[8][16] int32 is 8 output channels (n0..n0+7, nr valid) x 16 tokens
  * (m0..m0+15, nt valid); transposes and writes C[m][n] through the epilogue. */
 void hf_tile_store_avx2(const hf_epilogue *ep, const int32_t *tile, int nr, int nt, int64_t m0, int64_t n0,
