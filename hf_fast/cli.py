@@ -6,7 +6,8 @@ so `bench`, `train`, ... can be added without touching the others.
     hf-fast export --model PATH --task TASK --out DIR --calibration FILE [--overwrite] [--block 4x1] ...
     hf-fast bench DIR_OR_REPO [--batch-sizes 1 8] [--seq-lengths 32 128] [--plot bench.png] [--json out.json]
     hf-fast train RECIPE.yaml [--max-steps N] [--out DIR] [--train-limit N] [--eval-limit N] [--push-to-hub REPO]
-                              [--measure-speed]
+                              [--measure-speed] [--scope layer|global|latency] [--target-speedup X |
+                              --target-latency-ms MS] [--target-shape B,S] [--cost-file costs.json]
     hf-fast push DIR REPO_ID [--private] [--revision BRANCH]
     hf-fast profile (--model DIR | --dims H,HEADS,FFN,LAYERS | --shapes NxK ...) --out costs.json [--batch 1]
                     [--seq 128] [--threads 1] [--blocks 4x1 1x4] [--step 0.05] [--budget 1.0]
@@ -271,6 +272,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the distilled student's folder")
     p.add_argument("--token", default=None, help="Hub token for --push-to-hub (default: the stored one)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    from hf_fast.training.run_recipe import add_pruning_arguments
+
+    add_pruning_arguments(p)  # --scope layer|global|latency, --target-speedup, --cost-file, ...
 
 
 @subcommand("train", "run a recipe end to end: teacher, prune + distil, export, evaluate, report")(_train_args)
@@ -280,9 +284,11 @@ def _train(a: argparse.Namespace) -> int:
     from hf_fast._deps import require_train
 
     require_train("hf-fast train", ("torch", "accelerate", "datasets", "yaml"))
-    from hf_fast.training.run_recipe import run_recipe
+    from hf_fast.training.run_recipe import pruning_overrides, run_recipe
 
-    res = run_recipe(a.recipe, base_dir=a.base_dir, teacher=a.teacher, max_steps=a.max_steps, out=a.out,
+    fc = pruning_overrides(a)  # a ValueError naming the flags, before anything loads
+    res = run_recipe(a.recipe, overrides={"fast_config": fc} if fc else None, base_dir=a.base_dir,
+                     teacher=a.teacher, max_steps=a.max_steps, out=a.out,
                      train_limit=a.train_limit, eval_limit=a.eval_limit, block=a.block, sparsity=a.sparsity,
                      no_distill_baseline=a.no_distill_baseline, skip_export=a.skip_export,
                      measure_speed=a.measure_speed, push_to_hub=a.push_to_hub, token=a.token, progress=not a.quiet)

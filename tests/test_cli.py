@@ -312,3 +312,85 @@ def test_export_overwrite_flag_and_progress(tmp_path, capsys):
     assert err.index("ONNX trace (fp32)") < err.index("int8 calibration + quantization")
     assert err.endswith("\n")  # the last bar is closed: what follows starts on a line of its own
     assert cap.out.startswith("wrote ")
+
+
+def test_train_cli_latency_scope(tmp_path, capsys):
+    """`hf-fast train --scope latency --target-speedup X --cost-file F`: the student meets the time target the cost
+    file predicts, and results.json records the target and the prediction."""
+    from test_training_latency import synthetic_costs
+
+    recipe = _tiny_recipe(tmp_path, "text-classification")
+    costs = synthetic_costs(tmp_path / "costs.json", dims=(32, 4, 64, 2))
+    rc = main(["train", str(recipe), "--base-dir", str(tmp_path), "--max-steps", "4", "--skip-export", "-q",
+               "--scope", "latency", "--target-speedup", "2", "--cost-file", costs, "--target-shape", "1,16"])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    fc = res["fast_config"]
+    assert fc["scope"] == "latency" and fc["target_speedup"] == 2.0 and fc["target_shape"] == [1, 16]
+    assert fc["cost_file"] == costs
+    run = res["runs"]["student_distilled"]
+    from hf_fast.cost_curves import CostCurves
+
+    target = CostCurves.load(costs).predict_ms(32, 4, 64, 2, "4x1") / 2.0  # the dense prediction over 2
+    assert run["latency_target_ms"] == pytest.approx(target, rel=1e-3)
+    assert 0.9 * target <= run["latency_predicted_ms"] <= target * (1 + 1e-3) and run["sparsity"] > 0.3
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--scope", "global", "--target-speedup", "2"], "--target-speedup applies to --scope latency, not --scope global"),
+    (["--scope", "layer", "--cost-file", "c.json", "--target-shape", "1,16"],
+     "--target-shape, --cost-file apply to --scope latency"),
+    (["--scope", "latency"], "needs exactly one of target_speedup"),
+    (["--scope", "latency", "--target-speedup", "2", "--target-latency-ms", "3"], "exactly one of target_speedup"),
+    (["--scope", "latency", "--target-speedup", "0.5"], "must exceed 1"),
+    (["--scope", "latency", "--target-speedup", "2", "--cost-file", "missing.json"], "missing.json"),
+    (["--target-speedup", "2"], "target_speedup applies to scope='latency' \\(scope is 'global'\\)"),
+    (["--scope", "latency", "--target-speedup", "2", "--min-layer-sparsity", "0.5"],
+     "min_layer_sparsity applies to scope='global'"),
+])
+def test_train_cli_latency_flags_are_checked_before_training(tmp_path, capsys, monkeypatch, flags, match):
+    """Wrong latency flags fail with a message naming the problem, before any model loads or trains."""
+    import re
+
+    import hf_fast.training.trainer
+
+    def no_train(*a, **k):
+        raise AssertionError("training started before the flags were checked")
+
+    monkeypatch.setattr(hf_fast.training.trainer, "FastTrainer", no_train)
+    monkeypatch.chdir(tmp_path)
+    recipe = _tiny_recipe(tmp_path, "text-classification")
+    assert main(["train", str(recipe), "--base-dir", str(tmp_path), "-q", *flags]) == 1
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_train_cli_target_shape_is_two_positive_ints(capsys):
+    p = build_parser()
+    assert p.parse_args(["train", "r.yaml", "--target-shape", "8x128"]).target_shape == (8, 128)
+    for bad in ("128", "1,0", "a,b", "1,2,3"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["train", "r.yaml", "--target-shape", bad])
+        assert "--target-shape takes BATCH,SEQ" in capsys.readouterr().err
+
+
+def test_scope_change_drops_the_recipes_global_floor():
+    """--scope layer/latency on a recipe with a per-layer floor (recipes/minilm_rt_polarity.yaml has 0.6): the floor
+    is dropped, since it applies to the global scope only; given on the command line it is kept (and refused)."""
+    from pathlib import Path
+
+    from hf_fast.training.run_recipe import pruning_overrides
+
+    p = build_parser()
+    ov = pruning_overrides(p.parse_args(["train", "r.yaml", "--scope", "latency", "--target-speedup", "3",
+                                         "--target-shape", "1,128"]))
+    assert ov == {"scope": "latency", "target_speedup": 3.0, "target_shape": [1, 128], "min_layer_sparsity": None,
+                  "max_layer_sparsity": None}
+    assert pruning_overrides(p.parse_args(["train", "r.yaml", "--scope", "layer", "--min-layer-sparsity", "0.5"])
+                             )["min_layer_sparsity"] == 0.5
+    assert pruning_overrides(p.parse_args(["train", "r.yaml"])) == {}
+    from hf_fast.training.recipe import load_recipe
+
+    repo = Path(__file__).resolve().parents[1]
+    r = load_recipe(repo / "recipes" / "minilm_rt_polarity.yaml", base_dir=repo, overrides={
+        "fast_config": pruning_overrides(p.parse_args(["train", "r.yaml", "--scope", "layer"]))})
+    assert r.fast_config.scope == "layer" and r.fast_config.min_layer_sparsity is None

@@ -43,10 +43,32 @@ def recipe_overrides(max_steps: int | None = None, out: str | Path | None = None
     return ov
 
 
+def target_shape_arg(text: str) -> tuple[int, int]:
+    """``--target-shape`` as ``BATCH,SEQ`` (or ``BATCHxSEQ``): two positive ints."""
+    import argparse
+
+    parts = text.replace("x", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"--target-shape takes BATCH,SEQ (two positive ints, e.g. 1,128), "
+                                         f"got {text!r}")
+    return shape
+
+
+LATENCY_FLAGS = {"target_speedup": "--target-speedup", "target_latency_ms": "--target-latency-ms",
+                 "target_shape": "--target-shape", "cost_file": "--cost-file"}
+
+
 def add_pruning_arguments(ap) -> None:
-    """Command-line knobs over the recipe's FastConfig shared by the training scripts in benchmarks/."""
-    ap.add_argument("--scope", choices=("layer", "global"), default=None,
-                    help="fast_config.scope: the sparsity target per layer or over all pruned Linears together")
+    """Command-line knobs over the recipe's FastConfig, shared by ``hf-fast train`` and the training scripts in
+    benchmarks/."""
+    ap.add_argument("--scope", choices=("layer", "global", "latency"), default=None,
+                    help="fast_config.scope: the sparsity target per layer, over all pruned Linears together, or "
+                         "each layer's sparsity chosen to meet an engine latency target (with --target-speedup or "
+                         "--target-latency-ms, and --cost-file)")
     ap.add_argument("--score", choices=("magnitude", "movement"), default=None, help="fast_config.score")
     ap.add_argument("--min-layer-sparsity", type=float, default=None,
                     help="fast_config.min_layer_sparsity (global scope: the least sparsity of every layer)")
@@ -56,15 +78,39 @@ def add_pruning_arguments(ap) -> None:
                     help="fast_config.end_step (fraction of the steps, or a step, when the masks freeze)")
     ap.add_argument("--hidden-weight", type=float, default=None,
                     help="fast_config.distill.hidden_weight (hidden-state MSE of the distilled students)")
+    ap.add_argument("--target-speedup", type=float, default=None,
+                    help="--scope latency: engine speedup over the dense model to reach (> 1)")
+    ap.add_argument("--target-latency-ms", type=float, default=None,
+                    help="--scope latency: engine latency to reach, ms per forward pass of --target-shape")
+    ap.add_argument("--target-shape", type=target_shape_arg, default=None, metavar="BATCH,SEQ",
+                    help="--scope latency: the (batch, seq) the target is for (default: the cost file's)")
+    ap.add_argument("--cost-file", default=None,
+                    help="--scope latency: cost file from `hf-fast profile` on the deployment CPU (without one, "
+                         "a quick probe of this machine, with a warning)")
 
 
 def pruning_overrides(args) -> dict[str, Any]:
-    """The fast_config overrides of add_pruning_arguments' knobs (those left unset are not overridden)."""
+    """The fast_config overrides of add_pruning_arguments' knobs (those left unset are not overridden).
+
+    Changing the scope to ``layer`` or ``latency`` drops the recipe's own per-layer floor and cap (they apply to
+    the global scope only) unless they are given on the command line too, where FastConfig refuses them clearly.
+    The latency flags need ``--scope latency`` (or a recipe whose scope is latency: FastConfig checks that)."""
     fc: dict[str, Any] = {k: getattr(args, k) for k in ("scope", "score", "end_step", "min_layer_sparsity",
                                                        "max_layer_sparsity")
-                          if getattr(args, k) is not None}
-    if args.hidden_weight is not None:
+                          if getattr(args, k, None) is not None}
+    if getattr(args, "hidden_weight", None) is not None:
         fc["distill"] = {"hidden_weight": args.hidden_weight}
+    given = {k: getattr(args, k) for k in LATENCY_FLAGS if getattr(args, k, None) is not None}
+    scope = fc.get("scope")
+    if given and scope not in (None, "latency"):
+        raise ValueError(f"{', '.join(LATENCY_FLAGS[k] for k in given)} appl{'y' if len(given) > 1 else 'ies'} to "
+                         f"--scope latency, not --scope {scope}")
+    if given.get("target_shape") is not None:
+        given["target_shape"] = list(given["target_shape"])
+    fc.update(given)
+    if scope in ("layer", "latency"):
+        for k in ("min_layer_sparsity", "max_layer_sparsity"):
+            fc.setdefault(k, None)
     return fc
 
 
@@ -271,8 +317,12 @@ def run_recipe(recipe: str | Path, *, overrides: dict[str, Any] | None = None,
         rep = ft.pruning_callback.sparsity_report()
         run = {**ev, "block": ft.pruning_callback.block, "sparsity": round(float(rep["sparsity"]), 4),
                "steps": ft.state.global_step, "time_s": round(time.time() - t1, 1)}
+        if "latency_predicted_ms" in rep:  # scope="latency": the engine time the cost curves predict, and its target
+            run.update(latency_target_ms=rep["latency_target_ms"], latency_predicted_ms=rep["latency_predicted_ms"])
         results["runs"][name] = run
-        log(f"[{name}] fp32 {metric} {ev[metric]:.4f} sparsity {run['sparsity']:.3f} block {run['block']}")
+        log(f"[{name}] fp32 {metric} {ev[metric]:.4f} sparsity {run['sparsity']:.3f} block {run['block']}"
+            + (f" predicted engine latency {run['latency_predicted_ms']:.3f} ms (target {run['latency_target_ms']:.3f})"
+               if "latency_predicted_ms" in run else ""))
         if skip_export:
             continue
         # 3. one folder for every runtime, calibrated on the train set
