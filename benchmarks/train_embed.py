@@ -40,6 +40,20 @@ def main(argv=None) -> int:
     ap.add_argument("--copy-to", default=None,
                     help="also copy each student folder + results.json to <copy-to>/embed_s<pct>/")
     ap.add_argument("--skip-export", action="store_true")
+    ap.add_argument("--student", default=None,
+                    help="initial weights (model.student): e.g. the previous, less sparse student of a cascade")
+    ap.add_argument("--teacher", default=None, help="model.teacher (default: the recipe's; pkg:... or a folder)")
+    ap.add_argument("--initial-sparsity", type=float, default=None,
+                    help="fast_config.initial_sparsity: where the schedule starts (a cascade's previous target)")
+    ap.add_argument("--lr", type=float, default=None, help="training_args.learning_rate")
+    ap.add_argument("--save-steps", type=int, default=None,
+                    help="checkpoint every N steps (the newest kept) so that --resume can continue a stopped run")
+    ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of <out>/<name>")
+    ap.add_argument("--cascade", action="store_true",
+                    help="each student after the first starts from the previous one (its weights and zero blocks) "
+                         "and its schedule from the previous target: 0.5,0.7,0.8 -> dense->50%%, 50->70%%, 70->80%%")
+    ap.add_argument("--max-layer-margin", type=float, default=None,
+                    help="per student, max_layer_sparsity = min(1, sparsity + margin) (global scope's per-layer cap)")
     ap.add_argument("--base-dir", default=str(REPO), help="where the recipe's relative paths resolve (repo root)")
     from hf_fast.training.run_recipe import add_pruning_arguments, pruning_overrides
 
@@ -55,18 +69,37 @@ def main(argv=None) -> int:
     from hf_fast.training.run_embed import run_embed_recipe
 
     results = None
+    prev_folder, prev_sp = a.student, a.initial_sparsity
     for sp in (float(x) for x in a.sparsities.split(",")):
         name = f"s{round(sp * 100)}"
         ov: dict = {"training_args": {"output_dir": str(Path(a.out) / "student")}, "fast_config": pruning_overrides(a)}
+        if a.max_layer_margin is not None:
+            ov["fast_config"]["max_layer_sparsity"] = min(1.0, round(sp + a.max_layer_margin, 4))
+        student, initial = (prev_folder, prev_sp) if a.cascade else (a.student, a.initial_sparsity)
         if a.max_steps:
             ov["training_args"]["max_steps"] = a.max_steps
             ov["training_args"]["logging_steps"] = max(1, min(25, a.max_steps // 4))
         if a.loss:
             ov["fast_config"].setdefault("distill", {})["loss"] = a.loss
+        if student or a.teacher or a.cascade:
+            # a student that starts pruned still learns from the dense model (the recipe's teacher, else its student)
+            ov["model"] = {k: v for k, v in (("student", student), ("teacher", a.teacher)) if v}
+            if not a.teacher:
+                from hf_fast.training.recipe import load_recipe
+
+                rec = load_recipe(a.recipe, base_dir=a.base_dir, resolve_models=False)
+                ov["model"]["teacher"] = rec.teacher or rec.student
+        if initial is not None:
+            ov["fast_config"]["initial_sparsity"] = initial
+        if a.lr is not None:
+            ov["training_args"]["learning_rate"] = a.lr
+        if a.save_steps:
+            ov["training_args"].update(save_strategy="steps", save_steps=a.save_steps, save_total_limit=1)
         results = run_embed_recipe(a.recipe, overrides=ov, base_dir=a.base_dir, sparsity=sp, block=a.block,
                                    train_limit=a.train_limit, eval_limit=a.eval_limit, name=name,
-                                   skip_export=a.skip_export, progress=False)
+                                   skip_export=a.skip_export, progress=False, resume=a.resume)
         run = results["runs"][name]
+        prev_folder, prev_sp = run["folder"], sp
         run["torch_threads"] = a.threads
         run["budget_note"] = a.budget_note
         res_path = Path(results["root"]) / "results.json"

@@ -136,3 +136,39 @@ def test_smoke_run_on_a_tiny_model(be, tmp_path, shared_data):
                           pooling=fc["pooling"])
     texts = ["a short one", "a much longer sentence about the river and its bridges", "mid length text", "x"]
     np.testing.assert_array_equal(encode(runner, texts, 3), fast.encode(texts, batch_size=3))
+
+
+def _q(runtime, r10):
+    return {"model": runtime, "runtime": runtime, "recall@1": 0.5, "recall@10": r10, "mrr": 0.6}
+
+
+def test_student_targets(be):
+    quality = [_q("torch-fp32", 0.9172), _q("engine-s80", 0.8980), _q("engine-s70", 0.8960), _q("engine-s50", 0.91)]
+    speed = [{"runtime": n, "threads": 1, "paragraphs_b32": {"vs_ort_int8": v}}
+             for n, v in (("engine-s80", 3.2), ("engine-s70", 3.5), ("engine-s50", 2.4))]
+    t = be.student_targets(quality, speed)
+    assert t["engine-s80"]["recall10_gap_points"] == pytest.approx(-1.92)
+    assert t["engine-s80"]["met"]                           # -1.92 points and 3.2x: both
+    assert not t["engine-s70"]["recall10_met"] and not t["engine-s70"]["met"]   # -2.12 points
+    assert t["engine-s50"]["recall10_met"] and not t["engine-s50"]["speedup_met"]
+    assert "engine-s50" in be.markdown({"quality": quality, "speed": [], "student_targets": t,
+                                        "machine": {"cpu": "x", "isa": "y", "cores": 2, "loadavg_start": [1],
+                                                    "loadavg_end": [1]},
+                                        "data": {"questions": 1, "paragraphs": 1, "timed_paragraphs": 1,
+                                                 "timed_questions": 1}})
+
+
+def test_dense_quality_rows_from_an_earlier_run(be, tmp_path):
+    prev = {"data": {"questions": 10, "paragraphs": 4},
+            "quality": [_q("torch-fp32", 0.9), _q("engine", 0.89), _q("engine-s80", 0.5)]}
+    f = tmp_path / "embed.json"
+    f.write_text(json.dumps(prev))
+    rows = be.dense_quality_rows(f, 10, 4)
+    assert [r["runtime"] for r in rows] == ["torch-fp32", "engine"]   # an old student row is not reused
+    assert all(r["from"] == str(f) for r in rows)
+    with pytest.raises(SystemExit, match="not comparable"):
+        be.dense_quality_rows(f, 10, 5)
+    prev["quality"] = prev["quality"][1:]
+    f.write_text(json.dumps(prev))
+    with pytest.raises(SystemExit, match="no torch-fp32"):
+        be.dense_quality_rows(f, 10, 4)

@@ -141,10 +141,12 @@ def run_embed_recipe(recipe, *, overrides: dict[str, Any] | None = None, base_di
                      train_limit: int | None = None, eval_limit: int | None = None, block: str | None = None,
                      sparsity: float | None = None, name: str = "student", skip_export: bool = False,
                      backends: Sequence[str] = ("native",), progress: bool = True,
-                     log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train, save, export and score one sparse student of an embedding recipe (a path or a loaded Recipe)."""
+                     resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train, save, export and score one sparse student of an embedding recipe (a path or a loaded Recipe).
+    ``resume``: continue from the newest ``checkpoint-*`` of ``<root>/<name>/trainer`` (saved per
+    ``training_args.save_steps``) when there is one, so a stopped run loses at most ``save_steps`` steps."""
     from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding
-    from transformers.trainer_utils import IntervalStrategy
+    from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 
     from hf_fast.training.embed_data import embedding_texts, text_dataset
     from hf_fast.training.recipe import Recipe, _merge, load_recipe
@@ -179,7 +181,10 @@ def run_embed_recipe(recipe, *, overrides: dict[str, Any] | None = None, base_di
     ft = FastTrainer(model=student, teacher=teacher_model, args=args, fast_config=r.fast_config,
                      train_dataset=train_ds, data_collator=DataCollatorWithPadding(tok), processing_class=tok)
     t1 = time.time()
-    ft.train()
+    ckpt = get_last_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
+    if ckpt:
+        log(f"[{name}] resuming from {ckpt}")
+    ft.train(resume_from_checkpoint=ckpt)
     train_s = time.time() - t1
     cb = ft.pruning_callback
     rep = cb.sparsity_report()
