@@ -60,7 +60,7 @@ def table(rs: list[dict]) -> str:
         lines.append(f"| {r['run']} ({Path(r['file']).parent.name}) | {r['share']:.0%} | {r['augment']} | "
                      f"{r['sparsity']:.3f} | {f(r['steps'], 'd')} | {f(r['teacher_f1'], '.2f')} | "
                      f"{f(r['fp32_f1'], '.2f')} | {pm(r['diff32'], r['se32'])} | {f(r['int8_f1'], '.2f')} | "
-                     f"{pm(r['diff'], r['se'])} | {f(r['agree'], '.2f')}% | "
+                     f"{pm(r['diff'], r['se'])} | {f(r['agree'], '.2f') + ('%' if r['agree'] is not None else '')} | "
                      f"{f(r['eval_questions'], 'd')} |")
     return "\n".join(lines)
 
@@ -77,7 +77,8 @@ def plot(rs: list[dict], out: Path) -> Path:
         err = r["se"] if r["run"] != "teacher_dense" else None
         a.errorbar(r["sparsity"], r["int8_f1"], yerr=err, fmt="o" if r["run"] == "teacher_dense" else "s",
                    color="#37c" if r["run"] == "teacher_dense" else "#c63", capsize=3)
-        a.annotate(Path(r["file"]).parent.name.replace("squad17_", ""), (r["sparsity"], r["int8_f1"]), fontsize=6,
+        label = "teacher" if r["run"] == "teacher_dense" else Path(r["file"]).parent.name.replace("squad17_", "")
+        a.annotate(label, (r["sparsity"], r["int8_f1"]), fontsize=6,
                    xytext=(3, 3), textcoords="offset points")
     a.set_xlabel("overall block sparsity of the encoder Linears")
     a.set_ylabel("SQuAD F1, int8 in the engine")
