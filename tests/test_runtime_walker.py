@@ -274,3 +274,16 @@ def test_quantizer_check_uses_the_same_fake_quant_rule(exported):
     _, att = encoder_matmuls(proto)
     with pytest.raises(RuntimeError, match="not read through a QuantizeLinear -> DequantizeLinear pair"):
         check_attention_qdq(proto, att)
+
+
+def test_weight_width_refuses_a_weight_that_is_no_matrix():
+    # found by test_fuzz_lying_graph: a MatMul whose constant operand was mutated into a scalar raised IndexError
+    import numpy as np
+
+    from hf_fast.runtime import walker
+    from hf_fast.runtime.graph import GraphMatchError
+
+    assert walker.weight_width(np.zeros((4, 3), np.float32)) == 3
+    for bad in (np.float32(0.5), np.zeros(3, np.float32), np.zeros((2, 3, 4), np.float32)):
+        with pytest.raises(GraphMatchError, match=r"\[K, N\] matrix"):
+            walker.weight_width(bad)

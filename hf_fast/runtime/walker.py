@@ -215,7 +215,10 @@ def weight_matmuls(g: LogicalGraph, x: str) -> list[onnx.NodeProto]:
 
 def weight_width(w) -> int:
     """Output width of a MatMul weight [K, N] (a QuantWeight's int8 array or an fp32 array)."""
-    return int(getattr(w, "q", w).shape[-1])
+    shape = getattr(getattr(w, "q", w), "shape", ())
+    if len(shape) != 2:  # a lying graph: a MatMul whose constant operand is no [K, N] matrix
+        raise GraphMatchError(f"a Linear's MatMul weight must be a [K, N] matrix, got shape {tuple(shape)}")
+    return int(shape[-1])
 
 
 def bias_add(g: LogicalGraph, out: str, n_out: int) -> onnx.NodeProto | None:

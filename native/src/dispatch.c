@@ -200,6 +200,11 @@ const hf_sparse_kernel *hf_sparse_kernel_for(int isa) {
     return t ? t->sparse : NULL;
 }
 
+int hf_glu_tile_stores(int isa) {
+    const hf_isa_table *t = table_for(isa);
+    return t ? t->glu_tile_stores : 0;
+}
+
 const hf_linear_ops *hf_linear_ops_for(int isa) {
     const hf_isa_table *t = table_for(isa);
     return t ? t->linear : NULL;

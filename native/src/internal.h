@@ -351,6 +351,8 @@ static inline int64_t hf_packed_act_bytes(int64_t M, int64_t K) { return ((M + 6
 extern const hf_sparse_kernel hf_sparse_ref;
 /* dispatch.c */
 const hf_sparse_kernel *hf_sparse_kernel_for(int isa);
+/* dispatch.c: whether isa's Linear tile stores apply a fused GeGLU epilogue (hf_isa_table.glu_tile_stores) */
+int hf_glu_tile_stores(int isa);
 typedef struct {
     void (*epilogue_rows)(const hf_epilogue *ep, int64_t m0, int64_t M, int64_t N, const int32_t *acc, int64_t lda,
                           void *C, int64_t ldc);
@@ -388,6 +390,9 @@ typedef struct hf_isa_table {
     /* a throughput loop of the ISA's widest int8 dot product (hf_int8_peak_probe): returns the MACs it did in `iters`
      * steps, -1 if its check failed; NULL: no probe for this ISA */
     int64_t (*int8_peak)(int64_t iters);
+    /* 1: the ISA's tile stores take whole GeGLU (input, gate) groups (hf_epilogue.glu); 0: the reference rows
+     * epilogue applies GeGLU to the int32 accumulators (4-channel tiles split a group) */
+    int glu_tile_stores;
     /* the name hf_op_kernel reports for each HF_OP_* whose kernel this table owns */
     const char *op_names[HF_OP_COUNT];
 } hf_isa_table;

@@ -218,7 +218,7 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
     ep.glu = l->glu;
     /* GeGLU: the x86 kernels' tile stores take whole (a, g) groups; elsewhere (ref, ARM: 4-channel tiles) the
      * reference rows epilogue applies it to the int32 accumulators, which is also what the unfused path computes there */
-    const int glu_rows = l->glu && l->isa != HF_ISA_AVX2 && l->isa != HF_ISA_AVX512VNNI;
+    const int glu_rows = l->glu && !hf_glu_tile_stores(l->isa);
     if (l->sp && glu_rows) {
         hf_epilogue e0 = ep;
         e0.f32 = HF_EPI_S32, e0.glu = 0;
