@@ -115,12 +115,6 @@ def build_student(student: Path, workdir: Path, calib: int, quantize_attention: 
     return {(round(sp, 3), False): (model, d)}
 
 
-def _feeds(sess, ids, mask) -> dict:
-    """The ids and mask under the names the session takes, plus zero token types where the graph has them."""
-    names = [i.name for i in sess.get_inputs()]
-    return {n: ids if n == "input_ids" else mask if n == "attention_mask" else np.zeros_like(ids) for n in names}
-
-
 def dynamic_int8(fp32: Path) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -231,11 +225,12 @@ def main(argv=None) -> int:
                 b, s = (int(v) for v in shape.split("x"))
                 ids = rng.integers(1000, 30000, size=(b, s)).astype(np.int64)
                 mask = np.ones((b, s), np.int64)
-                feeds = _feeds(sess["ort-int8-static"], ids, mask)
+                feeds = {"input_ids": ids, "attention_mask": mask}
+                if "token_type_ids" in fc["inputs"]:  # the graph's inputs, as hf_fast.bench.make_inputs reads them
+                    feeds["token_type_ids"] = np.zeros_like(ids)
                 fns = {"hf-fast": lambda eng=eng, ids=ids, mask=mask: eng.run(ids, mask)}
                 for k, se in sess.items():
-                    f_k = _feeds(se, ids, mask)
-                    fns[k] = (lambda se=se, f_k=f_k: se.run(None, f_k))
+                    fns[k] = (lambda se=se, feeds=feeds: se.run(None, feeds))
                 if ov_run is not None:
                     fns["openvino"] = lambda ov_run=ov_run, feeds=feeds: ov_run(feeds)
                 if "ort-fp32" in sess:

@@ -109,14 +109,7 @@ INL void head_core(int64_t S, int64_t d, const float *q, const float *k, const f
     hf_transpose_keys(ne, d, k, ld, kt, sp);
     int64_t i0 = 0;
     for (; i0 + MR <= S; i0 += MR) ROWS(MR);
-    switch (S - i0) {
-    case 5: ROWS(5); break;
-    case 4: ROWS(4); break;
-    case 3: ROWS(3); break;
-    case 2: ROWS(2); break;
-    case 1: ROWS(1); break;
-    default: break;
-    }
+    HF_ROW_TAIL_6(S - i0, ROWS);
 }
 
 TGT void hf_attention_head_avx2(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,

@@ -110,20 +110,7 @@ INL void head_core(int64_t S, int64_t d, const float *q, const float *k, const f
     hf_transpose_keys(ne, d, k, ld, kt, sp);
     int64_t i0 = 0;
     for (; i0 + MR <= S; i0 += MR) ROWS(MR);
-    switch (S - i0) {
-    case 11: ROWS(11); break;
-    case 10: ROWS(10); break;
-    case 9: ROWS(9); break;
-    case 8: ROWS(8); break;
-    case 7: ROWS(7); break;
-    case 6: ROWS(6); break;
-    case 5: ROWS(5); break;
-    case 4: ROWS(4); break;
-    case 3: ROWS(3); break;
-    case 2: ROWS(2); break;
-    case 1: ROWS(1); break;
-    default: break;
-    }
+    HF_ROW_TAIL_12(S - i0, ROWS);
 }
 
 TGT void hf_attention_head_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,

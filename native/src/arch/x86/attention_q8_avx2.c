@@ -158,14 +158,7 @@ INL void q8_head(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const
     const __m256 vpz = _mm256_set1_ps((float)aq->p_zp);
     int64_t i0 = 0;
     for (; i0 + MR <= S; i0 += MR) BLOCK(MR);
-    switch (S - i0) {
-    case 5: BLOCK(5); break;
-    case 4: BLOCK(4); break;
-    case 3: BLOCK(3); break;
-    case 2: BLOCK(2); break;
-    case 1: BLOCK(1); break;
-    default: break;
-    }
+    HF_ROW_TAIL_6(S - i0, BLOCK);
 }
 
 TGT void hf_attention_q8_head_avx2(int64_t S, int64_t d, const uint8_t *q, const uint8_t *k, const uint8_t *v,

@@ -103,4 +103,31 @@ void hf_attention_window_avx512(int64_t S, int64_t d, const float *q, const floa
                                 const float *key_bias, int64_t window, float scale, float *ctx, int64_t ldo,
                                 float *scratch);
 
+/* The row tail of a kernel blocked in MR query rows: BLK(r) once for the r = rem rows left, 0 < rem < MR, where BLK is
+ * the caller's macro for a block of a constant number of rows (the constant lets the compiler unroll each block). */
+#define HF_ROW_TAIL_6(rem, BLK)                                                                                         \
+    switch (rem) {                                                                                                      \
+    case 5: BLK(5); break;                                                                                              \
+    case 4: BLK(4); break;                                                                                              \
+    case 3: BLK(3); break;                                                                                              \
+    case 2: BLK(2); break;                                                                                              \
+    case 1: BLK(1); break;                                                                                              \
+    default: break;                                                                                                     \
+    }
+#define HF_ROW_TAIL_12(rem, BLK)                                                                                        \
+    switch (rem) {                                                                                                      \
+    case 11: BLK(11); break;                                                                                            \
+    case 10: BLK(10); break;                                                                                            \
+    case 9: BLK(9); break;                                                                                              \
+    case 8: BLK(8); break;                                                                                              \
+    case 7: BLK(7); break;                                                                                              \
+    case 6: BLK(6); break;                                                                                              \
+    case 5: BLK(5); break;                                                                                              \
+    case 4: BLK(4); break;                                                                                              \
+    case 3: BLK(3); break;                                                                                              \
+    case 2: BLK(2); break;                                                                                              \
+    case 1: BLK(1); break;                                                                                              \
+    default: break;                                                                                                     \
+    }
+
 #endif
