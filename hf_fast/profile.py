@@ -37,14 +37,17 @@ WARM_CALLS = 3  # engine timing: each timed call follows WARM_CALLS - 1 untimed 
 
 
 def random_block_weight(rng: np.random.Generator, n: int, k: int, block: str | None, sparsity: float) -> np.ndarray:
-    """int8 [n, k] with exactly ``round(sparsity * blocks)`` all-zero ``block`` blocks, at random places."""
+    """int8 [n, k] with ``ceil(sparsity * blocks)`` all-zero ``block`` blocks, at random places (``sparsity`` 1: every
+    block zero)."""
     w = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
     if block in (None, "dense") or sparsity <= 0:
         return w
     r, c = (4, 1) if block == "4x1" else (1, 4)
     nb = (n // r) * (k // c)
     keep = np.ones(nb, dtype=bool)
-    keep[rng.permutation(nb)[:int(round(sparsity * nb))]] = False
+    # at least the fraction asked for: rounding down would leave a point on the sparse/dense crossover just under it,
+    # where the engine runs the dense kernel (choose_kernel: zero fraction >= crossover), and time the wrong kernel
+    keep[rng.permutation(nb)[:min(nb, int(np.ceil(sparsity * nb - 1e-9)))]] = False
     keep = keep.reshape(n // r, k // c)
     return w * np.repeat(np.repeat(keep, r, axis=0), c, axis=1).astype(np.int8)
 
@@ -77,8 +80,10 @@ def _interleaved_ms(fns: Sequence[Callable[[], Any]], budget_s: float, min_round
 def time_linear_curves(shapes: Sequence[tuple[int, int]], tokens: int, blocks: Sequence[str] = DEFAULT_BLOCKS,
                        sparsities: Sequence[float] = DEFAULT_SPARSITIES, budget_s: float = 1.0,
                        seed: int = 0, clock: Callable[[], float] = time.perf_counter) -> dict[str, dict[str, Any]]:
-    """{"NxK": {"dense_ms", "sparse_ms": {block: [ms per sparsity]}}} for ``tokens`` rows (call inside the thread
-    count to profile)."""
+    """{"NxK": {"dense_ms", "sparse_ms": {block: [ms per sparsity]}, "empty_ms": {block: ms}}} for ``tokens`` rows
+    (call inside the thread count to profile). ``empty_ms``: the same call with every block zero, i.e. what a call
+    costs besides its kept blocks (the binding's overhead, the epilogue), which the engine's all-blocks-skipped
+    ``fixed_ms`` already holds: CostCurves subtracts it before it splits the engine's Linear time over the roles."""
     from hf_fast import native
 
     rng = np.random.default_rng(seed)
@@ -90,14 +95,15 @@ def time_linear_curves(shapes: Sequence[tuple[int, int]], tokens: int, blocks: S
         layers = [native.PackedLinear(random_block_weight(rng, n, k, None, 0.0), scale, bias, block="dense")]
         for b in blocks:
             layers += [native.PackedLinear(random_block_weight(rng, n, k, b, s), scale, bias, block=b)
-                       for s in sparsities]
+                       for s in [*sparsities, 1.0]]
         fns = [lambda pl=pl, a=a: pl.forward(a, _IN_SCALE, _IN_ZP, out_quant=(0.05, 128)) for pl in layers]
         ms = _interleaved_ms(fns, budget_s, clock=clock)
-        curves, i = {}, 1
+        curves, empty, i = {}, {}, 1
         for b in blocks:
             curves[b] = [round(t, 5) for t in ms[i:i + len(sparsities)]]
-            i += len(sparsities)
-        out[shape_key(n, k)] = {"dense_ms": round(ms[0], 5), "sparse_ms": curves}
+            empty[b] = round(ms[i + len(sparsities)], 5)
+            i += len(sparsities) + 1
+        out[shape_key(n, k)] = {"dense_ms": round(ms[0], 5), "sparse_ms": curves, "empty_ms": empty}
     return out
 
 
