@@ -34,6 +34,9 @@ DEFAULT_BLOCKS = ("4x1", "1x4")
 _IN_SCALE, _IN_ZP = 0.05, 128  # activation quantizer of the synthetic layers (any valid one: timing only)
 MIXED_AT = 0.8  # the sparsity of the other Linears when one role is timed dense among sparse ones
 WARM_CALLS = 3  # engine timing: each timed call follows WARM_CALLS - 1 untimed calls of the same engine
+# engine timing: at least this many rounds whatever the budget; medians of 5 rounds on a loaded 2-core host were
+# up to 11% off the same engine timed later (helper h7's dense point), which set wrong targets and allocations
+MIN_ENGINE_ROUNDS = 20
 
 
 def random_block_weight(rng: np.random.Generator, n: int, k: int, block: str | None, sparsity: float) -> np.ndarray:
@@ -207,7 +210,7 @@ def time_model_engine(dims: tuple[int, int, int, int], batch: int, seq: int, blo
 
         return warm_then_run
 
-    times = _warm_interleaved_ms([runner(*p) for p in points], budget_s * len(points), clock)
+    times = _warm_interleaved_ms([runner(*p) for p in points], budget_s * len(points), clock, MIN_ENGINE_ROUNDS)
     res = dict(zip(points, times, strict=True))
     dense, fixed = res[points[0]], res[points[1]]
     sparse = {b: [round(res[("sparse", b, s)], 5) for s in engine_sparsities] for b in blocks}
