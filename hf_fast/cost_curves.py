@@ -4,7 +4,8 @@ A cost file (JSON, written by ``hf-fast profile`` = ``hf_fast.profile.profile_co
 deployed to) holds, for one target shape (batch, seq) and thread count:
 
 - ``linears``: per Linear shape ``"NxK"`` (the engine fuses Q, K and V into one [3H, H] Linear), the dense kernel's
-  time and the block-sparse kernel's time at each of ``sparsities``, per block shape, each timed alone;
+  time and the block-sparse kernel's time at each of ``sparsities``, per block shape, each timed alone, and
+  (optional, ``empty_ms``) the time of the call with every block zero: its overhead besides the kept blocks;
 - ``models``: per model dimensions, the engine's own latency dense, uniformly sparse at each of
   ``engine_sparsities`` (per block) and with every block skipped (``fixed_ms``: embeddings, attention, LayerNorms,
   quantizers). These put the Linears' times in the engine's regime (a model larger than the cache streams its
@@ -13,8 +14,8 @@ deployed to) holds, for one target shape (batch, seq) and thread count:
   dense kernel: runtime/engine.py choose_kernel), so a prediction follows the engine's own choice.
 
 ``CostCurves.predict_ms`` turns per-Linear sparsities into a predicted engine latency, exact at the measured uniform
-points; the latency-aware pruning (``FastConfig(scope="latency")``, hf_fast/training/latency.py) chooses the
-sparsities that meet a target.
+points and with every block skipped (``fixed_ms``, the end of every curve at sparsity 1); the latency-aware pruning
+(``FastConfig(scope="latency")``, hf_fast/training/latency.py) chooses the sparsities that meet a target.
 """
 from __future__ import annotations
 
@@ -102,8 +103,11 @@ class CostCurves:
                       f"{COST_VERSION}); profile again with `hf-fast profile`")
 
         def curves(rec):
-            return {"dense_ms": float(rec["dense_ms"]),
-                    "sparse_ms": {str(b): [float(t) for t in ts] for b, ts in rec["sparse_ms"].items()}}
+            out = {"dense_ms": float(rec["dense_ms"]),
+                   "sparse_ms": {str(b): [float(t) for t in ts] for b, ts in rec["sparse_ms"].items()}}
+            if rec.get("empty_ms") is not None:  # optional (files of hf-fast before it have none)
+                out["empty_ms"] = {str(b): float(t) for b, t in rec["empty_ms"].items()}
+            return out
 
         try:
             shape = tuple(int(x) for x in d["target_shape"])
@@ -135,6 +139,7 @@ class CostCurves:
         for what, recs, grid in (("Linear", linears, sp), ("model", models, esp)):
             for key, rec in recs.items():
                 vals = [rec["dense_ms"]] + [t for ts in rec["sparse_ms"].values() for t in ts]
+                vals += list(rec.get("empty_ms", {}).values())
                 if not all(np.isfinite(v) and v > 0 for v in vals):
                     raise bad(f"{what} {key}: times must be positive finite numbers")
                 for b, ts in rec["sparse_ms"].items():
@@ -184,7 +189,9 @@ class CostCurves:
                     ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """Per role, the engine time of ONE such Linear: (dense ms, ms at each of ``engine_sparsities``). The
         engine's measured Linear time at each uniform point (total minus ``fixed_ms``, per layer) is split over the
-        roles in the proportions of their kernels timed alone; each curve is made non-increasing (pruning more
+        roles in the proportions of their kernels timed alone, less each call's all-blocks-zero time (``empty_ms``:
+        the binding's overhead and the epilogue, which the engine's ``fixed_ms`` holds already; left in, it gave
+        the small Linears too large a share at high sparsity); each curve is made non-increasing (pruning more
         blocks never costs time: a rise is measurement noise). The dense time is that of a dense Linear among
         sparse ones when the file measured it (``mixed_ms``), else the dense engine's split the same way."""
         m = self.models[model_key(hidden, heads, ffn, layers)]
@@ -193,6 +200,8 @@ class CostCurves:
 
         def split(total, alone):
             share = max(total - m["fixed_ms"], 0.0) / layers
+            alone = {r: max(t - self.linears[shapes[r]].get("empty_ms", {}).get(block, 0.0), 1e-9)
+                     for r, t in alone.items()}
             return {r: share * alone[r] / sum(alone.values()) for r in ROLES}
 
         dense = split(m["dense_ms"], {r: self.linears[shapes[r]]["dense_ms"] for r in ROLES})
@@ -214,10 +223,12 @@ class CostCurves:
                   sparsity: float | np.ndarray) -> np.ndarray:
         """Engine time of one ``role`` Linear at block ``sparsity`` (scalar or array), from ``role_curves``: the
         dense time below the crossover (the engine runs the dense kernel there), else the sparse curve linearly
-        interpolated (clamped at its ends)."""
+        interpolated, and beyond its last point down to 0 at sparsity 1 (every block skipped: ``fixed_ms``, which
+        the profile measured; holding the last point's time there over-predicted the Linears a global allocation
+        prunes to 97-100%)."""
         dense, sparse = curves
         s = np.asarray(sparsity, dtype=np.float64)
-        t = np.interp(s, self.engine_sparsities, sparse[role])
+        t = np.interp(s, [*self.engine_sparsities, 1.0], [*sparse[role], 0.0])
         return np.where(s >= self.crossover - 1e-9, t, dense[role])
 
     def max_sparsity(self) -> float:

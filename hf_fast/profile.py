@@ -34,17 +34,23 @@ DEFAULT_BLOCKS = ("4x1", "1x4")
 _IN_SCALE, _IN_ZP = 0.05, 128  # activation quantizer of the synthetic layers (any valid one: timing only)
 MIXED_AT = 0.8  # the sparsity of the other Linears when one role is timed dense among sparse ones
 WARM_CALLS = 3  # engine timing: each timed call follows WARM_CALLS - 1 untimed calls of the same engine
+# engine timing: at least this many rounds whatever the budget; medians of 5 rounds on a loaded 2-core host were
+# up to 11% off the same engine timed later (helper h7's dense point), which set wrong targets and allocations
+MIN_ENGINE_ROUNDS = 20
 
 
 def random_block_weight(rng: np.random.Generator, n: int, k: int, block: str | None, sparsity: float) -> np.ndarray:
-    """int8 [n, k] with exactly ``round(sparsity * blocks)`` all-zero ``block`` blocks, at random places."""
+    """int8 [n, k] with ``ceil(sparsity * blocks)`` all-zero ``block`` blocks, at random places (``sparsity`` 1: every
+    block zero)."""
     w = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
     if block in (None, "dense") or sparsity <= 0:
         return w
     r, c = (4, 1) if block == "4x1" else (1, 4)
     nb = (n // r) * (k // c)
     keep = np.ones(nb, dtype=bool)
-    keep[rng.permutation(nb)[:int(round(sparsity * nb))]] = False
+    # at least the fraction asked for: rounding down would leave a point on the sparse/dense crossover just under it,
+    # where the engine runs the dense kernel (choose_kernel: zero fraction >= crossover), and time the wrong kernel
+    keep[rng.permutation(nb)[:min(nb, int(np.ceil(sparsity * nb - 1e-9)))]] = False
     keep = keep.reshape(n // r, k // c)
     return w * np.repeat(np.repeat(keep, r, axis=0), c, axis=1).astype(np.int8)
 
@@ -77,8 +83,10 @@ def _interleaved_ms(fns: Sequence[Callable[[], Any]], budget_s: float, min_round
 def time_linear_curves(shapes: Sequence[tuple[int, int]], tokens: int, blocks: Sequence[str] = DEFAULT_BLOCKS,
                        sparsities: Sequence[float] = DEFAULT_SPARSITIES, budget_s: float = 1.0,
                        seed: int = 0, clock: Callable[[], float] = time.perf_counter) -> dict[str, dict[str, Any]]:
-    """{"NxK": {"dense_ms", "sparse_ms": {block: [ms per sparsity]}}} for ``tokens`` rows (call inside the thread
-    count to profile)."""
+    """{"NxK": {"dense_ms", "sparse_ms": {block: [ms per sparsity]}, "empty_ms": {block: ms}}} for ``tokens`` rows
+    (call inside the thread count to profile). ``empty_ms``: the same call with every block zero, i.e. what a call
+    costs besides its kept blocks (the binding's overhead, the epilogue), which the engine's all-blocks-skipped
+    ``fixed_ms`` already holds: CostCurves subtracts it before it splits the engine's Linear time over the roles."""
     from hf_fast import native
 
     rng = np.random.default_rng(seed)
@@ -90,14 +98,15 @@ def time_linear_curves(shapes: Sequence[tuple[int, int]], tokens: int, blocks: S
         layers = [native.PackedLinear(random_block_weight(rng, n, k, None, 0.0), scale, bias, block="dense")]
         for b in blocks:
             layers += [native.PackedLinear(random_block_weight(rng, n, k, b, s), scale, bias, block=b)
-                       for s in sparsities]
+                       for s in [*sparsities, 1.0]]
         fns = [lambda pl=pl, a=a: pl.forward(a, _IN_SCALE, _IN_ZP, out_quant=(0.05, 128)) for pl in layers]
         ms = _interleaved_ms(fns, budget_s, clock=clock)
-        curves, i = {}, 1
+        curves, empty, i = {}, {}, 1
         for b in blocks:
             curves[b] = [round(t, 5) for t in ms[i:i + len(sparsities)]]
-            i += len(sparsities)
-        out[shape_key(n, k)] = {"dense_ms": round(ms[0], 5), "sparse_ms": curves}
+            empty[b] = round(ms[i + len(sparsities)], 5)
+            i += len(sparsities) + 1
+        out[shape_key(n, k)] = {"dense_ms": round(ms[0], 5), "sparse_ms": curves, "empty_ms": empty}
     return out
 
 
@@ -201,7 +210,7 @@ def time_model_engine(dims: tuple[int, int, int, int], batch: int, seq: int, blo
 
         return warm_then_run
 
-    times = _warm_interleaved_ms([runner(*p) for p in points], budget_s * len(points), clock)
+    times = _warm_interleaved_ms([runner(*p) for p in points], budget_s * len(points), clock, MIN_ENGINE_ROUNDS)
     res = dict(zip(points, times, strict=True))
     dense, fixed = res[points[0]], res[points[1]]
     sparse = {b: [round(res[("sparse", b, s)], 5) for s in engine_sparsities] for b in blocks}

@@ -73,6 +73,71 @@ def test_a_dense_linear_among_sparse_ones_costs_what_the_profile_measured(tmp_pa
     assert cc.predict_ms(*DIMS, "4x1") == pytest.approx(cc.models[model_key(*DIMS)]["dense_ms"])
 
 
+def test_linears_beyond_the_last_measured_point_fall_to_the_all_blocks_skipped_engine(tmp_path):
+    # a global allocation prunes top layers to 97-100%: their time lies between the 95% point and the engine with
+    # every block skipped (fixed_ms, measured), not at the 95% point (which over-predicted such masks by ~6%)
+    cc = CostCurves.load(synthetic_costs(tmp_path / "c.json", crossover=0.6, fixed=1.0))
+    m = cc.models[model_key(*DIMS)]
+    at95 = m["sparse_ms"]["4x1"][cc.engine_sparsities.index(0.95)]
+
+    def uniform(s):
+        return cc.predict_ms(*DIMS, "4x1", {(i, r): s for i in range(DIMS[3]) for r in ROLES})
+
+    assert uniform(1.0) == pytest.approx(m["fixed_ms"])
+    assert uniform(0.975) == pytest.approx((at95 + m["fixed_ms"]) / 2)
+    # one Linear at 99% among 80% ones saves 4/5 of its 95% time
+    curves = cc.role_curves(*DIMS, "4x1")
+    base = {(i, r): 0.8 for i in range(DIMS[3]) for r in ROLES}
+    t95 = float(cc.linear_ms(curves, "ffn_in", 0.95))
+    assert cc.predict_ms(*DIMS, "4x1", {**base, (1, "ffn_in"): 0.99}) == pytest.approx(
+        cc.predict_ms(*DIMS, "4x1", {**base, (1, "ffn_in"): 0.95}) - 0.8 * t95)
+
+
+def test_role_split_leaves_out_the_calls_overhead_that_fixed_ms_holds(tmp_path):
+    # each Linear timed alone pays the same per-call overhead (the binding, the epilogue) on top of its kept
+    # blocks; the engine's all-blocks-skipped time holds that part already, so the split over the roles must use
+    # the kept-block time only, or the small Linears get too large a share at high sparsity
+    p = tmp_path / "c.json"
+    synthetic_costs(p, crossover=0.6)
+    truth = CostCurves.load(p).role_curves(*DIMS, "4x1")
+    d = json.loads(p.read_text())
+    overhead = 0.7
+    for rec in d["linears"].values():
+        rec["dense_ms"] += overhead
+        rec["sparse_ms"]["4x1"] = [t + overhead for t in rec["sparse_ms"]["4x1"]]
+        rec["empty_ms"] = {"4x1": overhead}
+    p.write_text(json.dumps(d))
+    dense, sparse = CostCurves.load(p).role_curves(*DIMS, "4x1")
+    for r in ROLES:
+        assert dense[r] == pytest.approx(truth[0][r])
+        np.testing.assert_allclose(sparse[r], truth[1][r], rtol=1e-9)
+    # a file without empty_ms (hf-fast before it) still loads and splits by the whole call times
+    for rec in d["linears"].values():
+        del rec["empty_ms"]
+    p.write_text(json.dumps(d))
+    assert CostCurves.load(p).role_curves(*DIMS, "4x1")[1]["attn_out"][-1] > truth[1]["attn_out"][-1] * 1.5
+    d["linears"]["32x32"]["empty_ms"] = {"4x1": -1.0}
+    p.write_text(json.dumps(d))
+    with pytest.raises(CostFileError, match="positive finite"):
+        CostCurves.load(p)
+
+
+def test_profile_points_on_the_crossover_run_the_sparse_kernel():
+    # 60% of 110,592 blocks is 66,355.2: rounded down, the "60%" point of the fused qkv ran the DENSE kernel in the
+    # engine (zero fraction < the 60% crossover), which made the profile's first sparse point far too slow
+    from hf_fast.blocks import block_sparsity
+    from hf_fast.profile import random_block_weight
+    from hf_fast.runtime.engine import choose_kernel
+
+    rng = np.random.default_rng(0)
+    for n, k in ((1152, 384), (384, 384), (1536, 384)):
+        w = random_block_weight(rng, n, k, "4x1", 0.6)
+        assert block_sparsity(w, (4, 1)) >= 0.6
+        assert choose_kernel(w, "4x1", isa="avx512vnni").block == "4x1"
+    assert block_sparsity(random_block_weight(rng, 64, 32, "4x1", 1.0), (4, 1)) == 1.0
+    assert block_sparsity(random_block_weight(rng, 64, 32, "1x4", 0.5), (1, 4)) == 0.5  # exact stays exact
+
+
 # ------------------------------------------------------------------ the allocation
 def test_allocation_meets_the_target_at_least_lost_score(tmp_path):
     model = tiny_bert()
