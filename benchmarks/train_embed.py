@@ -46,6 +46,9 @@ def main(argv=None) -> int:
     ap.add_argument("--initial-sparsity", type=float, default=None,
                     help="fast_config.initial_sparsity: where the schedule starts (a cascade's previous target)")
     ap.add_argument("--lr", type=float, default=None, help="training_args.learning_rate")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="training_args.seed: a continued student given a new seed sees texts in a new order "
+                         "(with the recipe's seed every stage of a cascade starts on the same texts)")
     ap.add_argument("--save-steps", type=int, default=None,
                     help="checkpoint every N steps (the newest kept) so that --resume can continue a stopped run")
     ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of <out>/<name>")
@@ -93,6 +96,8 @@ def main(argv=None) -> int:
             ov["fast_config"]["initial_sparsity"] = initial
         if a.lr is not None:
             ov["training_args"]["learning_rate"] = a.lr
+        if a.seed is not None:
+            ov["training_args"]["seed"] = a.seed
         if a.save_steps:
             ov["training_args"].update(save_strategy="steps", save_steps=a.save_steps, save_total_limit=1)
         results = run_embed_recipe(a.recipe, overrides=ov, base_dir=a.base_dir, sparsity=sp, block=a.block,
