@@ -585,12 +585,6 @@ typedef struct {
     hf_attention_head_fn bf16; /* the bf16 attention kernel (fp32 layers of an engine set to HF_ATTN_BF16), or NULL */
 } attn_job;
 
-/* q, k and v of one token of one head (d floats each, H apart) into L2 */
-static inline void prefetch_qkv_row(const float *row, int64_t H, int64_t d) {
-    for (int p = 0; p < 3; p++)
-        for (int64_t c = 0; c < d; c += 16) __builtin_prefetch(row + p * H + c, 0, 2);
-}
-
 /* (sequence, head) pairs claimed from an atomic counter by whichever pool threads join; scratch is
  * per thread (slot 3). */
 static void attn_task(void *arg, int tid, int nth) {
@@ -642,21 +636,12 @@ static void attn_task(void *arg, int tid, int nth) {
         else
             j->ops->attention_head(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0, j->scale,
                                    ctx, e->H, scr);
-        /* the next pair's q, k, v columns are [S][3][d] floats strided 3H apart: 12 lines a row at d = 64, gone from L2
-         * after the qkv GEMM wrote 3 x 4 x T x H bytes (1.2 MB at 1 x 128, base size), and the hardware prefetchers do
-         * not follow the stride. Asked for row by row here, while this context is quantized, they are in L2 when the
-         * next pair starts (its rotary pass stalled on those loads: 68% of its samples at ModernBERT-base 1 x 128) */
-        const float *nb = NULL;
-        int64_t nS = 0;
-        if (idx + 1 < n) {
-            const int64_t b1 = (idx + 1) / e->heads, h1 = (idx + 1) % e->heads;
-            nb = j->a->big + j->a->off[b1] * H3 + h1 * j->d, nS = j->a->len[b1];
-        }
-        for (int64_t s = 0; s < S || s < nS; s++) {
-            if (s < nS) prefetch_qkv_row(nb + s * H3, e->H, j->d);
-            if (s >= S) continue;
-            if (j->q_mul) j->lops->quantize_mul(j->d, ctx + s * e->H, j->q_mul + h * j->d, j->q_scale, j->q_zp, xq + s * e->H);
-            else j->lops->quantize(j->d, ctx + s * e->H, j->q_scale, j->q_zp, xq + s * e->H);
+        if (j->q_mul) {
+            const float *m = j->q_mul + h * j->d;
+            for (int64_t s = 0; s < S; s++)
+                j->lops->quantize_mul(j->d, ctx + s * e->H, m, j->q_scale, j->q_zp, xq + s * e->H);
+        } else {
+            for (int64_t s = 0; s < S; s++) j->lops->quantize(j->d, ctx + s * e->H, j->q_scale, j->q_zp, xq + s * e->H);
         }
     }
 }

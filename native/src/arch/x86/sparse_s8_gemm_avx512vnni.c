@@ -302,22 +302,6 @@ static TGT void pack_task(void *ctx, int tid, int nth) {
     }
 }
 
-/* The strip store's lines (nt tokens x 16 channels of the output, and of the residual) asked for before the strip is
- * computed, so they arrive while it is: the rows are ldc / ldr apart, a stride the hardware prefetchers did not
- * follow, and the residual (the layer's input x) has left L2 by the time attn_out / ffn_out run. Under perf at 80%
- * 4x1, base size, 1 x 128, most samples of the fp32 + residual store sat on its residual load (MPNet: the store was
- * 9% of the pass, ModernBERT 12%). Fused GeGLU writes half the channels (C's row = N / 2 bytes); the packed store
- * (pack_ld) writes its own layout, in cache already. */
-static inline void prefetch_strip(const job_t *j, int64_t m0, int nt, int64_t n0) {
-    const hf_epilogue *ep = j->ep;
-    if (ep->pack_ld || ep->stream) return; /* streamed (non-temporal) rows are not to be read first */
-    const int64_t es = ep->f32 == HF_EPI_U8 ? 1 : 4, c0 = ep->glu ? n0 / 2 : n0;
-    for (int t = 0; t < nt; t++) {
-        __builtin_prefetch((const char *)j->C + ((m0 + t) * j->ldc + c0) * es, 1, 3);
-        if (ep->residual) __builtin_prefetch(ep->residual + (m0 + t) * ep->ldr + n0, 0, 3);
-    }
-}
-
 /* 4x1: units of (token chunk, TG strips of 16 channels); a strip is 4 groups computed into a
  * channel-major int32 tile [16][64], then transposed and stored through the 16-lane epilogue. */
 static TGT void compute4x1_task(void *ctx, int tid, int nth) {
@@ -344,7 +328,6 @@ static TGT void compute4x1_task(void *ctx, int tid, int nth) {
                 const int64_t m0 = mt * TILE_T;
                 const int nt = j->M - m0 < TILE_T ? (int)(j->M - m0) : TILE_T;
                 const int J = (nt + 15) / 16;
-                prefetch_strip(j, m0, nt, n0);
                 for (int g = 0; g < 4; g++) {
                     const int64_t G = 4 * st + g;
                     if (G >= R) continue;
