@@ -11,9 +11,11 @@ ModernBERT exported with eager attention) and OpenVINO on that file (hf_fast/ope
 round by round (bench_engine.time_interleaved): medians of process CPU time (the steady figure on a loaded machine,
 = thread time at 1 thread) next to wall time.
 
---long 2048 adds ModernBERT at 1x2048 end to end and one layer's attention at that length: the local layers'
-sliding-window kernel (+-64) against the engine's own global kernel. --profile splits a ModernBERT layer at b1 s128
-into its kernels (each timed alone at the engine's shapes, times the layer counts) next to the end-to-end time.
+--long 2048 adds ModernBERT at 1x2048 end to end (pruned models only; ONNX Runtime on the eager export and on an SDPA
+export of the same weights, the faster one the baseline; no OpenVINO there) and one layer's attention at that length:
+the local layers' sliding-window kernel (+-64) against the engine's own global kernel. --profile splits a ModernBERT
+layer at b1 s128 into its kernels (each timed alone at the engine's shapes, times the layer counts) next to the
+end-to-end time.
 --quick: 4 / 3 layers, 1x128 only, 1 s budgets (a smoke run of every path; speedups of shallow models are not the
 targets'). Writes benchmarks/out/encoders.{json,md}; --history appends the table to benchmarks/HISTORY.md.
 
@@ -24,6 +26,7 @@ targets'). Writes benchmarks/out/encoders.{json,md}; --history appends the table
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,7 +45,7 @@ from bench_engine import _sentences, time_interleaved  # noqa: E402
 LAYERS = {"modernbert": 22, "mpnet": 12}
 
 
-def build(family: str, layers: int, sparsity: float):
+def build(family: str, layers: int, sparsity: float, attn: str = "eager"):
     import torch
     import transformers
 
@@ -53,7 +56,7 @@ def build(family: str, layers: int, sparsity: float):
         cfg = transformers.ModernBertConfig(
             vocab_size=50368, hidden_size=768, num_hidden_layers=layers, num_attention_heads=12,
             intermediate_size=1152, max_position_embeddings=8192, global_attn_every_n_layers=3, local_attention=128,
-            pad_token_id=0, attn_implementation="eager")
+            pad_token_id=0, attn_implementation=attn)
         model = transformers.ModernBertModel(cfg).eval()
     else:
         cfg = transformers.MPNetConfig(vocab_size=30527, hidden_size=768, num_hidden_layers=layers,
@@ -61,6 +64,30 @@ def build(family: str, layers: int, sparsity: float):
         model = transformers.MPNetModel(cfg, add_pooling_layer=False).eval()
     prune_by_magnitude(model, sparsity, "4x1")
     return model
+
+
+def export_sdpa(model, tok, texts, d: Path, sp: float, reuse: bool) -> Path:
+    """The same weights exported with PyTorch's SDPA attention (hf_fast.export traces eager attention; here its
+    switch to eager is left out), for the long-sequence baseline: ONNX Runtime runs the faster of the two files."""
+    from hf_fast.export import export, onnx_export
+
+    if reuse and (d / "model.onnx").is_file():
+        return d
+    keep = onnx_export._export_mode
+
+    @contextlib.contextmanager
+    def sdpa_mode(m):
+        with keep(m):
+            m.set_attn_implementation("sdpa")
+            yield m
+
+    onnx_export._export_mode = sdpa_mode
+    try:
+        export(model, tok, d, calibration_dataset=texts, task="feature-extraction", block="4x1" if sp > 0 else None,
+               max_length=128, progress=False)
+    finally:
+        onnx_export._export_mode = keep
+    return d
 
 
 def make_engine(family, model, d: Path, quant_batches, block: str):
@@ -150,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--long", type=int, default=2048, help="ModernBERT's long sequence (0: skip)")
     ap.add_argument("--no-long-e2e", dest="long_e2e", action="store_false",
                     help="at --long, time the attention kernels only (not the whole model at 1xLONG)")
+    ap.add_argument("--no-sdpa", dest="sdpa", action="store_false",
+                    help="at 1xLONG, time ONNX Runtime on the eager export only (default: also an SDPA export)")
     ap.add_argument("--profile", action="store_true", help="ModernBERT's per-kernel split at b1 s128")
     ap.add_argument("--quick", action="store_true", help="4 / 3 layers, 1x128, 1 s budgets, no long sequence")
     ap.add_argument("--history", action="store_true", help="append the table to benchmarks/HISTORY.md")
@@ -182,8 +211,10 @@ def main(argv=None) -> int:
     rows, profile, glu = [], None, None
     for fam in args.families:
         layers = args.layers or ({"modernbert": 4, "mpnet": 3}[fam] if args.quick else LAYERS[fam])
-        shapes = list(args.shapes) + ([f"1x{args.long}"] if fam == "modernbert" and args.long and args.long_e2e else [])
+        long_shape = f"1x{args.long}" if fam == "modernbert" and args.long and args.long_e2e else None
         for sp in args.sparsity:
+            # the long sequence end to end is the 80% target's row: pruned models only (ORT takes seconds a call)
+            shapes = list(args.shapes) + ([long_shape] if long_shape and sp > 0 else [])
             block = "4x1" if sp > 0 else "dense"
             model = build(fam, layers, sp)
             d = args.workdir / f"{fam}_l{layers}_s{int(sp * 100)}"
@@ -200,6 +231,15 @@ def main(argv=None) -> int:
             so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
             sess = ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"])
             ov = openvino_baseline.compile_onnx(d / "model.onnx", 1) if use_ov else None
+            sess_sdpa, sdpa_error = None, None
+            if args.sdpa and long_shape in shapes:
+                try:
+                    ds = export_sdpa(build(fam, layers, sp, attn="sdpa"), tok, texts,
+                                     args.workdir / f"{fam}_l{layers}_s{int(sp * 100)}_sdpa", sp, args.reuse)
+                    sess_sdpa = ort.InferenceSession(str(ds / "model.onnx"), so, providers=["CPUExecutionProvider"])
+                except Exception as exc:  # the row then compares against the eager export alone, saying why
+                    sdpa_error = f"{type(exc).__name__}: {exc}"[:300]
+                    print(f"bench_encoders: SDPA export failed ({sdpa_error})", flush=True)
             rng = np.random.default_rng(0)
             for shape in shapes:
                 b, s = map(int, shape.split("x"))
@@ -208,19 +248,25 @@ def main(argv=None) -> int:
                 feeds = {"input_ids": ids, "attention_mask": mask}
                 fns = {"hf-fast": lambda ids=ids, mask=mask, run=run: run(ids, mask),
                        "ort-int8": lambda feeds=feeds, sess=sess: sess.run(None, feeds)}
-                if ov is not None:
+                if ov is not None and shape != long_shape:  # (OpenVINO: the short shapes only)
                     fns["openvino"] = lambda feeds=feeds, ov=ov: ov(feeds)
+                if sess_sdpa is not None and shape == long_shape:
+                    fns["ort-int8-sdpa"] = lambda feeds=feeds, sess=sess_sdpa: sess.run(None, feeds)
                 budget = args.budget * (2 if s > 512 else 1)
                 wall, cpu = time_interleaved(fns, budget, min_reps=3)
                 row = {"family": fam, "layers": layers, "sparsity": sp, "shape": shape, "threads": 1,
                        "wall_ms": {k: v * 1e3 for k, v in wall.items()},
                        "cpu_ms": {k: v * 1e3 for k, v in cpu.items()},
                        "speedup_cpu_vs_ort": cpu["ort-int8"] / cpu["hf-fast"]}
-                if ov is not None:
+                if "openvino" in cpu:
                     row["speedup_cpu_vs_openvino"] = cpu["openvino"] / cpu["hf-fast"]
+                if shape == long_shape:  # against the faster of ORT's eager and SDPA exports
+                    best = min(cpu["ort-int8"], cpu.get("ort-int8-sdpa", np.inf))
+                    row["speedup_cpu_vs_best_ort"] = best / cpu["hf-fast"]
+                    row["sdpa_error"] = sdpa_error
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            del eng, run, sess, ov  # free this model before the next is built
+            del eng, run, sess, ov, sess_sdpa  # free this model before the next is built
     attn = None
     if args.long and ("modernbert" in args.families or not args.families):
         S, heads, dh, window = args.long, 12, 64, 64
@@ -254,10 +300,14 @@ def main(argv=None) -> int:
           "|---|---|---|---|---|---|" + ("---|---|" if ovc else "") + "---|"]
     for r in rows:
         c = r["cpu_ms"]
+        ov_ms = (f"{c['openvino']:.1f} | " if "openvino" in c else "- | ") if ovc else ""
+        ov_x = (f" | {r['speedup_cpu_vs_openvino']:.2f}x" if "openvino" in c else " | -") if ovc else ""
         md.append(f"| {r['family']} | {r['layers']} | {r['sparsity']:.0%} | {r['shape']} | {c['hf-fast']:.1f} | "
-                  f"{c['ort-int8']:.1f} | " + (f"{c['openvino']:.1f} | " if ovc else "")
-                  + f"{r['speedup_cpu_vs_ort']:.2f}x" + (f" | {r['speedup_cpu_vs_openvino']:.2f}x" if ovc else "")
-                  + " |")
+                  f"{c['ort-int8']:.1f} | {ov_ms}{r['speedup_cpu_vs_ort']:.2f}x{ov_x} |")
+        if "speedup_cpu_vs_best_ort" in r:
+            md.append(f"| ({r['shape']}: ORT int8 SDPA export "
+                      + (f"{c['ort-int8-sdpa']:.1f} ms" if "ort-int8-sdpa" in c else f"not run: {r['sdpa_error']}")
+                      + f"; vs the faster ORT export {r['speedup_cpu_vs_best_ort']:.2f}x) |")
     if attn:
         md += ["", f"ModernBERT attention of one layer at seq {attn['seq']} (12 heads of 64), cpu ms: the engine's "
                f"global kernel {attn['cpu_ms']['global']:.1f}, its sliding-window kernel (+-{attn['window']}, the "

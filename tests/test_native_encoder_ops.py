@@ -79,7 +79,9 @@ def _attn_window_ref(q, k, v, heads, window, mask):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("s,heads,d,window", [(1, 1, 8, 2), (9, 2, 8, 1), (40, 2, 16, 4), (130, 3, 64, 64),
-                                              (77, 2, 5, 10), (300, 1, 32, 0), (64, 2, 64, 200)])
+                                              (77, 2, 5, 10), (300, 1, 32, 0), (64, 2, 64, 200),
+                                              # last key block of 2 / 3 16-key vectors (AVX-512)
+                                              (200, 2, 16, 12), (200, 2, 32, 20)])
 @pytest.mark.parametrize("masked", [False, True])
 def test_attention_window_matches_torch(isa, s, heads, d, window, masked):
     rng = np.random.default_rng(s * 7 + heads + d + window)

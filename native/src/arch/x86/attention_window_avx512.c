@@ -37,6 +37,37 @@ INL void pv_block(const int NC, int rb, int64_t n, const float *p, int64_t np, c
                 _mm512_storeu_ps(ctx + r * ldo + c0 + 16 * u, _mm512_mul_ps(o[r][u], _mm512_set1_ps(inv[r])));
 }
 
+/* scores of RB rows against NU 16-key vectors from key lo + j0 into p (row stride np); keys outside a row's window
+ * [i - window, i + window] (or past the union's n) get -inf: probability 0 */
+INL void score_block(const int NU, int64_t d, const float *const qr[RB], const int64_t row[RB], const float *kb,
+                     int64_t sp, int64_t lo, int64_t j0, int64_t n, int64_t window, const float *key_bias, float scale,
+                     float *p, int64_t np) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512 acc[RB][4];
+    for (int r = 0; r < RB; r++)
+        for (int u = 0; u < NU; u++) acc[r][u] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < d; c++) {
+        __m512 kv[4];
+        for (int u = 0; u < NU; u++) kv[u] = _mm512_loadu_ps(kb + c * sp + 16 * u);
+        for (int r = 0; r < RB; r++) {
+            const __m512 a = _mm512_set1_ps(qr[r][c]);
+            for (int u = 0; u < NU; u++) acc[r][u] = _mm512_fmadd_ps(a, kv[u], acc[r][u]);
+        }
+    }
+    for (int u = 0; u < NU; u++) {
+        const int64_t jj = j0 + 16 * u;
+        const __m512i key = _mm512_add_epi32(_mm512_set1_epi32((int)(lo + jj)), lane);
+        const __mmask16 valid = hf_tail16(n - jj);
+        const __m512 kbias = key_bias ? _mm512_maskz_loadu_ps(valid, key_bias + lo + jj) : _mm512_setzero_ps();
+        for (int r = 0; r < RB; r++) {
+            const __mmask16 in = _mm512_cmpge_epi32_mask(key, _mm512_set1_epi32((int)(row[r] - window))) &
+                                 _mm512_cmple_epi32_mask(key, _mm512_set1_epi32((int)(row[r] + window))) & valid;
+            const __m512 sc = _mm512_add_ps(_mm512_mul_ps(acc[r][u], _mm512_set1_ps(scale)), kbias);
+            _mm512_storeu_ps(p + r * np + jj, _mm512_mask_blend_ps(in, _mm512_set1_ps(-INFINITY), sc));
+        }
+    }
+}
+
 TGT void hf_attention_window_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
                                     const float *key_bias, int64_t window, float scale, float *ctx, int64_t ldo,
                                     float *scratch) {
@@ -48,7 +79,6 @@ TGT void hf_attention_window_avx512(int64_t S, int64_t d, const float *q, const 
     const int64_t sp = ((S + 15) & ~(int64_t)15) + 16;
     float *kt = scratch, *p = (float *)hf_align64((char *)(scratch + d * sp + 64));
     hf_transpose_keys(S, d, k, ld, kt, sp);
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (int64_t i0 = 0; i0 < S; i0 += RB) {
         const int rb = S - i0 < RB ? (int)(S - i0) : RB;
         /* the union of the rows' windows: keys [lo, lo + n); rows past S repeat row S - 1 (computed, not stored) */
@@ -59,30 +89,13 @@ TGT void hf_attention_window_avx512(int64_t S, int64_t d, const float *q, const 
         int64_t row[RB];
         for (int r = 0; r < RB; r++) row[r] = i0 + r < S ? i0 + r : S - 1, qr[r] = q + row[r] * ld;
         for (int64_t j0 = 0; j0 < n; j0 += 64) {
-            __m512 acc[RB][4];
-            for (int r = 0; r < RB; r++)
-                for (int u = 0; u < 4; u++) acc[r][u] = _mm512_setzero_ps();
-            const float *kb = kt + lo + j0; /* 64 keys: up to 63 past the union (the next row, or the padding) */
-            for (int64_t c = 0; c < d; c++) {
-                __m512 kv[4];
-                for (int u = 0; u < 4; u++) kv[u] = _mm512_loadu_ps(kb + c * sp + 16 * u);
-                for (int r = 0; r < RB; r++) {
-                    const __m512 a = _mm512_set1_ps(qr[r][c]);
-                    for (int u = 0; u < 4; u++) acc[r][u] = _mm512_fmadd_ps(a, kv[u], acc[r][u]);
-                }
-            }
-            for (int u = 0; u < 4; u++) {
-                const int64_t jj = j0 + 16 * u;
-                const __m512i key = _mm512_add_epi32(_mm512_set1_epi32((int)(lo + jj)), lane);
-                const __mmask16 valid = hf_tail16(n - jj);
-                const __m512 kbias = key_bias ? _mm512_maskz_loadu_ps(valid, key_bias + lo + jj) : _mm512_setzero_ps();
-                for (int r = 0; r < RB; r++) {
-                    /* keys outside row i's window [i - window, i + window] (or past n) get -inf: probability 0 */
-                    const __mmask16 in = _mm512_cmpge_epi32_mask(key, _mm512_set1_epi32((int)(row[r] - window))) &
-                                         _mm512_cmple_epi32_mask(key, _mm512_set1_epi32((int)(row[r] + window))) & valid;
-                    const __m512 sc = _mm512_add_ps(_mm512_mul_ps(acc[r][u], _mm512_set1_ps(scale)), kbias);
-                    _mm512_storeu_ps(p + r * np + jj, _mm512_mask_blend_ps(in, _mm512_set1_ps(-INFINITY), sc));
-                }
+            /* the last block scores only the 16-key vectors that reach the union (at S = 2048, +-64: 144 keys of 132
+             * instead of 192; the keys it skips were -inf, their probabilities 0) */
+            switch (n - j0 >= 64 ? 4 : (int)((n - j0 + 15) / 16)) {
+            case 4: score_block(4, d, qr, row, kt + lo + j0, sp, lo, j0, n, window, key_bias, scale, p, np); break;
+            case 3: score_block(3, d, qr, row, kt + lo + j0, sp, lo, j0, n, window, key_bias, scale, p, np); break;
+            case 2: score_block(2, d, qr, row, kt + lo + j0, sp, lo, j0, n, window, key_bias, scale, p, np); break;
+            default: score_block(1, d, qr, row, kt + lo + j0, sp, lo, j0, n, window, key_bias, scale, p, np); break;
             }
         }
         float inv[RB];
