@@ -154,7 +154,8 @@ def rt(a):
         for mode in ("default", "auto"):
             art = a.out / f"{name}_{mode}"
             export(model, tok, art, calibration_dataset=calibration_rows(train_ds, cols), progress=False,
-                   max_length=r.data.get("max_length", 128), quantize_attention=MODES[mode])
+                   max_length=r.data.get("max_length", 128), quantize_attention=MODES[mode],
+                   attention_tolerance=a.attention_tolerance if mode == "auto" else None)
             am = {b: batched_logits(load_fast_model(art, backend=b, num_threads=a.threads), ev).argmax(-1)
                   for b in ("native", "onnxruntime")}
             e[mode] = {"attention": attention_of(art), **{
@@ -204,7 +205,8 @@ def squad(a):
     arts = {}
     model = None
     for mode in a.modes:
-        art = a.out / f"int8_{mode}"
+        art = a.out / (f"int8_{mode}" + (f"_tol{a.attention_tolerance:g}" if mode == "auto" and a.attention_tolerance
+                                         else ""))
         if not (art / "model.onnx").exists():
             if model is None:
                 model = AutoModelForQuestionAnswering.from_pretrained(a.model).eval()
@@ -212,10 +214,13 @@ def squad(a):
             idx = np.random.default_rng(0).choice(len(train_ds), size=min(128, len(train_ds)), replace=False)
             export(model, tok, art, calibration_dataset=[{c: train_ds[int(i)][c] for c in cols} for i in idx],
                    task="question-answering", progress=False, max_length=int(r.data.get("max_length", 384)),
-                   quantize_attention=MODES[mode])
+                   quantize_attention=MODES[mode],
+                   attention_tolerance=a.attention_tolerance if mode == "auto" else None)
         arts[mode] = art
         log(f"{mode}: {art}, attention {attention_of(art)}")
     logits, preds, per_q, metrics, secs = {}, {}, {}, {}, {}
+    if a.reference:  # per-question F1 of earlier runs (an earlier per_question_f1.json), e.g. the default export's
+        per_q.update({k: v for k, v in json.loads(Path(a.reference).read_text()).items() if k.startswith("default/")})
     for mode, art in arts.items():
         for backend in a.backends:
             key = f"{mode}/{backend}"
@@ -233,7 +238,7 @@ def squad(a):
             metrics[key] = squad_metric(*pr)
             log(f"{key}: EM {metrics[key]['exact_match']:.2f} F1 {metrics[key]['f1']:.2f} ({secs[key]:.0f} s)")
             del fm
-    (a.out / "per_question_f1.json").write_text(json.dumps(per_q))
+    (a.out / f"per_question_f1_{'_'.join(a.modes)}.json").write_text(json.dumps(per_q))
     res = {"model": str(a.model), "questions": len(ev_ex), "features": len(eval_ds), "eval_articles": a.eval_articles,
            "attention": {m: attention_of(d) for m, d in arts.items()}, "metrics": metrics, "eval_s": secs,
            "paired_f1_vs_default": {}, "same_answers": {}, "max_logit_diff": {}}
@@ -280,8 +285,12 @@ def main(argv=None):
     p.add_argument("--modes", nargs="+", default=["default", "auto"], choices=list(MODES))
     p.add_argument("--backends", nargs="+", default=["native", "onnxruntime"], choices=["native", "onnxruntime"])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reference", default=None, help="a per_question_f1 json of an earlier run: its default/* "
+                                                     "entries pair with this run's (then --modes auto suffices)")
     for p in sub.choices.values():
         p.add_argument("--json", default=None)
+        p.add_argument("--attention-tolerance", type=float, default=None,
+                       help="the auto export's tolerance (default: the exporter's)")
     a = ap.parse_args(argv)
     res = {"speed": speed, "rt": rt, "squad": squad}[a.cmd](a)
     res = {"command": " ".join(["python"] + sys.argv), a.cmd: res}

@@ -63,8 +63,9 @@ def test_auto_keeps_fp32_attention_in_the_ill_conditioned_layer_only(auto_artifa
     assert q["attention_per_layer"] == sel["layers"] == ["int8", "fp32", "int8"]
     assert q["quantize_attention"] is True and q["num_quantized_attention_matmuls"] == 4
     assert sel["tolerance"] == TOLERANCE and sel["held_back_samples"] >= 1
-    # the held-back batches did not calibrate: the recorded calibration size is the rest
-    assert q["calibration_size"] == len(calibration_for("text-classification")) - sel["held_back_samples"]
+    assert "attention MatMuls int8 in layers [0, 2]" in (auto_artifact / "README.md").read_text()
+    # the artifact itself is calibrated on every sample (the held-back ones calibrated only the probe)
+    assert q["calibration_size"] == len(calibration_for("text-classification"))
     # the graph holds exactly that mix: QDQ on both inputs of layers 0 and 2's attention MatMuls, none on layer 1's
     g = onnx.load(str(auto_artifact / "model.onnx")).graph
     names = attention_matmuls(onnx.load(str(auto_artifact / "model.onnx")))
@@ -113,6 +114,23 @@ def test_strip_attention_qdq_gives_back_the_fp32_attention_graph(tmp_path, tok):
     np.testing.assert_array_equal(stripped.run(None, feed)[0], ref.run(None, feed)[0])
     assert len([n for n in proto.graph.node if n.op_type == "QuantizeLinear"]) == \
         len([n for n in onnx.load(str(f32 / "model.onnx")).graph.node if n.op_type == "QuantizeLinear"])
+
+
+def test_auto_with_every_layer_fp32_is_the_default_export(tmp_path, tok):
+    """Regression: "auto" once calibrated the artifact without its held-back batches, so even with every layer left
+    in fp32 it computed something else than the default export (-1.1 F1 on the SQuAD teacher)."""
+    m = tiny_model("bert", "text-classification", tok.vocab_size, seed=1, layers=2, hidden=32, heads=4, ffn=64)
+    cal = calibration_for("text-classification")
+    auto = export(m, tok, tmp_path / "auto", calibration_dataset=cal, progress=False, quantize_attention="auto",
+                  attention_tolerance=1e-9)
+    f32 = export(m, tok, tmp_path / "f32", calibration_dataset=cal, progress=False)
+    q = json.loads((auto / "fast_config.json").read_text())["quantization"]
+    assert q["attention_per_layer"] == ["fp32", "fp32"] and q["quantize_attention"] is False
+    ids = np.random.default_rng(2).integers(1000, 30000, size=(2, 16)).astype(np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    a, b = (ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+            for d in (auto, f32))
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -166,7 +166,8 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
             (``quantization.quantize_attention`` / ``quantization.attention``).
             "auto" quantizes it per layer: only in the layers where it moves the layer's output by at most
             `attention_tolerance` (relative Frobenius error, default attention_auto.DEFAULT_TOLERANCE), measured on
-            the last quarter of the calibration batches, held back from calibration (so "auto" needs >= 2 batches);
+            the last quarter of the calibration batches, held back from the calibration of a probe file (so "auto"
+            needs >= 2 batches); the artifact itself is then calibrated on every batch, as without "auto";
             the other layers keep fp32 attention (hf_fast.export.attention_auto). The choice is recorded in
             ``quantization.attention_per_layer`` and ``quantization.attention_selection``.
         attention_tolerance: the tolerance of quantize_attention="auto" (a number in (0, 1)); refused otherwise.
@@ -248,9 +249,8 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
                                     batch_size=calibration_batch_size, limit=calibration_size)
     if str(calibration_method).lower() != "minmax":
         feeds = calibration.pad_to_common_length(feeds, int(getattr(tokenizer, "pad_token_id", 0) or 0))
-    held = None
-    if auto_attention:  # the last quarter of the batches measures each layer's int8 attention, unseen by calibration
-        feeds, held = attention_auto.split_feeds(feeds)
+    if auto_attention:
+        attention_auto.split_feeds(feeds)  # refuses a calibration set too small to hold any back, before any work
     n_samples = sum(int(f["input_ids"].shape[0]) for f in feeds)
     qat = (getattr(cfg, "hf_fast", None) or {}).get("qat") if use_qat_ranges else None
     module_ranges = (qat or {}).get("activation_ranges") or None
@@ -292,15 +292,21 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
 
             src = tmp / "model_fp32_smoothed.onnx"
             smooth.smooth_graph(fp32, src, feeds, float(smooth_quant), nodes=linear_nodes)
-        nodes = quantize.quantize_qdq(src, qpath, feeds, nodes=linear_nodes,
-                                      method="minmax" if module_ranges else calibration_method,
-                                      progress=progress, reduce_range=reduce_range,
-                                      quantize_residuals=quantize_residuals, module_ranges=module_ranges,
-                                      quantize_attention=bool(quantize_attention))
+        qkw = {"nodes": linear_nodes, "method": "minmax" if module_ranges else calibration_method,
+               "progress": progress, "reduce_range": reduce_range, "quantize_residuals": quantize_residuals,
+               "module_ranges": module_ranges, "quantize_attention": bool(quantize_attention)}
         selection = None
-        if auto_attention:
-            selection = attention_auto.choose(qpath, held, attention_tolerance)
+        if auto_attention:  # judged on a probe file calibrated without the held-back batches
+            probe = tmp / "model_attention_probe.onnx"
+            cal, held = attention_auto.split_feeds(feeds)
+            quantize.quantize_qdq(src, probe, cal, **qkw)
+            selection = attention_auto.measure(probe, held, attention_tolerance)
+            probe.unlink()
+        # the file itself is calibrated on every sample, as without "auto": a layer left fp32 is the default export's
+        nodes = quantize.quantize_qdq(src, qpath, feeds, **qkw)
+        if selection is not None:
             stripped = set(selection.pop("stripped"))
+            attention_auto.strip_file(qpath, stripped)
             nodes = [n for n in nodes if n not in stripped]
         qgraph = LogicalGraph(onnx.load(str(qpath)))  # one read of the int8 graph for both questions
         weights = quantize.int8_linear_weights(qgraph)
