@@ -62,7 +62,10 @@ def speed(a):
     torch.set_num_threads(1)
     native.set_num_threads(1)
     arts = {}
-    for name, qa in MODES.items():
+    for spec in a.artifacts or []:  # exported files (e.g. the squad command's int8_default / int8_auto_tol*)
+        name, _, d = spec.partition("=")
+        arts[name] = Path(d)
+    for name, qa in ({} if a.artifacts else MODES).items():
         suffix = {"default": "", "int8": "_qa", "auto": "_qauto"}[name]
         if a.student:
             d = a.workdir / f"student_{a.student.parent.parent.name if a.student.name == 'final' else a.student.name}"
@@ -84,16 +87,18 @@ def speed(a):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = {f"ort-{k}": ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"])
             for k, d in arts.items()}
-    sess["ort-dynamic"] = ort.InferenceSession(str(dynamic_int8(arts["default"] / "model_fp32.onnx")), so,
-                                               providers=["CPUExecutionProvider"])
+    if (arts["default"] / "model_fp32.onnx").exists():
+        sess["ort-dynamic"] = ort.InferenceSession(str(dynamic_int8(arts["default"] / "model_fp32.onnx")), so,
+                                                   providers=["CPUExecutionProvider"])
     res = {"files": {k: str(d) for k, d in arts.items()}, "attention": {k: attention_of(d) for k, d in arts.items()},
            "loadavg_start": os.getloadavg(), "shapes": {}}
     for shape in a.shapes:
         b, s = map(int, shape.split("x"))
         rng = np.random.default_rng(0)
         feed = {"input_ids": rng.integers(1000, 30000, (b, s)).astype(np.int64),
-                "attention_mask": np.ones((b, s), np.int64)}
-        fns = {f"engine-{k}": (lambda m=m, f=feed: m.backend.run(f["input_ids"], f["attention_mask"]))
+                "attention_mask": np.ones((b, s), np.int64), "token_type_ids": np.zeros((b, s), np.int64)}
+        fns = {f"engine-{k}": (lambda m=m, f=feed: m.backend.run(f["input_ids"], f["attention_mask"],
+                                                                 f["token_type_ids"]))
                for k, m in eng.items()}
         for name, se in sess.items():
             names = {i.name for i in se.get_inputs()}
@@ -104,7 +109,7 @@ def speed(a):
         for t in ("wall", "cpu"):
             x = wall if t == "wall" else cpu
             for k in arts:
-                best = min(x[f"ort-{k}"], x["ort-dynamic"])
+                best = min(x[f"ort-{k}"], x.get("ort-dynamic", np.inf))
                 row[f"{k}_vs_best_ort_{t}"] = best / x[f"engine-{k}"]
                 row[f"{k}_vs_ort_same_file_{t}"] = x[f"ort-{k}"] / x[f"engine-{k}"]
             row[f"auto_speedup_over_default_{t}"] = x["engine-default"] / x["engine-auto"]
@@ -120,8 +125,10 @@ def speed(a):
                   f"{r['cpu_ms'][f'ort-{k}']:.2f} ({r['wall_ms'][f'ort-{k}']:.2f}) | "
                   f"{r[f'{k}_vs_ort_same_file_cpu']:.2f}x ({r[f'{k}_vs_ort_same_file_wall']:.2f}x) | "
                   f"{r[f'{k}_vs_best_ort_cpu']:.2f}x ({r[f'{k}_vs_best_ort_wall']:.2f}x) |")
-        print(f"| {shape} | ORT dynamic | - | {r['cpu_ms']['ort-dynamic']:.2f} ({r['wall_ms']['ort-dynamic']:.2f}) "
-              f"| | auto / default engine: {r['auto_speedup_over_default_cpu']:.3f}x CPU |")
+        dyn = (f"{r['cpu_ms']['ort-dynamic']:.2f} ({r['wall_ms']['ort-dynamic']:.2f})"
+               if "ort-dynamic" in r["cpu_ms"] else "-")
+        print(f"| {shape} | ORT dynamic | - | {dyn} | | auto / default engine: "
+              f"{r['auto_speedup_over_default_cpu']:.3f}x CPU ({r['auto_speedup_over_default_wall']:.3f}x wall) |")
     return res
 
 
@@ -273,6 +280,8 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=4.0)
     p.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "engine_models")
     p.add_argument("--student", type=Path, default=None, help="a trained student folder instead of DistilBERT")
+    p.add_argument("--artifacts", nargs="+", default=None, metavar="NAME=DIR",
+                   help="time these exported folders instead (names: default, auto, optionally int8)")
     p = sub.add_parser("rt")
     p.add_argument("models", nargs="+", help="NAME=DIR (fine-tuned rt-polarity checkpoints)")
     p.add_argument("--out", type=Path, required=True)
