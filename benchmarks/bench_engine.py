@@ -169,6 +169,7 @@ def main(argv=None) -> int:
                     help="export with ONNX Runtime's reduce_range (7-bit weights: hf-fast's exact avx2-s7 kernels on "
                          "AVX2); ORT always runs the very same file")
     ap.add_argument("--quantize-attention", nargs="?", const=True, default=False, choices=[True, "auto"],
+                    metavar="auto",
                     help="export with int8 attention (QDQ on q.k^T and p.v): ONNX Runtime static and the engine run "
                          "the same int8 attention; ORT dynamic quantizes only the weight MatMuls, as always; "
                          "'auto': int8 only in the layers where it stays within the exporter's tolerance")
