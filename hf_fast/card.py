@@ -107,7 +107,9 @@ def _body(fc: Mapping[str, Any], evals, props, speed, transformers_weights: bool
     quant = (f"{q.get('format', 'QDQ')}: weights {q.get('weights', 'int8')}, "
              f"activations {q.get('activations', 'uint8')}; {q.get('calibration_method', '?')} calibration on "
              f"{q.get('calibration_size', '?')} samples"
-             + ("; attention MatMuls int8 too" if q.get("quantize_attention") else ""))
+             + (f"; attention MatMuls int8 in layers {[i for i, x in enumerate(per) if x == 'int8']} "
+                f"(quantize_attention='auto')" if (per := q.get("attention_per_layer")) and "int8" in per
+                else "; attention MatMuls int8 too" if q.get("quantize_attention") else ""))
     rows = [("task", fc["task"]),
             ("architecture", f"{fc['architecture']} (model_type `{fc['model_type']}`)"),
             ("layers / hidden / heads / FFN", f"{fc.get('num_layers')} / {fc.get('hidden_size')} / "

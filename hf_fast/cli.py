@@ -102,6 +102,13 @@ def read_calibration_file(path: str, task: str, limit: int | None = None) -> lis
     return items
 
 
+def _quantize_attention(v: str):
+    choice = {"auto": "auto", "on": True, "off": False}.get(v)
+    if choice is None:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'on' or 'off' (or no value: on), got {v!r}")
+    return choice
+
+
 def _alpha(v: str):
     if v in ("none", "off"):
         return None
@@ -131,9 +138,14 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: --model)")
     p.add_argument("--reduce-range", action="store_true",
                    help="7-bit weights (avoids ONNX Runtime u8s8 saturation on CPUs without VNNI)")
-    p.add_argument("--quantize-attention", action="store_true",
+    p.add_argument("--quantize-attention", nargs="?", const=True, default=False, type=_quantize_attention,
+                   metavar="auto",
                    help="also quantize the attention MatMuls (q.k^T and probs.v) to int8: faster, slightly less "
-                        "accurate (off by default)")
+                        "accurate (off by default); 'auto': only in the layers whose output it moves by at most "
+                        "--attention-tolerance, measured on held-back calibration samples")
+    p.add_argument("--attention-tolerance", type=float, default=None, metavar="REL",
+                   help="relative output error per layer that --quantize-attention auto allows (default: "
+                        "hf_fast.export.attention_auto.DEFAULT_TOLERANCE)")
     p.add_argument("--smooth-quant", type=_alpha, default="default", metavar="ALPHA|none",
                    help="SmoothQuant migration strength in [0, 1] for the int8 Linear inputs, or 'none' "
                         "(default: the exporter's, hf_fast.export.DEFAULT_SMOOTH_QUANT)")
@@ -183,7 +195,7 @@ def _export(a: argparse.Namespace) -> int:
     out = export(model, tok, a.out, calibration_dataset=samples, task=task, block=a.block,
                  calibration_method=a.calibration_method, max_length=a.max_length, keep_fp32=a.keep_fp32,
                  overwrite=a.overwrite, progress=not a.quiet, reduce_range=a.reduce_range,
-                 quantize_attention=a.quantize_attention,
+                 quantize_attention=a.quantize_attention, attention_tolerance=a.attention_tolerance,
                  **({} if a.smooth_quant == "default" else {"smooth_quant": a.smooth_quant}))
     fc = json.loads((Path(out) / "fast_config.json").read_text())
     print(f"wrote {out}: task={fc['task']} arch={fc['architecture']} block={fc['block']} "

@@ -114,8 +114,9 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
            keep_fp32: bool = False, overwrite: bool = True, metrics: Mapping[str, Any] | None = None,
            opset: int = 17, progress: bool = True, reduce_range: bool = False,
            quantize_residuals: bool = False, use_qat_ranges: bool = True,
-           smooth_quant: float | None | str = "auto", quantize_attention: bool = False,
-           pooling: str | Mapping[str, Any] | None = None, normalize: bool | None = None) -> Path:
+           smooth_quant: float | None | str = "auto", quantize_attention: bool | str = False,
+           attention_tolerance: float | None = None, pooling: str | Mapping[str, Any] | None = None,
+           normalize: bool | None = None) -> Path:
     """Export `model` (a transformers BERT/DistilBERT/MiniLM/RoBERTa model with a task head, a
     ``sentence_transformers.SentenceTransformer``, or the path of a local checkpoint) to a fast artifact folder
     `out_dir` and return its path.
@@ -163,6 +164,13 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
             are rounded to 256 levels per tensor), so it is off by default. With QAT ranges only the Linear inputs
             take them; the attention inputs are calibrated. Recorded in fast_config.json
             (``quantization.quantize_attention`` / ``quantization.attention``).
+            "auto" quantizes it per layer: only in the layers where it moves the layer's output by at most
+            `attention_tolerance` (relative Frobenius error, default attention_auto.DEFAULT_TOLERANCE), measured on
+            the last quarter of the calibration batches, held back from the calibration of a probe file (so "auto"
+            needs >= 2 batches); the artifact itself is then calibrated on every batch, as without "auto";
+            the other layers keep fp32 attention (hf_fast.export.attention_auto). The choice is recorded in
+            ``quantization.attention_per_layer`` and ``quantization.attention_selection``.
+        attention_tolerance: the tolerance of quantize_attention="auto" (a number in (0, 1)); refused otherwise.
     Raises ValueError (unsupported architecture/task, empty calibration set, bad block),
     NotADirectoryError (out_dir is a file), FileExistsError, PermissionError.
     """
@@ -172,7 +180,7 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
     import numpy as np
     import onnx
 
-    from hf_fast.export import artifact, calibration, inplace, onnx_export, quantize
+    from hf_fast.export import artifact, attention_auto, calibration, inplace, onnx_export, quantize
     from hf_fast.runtime.graph import LogicalGraph
 
     # ---- validate everything cheap before doing any work
@@ -205,8 +213,22 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
         block = block_name(block)
     quantize._method(calibration_method)
     native = registry.find(family.model_type) is not None
+    if isinstance(quantize_attention, str):
+        if quantize_attention != "auto":
+            raise ValueError(f"quantize_attention must be True, False or 'auto', got {quantize_attention!r}")
+    elif not isinstance(quantize_attention, (bool, np.bool_)):
+        raise ValueError(f"quantize_attention must be True, False or 'auto', got {quantize_attention!r}")
+    auto_attention = quantize_attention == "auto"
+    if attention_tolerance is not None:
+        if not auto_attention:
+            raise ValueError("attention_tolerance applies to quantize_attention='auto' only, got "
+                             f"quantize_attention={quantize_attention!r}")
+        attention_tolerance = attention_auto.check_tolerance(attention_tolerance)
+    elif auto_attention:
+        attention_tolerance = attention_auto.DEFAULT_TOLERANCE
     if quantize_attention and not native:
-        raise ValueError(f"quantize_attention=True needs an engine family's attention layout; {family.model_type!r} "
+        raise ValueError(f"quantize_attention={quantize_attention!r} needs an engine family's attention layout; "
+                         f"{family.model_type!r} "
                          "exports through the generic encoder rule (Linear MatMuls only): "
                          f"{generic.engine_reason(family.model_type)}")
     if smooth_quant == "auto":
@@ -227,6 +249,8 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
                                     batch_size=calibration_batch_size, limit=calibration_size)
     if str(calibration_method).lower() != "minmax":
         feeds = calibration.pad_to_common_length(feeds, int(getattr(tokenizer, "pad_token_id", 0) or 0))
+    if auto_attention:
+        attention_auto.split_feeds(feeds)  # refuses a calibration set too small to hold any back, before any work
     n_samples = sum(int(f["input_ids"].shape[0]) for f in feeds)
     qat = (getattr(cfg, "hf_fast", None) or {}).get("qat") if use_qat_ranges else None
     module_ranges = (qat or {}).get("activation_ranges") or None
@@ -268,11 +292,22 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
 
             src = tmp / "model_fp32_smoothed.onnx"
             smooth.smooth_graph(fp32, src, feeds, float(smooth_quant), nodes=linear_nodes)
-        nodes = quantize.quantize_qdq(src, qpath, feeds, nodes=linear_nodes,
-                                      method="minmax" if module_ranges else calibration_method,
-                                      progress=progress, reduce_range=reduce_range,
-                                      quantize_residuals=quantize_residuals, module_ranges=module_ranges,
-                                      quantize_attention=bool(quantize_attention))
+        qkw = {"nodes": linear_nodes, "method": "minmax" if module_ranges else calibration_method,
+               "progress": progress, "reduce_range": reduce_range, "quantize_residuals": quantize_residuals,
+               "module_ranges": module_ranges, "quantize_attention": bool(quantize_attention)}
+        selection = None
+        if auto_attention:  # judged on a probe file calibrated without the held-back batches
+            probe = tmp / "model_attention_probe.onnx"
+            cal, held = attention_auto.split_feeds(feeds)
+            quantize.quantize_qdq(src, probe, cal, **qkw)
+            selection = attention_auto.measure(probe, held, attention_tolerance)
+            probe.unlink()
+        # the file itself is calibrated on every sample, as without "auto": a layer left fp32 is the default export's
+        nodes = quantize.quantize_qdq(src, qpath, feeds, **qkw)
+        if selection is not None:
+            stripped = set(selection.pop("stripped"))
+            attention_auto.strip_file(qpath, stripped)
+            nodes = [n for n in nodes if n not in stripped]
         qgraph = LogicalGraph(onnx.load(str(qpath)))  # one read of the int8 graph for both questions
         weights = quantize.int8_linear_weights(qgraph)
         n_attention = len(set(nodes) & set(quantize.attention_matmuls(qgraph))) if quantize_attention else 0
@@ -294,7 +329,7 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
             tokenizer.save_pretrained(str(tmp))
         fc = _fast_config(model, task, family, input_names, output_names, sp, calibration_method, n_samples,
                           max_length, opset, info, metrics, tmp, keep_fp32, len(nodes), reduce_range,
-                          quantize_residuals, smooth_quant, n_attention, engine_refusal)
+                          quantize_residuals, smooth_quant, n_attention, engine_refusal, selection)
         if pooling is not None:
             fc["pooling"] = pooling
         artifact.write_json(tmp / FAST_CONFIG_NAME, fc)
@@ -308,10 +343,18 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
     return out_dir
 
 
+def _attention_summary(n_attention: int, selection: dict | None) -> str:
+    if selection is not None:
+        per = selection["layers"]
+        return (f"auto: int8 (QDQ on q.k^T and p.v) in {per.count('int8')} of {len(per)} layers, fp32 in the others "
+                f"(tolerance {selection['tolerance']:g})")
+    return "int8 (QDQ on q.k^T and p.v)" if n_attention else "fp32"
+
+
 def _fast_config(model, task, family, input_names, output_names, sp, method, n_samples, max_length, opset, info,
                  metrics, tmp: Path, keep_fp32: bool, n_quant: int, reduce_range: bool = False,
                  quantize_residuals: bool = False, smooth_quant: float | None = None, n_attention: int = 0,
-                 engine_refusal: str | None = None):
+                 engine_refusal: str | None = None, selection: dict | None = None):
     import onnxruntime
     import torch
     import transformers
@@ -359,8 +402,9 @@ def _fast_config(model, task, family, input_names, output_names, sp, method, n_s
             "quantized_ops": "encoder Linear MatMuls" + (" + attention MatMuls" if n_attention else ""),
             "num_quantized_matmuls": n_quant,
             "quantize_attention": bool(n_attention),
-            "attention": "int8 (QDQ on q.k^T and p.v)" if n_attention else "fp32",
+            "attention": _attention_summary(n_attention, selection),
             "num_quantized_attention_matmuls": n_attention,
+            **({"attention_per_layer": selection["layers"], "attention_selection": selection} if selection else {}),
             "calibration_method": method,
             "calibration_size": n_samples,
             "calibration_max_length": max_length,

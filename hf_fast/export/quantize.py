@@ -41,6 +41,18 @@ def encoder_matmuls(model_proto) -> tuple[list[str], list[str]]:
     (runtime/walker.py) finds them with the first registry layer pattern that matches: Q, K, V, attention output,
     FFN in and FFN out of every layer, then the two activation x activation MatMuls (scores q.k^T and context
     probs.v). The same names come back from the fp32 graph and from its QDQ-quantized copy."""
+    g, layers = find_layers(model_proto)
+    order = {id(n): k for k, n in enumerate(g.nodes)}
+
+    def names(nodes):
+        return [n.name for n in sorted(nodes, key=lambda n: order[id(n)])]
+
+    return (names([mm for m in layers for mm in m.linears.values()]),
+            names([n for m in layers for a in m.attention.values() for n in (a.scores, a.context)]))
+
+
+def find_layers(model_proto) -> tuple[LogicalGraph, list]:
+    """(the graph, its encoder layers' walker.LayerMatch list) with the first registry layer pattern that matches."""
     g = _graph(model_proto)
     layers, first_error = [], None
     for p in registry.layer_patterns():
@@ -53,13 +65,7 @@ def encoder_matmuls(model_proto) -> tuple[list[str], list[str]]:
             break
     if not layers and first_error is not None:
         raise first_error
-    order = {id(n): k for k, n in enumerate(g.nodes)}
-
-    def names(nodes):
-        return [n.name for n in sorted(nodes, key=lambda n: order[id(n)])]
-
-    return (names([mm for m in layers for mm in m.linears.values()]),
-            names([n for m in layers for a in m.attention.values() for n in (a.scores, a.context)]))
+    return g, layers
 
 
 def encoder_linear_matmuls(model_proto) -> list[str]:

@@ -88,8 +88,14 @@ def explain_onnxruntime(model) -> dict[str, Any]:
             "zero_blocks": frac,
             "block": fc.get("block"), "kernel": "dense (ONNX Runtime)", "kernel_impl": "onnxruntime",
             "reason": "ONNX Runtime's int8 MatMul has no block-sparse kernel: zero blocks are computed like others"})
-    q8 = bool((fc.get("quantization") or {}).get("quantize_attention"))
-    layers = [{"layer": i, "linears": rows, "attention": "int8" if q8 else "fp32", "attention_kernel": "onnxruntime"}
+    q = fc.get("quantization") or {}
+    q8 = bool(q.get("quantize_attention"))
+    chosen = q.get("attention_per_layer")  # quantize_attention="auto": the export's choice per layer
+
+    def attention(i):
+        return chosen[i] if chosen is not None and isinstance(i, int) and i < len(chosen) else "int8" if q8 else "fp32"
+
+    layers = [{"layer": i, "linears": rows, "attention": attention(i), "attention_kernel": "onnxruntime"}
               for i, rows in sorted(per_layer.items(), key=lambda kv: (isinstance(kv[0], str), str(kv[0]).zfill(9)))]
     return {"backend": "onnxruntime", "fallback_reason": reason, "native_engine": engine, "isa": None,
             "layers": layers}
@@ -156,7 +162,8 @@ def format_explain(rec: dict[str, Any]) -> str:
         table.append((i, "attention", "-", "-", layer["attention"], layer["attention_kernel"],
                       "int8 q.k^T and p.v (artifact exported with quantize_attention)" if layer["attention"] == "int8"
                       else "bf16 q.k^T and p.v, fp32 softmax (attention='auto' on an AVX512_BF16 CPU, or 'bf16')"
-                      if layer["attention"] == "bf16" else "fp32 (the artifact quantizes no attention MatMul)"))
+                      if layer["attention"] == "bf16"
+                      else "fp32 (the artifact quantizes no attention MatMul of this layer)"))
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]) - 1)]
     lines.append("")
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
