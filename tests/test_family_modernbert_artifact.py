@@ -319,3 +319,22 @@ def test_head_layernorm_runs_alike_on_every_isa_and_refuses_bad_input(peaked_cla
     assert lib.hf_engine_add_head_layernorm(eng0._e, p, ffi.NULL, 0.0) == lib.HF_EINVAL
     assert "eps must be > 0" in ffi.string(lib.hf_last_error()).decode()
     assert lib.hf_engine_add_head_layernorm(eng0._e, ffi.NULL, p, 1e-5) == lib.HF_EINVAL
+
+
+def test_int8_attention_is_refused_at_export_and_auto_keeps_fp32(tmp_path, tok, sentences):
+    """The engine cannot run int8 attention in pre-LN / rotary layers (it would quantize q and k before rotating them):
+    quantize_attention=True is refused by name before any work instead of writing a file the engine then refuses, and
+    "auto" (int8 only where safe) warns and writes the default export, which the engine runs."""
+    import hf_fast
+
+    m = peaked_modernbert("feature-extraction", tok.vocab_size)
+    cal = calibration_for("feature-extraction", sentences[:16])
+    with pytest.raises(ValueError, match="pre-LN / rotary"):
+        hf_fast.export(m, tok, tmp_path / "q8", calibration_dataset=cal, progress=False, quantize_attention=True)
+    assert not (tmp_path / "q8").exists()
+    with pytest.warns(UserWarning, match="every layer keeps fp32 attention"):
+        out = hf_fast.export(m, tok, tmp_path / "auto", calibration_dataset=cal, progress=False,
+                             quantize_attention="auto")
+    fc = json.loads((out / "fast_config.json").read_text())
+    assert not fc.get("quantize_attention")
+    _plan_engine(out, "feature-extraction")  # the engine accepts the file

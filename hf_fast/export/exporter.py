@@ -231,6 +231,18 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
                          f"{family.model_type!r} "
                          "exports through the generic encoder rule (Linear MatMuls only): "
                          f"{generic.engine_reason(family.model_type)}")
+    spec = registry.find(family.model_type) if native else None
+    if quantize_attention and spec is not None and (spec.engine.norm == "pre" or spec.engine.position == "rotary"):
+        # the engine quantizes q / k before it could rotate them (runtime/plan.py): such a file would export and then
+        # be refused at load, so say so here; "auto" (int8 only where it is safe) keeps fp32 attention everywhere
+        why = (f"{family.model_type!r} layers are pre-LN / rotary: the engine runs their attention in fp32 only "
+               "(it would quantize q and k before rotating them)")
+        if not auto_attention:
+            raise ValueError(f"quantize_attention=True: {why}; export without quantize_attention")
+        import warnings
+
+        warnings.warn(f"quantize_attention='auto': {why}; every layer keeps fp32 attention", stacklevel=2)
+        quantize_attention, auto_attention, attention_tolerance = False, False, None
     if smooth_quant == "auto":
         smooth_quant = None if quantize_residuals else DEFAULT_SMOOTH_QUANT
     elif smooth_quant is not None:
