@@ -92,25 +92,15 @@ def speed(a):
 
 def rt(a):
     import torch
-    from train_rt_polarity import batched_logits, calibration_rows
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from train_rt_polarity import batched_logits, calibration_rows, held_out_set
 
     from hf_fast.export import export
     from hf_fast.runtime import load_fast_model
-    from hf_fast.training.data import classification_datasets
-    from hf_fast.training.recipe import load_recipe
 
-    torch.set_num_threads(a.threads)
-    r = load_recipe(str(REPO / "recipes" / "minilm_rt_polarity.yaml"), base_dir=REPO)
     res = {}
     for spec in a.models:
         name, _, mdir = spec.partition("=")
-        tok = AutoTokenizer.from_pretrained(mdir)
-        train_ds, eval_ds = classification_datasets(r.data, tok)
-        cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in eval_ds.column_names]
-        ev = {c: np.asarray(eval_ds[c], dtype=np.int64) for c in cols}
-        labels = np.asarray(eval_ds["labels"])
-        model = AutoModelForSequenceClassification.from_pretrained(mdir).eval()
+        r, tok, model, train_ds, cols, ev, labels = held_out_set(mdir, a.threads)
         with torch.no_grad():
             ref = batched_logits(model, {c: torch.from_numpy(v) for c, v in ev.items()})
         art = a.out / f"{name}_int8"

@@ -29,6 +29,27 @@ def calibration_rows(train_ds, cols, n: int = 256):
     return [{c: train_ds[i][c] for c in cols} for i in range(0, len(train_ds), step)][:n]
 
 
+def held_out_set(model_dir, threads: int = 1):
+    """The recipe's held-out rt-polarity sentences for the classifier in `model_dir`: (recipe, tokenizer, its fp32
+    PyTorch model in eval mode, the training split, the input columns, the eval inputs as int64 arrays, the labels).
+    Shared by the benchmarks that compare exports of one classifier on the same 2,000 sentences."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_fast.training.data import classification_datasets
+    from hf_fast.training.recipe import load_recipe
+
+    torch.set_num_threads(threads)
+    r = load_recipe(str(REPO / "recipes" / "minilm_rt_polarity.yaml"), base_dir=REPO)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    train_ds, eval_ds = classification_datasets(r.data, tok)
+    cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in eval_ds.column_names]
+    ev = {c: np.asarray(eval_ds[c], dtype=np.int64) for c in cols}
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    return r, tok, model, train_ds, cols, ev, np.asarray(eval_ds["labels"])
+
+
 def batched_logits(call, feeds, batch: int = 64):
     """Logits of `call(**rows)` (numpy arrays, or torch tensors for a torch model) over `feeds` in batches."""
     import numpy as np
