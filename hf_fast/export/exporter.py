@@ -212,13 +212,11 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
 
         block = block_name(block)
     quantize._method(calibration_method)
-    native = registry.find(family.model_type) is not None
-    if isinstance(quantize_attention, str):
-        if quantize_attention != "auto":
-            raise ValueError(f"quantize_attention must be True, False or 'auto', got {quantize_attention!r}")
-    elif not isinstance(quantize_attention, (bool, np.bool_)):
+    spec = registry.find(family.model_type)  # None: the generic encoder rule (ONNX Runtime only)
+    native = spec is not None
+    auto_attention = isinstance(quantize_attention, str) and quantize_attention == "auto"
+    if not (auto_attention or isinstance(quantize_attention, (bool, np.bool_))):
         raise ValueError(f"quantize_attention must be True, False or 'auto', got {quantize_attention!r}")
-    auto_attention = quantize_attention == "auto"
     if attention_tolerance is not None:
         if not auto_attention:
             raise ValueError("attention_tolerance applies to quantize_attention='auto' only, got "
@@ -231,8 +229,7 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
                          f"{family.model_type!r} "
                          "exports through the generic encoder rule (Linear MatMuls only): "
                          f"{generic.engine_reason(family.model_type)}")
-    spec = registry.find(family.model_type) if native else None
-    if quantize_attention and spec is not None and (spec.engine.norm == "pre" or spec.engine.position == "rotary"):
+    if quantize_attention and native and (spec.engine.norm == "pre" or spec.engine.position == "rotary"):
         # the engine quantizes q / k before it could rotate them (runtime/plan.py): such a file would export and then
         # be refused at load, so say so here; "auto" (int8 only where it is safe) keeps fp32 attention everywhere
         why = (f"{family.model_type!r} layers are pre-LN / rotary: the engine runs their attention in fp32 only "
