@@ -394,3 +394,24 @@ def test_scope_change_drops_the_recipes_global_floor():
     r = load_recipe(repo / "recipes" / "minilm_rt_polarity.yaml", base_dir=repo, overrides={
         "fast_config": pruning_overrides(p.parse_args(["train", "r.yaml", "--scope", "layer"]))})
     assert r.fast_config.scope == "layer" and r.fast_config.min_layer_sparsity is None
+
+
+def test_train_cli_layer_weights_and_qat_reach_the_fast_config(capsys):
+    """--layer-weights / --qat (issue 17's recipe knobs) land in fast_config, merged with --hidden-weight."""
+    from pathlib import Path
+
+    from hf_fast.training.recipe import load_recipe
+    from hf_fast.training.run_recipe import pruning_overrides
+
+    p = build_parser()
+    ov = pruning_overrides(p.parse_args(["train", "r.yaml", "--hidden-weight", "2", "--layer-weights", "1,1,2",
+                                         "--qat"]))
+    assert ov == {"distill": {"hidden_weight": 2.0, "layer_weights": [1.0, 1.0, 2.0]}, "quantization": "qat"}
+    repo = Path(__file__).resolve().parents[1]
+    r = load_recipe(repo / "recipes" / "minilm_squad_part.yaml", base_dir=repo, overrides={"fast_config": ov})
+    fc = r.fast_config
+    assert fc.quantization == "qat" and fc.distill.layer_weights == {0: 1.0, 1: 1.0, 2: 2.0}
+    assert fc.distill.hidden_weight == 2.0 and fc.distill.alpha == 0.9  # the recipe's other distill keys stay
+    with pytest.raises(SystemExit):
+        p.parse_args(["train", "r.yaml", "--layer-weights", "1,deep"])
+    assert "one per student layer" in capsys.readouterr().err

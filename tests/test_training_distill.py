@@ -110,6 +110,67 @@ def test_hidden_and_attention_mse():
     assert loss.item() == pytest.approx(parts["kd"].item() + 2 * h.item() + 3 * a.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("weights", [[1.0, 3.0], {"1": 3.0}])
+def test_layer_weights_give_a_weighted_mean_over_layers(weights):
+    student = tiny_bert(layers=2, attn_implementation="eager")
+    teacher = tiny_bert(layers=4, seed=5, attn_implementation="eager")
+    from hf_fast.training.distillation import check_teacher_compatible
+
+    cfg = DistillConfig(alpha=1.0, hidden_weight=2.0, attention_weight=3.0, layer_weights=weights)
+    assert cfg.layer_weights in ({0: 1.0, 1: 3.0}, {1: 3.0})  # a list or JSON's string keys, normalised
+    lmap = check_teacher_compatible(student, teacher, cfg)
+    ids = torch.randint(1, 100, (2, 8))
+    so = student(input_ids=ids, output_hidden_states=True, output_attentions=True)
+    to = teacher(input_ids=ids, output_hidden_states=True, output_attentions=True)
+    loss, parts = DistillationLoss(cfg, lmap)(so, to)
+    h0, h1 = (torch.mean((so.hidden_states[1] - to.hidden_states[2]) ** 2).item(),
+              torch.mean((so.hidden_states[2] - to.hidden_states[4]) ** 2).item())
+    a0, a1 = (torch.mean((so.attentions[0] - to.attentions[1]) ** 2).item(),
+              torch.mean((so.attentions[1] - to.attentions[3]) ** 2).item())
+    assert parts["hidden"].item() == pytest.approx((h0 + 3 * h1) / 4, rel=1e-5)
+    assert parts["attention"].item() == pytest.approx((a0 + 3 * a1) / 4, rel=1e-5)
+    # the layers' terms differ by more than the tolerance above, so an unweighted mean would fail it
+    assert abs(h1 - h0) / 4 > 5e-5 * h0 and abs(a1 - a0) / 4 > 5e-5 * a0
+
+
+def test_layer_weight_zero_leaves_the_layer_out():
+    student = tiny_bert(layers=2)
+    teacher = tiny_bert(layers=4, seed=5)
+    cfg = DistillConfig(alpha=1.0, hidden_weight=1.0, layer_weights=[0, 1])
+    ids = torch.randint(1, 100, (2, 8))
+    so, to = student(input_ids=ids, output_hidden_states=True), teacher(input_ids=ids, output_hidden_states=True)
+    _, parts = DistillationLoss(cfg, {0: 1, 1: 3})(so, to)
+    assert parts["hidden"].item() == pytest.approx(
+        torch.mean((so.hidden_states[2] - to.hidden_states[4]) ** 2).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("weights, match", [
+    ([-1.0, 1.0], "numbers >= 0"), ([0, 0], "all 0"), ("deep", "a list"), ({"a": 1}, "a list"),
+    ([True, 1.0], "numbers >= 0"), ([1.0, float("nan")], "numbers >= 0")])
+def test_layer_weights_bad_values_are_clear_errors(weights, match):
+    with pytest.raises(ValueError, match=match):
+        DistillConfig(hidden_weight=1.0, layer_weights=weights)
+
+
+def test_layer_weights_checked_against_the_student():
+    from hf_fast.training.distillation import check_teacher_compatible
+
+    student, teacher = tiny_bert(layers=2), tiny_bert(layers=4, seed=5)
+    with pytest.raises(ValueError, match="student layers \\[2\\]"):
+        check_teacher_compatible(student, teacher, DistillConfig(hidden_weight=1.0, layer_weights=[1, 1, 1]))
+    with pytest.raises(ValueError, match="every mapped"):
+        check_teacher_compatible(student, teacher, DistillConfig(hidden_weight=1.0, layer_map={0: 1},
+                                                                 layer_weights={0: 0, 1: 1.0}))
+
+
+def test_layer_weights_survive_the_json_round_trip():
+    fc = FastConfig(sparsity=0.5, distill=DistillConfig(hidden_weight=1.0, layer_weights=[0.5, 2.0]))
+    import json
+
+    back = FastConfig.from_dict(json.loads(fc.to_json_string()))
+    assert back.distill.layer_weights == {0: 0.5, 1: 2.0}
+
+
 def test_fast_trainer_distils_from_frozen_teacher_of_another_architecture(tmp_path):
     student = tiny_distilbert()
     teacher = tiny_bert(hidden=64, layers=3, seed=9)

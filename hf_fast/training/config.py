@@ -89,6 +89,10 @@ class DistillConfig:
             equal head counts and eager attention (``attn_implementation="eager"``) on both models.
         layer_map: ``{student_layer: teacher_layer}`` (0-based encoder layers) for the two MSE terms;
             ``None`` maps student layer i to teacher layer ``(i + 1) * Lt // Ls - 1`` (uniform).
+        layer_weights: per-student-layer weights of the two MSE terms (layer-wise distillation): a list indexed
+            by student layer or a ``{student_layer: weight}`` mapping (unlisted layers weigh 1). The terms become
+            weighted means over the mapped layers, so ``hidden_weight`` keeps its scale; a weight of 0 leaves that
+            layer out. ``None`` (default) weighs every mapped layer alike.
     """
 
     temperature: float = 2.0
@@ -96,6 +100,7 @@ class DistillConfig:
     hidden_weight: float = 0.0
     attention_weight: float = 0.0
     layer_map: dict[int, int] | None = None
+    layer_weights: list[float] | dict[int, float] | None = None
     loss: str = "kl"
     pooling: str | None = None
 
@@ -133,6 +138,21 @@ class DistillConfig:
                 self.layer_map = {int(k): int(v) for k, v in self.layer_map.items()}
             except (TypeError, ValueError):
                 raise ValueError(f"distill.layer_map must map ints to ints, got {self.layer_map!r}") from None
+        if self.layer_weights is not None:
+            lw = self.layer_weights
+            try:  # JSON/YAML give a list or string keys
+                lw = dict(enumerate(lw)) if isinstance(lw, (list, tuple)) else {int(k): v for k, v in lw.items()}
+            except (AttributeError, TypeError, ValueError):
+                raise ValueError(f"distill.layer_weights must be a list (one weight per student layer) or a "
+                                 f"mapping student_layer -> weight, got {self.layer_weights!r}") from None
+            bad = {k: v for k, v in lw.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+                   or not v >= 0 or k < 0}
+            if bad:
+                raise ValueError(f"distill.layer_weights must be numbers >= 0 on layers >= 0, got {bad}")
+            if not any(v > 0 for v in lw.values()):
+                raise ValueError(f"distill.layer_weights are all 0 ({self.layer_weights!r}); set hidden_weight=0 "
+                                 f"and attention_weight=0 to turn the layer terms off")
+            self.layer_weights = {k: float(v) for k, v in lw.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,6 +4,8 @@ hidden-state / attention MSE over a layer map.
     loss = alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * hard
            + hidden_weight * mean_l MSE(h_s[l], h_t[map[l]]) + attention_weight * mean_l MSE(a_s[l], a_t[map[l]])
 
+(the means over layers weighted by ``layer_weights`` when it is set: layer-wise distillation).
+
 The KL is summed over classes and averaged over examples (classification), over examples for each of the
 start/end distributions (padding left out) and then over the two (question answering), or over labelled tokens (token
 classification; tokens with label -100, else padding, are left out). ``hard`` is the student's own loss
@@ -78,6 +80,14 @@ def check_teacher_compatible(student, teacher, config: DistillConfig) -> dict[in
         if bad:
             raise ValueError(f"distill.layer_map entries {bad} are out of range (student has {ls} layers, "
                              f"teacher {lt})")
+        if config.layer_weights is not None:
+            extra = sorted(k for k in config.layer_weights if k >= ls)
+            if extra:
+                raise ValueError(f"distill.layer_weights names student layers {extra}, but the student has {ls} "
+                                 f"layers (0-{ls - 1})")
+            if not any(config.layer_weights.get(s, 1.0) > 0 for s in lmap):
+                raise ValueError(f"distill.layer_weights {config.layer_weights} give weight 0 to every mapped "
+                                 f"student layer {sorted(lmap)}")
     if config.hidden_weight > 0 and _hidden(sc) != _hidden(tc):
         raise ValueError(f"hidden-state distillation needs equal hidden sizes (student {_hidden(sc)}, teacher "
                          f"{_hidden(tc)}); set distill.hidden_weight=0")
@@ -162,14 +172,22 @@ class DistillationLoss(nn.Module):
         if s_seq is None or t_seq is None or any(x is None for x in s_seq) or any(x is None for x in t_seq):
             raise ValueError("hidden-state/attention distillation needs them from both models (attentions need "
                              "attn_implementation='eager')")
-        losses = []
+        weights = self.config.layer_weights or {}
+        losses, ws = [], []
         for sl, tl in self.layer_map.items():
+            w = weights.get(sl, 1.0)
+            if w == 0:
+                continue
             a, b = s_seq[sl + offset], t_seq[tl + offset]
             if a.shape != b.shape:
                 raise ValueError(f"cannot match student layer {sl} {tuple(a.shape)} to teacher layer {tl} "
                                  f"{tuple(b.shape)}")
             losses.append(F.mse_loss(a, b))
-        return torch.stack(losses).mean()
+            ws.append(w)
+        if not weights:
+            return torch.stack(losses).mean()
+        w = torch.tensor(ws, dtype=losses[0].dtype, device=losses[0].device)
+        return (torch.stack(losses) * w).sum() / w.sum()
 
     def forward(self, student_outputs, teacher_outputs, inputs: Mapping[str, Any] | None = None
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -62,6 +62,17 @@ LATENCY_FLAGS = {"target_speedup": "--target-speedup", "target_latency_ms": "--t
                  "target_shape": "--target-shape", "cost_file": "--cost-file"}
 
 
+def layer_weights_arg(text: str) -> list[float]:
+    """argparse type of --layer-weights: comma-separated numbers, one per student layer."""
+    import argparse
+
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers (one per student layer), got "
+                                         f"{text!r}") from None
+
+
 def add_pruning_arguments(ap) -> None:
     """Command-line knobs over the recipe's FastConfig, shared by ``hf-fast train`` and the training scripts in
     benchmarks/."""
@@ -78,6 +89,12 @@ def add_pruning_arguments(ap) -> None:
                     help="fast_config.end_step (fraction of the steps, or a step, when the masks freeze)")
     ap.add_argument("--hidden-weight", type=float, default=None,
                     help="fast_config.distill.hidden_weight (hidden-state MSE of the distilled students)")
+    ap.add_argument("--layer-weights", type=layer_weights_arg, default=None, metavar="W0,W1,...",
+                    help="fast_config.distill.layer_weights: one weight per student layer for the hidden-state / "
+                         "attention MSE (layer-wise distillation), e.g. 1,1,1,2,2,4")
+    ap.add_argument("--qat", action="store_true", default=None,
+                    help="fast_config.quantization='qat': fake-quant fine-tuning from the end of pruning on, so the "
+                         "int8 export matches what the student trained with")
     ap.add_argument("--target-speedup", type=float, default=None,
                     help="--scope latency: engine speedup over the dense model to reach (> 1)")
     ap.add_argument("--target-latency-ms", type=float, default=None,
@@ -99,7 +116,11 @@ def pruning_overrides(args) -> dict[str, Any]:
                                                        "max_layer_sparsity")
                           if getattr(args, k, None) is not None}
     if getattr(args, "hidden_weight", None) is not None:
-        fc["distill"] = {"hidden_weight": args.hidden_weight}
+        fc.setdefault("distill", {})["hidden_weight"] = args.hidden_weight
+    if getattr(args, "layer_weights", None) is not None:
+        fc.setdefault("distill", {})["layer_weights"] = args.layer_weights
+    if getattr(args, "qat", None):
+        fc["quantization"] = "qat"
     given = {k: getattr(args, k) for k in LATENCY_FLAGS if getattr(args, k, None) is not None}
     scope = fc.get("scope")
     if given and scope not in (None, "latency"):
