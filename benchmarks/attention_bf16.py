@@ -14,6 +14,7 @@ against the fp32 attention, on the same default-export model.onnx, and both agai
           runtime's own logits and the largest logit difference, to tell near-ties from errors.
 
     python benchmarks/attention_bf16.py speed --sparsity 0.8 [--attentions fp32 bf16 int8-dynamic]
+    python benchmarks/attention_bf16.py kernel
     python benchmarks/attention_bf16.py rt demo=/path/to/checkpoint --out /tmp/bf16_rt
     python benchmarks/attention_bf16.py squad --teacher /path/to/teacher/final --out /tmp/bf16_squad [--eval-articles 3]
 """
@@ -49,7 +50,11 @@ def speed(a):
     from hf_fast.runtime import load_fast_model
 
     res = {}
-    models = build_models(a.sparsity, a.workdir, calib=32)
+    built = {sp: a.workdir / f"distilbert_s{int(sp * 100)}" for sp in a.sparsity}
+    if a.reuse and all((d / "model.onnx").exists() and (d / "model_fp32.onnx").exists() for d in built.values()):
+        models = {(sp, False): (None, d) for sp, d in built.items()}  # an earlier run's export of the same build
+    else:
+        models = build_models(a.sparsity, a.workdir, calib=32)
     for (sp, _), (_, art) in models.items():
         eng = {att: load_fast_model(art, backend="native", num_threads=1, attention=att) for att in a.attentions}
         for att, m in eng.items():
@@ -90,6 +95,38 @@ def speed(a):
         print(f"| {k} | " + " | ".join(f"{r[n]:.2f} ({c[n]:.2f})" for n in names)
               + f" | {r['ort-static']:.2f} ({c['ort-static']:.2f}) | {r['ort-dynamic']:.2f} ({c['ort-dynamic']:.2f}) | "
               + " | ".join(f"{r[n + '_vs_ort']:.2f}x ({r[n + '_vs_ort_cpu']:.2f}x)" for n in names) + " |")
+    return res
+
+
+# ---- the attention kernels alone ----
+
+def kernel(a):
+    """hf_fast.native.attention / attention_bf16 / attention_dq8 on random q, k, v (12 heads), 1 thread, interleaved
+    rounds, medians of per-thread CPU time and wall time"""
+    from hf_fast import native
+
+    native.set_num_threads(1)
+    fns = {"fp32": native.attention, "bf16": native.attention_bf16, "int8-dynamic": native.attention_dq8}
+    res = {}
+    for shape in a.shapes:
+        s, d = map(int, shape.split("x"))
+        rng = np.random.default_rng(0)
+        q, k, v = (rng.standard_normal((s, 12 * d)).astype(np.float32) for _ in range(3))
+        cpu, wall = collections.defaultdict(list), collections.defaultdict(list)
+        for _ in range(a.rounds):
+            for name, f in fns.items():
+                t0, c0 = time.perf_counter(), time.thread_time()
+                f(q, k, v, 12)
+                cpu[name].append(time.thread_time() - c0)
+                wall[name].append(time.perf_counter() - t0)
+        res[f"S{s} d{d}"] = {n: {"cpu_ms": 1e3 * float(np.median(cpu[n])), "wall_ms": 1e3 * float(np.median(wall[n]))}
+                             for n in fns}
+    print("\n| S, d (12 heads) | " + " | ".join(f"{n} CPU ms (wall)" for n in fns) + " | bf16 / fp32 | int8-dynamic / "
+          "fp32 (CPU) |\n" + "|---" * (len(fns) + 3) + "|")
+    for k, r in res.items():
+        f = r["fp32"]["cpu_ms"]
+        print(f"| {k} | " + " | ".join(f"{r[n]['cpu_ms']:.3f} ({r[n]['wall_ms']:.3f})" for n in fns)
+              + f" | {f / r['bf16']['cpu_ms']:.2f}x | {f / r['int8-dynamic']['cpu_ms']:.2f}x |")
     return res
 
 
@@ -296,8 +333,12 @@ def main(argv=None):
     p.add_argument("--sparsity", type=float, nargs="+", default=[0.8])
     p.add_argument("--shapes", nargs="+", default=["1x128", "8x128", "1x384"])
     p.add_argument("--budget", type=float, default=4.0)
+    p.add_argument("--reuse", action="store_true", help="time the exports already in --workdir")
     p.add_argument("--attentions", nargs="+", default=["fp32", "bf16"], help="engine attention= values to time")
     p.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "engine_models")
+    p = sub.add_parser("kernel")
+    p.add_argument("--shapes", nargs="+", default=["128x64", "384x64", "384x32"], help="SxD")
+    p.add_argument("--rounds", type=int, default=15)
     p = sub.add_parser("rt")
     p.add_argument("--attentions", nargs="+", default=["fp32", "bf16"],
                    help="engine attention= values; the first is the base of the paired figures")
@@ -317,7 +358,7 @@ def main(argv=None):
     for p in sub.choices.values():
         p.add_argument("--json", default=None)
     a = ap.parse_args(argv)
-    res = {"speed": speed, "rt": rt, "squad": squad}[a.cmd](a)
+    res = {"speed": speed, "kernel": kernel, "rt": rt, "squad": squad}[a.cmd](a)
     res = {"command": " ".join(["python"] + sys.argv), a.cmd: res}
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2, default=float))

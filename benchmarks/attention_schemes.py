@@ -9,7 +9,10 @@ schemes on real checkpoints:
               normalised by the sum of the rounded values
   dyn8-p16    dyn8 with p as int16 (x 32767) and v int16 per channel (vpdpwssd)
   dyn8-p16v8  dyn8 with p as int16 and v int8 per channel (widened to int16)
+  dyn8-p16v8-c  dyn8-p16v8 on k and v centred per channel first (their mean over the real keys subtracted: q.mean(k)
+              is the same for every key of a row, so softmax drops it; sum(p) = 1 adds mean(v) back exactly)
   qk8         only q.k^T as dyn8 (p.v fp32)        pv8   only p.v as dyn8 (q.k^T fp32)
+  qk8-c       qk8 with k centred
   bf16        q, k, v and p rounded to bf16 (the engine's attention="bf16"; its fp32 sums ignored)
 
   layers  relative Frobenius error of every layer's attention output (the same fp32 q, k, v into each scheme; real
@@ -39,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-SCHEMES = ("static", "dyn8", "dyn8-p16", "dyn8-p16v8", "qk8", "pv8", "bf16")
+SCHEMES = ("static", "dyn8", "dyn8-p16", "dyn8-p16v8", "dyn8-p16v8-c", "qk8", "qk8-c", "pv8", "bf16")
 
 
 def log(msg):
@@ -117,8 +120,16 @@ class Sim:
     def _attend(self, sch, li, q, k, v, mask, scaling, real):
         import torch
 
-        dyn_qk = sch in ("dyn8", "dyn8-p16", "dyn8-p16v8", "qk8")
-        dyn_pv = sch in ("dyn8", "dyn8-p16", "dyn8-p16v8", "pv8")
+        dyn_qk = sch in ("dyn8", "dyn8-p16", "dyn8-p16v8", "dyn8-p16v8-c", "qk8", "qk8-c")
+        dyn_pv = sch in ("dyn8", "dyn8-p16", "dyn8-p16v8", "dyn8-p16v8-c", "pv8")
+        centre = sch in ("dyn8-p16v8-c", "qk8-c")
+        v_mean = 0.0
+        if centre:  # per-channel means over the real keys
+            n = real.sum(-2, keepdim=True).clamp_min(1)
+            k = k - (k * real).sum(-2, keepdim=True) / n
+            if dyn_pv:
+                v_mean = (v * real).sum(-2, keepdim=True) / n
+                v = v - v_mean
         if sch == "static":
             r = self.ranges
             q, k = q_u8_static(q, *r[(li, "q")]), q_u8_static(k, *r[(li, "k")])
@@ -139,7 +150,7 @@ class Sim:
         if not dyn_pv:
             return torch.matmul(torch.softmax(s, -1), v)
         e = torch.exp(s - s.amax(-1, keepdim=True))
-        pbits = 16 if sch in ("dyn8-p16", "dyn8-p16v8") else 8
+        pbits = 16 if sch in ("dyn8-p16", "dyn8-p16v8", "dyn8-p16v8-c") else 8
         qmax = 32767.0 if pbits == 16 else 255.0
         e = torch.round(e * qmax)  # the row's largest probability -> qmax
         vbits = 16 if sch == "dyn8-p16" else 8
@@ -147,7 +158,7 @@ class Sim:
         vmax = 2 ** (vbits - 1) - 1
         sv = (v.abs() * real).amax(-2, keepdim=True).clamp_min(1e-30) / vmax
         v = torch.round(v / sv).clamp(-vmax, vmax) * sv
-        return torch.matmul(e, v) / e.sum(-1, keepdim=True)
+        return torch.matmul(e, v) / e.sum(-1, keepdim=True) + v_mean
 
 
 def install(sim):
@@ -237,15 +248,15 @@ def cmd_layers(a):
         sets.append(("rt-polarity", model, {k: v[:a.rows * 8] for k, v in ev.items()}, calib, False))
     for name, model, feeds, calib, qa in sets:
         calibrate(sim, model, calib, qa)
-        sim.probe = {"schemes": SCHEMES, "err": {}}
+        sim.probe = {"schemes": a.schemes, "err": {}}
         logits_of(model, feeds, batch=8, qa=qa)
         err = {f"{s} L{li}": (n / d) ** 0.5 for (s, li), (n, d) in sim.probe["err"].items()}
         sim.probe = None
         res[name] = err
         nl = model.config.num_hidden_layers
         print(f"\n{name}: relative error of each layer's attention output (fp32 inputs, real tokens)\n| scheme | "
-              + " | ".join(f"L{i}" for i in range(nl)) + " |\n|---" * (nl + 1) + "|")
-        for s in SCHEMES:
+              + " | ".join(f"L{i}" for i in range(nl)) + " |\n" + "|---" * (nl + 1) + "|")
+        for s in a.schemes:
             print(f"| {s} | " + " | ".join(f"{100 * err[f'{s} L{i}']:.3f}%" for i in range(nl)) + " |")
     return res
 

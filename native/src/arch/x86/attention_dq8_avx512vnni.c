@@ -5,32 +5,32 @@
  *   scores  : vpdpbusd on (q8 + 128) as uint8 quads x k8 quads (K^T packed [d/4][keys]), minus 128 * sum(k8_j);
  *   softmax : fp32 (hf_exp512xn), weights e = exp(s - rowmax) rounded to int16 (x pmax), their exact int32 sum;
  *   ctx     : vpdpwssd on pairs of weights x pairs of v8 widened to int16 ([keys/2][d]), times s_v[c] / sum.
- * The register-blocked micro-kernel of the bf16 kernel (attention_bf16_avx512.c): C[MR rows][32 cols] += A B, A a
- * broadcast 32-bit group, B two 16-lane loads per step. Requires d % 16 == 0 (dispatch.c). */
+ * One register-blocked micro-kernel C[MR rows][16 nb cols] += A B, A a broadcast 32-bit group, B nb 16-lane loads
+ * per step (scores: nb 2, ctx: 4). Requires d % 16 == 0 (dispatch.c). */
 #include <math.h>
 #include <string.h>
 
 #include "x86.h"
 #include "vecmath_avx512.h"
 
-#define MR 12
+#define MR 6 /* query rows per block: 6 x 4 accumulators (12 rows spill them on GCC 12) */
 #define FEAT "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma"
 #define TGT __attribute__((target(FEAT)))
 #define INL static inline __attribute__((target(FEAT), always_inline))
 
-/* acc[r][0..nb) = sum over k of A[r][k] . B[k][16*b .. 16*b+16): 4 u8 x s8 products per lane (vpdpbusd), or 2
- * int16 x int16 products (vpdpwssd) when WORDS */
+/* acc[r][0..nb) = sum over k of A[r][k] . B[k][16*b .. 16*b+16), nb <= 4: 4 u8 x s8 products per lane
+ * (vpdpbusd) or 2 int16 x int16 products (vpdpwssd) */
 #define MK(NAME, DP)                                                                                             \
     INL void NAME(const int mr, const int nb, int64_t K, const uint32_t *A, int64_t lda, const uint32_t *B,       \
-                  int64_t ldb, __m512i acc[MR][2]) {                                                             \
-        for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();                             \
+                  int64_t ldb, __m512i acc[MR][4]) {                                                             \
+        for (int r = 0; r < mr; r++) /* all 4: the unused ones are dead code, and no read is uninitialised */   \
+            for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_si512();                                      \
         for (int64_t k = 0; k < K; k++) {                                                                        \
-            const __m512i b0 = _mm512_loadu_si512(B + k * ldb);                                                  \
-            const __m512i b1 = nb > 1 ? _mm512_loadu_si512(B + k * ldb + 16) : b0;                               \
+            __m512i bv[4];                                                                                       \
+            for (int b = 0; b < nb; b++) bv[b] = _mm512_loadu_si512(B + k * ldb + 16 * b);                       \
             for (int r = 0; r < mr; r++) {                                                                       \
                 const __m512i a = _mm512_set1_epi32((int)A[r * lda + k]);                                        \
-                acc[r][0] = DP(acc[r][0], a, b0);                                                                \
-                if (nb > 1) acc[r][1] = DP(acc[r][1], a, b1);                                                    \
+                for (int b = 0; b < nb; b++) acc[r][b] = DP(acc[r][b], a, bv[b]);                                \
             }                                                                                                    \
         }                                                                                                        \
     }
@@ -62,7 +62,7 @@ INL float quant_row(const float *x, int64_t d, int8_t *out) {
 INL void scores_rows(const int mr, int64_t dq, const uint32_t *qb, const uint32_t *kt, int64_t sp, int64_t ne,
                      const float *key_bias, const float *sq, const float *sk, const int32_t *ks, float *sc) {
     for (int64_t j = 0; j < ne; j += 32) {
-        __m512i acc[MR][2];
+        __m512i acc[MR][4];
         const int two = ne - j > 16;
         if (two) mk_u8s8(mr, 2, dq, qb, dq, kt + j, sp, acc);
         else mk_u8s8(mr, 1, dq, qb, dq, kt + j, sp, acc);
@@ -122,28 +122,22 @@ INL int32_t softmax_i16(const float *s, int64_t ne, float pm, int16_t *pw) {
     return _mm512_reduce_add_epi32(vsum);
 }
 
-/* ctx rows = ((float)(p . v8) * sv) * inv for mr rows of pb (pairs, stride sp / 2), kp key pairs */
+/* ctx rows = ((float)(p . v8) * sv) * inv for mr rows of pb (pairs, stride sp / 2), kp key pairs: 64 channels
+ * per pass (the weights broadcast once for 4 vectors), then 16 at a time */
 INL void pv_rows(const int mr, int64_t d, const uint32_t *pb, int64_t sp, int64_t kp, const uint32_t *vp,
                  const float *sv, const float *inv, float *ctx, int64_t ldo) {
-    int64_t c = 0;
-    for (; c + 32 <= d; c += 32) {
-        __m512i acc[MR][2];
-        mk_s16(mr, 2, kp, pb, sp / 2, vp + c, d, acc);
-        const __m512 s0 = _mm512_loadu_ps(sv + c), s1 = _mm512_loadu_ps(sv + c + 16);
-        for (int r = 0; r < mr; r++) {
-            const __m512 w = _mm512_set1_ps(inv[r]);
-            _mm512_storeu_ps(ctx + r * ldo + c, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][0]), s0), w));
-            _mm512_storeu_ps(ctx + r * ldo + c + 16,
-                             _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][1]), s1), w));
+    for (int64_t c = 0; c < d;) {
+        __m512i acc[MR][4];
+        const int nb = d - c >= 64 ? 4 : 1;
+        if (nb == 4) mk_s16(mr, 4, kp, pb, sp / 2, vp + c, d, acc);
+        else mk_s16(mr, 1, kp, pb, sp / 2, vp + c, d, acc);
+        for (int b = 0; b < nb; b++) {
+            const __m512 s0 = _mm512_loadu_ps(sv + c + 16 * b);
+            for (int r = 0; r < mr; r++)
+                _mm512_storeu_ps(ctx + r * ldo + c + 16 * b, _mm512_mul_ps(_mm512_mul_ps(
+                    _mm512_cvtepi32_ps(acc[r][b]), s0), _mm512_set1_ps(inv[r])));
         }
-    }
-    if (c < d) {
-        __m512i acc[MR][2];
-        mk_s16(mr, 1, kp, pb, sp / 2, vp + c, d, acc);
-        const __m512 s0 = _mm512_loadu_ps(sv + c);
-        for (int r = 0; r < mr; r++)
-            _mm512_storeu_ps(ctx + r * ldo + c, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][0]), s0),
-                                                              _mm512_set1_ps(inv[r])));
+        c += 16 * nb;
     }
 }
 
@@ -222,5 +216,5 @@ TGT void hf_attention_head_dq8_avx512vnni(int64_t S, int64_t d, const float *q, 
     }
     int64_t i0 = 0;
     for (; i0 + MR <= S; i0 += MR) ROWS(MR);
-    HF_ROW_TAIL_12(S - i0, ROWS);
+    HF_ROW_TAIL_6(S - i0, ROWS);
 }
