@@ -209,3 +209,16 @@ def test_forced_isa_through_from_pretrained(artifact, isa):
     assert out["int8-dynamic"][:2] == ["int8-dynamic", isa]
     dq, f = np.asarray(out["int8-dynamic"][2]), np.asarray(out["fp32"][2])
     assert np.all(np.isfinite(dq)) and np.abs(dq - f).max() <= 0.05 * np.abs(f).max() + 1e-3
+
+
+def test_explain_names_the_dynamic_int8_attention(artifact):
+    from hf_fast import FastModelForSequenceClassification
+
+    isa = "avx512vnni" if VNNI else "ref"
+    m = FastModelForSequenceClassification.from_pretrained(artifact, isa=isa, attention="int8-dynamic")
+    rec = m.explain(as_dict=True)
+    assert {la["attention"] for la in rec["layers"]} == {"int8-dynamic"}
+    assert {la["attention_kernel"] for la in rec["layers"]} == {isa}
+    assert "attention='int8-dynamic'" in m.explain()
+    plain = FastModelForSequenceClassification.from_pretrained(artifact, isa=isa).explain(as_dict=True)
+    assert {la["attention"] for la in plain["layers"]} == {"fp32"}
