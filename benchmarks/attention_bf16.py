@@ -13,7 +13,8 @@ against the fp32 attention, on the same default-export model.onnx, and both agai
           Runtime disagree: the answer-score margin (best span vs the best span with another text) under each
           runtime's own logits and the largest logit difference, to tell near-ties from errors.
 
-    python benchmarks/attention_bf16.py speed --sparsity 0.8
+    python benchmarks/attention_bf16.py speed --sparsity 0.8 [--attentions fp32 bf16 int8-dynamic]
+    python benchmarks/attention_bf16.py kernel
     python benchmarks/attention_bf16.py rt demo=/path/to/checkpoint --out /tmp/bf16_rt
     python benchmarks/attention_bf16.py squad --teacher /path/to/teacher/final --out /tmp/bf16_squad [--eval-articles 3]
 """
@@ -49,10 +50,15 @@ def speed(a):
     from hf_fast.runtime import load_fast_model
 
     res = {}
-    models = build_models(a.sparsity, a.workdir, calib=32)
+    built = {sp: a.workdir / f"distilbert_s{int(sp * 100)}" for sp in a.sparsity}
+    if a.reuse and all((d / "model.onnx").exists() and (d / "model_fp32.onnx").exists() for d in built.values()):
+        models = {(sp, False): (None, d) for sp, d in built.items()}  # an earlier run's export of the same build
+    else:
+        models = build_models(a.sparsity, a.workdir, calib=32)
     for (sp, _), (_, art) in models.items():
-        eng = {att: load_fast_model(art, backend="native", num_threads=1, attention=att) for att in ("fp32", "bf16")}
-        assert eng["bf16"].backend.engine.attention == "bf16", "this CPU has no AVX512_BF16"
+        eng = {att: load_fast_model(art, backend="native", num_threads=1, attention=att) for att in a.attentions}
+        for att, m in eng.items():
+            assert m.backend.engine.attention == att, f"this CPU does not run attention={att!r}"
         so = ort.SessionOptions()
         so.intra_op_num_threads = so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -73,18 +79,54 @@ def speed(a):
             wall, cpu = time_interleaved(fns, a.budget)
             ort_best = min(wall["ort-static"], wall["ort-dynamic"])
             row = {k: 1e3 * v for k, v in wall.items()}
-            row.update({f"{k}_vs_ort": ort_best / wall[k] for k in ("engine-fp32", "engine-bf16")},
-                       bf16_speedup=wall["engine-fp32"] / wall["engine-bf16"],
+            ort_cpu = min(cpu["ort-static"], cpu["ort-dynamic"])
+            row.update({f"engine-{att}_vs_ort": ort_best / wall[f"engine-{att}"] for att in a.attentions},
                        cpu_ms={k: 1e3 * v for k, v in cpu.items()})
+            row.update({f"engine-{att}_vs_ort_cpu": ort_cpu / cpu[f"engine-{att}"] for att in a.attentions})
             res[f"s{int(sp * 100)} {shape}"] = row
-            log(f"{sp:.0%} {shape}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in wall.items())
-                + f"; engine/ORT fp32-attn {row['engine-fp32_vs_ort']:.2f}x bf16-attn {row['engine-bf16_vs_ort']:.2f}x")
-    print("\n| sparsity, shape | engine fp32 attn ms | engine bf16 attn ms | ORT static ms | ORT dynamic ms | "
-          "fp32-attn vs ORT | bf16-attn vs ORT | bf16 / fp32 speed-up |\n|---|---|---|---|---|---|---|---|")
+            log(f"{sp:.0%} {shape}: " + ", ".join(f"{k} {v * 1e3:.2f} ms ({cpu[k] * 1e3:.2f} CPU ms)"
+                                                  for k, v in wall.items()))
+    names = [f"engine-{att}" for att in a.attentions]
+    print("\n| sparsity, shape | " + " | ".join(f"{n} ms (CPU ms)" for n in names) + " | ORT static ms (CPU) | "
+          "ORT dynamic ms (CPU) | " + " | ".join(f"{n} vs ORT wall (CPU)" for n in names) + " |\n"
+          + "|---" * (3 + 2 * len(names)) + "|")
     for k, r in res.items():
-        print(f"| {k} | {r['engine-fp32']:.2f} | {r['engine-bf16']:.2f} | {r['ort-static']:.2f} | "
-              f"{r['ort-dynamic']:.2f} | {r['engine-fp32_vs_ort']:.2f}x | {r['engine-bf16_vs_ort']:.2f}x | "
-              f"{r['bf16_speedup']:.3f}x |")
+        c = r["cpu_ms"]
+        print(f"| {k} | " + " | ".join(f"{r[n]:.2f} ({c[n]:.2f})" for n in names)
+              + f" | {r['ort-static']:.2f} ({c['ort-static']:.2f}) | {r['ort-dynamic']:.2f} ({c['ort-dynamic']:.2f}) | "
+              + " | ".join(f"{r[n + '_vs_ort']:.2f}x ({r[n + '_vs_ort_cpu']:.2f}x)" for n in names) + " |")
+    return res
+
+
+# ---- the attention kernels alone ----
+
+def kernel(a):
+    """hf_fast.native.attention / attention_bf16 / attention_dq8 on random q, k, v (12 heads), 1 thread, interleaved
+    rounds, medians of per-thread CPU time and wall time"""
+    from hf_fast import native
+
+    native.set_num_threads(1)
+    fns = {"fp32": native.attention, "bf16": native.attention_bf16, "int8-dynamic": native.attention_dq8}
+    res = {}
+    for shape in a.shapes:
+        s, d = map(int, shape.split("x"))
+        rng = np.random.default_rng(0)
+        q, k, v = (rng.standard_normal((s, 12 * d)).astype(np.float32) for _ in range(3))
+        cpu, wall = collections.defaultdict(list), collections.defaultdict(list)
+        for _ in range(a.rounds):
+            for name, f in fns.items():
+                t0, c0 = time.perf_counter(), time.thread_time()
+                f(q, k, v, 12)
+                cpu[name].append(time.thread_time() - c0)
+                wall[name].append(time.perf_counter() - t0)
+        res[f"S{s} d{d}"] = {n: {"cpu_ms": 1e3 * float(np.median(cpu[n])), "wall_ms": 1e3 * float(np.median(wall[n]))}
+                             for n in fns}
+    print("\n| S, d (12 heads) | " + " | ".join(f"{n} CPU ms (wall)" for n in fns) + " | bf16 / fp32 | int8-dynamic / "
+          "fp32 (CPU) |\n" + "|---" * (len(fns) + 3) + "|")
+    for k, r in res.items():
+        f = r["fp32"]["cpu_ms"]
+        print(f"| {k} | " + " | ".join(f"{r[n]['cpu_ms']:.3f} ({r[n]['wall_ms']:.3f})" for n in fns)
+              + f" | {f / r['bf16']['cpu_ms']:.2f}x | {f / r['int8-dynamic']['cpu_ms']:.2f}x |")
     return res
 
 
@@ -107,7 +149,7 @@ def rt(a):
         export(model, tok, art, calibration_dataset=calibration_rows(train_ds, cols), progress=False,
                max_length=r.data.get("max_length", 128))
         lg = {att: batched_logits(load_fast_model(art, backend="native", num_threads=a.threads, attention=att), ev)
-              for att in ("fp32", "bf16")}
+              for att in a.attentions}
         lg["ort"] = batched_logits(load_fast_model(art, backend="onnxruntime", num_threads=a.threads), ev)
         am = {k: v.argmax(-1) for k, v in lg.items()}
         e = {"sentences": len(labels), "fp32_accuracy": float((ref.argmax(-1) == labels).mean())}
@@ -116,12 +158,14 @@ def rt(a):
                     "agreement_with_torch_fp32": float((am[k] == ref.argmax(-1)).mean()),
                     "agreement_with_ort": float((am[k] == am["ort"]).mean()),
                     "max_logit_diff_vs_ort": float(np.abs(lg[k] - lg["ort"]).max())}
-        e["bf16_vs_fp32_attention_max_logit_diff"] = float(np.abs(lg["bf16"] - lg["fp32"]).max())
+        b0 = a.attentions[0]
+        for att in a.attentions[1:]:
+            e[f"{att}_vs_{b0}_attention_max_logit_diff"] = float(np.abs(lg[att] - lg[b0]).max())
         res[name] = e
         print(f"\n{name} ({len(labels)} sentences, PyTorch fp32 accuracy {e['fp32_accuracy'] * 100:.2f}%)\n"
               "| runtime | accuracy | argmax = PyTorch fp32 | argmax = ORT | max logit diff vs ORT |\n"
               "|---|---|---|---|---|")
-        for k in ("fp32", "bf16", "ort"):
+        for k in (*a.attentions, "ort"):
             x = e[k]
             print(f"| {'engine ' + k + ' attention' if k != 'ort' else 'ONNX Runtime'} | {x['accuracy'] * 100:.2f}% | "
                   f"{x['agreement_with_torch_fp32'] * 100:.2f}% | {x['agreement_with_ort'] * 100:.2f}% | "
@@ -198,9 +242,9 @@ def squad(a):
         model = AutoModelForQuestionAnswering.from_pretrained(ckpt).eval()
         export(model, tok, art, calibration_dataset=[{c: train_ds[int(i)][c] for c in cols} for i in idx],
                task="question-answering", progress=False, max_length=int(r.data.get("max_length", 384)))
-    runs = {"engine_fp32": ("native", {"attention": "fp32"}), "engine_bf16": ("native", {"attention": "bf16"}),
-            "ort": ("onnxruntime", {}),
-            "ort_exact": ("onnxruntime", {"graph_optimization_level": "ORT_DISABLE_ALL"})}
+    runs = {f"engine_{att}": ("native", {"attention": att}) for att in a.attentions}
+    runs.update({"ort": ("onnxruntime", {}),
+            "ort_exact": ("onnxruntime", {"graph_optimization_level": "ORT_DISABLE_ALL"})})
     if a.ref_isa:
         runs["engine_fp32_avx2"] = ("native", {"attention": "fp32", "isa": "avx2"})
     if a.skip_ort_exact:
@@ -223,10 +267,13 @@ def squad(a):
         metrics[key] = squad_metric(*pr)
         log(f"{key}: EM {metrics[key]['exact_match']:.2f} F1 {metrics[key]['f1']:.2f} ({secs[key]:.0f} s)")
         del fm
-    m, se = paired_difference(per_q["engine_bf16"], per_q["engine_fp32"])
+    base = f"engine_{a.attentions[0]}"
     res = {"questions": len(ev_ex), "features": len(eval_ds), "eval_articles": a.eval_articles, "metrics": metrics,
-           "eval_s": secs, "f1_bf16_minus_fp32_paired": [100 * m, 100 * se], "same_answers": {},
-           "max_logit_diff": {}}
+           "eval_s": secs, "same_answers": {}, "max_logit_diff": {}}
+    paired = {}
+    for att in a.attentions[1:]:
+        m, se = paired_difference(per_q[f"engine_{att}"], per_q[base])
+        paired[att] = res[f"f1_{att}_minus_{a.attentions[0]}_paired"] = [100 * m, 100 * se]
     keys = list(runs)
     for i, x in enumerate(keys):
         for y in keys[i + 1:]:
@@ -239,7 +286,7 @@ def squad(a):
         feats[eid].append(i)
     mask = arr["attention_mask"].astype(bool)
     diag = {}
-    for eng in ("engine_fp32", "engine_bf16"):
+    for eng in (f"engine_{att}" for att in a.attentions):
         for o in [k for k in ("ort", "ort_exact") if k in runs]:
             rows = []
             for eid, fi in feats.items():
@@ -264,7 +311,8 @@ def squad(a):
           "| runtime | EM | F1 | s |\n|---|---|---|---|")
     for k in keys:
         print(f"| {k} | {metrics[k]['exact_match']:.2f} | {metrics[k]['f1']:.2f} | {secs[k]:.0f} |")
-    print(f"\nF1 bf16 - fp32 attention (paired): {100 * m:+.3f} +- {100 * se:.3f}")
+    for att, (m, se) in paired.items():
+        print(f"\nF1 {att} - {a.attentions[0]} attention (paired): {m:+.3f} +- {se:.3f}")
     print("\n| pair | same answers | max logit diff |\n|---|---|---|")
     for k, v in res["same_answers"].items():
         print(f"| {k} | {v:.2f}% | {res['max_logit_diff'][k]:.4f} |")
@@ -285,8 +333,15 @@ def main(argv=None):
     p.add_argument("--sparsity", type=float, nargs="+", default=[0.8])
     p.add_argument("--shapes", nargs="+", default=["1x128", "8x128", "1x384"])
     p.add_argument("--budget", type=float, default=4.0)
+    p.add_argument("--reuse", action="store_true", help="time the exports already in --workdir")
+    p.add_argument("--attentions", nargs="+", default=["fp32", "bf16"], help="engine attention= values to time")
     p.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "engine_models")
+    p = sub.add_parser("kernel")
+    p.add_argument("--shapes", nargs="+", default=["128x64", "384x64", "384x32"], help="SxD")
+    p.add_argument("--rounds", type=int, default=15)
     p = sub.add_parser("rt")
+    p.add_argument("--attentions", nargs="+", default=["fp32", "bf16"],
+                   help="engine attention= values; the first is the base of the paired figures")
     p.add_argument("models", nargs="+", help="NAME=DIR (fine-tuned rt-polarity checkpoints)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
@@ -298,10 +353,12 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ref-isa", action="store_true", help="also the engine on AVX2 kernels (fp32 attention)")
     p.add_argument("--skip-ort-exact", action="store_true", help="no ORT_DISABLE_ALL run (the slowest)")
+    p.add_argument("--attentions", nargs="+", default=["fp32", "bf16"],
+                   help="engine attention= values; the first is the base of the paired F1")
     for p in sub.choices.values():
         p.add_argument("--json", default=None)
     a = ap.parse_args(argv)
-    res = {"speed": speed, "rt": rt, "squad": squad}[a.cmd](a)
+    res = {"speed": speed, "kernel": kernel, "rt": rt, "squad": squad}[a.cmd](a)
     res = {"command": " ".join(["python"] + sys.argv), a.cmd: res}
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2, default=float))

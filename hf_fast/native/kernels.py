@@ -457,6 +457,26 @@ def bf16_attention_hardware(head_dim: int = 64) -> bool:
     return any(attention_bf16_kernel(head_dim, n) not in ("", "ref") for n in supported_isas() if n != "ref")
 
 
+def attention_dq8_kernel(head_dim: int, isa: str = "auto") -> str:
+    """The dynamic int8 attention kernel `isa` runs for head size `head_dim`: "avx512vnni" (d % 16 == 0), "ref", or
+    "" where there is none (AVX2: the engine refuses attention="int8-dynamic")."""
+    return ffi.string(lib.hf_attention_dq8_kernel(isa_id(isa), int(head_dim))).decode()
+
+
+def attention_dq8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.ndarray | None = None,
+                  scale: float | None = None, isa: str = "auto") -> np.ndarray:
+    """`attention` with dynamic int8 scales (hf_attention_dq8): q, k int8 per token, v int8 per channel, exact int32
+    q k^T, fp32 softmax, int16 weights, exact int32 p v. NativeError (unsupported) where `attention_dq8_kernel` is
+    ""."""
+    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
+    out = np.empty_like(q)
+    _check(lib.hf_attention_dq8(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
+                                ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
+                                float(1.0 / np.sqrt(d) if scale is None else scale), _fptr(out), hd),
+           "attention_dq8")
+    return out
+
+
 def attention_bf16(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.ndarray | None = None,
                    scale: float | None = None, isa: str = "auto") -> np.ndarray:
     """`attention` with bf16 products (q, k, v and the probabilities rounded to bf16 for q k^T and p v, fp32 sums,

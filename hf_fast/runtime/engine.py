@@ -192,7 +192,7 @@ LINEARS = ("qkv", "attn_out", "ffn_in", "ffn_out")
 # NativeEngine(leave_out=...): ops a mutation test may drop from a plan's engine to show that its parity needs them
 LEAVE_OUT_OPS = ("rotary", "window", "gate")
 # NativeEngine(attention=...): the precision of the attention layers that are not int8 ("fp32" by default)
-ATTENTION_PRECISIONS = ("fp32", "bf16", "auto")
+ATTENTION_PRECISIONS = ("fp32", "bf16", "auto", "int8-dynamic")
 
 
 class NativeEngine:
@@ -354,6 +354,16 @@ class NativeEngine:
         d = self.plan.hidden // self.plan.heads
         if attention == "fp32" or (attention == "auto" and not native.bf16_attention_hardware(d)):
             return "fp32"
+        if attention == "int8-dynamic":
+            why = ("a relative attention bias" if self.layer_desc.attention_bias != "none" else
+                   "" if native.attention_dq8_kernel(d, self.isa) else
+                   f"no dynamic int8 attention kernel on ISA {self.isa!r} for head size {d} (needs AVX-512 VNNI and "
+                   "d % 16 == 0)")
+            if why:
+                raise ValueError(f"attention='int8-dynamic' is not available: {why}; use attention='fp32'")
+            native._check(lib.hf_engine_set_attention_precision(self._e, lib.HF_ATTN_INT8_DYNAMIC),
+                          "engine_set_attention_precision")
+            return "int8-dynamic"
         why = ("a relative attention bias" if self.layer_desc.attention_bias != "none" else
                "" if native.attention_bf16_kernel(d, self.isa) else
                f"no bf16 attention kernel on ISA {self.isa!r} for head size {d} (needs AVX512_BF16 and d % 16 == 0)")
@@ -474,8 +484,10 @@ class NativeBackend:
         env HF_FAST_PACK_CACHE=0 turns it off). `self.pack_cache` says what happened: "off", "hit", "miss"
         (built and written), "rebuilt" (an unusable entry was replaced) or "unwritable".
         attention: "fp32" (the default), "bf16" (q k^T and p v on bf16 pairs, fp32 softmax; AVX512_BF16 CPUs and
-        HF_FAST_ISA=ref only, else ValueError) or "auto" (bf16 where the CPU has AVX512_BF16, else fp32). Opt-in: on the
-        SQuAD teacher it moved more answers away from ONNX Runtime's than fp32 does (benchmarks/HISTORY.md). Layers
+        HF_FAST_ISA=ref only, else ValueError), "auto" (bf16 where the CPU has AVX512_BF16, else fp32) or
+        "int8-dynamic" (q, k int8 per token and v per channel with run-time scales, int16 softmax weights; AVX-512 VNNI
+        and HF_FAST_ISA=ref only, else ValueError). Opt-in: on the SQuAD teacher bf16 moved more answers away from
+        ONNX Runtime's than fp32 does (benchmarks/HISTORY.md). Layers
         exported with int8 attention keep it. `self.engine.attention` says which runs."""
         if num_threads is not None:
             if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:

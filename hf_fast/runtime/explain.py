@@ -53,12 +53,15 @@ def explain_native(model) -> dict[str, Any]:
             })
         q8 = layer.attn_quant is not None
         bf16 = not q8 and getattr(eng, "attention", "fp32") == "bf16"
+        dq8 = not q8 and getattr(eng, "attention", "fp32") == "int8-dynamic"
         op = "attention_int8" if q8 else "attention_f32"
-        layers.append({"layer": i, "linears": rows, "attention": "int8" if q8 else "bf16" if bf16 else "fp32",
+        layers.append({"layer": i, "linears": rows,
+                       "attention": "int8" if q8 else "bf16" if bf16 else "int8-dynamic" if dq8 else "fp32",
                        # ModernBERT: keys within this distance (0: global), the rotary base (None: no rotary)
                        "attention_window": int(getattr(layer, "window", 0)),
                        "rope_theta": getattr(layer, "rope_theta", None),
                        "attention_kernel": native.attention_bf16_kernel(head_size, isa) if bf16
+                       else native.attention_dq8_kernel(head_size, isa) if dq8
                        else native.op_kernel(op, isa, head_size)})
     return {
         "backend": "native", "fallback_reason": None, "isa": isa,
@@ -163,6 +166,9 @@ def format_explain(rec: dict[str, Any]) -> str:
                       "int8 q.k^T and p.v (artifact exported with quantize_attention)" if layer["attention"] == "int8"
                       else "bf16 q.k^T and p.v, fp32 softmax (attention='auto' on an AVX512_BF16 CPU, or 'bf16')"
                       if layer["attention"] == "bf16"
+                      else "int8 q.k^T (per-token scales) and int16 p.v (per-channel v), run-time scales, fp32 "
+                           "softmax (attention='int8-dynamic')"
+                      if layer["attention"] == "int8-dynamic"
                       else "fp32 (the artifact quantizes no attention MatMul of this layer)"))
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]) - 1)]
     lines.append("")

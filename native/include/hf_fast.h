@@ -120,6 +120,18 @@ const char *hf_attention_bf16_kernel(int isa, int64_t d);
 int hf_attention_bf16(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                       int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo);
 
+/* Dynamic int8 attention: hf_attention with q and k quantized to int8 per token (symmetric, max|x| / 127 over the
+ * head's channels), v per channel over the attended keys, exact int32 q.k^T, fp32 softmax, the unnormalised weights
+ * exp(s - rowmax) rounded to int16 and an exact int32 p.v normalised by their sum (ref/attention_dq8_ref.c defines
+ * it). HF_EUNSUPPORTED where isa has no kernel for head size d: the reference has one for every d, the AVX-512 VNNI
+ * table for d % 16 == 0, AVX2 none. */
+int64_t hf_attention_dq8_scratch_floats(int64_t S, int64_t d);
+/* The dynamic int8 attention kernel isa (HF_ISA_AUTO: the active one) runs for head size d: "avx512vnni", "ref" or
+ * "" for none. */
+const char *hf_attention_dq8_kernel(int isa, int64_t d);
+int hf_attention_dq8(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
+                     int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo);
+
 /* Relative-position attention bias (MPNet, T5): out[h][r + S - 1] = table[bucket(r)][h] for each key - query offset
  * r in [-(S-1), S-1] (out: heads x (2S - 1) floats), bucket(r) T5's bucketing as transformers computes it in fp32
  * (relative_position_bucket(r, buckets, max_distance): half the buckets per direction, the first quarter exact
@@ -409,8 +421,9 @@ int hf_engine_isa(const hf_engine *e);
  * with a relative attention bias, is HF_EUNSUPPORTED (the engine stays fp32). */
 #define HF_ATTN_FP32 0
 #define HF_ATTN_BF16 1
+#define HF_ATTN_INT8_DYNAMIC 2 /* hf_attention_dq8's arithmetic; HF_EUNSUPPORTED where the ISA has no kernel for d */
 int hf_engine_set_attention_precision(hf_engine *e, int precision);
-/* HF_ATTN_FP32 or HF_ATTN_BF16; -1 for NULL. */
+/* HF_ATTN_FP32, HF_ATTN_BF16 or HF_ATTN_INT8_DYNAMIC; -1 for NULL. */
 int hf_engine_attention_precision(const hf_engine *e);
 /* ids/mask/types: [B][S] int64 (mask, types may be NULL); out: [B][S][width] or [B][width]. */
 int hf_engine_run(hf_engine *e, int64_t B, int64_t S, const int64_t *ids, const int64_t *mask,

@@ -195,6 +195,18 @@ const char *hf_attention_bf16_kernel(int isa, int64_t d) {
     return isa == HF_ISA_REF ? "ref" : isa == HF_ISA_AVX512VNNI ? "avx512bf16" : hf_isa_name(isa);
 }
 
+hf_attention_head_fn hf_attention_dq8_kernel_for(int isa, int64_t d) {
+    const hf_isa_table *t = table_for(isa);
+    if (!t || !t->attention_dq8 || d <= 0 || d % t->attn_dq8_step) return NULL;
+    return t->attention_dq8;
+}
+
+const char *hf_attention_dq8_kernel(int isa, int64_t d) {
+    if (isa == HF_ISA_AUTO) isa = hf_isa_active();
+    if (!hf_attention_dq8_kernel_for(isa, d)) return "";
+    return hf_isa_name(isa);
+}
+
 const hf_sparse_kernel *hf_sparse_kernel_for(int isa) {
     const hf_isa_table *t = table_for(isa);
     return t ? t->sparse : NULL;

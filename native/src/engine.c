@@ -262,7 +262,7 @@ int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *
 
 int hf_engine_set_attention_precision(hf_engine *e, int precision) {
     if (!e) return hf_fail(HF_EINVAL, "engine_set_attention_precision: NULL engine");
-    if (precision != HF_ATTN_FP32 && precision != HF_ATTN_BF16)
+    if (precision != HF_ATTN_FP32 && precision != HF_ATTN_BF16 && precision != HF_ATTN_INT8_DYNAMIC)
         return hf_fail(HF_EINVAL, "engine_set_attention_precision: unknown precision %d", precision);
     if (precision == HF_ATTN_BF16) {
         const int64_t d = e->H / e->heads;
@@ -272,6 +272,16 @@ int hf_engine_set_attention_precision(hf_engine *e, int precision) {
         if (!hf_attention_bf16_kernel_for(e->isa, d))
             return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: ISA '%s' has no bf16 attention kernel "
                            "for head size %lld on this CPU (needs AVX512_BF16 and d %% 16 == 0); the engine runs fp32 "
+                           "attention", hf_isa_name(e->isa), (long long)d);
+    }
+    if (precision == HF_ATTN_INT8_DYNAMIC) {
+        const int64_t d = e->H / e->heads;
+        if (e->attn_bias != HF_ATTN_BIAS_NONE)
+            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: dynamic int8 attention does not take a "
+                           "relative attention bias; the engine runs fp32 attention");
+        if (!hf_attention_dq8_kernel_for(e->isa, d))
+            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: ISA '%s' has no dynamic int8 attention "
+                           "kernel for head size %lld (needs AVX-512 VNNI and d %% 16 == 0); the engine runs fp32 "
                            "attention", hf_isa_name(e->isa), (long long)d);
     }
     e->attn_prec = precision;
@@ -583,6 +593,7 @@ typedef struct {
     int64_t window;                          /* > 0: sliding-window attention over |i - j| <= window */
     const hf_encoder_ops *enc;
     hf_attention_head_fn bf16; /* the bf16 attention kernel (fp32 layers of an engine set to HF_ATTN_BF16), or NULL */
+    hf_attention_head_fn dq8;  /* the dynamic int8 kernel (fp32 layers, HF_ATTN_INT8_DYNAMIC), or NULL */
 } attn_job;
 
 /* (sequence, head) pairs claimed from an atomic counter by whichever pool threads join; scratch is
@@ -595,6 +606,7 @@ static void attn_task(void *arg, int tid, int nth) {
     const size_t need = j->aq            ? (size_t)hf_attention_q8_scratch_bytes(j->S, j->d)
                         : j->window > 0 ? (size_t)hf_attention_window_scratch_floats(j->S, j->window, j->d) * sizeof(float)
                         : j->bf16       ? (size_t)hf_attention_bf16_scratch_floats(j->S, j->d) * sizeof(float)
+                        : j->dq8        ? (size_t)hf_attention_dq8_scratch_floats(j->S, j->d) * sizeof(float)
                                         : (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float);
     float *scr = (float *)hf_scratch(HF_SCRATCH_ATTENTION, need);
     if (!scr) {
@@ -630,6 +642,8 @@ static void attn_task(void *arg, int tid, int nth) {
                                      j->window, j->scale, ctx, e->H, scr);
         else if (j->bf16)
             j->bf16(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0, j->scale, ctx, e->H, scr);
+        else if (j->dq8)
+            j->dq8(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0, j->scale, ctx, e->H, scr);
         else if (j->rb_kernel) /* row i adds rel[h][j - i + S - 1] */
             j->rb_kernel(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0,
                          j->a->rel + h * (2 * j->S - 1) + j->S - 1, -1, j->scale, ctx, e->H, scr);
@@ -752,6 +766,8 @@ static int attention_phase(const hf_engine *e, int64_t li, const arena_t *ap, in
      * window: those layers keep the fp32 kernels) */
     if (e->attn_prec == HF_ATTN_BF16 && !l->attn_q8 && e->attn_bias != HF_ATTN_BIAS_RELATIVE && e->window[li] <= 0)
         job.bf16 = hf_attention_bf16_kernel_for(e->isa, d);
+    if (e->attn_prec == HF_ATTN_INT8_DYNAMIC && !l->attn_q8 && e->attn_bias != HF_ATTN_BIAS_RELATIVE && e->window[li] <= 0)
+        job.dq8 = hf_attention_dq8_kernel_for(e->isa, d);
     hf_parallel(attn_task, &job, (int)(B * e->heads));
     if (atomic_load(&job.failed)) {
         return hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");

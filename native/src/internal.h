@@ -123,6 +123,14 @@ void hf_attention_head_bf16_ref(int64_t S, int64_t d, const float *q, const floa
                                 const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
 /* dispatch.c: the bf16 attention kernel of a supported isa for head size d; NULL where it has none (run fp32) */
 hf_attention_head_fn hf_attention_bf16_kernel_for(int isa, int64_t d);
+/* ref/attention_dq8_ref.c: the dynamic int8 attention's definition (every such kernel matches it bit for bit), its
+ * int16 weight scale for ne attended keys, and its per-row int8 quantizer (returns the scale) */
+void hf_attention_head_dq8_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                               const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
+int32_t hf_dq8_pmax(int64_t ne);
+float hf_dq8_quantize_ref(const float *x, int64_t n, int64_t stride, int8_t *out);
+/* dispatch.c: the dynamic int8 attention kernel of a supported isa for head size d; NULL where it has none */
+hf_attention_head_fn hf_attention_dq8_kernel_for(int isa, int64_t d);
 void hf_attention_head_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
                            const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
 /* p rounded up to the next 64-byte boundary (carving aligned buffers out of a scratch block) */
@@ -387,6 +395,9 @@ typedef struct hf_isa_table {
     hf_attention_head_fn attention_bf16;
     int attn_bf16_step;
     int (*attn_bf16_cpu)(void);
+    /* dynamic int8 attention (per-token q / k, per-channel v, int16 weights) for d % attn_dq8_step == 0; NULL: none */
+    hf_attention_head_fn attention_dq8;
+    int attn_dq8_step;
     /* a throughput loop of the ISA's widest int8 dot product (hf_int8_peak_probe): returns the MACs it did in `iters`
      * steps, -1 if its check failed; NULL: no probe for this ISA */
     int64_t (*int8_peak)(int64_t iters);

@@ -70,6 +70,23 @@ int hf_attention_bf16(int isa, int64_t S, int64_t heads, int64_t d, const float 
     return HF_OK;
 }
 
+int hf_attention_dq8(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
+                     int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo) {
+    int rc;
+    float *bias;
+    if ((rc = attention_args("attention_dq8", &isa, S, heads, d, q, k, v, ld, ctx, ldo)) != HF_OK) return rc;
+    const hf_attention_head_fn kern = hf_attention_dq8_kernel_for(isa, d);
+    if (!kern)
+        return hf_fail(HF_EUNSUPPORTED, "attention_dq8: ISA '%s' has no dynamic int8 attention kernel for head size "
+                       "%lld", hf_isa_name(isa), (long long)d);
+    float *scratch = (float *)scratch_with_bias((size_t)hf_attention_dq8_scratch_floats(S, d) * sizeof(float), S,
+                                                key_mask, &bias);
+    if (!scratch) return hf_fail(HF_ENOMEM, "attention_dq8: out of memory");
+    for (int64_t h = 0; h < heads; h++) kern(S, d, q + h * d, k + h * d, v + h * d, ld, bias, scale, ctx + h * d, ldo, scratch);
+    hf_free(scratch);
+    return HF_OK;
+}
+
 /* transformers' relative_position_bucket (MPNet, T5 bidirectional) in its own fp32 arithmetic: n = query - key; the
  * upper half of the buckets for keys after the query; |n| < buckets / 4 exact; beyond, buckets / 4 +
  * trunc(log(|n| / max_exact) / log(max_distance / max_exact) * (buckets / 2 - max_exact)), capped at the last one.

@@ -50,6 +50,8 @@ static const hf_isa_table table_avx512vnni = {
     .attention_bf16 = hf_attention_head_bf16_avx512, /* AVX512_BF16 CPUs (Cooper Lake+, Zen 4+) */
     .attn_bf16_step = 16,
     .attn_bf16_cpu = hf_x86_has_avx512bf16,
+    .attention_dq8 = hf_attention_head_dq8_avx512vnni,
+    .attn_dq8_step = 16,
     .int8_peak = hf_int8_peak_avx512vnni,
     .glu_tile_stores = 1,
     .op_names = {[HF_OP_DENSE_GEMM] = "avx512vnni", [HF_OP_DENSE_GEMM_7BIT] = "avx512vnni",
