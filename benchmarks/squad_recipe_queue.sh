@@ -7,7 +7,7 @@
 cd "$(dirname "$0")/.."
 T=benchmarks/out/squad17/teacher/final
 [ -f $T/config.json ] || { echo "train the teacher first (HISTORY, 2026-12-06)"; exit 1; }
-IFS=';' read -ra entries <<< "${VARIANTS:-qat=--qat;layerw=--layer-weights 1,1,1,2,2,4}"
+IFS=";" read -ra entries <<< "${VARIANTS:-qat=--qat;layerw=--layer-weights 1,1,1,2,2,4;epochs6=--epochs 6}"
 for entry in "${entries[@]}"; do
   name=${entry%%=*}; flags=${entry#*=}
   out=benchmarks/out/squad17_recipe_${name}
