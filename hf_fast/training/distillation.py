@@ -168,21 +168,31 @@ class DistillationLoss(nn.Module):
                 return (rows * valid).sum() / n * T * T
         return rows.mean() * T * T
 
-    def _mse_over_map(self, s_seq, t_seq, offset: int) -> torch.Tensor:
-        if s_seq is None or t_seq is None or any(x is None for x in s_seq) or any(x is None for x in t_seq):
+    def _mse_over_map(self, s_seq, t_seq, offset: int, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over the layer map of each pair's MSE (weighted by ``layer_weights`` when set); with ``token_mask``
+        [B, S] (cached hidden-state targets, hf_fast.training.teacher_cache) over the masked-in tokens only."""
+        pairs = [(sl, tl) for sl, tl in self.layer_map.items()]
+        if s_seq is None or t_seq is None or any(
+                sl + offset >= len(s_seq) or tl + offset >= len(t_seq) or s_seq[sl + offset] is None
+                or t_seq[tl + offset] is None for sl, tl in pairs):
             raise ValueError("hidden-state/attention distillation needs them from both models (attentions need "
                              "attn_implementation='eager')")
         weights = self.config.layer_weights or {}
         losses, ws = [], []
-        for sl, tl in self.layer_map.items():
+        for sl, tl in pairs:
             w = weights.get(sl, 1.0)
-            if w == 0:
+            if w == 0:  # layer-wise distillation: this layer is left out
                 continue
             a, b = s_seq[sl + offset], t_seq[tl + offset]
             if a.shape != b.shape:
                 raise ValueError(f"cannot match student layer {sl} {tuple(a.shape)} to teacher layer {tl} "
                                  f"{tuple(b.shape)}")
-            losses.append(F.mse_loss(a, b))
+            if token_mask is None:
+                losses.append(F.mse_loss(a, b))
+            else:
+                m = token_mask.to(a.device, torch.float32)[..., None]
+                d = (a.float() - b.float()) ** 2 * m
+                losses.append(d.sum() / (m.sum() * a.shape[-1]).clamp_min(1.0))
             ws.append(w)
         if not weights:
             return torch.stack(losses).mean()
@@ -199,7 +209,8 @@ class DistillationLoss(nn.Module):
         if hard is not None:
             parts["hard"] = hard.detach()
         if c.hidden_weight > 0:
-            h = self._mse_over_map(_get(student_outputs, "hidden_states"), _get(teacher_outputs, "hidden_states"), 1)
+            h = self._mse_over_map(_get(student_outputs, "hidden_states"), _get(teacher_outputs, "hidden_states"), 1,
+                                   _get(teacher_outputs, "token_mask"))
             loss = loss + c.hidden_weight * h
             parts["hidden"] = h.detach()
         if c.attention_weight > 0:

@@ -98,8 +98,11 @@ class EmbeddingDistillationLoss(DistillationLoss):
     def kd_term(self, student_outputs, teacher_outputs, inputs: Mapping[str, Any] | None = None) -> torch.Tensor:
         mask = inputs.get("attention_mask") if inputs is not None else None
         s = sentence_embeddings(student_outputs, mask, self.pooling)
-        with torch.no_grad():
-            t = sentence_embeddings(teacher_outputs, mask, self.pooling)
+        t = _get(teacher_outputs, "sentence_embedding")  # cached targets (hf_fast.training.teacher_cache)
+        if t is None:
+            with torch.no_grad():
+                t = sentence_embeddings(teacher_outputs, mask, self.pooling)
+        t = t.to(s.device, s.dtype)
         if s.shape != t.shape:
             raise ValueError(f"teacher and student embeddings differ in shape: {tuple(s.shape)} vs {tuple(t.shape)}")
         loss = s.new_zeros(())

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from hf_fast import pooling as pooling_mod
+from hf_fast.training.teacher_cache import INDEX_COLUMN
 
 _ST_MODULE = "sentence_transformers.models"
 
@@ -136,15 +137,38 @@ def _calibration(ds, n: int = 256) -> list[dict]:
     return [{c: ds[i][c] for c in cols} for i in range(0, len(ds), step)][:n]
 
 
+def open_teacher_cache(folder, train_ds, tokenizer, student, teacher, distill, pooling: str, teacher_name: str):
+    """The TeacherCache of this run's texts and loss: the teacher layers the hidden-state term reads (none without
+    it); refused for an attention term (attention maps are not kept) and for left padding."""
+    from hf_fast.training.distillation import check_teacher_compatible
+    from hf_fast.training.teacher_cache import TeacherCache, texts_fingerprint
+
+    if distill.attention_weight > 0:
+        raise ValueError("teacher_cache keeps embeddings and hidden states, not attention maps: set "
+                         "distill.attention_weight=0 or run without a teacher cache")
+    if getattr(tokenizer, "padding_side", "right") != "right":
+        raise ValueError("teacher_cache reads each text's tokens from the left of its padded row: the tokenizer "
+                         f"pads on the {tokenizer.padding_side}")
+    lmap = check_teacher_compatible(student, teacher, distill)
+    layers = sorted({t + 1 for t in lmap.values()}) if distill.hidden_weight > 0 else []
+    ids = train_ds["input_ids"]
+    return TeacherCache(folder, [len(x) for x in ids], texts_fingerprint(ids), int(teacher.config.hidden_size),
+                        layers, pooling, teacher_name)
+
+
 def run_embed_recipe(recipe, *, overrides: dict[str, Any] | None = None, base_dir: str | Path | None = None,
                      teacher: str | None = None, max_steps: int | None = None, out: str | Path | None = None,
                      train_limit: int | None = None, eval_limit: int | None = None, block: str | None = None,
                      sparsity: float | None = None, name: str = "student", skip_export: bool = False,
                      backends: Sequence[str] = ("native",), progress: bool = True,
-                     resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+                     resume: bool = False, teacher_cache: str | os.PathLike | None = None,
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, save, export and score one sparse student of an embedding recipe (a path or a loaded Recipe).
     ``resume``: continue from the newest ``checkpoint-*`` of ``<root>/<name>/trainer`` (saved per
-    ``training_args.save_steps``) when there is one, so a stopped run loses at most ``save_steps`` steps."""
+    ``training_args.save_steps``) when there is one, so a stopped run loses at most ``save_steps`` steps.
+    ``teacher_cache``: a folder keeping the frozen teacher's targets per training text
+    (hf_fast.training.teacher_cache: each text's teacher forward runs once, over all runs that share the folder;
+    the hidden-state term then compares real tokens only)."""
     from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding
     from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 
@@ -178,8 +202,15 @@ def run_embed_recipe(recipe, *, overrides: dict[str, Any] | None = None, base_di
     student = AutoModel.from_pretrained(r.student)
     args = r.training_args
     args.output_dir = str(root / name / "trainer")
+    cache = None
+    if teacher_cache is not None:
+        cache = open_teacher_cache(teacher_cache, train_ds, tok, student, teacher_model, r.fast_config.distill,
+                                   pool_rec["mode"], str(tdir))
+        train_ds = train_ds.add_column(INDEX_COLUMN, list(range(len(train_ds))))
+        log(f"[cache] {teacher_cache}: {cache.n_filled} of {len(train_ds)} texts' teacher targets already kept")
     ft = FastTrainer(model=student, teacher=teacher_model, args=args, fast_config=r.fast_config,
-                     train_dataset=train_ds, data_collator=DataCollatorWithPadding(tok), processing_class=tok)
+                     train_dataset=train_ds, data_collator=DataCollatorWithPadding(tok), processing_class=tok,
+                     teacher_cache=cache)
     t1 = time.time()
     ckpt = get_last_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
     if ckpt:
@@ -203,6 +234,9 @@ def run_embed_recipe(recipe, *, overrides: dict[str, Any] | None = None, base_di
         "loss_log": [{k: e[k] for k in e if k in ("step", "loss") or k.startswith("distill/")}
                      for e in ft.state.log_history if "loss" in e],
     }
+    if cache is not None:
+        run["teacher_cache"] = {"folder": str(teacher_cache), "texts_read": cache.hits, "texts_computed": cache.misses,
+                                "filled": cache.n_filled}
     run["mean_cosine_fp32"] = mean_cosine(encode_torch(student, tok, eval_texts, pool_rec), t_emb)
     log(f"[{name}] sparsity {run['sparsity']:.3f} ({cb.block}), {run['steps']} steps in {train_s:.0f}s, "
         f"mean cosine to the teacher (fp32) {run['mean_cosine_fp32']:.4f}")

@@ -27,6 +27,7 @@ from hf_fast.training.config import FastConfig
 from hf_fast.training.distillation import DistillationLoss, check_teacher_compatible
 from hf_fast.training.pruning import NO_TRAINER_STATE, PruningCallback, record_on_model
 from hf_fast.training.quantization import QATCallback
+from hf_fast.training.teacher_cache import INDEX_COLUMN
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class FastTrainer(Trainer):
     """
 
     def __init__(self, model=None, args=None, *pos, teacher=None,
-                 fast_config: FastConfig | dict[str, Any] | str | os.PathLike | None = None, **kwargs):
+                 fast_config: FastConfig | dict[str, Any] | str | os.PathLike | None = None, teacher_cache=None,
+                 **kwargs):
         if fast_config is None:
             fast_config = FastConfig()
         elif isinstance(fast_config, dict):
@@ -76,6 +78,10 @@ class FastTrainer(Trainer):
         elif fast_config.distill.embedding_loss:
             raise ValueError(f"distill.loss={fast_config.distill.loss!r} learns a teacher's embeddings: pass "
                              "FastTrainer(teacher=...)")
+        if teacher_cache is not None and not (teacher is not None and fast_config.distill.embedding_loss):
+            raise ValueError("teacher_cache keeps a teacher's sentence-embedding targets: it needs teacher=... and "
+                             "an embedding-* distill.loss")
+        self.teacher_cache = teacher_cache
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.append(pruning)
         if fast_config.quantization == "qat":
@@ -236,7 +242,13 @@ class FastTrainer(Trainer):
                 if k not in drop and (self._teacher_takes_kwargs or k in self._teacher_params)
                 and (k != "token_type_ids" or "token_type_ids" in self._teacher_params)}
 
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if self.teacher_cache is not None and INDEX_COLUMN not in self._signature_columns:
+            self._signature_columns.append(INDEX_COLUMN)  # the cache's key: kept by remove_unused_columns
+
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        idx = inputs.pop(INDEX_COLUMN, None) if self.teacher_cache is not None else None
         if self.teacher is None or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         dl = self.distill_loss
@@ -246,8 +258,15 @@ class FastTrainer(Trainer):
         if dl.needs_attentions:
             extra["output_attentions"] = True
         outputs = model(**inputs, **extra)
-        with torch.no_grad():
-            t_out = self.teacher(**self._teacher_inputs(inputs), **extra)
+        if idx is not None:  # the frozen teacher's targets, computed once per text
+            from hf_fast.training.embed_distill import sentence_embeddings
+
+            t_out = self.teacher_cache.targets(
+                idx.tolist(), inputs, lambda: self.teacher(**self._teacher_inputs(inputs), **extra),
+                lambda o: sentence_embeddings(o, inputs.get("attention_mask"), dl.pooling))
+        else:
+            with torch.no_grad():
+                t_out = self.teacher(**self._teacher_inputs(inputs), **extra)
         loss, parts = dl(outputs, t_out, inputs)
         self._last_distill_parts = parts
         return (loss, outputs) if return_outputs else loss
