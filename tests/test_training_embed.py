@@ -114,6 +114,26 @@ def test_hidden_state_term_is_added(tmp_path):
     assert all(e["loss"] == pytest.approx(e["distill/kd"] + e["distill/hidden"], rel=1e-3) for e in logged)
 
 
+def test_writing_the_folder_keeps_what_else_it_holds(tmp_path, tok):
+    """Rewriting a sentence-transformers folder replaces its own files only: a trainer's checkpoints and the user's
+    files beside them survive (session 14 lost a run's checkpoints to a writer that swapped the whole folder)."""
+    from hf_fast.training.run_embed import write_sentence_transformer_folder
+
+    model = tiny_encoder(seed=4, hidden=32)
+    model.resize_token_embeddings(tok.vocab_size)
+    out = tmp_path / "st"
+    (out / "trainer" / "checkpoint-20").mkdir(parents=True)
+    (out / "trainer" / "checkpoint-20" / "optimizer.pt").write_bytes(b"state")
+    (out / "notes.txt").write_text("mine")
+    (out / "modules.json").write_text("[]")  # one of the writer's own files: replaced
+    write_sentence_transformer_folder(model, tok, out, {"mode": "mean", "normalize": False})
+    assert (out / "trainer" / "checkpoint-20" / "optimizer.pt").read_bytes() == b"state"
+    assert (out / "notes.txt").read_text() == "mine"
+    assert [m["type"].rsplit(".", 1)[1] for m in json.loads((out / "modules.json").read_text())] == [
+        "Transformer", "Pooling"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".st.")]  # no temporary folders left behind
+
+
 def test_pooling_comes_from_the_teacher_folder(tmp_path, tok):
     from hf_fast.training.run_embed import encode_torch, pooling_record, write_sentence_transformer_folder
 

@@ -43,7 +43,9 @@ def pooling_record(model_dir: str | os.PathLike | None, mode: str | None = None)
 def write_sentence_transformer_folder(model, tokenizer, out: str | os.PathLike, pooling: dict[str, Any]) -> Path:
     """``model.save_pretrained`` + tokenizer + the sentence-transformers module files (modules.json, Pooling config,
     Normalize, sentence_bert_config.json), so ``SentenceTransformer(out)``, ``hf_fast.save_fast`` and
-    ``hf-fast export --task feature-extraction`` load it. Written to a temporary folder and swapped in."""
+    ``hf-fast export --task feature-extraction`` load it. Written to a temporary folder and swapped in; whatever
+    else an existing ``out`` holds (a trainer's checkpoints, the user's own files) moves across, so nothing but the
+    files written here is replaced."""
     out = Path(out)
     pooling = pooling_mod.check_pooling(pooling)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +72,9 @@ def write_sentence_transformer_folder(model, tokenizer, out: str | os.PathLike, 
         (tmp / "config_sentence_transformers.json").write_text(json.dumps(
             {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2) + "\n")
         if out.exists():
+            for entry in out.iterdir():  # keep what this writer does not write (same file system: renames only)
+                if not (tmp / entry.name).exists():
+                    os.replace(entry, tmp / entry.name)
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
             os.replace(tmp, out)
