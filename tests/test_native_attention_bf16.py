@@ -7,13 +7,11 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-from _export_helpers import calibration_for, tiny_model
+from _attention_helpers import attention_inputs, engine_feeds, engine_for, fp32_attention_artifact
 
 from hf_fast import native
-from hf_fast.runtime.engine import NativeEngine
 
 HW = native.bf16_attention_hardware(64)
 needs_bf16 = pytest.mark.skipif(not HW, reason="this CPU has no AVX512_BF16")
@@ -24,22 +22,7 @@ SHAPES = [  # S, heads, d, mask
 ]
 
 
-def _inputs(s, heads, d, mask, seed, scale=1.0):
-    rng = np.random.default_rng(seed)
-    q, k, v = (rng.standard_normal((s, heads * d)).astype(np.float32) * scale for _ in range(3))
-    m = None
-    if mask == "random":
-        m = (rng.random(s) > 0.3).astype(np.int64)
-        m[0] = 1
-    elif mask == "all":
-        m = np.zeros(s, np.int64)
-    elif mask == "tail":
-        m = np.ones(s, np.int64)
-        m[s - s // 3:] = 0
-    elif mask == "middle":
-        m = np.ones(s, np.int64)
-        m[5:20] = 0
-    return q, k, v, m
+_inputs = attention_inputs
 
 
 def _bf16(x):
@@ -119,26 +102,10 @@ def test_avx2_has_no_bf16_kernel_and_says_so():
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory, tok):
-    """a tiny BERT with head size 16 (the AVX-512 bf16 kernel's smallest), the default (fp32-attention) export"""
-    from hf_fast.export import export
-
-    m = tiny_model("bert", "text-classification", tok.vocab_size, seed=2, layers=2, hidden=64, heads=4, ffn=128,
-                   max_pos=64)
-    d = tmp_path_factory.mktemp("bf16-bert")
-    export(m, tok, d, calibration_dataset=calibration_for("text-classification"), progress=False, smooth_quant=None)
-    return d
+    return fp32_attention_artifact(tmp_path_factory.mktemp("bf16-bert"), tok)
 
 
-def _feeds(rng, b=3, s=20):
-    ids = rng.integers(1000, 30000, size=(b, s)).astype(np.int64)
-    mask = np.ones((b, s), np.int64)
-    mask[1, s - 6:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros((b, s), np.int64)}
-
-
-def _engine(d, **kw):
-    fc = json.loads((d / "fast_config.json").read_text())
-    return NativeEngine.from_onnx(onnx.load(str(d / "model.onnx")), fc["num_heads"], block="4x1", **kw)
+_feeds, _engine = engine_feeds, engine_for
 
 
 def test_engine_attention_option(artifact):

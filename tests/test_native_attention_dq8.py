@@ -8,13 +8,11 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-from _export_helpers import calibration_for, tiny_model
+from _attention_helpers import attention_inputs, engine_feeds, engine_for, fp32_attention_artifact
 
 from hf_fast import native
-from hf_fast.runtime.engine import NativeEngine
 
 VNNI = "avx512vnni" in native.supported_isas()
 needs_vnni = pytest.mark.skipif(not VNNI, reason="this CPU has no AVX-512 VNNI")
@@ -27,21 +25,8 @@ SHAPES = [  # S, heads, d, mask
 
 
 def _inputs(s, heads, d, mask, seed, scale=1.0):
-    rng = np.random.default_rng(seed)
-    q, k, v = (rng.standard_normal((s, heads * d)).astype(np.float32) * scale for _ in range(3))
+    q, k, v, m = attention_inputs(s, heads, d, mask, seed, scale)
     q[0, :d] = 0.0  # an all-zero row (scale 0)
-    m = None
-    if mask == "random":
-        m = (rng.random(s) > 0.3).astype(np.int64)
-        m[0] = 1
-    elif mask == "all":
-        m = np.zeros(s, np.int64)
-    elif mask == "tail":
-        m = np.ones(s, np.int64)
-        m[s - s // 3:] = 0
-    elif mask == "middle":
-        m = np.ones(s, np.int64)
-        m[5:20] = 0
     return q, k, v, m
 
 
@@ -135,26 +120,10 @@ def test_avx2_has_no_dynamic_int8_kernel_and_says_so():
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory, tok):
-    """a tiny BERT with head size 16, the default (fp32-attention) export"""
-    from hf_fast.export import export
-
-    m = tiny_model("bert", "text-classification", tok.vocab_size, seed=2, layers=2, hidden=64, heads=4, ffn=128,
-                   max_pos=64)
-    d = tmp_path_factory.mktemp("dq8-bert")
-    export(m, tok, d, calibration_dataset=calibration_for("text-classification"), progress=False, smooth_quant=None)
-    return d
+    return fp32_attention_artifact(tmp_path_factory.mktemp("dq8-bert"), tok)
 
 
-def _feeds(rng, b=3, s=20):
-    ids = rng.integers(1000, 30000, size=(b, s)).astype(np.int64)
-    mask = np.ones((b, s), np.int64)
-    mask[1, s - 6:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros((b, s), np.int64)}
-
-
-def _engine(d, **kw):
-    fc = json.loads((d / "fast_config.json").read_text())
-    return NativeEngine.from_onnx(onnx.load(str(d / "model.onnx")), fc["num_heads"], block="4x1", **kw)
+_feeds, _engine = engine_feeds, engine_for
 
 
 def test_engine_int8_dynamic_option(artifact):
