@@ -80,7 +80,7 @@ class TeacherCache:
             diff = sorted(k for k in self.meta if old.get(k) != self.meta[k])
             if diff:
                 raise ValueError(f"teacher cache {self.folder} was built for another run (differs in "
-                                 f"{', '.join(diff)}): point --teacher-cache at a new folder or delete it")
+                                 f"{', '.join(diff)}): give the run a new cache folder, or delete this one")
         n, t, hsz = len(self.lengths), int(self.offsets[-1]), self.hidden_size
         mode = "w+" if fresh else "r+"
         self.embedding = np.lib.format.open_memmap(self.folder / "embedding.npy", mode, np.float32, (n, hsz))
