@@ -436,11 +436,16 @@ def _key_mask(mask, s: int):
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.ndarray | None = None,
               scale: float | None = None, isa: str = "auto") -> np.ndarray:
     """softmax(q k^T * scale + mask) v per head for one sequence; q/k/v are [S, heads*d] float32."""
+    return _run_attention(lib.hf_attention, "attention", q, k, v, heads, mask, scale, isa)
+
+
+def _run_attention(c_fn, name: str, q, k, v, heads, mask, scale, isa) -> np.ndarray:
+    """One of the C attention entry points (hf_attention, _bf16, _dq8: the same arguments) on checked inputs."""
     q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
     out = np.empty_like(q)
-    _check(lib.hf_attention(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
-                            ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
-                            float(1.0 / np.sqrt(d) if scale is None else scale), _fptr(out), hd), "attention")
+    _check(c_fn(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
+                ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
+                float(1.0 / np.sqrt(d) if scale is None else scale), _fptr(out), hd), name)
     return out
 
 
@@ -468,26 +473,14 @@ def attention_dq8(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask:
     """`attention` with dynamic int8 scales (hf_attention_dq8): q, k int8 per token, v int8 per channel, exact int32
     q k^T, fp32 softmax, int16 weights, exact int32 p v. NativeError (unsupported) where `attention_dq8_kernel` is
     ""."""
-    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
-    out = np.empty_like(q)
-    _check(lib.hf_attention_dq8(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
-                                ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
-                                float(1.0 / np.sqrt(d) if scale is None else scale), _fptr(out), hd),
-           "attention_dq8")
-    return out
+    return _run_attention(lib.hf_attention_dq8, "attention_dq8", q, k, v, heads, mask, scale, isa)
 
 
 def attention_bf16(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.ndarray | None = None,
                    scale: float | None = None, isa: str = "auto") -> np.ndarray:
     """`attention` with bf16 products (q, k, v and the probabilities rounded to bf16 for q k^T and p v, fp32 sums,
     fp32 softmax; hf_attention_bf16). NativeError (unsupported) where `attention_bf16_kernel` is ""."""
-    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
-    out = np.empty_like(q)
-    _check(lib.hf_attention_bf16(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
-                                 ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
-                                 float(1.0 / np.sqrt(d) if scale is None else scale), _fptr(out), hd),
-           "attention_bf16")
-    return out
+    return _run_attention(lib.hf_attention_bf16, "attention_bf16", q, k, v, heads, mask, scale, isa)
 
 
 def relative_position_bias(seq_len: int, table: np.ndarray, max_distance: int) -> np.ndarray:

@@ -193,6 +193,11 @@ LINEARS = ("qkv", "attn_out", "ffn_in", "ffn_out")
 LEAVE_OUT_OPS = ("rotary", "window", "gate")
 # NativeEngine(attention=...): the precision of the attention layers that are not int8 ("fp32" by default)
 ATTENTION_PRECISIONS = ("fp32", "bf16", "auto", "int8-dynamic")
+# the precisions other than fp32: the kernel lookup, its name and CPU needs in messages, the C engine's constant
+_REDUCED_ATTENTION = {
+    "bf16": (native.attention_bf16_kernel, "bf16", "AVX512_BF16", "HF_ATTN_BF16"),
+    "int8-dynamic": (native.attention_dq8_kernel, "dynamic int8", "AVX-512 VNNI", "HF_ATTN_INT8_DYNAMIC"),
+}
 
 
 class NativeEngine:
@@ -354,26 +359,19 @@ class NativeEngine:
         d = self.plan.hidden // self.plan.heads
         if attention == "fp32" or (attention == "auto" and not native.bf16_attention_hardware(d)):
             return "fp32"
-        if attention == "int8-dynamic":
-            why = ("a relative attention bias" if self.layer_desc.attention_bias != "none" else
-                   "" if native.attention_dq8_kernel(d, self.isa) else
-                   f"no dynamic int8 attention kernel on ISA {self.isa!r} for head size {d} (needs AVX-512 VNNI and "
-                   "d % 16 == 0)")
-            if why:
-                raise ValueError(f"attention='int8-dynamic' is not available: {why}; use attention='fp32'")
-            native._check(lib.hf_engine_set_attention_precision(self._e, lib.HF_ATTN_INT8_DYNAMIC),
-                          "engine_set_attention_precision")
-            return "int8-dynamic"
+        precision = "bf16" if attention == "auto" else attention
+        kernel_for, label, needs, code = _REDUCED_ATTENTION[precision]
         why = ("a relative attention bias" if self.layer_desc.attention_bias != "none" else
-               "" if native.attention_bf16_kernel(d, self.isa) else
-               f"no bf16 attention kernel on ISA {self.isa!r} for head size {d} (needs AVX512_BF16 and d % 16 == 0)")
+               "" if kernel_for(d, self.isa) else
+               f"no {label} attention kernel on ISA {self.isa!r} for head size {d} (needs {needs} and d % 16 == 0)")
         if why:
-            if attention == "bf16":
-                raise ValueError(f"attention='bf16' is not available: {why}; use attention='fp32' or 'auto'")
-            return "fp32"
-        native._check(lib.hf_engine_set_attention_precision(self._e, lib.HF_ATTN_BF16),
+            if attention == "auto":
+                return "fp32"
+            alt = "'fp32' or 'auto'" if attention == "bf16" else "'fp32'"
+            raise ValueError(f"attention={attention!r} is not available: {why}; use attention={alt}")
+        native._check(lib.hf_engine_set_attention_precision(self._e, getattr(lib, code)),
                       "engine_set_attention_precision")
-        return "bf16"
+        return precision
 
     def release_arrays(self) -> None:
         """The C engine holds its own copies (tables, LayerNorms, head) and the packed weights: drop the plan's

@@ -38,53 +38,48 @@ static void *scratch_with_bias(size_t bytes, int64_t S, const int64_t *key_mask,
     return scratch;
 }
 
+/* kern over every head of one sequence, the key mask as an additive bias (the three attention entry points below) */
+static int attention_heads(const char *name, hf_attention_head_fn kern, int64_t scratch_floats, int64_t S,
+                           int64_t heads, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                           const int64_t *key_mask, float scale, float *ctx, int64_t ldo) {
+    float *bias;
+    float *scratch = (float *)scratch_with_bias((size_t)scratch_floats * sizeof(float), S, key_mask, &bias);
+    if (!scratch) return hf_fail(HF_ENOMEM, "%s: out of memory", name);
+    for (int64_t h = 0; h < heads; h++) kern(S, d, q + h * d, k + h * d, v + h * d, ld, bias, scale, ctx + h * d, ldo, scratch);
+    hf_free(scratch);
+    return HF_OK;
+}
+
 int hf_attention(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                  int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo) {
     int rc;
-    float *bias;
     if ((rc = attention_args("attention", &isa, S, heads, d, q, k, v, ld, ctx, ldo)) != HF_OK) return rc;
-    const hf_f32_ops *ops = hf_attention_ops_for(isa, d, 0);
-    float *scratch = (float *)scratch_with_bias((size_t)hf_attention_scratch_floats(S, d) * sizeof(float), S,
-                                                key_mask, &bias);
-    if (!scratch) return hf_fail(HF_ENOMEM, "attention: out of memory");
-    for (int64_t h = 0; h < heads; h++)
-        ops->attention_head(S, d, q + h * d, k + h * d, v + h * d, ld, bias, scale, ctx + h * d, ldo, scratch);
-    hf_free(scratch);
-    return HF_OK;
+    return attention_heads("attention", hf_attention_ops_for(isa, d, 0)->attention_head,
+                           hf_attention_scratch_floats(S, d), S, heads, d, q, k, v, ld, key_mask, scale, ctx, ldo);
 }
 
 int hf_attention_bf16(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                       int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo) {
     int rc;
-    float *bias;
     if ((rc = attention_args("attention_bf16", &isa, S, heads, d, q, k, v, ld, ctx, ldo)) != HF_OK) return rc;
     const hf_attention_head_fn kern = hf_attention_bf16_kernel_for(isa, d);
     if (!kern)
         return hf_fail(HF_EUNSUPPORTED, "attention_bf16: ISA '%s' has no bf16 attention kernel for head size %lld "
                        "on this CPU", hf_isa_name(isa), (long long)d);
-    float *scratch = (float *)scratch_with_bias((size_t)hf_attention_bf16_scratch_floats(S, d) * sizeof(float), S,
-                                                key_mask, &bias);
-    if (!scratch) return hf_fail(HF_ENOMEM, "attention_bf16: out of memory");
-    for (int64_t h = 0; h < heads; h++) kern(S, d, q + h * d, k + h * d, v + h * d, ld, bias, scale, ctx + h * d, ldo, scratch);
-    hf_free(scratch);
-    return HF_OK;
+    return attention_heads("attention_bf16", kern, hf_attention_bf16_scratch_floats(S, d), S, heads, d, q, k, v, ld,
+                           key_mask, scale, ctx, ldo);
 }
 
 int hf_attention_dq8(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                      int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo) {
     int rc;
-    float *bias;
     if ((rc = attention_args("attention_dq8", &isa, S, heads, d, q, k, v, ld, ctx, ldo)) != HF_OK) return rc;
     const hf_attention_head_fn kern = hf_attention_dq8_kernel_for(isa, d);
     if (!kern)
         return hf_fail(HF_EUNSUPPORTED, "attention_dq8: ISA '%s' has no dynamic int8 attention kernel for head size "
                        "%lld", hf_isa_name(isa), (long long)d);
-    float *scratch = (float *)scratch_with_bias((size_t)hf_attention_dq8_scratch_floats(S, d) * sizeof(float), S,
-                                                key_mask, &bias);
-    if (!scratch) return hf_fail(HF_ENOMEM, "attention_dq8: out of memory");
-    for (int64_t h = 0; h < heads; h++) kern(S, d, q + h * d, k + h * d, v + h * d, ld, bias, scale, ctx + h * d, ldo, scratch);
-    hf_free(scratch);
-    return HF_OK;
+    return attention_heads("attention_dq8", kern, hf_attention_dq8_scratch_floats(S, d), S, heads, d, q, k, v, ld,
+                           key_mask, scale, ctx, ldo);
 }
 
 /* transformers' relative_position_bucket (MPNet, T5 bidirectional) in its own fp32 arithmetic: n = query - key; the
