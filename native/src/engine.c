@@ -260,29 +260,40 @@ int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *
     return HF_OK;
 }
 
+/* The reduced-precision attentions an engine can be set to: each one kernel per ISA and head size, for the layers that
+ * would run fp32 attention without a relative bias or a window (the other layers keep their fp32 kernels). */
+typedef struct {
+    int precision;
+    const char *name, *needs; /* for messages: "bf16", "AVX512_BF16" */
+    hf_attention_head_fn (*kernel_for)(int isa, int64_t d);
+    int64_t (*scratch_floats)(int64_t S, int64_t d);
+} reduced_attention;
+
+static const reduced_attention REDUCED_ATTENTION[] = {
+    {HF_ATTN_BF16, "bf16", "AVX512_BF16", hf_attention_bf16_kernel_for, hf_attention_bf16_scratch_floats},
+    {HF_ATTN_INT8_DYNAMIC, "dynamic int8", "AVX-512 VNNI", hf_attention_dq8_kernel_for, hf_attention_dq8_scratch_floats},
+};
+
+static const reduced_attention *reduced_attention_for(int precision) {
+    for (size_t i = 0; i < sizeof REDUCED_ATTENTION / sizeof REDUCED_ATTENTION[0]; i++)
+        if (REDUCED_ATTENTION[i].precision == precision) return &REDUCED_ATTENTION[i];
+    return NULL; /* HF_ATTN_FP32 */
+}
+
 int hf_engine_set_attention_precision(hf_engine *e, int precision) {
     if (!e) return hf_fail(HF_EINVAL, "engine_set_attention_precision: NULL engine");
-    if (precision != HF_ATTN_FP32 && precision != HF_ATTN_BF16 && precision != HF_ATTN_INT8_DYNAMIC)
+    if (precision != HF_ATTN_FP32 && !reduced_attention_for(precision))
         return hf_fail(HF_EINVAL, "engine_set_attention_precision: unknown precision %d", precision);
-    if (precision == HF_ATTN_BF16) {
+    const reduced_attention *r = reduced_attention_for(precision);
+    if (r) {
         const int64_t d = e->H / e->heads;
         if (e->attn_bias != HF_ATTN_BIAS_NONE)
-            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: bf16 attention does not take a relative "
-                           "attention bias; the engine runs fp32 attention");
-        if (!hf_attention_bf16_kernel_for(e->isa, d))
-            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: ISA '%s' has no bf16 attention kernel "
-                           "for head size %lld on this CPU (needs AVX512_BF16 and d %% 16 == 0); the engine runs fp32 "
-                           "attention", hf_isa_name(e->isa), (long long)d);
-    }
-    if (precision == HF_ATTN_INT8_DYNAMIC) {
-        const int64_t d = e->H / e->heads;
-        if (e->attn_bias != HF_ATTN_BIAS_NONE)
-            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: dynamic int8 attention does not take a "
-                           "relative attention bias; the engine runs fp32 attention");
-        if (!hf_attention_dq8_kernel_for(e->isa, d))
-            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: ISA '%s' has no dynamic int8 attention "
-                           "kernel for head size %lld (needs AVX-512 VNNI and d %% 16 == 0); the engine runs fp32 "
-                           "attention", hf_isa_name(e->isa), (long long)d);
+            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: %s attention does not take a relative "
+                           "attention bias; the engine runs fp32 attention", r->name);
+        if (!r->kernel_for(e->isa, d))
+            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: ISA '%s' has no %s attention kernel "
+                           "for head size %lld on this CPU (needs %s and d %% 16 == 0); the engine runs fp32 "
+                           "attention", hf_isa_name(e->isa), r->name, (long long)d, r->needs);
     }
     e->attn_prec = precision;
     return HF_OK;
@@ -592,8 +603,8 @@ typedef struct {
     const float *rope;                       /* this layer's cos / sin table [S][d] (NULL: no rotary) */
     int64_t window;                          /* > 0: sliding-window attention over |i - j| <= window */
     const hf_encoder_ops *enc;
-    hf_attention_head_fn bf16; /* the bf16 attention kernel (fp32 layers of an engine set to HF_ATTN_BF16), or NULL */
-    hf_attention_head_fn dq8;  /* the dynamic int8 kernel (fp32 layers, HF_ATTN_INT8_DYNAMIC), or NULL */
+    const reduced_attention *reduced; /* the engine's reduced-precision attention for this layer, or NULL (fp32) */
+    hf_attention_head_fn reduced_kernel;
 } attn_job;
 
 /* (sequence, head) pairs claimed from an atomic counter by whichever pool threads join; scratch is
@@ -605,8 +616,7 @@ static void attn_task(void *arg, int tid, int nth) {
     (void)tid, (void)nth;
     const size_t need = j->aq            ? (size_t)hf_attention_q8_scratch_bytes(j->S, j->d)
                         : j->window > 0 ? (size_t)hf_attention_window_scratch_floats(j->S, j->window, j->d) * sizeof(float)
-                        : j->bf16       ? (size_t)hf_attention_bf16_scratch_floats(j->S, j->d) * sizeof(float)
-                        : j->dq8        ? (size_t)hf_attention_dq8_scratch_floats(j->S, j->d) * sizeof(float)
+                        : j->reduced    ? (size_t)j->reduced->scratch_floats(j->S, j->d) * sizeof(float)
                                         : (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float);
     float *scr = (float *)hf_scratch(HF_SCRATCH_ATTENTION, need);
     if (!scr) {
@@ -640,10 +650,9 @@ static void attn_task(void *arg, int tid, int nth) {
         if (j->window > 0)
             j->enc->attention_window(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0,
                                      j->window, j->scale, ctx, e->H, scr);
-        else if (j->bf16)
-            j->bf16(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0, j->scale, ctx, e->H, scr);
-        else if (j->dq8)
-            j->dq8(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0, j->scale, ctx, e->H, scr);
+        else if (j->reduced)
+            j->reduced_kernel(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0, j->scale, ctx, e->H,
+                              scr);
         else if (j->rb_kernel) /* row i adds rel[h][j - i + S - 1] */
             j->rb_kernel(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0,
                          j->a->rel + h * (2 * j->S - 1) + j->S - 1, -1, j->scale, ctx, e->H, scr);
@@ -762,12 +771,12 @@ static int attention_phase(const hf_engine *e, int64_t li, const arena_t *ap, in
                     e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_q8_rb_kernel_for(e->isa, d) : NULL, 0, 0,
                     e->position == HF_POS_ROTARY ? a.rope + e->theta_idx[li] * S * d : NULL, e->window[li],
                     hf_encoder_ops_for(e->isa)};
-    /* bf16 q.k^T / p.v for fp32 layers of an engine set to HF_ATTN_BF16 (no bf16 kernel takes a relative bias or a
-     * window: those layers keep the fp32 kernels) */
-    if (e->attn_prec == HF_ATTN_BF16 && !l->attn_q8 && e->attn_bias != HF_ATTN_BIAS_RELATIVE && e->window[li] <= 0)
-        job.bf16 = hf_attention_bf16_kernel_for(e->isa, d);
-    if (e->attn_prec == HF_ATTN_INT8_DYNAMIC && !l->attn_q8 && e->attn_bias != HF_ATTN_BIAS_RELATIVE && e->window[li] <= 0)
-        job.dq8 = hf_attention_dq8_kernel_for(e->isa, d);
+    /* bf16 or dynamic int8 q.k^T / p.v for the fp32 layers of an engine set to one (no reduced kernel takes a
+     * relative bias or a window: those layers keep the fp32 kernels) */
+    const reduced_attention *r = reduced_attention_for(e->attn_prec);
+    if (r && !l->attn_q8 && e->attn_bias != HF_ATTN_BIAS_RELATIVE && e->window[li] <= 0 &&
+        (job.reduced_kernel = r->kernel_for(e->isa, d)) != NULL)
+        job.reduced = r;
     hf_parallel(attn_task, &job, (int)(B * e->heads));
     if (atomic_load(&job.failed)) {
         return hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");
