@@ -269,7 +269,7 @@ def profile_costs(models: Sequence[tuple[int, int, int, int]] = (), shapes: Sequ
     all_shapes = [s for m in models for s in engine_shapes(m[0], m[2]).values()] + [tuple(s) for s in shapes]
     if not all_shapes:
         raise ValueError("nothing to profile: give a model (--model / --dims) or Linear shapes (--shapes)")
-    crossover = float(_sparse_min_fraction(None))
+    crossover = float(_sparse_min_fraction(None, tokens=batch * seq))  # in calls of this length
     engine_sp = [s for s in sparsities if s >= crossover - 1e-9]
     if models and not engine_sp:
         raise ValueError(f"no sparsity of {sparsities} reaches the engine's sparse/dense crossover {crossover}")

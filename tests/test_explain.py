@@ -17,11 +17,15 @@ from _fuzz_helpers import micro_calibration, refresh_sha  # noqa: E402
 
 from hf_fast import native  # noqa: E402
 from hf_fast.runtime import FastModelForSequenceClassification  # noqa: E402
-from hf_fast.runtime.engine import SPARSE_MIN_FRACTION, SPARSE_MIN_FRACTION_BY_ISA  # noqa: E402
+from hf_fast.runtime.engine import (  # noqa: E402
+    SPARSE_FROM_TOKENS_BY_ISA,
+    SPARSE_MIN_FRACTION,
+    SPARSE_MIN_FRACTION_BY_ISA,
+)
 
 VOCAB = 64
 # zero-block fraction kept per layer: layer 0 high (sparse on every ISA), layer 1 dense, layer 2 in between (sparse on
-# avx2 and ref, whose crossover is 30%, dense on avx512vnni, whose crossover is 60%)
+# avx2 and ref, whose crossover is 30%; on avx512vnni, whose crossover is 60%, sparse in calls of >= 32 tokens only)
 ZERO = {0: 0.85, 1: 0.0, 2: 0.45}
 
 
@@ -78,15 +82,25 @@ def test_sparse_and_dense_layers_are_reported_as_what_runs_them(pruned, capsys):
 
 @pytest.mark.parametrize("isa", native.BUILT_ISA_NAMES)  # unsupported ones skip visibly (conftest.py)
 def test_the_crossover_of_the_isa_decides_a_half_pruned_layer(pruned, isa):
-    """Why a 45%-pruned model is not faster on AVX-512 VNNI: its dense kernel wins there below 60% zero blocks."""
-    rec = FastModelForSequenceClassification.from_pretrained(pruned, isa=isa).explain(as_dict=True)
+    """Why a 45%-pruned model runs its short calls dense on AVX-512 VNNI: below 60% zero blocks the dense kernel wins
+    calls of fewer than 32 tokens there and the sparse one longer calls, so the Linear is packed for both."""
+    model = FastModelForSequenceClassification.from_pretrained(pruned, isa=isa)
+    rec = model.explain(as_dict=True)
     crossover = SPARSE_MIN_FRACTION_BY_ISA.get(isa, SPARSE_MIN_FRACTION)
+    by_call = dict(SPARSE_FROM_TOKENS_BY_ISA.get(isa, ()))  # {fraction: tokens}
     assert rec["isa"] == isa and rec["crossover"] == crossover
     for r in _linears(rec, 2).values():
         assert 0.4 < r["zero_blocks"] < 0.5
-        assert r["kernel"] == ("sparse 4x1" if r["zero_blocks"] >= crossover else "dense"), r
         assert isa in r["reason"] and f"{crossover:.0%}" in r["reason"]
         assert r["kernel_impl"].split("-")[0] == isa  # e.g. "avx2-s16"
+        pl = model.backend.engine.packed[f"layers.2.{r['linear']}"]
+        if by_call:  # the ISA's crossover depends on the call: packed for both kernels
+            rows = min(n for f, n in by_call.items() if r["zero_blocks"] >= f)
+            assert r["kernel"] == f"sparse 4x1, dense < {rows} tokens" and r["sparse_from_tokens"] == rows, r
+            assert not pl.runs_sparse(rows - 1) and pl.runs_sparse(rows)
+        else:
+            assert r["kernel"] == ("sparse 4x1" if r["zero_blocks"] >= crossover else "dense"), r
+            assert pl.alternative is None and r["sparse_from_tokens"] is None
 
 
 def test_a_pack_cache_hit_explains_the_same(pruned):

@@ -212,6 +212,19 @@ class PackedLinear:
         self.kept_blocks, self.total_blocks = int(kept[0]), int(total[0])
         self.nbytes = int(lib.hf_linear_nbytes(self._l))
         self.geglu = bool(lib.hf_linear_is_geglu(self._l))
+        self.alternative, self.sparse_rows = None, None
+
+    def set_alternative(self, alt: PackedLinear | None, rows: int) -> None:
+        """Run calls of fewer than `rows` tokens on `alt`, the same Linear packed for the other kernel (one of the two
+        block-sparse, the other dense), or on the sparse one where the dense kernel would leave threads idle
+        (hf_linear_set_alternative). Outputs are the same bit for bit; this object keeps `alt` alive."""
+        _check(lib.hf_linear_set_alternative(self._l, alt._l if alt is not None else ffi.NULL, int(rows)),
+               "linear_set_alternative")
+        self.alternative, self.sparse_rows = alt, (int(rows) if alt is not None else None)
+
+    def runs_sparse(self, tokens: int) -> bool:
+        """Whether a call of `tokens` rows runs the block-sparse kernel (this packing's or its alternative's)."""
+        return bool(lib.hf_linear_runs_sparse(self._l, int(tokens)))
 
     def to_bytes(self) -> bytes:
         """The packed layer as bytes for `from_bytes` (this library build and ISA only: see pack_cache.py)."""

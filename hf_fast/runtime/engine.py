@@ -115,15 +115,43 @@ def _stack_qkv(q: LinearPlan, k: LinearPlan, v: LinearPlan) -> LinearPlan:
 
 # Below this fraction of zero blocks the dense kernel is faster than skipping blocks (see
 # benchmarks/RESULTS.md, "Kernels" and "Engine end to end"); above it the block-sparse kernel wins.
-# The VNNI dense kernel runs near the vpdpbusd peak while the 4x1 kernel pays a gather per 4 kept
-# columns, so on AVX-512 VNNI the crossover sits higher (50% sparse ran slower than dense there).
 SPARSE_MIN_FRACTION = 0.3
-SPARSE_MIN_FRACTION_BY_ISA = {"avx512vnni": 0.6}
+SPARSE_MIN_FRACTION_BY_ISA = {"avx512vnni": 0.6}  # calls of any length (see the table below)
+
+# Where the crossover also depends on the call's token count M (the rows of the GEMM). On AVX-512 VNNI the dense
+# kernel runs near the vpdpbusd peak at any M, while the 4x1 kernel pays a gather per 4 kept columns and per-record
+# work that only long calls amortise: in the engine, a MiniLM-L6 student with 38-64% zero blocks per Linear runs
+# 1.3-1.4x faster all-sparse than all-dense at 128-512 tokens a call, ~1.15x at 32-64, and slower below ~24
+# (benchmarks/kernel_crossover.py; RESULTS, "sparse or dense by call length"). So a Linear with a zero-block fraction
+# in this table's range is packed for both kernels (hf_linear_set_alternative): calls of at least `tokens` rows run
+# block-sparse, shorter ones dense, as every call did before; the outputs are the same bit for bit.
+# ((fraction from, tokens from), ...), densest first: from the first fraction on, sparse only; below the last, dense.
+SPARSE_FROM_TOKENS_BY_ISA = {"avx512vnni": ((0.6, 1), (0.25, 32))}
 
 
-def _sparse_min_fraction(isa: str | None) -> float:
-    name = native.active_isa() if isa in (None, "auto") else isa
-    return SPARSE_MIN_FRACTION_BY_ISA.get(name, SPARSE_MIN_FRACTION)
+def _isa_name(isa: str | None) -> str:
+    return native.active_isa() if isa in (None, "auto") else isa
+
+
+def _sparse_min_fraction(isa: str | None, tokens: int | None = None) -> float:
+    """The zero-block fraction from which a Linear runs on the sparse kernel: in calls of `tokens` rows where the
+    crossover depends on the call (SPARSE_FROM_TOKENS_BY_ISA), else in calls of any length."""
+    name = _isa_name(isa)
+    table = SPARSE_FROM_TOKENS_BY_ISA.get(name)
+    if not table:
+        return SPARSE_MIN_FRACTION_BY_ISA.get(name, SPARSE_MIN_FRACTION)
+    if tokens is None:
+        return table[0][0]
+    return min(frac for frac, rows in table if tokens >= rows or frac == table[0][0])
+
+
+def sparse_from_tokens(zero_fraction: float, isa: str | None) -> int | None:
+    """Calls of at least this many tokens run a Linear with `zero_fraction` zero blocks block-sparse, shorter ones
+    dense (1: always sparse); None where its kernel does not depend on the call (dense, or an ISA without a table)."""
+    for frac, rows in SPARSE_FROM_TOKENS_BY_ISA.get(_isa_name(isa), ()):
+        if zero_fraction >= frac - 1e-9:
+            return None if rows <= 1 else rows
+    return None
 
 
 @dataclass(frozen=True)
@@ -137,12 +165,13 @@ class KernelChoice:
     crossover: float               # zero-block fraction from which the sparse kernel wins on `isa`
     isa: str
     reason: str
+    sparse_from_tokens: int | None = None  # also packed dense: calls shorter than this run the dense kernel
 
 
 def choose_kernel(weight: np.ndarray, block: str | None, isa: str | None = "auto") -> KernelChoice:
     """The artifact's block shape if this layer is sparse enough for the sparse kernel, else dense."""
     crossover = _sparse_min_fraction(isa)
-    name = native.active_isa() if isa in (None, "auto") else isa
+    name = _isa_name(isa)
     if block in (None, "dense"):
         return KernelChoice("dense", None, None, crossover, name,
                             f"the artifact is dense (fast_config block {block!r}): no zero blocks to skip")
@@ -151,7 +180,8 @@ def choose_kernel(weight: np.ndarray, block: str | None, isa: str | None = "auto
     # the kernels run 4x1 and 1x4; any other shape the artifact names (1x1 unstructured, 32x32, ...) uses the
     # kernel block that finds the most zero blocks (exact either way: only all-zero blocks are skipped)
     cands = [block] if block in native.BLOCK_SHAPES else list(native.BLOCK_SHAPES)
-    best, best_frac = "dense", crossover
+    table = SPARSE_FROM_TOKENS_BY_ISA.get(name)
+    best, best_frac = "dense", table[-1][0] if table else crossover  # sparse in long enough calls from there
     seen: dict[str, float] = {}
     for cand in cands:
         r, c = parse_block(cand)
@@ -167,12 +197,29 @@ def choose_kernel(weight: np.ndarray, block: str | None, isa: str | None = "auto
     top = max(seen, key=seen.get)
     if best == "dense":
         return KernelChoice("dense", round(seen[top], 6), top, crossover, name,
-                            f"below the sparse/dense crossover: {seen[top]:.0%} zero {top} blocks < {crossover:.0%} "
+                            f"below the sparse/dense crossover: {seen[top]:.0%} zero {top} blocks < {best_frac:.0%} "
                             f"on {name}")
     via = "" if best == block else f" (artifact block {block} runs on the {best} kernel)"
+    rows = sparse_from_tokens(best_frac, name)
+    if rows is not None:
+        return KernelChoice(best, round(best_frac, 6), best, crossover, name,
+                            f"{best_frac:.0%} zero {best} blocks: calls of >= {rows} tokens run block-sparse, shorter "
+                            f"ones dense (below the {crossover:.0%} sparse/dense crossover on {name}, the faster "
+                            f"kernel depends on the call's length){via}", rows)
     return KernelChoice(best, round(best_frac, 6), best, crossover, name,
                         f"{best_frac:.0%} zero {best} blocks >= the {crossover:.0%} sparse/dense crossover on "
                         f"{name}{via}")
+
+
+def _restore_packed(blob) -> native.PackedLinear:
+    """A PackedLinear from the pack cache: its bytes, or (bytes, the other kernel's bytes, tokens) for a Linear packed
+    for both kernels (pack_cache.save)."""
+    if not isinstance(blob, tuple):
+        return native.PackedLinear.from_bytes(blob)
+    data, alt, rows = blob
+    pl = native.PackedLinear.from_bytes(data)
+    pl.set_alternative(native.PackedLinear.from_bytes(alt), rows)
+    return pl
 
 
 def _check_packed(plan: EncoderPlan, packed) -> None:
@@ -300,9 +347,12 @@ class NativeEngine:
                     choice = choose_kernel(lp.weight, block, isa)
                     self.kernel_choices[key] = choice
                     pl = native.PackedLinear(lp.weight, lp.w_scale, lp.bias, block=choice.block, isa=isa)
+                    if choice.sparse_from_tokens is not None:  # short calls run the dense packing
+                        pl.set_alternative(native.PackedLinear(lp.weight, lp.w_scale, lp.bias, block="dense",
+                                                               isa=isa), choice.sparse_from_tokens)
                 self.packed[key] = pl
                 self._keep.append(pl)
-                self.packed_bytes += pl.nbytes
+                self.packed_bytes += pl.nbytes + (pl.alternative.nbytes if pl.alternative is not None else 0)
                 self.dense_int8_bytes += pl.shape[0] * pl.shape[1]
                 lins[name] = (pl, lp.in_quant, lp.in_mul)
             d = ffi.new("hf_engine_layer_desc *")
@@ -525,7 +575,7 @@ class NativeBackend:
             if hit is not None:
                 plan, blobs = hit
                 try:
-                    packed = {n: native.PackedLinear.from_bytes(b) for n, b in blobs.items()}
+                    packed = {n: _restore_packed(b) for n, b in blobs.items()}
                     self.pack_cache = "hit"
                     return NativeEngine(_pooled(plan, fast_config), block=block, isa=isa, packed=packed,
                                         attention=self.attention)

@@ -26,6 +26,7 @@ def _module_path(node_name: str) -> str:
 
 def explain_native(model) -> dict[str, Any]:
     from hf_fast import native
+    from hf_fast.runtime.engine import SPARSE_FROM_TOKENS_BY_ISA
 
     backend = model.backend
     eng = backend.engine
@@ -47,9 +48,12 @@ def explain_native(model) -> dict[str, Any]:
                 # the decision measured
                 "zero_blocks": round(1.0 - pl.kept_blocks / pl.total_blocks, 6) if sparse else ch.zero_blocks,
                 "block": ch.measured_block if not sparse else pl.block,
-                "kernel": f"sparse {pl.block}" if sparse else "dense",
+                "kernel": (f"sparse {pl.block}" if sparse else "dense")
+                + (f", dense < {pl.sparse_rows} tokens" if pl.alternative is not None else ""),
+                # calls of at least this many tokens run block-sparse, shorter ones dense (None: one kernel for all)
+                "sparse_from_tokens": pl.sparse_rows,
                 "kernel_impl": pl.kernel, "isa": pl.isa, "reason": ch.reason,
-                "packed_bytes": pl.nbytes,
+                "packed_bytes": pl.nbytes + (pl.alternative.nbytes if pl.alternative is not None else 0),
             })
         q8 = layer.attn_quant is not None
         bf16 = not q8 and getattr(eng, "attention", "fp32") == "bf16"
@@ -67,6 +71,8 @@ def explain_native(model) -> dict[str, Any]:
         "backend": "native", "fallback_reason": None, "isa": isa,
         "isa_forced_by_env": native.native_info()["isa_forced_by_env"],
         "crossover": next(iter(choices.values())).crossover,  # the one every choice of this engine compared with
+        # [(zero-block fraction, tokens a call)]: below the crossover, sparse in calls that long (SPARSE_FROM_TOKENS)
+        "crossover_by_tokens": [list(x) for x in SPARSE_FROM_TOKENS_BY_ISA.get(isa, ())],
         "kernels": {op: native.op_kernel(op, isa, head_size) for op in _ENGINE_OPS},
         "pack_cache": getattr(backend, "pack_cache", None),
         "packed_bytes": eng.packed_bytes, "dense_int8_bytes": eng.dense_int8_bytes,
@@ -148,7 +154,9 @@ def format_explain(rec: dict[str, Any]) -> str:
     if rec["backend"] == "native":
         forced = f" (forced by HF_FAST_ISA={rec['isa_forced_by_env']})" if rec["isa_forced_by_env"] else ""
         lines.append(f"backend: native hf-fast engine, ISA {rec['isa']}{forced}; a Linear runs block-sparse from "
-                     f"{_pct(rec['crossover'])} zero blocks on {rec['isa']} (the sparse/dense crossover)")
+                     f"{_pct(rec['crossover'])} zero blocks on {rec['isa']} (the sparse/dense crossover)"
+                     + "".join(f", from {_pct(f)} in calls of >= {n} tokens" for f, n in rec.get("crossover_by_tokens")
+                               or () if n > 1))
         lines.append("kernels: " + ", ".join(f"{k}={v}" for k, v in rec["kernels"].items())
                      + f"; packed weights {rec['packed_bytes']} bytes (dense int8: {rec['dense_int8_bytes']})")
     else:

@@ -166,9 +166,14 @@ def save(key: dict[str, str], encoder_plan, packed: dict[str, Any]) -> Path | No
 
     tensors: dict[str, np.ndarray] = {}
     tree = _encode(encoder_plan, tensors, "plan")
+    alternatives = {}  # {name: tokens}: the Linears also packed for the other kernel (PackedLinear.set_alternative)
     for name, p in packed.items():
         tensors[f"packed.{name}"] = np.frombuffer(p.to_bytes(), dtype=np.uint8)
-    meta = {**key, "plan": json.dumps(tree), "packed": json.dumps(sorted(packed))}
+        if getattr(p, "alternative", None) is not None:
+            tensors[f"alternative.{name}"] = np.frombuffer(p.alternative.to_bytes(), dtype=np.uint8)
+            alternatives[name] = p.sparse_rows
+    meta = {**key, "plan": json.dumps(tree), "packed": json.dumps(sorted(packed)),
+            "alternatives": json.dumps(alternatives, sort_keys=True)}
     # the checksum covers the whole file: sum the file with a blank of the same length, then patch it in
     data = st_save(tensors, metadata={**meta, "checksum": _BLANK})
     n = int.from_bytes(data[:8], "little")
@@ -267,6 +272,11 @@ def load(key: dict[str, str]):
         tensors = _tensor_views(header, memoryview(data)[8 + n:])
         tree = json.loads(meta["plan"])
         names = json.loads(meta["packed"])
+        alternatives = json.loads(meta.get("alternatives", "{}"))
+        if not isinstance(alternatives, dict) or not all(
+                n in names and isinstance(r, int) and r >= 1 and f"alternative.{n}" in tensors
+                for n, r in alternatives.items()):
+            raise ValueError("bad alternatives")
     except (ValueError, KeyError, TypeError) as exc:
         raise CacheError(f"{p}: {exc}") from exc
     encoder_plan = _decode(tree, tensors)
@@ -279,4 +289,6 @@ def load(key: dict[str, str]):
         if f"packed.{name}" not in tensors:
             raise CacheError(f"{p}: packed Linear {name!r} is missing")
         packed[name] = tensors[f"packed.{name}"]
+        if name in alternatives:  # (bytes, bytes of the other kernel's packing, tokens from which the sparse runs)
+            packed[name] = (packed[name], tensors[f"alternative.{name}"], alternatives[name])
     return encoder_plan, packed

@@ -239,6 +239,13 @@ int hf_linear_is_geglu(const hf_linear *lin);
 void hf_linear_free(hf_linear *lin);
 int64_t hf_linear_nbytes(const hf_linear *lin);
 const char *hf_linear_kernel_name(const hf_linear *lin); /* see hf_dense_kernel_name */
+/* The same Linear packed for the other kernel (one of lin / alt block-sparse, the other dense; same ISA, shape, GeGLU
+ * order, scales and bias, else HF_EINVAL), for the calls that kernel runs faster: calls of M >= rows tokens run the
+ * block-sparse one, shorter calls the dense one. The outputs are the same bit for bit (both kernels sum the same int32
+ * products and share the epilogue). lin keeps a pointer: alt must outlive it. alt NULL: none. */
+int hf_linear_set_alternative(hf_linear *lin, const hf_linear *alt, int64_t rows);
+/* 1 when a call of M tokens on lin runs the block-sparse kernel (lin's own or its alternative's), 0 dense, -1 NULL */
+int hf_linear_runs_sparse(const hf_linear *lin, int64_t M);
 /* isa, N, K, block shape (0x0 = dense), kept and total blocks; out pointers may be NULL. */
 int hf_linear_info(const hf_linear *lin, int *isa, int64_t *N, int64_t *K, int *block_rows, int *block_cols,
                    int64_t *kept_blocks, int64_t *total_blocks);

@@ -15,6 +15,8 @@ struct hf_linear {
     float *w_scale;
     float *bias; /* NULL when packed without bias */
     int glu;     /* hf_linear_pack_geglu: channels interleaved in groups of 4 (a, g), N/2 gated outputs */
+    const hf_linear *alt; /* hf_linear_set_alternative: the same Linear on the other kernel (not owned), or NULL */
+    int64_t sparse_rows;  /* with alt: calls of at least this many rows run the block-sparse one of the two */
 };
 
 void hf_linear_free(hf_linear *l) {
@@ -122,6 +124,36 @@ const char *hf_linear_kernel_name(const hf_linear *l) {
     return l->sp ? hf_sparse_kernel_name(l->sp) : hf_dense_kernel_name(l->dn);
 }
 
+int hf_linear_set_alternative(hf_linear *l, const hf_linear *alt, int64_t rows) {
+    if (!l) return hf_fail(HF_EINVAL, "linear_set_alternative: linear is NULL");
+    if (!alt) {
+        l->alt = NULL;
+        return HF_OK;
+    }
+    if (alt->alt) return hf_fail(HF_EINVAL, "linear_set_alternative: the alternative has an alternative of its own");
+    if (!l->sp == !alt->sp)
+        return hf_fail(HF_EINVAL, "linear_set_alternative: one of the two must be block-sparse and the other dense");
+    if (rows < 1) return hf_fail(HF_EINVAL, "linear_set_alternative: rows=%lld must be >= 1", (long long)rows);
+    if (l->isa != alt->isa || l->N != alt->N || l->K != alt->K || l->glu != alt->glu || !l->bias != !alt->bias ||
+        memcmp(l->colsum, alt->colsum, (size_t)l->N * sizeof(int32_t)) ||
+        memcmp(l->w_scale, alt->w_scale, (size_t)l->N * sizeof(float)) ||
+        (l->bias && memcmp(l->bias, alt->bias, (size_t)l->N * sizeof(float))))
+        return hf_fail(HF_EINVAL, "linear_set_alternative: the two are not the same Linear (ISA, shape, GeGLU order, "
+                                  "weight sums, scales or bias differ)");
+    l->alt = alt;
+    l->sparse_rows = rows;
+    return HF_OK;
+}
+
+/* The packing of l that runs a call of M rows (see hf_linear_set_alternative). */
+static const hf_linear *pick(const hf_linear *l, int64_t M) {
+    if (!l->alt) return l;
+    const hf_linear *sp = l->sp ? l : l->alt, *dn = l->sp ? l->alt : l;
+    return M >= l->sparse_rows ? sp : dn;
+}
+
+int hf_linear_runs_sparse(const hf_linear *l, int64_t M) { return l ? pick(l, M)->sp != NULL : -1; }
+
 int hf_linear_info(const hf_linear *l, int *isa, int64_t *N, int64_t *K, int *block_rows, int *block_cols,
                    int64_t *kept_blocks, int64_t *total_blocks) {
     if (!l) return hf_fail(HF_EINVAL, "linear_info: linear is NULL");
@@ -180,6 +212,7 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
     hf_epilogue ep;
     if (!l) return hf_fail(HF_EINVAL, "linear_forward: linear is NULL");
     if (M < 0) return hf_fail(HF_EINVAL, "linear_forward: M=%lld < 0", (long long)M);
+    l = pick(l, M);
     if (M == 0) return HF_OK;
     if (!A || !Y) return hf_fail(HF_EINVAL, "linear_forward: A or Y is NULL");
     if (lda < l->K) return hf_fail(HF_EINVAL, "linear_forward: lda=%lld < K=%lld", (long long)lda, (long long)l->K);
@@ -297,6 +330,7 @@ static int64_t out_width(const hf_linear *l) { return l->glu ? l->N / 2 : l->N; 
 
 int64_t hf_linear_chain_scratch_bytes(const hf_linear *l1, const hf_linear *l2, int64_t M) {
     if (!l1 || !l2 || M < 0) return 0;
+    l1 = pick(l1, M), l2 = pick(l2, M); /* as hf_linear_chain will, for the same M and thread count */
     return chain_packed(l1, l2) ? hf_packed_act_bytes(M, out_width(l1)) : M * out_width(l1);
 }
 
@@ -305,6 +339,7 @@ int hf_linear_chain(const hf_linear *l1, const hf_linear *l2, int64_t M, const u
                     int64_t ldy, const float *residual, int64_t ldr) {
     int rc;
     if (!l1 || !l2 || !hbuf) return hf_fail(HF_EINVAL, "linear_chain: NULL linear or scratch");
+    if (M > 0) l1 = pick(l1, M), l2 = pick(l2, M);
     const int64_t w1 = out_width(l1);
     if (w1 != l2->K)
         return hf_fail(HF_EINVAL, "linear_chain: the first linear gives %lld channels, the second takes K=%lld",
