@@ -1,12 +1,14 @@
 """Atomic single-file writes: a temporary file in the destination's folder, flushed and fsynced, then renamed over
 the destination. A kill mid-write leaves the previous file (or none), never a partial one under the final name.
-Folders are written atomically by ``hf_fast.export.artifact.atomic_dir``."""
+Folders are built beside the destination and swapped in (``swap_dir``), keeping what the new folder does not
+write (``carry_entries``): ``hf_fast.export.artifact.atomic_dir`` and the sentence-transformers folder writer."""
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -45,3 +47,62 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
+
+
+# ------------------------------------------------------------------ folders
+def link_or_copy(src, dst) -> None:
+    """A hard link costs no space or time for multi-GB weights; another filesystem or no link support: copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def carry_entries(old: Path, new: Path, drop: Callable[[str], bool] | None = None) -> list[str]:
+    """Hard-link (copy where links fail) into ``new`` every entry of ``old`` that ``new`` lacks and ``drop`` does
+    not name; folders are linked file by file, symlinks stay symlinks. ``old`` is left whole (nothing is moved), so
+    a save that fails after this still leaves the user's folder as it was. Returns the names carried."""
+    carried = []
+    for entry in sorted(Path(old).iterdir()):
+        name = entry.name
+        if os.path.lexists(new / name) or (drop is not None and drop(name)):
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), new / name)
+        elif entry.is_dir():
+            shutil.copytree(entry, new / name, symlinks=True, copy_function=link_or_copy)
+        else:
+            link_or_copy(entry, new / name)
+        carried.append(name)
+    return carried
+
+
+def swap_dir(new: Path, dest: Path) -> None:
+    """Put the folder ``new`` at ``dest`` (a sibling on the same filesystem): an existing ``dest`` is renamed aside,
+    ``new`` renamed in (the old one renamed back if that fails), then the old one deleted. A process whose working
+    directory was inside ``dest`` is moved into the new folder, not left in the deleted one."""
+    dest = Path(dest)
+    try:
+        cwd = os.getcwd()
+    except OSError:  # already in a deleted folder
+        cwd = None
+    rel = None
+    if cwd is not None and dest.exists():
+        with contextlib.suppress(ValueError):
+            rel = Path(cwd).relative_to(os.path.realpath(dest))
+    backup = None
+    if dest.exists() or dest.is_symlink():
+        backup = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        backup.rmdir()
+        os.rename(dest, backup)
+    try:
+        os.rename(new, dest)
+    except BaseException:
+        if backup is not None:
+            os.rename(backup, dest)
+        raise
+    if rel is not None:
+        target = dest / rel
+        os.chdir(target if target.is_dir() else dest)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)

@@ -114,6 +114,7 @@ def write_model_card(folder: str | Path, metrics: Mapping[str, Any] | None = Non
                      eval_dataset: str | None = None) -> Path:
     """(Re)write ``README.md`` of a fast folder (hf_fast.card.build_model_card: ModelCard metadata with the
     metrics as model-index, then the card). ``speed`` is hf_fast.bench.quick_speed's result, or None."""
+    from hf_fast._atomic import atomic_path
     from hf_fast.card import build_model_card
 
     folder = Path(folder)
@@ -122,9 +123,8 @@ def write_model_card(folder: str | Path, metrics: Mapping[str, Any] | None = Non
     card = build_model_card(fc, metrics=metrics, speed=speed, transformers_weights=weights, base_model=base_model,
                             datasets=datasets, license=license, eval_dataset=eval_dataset)
     p = folder / "README.md"
-    tmp = folder / ".README.md.tmp"
-    card.save(tmp)
-    os.replace(tmp, p)  # atomic: the card is the old one or the new one
+    with atomic_path(p) as tmp:  # the card is the old one or the new one
+        card.save(tmp)
     return p
 
 

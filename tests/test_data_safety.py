@@ -132,14 +132,68 @@ def test_export_refuses_to_replace_the_folder_holding_the_model(saved, tmp_path,
     assert _digest(folder) == before
 
 
-def test_export_into_another_artifact_replaces_it(saved, tmp_path, tok):
-    """A different model exported over an existing artifact: the intended, whole-folder overwrite."""
+def test_export_into_another_artifact_replaces_its_model_files_only(saved, tmp_path, tok):
+    """A different model exported over an existing artifact replaces the old model's files (its weights would be
+    another model's) and keeps the rest: the user's notes, a Hub clone's .git (the old swap deleted them)."""
     folder = _copy(saved, tmp_path / "out")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     other = tiny_model("bert", "text-classification", tok.vocab_size, seed=1)
     export(other, tok, folder, calibration_dataset=SENTENCES[:4], progress=False)
     names = {p.name for p in folder.iterdir()}
-    assert "model.safetensors" not in names and "notes.txt" not in names
+    assert "model.safetensors" not in names
+    assert (folder / "notes.txt").read_text() == "my notes"
+    assert (folder / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
     assert load_fast_config(folder)["metrics"] == {}
+
+
+def test_save_fast_over_an_artifact_keeps_a_trainers_checkpoints(saved, tmp_path, tok, monkeypatch):
+    """A run trained into the artifact's folder, then saved there again: its checkpoints stay, and a save that fails
+    at the swap leaves the folder whole (the kept entries are linked, not moved)."""
+    from hf_fast.export import artifact
+
+    folder = _copy(saved, tmp_path / "out")
+    ck = folder / "checkpoint-10"
+    ck.mkdir()
+    (ck / "trainer_state.json").write_text('{"global_step": 10}')
+    (ck / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes())
+    other = tiny_model("bert", "text-classification", tok.vocab_size, seed=1)
+    before = _digest(folder)
+    real_rename = os.rename
+
+    def flaky(src, dst):
+        if Path(src).name.startswith(".out.tmp-"):
+            raise OSError("simulated failure while swapping in the new folder")
+        return real_rename(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(artifact.os, "rename", flaky)
+        with pytest.raises(OSError, match="simulated failure"):
+            hf_fast.save_fast(other, tok, folder, SENTENCES[:4], progress=False)
+    assert _digest(folder) == before
+    hf_fast.save_fast(other, tok, folder, SENTENCES[:4], progress=False)
+    assert {k: v for k, v in _digest(folder).items() if k.startswith(("checkpoint-10", "notes"))} == {
+        k: v for k, v in before.items() if k.startswith(("checkpoint-10", "notes"))}
+    got = transformers.AutoModelForSequenceClassification.from_pretrained(folder).state_dict()
+    for n, t in other.state_dict().items():
+        assert torch.equal(got[n], t), n
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_saving_into_the_working_directory_leaves_it_usable(saved, tmp_path, tok, monkeypatch):
+    """save_fast(model, tok, ".") from inside the folder: the process's working directory is the new folder after
+    the swap, not the deleted old one (os.getcwd() and relative paths kept failing with FileNotFoundError)."""
+    folder = _copy(saved, tmp_path / "out")
+    (folder / "sub").mkdir()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(saved)
+    monkeypatch.chdir(folder / "sub")
+    hf_fast.save_fast(model, tok, "..", SENTENCES[:4], progress=False)
+    assert os.getcwd() == str((folder / "sub").resolve())
+    assert Path("../notes.txt").read_text() == "my notes"
+    monkeypatch.chdir(folder)
+    export(model, tok, ".", calibration_dataset=SENTENCES[:4], progress=False)
+    assert os.getcwd() == str(folder.resolve())
+    assert load_fast_config(".")["task"] == "text-classification"
 
 
 def test_in_place_export_failure_leaves_folder_intact(saved, tmp_path, tok, monkeypatch):

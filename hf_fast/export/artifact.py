@@ -20,14 +20,16 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hf_fast import _atomic
 
 FORMAT_VERSION = 1
 # Format version policy (hf_fast/export/README.md, "Format versions"): a change that an older hf-fast would misread
@@ -170,12 +172,30 @@ def mkdir_unique(parent: Path, prefix: str) -> Path:
     raise FileExistsError(f"cannot create a unique temporary folder {prefix}* in {str(parent)!r}")
 
 
+# files and folders a model save writes (hf-fast, transformers, tokenizers, sentence-transformers): replacing a
+# folder of another model drops the old ones, so the new folder never mixes two models' files
+MODEL_FILES = frozenset({
+    MODEL_NAME, MODEL_FP32_NAME, FAST_CONFIG_NAME, "README.md", "config.json", "generation_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
+    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
+    "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"})
+_ST_MODULE_DIR = re.compile(r"\d+_[A-Za-z]\w*")  # 1_Pooling, 2_Normalize, 2_Dense
+
+
+def is_model_file(name: str) -> bool:
+    """Whether ``name``, in a model folder, is one of the model's own files (see MODEL_FILES), weights and ONNX
+    graphs included; anything else (checkpoints, logs, notes, .git) is the user's."""
+    return (name in MODEL_FILES or name.endswith((".safetensors", ".onnx", ".onnx_data")) or name.startswith(
+        "pytorch_model") or name == "model.safetensors.index.json" or bool(_ST_MODULE_DIR.fullmatch(name)))
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary folder next to `out_dir`; on success swap it in, on error delete it.
 
-    The swap is two renames on the same filesystem (old -> backup, new -> out_dir), with the backup
-    renamed back if the second fails; the backup is deleted only after the new folder is in place.
+    Replacing an existing folder keeps what is not a model file there (``is_model_file``: a trainer's checkpoints,
+    logs, the user's notes, a Hub clone's .git), hard-linked into the new folder before the swap, so the old folder
+    is whole until then. The swap is two renames on the same filesystem (``hf_fast._atomic.swap_dir``).
     A symlinked `out_dir` is written through: the folder it points to is swapped, the link stays.
     """
     out_dir = check_out_dir(Path(out_dir), overwrite)
@@ -188,19 +208,9 @@ def atomic_dir(out_dir: Path, overwrite: bool = True) -> Iterator[Path]:
         raise PermissionError(f"no write permission to create {str(out_dir)!r}: {exc}") from exc
     try:
         yield tmp
-        backup = None
-        if real.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{real.name}.old-", dir=parent))
-            backup.rmdir()
-            os.rename(real, backup)
-        try:
-            os.rename(tmp, real)
-        except BaseException:
-            if backup is not None:
-                os.rename(backup, real)
-            raise
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+        if real.is_dir():
+            _atomic.carry_entries(real, tmp, drop=is_model_file)
+        _atomic.swap_dir(tmp, real)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
