@@ -20,8 +20,10 @@ from typing import Any
 # files a hf-fast runtime never needs (weights for PyTorch, pickles, the optional fp32 graph)
 ARTIFACT_IGNORE_PATTERNS = ["*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.pkl",
                             "*.pickle", "model_fp32.onnx", "training_args*", "optimizer*", "scheduler*", "rng_state*"]
-# never uploaded: pickles (torch.save'd training state) and hidden temp files
-UPLOAD_IGNORE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", ".*", "**/.*"]
+# never uploaded: pickles (torch.save'd training state), hidden files (temp files, a clone's .git) and a trainer's
+# checkpoints, which a save keeps in the folder (transformers' Trainer.push_to_hub skips "checkpoint-*" too)
+UPLOAD_IGNORE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", ".*", "**/.*", "checkpoint-*",
+                          "**/checkpoint-*"]
 
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w\-.]{0,95}/)?[A-Za-z0-9][\w\-.]{0,95}$")
 _TRUE = {"1", "on", "yes", "true"}
