@@ -269,9 +269,7 @@ def run_embed_recipe(recipe, *, overrides: dict[str, Any] | None = None, base_di
     prev = json.loads(path.read_text()) if path.is_file() else {}
     if prev.get("recipe") == r.name and isinstance(prev.get("runs"), dict):  # several students, one file
         results["runs"] = {**prev["runs"], **results["runs"]}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str))
-    os.replace(tmp, path)
+    _atomic.write_text(path, json.dumps(results, indent=2, default=str))  # it holds earlier students' results too
     head = "| student | sparsity | block | steps | mean cosine to teacher fp32 | " + \
         " | ".join(f"int8 {b}" for b in backends) + " |"
     lines = [f"# {r.name} (feature-extraction)", "", head, "|" + "---|" * (5 + len(backends))]
@@ -280,5 +278,5 @@ def run_embed_recipe(recipe, *, overrides: dict[str, Any] | None = None, base_di
                            for b in backends)
         lines.append(f"| {k} | {v['sparsity']:.3f} | {v['block']} | {v['steps']} | {v['mean_cosine_fp32']:.4f} | "
                      f"{cells} |")
-    (root / "report.md").write_text("\n".join(lines) + "\n")
+    _atomic.write_text(root / "report.md", "\n".join(lines) + "\n")
     return results
