@@ -77,11 +77,37 @@ def carry_entries(old: Path, new: Path, drop: Callable[[str], bool] | None = Non
     return carried
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``), so no moment has neither at ``b``.
+    False where the OS, C library or filesystem has no such call (the caller then renames twice)."""
+    import ctypes
+    import errno
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(b))
+
+
 def swap_dir(new: Path, dest: Path) -> None:
-    """Put the folder ``new`` at ``dest`` (a sibling on the same filesystem): an existing ``dest`` is renamed aside,
-    ``new`` renamed in (the old one renamed back if that fails), then the old one deleted. A process whose working
-    directory was inside ``dest`` is moved into the new folder, not left in the deleted one."""
-    dest = Path(dest)
+    """Put the folder ``new`` at ``dest`` (a sibling on the same filesystem), then delete the old ``dest``. Linux swaps
+    the two in one step (a kill at any moment leaves the old folder or the new one at ``dest``); elsewhere the old one
+    is renamed aside first (renamed back if the second rename fails). A process whose working directory was inside
+    ``dest`` is moved into the new folder, not left in the deleted one."""
+    new, dest = Path(new), Path(dest)
     try:
         cwd = os.getcwd()
     except OSError:  # already in a deleted folder
@@ -90,19 +116,22 @@ def swap_dir(new: Path, dest: Path) -> None:
     if cwd is not None and dest.exists():
         with contextlib.suppress(ValueError):
             rel = Path(cwd).relative_to(os.path.realpath(dest))
-    backup = None
-    if dest.exists() or dest.is_symlink():
-        backup = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        backup.rmdir()
-        os.rename(dest, backup)
-    try:
-        os.rename(new, dest)
-    except BaseException:
-        if backup is not None:
-            os.rename(backup, dest)
-        raise
+    old = None
+    if dest.is_dir() and not dest.is_symlink() and _exchange(new, dest):
+        old = new  # the old folder now lies where the new one was built
+    else:
+        if dest.exists() or dest.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            old.rmdir()
+            os.rename(dest, old)
+        try:
+            os.rename(new, dest)
+        except BaseException:
+            if old is not None:
+                os.rename(old, dest)
+            raise
     if rel is not None:
         target = dest / rel
         os.chdir(target if target.is_dir() else dest)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

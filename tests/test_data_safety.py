@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 from _export_helpers import SENTENCES, tiny_model, tokenizer  # noqa: E402
 
 import hf_fast  # noqa: E402
+from hf_fast import _atomic  # noqa: E402
 from hf_fast.cli import main  # noqa: E402
 from hf_fast.export import export, load_fast_config  # noqa: E402
 from hf_fast.export.artifact import sha256_file  # noqa: E402
@@ -35,6 +36,10 @@ def saved(tmp_path_factory, tok):
     out = hf_fast.save_fast(model, tok, tmp_path_factory.mktemp("saved") / "out", SENTENCES, progress=False,
                             metrics=METRICS, base_model="google-bert/bert-base-uncased", datasets=["glue"])
     return out
+
+
+def _failing_exchange(a, b):
+    raise OSError("simulated failure while swapping in the new folder")
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -168,6 +173,7 @@ def test_save_fast_over_an_artifact_keeps_a_trainers_checkpoints(saved, tmp_path
 
     with monkeypatch.context() as m:
         m.setattr(artifact.os, "rename", flaky)
+        m.setattr(_atomic, "_exchange", _failing_exchange)
         with pytest.raises(OSError, match="simulated failure"):
             hf_fast.save_fast(other, tok, folder, SENTENCES[:4], progress=False)
     assert _digest(folder) == before
@@ -209,6 +215,7 @@ def test_in_place_export_failure_leaves_folder_intact(saved, tmp_path, tok, monk
         return real_rename(src, dst)
 
     monkeypatch.setattr(artifact.os, "rename", flaky)
+    monkeypatch.setattr(_atomic, "_exchange", _failing_exchange)
     with pytest.raises(OSError, match="simulated failure"):
         export(str(folder), tok, folder, calibration_dataset=SENTENCES[:4], progress=False)
     assert _digest(folder) == before  # the kept files were linked, not moved: the old folder is whole

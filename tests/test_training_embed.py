@@ -12,6 +12,7 @@ import pytest
 import torch
 from test_training_helpers import VOCAB, train_args
 
+from hf_fast import _atomic
 from hf_fast import pooling as pooling_mod
 from hf_fast.training import DistillConfig, FastConfig, FastTrainer
 from hf_fast.training.embed_distill import EmbeddingDistillationLoss, pool_torch, resolve_pooling
@@ -158,6 +159,7 @@ def test_a_failed_rewrite_leaves_the_folder_whole(tmp_path, tok, monkeypatch):
 
     monkeypatch.setattr(os, "rename", fail_on_out(real_rename))
     monkeypatch.setattr(os, "replace", fail_on_out(real_replace))
+    monkeypatch.setattr(_atomic, "_exchange", lambda a, b: False)  # the two-rename swap, whose first rename fails
     with pytest.raises(OSError, match="simulated failure"):
         write_sentence_transformer_folder(model, tok, out, {"mode": "cls", "normalize": True})
     monkeypatch.undo()
