@@ -195,7 +195,8 @@ def atomic_dir(out_dir: Path, overwrite: bool = True) -> Iterator[Path]:
 
     Replacing an existing folder keeps what is not a model file there (``is_model_file``: a trainer's checkpoints,
     logs, the user's notes, a Hub clone's .git), hard-linked into the new folder before the swap, so the old folder
-    is whole until then. The swap is two renames on the same filesystem (``hf_fast._atomic.swap_dir``).
+    is whole until then. The swap is one step on Linux (a kill leaves the old folder or the new one), two renames
+    elsewhere (``hf_fast._atomic.swap_dir``).
     A symlinked `out_dir` is written through: the folder it points to is swapped, the link stays.
     """
     out_dir = check_out_dir(Path(out_dir), overwrite)
