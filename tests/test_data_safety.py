@@ -143,11 +143,16 @@ def test_export_into_another_artifact_replaces_its_model_files_only(saved, tmp_p
     folder = _copy(saved, tmp_path / "out")
     (folder / ".git").mkdir()
     (folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (folder / "2024_runs").mkdir()  # named like a sentence-transformers module folder, but modules.json has none
+    (folder / "2024_runs" / "log.txt").write_text("run")
+    (folder / "adapter_model.safetensors").write_bytes(b"adapter")
     other = tiny_model("bert", "text-classification", tok.vocab_size, seed=1)
     export(other, tok, folder, calibration_dataset=SENTENCES[:4], progress=False)
     names = {p.name for p in folder.iterdir()}
     assert "model.safetensors" not in names
     assert (folder / "notes.txt").read_text() == "my notes"
+    assert (folder / "2024_runs" / "log.txt").read_text() == "run"
+    assert (folder / "adapter_model.safetensors").read_bytes() == b"adapter"
     assert (folder / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
     assert load_fast_config(folder)["metrics"] == {}
 
@@ -241,3 +246,22 @@ def test_output_folders_follow_umask(tmp_path, tok, umask):
         for f in folder.iterdir():
             assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f
     assert json.loads((fast / "fast_config.json").read_text())["task"] == "text-classification"
+
+
+def test_replacing_a_sentence_transformers_artifact_drops_its_module_folders(tmp_path):
+    """The module folders the old modules.json names are the old model's (dropped with it); a folder named alike
+    that it does not name is the user's (kept)."""
+    from hf_fast.export.artifact import atomic_dir
+
+    out = tmp_path / "out"
+    (out / "1_Pooling").mkdir(parents=True)
+    (out / "1_Pooling" / "config.json").write_text("{}")
+    (out / "3_Results").mkdir()
+    (out / "3_Results" / "scores.csv").write_text("1,2")
+    (out / "fast_config.json").write_text("{}")
+    (out / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "T"},
+                                                  {"idx": 1, "name": "1", "path": "1_Pooling", "type": "P"}]))
+    with atomic_dir(out) as tmp:
+        (tmp / "fast_config.json").write_text('{"new": 1}')
+    assert sorted(p.name for p in out.iterdir()) == ["3_Results", "fast_config.json"]
+    assert (out / "3_Results" / "scores.csv").read_text() == "1,2"

@@ -20,10 +20,9 @@ import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -172,21 +171,33 @@ def mkdir_unique(parent: Path, prefix: str) -> Path:
     raise FileExistsError(f"cannot create a unique temporary folder {prefix}* in {str(parent)!r}")
 
 
-# files and folders a model save writes (hf-fast, transformers, tokenizers, sentence-transformers): replacing a
-# folder of another model drops the old ones, so the new folder never mixes two models' files
+# files a model save writes (hf-fast, transformers, tokenizers, sentence-transformers): replacing a folder of another
+# model drops the old ones, so the new folder never mixes two models' files
 MODEL_FILES = frozenset({
     MODEL_NAME, MODEL_FP32_NAME, FAST_CONFIG_NAME, "README.md", "config.json", "generation_config.json",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
     "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
     "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"})
-_ST_MODULE_DIR = re.compile(r"\d+_[A-Za-z]\w*")  # 1_Pooling, 2_Normalize, 2_Dense
 
 
-def is_model_file(name: str) -> bool:
-    """Whether ``name``, in a model folder, is one of the model's own files (see MODEL_FILES), weights and ONNX
-    graphs included; anything else (checkpoints, logs, notes, .git) is the user's."""
-    return (name in MODEL_FILES or name.endswith((".safetensors", ".onnx", ".onnx_data")) or name.startswith(
-        "pytorch_model") or name == "model.safetensors.index.json" or bool(_ST_MODULE_DIR.fullmatch(name)))
+def is_model_file(name: str, module_dirs: Iterable[str] = ()) -> bool:
+    """Whether ``name``, in a model folder, is one of the model's own files: MODEL_FILES, transformers' weight files
+    (model*.safetensors, pytorch_model*), ONNX graphs (model*.onnx) and the sentence-transformers module folders
+    ``module_dirs`` its modules.json names. Anything else (checkpoints, logs, notes, .git) is the user's: when in
+    doubt, kept."""
+    return (name in MODEL_FILES or name.startswith("pytorch_model") or name in module_dirs
+            or (name.startswith("model") and name.endswith((".safetensors", ".safetensors.index.json", ".onnx",
+                                                             ".onnx_data"))))
+
+
+def st_module_dirs(folder: Path) -> set[str]:
+    """The module folders (1_Pooling, 2_Normalize, ...) a sentence-transformers folder's modules.json names."""
+    try:
+        mods = json.loads((Path(folder) / "modules.json").read_text(encoding="utf-8"))
+        return {m["path"] for m in mods if isinstance(m, dict) and isinstance(m.get("path"), str) and m["path"]
+                and "/" not in m["path"]}
+    except (OSError, ValueError, TypeError):
+        return set()
 
 
 @contextlib.contextmanager
@@ -210,7 +221,8 @@ def atomic_dir(out_dir: Path, overwrite: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         if real.is_dir():
-            _atomic.carry_entries(real, tmp, drop=is_model_file)
+            module_dirs = st_module_dirs(real)
+            _atomic.carry_entries(real, tmp, drop=lambda name: is_model_file(name, module_dirs))
         _atomic.swap_dir(tmp, real)
     finally:
         if tmp.exists():
