@@ -22,7 +22,7 @@ def _umask() -> int:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for a writer that takes a file name (``safetensors.save_file``, ...);
     on success it is fsynced and renamed over ``path`` with the usual file mode (mkstemp's is 0600), on any error
-    removed."""
+    removed. A symlink at ``path`` is replaced by the file; what it pointed to (a Hub cache blob) is left alone."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)

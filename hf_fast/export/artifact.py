@@ -138,7 +138,8 @@ def check_out_dir(out_dir: Path, overwrite: bool = True) -> Path:
                                   "--overwrite to replace an existing artifact)")
         if not (out_dir / FAST_CONFIG_NAME).is_file():
             raise FileExistsError(f"output directory {str(out_dir)!r} is not empty and holds no hf-fast artifact "
-                                  f"({FAST_CONFIG_NAME} missing): refusing to replace unrelated files")
+                                  f"({FAST_CONFIG_NAME} missing): refusing to replace unrelated files; save into a new "
+                                  f"or empty folder (e.g. {str(out_dir / 'fast')!r}) or an hf-fast artifact folder")
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
     probe = parent
     while not probe.exists():  # the nearest existing ancestor must be writable
