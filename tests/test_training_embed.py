@@ -127,8 +127,12 @@ def test_writing_the_folder_keeps_what_else_it_holds(tmp_path, tok):
     (out / "trainer" / "checkpoint-20").mkdir(parents=True)
     (out / "trainer" / "checkpoint-20" / "optimizer.pt").write_bytes(b"state")
     (out / "notes.txt").write_text("mine")
-    (out / "modules.json").write_text("[]")  # one of the writer's own files: replaced
+    (out / "modules.json").write_text(json.dumps([{"idx": 2, "name": "2", "path": "2_Normalize", "type": "N"}]))
+    (out / "2_Normalize").mkdir()  # the old model's module folder (its modules.json names it): dropped
+    (out / "model.onnx").write_bytes(b"int8 graph of the old weights")  # would load silently beside the new ones
+    (out / "fast_config.json").write_text("{}")
     write_sentence_transformer_folder(model, tok, out, {"mode": "mean", "normalize": False})
+    assert not [n for n in ("2_Normalize", "model.onnx", "fast_config.json") if (out / n).exists()]
     assert (out / "trainer" / "checkpoint-20" / "optimizer.pt").read_bytes() == b"state"
     assert (out / "notes.txt").read_text() == "mine"
     assert [m["type"].rsplit(".", 1)[1] for m in json.loads((out / "modules.json").read_text())] == [

@@ -46,7 +46,8 @@ def write_sentence_transformer_folder(model, tokenizer, out: str | os.PathLike, 
     Normalize, sentence_bert_config.json), so ``SentenceTransformer(out)``, ``hf_fast.save_fast`` and
     ``hf-fast export --task feature-extraction`` load it. Written to a temporary folder and swapped in; whatever
     else an existing ``out`` holds (a trainer's checkpoints, the user's own files) is hard-linked across first, so
-    nothing but the files written here (and stale weight files) is replaced, and a failure leaves ``out`` whole."""
+    nothing but the old model's files (``hf_fast.export.artifact.is_model_file``) is replaced, and a failure leaves
+    ``out`` whole."""
     out = Path(out)
     pooling = pooling_mod.check_pooling(pooling)
     if out.exists() and not out.is_dir():
@@ -76,10 +77,12 @@ def write_sentence_transformer_folder(model, tokenizer, out: str | os.PathLike, 
                                                                   indent=2) + "\n")
         (tmp / "config_sentence_transformers.json").write_text(json.dumps(
             {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2) + "\n")
-        if real.is_dir():  # keep what this writer does not write: linked, so the old folder stays whole
-            from hf_fast.export.inplace import _is_weight_file
+        if real.is_dir():  # keep what is not the old model's (linked, so the old folder stays whole); drop the old
+            # model's own files (an int8 model.onnx of the old weights would load silently beside the new weights)
+            from hf_fast.export.artifact import is_model_file, st_module_dirs
 
-            _atomic.carry_entries(real, tmp, drop=_is_weight_file)
+            module_dirs = st_module_dirs(real)
+            _atomic.carry_entries(real, tmp, drop=lambda name: is_model_file(name, module_dirs))
         _atomic.swap_dir(tmp, real)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
