@@ -257,7 +257,9 @@ def _bench(a: argparse.Namespace) -> int:
     print(format_table(rows))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)  # as --plot does
-        Path(a.json).write_text(json.dumps({"model": str(a.model), "native": info, "rows": rows}, indent=2))
+        from hf_fast._atomic import write_text
+
+        write_text(a.json, json.dumps({"model": str(a.model), "native": info, "rows": rows}, indent=2))
     if a.plot:
         isa = info["isa"]
         print(f"plot: {plot(rows, a.plot, title=f'{Path(str(a.model)).name} ({isa})')}")

@@ -20,8 +20,10 @@ from typing import Any
 # files a hf-fast runtime never needs (weights for PyTorch, pickles, the optional fp32 graph)
 ARTIFACT_IGNORE_PATTERNS = ["*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.pkl",
                             "*.pickle", "model_fp32.onnx", "training_args*", "optimizer*", "scheduler*", "rng_state*"]
-# never uploaded: pickles (torch.save'd training state) and hidden temp files
-UPLOAD_IGNORE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", ".*", "**/.*"]
+# never uploaded: pickles (torch.save'd training state), hidden files (temp files, a clone's .git) and a trainer's
+# checkpoints, which a save keeps in the folder (transformers' Trainer.push_to_hub skips "checkpoint-*" too)
+UPLOAD_IGNORE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", ".*", "**/.*", "checkpoint-*",
+                          "**/checkpoint-*"]
 
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w\-.]{0,95}/)?[A-Za-z0-9][\w\-.]{0,95}$")
 _TRUE = {"1", "on", "yes", "true"}
@@ -114,6 +116,7 @@ def write_model_card(folder: str | Path, metrics: Mapping[str, Any] | None = Non
                      eval_dataset: str | None = None) -> Path:
     """(Re)write ``README.md`` of a fast folder (hf_fast.card.build_model_card: ModelCard metadata with the
     metrics as model-index, then the card). ``speed`` is hf_fast.bench.quick_speed's result, or None."""
+    from hf_fast._atomic import atomic_path
     from hf_fast.card import build_model_card
 
     folder = Path(folder)
@@ -122,9 +125,8 @@ def write_model_card(folder: str | Path, metrics: Mapping[str, Any] | None = Non
     card = build_model_card(fc, metrics=metrics, speed=speed, transformers_weights=weights, base_model=base_model,
                             datasets=datasets, license=license, eval_dataset=eval_dataset)
     p = folder / "README.md"
-    tmp = folder / ".README.md.tmp"
-    card.save(tmp)
-    os.replace(tmp, p)  # atomic: the card is the old one or the new one
+    with atomic_path(p) as tmp:  # the card is the old one or the new one
+        card.save(tmp)
     return p
 
 

@@ -207,12 +207,10 @@ class FastSentenceTransformer:
         """A ``sentence_transformers.SentenceTransformer`` whose one module runs this model (tokenizer + engine,
         pooling and normalisation included): its ``encode``, ``similarity``, ``util.semantic_search`` and the rest
         of sentence-transformers work on the fast model. Needs sentence-transformers installed."""
-        from sentence_transformers import SentenceTransformer
+        from hf_fast.st_module import EngineSentenceTransformer, FastEngineModule
 
-        from hf_fast.st_module import FastEngineModule
-
-        return SentenceTransformer(modules=[FastEngineModule(self)], device="cpu",
-                                   similarity_fn_name=self.similarity_fn_name)
+        return EngineSentenceTransformer(modules=[FastEngineModule(self)], device="cpu",
+                                         similarity_fn_name=self.similarity_fn_name)
 
 
 def _windows(sentences, window: int):

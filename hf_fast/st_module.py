@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules.input_module import InputModule
 
 
@@ -42,6 +43,22 @@ class FastEngineModule(InputModule):
     get_embedding_dimension = get_sentence_embedding_dimension
 
     def save(self, output_path: str, *args, **kwargs) -> None:
-        raise NotImplementedError("a SentenceTransformer over the hf-fast engine is not saved by "
-                                  "sentence-transformers: the fast folder it was loaded from is the model "
-                                  "(hf_fast.save_fast writes one)")
+        raise NotImplementedError(NOT_SAVED)
+
+
+NOT_SAVED = ("a SentenceTransformer over the hf-fast engine is not saved by sentence-transformers: the fast folder it "
+             "was loaded from is the model (hf_fast.save_fast writes one; hf_fast.hub.push_fast_folder uploads it)")
+
+
+class EngineSentenceTransformer(SentenceTransformer):
+    """The SentenceTransformer ``FastSentenceTransformer.to_sentence_transformer`` returns: its saves refuse before
+    writing anything (sentence-transformers' own ``save`` writes config_sentence_transformers.json before it asks
+    the modules, which overwrote that file in the fast folder the model came from, then failed)."""
+
+    def save(self, path: str, *args, **kwargs) -> None:
+        raise NotImplementedError(NOT_SAVED)
+
+    save_pretrained = save
+
+    def push_to_hub(self, repo_id: str, *args, **kwargs):
+        raise NotImplementedError(NOT_SAVED)

@@ -26,3 +26,21 @@ def test_failing_writer_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         raise RuntimeError("disk full")
     assert p.read_bytes() == b"previous"
     assert [x.name for x in tmp_path.iterdir()] == ["f.bin"]
+
+
+@pytest.mark.parametrize("one_step", [True, False], ids=["exchange", "two-renames"])
+def test_swap_dir_replaces_the_folder_and_moves_the_working_directory_along(tmp_path, monkeypatch, one_step):
+    """Both ways of swapping (Linux's one-step exchange, two renames elsewhere) leave the new folder at dest, delete
+    the old one, and move a process that stood inside the old folder into the new one."""
+    if not one_step:
+        monkeypatch.setattr(_atomic, "_exchange", lambda a, b: False)
+    dest, new = tmp_path / "out", tmp_path / ".out.tmp"
+    (dest / "sub").mkdir(parents=True)
+    (dest / "f").write_text("old")
+    (new / "sub").mkdir(parents=True)
+    (new / "f").write_text("new")
+    monkeypatch.chdir(dest / "sub")
+    _atomic.swap_dir(new, dest)
+    assert (dest / "f").read_text() == "new"
+    assert os.getcwd() == str((dest / "sub").resolve()) and open("../f").read() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

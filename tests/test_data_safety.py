@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 from _export_helpers import SENTENCES, tiny_model, tokenizer  # noqa: E402
 
 import hf_fast  # noqa: E402
+from hf_fast import _atomic  # noqa: E402
 from hf_fast.cli import main  # noqa: E402
 from hf_fast.export import export, load_fast_config  # noqa: E402
 from hf_fast.export.artifact import sha256_file  # noqa: E402
@@ -35,6 +36,10 @@ def saved(tmp_path_factory, tok):
     out = hf_fast.save_fast(model, tok, tmp_path_factory.mktemp("saved") / "out", SENTENCES, progress=False,
                             metrics=METRICS, base_model="google-bert/bert-base-uncased", datasets=["glue"])
     return out
+
+
+def _failing_exchange(a, b):
+    raise OSError("simulated failure while swapping in the new folder")
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -132,14 +137,74 @@ def test_export_refuses_to_replace_the_folder_holding_the_model(saved, tmp_path,
     assert _digest(folder) == before
 
 
-def test_export_into_another_artifact_replaces_it(saved, tmp_path, tok):
-    """A different model exported over an existing artifact: the intended, whole-folder overwrite."""
+def test_export_into_another_artifact_replaces_its_model_files_only(saved, tmp_path, tok):
+    """A different model exported over an existing artifact replaces the old model's files (its weights would be
+    another model's) and keeps the rest: the user's notes, a Hub clone's .git (the old swap deleted them)."""
     folder = _copy(saved, tmp_path / "out")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (folder / "2024_runs").mkdir()  # named like a sentence-transformers module folder, but modules.json has none
+    (folder / "2024_runs" / "log.txt").write_text("run")
+    (folder / "adapter_model.safetensors").write_bytes(b"adapter")
     other = tiny_model("bert", "text-classification", tok.vocab_size, seed=1)
     export(other, tok, folder, calibration_dataset=SENTENCES[:4], progress=False)
     names = {p.name for p in folder.iterdir()}
-    assert "model.safetensors" not in names and "notes.txt" not in names
+    assert "model.safetensors" not in names
+    assert (folder / "notes.txt").read_text() == "my notes"
+    assert (folder / "2024_runs" / "log.txt").read_text() == "run"
+    assert (folder / "adapter_model.safetensors").read_bytes() == b"adapter"
+    assert (folder / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
     assert load_fast_config(folder)["metrics"] == {}
+
+
+def test_save_fast_over_an_artifact_keeps_a_trainers_checkpoints(saved, tmp_path, tok, monkeypatch):
+    """A run trained into the artifact's folder, then saved there again: its checkpoints stay, and a save that fails
+    at the swap leaves the folder whole (the kept entries are linked, not moved)."""
+    from hf_fast.export import artifact
+
+    folder = _copy(saved, tmp_path / "out")
+    ck = folder / "checkpoint-10"
+    ck.mkdir()
+    (ck / "trainer_state.json").write_text('{"global_step": 10}')
+    (ck / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes())
+    other = tiny_model("bert", "text-classification", tok.vocab_size, seed=1)
+    before = _digest(folder)
+    real_rename = os.rename
+
+    def flaky(src, dst):
+        if Path(src).name.startswith(".out.tmp-"):
+            raise OSError("simulated failure while swapping in the new folder")
+        return real_rename(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(artifact.os, "rename", flaky)
+        m.setattr(_atomic, "_exchange", _failing_exchange)
+        with pytest.raises(OSError, match="simulated failure"):
+            hf_fast.save_fast(other, tok, folder, SENTENCES[:4], progress=False)
+    assert _digest(folder) == before
+    hf_fast.save_fast(other, tok, folder, SENTENCES[:4], progress=False)
+    assert {k: v for k, v in _digest(folder).items() if k.startswith(("checkpoint-10", "notes"))} == {
+        k: v for k, v in before.items() if k.startswith(("checkpoint-10", "notes"))}
+    got = transformers.AutoModelForSequenceClassification.from_pretrained(folder).state_dict()
+    for n, t in other.state_dict().items():
+        assert torch.equal(got[n], t), n
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_saving_into_the_working_directory_leaves_it_usable(saved, tmp_path, tok, monkeypatch):
+    """save_fast(model, tok, ".") from inside the folder: the process's working directory is the new folder after
+    the swap, not the deleted old one (os.getcwd() and relative paths kept failing with FileNotFoundError)."""
+    folder = _copy(saved, tmp_path / "out")
+    (folder / "sub").mkdir()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(saved)
+    monkeypatch.chdir(folder / "sub")
+    hf_fast.save_fast(model, tok, "..", SENTENCES[:4], progress=False)
+    assert os.getcwd() == str((folder / "sub").resolve())
+    assert Path("../notes.txt").read_text() == "my notes"
+    monkeypatch.chdir(folder)
+    export(model, tok, ".", calibration_dataset=SENTENCES[:4], progress=False)
+    assert os.getcwd() == str(folder.resolve())
+    assert load_fast_config(".")["task"] == "text-classification"
 
 
 def test_in_place_export_failure_leaves_folder_intact(saved, tmp_path, tok, monkeypatch):
@@ -155,6 +220,7 @@ def test_in_place_export_failure_leaves_folder_intact(saved, tmp_path, tok, monk
         return real_rename(src, dst)
 
     monkeypatch.setattr(artifact.os, "rename", flaky)
+    monkeypatch.setattr(_atomic, "_exchange", _failing_exchange)
     with pytest.raises(OSError, match="simulated failure"):
         export(str(folder), tok, folder, calibration_dataset=SENTENCES[:4], progress=False)
     assert _digest(folder) == before  # the kept files were linked, not moved: the old folder is whole
@@ -180,3 +246,22 @@ def test_output_folders_follow_umask(tmp_path, tok, umask):
         for f in folder.iterdir():
             assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f
     assert json.loads((fast / "fast_config.json").read_text())["task"] == "text-classification"
+
+
+def test_replacing_a_sentence_transformers_artifact_drops_its_module_folders(tmp_path):
+    """The module folders the old modules.json names are the old model's (dropped with it); a folder named alike
+    that it does not name is the user's (kept)."""
+    from hf_fast.export.artifact import atomic_dir
+
+    out = tmp_path / "out"
+    (out / "1_Pooling").mkdir(parents=True)
+    (out / "1_Pooling" / "config.json").write_text("{}")
+    (out / "3_Results").mkdir()
+    (out / "3_Results" / "scores.csv").write_text("1,2")
+    (out / "fast_config.json").write_text("{}")
+    (out / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "T"},
+                                                  {"idx": 1, "name": "1", "path": "1_Pooling", "type": "P"}]))
+    with atomic_dir(out) as tmp:
+        (tmp / "fast_config.json").write_text('{"new": 1}')
+    assert sorted(p.name for p in out.iterdir()) == ["3_Results", "fast_config.json"]
+    assert (out / "3_Results" / "scores.csv").read_text() == "1,2"

@@ -306,6 +306,7 @@ def test_failed_export_leaves_old_artifact_intact(tmp_path, tok, monkeypatch):
 
 
 def test_failed_swap_restores_old_artifact(tmp_path, tok, monkeypatch):
+    from hf_fast import _atomic
     from hf_fast.export import artifact
 
     model = tiny_model("distilbert", "text-classification", tok.vocab_size)
@@ -321,6 +322,7 @@ def test_failed_swap_restores_old_artifact(tmp_path, tok, monkeypatch):
         return real_rename(src, dst)
 
     monkeypatch.setattr(artifact.os, "rename", flaky)
+    monkeypatch.setattr(_atomic, "_exchange", lambda a, b: False)  # the two-rename swap (no one-step exchange)
     with pytest.raises(OSError, match="simulated failure"):
         export(model, tok, out, calibration_dataset=SENTENCES[:4], progress=False)
     assert len(calls) == 3  # old -> backup, new -> out (fails), backup -> out

@@ -1,6 +1,7 @@
 """Faults (issue 7): a FastTrainer run SIGKILLed mid-way and resumed from its last checkpoint ends with the
 same masks, sparsity and metrics as an uninterrupted run; an export SIGKILLed mid-way into an existing
-artifact folder leaves the old artifact (or, between the two renames of the swap, none), never a mix."""
+artifact folder leaves the old artifact or the new one (or, where the swap takes two renames, between them, none),
+never a mix."""
 from __future__ import annotations
 
 import json
@@ -87,15 +88,26 @@ WORKER = textwrap.dedent('''
                     f.write(json.dumps(obj)[:40])  # half a fast_config.json
                 die()
             artifact.write_json = w
-        elif where in ("swap1", "swap2"):
-            real_r = os.rename
+        elif where in ("swap1", "swap2", "swap2_renames"):
+            import hf_fast._atomic as atomic
+            real_r, real_x = os.rename, atomic._exchange
             calls = []
             def r(a, b):
                 calls.append(1)
                 if where == "swap1" or len(calls) == 2:
-                    die()  # swap1: before any rename; swap2: old moved aside, new not yet in place
+                    die()  # swap1: before any rename; swap2*: old moved aside, new not yet in place
                 real_r(a, b)
+            def x(a, b):
+                if where == "swap1":
+                    die()  # before the swap
+                if where == "swap2_renames":
+                    return False  # no one-step exchange here (not Linux, an old C library): two renames
+                done = real_x(a, b)
+                if done:
+                    die()  # swapped in one step; the old folder not deleted yet
+                return done
             artifact.os.rename = r
+            atomic._exchange = x
         micro_artifact(out, "bert", "text-classification", seed=int(sys.argv[4]))
         print("finished")
 ''')
@@ -152,7 +164,7 @@ def old_artifact(micro_artifacts):
     return d, {p.name: p.read_bytes() for p in d.iterdir()}
 
 
-@pytest.mark.parametrize("where", ["quantize", "fast_config", "swap1", "swap2"])
+@pytest.mark.parametrize("where", ["quantize", "fast_config", "swap1", "swap2", "swap2_renames"])
 def test_sigkill_mid_export_leaves_old_artifact_or_none(tmp_path, old_artifact, where):
     import shutil
 
@@ -165,8 +177,17 @@ def test_sigkill_mid_export_leaves_old_artifact_or_none(tmp_path, old_artifact, 
     r = _worker(tmp_path, "export", d, where, 1)  # a different seed: the new artifact differs from the old
     assert r.returncode == -signal.SIGKILL, (r.returncode, r.stdout[-500:], r.stderr[-3000:])
     if where == "swap2":
-        # killed between "old -> backup" and "new -> out_dir": no artifact at out_dir (never a mix); both
-        # complete folders are left beside it for recovery
+        # Linux swaps the folders in one step: killed right after, out_dir is the new artifact, whole; the old one
+        # is left beside it (it was being deleted). Before the one-step swap, out_dir did not exist at this moment.
+        assert d.is_dir() and {p.name: p.read_bytes() for p in d.iterdir()} != files
+        load_fast_config(d, verify=True)
+        load_fast_model(d).run(input_ids=[[5, 6, 7]])
+        (old,) = tmp_path.glob(".art.tmp-*")
+        assert {p.name: p.read_bytes() for p in old.iterdir()} == files
+        return
+    if where == "swap2_renames":
+        # without the one-step swap, killed between "old -> backup" and "new -> out_dir": no artifact at out_dir
+        # (never a mix); both complete folders are left beside it for recovery
         assert not d.exists()
         leftovers = sorted(p.name.split("-")[0] for p in tmp_path.glob(".art.*"))
         assert leftovers == [".art.old", ".art.tmp"], leftovers

@@ -83,6 +83,25 @@ def test_push_and_download_roundtrip(hub, folders, tok, tmp_path):
         assert torch.allclose(tm(**encode(tok, "text-classification", "bert")).logits, ref)
 
 
+def test_push_skips_a_trainers_checkpoints_and_hidden_files(hub, folders, tmp_path):
+    """A folder saved over a training run keeps its checkpoints (and a clone's .git): pushing it uploads the model,
+    not them, as transformers' Trainer.push_to_hub does."""
+    import shutil
+
+    v1, _ = folders["v1"]
+    folder = Path(shutil.copytree(v1, tmp_path / "fast"))
+    for d in ("checkpoint-10", "runs/a/checkpoint-3"):
+        (folder / d).mkdir(parents=True)
+        (folder / d / "trainer_state.json").write_text("{}")
+        shutil.copy(v1 / "model.safetensors", folder / d / "model.safetensors")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "config").write_text("[core]\n")
+    push_fast_folder(folder, "tester/with-checkpoints", token=TOKEN)
+    files = set(hub.files("tester/with-checkpoints"))
+    assert {"model.onnx", "model.safetensors", "fast_config.json"} <= files
+    assert not [n for n in files if "checkpoint-" in n or n.startswith(".git/")], sorted(files)
+
+
 def test_revision_and_offline(hub, folders, tok, tmp_path, monkeypatch):
     (v1, _), (v2, _) = folders["v1"], folders["v2"]
     first = push_fast_folder(v1, "tester/rev", token=TOKEN).oid

@@ -229,7 +229,10 @@ def test_eviction_keeps_the_folder_under_its_cap(artifact, cache, monkeypatch):
     old = cache / ("f" * 16 + "-" + "0" * 16 + ".safetensors")
     old.write_bytes(b"\0" * 1000)
     os.utime(old, (0, 0))  # least recently used
+    mine = cache / "model.safetensors"  # not a cache entry (HF_FAST_CACHE_DIR may be a shared folder): never evicted
+    mine.write_bytes(b"\0" * 1000)
+    os.utime(mine, (0, 0))
     monkeypatch.setenv("HF_FAST_PACK_CACHE_MAX_MB", str(entry.stat().st_size / 2**20))
     monkeypatch.setattr(pack_cache, "_engine_version", "1" * 64)
     _load(artifact)
-    assert not old.exists() and len(_entries(cache)) == 1
+    assert not old.exists() and len(_entries(cache)) == 2 and mine.exists()

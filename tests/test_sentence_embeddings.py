@@ -288,6 +288,23 @@ def test_encode_order_str_list_tensor(fast, monkeypatch):
     np.testing.assert_allclose(sim.numpy(), want, atol=1e-5)
 
 
+def test_the_engine_sentence_transformer_refuses_to_save_before_writing(tiny, tmp_path):
+    """st.save(path) of the SentenceTransformer over the engine: refused before anything is written (it overwrote
+    config_sentence_transformers.json of the fast folder it was loaded from, then failed in the module's save)."""
+    folder = shutil.copytree(tiny["bert"], tmp_path / "fast")
+    (folder / "config_sentence_transformers.json").write_text('{"prompts": {"query": "query: "}}')
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    st = hf_fast.FastSentenceTransformer.from_pretrained(folder).to_sentence_transformer()
+    with pytest.raises(NotImplementedError, match="the fast folder it was loaded from is the model"):
+        st.save(str(folder))
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    with pytest.raises(NotImplementedError, match="the fast folder it was loaded from is the model"):
+        st.save_pretrained(str(tmp_path / "new"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fast"]
+    with pytest.raises(NotImplementedError, match="the fast folder it was loaded from is the model"):
+        st.push_to_hub("tester/st")  # before any repo is created
+
+
 def test_encode_bad_input(fast):
     with pytest.raises(ValueError, match="got None"):
         fast.encode(None)

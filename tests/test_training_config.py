@@ -136,3 +136,20 @@ def test_unknown_architecture(tmp_path):
     m = GPT2ForSequenceClassification(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2))
     with pytest.raises(ValueError, match="no encoder Linear layers found.*searched"):
         _trainer(tmp_path, m, fast_config=FastConfig(block="4x1"))
+
+
+@pytest.mark.parametrize("ext", ["json", "yaml"])
+def test_saving_over_a_config_on_a_full_disk_keeps_it(tmp_path, monkeypatch, ext):
+    """A save that fails midway (disk full) leaves the config file as it was, not truncated."""
+    from _disk_full import fill_disk
+
+    path = tmp_path / f"fast.{ext}"
+    FastConfig(sparsity=0.7, block="4x1").save(path)
+    before = path.read_bytes()
+    with monkeypatch.context() as m:
+        fill_disk(m, tmp_path)
+        with pytest.raises(OSError, match="No space left"):
+            FastConfig(sparsity=0.9, block="1x4").save(path)
+    assert path.read_bytes() == before
+    assert FastConfig.load(path).sparsity == 0.7
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind

@@ -5,12 +5,14 @@ the validation messages. Tiny random BERTs: seconds."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 from test_training_helpers import VOCAB, train_args
 
+from hf_fast import _atomic
 from hf_fast import pooling as pooling_mod
 from hf_fast.training import DistillConfig, FastConfig, FastTrainer
 from hf_fast.training.embed_distill import EmbeddingDistillationLoss, pool_torch, resolve_pooling
@@ -125,13 +127,48 @@ def test_writing_the_folder_keeps_what_else_it_holds(tmp_path, tok):
     (out / "trainer" / "checkpoint-20").mkdir(parents=True)
     (out / "trainer" / "checkpoint-20" / "optimizer.pt").write_bytes(b"state")
     (out / "notes.txt").write_text("mine")
-    (out / "modules.json").write_text("[]")  # one of the writer's own files: replaced
+    (out / "modules.json").write_text(json.dumps([{"idx": 2, "name": "2", "path": "2_Normalize", "type": "N"}]))
+    (out / "2_Normalize").mkdir()  # the old model's module folder (its modules.json names it): dropped
+    (out / "model.onnx").write_bytes(b"int8 graph of the old weights")  # would load silently beside the new ones
+    (out / "fast_config.json").write_text("{}")
     write_sentence_transformer_folder(model, tok, out, {"mode": "mean", "normalize": False})
+    assert not [n for n in ("2_Normalize", "model.onnx", "fast_config.json") if (out / n).exists()]
     assert (out / "trainer" / "checkpoint-20" / "optimizer.pt").read_bytes() == b"state"
     assert (out / "notes.txt").read_text() == "mine"
     assert [m["type"].rsplit(".", 1)[1] for m in json.loads((out / "modules.json").read_text())] == [
         "Transformer", "Pooling"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".st.")]  # no temporary folders left behind
+
+
+def test_a_failed_rewrite_leaves_the_folder_whole(tmp_path, tok, monkeypatch):
+    """A rewrite that fails while swapping the new folder in leaves the old folder as it was: the checkpoints and
+    user files it keeps are linked into the new folder, not moved (moved ones were deleted with it)."""
+    from hf_fast.training.run_embed import write_sentence_transformer_folder
+
+    model = tiny_encoder(seed=4, hidden=32)
+    model.resize_token_embeddings(tok.vocab_size)
+    out = write_sentence_transformer_folder(model, tok, tmp_path / "st", {"mode": "mean", "normalize": False})
+    (out / "checkpoint-20").mkdir()
+    (out / "checkpoint-20" / "optimizer.pt").write_bytes(b"state")
+    (out / "notes.txt").write_text("mine")
+    before = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    real_rename, real_replace = os.rename, os.replace
+
+    def fail_on_out(rename):
+        def flaky(src, dst, **kw):
+            if os.path.realpath(src) == os.path.realpath(out):
+                raise OSError("simulated failure while swapping the folder")
+            return rename(src, dst, **kw)
+        return flaky
+
+    monkeypatch.setattr(os, "rename", fail_on_out(real_rename))
+    monkeypatch.setattr(os, "replace", fail_on_out(real_replace))
+    monkeypatch.setattr(_atomic, "_exchange", lambda a, b: False)  # the two-rename swap, whose first rename fails
+    with pytest.raises(OSError, match="simulated failure"):
+        write_sentence_transformer_folder(model, tok, out, {"mode": "cls", "normalize": True})
+    monkeypatch.undo()
+    assert {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["st"]  # no temporary folders left behind
 
 
 def test_pooling_comes_from_the_teacher_folder(tmp_path, tok):

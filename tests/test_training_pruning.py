@@ -156,3 +156,24 @@ def test_global_cap_bounds_every_layer_along_the_schedule(tmp_path):
     logs = [h for h in tr.state.log_history if "sparsity_max_layer" in h]
     assert logs and all(h["sparsity_max_layer"] <= 0.6 + 1e-3 for h in logs)
     assert logs[-1]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_trimming_the_sparsity_log_on_a_full_disk_keeps_it(tmp_path, monkeypatch):
+    """A resumed run trims the per-layer log to its resume step by rewriting it: a rewrite that fails (disk full)
+    must leave the log as it was, not truncated."""
+    from types import SimpleNamespace
+
+    from _disk_full import fill_disk
+
+    log = tmp_path / SPARSITY_LOG_FILE
+    log.write_text("".join(json.dumps({"step": s, "sparsity": s / 100}) + "\n" for s in (5, 10, 15)))
+    before = log.read_bytes()
+    args = SimpleNamespace(output_dir=str(tmp_path), should_save=True)
+    with monkeypatch.context() as m:
+        fill_disk(m, tmp_path)
+        with pytest.raises(OSError, match="No space left"):
+            PruningCallback._trim_layer_log(args, 10)
+    assert log.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [SPARSITY_LOG_FILE]
+    PruningCallback._trim_layer_log(args, 10)  # with room on the disk: the lines after step 10 go
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [5, 10]

@@ -356,6 +356,33 @@ def test_trainer_evaluate_through_as_torch_module(arts, tok, tmp_path):
 
 
 # ---------------------------------------------------------------- save_fast on a reloaded checkpoint
+@pytest.mark.usefixtures("hub")  # the local Hub server of hub_server.py
+def test_save_pretrained_and_push_to_hub_as_transformers_models_do(arts, tok, tmp_path, request):
+    """model.save_pretrained(dir) / model.push_to_hub(repo) on a FastModel (they raised AttributeError): the folder as
+    loaded, copied (not hard-linked: editing the copy leaves the source alone) and loadable; a pipeline saves too."""
+    from transformers import pipeline
+
+    src = arts["clf"][0]
+    before = {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()}
+    fm = FastModelForSequenceClassification.from_pretrained(src)
+    out = fm.save_pretrained(tmp_path / "copy")
+    again = FastModelForSequenceClassification.from_pretrained(out)
+    ids = np.array([[101, 2023, 2003, 102]])
+    np.testing.assert_array_equal(again.run(ids)["logits"], fm.run(ids)["logits"])
+    assert all((out / n).stat().st_ino != (src / n).stat().st_ino for n in before)
+    with open(out / "config.json", "a") as f:  # an edit in place (as many editors write)
+        f.write("\n")
+    assert {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()} == before
+    assert fm.save_pretrained(src) == src and {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()} == before
+    pipe = pipeline("text-classification", model=fm, tokenizer=tok)
+    pipe.save_pretrained(tmp_path / "pipe")
+    assert pipeline("text-classification", model=FastModelForSequenceClassification.from_pretrained(
+        tmp_path / "pipe"), tokenizer=tok)("a fine film")[0]["label"] in LABELS["text-classification"]
+    fm.push_to_hub("tester/fit-copy", token=TOKEN)
+    files = request.getfixturevalue("hub").files("tester/fit-copy")
+    assert files["model.onnx"] == (src / "model.onnx").read_bytes()
+
+
 def test_save_fast_on_a_checkpoint_reloaded_with_plain_transformers(tmp_path, tok):
     from datasets import Dataset
 

@@ -22,12 +22,13 @@ import logging
 import os
 import secrets
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hf_fast import _atomic
 
 FORMAT_VERSION = 1
 # Format version policy (hf_fast/export/README.md, "Format versions"): a change that an older hf-fast would misread
@@ -137,7 +138,8 @@ def check_out_dir(out_dir: Path, overwrite: bool = True) -> Path:
                                   "--overwrite to replace an existing artifact)")
         if not (out_dir / FAST_CONFIG_NAME).is_file():
             raise FileExistsError(f"output directory {str(out_dir)!r} is not empty and holds no hf-fast artifact "
-                                  f"({FAST_CONFIG_NAME} missing): refusing to replace unrelated files")
+                                  f"({FAST_CONFIG_NAME} missing): refusing to replace unrelated files; save into a new "
+                                  f"or empty folder (e.g. {str(out_dir / 'fast')!r}) or an hf-fast artifact folder")
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
     probe = parent
     while not probe.exists():  # the nearest existing ancestor must be writable
@@ -170,12 +172,43 @@ def mkdir_unique(parent: Path, prefix: str) -> Path:
     raise FileExistsError(f"cannot create a unique temporary folder {prefix}* in {str(parent)!r}")
 
 
+# files a model save writes (hf-fast, transformers, tokenizers, sentence-transformers): replacing a folder of another
+# model drops the old ones, so the new folder never mixes two models' files
+MODEL_FILES = frozenset({
+    MODEL_NAME, MODEL_FP32_NAME, FAST_CONFIG_NAME, "README.md", "config.json", "generation_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
+    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
+    "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"})
+
+
+def is_model_file(name: str, module_dirs: Iterable[str] = ()) -> bool:
+    """Whether ``name``, in a model folder, is one of the model's own files: MODEL_FILES, transformers' weight files
+    (model*.safetensors, pytorch_model*), ONNX graphs (model*.onnx) and the sentence-transformers module folders
+    ``module_dirs`` its modules.json names. Anything else (checkpoints, logs, notes, .git) is the user's: when in
+    doubt, kept."""
+    return (name in MODEL_FILES or name.startswith("pytorch_model") or name in module_dirs
+            or (name.startswith("model") and name.endswith((".safetensors", ".safetensors.index.json", ".onnx",
+                                                             ".onnx_data"))))
+
+
+def st_module_dirs(folder: Path) -> set[str]:
+    """The module folders (1_Pooling, 2_Normalize, ...) a sentence-transformers folder's modules.json names."""
+    try:
+        mods = json.loads((Path(folder) / "modules.json").read_text(encoding="utf-8"))
+        return {m["path"] for m in mods if isinstance(m, dict) and isinstance(m.get("path"), str) and m["path"]
+                and "/" not in m["path"]}
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary folder next to `out_dir`; on success swap it in, on error delete it.
 
-    The swap is two renames on the same filesystem (old -> backup, new -> out_dir), with the backup
-    renamed back if the second fails; the backup is deleted only after the new folder is in place.
+    Replacing an existing folder keeps what is not a model file there (``is_model_file``: a trainer's checkpoints,
+    logs, the user's notes, a Hub clone's .git), hard-linked into the new folder before the swap, so the old folder
+    is whole until then. The swap is one step on Linux (a kill leaves the old folder or the new one), two renames
+    elsewhere (``hf_fast._atomic.swap_dir``).
     A symlinked `out_dir` is written through: the folder it points to is swapped, the link stays.
     """
     out_dir = check_out_dir(Path(out_dir), overwrite)
@@ -188,19 +221,10 @@ def atomic_dir(out_dir: Path, overwrite: bool = True) -> Iterator[Path]:
         raise PermissionError(f"no write permission to create {str(out_dir)!r}: {exc}") from exc
     try:
         yield tmp
-        backup = None
-        if real.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{real.name}.old-", dir=parent))
-            backup.rmdir()
-            os.rename(real, backup)
-        try:
-            os.rename(tmp, real)
-        except BaseException:
-            if backup is not None:
-                os.rename(backup, real)
-            raise
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+        if real.is_dir():
+            module_dirs = st_module_dirs(real)
+            _atomic.carry_entries(real, tmp, drop=lambda name: is_model_file(name, module_dirs))
+        _atomic.swap_dir(tmp, real)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -137,9 +137,9 @@ def export(model: Any, tokenizer: Any, out_dir: str | Path, calibration_dataset:
         calibration_method: "minmax" (default), "percentile" or "entropy".
         calibration_size: use at most this many samples. max_length: tokenizer truncation.
         keep_fp32: also write model_fp32.onnx. metrics: accuracy/speed figures for the model card.
-        overwrite: replace an existing artifact in out_dir (atomically); False raises FileExistsError. Exporting
-            into the folder the model was loaded from keeps its weights, other files and recorded metrics
-            (hf_fast.export.inplace).
+        overwrite: replace an existing artifact in out_dir (atomically: its model files; checkpoints, logs and other
+            files there stay); False raises FileExistsError. Exporting into the folder the model was loaded from
+            keeps its weights, other files and recorded metrics (hf_fast.export.inplace).
         reduce_range: 7-bit weights ([-64, 64]) for CPUs without VNNI, where ONNX Runtime's AVX2 u8 x s8
             kernel (vpmaddubsw) can saturate; costs weight precision, so off by default.
         quantize_residuals: share each activation's Q/DQ pair with the residual Add (ONNX Runtime's

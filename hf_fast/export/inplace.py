@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_fast._atomic import carry_entries
 from hf_fast.export.artifact import FAST_CONFIG_NAME, MODEL_FP32_NAME, MODEL_NAME, same_dir
 
 logger = logging.getLogger(__name__)
@@ -110,27 +110,8 @@ class InPlace:
         """Hard-link (or copy) into ``tmp`` every entry of the old folder that the new save did not write.
         Returns the names carried."""
         wrote_weights = any(_is_weight_file(p.name) for p in tmp.iterdir())
-        carried = []
-        for entry in sorted(self.folder.iterdir()):
-            name = entry.name
-            if name in REGENERATED or os.path.lexists(tmp / name) or (wrote_weights and _is_weight_file(name)):
-                continue
-            if entry.is_symlink():
-                os.symlink(os.readlink(entry), tmp / name)
-            elif entry.is_dir():
-                shutil.copytree(entry, tmp / name, symlinks=True, copy_function=_link_or_copy)
-            else:
-                _link_or_copy(entry, tmp / name)
-            carried.append(name)
-        return carried
-
-
-def _link_or_copy(src, dst) -> None:
-    """A hard link costs no space or time for multi-GB weights; another filesystem or no link support: copy."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+        return carry_entries(self.folder, tmp, drop=lambda name: name in REGENERATED or (
+            wrote_weights and _is_weight_file(name)))
 
 
 def plan(model: Any, out_dir: Path, *, writes_weights: bool) -> InPlace | None:

@@ -178,6 +178,49 @@ class FastModel:
     def _configure(self, run_options: dict[str, Any]) -> None:
         """Apply this class's loading options to the loaded model (none here)."""
 
+    # ---------------------------------------------------------------- saving
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> Path:
+        """Write the folder this model was loaded from to ``save_directory``, as transformers' ``save_pretrained``
+        writes a loadable folder: its model files (model.onnx, fast_config.json, configs, tokenizer, card, weights if
+        present) copied, not linked (editing one copy leaves the other alone), atomically
+        (``hf_fast.export.artifact.atomic_dir``: an artifact there is replaced, other files there kept). The int8
+        weights are what the folder holds: to save a changed transformers model use ``hf_fast.save_fast``. Saving
+        into the folder the model came from does nothing. Returns the folder's path."""
+        import shutil
+
+        from hf_fast.export import artifact
+
+        if self.path is None:
+            raise ValueError(f"this {type(self).__name__} was not loaded from a folder: nothing to save")
+        ignored = sorted(k for k in kwargs if k not in ("safe_serialization", "max_shard_size", "is_main_process"))
+        if ignored:  # those three describe how to write PyTorch weights: the folder's own files are copied
+            import warnings
+
+            warnings.warn(f"{type(self).__name__}.save_pretrained: {', '.join(ignored)} ignored (the folder is "
+                          "copied as loaded)", UserWarning, stacklevel=2)
+        out = Path(save_directory)
+        if artifact.same_dir(self.path, out):
+            return out
+        load_fast_config(self.path, verify=True)  # what is copied is still what was loaded
+        with artifact.atomic_dir(out) as tmp:
+            for entry in sorted(Path(self.path).iterdir()):
+                if artifact.is_model_file(entry.name):
+                    if entry.is_dir():
+                        shutil.copytree(entry, tmp / entry.name)
+                    else:
+                        shutil.copyfile(entry, tmp / entry.name)
+        return out
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload the folder this model was loaded from (``hf_fast.hub.push_fast_folder``: verified first, no pickles
+        or checkpoints). Keyword arguments: token, private, revision, commit_message, commit_description,
+        create_pr. Returns huggingface_hub's CommitInfo."""
+        from hf_fast.hub import push_fast_folder
+
+        if self.path is None:
+            raise ValueError(f"this {type(self).__name__} was not loaded from a folder: nothing to push")
+        return push_fast_folder(self.path, repo_id, **kwargs)
+
     # ---------------------------------------------------------------- torch-like surface for pipelines
     def _register(self) -> None:
         if type(self) not in _REGISTERED:  # once per class, as optimum's ORTModel does in __init__

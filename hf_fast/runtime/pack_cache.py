@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = 1
 SUFFIX = ".safetensors"
+ENTRY_GLOB = "[0-9a-f]" * 16 + "-" + "[0-9a-f]" * 16 + SUFFIX  # the names path_for gives
 _PLAN_TYPES = {c.__name__: c for c in (plan.EncoderPlan, plan.EmbeddingPlan, plan.LayerPlan, plan.LinearPlan,
                                        plan.LayerNormPlan, plan.AttentionQuant, plan.HeadOp, graph.FakeQuant,
                                        plan.AttentionBiasPlan)}
@@ -206,7 +207,7 @@ def max_bytes() -> int:
 def _evict(folder: Path, keep: Path) -> None:
     """Delete the least recently used entries (loads touch their file) until the folder fits max_bytes()."""
     entries = []
-    for f in folder.glob(f"*{SUFFIX}"):
+    for f in folder.glob(ENTRY_GLOB):  # cache entries only: HF_FAST_CACHE_DIR may name a folder holding other files
         with contextlib.suppress(OSError):
             st = f.stat()
             entries.append((st.st_mtime, st.st_size, f))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_fast._atomic import write_text
 from hf_fast.blocks import FAST_BLOCKS, block_name, parse_block
 
 StepLike = int | float
@@ -368,7 +369,7 @@ class FastConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json_string() + "\n")
+        write_text(path, self.to_json_string() + "\n")  # atomic: an existing config is replaced whole or kept
 
     @classmethod
     def from_json(cls, path: str | Path) -> FastConfig:
@@ -377,7 +378,7 @@ class FastConfig:
     def to_yaml(self, path: str | Path) -> None:
         import yaml
 
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> FastConfig:

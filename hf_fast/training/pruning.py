@@ -43,7 +43,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from hf_fast._atomic import atomic_path
+from hf_fast._atomic import atomic_path, write_text
 from hf_fast.blocks import parse_block
 from hf_fast.training.config import FastConfig, resolve_block, resolve_step
 from hf_fast.training.masks import (
@@ -590,8 +590,7 @@ class PruningCallback(TrainerCallback, ExportableState):
                         keep.append(ln)
                 except (ValueError, AttributeError):
                     pass  # a torn line from a killed run
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(keep)
+        write_text(path, "".join(keep))  # atomic: a kill while trimming leaves the old log, not an empty one
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if model is None or self._layers is None:

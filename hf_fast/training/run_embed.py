@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_fast import _atomic
 from hf_fast import pooling as pooling_mod
 from hf_fast.training.teacher_cache import INDEX_COLUMN
 
@@ -44,13 +45,18 @@ def write_sentence_transformer_folder(model, tokenizer, out: str | os.PathLike, 
     """``model.save_pretrained`` + tokenizer + the sentence-transformers module files (modules.json, Pooling config,
     Normalize, sentence_bert_config.json), so ``SentenceTransformer(out)``, ``hf_fast.save_fast`` and
     ``hf-fast export --task feature-extraction`` load it. Written to a temporary folder and swapped in; whatever
-    else an existing ``out`` holds (a trainer's checkpoints, the user's own files) moves across, so nothing but the
-    files written here is replaced."""
+    else an existing ``out`` holds (a trainer's checkpoints, the user's own files) is hard-linked across first, so
+    nothing but the old model's files (``hf_fast.export.artifact.is_model_file``) is replaced, and a failure leaves
+    ``out`` whole."""
     out = Path(out)
     pooling = pooling_mod.check_pooling(pooling)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output path {str(out)!r} exists and is a file, not a directory")
+    real = Path(os.path.realpath(out))  # a symlinked folder is written through, the link stays
+    real.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.tmp-", dir=real.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_atomic._umask())  # mkdtemp's 0700 would make the folder private
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         dim = int(model.config.hidden_size)
@@ -71,19 +77,15 @@ def write_sentence_transformer_folder(model, tokenizer, out: str | os.PathLike, 
                                                                   indent=2) + "\n")
         (tmp / "config_sentence_transformers.json").write_text(json.dumps(
             {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2) + "\n")
-        if out.exists():
-            for entry in out.iterdir():  # keep what this writer does not write (same file system: renames only)
-                if not (tmp / entry.name).exists():
-                    os.replace(entry, tmp / entry.name)
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
+        if real.is_dir():  # keep what is not the old model's (linked, so the old folder stays whole); drop the old
+            # model's own files (an int8 model.onnx of the old weights would load silently beside the new weights)
+            from hf_fast.export.artifact import is_model_file, st_module_dirs
+
+            module_dirs = st_module_dirs(real)
+            _atomic.carry_entries(real, tmp, drop=lambda name: is_model_file(name, module_dirs))
+        _atomic.swap_dir(tmp, real)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -270,9 +272,7 @@ def run_embed_recipe(recipe, *, overrides: dict[str, Any] | None = None, base_di
     prev = json.loads(path.read_text()) if path.is_file() else {}
     if prev.get("recipe") == r.name and isinstance(prev.get("runs"), dict):  # several students, one file
         results["runs"] = {**prev["runs"], **results["runs"]}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str))
-    os.replace(tmp, path)
+    _atomic.write_text(path, json.dumps(results, indent=2, default=str))  # it holds earlier students' results too
     head = "| student | sparsity | block | steps | mean cosine to teacher fp32 | " + \
         " | ".join(f"int8 {b}" for b in backends) + " |"
     lines = [f"# {r.name} (feature-extraction)", "", head, "|" + "---|" * (5 + len(backends))]
@@ -281,5 +281,5 @@ def run_embed_recipe(recipe, *, overrides: dict[str, Any] | None = None, base_di
                            for b in backends)
         lines.append(f"| {k} | {v['sparsity']:.3f} | {v['block']} | {v['steps']} | {v['mean_cosine_fp32']:.4f} | "
                      f"{cells} |")
-    (root / "report.md").write_text("\n".join(lines) + "\n")
+    _atomic.write_text(root / "report.md", "\n".join(lines) + "\n")
     return results

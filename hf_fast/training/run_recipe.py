@@ -378,9 +378,11 @@ def run_recipe(recipe: str | Path, *, overrides: dict[str, Any] | None = None,
     results["time_s"] = round(time.time() - t_all, 1)
 
     # 4. report
-    (root / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    from hf_fast._atomic import write_text
+
+    write_text(root / "results.json", json.dumps(results, indent=2, default=str))
     report = format_report(results, metric, backends)
-    (root / "report.md").write_text(report)
+    write_text(root / "report.md", report)
     log(report)
     if push_to_hub and not skip_export:
         from hf_fast.hub import push_fast_folder
