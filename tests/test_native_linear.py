@@ -86,6 +86,27 @@ def test_one_and_two_threads_identical(block):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m,n", [(1, 200), (5, 1536), (16, 130), (16, 64), (17, 300)])
+def test_short_dense_calls_split_over_channels_at_two_threads(isa, m, n):
+    """A dense call of <= 16 rows is one 16-row unit: at 2 threads its output channels are split in runs of whole
+    panels (linear.c dense_cols_task) instead; the float, u8 and residual outputs stay those of 1 thread and of float64."""
+    rng = np.random.default_rng(m * 7 + n)
+    w = _weight(rng, n, 96, "dense")
+    scale, bias = rng.uniform(0.001, 0.01, n).astype(np.float32), rng.normal(0, 1, n).astype(np.float32)
+    lin = native.PackedLinear(w, scale, bias, block="dense", isa=isa)
+    a = rng.integers(0, 256, size=(m, 96), dtype=np.uint8)
+    r = rng.normal(size=(m, n)).astype(np.float32)
+    out = {}
+    for th in (1, 2):
+        with native.num_threads(th):
+            out[th] = (lin.forward(a, 0.05, 7, gelu=True, residual=r), lin.forward(a, 0.05, 7, out_quant=(0.03, 9)))
+    for y1, y2 in zip(out[1], out[2], strict=True):
+        np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_allclose(out[2][0], _expected(a, w, 0.05, 7, scale, bias, gelu=True, residual=r), rtol=1e-4,
+                               atol=1e-3)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_gelu_matches_torch_erf_gelu(isa):
     torch = pytest.importorskip("torch")
     x = np.concatenate([np.linspace(-12, 12, 20001), [0.0, -0.0, 1e-30, -1e-30, 1e-8, 40, -40, 100, -100]])

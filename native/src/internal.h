@@ -35,6 +35,9 @@ typedef struct {
     hf_dense_packed_size_fn packed_size;
     hf_dense_pack_fn pack;
     hf_dense_gemm_fn gemm;
+    /* > 0: the packed data is panel-major, `panel` output channels a panel of packed_size(panel, K) bytes, so a run of
+     * whole panels is a weight of its own (linear.c splits short calls over output channels); 0: not splittable */
+    int panel;
 } hf_dense_kernel;
 
 extern const hf_dense_kernel hf_dense_ref;

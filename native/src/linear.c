@@ -186,6 +186,29 @@ typedef struct {
     atomic_int rc;
 } dense_job;
 
+/* Short calls (fewer 16-row units than threads) split the output channels instead: each claims runs of whole panels
+ * (SPLIT_COLS channels) and computes their int32 sums for every row; the caller runs the epilogue after. */
+#define SPLIT_COLS 64
+static void dense_cols_task(void *ctx, int tid, int nth) {
+    dense_job *j = (dense_job *)ctx;
+    (void)tid;
+    (void)nth;
+    const hf_dense_w *w = j->l->dn;
+    const int64_t panel_bytes = j->dk->packed_size(j->dk->panel, w->K);
+    for (;;) {
+        const int64_t n0 = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * SPLIT_COLS;
+        if (n0 >= w->N) break;
+        hf_dense_w v = *w; /* the panels of channels [n0, n0 + SPLIT_COLS): a weight of their own */
+        v.N = n0 + SPLIT_COLS < w->N ? SPLIT_COLS : w->N - n0;
+        v.data = (char *)w->data + (n0 / j->dk->panel) * panel_bytes;
+        int rc = j->dk->gemm(&v, j->M, j->A, j->lda, j->acc + n0, j->l->N);
+        if (rc != HF_OK) {
+            atomic_store(&j->rc, rc);
+            break;
+        }
+    }
+}
+
 static void dense_task(void *ctx, int tid, int nth) {
     dense_job *j = (dense_job *)ctx;
     (void)tid;
@@ -285,7 +308,13 @@ static int linear_run(const hf_linear *l, int64_t M, const uint8_t *A, int64_t l
         j.rows_per_unit = 16;
         atomic_init(&j.next, 0);
         atomic_init(&j.rc, HF_OK);
-        hf_parallel(dense_task, &j, (int)((M + 15) / 16 < nth ? (M + 15) / 16 : nth));
+        const int64_t units = (M + 15) / 16, chunks = (l->N + SPLIT_COLS - 1) / SPLIT_COLS;
+        if (units < nth && chunks > 1 && j.dk->panel > 0 && SPLIT_COLS % j.dk->panel == 0) {
+            hf_parallel(dense_cols_task, &j, (int)(chunks < nth ? chunks : nth));
+            if (atomic_load(&j.rc) == HF_OK) j.rows(j.ep, 0, M, l->N, j.acc, l->N, Y, ldy);
+            return atomic_load(&j.rc);
+        }
+        hf_parallel(dense_task, &j, (int)(units < nth ? units : nth));
         return atomic_load(&j.rc);
     }
 }

@@ -26,4 +26,4 @@ static int ref_gemm(const struct hf_dense_w *w, int64_t M, const uint8_t *A, int
     return HF_OK;
 }
 
-const hf_dense_kernel hf_dense_ref = {ref_packed_size, ref_pack, ref_gemm};
+const hf_dense_kernel hf_dense_ref = {ref_packed_size, ref_pack, ref_gemm, 1};

@@ -100,7 +100,7 @@ static TGT int avx2_gemm(const struct hf_dense_w *w, int64_t M, const uint8_t *A
     return HF_OK;
 }
 
-const hf_dense_kernel hf_dense_avx2 = {avx2_packed_size, avx2_pack, avx2_gemm};
+const hf_dense_kernel hf_dense_avx2 = {avx2_packed_size, avx2_pack, avx2_gemm, 8};
 
 /* ---- hf_dense_avx2_s7 ("avx2-s7"): every weight in [-64, 64] ----
  * |a0*w0 + a1*w1| <= 255*64*2 = 32640, so vpmaddubsw (u8 x s8, int16 pair sums) cannot saturate;
@@ -188,4 +188,4 @@ static TGT int s7_gemm(const struct hf_dense_w *w, int64_t M, const uint8_t *A, 
     return HF_OK;
 }
 
-const hf_dense_kernel hf_dense_avx2_s7 = {s7_packed_size, s7_pack, s7_gemm};
+const hf_dense_kernel hf_dense_avx2_s7 = {s7_packed_size, s7_pack, s7_gemm, 8};

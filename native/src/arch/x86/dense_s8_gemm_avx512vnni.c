@@ -146,4 +146,4 @@ static TGT int vnni_gemm(const struct hf_dense_w *w, int64_t M, const uint8_t *A
     return HF_OK;
 }
 
-const hf_dense_kernel hf_dense_avx512vnni = {vnni_packed_size, vnni_pack, vnni_gemm};
+const hf_dense_kernel hf_dense_avx512vnni = {vnni_packed_size, vnni_pack, vnni_gemm, 16};
