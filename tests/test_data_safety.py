@@ -42,6 +42,21 @@ def _failing_exchange(a, b):
     raise OSError("simulated failure while swapping in the new folder")
 
 
+def _fail_the_swap(mp) -> None:
+    """Make the swap of a new artifact folder into place fail (both the one-step exchange and the renames)."""
+    from hf_fast.export import artifact
+
+    real_rename = os.rename
+
+    def flaky(src, dst):
+        if Path(src).name.startswith(".out.tmp-"):
+            raise OSError("simulated failure while swapping in the new folder")
+        return real_rename(src, dst)
+
+    mp.setattr(artifact.os, "rename", flaky)
+    mp.setattr(_atomic, "_exchange", _failing_exchange)
+
+
 def _digest(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -160,7 +175,6 @@ def test_export_into_another_artifact_replaces_its_model_files_only(saved, tmp_p
 def test_save_fast_over_an_artifact_keeps_a_trainers_checkpoints(saved, tmp_path, tok, monkeypatch):
     """A run trained into the artifact's folder, then saved there again: its checkpoints stay, and a save that fails
     at the swap leaves the folder whole (the kept entries are linked, not moved)."""
-    from hf_fast.export import artifact
 
     folder = _copy(saved, tmp_path / "out")
     ck = folder / "checkpoint-10"
@@ -169,16 +183,8 @@ def test_save_fast_over_an_artifact_keeps_a_trainers_checkpoints(saved, tmp_path
     (ck / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes())
     other = tiny_model("bert", "text-classification", tok.vocab_size, seed=1)
     before = _digest(folder)
-    real_rename = os.rename
-
-    def flaky(src, dst):
-        if Path(src).name.startswith(".out.tmp-"):
-            raise OSError("simulated failure while swapping in the new folder")
-        return real_rename(src, dst)
-
     with monkeypatch.context() as m:
-        m.setattr(artifact.os, "rename", flaky)
-        m.setattr(_atomic, "_exchange", _failing_exchange)
+        _fail_the_swap(m)
         with pytest.raises(OSError, match="simulated failure"):
             hf_fast.save_fast(other, tok, folder, SENTENCES[:4], progress=False)
     assert _digest(folder) == before
@@ -208,19 +214,10 @@ def test_saving_into_the_working_directory_leaves_it_usable(saved, tmp_path, tok
 
 
 def test_in_place_export_failure_leaves_folder_intact(saved, tmp_path, tok, monkeypatch):
-    from hf_fast.export import artifact
 
     folder = _copy(saved, tmp_path / "out")
     before = _digest(folder)
-    real_rename = os.rename
-
-    def flaky(src, dst):
-        if Path(src).name.startswith(".out.tmp-"):
-            raise OSError("simulated failure while swapping in the new folder")
-        return real_rename(src, dst)
-
-    monkeypatch.setattr(artifact.os, "rename", flaky)
-    monkeypatch.setattr(_atomic, "_exchange", _failing_exchange)
+    _fail_the_swap(monkeypatch)
     with pytest.raises(OSError, match="simulated failure"):
         export(str(folder), tok, folder, calibration_dataset=SENTENCES[:4], progress=False)
     assert _digest(folder) == before  # the kept files were linked, not moved: the old folder is whole
