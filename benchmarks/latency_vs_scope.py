@@ -268,7 +268,8 @@ def main(argv=None) -> int:
         rec = {"fast_config": fc.to_dict(), "train_time_s": round(time.time() - t0, 1),
                "sparsity_reached": student.config.hf_fast["sparsity_reached"],
                "predicted_ms": curves.predict_ms(*dims, block, gs),
-               "group_sparsity": {f"L{i}.{r}": round(s, 4) for (i, r), s in sorted(gs.items())}}
+               # 6 decimals: 0.59999 must not read as 0.6, the crossover (the kernel would flip)
+               "group_sparsity": {f"L{i}.{r}": round(s, 6) for (i, r), s in sorted(gs.items())}}
         if fc.scope == "latency":
             rec["latency_record"] = {k: v for k, v in student.config.hf_fast["latency"].items()
                                      if k != "layer_sparsity"}
