@@ -59,6 +59,17 @@ def test_global_scope_with_a_layer_floor():
         threshold_masks(scores, 0.5, "global", min_layer_sparsity=0.6)
 
 
+def test_layer_floor_at_the_crossover_is_never_one_block_under():
+    """A 384x384 Linear has 36,864 4x1 blocks; 60% of them is 22,118.4. The floor must prune 22,119 (60.003%): with
+    22,118 (59.999%) the engine's 60% sparse/dense crossover ran the layer on the dense kernel (issue 20, item 4:
+    MiniLM-L6's global students had two attn_out Linears dense)."""
+    g = torch.Generator().manual_seed(0)
+    scores = {"high": torch.rand(96, 384, generator=g) + 10.0, "low": torch.rand(96, 384, generator=g)}
+    m = threshold_masks(scores, 0.7, "global", min_layer_sparsity=0.6)
+    assert (~m["high"]).sum().item() == 22119 and (~m["high"]).float().mean().item() >= 0.6
+    assert sum((~v).sum().item() for v in m.values()) == round(0.7 * 2 * 36864)
+
+
 def test_pruned_blocks_stay_pruned():
     s = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     m1 = threshold_masks({"w": s}, 0.25)["w"]

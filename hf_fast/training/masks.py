@@ -108,7 +108,8 @@ def threshold_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str
 
     Blocks pruned in ``previous`` stay pruned (their score is treated as -inf), so masks only shrink.
     ``min_layer_sparsity`` (global scope): every layer first loses its lowest-scoring
-    ``round(min_layer_sparsity * n)`` blocks; the rest of the global budget then goes by score.
+    ``ceil(min_layer_sparsity * n)`` blocks (never under the floor: a floor at the engine's sparse/dense crossover
+    must leave the layer on the sparse kernel); the rest of the global budget then goes by score.
     ``max_layer_sparsity`` (global scope): every layer keeps its highest-scoring ``n - floor(max_layer_sparsity * n)``
     blocks whatever the other layers' scores.
     """
@@ -133,7 +134,8 @@ def threshold_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str
         if not (0.0 <= min_layer_sparsity <= sparsity):
             raise ValueError(f"min_layer_sparsity must lie in [0, sparsity={sparsity}], got {min_layer_sparsity}")
         for n in names:  # the floor's blocks go first: -inf sorts before every real score
-            floor = _prune_lowest(sc[n], int(round(min_layer_sparsity * sc[n].numel()))).reshape(sc[n].shape)
+            k = math.ceil(min_layer_sparsity * sc[n].numel() - 1e-9)  # round() fell 1 block under 60% of 36,864
+            floor = _prune_lowest(sc[n], k).reshape(sc[n].shape)
             sc[n][~floor] = float("-inf")
     if max_layer_sparsity is not None and max_layer_sparsity < 1.0:
         if not (sparsity <= max_layer_sparsity <= 1.0) or (min_layer_sparsity or 0.0) > max_layer_sparsity:
