@@ -89,7 +89,8 @@ def test_one_and_two_threads_identical(block):
 @pytest.mark.parametrize("m,n", [(1, 200), (5, 1536), (16, 130), (16, 64), (17, 300)])
 def test_short_dense_calls_split_over_channels_at_two_threads(isa, m, n):
     """A dense call of <= 16 rows is one 16-row unit: at 2 threads its output channels are split in runs of whole
-    panels (linear.c dense_cols_task) instead; the float, u8 and residual outputs stay those of 1 thread and of float64."""
+    panels (linear.c dense_cols_task) instead; the float, u8 and residual outputs stay those of 1 thread and of
+    float64."""
     rng = np.random.default_rng(m * 7 + n)
     w = _weight(rng, n, 96, "dense")
     scale, bias = rng.uniform(0.001, 0.01, n).astype(np.float32), rng.normal(0, 1, n).astype(np.float32)
