@@ -9,6 +9,6 @@ for f in ${SQUAD_FRACTIONS:-0.25 0.5}; do
   out=benchmarks/out/squad17_lc_f${f}
   [ -f $out/.done ] && continue
   mkdir -p $out
-  .venv/bin/python benchmarks/train_squad.py --train-fraction $f --sparsity 0.8 --threads 1 --bf16 \
+  .venv/bin/python benchmarks/train_squad.py --train-fraction $f --sparsity 0.8 --epochs 3 --threads 1 --bf16 \
      --skip-no-distill --skip-export --resume --out $out >> $out/run.log 2>&1 && touch $out/.done
 done

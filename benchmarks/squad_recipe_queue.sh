@@ -14,6 +14,6 @@ for entry in "${entries[@]}"; do
   [ -f $out/.done ] && continue
   mkdir -p $out
   # shellcheck disable=SC2086  # the flags are words
-  .venv/bin/python benchmarks/train_squad.py --teacher $T --sparsity 0.8 $flags --threads 1 --bf16 \
+  .venv/bin/python benchmarks/train_squad.py --teacher $T --sparsity 0.8 --epochs 3 $flags --threads 1 --bf16 \
      --skip-no-distill --resume --out $out >> $out/run.log 2>&1 && touch $out/.done
 done

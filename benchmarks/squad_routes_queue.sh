@@ -15,6 +15,6 @@ for entry in ${ROUTES:-other_paragraphs='{"other_paragraphs":1}' cross_article='
   out=benchmarks/out/squad17_route_${name}
   [ -f $out/.done ] && continue
   mkdir -p $out
-  .venv/bin/python benchmarks/train_squad.py --teacher $T --sparsity 0.8 --augment-qa "$spec" --threads 1 --bf16 \
+  .venv/bin/python benchmarks/train_squad.py --teacher $T --sparsity 0.8 --epochs 3 --augment-qa "$spec" --threads 1 --bf16 \
      --skip-no-distill --skip-export --resume --out $out >> $out/run.log 2>&1 && touch $out/.done
 done

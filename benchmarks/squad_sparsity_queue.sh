@@ -13,6 +13,6 @@ for entry in ${SQUAD_QUEUE:-0.8 0.5 0.8:0.9 0.7 0.9}; do
   else out=benchmarks/out/squad17_full_s${sp}_cap${cap}; extra="--max-layer-sparsity $cap"; fi
   [ -f $out/.done ] && continue
   mkdir -p $out
-  .venv/bin/python benchmarks/train_squad.py --teacher $T --sparsity $sp $extra --threads 1 --bf16 \
+  .venv/bin/python benchmarks/train_squad.py --teacher $T --sparsity $sp $extra --epochs 3 --threads 1 --bf16 \
      --skip-no-distill --resume --out $out >> $out/run.log 2>&1 && touch $out/.done
 done
