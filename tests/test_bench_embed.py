@@ -2,23 +2,18 @@
 whole benchmark on a tiny random sentence-transformers model and the first SQuAD dev paragraphs."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _script_loader import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name):
-    sys.path.insert(0, str(BENCH))  # bench_embed imports its sibling embed_runners
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(BENCH / f"{name}.py")  # bench_embed imports its sibling embed_runners
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,17 @@
 engine latencies, the +-3% pair report, and the exact McNemar test."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from _script_loader import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def lvs():
-    spec = importlib.util.spec_from_file_location("latency_vs_scope", BENCH / "latency_vs_scope.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(BENCH / "latency_vs_scope.py")
 
 
 def test_sparsity_at_ms_interpolates_between_the_bracketing_points(lvs):

@@ -242,12 +242,9 @@ LOOK_ALIKES = ["roberta-prelayernorm", "xlm-roberta-xl", "megatron-bert", "layou
 
 
 def _finder():
-    import importlib.util
+    from _script_loader import load_script
 
-    spec = importlib.util.spec_from_file_location("find_bert_like", REPO / "tools" / "find_bert_like.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(REPO / "tools" / "find_bert_like.py")
 
 
 def test_every_found_type_is_a_family_or_named_with_its_reason():

@@ -2,12 +2,12 @@
 and that the dispatcher is the one place that knows the ISAs (an unknown ISA id is an error, never a default table).
 `make native-aarch64-compile` (run by `make test`) cross-compiles and links the aarch64 selection; `make test-aarch64`
 runs its kernels under qemu."""
-import importlib.util
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _script_loader import load_script
 
 from hf_fast import native
 from hf_fast.models.spec import EngineLayer
@@ -19,10 +19,7 @@ SRC = REPO / "native" / "src"
 
 
 def _build_native():
-    spec = importlib.util.spec_from_file_location("_build_native_h10", REPO / "native" / "build_native.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(REPO / "native" / "build_native.py", "_build_native_h10")
 
 
 @pytest.fixture(scope="module")

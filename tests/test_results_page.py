@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from _script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
@@ -120,10 +121,7 @@ def test_plot_script_draws_every_speed_entry(tmp_path):
 
 
 def _history_log():
-    spec = importlib.util.spec_from_file_location("history_log", BENCH / "history_log.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(BENCH / "history_log.py")
 
 
 def test_history_log_appends_at_the_end_of_its_section_and_keeps_everything(tmp_path):

@@ -2,21 +2,18 @@
 difference computed from per_question_f1.json, and the learning-curve panel drawn from fp32-only runs."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _script_loader import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def sc():
-    spec = importlib.util.spec_from_file_location("squad_curve", BENCH / "squad_curve.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(BENCH / "squad_curve.py")
 
 
 def _run(tmp: Path, name: str, share: float | None, teacher: list[float], student: list[float], int8: bool,
