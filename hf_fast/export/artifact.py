@@ -201,6 +201,16 @@ def st_module_dirs(folder: Path) -> set[str]:
         return set()
 
 
+def replace_model_folder(new: Path, dest: Path) -> None:
+    """Swap the finished folder ``new`` in at ``dest``; an existing ``dest`` keeps what is not one of its model's own
+    files (``is_model_file``: a trainer's checkpoints, logs, notes, a clone's .git), hard-linked into ``new`` first,
+    so the old folder is whole until the one-step swap (``hf_fast._atomic.swap_dir``)."""
+    if dest.is_dir():
+        module_dirs = st_module_dirs(dest)
+        _atomic.carry_entries(dest, new, drop=lambda name: is_model_file(name, module_dirs))
+    _atomic.swap_dir(new, dest)
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary folder next to `out_dir`; on success swap it in, on error delete it.
@@ -221,10 +231,7 @@ def atomic_dir(out_dir: Path, overwrite: bool = True) -> Iterator[Path]:
         raise PermissionError(f"no write permission to create {str(out_dir)!r}: {exc}") from exc
     try:
         yield tmp
-        if real.is_dir():
-            module_dirs = st_module_dirs(real)
-            _atomic.carry_entries(real, tmp, drop=lambda name: is_model_file(name, module_dirs))
-        _atomic.swap_dir(tmp, real)
+        replace_model_folder(tmp, real)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -215,12 +215,17 @@ class PackedLinear:
         self.alternative, self.sparse_rows = None, None
 
     def set_alternative(self, alt: PackedLinear | None, rows: int) -> None:
-        """Run calls of fewer than `rows` tokens on `alt`, the same Linear packed for the other kernel (one of the two
-        block-sparse, the other dense), or on the sparse one where the dense kernel would leave threads idle
-        (hf_linear_set_alternative). Outputs are the same bit for bit; this object keeps `alt` alive."""
+        """`alt`: the same Linear packed for the other kernel (one of the two block-sparse, the other dense); calls of
+        at least `rows` tokens run the block-sparse one, shorter calls the dense one (hf_linear_set_alternative).
+        Outputs are the same bit for bit; this object keeps `alt` alive."""
         _check(lib.hf_linear_set_alternative(self._l, alt._l if alt is not None else ffi.NULL, int(rows)),
                "linear_set_alternative")
         self.alternative, self.sparse_rows = alt, (int(rows) if alt is not None else None)
+
+    @property
+    def nbytes_with_alternative(self) -> int:
+        """Packed bytes of this Linear and of its alternative packing, if it has one."""
+        return self.nbytes + (self.alternative.nbytes if self.alternative is not None else 0)
 
     def runs_sparse(self, tokens: int) -> bool:
         """Whether a call of `tokens` rows runs the block-sparse kernel (this packing's or its alternative's)."""

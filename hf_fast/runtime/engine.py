@@ -352,7 +352,7 @@ class NativeEngine:
                                                                isa=isa), choice.sparse_from_tokens)
                 self.packed[key] = pl
                 self._keep.append(pl)
-                self.packed_bytes += pl.nbytes + (pl.alternative.nbytes if pl.alternative is not None else 0)
+                self.packed_bytes += pl.nbytes_with_alternative
                 self.dense_int8_bytes += pl.shape[0] * pl.shape[1]
                 lins[name] = (pl, lp.in_quant, lp.in_mul)
             d = ffi.new("hf_engine_layer_desc *")

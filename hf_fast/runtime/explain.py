@@ -53,7 +53,7 @@ def explain_native(model) -> dict[str, Any]:
                 # calls of at least this many tokens run block-sparse, shorter ones dense (None: one kernel for all)
                 "sparse_from_tokens": pl.sparse_rows,
                 "kernel_impl": pl.kernel, "isa": pl.isa, "reason": ch.reason,
-                "packed_bytes": pl.nbytes + (pl.alternative.nbytes if pl.alternative is not None else 0),
+                "packed_bytes": pl.nbytes_with_alternative,
             })
         q8 = layer.attn_quant is not None
         bf16 = not q8 and getattr(eng, "attention", "fp32") == "bf16"

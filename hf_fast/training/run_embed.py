@@ -77,13 +77,11 @@ def write_sentence_transformer_folder(model, tokenizer, out: str | os.PathLike, 
                                                                   indent=2) + "\n")
         (tmp / "config_sentence_transformers.json").write_text(json.dumps(
             {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2) + "\n")
-        if real.is_dir():  # keep what is not the old model's (linked, so the old folder stays whole); drop the old
-            # model's own files (an int8 model.onnx of the old weights would load silently beside the new weights)
-            from hf_fast.export.artifact import is_model_file, st_module_dirs
+        # keep what is not the old model's; drop the old model's own files (an int8 model.onnx of the old weights
+        # would load silently beside the new weights)
+        from hf_fast.export.artifact import replace_model_folder
 
-            module_dirs = st_module_dirs(real)
-            _atomic.carry_entries(real, tmp, drop=lambda name: is_model_file(name, module_dirs))
-        _atomic.swap_dir(tmp, real)
+        replace_model_folder(tmp, real)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

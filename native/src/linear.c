@@ -359,7 +359,7 @@ static int64_t out_width(const hf_linear *l) { return l->glu ? l->N / 2 : l->N; 
 
 int64_t hf_linear_chain_scratch_bytes(const hf_linear *l1, const hf_linear *l2, int64_t M) {
     if (!l1 || !l2 || M < 0) return 0;
-    l1 = pick(l1, M), l2 = pick(l2, M); /* as hf_linear_chain will, for the same M and thread count */
+    l1 = pick(l1, M), l2 = pick(l2, M); /* as hf_linear_chain will for the same M */
     return chain_packed(l1, l2) ? hf_packed_act_bytes(M, out_width(l1)) : M * out_width(l1);
 }
 
@@ -368,7 +368,7 @@ int hf_linear_chain(const hf_linear *l1, const hf_linear *l2, int64_t M, const u
                     int64_t ldy, const float *residual, int64_t ldr) {
     int rc;
     if (!l1 || !l2 || !hbuf) return hf_fail(HF_EINVAL, "linear_chain: NULL linear or scratch");
-    if (M > 0) l1 = pick(l1, M), l2 = pick(l2, M);
+    l1 = pick(l1, M), l2 = pick(l2, M);
     const int64_t w1 = out_width(l1);
     if (w1 != l2->K)
         return hf_fail(HF_EINVAL, "linear_chain: the first linear gives %lld channels, the second takes K=%lld",
