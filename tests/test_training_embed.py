@@ -81,6 +81,30 @@ def test_embedding_loss_values():
     assert cos(out(s), out(t), None)[0].item() == pytest.approx(1 - 2.5 / np.hypot(2.5, 3.5), rel=1e-5)
 
 
+def test_relation_term_values_and_anchor_queue(monkeypatch):
+    import hf_fast.training.embed_distill as ed
+
+    monkeypatch.setattr(ed, "RELATION_ANCHORS", 3)
+    out = lambda h: {"last_hidden_state": h[:, None, :]}  # noqa: E731  (one token a text: pooled = itself)
+    g = torch.Generator().manual_seed(0)
+    t = torch.nn.functional.normalize(torch.randn(2, 4, generator=g), dim=-1)
+    rel = EmbeddingDistillationLoss(DistillConfig(loss="embedding-cosine", relation_weight=2.0,
+                                                  relation_temperature=0.5))
+    loss, parts = rel(out(t), out(t), None)  # the student is the teacher: both terms are 0
+    assert loss.item() == pytest.approx(0.0, abs=1e-6) and parts["relation"].item() == pytest.approx(0.0, abs=1e-6)
+    # a student that swaps the two texts: the anchors are the teacher's two embeddings (this batch) + the queue
+    s = t.flip(0)
+    loss, parts = rel(out(s), out(t), None)
+    anchors = torch.cat([t, t])  # this batch, then the queue (the first batch's two)
+    p, q = [torch.softmax(x @ anchors.T / 0.5, -1) for x in (t, s)]
+    kl = float((p * (p.log() - q.log())).sum(-1).mean())
+    assert parts["relation"].item() == pytest.approx(kl, rel=1e-5) and kl > 0.01
+    assert loss.item() == pytest.approx(parts["kd"].item() + 2.0 * kl, rel=1e-5)
+    assert rel._anchors.shape == (3, 4)  # newest first, cut to RELATION_ANCHORS
+    plain = EmbeddingDistillationLoss(DistillConfig(loss="embedding-cosine"))
+    assert "relation" not in plain(out(s), out(t), None)[1]
+
+
 def test_trainer_prunes_to_target_and_moves_student_to_teacher(tmp_path):
     teacher = tiny_encoder(seed=1)
     student = tiny_encoder(seed=2)  # another random model: far from the teacher, so there is something to learn
@@ -114,6 +138,17 @@ def test_hidden_state_term_is_added(tmp_path):
     logged = [e for e in ft.state.log_history if "distill/hidden" in e and "loss" in e]
     assert logged and all(e["distill/hidden"] > 0 for e in logged)
     assert all(e["loss"] == pytest.approx(e["distill/kd"] + e["distill/hidden"], rel=1e-3) for e in logged)
+
+
+def test_relation_term_is_added_in_training(tmp_path):
+    teacher, student = tiny_encoder(seed=1), tiny_encoder(seed=2)
+    fc = FastConfig(sparsity=0.25, block="4x1", distill={"loss": "embedding-mse", "relation_weight": 0.5})
+    ft = FastTrainer(model=student, teacher=teacher, args=train_args(tmp_path, max_steps=3, logging_steps=1),
+                     fast_config=fc, train_dataset=TextIds(48))
+    ft.train()
+    logged = [e for e in ft.state.log_history if "distill/relation" in e and "loss" in e]
+    assert len(logged) == 3 and all(e["distill/relation"] > 0 for e in logged)
+    assert all(e["loss"] == pytest.approx(e["distill/kd"] + 0.5 * e["distill/relation"], rel=1e-3) for e in logged)
 
 
 def test_writing_the_folder_keeps_what_else_it_holds(tmp_path, tok):
@@ -232,6 +267,9 @@ def test_pruning_callback_inside_sentence_transformer_trainer(tmp_path, tok):
     ({"loss": "cosine"}, "distill.loss must be one of"),
     ({"loss": "embedding-cosine", "pooling": "weighted"}, "distill.pooling must be"),
     ({"pooling": "mean"}, "distill.pooling applies to the embedding losses"),
+    ({"relation_weight": 1.0}, "distill.relation_weight ranks sentence embeddings"),
+    ({"loss": "embedding-cosine", "relation_weight": -1}, "distill.relation_weight must be >= 0"),
+    ({"loss": "embedding-cosine", "relation_temperature": 0}, "distill.relation_temperature must be > 0"),
 ])
 def test_distill_config_rejects(kw, match):
     with pytest.raises(ValueError, match=match):

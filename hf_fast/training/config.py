@@ -94,6 +94,12 @@ class DistillConfig:
             by student layer or a ``{student_layer: weight}`` mapping (unlisted layers weigh 1). The terms become
             weighted means over the mapped layers, so ``hidden_weight`` keeps its scale; a weight of 0 leaves that
             layer out. ``None`` (default) weighs every mapped layer alike.
+        relation_weight: embedding losses only: weight of a label-free ranking term (0 disables it). Each
+            student embedding scores a set of anchors -- the teacher's embeddings of this batch's texts and of the
+            last ``RELATION_ANCHORS`` texts before them -- and the softmax of those scores at
+            ``relation_temperature`` learns the teacher's own (KL). Retrieval ranks by such scores; the MSE /
+            cosine terms only pull each embedding towards its target.
+        relation_temperature: the temperature of that softmax (cosine scores; 0.05 is a usual contrastive one).
     """
 
     temperature: float = 2.0
@@ -104,6 +110,8 @@ class DistillConfig:
     layer_weights: list[float] | dict[int, float] | None = None
     loss: str = "kl"
     pooling: str | None = None
+    relation_weight: float = 0.0
+    relation_temperature: float = 0.05
 
     @property
     def embedding_loss(self) -> bool:
@@ -127,10 +135,16 @@ class DistillConfig:
             raise ValueError(f"distill.temperature must be > 0, got {self.temperature!r}")
         if not isinstance(self.alpha, (int, float)) or not (0.0 <= self.alpha <= 1.0):
             raise ValueError(f"distill.alpha must lie in [0, 1], got {self.alpha!r}")
-        for n in ("hidden_weight", "attention_weight"):
+        for n in ("hidden_weight", "attention_weight", "relation_weight"):
             v = getattr(self, n)
-            if not isinstance(v, (int, float)) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"distill.{n} must be >= 0, got {v!r}")
+        if self.relation_weight and not self.embedding_loss:
+            raise ValueError(f"distill.relation_weight ranks sentence embeddings: it applies to the embedding "
+                             f"losses {EMBEDDING_LOSSES}, not loss={self.loss!r}")
+        t = self.relation_temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0:
+            raise ValueError(f"distill.relation_temperature must be > 0, got {t!r}")
         if self.layer_map is not None:
             if not isinstance(self.layer_map, dict):
                 raise ValueError(f"distill.layer_map must be a mapping student_layer -> teacher_layer, "

@@ -7,9 +7,12 @@ teacher's pooled, L2-normalised sentence embeddings, as sentence-transformers' d
     embedding-cosine:      1 - cos(e_s, e_t)
     embedding-mse+cosine:  their sum
 
-averaged over the batch. Student and teacher are feature-extraction models (``AutoModel``: ``last_hidden_state``);
-the pooling is the teacher's own sentence-transformers config (``hf_fast.pooling.from_folder``) unless
-``distill.pooling`` names one.
+averaged over the batch, plus with ``distill.relation_weight`` a ranking term: the KL from the teacher's softmax
+over anchor scores ``t_i . a / T`` to the student's ``s_i . a / T``, where the anchors ``a`` are the teacher's
+embeddings of the batch and of the ``RELATION_ANCHORS`` texts before it (a queue, as MoCo keeps one). Still
+label-free: every target is the teacher's. Student and teacher are feature-extraction models (``AutoModel``:
+``last_hidden_state``); the pooling is the teacher's own sentence-transformers config
+(``hf_fast.pooling.from_folder``) unless ``distill.pooling`` names one.
 """
 from __future__ import annotations
 
@@ -23,6 +26,10 @@ import torch.nn.functional as F
 from hf_fast import pooling as pooling_mod
 from hf_fast.training.config import EMBEDDING_LOSSES, DistillConfig
 from hf_fast.training.distillation import DistillationLoss, _get, head_kind
+
+# Teacher embeddings kept as anchors of the ranking term. Batches come grouped by length (questions with questions),
+# so the queue is what puts paragraphs among a question's anchors; ~60 batches of 16 span several length groups.
+RELATION_ANCHORS = 1024
 
 
 def pool_torch(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode: str) -> torch.Tensor:
@@ -94,6 +101,8 @@ class EmbeddingDistillationLoss(DistillationLoss):
             raise ValueError(f"EmbeddingDistillationLoss needs distill.loss in {EMBEDDING_LOSSES}, got {config.loss!r}")
         super().__init__(config, layer_map)
         self.pooling = pooling
+        self._anchors: torch.Tensor | None = None  # the queue of teacher embeddings (not checkpointed: refills)
+        self._pair: tuple[torch.Tensor, torch.Tensor] | None = None  # this step's (student, teacher) embeddings
 
     def kd_term(self, student_outputs, teacher_outputs, inputs: Mapping[str, Any] | None = None) -> torch.Tensor:
         mask = inputs.get("attention_mask") if inputs is not None else None
@@ -110,4 +119,29 @@ class EmbeddingDistillationLoss(DistillationLoss):
             loss = loss + F.mse_loss(s, t)
         if "cosine" in self.config.loss:
             loss = loss + (1.0 - (s * t).sum(-1)).mean()
+        self._pair = (s, t)
         return loss
+
+    def relation_term(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """KL(teacher || student) of the softmax over anchor scores, averaged over the batch (see module doc); then
+        the batch's teacher embeddings join the anchor queue."""
+        t = t.detach().float()
+        anchors = t if self._anchors is None or self._anchors.shape[1] != t.shape[1] \
+            else torch.cat([t, self._anchors.to(t.device)])
+        with torch.autocast(s.device.type, enabled=False):  # scores / 0.05: bf16's 3 digits would blur the ranking
+            tau = float(self.config.relation_temperature)
+            log_q = F.log_softmax(s.float() @ anchors.T / tau, dim=-1)
+            log_p = F.log_softmax(t @ anchors.T / tau, dim=-1)
+            kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+        self._anchors = anchors[:RELATION_ANCHORS]
+        return kl
+
+    def forward(self, student_outputs, teacher_outputs, inputs: Mapping[str, Any] | None = None):
+        self._pair = None
+        loss, parts = super().forward(student_outputs, teacher_outputs, inputs)
+        if self.config.relation_weight > 0 and self._pair is not None:
+            r = self.relation_term(*self._pair)
+            loss = loss + self.config.relation_weight * r
+            parts["relation"] = r.detach()
+        self._pair = None
+        return loss, parts

@@ -92,6 +92,9 @@ def add_pruning_arguments(ap) -> None:
     ap.add_argument("--layer-weights", type=layer_weights_arg, default=None, metavar="W0,W1,...",
                     help="fast_config.distill.layer_weights: one weight per student layer for the hidden-state / "
                          "attention MSE (layer-wise distillation), e.g. 1,1,1,2,2,4")
+    ap.add_argument("--relation-weight", type=float, default=None,
+                    help="fast_config.distill.relation_weight (embedding losses): weight of the label-free ranking "
+                         "term, the student's softmax over anchor scores learning the teacher's")
     ap.add_argument("--qat", action="store_true", default=None,
                     help="fast_config.quantization='qat': fake-quant fine-tuning from the end of pruning on, so the "
                          "int8 export matches what the student trained with")
@@ -119,6 +122,8 @@ def pruning_overrides(args) -> dict[str, Any]:
         fc.setdefault("distill", {})["hidden_weight"] = args.hidden_weight
     if getattr(args, "layer_weights", None) is not None:
         fc.setdefault("distill", {})["layer_weights"] = args.layer_weights
+    if getattr(args, "relation_weight", None) is not None:
+        fc.setdefault("distill", {})["relation_weight"] = args.relation_weight
     if getattr(args, "qat", None):
         fc["quantization"] = "qat"
     given = {k: getattr(args, k) for k in LATENCY_FLAGS if getattr(args, k, None) is not None}
