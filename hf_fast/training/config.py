@@ -95,8 +95,8 @@ class DistillConfig:
             weighted means over the mapped layers, so ``hidden_weight`` keeps its scale; a weight of 0 leaves that
             layer out. ``None`` (default) weighs every mapped layer alike.
         relation_weight: embedding losses only: weight of a label-free ranking term (0 disables it). Each
-            student embedding scores a set of anchors -- the teacher's embeddings of this batch's texts and of the
-            last ``RELATION_ANCHORS`` texts before them -- and the softmax of those scores at
+            student embedding scores a set of anchors -- the teacher's embeddings of the batch's other texts and of
+            the last ``RELATION_ANCHORS`` texts before them -- and the softmax of those scores at
             ``relation_temperature`` learns the teacher's own (KL). Retrieval ranks by such scores; the MSE /
             cosine terms only pull each embedding towards its target.
         relation_temperature: the temperature of that softmax (cosine scores; 0.05 is a usual contrastive one).

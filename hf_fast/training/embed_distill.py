@@ -9,8 +9,8 @@ teacher's pooled, L2-normalised sentence embeddings, as sentence-transformers' d
 
 averaged over the batch, plus with ``distill.relation_weight`` a ranking term: the KL from the teacher's softmax
 over anchor scores ``t_i . a / T`` to the student's ``s_i . a / T``, where the anchors ``a`` are the teacher's
-embeddings of the batch and of the ``RELATION_ANCHORS`` texts before it (a queue, as MoCo keeps one). Still
-label-free: every target is the teacher's. Student and teacher are feature-extraction models (``AutoModel``:
+embeddings of the other texts of the batch and of the ``RELATION_ANCHORS`` texts before it (a queue, as MoCo keeps
+one). Still label-free: every target is the teacher's. Student and teacher are feature-extraction models (``AutoModel``:
 ``last_hidden_state``); the pooling is the teacher's own sentence-transformers config
 (``hf_fast.pooling.from_folder``) unless ``distill.pooling`` names one.
 """
@@ -128,10 +128,14 @@ class EmbeddingDistillationLoss(DistillationLoss):
         t = t.detach().float()
         anchors = t if self._anchors is None or self._anchors.shape[1] != t.shape[1] \
             else torch.cat([t, self._anchors.to(t.device)])
+        # a text's own teacher embedding is left out of its anchors: it would take nearly all of both softmaxes and
+        # leave no signal about how the text ranks among the others, which is what retrieval reads
+        own = torch.zeros(t.shape[0], anchors.shape[0], dtype=torch.bool, device=t.device)
+        own[:, :t.shape[0]] = torch.eye(t.shape[0], dtype=torch.bool, device=t.device)
         with torch.autocast(s.device.type, enabled=False):  # scores / 0.05: bf16's 3 digits would blur the ranking
             tau = float(self.config.relation_temperature)
-            log_q = F.log_softmax(s.float() @ anchors.T / tau, dim=-1)
-            log_p = F.log_softmax(t @ anchors.T / tau, dim=-1)
+            log_q = F.log_softmax((s.float() @ anchors.T / tau).masked_fill(own, -1e4), dim=-1)
+            log_p = F.log_softmax((t @ anchors.T / tau).masked_fill(own, -1e4), dim=-1)
             kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
         self._anchors = anchors[:RELATION_ANCHORS]
         return kl
