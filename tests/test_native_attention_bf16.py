@@ -111,6 +111,12 @@ _feeds, _engine = engine_feeds, engine_for
 def test_engine_attention_option(artifact):
     feeds = _feeds(np.random.default_rng(1))
     assert _engine(artifact).attention == "fp32"  # the default: bf16 is opt-in
+    # ... for a task head: a loaded classifier keeps fp32 unless asked (only sentence embeddings default to "auto")
+    from hf_fast import FastModelForSequenceClassification
+
+    assert FastModelForSequenceClassification.from_pretrained(artifact).backend.engine.attention == "fp32"
+    assert FastModelForSequenceClassification.from_pretrained(artifact, attention="auto").backend.engine.attention \
+        == ("bf16" if HW else "fp32")
     # auto on the reference ISA: the bf16 model only where the CPU has AVX512_BF16
     assert _engine(artifact, isa="ref", attention="auto").attention == ("bf16" if HW else "fp32")
     ref32 = _engine(artifact, isa="ref", attention="fp32")

@@ -246,6 +246,12 @@ _REDUCED_ATTENTION = {
     "int8-dynamic": (native.attention_dq8_kernel, "dynamic int8", "AVX-512 VNNI", "HF_ATTN_INT8_DYNAMIC"),
 }
 
+# The attention precision when the caller names none. Sentence embeddings: bf16 where the CPU has it ("auto"), since a
+# pooled, normalised embedding moves by a cosine of ~1e-4 (dense all-MiniLM-L6-v2: SQuAD-dev recall@10 unchanged,
+# benchmarks/RESULTS.md, issue 19) while paragraphs embed ~1.1x faster. Task heads keep fp32: on the flat-logit SQuAD
+# teacher bf16 moved more answers away from ONNX Runtime's than fp32 does (benchmarks/HISTORY.md), so it stays opt-in.
+DEFAULT_ATTENTION_BY_TASK = {"feature-extraction": "auto"}
+
 
 class NativeEngine:
     """``packed``: {"layers.<i>.<qkv|attn_out|ffn_in|ffn_out>": PackedLinear} restored from the pack cache (the
@@ -527,16 +533,16 @@ class NativeBackend:
     name = "native"
 
     def __init__(self, model_path, fast_config, num_threads: int | None = None, isa: str = "auto",
-                 pack_cache: bool | None = None, attention: str = "fp32"):
+                 pack_cache: bool | None = None, attention: str | None = None):
         """pack_cache: reuse / write the packed weights in the on-disk cache (runtime/pack_cache.py; default on,
         env HF_FAST_PACK_CACHE=0 turns it off). `self.pack_cache` says what happened: "off", "hit", "miss"
         (built and written), "rebuilt" (an unusable entry was replaced) or "unwritable".
-        attention: "fp32" (the default), "bf16" (q k^T and p v on bf16 pairs, fp32 softmax; AVX512_BF16 CPUs and
-        HF_FAST_ISA=ref only, else ValueError), "auto" (bf16 where the CPU has AVX512_BF16, else fp32) or
+        attention: "fp32", "bf16" (q k^T and p v on bf16 pairs, fp32 softmax; AVX512_BF16 CPUs and HF_FAST_ISA=ref
+        only, else ValueError), "auto" (bf16 where the CPU has AVX512_BF16 and a kernel fits, else fp32) or
         "int8-dynamic" (q, k int8 per token and v per channel with run-time scales, int16 softmax weights; AVX-512 VNNI
-        and HF_FAST_ISA=ref only, else ValueError). Opt-in: on the SQuAD teacher bf16 moved more answers away from
-        ONNX Runtime's than fp32 does (benchmarks/HISTORY.md). Layers
-        exported with int8 attention keep it. `self.engine.attention` says which runs."""
+        and HF_FAST_ISA=ref only, else ValueError). None (the default): the task's choice, DEFAULT_ATTENTION_BY_TASK
+        ("auto" for sentence embeddings, "fp32" for task heads). Layers exported with int8 attention keep it.
+        `self.engine.attention` says which runs."""
         if num_threads is not None:
             if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
                 raise ValueError(f"num_threads must be a non-negative int (0 = all cores), got {num_threads!r}")
@@ -547,7 +553,8 @@ class NativeBackend:
             raise ValueError(f"fast_config.json: num_heads must be a positive int, got {heads!r}")
         block = fast_config.get("block")
         self.model_path, self.num_heads = model_path, heads
-        self.attention = attention
+        self.attention = DEFAULT_ATTENTION_BY_TASK.get(fast_config.get("task"), "fp32") if attention is None \
+            else attention
         self.engine = self._build(model_path, heads, block, isa, pack_cache, fast_config)
         self.input_names = [i for i in self.engine.plan.inputs]
         self.output_names = list(self.engine.plan.outputs)
