@@ -203,7 +203,7 @@ class Worker:
         self.proc.start()
 
     def wait_ready(self):
-        self._reply()
+        self.info = self._reply() or {}
 
     def ask(self, *msg):
         self.conn.send(msg)
@@ -236,19 +236,24 @@ def stop_workers(ws):
 
 
 # ------------------------------------------------------------------ report
+def _runtime(row: dict) -> str:
+    """The runtime's name, with the engine's attention precision where the run recorded it."""
+    return row["runtime"] + (f" ({row['attention']} attention)" if row.get("attention") else "")
+
+
 def markdown(res: dict) -> str:
     lines = ["| model | runtime | recall@1 | recall@10 | MRR | cos to fp32: rt-polarity | questions | paragraphs |",
              "|---|---|---|---|---|---|---|---|"]
     for r in res["quality"]:
         c = r.get("cosine_to_fp32") or {}
         cos = [f"{c[k]:.4f}" if k in c else "-" for k in ("rt-polarity", "questions", "paragraphs")]
-        lines.append(f"| {r['model']} | {r['runtime']} | {100 * r['recall@1']:.2f} | {100 * r['recall@10']:.2f} | "
+        lines.append(f"| {r['model']} | {_runtime(r)} | {100 * r['recall@1']:.2f} | {100 * r['recall@10']:.2f} | "
                      f"{r['mrr']:.4f} | " + " | ".join(cos) + " |")
     lines += ["", "| runtime | threads | paragraphs, batch 32 (sent/s) | vs ORT int8 | questions, batch 1 (sent/s) | "
               "ms/query | vs ORT int8 |", "|---|---|---|---|---|---|---|"]
     for r in res["speed"]:
         p, q = r["paragraphs_b32"], r["questions_b1"]
-        lines.append(f"| {r['runtime']} | {r['threads']} | {p['sent_per_s']:.1f} | {_ratio(p)} | "
+        lines.append(f"| {_runtime(r)} | {r['threads']} | {p['sent_per_s']:.1f} | {_ratio(p)} | "
                      f"{q['sent_per_s']:.1f} | {1e3 / q['sent_per_s']:.2f} | {_ratio(q)} |")
     for name, t in (res.get("student_targets") or {}).items():
         lines += ["", f"target ({name} vs fp32 / ORT int8 dense, 1 thread, paragraphs batch 32): recall@10 within 2.0 "
@@ -472,7 +477,7 @@ def main(argv=None) -> int:
                    "precision": "int8", **retrieval_metrics(emb["questions"], emb["paragraphs"], gold),
                    "cosine_to_fp32": {k: mean_cosine(emb[k], ref[k]) for k in texts if k in ref},
                    "min_cosine_to_fp32_rt": float((_unit(emb["rt-polarity"]) * _unit(ref["rt-polarity"]))
-                                                  .sum(1).min())}
+                                                  .sum(1).min()), **ws[name].info}
             quality.append(row)
             print(f"{name}: {json.dumps({k: v for k, v in row.items() if k != 'model'})} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -511,7 +516,7 @@ def main(argv=None) -> int:
             print(f"threads {th} round {r + 1}/{args.rounds} load {os.getloadavg()[0]:.2f}", flush=True)
         stop_workers(ws)
         for n in timed:
-            row = {"runtime": n, "threads": th}
+            row = {"runtime": n, "threads": th, **ws[n].info}
             for k, (v, _) in loads.items():
                 med = statistics.median(wall[(n, k)])
                 row[k] = {"n": len(v), "median_s": med, "sent_per_s": len(v) / med,

@@ -24,9 +24,11 @@ RUNTIMES = ("engine", "ort-int8-dyn", "openvino", "torch-fp32")
 
 class Runner:
     """One batch = tokenize -> run -> pool -> normalise. Subclasses give ``run``; ``fused`` runners return pooled
-    (and, when the model says so, normalised) embeddings from ``run`` itself."""
+    (and, when the model says so, normalised) embeddings from ``run`` itself. ``info``: what the report should say
+    about the runtime's own choices (the engine's attention precision)."""
 
     fused = False
+    info: dict = {}
 
     def __init__(self, tokenizer, max_seq_length: int, pooling: dict, input_names):
         self.tokenizer, self.max_seq_length = tokenizer, int(max_seq_length)
@@ -73,6 +75,7 @@ class EngineRunner(Runner):
 
         self.model = FastModelForFeatureExtraction.from_pretrained(folder, backend="native",
                                                                    output="sentence_embedding", num_threads=threads)
+        self.info = {"attention": self.model.backend.engine.attention}  # the default: bf16 where the CPU has it
         super().__init__(input_names=self.model.input_names, **kw)
 
     def run(self, feeds):
@@ -146,7 +149,7 @@ def worker(conn, spec: dict) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         runner = make_runner(spec)
-        conn.send(("ready", None))
+        conn.send(("ready", dict(runner.info)))
     except Exception as exc:  # noqa: BLE001  (reported to the parent, which names the runtime)
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
