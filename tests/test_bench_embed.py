@@ -117,7 +117,9 @@ def test_smoke_run_on_a_tiny_model(be, tmp_path, shared_data):
         assert r["paragraphs_b32"]["n"] == 3 and r["questions_b1"]["n"] == 3
         assert r["paragraphs_b32"]["sent_per_s"] > 0 and len(r["questions_b1"]["rounds_s"]) == 1
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| engine | 1 |" in out.with_suffix(".md").read_text()
+    eng = next(r for r in res["speed"] if r["runtime"] == "engine")
+    assert eng["attention"] in ("fp32", "bf16")  # what the engine chose by default is recorded and printed
+    assert f"| engine ({eng['attention']} attention) | 1 |" in out.with_suffix(".md").read_text()
 
     # the shared runner's encode is FastSentenceTransformer.encode: same tokenizer call, same batching
     from embed_runners import EngineRunner, encode
