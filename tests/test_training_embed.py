@@ -335,6 +335,20 @@ def test_text_data(tmp_path, tok):
     assert not set(ev) & set(train)
     assert {"The river is long.", "It flows north.", "The river is long. It flows north.",
             "Where does it flow?", "bad line 0", "good line 2"} <= set(train)
+    # windows of several sizes: each size packs its own windows (the whole paragraph fits the larger one)
+    long = tmp_path / "long.json"
+    sents = [f"Sentence number {w} is here." for w in ("one", "two", "three", "four", "five", "six")]
+    long.write_text(json.dumps({"data": [{"paragraphs": [{"context": " ".join(sents), "qas": []}]}]}))
+    n = [len(tok(x, add_special_tokens=False)["input_ids"]) for x in sents]
+    small = max(n[0] + n[1], n[2] + n[3], n[4] + n[5]) + 2  # two sentences a window
+    one, both = ({t for part in embedding_texts({"format": "text", "squad_json": str(long), "max_length": 128,
+                                                 "window_tokens": w}, tok) for t in part}  # train + held out
+                 for w in ([small], [small, 128]))
+    assert " ".join(sents[:2]) in one and " ".join(sents) not in one
+    assert both == one | {" ".join(sents)}
+    for bad in ([256], [4], "128", [True]):
+        with pytest.raises(ValueError, match="data.window_tokens must be"):
+            embedding_texts({"format": "text", "squad_json": str(long), "window_tokens": bad}, tok)
     with pytest.raises(ValueError, match="names no text"):
         embedding_texts({"format": "text"}, tok)
     with pytest.raises(ValueError, match="unknown key"):
