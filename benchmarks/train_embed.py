@@ -68,6 +68,9 @@ def main(argv=None) -> int:
                          "the recipe's texts with the hidden-state term): each text's teacher forward runs once, "
                          "and a resumed run reuses them; the hidden-state term then compares real tokens only")
     ap.add_argument("--base-dir", default=str(REPO), help="where the recipe's relative paths resolve (repo root)")
+    ap.add_argument("--max-length", type=int, default=None, help="data.max_length (tokens per training text)")
+    ap.add_argument("--window-tokens", default=None, metavar="N,N",
+                    help="data.window_tokens: SQuAD window sizes, e.g. 128,256 (each <= --max-length)")
     from hf_fast.training.run_recipe import add_pruning_arguments, pruning_overrides
 
     add_pruning_arguments(ap)  # --scope --score --min-layer-sparsity --end-step --hidden-weight
@@ -94,6 +97,10 @@ def main(argv=None) -> int:
             ov["training_args"]["logging_steps"] = max(1, min(25, a.max_steps // 4))
         if a.loss:
             ov["fast_config"].setdefault("distill", {})["loss"] = a.loss
+        if a.max_length:
+            ov.setdefault("data", {})["max_length"] = a.max_length
+        if a.window_tokens:
+            ov.setdefault("data", {})["window_tokens"] = [int(x) for x in a.window_tokens.split(",")]
         if student or a.teacher or a.cascade:
             # a student that starts pruned still learns from the dense model (the recipe's teacher, else its student)
             ov["model"] = {k: v for k, v in (("student", student), ("teacher", a.teacher)) if v}
