@@ -292,13 +292,14 @@ int hf_engine_set_attention_precision(hf_engine *e, int precision) {
     const reduced_attention *r = reduced_attention_for(precision);
     if (r) {
         const int64_t d = e->H / e->heads;
-        if (e->attn_bias != HF_ATTN_BIAS_NONE && !r->xkernel_for)
-            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: %s attention does not take a relative "
-                           "attention bias; the engine runs fp32 attention", r->name);
         if (!r->kernel_for(e->isa, d))
             return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: ISA '%s' has no %s attention kernel "
                            "for head size %lld on this CPU (needs %s and d %% 16 == 0); the engine runs fp32 "
                            "attention", hf_isa_name(e->isa), r->name, (long long)d, r->needs);
+        /* (a window layer without a variant kernel keeps fp32; a relative-bias engine is refused) */
+        if (e->attn_bias != HF_ATTN_BIAS_NONE && !(r->xkernel_for && r->xkernel_for(e->isa, d)))
+            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: %s attention does not take a relative "
+                           "attention bias on ISA '%s'; the engine runs fp32 attention", r->name, hf_isa_name(e->isa));
     }
     e->attn_prec = precision;
     return HF_OK;
