@@ -16,12 +16,18 @@ export of the same weights, the faster one the baseline; no OpenVINO there) and 
 the local layers' sliding-window kernel (+-64) against the engine's own global kernel. --profile splits a ModernBERT
 layer at b1 s128 into its kernels (each timed alone at the engine's shapes, times the layer counts) next to the
 end-to-end time.
+--attention fp32 bf16: one engine per attention precision (default fp32 only, the default export's; bf16 is the opt-in
+attention="bf16": MPNet's relative bias and ModernBERT's windows on the bf16 variant kernel), timed in the same
+interleaved rounds as "hf-fast" (the first listed) and "hf-fast-<precision>", each row with the output difference of
+the others against the first (last_hidden_state: max abs, max abs / max |first|, relative L2); --long then times the
+bf16 attention kernels at that length too.
 --quick: 4 / 3 layers, 1x128 only, 1 s budgets (a smoke run of every path; speedups of shallow models are not the
 targets'). Writes benchmarks/out/encoders.{json,md}; --history appends the table to benchmarks/HISTORY.md.
 
   python benchmarks/bench_encoders.py                        # full: both families, 1x128 1x512 8x128, seq 2048
   python benchmarks/bench_encoders.py --quick                # make bench-encoders QUICK=1
   python benchmarks/bench_encoders.py --families modernbert --shapes 1x128 --profile
+  python benchmarks/bench_encoders.py --sparsity 0.8 --shapes 1x128 --long 0 --attention fp32 bf16
 """
 from __future__ import annotations
 
@@ -90,12 +96,12 @@ def export_sdpa(model, tok, texts, d: Path, sp: float, reuse: bool) -> Path:
     return d
 
 
-def make_engine(family, model, d: Path, quant_batches, block: str):
-    """The engine and a callable (ids, mask) -> output."""
+def make_engine(family, model, d: Path, quant_batches, block: str, attention: str = "fp32"):
+    """The engine and a callable (ids, mask) -> output (last_hidden_state)."""
     if family == "modernbert":
         from hf_fast.runtime.torch_engine import ModernBertEngine, calibrate
 
-        eng = ModernBertEngine(model, calibrate(model, quant_batches), block=block)
+        eng = ModernBertEngine(model, calibrate(model, quant_batches), block=block, attention=attention)
         return eng, lambda ids, mask: eng.run(ids, mask)
     import onnx
 
@@ -103,8 +109,9 @@ def make_engine(family, model, d: Path, quant_batches, block: str):
 
     fc = json.loads((d / "fast_config.json").read_text())
     eng = NativeEngine.from_onnx(onnx.load(str(d / "model.onnx")), fc["num_heads"], block=block,
-                                 model_type=fc.get("model_type"), task=fc.get("task"))
-    return eng, lambda ids, mask: eng.run(ids, mask)
+                                 model_type=fc.get("model_type"), task=fc.get("task"), attention=attention)
+    assert eng.attention == attention, (eng.attention, attention)
+    return eng, lambda ids, mask: next(iter(eng.run(ids, mask).values()))
 
 
 def profile_modernbert(budget: float, sparsity: float, layers: int, block: str, seq: int = 128) -> dict:
@@ -184,7 +191,11 @@ def main(argv=None) -> int:
     ap.add_argument("--history", action="store_true", help="append the table to benchmarks/HISTORY.md")
     ap.add_argument("--workdir", type=Path, default=OUT / "encoder_models")
     ap.add_argument("--reuse", action="store_true", help="reuse an artifact already exported to --workdir")
+    ap.add_argument("--attention", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+                    help="engine attention precisions timed side by side (default fp32: the default export's)")
     args = ap.parse_args(argv)
+    if len(set(args.attention)) != len(args.attention):
+        ap.error("--attention: each precision once")
     if args.quick:
         args.shapes = args.shapes or ["1x128"]
         args.budget, args.long = min(args.budget, 1.0), 0
@@ -226,7 +237,9 @@ def main(argv=None) -> int:
                        block="4x1" if sp > 0 else None, max_length=128, progress=False)
                 print(f"exported {fam} {layers} layers, sparsity {sp:.0%} in {time.perf_counter() - t0:.0f} s -> {d}",
                       flush=True)
-            eng, run = make_engine(fam, model, d, batches, block)
+            engines = {att: make_engine(fam, model, d, batches, block, att) for att in args.attention}
+            first = args.attention[0]
+            eng, run = engines[first]
             so = ort.SessionOptions()
             so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
             sess = ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"])
@@ -248,6 +261,8 @@ def main(argv=None) -> int:
                 feeds = {"input_ids": ids, "attention_mask": mask}
                 fns = {"hf-fast": lambda ids=ids, mask=mask, run=run: run(ids, mask),
                        "ort-int8": lambda feeds=feeds, sess=sess: sess.run(None, feeds)}
+                for att in args.attention[1:]:
+                    fns[f"hf-fast-{att}"] = lambda ids=ids, mask=mask, run=engines[att][1]: run(ids, mask)
                 if ov is not None and shape != long_shape:  # (OpenVINO: the short shapes only)
                     fns["openvino"] = lambda feeds=feeds, ov=ov: ov(feeds)
                 if sess_sdpa is not None and shape == long_shape:
@@ -260,22 +275,33 @@ def main(argv=None) -> int:
                        "speedup_cpu_vs_ort": cpu["ort-int8"] / cpu["hf-fast"]}
                 if "openvino" in cpu:
                     row["speedup_cpu_vs_openvino"] = cpu["openvino"] / cpu["hf-fast"]
+                if len(args.attention) > 1:
+                    base = np.asarray(run(ids, mask), np.float64)
+                    row["attention"] = args.attention
+                    for att in args.attention[1:]:
+                        row[f"speedup_cpu_vs_ort_{att}"] = cpu["ort-int8"] / cpu[f"hf-fast-{att}"]
+                        diff = np.abs(np.asarray(engines[att][1](ids, mask), np.float64) - base)
+                        row[f"{att}_vs_{first}"] = {"max_abs": float(diff.max()),
+                                                     "max_rel": float(diff.max() / np.abs(base).max()),
+                                                     "rel_l2": float(np.linalg.norm(diff) / np.linalg.norm(base))}
                 if shape == long_shape:  # against the faster of ORT's eager and SDPA exports
                     best = min(cpu["ort-int8"], cpu.get("ort-int8-sdpa", np.inf))
                     row["speedup_cpu_vs_best_ort"] = best / cpu["hf-fast"]
                     row["sdpa_error"] = sdpa_error
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            del eng, run, sess, ov, sess_sdpa  # free this model before the next is built
+            del eng, run, engines, sess, ov, sess_sdpa  # free this model before the next is built
     attn = None
     if args.long and ("modernbert" in args.families or not args.families):
         S, heads, dh, window = args.long, 12, 64, 64
         rng = np.random.default_rng(1)
         q, k, v = (rng.standard_normal((S, heads * dh)).astype(np.float32) for _ in range(3))
-        wall, cpu = time_interleaved({"global": lambda: native.attention(q, k, v, heads),
-                                      "local-window-64": lambda: encoder_kernels.attention_window(q, k, v, heads,
-                                                                                                  window)},
-                                     args.budget, min_reps=3)
+        kernels = {"global": lambda: native.attention(q, k, v, heads),
+                   "local-window-64": lambda: encoder_kernels.attention_window(q, k, v, heads, window)}
+        if "bf16" in args.attention:
+            kernels["global-bf16"] = lambda: native.attention_bf16(q, k, v, heads)
+            kernels["local-window-64-bf16"] = lambda: native.attention_bf16_ex(q, k, v, heads, window=window)
+        wall, cpu = time_interleaved(kernels, args.budget, min_reps=3)
         attn = {"seq": S, "heads": heads, "head_size": dh, "window": window,
                 "wall_ms": {k: x * 1e3 for k, x in wall.items()}, "cpu_ms": {k: x * 1e3 for k, x in cpu.items()},
                 "speedup_cpu": cpu["global"] / cpu["local-window-64"]}
@@ -298,12 +324,26 @@ def main(argv=None) -> int:
           "| family | layers | sparsity | shape | hf-fast | ORT int8 | " + ("OpenVINO | " if ovc else "")
           + "vs ORT" + (" | vs OpenVINO" if ovc else "") + " |",
           "|---|---|---|---|---|---|" + ("---|---|" if ovc else "") + "---|"]
+    if len(args.attention) > 1:  # the engine's columns are the first precision's; the others' rows follow the table
+        md[0] += f" (hf-fast: attention {args.attention[0]})"
     for r in rows:
         c = r["cpu_ms"]
         ov_ms = (f"{c['openvino']:.1f} | " if "openvino" in c else "- | ") if ovc else ""
         ov_x = (f" | {r['speedup_cpu_vs_openvino']:.2f}x" if "openvino" in c else " | -") if ovc else ""
         md.append(f"| {r['family']} | {r['layers']} | {r['sparsity']:.0%} | {r['shape']} | {c['hf-fast']:.1f} | "
                   f"{c['ort-int8']:.1f} | {ov_ms}{r['speedup_cpu_vs_ort']:.2f}x{ov_x} |")
+    if len(args.attention) > 1:
+        md += ["", "| family | sparsity | shape | attention | hf-fast ms | vs ORT int8 | vs the first: max abs | "
+               "max abs / max | rel L2 |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            c = r["cpu_ms"]
+            md.append(f"| {r['family']} | {r['sparsity']:.0%} | {r['shape']} | {args.attention[0]} | "
+                      f"{c['hf-fast']:.1f} | {r['speedup_cpu_vs_ort']:.2f}x | - | - | - |")
+            for att in args.attention[1:]:
+                dd = r[f"{att}_vs_{args.attention[0]}"]
+                md.append(f"| {r['family']} | {r['sparsity']:.0%} | {r['shape']} | {att} | {c[f'hf-fast-{att}']:.1f} | "
+                          f"{r[f'speedup_cpu_vs_ort_{att}']:.2f}x | {dd['max_abs']:.3g} | {dd['max_rel']:.3g} | "
+                          f"{dd['rel_l2']:.3g} |")
         if "speedup_cpu_vs_best_ort" in r:
             md.append(f"| ({r['shape']}: ORT int8 SDPA export "
                       + (f"{c['ort-int8-sdpa']:.1f} ms" if "ort-int8-sdpa" in c else f"not run: {r['sdpa_error']}")
@@ -312,6 +352,9 @@ def main(argv=None) -> int:
         md += ["", f"ModernBERT attention of one layer at seq {attn['seq']} (12 heads of 64), cpu ms: the engine's "
                f"global kernel {attn['cpu_ms']['global']:.1f}, its sliding-window kernel (+-{attn['window']}, the "
                f"local layers) {attn['cpu_ms']['local-window-64']:.1f} ({attn['speedup_cpu']:.1f}x)"]
+        if "global-bf16" in attn["cpu_ms"]:
+            md[-1] += (f"; bf16: global {attn['cpu_ms']['global-bf16']:.1f}, sliding window "
+                       f"{attn['cpu_ms']['local-window-64-bf16']:.1f}")
     if profile:
         md += ["", "ModernBERT kernels at b1 s128 (each timed alone, x its count per forward pass), cpu ms:", "",
                "| kernel | ms each | count | ms per pass |", "|---|---|---|---|"]

@@ -125,10 +125,10 @@ def _feeds(tok, task, sentences, max_length=64):
     return {k: v.numpy() for k, v in encode(tok, task, "modernbert", sentences, max_length=max_length).items()}
 
 
-def _plan_engine(path, task, leave_out=()):
+def _plan_engine(path, task, leave_out=(), **kw):
     fc = json.loads((path / "fast_config.json").read_text())
     return NativeEngine.from_onnx(onnx.load(str(path / "model.onnx")), fc["num_heads"], model_type="modernbert",
-                                  task=task, max_positions=fc["max_sequence_length"], leave_out=leave_out)
+                                  task=task, max_positions=fc["max_sequence_length"], leave_out=leave_out, **kw)
 
 
 def test_fasttrainer_prunes_the_fused_linears(trained):
@@ -231,6 +231,28 @@ def test_dropping_an_op_from_the_plan_breaks_parity(peaked, tok, sentences, op):
     # window 0.20 (one local layer of three), the gate 0.34
     assert rel(cut[valid], ref) > max(3 * TOL_HIDDEN, 5 * err), (op, rel(cut[valid], ref), err)
     assert rel(cut[valid], full[valid]) > 3 * TOL_HIDDEN
+
+
+def test_bf16_attention_runs_the_artifact_with_its_window(peaked, tok, sentences):
+    """attention="bf16" on the artifact: rotary q / k, the local layer on the bf16 sliding-window kernel, the global
+    ones on the bf16 kernel; within the parity tolerance of PyTorch, nonzero and < TOL_HIDDEN / 2 (relative L2) from the
+    fp32-attention engine, on the reference ISA and the AVX-512 BF16 kernels where the CPU has them; without the window
+    (global attention in layer 1) far outside, as with fp32"""
+    from hf_fast import native
+
+    m, path = peaked
+    x = _feeds(tok, "feature-extraction", sentences[:32])
+    valid = x["attention_mask"].astype(bool)
+    ref = _hidden(m, x)[valid]
+    run = lambda e: e.run(x["input_ids"], x["attention_mask"])["last_hidden_state"][valid]  # noqa: E731
+    for isa in ["ref"] + (["avx512vnni"] if native.bf16_attention_hardware(16) else []):
+        eng = _plan_engine(path, "feature-extraction", isa=isa, attention="bf16")
+        assert eng.attention == "bf16"
+        got, fp32 = run(eng), run(_plan_engine(path, "feature-extraction", isa=isa))
+        assert rel(got, ref) <= TOL_HIDDEN
+        assert 0 < rel(got, fp32) < TOL_HIDDEN / 2, rel(got, fp32)
+    cut = run(_plan_engine(path, "feature-extraction", leave_out=("window",), isa="ref", attention="bf16"))
+    assert rel(cut, ref) > 3 * TOL_HIDDEN
 
 
 def test_packed_batches_rotate_each_row_by_its_own_position(trained, tok, sentences):

@@ -36,6 +36,7 @@ from hf_fast.native.kernels import (
     SparseWeight,
     attention,
     attention_bf16,
+    attention_bf16_ex,
     attention_bf16_kernel,
     attention_dq8,
     attention_dq8_kernel,
@@ -56,7 +57,8 @@ from hf_fast.native.kernels import (
 
 __all__ = [
     "BLOCK_SHAPES", "BUILT_ISA_NAMES", "ISA_NAMES", "KERNEL_OPS", "DenseWeight", "NativeError", "PackedLinear",
-    "SparseWeight", "UnsupportedISAError", "active_isa", "attention", "attention_bf16", "attention_bf16_kernel",
+    "SparseWeight", "UnsupportedISAError", "active_isa", "attention", "attention_bf16", "attention_bf16_ex",
+    "attention_bf16_kernel",
     "attention_dq8", "attention_dq8_kernel",
     "attention_q8", "attention_relbias", "attn_quant_struct", "bf16_attention_hardware", "ffi", "gelu",
     "gemm_u8s8s32", "get_num_threads", "int8_peak_gmacs", "int8_peak_probe", "isa_id", "layernorm", "lib",

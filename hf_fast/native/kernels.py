@@ -501,6 +501,29 @@ def attention_bf16(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask
     return _run_attention(lib.hf_attention_bf16, "attention_bf16", q, k, v, heads, mask, scale, isa)
 
 
+def attention_bf16_ex(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, mask: np.ndarray | None = None,
+                      rel: np.ndarray | None = None, window: int | None = None, scale: float | None = None,
+                      isa: str = "auto") -> np.ndarray:
+    """`attention_bf16` with MPNet's relative-position bias (``rel`` as `relative_position_bias` returns it,
+    [heads, 2S - 1], added as `attention_relbias` does) and / or ModernBERT's sliding window (``window`` >= 0: keys
+    |i - j| <= window only, as `attention_window`; hf_attention_bf16_ex). NativeError (unsupported) where
+    `attention_bf16_kernel` is ""."""
+    q, k, v, (s, hd, d), mask = _attention_args(q, k, v, heads, mask)
+    if rel is not None:
+        rel = _f32(rel, "rel", 2)
+        if rel.shape != (heads, 2 * s - 1):
+            raise ValueError(f"rel must have shape ({heads}, {2 * s - 1}), got {rel.shape}")
+    if window is not None and (isinstance(window, bool) or int(window) != window or window < 0):
+        raise ValueError(f"window must be a non-negative int or None, got {window!r}")
+    out = np.empty_like(q)
+    _check(lib.hf_attention_bf16_ex(isa_id(isa), s, heads, d, _fptr(q), _fptr(k), _fptr(v), hd,
+                                    ffi.cast("int64_t *", mask.ctypes.data) if mask is not None else ffi.NULL,
+                                    _fptr(rel) if rel is not None else ffi.NULL, -1 if window is None else int(window),
+                                    float(1.0 / np.sqrt(d) if scale is None else scale), _fptr(out), hd),
+           "attention_bf16_ex")
+    return out
+
+
 def relative_position_bias(seq_len: int, table: np.ndarray, max_distance: int) -> np.ndarray:
     """MPNet / T5 relative-position bias of one sequence length: [heads, 2 * seq_len - 1] float32, entry r + S - 1 the
     table row of the bucket of key - query offset r (table: [buckets, heads]; hf_relative_position_bias)."""

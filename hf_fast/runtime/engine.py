@@ -240,10 +240,12 @@ LINEARS = ("qkv", "attn_out", "ffn_in", "ffn_out")
 LEAVE_OUT_OPS = ("rotary", "window", "gate")
 # NativeEngine(attention=...): the precision of the attention layers that are not int8 ("fp32" by default)
 ATTENTION_PRECISIONS = ("fp32", "bf16", "auto", "int8-dynamic")
-# the precisions other than fp32: the kernel lookup, its name and CPU needs in messages, the C engine's constant
+# the precisions other than fp32: the kernel lookup, its name and CPU needs in messages, the C engine's constant, and
+# whether it has a variant for MPNet's relative bias and ModernBERT's sliding window (engine.c REDUCED_ATTENTION;
+# without one, window layers keep fp32 attention and a relative-bias model is refused)
 _REDUCED_ATTENTION = {
-    "bf16": (native.attention_bf16_kernel, "bf16", "AVX512_BF16", "HF_ATTN_BF16"),
-    "int8-dynamic": (native.attention_dq8_kernel, "dynamic int8", "AVX-512 VNNI", "HF_ATTN_INT8_DYNAMIC"),
+    "bf16": (native.attention_bf16_kernel, "bf16", "AVX512_BF16", "HF_ATTN_BF16", True),
+    "int8-dynamic": (native.attention_dq8_kernel, "dynamic int8", "AVX-512 VNNI", "HF_ATTN_INT8_DYNAMIC", False),
 }
 
 # The attention precision when the caller names none. Sentence embeddings: bf16 where the CPU has it ("auto"), since a
@@ -416,8 +418,8 @@ class NativeEngine:
         if attention == "fp32" or (attention == "auto" and not native.bf16_attention_hardware(d)):
             return "fp32"
         precision = "bf16" if attention == "auto" else attention
-        kernel_for, label, needs, code = _REDUCED_ATTENTION[precision]
-        why = ("a relative attention bias" if self.layer_desc.attention_bias != "none" else
+        kernel_for, label, needs, code, variants = _REDUCED_ATTENTION[precision]
+        why = ("a relative attention bias" if self.layer_desc.attention_bias != "none" and not variants else
                "" if kernel_for(d, self.isa) else
                f"no {label} attention kernel on ISA {self.isa!r} for head size {d} (needs {needs} and d % 16 == 0)")
         if why:

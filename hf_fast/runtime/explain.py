@@ -57,7 +57,9 @@ def explain_native(model) -> dict[str, Any]:
             })
         q8 = layer.attn_quant is not None
         bf16 = not q8 and getattr(eng, "attention", "fp32") == "bf16"
-        dq8 = not q8 and getattr(eng, "attention", "fp32") == "int8-dynamic"
+        # dynamic int8 has no sliding-window variant: those layers keep fp32 (bf16 has one: engine.c)
+        dq8 = (not q8 and getattr(eng, "attention", "fp32") == "int8-dynamic"
+               and int(getattr(layer, "window", 0)) <= 0)
         op = "attention_int8" if q8 else "attention_f32"
         layers.append({"layer": i, "linears": rows,
                        "attention": "int8" if q8 else "bf16" if bf16 else "int8-dynamic" if dq8 else "fp32",

@@ -67,10 +67,14 @@ class ModernBertEngine:
     """ModernBertModel's last_hidden_state from the native engine. ``quant``: calibrate()'s output. ``block``:
     "dense" or a kernel block shape ("4x1", "1x4") for pruned weights. ``leave_out``: ops to drop from the engine's
     description ("rotary", "window", "gate"), for the mutation tests that show each one is needed. ``unfused_geglu``:
-    pack Wi plainly, so GeGLU runs as the separate pass after an fp32 [T][2F] output (the fused epilogue's baseline)."""
+    pack Wi plainly, so GeGLU runs as the separate pass after an fp32 [T][2F] output (the fused epilogue's baseline).
+    ``attention``: "fp32" (default) or "bf16" (hf_engine_set_attention_precision: the bf16 kernels, the sliding-window
+    variant in the local layers; NativeError where the ISA has no bf16 kernel)."""
 
     def __init__(self, model, quant: dict[str, tuple[float, int]], isa: str = "auto", block: str = "dense",
-                 leave_out: tuple[str, ...] = (), unfused_geglu: bool = False):
+                 leave_out: tuple[str, ...] = (), unfused_geglu: bool = False, attention: str = "fp32"):
+        if attention not in ("fp32", "bf16"):
+            raise ValueError(f"attention={attention!r}: expected 'fp32' or 'bf16'")
         bad = set(leave_out) - {"rotary", "window", "gate"}
         if bad:
             raise ValueError(f"leave_out: unknown ops {sorted(bad)} (rotary, window, gate)")
@@ -137,6 +141,10 @@ class ModernBertEngine:
         native._check(lib.hf_engine_set_final_norm(self._e, self._p(g), self._p(b), float(model.final_norm.eps)),
                       "engine_set_final_norm")
         self.width = int(lib.hf_engine_output_width(self._e))
+        if attention == "bf16":
+            native._check(lib.hf_engine_set_attention_precision(self._e, lib.HF_ATTN_BF16),
+                          "engine_set_attention_precision")
+        self.attention = attention
 
     def _f32(self, t) -> np.ndarray:
         a = np.ascontiguousarray(t.detach().float().numpy(), np.float32)

@@ -119,6 +119,12 @@ int64_t hf_attention_bf16_scratch_floats(int64_t S, int64_t d);
 const char *hf_attention_bf16_kernel(int isa, int64_t d);
 int hf_attention_bf16(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                       int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo);
+/* hf_attention_bf16 with MPNet's relative-position bias (rel: [heads][2S - 1] as hf_relative_position_bias writes it,
+ * added as hf_attention_relbias does; NULL: none) and / or ModernBERT's sliding window (window >= 0: as
+ * hf_attention_window, keys |i - j| <= window only, O(S x window); -1: every key). The same kernels and errors. */
+int hf_attention_bf16_ex(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k,
+                         const float *v, int64_t ld, const int64_t *key_mask, const float *rel, int64_t window,
+                         float scale, float *ctx, int64_t ldo);
 
 /* Dynamic int8 attention: hf_attention with q and k quantized to int8 per token (symmetric, max|x| / 127 over the
  * head's channels), v per channel over the attended keys, exact int32 q.k^T, fp32 softmax, the unnormalised weights
@@ -424,11 +430,13 @@ int hf_engine_token_level(const hf_engine *e);
  * and head kernels run on it (hf_op_kernel names them); -1 for NULL. */
 int hf_engine_isa(const hf_engine *e);
 /* Precision of the engine's attention in the layers without int8 attention: HF_ATTN_FP32 (the default) or
- * HF_ATTN_BF16 (hf_attention_bf16's products). BF16 where the engine's ISA has no bf16 kernel for its head size, or
- * with a relative attention bias, is HF_EUNSUPPORTED (the engine stays fp32). */
+ * HF_ATTN_BF16 (hf_attention_bf16's products; hf_attention_bf16_ex's in layers with a relative bias or a sliding
+ * window). BF16 where the engine's ISA has no bf16 kernel for its head size is HF_EUNSUPPORTED (the engine stays
+ * fp32). */
 #define HF_ATTN_FP32 0
 #define HF_ATTN_BF16 1
-#define HF_ATTN_INT8_DYNAMIC 2 /* hf_attention_dq8's arithmetic; HF_EUNSUPPORTED where the ISA has no kernel for d */
+#define HF_ATTN_INT8_DYNAMIC 2 /* hf_attention_dq8's arithmetic; HF_EUNSUPPORTED where the ISA has no kernel for d or
+                                * with a relative attention bias; sliding-window layers keep fp32 */
 int hf_engine_set_attention_precision(hf_engine *e, int precision);
 /* HF_ATTN_FP32, HF_ATTN_BF16 or HF_ATTN_INT8_DYNAMIC; -1 for NULL. */
 int hf_engine_attention_precision(const hf_engine *e);

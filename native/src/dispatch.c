@@ -189,6 +189,10 @@ hf_attention_head_fn hf_attention_bf16_kernel_for(int isa, int64_t d) {
     return t->attention_bf16;
 }
 
+hf_attention_bf16x_fn hf_attention_bf16x_kernel_for(int isa, int64_t d) {
+    return hf_attention_bf16_kernel_for(isa, d) ? table_for(isa)->attention_bf16x : NULL;
+}
+
 const char *hf_attention_bf16_kernel(int isa, int64_t d) {
     if (isa == HF_ISA_AUTO) isa = hf_isa_active();
     if (!hf_attention_bf16_kernel_for(isa, d)) return "";

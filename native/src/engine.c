@@ -260,18 +260,23 @@ int hf_engine_set_embeddings_project(hf_engine *e, const float *W, const float *
     return HF_OK;
 }
 
-/* The reduced-precision attentions an engine can be set to: each one kernel per ISA and head size, for the layers that
- * would run fp32 attention without a relative bias or a window (the other layers keep their fp32 kernels). */
+/* The reduced-precision attentions an engine can be set to: each one kernel per ISA and head size for the layers that
+ * would run fp32 attention, and where it has one (bf16) a variant kernel for the layers with a relative bias or a
+ * sliding window; without one those layers keep their fp32 kernels, and a relative-bias engine is refused. */
 typedef struct {
     int precision;
     const char *name, *needs; /* for messages: "bf16", "AVX512_BF16" */
     hf_attention_head_fn (*kernel_for)(int isa, int64_t d);
     int64_t (*scratch_floats)(int64_t S, int64_t d);
+    hf_attention_bf16x_fn (*xkernel_for)(int isa, int64_t d); /* relative bias / window variant, or NULL: none */
+    int64_t (*xscratch_floats)(int64_t S, int64_t window, int64_t d);
 } reduced_attention;
 
 static const reduced_attention REDUCED_ATTENTION[] = {
-    {HF_ATTN_BF16, "bf16", "AVX512_BF16", hf_attention_bf16_kernel_for, hf_attention_bf16_scratch_floats},
-    {HF_ATTN_INT8_DYNAMIC, "dynamic int8", "AVX-512 VNNI", hf_attention_dq8_kernel_for, hf_attention_dq8_scratch_floats},
+    {HF_ATTN_BF16, "bf16", "AVX512_BF16", hf_attention_bf16_kernel_for, hf_attention_bf16_scratch_floats,
+     hf_attention_bf16x_kernel_for, hf_attention_bf16x_scratch_floats},
+    {HF_ATTN_INT8_DYNAMIC, "dynamic int8", "AVX-512 VNNI", hf_attention_dq8_kernel_for, hf_attention_dq8_scratch_floats,
+     NULL, NULL},
 };
 
 static const reduced_attention *reduced_attention_for(int precision) {
@@ -287,13 +292,14 @@ int hf_engine_set_attention_precision(hf_engine *e, int precision) {
     const reduced_attention *r = reduced_attention_for(precision);
     if (r) {
         const int64_t d = e->H / e->heads;
-        if (e->attn_bias != HF_ATTN_BIAS_NONE)
-            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: %s attention does not take a relative "
-                           "attention bias; the engine runs fp32 attention", r->name);
         if (!r->kernel_for(e->isa, d))
             return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: ISA '%s' has no %s attention kernel "
                            "for head size %lld on this CPU (needs %s and d %% 16 == 0); the engine runs fp32 "
                            "attention", hf_isa_name(e->isa), r->name, (long long)d, r->needs);
+        /* (a window layer without a variant kernel keeps fp32; a relative-bias engine is refused) */
+        if (e->attn_bias != HF_ATTN_BIAS_NONE && !(r->xkernel_for && r->xkernel_for(e->isa, d)))
+            return hf_fail(HF_EUNSUPPORTED, "engine_set_attention_precision: %s attention does not take a relative "
+                           "attention bias on ISA '%s'; the engine runs fp32 attention", r->name, hf_isa_name(e->isa));
     }
     e->attn_prec = precision;
     return HF_OK;
@@ -605,6 +611,7 @@ typedef struct {
     const hf_encoder_ops *enc;
     const reduced_attention *reduced; /* the engine's reduced-precision attention for this layer, or NULL (fp32) */
     hf_attention_head_fn reduced_kernel;
+    hf_attention_bf16x_fn reduced_x; /* its relative-bias / window variant for this layer (then reduced_kernel unused) */
 } attn_job;
 
 /* (sequence, head) pairs claimed from an atomic counter by whichever pool threads join; scratch is
@@ -614,7 +621,9 @@ static void attn_task(void *arg, int tid, int nth) {
     const hf_engine *e = j->e;
     const int64_t H3 = 3 * e->H, n = j->B * e->heads;
     (void)tid, (void)nth;
+    const int64_t win = j->window > 0 ? j->window : -1;
     const size_t need = j->aq            ? (size_t)hf_attention_q8_scratch_bytes(j->S, j->d)
+                        : j->reduced_x  ? (size_t)j->reduced->xscratch_floats(j->S, win, j->d) * sizeof(float)
                         : j->window > 0 ? (size_t)hf_attention_window_scratch_floats(j->S, j->window, j->d) * sizeof(float)
                         : j->reduced    ? (size_t)j->reduced->scratch_floats(j->S, j->d) * sizeof(float)
                                         : (size_t)hf_attention_scratch_floats(j->S, j->d) * sizeof(float);
@@ -647,7 +656,11 @@ static void attn_task(void *arg, int tid, int nth) {
                 j->enc->rotary(1, j->d, (float *)base + s * H3, (float *)base + e->H + s * H3, H3,
                                j->rope + pos[s] * j->d);
         }
-        if (j->window > 0)
+        if (j->reduced_x) /* bf16 with the relative bias (row i adds rel[h][j - i + S - 1]) and / or the window */
+            j->reduced_x(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0,
+                         j->rb_kernel ? j->a->rel + h * (2 * j->S - 1) + j->S - 1 : NULL, -1, win, j->scale, ctx, e->H,
+                         scr);
+        else if (j->window > 0)
             j->enc->attention_window(S, j->d, base, base + e->H, base + 2 * e->H, H3, j->a->bias + t0,
                                      j->window, j->scale, ctx, e->H, scr);
         else if (j->reduced)
@@ -771,12 +784,16 @@ static int attention_phase(const hf_engine *e, int64_t li, const arena_t *ap, in
                     e->attn_bias == HF_ATTN_BIAS_RELATIVE ? hf_attention_q8_rb_kernel_for(e->isa, d) : NULL, 0, 0,
                     e->position == HF_POS_ROTARY ? a.rope + e->theta_idx[li] * S * d : NULL, e->window[li],
                     hf_encoder_ops_for(e->isa)};
-    /* bf16 or dynamic int8 q.k^T / p.v for the fp32 layers of an engine set to one (no reduced kernel takes a
-     * relative bias or a window: those layers keep the fp32 kernels) */
+    /* bf16 or dynamic int8 q.k^T / p.v for the fp32 layers of an engine set to one; a layer with a relative bias or a
+     * window runs the precision's variant kernel (bf16), or keeps the fp32 kernels where it has none (dynamic int8) */
     const reduced_attention *r = reduced_attention_for(e->attn_prec);
-    if (r && !l->attn_q8 && e->attn_bias != HF_ATTN_BIAS_RELATIVE && e->window[li] <= 0 &&
-        (job.reduced_kernel = r->kernel_for(e->isa, d)) != NULL)
-        job.reduced = r;
+    if (r && !l->attn_q8) {
+        if (e->attn_bias != HF_ATTN_BIAS_RELATIVE && e->window[li] <= 0) {
+            if ((job.reduced_kernel = r->kernel_for(e->isa, d)) != NULL) job.reduced = r;
+        } else if (r->xkernel_for && (job.reduced_x = r->xkernel_for(e->isa, d)) != NULL) {
+            job.reduced = r;
+        }
+    }
     hf_parallel(attn_task, &job, (int)(B * e->heads));
     if (atomic_load(&job.failed)) {
         return hf_fail(HF_ENOMEM, "engine_run: out of memory for attention scratch");

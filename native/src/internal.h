@@ -126,6 +126,18 @@ void hf_attention_head_bf16_ref(int64_t S, int64_t d, const float *q, const floa
                                 const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
 /* dispatch.c: the bf16 attention kernel of a supported isa for head size d; NULL where it has none (run fp32) */
 hf_attention_head_fn hf_attention_bf16_kernel_for(int isa, int64_t d);
+/* The bf16 attention with a per-row bias (hf_attention_head_rb_fn's rb, rb_step; NULL: none) and / or a window
+ * (window >= 0: row i attends to the keys |i - j| <= window only, O(S window) work, as hf_attention_window_fn; < 0:
+ * every key). Scratch: hf_attention_bf16x_scratch_floats(S, window, d) floats (O(S d) with a window: no S x S). */
+typedef void (*hf_attention_bf16x_fn)(int64_t S, int64_t d, const float *q, const float *k, const float *v,
+                                      int64_t ld, const float *key_bias, const float *rb, int64_t rb_step,
+                                      int64_t window, float scale, float *ctx, int64_t ldo, float *scratch);
+void hf_attention_bf16x_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                            const float *key_bias, const float *rb, int64_t rb_step, int64_t window, float scale,
+                            float *ctx, int64_t ldo, float *scratch);
+int64_t hf_attention_bf16x_scratch_floats(int64_t S, int64_t window, int64_t d);
+/* dispatch.c: the variant kernel of the isa whose bf16 kernel hf_attention_bf16_kernel_for returns; NULL with it */
+hf_attention_bf16x_fn hf_attention_bf16x_kernel_for(int isa, int64_t d);
 /* ref/attention_dq8_ref.c: the dynamic int8 attention's definition (every such kernel matches it bit for bit), its
  * int16 weight scale for ne attended keys, and its per-row int8 quantizer (returns the scale) */
 void hf_attention_head_dq8_ref(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
@@ -396,6 +408,7 @@ typedef struct hf_isa_table {
     /* bf16 attention (q k^T, p v on bf16 pairs, fp32 softmax) for d % attn_bf16_step == 0 where attn_bf16_cpu()
      * (NULL: always) says the CPU runs it; NULL kernel: none (the fp32 attention runs) */
     hf_attention_head_fn attention_bf16;
+    hf_attention_bf16x_fn attention_bf16x; /* the same with a per-row bias and / or a window */
     int attn_bf16_step;
     int (*attn_bf16_cpu)(void);
     /* dynamic int8 attention (per-token q / k, per-channel v, int16 weights) for d % attn_dq8_step == 0; NULL: none */

@@ -70,6 +70,27 @@ int hf_attention_bf16(int isa, int64_t S, int64_t heads, int64_t d, const float 
                            key_mask, scale, ctx, ldo);
 }
 
+int hf_attention_bf16_ex(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k,
+                         const float *v, int64_t ld, const int64_t *key_mask, const float *rel, int64_t window,
+                         float scale, float *ctx, int64_t ldo) {
+    int rc;
+    float *bias;
+    if ((rc = attention_args("attention_bf16_ex", &isa, S, heads, d, q, k, v, ld, ctx, ldo)) != HF_OK) return rc;
+    if (window < -1) return hf_fail(HF_EINVAL, "attention_bf16_ex: window %lld < -1", (long long)window);
+    const hf_attention_bf16x_fn kern = hf_attention_bf16x_kernel_for(isa, d);
+    if (!kern)
+        return hf_fail(HF_EUNSUPPORTED, "attention_bf16_ex: ISA '%s' has no bf16 attention kernel for head size %lld "
+                       "on this CPU", hf_isa_name(isa), (long long)d);
+    float *scratch = (float *)scratch_with_bias((size_t)hf_attention_bf16x_scratch_floats(S, window, d) * sizeof(float),
+                                                S, key_mask, &bias);
+    if (!scratch) return hf_fail(HF_ENOMEM, "attention_bf16_ex: out of memory");
+    for (int64_t h = 0; h < heads; h++)
+        kern(S, d, q + h * d, k + h * d, v + h * d, ld, bias, rel ? rel + h * (2 * S - 1) + S - 1 : NULL, -1, window,
+             scale, ctx + h * d, ldo, scratch);
+    hf_free(scratch);
+    return HF_OK;
+}
+
 int hf_attention_dq8(int isa, int64_t S, int64_t heads, int64_t d, const float *q, const float *k, const float *v,
                      int64_t ld, const int64_t *key_mask, float scale, float *ctx, int64_t ldo) {
     int rc;

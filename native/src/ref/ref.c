@@ -23,6 +23,7 @@ const hf_isa_table hf_table_ref = {
     .attn_step = 1,
     .attn_q8_step = 1,
     .attention_bf16 = hf_attention_head_bf16_ref,
+    .attention_bf16x = hf_attention_bf16x_ref,
     .attn_bf16_step = 1,
     .attention_dq8 = hf_attention_head_dq8_ref,
     .attn_dq8_step = 1,

@@ -93,23 +93,30 @@ INL void pack_values(int64_t ne, int64_t d, const float *v, int64_t ld, uint32_t
     }
 }
 
-/* sc[r][j] = (q_r . k_j) * scale + bias[j] for j < round_up(ne, 16) */
+/* sc[r][j] = (q_r . k_j) * scale [+ rb[r * rb_step + j]] + bias[j] for j < round_up(ne, 16) (kt, key_bias and rb
+ * from the block's first key) */
 INL void scores_rows(const int mr, int64_t dp, const uint32_t *qb, const uint32_t *kt, int64_t sp, int64_t ne,
-                     const float *key_bias, float scale, float *sc) {
+                     const float *key_bias, const float *rb, int64_t rb_step, float scale, float *sc, int64_t scs) {
     const __m512 vs = _mm512_set1_ps(scale);
     for (int64_t j = 0; j < ne; j += 32) {
         __m512 acc[MR][2];
         const int two = ne - j > 16;
         if (two) mk(mr, 2, dp, qb, dp, kt + j, sp, acc);
         else mk(mr, 1, dp, qb, dp, kt + j, sp, acc);
+        const __mmask16 m0 = hf_tail16(ne - j), m1 = two ? hf_tail16(ne - j - 16) : 0;
         __m512 b0 = _mm512_setzero_ps(), b1 = b0;
         if (key_bias) {
-            b0 = _mm512_maskz_loadu_ps(hf_tail16(ne - j), key_bias + j);
-            if (two) b1 = _mm512_maskz_loadu_ps(hf_tail16(ne - j - 16), key_bias + j + 16);
+            b0 = _mm512_maskz_loadu_ps(m0, key_bias + j);
+            if (two) b1 = _mm512_maskz_loadu_ps(m1, key_bias + j + 16);
         }
         for (int r = 0; r < mr; r++) {
-            _mm512_storeu_ps(sc + r * sp + j, _mm512_add_ps(_mm512_mul_ps(acc[r][0], vs), b0));
-            if (two) _mm512_storeu_ps(sc + r * sp + j + 16, _mm512_add_ps(_mm512_mul_ps(acc[r][1], vs), b1));
+            __m512 s0 = _mm512_mul_ps(acc[r][0], vs), s1 = _mm512_mul_ps(acc[r][1], vs);
+            if (rb) { /* (s * scale + rb) + key_bias, as the fp32 kernels */
+                s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(m0, rb + r * rb_step + j));
+                if (two) s1 = _mm512_add_ps(s1, _mm512_maskz_loadu_ps(m1, rb + r * rb_step + j + 16));
+            }
+            _mm512_storeu_ps(sc + r * scs + j, _mm512_add_ps(s0, b0));
+            if (two) _mm512_storeu_ps(sc + r * scs + j + 16, _mm512_add_ps(s1, b1));
         }
     }
 }
@@ -154,13 +161,13 @@ INL float softmax_bf16(const float *s, int64_t ne, uint16_t *pb) {
     return 1.0f / sum;
 }
 
-/* ctx rows = (p v) * inv for mr rows of pb (pairs, stride sp / 2), kp key pairs */
-INL void pv_rows(const int mr, int64_t d, const uint32_t *pb, int64_t sp, int64_t kp, const uint32_t *vp,
+/* ctx rows = (p v) * inv for mr rows of pb (pairs, stride scs / 2), kp key pairs */
+INL void pv_rows(const int mr, int64_t d, const uint32_t *pb, int64_t scs, int64_t kp, const uint32_t *vp,
                  const float *inv, float *ctx, int64_t ldo) {
     int64_t c = 0;
     for (; c + 32 <= d; c += 32) {
         __m512 acc[MR][2];
-        mk(mr, 2, kp, pb, sp / 2, vp + c, d, acc);
+        mk(mr, 2, kp, pb, scs / 2, vp + c, d, acc);
         for (int r = 0; r < mr; r++) {
             const __m512 s = _mm512_set1_ps(inv[r]);
             _mm512_storeu_ps(ctx + r * ldo + c, _mm512_mul_ps(acc[r][0], s));
@@ -169,33 +176,70 @@ INL void pv_rows(const int mr, int64_t d, const uint32_t *pb, int64_t sp, int64_
     }
     if (c < d) {
         __m512 acc[MR][2];
-        mk(mr, 1, kp, pb, sp / 2, vp + c, d, acc);
+        mk(mr, 1, kp, pb, scs / 2, vp + c, d, acc);
         for (int r = 0; r < mr; r++) _mm512_storeu_ps(ctx + r * ldo + c, _mm512_mul_ps(acc[r][0], _mm512_set1_ps(inv[r])));
     }
 }
 
-#define ROWS(MRV)                                                                                                \
-    do {                                                                                                         \
-        scores_rows(MRV, dp, qb + i0 * dp, kt, sp, ne, key_bias, scale, sc);                                      \
-        for (int r = 0; r < MRV; r++) inv[r] = softmax_bf16(sc + r * sp, ne, (uint16_t *)(pb + r * (sp / 2)));  \
-        pv_rows(MRV, d, pb, sp, (ne + 1) / 2, vp, inv, ctx + i0 * ldo, ldo);                                    \
-    } while (0)
-
-TGT void hf_attention_head_bf16_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v,
-                                       int64_t ld, const float *key_bias, float scale, float *ctx, int64_t ldo,
-                                       float *scratch) {
-    const int64_t sp = (S + 31) & ~(int64_t)31, dp = d / 2;
-    uint32_t *kt = (uint32_t *)scratch; /* [dp][sp]; the layout of hf_attention_bf16_scratch_floats */
-    uint32_t *qb = kt + dp * sp;        /* [S][dp] */
-    uint32_t *vp = qb + S * dp;         /* [sp / 2][d] */
-    float *sc = (float *)(vp + (sp / 2) * d); /* [MR][sp] */
-    uint32_t *pb = (uint32_t *)(sc + MR * sp); /* [MR][sp / 2] */
+/* rows i0 .. i0 + mr - 1: the keys [lo, lo + n) they reach (lo even: whole key pairs for p v), each row's softmax
+ * over its own keys [a, a + nr) of them (the others probability 0), then p v over the block's key pairs */
+INL void rows_block(const int mr, int64_t S, int64_t ne, int64_t i0, int64_t window, int64_t d, const uint32_t *qb,
+                    const uint32_t *kt, int64_t sp, const uint32_t *vp, const float *key_bias, const float *rb,
+                    int64_t rb_step, float scale, float *sc, uint32_t *pb, int64_t scs, float *ctx, int64_t ldo) {
+    const int64_t dp = d / 2;
+    int64_t lo = 0, hi = ne - 1;
+    if (window >= 0) {
+        lo = (i0 - window > 0 ? i0 - window : 0) & ~(int64_t)1;
+        hi = i0 + mr - 1 + window < S - 1 ? i0 + mr - 1 + window : S - 1;
+    }
+    const int64_t n = hi - lo + 1, kp = (n + 1) / 2;
     float inv[MR];
-    const int64_t ne = hf_attended_keys(S, key_bias);
+    scores_rows(mr, dp, qb + i0 * dp, kt + lo, sp, n, key_bias ? key_bias + lo : NULL,
+                rb ? rb + i0 * rb_step + lo : NULL, rb_step, scale, sc, scs);
+    for (int r = 0; r < mr; r++) {
+        uint16_t *pr = (uint16_t *)(pb + r * (scs / 2));
+        int64_t a = 0, nr = n;
+        if (window >= 0) {
+            const int64_t i = i0 + r, wl = i - window > 0 ? i - window : 0;
+            a = wl - lo, nr = (i + window < S - 1 ? i + window : S - 1) - wl + 1;
+        }
+        inv[r] = softmax_bf16(sc + r * scs + a, nr, pr + a); /* writes pr[a, a + round_up(nr, 16)) */
+        for (int64_t j = 0; j < a; j++) pr[j] = 0;
+        for (int64_t j = a + nr; j < 2 * kp; j++) pr[j] = 0;
+    }
+    pv_rows(mr, d, pb, scs, kp, vp + (lo / 2) * d, inv, ctx + i0 * ldo, ldo);
+}
+
+#define ROWS(MRV) rows_block(MRV, S, ne, i0, window, d, qb, kt, sp, vp, key_bias, rb, rb_step, scale, sc, pb, scs, \
+                             ctx, ldo)
+
+/* hf_attention_bf16x_fn: window < 0 all keys (up to the last unmasked one), else |i - j| <= window (O(S window)) */
+TGT void hf_attention_bf16x_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                                   const float *key_bias, const float *rb, int64_t rb_step, int64_t window,
+                                   float scale, float *ctx, int64_t ldo, float *scratch) {
+    /* the layout of hf_attention_bf16x_scratch_floats */
+    const int64_t sp = ((S + 31) & ~(int64_t)31) + (window >= 0 ? 32 : 0), dp = d / 2;
+    const int64_t nmax = window >= 0 && 2 * window + 14 < S ? 2 * window + 14 : S;
+    const int64_t scs = window >= 0 ? ((nmax + 31) & ~(int64_t)31) + 32 : sp;
+    uint32_t *kt = (uint32_t *)scratch;       /* [dp][sp] */
+    uint32_t *qb = kt + dp * sp;              /* [S][dp] */
+    uint32_t *vp = qb + S * dp;               /* [sp / 2][d] */
+    float *sc = (float *)(vp + (sp / 2) * d); /* [MR][scs] */
+    uint32_t *pb = (uint32_t *)(sc + MR * scs); /* [MR][scs / 2] */
+    const int64_t ne = window >= 0 ? S : hf_attended_keys(S, key_bias);
     pack_keys(ne, d, k, ld, kt, sp);
+    if (window >= 0) /* a window block's last 32-key load may reach past S: zero pairs there */
+        for (int64_t t = 0; t < dp; t++)
+            memset(kt + t * sp + ((ne + 15) & ~(int64_t)15), 0, (size_t)(sp - ((ne + 15) & ~(int64_t)15)) * 4);
     pack_rows(S, d, q, ld, qb);
     pack_values(ne, d, v, ld, vp);
     int64_t i0 = 0;
     for (; i0 + MR <= S; i0 += MR) ROWS(MR);
     HF_ROW_TAIL_12(S - i0, ROWS);
+}
+
+TGT void hf_attention_head_bf16_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v,
+                                       int64_t ld, const float *key_bias, float scale, float *ctx, int64_t ldo,
+                                       float *scratch) {
+    hf_attention_bf16x_avx512(S, d, q, k, v, ld, key_bias, NULL, 0, -1, scale, ctx, ldo, scratch);
 }

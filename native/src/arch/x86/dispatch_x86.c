@@ -48,6 +48,7 @@ static const hf_isa_table table_avx512vnni = {
     .attn_fallback = &table_avx2,
     .attn_q8_fallback = &hf_table_ref,
     .attention_bf16 = hf_attention_head_bf16_avx512, /* AVX512_BF16 CPUs (Cooper Lake+, Zen 4+) */
+    .attention_bf16x = hf_attention_bf16x_avx512,
     .attn_bf16_step = 16,
     .attn_bf16_cpu = hf_x86_has_avx512bf16,
     .attention_dq8 = hf_attention_head_dq8_avx512vnni,

@@ -46,6 +46,10 @@ void hf_attention_head_rb_avx512(int64_t S, int64_t d, const float *q, const flo
  * hf_attention_head_bf16_ref */
 void hf_attention_head_bf16_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
                                    const float *key_bias, float scale, float *ctx, int64_t ldo, float *scratch);
+/* the same with a per-row bias and / or a sliding window (hf_attention_bf16x_fn), bit for bit hf_attention_bf16x_ref */
+void hf_attention_bf16x_avx512(int64_t S, int64_t d, const float *q, const float *k, const float *v, int64_t ld,
+                               const float *key_bias, const float *rb, int64_t rb_step, int64_t window, float scale,
+                               float *ctx, int64_t ldo, float *scratch);
 int hf_x86_has_avx512bf16(void);
 /* dynamic int8 attention (vpdpbusd q.k^T, vpdpwssd p.v); d % 16 == 0; bit for bit hf_attention_head_dq8_ref */
 void hf_attention_head_dq8_avx512vnni(int64_t S, int64_t d, const float *q, const float *k, const float *v,
