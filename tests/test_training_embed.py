@@ -130,26 +130,16 @@ def test_trainer_prunes_to_target_and_moves_student_to_teacher(tmp_path):
     assert student.config.hf_fast["sparsity_reached"] == pytest.approx(0.5, abs=0.02)
 
 
-def test_hidden_state_term_is_added(tmp_path):
+@pytest.mark.parametrize("term, weight", [("hidden", 1.0), ("relation", 0.5)])
+def test_extra_terms_are_added_in_training(tmp_path, term, weight):
     teacher, student = tiny_encoder(seed=1), tiny_encoder(seed=2)
-    fc = FastConfig(sparsity=0.25, block="4x1", distill={"loss": "embedding-mse", "hidden_weight": 1.0})
-    ft = FastTrainer(model=student, teacher=teacher, args=train_args(tmp_path, max_steps=2, logging_steps=1),
-                     fast_config=fc, train_dataset=TextIds(32))
-    ft.train()
-    logged = [e for e in ft.state.log_history if "distill/hidden" in e and "loss" in e]
-    assert logged and all(e["distill/hidden"] > 0 for e in logged)
-    assert all(e["loss"] == pytest.approx(e["distill/kd"] + e["distill/hidden"], rel=1e-3) for e in logged)
-
-
-def test_relation_term_is_added_in_training(tmp_path):
-    teacher, student = tiny_encoder(seed=1), tiny_encoder(seed=2)
-    fc = FastConfig(sparsity=0.25, block="4x1", distill={"loss": "embedding-mse", "relation_weight": 0.5})
+    fc = FastConfig(sparsity=0.25, block="4x1", distill={"loss": "embedding-mse", f"{term}_weight": weight})
     ft = FastTrainer(model=student, teacher=teacher, args=train_args(tmp_path, max_steps=3, logging_steps=1),
                      fast_config=fc, train_dataset=TextIds(48))
     ft.train()
-    logged = [e for e in ft.state.log_history if "distill/relation" in e and "loss" in e]
-    assert len(logged) == 3 and all(e["distill/relation"] > 0 for e in logged)
-    assert all(e["loss"] == pytest.approx(e["distill/kd"] + 0.5 * e["distill/relation"], rel=1e-3) for e in logged)
+    logged = [e for e in ft.state.log_history if f"distill/{term}" in e and "loss" in e]
+    assert len(logged) == 3 and all(e[f"distill/{term}"] > 0 for e in logged)
+    assert all(e["loss"] == pytest.approx(e["distill/kd"] + weight * e[f"distill/{term}"], rel=1e-3) for e in logged)
 
 
 def test_writing_the_folder_keeps_what_else_it_holds(tmp_path, tok):
