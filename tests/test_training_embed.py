@@ -102,6 +102,9 @@ def test_relation_term_values_and_anchor_queue(monkeypatch):
     assert parts["relation"].item() == pytest.approx(kl, rel=1e-5) and kl > 0.01
     assert loss.item() == pytest.approx(parts["kd"].item() + 2.0 * kl, rel=1e-5)
     assert rel._anchors.shape == (3, 4)  # newest first, cut to RELATION_ANCHORS
+    with torch.no_grad():  # an evaluation step scores against the queue but leaves it as it is
+        rel(out(s[:1] * 0 + 1), out(t[:1]), None)
+    assert rel._anchors.shape == (3, 4) and torch.equal(rel._anchors, torch.cat([t, t])[:3])
     plain = EmbeddingDistillationLoss(DistillConfig(loss="embedding-cosine"))
     assert "relation" not in plain(out(s), out(t), None)[1]
 
