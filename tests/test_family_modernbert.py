@@ -49,6 +49,11 @@ def batch(b=3, s=40, seed=1):
 
 @pytest.fixture(scope="module")
 def model():
+    return modernbert_case()
+
+
+def modernbert_case():
+    """(model, its calibration, ids, mask, PyTorch last_hidden_state) of the tiny ModernBERT on the test batch."""
     m = tiny_modernbert()
     types = m.config.layer_types
     # the paths under test: global layer 0, local layers 1-2 whose window (4 each side) is shorter than the sequence

@@ -12,18 +12,18 @@ import sys
 import numpy as np
 import onnx
 import pytest
-import torch
 from _attention_helpers import attention_inputs
 from _export_helpers import calibration_for
 from _family_parity import real_sentences
 from _family_parity import rel as _rel
+from test_family_modernbert import modernbert_case, rel_err
 
 import hf_fast
 from hf_fast import native
 from hf_fast.native.encoder_kernels import attention_window
 from hf_fast.runtime.engine import NativeEngine
 from hf_fast.runtime.plan import build_plan
-from hf_fast.runtime.torch_engine import ModernBertEngine, calibrate
+from hf_fast.runtime.torch_engine import ModernBertEngine
 
 HW = native.bf16_attention_hardware(64)
 needs_bf16 = pytest.mark.skipif(not HW, reason="this CPU has no AVX512_BF16")
@@ -157,19 +157,7 @@ def _isa_has_bf16(isa):
 
 @pytest.fixture(scope="module")
 def modernbert():
-    from test_family_modernbert import batch, tiny_modernbert
-
-    m = tiny_modernbert()  # layer 0 global, 1-2 local with window 4 each side; batch: 40 tokens, one padded row
-    assert m.config.layer_types == ["full_attention", "sliding_attention", "sliding_attention"]
-    ids, mask = batch()
-    with torch.no_grad():
-        ref = m(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
-    return m, calibrate(m, [(ids, mask)]), ids.numpy(), mask.numpy(), ref
-
-
-def _err(out, ref, mask):
-    keep = mask.astype(bool)
-    return float(np.abs(out - ref)[keep].max() / np.abs(ref[keep]).max())
+    return modernbert_case()  # layer 0 global, 1-2 local with window 4 each side; 40 tokens, one padded row
 
 
 MB_TOL = 0.05  # tests/test_family_modernbert.py's engine (int8) vs PyTorch fp32 tolerance, kept under bf16
@@ -188,13 +176,13 @@ def test_modernbert_bf16_attention(modernbert, isa):
     eng = ModernBertEngine(m, quant, isa=isa, attention="bf16")
     fp32 = ModernBertEngine(m, quant, isa=isa).run(ids, mask)
     out = eng.run(ids, mask)
-    assert _err(out, ref, mask) < MB_TOL
-    assert 0 < _err(out, fp32, mask) < BF16_VS_FP32
+    assert rel_err(out, ref, mask) < MB_TOL
+    assert 0 < rel_err(out, fp32, mask) < BF16_VS_FP32
     if isa != "ref":  # the same bf16 attention as the reference ISA's (the other ops' ISA differences only)
         np.testing.assert_allclose(out, ModernBertEngine(m, quant, isa="ref", attention="bf16").run(ids, mask),
                                    rtol=0, atol=2e-3)
     # dropping the window from the engine (global attention in the local layers) breaks parity under bf16 too
-    assert _err(ModernBertEngine(m, quant, isa=isa, attention="bf16", leave_out=("window",)).run(ids, mask), ref,
+    assert rel_err(ModernBertEngine(m, quant, isa=isa, attention="bf16", leave_out=("window",)).run(ids, mask), ref,
                 mask) > 4 * MB_TOL
 
 
@@ -211,7 +199,7 @@ def test_modernbert_local_layers_run_bf16(modernbert):
         b = ModernBertEngine(m, quant, isa="ref").run(ids, mask)
     finally:
         cfg.layer_types = saved
-    assert 0 < _err(a, b, mask) < BF16_VS_FP32
+    assert 0 < rel_err(a, b, mask) < BF16_VS_FP32
 
 
 # ---- MPNet: the relative-position bias on sequences longer than the bucket range ----
