@@ -151,14 +151,14 @@ def test_auto_follows_the_measurement(artifact, monkeypatch):
     """attention="auto" runs bf16 only where the probe measures the bf16 kernel faster than fp32 (AVX512_BF16 alone
     is not enough: on Sapphire / Emerald Rapids the bf16 kernel is the slower one); the probe itself answers False
     without the hardware, and follows the timings where it has it"""
-    from hf_fast.native import kernels
+    from hf_fast.native import autotune, kernels
 
     for pays in (True, False):
         monkeypatch.setattr(native, "bf16_attention_pays", lambda d, pays=pays: pays)
         assert _engine(artifact, isa="ref", attention="auto").attention == ("bf16" if pays else "fp32")
         assert _engine(artifact, isa="ref", attention="bf16").attention == "bf16"  # asked for: always
     monkeypatch.undo()
-    probe = kernels.bf16_attention_pays
+    probe = autotune.bf16_attention_pays
     try:
         probe.cache_clear()
         monkeypatch.setattr(kernels, "bf16_attention_hardware", lambda d: False)

@@ -3,9 +3,6 @@ the quantizer, GELU, LayerNorm and attention (fp32 and int8). Each call checks i
 status through _check."""
 from __future__ import annotations
 
-import functools
-import time
-
 import numpy as np
 
 from hf_fast.native._loader import ISA_NAMES, _check, ffi, isa_id, lib
@@ -482,33 +479,6 @@ def bf16_attention_hardware(head_dim: int = 64) -> bool:
     from hf_fast.native._loader import supported_isas
 
     return any(attention_bf16_kernel(head_dim, n) not in ("", "ref") for n in supported_isas() if n != "ref")
-
-
-@functools.cache
-def bf16_attention_pays(head_dim: int = 64) -> bool:
-    """What attention="auto" runs: True where this CPU has the SIMD bf16 attention kernel for `head_dim` and that
-    kernel measures faster than the fp32 one here. Having AVX512_BF16 is not enough: on Zen 4 / Zen 5 vdpbf16ps
-    does twice the fp32 FMA's products a cycle and bf16 attention is ~1.4x faster, while on Sapphire / Emerald Rapids
-    it issues at half the rate of the two fp32 FMA ports and bf16 attention is 0.7-0.8x fp32 (benchmarks/RESULTS.md).
-    Measured once per process and head size: both kernels alternately on 4 heads of 128 random tokens, the best of
-    5 thread-CPU-time runs each (~5 ms in all)."""
-    from hf_fast.native._loader import supported_isas
-
-    # the CPU's own SIMD kernels, named: HF_FAST_ISA (avx2, ref) may hold the engine elsewhere, the answer is the CPU's
-    isa = next((n for n in supported_isas() if n != "ref" and attention_bf16_kernel(head_dim, n) not in ("", "ref")),
-               None)
-    if isa is None or not bf16_attention_hardware(head_dim):
-        return False
-    rng = np.random.default_rng(0)
-    heads, seq = 4, 128
-    q, k, v = (rng.standard_normal((seq, heads * head_dim), dtype=np.float32) for _ in range(3))
-    best = {"fp32": np.inf, "bf16": np.inf}
-    for _ in range(5):
-        for name, fn in (("fp32", attention), ("bf16", attention_bf16)):
-            t0 = time.thread_time()
-            fn(q, k, v, heads, isa=isa)
-            best[name] = min(best[name], time.thread_time() - t0)
-    return bool(best["bf16"] < 0.95 * best["fp32"])
 
 
 def attention_dq8_kernel(head_dim: int, isa: str = "auto") -> str:
