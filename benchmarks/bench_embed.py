@@ -373,6 +373,9 @@ def main(argv=None) -> int:
                     help="runtimes timed (and scored); openvino is skipped with a note where not installed")
     ap.add_argument("--quality-threads", type=int, default=1,
                     help="threads of the (untimed) quality encodes; 1 is the quicker on a loaded machine")
+    ap.add_argument("--attention", default=None, choices=("auto", "fp32", "bf16"),
+                    help="the engine's attention precision (default: the artifact's task default, 'auto'); the rows "
+                         "record the one that ran")
     ap.add_argument("--workdir", type=Path, default=OUT / "embed_models")
     ap.add_argument("--out", type=Path, default=OUT / "embed.json")
     ap.add_argument("--plot", type=Path, default=PLOT)
@@ -428,7 +431,7 @@ def main(argv=None) -> int:
     def spec(name, threads):
         kind = "engine" if name.startswith("engine") else name
         return {"kind": kind, "path": str(paths[name]), "threads": threads, "tokenizer": str(dense),
-                "max_seq_length": msl, "pooling": pooling}
+                "max_seq_length": msl, "pooling": pooling, "attention": args.attention}
 
     info = native.native_info()
     import onnxruntime

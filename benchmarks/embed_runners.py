@@ -70,12 +70,14 @@ def encode(runner: Runner, texts: list[str], batch_size: int) -> np.ndarray:
 class EngineRunner(Runner):
     fused = True
 
-    def __init__(self, folder: Path, threads: int, **kw):
+    def __init__(self, folder: Path, threads: int, attention: str | None = None, **kw):
         from hf_fast.runtime.modeling import FastModelForFeatureExtraction
 
         self.model = FastModelForFeatureExtraction.from_pretrained(folder, backend="native",
-                                                                   output="sentence_embedding", num_threads=threads)
-        self.info = {"attention": self.model.backend.engine.attention}  # the default: bf16 where the CPU has it
+                                                                   output="sentence_embedding", num_threads=threads,
+                                                                   attention=attention)
+        # None: the task's default, "auto" (bf16 where the CPU has it and it is the faster kernel there)
+        self.info = {"attention": self.model.backend.engine.attention}
         super().__init__(input_names=self.model.input_names, **kw)
 
     def run(self, feeds):
@@ -138,6 +140,8 @@ def make_runner(spec: dict) -> Runner:
           "max_seq_length": spec["max_seq_length"], "pooling": spec["pooling"]}
     cls = {"engine": EngineRunner, "ort-int8-dyn": OrtRunner, "openvino": OpenVinoRunner,
            "torch-fp32": TorchRunner}[spec["kind"]]
+    if cls is EngineRunner:
+        kw["attention"] = spec.get("attention")
     return cls(Path(spec["path"]), int(spec["threads"]), **kw)
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from _script_loader import load_script
 
+from hf_fast import native
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -133,6 +135,14 @@ def test_smoke_run_on_a_tiny_model(be, tmp_path, shared_data):
                           pooling=fc["pooling"])
     texts = ["a short one", "a much longer sentence about the river and its bridges", "mid length text", "x"]
     np.testing.assert_array_equal(encode(runner, texts, 3), fast.encode(texts, batch_size=3))
+    # --attention reaches the engine worker's runner (bench_embed's spec -> make_runner) and the row records it
+    from embed_runners import make_runner
+
+    spec = {"kind": "engine", "path": str(dense), "threads": 1, "tokenizer": str(dense),
+            "max_seq_length": fast.max_seq_length, "pooling": fc["pooling"], "attention": "fp32"}
+    assert make_runner(spec).info["attention"] == "fp32"
+    if native.bf16_attention_hardware(fc["hidden_size"] // fc["num_heads"]):
+        assert make_runner({**spec, "attention": "bf16"}).info["attention"] == "bf16"
 
 
 def _q(runtime, r10):

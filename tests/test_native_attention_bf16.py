@@ -15,6 +15,8 @@ from hf_fast import native
 
 HW = native.bf16_attention_hardware(64)
 needs_bf16 = pytest.mark.skipif(not HW, reason="this CPU has no AVX512_BF16")
+# what attention="auto" runs for the test artifact's head size 16: bf16 only where it is the faster kernel here
+AUTO_BF16 = native.bf16_attention_pays(16)
 
 SHAPES = [  # S, heads, d, mask
     (1, 1, 16, None), (7, 2, 16, None), (12, 3, 32, "random"), (13, 2, 48, "all"), (33, 2, 64, "tail"),
@@ -116,9 +118,9 @@ def test_engine_attention_option(artifact):
 
     assert FastModelForSequenceClassification.from_pretrained(artifact).backend.engine.attention == "fp32"
     assert FastModelForSequenceClassification.from_pretrained(artifact, attention="auto").backend.engine.attention \
-        == ("bf16" if HW else "fp32")
-    # auto on the reference ISA: the bf16 model only where the CPU has AVX512_BF16
-    assert _engine(artifact, isa="ref", attention="auto").attention == ("bf16" if HW else "fp32")
+        == ("bf16" if AUTO_BF16 else "fp32")
+    # auto on the reference ISA: the bf16 model only where the CPU's bf16 kernel is the faster one
+    assert _engine(artifact, isa="ref", attention="auto").attention == ("bf16" if AUTO_BF16 else "fp32")
     ref32 = _engine(artifact, isa="ref", attention="fp32")
     ref16 = _engine(artifact, isa="ref", attention="bf16")  # the reference ISA runs bf16 on any CPU
     assert (ref32.attention, ref16.attention) == ("fp32", "bf16")
@@ -137,12 +139,41 @@ def test_engine_attention_option(artifact):
                 continue
             eng = _engine(artifact, isa=isa, attention=att)
             has = native.attention_bf16_kernel(16, isa) != ""
-            expect = "bf16" if has and (att == "bf16" or (att == "auto" and HW)) else "fp32"
+            expect = "bf16" if has and (att == "bf16" or (att == "auto" and AUTO_BF16)) else "fp32"
             assert eng.attention == expect, (isa, att)
             got = eng.run(**feeds)["logits"]
             assert np.abs(got - want).max() <= 0.03 * np.abs(want).max() + 1e-3, (isa, att)
             if expect == "bf16" and isa != "ref":  # same int8 GEMMs, same bf16 attention: close to the ref ISA's
                 assert np.abs(got - b).max() <= 0.01 * np.abs(b).max() + 1e-4
+
+
+def test_auto_follows_the_measurement(artifact, monkeypatch):
+    """attention="auto" runs bf16 only where the probe measures the bf16 kernel faster than fp32 (AVX512_BF16 alone
+    is not enough: on Sapphire / Emerald Rapids the bf16 kernel is the slower one); the probe itself answers False
+    without the hardware, and follows the timings where it has it"""
+    from hf_fast.native import autotune, kernels
+
+    for pays in (True, False):
+        monkeypatch.setattr(native, "bf16_attention_pays", lambda d, pays=pays: pays)
+        assert _engine(artifact, isa="ref", attention="auto").attention == ("bf16" if pays else "fp32")
+        assert _engine(artifact, isa="ref", attention="bf16").attention == "bf16"  # asked for: always
+    monkeypatch.undo()
+    probe = autotune.bf16_attention_pays
+    try:
+        probe.cache_clear()
+        monkeypatch.setattr(kernels, "bf16_attention_hardware", lambda d: False)
+        assert probe(64) is False
+        monkeypatch.undo()
+        if HW:  # a bf16 kernel made artificially slow (or instant) decides the answer
+            slow = kernels.attention_bf16
+            fakes = ((lambda *a, **k: [slow(*a, **k) for _ in range(3)], False), (lambda *a, **k: None, True))
+            for fake, want in fakes:
+                probe.cache_clear()
+                monkeypatch.setattr(kernels, "attention_bf16", fake)
+                assert probe(64) is want
+                monkeypatch.undo()
+    finally:
+        probe.cache_clear()
 
 
 @pytest.mark.parametrize("isa", ["avx2", "ref"])
@@ -166,6 +197,6 @@ def test_forced_isa_runs_through_from_pretrained(artifact, isa):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["fp32"][:2] == ["fp32", isa]
-    assert out["auto"][:2] == ["bf16" if HW and isa == "ref" else "fp32", isa]
+    assert out["auto"][:2] == ["bf16" if AUTO_BF16 and isa == "ref" else "fp32", isa]
     assert np.all(np.isfinite(out["auto"][2]))
     assert np.abs(np.subtract(out["auto"][2], out["fp32"][2])).max() <= 0.05 * np.abs(out["fp32"][2]).max() + 1e-3

@@ -5,7 +5,8 @@ One module per job; this package hands their names on (``from hf_fast import nat
 - ``_loader``: loads hf_fast._native (or ``HF_FAST_NATIVE_DIR``'s build), raises C status codes as exceptions, the
   ISA choice (``use_isa``, ``op_kernel``), threads and ``native_info()``;
 - ``kernels``: the GEMMs, packed Linear layers, quantizer, GELU, LayerNorm and attention;
-- ``autotune``: ``preferred_block()``, the block shape measured fastest on this CPU, and its on-disk cache.
+- ``autotune``: ``preferred_block()``, the block shape measured fastest on this CPU, and its on-disk cache;
+  ``bf16_attention_pays()``, whether bf16 attention is the faster kernel here.
 """
 from hf_fast.native._loader import (
     BUILT_ISA_NAMES,
@@ -28,7 +29,7 @@ from hf_fast.native._loader import (
 )
 from hf_fast.native._loader import _check as _check  # the status check the engine wrapper shares
 from hf_fast.native.autotune import _pref_memo as _pref_memo  # tests clear the in-process memo
-from hf_fast.native.autotune import preferred_block
+from hf_fast.native.autotune import bf16_attention_pays, preferred_block
 from hf_fast.native.kernels import (
     BLOCK_SHAPES,
     DenseWeight,
@@ -60,7 +61,8 @@ __all__ = [
     "SparseWeight", "UnsupportedISAError", "active_isa", "attention", "attention_bf16", "attention_bf16_ex",
     "attention_bf16_kernel",
     "attention_dq8", "attention_dq8_kernel",
-    "attention_q8", "attention_relbias", "attn_quant_struct", "bf16_attention_hardware", "ffi", "gelu",
+    "attention_q8", "attention_relbias", "attn_quant_struct", "bf16_attention_hardware", "bf16_attention_pays", "ffi",
+    "gelu",
     "gemm_u8s8s32", "get_num_threads", "int8_peak_gmacs", "int8_peak_probe", "isa_id", "layernorm", "lib",
     "linear_chain", "native_info", "num_threads", "op_kernel", "preferred_block", "quantize_u8",
     "relative_position_bias", "set_isa", "set_num_threads", "sparse_gemm_u8s8s32", "supported_isas", "use_isa",

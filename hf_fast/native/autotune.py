@@ -1,14 +1,18 @@
-"""The hardware-aware block choice: which block shape this CPU's sparse kernels run fastest, measured once and
-cached on disk (keyed by CPU model, active ISA and library version)."""
+"""The hardware-aware choices, measured on this CPU rather than read off its feature flags: which block shape its
+sparse kernels run fastest (measured once and cached on disk, keyed by CPU model, active ISA and library version),
+and whether bf16 attention is faster than fp32 here (measured once per process)."""
 from __future__ import annotations
 
+import functools
 import os
 import threading
+import time
 
 import numpy as np
 
 from hf_fast import _atomic
-from hf_fast.native._loader import _cpu_model, active_isa, ffi, lib, num_threads
+from hf_fast.native import kernels
+from hf_fast.native._loader import _cpu_model, active_isa, ffi, lib, num_threads, supported_isas
 from hf_fast.native.kernels import BLOCK_SHAPES, SparseWeight
 
 ARM_DEFAULT_BLOCK = "4x1"  # block="auto" on aarch64 until ARM hardware is measured (the kernels run 4x1 and 1x4)
@@ -114,3 +118,28 @@ def preferred_block(refresh: bool = False) -> str:
                 pass
             _pref_memo[key] = block
         return block
+
+
+@functools.cache
+def bf16_attention_pays(head_dim: int = 64) -> bool:
+    """What attention="auto" runs: True where this CPU has the SIMD bf16 attention kernel for `head_dim` and that
+    kernel measures faster than the fp32 one here. Having AVX512_BF16 is not enough: on the Zen 5 EPYC of earlier
+    sessions the bf16 kernel was ~1.5x faster than fp32, while on an Emerald Rapids Xeon vdpbf16ps measured 28 G
+    products/s against 61 G for the fp32 FMAs (its two FMA ports) and the bf16 kernel is 1.3-1.4x slower
+    (benchmarks/RESULTS.md). Measured once per process and head size: both kernels alternately on 4 heads of 128
+    random tokens, the best of 5 thread-CPU-time runs each (~5 ms in all)."""
+    # the CPU's own SIMD kernels, named: HF_FAST_ISA (avx2, ref) may hold the engine elsewhere, the answer is the CPU's
+    isa = next((n for n in supported_isas()
+                if n != "ref" and kernels.attention_bf16_kernel(head_dim, n) not in ("", "ref")), None)
+    if isa is None or not kernels.bf16_attention_hardware(head_dim):
+        return False
+    rng = np.random.default_rng(0)
+    heads, seq = 4, 128
+    q, k, v = (rng.standard_normal((seq, heads * head_dim), dtype=np.float32) for _ in range(3))
+    best = {"fp32": np.inf, "bf16": np.inf}
+    for _ in range(5):
+        for name, fn in (("fp32", kernels.attention), ("bf16", kernels.attention_bf16)):
+            t0 = time.thread_time()  # this thread's CPU: a busy sibling core adds no noise
+            fn(q, k, v, heads, isa=isa)
+            best[name] = min(best[name], time.thread_time() - t0)
+    return bool(best["bf16"] < 0.95 * best["fp32"])

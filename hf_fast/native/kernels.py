@@ -474,7 +474,8 @@ def attention_bf16_kernel(head_dim: int, isa: str = "auto") -> str:
 
 
 def bf16_attention_hardware(head_dim: int = 64) -> bool:
-    """Whether this CPU has a SIMD bf16 attention kernel for `head_dim` (AVX512_BF16): what attention="auto" asks."""
+    """Whether this CPU has a SIMD bf16 attention kernel for `head_dim` (AVX512_BF16); attention="auto" also asks
+    that it be the faster one (bf16_attention_pays)."""
     from hf_fast.native._loader import supported_isas
 
     return any(attention_bf16_kernel(head_dim, n) not in ("", "ref") for n in supported_isas() if n != "ref")

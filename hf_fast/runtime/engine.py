@@ -248,9 +248,10 @@ _REDUCED_ATTENTION = {
     "int8-dynamic": (native.attention_dq8_kernel, "dynamic int8", "AVX-512 VNNI", "HF_ATTN_INT8_DYNAMIC", False),
 }
 
-# The attention precision when the caller names none. Sentence embeddings: bf16 where the CPU has it ("auto"), since a
-# pooled, normalised embedding moves by a cosine of ~5e-4 on average, 2e-3 at most (dense all-MiniLM-L6-v2 on SQuAD
-# dev: recall@10 91.67 vs 91.55; benchmarks/RESULTS.md, issue 19) while paragraphs embed ~1.1x faster. Task heads
+# The attention precision when the caller names none. Sentence embeddings: bf16 where the CPU has it and it is the
+# faster kernel there ("auto"), since a pooled, normalised embedding moves by a cosine of ~5e-4 on average, 2e-3 at
+# most (dense all-MiniLM-L6-v2 on SQuAD dev: recall@10 91.67 vs 91.55; benchmarks/RESULTS.md, issue 19) while
+# paragraphs embed ~1.1x faster on Zen 5. Task heads
 # keep fp32: on the flat-logit SQuAD teacher bf16 moved more answers away from ONNX Runtime's than fp32 does
 # (benchmarks/HISTORY.md), so it stays opt-in there.
 DEFAULT_ATTENTION_BY_TASK = {"feature-extraction": "auto"}
@@ -411,12 +412,13 @@ class NativeEngine:
     def _set_attention(self, attention: str) -> str:
         """The precision of the fp32-attention layers (int8-attention layers keep theirs): "bf16" runs q k^T and p v
         on bf16 pairs (vdpbf16ps; fp32 softmax), "fp32" the fp32 kernels, "auto" bf16 where the CPU has AVX512_BF16
-        and the engine's ISA a bf16 kernel (HF_FAST_ISA=ref: the scalar model of it; avx2: none, fp32), else fp32.
-        Returns the precision that runs."""
+        and its bf16 kernel measures faster than fp32 here (native.bf16_attention_pays: Zen 4 / 5 yes, Sapphire /
+        Emerald Rapids no) and the engine's ISA has a bf16 kernel (HF_FAST_ISA=ref: the scalar model of it; avx2:
+        none, fp32), else fp32. Returns the precision that runs."""
         if attention not in ATTENTION_PRECISIONS:
             raise ValueError(f"attention={attention!r}: expected one of {', '.join(map(repr, ATTENTION_PRECISIONS))}")
         d = self.plan.hidden // self.plan.heads
-        if attention == "fp32" or (attention == "auto" and not native.bf16_attention_hardware(d)):
+        if attention == "fp32" or (attention == "auto" and not native.bf16_attention_pays(d)):
             return "fp32"
         precision = "bf16" if attention == "auto" else attention
         kernel_for, label, needs, code, variants = _REDUCED_ATTENTION[precision]
@@ -541,7 +543,8 @@ class NativeBackend:
         env HF_FAST_PACK_CACHE=0 turns it off). `self.pack_cache` says what happened: "off", "hit", "miss"
         (built and written), "rebuilt" (an unusable entry was replaced) or "unwritable".
         attention: "fp32", "bf16" (q k^T and p v on bf16 pairs, fp32 softmax; AVX512_BF16 CPUs and HF_FAST_ISA=ref
-        only, else ValueError), "auto" (bf16 where the CPU has AVX512_BF16 and a kernel fits, else fp32) or
+        only, else ValueError), "auto" (bf16 where the CPU has AVX512_BF16, a kernel fits and it measures faster
+        than fp32 here, else fp32) or
         "int8-dynamic" (q, k int8 per token and v per channel with run-time scales, int16 softmax weights; AVX-512 VNNI
         and HF_FAST_ISA=ref only, else ValueError). None (the default): the task's choice, DEFAULT_ATTENTION_BY_TASK
         ("auto" for sentence embeddings, "fp32" for task heads). Layers exported with int8 attention keep it.

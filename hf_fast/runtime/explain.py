@@ -174,7 +174,7 @@ def format_explain(rec: dict[str, Any]) -> str:
             table.append((i, r["linear"], shape, zb, r["kernel"], r["kernel_impl"], r["reason"]))
         table.append((i, "attention", "-", "-", layer["attention"], layer["attention_kernel"],
                       "int8 q.k^T and p.v (artifact exported with quantize_attention)" if layer["attention"] == "int8"
-                      else "bf16 q.k^T and p.v, fp32 softmax (attention='auto' on an AVX512_BF16 CPU, or 'bf16')"
+                      else "bf16 q.k^T and p.v, fp32 softmax (attention='auto' where it is faster, or 'bf16')"
                       if layer["attention"] == "bf16"
                       else "int8 q.k^T (per-token scales) and int16 p.v (per-channel v), run-time scales, fp32 "
                            "softmax (attention='int8-dynamic')"

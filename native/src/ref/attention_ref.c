@@ -6,9 +6,10 @@
 #include "internal.h"
 
 int64_t hf_attention_scratch_floats(int64_t S, int64_t d) {
-    /* SIMD kernels: transposed K (d x S rounded up to 16) + up to 16 rows of scores (AVX2: 6, AVX-512: 12) */
+    /* SIMD kernels: transposed K (d x S rounded up to 16) + up to 16 rows of scores (AVX2: 6, AVX-512: 12) + V
+     * packed to rows of d (AVX-512; the AVX2 kernel measured no gain from it) */
     int64_t sp = (S + 15) & ~(int64_t)15;
-    return d * sp + 16 * sp + 64;
+    return 2 * d * sp + 16 * sp + 64;
 }
 
 /* rb: the per-row bias of hf_attention_head_rb_fn, NULL for none (hf_attention_head_ref) */
