@@ -52,3 +52,33 @@ def test_mcnemar_exact_counts_discordant_items(lvs):
     assert t["p_value"] == pytest.approx(1.0)
     t = lvs.mcnemar_exact([1] * 10, [0] * 10)
     assert t["p_value"] == pytest.approx(2 * 0.5 ** 10)
+
+
+def _seed_result(seed, acc, discordant, within=True):
+    """a latency_vs_scope.py results.json reduced to what latency_vs_scope_seeds.py reads"""
+    runs = {m: {"int8_native_accuracy": a, "fp32_accuracy": a, "sparsity_reached": 0.8} for m, a in acc.items()}
+    mc = {}
+    for other, (b, c) in discordant.items():
+        for kind in ("int8_native", "fp32"):
+            mc[f"latency_vs_{other}_{kind}"] = {"only_first_right": b, "only_second_right": c}
+    return {"seed": seed, "runs": runs, "mcnemar": mc,
+            "timing": {"pairs_vs_latency": {"global": {"within": within}, "layer": {"within": True}}}}
+
+
+def test_seeds_summary_pools_the_discordant_counts():
+    seeds = load_script(BENCH / "latency_vs_scope_seeds.py")
+    res = [_seed_result(42, {"latency": 0.76, "global": 0.75, "layer": 0.73}, {"layer": (10, 2), "global": (6, 5)}),
+           _seed_result(43, {"latency": 0.74, "global": 0.75, "layer": 0.72}, {"layer": (9, 3), "global": (4, 6)},
+                        within=False)]
+    s = seeds.summarize(res)
+    assert s["seeds"] == [42, 43] and s["matched_within_3pct"] == [True, False]
+    assert s["accuracy"]["latency"]["mean"] == pytest.approx(0.75)
+    assert s["accuracy"]["latency"]["sd"] == pytest.approx(0.0141421, rel=1e-4)
+    lay, glo = s["latency_vs_layer"], s["latency_vs_global"]
+    assert (lay["only_latency_right"], lay["only_layer_right"]) == (19, 5)
+    assert (glo["only_latency_right"], glo["only_global_right"]) == (10, 11)
+    assert lay["p_value"] < 0.01 < glo["p_value"]  # 19 vs 5 is significant; 10 vs 11 is not
+    md = seeds.markdown(s)
+    assert "| latency | 76.00% (80.0% sparse) | 74.00% (80.0% sparse) | 75.00 +- 1.41 |" in md
+    with pytest.raises(ValueError, match="no results"):
+        seeds.summarize([])
