@@ -161,7 +161,7 @@ def test_auto_follows_the_measurement(artifact, monkeypatch):
     probe = autotune.bf16_attention_pays
     try:
         probe.cache_clear()
-        monkeypatch.setattr(kernels, "bf16_attention_hardware", lambda d: False)
+        monkeypatch.setattr(kernels, "bf16_attention_isa", lambda d: None)
         assert probe(64) is False
         monkeypatch.undo()
         if HW:  # a bf16 kernel made artificially slow (or instant) decides the answer

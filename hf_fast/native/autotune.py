@@ -12,7 +12,7 @@ import numpy as np
 
 from hf_fast import _atomic
 from hf_fast.native import kernels
-from hf_fast.native._loader import _cpu_model, active_isa, ffi, lib, num_threads, supported_isas
+from hf_fast.native._loader import _cpu_model, active_isa, ffi, lib, num_threads
 from hf_fast.native.kernels import BLOCK_SHAPES, SparseWeight
 
 ARM_DEFAULT_BLOCK = "4x1"  # block="auto" on aarch64 until ARM hardware is measured (the kernels run 4x1 and 1x4)
@@ -124,14 +124,12 @@ def preferred_block(refresh: bool = False) -> str:
 def bf16_attention_pays(head_dim: int = 64) -> bool:
     """What attention="auto" runs: True where this CPU has the SIMD bf16 attention kernel for `head_dim` and that
     kernel measures faster than the fp32 one here. Having AVX512_BF16 is not enough: on the Zen 5 EPYC of earlier
-    sessions the bf16 kernel was ~1.5x faster than fp32, while on an Emerald Rapids Xeon vdpbf16ps measured 28 G
-    products/s against 61 G for the fp32 FMAs (its two FMA ports) and the bf16 kernel is 1.3-1.4x slower
-    (benchmarks/RESULTS.md). Measured once per process and head size: both kernels alternately on 4 heads of 128
-    random tokens, the best of 5 thread-CPU-time runs each (~5 ms in all)."""
+    sessions the bf16 kernel was ~1.5x faster than fp32, on an Emerald Rapids Xeon 0.75-0.80x
+    (`benchmarks/attention_bf16.py kernel`; benchmarks/RESULTS.md). Measured once per process and head size: both
+    kernels alternately on 4 heads of 128 random tokens, the best of 5 thread-CPU-time runs each (~5 ms in all)."""
     # the CPU's own SIMD kernels, named: HF_FAST_ISA (avx2, ref) may hold the engine elsewhere, the answer is the CPU's
-    isa = next((n for n in supported_isas()
-                if n != "ref" and kernels.attention_bf16_kernel(head_dim, n) not in ("", "ref")), None)
-    if isa is None or not kernels.bf16_attention_hardware(head_dim):
+    isa = kernels.bf16_attention_isa(head_dim)
+    if isa is None:
         return False
     rng = np.random.default_rng(0)
     heads, seq = 4, 128

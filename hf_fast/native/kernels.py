@@ -473,12 +473,19 @@ def attention_bf16_kernel(head_dim: int, isa: str = "auto") -> str:
     return ffi.string(lib.hf_attention_bf16_kernel(isa_id(isa), int(head_dim))).decode()
 
 
+def bf16_attention_isa(head_dim: int = 64) -> str | None:
+    """The ISA whose SIMD bf16 attention kernel this CPU runs for `head_dim` (AVX512_BF16), whatever HF_FAST_ISA
+    holds the engine to; None where there is none."""
+    from hf_fast.native._loader import supported_isas
+
+    return next((n for n in supported_isas() if n != "ref" and attention_bf16_kernel(head_dim, n) not in ("", "ref")),
+                None)
+
+
 def bf16_attention_hardware(head_dim: int = 64) -> bool:
     """Whether this CPU has a SIMD bf16 attention kernel for `head_dim` (AVX512_BF16); attention="auto" also asks
     that it be the faster one (bf16_attention_pays)."""
-    from hf_fast.native._loader import supported_isas
-
-    return any(attention_bf16_kernel(head_dim, n) not in ("", "ref") for n in supported_isas() if n != "ref")
+    return bf16_attention_isa(head_dim) is not None
 
 
 def attention_dq8_kernel(head_dim: int, isa: str = "auto") -> str:

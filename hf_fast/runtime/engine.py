@@ -251,9 +251,8 @@ _REDUCED_ATTENTION = {
 # The attention precision when the caller names none. Sentence embeddings: bf16 where the CPU has it and it is the
 # faster kernel there ("auto"), since a pooled, normalised embedding moves by a cosine of ~5e-4 on average, 2e-3 at
 # most (dense all-MiniLM-L6-v2 on SQuAD dev: recall@10 91.67 vs 91.55; benchmarks/RESULTS.md, issue 19) while
-# paragraphs embed ~1.1x faster on Zen 5. Task heads
-# keep fp32: on the flat-logit SQuAD teacher bf16 moved more answers away from ONNX Runtime's than fp32 does
-# (benchmarks/HISTORY.md), so it stays opt-in there.
+# paragraphs embed ~1.1x faster on Zen 5. Task heads keep fp32: on the flat-logit SQuAD teacher bf16 moved more
+# answers away from ONNX Runtime's than fp32 does (benchmarks/HISTORY.md), so it stays opt-in there.
 DEFAULT_ATTENTION_BY_TASK = {"feature-extraction": "auto"}
 
 
@@ -412,9 +411,9 @@ class NativeEngine:
     def _set_attention(self, attention: str) -> str:
         """The precision of the fp32-attention layers (int8-attention layers keep theirs): "bf16" runs q k^T and p v
         on bf16 pairs (vdpbf16ps; fp32 softmax), "fp32" the fp32 kernels, "auto" bf16 where the CPU has AVX512_BF16
-        and its bf16 kernel measures faster than fp32 here (native.bf16_attention_pays: Zen 4 / 5 yes, Sapphire /
-        Emerald Rapids no) and the engine's ISA has a bf16 kernel (HF_FAST_ISA=ref: the scalar model of it; avx2:
-        none, fp32), else fp32. Returns the precision that runs."""
+        and its bf16 kernel measures faster than fp32 here (native.bf16_attention_pays: yes on a Zen 5 EPYC, no on
+        an Emerald Rapids Xeon) and the engine's ISA has a bf16 kernel (HF_FAST_ISA=ref: the scalar model of it;
+        avx2: none, fp32), else fp32. Returns the precision that runs."""
         if attention not in ATTENTION_PRECISIONS:
             raise ValueError(f"attention={attention!r}: expected one of {', '.join(map(repr, ATTENTION_PRECISIONS))}")
         d = self.plan.hidden // self.plan.heads

@@ -5,7 +5,8 @@
  *   ctx    = p v   : B = v rows copied once per head into scratch [ne][d]. In place, v's rows sit heads * d floats
  *            apart (3 KB, 48 cache lines, for 12 heads of 64), so rows 4 apart share their L1 sets and a 32-column
  *            block's keys crowded into 8 of the 64 sets (12 ways each): p v ran from L2. Copied, the global
- *            kernel at S = 2048 went from 194 to 111 ms per layer on an Emerald Rapids Xeon (HISTORY, session 17).
+ *            kernel at S = 2048 went from 228-237 to 131-136 ms for 12 heads of 64 on an Emerald Rapids Xeon
+ *            (benchmarks/attention_bf16.py kernel; HISTORY, session 17).
  * Softmax (max, exp, sum) on 16 lanes with masked tails. Keys past the last unmasked one are skipped
  * (probability exactly 0); a row whose keys are all masked gets uniform weights, as the reference.
  * Requires d % 16 == 0; other multiples of 8 go to the AVX2 kernel. */
