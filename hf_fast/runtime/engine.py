@@ -181,16 +181,19 @@ def choose_kernel(weight: np.ndarray, block: str | None, isa: str | None = "auto
     # kernel block that finds the most zero blocks (exact either way: only all-zero blocks are skipped)
     cands = [block] if block in native.BLOCK_SHAPES else list(native.BLOCK_SHAPES)
     table = SPARSE_FROM_TOKENS_BY_ISA.get(name)
-    best, best_frac = "dense", table[-1][0] if table else crossover  # sparse in long enough calls from there
+    threshold = table[-1][0] if table else crossover  # sparse in long enough calls from there
     seen: dict[str, float] = {}
     for cand in cands:
         r, c = parse_block(cand)
         if weight.shape[0] % r or weight.shape[1] % c:
             continue
-        frac = block_sparsity(weight, (r, c))
-        seen[cand] = frac
-        if frac >= best_frac:
-            best, best_frac = cand, frac
+        seen[cand] = block_sparsity(weight, (r, c))
+    # equal zero fractions (a weight pruned in 4x4 tiles, or any shape made of them): 4x1 on VNNI, whose kernel reads
+    # such tiles pre-interleaved (no unpack in its loop); elsewhere 1x4, as before
+    tie = "4x1" if name == "avx512vnni" else "1x4"
+    fits = {cand: f for cand, f in seen.items() if f >= threshold}
+    best = max(fits, key=lambda cand: (fits[cand], cand == tie)) if fits else "dense"
+    best_frac = fits[best] if fits else threshold
     if not seen:
         return KernelChoice("dense", None, None, crossover, name,
                             f"no kernel block shape ({', '.join(cands)}) divides the weight {tuple(weight.shape)}")

@@ -251,12 +251,13 @@ static inline int hf_ranges_claim(hf_range *rg, int nr, int tid, int64_t *item) 
 
 /* Grow-only 64-byte aligned scratch owned by the calling thread (slot 0..HF_SCRATCH_SLOTS-1);
  * NULL on failure. Freed when the thread exits. */
-#define HF_SCRATCH_SLOTS 5
+#define HF_SCRATCH_SLOTS 6
 #define HF_SCRATCH_SPARSE_X 0    /* sparse kernels: packed activation tiles (calling thread) */
 #define HF_SCRATCH_SPARSE_ROWS 1 /* sparse kernels: activation packing rows (each worker) */
 #define HF_SCRATCH_LINEAR_ACC 2  /* linear.c dense path: int32 accumulators (calling thread) */
 #define HF_SCRATCH_ATTENTION 3   /* engine.c: attention scratch (each worker) */
 #define HF_SCRATCH_DENSE_A 4     /* dense AVX2 int16 kernel: widened rows of A (each worker) */
+#define HF_SCRATCH_SPARSE_X4 5   /* 4x1 VNNI kernel: interleaved quads of the activation tiles (calling thread) */
 void *hf_scratch(int slot, size_t bytes);
 
 /* ---- fused epilogue (ref/linear_ref.c, arch/<arch>/linear_*.c) ----
