@@ -368,6 +368,7 @@ typedef struct {
      * epilogue with pack_ld writes them; lda unused); NULL where the kernel has none (only 4x1 VNNI has one). A
      * kernel with gemm_packed also writes that layout from its 4x1 gemm when ep->pack_ld is set. */
     hf_sparse_gemm_fn gemm_packed;
+    int64_t (*quad_groups)(const struct hf_sparse_w *w); /* hf_sparse_quad_groups; NULL: the kernel has none */
 } hf_sparse_kernel;
 /* Bytes of a 4x1 VNNI packed activation buffer for M tokens of K channels (64-token tiles). */
 static inline int64_t hf_packed_act_bytes(int64_t M, int64_t K) { return ((M + 63) / 64) * ((K + 15) / 16 * 16) * 64; }

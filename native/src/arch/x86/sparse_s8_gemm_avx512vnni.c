@@ -602,4 +602,10 @@ static int vnni_gemm_packed(const struct hf_sparse_w *w, int64_t M, const uint8_
     return vnni_run(w, M, A, lda, 1, C, ldc, ep);
 }
 
-const hf_sparse_kernel hf_sparse_avx512vnni = {vnni_pack, vnni_gemm, vnni_gemm_packed};
+static int64_t vnni_quad_groups(const struct hf_sparse_w *w) {
+    int64_t nquad = 0;
+    if (w->br == 4) quad_flags(w, &nquad);
+    return nquad;
+}
+
+const hf_sparse_kernel hf_sparse_avx512vnni = {vnni_pack, vnni_gemm, vnni_gemm_packed, vnni_quad_groups};
