@@ -85,8 +85,9 @@ def markdown(summary: dict, blocks: list[str]) -> str:
         if ms and base.get("cpu_ms"):
             sp = " / ".join(f"{b / m:.2f}x" for b, m in zip(base["cpu_ms"], ms, strict=True))
         mc = r.get("mcnemar_vs_first", {}).get("int8_native")
+        seeds = ", ".join(f"{100 * v:.2f}" for v in i8["per_seed"])
         lines.append(
-            f"| {blk} | {100 * i8['mean']:.2f} +- {100 * i8['sd']:.2f} ({', '.join(f'{100 * v:.2f}' for v in i8['per_seed'])}) "
+            f"| {blk} | {100 * i8['mean']:.2f} +- {100 * i8['sd']:.2f} ({seeds}) "
             f"| {100 * f['mean']:.2f} +- {100 * f['sd']:.2f} | {' / '.join(f'{m:.2f}' for m in ms) if ms else '-'} | "
             f"{sp or '-'} | " + (f"{mc['only_first_right']} / {mc['only_second_right']} / p = {mc['p_value']:.3g}"
                                  if mc else "-") + " |")
@@ -112,8 +113,12 @@ def main(argv=None) -> int:
     import torch
     from latency_target import interleaved
     from train_rt_polarity import batched_logits, calibration_rows
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, \
-        TrainingArguments
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        TrainingArguments,
+    )
 
     from hf_fast import _atomic, native
     from hf_fast.export import export

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         rng = np.random.default_rng(0)
         ids = rng.integers(1000, 20000, (b, s)).astype(np.int64)
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        runners = {n: (lambda e=e: e(**feed)) for n, e in engines.items()}
+        runners = {n: (lambda e=e, feed=feed: e(**feed)) for n, e in engines.items()}
         for n, sess in sessions.items():
             names_in = {i.name for i in sess.get_inputs()}
             f = {k: v for k, v in {**feed, "token_type_ids": np.zeros_like(ids)}.items() if k in names_in}

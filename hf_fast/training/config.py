@@ -263,7 +263,8 @@ class FastConfig:
             name = block_name(self.block)  # raises ValueError on unknown names
             if name not in FAST_BLOCKS and not self.allow_any_block:
                 raise ValueError(f"block {name!r} has no native kernel, so a model pruned with it is not fast: use "
-                                 f"one of {', '.join(FAST_BLOCKS)} or 'auto' (the faster of 4x1 / 1x4 on this CPU); pass "
+                                 f"one of {', '.join(FAST_BLOCKS)} or 'auto' (the faster of 4x1 / 1x4 on this CPU); "
+                                 "pass "
                                  "allow_any_block=True to train another shape for research")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
@@ -357,8 +358,9 @@ class FastConfig:
         if self.include:
             raise ValueError("include= does not apply to scope='latency': only the encoder Linears the engine runs "
                              "have cost curves")
-        if self.block != "auto" and block_name(self.block) not in KERNEL_BLOCKS:  # the cost curves are per kernel
-            raise ValueError(f"scope='latency' needs a block the engine's sparse kernels run ({', '.join(KERNEL_BLOCKS)}"
+        if self.block != "auto" and block_name(self.block) not in KERNEL_BLOCKS:  # cost curves are per kernel block
+            raise ValueError("scope='latency' needs a block the engine's sparse kernels run "
+                             f"({', '.join(KERNEL_BLOCKS)}"
                              f" or 'auto'), got {block_name(self.block)!r}")
 
     def layer_floor(self) -> float | None:
