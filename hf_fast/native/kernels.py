@@ -214,6 +214,8 @@ class PackedLinear:
         self.kept_blocks, self.total_blocks = int(kept[0]), int(total[0])
         self.nbytes = int(lib.hf_linear_nbytes(self._l))
         self.geglu = bool(lib.hf_linear_is_geglu(self._l))
+        # 4x1 groups run as pre-interleaved 4x4 tiles (AVX-512 VNNI); 0 elsewhere and when dense
+        self.quad_groups = int(lib.hf_linear_quad_groups(self._l))
         self.alternative, self.sparse_rows = None, None
 
     def set_alternative(self, alt: PackedLinear | None, rows: int) -> None:

@@ -248,6 +248,8 @@ int hf_linear_is_geglu(const hf_linear *lin);
 void hf_linear_free(hf_linear *lin);
 int64_t hf_linear_nbytes(const hf_linear *lin);
 const char *hf_linear_kernel_name(const hf_linear *lin); /* see hf_dense_kernel_name */
+/* hf_sparse_quad_groups of a block-sparse Linear (its 4x4-tile groups on AVX-512 VNNI); 0 when dense */
+int64_t hf_linear_quad_groups(const hf_linear *lin);
 /* The same Linear packed for the other kernel (one of lin / alt block-sparse, the other dense; same ISA, shape, GeGLU
  * order, scales and bias, else HF_EINVAL), for the calls that kernel runs faster: calls of M >= rows tokens run the
  * block-sparse one, shorter calls the dense one. The outputs are the same bit for bit (both kernels sum the same int32
