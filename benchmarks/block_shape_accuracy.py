@@ -51,22 +51,35 @@ def stratified_mcnemar(pairs: list[tuple[list[int], list[int]]]) -> dict:
             "p_value": float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0}
 
 
+def variant(v: str, default_sparsity: float) -> tuple[str, float]:
+    """"4x4" -> ("4x4", default); "4x4:0.77" -> ("4x4", 0.77): a shape at its own sparsity (e.g. the one that runs as
+    fast as the baseline)."""
+    blk, _, sp = v.partition(":")
+    return blk, float(sp) if sp else default_sparsity
+
+
+def run_name(seed: int, v: str) -> str:
+    blk, _, sp = v.partition(":")
+    return f"s{seed}_{blk}" + (f"_s{sp}" if sp else "")
+
+
 def summarize(res: dict, blocks: list[str], seeds: list[int]) -> dict:
-    """Per block: accuracy mean +- sd over seeds (int8 engine, fp32), median CPU ms, and McNemar against blocks[0]."""
+    """Per variant (block[:sparsity]): accuracy mean +- sd over seeds (int8 engine, fp32), median CPU ms, and McNemar
+    against blocks[0]."""
     out = {}
     for blk in blocks:
-        runs = [res["runs"][f"s{s}_{blk}"] for s in seeds]
+        runs = [res["runs"][run_name(s, blk)] for s in seeds]
         row = {}
         for kind in ("int8_native", "fp32"):
             v = [r[f"{kind}_accuracy"] for r in runs]
             row[kind] = {"per_seed": v, "mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0}
         row["sparsity"] = [r["sparsity_reached"] for r in runs]
         if "timing" in res:
-            row["cpu_ms"] = [res["timing"][f"s{s}_{blk}"]["cpu_ms"] for s in seeds]
+            row["cpu_ms"] = [res["timing"][run_name(s, blk)]["cpu_ms"] for s in seeds]
         if blk != blocks[0]:
             row["mcnemar_vs_first"] = {
-                kind: stratified_mcnemar([(res["runs"][f"s{s}_{blk}"][f"{kind}_right"],
-                                           res["runs"][f"s{s}_{blocks[0]}"][f"{kind}_right"]) for s in seeds])
+                kind: stratified_mcnemar([(res["runs"][run_name(s, blk)][f"{kind}_right"],
+                                           res["runs"][run_name(s, blocks[0])][f"{kind}_right"]) for s in seeds])
                 for kind in ("int8_native", "fp32")}
         out[blk] = row
     return out
@@ -98,7 +111,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", required=True, help="a fine-tuned rt-polarity MiniLM-L6 folder (the dense teacher)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "block_shape"))
-    ap.add_argument("--blocks", nargs="+", default=["4x1", "4x4"], help="block shapes; the first is the baseline")
+    ap.add_argument("--blocks", nargs="+", default=["4x1", "4x4"],
+                    help="block shapes, each optionally at its own sparsity (4x4:0.77); the first is the baseline")
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     ap.add_argument("--sparsity", type=float, default=0.8)
     ap.add_argument("--steps", type=int, default=112)
@@ -153,8 +167,9 @@ def main(argv=None) -> int:
     bsz, seq = (int(v) for v in a.shape.split("x"))
 
     for seed in a.seeds:
-        for blk in a.blocks:
-            name = f"s{seed}_{blk}"
+        for v in a.blocks:
+            blk, sparsity = variant(v, a.sparsity)
+            name = run_name(seed, v)
             final, art = out / name / "final", out / f"{name}_int8"
             if name not in res["runs"] or not (final / "config.json").is_file():
                 t0 = time.time()
@@ -166,13 +181,14 @@ def main(argv=None) -> int:
                                          lr_scheduler_type="linear", logging_steps=max(1, a.steps // 6),
                                          save_strategy="no", report_to="none", use_cpu=True, seed=seed,
                                          dataloader_num_workers=0, disable_tqdm=True)
-                fc = FastConfig(scope="global", sparsity=a.sparsity, block=blk, score="movement", schedule="cubic",
+                fc = FastConfig(scope="global", sparsity=sparsity, block=blk, score="movement", schedule="cubic",
                                 end_step=a.end_step, distill={"temperature": 2.0, "alpha": 0.9, "hidden_weight": 1.0})
                 FastTrainer(model=student, teacher=teacher, args=args, fast_config=fc, train_dataset=train_ds,
                             data_collator=collator).train()
                 student.save_pretrained(final)
                 tok.save_pretrained(final)
-                res["runs"][name] = {"block": blk, "seed": seed, "train_time_s": round(time.time() - t0, 1),
+                res["runs"][name] = {"block": blk, "sparsity": sparsity, "seed": seed,
+                                     "train_time_s": round(time.time() - t0, 1),
                                      "sparsity_reached": student.config.hf_fast["sparsity_reached"]}
                 save()
             run = res["runs"][name]
@@ -196,9 +212,9 @@ def main(argv=None) -> int:
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         runners = {}
         for seed in a.seeds:
-            for blk in a.blocks:
-                eng = load_fast_model(out / f"s{seed}_{blk}_int8", backend="native", num_threads=a.threads)
-                runners[f"s{seed}_{blk}"] = (lambda e=eng: e.run(**feeds))
+            for v in a.blocks:
+                eng = load_fast_model(out / f"{run_name(seed, v)}_int8", backend="native", num_threads=a.threads)
+                runners[run_name(seed, v)] = (lambda e=eng: e.run(**feeds))
         with native.num_threads(a.threads):
             res["timing"] = {"clock": "process CPU time (1 thread), median", "shape": a.shape,
                              "load_average": os.getloadavg(), **interleaved(runners, a.seconds, warm_calls=3)}

@@ -44,3 +44,13 @@ def test_summary_and_table(bsa):
     assert "1.25x / 1.20x" in table  # per-seed speed-up of 4x4 over 4x1
     with pytest.raises(KeyError):
         bsa.summarize(res, ["4x1", "4x4"], [1, 3])  # a seed that did not run
+
+
+def test_a_variant_names_its_own_sparsity(bsa):
+    assert bsa.variant("4x4", 0.8) == ("4x4", 0.8)
+    assert bsa.variant("4x4:0.77", 0.8) == ("4x4", 0.77)
+    assert bsa.run_name(42, "4x1") == "s42_4x1"  # the names of runs without an own sparsity are unchanged
+    assert bsa.run_name(42, "4x4:0.77") == "s42_4x4_s0.77"
+    res = {"runs": {"s1_4x1": _run([1, 0]), "s1_4x4_s0.77": _run([1, 1])}}
+    s = bsa.summarize(res, ["4x1", "4x4:0.77"], [1])
+    assert s["4x4:0.77"]["int8_native"]["mean"] == 1.0
