@@ -18,6 +18,9 @@ KERNEL_BLOCKS = ("4x1", "1x4")
 # AVX-512 VNNI with each tile's 4 input channels read pre-interleaved: no unpack in the inner loop). Any other shape
 # is exported as given, and the engine skips the 4x1/1x4 blocks that happen to be all zero inside it.
 FAST_BLOCKS = ("4x1", "1x4", "4x4")
+# Zero-block fractions this close count as equal when telling 4x4 tiles from 4x1 / 1x4 blocks: int8 rounding zeroes a
+# few blocks inside kept tiles.
+TILE_TOLERANCE = 0.005
 _BLOCK_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 
 

@@ -175,7 +175,7 @@ def choose_kernel(weight: np.ndarray, block: str | None, isa: str | None = "auto
     if block in (None, "dense"):
         return KernelChoice("dense", None, None, crossover, name,
                             f"the artifact is dense (fast_config block {block!r}): no zero blocks to skip")
-    from hf_fast.blocks import block_sparsity, parse_block
+    from hf_fast.blocks import TILE_TOLERANCE, block_sparsity, parse_block
 
     # the kernels run 4x1 and 1x4; any other shape the artifact names (1x1 unstructured, 32x32, ...) uses the
     # kernel block that finds the most zero blocks (exact either way: only all-zero blocks are skipped)
@@ -192,7 +192,9 @@ def choose_kernel(weight: np.ndarray, block: str | None, isa: str | None = "auto
     # such tiles pre-interleaved (no unpack in its loop); elsewhere 1x4, as before
     tie = "4x1" if name == "avx512vnni" else "1x4"
     fits = {cand: f for cand, f in seen.items() if f >= threshold}
-    best = max(fits, key=lambda cand: (fits[cand], cand == tie)) if fits else "dense"
+    best = max(fits, key=lambda cand: fits[cand]) if fits else "dense"
+    if tie in fits and fits[tie] >= fits[best] - TILE_TOLERANCE:
+        best = tie
     best_frac = fits[best] if fits else threshold
     if not seen:
         return KernelChoice("dense", None, None, crossover, name,
