@@ -422,16 +422,16 @@ class NativeEngine:
         if attention not in ATTENTION_PRECISIONS:
             raise ValueError(f"attention={attention!r}: expected one of {', '.join(map(repr, ATTENTION_PRECISIONS))}")
         d = self.plan.hidden // self.plan.heads
-        if attention == "fp32" or (attention == "auto" and not native.bf16_attention_pays(d)):
+        if attention == "fp32":
             return "fp32"
         precision = "bf16" if attention == "auto" else attention
         kernel_for, label, needs, code, variants = _REDUCED_ATTENTION[precision]
         why = ("a relative attention bias" if self.layer_desc.attention_bias != "none" and not variants else
                "" if kernel_for(d, self.isa) else
                f"no {label} attention kernel on ISA {self.isa!r} for head size {d} (needs {needs} and d % 16 == 0)")
+        if attention == "auto" and (why or not native.bf16_attention_pays(d)):  # no kernel here: no probe either
+            return "fp32"
         if why:
-            if attention == "auto":
-                return "fp32"
             alt = "'fp32' or 'auto'" if attention == "bf16" else "'fp32'"
             raise ValueError(f"attention={attention!r} is not available: {why}; use attention={alt}")
         native._check(lib.hf_engine_set_attention_precision(self._e, getattr(lib, code)),
