@@ -36,7 +36,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-DATA = REPO.parent / "shared" / "data" / "rt-polarity"
 
 
 def stratified_mcnemar(pairs: list[tuple[list[int], list[int]]]) -> dict:
@@ -126,19 +125,12 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
     from latency_target import interleaved
-    from train_rt_polarity import batched_logits, calibration_rows
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        TrainingArguments,
-    )
+    from train_rt_polarity import int8_scores, student_data
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
     from hf_fast import _atomic, native
-    from hf_fast.export import export
     from hf_fast.runtime import load_fast_model
     from hf_fast.training import FastConfig, FastTrainer
-    from hf_fast.training.data import classification_datasets
 
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -155,14 +147,7 @@ def main(argv=None) -> int:
         _atomic.write_text(res_path, json.dumps(res, indent=2, default=str))
 
     tok = AutoTokenizer.from_pretrained(tdir)
-    spec = {"format": "rt-polarity", "path": str(Path(os.environ.get("HF_FAST_RT_POLARITY", DATA))),
-            "eval_per_class": 1000, "max_length": 64, "train_padding": "dynamic"}
-    train_ds, eval_ds = classification_datasets(spec, tok)
-    collator = DataCollatorWithPadding(tok)
-    cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in eval_ds.column_names]
-    ev_np = {c: np.asarray(eval_ds[c], dtype=np.int64) for c in cols}
-    labels = np.asarray(eval_ds["labels"])
-    calib = calibration_rows(train_ds, cols)
+    train_ds, collator, ev_np, labels, calib = student_data(tok)
     teacher = AutoModelForSequenceClassification.from_pretrained(tdir).eval()
     bsz, seq = (int(v) for v in a.shape.split("x"))
 
@@ -194,14 +179,7 @@ def main(argv=None) -> int:
             run = res["runs"][name]
             if "int8_native_right" not in run or not (art / "config.json").is_file():
                 model = AutoModelForSequenceClassification.from_pretrained(final).eval()
-                export(model, tok, art, calibration_dataset=calib, progress=False, max_length=seq)
-                with torch.no_grad():
-                    ref = batched_logits(model, {c: torch.from_numpy(v) for c, v in ev_np.items()})
-                lg = batched_logits(load_fast_model(art, backend="native", num_threads=a.threads), ev_np)
-                run["fp32_right"] = (ref.argmax(-1) == labels).astype(int).tolist()
-                run["int8_native_right"] = (lg.argmax(-1) == labels).astype(int).tolist()
-                run["fp32_accuracy"] = float(np.mean(run["fp32_right"]))
-                run["int8_native_accuracy"] = float(np.mean(run["int8_native_right"]))
+                run.update(int8_scores(model, tok, art, ev_np, labels, calib, seq, a.threads))
                 save()
             print(f"[{name}] sparsity {run['sparsity_reached']:.3f}: accuracy fp32 {run['fp32_accuracy']:.4f}, "
                   f"int8 engine {run['int8_native_accuracy']:.4f}", flush=True)

@@ -255,17 +255,31 @@ static TGT void pack64(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t
     }
 }
 
+/* The 16 accumulators of a group call (4 channels x 4 chunks of 16 tokens), started at z[channel]: pinned to
+ * zmm16-31 (local register variables, used only as asm operands; GCC otherwise shuffles some of them through
+ * temporaries every record). STORE16_TO writes the J chunks that hold tokens into out[4][64]. */
+#define ACC16_FROM(z)                                                                                                \
+    register __m512i a00 __asm__("zmm16") = _mm512_set1_epi32((z)[0]), a01 __asm__("zmm17") = a00;                 \
+    register __m512i a02 __asm__("zmm18") = a00, a03 __asm__("zmm19") = a00;                                       \
+    register __m512i a10 __asm__("zmm20") = _mm512_set1_epi32((z)[1]), a11 __asm__("zmm21") = a10;                 \
+    register __m512i a12 __asm__("zmm22") = a10, a13 __asm__("zmm23") = a10;                                       \
+    register __m512i a20 __asm__("zmm24") = _mm512_set1_epi32((z)[2]), a21 __asm__("zmm25") = a20;                 \
+    register __m512i a22 __asm__("zmm26") = a20, a23 __asm__("zmm27") = a20;                                       \
+    register __m512i a30 __asm__("zmm28") = _mm512_set1_epi32((z)[3]), a31 __asm__("zmm29") = a30;                 \
+    register __m512i a32 __asm__("zmm30") = a30, a33 __asm__("zmm31") = a30
+#define ST1(out, J, rr, j, v) if ((j) < (J)) _mm512_store_si512((void *)((out) + (rr) * 64 + (j) * 16), v)
+#define STORE16_TO(out, J)                                                                                           \
+    do {                                                                                                             \
+        ST1(out, J, 0, 0, a00); ST1(out, J, 0, 1, a01); ST1(out, J, 0, 2, a02); ST1(out, J, 0, 3, a03);            \
+        ST1(out, J, 1, 0, a10); ST1(out, J, 1, 1, a11); ST1(out, J, 1, 2, a12); ST1(out, J, 1, 3, a13);            \
+        ST1(out, J, 2, 0, a20); ST1(out, J, 2, 1, a21); ST1(out, J, 2, 2, a22); ST1(out, J, 2, 3, a23);            \
+        ST1(out, J, 3, 0, a30); ST1(out, J, 3, 1, a31); ST1(out, J, 3, 2, a32); ST1(out, J, 3, 3, a33);            \
+    } while (0)
+
 /* 4 channels x (16 J) tokens of one group into out[4][64] (channel-major), each channel's sums started at z[r]
  * (the epilogue's -a_zp * colsum[n], so the strip stores need no subtraction; 0 for raw int32 output). */
 INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, const int32_t *z, int32_t *out) {
-    /* accumulators pinned to zmm16-31 (local register variables, used only as asm operands): GCC
-     * otherwise shuffles some of them through temporaries every record */
-#define ACC(name, reg, r) register __m512i name __asm__(reg) = _mm512_set1_epi32(z[r])
-    ACC(a00, "zmm16", 0); ACC(a01, "zmm17", 0); ACC(a02, "zmm18", 0); ACC(a03, "zmm19", 0);
-    ACC(a10, "zmm20", 1); ACC(a11, "zmm21", 1); ACC(a12, "zmm22", 1); ACC(a13, "zmm23", 1);
-    ACC(a20, "zmm24", 2); ACC(a21, "zmm25", 2); ACC(a22, "zmm26", 2); ACC(a23, "zmm27", 2);
-    ACC(a30, "zmm28", 3); ACC(a31, "zmm29", 3); ACC(a32, "zmm30", 3); ACC(a33, "zmm31", 3);
-#undef ACC
+    ACC16_FROM(z);
     size_t k = 0; /* channel of the previous entry */
     for (int64_t i = 0; i < nq; i++) {
         const quad4x1 *r = q + i;
@@ -298,22 +312,12 @@ INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, const
             }
         }
     }
-#define ST(rr, j, v) if (j < J) _mm512_store_si512((void *)(out + (rr) * 64 + (j) * 16), v)
-    ST(0, 0, a00); ST(0, 1, a01); ST(0, 2, a02); ST(0, 3, a03);
-    ST(1, 0, a10); ST(1, 1, a11); ST(1, 2, a12); ST(1, 3, a13);
-    ST(2, 0, a20); ST(2, 1, a21); ST(2, 2, a22); ST(2, 3, a23);
-    ST(3, 0, a30); ST(3, 1, a31); ST(3, 2, a32); ST(3, 3, a33);
-#undef ST
+    STORE16_TO(out, J);
 }
 
 /* A quad-structured group: as group64, with each record's 4 channels read already interleaved from X4 (quadify). */
 INL void quad64(const quad4x1 *q, int64_t nq, const char *X4, const int J, const int32_t *z, int32_t *out) {
-#define ACC(name, reg, r) register __m512i name __asm__(reg) = _mm512_set1_epi32(z[r])
-    ACC(a00, "zmm16", 0); ACC(a01, "zmm17", 0); ACC(a02, "zmm18", 0); ACC(a03, "zmm19", 0);
-    ACC(a10, "zmm20", 1); ACC(a11, "zmm21", 1); ACC(a12, "zmm22", 1); ACC(a13, "zmm23", 1);
-    ACC(a20, "zmm24", 2); ACC(a21, "zmm25", 2); ACC(a22, "zmm26", 2); ACC(a23, "zmm27", 2);
-    ACC(a30, "zmm28", 3); ACC(a31, "zmm29", 3); ACC(a32, "zmm30", 3); ACC(a33, "zmm31", 3);
-#undef ACC
+    ACC16_FROM(z);
     size_t k = 0; /* k0 of the previous record */
     for (int64_t i = 0; i < nq; i++) {
         const quad4x1 *r = q + i;
@@ -336,12 +340,7 @@ INL void quad64(const quad4x1 *q, int64_t nq, const char *X4, const int J, const
             DPR(a03, x3, w0); DPR(a13, x3, w1); DPR(a23, x3, w2); DPR(a33, x3, w3);
         }
     }
-#define ST(rr, j, v) if (j < J) _mm512_store_si512((void *)(out + (rr) * 64 + (j) * 16), v)
-    ST(0, 0, a00); ST(0, 1, a01); ST(0, 2, a02); ST(0, 3, a03);
-    ST(1, 0, a10); ST(1, 1, a11); ST(1, 2, a12); ST(1, 3, a13);
-    ST(2, 0, a20); ST(2, 1, a21); ST(2, 2, a22); ST(2, 3, a23);
-    ST(3, 0, a30); ST(3, 1, a31); ST(3, 2, a32); ST(3, 3, a33);
-#undef ST
+    STORE16_TO(out, J);
 }
 
 static TGT void quad64_j(const quad4x1 *q, int64_t nq, const char *X4, int J, const int32_t *z, int32_t *out) {
