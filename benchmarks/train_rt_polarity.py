@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+DATA = REPO.parent / "shared" / "data" / "rt-polarity"
 
 
 def calibration_rows(train_ds, cols, n: int = 256):
@@ -48,6 +49,44 @@ def held_out_set(model_dir, threads: int = 1):
     ev = {c: np.asarray(eval_ds[c], dtype=np.int64) for c in cols}
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     return r, tok, model, train_ds, cols, ev, np.asarray(eval_ds["labels"])
+
+
+def student_data(tok):
+    """rt-polarity as the student comparisons (latency_vs_scope.py, block_shape_accuracy.py) train and score on it:
+    (train split, collator, eval inputs as int64 arrays, labels, calibration rows). The conventional split (2,000
+    held-out sentences, $HF_FAST_RT_POLARITY or ../shared/data), max_length 64, dynamic padding."""
+    import numpy as np
+    from transformers import DataCollatorWithPadding
+
+    from hf_fast.training.data import classification_datasets
+
+    spec = {"format": "rt-polarity", "path": str(Path(os.environ.get("HF_FAST_RT_POLARITY", DATA))),
+            "eval_per_class": 1000, "max_length": 64, "train_padding": "dynamic"}
+    train_ds, eval_ds = classification_datasets(spec, tok)
+    cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in eval_ds.column_names]
+    ev = {c: np.asarray(eval_ds[c], dtype=np.int64) for c in cols}
+    return train_ds, DataCollatorWithPadding(tok), ev, np.asarray(eval_ds["labels"]), calibration_rows(train_ds, cols)
+
+
+def int8_scores(model, tok, art, ev, labels, calib, max_length: int, threads: int = 1, block=None) -> dict:
+    """Exports `model` (torch, eval mode) int8 to `art` (hf_fast.export, the default settings) and scores it per
+    held-out sentence in fp32 PyTorch and in the native engine: {fp32_right, int8_native_right (0/1 lists),
+    fp32_accuracy, int8_native_accuracy}."""
+    import numpy as np
+    import torch
+
+    from hf_fast.export import export
+    from hf_fast.runtime import load_fast_model
+
+    export(model, tok, art, calibration_dataset=calib, block=block, progress=False, max_length=max_length)
+    with torch.no_grad():
+        ref = batched_logits(model, {c: torch.from_numpy(v) for c, v in ev.items()})
+    lg = batched_logits(load_fast_model(art, backend="native", num_threads=threads), ev)
+    out = {"fp32_right": (ref.argmax(-1) == labels).astype(int).tolist(),
+           "int8_native_right": (lg.argmax(-1) == labels).astype(int).tolist()}
+    out.update(fp32_accuracy=float(np.mean(out["fp32_right"])),
+               int8_native_accuracy=float(np.mean(out["int8_native_right"])))
+    return out
 
 
 def batched_logits(call, feeds, batch: int = 64):

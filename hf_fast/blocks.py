@@ -11,10 +11,16 @@ import re
 import numpy as np
 
 BlockLike = str | tuple[int, int]
-NAMED_BLOCKS = ("4x1", "1x4", "4x16", "32x32", "1x1")
-# The shapes the native sparse kernels run (hf_fast.native.BLOCK_SHAPES); any other shape is exported as given but
-# the engine can only skip the 4x1/1x4 blocks that happen to be all zero inside it.
-FAST_BLOCKS = ("4x1", "1x4")
+NAMED_BLOCKS = ("4x1", "1x4", "4x4", "4x16", "32x32", "1x1")
+# The shapes the native sparse kernels pack (hf_fast.native.BLOCK_SHAPES).
+KERNEL_BLOCKS = ("4x1", "1x4")
+# The shapes a model can be pruned in and run fast: the kernels' own, and 4x4 tiles, which run on the 4x1 kernel (on
+# AVX-512 VNNI with each tile's 4 input channels read pre-interleaved: no unpack in the inner loop). Any other shape
+# is exported as given, and the engine skips the 4x1/1x4 blocks that happen to be all zero inside it.
+FAST_BLOCKS = ("4x1", "1x4", "4x4")
+# Zero-block fractions this close count as equal when telling 4x4 tiles from 4x1 / 1x4 blocks: int8 rounding zeroes a
+# few blocks inside kept tiles.
+TILE_TOLERANCE = 0.005
 _BLOCK_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 
 

@@ -134,7 +134,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-calibration", type=int, default=256, help="use at most N samples (default 256)")
     p.add_argument("--calibration-method", default="minmax", choices=["minmax", "percentile", "entropy"])
     p.add_argument("--max-length", type=int, default=128, help="tokenizer truncation for calibration")
-    p.add_argument("--block", default=None, help="block shape to report sparsity in (4x1, 1x4); default: detect")
+    p.add_argument("--block", default=None, help="block shape to report sparsity in (4x1, 1x4, 4x4); default: detect")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: --model)")
     p.add_argument("--reduce-range", action="store_true",
                    help="7-bit weights (avoids ONNX Runtime u8s8 saturation on CPUs without VNNI)")

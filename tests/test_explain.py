@@ -159,3 +159,43 @@ def test_hf_fast_isa_ref_shows_the_reference_kernels(pruned):
     assert set(rec["kernels"].values()) == {"ref"}
     assert {r["kernel_impl"] for layer in rec["layers"] for r in layer["linears"]} == {"ref"}
     assert {layer["attention_kernel"] for layer in rec["layers"]} == {"ref"}
+
+
+def test_4x4_tiles_are_reported_where_the_kernel_reads_them_interleaved(tmp_path):
+    """A model pruned in 4x4 tiles (FastConfig(block="4x4")): its artifact block is 4x4, each Linear runs on the 4x1
+    kernel on AVX-512 VNNI, where every kept group of 4 output channels is read as pre-interleaved tiles (impl names
+    them); on other ISAs there are none. A 4x1-pruned model has none either."""
+    import torch
+
+    from hf_fast.export import export
+    from hf_fast.runtime.explain import explain
+
+    m = tiny_model("bert", "text-classification", VOCAB, seed=4, layers=1, hidden=32, heads=2, ffn=64, max_pos=16)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, mod in m.named_modules():
+            if isinstance(mod, torch.nn.Linear) and ".layer." in name:
+                rows, cols = mod.weight.shape[0] // 4, mod.weight.shape[1] // 4
+                keep = (torch.rand(rows, cols, generator=g) >= 0.8).float()
+                keep[:, 0] = 1  # every group keeps a tile
+                mod.weight.mul_(keep.repeat_interleave(4, 0).repeat_interleave(4, 1))
+    d = export(m, None, tmp_path / "t", calibration_dataset=micro_calibration("bert"), task="text-classification",
+               block="4x4", progress=False)
+    for isa in native.supported_isas():
+        rec = explain(FastModelForSequenceClassification.from_pretrained(d, isa=isa))
+        assert rec["artifact_block"] == "4x4"
+        lin = _linears(rec, 0)
+        for r in lin.values():
+            # equal 4x1 / 1x4 zero fractions: 4x1 on VNNI (the interleaved tiles), 1x4 elsewhere
+            assert r["kernel"].startswith("sparse 4x1" if isa == "avx512vnni" else "sparse 1x4")
+            expect = r["shape"][0] // 4 if isa == "avx512vnni" else 0
+            assert r["quad_groups"] == expect
+            assert ("4x4 tiles" in r["kernel_impl"]) == (isa == "avx512vnni")
+
+
+def test_4x1_blocks_have_no_quad_groups(pruned):
+    from hf_fast.runtime.explain import explain
+
+    rec = explain(FastModelForSequenceClassification.from_pretrained(pruned))
+    assert all(r["quad_groups"] == 0 and "4x4 tiles" not in r["kernel_impl"]
+               for layer in range(3) for r in _linears(rec, layer).values())

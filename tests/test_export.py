@@ -199,6 +199,27 @@ def test_80pct_4x1_block_sparsity_is_exact_in_artifact(tmp_path, tok):
     assert fc2["block"] == "4x1" and fc2["sparsity"]["overall"] == pytest.approx(0.8, abs=1e-6)
 
 
+def test_sparsity_report_tells_4x4_tiles_from_4x1_and_1x4_blocks():
+    """Zeros in whole 4x4 tiles are reported as "4x4" (even when int8 rounding zeroed a few 4x1 blocks inside kept
+    tiles), scattered 4x1 / 1x4 zero blocks as themselves: the engine runs 4x4 on the 4x1 kernel on AVX-512 VNNI."""
+    from hf_fast.export.artifact import sparsity_report
+
+    rng = np.random.default_rng(0)
+
+    def masked(mask, rows, cols):
+        w = (rng.integers(-127, 128, (384, 384)) | 1).astype(np.int8)
+        return w * np.repeat(np.repeat(mask, rows, 0), cols, 1).astype(np.int8)
+
+    tiles = masked(rng.random((96, 96)) >= 0.8, 4, 4)
+    rep = sparsity_report({"a": tiles})
+    assert rep["block"] == "4x4" and rep["sparsity"]["overall"] == pytest.approx(0.8, abs=0.01)
+    kept = np.argwhere(tiles[:4].any(axis=0))[:3, 0]  # zero three 4x1 blocks of kept tiles, as rounding may
+    tiles[:4, kept] = 0
+    assert sparsity_report({"a": tiles})["block"] == "4x4"
+    assert sparsity_report({"a": masked(rng.random((96, 384)) >= 0.8, 4, 1)})["block"] == "4x1"
+    assert sparsity_report({"a": masked(rng.random((384, 96)) >= 0.8, 1, 4)})["block"] == "1x4"
+
+
 # ------------------------------------------------------------------ bad input
 def test_unsupported_architecture_and_task(tmp_path, tok):
     import transformers

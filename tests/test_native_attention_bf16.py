@@ -176,6 +176,15 @@ def test_auto_follows_the_measurement(artifact, monkeypatch):
         probe.cache_clear()
 
 
+def test_auto_does_not_probe_where_the_engine_has_no_bf16_kernel(artifact, monkeypatch):
+    """attention="auto" on an engine ISA without a bf16 kernel (HF_FAST_ISA=avx2) runs fp32 without timing the
+    kernels first (the probe costs ~5 ms and could only say "fp32")"""
+    if "avx2" not in native.supported_isas():
+        pytest.skip("no avx2")
+    monkeypatch.setattr(native, "bf16_attention_pays", lambda d: pytest.fail("probed on an ISA without bf16"))
+    assert _engine(artifact, isa="avx2", attention="auto").attention == "fp32"
+
+
 @pytest.mark.parametrize("isa", ["avx2", "ref"])
 def test_forced_isa_runs_through_from_pretrained(artifact, isa):
     """HF_FAST_ISA=avx2 runs fp32 attention (no bf16 kernel), =ref the bf16 reference where the CPU has AVX512_BF16;

@@ -434,3 +434,33 @@ def test_linear_chain_equals_two_calls(isa, block, m, k, f, n, with_mul):
     with pytest.raises(ValueError, match="channels"):
         native.linear_chain(l2, l2, rng.integers(0, 256, (m, f), dtype=np.uint8), 0.05, 9, (0.02, 7)) if n != f else \
             native.linear_chain(l1, l1, a, 0.05, 9, (0.02, 7))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 64, 130])
+def test_linear_chain_of_4x4_tiles_equals_two_calls(isa, m):
+    """Both Linears pruned in 4x4 tiles, packed 4x1: on AVX-512 VNNI the second reads quads interleaved from the
+    activations the first's epilogue packed (quadify of packed input), equal to the unchained calls and to the
+    reference ISA bit for bit."""
+    rng = np.random.default_rng(m)
+    k, f, n = 96, 200, 40
+
+    def tiles(rows, cols):
+        keep = rng.random((rows // 4, cols // 4)) >= 0.7
+        w = rng.integers(-128, 128, size=(rows, cols), dtype=np.int8) | 1
+        return w * np.repeat(np.repeat(keep, 4, 0), 4, 1).astype(np.int8)
+
+    w1, w2 = tiles(f, k), tiles(n, f)
+    s1, b1 = rng.uniform(0.001, 0.01, f).astype(np.float32), rng.normal(0, 1, f).astype(np.float32)
+    s2, b2 = rng.uniform(0.001, 0.01, n).astype(np.float32), rng.normal(0, 1, n).astype(np.float32)
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    res = rng.normal(0, 1, (m, n)).astype(np.float32)
+    outs = {}
+    for i in (isa, "ref"):
+        l1 = native.PackedLinear(w1, s1, b1, block="4x1", isa=i)
+        l2 = native.PackedLinear(w2, s2, b2, block="4x1", isa=i)
+        got = native.linear_chain(l1, l2, a, 0.05, 9, (0.02, 7), gelu=True, residual=res)
+        np.testing.assert_array_equal(got, l2.forward(l1.forward(a, 0.05, 9, gelu=True, out_quant=(0.02, 7)), 0.02, 7,
+                                                      residual=res))
+        outs[i] = got
+    np.testing.assert_array_equal(outs[isa], outs["ref"])

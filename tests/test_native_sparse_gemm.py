@@ -348,3 +348,72 @@ def test_one_thread_chunked_pack_matches_two_threads(isa, m):
         two = sw.matmul(a)
     np.testing.assert_array_equal(one.astype(np.int64), _ref(a, w))
     np.testing.assert_array_equal(one, two)
+
+
+# ---- 4x4 tiles: the VNNI 4x1 kernel reads quad-structured groups pre-interleaved ----
+def _tile_weight(rng, n, k, sparsity):
+    """W[n, k] pruned in 4x4 tiles (kept tiles hold no zero weight, so every kept group is quad-structured)."""
+    keep = rng.random((n // 4, (k + 3) // 4)) >= sparsity
+    w = rng.integers(-128, 128, size=(n, k), dtype=np.int8) | 1
+    return w * np.repeat(np.repeat(keep, 4, 0), 4, 1)[:n, :k].astype(np.int8)
+
+
+def _quad_groups_expected(isa, w):
+    """The groups the VNNI 4x1 pack runs as quads: some kept channels, all in whole aligned quads."""
+    if isa != "avx512vnni":
+        return 0
+    n = 0
+    for g in range(0, w.shape[0], 4):
+        cols = np.flatnonzero(np.any(w[g:g + 4] != 0, axis=0))
+        n += bool(cols.size) and cols.size % 4 == 0 and all(
+            cols[j] % 4 == 0 and np.array_equal(cols[j:j + 4], cols[j] + np.arange(4)) for j in range(0, cols.size, 4))
+    return n
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m,n,k,sparsity", [(1, 4, 4, 0.0), (15, 36, 100, 0.5), (64, 64, 64, 0.8),
+                                            (65, 768, 768, 0.8), (130, 40, 2048, 0.97), (200, 16, 48, 0.3)])
+def test_4x4_tiles_are_exact_and_run_as_quads(isa, m, n, k, sparsity):
+    """Weights pruned in 4x4 tiles: exact on every ISA, one and two threads; on AVX-512 VNNI every kept group runs
+    as quads (K not a multiple of 16, a 16-channel strip tail, partial token tiles, gaps over 255 at 97%)."""
+    rng = np.random.default_rng(m * 7 + n + k)
+    w = _tile_weight(rng, n, k, sparsity)
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    sw = native.SparseWeight(w, "4x1", isa)
+    assert sw.quad_groups == _quad_groups_expected(isa, w)
+    if isa == "avx512vnni":
+        assert sw.quad_groups == int(np.any(w.reshape(n // 4, 4, k) != 0, axis=(1, 2)).sum()) > 0
+    for th in (1, 2):
+        with native.num_threads(th):
+            np.testing.assert_array_equal(sw.matmul(a).astype(np.int64), _ref(a, w))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 64, 100])
+def test_quad_and_general_groups_mixed(isa, m):
+    """One weight with quad groups (gaps of 256 / 512 / 1020 between quads: fillers; the last quad at K - 4) beside
+    general ones (random 4x1, a quad plus one lone channel, a misaligned run of 4, an empty group)."""
+    k = 3000
+    rng = np.random.default_rng(m)
+    cols_of = [[0, 1, 2, 3, 256, 257, 258, 259], list(range(2996, 3000)), [512, 513, 514, 515, 1536, 1537, 1538, 1539],
+               list(rng.choice(k, 40, replace=False)), [8, 9, 10, 11, 40], [5, 6, 7, 8], [],
+               list(range(1000, 1064)), [i for q in range(0, 3000, 1020) for i in range(q, q + 4)]]
+    w = np.zeros((4 * len(cols_of) + 2, k), np.int8)  # + 2 rows: a partial last group (general: random)
+    for g, cols in enumerate(cols_of):
+        for c in cols:
+            w[4 * g:4 * g + 4, c] = rng.integers(-128, 128, 4, dtype=np.int8) | 1
+    w[-2:] = _sparse_weight(rng, 2, k, "4x1", 0.9)
+    sw = native.SparseWeight(w, "4x1", isa)
+    assert sw.quad_groups == _quad_groups_expected(isa, w) == (5 if isa == "avx512vnni" else 0)
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    for th in (1, 2):
+        with native.num_threads(th):
+            np.testing.assert_array_equal(sw.matmul(a).astype(np.int64), _ref(a, w))
+
+
+def test_random_4x1_weights_have_no_quad_groups():
+    """A 4x1-pruned weight (kept channels scattered) keeps the general records; a 1x4 pack never has quads."""
+    rng = np.random.default_rng(0)
+    w = _sparse_weight(rng, 768, 768, "4x1", 0.8)
+    assert native.SparseWeight(w, "4x1").quad_groups == 0
+    assert native.SparseWeight(_tile_weight(rng, 64, 64, 0.5), "1x4").quad_groups == 0

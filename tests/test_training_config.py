@@ -57,13 +57,16 @@ def test_bad_values(kw, match):
 def test_block_must_have_a_native_kernel():
     """Only the shapes the native kernels run are accepted by default; the error names them."""
     from hf_fast import native
-    from hf_fast.blocks import FAST_BLOCKS
+    from hf_fast.blocks import FAST_BLOCKS, KERNEL_BLOCKS
 
-    assert set(FAST_BLOCKS) == set(native.BLOCK_SHAPES)
+    assert set(KERNEL_BLOCKS) == set(native.BLOCK_SHAPES)
+    assert set(FAST_BLOCKS) == set(native.BLOCK_SHAPES) | {"4x4"}  # 4x4 tiles run on the 4x1 kernel
     with pytest.raises(ValueError) as e:
         FastConfig(block="3x3")
-    assert all(b in str(e.value) for b in ("4x1", "1x4", "'auto'", "allow_any_block=True"))
-    for ok in ("4x1", "1x4", (4, 1), [1, 4], " 4 x 1 ", "auto"):
+    assert all(b in str(e.value) for b in ("4x1", "1x4", "4x4", "'auto'", "allow_any_block=True"))
+    with pytest.raises(ValueError, match="scope='latency' needs a block the engine's sparse kernels run"):
+        FastConfig(block="4x4", scope="latency", target_speedup=2.0)  # cost curves exist per kernel block
+    for ok in ("4x1", "1x4", "4x4", (4, 1), [1, 4], " 4 x 1 ", "auto"):
         FastConfig(block=ok)
     c = FastConfig(block="3x3", allow_any_block=True)  # research use
     assert FastConfig.from_dict(c.to_dict()) == c

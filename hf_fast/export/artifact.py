@@ -56,11 +56,12 @@ def sparsity_report(weights: Mapping[str, np.ndarray], block: str | None = None)
     ``block`` given ("4x1", "1x4", ...): fraction of all-zero blocks of that shape per layer and
     ``overall`` (zero blocks / blocks over all layers). ``block=None`` detects it: below 5% zero
     elements the encoder is dense (block null, element sparsity reported); otherwise the one of
-    4x1 / 1x4 with the larger overall zero-block fraction, or "1x1" (unstructured) when neither
-    block shape explains at least half of the zero elements.
+    4x1 / 1x4 with the larger overall zero-block fraction ("4x4" when as many 4x4 tiles are zero: the
+    zeros come in whole tiles), or "1x1" (unstructured) when neither block shape explains at least half
+    of the zero elements.
     Returns {"block": str|None, "sparsity": {layer: frac, ..., "overall": frac}, "element_sparsity": frac}.
     """
-    from hf_fast.blocks import block_name, block_nonzero_mask, parse_block
+    from hf_fast.blocks import TILE_TOLERANCE, block_name, block_nonzero_mask, parse_block
 
     if not weights:
         raise ValueError("no encoder Linear weights to measure")
@@ -93,6 +94,14 @@ def sparsity_report(weights: Mapping[str, np.ndarray], block: str | None = None)
     best = max(cands, key=lambda b: cands[b]["overall"]) if cands else None
     if best is None or cands[best]["overall"] < 0.5 * element:
         return {"block": "1x1", "sparsity": measure("1x1"), "element_sparsity": round(element, 6)}
+    # a 4x4 tile is zero only when its four 4x1 blocks are: as many zero tiles as zero 4x1 / 1x4 blocks (less what
+    # int8 rounding zeroes inside kept tiles) means the model was pruned in 4x4 tiles (the 4x1 kernel's fast case)
+    try:
+        tiles = measure("4x4")
+        if tiles["overall"] >= cands[best]["overall"] - TILE_TOLERANCE:
+            return {"block": "4x4", "sparsity": tiles, "element_sparsity": round(element, 6)}
+    except ValueError:  # 4 does not divide some weight
+        pass
     return {"block": best, "sparsity": cands[best], "element_sparsity": round(element, 6)}
 
 

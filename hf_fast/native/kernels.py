@@ -139,6 +139,8 @@ class SparseWeight:
         # kernel variant: "ref", "avx2-s16", "avx2-s7" (7-bit weights in [-64, 64]) or "avx512vnni"
         self.kernel = ffi.string(lib.hf_sparse_kernel_name(self._w)).decode()
         self.nbytes = int(lib.hf_sparse_nbytes(self._w))
+        # 4x1 groups run as pre-interleaved 4x4 tiles (AVX-512 VNNI: no unpack in the loop); 0 elsewhere
+        self.quad_groups = int(lib.hf_sparse_quad_groups(self._w))
         kept, total = ffi.new("int64_t *"), ffi.new("int64_t *")
         _check(lib.hf_sparse_info(self._w, kept, total, ffi.NULL, ffi.NULL), "sparse_info")
         self.kept_blocks, self.total_blocks = int(kept[0]), int(total[0])
@@ -212,6 +214,8 @@ class PackedLinear:
         self.kept_blocks, self.total_blocks = int(kept[0]), int(total[0])
         self.nbytes = int(lib.hf_linear_nbytes(self._l))
         self.geglu = bool(lib.hf_linear_is_geglu(self._l))
+        # 4x1 groups run as pre-interleaved 4x4 tiles (AVX-512 VNNI); 0 elsewhere and when dense
+        self.quad_groups = int(lib.hf_linear_quad_groups(self._l))
         self.alternative, self.sparse_rows = None, None
 
     def set_alternative(self, alt: PackedLinear | None, rows: int) -> None:

@@ -175,22 +175,27 @@ def choose_kernel(weight: np.ndarray, block: str | None, isa: str | None = "auto
     if block in (None, "dense"):
         return KernelChoice("dense", None, None, crossover, name,
                             f"the artifact is dense (fast_config block {block!r}): no zero blocks to skip")
-    from hf_fast.blocks import block_sparsity, parse_block
+    from hf_fast.blocks import TILE_TOLERANCE, block_sparsity, parse_block
 
     # the kernels run 4x1 and 1x4; any other shape the artifact names (1x1 unstructured, 32x32, ...) uses the
     # kernel block that finds the most zero blocks (exact either way: only all-zero blocks are skipped)
     cands = [block] if block in native.BLOCK_SHAPES else list(native.BLOCK_SHAPES)
     table = SPARSE_FROM_TOKENS_BY_ISA.get(name)
-    best, best_frac = "dense", table[-1][0] if table else crossover  # sparse in long enough calls from there
+    threshold = table[-1][0] if table else crossover  # sparse in long enough calls from there
     seen: dict[str, float] = {}
     for cand in cands:
         r, c = parse_block(cand)
         if weight.shape[0] % r or weight.shape[1] % c:
             continue
-        frac = block_sparsity(weight, (r, c))
-        seen[cand] = frac
-        if frac >= best_frac:
-            best, best_frac = cand, frac
+        seen[cand] = block_sparsity(weight, (r, c))
+    # equal zero fractions (a weight pruned in 4x4 tiles, or any shape made of them): 4x1 on VNNI, whose kernel reads
+    # such tiles pre-interleaved (no unpack in its loop); elsewhere 1x4, as before
+    tie = "4x1" if name == "avx512vnni" else "1x4"
+    fits = {cand: f for cand, f in seen.items() if f >= threshold}
+    best = max(fits, key=lambda cand: fits[cand]) if fits else "dense"
+    if tie in fits and fits[tie] >= fits[best] - TILE_TOLERANCE:
+        best = tie
+    best_frac = fits[best] if fits else threshold
     if not seen:
         return KernelChoice("dense", None, None, crossover, name,
                             f"no kernel block shape ({', '.join(cands)}) divides the weight {tuple(weight.shape)}")
@@ -417,16 +422,16 @@ class NativeEngine:
         if attention not in ATTENTION_PRECISIONS:
             raise ValueError(f"attention={attention!r}: expected one of {', '.join(map(repr, ATTENTION_PRECISIONS))}")
         d = self.plan.hidden // self.plan.heads
-        if attention == "fp32" or (attention == "auto" and not native.bf16_attention_pays(d)):
+        if attention == "fp32":
             return "fp32"
         precision = "bf16" if attention == "auto" else attention
         kernel_for, label, needs, code, variants = _REDUCED_ATTENTION[precision]
         why = ("a relative attention bias" if self.layer_desc.attention_bias != "none" and not variants else
                "" if kernel_for(d, self.isa) else
                f"no {label} attention kernel on ISA {self.isa!r} for head size {d} (needs {needs} and d % 16 == 0)")
+        if attention == "auto" and (why or not native.bf16_attention_pays(d)):  # no kernel here: no probe either
+            return "fp32"
         if why:
-            if attention == "auto":
-                return "fp32"
             alt = "'fp32' or 'auto'" if attention == "bf16" else "'fp32'"
             raise ValueError(f"attention={attention!r} is not available: {why}; use attention={alt}")
         native._check(lib.hf_engine_set_attention_precision(self._e, getattr(lib, code)),

@@ -52,7 +52,10 @@ def explain_native(model) -> dict[str, Any]:
                 + (f", dense < {pl.sparse_rows} tokens" if pl.alternative is not None else ""),
                 # calls of at least this many tokens run block-sparse, shorter ones dense (None: one kernel for all)
                 "sparse_from_tokens": pl.sparse_rows,
-                "kernel_impl": pl.kernel, "isa": pl.isa, "reason": ch.reason,
+                # groups of 4 output channels the VNNI kernel reads as pre-interleaved 4x4 tiles
+                "kernel_impl": pl.kernel + (f" (4x4 tiles: {pl.quad_groups}/{-(-pl.shape[0] // 4)} groups)"
+                                            if pl.quad_groups else ""),
+                "quad_groups": pl.quad_groups, "isa": pl.isa, "reason": ch.reason,
                 "packed_bytes": pl.nbytes_with_alternative,
             })
         q8 = layer.attn_quant is not None

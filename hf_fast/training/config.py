@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_fast._atomic import write_text
-from hf_fast.blocks import FAST_BLOCKS, block_name, parse_block
+from hf_fast.blocks import FAST_BLOCKS, KERNEL_BLOCKS, block_name, parse_block
 
 StepLike = int | float
 
@@ -184,8 +184,10 @@ class FastConfig:
     Args:
         sparsity: final fraction of pruned (all-zero) blocks in the encoder Linear layers, in [0, 1).
         block: block shape ``"RxC"`` of the weight as stored, [out, in]: ``"4x1"`` or ``"1x4"`` (the shapes the
-            native kernels run), a ``(rows, cols)`` pair, or ``"auto"``: the one of the two the native kernels of
-            this CPU run fastest (``hf_fast.native.preferred_block()``); the resolved shape is recorded.
+            native kernels run), ``"4x4"`` (coarser tiles that run on the 4x1 kernel, faster on AVX-512 VNNI, at
+            some accuracy: benchmarks/RESULTS.md), a ``(rows, cols)`` pair, or ``"auto"``: the one of 4x1 / 1x4 the
+            native kernels of this CPU run fastest (``hf_fast.native.preferred_block()``); the resolved shape is
+            recorded.
         allow_any_block: accept any other shape (``"4x16"``, ``"32x32"``, ...) for research; the engine then
             finds no native kernel for it and skips only the 4x1/1x4 blocks that happen to be all zero.
         schedule: ``"cubic"`` (gradual, Zhu & Gupta 2017) or ``"oneshot"`` (final sparsity at start_step).
@@ -261,7 +263,8 @@ class FastConfig:
             name = block_name(self.block)  # raises ValueError on unknown names
             if name not in FAST_BLOCKS and not self.allow_any_block:
                 raise ValueError(f"block {name!r} has no native kernel, so a model pruned with it is not fast: use "
-                                 f"one of {', '.join(FAST_BLOCKS)} or 'auto' (the faster of them on this CPU); pass "
+                                 f"one of {', '.join(FAST_BLOCKS)} or 'auto' (the faster of 4x1 / 1x4 on this CPU); "
+                                 "pass "
                                  "allow_any_block=True to train another shape for research")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
@@ -355,8 +358,9 @@ class FastConfig:
         if self.include:
             raise ValueError("include= does not apply to scope='latency': only the encoder Linears the engine runs "
                              "have cost curves")
-        if self.block != "auto" and block_name(self.block) not in FAST_BLOCKS:
-            raise ValueError(f"scope='latency' needs a block the engine's sparse kernels run ({', '.join(FAST_BLOCKS)}"
+        if self.block != "auto" and block_name(self.block) not in KERNEL_BLOCKS:  # cost curves are per kernel block
+            raise ValueError("scope='latency' needs a block the engine's sparse kernels run "
+                             f"({', '.join(KERNEL_BLOCKS)}"
                              f" or 'auto'), got {block_name(self.block)!r}")
 
     def layer_floor(self) -> float | None:

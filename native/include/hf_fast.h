@@ -217,6 +217,9 @@ int hf_sparse_isa(const hf_sparse_w *w);
 /* Bytes held by the packed weight (values + indices). */
 int64_t hf_sparse_nbytes(const hf_sparse_w *w);
 const char *hf_sparse_kernel_name(const hf_sparse_w *w); /* see hf_dense_kernel_name */
+/* 4x1 groups (4 output channels) whose kept inputs are all whole aligned quads 4j..4j+3, i.e. 4x4 tiles, which the
+ * AVX-512 VNNI kernel reads pre-interleaved (no unpack in its loop); 0 on other kernels and for 1x4. */
+int64_t hf_sparse_quad_groups(const hf_sparse_w *w);
 /* Kept (non-zero) blocks, all blocks, and the block shape; any out pointer may be NULL. */
 int hf_sparse_info(const hf_sparse_w *w, int64_t *kept_blocks, int64_t *total_blocks, int *block_rows,
                    int *block_cols);
@@ -245,6 +248,8 @@ int hf_linear_is_geglu(const hf_linear *lin);
 void hf_linear_free(hf_linear *lin);
 int64_t hf_linear_nbytes(const hf_linear *lin);
 const char *hf_linear_kernel_name(const hf_linear *lin); /* see hf_dense_kernel_name */
+/* hf_sparse_quad_groups of a block-sparse Linear (its 4x4-tile groups on AVX-512 VNNI); 0 when dense */
+int64_t hf_linear_quad_groups(const hf_linear *lin);
 /* The same Linear packed for the other kernel (one of lin / alt block-sparse, the other dense; same ISA, shape, GeGLU
  * order, scales and bias, else HF_EINVAL), for the calls that kernel runs faster: calls of M >= rows tokens run the
  * block-sparse one, shorter calls the dense one. The outputs are the same bit for bit (both kernels sum the same int32

@@ -251,12 +251,13 @@ static inline int hf_ranges_claim(hf_range *rg, int nr, int tid, int64_t *item) 
 
 /* Grow-only 64-byte aligned scratch owned by the calling thread (slot 0..HF_SCRATCH_SLOTS-1);
  * NULL on failure. Freed when the thread exits. */
-#define HF_SCRATCH_SLOTS 5
+#define HF_SCRATCH_SLOTS 6
 #define HF_SCRATCH_SPARSE_X 0    /* sparse kernels: packed activation tiles (calling thread) */
 #define HF_SCRATCH_SPARSE_ROWS 1 /* sparse kernels: activation packing rows (each worker) */
 #define HF_SCRATCH_LINEAR_ACC 2  /* linear.c dense path: int32 accumulators (calling thread) */
 #define HF_SCRATCH_ATTENTION 3   /* engine.c: attention scratch (each worker) */
 #define HF_SCRATCH_DENSE_A 4     /* dense AVX2 int16 kernel: widened rows of A (each worker) */
+#define HF_SCRATCH_SPARSE_X4 5   /* 4x1 VNNI kernel: interleaved quads of the activation tiles (calling thread) */
 void *hf_scratch(int slot, size_t bytes);
 
 /* ---- fused epilogue (ref/linear_ref.c, arch/<arch>/linear_*.c) ----
@@ -367,6 +368,7 @@ typedef struct {
      * epilogue with pack_ld writes them; lda unused); NULL where the kernel has none (only 4x1 VNNI has one). A
      * kernel with gemm_packed also writes that layout from its 4x1 gemm when ep->pack_ld is set. */
     hf_sparse_gemm_fn gemm_packed;
+    int64_t (*quad_groups)(const struct hf_sparse_w *w); /* hf_sparse_quad_groups; NULL: the kernel has none */
 } hf_sparse_kernel;
 /* Bytes of a 4x1 VNNI packed activation buffer for M tokens of K channels (64-token tiles). */
 static inline int64_t hf_packed_act_bytes(int64_t M, int64_t K) { return ((M + 63) / 64) * ((K + 15) / 16 * 16) * 64; }

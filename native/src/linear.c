@@ -124,6 +124,8 @@ const char *hf_linear_kernel_name(const hf_linear *l) {
     return l->sp ? hf_sparse_kernel_name(l->sp) : hf_dense_kernel_name(l->dn);
 }
 
+int64_t hf_linear_quad_groups(const hf_linear *l) { return l && l->sp ? hf_sparse_quad_groups(l->sp) : 0; }
+
 int hf_linear_set_alternative(hf_linear *l, const hf_linear *alt, int64_t rows) {
     if (!l) return hf_fail(HF_EINVAL, "linear_set_alternative: linear is NULL");
     if (!alt) {

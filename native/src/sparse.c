@@ -128,6 +128,10 @@ void hf_sparse_free(hf_sparse_w *w) {
 int hf_sparse_isa(const hf_sparse_w *w) { return w ? w->isa : -1; }
 const char *hf_sparse_kernel_name(const hf_sparse_w *w) { return w ? hf_kernel_variant_name(w->isa, w->variant) : ""; }
 int64_t hf_sparse_nbytes(const hf_sparse_w *w) { return w ? w->nbytes : 0; }
+int64_t hf_sparse_quad_groups(const hf_sparse_w *w) {
+    const hf_sparse_kernel *k = w ? hf_sparse_kernel_for(w->isa) : NULL;
+    return k && k->quad_groups ? k->quad_groups(w) : 0;
+}
 
 int hf_sparse_info(const hf_sparse_w *w, int64_t *kept_blocks, int64_t *total_blocks, int *block_rows,
                    int *block_cols) {

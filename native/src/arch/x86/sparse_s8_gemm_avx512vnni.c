@@ -12,6 +12,13 @@
  *        made a record 32 bytes: the packed 80%-sparse DistilBERT then outgrew the share of L3 this VM gets, and
  *        records streamed from DRAM ran the loop at half rate; uint16 channels made it 24.) The 4 activation rows are gathered and interleaved into one zmm (16 tokens x 4 k)
  *        that feeds 4 vpdpbusd (one per output row, broadcast weight word).
+ *        4x4-structured groups (every kept channel in a full, aligned quad 4j..4j+3: weights pruned in 4x4 tiles, or
+ *        in any shape made of them) are written as quad records instead: {uint8 k0 - k0_prev, 1, 1, 1; the same
+ *        int32 w[4]} (k0_prev: the previous record's k0; gaps over 255 as {255, 0, 0, 0} fillers with zero weights), and
+ *        the data ends with {int64 quad groups; uint8 flag[R]}. Their activations are interleaved once per token tile
+ *        (quadify: X4[k0 / 4][4 x 16 tokens][4 channels], 8 unpacks per 4 channels), so a quad record is 4 loads and 16
+ *        vpdpbusd with no unpack in the loop. On Intel the 8 unpacks of a general record share port 5 with half of its
+ *        16 vpdpbusd and bound the loop at ~2/3 of the VNNI peak (benchmarks/record_loop_harness.c); quads lift that.
  *   1x4: R = N rows; record {int32 byte offset, int32 the 4 weights} = 8 bytes per 4 weights; one
  *        vpdpbusd per block, 4 independent accumulators.
  * Threading is as in the AVX2 kernel; tiles are written by hf_tile_store_avx512 (GELU on 16 lanes).
@@ -98,31 +105,84 @@ static int64_t group_records(const int32_t *cols, int64_t cnt, const int8_t *W, 
     return rw.n;
 }
 
+/* A group is quad-structured when its kept channels are whole aligned quads 4j..4j+3 (and it has some). */
+static int is_quad_group(const int32_t *cols, int64_t cnt) {
+    if (cnt == 0 || cnt % 4) return 0;
+    for (int64_t j = 0; j < cnt; j += 4)
+        if (cols[j] % 4 || cols[j + 1] != cols[j] + 1 || cols[j + 2] != cols[j] + 2 || cols[j + 3] != cols[j] + 3) return 0;
+    return 1;
+}
+
+/* Writes (or with q == NULL only counts) the quad records of a quad-structured group g. */
+static int64_t quad_records(const int32_t *cols, int64_t cnt, const int8_t *W, int64_t ldw, int64_t N, int64_t K,
+                            int64_t g, quad4x1 *q) {
+    int64_t n = 0, prev = 0;
+    for (int64_t j = 0; j < cnt; j += 4) {
+        const int64_t k0 = cols[j];
+        while (k0 - prev > 255) { /* filler: k advances 255 (k stays < k0 <= K - 4, so its 4 loads are in bounds) */
+            if (q) {
+                memset(&q[n], 0, sizeof(quad4x1));
+                q[n].dk[0] = 255;
+            }
+            n++;
+            prev += 255;
+        }
+        if (q) {
+            const uint8_t dk[4] = {(uint8_t)(k0 - prev), 1, 1, 1};
+            memcpy(q[n].dk, dk, 4);
+            for (int r = 0; r < 4; r++)
+                q[n].w[r] = pack8x4(hf_w_at(W, ldw, N, K, g * 4 + r, k0), hf_w_at(W, ldw, N, K, g * 4 + r, k0 + 1),
+                                    hf_w_at(W, ldw, N, K, g * 4 + r, k0 + 2), hf_w_at(W, ldw, N, K, g * 4 + r, k0 + 3));
+        }
+        n++;
+        prev = k0;
+    }
+    return n;
+}
+
 static int64_t nrec_rows(const struct hf_sparse_w *w) { return w->br == 4 ? (w->N + 3) / 4 : w->N; }
+
+/* 4x1: the number of quad groups and their flags (stored after the records). */
+static const uint8_t *quad_flags(const struct hf_sparse_w *w, int64_t *nquad) {
+    const int64_t R = nrec_rows(w), *ptr = (const int64_t *)w->data;
+    const uint8_t *p = (const uint8_t *)((const quad4x1 *)(ptr + R + 1) + ptr[R]);
+    memcpy(nquad, p, sizeof *nquad);
+    return p + sizeof *nquad;
+}
 
 static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const int64_t *rowptr, const int32_t *cols) {
     const int64_t R = nrec_rows(w), N = w->N, K = w->K;
     int64_t nrec = 0, recsz, bytes;
     int64_t *ptr;
     if (w->br == 4)
-        for (int64_t g = 0; g < R; g++)
-            nrec += group_records(cols + rowptr[g], rowptr[g + 1] - rowptr[g], W, ldw, N, K, g, NULL);
+        for (int64_t g = 0; g < R; g++) {
+            const int32_t *c = cols + rowptr[g];
+            const int64_t cnt = rowptr[g + 1] - rowptr[g];
+            nrec += is_quad_group(c, cnt) ? quad_records(c, cnt, W, ldw, N, K, g, NULL)
+                                          : group_records(c, cnt, W, ldw, N, K, g, NULL);
+        }
     else
         nrec = w->kept;
     recsz = w->br == 4 ? (int64_t)sizeof(quad4x1) : (int64_t)sizeof(blk1x4);
-    bytes = (R + 1) * 8 + nrec * recsz;
+    bytes = (R + 1) * 8 + nrec * recsz + (w->br == 4 ? 8 + R : 0);
     w->data = hf_alloc((size_t)bytes);
     if (!w->data) return hf_fail(HF_ENOMEM, "sparse_pack(avx512vnni): out of memory for %lld bytes", (long long)bytes);
     w->nbytes = bytes;
     ptr = (int64_t *)w->data;
     if (w->br == 4) {
         quad4x1 *q = (quad4x1 *)(ptr + R + 1);
-        int64_t i = 0;
+        uint8_t *flag = (uint8_t *)(q + nrec) + 8;
+        int64_t i = 0, nquad = 0;
         for (int64_t g = 0; g < R; g++) {
+            const int32_t *c = cols + rowptr[g];
+            const int64_t cnt = rowptr[g + 1] - rowptr[g];
             ptr[g] = i;
-            i += group_records(cols + rowptr[g], rowptr[g + 1] - rowptr[g], W, ldw, N, K, g, q + i);
+            flag[g] = (uint8_t)is_quad_group(c, cnt);
+            nquad += flag[g];
+            i += flag[g] ? quad_records(c, cnt, W, ldw, N, K, g, q + i) : group_records(c, cnt, W, ldw, N, K, g, q + i);
         }
         ptr[R] = i;
+        memcpy(q + nrec, &nquad, sizeof nquad);
         w->work[0] = 0;
         for (int64_t t = 0; t < w->ntiles; t++) {
             const int64_t g0 = 2 * t, g1 = 2 * t + 2 < R ? 2 * t + 2 : R;
@@ -195,17 +255,31 @@ static TGT void pack64(int mt, int64_t K, const uint8_t *A, int64_t lda, uint8_t
     }
 }
 
+/* The 16 accumulators of a group call (4 channels x 4 chunks of 16 tokens), started at z[channel]: pinned to
+ * zmm16-31 (local register variables, used only as asm operands; GCC otherwise shuffles some of them through
+ * temporaries every record). STORE16_TO writes the J chunks that hold tokens into out[4][64]. */
+#define ACC16_FROM(z)                                                                                                \
+    register __m512i a00 __asm__("zmm16") = _mm512_set1_epi32((z)[0]), a01 __asm__("zmm17") = a00;                 \
+    register __m512i a02 __asm__("zmm18") = a00, a03 __asm__("zmm19") = a00;                                       \
+    register __m512i a10 __asm__("zmm20") = _mm512_set1_epi32((z)[1]), a11 __asm__("zmm21") = a10;                 \
+    register __m512i a12 __asm__("zmm22") = a10, a13 __asm__("zmm23") = a10;                                       \
+    register __m512i a20 __asm__("zmm24") = _mm512_set1_epi32((z)[2]), a21 __asm__("zmm25") = a20;                 \
+    register __m512i a22 __asm__("zmm26") = a20, a23 __asm__("zmm27") = a20;                                       \
+    register __m512i a30 __asm__("zmm28") = _mm512_set1_epi32((z)[3]), a31 __asm__("zmm29") = a30;                 \
+    register __m512i a32 __asm__("zmm30") = a30, a33 __asm__("zmm31") = a30
+#define ST1(out, J, rr, j, v) if ((j) < (J)) _mm512_store_si512((void *)((out) + (rr) * 64 + (j) * 16), v)
+#define STORE16_TO(out, J)                                                                                           \
+    do {                                                                                                             \
+        ST1(out, J, 0, 0, a00); ST1(out, J, 0, 1, a01); ST1(out, J, 0, 2, a02); ST1(out, J, 0, 3, a03);            \
+        ST1(out, J, 1, 0, a10); ST1(out, J, 1, 1, a11); ST1(out, J, 1, 2, a12); ST1(out, J, 1, 3, a13);            \
+        ST1(out, J, 2, 0, a20); ST1(out, J, 2, 1, a21); ST1(out, J, 2, 2, a22); ST1(out, J, 2, 3, a23);            \
+        ST1(out, J, 3, 0, a30); ST1(out, J, 3, 1, a31); ST1(out, J, 3, 2, a32); ST1(out, J, 3, 3, a33);            \
+    } while (0)
+
 /* 4 channels x (16 J) tokens of one group into out[4][64] (channel-major), each channel's sums started at z[r]
  * (the epilogue's -a_zp * colsum[n], so the strip stores need no subtraction; 0 for raw int32 output). */
 INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, const int32_t *z, int32_t *out) {
-    /* accumulators pinned to zmm16-31 (local register variables, used only as asm operands): GCC
-     * otherwise shuffles some of them through temporaries every record */
-#define ACC(name, reg, r) register __m512i name __asm__(reg) = _mm512_set1_epi32(z[r])
-    ACC(a00, "zmm16", 0); ACC(a01, "zmm17", 0); ACC(a02, "zmm18", 0); ACC(a03, "zmm19", 0);
-    ACC(a10, "zmm20", 1); ACC(a11, "zmm21", 1); ACC(a12, "zmm22", 1); ACC(a13, "zmm23", 1);
-    ACC(a20, "zmm24", 2); ACC(a21, "zmm25", 2); ACC(a22, "zmm26", 2); ACC(a23, "zmm27", 2);
-    ACC(a30, "zmm28", 3); ACC(a31, "zmm29", 3); ACC(a32, "zmm30", 3); ACC(a33, "zmm31", 3);
-#undef ACC
+    ACC16_FROM(z);
     size_t k = 0; /* channel of the previous entry */
     for (int64_t i = 0; i < nq; i++) {
         const quad4x1 *r = q + i;
@@ -238,12 +312,62 @@ INL void group64(const quad4x1 *q, int64_t nq, const char *X, const int J, const
             }
         }
     }
-#define ST(rr, j, v) if (j < J) _mm512_store_si512((void *)(out + (rr) * 64 + (j) * 16), v)
-    ST(0, 0, a00); ST(0, 1, a01); ST(0, 2, a02); ST(0, 3, a03);
-    ST(1, 0, a10); ST(1, 1, a11); ST(1, 2, a12); ST(1, 3, a13);
-    ST(2, 0, a20); ST(2, 1, a21); ST(2, 2, a22); ST(2, 3, a23);
-    ST(3, 0, a30); ST(3, 1, a31); ST(3, 2, a32); ST(3, 3, a33);
-#undef ST
+    STORE16_TO(out, J);
+}
+
+/* A quad-structured group: as group64, with each record's 4 channels read already interleaved from X4 (quadify). */
+INL void quad64(const quad4x1 *q, int64_t nq, const char *X4, const int J, const int32_t *z, int32_t *out) {
+    ACC16_FROM(z);
+    size_t k = 0; /* k0 of the previous record */
+    for (int64_t i = 0; i < nq; i++) {
+        const quad4x1 *r = q + i;
+        k += r->dk[0];
+        const char *x = X4 + k * 64; /* = X4 + (k / 4) * 256: the 4 chunks of 16 tokens of quad k / 4 */
+        const __m512i w0 = _mm512_set1_epi32(r->w[0]), w1 = _mm512_set1_epi32(r->w[1]);
+        const __m512i w2 = _mm512_set1_epi32(r->w[2]), w3 = _mm512_set1_epi32(r->w[3]);
+        const __m512i x0 = _mm512_load_si512((const void *)x);
+        DPR(a00, x0, w0); DPR(a10, x0, w1); DPR(a20, x0, w2); DPR(a30, x0, w3);
+        if (J > 1) {
+            const __m512i x1 = _mm512_load_si512((const void *)(x + 64));
+            DPR(a01, x1, w0); DPR(a11, x1, w1); DPR(a21, x1, w2); DPR(a31, x1, w3);
+        }
+        if (J > 2) {
+            const __m512i x2 = _mm512_load_si512((const void *)(x + 128));
+            DPR(a02, x2, w0); DPR(a12, x2, w1); DPR(a22, x2, w2); DPR(a32, x2, w3);
+        }
+        if (J > 3) {
+            const __m512i x3 = _mm512_load_si512((const void *)(x + 192));
+            DPR(a03, x3, w0); DPR(a13, x3, w1); DPR(a23, x3, w2); DPR(a33, x3, w3);
+        }
+    }
+    STORE16_TO(out, J);
+}
+
+static TGT void quad64_j(const quad4x1 *q, int64_t nq, const char *X4, int J, const int32_t *z, int32_t *out) {
+    switch (J) {
+    case 1: quad64(q, nq, X4, 1, z, out); break;
+    case 2: quad64(q, nq, X4, 2, z, out); break;
+    case 3: quad64(q, nq, X4, 3, z, out); break;
+    default: quad64(q, nq, X4, 4, z, out); break;
+    }
+}
+
+/* X4 of one token tile from its pack64 rows: for each quad of channels, the 4 zmm that group64's unpacks would make
+ * (16 tokens x 4 channels each, tokens in order), stored at X4 + k0 * 64. */
+static TGT void quadify(const char *X, int64_t K16, char *X4) {
+    for (int64_t k0 = 0; k0 < K16; k0 += 4) {
+        const __m512i ka = _mm512_load_si512((const void *)(X + k0 * TILE_T));
+        const __m512i kb = _mm512_load_si512((const void *)(X + (k0 + 1) * TILE_T));
+        const __m512i kc = _mm512_load_si512((const void *)(X + (k0 + 2) * TILE_T));
+        const __m512i kd = _mm512_load_si512((const void *)(X + (k0 + 3) * TILE_T));
+        const __m512i ab0 = _mm512_unpacklo_epi8(ka, kb), cd0 = _mm512_unpacklo_epi8(kc, kd);
+        const __m512i ab1 = _mm512_unpackhi_epi8(ka, kb), cd1 = _mm512_unpackhi_epi8(kc, kd);
+        char *d = X4 + k0 * 64;
+        _mm512_store_si512((void *)d, _mm512_unpacklo_epi16(ab0, cd0));
+        _mm512_store_si512((void *)(d + 64), _mm512_unpackhi_epi16(ab0, cd0));
+        _mm512_store_si512((void *)(d + 128), _mm512_unpacklo_epi16(ab1, cd1));
+        _mm512_store_si512((void *)(d + 192), _mm512_unpackhi_epi16(ab1, cd1));
+    }
 }
 
 static TGT void group64_j(const quad4x1 *q, int64_t nq, const char *X, int J, const int32_t *z, int32_t *out) {
@@ -276,7 +400,7 @@ typedef struct {
     const uint8_t *A;
     void *C;
     const hf_epilogue *ep;
-    char *X;
+    char *X, *X4; /* X4: interleaved quads of each tile (quadify), only when the weight has quad groups */
     int64_t tstride, ntt;
     int64_t chunk, tg, ngt, nunits; /* token tiles per chunk, channel tiles per unit */
     atomic_int failed;
@@ -297,9 +421,21 @@ static TGT void pack_task(void *ctx, int tid, int nth) {
     for (int64_t t; hf_ranges_claim(j->tiles, j->nr, tid, &t);) {
         const int64_t tt = j->w->br == 4 ? TILE_T : 16, m0 = t * tt;
         const int mt = j->M - m0 < tt ? (int)(j->M - m0) : (int)tt;
-        if (j->w->br == 4) pack64(mt, K, j->A + m0 * j->lda, j->lda, rows, (uint8_t *)j->X + t * j->tstride);
-        else hf_pack_dw(mt, K, j->A + m0 * j->lda, j->lda, rows, j->X + t * j->tstride, 0);
+        if (j->w->br == 4) {
+            pack64(mt, K, j->A + m0 * j->lda, j->lda, rows, (uint8_t *)j->X + t * j->tstride);
+            if (j->X4) quadify(j->X + t * j->tstride, hf_round16(K), j->X4 + t * j->tstride);
+        } else {
+            hf_pack_dw(mt, K, j->A + m0 * j->lda, j->lda, rows, j->X + t * j->tstride, 0);
+        }
     }
+}
+
+/* packed activations (an epilogue wrote X): only the quads are made here */
+static TGT void quadify_task(void *ctx, int tid, int nth) {
+    job_t *j = (job_t *)ctx;
+    (void)nth;
+    for (int64_t t; hf_ranges_claim(j->tiles, j->nr, tid, &t);)
+        quadify(j->X + t * j->tstride, hf_round16(j->w->K), j->X4 + t * j->tstride);
 }
 
 /* 4x1: units of (token chunk, TG strips of 16 channels); a strip is 4 groups computed into a
@@ -310,6 +446,8 @@ static TGT void compute4x1_task(void *ctx, int tid, int nth) {
     const int64_t R = nrec_rows(w), N = w->N, nstrips = (N + 15) / 16;
     const int64_t *ptr = (const int64_t *)w->data;
     const quad4x1 *q = (const quad4x1 *)(ptr + R + 1);
+    int64_t nquad;
+    const uint8_t *quad = quad_flags(w, &nquad);
     int32_t tile[16 * TILE_T] __attribute__((aligned(64)));
     /* the sums start at -a_zp * colsum[n] (wrapping, as the epilogue's subtraction was), the strip stores' contract;
      * raw int32 output starts at 0 */
@@ -334,7 +472,10 @@ static TGT void compute4x1_task(void *ctx, int tid, int nth) {
                     int32_t z[4] = {0, 0, 0, 0};
                     for (int r = 0; zstart && r < 4 && 4 * G + r < N; r++)
                         z[r] = (int32_t)(0u - (uint32_t)j->ep->a_zp * (uint32_t)j->ep->colsum[4 * G + r]);
-                    group64_j(q + ptr[G], ptr[G + 1] - ptr[G], X, J, z, tile + g * 4 * TILE_T);
+                    if (quad[G])
+                        quad64_j(q + ptr[G], ptr[G + 1] - ptr[G], j->X4 + mt * j->tstride, J, z, tile + g * 4 * TILE_T);
+                    else
+                        group64_j(q + ptr[G], ptr[G + 1] - ptr[G], X, J, z, tile + g * 4 * TILE_T);
                 }
                 if (j->ep->pack_ld)
                     hf_strip_store_packed_avx512(j->ep, tile, TILE_T, nr, nt, n0, (uint8_t *)j->C + mt * j->ep->pack_ld);
@@ -405,8 +546,20 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
     j.ngt = (ncol + j.tg - 1) / j.tg;
     while (j.chunk > 1 && ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt < 8 * (int64_t)nth) j.chunk = (j.chunk + 1) / 2;
     j.nunits = ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt;
+    if (w->br == 4) {
+        int64_t nquad;
+        quad_flags(w, &nquad);
+        if (nquad) {
+            j.X4 = (char *)hf_scratch(HF_SCRATCH_SPARSE_X4, (size_t)(j.ntt * j.tstride));
+            if (!j.X4) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
+        }
+    }
     if (packed) {
         j.X = (char *)A;
+        if (j.X4) {
+            j.nr = hf_ranges_init(j.tiles, nth, j.ntt);
+            hf_parallel(quadify_task, &j, (int)(j.ntt < nth ? j.ntt : nth));
+        }
     } else {
         j.X = (char *)hf_scratch(0, (size_t)(j.ntt * j.tstride));
         if (!j.X) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
@@ -448,4 +601,10 @@ static int vnni_gemm_packed(const struct hf_sparse_w *w, int64_t M, const uint8_
     return vnni_run(w, M, A, lda, 1, C, ldc, ep);
 }
 
-const hf_sparse_kernel hf_sparse_avx512vnni = {vnni_pack, vnni_gemm, vnni_gemm_packed};
+static int64_t vnni_quad_groups(const struct hf_sparse_w *w) {
+    int64_t nquad = 0;
+    if (w->br == 4) quad_flags(w, &nquad);
+    return nquad;
+}
+
+const hf_sparse_kernel hf_sparse_avx512vnni = {vnni_pack, vnni_gemm, vnni_gemm_packed, vnni_quad_groups};
