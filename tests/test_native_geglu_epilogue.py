@@ -125,3 +125,31 @@ def test_modernbert_engine_fused_geglu_equals_the_separate_pass(isa):
         assert sum(pl.geglu for pl in lins) == len(m.layers)  # each layer's Wi, nothing else
         sep = ModernBertEngine(m, quant, isa=isa, block=block, unfused_geglu=True)
         np.testing.assert_array_equal(fused.run(ids.numpy(), mask.numpy()), sep.run(ids.numpy(), mask.numpy()))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_fused_geglu_on_4x4_tiles_runs_as_quads(isa):
+    """GeGLU's Wi pruned in 4x4 tiles (ModernBERT, FastConfig(block="4x4")): the pack's interleaving of inputs and
+    gates moves whole groups of 4 rows, so the tiles stay whole and every group runs as quads on AVX-512 VNNI; the
+    fused bytes equal the unfused path's, alone and as the first Linear of the FFN chain."""
+    f, k, m = 96, 64, 70
+    rng = np.random.default_rng(11)
+    w = rng.integers(-127, 128, (2 * f, k), dtype=np.int64).astype(np.int8) | 1
+    keep = rng.random((2 * f // 4, k // 4)) > 0.7
+    keep[:, 0] = True  # every group keeps a tile
+    w *= np.repeat(np.repeat(keep, 4, 0), 4, 1).astype(np.int8)
+    ws = (rng.random(2 * f) * 2e-3 + 1e-3).astype(np.float32)
+    b = (rng.standard_normal(2 * f) * 0.5).astype(np.float32)
+    fused = native.PackedLinear(w, ws, b, block="4x1", isa=isa, geglu=True)
+    assert fused.quad_groups == (2 * f // 4 if isa == "avx512vnni" else 0)
+    a = rng.integers(0, 256, (m, k), dtype=np.int64).astype(np.uint8)
+    mul = (rng.random(f) + 0.5).astype(np.float32)
+    y = fused.forward(a, 0.05, 7, out_quant=(0.01, 90, mul))
+    x = native.PackedLinear(w, ws, b, block="4x1", isa=isa).forward(a, 0.05, 7)
+    np.testing.assert_array_equal(y, ek.geglu_u8(x, 0.01, 90, mul=mul, isa=isa))
+    w2 = (rng.integers(-127, 128, (k, f), dtype=np.int64) | 1).astype(np.int8)
+    w2 *= np.repeat(np.repeat(rng.random((k // 4, f // 4)) > 0.5, 4, 0), 4, 1).astype(np.int8)
+    second = native.PackedLinear(w2, np.full(k, 2e-3, np.float32), None, block="4x1", isa=isa)
+    res = rng.standard_normal((m, k)).astype(np.float32)
+    got = linear_chain(fused, second, a, 0.05, 7, (0.01, 90, mul), residual=res)
+    np.testing.assert_array_equal(got, second.forward(y, 0.01, 90, residual=res))
