@@ -1,5 +1,5 @@
 """The issue-21 encoders at base size: the native engine vs ONNX Runtime int8 (and OpenVINO where installed) on the
-same weights, dense and pruned to 80% of 4x1 blocks, 1 thread.
+same weights, dense and pruned to 80% of 4x1 blocks (--prune-block 4x4: 4x4 tiles), 1 thread.
 
   modernbert  ModernBERT-base shape (22 layers, hidden 768, 12 heads, GeGLU FFN 1152, local_attention 128 with global
               attention every 3rd layer, rotary): the engine built from the PyTorch model (runtime/torch_engine.py:
@@ -51,7 +51,7 @@ from bench_engine import _sentences, time_interleaved  # noqa: E402
 LAYERS = {"modernbert": 22, "mpnet": 12}
 
 
-def build(family: str, layers: int, sparsity: float, attn: str = "eager"):
+def build(family: str, layers: int, sparsity: float, attn: str = "eager", prune_block: str = "4x1"):
     import torch
     import transformers
 
@@ -68,7 +68,7 @@ def build(family: str, layers: int, sparsity: float, attn: str = "eager"):
         cfg = transformers.MPNetConfig(vocab_size=30527, hidden_size=768, num_hidden_layers=layers,
                                        num_attention_heads=12, intermediate_size=3072, max_position_embeddings=514)
         model = transformers.MPNetModel(cfg, add_pooling_layer=False).eval()
-    prune_by_magnitude(model, sparsity, "4x1")
+    prune_by_magnitude(model, sparsity, prune_block)
     return model
 
 
@@ -175,6 +175,8 @@ def fused_vs_separate(budget: float, sparsity: float, layers: int, batches, seq:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prune-block", choices=["4x1", "4x4"], default="4x1",
+                    help="the pruned models' shape (4x4 tiles run on the 4x1 kernel, pre-interleaved on AVX-512 VNNI)")
     ap.add_argument("--families", nargs="*", choices=sorted(LAYERS), default=["modernbert", "mpnet"],
                     help="none: only --profile and the --long attention kernels")
     ap.add_argument("--sparsity", type=float, nargs="+", default=[0.0, 0.8])
@@ -227,14 +229,15 @@ def main(argv=None) -> int:
             # the long sequence end to end is the 80% target's row: pruned models only (ORT takes seconds a call)
             shapes = list(args.shapes) + ([long_shape] if long_shape and sp > 0 else [])
             block = "4x1" if sp > 0 else "dense"
-            model = build(fam, layers, sp)
-            d = args.workdir / f"{fam}_l{layers}_s{int(sp * 100)}"
+            model = build(fam, layers, sp, prune_block=args.prune_block)
+            d = args.workdir / (f"{fam}_l{layers}_s{int(sp * 100)}"
+                                + (f"_b{args.prune_block}" if sp > 0 and args.prune_block != "4x1" else ""))
             t0 = time.perf_counter()
             if args.reuse and (d / "model.onnx").is_file():
                 print(f"reusing {d} (--reuse: the same seed-0 weights)", flush=True)
             else:
                 export(model, tok, d, calibration_dataset=texts, task="feature-extraction",
-                       block="4x1" if sp > 0 else None, max_length=128, progress=False)
+                       block=args.prune_block if sp > 0 else None, max_length=128, progress=False)
                 print(f"exported {fam} {layers} layers, sparsity {sp:.0%} in {time.perf_counter() - t0:.0f} s -> {d}",
                       flush=True)
             engines = {att: make_engine(fam, model, d, batches, block, att) for att in args.attention}
@@ -247,8 +250,8 @@ def main(argv=None) -> int:
             sess_sdpa, sdpa_error = None, None
             if args.sdpa and long_shape in shapes:
                 try:
-                    ds = export_sdpa(build(fam, layers, sp, attn="sdpa"), tok, texts,
-                                     args.workdir / f"{fam}_l{layers}_s{int(sp * 100)}_sdpa", sp, args.reuse)
+                    ds = export_sdpa(build(fam, layers, sp, attn="sdpa", prune_block=args.prune_block), tok, texts,
+                                     d.with_name(d.name + "_sdpa"), sp, args.reuse)
                     sess_sdpa = ort.InferenceSession(str(ds / "model.onnx"), so, providers=["CPUExecutionProvider"])
                 except Exception as exc:  # the row then compares against the eager export alone, saying why
                     sdpa_error = f"{type(exc).__name__}: {exc}"[:300]
