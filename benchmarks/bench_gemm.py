@@ -51,6 +51,11 @@ def ort_session(w: np.ndarray, threads: int):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
+def kernel_block(block: str) -> str:
+    """The kernel block a --blocks entry packs as: 4x4 tiles run on the 4x1 kernel."""
+    return "4x1" if block == "4x4" else block
+
+
 def sparse_weight(rng, n, k, block, sparsity, bits=8):
     r, c = {"4x1": (4, 1), "dense": (4, 1), "1x4": (1, 4), "4x4": (4, 4)}[block]
     nb = (n // r) * (k // c)
@@ -157,8 +162,7 @@ def main(argv=None):
                 for bits, block in [(b, bl) for b in args.bits for bl in args.blocks]:
                     for sp in ([0.0] if block == "dense" else sparsities):
                         w = sparse_weight(rng, n, k, block, sp, bits)
-                        sw = native.DenseWeight(w) if block == "dense" else \
-                            native.SparseWeight(w, "4x1" if block == "4x4" else block)
+                        sw = native.DenseWeight(w) if block == "dense" else native.SparseWeight(w, kernel_block(block))
                         sess = ort_session(w, th)
                         feed = {"A": a}
                         exact = a.astype(np.int64) @ w.astype(np.int64).T
@@ -188,7 +192,7 @@ def main(argv=None):
         w = sparse_weight(rng, 768, 3072, block, 0.8, bits)
         sizes = {}
         for isa in native.supported_isas():
-            sw = native.SparseWeight(w, "4x1" if block == "4x4" else block, isa)
+            sw = native.SparseWeight(w, kernel_block(block), isa)
             sizes[sw.kernel] = sw.nbytes
         size_lines.append(f"- packed 768x3072 {block} at 80%, {bits}-bit weights: " + ", ".join(
             f"{kn} {b / 1e6:.2f} MB ({b / w.size:.2f} x dense int8)" for kn, b in sizes.items()))

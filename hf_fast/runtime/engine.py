@@ -192,7 +192,7 @@ def choose_kernel(weight: np.ndarray, block: str | None, isa: str | None = "auto
     # such tiles pre-interleaved (no unpack in its loop); elsewhere 1x4, as before
     tie = "4x1" if name == "avx512vnni" else "1x4"
     fits = {cand: f for cand, f in seen.items() if f >= threshold}
-    best = max(fits, key=lambda cand: fits[cand]) if fits else "dense"
+    best = max(fits, key=fits.get) if fits else "dense"
     if tie in fits and fits[tie] >= fits[best] - TILE_TOLERANCE:
         best = tie
     best_frac = fits[best] if fits else threshold

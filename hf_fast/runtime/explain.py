@@ -53,7 +53,7 @@ def explain_native(model) -> dict[str, Any]:
                 # calls of at least this many tokens run block-sparse, shorter ones dense (None: one kernel for all)
                 "sparse_from_tokens": pl.sparse_rows,
                 # groups of 4 output channels the VNNI kernel reads as pre-interleaved 4x4 tiles
-                "kernel_impl": pl.kernel + (f" (4x4 tiles: {pl.quad_groups}/{-(-pl.shape[0] // 4)} groups)"
+                "kernel_impl": pl.kernel + (f" (4x4 tiles: {pl.quad_groups}/{(pl.shape[0] + 3) // 4} groups)"
                                             if pl.quad_groups else ""),
                 "quad_groups": pl.quad_groups, "isa": pl.isa, "reason": ch.reason,
                 "packed_bytes": pl.nbytes_with_alternative,

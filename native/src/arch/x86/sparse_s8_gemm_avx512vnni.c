@@ -140,6 +140,12 @@ static int64_t quad_records(const int32_t *cols, int64_t cnt, const int8_t *W, i
     return n;
 }
 
+/* Writes (or with q == NULL only counts) the records of group g: quad records when `quad` (is_quad_group). */
+static int64_t records_of(int quad, const int32_t *cols, int64_t cnt, const int8_t *W, int64_t ldw, int64_t N,
+                          int64_t K, int64_t g, quad4x1 *q) {
+    return quad ? quad_records(cols, cnt, W, ldw, N, K, g, q) : group_records(cols, cnt, W, ldw, N, K, g, q);
+}
+
 static int64_t nrec_rows(const struct hf_sparse_w *w) { return w->br == 4 ? (w->N + 3) / 4 : w->N; }
 
 /* 4x1: the number of quad groups and their flags (stored after the records). */
@@ -150,6 +156,13 @@ static const uint8_t *quad_flags(const struct hf_sparse_w *w, int64_t *nquad) {
     return p + sizeof *nquad;
 }
 
+/* hf_sparse_quad_groups: 0 for 1x4 (no flags) */
+static int64_t vnni_quad_groups(const struct hf_sparse_w *w) {
+    int64_t nquad = 0;
+    if (w->br == 4) quad_flags(w, &nquad);
+    return nquad;
+}
+
 static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const int64_t *rowptr, const int32_t *cols) {
     const int64_t R = nrec_rows(w), N = w->N, K = w->K;
     int64_t nrec = 0, recsz, bytes;
@@ -158,8 +171,7 @@ static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const 
         for (int64_t g = 0; g < R; g++) {
             const int32_t *c = cols + rowptr[g];
             const int64_t cnt = rowptr[g + 1] - rowptr[g];
-            nrec += is_quad_group(c, cnt) ? quad_records(c, cnt, W, ldw, N, K, g, NULL)
-                                          : group_records(c, cnt, W, ldw, N, K, g, NULL);
+            nrec += records_of(is_quad_group(c, cnt), c, cnt, W, ldw, N, K, g, NULL);
         }
     else
         nrec = w->kept;
@@ -179,7 +191,7 @@ static int vnni_pack(struct hf_sparse_w *w, const int8_t *W, int64_t ldw, const 
             ptr[g] = i;
             flag[g] = (uint8_t)is_quad_group(c, cnt);
             nquad += flag[g];
-            i += flag[g] ? quad_records(c, cnt, W, ldw, N, K, g, q + i) : group_records(c, cnt, W, ldw, N, K, g, q + i);
+            i += records_of(flag[g], c, cnt, W, ldw, N, K, g, q + i);
         }
         ptr[R] = i;
         memcpy(q + nrec, &nquad, sizeof nquad);
@@ -546,13 +558,9 @@ static int vnni_run(const struct hf_sparse_w *w, int64_t M, const uint8_t *A, in
     j.ngt = (ncol + j.tg - 1) / j.tg;
     while (j.chunk > 1 && ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt < 8 * (int64_t)nth) j.chunk = (j.chunk + 1) / 2;
     j.nunits = ((j.ntt + j.chunk - 1) / j.chunk) * j.ngt;
-    if (w->br == 4) {
-        int64_t nquad;
-        quad_flags(w, &nquad);
-        if (nquad) {
-            j.X4 = (char *)hf_scratch(HF_SCRATCH_SPARSE_X4, (size_t)(j.ntt * j.tstride));
-            if (!j.X4) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
-        }
+    if (vnni_quad_groups(w)) {
+        j.X4 = (char *)hf_scratch(HF_SCRATCH_SPARSE_X4, (size_t)(j.ntt * j.tstride));
+        if (!j.X4) return hf_fail(HF_ENOMEM, "sparse_gemm(avx512vnni): out of memory for activations");
     }
     if (packed) {
         j.X = (char *)A;
@@ -599,12 +607,6 @@ static int vnni_gemm_packed(const struct hf_sparse_w *w, int64_t M, const uint8_
                             int64_t ldc, const hf_epilogue *ep) {
     if (w->br != 4) return hf_fail(HF_EINVAL, "sparse_gemm(avx512vnni): packed activations need 4x1 blocks");
     return vnni_run(w, M, A, lda, 1, C, ldc, ep);
-}
-
-static int64_t vnni_quad_groups(const struct hf_sparse_w *w) {
-    int64_t nquad = 0;
-    if (w->br == 4) quad_flags(w, &nquad);
-    return nquad;
 }
 
 const hf_sparse_kernel hf_sparse_avx512vnni = {vnni_pack, vnni_gemm, vnni_gemm_packed, vnni_quad_groups};
